@@ -1,0 +1,91 @@
+# LeMoNPC build. `make` builds build/lemonpc and build/liblemonpc.a;
+# `make test` runs the C unit tests (plain and under ASan+UBSan) and the
+# oracle tests (llama.cpp / PyTorch through Python); `make fuzz` fuzzes
+# every parser for a bounded time; `make bench` runs the benchmarks.
+
+CC       ?= cc
+CSTD      = -std=c11 -D_GNU_SOURCE
+WARN      = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+INCLUDES  = -Isrc -Iinclude
+OPT      ?= -O2 -g
+LIBS      = -lpcre2-8 -lutf8proc -ljansson -lm -lpthread
+TEST_LIBS = -lcmocka
+
+# Sanitizer variant of everything lives in its own tree.
+ifeq ($(SAN),1)
+BUILD    ?= build-san
+OPT       = -O1 -g -fno-omit-frame-pointer
+SANFLAGS  = -fsanitize=address,undefined -fno-sanitize-recover=undefined
+else
+BUILD    ?= build
+SANFLAGS  =
+endif
+
+CFLAGS_ALL = $(CSTD) $(WARN) $(INCLUDES) $(OPT) $(SANFLAGS) -MMD -MP $(CFLAGS)
+LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
+
+LIB_SRC  = $(sort $(wildcard src/*/*.c))
+CLI_SRC  = $(sort $(wildcard src/cli/*.c))
+LIB_SRC := $(filter-out $(CLI_SRC),$(LIB_SRC))
+TEST_SRC = $(sort $(wildcard tests/test_*.c))
+TOOL_SRC = $(sort $(wildcard tests/tools/*.c))
+
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TOOL_BIN = $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+
+.PHONY: all lib test unit unit-san oracle fuzz bench demo model clean
+all: $(BUILD)/lemonpc $(TOOL_BIN)
+
+lib: $(BUILD)/liblemonpc.a
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/liblemonpc.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/lemonpc: $(CLI_OBJ) $(BUILD)/liblemonpc.a
+	$(CC) $(LDFLAGS_ALL) $^ $(LIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/liblemonpc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) $^ $(LIBS) $(TEST_LIBS) -o $@
+
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/liblemonpc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) $^ $(LIBS) -o $@
+
+# C unit tests; each test binary is a cmocka group.
+unit: $(TEST_BIN) $(BUILD)/lemonpc $(TOOL_BIN)
+	@scripts/run_unit.sh $(BUILD) $(TEST_BIN)
+
+unit-san:
+	@$(MAKE) --no-print-directory SAN=1 unit
+
+# Oracle tests: our numbers against llama.cpp (llama-cpp-python) and PyTorch.
+oracle: all
+	python3 -m pytest -q tests/oracle
+
+test: unit unit-san oracle
+
+model:
+	scripts/fetch_model.sh
+
+demo:
+	scripts/demo.sh
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+bench: all
+	scripts/bench.sh
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(TOOL_BIN:=.d)

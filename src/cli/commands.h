@@ -1,0 +1,10 @@
+/* One function per `lemonpc <command>`, each in src/cli/cmd_<name>.c.
+ * Each returns the process exit status (0 ok, 1 error, 2 usage) and prints
+ * its own --help. To add a command: declare it here and list it in main.c. */
+#ifndef LM_CLI_COMMANDS_H
+#define LM_CLI_COMMANDS_H
+
+int cmd_info(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+
+#endif

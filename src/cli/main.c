@@ -1,0 +1,40 @@
+/* lemonpc: dispatches `lemonpc <command> [args]` to src/cli/cmd_*.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "lemonpc.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command COMMANDS[] = {
+    {"info", cmd_info, "show a GGUF model's metadata and tensor table"},
+    {"quantize", cmd_quantize, "convert a GGUF model to Q8_0, Q4_0, Q4_1, F16, BF16 or F32"},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "lemonpc %s: turn a game character into a small language model\n\n"
+                 "usage: lemonpc <command> [options]\n\ncommands:\n", LEMONPC_VERSION);
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(out, "\n`lemonpc <command> --help` describes a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(stderr); return 2; }
+    const char *name = argv[1];
+    if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(name, "--version")) { printf("lemonpc %s\n", LEMONPC_VERSION); return 0; }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (!strcmp(name, COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "lemonpc: unknown command '%s'\n\n", name);
+    usage(stderr);
+    return 2;
+}
