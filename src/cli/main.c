@@ -14,6 +14,12 @@ typedef struct {
 static const command COMMANDS[] = {
     {"info", cmd_info, "show a GGUF model's metadata and tensor table"},
     {"quantize", cmd_quantize, "convert a GGUF model to Q8_0, Q4_0, Q4_1, F16, BF16 or F32"},
+    {"tokenize", cmd_tokenize, "show the token ids of a text under a model's tokenizer"},
+    {"generate", cmd_generate, "complete one prompt (for scripts)"},
+    {"chat", cmd_chat, "chat with a model in the terminal"},
+    {"check", cmd_check, "validate a world/character sheet folder"},
+    {"import", cmd_import, "import a Character Card (V2/V3, JSON or PNG) as a sheet"},
+    {"export", cmd_export, "export a character sheet as a Character Card V2/V3"},
 };
 
 static void usage(FILE *out) {
