@@ -87,6 +87,12 @@ int gguf_get_f32_opt(const gguf_file *f, const char *key, float *out, lm_err *er
 
 const char *gguf_type_name(gguf_type t);
 
+/* Element i of a numeric/bool array kv, converted (0 when kv is not such an
+ * array or i is out of range). Use these rather than casting arr_data: the
+ * packed elements sit at arbitrary (possibly unaligned) file offsets. */
+int64_t gguf_arr_get_i64(const gguf_kv *kv, uint64_t i);
+double gguf_arr_get_f64(const gguf_kv *kv, uint64_t i);
+
 /* ---- writer ---------------------------------------------------------- */
 
 typedef struct gguf_writer gguf_writer;
