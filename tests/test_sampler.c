@@ -1,0 +1,276 @@
+/* Sampler: greedy, top-k/top-p/min-p filters, temperature statistics,
+ * repetition penalty and seed reproducibility. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "model/sampler.h"
+
+static lm_sampler *mk(lm_sampler_params p, int n) {
+    lm_err err = {0};
+    lm_sampler *s = lm_sampler_new(&p, n, &err);
+    if (!s) fail_msg("lm_sampler_new: %s", err.msg);
+    return s;
+}
+
+/* Deterministic pseudo-random logits independent of the sampler's PRNG. */
+static void fill_logits(float *l, int n, unsigned seed) {
+    uint32_t x = seed * 2654435761u + 1;
+    for (int i = 0; i < n; i++) {
+        x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+        l[i] = (float)((x % 20000) / 1000.0 - 10.0);
+    }
+}
+
+static void test_greedy_argmax(void **state) {
+    (void)state;
+    enum { N = 1000 };
+    float l[N];
+    for (unsigned trial = 0; trial < 20; trial++) {
+        fill_logits(l, N, trial);
+        int best = 0;
+        for (int i = 1; i < N; i++) if (l[i] > l[best]) best = i;
+        lm_sampler_params p = lm_sampler_defaults();
+        p.temp = 0.0f;
+        lm_sampler *s = mk(p, N);
+        assert_int_equal(lm_sampler_sample(s, l), best);
+        lm_sampler_free(s);
+    }
+}
+
+static void test_top_k1_equals_greedy(void **state) {
+    (void)state;
+    enum { N = 5000 };
+    float *l = malloc(sizeof(float) * N);
+    for (unsigned trial = 0; trial < 10; trial++) {
+        fill_logits(l, N, 100 + trial);
+        lm_sampler_params g = lm_sampler_defaults();
+        g.temp = 0.0f;
+        lm_sampler_params k = lm_sampler_defaults();
+        k.temp = 1.5f; k.top_k = 1; k.top_p = 1.0f; k.min_p = 0.0f; k.seed = trial;
+        lm_sampler *sg = mk(g, N), *sk = mk(k, N);
+        int32_t a = lm_sampler_sample(sg, l);
+        for (int r = 0; r < 5; r++) assert_int_equal(lm_sampler_sample(sk, l), a);
+        lm_sampler_free(sg);
+        lm_sampler_free(sk);
+    }
+    free(l);
+}
+
+static void draw_seq(uint64_t seed, int32_t *out, int n) {
+    enum { N = 300 };
+    float l[N];
+    fill_logits(l, N, 7);
+    for (int i = 0; i < N; i++) l[i] *= 0.2f;   /* flat: many tokens in play */
+    lm_sampler_params p = lm_sampler_defaults();
+    p.temp = 1.0f; p.top_k = 0; p.top_p = 1.0f; p.min_p = 0.0f; p.seed = seed;
+    lm_sampler *s = mk(p, N);
+    for (int i = 0; i < n; i++) out[i] = lm_sampler_sample(s, l);
+    lm_sampler_free(s);
+}
+
+static void test_seed_reproducible(void **state) {
+    (void)state;
+    int32_t a[64], b[64], c[64];
+    draw_seq(42, a, 64);
+    draw_seq(42, b, 64);
+    draw_seq(43, c, 64);
+    assert_memory_equal(a, b, sizeof a);
+    int diff = 0;
+    for (int i = 0; i < 64; i++) diff += a[i] != c[i];
+    assert_true(diff > 10);
+}
+
+/* Chi-square goodness of fit of temperature sampling against softmax(l/T). */
+static void check_frequencies(float temp) {
+    enum { N = 5, DRAWS = 200000 };
+    const float l[N] = {1.0f, 2.0f, 0.5f, -1.0f, 1.5f};
+    double p[N], z = 0;
+    for (int i = 0; i < N; i++) z += p[i] = exp(l[i] / temp);
+    for (int i = 0; i < N; i++) p[i] /= z;
+    lm_sampler_params sp = lm_sampler_defaults();
+    sp.temp = temp; sp.top_k = 0; sp.top_p = 1.0f; sp.min_p = 0.0f; sp.seed = 12345;
+    lm_sampler *s = mk(sp, N);
+    long cnt[N] = {0};
+    for (int i = 0; i < DRAWS; i++) {
+        int32_t t = lm_sampler_sample(s, l);
+        assert_true(t >= 0 && t < N);
+        cnt[t]++;
+    }
+    lm_sampler_free(s);
+    double chi2 = 0;
+    for (int i = 0; i < N; i++) {
+        double e = p[i] * DRAWS;
+        chi2 += (cnt[i] - e) * (cnt[i] - e) / e;
+    }
+    /* 4 degrees of freedom: P(chi2 > 23.5) ~ 1e-4 */
+    if (chi2 > 23.5) fail_msg("temp %g: chi2 %.2f too large", (double)temp, chi2);
+}
+
+static void test_temperature_frequencies(void **state) {
+    (void)state;
+    check_frequencies(1.0f);
+    check_frequencies(0.5f);
+    check_frequencies(2.0f);
+}
+
+static void test_top_k_excludes(void **state) {
+    (void)state;
+    enum { N = 10 };
+    const float l[N] = {0, 5, 1, 4, 2, 3, -1, 0.5f, 4.5f, 1.5f};
+    /* top 3: ids 1 (5), 8 (4.5), 3 (4) */
+    lm_sampler_params p = lm_sampler_defaults();
+    p.temp = 5.0f; p.top_k = 3; p.top_p = 1.0f; p.min_p = 0.0f; p.seed = 1;
+    lm_sampler *s = mk(p, N);
+    int hit[N] = {0};
+    for (int i = 0; i < 3000; i++) hit[lm_sampler_sample(s, l)]++;
+    for (int i = 0; i < N; i++) {
+        if (i == 1 || i == 8 || i == 3) assert_true(hit[i] > 0);
+        else assert_int_equal(hit[i], 0);
+    }
+    lm_sampler_free(s);
+}
+
+static void test_top_p_excludes(void **state) {
+    (void)state;
+    /* probabilities 0.5, 0.3, 0.15, 0.05 (ids 2, 0, 3, 1) */
+    const float l[4] = {logf(0.3f), logf(0.05f), logf(0.5f), logf(0.15f)};
+    lm_sampler_params p = lm_sampler_defaults();
+    p.temp = 1.0f; p.top_k = 0; p.min_p = 0.0f; p.seed = 3;
+    int hit[4];
+    /* top_p 0.7: {0.5, 0.3} reach 0.8 >= 0.7 */
+    p.top_p = 0.7f;
+    lm_sampler *s = mk(p, 4);
+    memset(hit, 0, sizeof hit);
+    for (int i = 0; i < 4000; i++) hit[lm_sampler_sample(s, l)]++;
+    assert_true(hit[2] > 0 && hit[0] > 0);
+    assert_int_equal(hit[3], 0);
+    assert_int_equal(hit[1], 0);
+    /* within the nucleus the renormalised ratio is 0.5 : 0.3 */
+    double r = (double)hit[2] / hit[0];
+    assert_true(r > 1.45 && r < 1.9);
+    lm_sampler_free(s);
+    /* top_p 0.45: the first token alone reaches it */
+    p.top_p = 0.45f;
+    s = mk(p, 4);
+    for (int i = 0; i < 500; i++) assert_int_equal(lm_sampler_sample(s, l), 2);
+    lm_sampler_free(s);
+}
+
+/* The geometric prefix growth in top-p must agree with a full sort on a
+ * large flat vocabulary where the nucleus holds thousands of tokens. */
+static void test_top_p_large_vocab(void **state) {
+    (void)state;
+    enum { N = 20000 };
+    float *l = malloc(sizeof(float) * N);
+    fill_logits(l, N, 99);
+    for (int i = 0; i < N; i++) l[i] *= 0.1f;
+    /* independent nucleus: sort probabilities, count tokens to reach 0.9 */
+    double *pr = malloc(sizeof(double) * N), z = 0, mx = -1e9;
+    for (int i = 0; i < N; i++) if (l[i] > mx) mx = l[i];
+    for (int i = 0; i < N; i++) z += pr[i] = exp(l[i] - mx);
+    float *sorted = malloc(sizeof(float) * N);
+    memcpy(sorted, l, sizeof(float) * N);
+    for (int i = 1; i < N; i++) {   /* insertion sort, descending: plain and obviously right */
+        float v = sorted[i]; int j = i - 1;
+        while (j >= 0 && sorted[j] < v) { sorted[j + 1] = sorted[j]; j--; }
+        sorted[j + 1] = v;
+    }
+    double cum = 0; float cut = 0;
+    for (int i = 0; i < N; i++) {
+        cum += exp(sorted[i] - mx) / z;
+        if (cum >= 0.9) { cut = sorted[i]; break; }
+    }
+    lm_sampler_params p = lm_sampler_defaults();
+    p.temp = 1.0f; p.top_k = 0; p.top_p = 0.9f; p.min_p = 0.0f; p.seed = 5;
+    lm_sampler *s = mk(p, N);
+    int below = 0;
+    for (int i = 0; i < 3000; i++) below += l[lm_sampler_sample(s, l)] < cut;
+    assert_int_equal(below, 0);
+    lm_sampler_free(s);
+    free(l); free(pr); free(sorted);
+}
+
+static void test_min_p_excludes(void **state) {
+    (void)state;
+    /* p_max = 0.5; min_p 0.25 keeps p >= 0.125: ids 2 (0.5), 0 (0.3), 3 (0.15) */
+    const float l[4] = {logf(0.3f), logf(0.05f), logf(0.5f), logf(0.15f)};
+    lm_sampler_params p = lm_sampler_defaults();
+    p.temp = 1.0f; p.top_k = 0; p.top_p = 1.0f; p.min_p = 0.25f; p.seed = 9;
+    lm_sampler *s = mk(p, 4);
+    int hit[4] = {0};
+    for (int i = 0; i < 4000; i++) hit[lm_sampler_sample(s, l)]++;
+    assert_true(hit[0] > 0 && hit[2] > 0 && hit[3] > 0);
+    assert_int_equal(hit[1], 0);
+    lm_sampler_free(s);
+}
+
+static void test_repeat_penalty(void **state) {
+    (void)state;
+    const float l[4] = {3.0f, 2.5f, -1.0f, -1.2f};
+    lm_sampler_params p = lm_sampler_defaults();
+    p.temp = 0.0f; p.repeat_penalty = 1.5f; p.repeat_last_n = 2;
+    lm_sampler *s = mk(p, 4);
+    assert_int_equal(lm_sampler_sample(s, l), 0);
+    lm_sampler_accept(s, 0);          /* 3.0 / 1.5 = 2.0 < 2.5 */
+    assert_int_equal(lm_sampler_sample(s, l), 1);
+    lm_sampler_accept(s, 0);          /* still one distinct token: penalised once */
+    assert_int_equal(lm_sampler_sample(s, l), 1);
+    lm_sampler_accept(s, 1);          /* window {0, 1}: 2.0 vs 2.5/1.5 = 1.67 */
+    assert_int_equal(lm_sampler_sample(s, l), 0);
+    lm_sampler_reset(s);
+    assert_int_equal(lm_sampler_sample(s, l), 0);
+    lm_sampler_free(s);
+
+    /* negative logits are multiplied: -1.0 * 1.5 = -1.5 < -1.2 */
+    const float n[3] = {-1.0f, -1.2f, -5.0f};
+    p.repeat_last_n = 8;
+    s = mk(p, 3);
+    assert_int_equal(lm_sampler_sample(s, n), 0);
+    lm_sampler_accept(s, 0);
+    assert_int_equal(lm_sampler_sample(s, n), 1);
+    lm_sampler_free(s);
+}
+
+static void test_params_checked(void **state) {
+    (void)state;
+    lm_err err = {0};
+    lm_sampler_params p = lm_sampler_defaults();
+    p.top_p = 1.5f;
+    assert_null(lm_sampler_new(&p, 10, &err));
+    assert_non_null(strstr(err.msg, "top_p"));
+    p = lm_sampler_defaults();
+    p.repeat_penalty = 0.0f;
+    assert_null(lm_sampler_new(&p, 10, &err));
+    assert_non_null(strstr(err.msg, "repeat_penalty"));
+    p = lm_sampler_defaults();
+    p.min_p = -0.1f;
+    assert_null(lm_sampler_new(&p, 10, &err));
+    assert_non_null(strstr(err.msg, "min_p"));
+    p = lm_sampler_defaults();
+    assert_null(lm_sampler_new(&p, 0, &err));
+    assert_non_null(strstr(err.msg, "n_vocab"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_greedy_argmax),
+        cmocka_unit_test(test_top_k1_equals_greedy),
+        cmocka_unit_test(test_seed_reproducible),
+        cmocka_unit_test(test_temperature_frequencies),
+        cmocka_unit_test(test_top_k_excludes),
+        cmocka_unit_test(test_top_p_excludes),
+        cmocka_unit_test(test_top_p_large_vocab),
+        cmocka_unit_test(test_min_p_excludes),
+        cmocka_unit_test(test_repeat_penalty),
+        cmocka_unit_test(test_params_checked),
+    };
+    return cmocka_run_group_tests_name("sampler", tests, NULL, NULL);
+}
