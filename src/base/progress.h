@@ -1,0 +1,42 @@
+/* A one-line progress display for long work (quantize, training, datagen):
+ *
+ *     lm_progress p;
+ *     lm_progress_begin(&p, "quantize", n_tensors, "tensors");
+ *     for (i = 0; i < n; i++) { ...; lm_progress_update(&p, i + 1, name); }
+ *     lm_progress_end(&p);
+ *
+ * draws   quantize  120/272 tensors  44%  31.2 tensors/s  ETA 0:05  blk.12.ffn_up.weight
+ * on stderr, redrawn in place (\r) at most ~10 times a second, and a final
+ * line with the elapsed time on lm_progress_end. When stderr is not a
+ * terminal nothing is printed at all, so logs and pipes stay clean.
+ * All state lives in the struct; one struct is driven from one thread. */
+#ifndef LM_BASE_PROGRESS_H
+#define LM_BASE_PROGRESS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct lm_progress {
+    FILE *out;          /* NULL: silent */
+    char label[32];
+    char unit[24];
+    int64_t total;      /* <= 0: unknown (no percentage or ETA) */
+    int64_t done;
+    double t_start;     /* seconds, monotonic clock */
+    double t_drawn;     /* last redraw */
+    int width;          /* length of the last line drawn, to blank leftovers */
+} lm_progress;
+
+/* label and unit are copied (truncated to fit); unit may be NULL ("steps"). */
+void lm_progress_begin(lm_progress *p, const char *label, int64_t total, const char *unit);
+/* Same, drawing to `out` whether or not it is a terminal (NULL: silent);
+ * for tests and for callers that want progress in a log anyway. */
+void lm_progress_begin_file(lm_progress *p, FILE *out, const char *label, int64_t total,
+                            const char *unit);
+/* done: units finished so far; extra: short text shown after the numbers
+ * (current tensor name, loss, ...), may be NULL. Cheap when not redrawing. */
+void lm_progress_update(lm_progress *p, int64_t done, const char *extra);
+/* Draws the final state with the elapsed time and ends the line. */
+void lm_progress_end(lm_progress *p);
+
+#endif
