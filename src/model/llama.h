@@ -1,0 +1,106 @@
+/* Llama-family model: config from GGUF metadata, weights used in place from
+ * the mapping (any supported dtype, no copies), and the forward pass.
+ *
+ * lm_model is read-only once loaded and may be shared by any number of
+ * lm_ctx (each holds one sequence's KV cache and scratch), so many NPCs
+ * can share one base model. A context is used by one thread at a time;
+ * the pool passed to it does the parallel work. */
+#ifndef LM_MODEL_LLAMA_H
+#define LM_MODEL_LLAMA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "base/pool.h"
+#include "model/gguf.h"
+#include "tensor/dtype.h"
+
+typedef struct lm_llama_config {
+    char arch[32];        /* general.architecture ("llama") */
+    int n_layer;          /* block_count */
+    int n_embd;           /* embedding_length */
+    int n_ff;             /* feed_forward_length */
+    int n_head;           /* attention.head_count */
+    int n_head_kv;        /* attention.head_count_kv (default n_head) */
+    int head_dim;         /* n_embd / n_head */
+    int n_rot;            /* rope.dimension_count (default head_dim; must equal it) */
+    int n_vocab;          /* from token_embd.weight's shape */
+    int n_ctx_train;      /* context_length */
+    float rope_base;      /* rope.freq_base (default 10000) */
+    float rms_eps;        /* attention.layer_norm_rms_epsilon */
+} lm_llama_config;
+
+typedef struct lm_weight {   /* a matrix W[n, k] in the mapping (ne[0] = k) */
+    const void *data;
+    lm_dtype type;
+    int n, k;
+} lm_weight;
+
+typedef struct lm_llama_layer {
+    const float *attn_norm;   /* [n_embd] */
+    lm_weight wq;             /* [n_head*head_dim, n_embd] */
+    lm_weight wk, wv;         /* [n_head_kv*head_dim, n_embd] */
+    lm_weight wo;             /* [n_embd, n_head*head_dim] */
+    const float *ffn_norm;    /* [n_embd] */
+    lm_weight w_gate, w_up;   /* [n_ff, n_embd] */
+    lm_weight w_down;         /* [n_embd, n_ff] */
+} lm_llama_layer;
+
+typedef struct lm_model {
+    lm_llama_config cfg;
+    gguf_file *file;          /* owned when loaded by path; NULL when borrowed */
+    const gguf_file *gguf;    /* the file the weights point into */
+    lm_weight tok_embd;       /* [n_vocab, n_embd] */
+    lm_weight output;         /* [n_vocab, n_embd]; == tok_embd when tied */
+    bool tied;
+    const float *output_norm; /* [n_embd] */
+    const float *rope_freqs;  /* [head_dim/2] divisors (Llama 3.x) or NULL */
+    lm_llama_layer *layers;   /* [n_layer] */
+    float *norm_buf;          /* owned f32 copies of non-f32 norm vectors */
+} lm_model;
+
+/* Opens path and loads the model; the model owns the mapping. */
+lm_model *lm_model_load(const char *path, lm_err *err);
+/* Loads from an open file the caller keeps open for the model's lifetime. */
+lm_model *lm_model_from_gguf(const gguf_file *f, lm_err *err);
+void lm_model_free(lm_model *m);
+
+/* Reads and checks the config alone (used by lm_model_from_gguf). */
+int lm_llama_config_read(const gguf_file *f, lm_llama_config *cfg, lm_err *err);
+
+/* ---- contexts ------------------------------------------------------- */
+
+typedef struct lm_ctx lm_ctx;
+
+typedef enum lm_logits_mode {
+    LM_LOGITS_NONE = 0,   /* only fill the KV cache */
+    LM_LOGITS_LAST = 1,   /* logits[n_vocab] of the last token */
+    LM_LOGITS_ALL = 2,    /* logits[n, n_vocab], one row per token */
+} lm_logits_mode;
+
+/* n_ctx <= 0 means min(2048, n_ctx_train); larger than n_ctx_train is an
+ * error. pool is borrowed (NULL: the context makes a 1-thread pool). */
+lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err);
+void lm_ctx_free(lm_ctx *c);
+
+/* Evaluates tokens[0..n) at positions n_past .. n_past+n-1, appends their
+ * keys/values to the cache and writes logits as mode asks (logits may be
+ * NULL with LM_LOGITS_NONE). Fails, changing nothing, if the cache would
+ * overflow or a token id is out of range. Long inputs are processed in
+ * batches of the context's batch size. */
+int lm_eval(lm_ctx *c, const int32_t *tokens, int n, lm_logits_mode mode,
+            float *logits, lm_err *err);
+
+int lm_ctx_n_past(const lm_ctx *c);
+int lm_ctx_n_ctx(const lm_ctx *c);
+const lm_model *lm_ctx_model(const lm_ctx *c);
+/* Forgets positions >= n_past (e.g. 0 to start over, or to drop an
+ * unanswered turn). n_past above the current position is clamped. */
+void lm_ctx_truncate(lm_ctx *c, int n_past);
+void lm_ctx_set_pool(lm_ctx *c, lm_pool *pool);
+/* Bytes of the KV cache at full size (for memory budgets). */
+size_t lm_ctx_kv_bytes(const lm_ctx *c);
+
+#endif

@@ -1,0 +1,256 @@
+/* Llama forward pass over a batch of tokens with an f32 KV cache.
+ * Cache layout: k_cache[layer][pos][n_head_kv * head_dim] (v_cache alike),
+ * so the keys of a batch are one contiguous block that the K projection
+ * writes straight into. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/llama.h"
+#include "tensor/ops.h"
+
+#define LM_BATCH 128   /* tokens per forward chunk: bounds scratch, keeps matmuls wide */
+
+struct lm_ctx {
+    const lm_model *m;
+    lm_pool *pool;        /* borrowed, or own_pool */
+    lm_pool *own_pool;
+    int n_ctx, n_past, n_batch;
+    float *k_cache, *v_cache;   /* [n_layer, n_ctx, kv_dim] each */
+    /* scratch, [n_batch, ...] */
+    float *x;       /* [B, n_embd] residual stream */
+    float *xb;      /* [B, n_embd] normed input / projection output */
+    float *q;       /* [B, q_dim] */
+    float *att;     /* [B, q_dim] attention output */
+    float *hb, *hb2;/* [B, n_ff] */
+    int32_t *pos;   /* [B] */
+    float *scores;  /* [n_score_threads, n_ctx] per-thread attention rows */
+    int n_score_threads;
+};
+
+static size_t kv_elems(const lm_ctx *c) {
+    const lm_llama_config *cfg = &c->m->cfg;
+    return (size_t)cfg->n_layer * (size_t)c->n_ctx * (size_t)(cfg->n_head_kv * cfg->head_dim);
+}
+
+static int ensure_scores(lm_ctx *c, lm_err *err) {
+    int nt = lm_pool_threads(c->pool);
+    if (nt <= c->n_score_threads) return 0;
+    float *s = realloc(c->scores, sizeof(float) * (size_t)nt * (size_t)c->n_ctx);
+    if (!s) return lm_errf(err, "out of memory for attention scratch");
+    c->scores = s;
+    c->n_score_threads = nt;
+    return 0;
+}
+
+lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
+    const lm_llama_config *cfg = &m->cfg;
+    if (n_ctx <= 0) n_ctx = cfg->n_ctx_train < 2048 ? cfg->n_ctx_train : 2048;
+    if (n_ctx > cfg->n_ctx_train) {
+        lm_errf(err, "context size %d exceeds the model's context_length %d", n_ctx,
+                cfg->n_ctx_train);
+        return NULL;
+    }
+    lm_ctx *c = calloc(1, sizeof *c);
+    if (!c) { lm_errf(err, "out of memory"); return NULL; }
+    c->m = m;
+    c->n_ctx = n_ctx;
+    c->n_batch = n_ctx < LM_BATCH ? n_ctx : LM_BATCH;
+    if (!pool) {
+        c->own_pool = lm_pool_new(1, err);
+        if (!c->own_pool) { free(c); return NULL; }
+        pool = c->own_pool;
+    }
+    c->pool = pool;
+    size_t B = (size_t)c->n_batch;
+    size_t q_dim = (size_t)cfg->n_head * (size_t)cfg->head_dim;
+    /* calloc: pages of the cache become resident only as positions fill */
+    c->k_cache = calloc(kv_elems(c), sizeof(float));
+    c->v_cache = calloc(kv_elems(c), sizeof(float));
+    c->x = malloc(sizeof(float) * B * (size_t)cfg->n_embd);
+    c->xb = malloc(sizeof(float) * B * (size_t)cfg->n_embd);
+    c->q = malloc(sizeof(float) * B * q_dim);
+    c->att = malloc(sizeof(float) * B * q_dim);
+    c->hb = malloc(sizeof(float) * B * (size_t)cfg->n_ff);
+    c->hb2 = malloc(sizeof(float) * B * (size_t)cfg->n_ff);
+    c->pos = malloc(sizeof(int32_t) * B);
+    if (!c->k_cache || !c->v_cache || !c->x || !c->xb || !c->q || !c->att || !c->hb ||
+        !c->hb2 || !c->pos) {
+        lm_errf(err, "out of memory for a %d-token context (KV cache %zu MB)", n_ctx,
+                2 * kv_elems(c) * sizeof(float) >> 20);
+        lm_ctx_free(c);
+        return NULL;
+    }
+    if (ensure_scores(c, err)) { lm_ctx_free(c); return NULL; }
+    return c;
+}
+
+void lm_ctx_free(lm_ctx *c) {
+    if (!c) return;
+    free(c->k_cache); free(c->v_cache);
+    free(c->x); free(c->xb); free(c->q); free(c->att); free(c->hb); free(c->hb2);
+    free(c->pos); free(c->scores);
+    lm_pool_free(c->own_pool);
+    free(c);
+}
+
+int lm_ctx_n_past(const lm_ctx *c) { return c->n_past; }
+int lm_ctx_n_ctx(const lm_ctx *c) { return c->n_ctx; }
+const lm_model *lm_ctx_model(const lm_ctx *c) { return c->m; }
+size_t lm_ctx_kv_bytes(const lm_ctx *c) { return 2 * kv_elems(c) * sizeof(float); }
+
+void lm_ctx_truncate(lm_ctx *c, int n_past) {
+    if (n_past < 0) n_past = 0;
+    if (n_past < c->n_past) c->n_past = n_past;
+}
+
+void lm_ctx_set_pool(lm_ctx *c, lm_pool *pool) {
+    c->pool = pool ? pool : c->own_pool;
+    if (!c->pool) {   /* no own pool was made: fall back to a fresh 1-thread one */
+        c->own_pool = lm_pool_new(1, NULL);
+        c->pool = c->own_pool;
+    }
+}
+
+/* Rope with per-pair frequency divisors (Llama 3.x "rope_freqs"), which
+ * lm_rope does not take: theta_i = pos * base^(-2i/d) / freqs[i]. */
+static void rope_freqs(float *x, int n_tokens, int n_heads, int hd, const int32_t *pos,
+                       float base, const float *freqs) {
+    for (int t = 0; t < n_tokens; t++) {
+        for (int i = 0; i < hd / 2; i++) {
+            double theta = pos[t] * pow(base, -2.0 * i / hd) / freqs[i];
+            float cs = (float)cos(theta), sn = (float)sin(theta);
+            for (int h = 0; h < n_heads; h++) {
+                float *p = x + ((size_t)t * n_heads + h) * hd + 2 * i;
+                float a = p[0], b = p[1];
+                p[0] = a * cs - b * sn;
+                p[1] = a * sn + b * cs;
+            }
+        }
+    }
+}
+
+typedef struct {
+    lm_ctx *c;
+    int layer, n_tokens, p0;
+} attn_job;
+
+/* One task = one (token, head): causal attention of the token's query over
+ * cache positions [0, p0 + t]. */
+static void attn_task(void *arg, int task, int n_tasks, int thread) {
+    (void)n_tasks;
+    const attn_job *j = arg;
+    lm_ctx *c = j->c;
+    const lm_llama_config *cfg = &c->m->cfg;
+    int hd = cfg->head_dim, nh = cfg->n_head;
+    int kv_dim = cfg->n_head_kv * hd;
+    int t = task / nh, h = task % nh;
+    int kvh = h / (nh / cfg->n_head_kv);
+    int n_keys = j->p0 + t + 1;
+    const float *q = c->q + ((size_t)t * nh + h) * hd;
+    size_t layer_off = (size_t)j->layer * (size_t)c->n_ctx * (size_t)kv_dim;
+    const float *K = c->k_cache + layer_off + (size_t)kvh * hd;
+    const float *V = c->v_cache + layer_off + (size_t)kvh * hd;
+    float *s = c->scores + (size_t)thread * (size_t)c->n_ctx;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int p = 0; p < n_keys; p++) {
+        const float *k = K + (size_t)p * kv_dim;
+        float dot = 0.0f;
+        for (int i = 0; i < hd; i++) dot += q[i] * k[i];
+        s[p] = dot * scale;
+    }
+    lm_softmax(s, n_keys);
+    float *out = c->att + ((size_t)t * nh + h) * hd;
+    memset(out, 0, sizeof(float) * (size_t)hd);
+    for (int p = 0; p < n_keys; p++) {
+        const float *v = V + (size_t)p * kv_dim;
+        float w = s[p];
+        for (int i = 0; i < hd; i++) out[i] += w * v[i];
+    }
+}
+
+static void add_into(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* Forward of B <= n_batch tokens at positions n_past..; leaves the final
+ * residual stream in c->x. */
+static void forward_chunk(lm_ctx *c, const int32_t *tokens, int B) {
+    const lm_model *m = c->m;
+    const lm_llama_config *cfg = &m->cfg;
+    int d = cfg->n_embd, hd = cfg->head_dim, ff = cfg->n_ff;
+    int q_dim = cfg->n_head * hd, kv_dim = cfg->n_head_kv * hd;
+    int p0 = c->n_past;
+    size_t row_bytes = lm_dtype_row_bytes(m->tok_embd.type, d);
+    for (int t = 0; t < B; t++) {
+        const uint8_t *row = (const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * row_bytes;
+        lm_dequant_row(m->tok_embd.type, row, c->x + (size_t)t * d, d);
+        c->pos[t] = p0 + t;
+    }
+    for (int l = 0; l < cfg->n_layer; l++) {
+        const lm_llama_layer *L = &m->layers[l];
+        size_t kv_off = ((size_t)l * (size_t)c->n_ctx + (size_t)p0) * (size_t)kv_dim;
+        float *k = c->k_cache + kv_off, *v = c->v_cache + kv_off;   /* [B, kv_dim] */
+
+        lm_rmsnorm(c->xb, c->x, L->attn_norm, B, d, cfg->rms_eps);
+        lm_matmul(c->pool, c->q, c->xb, L->wq.data, L->wq.type, B, q_dim, d);
+        lm_matmul(c->pool, k, c->xb, L->wk.data, L->wk.type, B, kv_dim, d);
+        lm_matmul(c->pool, v, c->xb, L->wv.data, L->wv.type, B, kv_dim, d);
+        if (m->rope_freqs) {
+            rope_freqs(c->q, B, cfg->n_head, hd, c->pos, cfg->rope_base, m->rope_freqs);
+            rope_freqs(k, B, cfg->n_head_kv, hd, c->pos, cfg->rope_base, m->rope_freqs);
+        } else {
+            lm_rope(c->q, B, cfg->n_head, hd, c->pos, cfg->rope_base);
+            lm_rope(k, B, cfg->n_head_kv, hd, c->pos, cfg->rope_base);
+        }
+        attn_job job = {c, l, B, p0};
+        lm_pool_run(c->pool, attn_task, &job, B * cfg->n_head);
+        lm_matmul(c->pool, c->xb, c->att, L->wo.data, L->wo.type, B, d, q_dim);
+        add_into(c->x, c->xb, (size_t)B * d);
+
+        lm_rmsnorm(c->xb, c->x, L->ffn_norm, B, d, cfg->rms_eps);
+        lm_matmul(c->pool, c->hb, c->xb, L->w_gate.data, L->w_gate.type, B, ff, d);
+        lm_matmul(c->pool, c->hb2, c->xb, L->w_up.data, L->w_up.type, B, ff, d);
+        lm_swiglu(c->hb, c->hb, c->hb2, B * ff);
+        lm_matmul(c->pool, c->xb, c->hb, L->w_down.data, L->w_down.type, B, d, ff);
+        add_into(c->x, c->xb, (size_t)B * d);
+    }
+}
+
+int lm_eval(lm_ctx *c, const int32_t *tokens, int n, lm_logits_mode mode, float *logits,
+            lm_err *err) {
+    const lm_model *m = c->m;
+    const lm_llama_config *cfg = &m->cfg;
+    if (n <= 0) return lm_errf(err, "lm_eval: no tokens to evaluate (n = %d)", n);
+    if (mode != LM_LOGITS_NONE && !logits)
+        return lm_errf(err, "lm_eval: logits buffer is NULL");
+    if (n > c->n_ctx - c->n_past)
+        return lm_errf(err, "context full: %d tokens in the cache + %d new > context size %d",
+                       c->n_past, n, c->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= cfg->n_vocab)
+            return lm_errf(err, "lm_eval: token %d at index %d is outside the vocabulary [0, %d)",
+                           tokens[i], i, cfg->n_vocab);
+    if (ensure_scores(c, err)) return -1;
+
+    int d = cfg->n_embd;
+    for (int done = 0; done < n;) {
+        int B = n - done < c->n_batch ? n - done : c->n_batch;
+        forward_chunk(c, tokens + done, B);
+        c->n_past += B;
+        done += B;
+        if (mode == LM_LOGITS_ALL) {
+            /* LM head for every row of the chunk, straight into the caller's buffer */
+            lm_rmsnorm(c->xb, c->x, m->output_norm, B, d, cfg->rms_eps);
+            lm_matmul(c->pool, logits + (size_t)(done - B) * (size_t)cfg->n_vocab, c->xb,
+                      m->output.data, m->output.type, B, cfg->n_vocab, d);
+        } else if (mode == LM_LOGITS_LAST && done == n) {
+            /* only the last row: the head is the largest matmul of the model */
+            const float *last = c->x + (size_t)(B - 1) * d;
+            lm_rmsnorm(c->xb, last, m->output_norm, 1, d, cfg->rms_eps);
+            lm_matmul(c->pool, logits, c->xb, m->output.data, m->output.type, 1,
+                      cfg->n_vocab, d);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,436 @@
+/* Llama model: tiny random-weight GGUFs written here with our GGUF writer.
+ * The forward pass is checked against a plain double-precision reference
+ * written below (a separate code path: no kernels, no cache), batch
+ * against token-by-token decode, and config/shape/cache errors. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "model/gguf.h"
+#include "model/llama.h"
+
+typedef struct {
+    int n_layer, n_embd, n_head, n_head_kv, n_ff, n_vocab, n_ctx_train;
+    float base, eps;
+    int untied;
+    lm_dtype wtype;            /* type of the 2-D weights */
+    const char *omit;          /* tensor to leave out */
+    const char *bad_shape;     /* tensor to write with one row too many */
+    const char *extra;         /* unexpected tensor to add */
+} spec;
+
+typedef struct {               /* a generated tensor, kept for the reference */
+    char name[64];
+    int ne0, ne1;              /* ne1 = 1 for vectors */
+    float *w;                  /* [ne1, ne0] */
+} tensor;
+
+typedef struct {
+    spec s;
+    tensor t[64];
+    int n;
+    char path[64];
+} tiny;
+
+static uint64_t rng_state = 88172645463325252ULL;
+static float frand(void) {     /* uniform in [-1, 1) */
+    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+}
+
+static void add(tiny *m, gguf_writer *w, const char *name, int ne0, int ne1, float scale,
+                float offset) {
+    tensor *t = &m->t[m->n++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ne0 = ne0;
+    t->ne1 = ne1;
+    int rows = ne1;
+    if (m->s.bad_shape && !strcmp(name, m->s.bad_shape)) rows++;
+    t->w = malloc(sizeof(float) * (size_t)ne0 * (size_t)rows);
+    for (size_t i = 0; i < (size_t)ne0 * (size_t)rows; i++) t->w[i] = offset + scale * frand();
+    if (m->s.omit && !strcmp(name, m->s.omit)) return;
+    lm_err err = {0};
+    int64_t ne[2] = {ne0, rows};
+    int vec = ne1 == 1 && strstr(name, "norm");
+    lm_dtype type = vec ? LM_F32 : m->s.wtype;
+    size_t rb = lm_dtype_row_bytes(type, ne0);
+    uint8_t *buf = malloc(rb * (size_t)rows);
+    for (int r = 0; r < rows; r++) {
+        if (type == LM_F32) memcpy(buf + rb * r, t->w + (size_t)r * ne0, rb);
+        else lm_quant_row(type, t->w + (size_t)r * ne0, buf + rb * r, ne0);
+    }
+    /* The reference must see what the file holds: dequantize it back. */
+    if (type != LM_F32)
+        for (int r = 0; r < rows; r++) lm_dequant_row(type, buf + rb * r, t->w + (size_t)r * ne0, ne0);
+    if (gguf_add_tensor(w, name, type, vec ? 1 : 2, ne, buf, rb * (size_t)rows, &err))
+        fail_msg("add %s: %s", name, err.msg);
+    free(buf);
+}
+
+static const float *W(const tiny *m, const char *name) {
+    for (int i = 0; i < m->n; i++) if (!strcmp(m->t[i].name, name)) return m->t[i].w;
+    fail_msg("no tensor %s", name);
+    return NULL;
+}
+
+static void tiny_free(tiny *m) {
+    for (int i = 0; i < m->n; i++) free(m->t[i].w);
+    unlink(m->path);
+    free(m);
+}
+
+static tiny *tiny_write(spec s) {
+    tiny *m = calloc(1, sizeof *m);
+    m->s = s;
+    snprintf(m->path, sizeof m->path, "/tmp/lm_test_llama_XXXXXX");
+    int fd = mkstemp(m->path);
+    assert_true(fd >= 0);
+    close(fd);
+    gguf_writer *w = gguf_writer_new();
+    lm_err err = {0};
+    int hd = s.n_embd / s.n_head;
+    assert_int_equal(gguf_set_str(w, "general.architecture", "llama", &err), 0);
+    gguf_set_u32(w, "llama.block_count", (uint32_t)s.n_layer, &err);
+    gguf_set_u32(w, "llama.embedding_length", (uint32_t)s.n_embd, &err);
+    gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)s.n_ff, &err);
+    gguf_set_u32(w, "llama.attention.head_count", (uint32_t)s.n_head, &err);
+    gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)s.n_head_kv, &err);
+    gguf_set_u32(w, "llama.context_length", (uint32_t)s.n_ctx_train, &err);
+    gguf_set_f32(w, "llama.rope.freq_base", s.base, &err);
+    gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", s.eps, &err);
+    float ws = 1.0f / sqrtf((float)s.n_embd);
+    add(m, w, "token_embd.weight", s.n_embd, s.n_vocab, 1.0f, 0.0f);
+    add(m, w, "output_norm.weight", s.n_embd, 1, 0.2f, 1.0f);
+    if (s.untied) add(m, w, "output.weight", s.n_embd, s.n_vocab, ws, 0.0f);
+    for (int l = 0; l < s.n_layer; l++) {
+        char nm[64];
+#define T(part, ne0, ne1, sc, off) \
+        snprintf(nm, sizeof nm, "blk.%d." part ".weight", l); add(m, w, nm, ne0, ne1, sc, off)
+        T("attn_norm", s.n_embd, 1, 0.2f, 1.0f);
+        T("attn_q", s.n_embd, s.n_head * hd, 2 * ws, 0.0f);
+        T("attn_k", s.n_embd, s.n_head_kv * hd, 2 * ws, 0.0f);
+        T("attn_v", s.n_embd, s.n_head_kv * hd, ws, 0.0f);
+        T("attn_output", s.n_head * hd, s.n_embd, ws, 0.0f);
+        T("ffn_norm", s.n_embd, 1, 0.2f, 1.0f);
+        T("ffn_gate", s.n_embd, s.n_ff, 2 * ws, 0.0f);
+        T("ffn_up", s.n_embd, s.n_ff, ws, 0.0f);
+        T("ffn_down", s.n_ff, s.n_embd, 1.0f / sqrtf((float)s.n_ff), 0.0f);
+#undef T
+    }
+    if (s.extra) {
+        float z[8] = {0};
+        int64_t ne[1] = {8};
+        assert_int_equal(gguf_add_tensor(w, s.extra, LM_F32, 1, ne, z, sizeof z, &err), 0);
+    }
+    if (gguf_write(w, m->path, &err)) fail_msg("gguf_write: %s", err.msg);
+    gguf_writer_free(w);
+    return m;
+}
+
+static spec base_spec(void) {
+    spec s = {
+        .n_layer = 2, .n_embd = 64, .n_head = 4, .n_head_kv = 2, .n_ff = 96,
+        .n_vocab = 80, .n_ctx_train = 256, .base = 10000.0f, .eps = 1e-5f,
+        .wtype = LM_F32,
+    };
+    return s;
+}
+
+/* ---- naive double-precision reference -------------------------------- */
+
+static void ref_matvec(double *y, const float *w, const double *x, int n, int k) {
+    for (int i = 0; i < n; i++) {
+        double s = 0;
+        for (int j = 0; j < k; j++) s += (double)w[(size_t)i * k + j] * x[j];
+        y[i] = s;
+    }
+}
+
+static void ref_rmsnorm(double *y, const double *x, const float *w, int d, double eps) {
+    double ss = 0;
+    for (int i = 0; i < d; i++) ss += x[i] * x[i];
+    double r = 1.0 / sqrt(ss / d + eps);
+    for (int i = 0; i < d; i++) y[i] = x[i] * r * w[i];
+}
+
+/* Adjacent-pair rope on one head vector. */
+static void ref_rope(double *v, int hd, int pos, double base) {
+    for (int i = 0; i < hd / 2; i++) {
+        double th = pos * pow(base, -2.0 * i / hd);
+        double a = v[2 * i], b = v[2 * i + 1];
+        v[2 * i] = a * cos(th) - b * sin(th);
+        v[2 * i + 1] = a * sin(th) + b * cos(th);
+    }
+}
+
+/* logits[n, n_vocab] for tokens[0..n) from scratch. */
+static void ref_forward(const tiny *m, const int32_t *tok, int n, double *logits) {
+    const spec *s = &m->s;
+    int d = s->n_embd, hd = d / s->n_head, kvd = s->n_head_kv * hd, ff = s->n_ff;
+    double *K = calloc((size_t)s->n_layer * n * kvd, sizeof(double));
+    double *V = calloc((size_t)s->n_layer * n * kvd, sizeof(double));
+    double *x = malloc(sizeof(double) * d), *xn = malloc(sizeof(double) * d);
+    double *q = malloc(sizeof(double) * d), *att = malloc(sizeof(double) * d);
+    double *o = malloc(sizeof(double) * d), *g = malloc(sizeof(double) * ff);
+    double *u = malloc(sizeof(double) * ff), *sc = malloc(sizeof(double) * n);
+    char nm[64];
+    for (int t = 0; t < n; t++) {
+        const float *e = W(m, "token_embd.weight") + (size_t)tok[t] * d;
+        for (int i = 0; i < d; i++) x[i] = e[i];
+        for (int l = 0; l < s->n_layer; l++) {
+#define WL(part) (snprintf(nm, sizeof nm, "blk.%d." part ".weight", l), W(m, nm))
+            double *k = K + ((size_t)l * n + t) * kvd, *v = V + ((size_t)l * n + t) * kvd;
+            ref_rmsnorm(xn, x, WL("attn_norm"), d, s->eps);
+            ref_matvec(q, WL("attn_q"), xn, d, d);
+            ref_matvec(k, WL("attn_k"), xn, kvd, d);
+            ref_matvec(v, WL("attn_v"), xn, kvd, d);
+            for (int h = 0; h < s->n_head; h++) ref_rope(q + h * hd, hd, t, s->base);
+            for (int h = 0; h < s->n_head_kv; h++) ref_rope(k + h * hd, hd, t, s->base);
+            for (int h = 0; h < s->n_head; h++) {
+                int kh = h / (s->n_head / s->n_head_kv);
+                double mx = -1e300, z = 0;
+                for (int p = 0; p <= t; p++) {
+                    const double *kp = K + ((size_t)l * n + p) * kvd + kh * hd;
+                    double dot = 0;
+                    for (int i = 0; i < hd; i++) dot += q[h * hd + i] * kp[i];
+                    sc[p] = dot / sqrt((double)hd);
+                    if (sc[p] > mx) mx = sc[p];
+                }
+                for (int p = 0; p <= t; p++) z += sc[p] = exp(sc[p] - mx);
+                for (int i = 0; i < hd; i++) {
+                    double acc = 0;
+                    for (int p = 0; p <= t; p++)
+                        acc += sc[p] / z * V[((size_t)l * n + p) * kvd + kh * hd + i];
+                    att[h * hd + i] = acc;
+                }
+            }
+            ref_matvec(o, WL("attn_output"), att, d, d);
+            for (int i = 0; i < d; i++) x[i] += o[i];
+            ref_rmsnorm(xn, x, WL("ffn_norm"), d, s->eps);
+            ref_matvec(g, WL("ffn_gate"), xn, ff, d);
+            ref_matvec(u, WL("ffn_up"), xn, ff, d);
+            for (int i = 0; i < ff; i++) g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
+            ref_matvec(o, WL("ffn_down"), g, d, ff);
+            for (int i = 0; i < d; i++) x[i] += o[i];
+#undef WL
+        }
+        ref_rmsnorm(xn, x, W(m, "output_norm.weight"), d, s->eps);
+        ref_matvec(logits + (size_t)t * s->n_vocab,
+                   W(m, s->untied ? "output.weight" : "token_embd.weight"), xn, s->n_vocab, d);
+    }
+    free(K); free(V); free(x); free(xn); free(q); free(att); free(o); free(g); free(u); free(sc);
+}
+
+/* ---- tests ------------------------------------------------------------- */
+
+static lm_model *load_ok(const tiny *m) {
+    lm_err err = {0};
+    lm_model *mod = lm_model_load(m->path, &err);
+    if (!mod) fail_msg("load: %s", err.msg);
+    return mod;
+}
+
+static void make_tokens(int32_t *tok, int n, int n_vocab) {
+    for (int i = 0; i < n; i++) tok[i] = (int32_t)((i * 37 + 11) % n_vocab);
+}
+
+static void check_vs_reference(spec s, int n, lm_pool *pool) {
+    tiny *m = tiny_write(s);
+    lm_model *mod = load_ok(m);
+    assert_int_equal(mod->cfg.n_vocab, s.n_vocab);
+    assert_int_equal(mod->tied, !s.untied);
+    lm_err err = {0};
+    lm_ctx *c = lm_ctx_new(mod, 0, pool, &err);
+    assert_non_null(c);
+    int32_t *tok = malloc(sizeof(int32_t) * n);
+    make_tokens(tok, n, s.n_vocab);
+    float *got = malloc(sizeof(float) * n * s.n_vocab);
+    double *want_l = malloc(sizeof(double) * n * s.n_vocab);
+    if (lm_eval(c, tok, n, LM_LOGITS_ALL, got, &err)) fail_msg("eval: %s", err.msg);
+    assert_int_equal(lm_ctx_n_past(c), n);
+    ref_forward(m, tok, n, want_l);
+    double worst = 0;
+    for (size_t i = 0; i < (size_t)n * s.n_vocab; i++) {
+        double e = fabs(got[i] - want_l[i]) / (1.0 + fabs(want_l[i]));
+        if (e > worst) worst = e;
+    }
+    if (worst > 1e-4) fail_msg("logits differ from the double reference by %g", worst);
+    free(tok); free(got); free(want_l);
+    lm_ctx_free(c);
+    lm_model_free(mod);
+    tiny_free(m);
+}
+
+static void test_matches_reference_gqa(void **state) {
+    (void)state;
+    check_vs_reference(base_spec(), 20, NULL);
+}
+
+static void test_matches_reference_untied_mha(void **state) {
+    (void)state;
+    spec s = base_spec();
+    s.untied = 1; s.n_head_kv = 4; s.base = 500000.0f; s.n_layer = 3;
+    lm_err err = {0};
+    lm_pool *pool = lm_pool_new(2, &err);
+    assert_non_null(pool);
+    check_vs_reference(s, 12, pool);
+    lm_pool_free(pool);
+}
+
+/* A long input crosses the internal batch size: chunk boundaries too. */
+static void test_matches_reference_long(void **state) {
+    (void)state;
+    spec s = base_spec();
+    s.n_layer = 1;
+    check_vs_reference(s, 200, NULL);
+}
+
+static void check_batch_vs_decode(lm_dtype wtype, int threads) {
+    spec s = base_spec();
+    s.wtype = wtype;
+    tiny *m = tiny_write(s);
+    lm_model *mod = load_ok(m);
+    lm_err err = {0};
+    lm_pool *pool = lm_pool_new(threads, &err);
+    lm_ctx *a = lm_ctx_new(mod, 64, pool, &err), *b = lm_ctx_new(mod, 64, pool, &err);
+    assert_non_null(a);
+    assert_non_null(b);
+    enum { N = 24 };
+    int32_t tok[N];
+    make_tokens(tok, N, s.n_vocab);
+    float *all = malloc(sizeof(float) * N * s.n_vocab), *one = malloc(sizeof(float) * s.n_vocab);
+    /* batch of 10, then the rest: the second batch attends to cached keys */
+    assert_int_equal(lm_eval(a, tok, 10, LM_LOGITS_ALL, all, &err), 0);
+    assert_int_equal(lm_eval(a, tok + 10, N - 10, LM_LOGITS_ALL, all + 10 * s.n_vocab, &err), 0);
+    for (int t = 0; t < N; t++) {
+        assert_int_equal(lm_eval(b, tok + t, 1, LM_LOGITS_LAST, one, &err), 0);
+        for (int i = 0; i < s.n_vocab; i++) {
+            float e = fabsf(one[i] - all[(size_t)t * s.n_vocab + i]);
+            if (e > 1e-4f * (1.0f + fabsf(one[i])))
+                fail_msg("%s pos %d logit %d: batch %g vs decode %g", lm_dtype_name(wtype), t, i,
+                         (double)all[(size_t)t * s.n_vocab + i], (double)one[i]);
+        }
+    }
+    /* LAST over a batch equals the last row of ALL */
+    lm_ctx_truncate(b, 0);
+    assert_int_equal(lm_eval(b, tok, N, LM_LOGITS_LAST, one, &err), 0);
+    for (int i = 0; i < s.n_vocab; i++)
+        assert_true(fabsf(one[i] - all[(size_t)(N - 1) * s.n_vocab + i]) <= 1e-4f * (1 + fabsf(one[i])));
+    free(all); free(one);
+    lm_ctx_free(a); lm_ctx_free(b);
+    lm_pool_free(pool);
+    lm_model_free(mod);
+    tiny_free(m);
+}
+
+static void test_batch_equals_decode(void **state) {
+    (void)state;
+    check_batch_vs_decode(LM_F32, 1);
+    check_batch_vs_decode(LM_Q8_0, 2);
+    check_batch_vs_decode(LM_Q4_1, 1);
+    check_batch_vs_decode(LM_F16, 2);
+}
+
+static void expect_load_error(spec s, const char *needle1, const char *needle2) {
+    tiny *m = tiny_write(s);
+    lm_err err = {0};
+    lm_model *mod = lm_model_load(m->path, &err);
+    assert_null(mod);
+    if (!strstr(err.msg, needle1) || (needle2 && !strstr(err.msg, needle2)))
+        fail_msg("error '%s' lacks '%s' / '%s'", err.msg, needle1, needle2 ? needle2 : "");
+    tiny_free(m);
+}
+
+static void test_config_errors(void **state) {
+    (void)state;
+    spec s = base_spec();
+    s.omit = "blk.1.ffn_up.weight";
+    expect_load_error(s, "missing tensor 'blk.1.ffn_up.weight'", NULL);
+    s = base_spec();
+    s.bad_shape = "blk.0.attn_k.weight";
+    expect_load_error(s, "'blk.0.attn_k.weight'", "expected [64, 32]");
+    s = base_spec();
+    s.bad_shape = "token_embd.weight";   /* vocab grows; output is tied, so shape is ok... */
+    s.untied = 1;                        /* ...but the untied head now mismatches */
+    expect_load_error(s, "'output.weight'", "expected [64, 81]");
+    s = base_spec();
+    s.extra = "blk.0.attn_q.bias";
+    expect_load_error(s, "unexpected tensor 'blk.0.attn_q.bias'", NULL);
+    s = base_spec();
+    s.n_head_kv = 3;
+    expect_load_error(s, "head_count_kv", NULL);
+}
+
+static void test_context_errors(void **state) {
+    (void)state;
+    tiny *m = tiny_write(base_spec());
+    lm_model *mod = load_ok(m);
+    lm_err err = {0};
+    assert_null(lm_ctx_new(mod, 257, NULL, &err));
+    assert_non_null(strstr(err.msg, "context_length 256"));
+    lm_ctx *c = lm_ctx_new(mod, 8, NULL, &err);
+    assert_non_null(c);
+    int32_t tok[8];
+    make_tokens(tok, 8, 80);
+    float *lg = malloc(sizeof(float) * 80);
+    assert_int_equal(lm_eval(c, tok, 6, LM_LOGITS_LAST, lg, &err), 0);
+    assert_int_equal(lm_eval(c, tok, 3, LM_LOGITS_LAST, lg, &err), -1);
+    assert_non_null(strstr(err.msg, "context full"));
+    assert_int_equal(lm_ctx_n_past(c), 6);
+    int32_t bad = 80;
+    assert_int_equal(lm_eval(c, &bad, 1, LM_LOGITS_LAST, lg, &err), -1);
+    assert_non_null(strstr(err.msg, "outside the vocabulary"));
+    assert_int_equal(lm_ctx_n_past(c), 6);
+    assert_int_equal(lm_eval(c, tok, 2, LM_LOGITS_LAST, lg, &err), 0);
+    assert_int_equal(lm_ctx_n_past(c), 8);
+    free(lg);
+    lm_ctx_free(c);
+    lm_model_free(mod);
+    tiny_free(m);
+}
+
+/* Two contexts over one model, interleaved, do not disturb each other. */
+static void test_shared_model_contexts(void **state) {
+    (void)state;
+    spec s = base_spec();
+    tiny *m = tiny_write(s);
+    lm_model *mod = load_ok(m);
+    lm_err err = {0};
+    lm_ctx *a = lm_ctx_new(mod, 32, NULL, &err), *b = lm_ctx_new(mod, 32, NULL, &err);
+    int32_t ta[6] = {1, 2, 3, 4, 5, 6}, tb[6] = {9, 8, 7, 6, 5, 4};
+    float la[80], lb[80], solo[80];
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(lm_eval(a, ta + i, 1, LM_LOGITS_LAST, la, &err), 0);
+        assert_int_equal(lm_eval(b, tb + i, 1, LM_LOGITS_LAST, lb, &err), 0);
+    }
+    lm_ctx *c = lm_ctx_new(mod, 32, NULL, &err);
+    assert_int_equal(lm_eval(c, ta, 6, LM_LOGITS_LAST, solo, &err), 0);
+    for (int i = 0; i < 80; i++) assert_true(fabsf(solo[i] - la[i]) <= 1e-4f * (1 + fabsf(la[i])));
+    lm_ctx_truncate(c, 0);
+    assert_int_equal(lm_eval(c, tb, 6, LM_LOGITS_LAST, solo, &err), 0);
+    for (int i = 0; i < 80; i++) assert_true(fabsf(solo[i] - lb[i]) <= 1e-4f * (1 + fabsf(lb[i])));
+    lm_ctx_free(a); lm_ctx_free(b); lm_ctx_free(c);
+    lm_model_free(mod);
+    tiny_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matches_reference_gqa),
+        cmocka_unit_test(test_matches_reference_untied_mha),
+        cmocka_unit_test(test_matches_reference_long),
+        cmocka_unit_test(test_batch_equals_decode),
+        cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_context_errors),
+        cmocka_unit_test(test_shared_model_contexts),
+    };
+    return cmocka_run_group_tests_name("llama", tests, NULL, NULL);
+}
