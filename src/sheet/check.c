@@ -1,0 +1,121 @@
+/* Sheet folders and the checks that span files: a character's world
+ * reference and the people its relationships name. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "sheet/parse.h"
+
+/* "Aldric" matches "King Aldric IV"? Whole-word containment either way,
+ * so titles and surnames may be left off. */
+static int word_in(const char *needle, const char *hay) {
+    size_t n = strlen(needle);
+    if (!n) return 0;
+    for (const char *p = hay; (p = strcasestr(p, needle)) != NULL; p++) {
+        int left = p == hay || p[-1] == ' ';
+        int right = p[n] == '\0' || p[n] == ' ' || p[n] == ',';
+        if (left && right) return 1;
+    }
+    return 0;
+}
+
+static int names_match(const char *a, const char *b) {
+    return !lm_sh_casecmp(a, b) || word_in(a, b) || word_in(b, a);
+}
+
+void lm_character_crosscheck(const lm_character *c, const lm_world *w,
+                             lm_character *const *others, size_t n_others, lm_diags *d) {
+    const char *ref = lm_meta_get(c->meta, c->n_meta, "world");
+    int ref_line = 1;
+    for (size_t i = 0; i < c->n_meta; i++)
+        if (!lm_sh_casecmp(c->meta[i].key, "world")) ref_line = c->meta[i].line;
+    if (ref && !w)
+        lm_diags_add(d, LM_DIAG_ERROR, c->path, ref_line, "add world.md next to characters/",
+                     "refers to world '%s', but there is no world.md", ref);
+    else if (ref && w && w->name && lm_sh_casecmp(ref, w->name))
+        lm_diags_add(d, LM_DIAG_ERROR, c->path, ref_line, "the world is named by world.md's `#` title",
+                     "refers to world '%s', but world.md is '%s'", ref, w->name);
+    for (size_t i = 0; i < c->n_relationships; i++) {
+        const char *who = c->relationships[i].name;
+        int found = c->name && names_match(who, c->name);
+        for (size_t k = 0; !found && k < n_others; k++)
+            found = others[k]->name && names_match(who, others[k]->name);
+        for (size_t s = 0; !found && w && s < w->n_sections; s++)
+            for (size_t k = 0; !found && k < w->sections[s].n_entries; k++)
+                found = names_match(who, w->sections[s].entries[k].name);
+        if (!found)
+            lm_diags_add(d, LM_DIAG_WARNING, c->path, c->relationships[i].line,
+                         w ? "add them to world.md (e.g. under `## Important people`) or write a sheet for them"
+                           : "add world.md listing the people of the world",
+                         "relationship names '%s', who is not in the world or the other sheets", who);
+    }
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+lm_sheet_dir *lm_sheet_dir_load(const char *dir, lm_diags *d) {
+    lm_sheet_dir *s = lm_sh_alloc(sizeof *s);
+    s->dir = lm_sh_strdup(dir);
+    size_t dl = strlen(dir);
+    char *wpath = lm_sh_alloc(dl + 16);
+    snprintf(wpath, dl + 16, "%s/world.md", dir);
+    struct stat st;
+    if (stat(wpath, &st) == 0) s->world = lm_world_load(wpath, d);
+    free(wpath);
+    char *cdir = lm_sh_alloc(dl + 16);
+    snprintf(cdir, dl + 16, "%s/characters", dir);
+    char **names = NULL;
+    size_t n = 0;
+    DIR *dp = opendir(cdir);
+    if (dp) {
+        struct dirent *e;
+        while ((e = readdir(dp)) != NULL) {
+            size_t l = strlen(e->d_name);
+            if (l > 3 && !strcmp(e->d_name + l - 3, ".md") && e->d_name[0] != '.') {
+                char **slot = lm_sh_push(&names, &n, sizeof *slot);
+                *slot = lm_sh_strdup(e->d_name);
+            }
+        }
+        closedir(dp);
+    }
+    if (n) qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        size_t pl = strlen(cdir) + strlen(names[i]) + 2;
+        char *p = lm_sh_alloc(pl);
+        snprintf(p, pl, "%s/%s", cdir, names[i]);
+        lm_character *c = lm_character_load(p, d);
+        if (c) {
+            lm_character **slot = lm_sh_push(&s->chars, &s->n_chars, sizeof *slot);
+            *slot = c;
+        }
+        free(p);
+        free(names[i]);
+    }
+    free(names);
+    if (!n)
+        lm_diags_add(d, LM_DIAG_ERROR, cdir, 0, "write characters/NAME.md (see docs/SHEETS.md)",
+                     "no character sheets found");
+    free(cdir);
+    for (size_t i = 0; i < s->n_chars; i++) {
+        lm_character *others[64];
+        size_t no = 0;
+        for (size_t k = 0; k < s->n_chars && no < 64; k++)
+            if (k != i) others[no++] = s->chars[k];
+        lm_character_crosscheck(s->chars[i], s->world, others, no, d);
+    }
+    return s;
+}
+
+void lm_sheet_dir_free(lm_sheet_dir *s) {
+    if (!s) return;
+    free(s->dir);
+    lm_world_free(s->world);
+    for (size_t i = 0; i < s->n_chars; i++) lm_character_free(s->chars[i]);
+    free(s->chars);
+    free(s);
+}
