@@ -15,6 +15,25 @@ typedef struct lm_tokenizer lm_tokenizer;
 
 /* Copies what it needs: the gguf_file may be closed afterwards. */
 lm_tokenizer *lm_tokenizer_load(const gguf_file *f, lm_err *err);
+
+/* The same from in-memory arrays (tests, fuzzers, tools building a vocab
+ * by hand); lm_tokenizer_load reads these fields from tokenizer.ggml.*.
+ * Strings are len bytes (NULL lens: NUL-terminated). Everything is copied. */
+typedef struct lm_tokenizer_spec {
+    const char *model;              /* must be "gpt2" */
+    const char *pre;                /* "smollm" or "gpt2" */
+    const char *const *tokens;      /* [n_tokens], byte-mapped text as in GGUF */
+    const size_t *token_lens;
+    int32_t n_tokens;
+    const int32_t *token_types;     /* [n_tokens] 1..6 as in GGUF; NULL: all normal */
+    const char *const *merges;      /* [n_merges] "left right", rank = index */
+    const size_t *merge_lens;
+    int32_t n_merges;
+    int32_t bos, eos, unk, pad;     /* -1: none */
+    const char *chat_template;      /* NULL: plain ChatML, no default system turn */
+} lm_tokenizer_spec;
+
+lm_tokenizer *lm_tokenizer_new(const lm_tokenizer_spec *spec, lm_err *err);
 void lm_tokenizer_free(lm_tokenizer *t);
 
 int32_t lm_tokenizer_n_vocab(const lm_tokenizer *t);
