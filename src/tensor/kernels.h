@@ -1,0 +1,80 @@
+/* Internal to src/tensor: the per-ISA kernel sets behind lm_matmul.
+ *
+ * A matmul is cut into tiles of MR rows of x times NR rows of W. A tile
+ * kernel computes the MR*NR dot products of a full tile; the driver
+ * (matmul.c) pads partial tiles by repeating the last row pointer and drops
+ * the extra results. Every tile kernel of a set computes each dot product
+ * with the same sequence of operations whatever MR/NR it was built for, so
+ * y does not depend on the thread count, on how rows were split over tasks,
+ * nor on m (a token gives the same logits in a prompt batch as alone).
+ * Different sets (scalar vs avx2) sum in different orders and differ in the
+ * last bits. */
+#ifndef LM_TENSOR_KERNELS_H
+#define LM_TENSOR_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/pool.h"
+#include "tensor/dtype.h"
+
+/* One row of x as a tile kernel sees it. Float-weight kernels read f;
+ * quantized-weight kernels read the 8-bit activation row: q[k], and per
+ * block of 32: d (the scale, already rounded through f16 as Q8_0/Q8_1 store
+ * it) and, for Q4_1 weights, s = d*sum(q) (also rounded through f16). */
+typedef struct lm_xrow {
+    const float *f;
+    const int8_t *q;
+    const float *d;
+    const float *s;
+} lm_xrow;
+
+/* out[i*nr + j] = dot(x[i], w[j]) for i < mr, j < nr (the tile's own sizes).
+ * w[j] points at a row of k elements in the kernel's weight type. */
+typedef void (*lm_tile_fn)(int k, const void *const *w, const lm_xrow *x, float *out);
+
+typedef struct lm_tile {
+    lm_tile_fn fn;
+    int mr, nr;
+} lm_tile;
+
+/* Weight types with kernels, as a dense index. */
+enum { LM_WT_F32, LM_WT_F16, LM_WT_BF16, LM_WT_Q8_0, LM_WT_Q4_0, LM_WT_Q4_1, LM_WT_COUNT };
+
+/* Tile sizes never exceed these (the driver's scratch is sized by them). */
+#define LM_TILE_MAX_MR 8
+#define LM_TILE_MAX_NR 8
+
+typedef struct lm_kernels {
+    const char *name;
+    /* Quantizes one row x[k] (k a multiple of 32) to 8 bit: q[k], d[k/32],
+     * and s[k/32] when s is not NULL. Round-to-nearest-even with
+     * id = 127/amax, as ggml's SIMD quantize_row_q8_0/q8_1 do; every set
+     * produces bit-identical output. */
+    void (*quant_x)(const float *x, int k, int8_t *q, float *d, float *s);
+    lm_tile dec[LM_WT_COUNT];  /* for m == 1: mr == 1 */
+    lm_tile gemm[LM_WT_COUNT]; /* for m > 1 */
+} lm_kernels;
+
+extern const lm_kernels lm_kernels_scalar;
+#if defined(__x86_64__) || defined(__i386__)
+#define LM_HAVE_X86_KERNELS 1
+extern const lm_kernels lm_kernels_avx2;
+#endif
+
+/* Kernel set by name ("scalar", "avx2"), or NULL if unknown or the CPU
+ * lacks the instructions. Tests and benchmarks use it to try every set. */
+const lm_kernels *lm_kernels_by_name(const char *name);
+
+/* The set lm_matmul uses: picked once (pthread_once) from the CPU, or from
+ * LEMONPC_KERNELS=scalar|avx2|avx512 if set and supported. */
+const lm_kernels *lm_kernels_default(void);
+
+/* lm_matmul with an explicit kernel set. */
+void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *x,
+                    const void *W, lm_dtype wtype, int m, int n, int k);
+
+/* Scalar helpers shared by the sets. */
+float lm_round_f16(float f); /* f rounded to the nearest f16, back as f32 */
+
+#endif

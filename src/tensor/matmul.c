@@ -1,0 +1,218 @@
+/* lm_matmul: splits y[m, n] = x[m, k] @ W[n, k]^T into tiles and tasks,
+ * quantizes x once per call for quantized W, and picks the kernel set.
+ *
+ * Decode (m == 1) is memory-bound: tasks are contiguous chunks of W rows,
+ * so each weight byte is streamed once. Prompts (m > 1) are compute-bound:
+ * tasks are (x rows chunk) x (W rows chunk) blocks small enough that the
+ * W chunk stays in L1/L2 while every x tile of the chunk passes over it. */
+#include <assert.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/kernels.h"
+#include "tensor/ops.h"
+
+/* ---- kernel set selection ------------------------------------------- */
+
+#ifdef LM_HAVE_X86_KERNELS
+static int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+}
+#endif
+
+const lm_kernels *lm_kernels_by_name(const char *name) {
+    if (!name) return NULL;
+    if (!strcmp(name, "scalar")) return &lm_kernels_scalar;
+#ifdef LM_HAVE_X86_KERNELS
+    if (!strcmp(name, "avx2") && cpu_has_avx2()) return &lm_kernels_avx2;
+#endif
+    return NULL;
+}
+
+static const lm_kernels *best_kernels(void) {
+#ifdef LM_HAVE_X86_KERNELS
+    if (cpu_has_avx2()) return &lm_kernels_avx2;
+#endif
+    return &lm_kernels_scalar;
+}
+
+/* Written once under pthread_once, read-only afterwards: the only static
+ * that is not a constant. */
+static pthread_once_t g_kernels_once = PTHREAD_ONCE_INIT;
+static const lm_kernels *g_kernels;
+
+static void kernels_init(void) {
+    /* LEMONPC_KERNELS forces a set (tests, benchmarks). A set this CPU or
+     * build lacks ("avx512" here: no AVX-512 kernels yet) falls back to the
+     * best one available: lm_kernels_name() tells which ran. */
+    const lm_kernels *ks = lm_kernels_by_name(getenv("LEMONPC_KERNELS"));
+    g_kernels = ks ? ks : best_kernels();
+}
+
+const lm_kernels *lm_kernels_default(void) {
+    pthread_once(&g_kernels_once, kernels_init);
+    return g_kernels;
+}
+
+/* ---- driver ---------------------------------------------------------- */
+
+static int weight_index(lm_dtype t) {
+    switch (t) {
+    case LM_F32: return LM_WT_F32;
+    case LM_F16: return LM_WT_F16;
+    case LM_BF16: return LM_WT_BF16;
+    case LM_Q8_0: return LM_WT_Q8_0;
+    case LM_Q4_0: return LM_WT_Q4_0;
+    case LM_Q4_1: return LM_WT_Q4_1;
+    case LM_Q8_1: break;
+    }
+    return -1;
+}
+
+typedef struct mm_job {
+    const lm_kernels *ks;
+    lm_tile tile;
+    float *y;           /* [m, n] */
+    const float *x;     /* [m, k] */
+    const char *W;      /* [n, k] in wtype */
+    size_t wrow;        /* bytes per W row */
+    int m, n, k;
+    int quant;          /* x goes through quant_x */
+    int8_t *xq;         /* [m, k] */
+    float *xd, *xs;     /* [m, k/32]; xs NULL unless Q4_1 */
+    int mc, nc;         /* rows of x / of W per task */
+    int tasks_n;        /* tasks along n */
+} mm_job;
+
+static void quant_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)thread;
+    mm_job *j = ctx;
+    int r0 = (int)((long)j->m * task / n_tasks), r1 = (int)((long)j->m * (task + 1) / n_tasks);
+    int nb = j->k / LM_QK;
+    for (int r = r0; r < r1; r++)
+        j->ks->quant_x(j->x + (size_t)r * j->k, j->k, j->xq + (size_t)r * j->k,
+                       j->xd + (size_t)r * nb, j->xs ? j->xs + (size_t)r * nb : NULL);
+}
+
+static void mm_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)n_tasks;
+    (void)thread;
+    const mm_job *j = ctx;
+    const int mr = j->tile.mr, nr = j->tile.nr, k = j->k, nb = k / LM_QK;
+    const int tn = task % j->tasks_n, tm = task / j->tasks_n;
+    const int n0 = tn * j->nc, n1 = n0 + j->nc < j->n ? n0 + j->nc : j->n;
+    const int m0 = tm * j->mc, m1 = m0 + j->mc < j->m ? m0 + j->mc : j->m;
+    lm_xrow xr[LM_TILE_MAX_MR];
+    const void *wr[LM_TILE_MAX_NR];
+    float out[LM_TILE_MAX_MR * LM_TILE_MAX_NR];
+    for (int i0 = m0; i0 < m1; i0 += mr) {
+        const int mi = m1 - i0 < mr ? m1 - i0 : mr;
+        for (int i = 0; i < mr; i++) {
+            /* Rows past the end repeat the last one; their results are dropped. */
+            size_t r = (size_t)(i0 + (i < mi ? i : mi - 1));
+            if (j->quant) {
+                xr[i] = (lm_xrow){NULL, j->xq + r * k, j->xd + r * nb, j->xs ? j->xs + r * nb : NULL};
+            } else {
+                xr[i] = (lm_xrow){j->x + r * k, NULL, NULL, NULL};
+            }
+        }
+        for (int j0 = n0; j0 < n1; j0 += nr) {
+            const int nj = n1 - j0 < nr ? n1 - j0 : nr;
+            for (int c = 0; c < nr; c++) wr[c] = j->W + (size_t)(j0 + (c < nj ? c : nj - 1)) * j->wrow;
+            j->tile.fn(k, wr, xr, out);
+            for (int i = 0; i < mi; i++)
+                memcpy(j->y + (size_t)(i0 + i) * j->n + j0, out + i * nr, (size_t)nj * sizeof(float));
+        }
+    }
+}
+
+static int round_up(int v, int to) { return (v + to - 1) / to * to; }
+
+/* Runs the tiles of rows [0, m) of x, whose 8-bit form (if any) is in xq/xd/xs. */
+static void run_tiles(mm_job *j, lm_pool *pool) {
+    const int threads = lm_pool_threads(pool);
+    if (j->m == 1) {
+        /* ~8 tasks per thread: enough to even out a thread that is slowed
+         * down, few enough that claiming them costs nothing. */
+        j->mc = 1;
+        j->nc = round_up((j->n + threads * 8 - 1) / (threads * 8), j->tile.nr * 4);
+    } else {
+        j->mc = round_up(64, j->tile.mr);
+        j->nc = round_up(32, j->tile.nr);
+        /* Few W rows and one chunk of x: cut x finer so all threads work. */
+        if (threads > 1 && (j->n + j->nc - 1) / j->nc < threads * 2)
+            j->mc = round_up((j->m + threads * 2 - 1) / (threads * 2), j->tile.mr);
+    }
+    j->tasks_n = (j->n + j->nc - 1) / j->nc;
+    int tasks_m = (j->m + j->mc - 1) / j->mc;
+    lm_pool_run(pool, mm_task, j, j->tasks_n * tasks_m);
+}
+
+/* Bytes of 8-bit activations per row of x: q[k] + d, s per block. */
+static size_t xq_row_bytes(int k) { return (size_t)k + (size_t)(k / LM_QK) * 2 * sizeof(float); }
+
+void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *x,
+                    const void *W, lm_dtype wtype, int m, int n, int k) {
+    if (m <= 0 || n <= 0) return;
+    const int wi = weight_index(wtype);
+    const size_t wrow = lm_dtype_row_bytes(wtype, k);
+    assert(wi >= 0 && wrow > 0 && "lm_matmul: weight type/row length checked by the loader");
+    if (wi < 0 || wrow == 0) {
+        /* Unreachable for validated models; NaNs make the misuse loud. */
+        for (size_t i = 0; i < (size_t)m * (size_t)n; i++) y[i] = NAN;
+        return;
+    }
+    mm_job j = {
+        .ks = ks, .tile = m == 1 ? ks->dec[wi] : ks->gemm[wi],
+        .y = y, .x = x, .W = W, .wrow = wrow, .m = m, .n = n, .k = k,
+        .quant = wi >= LM_WT_Q8_0,
+    };
+    if (!j.quant) {
+        run_tiles(&j, pool);
+        return;
+    }
+    /* x in 8 bit: on the stack for decode-sized calls, else on the heap; if
+     * the heap says no, go through the stack buffer a few rows at a time
+     * (same numbers: no dot product depends on which rows share a call). */
+    _Alignas(64) unsigned char stack[16384];
+    const size_t row_bytes = xq_row_bytes(k);
+    const int nb = k / LM_QK;
+    unsigned char *buf = NULL;
+    int rows_per_pass = m;
+    if ((size_t)m * row_bytes <= sizeof stack) {
+        buf = stack;
+    } else if ((buf = malloc((size_t)m * row_bytes)) == NULL) {
+        buf = stack;
+        rows_per_pass = (int)(sizeof stack / row_bytes);
+        assert(rows_per_pass > 0 && "k too large for the fallback buffer");
+        if (rows_per_pass <= 0) {
+            for (size_t i = 0; i < (size_t)m * (size_t)n; i++) y[i] = NAN;
+            return;
+        }
+    }
+    for (int r0 = 0; r0 < m; r0 += rows_per_pass) {
+        const int rows = m - r0 < rows_per_pass ? m - r0 : rows_per_pass;
+        j.m = rows;
+        j.x = x + (size_t)r0 * k;
+        j.y = y + (size_t)r0 * n;
+        j.tile = rows == 1 ? ks->dec[wi] : ks->gemm[wi];
+        j.xd = (float *)buf;
+        j.xs = wi == LM_WT_Q4_1 ? j.xd + (size_t)rows * nb : NULL;
+        j.xq = (int8_t *)(j.xd + (size_t)rows * nb * 2);
+        if (rows == 1)
+            ks->quant_x(j.x, k, j.xq, j.xd, j.xs);
+        else
+            lm_pool_run(pool, quant_task, &j, rows < lm_pool_threads(pool) * 4 ? rows : lm_pool_threads(pool) * 4);
+        run_tiles(&j, pool);
+    }
+    if (buf != stack) free(buf);
+}
+
+void lm_matmul(lm_pool *pool, float *y, const float *x, const void *W, lm_dtype wtype, int m,
+               int n, int k) {
+    lm_matmul_with(lm_kernels_default(), pool, y, x, W, wtype, m, n, k);
+}

@@ -1,0 +1,451 @@
+/* Kernels: every kernel set this CPU can run, against a double-precision
+ * naive matmul on dequantized weights; thread-count and batch-size
+ * independence (bit for bit); rmsnorm, rope, softmax and swiglu against
+ * their textbook formulas in double.
+ *
+ * Tolerances. With quantized W the kernels dot W with x quantized to 8 bit,
+ * so they are compared two ways:
+ *  - tight, against sum(deq(W) * deq8(x)) in double, where deq8(x) = q*d
+ *    from the same activation quantizer: only f32 rounding differs, bounded
+ *    by (terms + 8) * 2^-23 * sum|w*x| (recursive-summation bound; the int
+ *    block sums are exact);
+ *  - loose, against sum(deq(W) * x) with the original x: the 8-bit step
+ *    moves each x by at most d/2 (rounding) + 127*d*2^-11 (d stored as f16)
+ *    <= 0.57*d, so |err| <= sum |w_e| * 0.57 * d_block (plus, for Q4_1, the
+ *    f16 rounding of s = d*sum(q)). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "base/pool.h"
+#include "tensor/dtype.h"
+#include "tensor/kernels.h"
+#include "tensor/ops.h"
+
+/* ---- helpers -------------------------------------------------------- */
+
+typedef struct rng { uint64_t s; } rng;
+static uint32_t rng_u32(rng *r) {
+    r->s ^= r->s << 13, r->s ^= r->s >> 7, r->s ^= r->s << 17;
+    return (uint32_t)(r->s >> 11);
+}
+static float rng_f(rng *r) { return (float)((double)rng_u32(r) / 2147483648.0 - 1.0); } /* [-1, 1) */
+
+/* Values with a spread of magnitudes per block, as real activations have;
+ * one block of zeros to exercise amax == 0. */
+static void fill(rng *r, float *v, size_t n, int zero_block) {
+    for (size_t i = 0; i < n; i++) {
+        float scale = (float)(1 + (i / 32) % 5) * 0.7f;
+        v[i] = rng_f(r) * scale;
+        if (rng_u32(r) % 50 == 0) v[i] *= 8.0f; /* outliers */
+    }
+    if (zero_block && n >= 64) memset(v + 32, 0, 32 * sizeof(float));
+}
+
+static const lm_kernels *const *sets(int *count) {
+    static const lm_kernels *list[4];
+    int n = 0;
+    const char *names[] = {"scalar", "avx2", "avx512"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const lm_kernels *ks = lm_kernels_by_name(names[i]);
+        if (ks) list[n++] = ks;
+    }
+    *count = n;
+    return list;
+}
+
+static const lm_dtype ALL_TYPES[] = {LM_F32, LM_F16, LM_BF16, LM_Q8_0, LM_Q4_0, LM_Q4_1};
+#define N_TYPES (sizeof ALL_TYPES / sizeof ALL_TYPES[0])
+
+static int is_quant(lm_dtype t) { return t == LM_Q8_0 || t == LM_Q4_0 || t == LM_Q4_1; }
+
+/* W[n, k] in type t from random floats; wf gets deq(W). */
+static void *make_weights(rng *r, lm_dtype t, int n, int k, float *wf) {
+    float *src = malloc((size_t)n * k * sizeof *src);
+    size_t rb = lm_dtype_row_bytes(t, k);
+    unsigned char *w = malloc((size_t)n * rb);
+    assert_non_null(src);
+    assert_non_null(w);
+    fill(r, src, (size_t)n * k, 0);
+    for (int j = 0; j < n; j++) {
+        lm_quant_row(t, src + (size_t)j * k, w + (size_t)j * rb, k);
+        lm_dequant_row(t, w + (size_t)j * rb, wf + (size_t)j * k, k);
+    }
+    free(src);
+    return w;
+}
+
+typedef struct pools { lm_pool *p[3]; } pools;
+
+static int setup_pools(void **state) {
+    pools *ps = calloc(1, sizeof *ps);
+    if (!ps) return -1;
+    lm_err err;
+    for (int i = 0; i < 3; i++)
+        if (!(ps->p[i] = lm_pool_new(i + 1, &err))) return -1;
+    *state = ps;
+    return 0;
+}
+
+static int teardown_pools(void **state) {
+    pools *ps = *state;
+    for (int i = 0; i < 3; i++) lm_pool_free(ps->p[i]);
+    free(ps);
+    return 0;
+}
+
+/* Checks y[m, n] from one kernel set against both references. */
+static void check_against_reference(const lm_kernels *ks, lm_dtype t, const float *y,
+                                    const float *x, const float *wf, int m, int n, int k) {
+    const int nb = k / LM_QK;
+    int8_t *q = malloc((size_t)k);
+    float *d = malloc((size_t)(nb + 1) * sizeof *d), *s = malloc((size_t)(nb + 1) * sizeof *s);
+    assert_true(q && d && s);
+    for (int i = 0; i < m; i++) {
+        const float *xi = x + (size_t)i * k;
+        if (is_quant(t)) ks->quant_x(xi, k, q, d, s);
+        for (int j = 0; j < n; j++) {
+            const float *wj = wf + (size_t)j * k;
+            double exact = 0, abs_terms = 0, truth = 0, loose = 0;
+            if (!is_quant(t)) {
+                for (int e = 0; e < k; e++) {
+                    exact += (double)wj[e] * xi[e];
+                    abs_terms += fabs((double)wj[e] * xi[e]);
+                }
+                truth = exact;
+            } else {
+                for (int b = 0; b < nb; b++) {
+                    for (int e = b * LM_QK; e < (b + 1) * LM_QK; e++) {
+                        double x8 = (double)q[e] * d[b];
+                        exact += (double)wj[e] * x8;
+                        abs_terms += fabs((double)wj[e] * x8);
+                        truth += (double)wj[e] * xi[e];
+                        loose += fabs((double)wj[e]) * 0.57 * d[b] * 1.0001;
+                    }
+                }
+            }
+            double got = y[(size_t)i * n + j];
+            double tight = (double)(k + 8) * 0x1p-23 * abs_terms + 1e-30;
+            /* Q4_1 splits w into dw*nib + mw: see check_q41 */
+            if (t == LM_Q4_1) continue;
+            if (fabs(got - exact) > tight)
+                fail_msg("%s %s m=%d n=%d k=%d y[%d,%d]=%.9g exact %.9g (tol %.3g)", ks->name,
+                         lm_dtype_name(t), m, n, k, i, j, got, exact, tight);
+            double ltol = loose + tight;
+            if (fabs(got - truth) > ltol)
+                fail_msg("%s %s m=%d n=%d k=%d y[%d,%d]=%.9g true %.9g (tol %.3g)", ks->name,
+                         lm_dtype_name(t), m, n, k, i, j, got, truth, ltol);
+        }
+    }
+    free(q);
+    free(d);
+    free(s);
+}
+
+/* Q4_1, from the block headers. Tight: sum_b dw*dx*isum + mw*s with s as
+ * the quantizer stored it. Loose, against the original x: the error is
+ * dw*sum(nib*(x - x8)) + mw*(sum(x) - s), where |x - x8| <= 0.57*d and s
+ * differs from sum(x8) by its f16 rounding and d's (<= |s|*2^-10). */
+static void check_q41(const lm_kernels *ks, const float *y, const float *x, const void *W,
+                      int m, int n, int k) {
+    const int nb = k / LM_QK;
+    int8_t *q = malloc((size_t)k);
+    float *d = malloc((size_t)nb * sizeof *d), *s = malloc((size_t)nb * sizeof *s);
+    assert_true(q && d && s);
+    const lm_block_q4_1 *wb = W;
+    for (int i = 0; i < m; i++) {
+        ks->quant_x(x + (size_t)i * k, k, q, d, s);
+        for (int j = 0; j < n; j++) {
+            const float *xi = x + (size_t)i * k;
+            double exact = 0, abs_terms = 0, truth = 0, loose = 0;
+            for (int b = 0; b < nb; b++) {
+                const lm_block_q4_1 *blk = wb + (size_t)j * nb + b;
+                double dw = lm_f16_to_f32(blk->d), mw = lm_f16_to_f32(blk->m);
+                long isum = 0, aisum = 0, nsum = 0;
+                for (int e = 0; e < LM_QK / 2; e++) {
+                    int lo = blk->q[e] & 15, hi = blk->q[e] >> 4;
+                    isum += lo * q[b * LM_QK + e] + hi * q[b * LM_QK + e + 16];
+                    aisum += labs((long)lo * q[b * LM_QK + e]) + labs((long)hi * q[b * LM_QK + e + 16]);
+                    nsum += lo + hi;
+                    truth += (dw * lo + mw) * xi[b * LM_QK + e] + (dw * hi + mw) * xi[b * LM_QK + e + 16];
+                }
+                exact += dw * d[b] * (double)isum + mw * s[b];
+                abs_terms += fabs(dw * d[b]) * (double)aisum + fabs(mw * s[b]);
+                loose += (fabs(dw) * nsum + fabs(mw) * LM_QK) * 0.57 * d[b] * 1.0001 +
+                         fabs(mw * s[b]) * 0x1p-10;
+            }
+            double got = y[(size_t)i * n + j];
+            double tight = (double)(2 * nb + 8) * 0x1p-23 * abs_terms + 1e-30;
+            if (fabs(got - exact) > tight)
+                fail_msg("%s Q4_1 m=%d n=%d k=%d y[%d,%d]=%.9g exact %.9g (tol %.3g)", ks->name, m,
+                         n, k, i, j, got, exact, tight);
+            if (fabs(got - truth) > loose + tight)
+                fail_msg("%s Q4_1 m=%d n=%d k=%d y[%d,%d]=%.9g true %.9g (tol %.3g)", ks->name, m,
+                         n, k, i, j, got, truth, loose + tight);
+        }
+    }
+    free(q);
+    free(d);
+    free(s);
+}
+
+/* ---- matmul tests --------------------------------------------------- */
+
+static void run_matmul_case(pools *ps, lm_dtype t, int m, int n, int k, uint64_t seed) {
+    rng r = {seed};
+    float *wf = malloc((size_t)n * k * sizeof *wf);
+    float *x = malloc((size_t)m * k * sizeof *x);
+    float *y[3], *y1 = malloc((size_t)n * sizeof *y1);
+    assert_true(wf && x && y1);
+    void *W = make_weights(&r, t, n, k, wf);
+    fill(&r, x, (size_t)m * k, 1);
+    int ns;
+    const lm_kernels *const *ks = sets(&ns);
+    for (int s = 0; s < ns; s++) {
+        for (int p = 0; p < 3; p++) {
+            y[p] = malloc((size_t)m * n * sizeof(float));
+            assert_non_null(y[p]);
+            for (size_t i = 0; i < (size_t)m * n; i++) y[p][i] = NAN;
+            lm_matmul_with(ks[s], ps->p[p], y[p], x, W, t, m, n, k);
+        }
+        /* 1, 2 and 3 threads: bit-identical */
+        assert_memory_equal(y[0], y[1], (size_t)m * n * sizeof(float));
+        assert_memory_equal(y[0], y[2], (size_t)m * n * sizeof(float));
+        check_against_reference(ks[s], t, y[0], x, wf, m, n, k);
+        if (t == LM_Q4_1) check_q41(ks[s], y[0], x, W, m, n, k);
+        /* a row alone (decode) equals the same row inside the batch */
+        int rows[] = {0, m / 2, m - 1};
+        for (int ri = 0; ri < 3; ri++) {
+            lm_matmul_with(ks[s], ps->p[1], y1, x + (size_t)rows[ri] * k, W, t, 1, n, k);
+            assert_memory_equal(y1, y[0] + (size_t)rows[ri] * n, (size_t)n * sizeof(float));
+        }
+        for (int p = 0; p < 3; p++) free(y[p]);
+    }
+    free(W);
+    free(wf);
+    free(x);
+    free(y1);
+}
+
+static void test_matmul_shapes(void **state) {
+    pools *ps = *state;
+    const int ms[] = {1, 7, 64};
+    const int ns_[] = {1, 5, 37};
+    const int ks_[] = {32, 96, 576};
+    uint64_t seed = 1;
+    for (size_t ti = 0; ti < N_TYPES; ti++)
+        for (size_t a = 0; a < 3; a++)
+            for (size_t b = 0; b < 3; b++)
+                for (size_t c = 0; c < 3; c++)
+                    run_matmul_case(ps, ALL_TYPES[ti], ms[a], ns_[b], ks_[c], seed++ * 0x9e3779b97f4a7c15u);
+}
+
+/* SmolLM2-sized: more W rows than tasks and tiles, m not a tile multiple. */
+static void test_matmul_model_shapes(void **state) {
+    pools *ps = *state;
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        run_matmul_case(ps, ALL_TYPES[ti], 1, 1536, 576, 77 + ti);
+        run_matmul_case(ps, ALL_TYPES[ti], 13, 301, 1536, 91 + ti);
+    }
+}
+
+/* Float weights take any k, not just multiples of 32. */
+static void test_matmul_float_odd_k(void **state) {
+    pools *ps = *state;
+    const int ks_[] = {1, 7, 45, 100};
+    for (int i = 0; i < 4; i++) {
+        run_matmul_case(ps, LM_F32, 5, 11, ks_[i], 300 + i);
+        run_matmul_case(ps, LM_F16, 1, 9, ks_[i], 400 + i);
+        run_matmul_case(ps, LM_BF16, 6, 3, ks_[i], 500 + i);
+    }
+}
+
+/* Q8_0 weights may hold -128 (our quantizer never writes it, other tools
+ * might): |w| = 128 must not overflow the 16-bit pair sums. */
+static void test_q8_0_extremes(void **state) {
+    pools *ps = *state;
+    enum { N = 3, K = 64 };
+    lm_block_q8_0 W[N * K / LM_QK];
+    float wf[N * K], x[K];
+    for (int b = 0; b < N * K / LM_QK; b++) {
+        W[b].d = lm_f32_to_f16(0.5f);
+        for (int j = 0; j < LM_QK; j++) W[b].q[j] = (int8_t)((b + j) % 3 == 0 ? -128 : (j % 2 ? 127 : -127));
+    }
+    lm_dequant_row(LM_Q8_0, W, wf, N * K);
+    for (int e = 0; e < K; e++) x[e] = (e % 2) ? -3.0f : 3.0f; /* quantizes to +-127 */
+    int ns;
+    const lm_kernels *const *ks = sets(&ns);
+    for (int s = 0; s < ns; s++) {
+        float y[N];
+        lm_matmul_with(ks[s], ps->p[0], y, x, W, LM_Q8_0, 1, N, K);
+        check_against_reference(ks[s], LM_Q8_0, y, x, wf, 1, N, K);
+    }
+}
+
+/* The activation quantizer: every set writes the same bytes as the scalar
+ * one, and the scalar one meets its definition. */
+static void test_quant_x(void **state) {
+    (void)state;
+    enum { K = 576, NB = K / LM_QK };
+    rng r = {42};
+    float x[K];
+    fill(&r, x, K, 1);
+    x[100] = 1e-30f; /* tiny values round to zero, no UB */
+    int8_t q0[K], q1[K];
+    float d0[NB], s0[NB], d1[NB], s1[NB];
+    int ns;
+    const lm_kernels *const *ks = sets(&ns);
+    ks[0]->quant_x(x, K, q0, d0, s0);
+    for (int b = 0; b < NB; b++) {
+        float amax = 0;
+        int sum = 0, qmax = 0;
+        for (int e = 0; e < LM_QK; e++) amax = fmaxf(amax, fabsf(x[b * LM_QK + e]));
+        double dd = amax / 127.0;
+        assert_true(fabs(d0[b] - dd) <= dd * 0x1p-11);
+        for (int e = 0; e < LM_QK; e++) {
+            int qq = q0[b * LM_QK + e];
+            sum += qq;
+            qmax = abs(qq) > qmax ? abs(qq) : qmax;
+            assert_true(qq >= -127 && qq <= 127);
+            assert_true(fabs(qq * dd - x[b * LM_QK + e]) <= dd * 0.5 * 1.0001 + 1e-38);
+        }
+        assert_int_equal(qmax, amax > 0 ? 127 : 0);
+        assert_true(fabs(s0[b] - sum * dd) <= fabs(sum * dd) * 0x1p-10 + 1e-38);
+    }
+    for (int s = 1; s < ns; s++) {
+        memset(q1, 0x55, sizeof q1);
+        ks[s]->quant_x(x, K, q1, d1, s1);
+        assert_memory_equal(q0, q1, sizeof q0);
+        assert_memory_equal(d0, d1, sizeof d0);
+        assert_memory_equal(s0, s1, sizeof s0);
+        ks[s]->quant_x(x, K, q1, d1, NULL); /* s is optional */
+        assert_memory_equal(q0, q1, sizeof q0);
+    }
+}
+
+static void test_kernels_name(void **state) {
+    (void)state;
+    const char *name = lm_kernels_name();
+    assert_non_null(name);
+    assert_non_null(lm_kernels_by_name(name));
+    assert_null(lm_kernels_by_name("no-such-set"));
+    assert_null(lm_kernels_by_name(NULL));
+}
+
+/* ---- element-wise ops ---------------------------------------------- */
+
+static void test_rmsnorm(void **state) {
+    (void)state;
+    enum { M = 3, D = 576 };
+    rng r = {7};
+    float x[M * D], w[D], out[M * D];
+    fill(&r, x, M * D, 0);
+    fill(&r, w, D, 0);
+    for (int i = 0; i < D; i++) x[2 * D + i] = 0.0f; /* all-zero row: eps keeps it finite */
+    const float eps = 1e-5f;
+    lm_rmsnorm(out, x, w, M, D, eps);
+    for (int r0 = 0; r0 < M; r0++) {
+        double ss = 0;
+        for (int i = 0; i < D; i++) ss += (double)x[r0 * D + i] * x[r0 * D + i];
+        double inv = 1.0 / sqrt(ss / D + eps);
+        for (int i = 0; i < D; i++) {
+            double want = x[r0 * D + i] * inv * w[i];
+            assert_true(fabs(out[r0 * D + i] - want) <= 4e-7 * fabs(want) + 1e-30);
+        }
+    }
+    /* in place is allowed (the forward pass normalises into its input) */
+    float y[D];
+    memcpy(y, x, sizeof y);
+    lm_rmsnorm(y, y, w, 1, D, eps);
+    assert_memory_equal(y, out, sizeof y);
+}
+
+static void test_rope(void **state) {
+    (void)state;
+    enum { T = 6, H = 3, HD = 64 };
+    const int32_t pos[T] = {0, 1, 7, 100, 1000, 8191};
+    const float base = 100000.0f;
+    rng r = {9};
+    float q[T * H * HD], q0[T * H * HD];
+    fill(&r, q, T * H * HD, 0);
+    memcpy(q0, q, sizeof q);
+    lm_rope(q, T, H, HD, pos, base);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < HD / 2; i++) {
+                const float *a = q0 + ((size_t)t * H + h) * HD, *b = q + ((size_t)t * H + h) * HD;
+                double th = pos[t] * pow(base, -2.0 * i / HD);
+                double x0 = a[2 * i], x1 = a[2 * i + 1];
+                double w0 = x0 * cos(th) - x1 * sin(th), w1 = x0 * sin(th) + x1 * cos(th);
+                /* theta is built by i float multiplications (ggml's way):
+                 * relative error <= (i + 2) ulp, plus ~1 ulp for cos/sin */
+                double dth = th * (i + 2) * 0x1p-23 + 0x1p-22;
+                double tol = (fabs(x0) + fabs(x1)) * (dth + 0x1p-22);
+                if (fabs(b[2 * i] - w0) > tol || fabs(b[2 * i + 1] - w1) > tol)
+                    fail_msg("rope pos %d i %d: (%g,%g) want (%g,%g) tol %g", pos[t], i, b[2 * i],
+                             b[2 * i + 1], w0, w1, tol);
+            }
+    /* position 0 is the identity, exactly */
+    assert_memory_equal(q, q0, H * HD * sizeof(float));
+}
+
+static void test_softmax(void **state) {
+    (void)state;
+    enum { N = 1000 };
+    rng r = {11};
+    float x[N], x0[N];
+    for (int i = 0; i < N; i++) x[i] = rng_f(&r) * 30.0f;
+    x[5] = 500.0f; /* would overflow expf without the max shift */
+    memcpy(x0, x, sizeof x);
+    lm_softmax(x, N);
+    double mx = -INFINITY, sum = 0;
+    for (int i = 0; i < N; i++) mx = fmax(mx, x0[i]);
+    for (int i = 0; i < N; i++) sum += exp((double)x0[i] - mx);
+    double total = 0;
+    for (int i = 0; i < N; i++) {
+        double want = exp((double)x0[i] - mx) / sum;
+        assert_true(fabs(x[i] - want) <= 1e-6 * want + 1e-38);
+        total += x[i];
+    }
+    assert_true(fabs(total - 1.0) < 1e-5);
+    float one = 3.0f;
+    lm_softmax(&one, 1);
+    assert_true(one == 1.0f);
+}
+
+static void test_swiglu(void **state) {
+    (void)state;
+    enum { N = 1536 };
+    rng r = {13};
+    float g[N], u[N], out[N];
+    for (int i = 0; i < N; i++) g[i] = rng_f(&r) * 20.0f, u[i] = rng_f(&r) * 3.0f;
+    g[0] = -100.0f; /* exp(100) is inf in float: silu must give -0, not NaN */
+    lm_swiglu(out, g, u, N);
+    for (int i = 0; i < N; i++) {
+        double want = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+        assert_true(fabs(out[i] - want) <= 1e-6 * fabs(want) + 1e-30);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_quant_x),
+        cmocka_unit_test(test_kernels_name),
+        cmocka_unit_test(test_matmul_shapes),
+        cmocka_unit_test(test_matmul_model_shapes),
+        cmocka_unit_test(test_matmul_float_odd_k),
+        cmocka_unit_test(test_q8_0_extremes),
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_swiglu),
+    };
+    return cmocka_run_group_tests_name("ops", tests, setup_pools, teardown_pools);
+}
