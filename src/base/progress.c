@@ -21,9 +21,9 @@ static void copy_str(char *dst, size_t cap, const char *src) {
 /* "1:02:03" or "2:03" */
 static void fmt_time(char *buf, size_t cap, double s) {
     if (!(s >= 0) || s > 359999) { snprintf(buf, cap, "--:--"); return; }
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
+    int t = (int)(s + 0.5); /* < 100 hours, so at most "99:59:59" */
+    if (t >= 3600) snprintf(buf, cap, "%d:%02d:%02d", t / 3600 % 100, t / 60 % 60, t % 60);
+    else snprintf(buf, cap, "%d:%02d", t / 60 % 60, t % 60);
 }
 
 void lm_progress_begin_file(lm_progress *p, FILE *out, const char *label, int64_t total,
@@ -42,7 +42,7 @@ void lm_progress_begin(lm_progress *p, const char *label, int64_t total, const c
 }
 
 static void draw(lm_progress *p, const char *extra, double t, int final) {
-    char line[256], eta[16], el[16];
+    char line[256], eta[32], el[32];
     double elapsed = t - p->t_start;
     double rate = elapsed > 0 ? (double)p->done / elapsed : 0;
     int n;
