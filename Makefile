@@ -29,11 +29,13 @@ CLI_SRC  = $(sort $(wildcard src/cli/*.c))
 LIB_SRC := $(filter-out $(CLI_SRC),$(LIB_SRC))
 TEST_SRC = $(sort $(wildcard tests/test_*.c))
 TOOL_SRC = $(sort $(wildcard tests/tools/*.c))
+BENCH_SRC = $(sort $(wildcard bench/*.c))
 
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOOL_BIN = $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib test unit unit-san oracle fuzz bench demo model clean
 all: $(BUILD)/lemonpc $(TOOL_BIN)
@@ -56,6 +58,11 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/liblemonpc.a
 	$(CC) $(LDFLAGS_ALL) $^ $(LIBS) $(TEST_LIBS) -o $@
 
 $(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/liblemonpc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) $^ $(LIBS) -o $@
+
+# Benchmarks: bench/<name>.c -> build/bench/<name>.
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/liblemonpc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) $^ $(LIBS) -o $@
 
@@ -82,10 +89,11 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
-bench: all
-	scripts/bench.sh
+# Speed and memory against the reference a user would pick (BENCHMARKS.md).
+bench: all $(BENCH_BIN)
+	python3 bench/bench_infer.py
 
 clean:
 	rm -rf build build-san build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(TOOL_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(TOOL_BIN:=.d) $(BENCH_BIN:=.d)
