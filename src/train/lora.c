@@ -1,0 +1,123 @@
+/* LoRA adapter parameters (see lora.h). */
+#include "train/lora.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/train_internal.h"
+
+static const int base_index[LM_LORA_N] = {
+    LM_TW_Q, LM_TW_K, LM_TW_V, LM_TW_O, LM_TW_GATE, LM_TW_UP, LM_TW_DOWN,
+};
+static const char *const target_names[LM_LORA_N] = { "q", "k", "v", "o", "gate", "up", "down" };
+static const char *const gguf_names[LM_LORA_N] = {
+    "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
+};
+
+int lm_lora_base_index(int target) { return base_index[target]; }
+
+int lm_lora_parse_targets(const char *csv, unsigned *out, lm_err *err) {
+    unsigned mask = 0;
+    const char *p = csv;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        int found = 0;
+        if (n == 3 && !strncmp(p, "all", 3)) { mask |= LM_LORA_ALL; found = 1; }
+        for (int t = 0; t < LM_LORA_N && !found; t++)
+            if (strlen(target_names[t]) == n && !strncmp(p, target_names[t], n)) {
+                mask |= 1u << t;
+                found = 1;
+            }
+        if (!found)
+            return lm_errf(err, "LoRA targets '%s': unknown target '%.*s' (use q,k,v,o,gate,up,down or all)",
+                           csv, (int)n, p);
+        p += n;
+        if (*p == ',') p++;
+    }
+    if (!mask) return lm_errf(err, "LoRA targets '%s': empty", csv);
+    *out = mask;
+    return 0;
+}
+
+lm_lora *lm_lora_new(const lm_tmodel *m, int rank, float alpha, unsigned targets,
+                     uint64_t seed, lm_err *err) {
+    const lm_tconfig *c = &m->cfg;
+    if (rank <= 0 || rank > c->dim) {
+        lm_errf(err, "LoRA rank %d out of range 1..%d", rank, c->dim);
+        return NULL;
+    }
+    if (!(targets & LM_LORA_ALL) || (targets & ~LM_LORA_ALL)) {
+        lm_errf(err, "LoRA targets mask 0x%x is invalid", targets);
+        return NULL;
+    }
+    lm_lora *l = calloc(1, sizeof *l);
+    if (!l) { lm_errf(err, "out of memory"); return NULL; }
+    int L = c->n_layers, per = __builtin_popcount(targets);
+    l->rank = rank; l->n_layers = L; l->alpha = alpha; l->scale = alpha / (float)rank;
+    l->targets = targets;
+    l->n_tensors = 2 * per * L;
+    l->tensors = calloc((size_t)l->n_tensors, sizeof *l->tensors);
+    l->a = calloc((size_t)L, sizeof *l->a);
+    l->b = calloc((size_t)L, sizeof *l->b);
+    if (!l->tensors || !l->a || !l->b) goto oom;
+    size_t off = 0;
+    int k = 0;
+    for (int i = 0; i < L; i++)
+        for (int t = 0; t < LM_LORA_N; t++) {
+            if (!(targets & (1u << t))) continue;
+            const lm_ttensor *bt = &m->tensors[1 + i * LM_TW_N + base_index[t]];
+            int64_t in = bt->ne[0], out = bt->ne[1];
+            for (int ab = 0; ab < 2; ab++) {
+                lm_ttensor *x = &l->tensors[k++];
+                snprintf(x->name, sizeof x->name, "blk.%d.%s.weight.lora_%c", i, gguf_names[t], ab ? 'b' : 'a');
+                x->n_dims = 2;
+                x->ne[0] = ab ? rank : in;
+                x->ne[1] = ab ? out : rank;
+                x->numel = (size_t)rank * (size_t)(ab ? out : in);
+                x->offset = off;
+                off += x->numel;
+            }
+        }
+    l->n_params = off;
+    l->params = calloc(off, sizeof(float));
+    l->grads = calloc(off, sizeof(float));
+    if (!l->params || !l->grads) goto oom;
+    lm_trng r;
+    lm_trng_seed(&r, seed);
+    k = 0;
+    for (int i = 0; i < L; i++)
+        for (int t = 0; t < LM_LORA_N; t++) {
+            if (!(targets & (1u << t))) continue;
+            const lm_ttensor *ta = &l->tensors[k++], *tb = &l->tensors[k++];
+            l->a[i][t] = l->params + ta->offset;
+            l->b[i][t] = l->params + tb->offset;
+            double bound = 1.0 / sqrt((double)ta->ne[0]);
+            for (size_t j = 0; j < ta->numel; j++)
+                l->a[i][t][j] = (float)((2.0 * lm_trng_uniform(&r) - 1.0) * bound);
+        }
+    return l;
+oom:
+    lm_lora_free(l);
+    lm_errf(err, "out of memory for LoRA adapters");
+    return NULL;
+}
+
+void lm_lora_free(lm_lora *l) {
+    if (!l) return;
+    free(l->tensors);
+    free(l->a);
+    free(l->b);
+    free(l->params);
+    free(l->grads);
+    free(l);
+}
+
+void lm_lora_zero_grads(lm_lora *l) { memset(l->grads, 0, l->n_params * sizeof(float)); }
+
+const lm_ttensor *lm_lora_find(const lm_lora *l, const char *name) {
+    for (int i = 0; i < l->n_tensors; i++)
+        if (!strcmp(l->tensors[i].name, name)) return &l->tensors[i];
+    return NULL;
+}

@@ -1,0 +1,118 @@
+/* Training forward pass (saving activations) and the chunked, masked
+ * cross-entropy fused with the LM head. */
+#include <math.h>
+#include <string.h>
+
+#include "train/train_internal.h"
+
+/* out [N, o] (+)= x W^T + scale * (x A^T) B^T, saving xa = x A^T [N, r]. */
+static void linear_fwd(lm_pool *pool, lm_tacts *a, const lm_lora *lora, int l, int target,
+                       float *out, const float *x, const float *w, int in, int outd, int acc) {
+    int N = a->N;
+    lm_mm_fwd(pool, out, x, w, N, in, outd, acc);
+    if (!lora || !lora->a[l][target]) return;
+    float *xa = a->lxa[l * LM_LORA_N + target];
+    int r = lora->rank;
+    lm_mm_fwd(pool, xa, x, lora->a[l][target], N, in, r, 0);
+    lm_mm_fwd(pool, a->tmp, xa, lora->b[l][target], N, r, outd, 0);
+    float s = lora->scale;
+    for (size_t i = 0; i < (size_t)N * outd; i++) out[i] += s * a->tmp[i];
+}
+
+static int check_batch(const lm_tmodel *m, const lm_tacts *a, const lm_tbatch *b, lm_err *err) {
+    if (b->B != a->B || b->T != a->T)
+        return lm_errf(err, "batch is %dx%d but activations were sized for %dx%d", b->B, b->T, a->B, a->T);
+    for (int i = 0; i < a->N; i++) {
+        if (b->tokens[i] < 0 || b->tokens[i] >= m->cfg.n_vocab)
+            return lm_errf(err, "batch row %d position %d: token id %d outside vocab 0..%d",
+                           i / b->T, i % b->T, b->tokens[i], m->cfg.n_vocab - 1);
+        if (b->targets && b->mask && b->mask[i] &&
+            (b->targets[i] < 0 || b->targets[i] >= m->cfg.n_vocab))
+            return lm_errf(err, "batch row %d position %d: target id %d outside vocab 0..%d",
+                           i / b->T, i % b->T, b->targets[i], m->cfg.n_vocab - 1);
+    }
+    return 0;
+}
+
+int lm_train_forward(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a,
+                     const lm_tbatch *b, lm_pool *pool, lm_err *err) {
+    const lm_tconfig *c = &m->cfg;
+    if (check_batch(m, a, b, err)) return -1;
+    if (lora && a->rank != lora->rank)
+        return lm_errf(err, "activations sized for LoRA rank %d, adapter has %d", a->rank, lora->rank);
+    int N = a->N, D = c->dim, H = c->n_heads, Hkv = c->n_kv_heads, hd = c->head_dim;
+    int Q = H * hd, K = Hkv * hd, F = c->ffn_dim;
+    for (int i = 0; i < N; i++)
+        memcpy(a->res[0] + (size_t)i * D, m->tok_embd + (size_t)b->tokens[i] * D, (size_t)D * sizeof(float));
+    for (int l = 0; l < c->n_layers; l++) {
+        float *const *w = m->layer[l];
+        const float *x = a->res[l];
+        lm_op_rmsnorm_fwd(a->ln1[l], a->rstd1[l], x, w[LM_TW_ATTN_NORM], N, D, c->rms_eps);
+        linear_fwd(pool, a, lora, l, LM_LORA_Q, a->q[l], a->ln1[l], w[LM_TW_Q], D, Q, 0);
+        linear_fwd(pool, a, lora, l, LM_LORA_K, a->k[l], a->ln1[l], w[LM_TW_K], D, K, 0);
+        linear_fwd(pool, a, lora, l, LM_LORA_V, a->v[l], a->ln1[l], w[LM_TW_V], D, K, 0);
+        lm_op_rope(a->q[l], a->rope_cos, a->rope_sin, a->B, a->T, H, hd, 0);
+        lm_op_rope(a->k[l], a->rope_cos, a->rope_sin, a->B, a->T, Hkv, hd, 0);
+        lm_op_attn_fwd(pool, a->atty[l], a->lse[l], a->q[l], a->k[l], a->v[l],
+                       a->B, a->T, H, Hkv, hd, a->att_scratch);
+        memcpy(a->res_mid[l], x, (size_t)N * D * sizeof(float));
+        linear_fwd(pool, a, lora, l, LM_LORA_O, a->res_mid[l], a->atty[l], w[LM_TW_O], Q, D, 1);
+        lm_op_rmsnorm_fwd(a->ln2[l], a->rstd2[l], a->res_mid[l], w[LM_TW_FFN_NORM], N, D, c->rms_eps);
+        linear_fwd(pool, a, lora, l, LM_LORA_GATE, a->gate[l], a->ln2[l], w[LM_TW_GATE], D, F, 0);
+        linear_fwd(pool, a, lora, l, LM_LORA_UP, a->up[l], a->ln2[l], w[LM_TW_UP], D, F, 0);
+        lm_op_swiglu_fwd(a->hmul[l], a->gate[l], a->up[l], (size_t)N * F);
+        memcpy(a->res[l + 1], a->res_mid[l], (size_t)N * D * sizeof(float));
+        linear_fwd(pool, a, lora, l, LM_LORA_DOWN, a->res[l + 1], a->hmul[l], w[LM_TW_DOWN], F, D, 1);
+    }
+    lm_op_rmsnorm_fwd(a->lnf, a->rstdf, a->res[c->n_layers], m->out_norm, N, D, c->rms_eps);
+    return 0;
+}
+
+int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *pool,
+                  int want_grad, float *logits_out, double *loss, lm_err *err) {
+    const lm_tconfig *c = &m->cfg;
+    if (!b->targets || !b->mask) return lm_errf(err, "loss: batch has no targets or mask");
+    if (check_batch(m, a, b, err)) return -1;
+    int N = a->N, D = c->dim, V = c->n_vocab;
+    size_t n_mask = 0;
+    for (int i = 0; i < N; i++) n_mask += b->mask[i] != 0;
+    float inv = n_mask ? 1.0f / (float)n_mask : 0.0f;
+    float *dhead = want_grad ? lm_tgrad(m, m->lm_head) : NULL;
+    if (want_grad) memset(a->dlnf, 0, (size_t)N * D * sizeof(float));
+    double total = 0;
+    for (int c0 = 0; c0 < N; c0 += a->loss_chunk) {
+        int cn = N - c0 < a->loss_chunk ? N - c0 : a->loss_chunk;
+        int any = logits_out != NULL;
+        for (int i = c0; i < c0 + cn && !any; i++) any = b->mask[i] != 0;
+        if (!any) continue;        /* no loss, no gradient, no logits wanted */
+        const float *x = a->lnf + (size_t)c0 * D;
+        lm_mm_fwd(pool, a->logits, x, m->lm_head, cn, D, V, 0);   /* [cn, V] */
+        if (logits_out) memcpy(logits_out + (size_t)c0 * V, a->logits, (size_t)cn * V * sizeof(float));
+        for (int r = 0; r < cn; r++) {
+            float *z = a->logits + (size_t)r * V;
+            int on = b->mask[c0 + r] != 0;
+            if (!on) {
+                if (want_grad) memset(z, 0, (size_t)V * sizeof(float));
+                continue;
+            }
+            float mx = z[0];
+            for (int j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
+            double sum = 0;
+            for (int j = 0; j < V; j++) sum += exp((double)(z[j] - mx));
+            int tgt = b->targets[c0 + r];
+            double lse = mx + log(sum);
+            total += lse - z[tgt];
+            if (want_grad) {
+                /* d(mean nll)/dz = (softmax - onehot) / n_mask */
+                for (int j = 0; j < V; j++) z[j] = (float)exp((double)z[j] - lse) * inv;
+                z[tgt] -= inv;
+            }
+        }
+        if (want_grad) {
+            lm_mm_bwd_x(pool, a->dlnf + (size_t)c0 * D, a->logits, m->lm_head, cn, D, V);
+            if (dhead) lm_mm_bwd_w(pool, dhead, a->logits, x, cn, D, V);
+        }
+    }
+    *loss = n_mask ? total / (double)n_mask : 0.0;
+    return 0;
+}

@@ -1,0 +1,53 @@
+/* Shared inside src/train: the activation layout, f32 matmul helpers and a
+ * small seeded PRNG. Not part of any public interface. */
+#ifndef LM_TRAIN_INTERNAL_H
+#define LM_TRAIN_INTERNAL_H
+
+#include <stdint.h>
+
+#include "base/pool.h"
+#include "train/train_ops.h"
+#include "train/lora.h"
+#include "train/train_model.h"
+
+struct lm_tacts {
+    int B, T, N, loss_chunk, rank; /* rank: LoRA rank or 0 */
+    float *buf;                 /* one owned allocation */
+    size_t n_floats;
+    /* per layer, all [N, width]; res has L+1 entries (res[0] = embeddings) */
+    float **res, **ln1, **rstd1, **q, **k, **v, **lse, **atty, **res_mid;
+    float **ln2, **rstd2, **gate, **up, **hmul;
+    float **lxa;                /* [L * LM_LORA_N] x @ A^T, [N, rank], or NULL */
+    float *lnf, *rstdf;         /* final norm output [N, dim], [N] */
+    /* backward scratch */
+    float *dres, *dlnf, *dln, *dq, *dk, *dv, *datty, *dgate, *dup, *dhmul, *dxa, *tmp;
+    float *logits;              /* [loss_chunk, n_vocab] */
+    float *att_scratch;         /* [B * n_heads, 2 * T] */
+    float *rope_cos, *rope_sin; /* [T, head_dim / 2] */
+};
+
+/* out[n, o] (+)= sum_i x[n, i] * w[o, i]   -- y = x W^T */
+void lm_mm_fwd(lm_pool *pool, float *out, const float *x, const float *w,
+               int n, int in, int out_dim, int accumulate);
+/* dx[n, i] += sum_o dy[n, o] * w[o, i]     -- dx += dy W */
+void lm_mm_bwd_x(lm_pool *pool, float *dx, const float *dy, const float *w,
+                 int n, int in, int out_dim);
+/* dw[o, i] += sum_n dy[n, o] * x[n, i]     -- dW += dy^T x */
+void lm_mm_bwd_w(lm_pool *pool, float *dw, const float *dy, const float *x,
+                 int n, int in, int out_dim);
+float lm_dot(const float *a, const float *b, int n);
+
+/* splitmix64-seeded xoshiro256**: reproducible across platforms. */
+typedef struct lm_trng { uint64_t s[4]; } lm_trng;
+void lm_trng_seed(lm_trng *r, uint64_t seed);
+uint64_t lm_trng_next(lm_trng *r);
+double lm_trng_uniform(lm_trng *r);   /* [0, 1) with 53 bits */
+double lm_trng_normal(lm_trng *r);
+
+/* Gradient buffer matching a parameter pointer of the model (NULL when the
+ * model has no gradients). */
+static inline float *lm_tgrad(const lm_tmodel *m, const float *p) {
+    return m->grads ? m->grads + (p - m->params) : NULL;
+}
+
+#endif

@@ -1,0 +1,114 @@
+/* The training side of a Llama-family model: f32 master weights in one
+ * flat buffer (gradients, AdamW moments share its layout), the activations
+ * a backward pass needs, and the forward/loss/backward entry points.
+ *
+ * Weights are kept in GGUF layout: matrices are W[out, in] row-major (the
+ * GGUF row length ne[0] is `in`), and the Q/K rows carry the HF->GGUF
+ * permutation, so RoPE here rotates adjacent pairs (2i, 2i+1) by
+ * pos * base^(-2i/head_dim) -- the same function as HF's rotate-half on the
+ * un-permuted weights.
+ *
+ * Batches are B sequences of T tokens, right-padded. Causal attention means
+ * a padding position can never influence an earlier real one, so padding
+ * needs no attention mask: it only has to be excluded from the loss, which
+ * the per-position mask does. Packing several conversations into one row is
+ * not supported (it would need document-boundary masks). */
+#ifndef LM_TRAIN_MODEL_H
+#define LM_TRAIN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "base/pool.h"
+#include "model/gguf.h"
+
+typedef struct lm_tconfig {
+    int n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim;
+    float rope_base, rms_eps;
+    int tied;               /* 1: token_embd is also the LM head */
+} lm_tconfig;
+
+/* Per-layer tensors, in this order inside the flat buffer. */
+enum {
+    LM_TW_ATTN_NORM, LM_TW_Q, LM_TW_K, LM_TW_V, LM_TW_O,
+    LM_TW_FFN_NORM, LM_TW_GATE, LM_TW_UP, LM_TW_DOWN, LM_TW_N
+};
+
+typedef struct lm_ttensor {
+    char name[64];          /* GGUF name, e.g. "blk.3.attn_q.weight" */
+    int n_dims;             /* 1 or 2 */
+    int64_t ne[2];          /* ggml order: ne[0] = row length (in) */
+    size_t offset, numel;   /* into the flat buffers, in floats */
+} lm_ttensor;
+
+typedef struct lm_tmodel {
+    lm_tconfig cfg;
+    int n_tensors;
+    lm_ttensor *tensors;    /* token_embd, blk.*, output_norm, [output] */
+    size_t n_params;
+    float *params;          /* [n_params], owned */
+    float *grads;           /* [n_params] or NULL (frozen, e.g. LoRA) */
+    /* views into params */
+    float *tok_embd;        /* [n_vocab, dim] */
+    float *out_norm;        /* [dim] */
+    float *lm_head;         /* [n_vocab, dim]: tok_embd when tied */
+    float *(*layer)[LM_TW_N]; /* layer[l][LM_TW_*] */
+} lm_tmodel;
+
+/* Loads any supported weight type, dequantized to f32. Reads
+ * <arch>.embedding_length, block_count, feed_forward_length,
+ * attention.head_count(_kv), rope.freq_base (default 10000),
+ * attention.layer_norm_rms_epsilon (default 1e-5). */
+lm_tmodel *lm_tmodel_from_gguf(const gguf_file *f, lm_err *err);
+lm_tmodel *lm_tmodel_load(const char *path, lm_err *err);
+/* Random model for tests: N(0, std) matrices, norms 1 + N(0, 0.1). */
+lm_tmodel *lm_tmodel_new_random(const lm_tconfig *cfg, uint64_t seed, float std, lm_err *err);
+void lm_tmodel_free(lm_tmodel *m);
+int lm_tmodel_alloc_grads(lm_tmodel *m, lm_err *err);
+void lm_tmodel_zero_grads(lm_tmodel *m);
+const lm_ttensor *lm_tmodel_find(const lm_tmodel *m, const char *name);
+/* 1 for tensors AdamW should decay (matrices), 0 for norm weights. */
+int lm_ttensor_decays(const lm_ttensor *t);
+/* Writes the f32 weights as a GGUF (metadata from cfg, arch "llama"). */
+int lm_tmodel_save(const lm_tmodel *m, const char *path, lm_err *err);
+
+typedef struct lm_tbatch {
+    int B, T;
+    const int32_t *tokens;  /* [B*T] inputs */
+    const int32_t *targets; /* [B*T] next tokens (the caller shifts) */
+    const uint8_t *mask;    /* [B*T] 1: position counts in the loss */
+} lm_tbatch;
+
+struct lm_lora;
+
+/* Saved activations for one (B, T); all [N = B*T, ...] row-major. */
+typedef struct lm_tacts lm_tacts;
+
+/* loss_chunk: tokens per chunk of the fused LM-head + cross-entropy
+ * (<= 0 picks a default); the [chunk, n_vocab] logits are the only
+ * vocab-wide buffer. lora may be NULL. */
+lm_tacts *lm_tacts_new(const lm_tmodel *m, const struct lm_lora *lora, int B, int T,
+                       int loss_chunk, lm_err *err);
+void lm_tacts_free(lm_tacts *a);
+size_t lm_tacts_bytes(const lm_tacts *a);
+
+/* Forward through the final norm, saving what backward needs. */
+int lm_train_forward(const lm_tmodel *m, const struct lm_lora *lora, lm_tacts *a,
+                     const lm_tbatch *b, lm_pool *pool, lm_err *err);
+/* Mean cross-entropy over masked positions, fused with the LM head, one
+ * chunk of tokens at a time. With want_grad it also produces d(final norm
+ * output) in the activations and accumulates the LM-head gradient (when
+ * m->grads). logits_out [B*T, n_vocab] is optional (tests only). With no
+ * masked position the loss is 0 and so is every gradient. */
+int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *pool,
+                  int want_grad, float *logits_out, double *loss, lm_err *err);
+/* Backward from the d(final norm output) lm_train_loss left. Accumulates
+ * into m->grads (if allocated) and lora grads (if lora). */
+int lm_train_backward(lm_tmodel *m, struct lm_lora *lora, lm_tacts *a,
+                      const lm_tbatch *b, lm_pool *pool, lm_err *err);
+/* forward + loss + backward. Gradients accumulate: zero them first. */
+int lm_train_grad(lm_tmodel *m, struct lm_lora *lora, lm_tacts *a, const lm_tbatch *b,
+                  lm_pool *pool, double *loss, lm_err *err);
+
+#endif

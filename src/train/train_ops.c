@@ -1,0 +1,177 @@
+/* Forward/backward pairs of the non-matmul ops (see train_ops.h). */
+#include "train/train_ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "train/train_internal.h"
+
+void lm_op_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w,
+                       int n, int d, float eps) {
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d;
+        float *yr = y + (size_t)r * d;
+        double ss = 0;
+        for (int i = 0; i < d; i++) ss += (double)xr[i] * xr[i];
+        float s = (float)(1.0 / sqrt(ss / d + eps));
+        rstd[r] = s;
+        for (int i = 0; i < d; i++) yr[i] = xr[i] * s * w[i];
+    }
+}
+
+/* y_i = x_i s w_i with s = (mean x^2 + eps)^-1/2, ds/dx_j = -s^3 x_j / d:
+ * dx_j = s w_j dy_j - s^3 x_j / d * sum_i dy_i w_i x_i. */
+void lm_op_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
+                       const float *w, const float *rstd, int n, int d) {
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d, *dyr = dy + (size_t)r * d;
+        float *dxr = dx + (size_t)r * d;
+        float s = rstd[r];
+        double dot = 0;
+        for (int i = 0; i < d; i++) dot += (double)dyr[i] * w[i] * xr[i];
+        float c = (float)(dot * s * s * s / d);
+        for (int i = 0; i < d; i++) dxr[i] += s * w[i] * dyr[i] - c * xr[i];
+        if (dw)
+            for (int i = 0; i < d; i++) dw[i] += dyr[i] * xr[i] * s;
+    }
+}
+
+void lm_op_rope_table(float *cos_t, float *sin_t, int T, int hd, float base) {
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        double freq = pow((double)base, -2.0 * i / hd);
+        for (int t = 0; t < T; t++) {
+            double a = t * freq;
+            cos_t[(size_t)t * half + i] = (float)cos(a);
+            sin_t[(size_t)t * half + i] = (float)sin(a);
+        }
+    }
+}
+
+void lm_op_rope(float *x, const float *cos_t, const float *sin_t, int B, int T,
+                int n_heads, int hd, int inverse) {
+    int half = hd / 2;
+    float sgn = inverse ? -1.0f : 1.0f;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *c = cos_t + (size_t)t * half, *s = sin_t + (size_t)t * half;
+            float *row = x + ((size_t)b * T + t) * (size_t)n_heads * hd;
+            for (int h = 0; h < n_heads; h++) {
+                float *p = row + (size_t)h * hd;
+                for (int i = 0; i < half; i++) {
+                    float x0 = p[2 * i], x1 = p[2 * i + 1], si = sgn * s[i];
+                    p[2 * i] = x0 * c[i] - x1 * si;
+                    p[2 * i + 1] = x0 * si + x1 * c[i];
+                }
+            }
+        }
+}
+
+typedef struct attn_ctx {
+    float *out, *lse, *dq, *dk, *dv;
+    const float *dout, *cout, *q, *k, *v, *clse;
+    int B, T, H, Hkv, hd;
+    float *scratch;
+} attn_ctx;
+
+/* task = (b, h): rows t of one head of one sequence */
+static void attn_fwd_task(void *vctx, int task, int n_tasks, int thread) {
+    const attn_ctx *c = vctx;
+    int b = task / c->H, h = task % c->H, g = h / (c->H / c->Hkv);
+    int T = c->T, hd = c->hd, qs = c->H * hd, ks = c->Hkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *p = c->scratch + (size_t)task * 2 * T;
+    for (int t = 0; t < T; t++) {
+        size_t nt = (size_t)b * T + t;
+        const float *qt = c->q + nt * qs + (size_t)h * hd;
+        float mx = -INFINITY;
+        for (int s = 0; s <= t; s++) {
+            p[s] = lm_dot(qt, c->k + ((size_t)b * T + s) * ks + (size_t)g * hd, hd) * scale;
+            if (p[s] > mx) mx = p[s];
+        }
+        double sum = 0;
+        for (int s = 0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
+        float inv = (float)(1.0 / sum);
+        float *o = c->out + nt * qs + (size_t)h * hd;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int s = 0; s <= t; s++) {
+            const float *vs = c->v + ((size_t)b * T + s) * ks + (size_t)g * hd;
+            float w = p[s] * inv;
+            for (int i = 0; i < hd; i++) o[i] += w * vs[i];
+        }
+        c->lse[nt * c->H + h] = mx + (float)log(sum);
+    }
+}
+
+void lm_op_attn_fwd(lm_pool *pool, float *out, float *lse, const float *q, const float *k,
+                    const float *v, int B, int T, int H, int Hkv, int hd, float *scratch) {
+    attn_ctx c = { .out = out, .lse = lse, .q = q, .k = k, .v = v, .B = B, .T = T,
+                   .H = H, .Hkv = Hkv, .hd = hd, .scratch = scratch };
+    lm_pool_run(pool, attn_fwd_task, &c, B * H);
+}
+
+/* task = (b, kv head g): owns dk, dv of that group and dq of its q heads.
+ * With P = softmax(S), dS = P * (dP - rowsum(P * dP)) and
+ * rowsum(P * dP) = dout_t . out_t. */
+static void attn_bwd_task(void *vctx, int task, int n_tasks, int thread) {
+    const attn_ctx *c = vctx;
+    int b = task / c->Hkv, g = task % c->Hkv, rep = c->H / c->Hkv;
+    int T = c->T, hd = c->hd, qs = c->H * hd, ks = c->Hkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int s = 0; s < T; s++) {
+        size_t ns = (size_t)b * T + s;
+        memset(c->dk + ns * ks + (size_t)g * hd, 0, (size_t)hd * sizeof(float));
+        memset(c->dv + ns * ks + (size_t)g * hd, 0, (size_t)hd * sizeof(float));
+    }
+    for (int h = g * rep; h < (g + 1) * rep; h++)
+        for (int t = 0; t < T; t++) {
+            size_t nt = (size_t)b * T + t;
+            const float *qt = c->q + nt * qs + (size_t)h * hd;
+            const float *dot = c->dout + nt * qs + (size_t)h * hd;
+            float lse = c->clse[nt * c->H + h];
+            float D = lm_dot(dot, c->cout + nt * qs + (size_t)h * hd, hd);
+            float *dqt = c->dq + nt * qs + (size_t)h * hd;
+            memset(dqt, 0, (size_t)hd * sizeof(float));
+            for (int s = 0; s <= t; s++) {
+                size_t ns = (size_t)b * T + s;
+                const float *ksv = c->k + ns * ks + (size_t)g * hd;
+                const float *vs = c->v + ns * ks + (size_t)g * hd;
+                float ps = expf(lm_dot(qt, ksv, hd) * scale - lse);
+                float dps = lm_dot(dot, vs, hd);
+                float ds = ps * (dps - D) * scale;
+                float *dks = c->dk + ns * ks + (size_t)g * hd;
+                float *dvs = c->dv + ns * ks + (size_t)g * hd;
+                for (int i = 0; i < hd; i++) {
+                    dqt[i] += ds * ksv[i];
+                    dks[i] += ds * qt[i];
+                    dvs[i] += ps * dot[i];
+                }
+            }
+        }
+}
+
+void lm_op_attn_bwd(lm_pool *pool, float *dq, float *dk, float *dv, const float *dout,
+                    const float *out, const float *lse, const float *q, const float *k,
+                    const float *v, int B, int T, int H, int Hkv, int hd, float *scratch) {
+    attn_ctx c = { .dq = dq, .dk = dk, .dv = dv, .dout = dout, .cout = out, .clse = lse,
+                   .q = q, .k = k, .v = v, .B = B, .T = T, .H = H, .Hkv = Hkv, .hd = hd,
+                   .scratch = scratch };
+    lm_pool_run(pool, attn_bwd_task, &c, B * Hkv);
+}
+
+void lm_op_swiglu_fwd(float *h, const float *gate, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        h[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+/* silu(g) = g sig(g); silu'(g) = sig(g) (1 + g (1 - sig(g))). */
+void lm_op_swiglu_bwd(float *dgate, float *dup, const float *dh, const float *gate,
+                      const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
+        dup[i] = dh[i] * g * sg;
+        dgate[i] = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+    }
+}

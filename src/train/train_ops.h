@@ -1,0 +1,43 @@
+/* The per-op forward/backward pairs of the training graph, exposed so the
+ * unit test can check each backward against finite differences. Backward
+ * functions accumulate (+=) into dx/dw unless they say "writes". */
+#ifndef LM_TRAIN_OPS_H
+#define LM_TRAIN_OPS_H
+
+#include <stddef.h>
+
+#include "base/pool.h"
+
+/* y = x / sqrt(mean(x^2) + eps) * w.  x, y [n, d]; rstd [n] saved. */
+void lm_op_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w,
+                       int n, int d, float eps);
+/* dx [n, d] +=, dw [d] += (dw may be NULL). */
+void lm_op_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
+                       const float *w, const float *rstd, int n, int d);
+
+/* cos/sin tables [T, hd/2]: angle(t, i) = t * base^(-2i/hd), in double. */
+void lm_op_rope_table(float *cos_t, float *sin_t, int T, int hd, float base);
+/* In place on x [B*T, n_heads*hd], rotating adjacent pairs (2i, 2i+1) of each
+ * head by angle(t, i) where t is the position inside its sequence. inverse
+ * rotates back, which is also the backward of the forward rotation. */
+void lm_op_rope(float *x, const float *cos_t, const float *sin_t, int B, int T,
+                int n_heads, int hd, int inverse);
+
+/* Causal grouped-query attention, scale 1/sqrt(hd). q [B*T, H*hd],
+ * k, v [B*T, Hkv*hd] -> out [B*T, H*hd], lse [B*T, H] (log-sum-exp of each
+ * score row, so backward recomputes probabilities instead of storing
+ * [B, H, T, T]). scratch: B*H*2*T floats. */
+void lm_op_attn_fwd(lm_pool *pool, float *out, float *lse, const float *q, const float *k,
+                    const float *v, int B, int T, int H, int Hkv, int hd, float *scratch);
+/* Writes dq, dk, dv (no accumulation). */
+void lm_op_attn_bwd(lm_pool *pool, float *dq, float *dk, float *dv, const float *dout,
+                    const float *out, const float *lse, const float *q, const float *k,
+                    const float *v, int B, int T, int H, int Hkv, int hd, float *scratch);
+
+/* h = silu(gate) * up, elementwise over n. */
+void lm_op_swiglu_fwd(float *h, const float *gate, const float *up, size_t n);
+/* Writes dgate, dup. */
+void lm_op_swiglu_bwd(float *dgate, float *dup, const float *dh, const float *gate,
+                      const float *up, size_t n);
+
+#endif

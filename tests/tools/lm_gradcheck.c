@@ -1,0 +1,276 @@
+/* lm_gradcheck MODEL.gguf REF.gguf
+ * Compares the C trainer with a PyTorch reference written by
+ * tests/torch/test_gradcheck.py: logits and loss, every parameter gradient,
+ * every LoRA gradient (LoRA on all seven projections), and the losses of 10
+ * AdamW steps, both full and LoRA. Prints one row per tensor with the
+ * relative error max|ours - ref| / max|ref|; exits 1 if any exceeds its
+ * tolerance, 2 on a usage or input error. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/pool.h"
+#include "model/gguf.h"
+#include "train/adamw.h"
+#include "train/lora.h"
+#include "train/train_model.h"
+
+#define TOL_LOGITS 1e-4
+#define TOL_LOSS 1e-4
+#define TOL_GRAD 1e-3
+#define LOSS_CHUNK 5   /* odd, so chunks straddle sequence boundaries */
+
+typedef struct ref_data {
+    gguf_file *f;
+    lm_tbatch batch;
+    int32_t *tokens, *targets, *lens;
+    uint8_t *mask;
+    int rank, steps;
+    float alpha, lr, wd, clip;
+    double loss, lora_loss, *adamw, *lora_adamw;
+} ref_data;
+
+static int fails;
+
+static const gguf_kv *need_kv(const gguf_file *f, const char *key, gguf_type t, uint64_t n, lm_err *err) {
+    const gguf_kv *kv = gguf_find_kv(f, key);
+    if (!kv) { lm_errf(err, "%s: key '%s' missing", f->path, key); return NULL; }
+    if (kv->type != t || (t == GGUF_ARRAY && n && kv->arr_n != n)) {
+        lm_errf(err, "%s: key '%s' has the wrong type or length", f->path, key);
+        return NULL;
+    }
+    return kv;
+}
+
+static double need_f64(const gguf_file *f, const char *key, lm_err *err, int *bad) {
+    const gguf_kv *kv = need_kv(f, key, GGUF_F64, 0, err);
+    if (!kv) { *bad = 1; return 0; }
+    return kv->v.f;
+}
+
+static int load_ref(ref_data *r, const char *path, lm_err *err) {
+    r->f = gguf_open(path, err);
+    if (!r->f) return -1;
+    uint32_t B, T, rank;
+    if (gguf_get_u32(r->f, "gc.B", &B, err) || gguf_get_u32(r->f, "gc.T", &T, err) ||
+        gguf_get_u32(r->f, "gc.lora_rank", &rank, err) ||
+        gguf_get_f32(r->f, "gc.lora_alpha", &r->alpha, err) ||
+        gguf_get_f32(r->f, "gc.lr", &r->lr, err) ||
+        gguf_get_f32(r->f, "gc.weight_decay", &r->wd, err) ||
+        gguf_get_f32(r->f, "gc.grad_clip", &r->clip, err))
+        return -1;
+    if (B == 0 || T == 0 || B * T > 1u << 20) return lm_errf(err, "%s: bad B=%u T=%u", path, B, T);
+    size_t N = (size_t)B * T;
+    const gguf_kv *tk = need_kv(r->f, "gc.tokens", GGUF_ARRAY, N, err);
+    const gguf_kv *tg = tk ? need_kv(r->f, "gc.targets", GGUF_ARRAY, N, err) : NULL;
+    const gguf_kv *mk = tg ? need_kv(r->f, "gc.mask", GGUF_ARRAY, N, err) : NULL;
+    const gguf_kv *ln = mk ? need_kv(r->f, "gc.lens", GGUF_ARRAY, B, err) : NULL;
+    const gguf_kv *aw = ln ? need_kv(r->f, "gc.adamw_losses", GGUF_ARRAY, 0, err) : NULL;
+    const gguf_kv *lw = aw ? need_kv(r->f, "gc.lora_adamw_losses", GGUF_ARRAY, aw->arr_n, err) : NULL;
+    if (!lw) return -1;
+    int bad = 0;
+    r->loss = need_f64(r->f, "gc.loss", err, &bad);
+    if (!bad) r->lora_loss = need_f64(r->f, "gc.lora_loss", err, &bad);
+    if (bad) return -1;
+    r->rank = (int)rank;
+    r->steps = (int)aw->arr_n;
+    r->tokens = calloc(N, sizeof *r->tokens);
+    r->targets = calloc(N, sizeof *r->targets);
+    r->mask = calloc(N, 1);
+    r->lens = calloc(B, sizeof *r->lens);
+    r->adamw = calloc((size_t)r->steps + 1, sizeof(double));
+    r->lora_adamw = calloc((size_t)r->steps + 1, sizeof(double));
+    if (!r->tokens || !r->targets || !r->mask || !r->lens || !r->adamw || !r->lora_adamw)
+        return lm_errf(err, "out of memory");
+    for (size_t i = 0; i < N; i++) {
+        r->tokens[i] = (int32_t)gguf_arr_get_i64(tk, i);
+        r->targets[i] = (int32_t)gguf_arr_get_i64(tg, i);
+        r->mask[i] = (uint8_t)gguf_arr_get_i64(mk, i);
+    }
+    for (uint32_t b = 0; b < B; b++) r->lens[b] = (int32_t)gguf_arr_get_i64(ln, b);
+    for (int s = 0; s < r->steps; s++) {
+        r->adamw[s] = gguf_arr_get_f64(aw, (uint64_t)s);
+        r->lora_adamw[s] = gguf_arr_get_f64(lw, (uint64_t)s);
+    }
+    r->batch = (lm_tbatch){ (int)B, (int)T, r->tokens, r->targets, r->mask };
+    return 0;
+}
+
+static void free_ref(ref_data *r) {
+    gguf_close(r->f);
+    free(r->tokens); free(r->targets); free(r->mask); free(r->lens);
+    free(r->adamw); free(r->lora_adamw);
+}
+
+static void row(const char *kind, const char *name, double rel, double tol) {
+    int ok = rel <= tol;   /* NaN fails */
+    if (!ok) fails++;
+    printf("%-10s %-36s %11.3e  %s\n", kind, name, rel, ok ? "ok" : "FAIL");
+}
+
+/* max|a - ref| / max|ref| over n floats; row_ok(i) limits which rows count. */
+static double rel_err(const float *a, const float *ref, size_t n) {
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - ref[i]);
+        if (!(d <= md)) md = d;
+        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
+    }
+    return mr > 0 ? md / mr : md;
+}
+
+static int compare_tensor(const gguf_file *f, const char *kind, const char *prefix,
+                          const lm_ttensor *t, const float *ours, lm_err *err) {
+    char nm[160];
+    snprintf(nm, sizeof nm, "%s%s", prefix, t->name);
+    const gguf_tensor *g = gguf_find_tensor(f, nm);
+    if (!g) return lm_errf(err, "%s: reference tensor '%s' missing", f->path, nm);
+    if (g->type != LM_F32 || g->nbytes != t->numel * sizeof(float))
+        return lm_errf(err, "%s: reference tensor '%s' is not F32 of %zu elements", f->path, nm, t->numel);
+    row(kind, t->name, rel_err(ours, g->data, t->numel), TOL_GRAD);
+    return 0;
+}
+
+static int compare_logits(const ref_data *r, const char *name, const float *ours, int V, lm_err *err) {
+    const gguf_tensor *g = gguf_find_tensor(r->f, name);
+    size_t N = (size_t)r->batch.B * r->batch.T;
+    if (!g || g->type != LM_F32 || g->nbytes != N * V * sizeof(float))
+        return lm_errf(err, "%s: reference tensor '%s' missing or mis-sized", r->f->path, name);
+    const float *ref = g->data;
+    double md = 0, mr = 0;
+    for (int b = 0; b < r->batch.B; b++)
+        for (int t = 0; t < r->lens[b] && t < r->batch.T; t++)   /* padding rows are not compared */
+            for (int j = 0; j < V; j++) {
+                size_t i = ((size_t)b * r->batch.T + t) * V + j;
+                double d = fabs((double)ours[i] - ref[i]);
+                if (!(d <= md)) md = d;
+                if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
+            }
+    row("logits", name, mr > 0 ? md / mr : md, TOL_LOGITS);
+    return 0;
+}
+
+static int run(const char *model_path, ref_data *r, lm_pool *pool, lm_err *err) {
+    int rc = -1;
+    lm_tmodel *m = NULL;
+    lm_lora *lora = NULL;
+    lm_tacts *a = NULL;
+    lm_adamw *opt = NULL;
+    float *logits = NULL;
+    const lm_tbatch *b = &r->batch;
+    double loss;
+
+    /* 1. full-parameter gradients */
+    if (!(m = lm_tmodel_load(model_path, err)) || lm_tmodel_alloc_grads(m, err)) goto done;
+    int V = m->cfg.n_vocab;
+    size_t N = (size_t)b->B * b->T;
+    if (!(logits = malloc(N * V * sizeof(float)))) { lm_errf(err, "out of memory"); goto done; }
+    if (!(a = lm_tacts_new(m, NULL, b->B, b->T, LOSS_CHUNK, err))) goto done;
+    if (lm_train_forward(m, NULL, a, b, pool, err) ||
+        lm_train_loss(m, a, b, pool, 1, logits, &loss, err) ||
+        lm_train_backward(m, NULL, a, b, pool, err))
+        goto done;
+    printf("%-10s %-36s %11s\n", "kind", "tensor", "max rel err");
+    printf("loss       %-36s %11.3e  %s   (ours %.9f ref %.9f)\n", "", fabs(loss - r->loss) / fabs(r->loss),
+           fabs(loss - r->loss) <= TOL_LOSS * fabs(r->loss) ? "ok" : (fails++, "FAIL"), loss, r->loss);
+    if (compare_logits(r, "logits", logits, V, err)) goto done;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (compare_tensor(r->f, "grad", "grad.", &m->tensors[i], m->grads + m->tensors[i].offset, err))
+            goto done;
+
+    /* 2. LoRA gradients, base frozen */
+    free(m->grads);
+    m->grads = NULL;
+    if (!(lora = lm_lora_new(m, r->rank, r->alpha, LM_LORA_ALL, 1, err))) goto done;
+    for (int i = 0; i < lora->n_tensors; i++) {
+        char nm[160];
+        const lm_ttensor *t = &lora->tensors[i];
+        snprintf(nm, sizeof nm, "lora.%s", t->name);
+        const gguf_tensor *g = gguf_find_tensor(r->f, nm);
+        if (!g || g->type != LM_F32 || g->nbytes != t->numel * sizeof(float)) {
+            lm_errf(err, "%s: reference tensor '%s' missing or mis-sized", r->f->path, nm);
+            goto done;
+        }
+        memcpy(lora->params + t->offset, g->data, g->nbytes);
+    }
+    lm_tacts_free(a);
+    if (!(a = lm_tacts_new(m, lora, b->B, b->T, LOSS_CHUNK, err))) goto done;
+    if (lm_train_forward(m, lora, a, b, pool, err) ||
+        lm_train_loss(m, a, b, pool, 1, logits, &loss, err) ||
+        lm_train_backward(m, lora, a, b, pool, err))
+        goto done;
+    printf("lora_loss  %-36s %11.3e  %s   (ours %.9f ref %.9f)\n", "", fabs(loss - r->lora_loss) / fabs(r->lora_loss),
+           fabs(loss - r->lora_loss) <= TOL_LOSS * fabs(r->lora_loss) ? "ok" : (fails++, "FAIL"), loss, r->lora_loss);
+    if (compare_logits(r, "lora_logits", logits, V, err)) goto done;
+    for (int i = 0; i < lora->n_tensors; i++)
+        if (compare_tensor(r->f, "lora_grad", "lora_grad.", &lora->tensors[i],
+                           lora->grads + lora->tensors[i].offset, err))
+            goto done;
+
+    /* 3. AdamW, LoRA (model still frozen, adapter back at its initial values) */
+    lm_adamw_cfg oc = { .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                        .weight_decay = r->wd, .grad_clip = r->clip };
+    for (int i = 0; i < lora->n_tensors; i++) {
+        char nm[160];
+        snprintf(nm, sizeof nm, "lora.%s", lora->tensors[i].name);
+        const gguf_tensor *g = gguf_find_tensor(r->f, nm);
+        memcpy(lora->params + lora->tensors[i].offset, g->data, g->nbytes);
+    }
+    if (!(opt = lm_adamw_new(lora->n_params, err))) goto done;
+    for (int s = 0; s < r->steps; s++) {
+        lm_lora_zero_grads(lora);
+        if (lm_train_grad(m, lora, a, b, pool, &loss, err)) goto done;
+        lm_adamw_step(opt, &oc, r->lr, lora->params, lora->grads, lora->tensors, lora->n_tensors, NULL);
+        char nm[400];
+        snprintf(nm, sizeof nm, "step %d (ours %.7f)", s, loss);
+        row("lora_adamw", nm, fabs(loss - r->lora_adamw[s]) / fabs(r->lora_adamw[s]), TOL_LOSS);
+    }
+    lm_adamw_free(opt);
+    opt = NULL;
+
+    /* 4. AdamW, full parameters, from the original weights */
+    lm_tmodel_free(m);
+    lm_tacts_free(a);
+    a = NULL;
+    if (!(m = lm_tmodel_load(model_path, err)) || lm_tmodel_alloc_grads(m, err)) goto done;
+    if (!(a = lm_tacts_new(m, NULL, b->B, b->T, LOSS_CHUNK, err))) goto done;
+    if (!(opt = lm_adamw_new(m->n_params, err))) goto done;
+    for (int s = 0; s < r->steps; s++) {
+        lm_tmodel_zero_grads(m);
+        if (lm_train_grad(m, NULL, a, b, pool, &loss, err)) goto done;
+        lm_adamw_step(opt, &oc, r->lr, m->params, m->grads, m->tensors, m->n_tensors, NULL);
+        char nm[400];
+        snprintf(nm, sizeof nm, "step %d (ours %.7f)", s, loss);
+        row("adamw", nm, fabs(loss - r->adamw[s]) / fabs(r->adamw[s]), TOL_LOSS);
+    }
+    rc = 0;
+done:
+    lm_adamw_free(opt);
+    lm_tacts_free(a);
+    lm_lora_free(lora);
+    lm_tmodel_free(m);
+    free(logits);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s MODEL.gguf REF.gguf\n", argv[0]);
+        return 2;
+    }
+    lm_err err = {{0}};
+    ref_data r = {0};
+    lm_pool *pool = NULL;
+    int rc = 2;
+    if (load_ref(&r, argv[2], &err) == 0 && (pool = lm_pool_new(2, &err)) &&
+        run(argv[1], &r, pool, &err) == 0) {
+        printf("%s\n", fails ? "FAILED" : "ALL OK");
+        rc = fails ? 1 : 0;
+    } else {
+        fprintf(stderr, "lm_gradcheck: %s\n", err.msg);
+    }
+    lm_pool_free(pool);
+    free_ref(&r);
+    return rc;
+}
