@@ -37,7 +37,7 @@ TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOOL_BIN = $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all lib test unit unit-san oracle fuzz bench demo model clean
+.PHONY: all lib test unit unit-san oracle oracle-torch fuzz bench demo model clean
 all: $(BUILD)/lemonpc $(TOOL_BIN)
 
 lib: $(BUILD)/liblemonpc.a
@@ -77,7 +77,12 @@ unit-san:
 oracle: all
 	python3 -m pytest -q tests/oracle
 
-test: unit unit-san oracle
+# Gradient oracle: the C trainer against PyTorch (Debian's python3-torch,
+# hence /usr/bin/python3 rather than whatever python3 is first on PATH).
+oracle-torch: all
+	/usr/bin/python3 -m pytest -q tests/torch
+
+test: unit unit-san oracle oracle-torch
 
 model:
 	scripts/fetch_model.sh
