@@ -458,8 +458,10 @@ static void test_hostile(void **state) {
          b_hdr(&b, 3, 0, 1); b_str(&b, "general.alignment"); b_u32(&b, GGUF_U32); b_u32(&b, 48));
     CASE("general.alignment is 0",
          b_hdr(&b, 3, 0, 1); b_str(&b, "general.alignment"); b_u32(&b, GGUF_U32); b_u32(&b, 0));
-    CASE("general.alignment' has type string, expected an integer",
+    CASE("general.alignment has type string, expected u32",
          b_hdr(&b, 3, 0, 1); b_str(&b, "general.alignment"); b_u32(&b, GGUF_STRING); b_str(&b, "32"));
+    CASE("general.alignment has type u64, expected u32",
+         b_hdr(&b, 3, 0, 1); b_str(&b, "general.alignment"); b_u32(&b, GGUF_U64); b_u64(&b, 32));
     CASE("tensor 't' has 0 dimensions", b_hdr(&b, 3, 1, 0); b_ti(&b, "t", 0, ne1, LM_F32, 0); b_pad(&b, 32));
     CASE("tensor 't' has 5 dimensions",
          b_hdr(&b, 3, 1, 0); uint64_t ne5[5] = {1, 1, 1, 1, 1}; b_ti(&b, "t", 5, ne5, LM_F32, 0); b_pad(&b, 32));

@@ -232,8 +232,10 @@ static int rd_alignment(cursor *c, gguf_file *f) {
     f->alignment = 32;
     const gguf_kv *kv = gguf_find_kv(f, "general.alignment");
     if (!kv) return 0;
-    uint32_t a;
-    if (gguf_get_u32(f, "general.alignment", &a, c->err)) return -1;
+    /* u32 as the spec says; llama.cpp aborts on any other type */
+    if (kv->type != GGUF_U32)
+        return lm_errf(c->err, "%s: general.alignment has type %s, expected u32", c->name, gguf_type_name(kv->type));
+    uint32_t a = (uint32_t)kv->v.u;
     if (a == 0 || (a & (a - 1)))
         return lm_errf(c->err, "%s: general.alignment is %u, expected a power of two", c->name, a);
     f->alignment = a;
