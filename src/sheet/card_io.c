@@ -1,0 +1,315 @@
+/* `lemonpc import` and `lemonpc export`: files in, files out, all or
+ * nothing (every output goes to a temporary name first, then all are
+ * renamed). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sheet/card.h"
+#include "sheet/util.h"
+
+typedef struct {
+    char *path, *tmp;
+    char *data;
+    size_t len;
+} out_file;
+
+typedef struct {
+    out_file *v;
+    size_t n;
+} out_set;
+
+static void out_add(out_set *o, const char *path, char *data, size_t len) {
+    out_file *f = lm_sh_push(&o->v, &o->n, sizeof *f);
+    f->path = lm_sh_strdup(path);
+    f->data = data;
+    f->len = len;
+}
+
+static void out_free(out_set *o) {
+    for (size_t i = 0; i < o->n; i++) {
+        free(o->v[i].path);
+        free(o->v[i].tmp);
+        free(o->v[i].data);
+    }
+    free(o->v);
+}
+
+static int out_commit(out_set *o, lm_err *err) {
+    for (size_t i = 0; i < o->n; i++) {
+        out_file *f = &o->v[i];
+        size_t n = strlen(f->path) + 32;
+        f->tmp = lm_sh_alloc(n);
+        snprintf(f->tmp, n, "%s.tmp%ld", f->path, (long)getpid());
+        FILE *fp = fopen(f->tmp, "wb");
+        int ok = fp && fwrite(f->data, 1, f->len, fp) == f->len;
+        if (fp) ok = (fclose(fp) == 0) && ok;
+        if (!ok) {
+            lm_errno(err, "%s: cannot write", f->tmp);
+            for (size_t k = 0; k <= i; k++) unlink(o->v[k].tmp);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < o->n; i++)
+        if (rename(o->v[i].tmp, o->v[i].path) != 0) {
+            lm_errno(err, "%s: cannot rename into place", o->v[i].path);
+            for (size_t k = i; k < o->n; k++) unlink(o->v[k].tmp);
+            return -1;
+        }
+    return 0;
+}
+
+static int exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static char *slug(const char *name) {
+    lm_sb b = {0};
+    int dash = 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p && b.n < 60; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')) { lm_sb_putc(&b, (char)*p); dash = 0; }
+        else if (*p >= 'A' && *p <= 'Z') { lm_sb_putc(&b, (char)(*p + 32)); dash = 0; }
+        else if (b.n && !dash) { lm_sb_putc(&b, '-'); dash = 1; }
+    }
+    while (b.n && b.s[b.n - 1] == '-') b.s[--b.n] = '\0';
+    if (!b.n) lm_sb_puts(&b, "character");
+    return lm_sb_take(&b);
+}
+
+static char *path_join(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = lm_sh_alloc(n);
+    snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+/* "dir/characters/x.md" -> "dir/characters/x<suffix>" */
+static char *sibling(const char *md, const char *suffix) {
+    size_t n = strlen(md);
+    if (n > 3 && !strcmp(md + n - 3, ".md")) n -= 3;
+    size_t m = n + strlen(suffix) + 1;
+    char *p = lm_sh_alloc(m);
+    snprintf(p, m, "%.*s%s", (int)n, md, suffix);
+    return p;
+}
+
+/* world.md of the folder holding characters/x.md. */
+static char *world_path_for(const char *md) {
+    char *p = lm_sh_strdup(md);
+    char *s = strrchr(p, '/');
+    if (s) *s = '\0'; else strcpy(p, ".");
+    s = strrchr(p, '/');
+    char *w;
+    if (s) { *s = '\0'; w = path_join(p, "world.md"); }
+    else w = lm_sh_strdup(!strcmp(p, ".") ? "../world.md" : "world.md");
+    free(p);
+    return w;
+}
+
+int lm_card_import(const char *card_path, const char *outdir, int force, char **md_path,
+                   lm_diags *diags, lm_err *err) {
+    lm_card card = {0};
+    lm_image img = {0};
+    lm_character *c1 = NULL, *c2 = NULL;
+    lm_world *w1 = NULL, *w2 = NULL;
+    json_t *extra = NULL, *back = NULL;
+    char *s = NULL, *cdir = NULL, *mdp = NULL, *wpath = NULL;
+    out_set out = {0};
+    int rc = -1;
+    if (md_path) *md_path = NULL;
+    if (lm_card_load(card_path, &card, &img, err)) return -1;
+    if (lm_card_to_sheet(&card, &c1, &w1, &extra, err)) goto done;
+    s = slug(c1->name);
+    cdir = path_join(outdir, "characters");
+    char fname[128];
+    snprintf(fname, sizeof fname, "%s.md", s);
+    mdp = path_join(cdir, fname);
+    wpath = path_join(outdir, "world.md");
+    if (exists(mdp) && !force) {
+        lm_errf(err, "%s already exists (use --force to replace it)", mdp);
+        goto done;
+    }
+    lm_diags scratch = {0};
+    if (w1 && exists(wpath)) {
+        /* Leave the existing world alone: the lorebook moves into the sheet. */
+        c1->lore = w1->lore;
+        w1->lore.v = NULL;
+        w1->lore.n = 0;
+        lm_world_free(w1);
+        w1 = NULL;
+        lm_world *old = lm_world_load(wpath, &scratch);
+        for (size_t i = 0; i < c1->n_meta; i++)
+            if (!strcmp(c1->meta[i].key, "world")) {
+                free(c1->meta[i].value);
+                c1->meta[i].value = lm_sh_strdup(old && old->name ? old->name : "");
+            }
+        lm_world_free(old);
+    }
+    char *md = lm_character_to_md(c1), *wmd = w1 ? lm_world_to_md(w1) : NULL;
+    c2 = lm_character_parse(mdp, md, strlen(md), diags);
+    if (wmd) w2 = lm_world_parse(wpath, wmd, strlen(wmd), diags);
+    else if (lm_meta_get(c1->meta, c1->n_meta, "world") && exists(wpath)) w2 = lm_world_load(wpath, &scratch);
+    lm_diags_free(&scratch);
+    out_add(&out, mdp, md, strlen(md));
+    if (wmd) out_add(&out, wpath, wmd, strlen(wmd));
+    if (!c2) {
+        lm_errf(err, "%s: the generated sheet could not be read back", mdp);
+        goto done;
+    }
+    if (lm_card_record_verbatim(&card, c2, w2, extra, err)) goto done;
+    /* Prove the round trip before writing anything. */
+    back = lm_sheet_to_card(c2, w2, extra, card.version == 3 ? 3 : 2, err);
+    if (!back) goto done;
+    if (card.version > 1 && !json_equal(back, card.root)) {
+        lm_errf(err, "%s: internal error: the sheet would not export back to the same card", card_path);
+        goto done;
+    }
+    char *xs = json_dumps(extra, JSON_INDENT(2));
+    if (!xs) {
+        lm_errf(err, "cannot encode the sidecar JSON");
+        goto done;
+    }
+    size_t xl = strlen(xs);
+    char *xcopy = lm_sh_strndup(xs, xl);
+    free(xs);
+    char *xpath = sibling(mdp, ".card-extra.json");
+    out_add(&out, xpath, xcopy, xl);
+    free(xpath);
+    if (img.rgba) {
+        unsigned char *png;
+        size_t pl;
+        if (lm_png_card_write(&img, NULL, NULL, &png, &pl, err)) goto done;
+        char *ppath = sibling(mdp, ".png");
+        out_add(&out, ppath, (char *)png, pl);
+        free(ppath);
+    }
+    if ((!exists(outdir) && mkdir(outdir, 0777) != 0) || (!exists(cdir) && mkdir(cdir, 0777) != 0)) {
+        lm_errno(err, "%s: cannot create the folder", cdir);
+        goto done;
+    }
+    if (out_commit(&out, err)) goto done;
+    if (md_path) *md_path = lm_sh_strdup(mdp);
+    rc = 0;
+done:
+    out_free(&out);
+    json_decref(back);
+    json_decref(extra);
+    lm_character_free(c1);
+    lm_character_free(c2);
+    lm_world_free(w1);
+    lm_world_free(w2);
+    lm_card_clear(&card);
+    lm_image_clear(&img);
+    free(s);
+    free(cdir);
+    free(mdp);
+    free(wpath);
+    return rc;
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcasecmp(s + a - b, suf);
+}
+
+static char *dump(const json_t *root) {
+    char *s = json_dumps(root, JSON_INDENT(2));
+    if (!s) return NULL;
+    size_t n = strlen(s);
+    char *t = lm_sh_alloc(n + 2);
+    memcpy(t, s, n);
+    t[n] = '\n';
+    free(s);
+    return t;
+}
+
+int lm_card_export(const char *sheet_path, const char *out_path, int version, lm_diags *diags,
+                   lm_err *err) {
+    lm_character *c = lm_character_load(sheet_path, diags);
+    lm_world *w = NULL;
+    json_t *extra = NULL, *r2 = NULL, *r3 = NULL;
+    char *wpath = world_path_for(sheet_path), *xpath = sibling(sheet_path, ".card-extra.json");
+    char *ipath = sibling(sheet_path, ".png");
+    lm_image img = {0};
+    out_set out = {0};
+    int rc = -1;
+    if (!c) {
+        lm_errf(err, "%s: cannot read the sheet", sheet_path);
+        goto done;
+    }
+    if (lm_meta_get(c->meta, c->n_meta, "world") && exists(wpath)) w = lm_world_load(wpath, diags);
+    size_t ne = lm_diags_count(diags, LM_DIAG_ERROR);
+    if (ne) {
+        lm_errf(err, "%s: the sheet has %zu error%s; fix them first (lemonpc check)", sheet_path, ne,
+                ne == 1 ? "" : "s");
+        goto done;
+    }
+    if (exists(xpath)) {
+        json_error_t je;
+        extra = json_load_file(xpath, 0, &je);
+        if (!extra) {
+            lm_errf(err, "%s:%d:%d: invalid JSON: %s", xpath, je.line, je.column, je.text);
+            goto done;
+        }
+        if (!json_is_object(extra) || !json_object_get(extra, "lemonpc_card_extra")) {
+            lm_errf(err, "%s: not a LeMoNPC card sidecar (no lemonpc_card_extra field)", xpath);
+            goto done;
+        }
+    }
+    if (!version) {
+        const char *sp = json_string_value(json_object_get(extra, "spec"));
+        version = sp && !strcmp(sp, "chara_card_v3") ? 3 : 2;
+    }
+    if (ends_with(out_path, ".png")) {
+        r2 = lm_sheet_to_card(c, w, extra, 2, err);
+        r3 = r2 ? lm_sheet_to_card(c, w, extra, 3, err) : NULL;
+        if (!r3) goto done;
+        if (exists(ipath)) {
+            char *buf;
+            size_t len;
+            char eb[512];
+            if (lm_sh_read_file(ipath, LM_CARD_FILE_MAX, &buf, &len, eb, sizeof eb)) {
+                lm_errf(err, "%s", eb);
+                goto done;
+            }
+            int bad = lm_png_image_read((unsigned char *)buf, len, ipath, &img, err);
+            free(buf);
+            if (bad) goto done;
+        }
+        char *j2 = json_dumps(r2, JSON_COMPACT), *j3 = json_dumps(r3, JSON_COMPACT);
+        unsigned char *png = NULL;
+        size_t pl = 0;
+        int bad = !j2 || !j3 || lm_png_card_write(img.rgba ? &img : NULL, j2, j3, &png, &pl, err);
+        free(j2);
+        free(j3);
+        if (bad) goto done;
+        out_add(&out, out_path, (char *)png, pl);
+    } else {
+        r2 = lm_sheet_to_card(c, w, extra, version, err);
+        if (!r2) goto done;
+        char *s = dump(r2);
+        if (!s) {
+            lm_errf(err, "cannot encode the card JSON");
+            goto done;
+        }
+        out_add(&out, out_path, s, strlen(s));
+    }
+    rc = out_commit(&out, err);
+done:
+    out_free(&out);
+    json_decref(extra);
+    json_decref(r2);
+    json_decref(r3);
+    lm_character_free(c);
+    lm_world_free(w);
+    lm_image_clear(&img);
+    free(wpath);
+    free(xpath);
+    free(ipath);
+    return rc;
+}
