@@ -443,6 +443,13 @@ int lm_token_bytes(const lm_tokenizer *t, int32_t id, bool render_special, char 
 
 char *lm_detokenize(const lm_tokenizer *t, const int32_t *ids, size_t n, bool render_special,
                     lm_err *err) {
+    size_t len;
+    return lm_detokenize_n(t, ids, n, render_special, &len, err);
+}
+
+char *lm_detokenize_n(const lm_tokenizer *t, const int32_t *ids, size_t n, bool render_special,
+                      size_t *len_out, lm_err *err) {
+    *len_out = 0;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_vocab) {
@@ -463,5 +470,6 @@ char *lm_detokenize(const lm_tokenizer *t, const int32_t *ids, size_t n, bool re
         o += k;
     }
     s[o] = '\0';
+    *len_out = o;
     return s;
 }

@@ -60,6 +60,9 @@ int lm_token_bytes(const lm_tokenizer *t, int32_t id, bool render_special,
 /* Decodes a sequence into a malloc'd NUL-terminated string. */
 char *lm_detokenize(const lm_tokenizer *t, const int32_t *ids, size_t n,
                     bool render_special, lm_err *err);
+/* Same, also giving the byte length (the text may hold NUL bytes). */
+char *lm_detokenize_n(const lm_tokenizer *t, const int32_t *ids, size_t n,
+                      bool render_special, size_t *len_out, lm_err *err);
 
 /* ---- chat template ----------------------------------------------------- */
 

@@ -54,10 +54,11 @@ int main(int argc, char **argv) {
             break;
         }
         for (size_t i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", ids[i]);
-        char *dec = lm_detokenize(t, ids, n_ids, true, &err);
+        size_t n_dec;
+        char *dec = lm_detokenize_n(t, ids, n_ids, true, &n_dec, &err);
         if (!dec) { fprintf(stderr, "line %ld: %s\n", lineno, err.msg); free(ids); free(buf); rc = 1; break; }
         putchar('\t');
-        for (const unsigned char *p = (const unsigned char *)dec; *p; p++) printf("%02x", *p);
+        for (size_t i = 0; i < n_dec; i++) printf("%02x", (unsigned char)dec[i]);
         putchar('\n');
         free(dec);
         free(ids);
