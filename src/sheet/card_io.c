@@ -68,6 +68,23 @@ static int exists(const char *p) {
     return stat(p, &st) == 0;
 }
 
+/* mkdir -p */
+static int make_dirs(const char *path) {
+    char *p = lm_sh_strdup(path);
+    int rc = 0;
+    for (char *q = p + 1;; q++) {
+        if (*q == '/' || !*q) {
+            char keep = *q;
+            *q = '\0';
+            if (!exists(p) && mkdir(p, 0777) != 0 && errno != EEXIST) rc = -1;
+            *q = keep;
+            if (!keep || rc) break;
+        }
+    }
+    free(p);
+    return rc;
+}
+
 static char *slug(const char *name) {
     lm_sb b = {0};
     int dash = 0;
@@ -188,7 +205,7 @@ int lm_card_import(const char *card_path, const char *outdir, int force, char **
         out_add(&out, ppath, (char *)png, pl);
         free(ppath);
     }
-    if ((!exists(outdir) && mkdir(outdir, 0777) != 0) || (!exists(cdir) && mkdir(cdir, 0777) != 0)) {
+    if (make_dirs(cdir)) {
         lm_errno(err, "%s: cannot create the folder", cdir);
         goto done;
     }

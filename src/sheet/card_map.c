@@ -306,6 +306,12 @@ static char *compose_personality(const lm_character *c) {
     return lm_sb_take(&b);
 }
 
+/* json_equal that treats two absent values as equal. */
+static int same(const json_t *a, const json_t *b) {
+    if (!a || !b) return a == b;
+    return json_equal(a, b);
+}
+
 static json_t *build_book(const lm_lore *lore, const lm_world *w, const json_t *extra, int version) {
     const json_t *bx = json_object_get(extra, "book"), *ex = json_object_get(extra, "entries");
     if (!lore->n && !bx) return NULL;
@@ -320,6 +326,7 @@ static json_t *build_book(const lm_lore *lore, const lm_world *w, const json_t *
         const json_t *old = json_array_get(ex, i);
         int fresh = !json_is_object(old);
         json_t *e = fresh ? json_object() : json_deep_copy(old);
+        json_object_del(e, "lemonpc_verbatim");
         json_object_set_new(e, "keys", str_array(le->keys, le->n_keys));
         set_str(e, "content", le->content);
         if (le->enabled >= 0) json_object_set_new(e, "enabled", json_boolean(le->enabled));
@@ -334,6 +341,12 @@ static json_t *build_book(const lm_lore *lore, const lm_world *w, const json_t *
         if (fresh) {
             json_object_set_new(e, "extensions", json_object());
             if (version == 3) json_object_set_new(e, "use_regex", json_false());
+        }
+        /* The entry as imported, while the sheet still says the same. */
+        const json_t *vb = json_object_get(old, "lemonpc_verbatim");
+        if (vb && json_equal(e, json_object_get(vb, "sheet")) && json_object_get(vb, "card")) {
+            json_decref(e);
+            e = json_deep_copy(json_object_get(vb, "card"));
         }
         json_array_append_new(entries, e);
     }
@@ -387,12 +400,6 @@ static json_t *sheet_data(const lm_character *c, const lm_world *w, const json_t
     json_t *book = build_book(lore, w, extra, version);
     if (book) json_object_set_new(d, "character_book", book);
     return d;
-}
-
-/* json_equal that treats two absent values as equal. */
-static int same(const json_t *a, const json_t *b) {
-    if (!a || !b) return a == b;
-    return json_equal(a, b);
 }
 
 json_t *lm_sheet_to_card(const lm_character *c, const lm_world *w, const json_t *extra,
@@ -453,6 +460,27 @@ int lm_card_record_verbatim(const lm_card *card, const lm_character *c2, const l
                             json_t *extra, lm_err *err) {
     int version = card->version == 3 ? 3 : 2;
     json_t *d2 = sheet_data(c2, w2, extra, version);
+    /* Lorebook entries get their own verbatim copies, so editing one entry
+     * leaves the others exact. */
+    json_t *e2 = json_object_get(json_object_get(d2, "character_book"), "entries");
+    json_t *e1 = json_object_get(json_object_get(card->data, "character_book"), "entries");
+    json_t *ex = json_object_get(extra, "entries");
+    if (json_is_array(e1) && json_array_size(e1) == json_array_size(e2) &&
+        json_array_size(ex) == json_array_size(e1)) {
+        int changed = 0;
+        for (size_t i = 0; i < json_array_size(e1); i++) {
+            if (json_equal(json_array_get(e1, i), json_array_get(e2, i))) continue;
+            json_t *rec = json_object();
+            json_object_set(rec, "sheet", json_array_get(e2, i));
+            json_object_set(rec, "card", json_array_get(e1, i));
+            json_object_set_new(json_array_get(ex, i), "lemonpc_verbatim", rec);
+            changed = 1;
+        }
+        if (changed) {
+            json_decref(d2);
+            d2 = sheet_data(c2, w2, extra, version);
+        }
+    }
     json_t *verb = json_object();
     const char *k;
     json_t *v;
@@ -460,6 +488,7 @@ int lm_card_record_verbatim(const lm_card *card, const lm_character *c2, const l
         /* A V1 card has only the mapped fields; the V2 ones we add stay. */
         if (card->version == 1 && !in_list(MAPPED, k)) continue;
         json_t *orig = json_object_get(card->data, k);
+        if (card->version == 1 && !orig) continue;
         if (same(v, orig)) continue;
         json_t *rec = json_object();
         json_object_set(rec, "sheet", v);
