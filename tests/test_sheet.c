@@ -1,0 +1,341 @@
+/* Character and world sheets: the bundled example, every kind of problem
+ * `lemonpc check` reports (exact file:line), and the persona prompt. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sheet/sheet.h"
+
+static const char *EX = "examples/luminara";
+
+static int has_diag(const lm_diags *d, int line, lm_diag_level lvl, const char *sub) {
+    for (size_t i = 0; i < d->n; i++)
+        if (d->v[i].line == line && d->v[i].level == lvl && strstr(d->v[i].msg, sub)) return 1;
+    return 0;
+}
+
+static void dump(const lm_diags *d) {
+    for (size_t i = 0; i < d->n; i++)
+        fprintf(stderr, "  %s:%d: %s: %s\n", d->v[i].file, d->v[i].line,
+                d->v[i].level == LM_DIAG_ERROR ? "error" : "warning", d->v[i].msg);
+}
+
+static const lm_character *find_char(const lm_sheet_dir *s, const char *name) {
+    for (size_t i = 0; i < s->n_chars; i++)
+        if (!strcmp(s->chars[i]->name, name)) return s->chars[i];
+    return NULL;
+}
+
+static void test_example_loads_clean(void **state) {
+    (void)state;
+    lm_diags d = {0};
+    lm_sheet_dir *s = lm_sheet_dir_load(EX, &d);
+    if (d.n) dump(&d);
+    assert_int_equal(d.n, 0);
+    assert_non_null(s->world);
+    assert_string_equal(s->world->name, "Holy Kingdom of Luminara");
+    assert_int_equal(s->n_chars, 2);
+    const lm_character *o = find_char(s, "Orlando Marlo");
+    assert_non_null(o);
+    assert_string_equal(o->alignment, "Lawful Good");
+    assert_int_equal(o->values.n, 7);
+    assert_string_equal(o->values.v[1], "Justice tempered with mercy");
+    assert_int_equal(o->objectives.n, 6);
+    assert_int_equal(o->n_opinions, 2);
+    assert_string_equal(o->opinions[0].title, "On the Order of Solar Truth");
+    assert_string_equal(o->opinions[1].title, "On Sol's Universal Message");
+    assert_true(o->catchphrases.n >= 5);
+    assert_true(o->n_relationships >= 8);
+    assert_non_null(o->knowledge_limits);
+    assert_non_null(o->speaking_style);
+    assert_true(o->n_examples >= 8);
+    for (size_t i = 0; i < o->n_examples; i++) {
+        int chars = 0;
+        for (size_t k = 0; k < o->examples[i].n_turns; k++) chars += o->examples[i].turns[k].role == LM_ROLE_CHAR;
+        assert_true(chars > 0);
+        assert_int_equal(o->examples[i].turns[0].role, LM_ROLE_USER);
+    }
+    assert_true(strstr(o->backstory, "deathbed confession") != NULL);
+    assert_string_equal(lm_meta_get(o->meta, o->n_meta, "world"), "Holy Kingdom of Luminara");
+    /* World sections and their named entries. */
+    const char *want[] = {"Description", "Political organization", "Power entities", "Important people",
+                          "Marginalized entities", "Marginalized important people", "Places"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        assert_non_null(lm_world_section_get(s->world, want[i]));
+    const lm_world_section *places = lm_world_section_get(s->world, "Places");
+    int cathedral = 0, mount = 0;
+    for (size_t i = 0; i < places->n_entries; i++) {
+        cathedral |= !strcmp(places->entries[i].name, "The Great Cathedral of Solaris");
+        mount |= !strcmp(places->entries[i].name, "Mount Luminous");
+    }
+    assert_true(cathedral && mount);
+    const lm_world_section *power = lm_world_section_get(s->world, "Power entities");
+    assert_string_equal(power->entries[2].name, "The Order of Solar Truth");
+    lm_sheet_dir_free(s);
+    lm_diags_free(&d);
+}
+
+/* One bad sheet, one expected diagnostic at an exact line. */
+typedef struct {
+    const char *what;
+    const char *text;
+    int line;
+    lm_diag_level level;
+    const char *msg;
+    const char *hint; /* NULL: not checked */
+} bad_case;
+
+#define OK_HEAD "# Ann\n\n## Backstory\n\nShe was.\n\n"
+#define OK_EX "## Example conversations\n\n### Hi\n\n**User:** hi\n**Ann:** hello\n"
+
+static const bad_case BAD[] = {
+    {"no title", "## Backstory\n\nx\n", 1, LM_DIAG_ERROR, "missing the character's name", NULL},
+    {"no backstory", "# Ann\n\n## Values\n\n- x\n\n" OK_EX, 1, LM_DIAG_ERROR,
+     "missing section 'Backstory'", NULL},
+    {"no examples", OK_HEAD, 1, LM_DIAG_WARNING, "no example conversations", NULL},
+    {"unknown heading", OK_HEAD "## Speking style\n\nx\n\n" OK_EX, 7, LM_DIAG_WARNING,
+     "unknown section 'Speking style'", "did you mean 'Speaking style'?"},
+    {"unknown heading far from all", OK_HEAD "## Favourite foods\n\nx\n\n" OK_EX, 7,
+     LM_DIAG_WARNING, "unknown section 'Favourite foods'", "known headings: Backstory"},
+    {"duplicate section", OK_HEAD "## Values\n\n- a\n\n## Values\n\n- b\n\n" OK_EX, 11,
+     LM_DIAG_ERROR, "duplicate section 'Values' (first at line 7)", NULL},
+    {"empty section", OK_HEAD "## Alignment\n\n## Values\n\n- a\n\n" OK_EX, 7, LM_DIAG_WARNING,
+     "section 'Alignment' is empty", NULL},
+    {"line without speaker", OK_HEAD "## Example conversations\n\n### C\n\nhello there\n**Ann:** hi\n",
+     11, LM_DIAG_ERROR, "conversation line has no speaker", NULL},
+    {"no character turn", OK_HEAD "## Example conversations\n\n### Lonely\n\n**User:** anyone?\n**User:** hello?\n",
+     9, LM_DIAG_ERROR, "never gives Ann a turn", NULL},
+    {"unknown speaker", OK_HEAD "## Example conversations\n\n### C\n\n**User:** hi\n**Bob:** hey\n**Ann:** yo\n",
+     12, LM_DIAG_ERROR, "unknown speaker 'Bob'", "speakers are User and Ann"},
+    {"empty conversation", OK_HEAD "## Example conversations\n\n### Nothing\n\n### C\n\n**User:** a\n**Ann:** b\n",
+     9, LM_DIAG_ERROR, "conversation 'Nothing' is empty", NULL},
+    {"lines outside a conversation", OK_HEAD "## Example conversations\n\n**User:** a\n**Ann:** b\n",
+     9, LM_DIAG_ERROR, "outside a `###` conversation", NULL},
+    {"bad UTF-8", "# Ann\n\n## Backstory\n\nShe w\xc3\x28s.\n", 5, LM_DIAG_ERROR,
+     "invalid UTF-8 byte 0xC3 at column 6", NULL},
+    {"front matter not closed", "---\nid: ann\n# Ann\n", 1, LM_DIAG_ERROR, "front matter is never closed", NULL},
+    {"front matter line", "---\nid ann\n---\n" OK_HEAD OK_EX, 2, LM_DIAG_ERROR, "not `key: value`", NULL},
+    {"unknown front matter key", "---\nwrold: x\n---\n" OK_HEAD OK_EX, 2, LM_DIAG_WARNING,
+     "unknown front matter key 'wrold'", "world"},
+    {"relationship without name", OK_HEAD "## Relationships\n\n- just some text\n\n" OK_EX, 9,
+     LM_DIAG_ERROR, "bullet is not `Name: text`", NULL},
+    {"second title", OK_HEAD "# Bob\n\n" OK_EX, 7, LM_DIAG_ERROR, "second `#` title (first at line 1)", NULL},
+    {"empty heading", OK_HEAD "## \n\nx\n\n" OK_EX, 7, LM_DIAG_ERROR, "empty heading", NULL},
+    {"lore flag", OK_HEAD "## Lore\n\n### sword\n\nEnabled: maybe\n\nA sword.\n\n" OK_EX, 11,
+     LM_DIAG_ERROR, "not yes/no", NULL},
+    {"text before sections", "# Ann\n\nstray words\n\n## Backstory\n\nx\n\n" OK_EX, 3,
+     LM_DIAG_WARNING, "text outside any section", NULL},
+};
+
+static void test_bad_sheets(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        const bad_case *b = &BAD[i];
+        lm_diags d = {0};
+        lm_character *c = lm_character_parse("bad.md", b->text, strlen(b->text), &d);
+        assert_non_null(c);
+        int found = 0;
+        for (size_t k = 0; k < d.n; k++) {
+            const lm_diag *g = &d.v[k];
+            if (g->line != b->line || g->level != b->level || !strstr(g->msg, b->msg)) continue;
+            assert_string_equal(g->file, "bad.md");
+            if (b->hint) {
+                assert_non_null(g->hint);
+                assert_non_null(strstr(g->hint, b->hint));
+            }
+            found = 1;
+        }
+        if (!found) {
+            fprintf(stderr, "case '%s': want bad.md:%d %s, got:\n", b->what, b->line, b->msg);
+            dump(&d);
+        }
+        assert_true(found);
+        lm_character_free(c);
+        lm_diags_free(&d);
+    }
+}
+
+/* A sheet with many problems reports all of them, not just the first. */
+static void test_every_problem_reported(void **state) {
+    (void)state;
+    const char *text = "---\nwrold: x\n---\n# Ann\n\n## Backstroy\n\nx\n\n## Values\n\n- a\n\n## Values\n\n"
+                       "## Example conversations\n\n### A\n\n**Bob:** hi\n\n### B\n\n**User:** only me\n";
+    lm_diags d = {0};
+    lm_character *c = lm_character_parse("many.md", text, strlen(text), &d);
+    assert_true(has_diag(&d, 2, LM_DIAG_WARNING, "unknown front matter key"));
+    assert_true(has_diag(&d, 6, LM_DIAG_WARNING, "unknown section 'Backstroy'"));
+    assert_true(has_diag(&d, 14, LM_DIAG_ERROR, "duplicate section 'Values'"));
+    assert_true(has_diag(&d, 20, LM_DIAG_ERROR, "unknown speaker 'Bob'"));
+    assert_true(has_diag(&d, 18, LM_DIAG_ERROR, "conversation 'A' is empty"));
+    assert_true(has_diag(&d, 22, LM_DIAG_ERROR, "never gives Ann a turn"));
+    assert_true(has_diag(&d, 4, LM_DIAG_ERROR, "missing section 'Backstory'"));
+    lm_character_free(c);
+    lm_diags_free(&d);
+}
+
+static void test_long_fields(void **state) {
+    (void)state;
+    size_t n = LM_SHEET_FIELD_WARN + 100;
+    char *text = malloc(n + 200);
+    strcpy(text, "# Ann\n\n## Backstory\n\n");
+    size_t at = strlen(text);
+    memset(text + at, 'a', n);
+    strcpy(text + at + n, "\n");
+    lm_diags d = {0};
+    lm_character_free(lm_character_parse("long.md", text, strlen(text), &d));
+    assert_true(has_diag(&d, 3, LM_DIAG_WARNING, "is long"));
+    assert_int_equal(lm_diags_count(&d, LM_DIAG_ERROR), 0);
+    lm_diags_free(&d);
+    free(text);
+    n = LM_SHEET_FIELD_MAX + 10;
+    text = malloc(n + 200);
+    strcpy(text, "# Ann\n\n## Backstory\n\n");
+    at = strlen(text);
+    memset(text + at, 'a', n);
+    strcpy(text + at + n, "\n");
+    lm_character_free(lm_character_parse("long.md", text, strlen(text), &d));
+    assert_true(has_diag(&d, 3, LM_DIAG_ERROR, "over the"));
+    lm_diags_free(&d);
+    free(text);
+}
+
+static void test_crosscheck(void **state) {
+    (void)state;
+    const char *ct = "---\nworld: Atlantis\n---\n# Ann\n\n## Backstory\n\nx\n\n## Relationships\n\n"
+                     "- King Aldric IV: her king\n- Aldric: same man, short\n- Zed the Unknown: who?\n";
+    const char *wt = "# Holy Kingdom of Luminara\n\n## Description\n\nx\n\n## Important people\n\n"
+                     "- **King Aldric IV**: the king\n";
+    lm_diags d = {0};
+    lm_character *c = lm_character_parse("c.md", ct, strlen(ct), &d);
+    lm_world *w = lm_world_parse("world.md", wt, strlen(wt), &d);
+    lm_diags_free(&d);
+    lm_character_crosscheck(c, w, NULL, 0, &d);
+    assert_true(has_diag(&d, 2, LM_DIAG_ERROR, "refers to world 'Atlantis', but world.md is 'Holy Kingdom of Luminara'"));
+    assert_true(has_diag(&d, 14, LM_DIAG_WARNING, "'Zed the Unknown'"));
+    assert_false(has_diag(&d, 12, LM_DIAG_WARNING, "relationship"));
+    assert_false(has_diag(&d, 13, LM_DIAG_WARNING, "relationship"));
+    lm_diags_free(&d);
+    lm_character_crosscheck(c, NULL, NULL, 0, &d);
+    assert_true(has_diag(&d, 2, LM_DIAG_ERROR, "there is no world.md"));
+    lm_diags_free(&d);
+    lm_character_free(c);
+    lm_world_free(w);
+    lm_sheet_dir *s = lm_sheet_dir_load("tests/data/no-such-folder", &d);
+    assert_int_equal(s->n_chars, 0);
+    assert_int_equal(lm_diags_count(&d, LM_DIAG_ERROR), 1);
+    assert_non_null(strstr(d.v[0].msg, "no character sheets"));
+    lm_sheet_dir_free(s);
+    lm_diags_free(&d);
+}
+
+/* Writer then reader gives back the same character. */
+static void test_markdown_round_trip(void **state) {
+    (void)state;
+    lm_diags d = {0};
+    lm_sheet_dir *s = lm_sheet_dir_load(EX, &d);
+    const lm_character *o = find_char(s, "Orlando Marlo");
+    char *md = lm_character_to_md(o);
+    lm_character *b = lm_character_parse("again.md", md, strlen(md), &d);
+    assert_int_equal(lm_diags_count(&d, LM_DIAG_ERROR), 0);
+    assert_string_equal(b->name, o->name);
+    assert_string_equal(b->backstory, o->backstory);
+    assert_string_equal(b->speaking_style, o->speaking_style);
+    assert_int_equal(b->values.n, o->values.n);
+    for (size_t i = 0; i < o->values.n; i++) assert_string_equal(b->values.v[i], o->values.v[i]);
+    assert_int_equal(b->n_opinions, o->n_opinions);
+    assert_string_equal(b->opinions[1].text, o->opinions[1].text);
+    assert_int_equal(b->n_examples, o->n_examples);
+    for (size_t i = 0; i < o->n_examples; i++) {
+        assert_int_equal(b->examples[i].n_turns, o->examples[i].n_turns);
+        for (size_t k = 0; k < o->examples[i].n_turns; k++) {
+            assert_int_equal(b->examples[i].turns[k].role, o->examples[i].turns[k].role);
+            assert_string_equal(b->examples[i].turns[k].text, o->examples[i].turns[k].text);
+        }
+    }
+    assert_int_equal(b->n_relationships, o->n_relationships);
+    free(md);
+    lm_character_free(b);
+    /* Body lines that look like headings survive, escaped. */
+    lm_character *h = lm_character_parse("h.md", "# H\n\n## Backstory\n\nx\n", 22, &d);
+    free(h->backstory);
+    h->backstory = strdup("# not a title\n\\# backslash kept\n## nor a section");
+    md = lm_character_to_md(h);
+    lm_character *h2 = lm_character_parse("h2.md", md, strlen(md), &d);
+    assert_string_equal(h2->backstory, h->backstory);
+    assert_int_equal(h2->n_extra, 0);
+    free(md);
+    lm_character_free(h);
+    lm_character_free(h2);
+    lm_sheet_dir_free(s);
+    lm_diags_free(&d);
+}
+
+static void test_persona_prompt(void **state) {
+    (void)state;
+    lm_diags d = {0};
+    lm_sheet_dir *s = lm_sheet_dir_load(EX, &d);
+    const lm_character *o = find_char(s, "Orlando Marlo");
+    lm_err err = {{0}};
+    lm_persona_opts opts = {0, 1, 1, "Traveller"};
+    char *p = lm_persona_prompt(o, s->world, &opts, &err);
+    assert_non_null(p);
+    assert_non_null(strstr(p, "You are Orlando Marlo"));
+    assert_non_null(strstr(p, "Justice tempered with mercy"));
+    assert_non_null(strstr(p, "Those who claim to own the light cast the darkest shadows."));
+    assert_non_null(strstr(p, "stay in character"));
+    assert_non_null(strstr(p, "Never speak or act for"));
+    assert_non_null(strstr(p, "no stage directions"));
+    assert_non_null(strstr(p, "Holy Kingdom of Luminara"));
+    assert_non_null(strstr(p, "User: Sir Orlando, why do you come"));
+    assert_null(strstr(p, "{{"));
+    size_t full = strlen(p);
+    free(p);
+    /* Every budget is respected; the core survives as long as it fits. */
+    for (size_t budget = 600; budget < full + 500; budget += 137) {
+        opts.max_bytes = budget;
+        p = lm_persona_prompt(o, s->world, &opts, &err);
+        assert_non_null(p);
+        assert_true(strlen(p) <= budget);
+        assert_non_null(strstr(p, "You are Orlando Marlo"));
+        assert_non_null(strstr(p, "Rules: stay in character"));
+        free(p);
+    }
+    /* At 1500 bytes the values and catchphrases outrank the examples. */
+    opts.max_bytes = 1500;
+    p = lm_persona_prompt(o, s->world, &opts, &err);
+    assert_non_null(strstr(p, "Justice tempered with mercy"));
+    assert_non_null(strstr(p, "May the dawn find you well."));
+    assert_null(strstr(p, "User: Sir Orlando"));
+    free(p);
+    opts.max_bytes = 50;
+    p = lm_persona_prompt(o, s->world, &opts, &err);
+    assert_null(p);
+    assert_non_null(strstr(err.msg, "too small"));
+    opts.max_bytes = 0;
+    opts.include_examples = 0;
+    opts.include_world = 0;
+    p = lm_persona_prompt(o, NULL, &opts, &err);
+    assert_null(strstr(p, "User: "));
+    assert_null(strstr(p, "Places you know"));
+    free(p);
+    lm_sheet_dir_free(s);
+    lm_diags_free(&d);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_example_loads_clean),
+        cmocka_unit_test(test_bad_sheets),
+        cmocka_unit_test(test_every_problem_reported),
+        cmocka_unit_test(test_long_fields),
+        cmocka_unit_test(test_crosscheck),
+        cmocka_unit_test(test_markdown_round_trip),
+        cmocka_unit_test(test_persona_prompt),
+    };
+    return cmocka_run_group_tests_name("sheet", tests, NULL, NULL);
+}
