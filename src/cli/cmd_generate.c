@@ -1,10 +1,123 @@
-/* Placeholder until the command lands (owner replaces this file). */
+/* lemonpc generate: one prompt in, the model's reply streamed to stdout. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "cli/cli_gen.h"
 #include "cli/commands.h"
 
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: lemonpc generate MODEL -p PROMPT [options]\n\n"
+            "Completes one prompt and streams the reply to stdout. By default PROMPT is a\n"
+            "user message rendered through the model's chat template, with the assistant\n"
+            "turn opened; --raw feeds it as-is (special tokens such as <|im_start|> in it\n"
+            "are recognised).\n\n"
+            "  -p, --prompt TEXT     the prompt ('-' reads it from stdin)\n"
+            "  -s, --system TEXT     system message (default: the template's own)\n"
+            "  --raw                 no chat template\n"
+            "%s"
+            "  -h, --help            this help\n",
+            CLI_GEN_FLAGS_HELP);
+}
+
+static char *read_all(FILE *f) {
+    size_t n = 0, cap = 4096;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    for (size_t k; (k = fread(s + n, 1, cap - n - 1, f)) > 0;) {
+        n += k;
+        if (cap - n - 1 == 0) {
+            char *q = realloc(s, cap * 2);
+            if (!q) { free(s); return NULL; }
+            s = q;
+            cap *= 2;
+        }
+    }
+    s[n] = '\0';
+    return s;
+}
+
 int cmd_generate(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "lemonpc generate: not built yet\n");
-    return 1;
+    cli_gen_opts o;
+    cli_gen_opts_init(&o, 256);
+    const char *prompt = NULL;
+    bool raw = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int r = cli_gen_parse_flag("generate", argc, argv, &i, &o);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--raw")) { raw = true; continue; }
+        if (!strcmp(a, "-p") || !strcmp(a, "--prompt") || !strcmp(a, "-s") ||
+            !strcmp(a, "--system")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "lemonpc generate: %s needs a value\n", a);
+                return 2;
+            }
+            if (a[1] == 'p' || a[2] == 'p') prompt = argv[++i];
+            else o.system = argv[++i];
+            continue;
+        }
+        if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "lemonpc generate: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+        if (o.model) {
+            fprintf(stderr, "lemonpc generate: unexpected argument '%s' (model is '%s')\n", a,
+                    o.model);
+            return 2;
+        }
+        o.model = a;
+    }
+    if (!o.model || !prompt) {
+        fprintf(stderr, "lemonpc generate: %s\n\n", !o.model ? "no MODEL given" : "no prompt (-p)");
+        usage(stderr);
+        return 2;
+    }
+    if (raw && o.system) {
+        fprintf(stderr, "lemonpc generate: --system has no effect with --raw\n");
+        return 2;
+    }
+
+    lm_err err = {0};
+    cli_gen g;
+    char *stdin_text = NULL, *rendered = NULL;
+    int32_t *toks = NULL;
+    size_t n_toks = 0;
+    int rc = 1;
+    if (!strcmp(prompt, "-")) {
+        stdin_text = read_all(stdin);
+        if (!stdin_text) { fprintf(stderr, "lemonpc generate: cannot read stdin\n"); return 1; }
+        prompt = stdin_text;
+    }
+    if (cli_gen_open(&g, &o, &err)) goto done;
+    const char *text = prompt;
+    if (!raw) {
+        lm_chat_msg msgs[2];
+        size_t n = 0;
+        if (o.system) msgs[n++] = (lm_chat_msg){"system", o.system};
+        msgs[n++] = (lm_chat_msg){"user", prompt};
+        rendered = lm_chat_render(g.tok, msgs, n, true, &err);
+        if (!rendered) goto done;
+        text = rendered;
+    }
+    if (lm_tokenize(g.tok, text, strlen(text), true, &toks, &n_toks, &err)) goto done;
+    cli_gen_stats st;
+    bool ctx_end;
+    if (cli_gen_reply(&g, toks, n_toks, stdout, NULL, &ctx_end, &st, &err)) goto done;
+    printf("\n");
+    if (ctx_end)
+        fprintf(stderr, "lemonpc generate: stopped: context full at %d tokens (raise --ctx)\n",
+                lm_ctx_n_ctx(g.ctx));
+    if (o.verbose) cli_gen_print_stats(&st);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "lemonpc generate: %s\n", err.msg);
+    free(toks);
+    free(rendered);
+    free(stdin_text);
+    cli_gen_close(&g);
+    return rc;
 }

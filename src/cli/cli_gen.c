@@ -1,0 +1,235 @@
+#include "cli/cli_gen.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char CLI_GEN_FLAGS_HELP[] =
+    "  -n, --n-predict N     most tokens per reply\n"
+    "  --temp T              temperature; 0 = greedy (default 0.8)\n"
+    "  --top-k K             keep the K most likely tokens; 0 = off (default 40)\n"
+    "  --top-p P             keep the smallest set with probability >= P; 1 = off (default 0.95)\n"
+    "  --min-p M             drop tokens below M * p(best); 0 = off (default 0.05)\n"
+    "  --repeat-penalty R    penalise the last --repeat-last-n tokens; 1 = off (default 1.0)\n"
+    "  --repeat-last-n N     window of the repetition penalty (default 64)\n"
+    "  --seed S              sampling seed (default 0: same output every run)\n"
+    "  -t, --threads N       worker threads (default: all CPUs)\n"
+    "  -c, --ctx N           context size in tokens (default min(2048, model's))\n"
+    "  -v, --verbose         print timings (prompt/decode tok/s, time to first token) on stderr\n";
+
+void cli_gen_opts_init(cli_gen_opts *o, int n_predict) {
+    memset(o, 0, sizeof *o);
+    o->n_predict = n_predict;
+    o->sp = lm_sampler_defaults();
+}
+
+static int parse_long(const char *cmd, const char *flag, const char *s, long lo, long hi,
+                      long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "lemonpc %s: %s wants an integer in [%ld, %ld], got '%s'\n", cmd, flag,
+                lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_float(const char *cmd, const char *flag, const char *s, double lo, double hi,
+                       float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
+        fprintf(stderr, "lemonpc %s: %s wants a number in [%g, %g], got '%s'\n", cmd, flag, lo,
+                hi, s);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_opts *o) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { o->verbose = true; return 1; }
+    static const char *const with_value[] = {
+        "-n", "--n-predict", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
+        "--repeat-last-n", "--seed", "-t", "--threads", "-c", "--ctx",
+    };
+    bool known = false;
+    for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
+        if (!strcmp(a, with_value[k])) known = true;
+    if (!known) return 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "lemonpc %s: %s needs a value\n", cmd, a);
+        return -1;
+    }
+    const char *v = argv[++*i];
+    long n;
+    if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
+        if (parse_long(cmd, a, v, 1, 1 << 24, &n)) return -1;
+        o->n_predict = (int)n;
+    } else if (!strcmp(a, "--temp")) {
+        if (parse_float(cmd, a, v, 0, 100, &o->sp.temp)) return -1;
+    } else if (!strcmp(a, "--top-k")) {
+        if (parse_long(cmd, a, v, 0, 1 << 24, &n)) return -1;
+        o->sp.top_k = (int)n;
+    } else if (!strcmp(a, "--top-p")) {
+        if (parse_float(cmd, a, v, 0, 1, &o->sp.top_p)) return -1;
+        if (o->sp.top_p <= 0) {
+            fprintf(stderr, "lemonpc %s: --top-p must be > 0\n", cmd);
+            return -1;
+        }
+    } else if (!strcmp(a, "--min-p")) {
+        if (parse_float(cmd, a, v, 0, 1, &o->sp.min_p)) return -1;
+    } else if (!strcmp(a, "--repeat-penalty")) {
+        if (parse_float(cmd, a, v, 1e-3, 100, &o->sp.repeat_penalty)) return -1;
+    } else if (!strcmp(a, "--repeat-last-n")) {
+        if (parse_long(cmd, a, v, 0, 1 << 20, &n)) return -1;
+        o->sp.repeat_last_n = (int)n;
+    } else if (!strcmp(a, "--seed")) {
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        if (errno || end == v || *end || v[0] == '-') {
+            fprintf(stderr, "lemonpc %s: --seed wants a non-negative integer, got '%s'\n", cmd, v);
+            return -1;
+        }
+        o->sp.seed = s;
+    } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+        if (parse_long(cmd, a, v, 1, 1024, &n)) return -1;
+        o->threads = (int)n;
+    } else {   /* -c, --ctx */
+        if (parse_long(cmd, a, v, 1, 1 << 24, &n)) return -1;
+        o->n_ctx = (int)n;
+    }
+    return 1;
+}
+
+int cli_gen_open(cli_gen *g, const cli_gen_opts *o, lm_err *err) {
+    memset(g, 0, sizeof *g);
+    g->model = lm_model_load(o->model, err);
+    if (!g->model) goto fail;
+    g->tok = lm_tokenizer_load(g->model->gguf, err);
+    if (!g->tok) { lm_err_prefix(err, "%s", o->model); goto fail; }
+    if (lm_tokenizer_n_vocab(g->tok) != g->model->cfg.n_vocab) {
+        lm_errf(err, "%s: tokenizer has %d tokens but token_embd.weight has %d rows", o->model,
+                lm_tokenizer_n_vocab(g->tok), g->model->cfg.n_vocab);
+        goto fail;
+    }
+    g->pool = lm_pool_new(o->threads, err);
+    if (!g->pool) goto fail;
+    g->ctx = lm_ctx_new(g->model, o->n_ctx, g->pool, err);
+    if (!g->ctx) { lm_err_prefix(err, "%s", o->model); goto fail; }
+    g->smp = lm_sampler_new(&o->sp, g->model->cfg.n_vocab, err);
+    if (!g->smp) goto fail;
+    g->logits = malloc(sizeof(float) * (size_t)g->model->cfg.n_vocab);
+    if (!g->logits) { lm_errf(err, "out of memory"); goto fail; }
+    g->eos = lm_tokenizer_eos(g->tok);
+    g->im_end = lm_tokenizer_find(g->tok, "<|im_end|>");
+    g->n_predict = o->n_predict;
+    return 0;
+fail:
+    cli_gen_close(g);
+    return -1;
+}
+
+void cli_gen_close(cli_gen *g) {
+    free(g->logits);
+    lm_sampler_free(g->smp);
+    lm_ctx_free(g->ctx);
+    lm_pool_free(g->pool);
+    lm_tokenizer_free(g->tok);
+    lm_model_free(g->model);
+    memset(g, 0, sizeof *g);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+typedef struct { char *p; size_t n, cap; } buf;
+
+static int buf_put(buf *b, const char *s, size_t k) {
+    if (b->n + k + 1 > b->cap) {
+        size_t c = b->cap ? b->cap * 2 : 256;
+        while (c < b->n + k + 1) c *= 2;
+        char *q = realloc(b->p, c);
+        if (!q) return -1;
+        b->p = q;
+        b->cap = c;
+    }
+    memcpy(b->p + b->n, s, k);
+    b->n += k;
+    b->p[b->n] = '\0';
+    return 0;
+}
+
+static bool is_stop(const cli_gen *g, int32_t t) {
+    return t == g->eos || t == g->im_end || lm_tokenizer_is_control(g->tok, t);
+}
+
+int cli_gen_reply(cli_gen *g, const int32_t *prompt, size_t n_prompt, FILE *out, char **reply,
+                  bool *hit_ctx_end, cli_gen_stats *st, lm_err *err) {
+    memset(st, 0, sizeof *st);
+    *hit_ctx_end = false;
+    if (reply) *reply = NULL;
+    int room = lm_ctx_n_ctx(g->ctx) - lm_ctx_n_past(g->ctx);
+    if (n_prompt == 0) return lm_errf(err, "empty prompt");
+    if (n_prompt > (size_t)room)
+        return lm_errf(err, "context full: the prompt needs %zu tokens but only %d of %d are "
+                       "free (raise --ctx, or /reset in chat)", n_prompt, room,
+                       lm_ctx_n_ctx(g->ctx));
+    double t0 = now_s();
+    if (lm_eval(g->ctx, prompt, (int)n_prompt, LM_LOGITS_LAST, g->logits, err)) return -1;
+    for (size_t i = 0; i < n_prompt; i++) lm_sampler_accept(g->smp, prompt[i]);
+    double t1 = now_s();
+    st->n_prompt = (int)n_prompt;
+    st->prompt_s = t1 - t0;
+
+    buf text = {0};
+    char piece[256];
+    int rc = 0;
+    for (int i = 0; i < g->n_predict; i++) {
+        int32_t t = lm_sampler_sample(g->smp, g->logits);
+        if (i == 0) st->ttft_s = now_s() - t0;
+        if (is_stop(g, t)) break;
+        lm_sampler_accept(g->smp, t);
+        st->n_gen++;
+        int nb = lm_token_bytes(g->tok, t, false, piece, sizeof piece);
+        if (nb > (int)sizeof piece) nb = (int)sizeof piece;   /* no real token is this long */
+        if (nb > 0) {
+            fwrite(piece, 1, (size_t)nb, out);
+            fflush(out);
+            if (reply && buf_put(&text, piece, (size_t)nb)) { rc = lm_errf(err, "out of memory"); break; }
+        }
+        bool last = i + 1 == g->n_predict;
+        if (last && !g->eval_all) break;   /* the budget is spent: t need not be evaluated */
+        if (lm_ctx_n_past(g->ctx) >= lm_ctx_n_ctx(g->ctx)) { *hit_ctx_end = true; break; }
+        if (lm_eval(g->ctx, &t, 1, last ? LM_LOGITS_NONE : LM_LOGITS_LAST, g->logits, err)) {
+            rc = -1;
+            break;
+        }
+    }
+    st->gen_s = now_s() - t1;
+    if (rc) { free(text.p); return -1; }
+    if (reply) {
+        if (!text.p && buf_put(&text, "", 0)) return lm_errf(err, "out of memory");
+        *reply = text.p;
+    }
+    return 0;
+}
+
+void cli_gen_print_stats(const cli_gen_stats *st) {
+    fprintf(stderr, "\nprompt: %d tokens in %.3f s (%.1f tok/s); time to first token %.3f s\n",
+            st->n_prompt, st->prompt_s, st->prompt_s > 0 ? st->n_prompt / st->prompt_s : 0.0,
+            st->ttft_s);
+    fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", st->n_gen, st->gen_s,
+            st->gen_s > 0 ? st->n_gen / st->gen_s : 0.0);
+}
