@@ -252,3 +252,36 @@ def test_cli_errors(lemonpc, tmp_models):
     for cmd in (["info", "--help"], ["quantize", "--help"]):
         p = subprocess.run([str(lemonpc), *cmd], capture_output=True, text=True)
         assert p.returncode == 0 and "usage: lemonpc" in p.stdout
+
+
+def test_quantize_fallback_and_embd(lemonpc, tmp_models):
+    """Rows that are not whole blocks fall back to F16; --embd picks the
+    token embedding's type; 1-D tensors become F32 even from F16."""
+    path = tmp_models / "odd.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    rng = np.random.default_rng(1)
+    odd = rng.standard_normal((2, 48)).astype(np.float32)
+    emb = rng.standard_normal((4, 64)).astype(np.float32)
+    w.add_tensor("odd.weight", odd)
+    w.add_tensor("token_embd.weight", emb)
+    w.add_tensor("blk.0.ffn_up.weight", emb * 2)
+    w.add_tensor("norm.weight", np.ones(64, dtype=np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    out = tmp_models / "odd.q4_0.gguf"
+    p = subprocess.run([str(lemonpc), "quantize", str(path), str(out), "q4_0", "--embd", "q8_0",
+                        "--threads", "2"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "odd.weight: row length 48 is not a multiple of 32, stored as F16" in p.stderr
+    r = tensor_map(gguf.GGUFReader(str(out)))
+    assert r["odd.weight"].tensor_type == QT.F16
+    assert np.asarray(r["odd.weight"].data).tobytes() == odd.astype(np.float16).tobytes()
+    assert r["token_embd.weight"].tensor_type == QT.Q8_0
+    assert np.asarray(r["token_embd.weight"].data).tobytes() == gguf.quants.quantize(emb, QT.Q8_0).tobytes()
+    assert r["blk.0.ffn_up.weight"].tensor_type == QT.Q4_0
+    assert np.asarray(r["blk.0.ffn_up.weight"].data).tobytes() == \
+        gguf.quants.quantize(emb * 2, QT.Q4_0).tobytes()
+    assert r["norm.weight"].tensor_type == QT.F32
+    assert np.array_equal(np.asarray(r["norm.weight"].data), np.ones(64, dtype=np.float32))
