@@ -140,3 +140,57 @@ def test_chat_template_matches_jinja(tool, model_path, llama):
         res = subprocess.run(args, capture_output=True, timeout=60)
         assert res.returncode == 0, res.stderr
         assert res.stdout.decode() == want, (msgs, gen)
+
+
+def _lenient_in_llama_cpp(b):
+    """True if b holds a sequence llama.cpp decodes leniently and we treat as
+    invalid (overlong, surrogate, above U+10FFFF): the documented difference."""
+    i = 0
+    while i < len(b):
+        c = b[i]
+        n = 2 if 0xC0 <= c < 0xE0 else 3 if 0xE0 <= c < 0xF0 else 4 if 0xF0 <= c < 0xF8 else 0
+        if n and i + n <= len(b) and all(0x80 <= x < 0xC0 for x in b[i + 1:i + n]):
+            if (c in (0xC0, 0xC1) or (c == 0xE0 and b[i + 1] < 0xA0) or (c == 0xED and b[i + 1] >= 0xA0)
+                    or (c == 0xF0 and b[i + 1] < 0x90) or (c == 0xF4 and b[i + 1] >= 0x90) or c >= 0xF5):
+                return True
+            i += n
+        else:
+            i += 1
+    return False
+
+
+def _random_cases(seed, n):
+    import random
+    rng = random.Random(seed)
+    ascii_bits = list(" \t\n  abcxyz'sllve0123456789.,!?-_()[]{}<>|") + [
+        "<|im_start|>", "<|im_end|>", "\u00a0", "\u0085", "\u3000", "\u2028"]
+    cases = []
+    while len(cases) < n:
+        if rng.random() < 0.5:
+            # Random code points (letters, marks, numbers of many scripts).
+            parts = []
+            for _ in range(rng.randint(1, 12)):
+                k = rng.random()
+                cp = (None if k < 0.5 else rng.randint(0x80, 0x2FFF) if k < 0.8
+                      else rng.randint(0x3000, 0xFFFD) if k < 0.9 else rng.randint(0x10000, 0x3134F))
+                parts.append(rng.choice(ascii_bits) if cp is None else chr(cp))
+            try:
+                cases.append("".join(parts).encode())
+            except UnicodeEncodeError:  # lone surrogates
+                pass
+        else:
+            # Random bytes, biased towards UTF-8 lead and continuation bytes.
+            b = bytes(rng.choice([rng.randint(0, 255), rng.choice(b"ab '1\n"), rng.randint(0x80, 0xBF),
+                                  rng.randint(0xC2, 0xF4)]) for _ in range(rng.randint(1, 10)))
+            if not _lenient_in_llama_cpp(b):
+                cases.append(b)
+    return cases
+
+
+@pytest.mark.parametrize("special", [True, False], ids=["special", "no-special"])
+def test_random_strings_match_llama_cpp(tool, model_path, llama, special):
+    cases = _random_cases(20241126, 6000)
+    got = ours(tool, model_path, cases, special)
+    bad = compare(llama, got, cases, special)
+    detail = "\n".join(f"{c!r}: ours {o} llama {w}" for _, c, o, w in bad[:10])
+    assert not bad, f"{len(bad)} of {len(cases)} random cases differ:\n{detail}"
