@@ -429,13 +429,13 @@ static void test_hostile(void **state) {
     CASE("truncated", b_put(&b, "GGUF", 4); b_u32(&b, 3); b_u64(&b, 0));
     CASE("claims 1000000 metadata", b_hdr(&b, 3, 0, 1000000));
     CASE("claims 18446744073709551615 tensors", b_hdr(&b, 3, UINT64_MAX, 0));
-    CASE("key has length 18446744073709551615",
+    CASE("key of metadata entry 0 has length 18446744073709551615",
          b_hdr(&b, 3, 0, 1); b_u64(&b, UINT64_MAX); b_u32(&b, 0); b_le(&b, 0, 4));
     CASE("empty key", b_hdr(&b, 3, 0, 1); b_str(&b, ""); b_u32(&b, GGUF_U8); b_zeros(&b, 9));
     CASE("NUL", b_hdr(&b, 3, 0, 1); b_u64(&b, 3); b_put(&b, "a\0b", 3); b_u32(&b, GGUF_U8); b_le(&b, 0, 1));
     CASE("value type 13 is not a GGUF type",
          b_hdr(&b, 3, 0, 1); b_str(&b, "k"); b_u32(&b, 13); b_le(&b, 0, 8));
-    CASE("string value has length 1000",
+    CASE("string value of key 'k' has length 1000",
          b_hdr(&b, 3, 0, 1); b_str(&b, "k"); b_u32(&b, GGUF_STRING); b_u64(&b, 1000); b_put(&b, "abc", 3));
     CASE("bool value is 2", b_hdr(&b, 3, 0, 1); b_str(&b, "k"); b_u32(&b, GGUF_BOOL); b_le(&b, 2, 1));
     CASE("array element type 77",

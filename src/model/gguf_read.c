@@ -6,6 +6,8 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -30,7 +32,18 @@ typedef struct cursor {
     size_t size, off;
     const char *name;
     lm_err *err;
+    char what[192]; /* names the field being read, for messages */
 } cursor;
+
+/* Formats the description of the next field into c->what. */
+__attribute__((format(printf, 2, 3)))
+static const char *field(cursor *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->what, sizeof c->what, fmt, ap);
+    va_end(ap);
+    return c->what;
+}
 
 static const char *const TYPE_NAMES[] = {
     "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64",
@@ -126,7 +139,7 @@ static char *rd_name(cursor *c, const char *what) {
 static int rd_scalar(cursor *c, uint32_t t, gguf_kv *kv) {
     size_t n = scalar_size(t);
     size_t at = c->off;
-    if (need(c, n, "value")) return -1;
+    if (need(c, n, field(c, "value of key '%s'", kv->key))) return -1;
     uint64_t raw = rd_le(c->p + c->off, n);
     c->off += n;
     switch (t) {
@@ -152,18 +165,20 @@ static int rd_scalar(cursor *c, uint32_t t, gguf_kv *kv) {
 static int rd_value(cursor *c, gguf_kv *kv) {
     size_t at = c->off;
     uint32_t t;
-    if (rd_u32(c, &t, "value type")) return -1;
+    if (rd_u32(c, &t, field(c, "value type of key '%s'", kv->key))) return -1;
     if (t > GGUF_F64)
         return lm_errf(c->err, "%s: offset %zu: key '%s': value type %u is not a GGUF type (0..12)",
                        c->name, at, kv->key, t);
     kv->type = (gguf_type)t;
-    if (t == GGUF_STRING) return rd_str(c, &kv->v.s, "string value");
+    if (t == GGUF_STRING) return rd_str(c, &kv->v.s, field(c, "string value of key '%s'", kv->key));
     if (t != GGUF_ARRAY) return rd_scalar(c, t, kv);
 
     at = c->off;
     uint32_t et;
     uint64_t n;
-    if (rd_u32(c, &et, "array element type") || rd_u64(c, &n, "array length")) return -1;
+    if (rd_u32(c, &et, field(c, "array element type of key '%s'", kv->key)) ||
+        rd_u64(c, &n, field(c, "array length of key '%s'", kv->key)))
+        return -1;
     if (et > GGUF_F64)
         return lm_errf(c->err, "%s: offset %zu: key '%s': array element type %u is not a GGUF type (0..12)",
                        c->name, at, kv->key, et);
@@ -180,8 +195,7 @@ static int rd_value(cursor *c, gguf_kv *kv) {
         kv->arr_strs = calloc(n ? (size_t)n : 1, sizeof *kv->arr_strs);
         if (!kv->arr_strs) return lm_errf(c->err, "%s: out of memory reading key '%s'", c->name, kv->key);
         for (uint64_t i = 0; i < n; i++) {
-            if (rd_str(c, &kv->arr_strs[i], "array string"))
-                return lm_err_prefix(c->err, "key '%s' element %" PRIu64, kv->key, i);
+            if (rd_str(c, &kv->arr_strs[i], field(c, "element %" PRIu64 " of key '%s'", i, kv->key))) return -1;
         }
         return 0;
     }
@@ -216,8 +230,8 @@ static int rd_kvs(cursor *c, gguf_file *f) {
     if (!f->kv) return lm_errf(c->err, "%s: out of memory", c->name);
     for (uint64_t i = 0; i < f->n_kv; i++) {
         gguf_kv *kv = &f->kv[i];
-        kv->key = rd_name(c, "key");
-        if (!kv->key) return lm_err_prefix(c->err, "metadata entry %" PRIu64, i);
+        kv->key = rd_name(c, field(c, "key of metadata entry %" PRIu64, i));
+        if (!kv->key) return -1;
         if (rd_value(c, kv)) return -1;
     }
     const char **keys = malloc((f->n_kv ? (size_t)f->n_kv : 1) * sizeof *keys);
@@ -244,10 +258,10 @@ static int rd_alignment(cursor *c, gguf_file *f) {
 
 static int rd_tensor_info(cursor *c, gguf_tensor *t, uint64_t idx) {
     size_t at = c->off;
-    t->name = rd_name(c, "tensor name");
-    if (!t->name) return lm_err_prefix(c->err, "tensor info %" PRIu64, idx);
+    t->name = rd_name(c, field(c, "name of tensor info %" PRIu64, idx));
+    if (!t->name) return -1;
     uint32_t nd;
-    if (rd_u32(c, &nd, "n_dims")) return lm_err_prefix(c->err, "tensor '%s'", t->name);
+    if (rd_u32(c, &nd, field(c, "n_dims of tensor '%s'", t->name))) return -1;
     if (nd < 1 || nd > GGUF_MAX_DIMS)
         return lm_errf(c->err, "%s: offset %zu: tensor '%s' has %u dimensions, expected 1..%d",
                        c->name, at, t->name, nd, GGUF_MAX_DIMS);
@@ -257,7 +271,7 @@ static int rd_tensor_info(cursor *c, gguf_tensor *t, uint64_t idx) {
         t->ne[d] = 1;
         if (d >= t->n_dims) continue;
         uint64_t v;
-        if (rd_u64(c, &v, "tensor dimension")) return lm_err_prefix(c->err, "tensor '%s'", t->name);
+        if (rd_u64(c, &v, field(c, "ne[%d] of tensor '%s'", d, t->name))) return -1;
         if (v == 0 || v > (uint64_t)INT64_MAX)
             return lm_errf(c->err, "%s: tensor '%s': ne[%d] = %" PRIu64 ", expected 1..2^63-1",
                            c->name, t->name, d, v);
@@ -267,7 +281,7 @@ static int rd_tensor_info(cursor *c, gguf_tensor *t, uint64_t idx) {
         nelem *= (int64_t)v;
     }
     uint32_t ty;
-    if (rd_u32(c, &ty, "tensor type")) return lm_err_prefix(c->err, "tensor '%s'", t->name);
+    if (rd_u32(c, &ty, field(c, "type of tensor '%s'", t->name))) return -1;
     if (!lm_dtype_supported((int)ty)) {
         const char *nm = lm_dtype_name((int)ty);
         return lm_errf(c->err, "%s: tensor '%s' has type %s (%u), which is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1 are)",
@@ -283,7 +297,7 @@ static int rd_tensor_info(cursor *c, gguf_tensor *t, uint64_t idx) {
     if (row == 0 || rows > SIZE_MAX / row)
         return lm_errf(c->err, "%s: tensor '%s': byte size overflows", c->name, t->name);
     t->nbytes = row * (size_t)rows;
-    if (rd_u64(c, &t->offset, "tensor data offset")) return lm_err_prefix(c->err, "tensor '%s'", t->name);
+    if (rd_u64(c, &t->offset, field(c, "data offset of tensor '%s'", t->name))) return -1;
     return 0;
 }
 
