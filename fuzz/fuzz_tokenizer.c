@@ -2,7 +2,11 @@
  * without special-token parsing, on a tiny vocabulary built in-process
  * (or on the model in $LEMONPC_MODEL). Checks: no crash or sanitizer
  * report, ids in range, and detokenize(tokenize(x)) == x whenever x is
- * valid UTF-8 made of bytes that all have a token. */
+ * valid UTF-8 made of bytes that all have a token.
+ * Inputs starting with "VOCAB\n" instead build a vocabulary from the input
+ * (after that line: the text to encode, then one entry per line: "m..." a
+ * merge, "c..." a control token, "u..." a user-defined token, anything else
+ * a normal token) to shake out lm_tokenizer_new on odd vocabularies. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,12 +84,55 @@ static bool valid_utf8(const uint8_t *p, size_t n) {
     return true;
 }
 
+static void check_encode(const lm_tokenizer *t, const uint8_t *data, size_t size, bool lossless);
+
+/* Vocabulary from the input; the rest of the checks as usual. */
+static void fuzz_vocab(const uint8_t *data, size_t size) {
+    enum { MAX = 512 };
+    const char *tok[MAX], *mer[MAX];
+    size_t tl[MAX], ml[MAX];
+    int32_t ty[MAX];
+    int nt = 0, nm = 0;
+    const uint8_t *text = NULL;
+    size_t text_len = 0;
+    for (size_t i = 0; i <= size && nt < MAX && nm < MAX;) {
+        const uint8_t *nl = memchr(data + i, '\n', size - i);
+        size_t end = nl ? (size_t)(nl - data) : size;
+        const char *line = (const char *)data + i;
+        size_t len = end - i;
+        if (!text) { text = data + i; text_len = len; }
+        else if (len && line[0] == 'm') { mer[nm] = line + 1; ml[nm++] = len - 1; }
+        else if (len && (line[0] == 'c' || line[0] == 'u')) {
+            tok[nt] = line + 1; tl[nt] = len - 1; ty[nt++] = line[0] == 'c' ? 3 : 4;
+        } else { tok[nt] = line; tl[nt] = len; ty[nt++] = 1; }
+        i = end + 1;
+    }
+    lm_tokenizer_spec s = {
+        .model = "gpt2", .pre = "smollm", .tokens = tok, .token_lens = tl, .n_tokens = nt,
+        .token_types = ty, .merges = mer, .merge_lens = ml, .n_merges = nm,
+        .bos = -1, .eos = -1, .unk = -1, .pad = -1,
+    };
+    lm_err err = {{0}};
+    lm_tokenizer *t = lm_tokenizer_new(&s, &err);
+    if (!t) return;   /* refused with a message: fine */
+    check_encode(t, text, text_len, false);
+    lm_tokenizer_free(t);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size >= 6 && !memcmp(data, "VOCAB\n", 6)) {
+        fuzz_vocab(data + 6, size - 6);
+        return 0;
+    }
     const lm_tokenizer *t = g_tok;
     bool all_bytes = true;
     for (size_t i = 0; i < size && all_bytes; i++)
         all_bytes = lm_strmap_get(&t->by_bytes, data + i, 1) >= 0;
-    bool lossless = all_bytes && valid_utf8(data, size);
+    check_encode(t, data, size, all_bytes && valid_utf8(data, size));
+    return 0;
+}
+
+static void check_encode(const lm_tokenizer *t, const uint8_t *data, size_t size, bool lossless) {
     for (int special = 0; special < 2; special++) {
         int32_t *ids;
         size_t n;
@@ -100,5 +147,4 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(s);
         free(ids);
     }
-    return 0;
 }
