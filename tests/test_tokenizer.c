@@ -489,6 +489,7 @@ static char *write_gguf(const vocab *v, const char *model, const char *pre, bool
     assert_int_equal(gguf_set_u32(w, "tokenizer.ggml.bos_token_id", T_IMS, &err), 0);
     assert_int_equal(gguf_set_u32(w, "tokenizer.ggml.eos_token_id", T_IME, &err), 0);
     assert_int_equal(gguf_set_u32(w, "tokenizer.ggml.padding_token_id", T_IME, &err), 0);
+    assert_int_equal(gguf_set_i32(w, "tokenizer.ggml.unknown_token_id", -1, &err), 0);  /* = none */
     assert_int_equal(gguf_set_str(w, "tokenizer.chat_template", SMOL_TEMPLATE, &err), 0);
     char *path = strdup("/tmp/lm_test_tokenizer_XXXXXX");
     int fd = mkstemp(path);

@@ -222,6 +222,13 @@ static const gguf_kv *kv_str_array(const gguf_file *f, const char *key, lm_err *
 }
 
 static int opt_id(const gguf_file *f, const char *key, int32_t *out, lm_err *err) {
+    const gguf_kv *kv = gguf_find_kv(f, key);
+    /* Some converters write "no such token" as a negative i32. */
+    if (kv && (kv->type == GGUF_I8 || kv->type == GGUF_I16 || kv->type == GGUF_I32 ||
+               kv->type == GGUF_I64) && kv->v.i < 0) {
+        *out = -1;
+        return 0;
+    }
     uint32_t v = UINT32_MAX;
     if (gguf_get_u32_opt(f, key, &v, err)) return -1;
     *out = v == UINT32_MAX ? -1 : (v > INT32_MAX ? INT32_MAX : (int32_t)v);
