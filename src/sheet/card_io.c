@@ -86,16 +86,16 @@ static int make_dirs(const char *path) {
 }
 
 static char *slug(const char *name) {
-    lm_sb b = {0};
+    lm_shb b = {0};
     int dash = 0;
     for (const unsigned char *p = (const unsigned char *)name; *p && b.n < 60; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')) { lm_sb_putc(&b, (char)*p); dash = 0; }
-        else if (*p >= 'A' && *p <= 'Z') { lm_sb_putc(&b, (char)(*p + 32)); dash = 0; }
-        else if (b.n && !dash) { lm_sb_putc(&b, '-'); dash = 1; }
+        if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')) { lm_shb_putc(&b, (char)*p); dash = 0; }
+        else if (*p >= 'A' && *p <= 'Z') { lm_shb_putc(&b, (char)(*p + 32)); dash = 0; }
+        else if (b.n && !dash) { lm_shb_putc(&b, '-'); dash = 1; }
     }
     while (b.n && b.s[b.n - 1] == '-') b.s[--b.n] = '\0';
-    if (!b.n) lm_sb_puts(&b, "character");
-    return lm_sb_take(&b);
+    if (!b.n) lm_shb_puts(&b, "character");
+    return lm_shb_take(&b);
 }
 
 static char *path_join(const char *a, const char *b) {

@@ -105,16 +105,16 @@ static void parse_mes_example(const char *mes, lm_character *c) {
 }
 
 static char *render_mes_example(const lm_character *c) {
-    lm_sb b = {0};
+    lm_shb b = {0};
     for (size_t i = 0; i < c->n_examples; i++) {
-        if (i) lm_sb_putc(&b, '\n');
-        lm_sb_puts(&b, "<START>");
+        if (i) lm_shb_putc(&b, '\n');
+        lm_shb_puts(&b, "<START>");
         for (size_t k = 0; k < c->examples[i].n_turns; k++) {
             const lm_turn *t = &c->examples[i].turns[k];
-            lm_sb_printf(&b, "\n%s: %s", t->role == LM_ROLE_USER ? "{{user}}" : "{{char}}", t->text);
+            lm_shb_printf(&b, "\n%s: %s", t->role == LM_ROLE_USER ? "{{user}}" : "{{char}}", t->text);
         }
     }
-    return lm_sb_take(&b);
+    return lm_shb_take(&b);
 }
 
 static void strs_from(const json_t *arr, char ***v, size_t *n) {
@@ -184,14 +184,14 @@ int lm_card_to_sheet(const lm_card *card, lm_character **cout, lm_world **wout, 
     free(mes);
     json_t *tags = json_object_get(d, "tags");
     if (json_array_size(tags)) {
-        lm_sb b = {0};
+        lm_shb b = {0};
         char **tv = NULL;
         size_t tn = 0;
         strs_from(tags, &tv, &tn);
         lm_put_keys(&b, tv, tn);
         for (size_t i = 0; i < tn; i++) free(tv[i]);
         free(tv);
-        char *s = lm_sb_take(&b);
+        char *s = lm_shb_take(&b);
         meta_add(c, "tags", s);
         free(s);
     }
@@ -269,41 +269,41 @@ static json_t *number(double d) {
     return json_real(d);
 }
 
-static void put_list(lm_sb *b, const char *title, const lm_strlist *l) {
+static void put_list(lm_shb *b, const char *title, const lm_strlist *l) {
     if (!l->n) return;
-    lm_sb_printf(b, "\n\n%s:", title);
-    for (size_t i = 0; i < l->n; i++) lm_sb_printf(b, "\n- %s", l->v[i]);
+    lm_shb_printf(b, "\n\n%s:", title);
+    for (size_t i = 0; i < l->n; i++) lm_shb_printf(b, "\n- %s", l->v[i]);
 }
 
 /* The sheet sections a card has no field for, folded into description so
  * an exported card still carries the whole character. */
 static char *compose_description(const lm_character *c) {
-    lm_sb b = {0};
-    lm_sb_puts(&b, c->backstory ? c->backstory : "");
-    if (c->alignment) lm_sb_printf(&b, "\n\nAlignment: %s", c->alignment);
+    lm_shb b = {0};
+    lm_shb_puts(&b, c->backstory ? c->backstory : "");
+    if (c->alignment) lm_shb_printf(&b, "\n\nAlignment: %s", c->alignment);
     put_list(&b, "Values", &c->values);
     put_list(&b, "Objectives", &c->objectives);
-    if (c->n_opinions) lm_sb_puts(&b, "\n\nOpinions:");
+    if (c->n_opinions) lm_shb_puts(&b, "\n\nOpinions:");
     for (size_t i = 0; i < c->n_opinions; i++)
-        lm_sb_printf(&b, "\n\n%s: %s", c->opinions[i].title, c->opinions[i].text);
-    if (c->n_relationships) lm_sb_puts(&b, "\n\nRelationships:");
+        lm_shb_printf(&b, "\n\n%s: %s", c->opinions[i].title, c->opinions[i].text);
+    if (c->n_relationships) lm_shb_puts(&b, "\n\nRelationships:");
     for (size_t i = 0; i < c->n_relationships; i++)
-        lm_sb_printf(&b, "\n- %s: %s", c->relationships[i].name, c->relationships[i].text);
-    if (c->knowledge_limits) lm_sb_printf(&b, "\n\nKnowledge limits: %s", c->knowledge_limits);
+        lm_shb_printf(&b, "\n- %s: %s", c->relationships[i].name, c->relationships[i].text);
+    if (c->knowledge_limits) lm_shb_printf(&b, "\n\nKnowledge limits: %s", c->knowledge_limits);
     for (size_t i = 0; i < c->n_extra; i++)
-        lm_sb_printf(&b, "\n\n%s:\n%s", c->extra[i].title, c->extra[i].text);
-    return lm_sb_take(&b);
+        lm_shb_printf(&b, "\n\n%s:\n%s", c->extra[i].title, c->extra[i].text);
+    return lm_shb_take(&b);
 }
 
 static char *compose_personality(const lm_character *c) {
-    lm_sb b = {0};
-    lm_sb_puts(&b, c->speaking_style ? c->speaking_style : "");
+    lm_shb b = {0};
+    lm_shb_puts(&b, c->speaking_style ? c->speaking_style : "");
     if (c->catchphrases.n) {
-        if (b.n) lm_sb_puts(&b, "\n\n");
-        lm_sb_puts(&b, "Catchphrases:");
-        for (size_t i = 0; i < c->catchphrases.n; i++) lm_sb_printf(&b, "\n- %s", c->catchphrases.v[i]);
+        if (b.n) lm_shb_puts(&b, "\n\n");
+        lm_shb_puts(&b, "Catchphrases:");
+        for (size_t i = 0; i < c->catchphrases.n; i++) lm_shb_printf(&b, "\n- %s", c->catchphrases.v[i]);
     }
-    return lm_sb_take(&b);
+    return lm_shb_take(&b);
 }
 
 /* json_equal that treats two absent values as equal. */
@@ -369,9 +369,9 @@ static json_t *sheet_data(const lm_character *c, const lm_world *w, const json_t
     if (c->scenario || !wd || !wd->text[0]) {
         set_str(d, "scenario", c->scenario);
     } else {
-        lm_sb b = {0};
-        lm_sb_printf(&b, "{{char}} lives in %s. %s", w->name ? w->name : "", wd->text);
-        char *s = lm_sb_take(&b);
+        lm_shb b = {0};
+        lm_shb_printf(&b, "{{char}} lives in %s. %s", w->name ? w->name : "", wd->text);
+        char *s = lm_shb_take(&b);
         set_str(d, "scenario", s);
         free(s);
     }

@@ -215,13 +215,13 @@ int lm_png_card_read(const unsigned char *buf, size_t len, const char *src, char
 }
 
 typedef struct {
-    lm_sb out;
+    lm_shb out;
     char msg[256];
 } wr_state;
 
 static void on_write(png_structp png, png_bytep data, size_t n) {
     wr_state *s = png_get_io_ptr(png);
-    lm_sb_putn(&s->out, (const char *)data, n);
+    lm_shb_putn(&s->out, (const char *)data, n);
 }
 
 static void on_flush(png_structp png) { (void)png; }
@@ -304,7 +304,7 @@ int lm_png_card_write(const lm_image *img, const char *chara_json, const char *c
     int rc = encode(s, img, rows, text, nt, err);
     if (rc == 0) {
         *out_len = s->out.n;
-        *out = (unsigned char *)lm_sb_take(&s->out);
+        *out = (unsigned char *)lm_shb_take(&s->out);
     }
     free(s->out.s);
     free(s);

@@ -35,28 +35,28 @@ static char *join(const span *lines, int a, int b, int *first) {
     while (a < b && lm_sh_blank(lines[a].s, lines[a].n)) a++;
     while (b > a && lm_sh_blank(lines[b - 1].s, lines[b - 1].n)) b--;
     *first = a + 1;
-    lm_sb sb = {0};
+    lm_shb sb = {0};
     for (int i = a; i < b; i++) {
         span l = lines[i];
         size_t k = 0;
         while (k < l.n && l.s[k] == '\\') k++;
         if (k > 0 && k < l.n && l.s[k] == '#') { l.s++; l.n--; }
-        lm_sb_putn(&sb, l.s, l.n);
-        if (i + 1 < b) lm_sb_putc(&sb, '\n');
+        lm_shb_putn(&sb, l.s, l.n);
+        if (i + 1 < b) lm_shb_putc(&sb, '\n');
     }
-    return lm_sb_take(&sb);
+    return lm_shb_take(&sb);
 }
 
-void lm_md_put_body(lm_sb *b, const char *text) {
+void lm_md_put_body(lm_shb *b, const char *text) {
     const char *p = text;
     while (*p) {
         const char *e = strchr(p, '\n');
         size_t n = e ? (size_t)(e - p) : strlen(p);
         size_t k = 0;
         while (k < n && p[k] == '\\') k++;
-        if (k < n && p[k] == '#') lm_sb_putc(b, '\\');
-        lm_sb_putn(b, p, n);
-        lm_sb_putc(b, '\n');
+        if (k < n && p[k] == '#') lm_shb_putc(b, '\\');
+        lm_shb_putn(b, p, n);
+        lm_shb_putc(b, '\n');
         p += n;
         if (*p) p++;
     }

@@ -43,6 +43,6 @@ void lm_md_free(lm_md_doc *doc);
 
 /* Escapes body text so no line reads as a heading, a front-matter fence or
  * conversation label on the way back in. */
-void lm_md_put_body(lm_sb *b, const char *text);
+void lm_md_put_body(lm_shb *b, const char *text);
 
 #endif

@@ -145,27 +145,27 @@ void lm_parse_named(const char *file, const lm_md_section *s, lm_named **out, si
     }
 }
 
-void lm_put_keys(lm_sb *b, char *const *keys, size_t n) {
+void lm_put_keys(lm_shb *b, char *const *keys, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        if (i) lm_sb_puts(b, ", ");
+        if (i) lm_shb_puts(b, ", ");
         for (const char *p = keys[i]; *p; p++) {
-            if (*p == ',' || *p == '\\') lm_sb_putc(b, '\\');
-            lm_sb_putc(b, *p);
+            if (*p == ',' || *p == '\\') lm_shb_putc(b, '\\');
+            lm_shb_putc(b, *p);
         }
     }
 }
 
 void lm_split_keys(const char *s, char ***keys, size_t *n) {
-    lm_sb cur = {0};
+    lm_shb cur = {0};
     const char *p = s;
     for (;;) {
         if (*p == '\\' && p[1]) {
-            lm_sb_putc(&cur, p[1]);
+            lm_shb_putc(&cur, p[1]);
             p += 2;
             continue;
         }
         if (*p == ',' || !*p) {
-            char *raw = lm_sb_take(&cur);
+            char *raw = lm_shb_take(&cur);
             char *k = lm_sh_trim(raw, strlen(raw));
             free(raw);
             if (k[0]) {
@@ -178,7 +178,7 @@ void lm_split_keys(const char *s, char ***keys, size_t *n) {
             p++;
             continue;
         }
-        lm_sb_putc(&cur, *p++);
+        lm_shb_putc(&cur, *p++);
     }
 }
 

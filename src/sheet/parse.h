@@ -21,7 +21,7 @@ void lm_parse_lore(const char *file, const lm_md_section *s, lm_lore *out, lm_di
 void lm_lore_free(lm_lore *l);
 void lm_strlist_free(lm_strlist *l);
 /* Keys joined by ", " with `\` escaping `,` and `\`; and back. */
-void lm_put_keys(lm_sb *b, char *const *keys, size_t n);
+void lm_put_keys(lm_shb *b, char *const *keys, size_t n);
 void lm_split_keys(const char *s, char ***keys, size_t *n);
 
 /* Warns past LM_SHEET_FIELD_WARN, errors past LM_SHEET_FIELD_MAX. */

@@ -39,7 +39,7 @@ void *lm_sh_push(void *v, size_t *n, size_t elem) {
     return slot;
 }
 
-static void sb_grow(lm_sb *b, size_t extra) {
+static void sb_grow(lm_shb *b, size_t extra) {
     if (b->n + extra + 1 <= b->cap) return;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < b->n + extra + 1) cap *= 2;
@@ -47,17 +47,17 @@ static void sb_grow(lm_sb *b, size_t extra) {
     b->cap = cap;
 }
 
-void lm_sb_putn(lm_sb *b, const char *s, size_t n) {
+void lm_shb_putn(lm_shb *b, const char *s, size_t n) {
     sb_grow(b, n);
     memcpy(b->s + b->n, s, n);
     b->n += n;
     b->s[b->n] = '\0';
 }
 
-void lm_sb_puts(lm_sb *b, const char *s) { lm_sb_putn(b, s, strlen(s)); }
-void lm_sb_putc(lm_sb *b, char c) { lm_sb_putn(b, &c, 1); }
+void lm_shb_puts(lm_shb *b, const char *s) { lm_shb_putn(b, s, strlen(s)); }
+void lm_shb_putc(lm_shb *b, char c) { lm_shb_putn(b, &c, 1); }
 
-void lm_sb_printf(lm_sb *b, const char *fmt, ...) {
+void lm_shb_printf(lm_shb *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
@@ -70,7 +70,7 @@ void lm_sb_printf(lm_sb *b, const char *fmt, ...) {
     b->n += (size_t)n;
 }
 
-char *lm_sb_take(lm_sb *b) {
+char *lm_shb_take(lm_shb *b) {
     char *s = b->s ? b->s : lm_sh_strdup("");
     b->s = NULL;
     b->n = b->cap = 0;
@@ -145,7 +145,7 @@ int lm_sh_read_file(const char *path, size_t max, char **out, size_t *len, char 
     *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) { snprintf(errbuf, errlen, "%s: cannot open: %s", path, strerror(errno)); return -1; }
-    lm_sb b = {0};
+    lm_shb b = {0};
     char buf[65536];
     size_t got;
     while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
@@ -155,7 +155,7 @@ int lm_sh_read_file(const char *path, size_t max, char **out, size_t *len, char 
             free(b.s);
             return -1;
         }
-        lm_sb_putn(&b, buf, got);
+        lm_shb_putn(&b, buf, got);
     }
     int bad = ferror(f);
     fclose(f);
@@ -165,7 +165,7 @@ int lm_sh_read_file(const char *path, size_t max, char **out, size_t *len, char 
         return -1;
     }
     *len = b.n;
-    *out = lm_sb_take(&b);
+    *out = lm_shb_take(&b);
     return 0;
 }
 

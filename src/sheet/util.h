@@ -10,14 +10,14 @@
 typedef struct {
     char *s;
     size_t n, cap;
-} lm_sb;
+} lm_shb;
 
-void lm_sb_putn(lm_sb *b, const char *s, size_t n);
-void lm_sb_puts(lm_sb *b, const char *s);
-void lm_sb_putc(lm_sb *b, char c);
-void lm_sb_printf(lm_sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void lm_shb_putn(lm_shb *b, const char *s, size_t n);
+void lm_shb_puts(lm_shb *b, const char *s);
+void lm_shb_putc(lm_shb *b, char c);
+void lm_shb_printf(lm_shb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Returns the string (never NULL) and resets b. */
-char *lm_sb_take(lm_sb *b);
+char *lm_shb_take(lm_shb *b);
 
 void *lm_sh_alloc(size_t n);
 void *lm_sh_realloc(void *p, size_t n);
