@@ -46,7 +46,11 @@ char *lm_persona_prompt(const lm_character *c, const lm_world *w, const lm_perso
     lm_shb part[P_N] = {{0}};
 
     lm_shb_printf(&part[P_HEAD], "You are %s", name);
-    if (w && w->name) lm_shb_printf(&part[P_HEAD], ", of %s", w->name);
+    if (w && w->name) {
+        /* "the Holy Kingdom of Luminara", but "Whisperwood" and "The Reach" as they are. */
+        int article = strchr(w->name, ' ') && strncasecmp(w->name, "the ", 4);
+        lm_shb_printf(&part[P_HEAD], ", of %s%s", article ? "the " : "", w->name);
+    }
     lm_shb_puts(&part[P_HEAD], ".");
     if (c->alignment && c->alignment[0]) {
         lm_shb_puts(&part[P_HEAD], " Alignment: ");
