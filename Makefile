@@ -98,6 +98,12 @@ fuzz:
 bench: all $(BENCH_BIN)
 	python3 bench/bench_infer.py
 
+# Kernel micro-benchmark: pool overhead, memory bandwidth, matvec/matmul per
+# weight type, kernel set and thread count (BENCH_ARGS="--quick" etc.).
+.PHONY: bench-kernels
+bench-kernels: $(BUILD)/bench/bench_kernels
+	$(BUILD)/bench/bench_kernels $(BENCH_ARGS)
+
 clean:
 	rm -rf build build-san build-fuzz
 

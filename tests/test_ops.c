@@ -110,7 +110,7 @@ static void check_against_reference(const lm_kernels *ks, lm_dtype t, const floa
     assert_true(q && d && s);
     for (int i = 0; i < m; i++) {
         const float *xi = x + (size_t)i * k;
-        if (is_quant(t)) ks->quant_x(xi, k, q, d, s);
+        if (is_quant(t)) ks->quant_x(xi, k, q, d, s, 1);
         for (int j = 0; j < n; j++) {
             const float *wj = wf + (size_t)j * k;
             double exact = 0, abs_terms = 0, truth = 0, loose = 0;
@@ -161,7 +161,7 @@ static void check_q41(const lm_kernels *ks, const float *y, const float *x, cons
     assert_true(q && d && s);
     const lm_block_q4_1 *wb = W;
     for (int i = 0; i < m; i++) {
-        ks->quant_x(x + (size_t)i * k, k, q, d, s);
+        ks->quant_x(x + (size_t)i * k, k, q, d, s, 1);
         for (int j = 0; j < n; j++) {
             const float *xi = x + (size_t)i * k;
             double exact = 0, abs_terms = 0, truth = 0, loose = 0;
@@ -302,7 +302,7 @@ static void test_quant_x(void **state) {
     float d0[NB], s0[NB], d1[NB], s1[NB];
     int ns;
     const lm_kernels *const *ks = sets(&ns);
-    ks[0]->quant_x(x, K, q0, d0, s0);
+    ks[0]->quant_x(x, K, q0, d0, s0, 1);
     for (int b = 0; b < NB; b++) {
         float amax = 0;
         int sum = 0, qmax = 0;
@@ -321,11 +321,11 @@ static void test_quant_x(void **state) {
     }
     for (int s = 1; s < ns; s++) {
         memset(q1, 0x55, sizeof q1);
-        ks[s]->quant_x(x, K, q1, d1, s1);
+        ks[s]->quant_x(x, K, q1, d1, s1, 1);
         assert_memory_equal(q0, q1, sizeof q0);
         assert_memory_equal(d0, d1, sizeof d0);
         assert_memory_equal(s0, s1, sizeof s0);
-        ks[s]->quant_x(x, K, q1, d1, NULL); /* s is optional */
+        ks[s]->quant_x(x, K, q1, d1, NULL, 1); /* s is optional */
         assert_memory_equal(q0, q1, sizeof q0);
     }
 }

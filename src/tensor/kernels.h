@@ -2,8 +2,8 @@
  *
  * A matmul is cut into tiles of MR rows of x times NR rows of W. A tile
  * kernel computes the MR*NR dot products of a full tile; the driver
- * (matmul.c) pads partial tiles by repeating the last row pointer and drops
- * the extra results. Every tile kernel of a set computes each dot product
+ * (matmul.c) pads partial tiles (repeating the last W row / float x row,
+ * zero rows of quantized x) and drops the extra results. Every tile kernel of a set computes each dot product
  * with the same sequence of operations whatever MR/NR it was built for, so
  * y does not depend on the thread count, on how rows were split over tasks,
  * nor on m (a token gives the same logits in a prompt batch as alone).
@@ -18,20 +18,27 @@
 #include "base/pool.h"
 #include "tensor/dtype.h"
 
-/* One row of x as a tile kernel sees it. Float-weight kernels read f;
- * quantized-weight kernels read the 8-bit activation row: q[k], and per
- * block of 32: d (the scale, already rounded through f16 as Q8_0/Q8_1 store
- * it) and, for Q4_1 weights, s = d*sum(q) (also rounded through f16). */
-typedef struct lm_xrow {
-    const float *f;
+/* x rows quantized to 8 bit are kept in groups of LM_XQ_GROUP rows (the
+ * quantized-weight gemm tiles are exactly one group tall): q[row, k] row by
+ * row, and per block of 32 the scales of the group's rows side by side,
+ * d[group][block][LM_XQ_GROUP], so a tile loads them with one vector load.
+ * d is rounded through f16 as Q8_0/Q8_1 store it; s = d*sum(q) (Q4_1 only,
+ * also rounded through f16). */
+#define LM_XQ_GROUP 4
+
+/* The rows of x a tile kernel works on. Float-weight kernels read f[i];
+ * quantized-weight kernels read row i at q + i*k and its block-b scales at
+ * d[b*LM_XQ_GROUP + i], s[b*LM_XQ_GROUP + i]. */
+typedef struct lm_xtile {
+    const float *f[8];
     const int8_t *q;
     const float *d;
     const float *s;
-} lm_xrow;
+} lm_xtile;
 
-/* out[i*nr + j] = dot(x[i], w[j]) for i < mr, j < nr (the tile's own sizes).
- * w[j] points at a row of k elements in the kernel's weight type. */
-typedef void (*lm_tile_fn)(int k, const void *const *w, const lm_xrow *x, float *out);
+/* out[i*nr + j] = dot(x row i, w[j]) for i < mr, j < nr (the tile's own
+ * sizes). w[j] points at a row of k elements in the kernel's weight type. */
+typedef void (*lm_tile_fn)(int k, const void *const *w, const lm_xtile *x, float *out);
 
 typedef struct lm_tile {
     lm_tile_fn fn;
@@ -42,18 +49,18 @@ typedef struct lm_tile {
 enum { LM_WT_F32, LM_WT_F16, LM_WT_BF16, LM_WT_Q8_0, LM_WT_Q4_0, LM_WT_Q4_1, LM_WT_COUNT };
 
 /* Tile sizes never exceed these (the driver's scratch is sized by them). */
-#define LM_TILE_MAX_MR 8
+#define LM_TILE_MAX_MR 8 /* = size of lm_xtile.f */
 #define LM_TILE_MAX_NR 8
 
 typedef struct lm_kernels {
     const char *name;
-    /* Quantizes one row x[k] (k a multiple of 32) to 8 bit: q[k], d[k/32],
-     * and s[k/32] when s is not NULL. Round-to-nearest-even with
-     * id = 127/amax, as ggml's SIMD quantize_row_q8_0/q8_1 do; every set
-     * produces bit-identical output. */
-    void (*quant_x)(const float *x, int k, int8_t *q, float *d, float *s);
+    /* Quantizes one row x[k] (k a multiple of 32) to 8 bit: q[k], the
+     * scale of block b in d[b*stride], and s[b*stride] when s is not NULL.
+     * Round-to-nearest-even with id = 127/amax, as ggml's SIMD
+     * quantize_row_q8_0/q8_1 do; every set writes bit-identical output. */
+    void (*quant_x)(const float *x, int k, int8_t *q, float *d, float *s, int stride);
     lm_tile dec[LM_WT_COUNT];  /* for m == 1: mr == 1 */
-    lm_tile gemm[LM_WT_COUNT]; /* for m > 1 */
+    lm_tile gemm[LM_WT_COUNT]; /* for m > 1; quantized types: mr == LM_XQ_GROUP */
 } lm_kernels;
 
 extern const lm_kernels lm_kernels_scalar;

@@ -82,11 +82,15 @@ typedef struct mm_job {
     size_t wrow;        /* bytes per W row */
     int m, n, k;
     int quant;          /* x goes through quant_x */
-    int8_t *xq;         /* [m, k] */
-    float *xd, *xs;     /* [m, k/32]; xs NULL unless Q4_1 */
+    int8_t *xq;         /* [m_pad, k], m_pad = m rounded up to LM_XQ_GROUP */
+    float *xd, *xs;     /* [m_pad/G, k/32, G] (see kernels.h); xs NULL unless Q4_1 */
     int mc, nc;         /* rows of x / of W per task */
     int tasks_n;        /* tasks along n */
 } mm_job;
+
+static size_t scale_index(int row, int nb) {
+    return (size_t)(row / LM_XQ_GROUP) * nb * LM_XQ_GROUP + row % LM_XQ_GROUP;
+}
 
 static void quant_task(void *ctx, int task, int n_tasks, int thread) {
     (void)thread;
@@ -95,7 +99,8 @@ static void quant_task(void *ctx, int task, int n_tasks, int thread) {
     int nb = j->k / LM_QK;
     for (int r = r0; r < r1; r++)
         j->ks->quant_x(j->x + (size_t)r * j->k, j->k, j->xq + (size_t)r * j->k,
-                       j->xd + (size_t)r * nb, j->xs ? j->xs + (size_t)r * nb : NULL);
+                       j->xd + scale_index(r, nb), j->xs ? j->xs + scale_index(r, nb) : NULL,
+                       LM_XQ_GROUP);
 }
 
 static void mm_task(void *ctx, int task, int n_tasks, int thread) {
@@ -106,24 +111,24 @@ static void mm_task(void *ctx, int task, int n_tasks, int thread) {
     const int tn = task % j->tasks_n, tm = task / j->tasks_n;
     const int n0 = tn * j->nc, n1 = n0 + j->nc < j->n ? n0 + j->nc : j->n;
     const int m0 = tm * j->mc, m1 = m0 + j->mc < j->m ? m0 + j->mc : j->m;
-    lm_xrow xr[LM_TILE_MAX_MR];
+    lm_xtile xt = {{NULL}, NULL, NULL, NULL};
     const void *wr[LM_TILE_MAX_NR];
     float out[LM_TILE_MAX_MR * LM_TILE_MAX_NR];
     for (int i0 = m0; i0 < m1; i0 += mr) {
         const int mi = m1 - i0 < mr ? m1 - i0 : mr;
-        for (int i = 0; i < mr; i++) {
-            /* Rows past the end repeat the last one; their results are dropped. */
-            size_t r = (size_t)(i0 + (i < mi ? i : mi - 1));
-            if (j->quant) {
-                xr[i] = (lm_xrow){NULL, j->xq + r * k, j->xd + r * nb, j->xs ? j->xs + r * nb : NULL};
-            } else {
-                xr[i] = (lm_xrow){j->x + r * k, NULL, NULL, NULL};
-            }
+        if (j->quant) {
+            /* rows past m are the zero padding of the group */
+            xt.q = j->xq + (size_t)i0 * k;
+            xt.d = j->xd + scale_index(i0, nb);
+            xt.s = j->xs ? j->xs + scale_index(i0, nb) : NULL;
+        } else {
+            /* rows past the end repeat the last one; their results are dropped */
+            for (int i = 0; i < mr; i++) xt.f[i] = j->x + (size_t)(i0 + (i < mi ? i : mi - 1)) * k;
         }
         for (int j0 = n0; j0 < n1; j0 += nr) {
             const int nj = n1 - j0 < nr ? n1 - j0 : nr;
             for (int c = 0; c < nr; c++) wr[c] = j->W + (size_t)(j0 + (c < nj ? c : nj - 1)) * j->wrow;
-            j->tile.fn(k, wr, xr, out);
+            j->tile.fn(k, wr, &xt, out);
             for (int i = 0; i < mi; i++)
                 memcpy(j->y + (size_t)(i0 + i) * j->n + j0, out + i * nr, (size_t)nj * sizeof(float));
         }
@@ -152,8 +157,11 @@ static void run_tiles(mm_job *j, lm_pool *pool) {
     lm_pool_run(pool, mm_task, j, j->tasks_n * tasks_m);
 }
 
-/* Bytes of 8-bit activations per row of x: q[k] + d, s per block. */
-static size_t xq_row_bytes(int k) { return (size_t)k + (size_t)(k / LM_QK) * 2 * sizeof(float); }
+/* Bytes of 8-bit activations for m rows: q, d and s for m padded to a group. */
+static size_t xq_bytes(int m, int k) {
+    size_t rows = (size_t)round_up(m, LM_XQ_GROUP);
+    return rows * (size_t)k + rows * (size_t)(k / LM_QK) * 2 * sizeof(float);
+}
 
 void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *x,
                     const void *W, lm_dtype wtype, int m, int n, int k) {
@@ -175,36 +183,45 @@ void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *
         run_tiles(&j, pool);
         return;
     }
+    assert(ks->gemm[wi].mr == LM_XQ_GROUP && ks->dec[wi].mr == 1);
     /* x in 8 bit: on the stack for decode-sized calls, else on the heap; if
-     * the heap says no, go through the stack buffer a few rows at a time
-     * (same numbers: no dot product depends on which rows share a call). */
+     * the heap says no, one row at a time through the stack buffer (same
+     * numbers: decode and batch tiles compute each dot product alike). */
     _Alignas(64) unsigned char stack[16384];
-    const size_t row_bytes = xq_row_bytes(k);
-    const int nb = k / LM_QK;
     unsigned char *buf = NULL;
     int rows_per_pass = m;
-    if ((size_t)m * row_bytes <= sizeof stack) {
+    if (xq_bytes(m, k) <= sizeof stack) {
         buf = stack;
-    } else if ((buf = malloc((size_t)m * row_bytes)) == NULL) {
+    } else if ((buf = malloc(xq_bytes(m, k))) == NULL) {
         buf = stack;
-        rows_per_pass = (int)(sizeof stack / row_bytes);
-        assert(rows_per_pass > 0 && "k too large for the fallback buffer");
-        if (rows_per_pass <= 0) {
+        rows_per_pass = 1;
+        if (xq_bytes(1, k) > sizeof stack) {
             for (size_t i = 0; i < (size_t)m * (size_t)n; i++) y[i] = NAN;
             return;
         }
     }
+    const int nb = k / LM_QK;
     for (int r0 = 0; r0 < m; r0 += rows_per_pass) {
         const int rows = m - r0 < rows_per_pass ? m - r0 : rows_per_pass;
+        const size_t pad = (size_t)round_up(rows, LM_XQ_GROUP);
         j.m = rows;
         j.x = x + (size_t)r0 * k;
         j.y = y + (size_t)r0 * n;
         j.tile = rows == 1 ? ks->dec[wi] : ks->gemm[wi];
         j.xd = (float *)buf;
-        j.xs = wi == LM_WT_Q4_1 ? j.xd + (size_t)rows * nb : NULL;
-        j.xq = (int8_t *)(j.xd + (size_t)rows * nb * 2);
+        j.xs = wi == LM_WT_Q4_1 ? j.xd + pad * nb : NULL;
+        j.xq = (int8_t *)(j.xd + pad * nb * 2);
+        /* padding rows of a batch: zeros, so their (dropped) dot products
+         * are finite; decode tiles read row 0 only */
+        for (size_t r = (size_t)rows; rows > 1 && r < pad; r++) {
+            memset(j.xq + r * k, 0, (size_t)k);
+            for (int b = 0; b < nb; b++) {
+                j.xd[scale_index((int)r, nb) + (size_t)b * LM_XQ_GROUP] = 0.0f;
+                if (j.xs) j.xs[scale_index((int)r, nb) + (size_t)b * LM_XQ_GROUP] = 0.0f;
+            }
+        }
         if (rows == 1)
-            ks->quant_x(j.x, k, j.xq, j.xd, j.xs);
+            ks->quant_x(j.x, k, j.xq, j.xd, j.xs, LM_XQ_GROUP);
         else
             lm_pool_run(pool, quant_task, &j, rows < lm_pool_threads(pool) * 4 ? rows : lm_pool_threads(pool) * 4);
         run_tiles(&j, pool);

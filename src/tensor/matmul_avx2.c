@@ -2,11 +2,12 @@
  * with per-function target attributes so the build needs no -march flag;
  * matmul.c only hands these out when the CPU reports the features.
  *
- * Quantized dot products follow ggml's AVX2 path: per block of 32, an
- * integer dot product into 8 int32 lanes (maddubs + madd), converted to
- * f32 and accumulated with fma(isum, d_w*d_x, acc); one horizontal sum at
- * the end. Each dot product runs the same instruction sequence in every
- * tile shape (see kernels.h), only the number of them in flight differs. */
+ * Quantized dot products do what ggml's AVX2 path does per block of 32 --
+ * an exact integer dot product (maddubs + madd), scaled by d_w*d_x in f32
+ * -- but reduce 8 pairs' integer sums into one vector first (see below).
+ * Float-weight dot products accumulate 8 lanes with fma and sum them at
+ * the end. Each dot product runs the same operation sequence in every tile
+ * shape (see kernels.h); only the number of them in flight differs. */
 #include "tensor/kernels.h"
 
 #ifdef LM_HAVE_X86_KERNELS
@@ -28,7 +29,7 @@ INLINE float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
 
 /* ---- activation quantizer ------------------------------------------- */
 
-static AVX2 void quant_x(const float *x, int k, int8_t *q, float *d, float *s) {
+static AVX2 void quant_x(const float *x, int k, int8_t *q, float *d, float *s, int stride) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int b = 0; b < k / LM_QK; b++, x += LM_QK, q += LM_QK) {
         __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
@@ -47,14 +48,14 @@ static AVX2 void quant_x(const float *x, int k, int8_t *q, float *d, float *s) {
         __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), rnd));
         __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), rnd));
         __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), rnd));
-        d[b] = lm_round_f16(db);
+        d[(size_t)b * stride] = lm_round_f16(db);
         if (s) {
             __m256i t = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
             __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
             t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4e));
             t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xb1));
             const float sb = (float)_mm_cvtsi128_si32(t4) * db;
-            s[b] = lm_round_f16(sb);
+            s[(size_t)b * stride] = lm_round_f16(sb);
         }
         /* packs interleave 128-bit lanes; the permute restores element order */
         __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
@@ -63,7 +64,15 @@ static AVX2 void quant_x(const float *x, int k, int8_t *q, float *d, float *s) {
     }
 }
 
-/* ---- quantized tiles ------------------------------------------------ */
+/* ---- quantized tiles ------------------------------------------------
+ *
+ * A tile handles 8 (x row, W row) pairs at a time. Per block, each pair's
+ * exact int32 dot product is reduced to one lane, so the float work -- the
+ * conversion, the scale d_w*d_x and the fma into the accumulator -- is one
+ * instruction for all 8 pairs, not one each. Lane p of the accumulator is
+ * pair p's sum over blocks, acc = fma(isum_b, dw_b*dx_b, acc) in block
+ * order, whichever tile shape grouped the pairs: decode (1 x 8) and batch
+ * (4 x 2) tiles give identical numbers. */
 
 /* 32 nibbles of a Q4 block as bytes 0..15 in element order. */
 INLINE __m256i unpack_nibbles(const uint8_t *qs) {
@@ -72,118 +81,121 @@ INLINE __m256i unpack_nibbles(const uint8_t *qs) {
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
 }
 
-/* Signed i8 x i8 dot of 32 pairs into 8 f32 lanes. maddubs wants one
- * unsigned operand: |w| with x given w's sign. No i16 overflow: |w| <= 128
- * and |x| <= 127 (quant_x never writes -128). */
-INLINE __m256 dot_i8(__m256i w, __m256i x) {
-    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+/* Signed i8 x i8 block dot into 8 int32 lanes. maddubs wants one unsigned
+ * operand: aw = |w|, and x takes w's sign. No i16 overflow: |w| <= 128 and
+ * |x| <= 127 (quant_x never writes -128). */
+INLINE __m256i bdot_s(__m256i aw, __m256i w, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
 }
 
-/* Unsigned nibble x i8 dot (Q4_1): 15*127*2 fits i16. */
-INLINE __m256 dot_u4i8(__m256i w, __m256i x) {
-    const __m256i p = _mm256_maddubs_epi16(w, x);
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+/* Unsigned nibble x i8 (Q4_1): 15*127*2 fits i16. */
+INLINE __m256i bdot_u(__m256i w, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
 }
 
-INLINE void tile_q8_0(int k, const void *const *w, const lm_xrow *x, float *out, const int MR,
-                      const int NR) {
-    __m256 acc[LM_TILE_MAX_MR][LM_TILE_MAX_NR];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
+/* Lane p of the result = sum of the 8 lanes of v[p]. */
+INLINE __m256i hsum8_epi32(const __m256i *v) {
+    const __m256i a = _mm256_hadd_epi32(v[0], v[1]), b = _mm256_hadd_epi32(v[2], v[3]);
+    const __m256i c = _mm256_hadd_epi32(v[4], v[5]), d = _mm256_hadd_epi32(v[6], v[7]);
+    const __m256i ab = _mm256_hadd_epi32(a, b), cd = _mm256_hadd_epi32(c, d);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(ab, cd, 0x20),
+                            _mm256_permute2x128_si256(ab, cd, 0x31));
+}
+
+enum { QK_Q8_0, QK_Q4_0, QK_Q4_1 };
+
+/* Block b of W row r for kind: the 32 weights as bytes (signed for Q8_0 /
+ * Q4_0, nibbles 0..15 for Q4_1), and the f16 d (and m) fields. */
+INLINE __m256i load_wblock(const void *row, int b, int kind, uint16_t *d, uint16_t *m) {
+    if (kind == QK_Q8_0) {
+        const lm_block_q8_0 *blk = (const lm_block_q8_0 *)row + b;
+        *d = blk->d;
+        return _mm256_loadu_si256((const __m256i *)blk->q);
+    }
+    if (kind == QK_Q4_0) {
+        const lm_block_q4_0 *blk = (const lm_block_q4_0 *)row + b;
+        *d = blk->d;
+        return _mm256_sub_epi8(unpack_nibbles(blk->q), _mm256_set1_epi8(8));
+    }
+    const lm_block_q4_1 *blk = (const lm_block_q4_1 *)row + b;
+    *d = blk->d;
+    *m = blk->m;
+    return unpack_nibbles(blk->q);
+}
+
+/* Decode: one x row against 8 W rows; lane j = W row j. */
+INLINE void dec_q(int k, const void *const *w, const lm_xtile *x, float *out, const int kind) {
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     for (int b = 0; b < k / LM_QK; b++) {
-        __m256i wv[LM_TILE_MAX_NR];
-        float dw[LM_TILE_MAX_NR];
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + b * LM_QK));
+        __m256i p[8];
+        uint16_t d[8], m[8] = {0};
 #pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) {
-            const lm_block_q8_0 *blk = (const lm_block_q8_0 *)w[j] + b;
-            wv[j] = _mm256_loadu_si256((const __m256i *)blk->q);
-            dw[j] = f16_to_f32(blk->d);
+        for (int j = 0; j < 8; j++) {
+            const __m256i wv = load_wblock(w[j], b, kind, &d[j], &m[j]);
+            p[j] = kind == QK_Q4_1 ? bdot_u(wv, xv) : bdot_s(_mm256_sign_epi8(wv, wv), wv, xv);
         }
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x[i].q + b * LM_QK));
-            const float dx = x[i].d[b];
-#pragma GCC unroll 8
-            for (int j = 0; j < NR; j++)
-                acc[i][j] = _mm256_fmadd_ps(dot_i8(wv[j], xv), _mm256_set1_ps(dw[j] * dx), acc[i][j]);
+        const __m256i isum = hsum8_epi32(p);
+        const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16((short)d[0], (short)d[1], (short)d[2], (short)d[3],
+                                                         (short)d[4], (short)d[5], (short)d[6], (short)d[7]));
+        const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[b * LM_XQ_GROUP]));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
+        if (kind == QK_Q4_1) {
+            const __m256 mw = _mm256_cvtph_ps(_mm_setr_epi16((short)m[0], (short)m[1], (short)m[2], (short)m[3],
+                                                             (short)m[4], (short)m[5], (short)m[6], (short)m[7]));
+            accm = _mm256_add_ps(accm, _mm256_mul_ps(mw, _mm256_set1_ps(x->s[b * LM_XQ_GROUP])));
         }
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) out[i * NR + j] = hsum_ps(acc[i][j]);
+    _mm256_storeu_ps(out, kind == QK_Q4_1 ? _mm256_add_ps(acc, accm) : acc);
 }
 
-INLINE void tile_q4_0(int k, const void *const *w, const lm_xrow *x, float *out, const int MR,
-                      const int NR) {
-    __m256 acc[LM_TILE_MAX_MR][LM_TILE_MAX_NR];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
+/* Batch: 4 x rows (one scale group) against NR = 2*NG W rows, in NG
+ * groups of 8 pairs; in group g, lane p holds x row p/2 with W row
+ * 2g + p%2. */
+INLINE void gemm_q(int k, const void *const *w, const lm_xtile *x, float *out, const int kind,
+                   const int NG) {
+    __m256 acc[4], accm[4];
+    for (int g = 0; g < NG; g++) acc[g] = accm[g] = _mm256_setzero_ps();
+    const __m256i rows_of_lanes = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
     for (int b = 0; b < k / LM_QK; b++) {
-        __m256i wv[LM_TILE_MAX_NR];
-        float dw[LM_TILE_MAX_NR];
+        __m256i wv[8], aw[8];
+        uint16_t d[8], m[8] = {0};
 #pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) {
-            const lm_block_q4_0 *blk = (const lm_block_q4_0 *)w[j] + b;
-            wv[j] = _mm256_sub_epi8(unpack_nibbles(blk->q), _mm256_set1_epi8(8));
-            dw[j] = f16_to_f32(blk->d);
+        for (int j = 0; j < 2 * NG; j++) {
+            wv[j] = load_wblock(w[j], b, kind, &d[j], &m[j]);
+            if (kind != QK_Q4_1) aw[j] = _mm256_sign_epi8(wv[j], wv[j]);
         }
+        __m256i p[4][8];
+#pragma GCC unroll 4
+        for (int i = 0; i < LM_XQ_GROUP; i++) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + (size_t)i * k + b * LM_QK));
 #pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x[i].q + b * LM_QK));
-            const float dx = x[i].d[b];
-#pragma GCC unroll 8
-            for (int j = 0; j < NR; j++)
-                acc[i][j] = _mm256_fmadd_ps(dot_i8(wv[j], xv), _mm256_set1_ps(dw[j] * dx), acc[i][j]);
+            for (int j = 0; j < 2 * NG; j++)
+                p[j / 2][2 * i + j % 2] = kind == QK_Q4_1 ? bdot_u(wv[j], xv) : bdot_s(aw[j], wv[j], xv);
         }
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) out[i * NR + j] = hsum_ps(acc[i][j]);
-}
-
-INLINE void tile_q4_1(int k, const void *const *w, const lm_xrow *x, float *out, const int MR,
-                      const int NR) {
-    __m256 acc[LM_TILE_MAX_MR][LM_TILE_MAX_NR];
-    float accm[LM_TILE_MAX_MR][LM_TILE_MAX_NR];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps(), accm[i][j] = 0.0f;
-    for (int b = 0; b < k / LM_QK; b++) {
-        __m256i wv[LM_TILE_MAX_NR];
-        float dw[LM_TILE_MAX_NR], mw[LM_TILE_MAX_NR];
-#pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) {
-            const lm_block_q4_1 *blk = (const lm_block_q4_1 *)w[j] + b;
-            wv[j] = unpack_nibbles(blk->q);
-            dw[j] = f16_to_f32(blk->d);
-            mw[j] = f16_to_f32(blk->m);
-        }
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x[i].q + b * LM_QK));
-            const float dx = x[i].d[b], sx = x[i].s[b];
-#pragma GCC unroll 8
-            for (int j = 0; j < NR; j++) {
-                acc[i][j] = _mm256_fmadd_ps(dot_u4i8(wv[j], xv), _mm256_set1_ps(dw[j] * dx), acc[i][j]);
-                /* separate statements: no contraction into an fma here,
-                 * so the scalar set's mw*s + accm rounds the same */
-                const float ms = mw[j] * sx;
-                accm[i][j] += ms;
+        const __m256 dx = _mm256_permutevar8x32_ps(
+            _mm256_castps128_ps256(_mm_loadu_ps(x->d + b * LM_XQ_GROUP)), rows_of_lanes);
+        __m256 sx = _mm256_setzero_ps();
+        if (kind == QK_Q4_1)
+            sx = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(x->s + b * LM_XQ_GROUP)),
+                                          rows_of_lanes);
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++) {
+            const __m256i isum = hsum8_epi32(p[g]);
+            const __m256 dw = _mm256_cvtph_ps(_mm_set1_epi32((int)((uint32_t)d[2 * g] | (uint32_t)d[2 * g + 1] << 16)));
+            acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dx), acc[g]);
+            if (kind == QK_Q4_1) {
+                const __m256 mw = _mm256_cvtph_ps(_mm_set1_epi32((int)((uint32_t)m[2 * g] | (uint32_t)m[2 * g + 1] << 16)));
+                accm[g] = _mm256_add_ps(accm[g], _mm256_mul_ps(mw, sx));
             }
         }
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) out[i * NR + j] = hsum_ps(acc[i][j]) + accm[i][j];
+    float t[4][8];
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; g++)
+        _mm256_storeu_ps(t[g], kind == QK_Q4_1 ? _mm256_add_ps(acc[g], accm[g]) : acc[g]);
+    for (int i = 0; i < LM_XQ_GROUP; i++)
+        for (int j = 0; j < 2 * NG; j++) out[i * 2 * NG + j] = t[j / 2][2 * i + j % 2];
 }
 
 /* ---- float-weight tiles --------------------------------------------- */
@@ -201,7 +213,7 @@ static inline float elem_f16(const void *w, int i) { return lm_f16_to_f32(((cons
 static inline float elem_bf16(const void *w, int i) { return lm_bf16_to_f32(((const uint16_t *)w)[i]); }
 
 #define DEFINE_FLOAT_TILE(NAME, LOAD, ELEM)                                                        \
-    INLINE void NAME(int k, const void *const *w, const lm_xrow *x, float *out, const int MR,    \
+    INLINE void NAME(int k, const void *const *w, const lm_xtile *x, float *out, const int MR,   \
                      const int NR) {                                                             \
         __m256 acc[LM_TILE_MAX_MR][LM_TILE_MAX_NR];                                              \
         _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                     \
@@ -211,7 +223,7 @@ static inline float elem_bf16(const void *w, int i) { return lm_bf16_to_f32(((co
             __m256 wv[LM_TILE_MAX_NR];                                                           \
             _Pragma("GCC unroll 8") for (int j = 0; j < NR; j++) wv[j] = LOAD(w[j], e);          \
             _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) {                               \
-                const __m256 xv = _mm256_loadu_ps(x[i].f + e);                                   \
+                const __m256 xv = _mm256_loadu_ps(x->f[i] + e);                                   \
                 _Pragma("GCC unroll 8") for (int j = 0; j < NR; j++)                             \
                     acc[i][j] = _mm256_fmadd_ps(wv[j], xv, acc[i][j]);                           \
             }                                                                                    \
@@ -219,7 +231,7 @@ static inline float elem_bf16(const void *w, int i) { return lm_bf16_to_f32(((co
         _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                     \
             _Pragma("GCC unroll 8") for (int j = 0; j < NR; j++) {                               \
                 float t = hsum_ps(acc[i][j]);                                                    \
-                for (int e = k8; e < k; e++) t += ELEM(w[j], e) * x[i].f[e];                     \
+                for (int e = k8; e < k; e++) t += ELEM(w[j], e) * x->f[i][e];                     \
                 out[i * NR + j] = t;                                                             \
             }                                                                                    \
     }
@@ -230,42 +242,45 @@ DEFINE_FLOAT_TILE(tile_bf16, load_bf16, elem_bf16)
 
 /* ---- instantiations ------------------------------------------------- */
 
-#define INSTANCE(NAME, BODY, MR, NR)                                                    \
-    static AVX2 void NAME(int k, const void *const *w, const lm_xrow *x, float *out) { \
-        BODY(k, w, x, out, MR, NR);                                                     \
+#define INSTANCE(NAME, BODY, MR, NR)                                                     \
+    static AVX2 void NAME(int k, const void *const *w, const lm_xtile *x, float *out) { \
+        BODY(k, w, x, out, MR, NR);                                                      \
     }
+#define QINSTANCE(NAME, BODY, ...)                                                       \
+    static AVX2 void NAME(int k, const void *const *w, const lm_xtile *x, float *out) { \
+        BODY(k, w, x, out, __VA_ARGS__);                                                 \
+    }
+#define Q_NG 2 /* W rows per batch tile: 2 * Q_NG */
 
 #define DEC_NR 4
-#define Q_MR 4
-#define Q_NR 2
 #define F_MR 4
 #define F_NR 3
 
 INSTANCE(dec_f32, tile_f32, 1, DEC_NR)
 INSTANCE(dec_f16, tile_f16, 1, DEC_NR)
 INSTANCE(dec_bf16, tile_bf16, 1, DEC_NR)
-INSTANCE(dec_q8_0, tile_q8_0, 1, DEC_NR)
-INSTANCE(dec_q4_0, tile_q4_0, 1, DEC_NR)
-INSTANCE(dec_q4_1, tile_q4_1, 1, DEC_NR)
 INSTANCE(gemm_f32, tile_f32, F_MR, F_NR)
 INSTANCE(gemm_f16, tile_f16, F_MR, F_NR)
 INSTANCE(gemm_bf16, tile_bf16, F_MR, F_NR)
-INSTANCE(gemm_q8_0, tile_q8_0, Q_MR, Q_NR)
-INSTANCE(gemm_q4_0, tile_q4_0, Q_MR, Q_NR)
-INSTANCE(gemm_q4_1, tile_q4_1, Q_MR, Q_NR)
+QINSTANCE(dec_q8_0, dec_q, QK_Q8_0)
+QINSTANCE(dec_q4_0, dec_q, QK_Q4_0)
+QINSTANCE(dec_q4_1, dec_q, QK_Q4_1)
+QINSTANCE(gemm_q8_0, gemm_q, QK_Q8_0, Q_NG)
+QINSTANCE(gemm_q4_0, gemm_q, QK_Q4_0, Q_NG)
+QINSTANCE(gemm_q4_1, gemm_q, QK_Q4_1, Q_NG)
 
 const lm_kernels lm_kernels_avx2 = {
     .name = "avx2",
     .quant_x = quant_x,
     .dec = {
         [LM_WT_F32] = {dec_f32, 1, DEC_NR},   [LM_WT_F16] = {dec_f16, 1, DEC_NR},
-        [LM_WT_BF16] = {dec_bf16, 1, DEC_NR}, [LM_WT_Q8_0] = {dec_q8_0, 1, DEC_NR},
-        [LM_WT_Q4_0] = {dec_q4_0, 1, DEC_NR}, [LM_WT_Q4_1] = {dec_q4_1, 1, DEC_NR},
+        [LM_WT_BF16] = {dec_bf16, 1, DEC_NR}, [LM_WT_Q8_0] = {dec_q8_0, 1, 8},
+        [LM_WT_Q4_0] = {dec_q4_0, 1, 8},      [LM_WT_Q4_1] = {dec_q4_1, 1, 8},
     },
     .gemm = {
         [LM_WT_F32] = {gemm_f32, F_MR, F_NR},   [LM_WT_F16] = {gemm_f16, F_MR, F_NR},
-        [LM_WT_BF16] = {gemm_bf16, F_MR, F_NR}, [LM_WT_Q8_0] = {gemm_q8_0, Q_MR, Q_NR},
-        [LM_WT_Q4_0] = {gemm_q4_0, Q_MR, Q_NR}, [LM_WT_Q4_1] = {gemm_q4_1, Q_MR, Q_NR},
+        [LM_WT_BF16] = {gemm_bf16, F_MR, F_NR}, [LM_WT_Q8_0] = {gemm_q8_0, LM_XQ_GROUP, 2 * Q_NG},
+        [LM_WT_Q4_0] = {gemm_q4_0, LM_XQ_GROUP, 2 * Q_NG}, [LM_WT_Q4_1] = {gemm_q4_1, LM_XQ_GROUP, 2 * Q_NG},
     },
 };
 

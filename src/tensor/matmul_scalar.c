@@ -17,7 +17,7 @@ static inline int8_t q8_rne(float v) {
     return (int8_t)nearbyintf(v);
 }
 
-static void quant_x(const float *x, int k, int8_t *q, float *d, float *s) {
+static void quant_x(const float *x, int k, int8_t *q, float *d, float *s, int stride) {
     for (int b = 0; b < k / LM_QK; b++, x += LM_QK, q += LM_QK) {
         float amax = 0.0f;
         for (int j = 0; j < LM_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
@@ -29,10 +29,10 @@ static void quant_x(const float *x, int k, int8_t *q, float *d, float *s) {
             q[j] = q8_rne(v);
             sum += q[j];
         }
-        d[b] = lm_round_f16(db);
+        d[(size_t)b * stride] = lm_round_f16(db);
         if (s) {
             const float sb = (float)sum * db;
-            s[b] = lm_round_f16(sb);
+            s[(size_t)b * stride] = lm_round_f16(sb);
         }
     }
 }
@@ -57,28 +57,30 @@ static float dot_bf16(int k, const uint16_t *w, const float *x) {
     return acc;
 }
 
-static float dot_q8_0(int k, const lm_block_q8_0 *w, const lm_xrow *x) {
+static float dot_q8_0(int k, const lm_block_q8_0 *w, const int8_t *q, const float *d, const float *s) {
+    (void)s;
     float acc = 0.0f;
     for (int b = 0; b < k / LM_QK; b++) {
-        const int8_t *xq = x->q + b * LM_QK;
+        const int8_t *xq = q + b * LM_QK;
         int isum = 0;
         for (int j = 0; j < LM_QK; j++) isum += w[b].q[j] * xq[j];
-        const float scale = lm_f16_to_f32(w[b].d) * x->d[b];
+        const float scale = lm_f16_to_f32(w[b].d) * d[b * LM_XQ_GROUP];
         acc += (float)isum * scale;
     }
     return acc;
 }
 
-static float dot_q4_0(int k, const lm_block_q4_0 *w, const lm_xrow *x) {
+static float dot_q4_0(int k, const lm_block_q4_0 *w, const int8_t *q, const float *d, const float *s) {
+    (void)s;
     float acc = 0.0f;
     for (int b = 0; b < k / LM_QK; b++) {
-        const int8_t *xq = x->q + b * LM_QK;
+        const int8_t *xq = q + b * LM_QK;
         int isum = 0;
         for (int j = 0; j < LM_QK / 2; j++) {
             isum += ((w[b].q[j] & 0x0f) - 8) * xq[j];
             isum += ((w[b].q[j] >> 4) - 8) * xq[j + LM_QK / 2];
         }
-        const float scale = lm_f16_to_f32(w[b].d) * x->d[b];
+        const float scale = lm_f16_to_f32(w[b].d) * d[b * LM_XQ_GROUP];
         acc += (float)isum * scale;
     }
     return acc;
@@ -86,40 +88,42 @@ static float dot_q4_0(int k, const lm_block_q4_0 *w, const lm_xrow *x) {
 
 /* sum_j (nib_j*dw + mw) * q_j*dx = isum*dw*dx + mw*(dx*sum q): the second
  * term is why Q8_1 carries s. */
-static float dot_q4_1(int k, const lm_block_q4_1 *w, const lm_xrow *x) {
+static float dot_q4_1(int k, const lm_block_q4_1 *w, const int8_t *q, const float *d, const float *s) {
     float acc = 0.0f, accm = 0.0f;
     for (int b = 0; b < k / LM_QK; b++) {
-        const int8_t *xq = x->q + b * LM_QK;
+        const int8_t *xq = q + b * LM_QK;
         int isum = 0;
         for (int j = 0; j < LM_QK / 2; j++) {
             isum += (w[b].q[j] & 0x0f) * xq[j];
             isum += (w[b].q[j] >> 4) * xq[j + LM_QK / 2];
         }
-        const float scale = lm_f16_to_f32(w[b].d) * x->d[b];
+        const float scale = lm_f16_to_f32(w[b].d) * d[b * LM_XQ_GROUP];
         acc += (float)isum * scale;
-        accm += lm_f16_to_f32(w[b].m) * x->s[b];
+        accm += lm_f16_to_f32(w[b].m) * s[b * LM_XQ_GROUP];
     }
     return acc + accm;
 }
 
+#define QROW(i) x->q + (size_t)(i) * k, x->d + (i), x->s ? x->s + (i) : NULL
+
 #define DEFINE_TILE(NAME, MR, NR, EXPR)                                              \
-    static void NAME(int k, const void *const *w, const lm_xrow *x, float *out) {  \
+    static void NAME(int k, const void *const *w, const lm_xtile *x, float *out) { \
         for (int i = 0; i < (MR); i++)                                               \
             for (int j = 0; j < (NR); j++) out[i * (NR) + j] = (EXPR);               \
     }
 
-DEFINE_TILE(dec_f32, 1, 4, dot_f32(k, w[j], x[i].f))
-DEFINE_TILE(dec_f16, 1, 4, dot_f16(k, w[j], x[i].f))
-DEFINE_TILE(dec_bf16, 1, 4, dot_bf16(k, w[j], x[i].f))
-DEFINE_TILE(dec_q8_0, 1, 4, dot_q8_0(k, w[j], &x[i]))
-DEFINE_TILE(dec_q4_0, 1, 4, dot_q4_0(k, w[j], &x[i]))
-DEFINE_TILE(dec_q4_1, 1, 4, dot_q4_1(k, w[j], &x[i]))
-DEFINE_TILE(gemm_f32, 4, 4, dot_f32(k, w[j], x[i].f))
-DEFINE_TILE(gemm_f16, 4, 4, dot_f16(k, w[j], x[i].f))
-DEFINE_TILE(gemm_bf16, 4, 4, dot_bf16(k, w[j], x[i].f))
-DEFINE_TILE(gemm_q8_0, 4, 4, dot_q8_0(k, w[j], &x[i]))
-DEFINE_TILE(gemm_q4_0, 4, 4, dot_q4_0(k, w[j], &x[i]))
-DEFINE_TILE(gemm_q4_1, 4, 4, dot_q4_1(k, w[j], &x[i]))
+DEFINE_TILE(dec_f32, 1, 4, dot_f32(k, w[j], x->f[i]))
+DEFINE_TILE(dec_f16, 1, 4, dot_f16(k, w[j], x->f[i]))
+DEFINE_TILE(dec_bf16, 1, 4, dot_bf16(k, w[j], x->f[i]))
+DEFINE_TILE(dec_q8_0, 1, 4, dot_q8_0(k, w[j], QROW(i)))
+DEFINE_TILE(dec_q4_0, 1, 4, dot_q4_0(k, w[j], QROW(i)))
+DEFINE_TILE(dec_q4_1, 1, 4, dot_q4_1(k, w[j], QROW(i)))
+DEFINE_TILE(gemm_f32, 4, 4, dot_f32(k, w[j], x->f[i]))
+DEFINE_TILE(gemm_f16, 4, 4, dot_f16(k, w[j], x->f[i]))
+DEFINE_TILE(gemm_bf16, 4, 4, dot_bf16(k, w[j], x->f[i]))
+DEFINE_TILE(gemm_q8_0, 4, 4, dot_q8_0(k, w[j], QROW(i)))
+DEFINE_TILE(gemm_q4_0, 4, 4, dot_q4_0(k, w[j], QROW(i)))
+DEFINE_TILE(gemm_q4_1, 4, 4, dot_q4_1(k, w[j], QROW(i)))
 
 const lm_kernels lm_kernels_scalar = {
     .name = "scalar",
