@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "sheet/sheet.h"
+#include "sheet/util.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -42,6 +43,25 @@ static void check_file(const char *path, lm_diags *d) {
     free(wpath);
 }
 
+/* A JSON string of s, invalid UTF-8 (quoted from a bad sheet) as U+FFFD. */
+static json_t *json_text(const char *s) {
+    lm_shb b = {0};
+    size_t n = strlen(s), i = 0;
+    while (i < n) {
+        size_t ok = lm_sh_utf8_check((const unsigned char *)s + i, n - i);
+        lm_shb_putn(&b, s + i, ok);
+        i += ok;
+        if (i < n) {
+            lm_shb_puts(&b, "\xef\xbf\xbd");
+            i++;
+        }
+    }
+    char *t = lm_shb_take(&b);
+    json_t *j = json_string(t);
+    free(t);
+    return j;
+}
+
 int cmd_check(int argc, char **argv) {
     const char *path = NULL;
     int strict = 0, json = 0;
@@ -68,11 +88,12 @@ int cmd_check(int argc, char **argv) {
     if (json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < d.n; i++) {
-            json_t *o = json_pack("{s:s, s:i, s:s, s:s}", "file", d.v[i].file, "line", d.v[i].line,
-                                  "level", d.v[i].level == LM_DIAG_ERROR ? "error" : "warning",
-                                  "message", d.v[i].msg);
-            if (!o) continue; /* a message that is not UTF-8; the text report has it */
-            if (d.v[i].hint) json_object_set_new(o, "hint", json_string(d.v[i].hint));
+            json_t *o = json_object();
+            json_object_set_new(o, "file", json_text(d.v[i].file));
+            json_object_set_new(o, "line", json_integer(d.v[i].line));
+            json_object_set_new(o, "level", json_string(d.v[i].level == LM_DIAG_ERROR ? "error" : "warning"));
+            json_object_set_new(o, "message", json_text(d.v[i].msg));
+            if (d.v[i].hint) json_object_set_new(o, "hint", json_text(d.v[i].hint));
             json_array_append_new(arr, o);
         }
         char *s = json_dumps(arr, JSON_INDENT(2));

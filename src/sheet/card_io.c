@@ -260,6 +260,7 @@ int lm_card_export(const char *sheet_path, const char *out_path, int version, lm
         goto done;
     }
     if (lm_meta_get(c->meta, c->n_meta, "world") && exists(wpath)) w = lm_world_load(wpath, diags);
+    lm_character_crosscheck(c, w, NULL, 0, diags);
     size_t ne = lm_diags_count(diags, LM_DIAG_ERROR);
     if (ne) {
         lm_errf(err, "%s: the sheet has %zu error%s; fix them first (lemonpc check)", sheet_path, ne,
