@@ -298,12 +298,11 @@ int lm_heading_index(const char *title, const char *const *known, char *hint, si
         if (dd < bestd) { bestd = dd; best = i; }
     }
     size_t tl = strlen(title);
-    if (best >= 0 && bestd <= 3 && bestd < tl) {
-        snprintf(hint, hintlen, "did you mean '%s'?", known[best]);
-    } else {
-        int off = snprintf(hint, hintlen, "known headings:");
-        for (int i = 0; known[i] && off > 0 && (size_t)off < hintlen; i++)
-            off += snprintf(hint + off, hintlen - (size_t)off, "%s %s", i ? "," : "", known[i]);
-    }
+    int off = 0;
+    if (best >= 0 && bestd <= 3 && bestd < tl)
+        off = snprintf(hint, hintlen, "did you mean '%s'? ", known[best]);
+    off += snprintf(hint + off, hintlen - (size_t)off, "known headings:");
+    for (int i = 0; known[i] && off > 0 && (size_t)off < hintlen; i++)
+        off += snprintf(hint + off, hintlen - (size_t)off, "%s %s", i ? "," : "", known[i]);
     return -1;
 }
