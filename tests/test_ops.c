@@ -339,6 +339,63 @@ static void test_kernels_name(void **state) {
     assert_null(lm_kernels_by_name(NULL));
 }
 
+/* ---- attention ------------------------------------------------------ */
+
+/* Against softmax(scale*K q) V in double. A score's f32 error is at most
+ * hd*2^-23*scale*sum|q_i k_i|; an error e in the scores moves every weight
+ * by a factor within exp(+-2e); the weighted sum adds (n+4) ulps and expf
+ * about one. */
+static void test_attn_head(void **state) {
+    (void)state;
+    const int hds[] = {64, 24, 12, 128};
+    const int nks[] = {1, 5, 100, 333};
+    rng r = {21};
+    int ns;
+    const lm_kernels *const *ks = sets(&ns);
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++) {
+            const int hd = hds[a], nk = nks[b], stride = 3 * hd + 5, off = hd;
+            float *K = malloc((size_t)nk * stride * sizeof *K), *V = malloc((size_t)nk * stride * sizeof *V);
+            float q[128], out[128], sc[333];
+            double want[128], wsum[128], e[333], maxerr = 0, z = 0, mx = -INFINITY;
+            assert_true(K && V);
+            fill(&r, K, (size_t)nk * stride, 0);
+            fill(&r, V, (size_t)nk * stride, 0);
+            fill(&r, q, (size_t)hd, 0);
+            const float scale = 1.0f / sqrtf((float)hd);
+            for (int p = 0; p < nk; p++) {
+                double dot = 0, adot = 0;
+                for (int i = 0; i < hd; i++) {
+                    dot += (double)q[i] * K[(size_t)p * stride + off + i];
+                    adot += fabs((double)q[i] * K[(size_t)p * stride + off + i]);
+                }
+                e[p] = dot * scale;
+                mx = fmax(mx, e[p]);
+                maxerr = fmax(maxerr, hd * 0x1p-23 * adot * scale + fabs(e[p]) * 0x1p-23);
+            }
+            for (int p = 0; p < nk; p++) z += exp(e[p] - mx);
+            for (int i = 0; i < hd; i++) want[i] = wsum[i] = 0;
+            for (int p = 0; p < nk; p++) {
+                double w = exp(e[p] - mx) / z;
+                for (int i = 0; i < hd; i++) {
+                    want[i] += w * V[(size_t)p * stride + off + i];
+                    wsum[i] += w * fabs(V[(size_t)p * stride + off + i]);
+                }
+            }
+            for (int si = 0; si < ns; si++) {
+                ks[si]->attn_head(out, q, K + off, V + off, (size_t)stride, nk, hd, scale, sc);
+                for (int i = 0; i < hd; i++) {
+                    double tol = wsum[i] * (expm1(2 * maxerr) + (nk + 6) * 0x1p-23) + 1e-30;
+                    if (fabs(out[i] - want[i]) > tol)
+                        fail_msg("%s attn hd=%d n=%d out[%d]=%.9g want %.9g tol %.3g", ks[si]->name,
+                                 hd, nk, i, out[i], want[i], tol);
+                }
+            }
+            free(K);
+            free(V);
+        }
+}
+
 /* ---- element-wise ops ---------------------------------------------- */
 
 static void test_rmsnorm(void **state) {
@@ -398,39 +455,60 @@ static void test_rope(void **state) {
 
 static void test_softmax(void **state) {
     (void)state;
-    enum { N = 1000 };
+    enum { N = 1003 };
     rng r = {11};
-    float x[N], x0[N];
-    for (int i = 0; i < N; i++) x[i] = rng_f(&r) * 30.0f;
-    x[5] = 500.0f; /* would overflow expf without the max shift */
-    memcpy(x0, x, sizeof x);
-    lm_softmax(x, N);
+    float x0[N], x[N];
+    for (int i = 0; i < N; i++) x0[i] = rng_f(&r) * 30.0f;
+    x0[5] = 500.0f;  /* would overflow expf without the max shift */
+    x0[6] = 470.0f;  /* e^-30: still counts */
+    x0[7] = 410.0f;  /* e^-90: below float range, must give ~0 not garbage */
     double mx = -INFINITY, sum = 0;
     for (int i = 0; i < N; i++) mx = fmax(mx, x0[i]);
     for (int i = 0; i < N; i++) sum += exp((double)x0[i] - mx);
-    double total = 0;
-    for (int i = 0; i < N; i++) {
-        double want = exp((double)x0[i] - mx) / sum;
-        assert_true(fabs(x[i] - want) <= 1e-6 * want + 1e-38);
-        total += x[i];
+    int ns;
+    const lm_kernels *const *ks = sets(&ns);
+    for (int s = 0; s <= ns; s++) {
+        memcpy(x, x0, sizeof x);
+        if (s == ns) lm_softmax(x, N); /* the public entry point */
+        else ks[s]->softmax(x, N);
+        double total = 0;
+        for (int i = 0; i < N; i++) {
+            double want = exp((double)x0[i] - mx) / sum;
+            /* exp: <= 2^-22 relative; normalising adds two roundings */
+            if (!(fabs(x[i] - want) <= 1e-6 * want + 1e-37))
+                fail_msg("%s softmax[%d] = %.9g want %.9g", s < ns ? ks[s]->name : "lm_softmax", i,
+                         x[i], want);
+            total += x[i];
+        }
+        assert_true(fabs(total - 1.0) < 1e-5);
+        float few[3] = {3.0f, 3.0f, -INFINITY}; /* masked entry: weight 0 */
+        if (s < ns) ks[s]->softmax(few, 3);
+        else lm_softmax(few, 3);
+        assert_true(few[0] == 0.5f && few[1] == 0.5f && few[2] == 0.0f);
     }
-    assert_true(fabs(total - 1.0) < 1e-5);
-    float one = 3.0f;
-    lm_softmax(&one, 1);
-    assert_true(one == 1.0f);
 }
 
 static void test_swiglu(void **state) {
     (void)state;
-    enum { N = 1536 };
+    enum { N = 1541 };
     rng r = {13};
     float g[N], u[N], out[N];
     for (int i = 0; i < N; i++) g[i] = rng_f(&r) * 20.0f, u[i] = rng_f(&r) * 3.0f;
-    g[0] = -100.0f; /* exp(100) is inf in float: silu must give -0, not NaN */
-    lm_swiglu(out, g, u, N);
-    for (int i = 0; i < N; i++) {
-        double want = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
-        assert_true(fabs(out[i] - want) <= 1e-6 * fabs(want) + 1e-30);
+    g[0] = -100.0f; /* e^100 is inf in float: silu must give ~-0, not NaN */
+    g[1] = 100.0f;
+    g[2] = -87.5f;
+    g[N - 1] = -100.0f; /* in the scalar tail of SIMD versions */
+    int ns;
+    const lm_kernels *const *ks = sets(&ns);
+    for (int s = 0; s <= ns; s++) {
+        if (s == ns) lm_swiglu(out, g, u, N);
+        else ks[s]->swiglu(out, g, u, N);
+        for (int i = 0; i < N; i++) {
+            double want = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+            if (!(fabs(out[i] - want) <= 1e-6 * fabs(want) + 1e-30))
+                fail_msg("%s swiglu[%d] g=%g: %.9g want %.9g", s < ns ? ks[s]->name : "lm_swiglu", i,
+                         g[i], out[i], want);
+        }
     }
 }
 
@@ -442,6 +520,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_model_shapes),
         cmocka_unit_test(test_matmul_float_odd_k),
         cmocka_unit_test(test_q8_0_extremes),
+        cmocka_unit_test(test_attn_head),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_softmax),

@@ -61,6 +61,11 @@ typedef struct lm_kernels {
     void (*quant_x)(const float *x, int k, int8_t *q, float *d, float *s, int stride);
     lm_tile dec[LM_WT_COUNT];  /* for m == 1: mr == 1 */
     lm_tile gemm[LM_WT_COUNT]; /* for m > 1; quantized types: mr == LM_XQ_GROUP */
+    /* lm_softmax, lm_swiglu, lm_attn_head (ops.h) */
+    void (*softmax)(float *x, int n);
+    void (*swiglu)(float *out, const float *gate, const float *up, int n);
+    void (*attn_head)(float *out, const float *q, const float *K, const float *V,
+                      size_t kv_stride, int n_keys, int head_dim, float scale, float *scores);
 } lm_kernels;
 
 extern const lm_kernels lm_kernels_scalar;
@@ -80,6 +85,11 @@ const lm_kernels *lm_kernels_default(void);
 /* lm_matmul with an explicit kernel set. */
 void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *x,
                     const void *W, lm_dtype wtype, int m, int n, int k);
+
+/* Portable softmax / swiglu (ops.c): the scalar set's, and the reference
+ * the SIMD ones are tested against. */
+void lm_softmax_scalar(float *x, int n);
+void lm_swiglu_scalar(float *out, const float *gate, const float *up, int n);
 
 /* Scalar helpers shared by the sets. */
 float lm_round_f16(float f); /* f rounded to the nearest f16, back as f32 */

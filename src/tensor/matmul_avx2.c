@@ -9,10 +9,12 @@
  * the end. Each dot product runs the same operation sequence in every tile
  * shape (see kernels.h); only the number of them in flight differs. */
 #include "tensor/kernels.h"
+#include "tensor/ops.h"
 
 #ifdef LM_HAVE_X86_KERNELS
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -240,6 +242,130 @@ DEFINE_FLOAT_TILE(tile_f32, load_f32, elem_f32)
 DEFINE_FLOAT_TILE(tile_f16, load_f16, elem_f16)
 DEFINE_FLOAT_TILE(tile_bf16, load_bf16, elem_bf16)
 
+/* ---- exp, softmax, swiglu ------------------------------------------- */
+
+/* e^x for x <= 88.7 (larger x is clamped there; softmax and silu never
+ * need more): x = n*ln2 + r with |r| <= ln2/2, e^r by its degree-6 Taylor
+ * polynomial (truncation < 1.3e-7 relative), times 2^n built in the
+ * exponent bits. Below -87.3, where 2^n leaves the normal range, 0. */
+INLINE __m256 exp_ps(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.7f), lo = _mm256_set1_ps(-87.3f);
+    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* ln2 split in two so n*ln2_hi is exact */
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    /* n in [-126, 128]: 2^n as (n + 127) << 23; n = 128 (x near 88.7) is
+     * split as 2^127 * 2 to stay finite */
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i big = _mm256_cmpgt_epi32(ni, _mm256_set1_epi32(127));
+    const __m256i e = _mm256_sub_epi32(ni, _mm256_and_si256(big, _mm256_set1_epi32(1)));
+    const __m256 two_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127)), 23));
+    p = _mm256_mul_ps(p, two_n);
+    p = _mm256_blendv_ps(p, _mm256_add_ps(p, p), _mm256_castsi256_ps(big));
+    return _mm256_andnot_ps(under, p);
+}
+
+static AVX2 void softmax(float *x, int n) {
+    if (n <= 0) return;
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float max = _mm_cvtss_f32(m4);
+    for (; i < n; i++) max = x[i] > max ? x[i] : max;
+    /* the denominator in double, as the scalar version and ggml sum it */
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    const __m256 mb = _mm256_set1_ps(max);
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mb));
+        _mm256_storeu_ps(x + i, e);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double sd[4];
+    _mm256_storeu_pd(sd, _mm256_add_pd(s0, s1));
+    double sum = (sd[0] + sd[1]) + (sd[2] + sd[3]);
+    for (; i < n; i++) {
+        float t[8] = {x[i] - max};
+        _mm256_storeu_ps(t, exp_ps(_mm256_loadu_ps(t)));
+        x[i] = t[0];
+        sum += t[0];
+    }
+    const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++) x[i] *= (float)(1.0 / sum);
+}
+
+/* silu(g)*u = g / (1 + e^-g) * u */
+static AVX2 void swiglu(float *out, const float *gate, const float *up, int n) {
+    int i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256 e = exp_ps(_mm256_xor_ps(g, sign));
+        const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    }
+    if (i < n) lm_swiglu_scalar(out + i, gate + i, up + i, n - i);
+}
+
+/* ---- attention ------------------------------------------------------ */
+
+/* hd a multiple of 8: scores with 8-lane fma dot products, then the
+ * weighted sum of V rows with the output held in registers, 64 floats
+ * (8 vectors) of the head at a time. */
+static AVX2 void attn_head(float *out, const float *q, const float *K, const float *V,
+                           size_t kv_stride, int n_keys, int hd, float scale, float *s) {
+    if (hd % 8) {
+        lm_kernels_scalar.attn_head(out, q, K, V, kv_stride, n_keys, hd, scale, s);
+        return;
+    }
+    for (int p = 0; p < n_keys; p++) {
+        const float *k = K + (size_t)p * kv_stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int i = 0;
+        for (; i + 16 <= hd; i += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_loadu_ps(k + i + 8), a1);
+        }
+        if (i < hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
+        s[p] = hsum_ps(_mm256_add_ps(a0, a1)) * scale;
+    }
+    softmax(s, n_keys);
+    for (int c = 0; c < hd; c += 64) {
+        const int nv = (hd - c) / 8 < 8 ? (hd - c) / 8 : 8;
+        __m256 acc[8];
+        for (int v = 0; v < 8; v++) acc[v] = _mm256_setzero_ps();
+        if (nv == 8) {
+            for (int p = 0; p < n_keys; p++) {
+                const float *row = V + (size_t)p * kv_stride + c;
+                const __m256 wp = _mm256_set1_ps(s[p]);
+#pragma GCC unroll 8
+                for (int v = 0; v < 8; v++) acc[v] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(row + 8 * v), acc[v]);
+            }
+        } else {
+            for (int p = 0; p < n_keys; p++) {
+                const float *row = V + (size_t)p * kv_stride + c;
+                const __m256 wp = _mm256_set1_ps(s[p]);
+                for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(row + 8 * v), acc[v]);
+            }
+        }
+        for (int v = 0; v < nv; v++) _mm256_storeu_ps(out + c + 8 * v, acc[v]);
+    }
+}
+
 /* ---- instantiations ------------------------------------------------- */
 
 #define INSTANCE(NAME, BODY, MR, NR)                                                     \
@@ -272,6 +398,9 @@ QINSTANCE(gemm_q4_1, gemm_q, QK_Q4_1, Q_NG)
 const lm_kernels lm_kernels_avx2 = {
     .name = "avx2",
     .quant_x = quant_x,
+    .softmax = softmax,
+    .swiglu = swiglu,
+    .attn_head = attn_head,
     .dec = {
         [LM_WT_F32] = {dec_f32, 1, DEC_NR},   [LM_WT_F16] = {dec_f16, 1, DEC_NR},
         [LM_WT_BF16] = {dec_bf16, 1, DEC_NR}, [LM_WT_Q8_0] = {dec_q8_0, 1, 8},

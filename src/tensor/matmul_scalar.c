@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tensor/kernels.h"
+#include "tensor/ops.h"
 
 float lm_round_f16(float f) { return lm_f16_to_f32(lm_f32_to_f16(f)); }
 
@@ -104,6 +105,24 @@ static float dot_q4_1(int k, const lm_block_q4_1 *w, const int8_t *q, const floa
     return acc + accm;
 }
 
+/* ---- attention ------------------------------------------------------ */
+
+static void attn_head(float *out, const float *q, const float *K, const float *V, size_t kv_stride,
+                      int n_keys, int hd, float scale, float *s) {
+    for (int p = 0; p < n_keys; p++) {
+        const float *k = K + (size_t)p * kv_stride;
+        float dot = 0.0f;
+        for (int i = 0; i < hd; i++) dot += q[i] * k[i];
+        s[p] = dot * scale;
+    }
+    lm_softmax_scalar(s, n_keys);
+    for (int i = 0; i < hd; i++) out[i] = 0.0f;
+    for (int p = 0; p < n_keys; p++) {
+        const float *v = V + (size_t)p * kv_stride;
+        for (int i = 0; i < hd; i++) out[i] += s[p] * v[i];
+    }
+}
+
 #define QROW(i) x->q + (size_t)(i) * k, x->d + (i), x->s ? x->s + (i) : NULL
 
 #define DEFINE_TILE(NAME, MR, NR, EXPR)                                              \
@@ -128,6 +147,9 @@ DEFINE_TILE(gemm_q4_1, 4, 4, dot_q4_1(k, w[j], QROW(i)))
 const lm_kernels lm_kernels_scalar = {
     .name = "scalar",
     .quant_x = quant_x,
+    .softmax = lm_softmax_scalar,
+    .swiglu = lm_swiglu_scalar,
+    .attn_head = attn_head,
     .dec = {
         [LM_WT_F32] = {dec_f32, 1, 4},   [LM_WT_F16] = {dec_f16, 1, 4},
         [LM_WT_BF16] = {dec_bf16, 1, 4}, [LM_WT_Q8_0] = {dec_q8_0, 1, 4},

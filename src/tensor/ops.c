@@ -9,6 +9,11 @@
 
 const char *lm_kernels_name(void) { return lm_kernels_default()->name; }
 
+void lm_attn_head(float *out, const float *q, const float *K, const float *V, size_t kv_stride,
+                  int n_keys, int head_dim, float scale, float *scores) {
+    lm_kernels_default()->attn_head(out, q, K, V, kv_stride, n_keys, head_dim, scale, scores);
+}
+
 void lm_rmsnorm(float *out, const float *x, const float *w, int m, int d, float eps) {
     for (int r = 0; r < m; r++, x += d, out += d) {
         double sum = 0.0;
@@ -64,7 +69,7 @@ void lm_rope(float *q, int n_tokens, int n_heads, int head_dim, const int32_t *p
     }
 }
 
-void lm_softmax(float *x, int n) {
+void lm_softmax_scalar(float *x, int n) {
     if (n <= 0) return;
     float max = -INFINITY;
     for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
@@ -78,10 +83,16 @@ void lm_softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
-void lm_swiglu(float *out, const float *gate, const float *up, int n) {
+void lm_swiglu_scalar(float *out, const float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) {
         const float g = gate[i];
         const float silu = g / (1.0f + expf(-g));
         out[i] = silu * up[i];
     }
+}
+
+void lm_softmax(float *x, int n) { lm_kernels_default()->softmax(x, n); }
+
+void lm_swiglu(float *out, const float *gate, const float *up, int n) {
+    lm_kernels_default()->swiglu(out, gate, up, n);
 }

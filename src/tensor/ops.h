@@ -5,6 +5,7 @@
 #ifndef LM_TENSOR_OPS_H
 #define LM_TENSOR_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/pool.h"
@@ -24,6 +25,14 @@ void lm_rmsnorm(float *out, const float *x, const float *w, int m, int d, float 
  * llama weights: theta_i = pos * base^(-2i/head_dim). */
 void lm_rope(float *q, int n_tokens, int n_heads, int head_dim,
              const int32_t *pos, float base);
+
+/* One query head's causal attention over n_keys cached positions:
+ * out[hd] = softmax(scale * K q) V, where row p of K and V is at
+ * K + p*kv_stride, V + p*kv_stride (a head's slice of a [n_ctx, kv_dim]
+ * cache). scores[n_keys] is caller scratch (left holding the weights).
+ * SIMD like lm_matmul; the result does not depend on the thread that runs it. */
+void lm_attn_head(float *out, const float *q, const float *K, const float *V, size_t kv_stride,
+                  int n_keys, int head_dim, float scale, float *scores);
 
 /* x[n] = softmax(x[n]) in place, max-subtracted. */
 void lm_softmax(float *x, int n);
