@@ -275,6 +275,22 @@ static void test_markdown_round_trip(void **state) {
     lm_diags_free(&d);
 }
 
+/* A byte-order mark and CRLF line ends are an editor's choice, not errors. */
+static void test_bom_and_crlf(void **state) {
+    (void)state;
+    const char *t = "\xef\xbb\xbf# Ann\r\n\r\n## Backstory\r\n\r\nShe was.\r\n\r\n"
+                    "## Example conversations\r\n\r\n### Hi\r\n\r\n**User:** hi\r\n**Ann:** hello\r\n";
+    lm_diags d = {0};
+    lm_character *c = lm_character_parse("bom.md", t, strlen(t), &d);
+    if (d.n) dump(&d);
+    assert_int_equal(d.n, 0);
+    assert_string_equal(c->name, "Ann");
+    assert_string_equal(c->backstory, "She was.");
+    assert_string_equal(c->examples[0].turns[1].text, "hello");
+    lm_character_free(c);
+    lm_diags_free(&d);
+}
+
 static void test_persona_prompt(void **state) {
     (void)state;
     lm_diags d = {0};
@@ -335,6 +351,7 @@ int main(void) {
         cmocka_unit_test(test_long_fields),
         cmocka_unit_test(test_crosscheck),
         cmocka_unit_test(test_markdown_round_trip),
+        cmocka_unit_test(test_bom_and_crlf),
         cmocka_unit_test(test_persona_prompt),
     };
     return cmocka_run_group_tests_name("sheet", tests, NULL, NULL);

@@ -85,6 +85,11 @@ lm_md_doc *lm_md_parse(const char *file, const char *text, size_t len, lm_diags 
                      len, LM_SHEET_FILE_MAX);
         return NULL;
     }
+    /* Editors on some systems start UTF-8 files with a byte-order mark. */
+    if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) {
+        text += 3;
+        len -= 3;
+    }
     span *lines = NULL;
     size_t nl = 0;
     for (size_t i = 0; i < len;) {
