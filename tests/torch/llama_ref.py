@@ -173,3 +173,28 @@ def to_gguf_layout(cfg, key, t):
     if len(parts) >= 2 and parts[1] in ("q", "k") and (len(parts) == 2 or parts[2] == "B"):
         t = permute_qk(t, cfg.n_heads if parts[1] == "q" else cfg.n_kv_heads)
     return t.detach().to(torch.float32).contiguous().numpy()
+
+
+def unpermute_qk(w, n_head):
+    """Inverse of permute_qk: GGUF -> HF row order."""
+    return (w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:])
+             .swapaxes(1, 2).reshape(w.shape))
+
+
+def params_from_gguf(cfg, tensors, dtype):
+    """GGUF-layout f32 arrays (name -> ndarray) -> HF-layout parameter dict."""
+    P = {}
+    for key in init_keys(cfg):
+        t = torch.from_numpy(tensors[gguf_name(key)].copy())
+        parts = key.split(".")
+        if len(parts) == 2 and parts[1] in ("q", "k"):
+            t = unpermute_qk(t, cfg.n_heads if parts[1] == "q" else cfg.n_kv_heads)
+        P[key] = t.to(dtype)
+    return P
+
+
+def init_keys(cfg):
+    keys = ["embed", "final_norm"] + ([] if cfg.tied else ["lm_head"])
+    for l in range(cfg.n_layers):
+        keys += [f"{l}.attn_norm", f"{l}.ffn_norm"] + [f"{l}.{p}" for p in PROJ]
+    return keys
