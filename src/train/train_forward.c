@@ -68,6 +68,9 @@ int lm_train_forward(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a,
     return 0;
 }
 
+/* Rows go through the LM head a chunk at a time: only masked rows (all rows
+ * when the caller wants logits), gathered into a contiguous [cn, dim] block
+ * so prompt and padding positions cost nothing. */
 int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *pool,
                   int want_grad, float *logits_out, double *loss, lm_err *err) {
     const lm_tconfig *c = &m->cfg;
@@ -80,26 +83,28 @@ int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *
     float *dhead = want_grad ? lm_tgrad(m, m->lm_head) : NULL;
     if (want_grad) memset(a->dlnf, 0, (size_t)N * D * sizeof(float));
     double total = 0;
-    for (int c0 = 0; c0 < N; c0 += a->loss_chunk) {
-        int cn = N - c0 < a->loss_chunk ? N - c0 : a->loss_chunk;
-        int any = logits_out != NULL;
-        for (int i = c0; i < c0 + cn && !any; i++) any = b->mask[i] != 0;
-        if (!any) continue;        /* no loss, no gradient, no logits wanted */
-        const float *x = a->lnf + (size_t)c0 * D;
-        lm_mm_fwd(pool, a->logits, x, m->lm_head, cn, D, V, 0);   /* [cn, V] */
-        if (logits_out) memcpy(logits_out + (size_t)c0 * V, a->logits, (size_t)cn * V * sizeof(float));
+    int next = 0;
+    for (;;) {
+        int cn = 0;
+        for (; next < N && cn < a->loss_chunk; next++)
+            if (logits_out || b->mask[next]) a->lrows[cn++] = next;
+        if (cn == 0) break;
+        for (int r = 0; r < cn; r++)
+            memcpy(a->lx + (size_t)r * D, a->lnf + (size_t)a->lrows[r] * D, (size_t)D * sizeof(float));
+        lm_mm_fwd(pool, a->logits, a->lx, m->lm_head, cn, D, V, 0);   /* [cn, V] */
         for (int r = 0; r < cn; r++) {
+            int row = a->lrows[r];
             float *z = a->logits + (size_t)r * V;
-            int on = b->mask[c0 + r] != 0;
-            if (!on) {
-                if (want_grad) memset(z, 0, (size_t)V * sizeof(float));
+            if (logits_out) memcpy(logits_out + (size_t)row * V, z, (size_t)V * sizeof(float));
+            if (!b->mask[row]) {
+                memset(z, 0, (size_t)V * sizeof(float));   /* no loss, no gradient */
                 continue;
             }
             float mx = z[0];
             for (int j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
             double sum = 0;
             for (int j = 0; j < V; j++) sum += exp((double)(z[j] - mx));
-            int tgt = b->targets[c0 + r];
+            int tgt = b->targets[row];
             double lse = mx + log(sum);
             total += lse - z[tgt];
             if (want_grad) {
@@ -109,8 +114,11 @@ int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *
             }
         }
         if (want_grad) {
-            lm_mm_bwd_x(pool, a->dlnf + (size_t)c0 * D, a->logits, m->lm_head, cn, D, V);
-            if (dhead) lm_mm_bwd_w(pool, dhead, a->logits, x, cn, D, V);
+            memset(a->ldx, 0, (size_t)cn * D * sizeof(float));
+            lm_mm_bwd_x(pool, a->ldx, a->logits, m->lm_head, cn, D, V);
+            for (int r = 0; r < cn; r++)
+                memcpy(a->dlnf + (size_t)a->lrows[r] * D, a->ldx + (size_t)r * D, (size_t)D * sizeof(float));
+            if (dhead) lm_mm_bwd_w(pool, dhead, a->logits, a->lx, cn, D, V);
         }
     }
     *loss = n_mask ? total / (double)n_mask : 0.0;

@@ -22,6 +22,8 @@ struct lm_tacts {
     /* backward scratch */
     float *dres, *dlnf, *dln, *dq, *dk, *dv, *datty, *dgate, *dup, *dhmul, *dxa, *tmp;
     float *logits;              /* [loss_chunk, n_vocab] */
+    float *lx, *ldx;            /* [loss_chunk, dim]: gathered rows of lnf and their grads */
+    int *lrows;                 /* [loss_chunk]: which rows were gathered */
     float *att_scratch;         /* [B * n_heads, 2 * T] */
     float *rope_cos, *rope_sin; /* [T, head_dim / 2] */
 };

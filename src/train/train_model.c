@@ -300,7 +300,7 @@ lm_tacts *lm_tacts_new(const lm_tmodel *m, const lm_lora *lora, int B, int T,
     wmax = wmax > D ? wmax : D;
     size_t total = (size_t)(L + 1) * n * D + (size_t)L * per_layer + n * D + n +
                    n * (2 * D + D + Q + 2 * K + Q + 3 * F + r + wmax) +
-                   (size_t)a->loss_chunk * (size_t)c->n_vocab + (size_t)B * H * 2 * (size_t)T +
+                   (size_t)a->loss_chunk * ((size_t)c->n_vocab + 2 * D) + (size_t)B * H * 2 * (size_t)T +
                    (size_t)T * (size_t)c->head_dim;
     a->n_floats = total;
     a->buf = calloc(total, sizeof(float));
@@ -310,6 +310,7 @@ lm_tacts *lm_tacts_new(const lm_tmodel *m, const lm_lora *lora, int B, int T,
     for (size_t i = 0; ok && i < sizeof lists / sizeof *lists; i++)
         ok = (*lists[i] = calloc((size_t)L + 1, sizeof(float *))) != NULL;
     if (ok && lora) ok = (a->lxa = calloc((size_t)L * LM_LORA_N, sizeof(float *))) != NULL;
+    if (ok) ok = (a->lrows = calloc((size_t)a->loss_chunk, sizeof(int))) != NULL;
     if (!ok) {
         lm_tacts_free(a);
         lm_errf(err, "out of memory for activations (%zu MB)", total * 4 >> 20);
@@ -333,6 +334,8 @@ lm_tacts *lm_tacts_new(const lm_tmodel *m, const lm_lora *lora, int B, int T,
     a->dgate = TAKE(n * F); a->dup = TAKE(n * F); a->dhmul = TAKE(n * F);
     a->dxa = TAKE(n * r); a->tmp = TAKE(n * wmax);
     a->logits = TAKE((size_t)a->loss_chunk * (size_t)c->n_vocab);
+    a->lx = TAKE((size_t)a->loss_chunk * D);
+    a->ldx = TAKE((size_t)a->loss_chunk * D);
     a->att_scratch = TAKE((size_t)B * H * 2 * (size_t)T);
     a->rope_cos = TAKE((size_t)T * (size_t)(c->head_dim / 2));
     a->rope_sin = TAKE((size_t)T * (size_t)(c->head_dim / 2));
@@ -347,6 +350,7 @@ void lm_tacts_free(lm_tacts *a) {
     float **lists[] = { a->res, a->ln1, a->rstd1, a->q, a->k, a->v, a->lse, a->atty,
                         a->res_mid, a->ln2, a->rstd2, a->gate, a->up, a->hmul, a->lxa };
     for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) free(lists[i]);
+    free(a->lrows);
     free(a);
 }
 
