@@ -341,6 +341,25 @@ static void test_persona_prompt(void **state) {
     free(p);
     lm_sheet_dir_free(s);
     lm_diags_free(&d);
+    /* Regression (found by fuzz_sheet): parts before the backstory filling
+     * the budget exactly left no room, and the cut length wrapped around. */
+    const char *t = "# Ann\n\n## Backstory\n\nShe was born in a storm. She never forgot it.\n\n## Values\n\n- courage\n";
+    lm_character *c = lm_character_parse("ann.md", t, strlen(t), &d);
+    char *story = c->backstory;
+    c->backstory = NULL;
+    lm_persona_opts plain = {0, 0, 0, NULL};
+    p = lm_persona_prompt(c, NULL, &plain, &err);
+    size_t exact = strlen(p);
+    free(p);
+    c->backstory = story;
+    plain.max_bytes = exact;
+    p = lm_persona_prompt(c, NULL, &plain, &err);
+    assert_non_null(p);
+    assert_true(strlen(p) <= exact);
+    assert_non_null(strstr(p, "courage"));
+    free(p);
+    lm_character_free(c);
+    lm_diags_free(&d);
 }
 
 int main(void) {

@@ -162,7 +162,7 @@ char *lm_persona_prompt(const lm_character *c, const lm_world *w, const lm_perso
         if (used + p->n <= max) {
             keep[order[i]] = 1;
             used += p->n;
-        } else if (order[i] == P_BACKSTORY) {
+        } else if (order[i] == P_BACKSTORY && used + 1 < max) {
             size_t cut = sentence_cut(p->s, p->n, max - used - 1);
             if (cut > 20) {
                 p->n = cut;
