@@ -292,8 +292,10 @@ void lm_check_length(const char *file, const lm_md_section *s, lm_diags *d) {
 int lm_heading_index(const char *title, const char *const *known, char *hint, size_t hintlen) {
     int best = -1;
     size_t bestd = (size_t)-1;
-    for (int i = 0; known[i]; i++) {
+    for (int i = 0; known[i]; i++)
         if (!lm_sh_casecmp(title, known[i])) return i;
+    /* Only unknown headings pay for the edit distances. */
+    for (int i = 0; known[i]; i++) {
         size_t dd = lm_sh_edit_distance(title, known[i]);
         if (dd < bestd) { bestd = dd; best = i; }
     }
