@@ -16,7 +16,6 @@
 #include "base/pool.h"
 
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,6 +38,8 @@
  * gap between two matmuls of one token, short enough not to burn a core
  * between tokens of a slow game loop. */
 #define SPIN_NS 200000
+/* How long the caller spins for the last tasks before blocking. */
+#define CALLER_SPIN_NS 50000
 
 typedef struct worker {
     lm_pool *pool;
@@ -54,9 +55,11 @@ struct lm_pool {
     _Atomic(void *) ctx;
     _Atomic int done;         /* tasks finished in the current job */
     _Atomic int sleepers;     /* workers blocked (or about to) on wake */
+    _Atomic int caller_waits; /* the caller is blocked (or about to) on done_cv */
     _Atomic int stop;
     pthread_mutex_t mu;
     pthread_cond_t wake;
+    pthread_cond_t done_cv;
 };
 
 static inline uint64_t job_gen(uint64_t w) { return w >> GEN_SHIFT; }
@@ -81,7 +84,15 @@ static void work_on(lm_pool *p, uint64_t gen, int thread) {
                                                    memory_order_acquire))
             continue;
         fn(ctx, job_next(w), job_n(w), thread);
-        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        /* The last task to finish wakes a caller that stopped spinning.
+         * done is raised before caller_waits is read and the caller does
+         * the reverse (both seq_cst), so a blocked caller is always seen. */
+        if (atomic_fetch_add(&p->done, 1) + 1 == job_n(w) && thread != 0 &&
+            atomic_load(&p->caller_waits)) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_broadcast(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
         w = atomic_load_explicit(&p->job, memory_order_acquire);
     }
 }
@@ -137,6 +148,7 @@ lm_pool *lm_pool_new(int n_threads, lm_err *err) {
     atomic_init(&p->ctx, NULL);
     atomic_init(&p->done, 0);
     atomic_init(&p->sleepers, 0);
+    atomic_init(&p->caller_waits, 0);
     atomic_init(&p->stop, 0);
     if (pthread_mutex_init(&p->mu, NULL)) {
         free(p);
@@ -144,6 +156,13 @@ lm_pool *lm_pool_new(int n_threads, lm_err *err) {
         return NULL;
     }
     if (pthread_cond_init(&p->wake, NULL)) {
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        lm_errf(err, "pool: pthread_cond_init failed");
+        return NULL;
+    }
+    if (pthread_cond_init(&p->done_cv, NULL)) {
+        pthread_cond_destroy(&p->wake);
         pthread_mutex_destroy(&p->mu);
         free(p);
         lm_errf(err, "pool: pthread_cond_init failed");
@@ -181,6 +200,7 @@ void lm_pool_free(lm_pool *p) {
         for (int i = 0; i < p->n_threads - 1; i++) pthread_join(p->workers[i].tid, NULL);
         free(p->workers);
     }
+    pthread_cond_destroy(&p->done_cv);
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->mu);
     free(p);
@@ -213,9 +233,22 @@ void lm_pool_run(lm_pool *p, lm_pool_fn fn, void *ctx, int n_tasks) {
     }
     work_on(p, gen, 0);
     /* Wait for tasks other threads claimed. They are running now, so this
-     * is short; yield if it is not (a worker preempted on a busy machine). */
+     * is usually short; if it is not (a worker preempted on a busy
+     * machine), block instead of burning the core that worker needs. */
+    uint64_t t0 = 0;
     for (unsigned i = 1; atomic_load_explicit(&p->done, memory_order_acquire) < n_tasks; i++) {
         cpu_relax();
-        if ((i & 4095) == 0) sched_yield();
+        if ((i & 255) == 0) {
+            uint64_t t = now_ns();
+            if (!t0) t0 = t;
+            else if (t - t0 > CALLER_SPIN_NS) {
+                pthread_mutex_lock(&p->mu);
+                atomic_store(&p->caller_waits, 1);
+                while (atomic_load(&p->done) < n_tasks) pthread_cond_wait(&p->done_cv, &p->mu);
+                atomic_store(&p->caller_waits, 0);
+                pthread_mutex_unlock(&p->mu);
+                break;
+            }
+        }
     }
 }
