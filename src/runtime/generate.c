@@ -1,0 +1,248 @@
+#include "runtime/generate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct lm_generator {
+    lm_model *model;
+    lm_tokenizer *tok;
+    lm_pool *pool;
+    lm_ctx *ctx;
+    float *logits;     /* [n_vocab] */
+    int32_t eos, im_end;
+    char path[256];
+};
+
+void lm_generator_free(lm_generator *g) {
+    if (!g) return;
+    free(g->logits);
+    lm_ctx_free(g->ctx);
+    lm_pool_free(g->pool);
+    lm_tokenizer_free(g->tok);
+    lm_model_free(g->model);
+    free(g);
+}
+
+lm_generator *lm_generator_open(const char *model_path, int n_ctx, int threads, lm_err *err) {
+    lm_generator *g = calloc(1, sizeof *g);
+    if (!g) return lm_errf(err, "out of memory"), NULL;
+    snprintf(g->path, sizeof g->path, "%s", model_path);
+    g->model = lm_model_load(model_path, err);
+    if (!g->model) goto fail;
+    g->tok = lm_tokenizer_load(g->model->gguf, err);
+    if (!g->tok) { lm_err_prefix(err, "%s", model_path); goto fail; }
+    if (lm_tokenizer_n_vocab(g->tok) != g->model->cfg.n_vocab) {
+        lm_errf(err, "%s: tokenizer has %d tokens but token_embd.weight has %d rows", model_path,
+                lm_tokenizer_n_vocab(g->tok), g->model->cfg.n_vocab);
+        goto fail;
+    }
+    g->pool = lm_pool_new(threads > 0 ? threads : 0, err);
+    if (!g->pool) goto fail;
+    g->ctx = lm_ctx_new(g->model, n_ctx, g->pool, err);
+    if (!g->ctx) { lm_err_prefix(err, "%s", model_path); goto fail; }
+    g->logits = malloc(sizeof(float) * (size_t)g->model->cfg.n_vocab);
+    if (!g->logits) { lm_errf(err, "out of memory"); goto fail; }
+    g->eos = lm_tokenizer_eos(g->tok);
+    g->im_end = lm_tokenizer_find(g->tok, "<|im_end|>");
+    return g;
+fail:
+    lm_generator_free(g);
+    return NULL;
+}
+
+const lm_tokenizer *lm_generator_tokenizer(const lm_generator *g) { return g->tok; }
+
+/* ---- prompt ----------------------------------------------------------- */
+
+typedef struct ibuf { int32_t *p; size_t n, cap; } ibuf;
+
+static int ibuf_tokenize(ibuf *b, const lm_tokenizer *t, const char *s, size_t len,
+                         bool special, lm_err *err) {
+    if (len == 0) return 0;
+    int32_t *ids;
+    size_t k;
+    if (lm_tokenize(t, s, len, special, &ids, &k, err)) return -1;
+    if (b->n + k > b->cap) {
+        size_t c = b->cap ? b->cap : 256;
+        while (c < b->n + k) c *= 2;
+        int32_t *q = realloc(b->p, c * sizeof *q);
+        if (!q) { free(ids); return lm_errf(err, "out of memory"); }
+        b->p = q;
+        b->cap = c;
+    }
+    memcpy(b->p + b->n, ids, k * sizeof *ids);
+    b->n += k;
+    free(ids);
+    return 0;
+}
+
+#define MARK_FMT "\x1e" "lm-content-%zu" "\x1e"
+
+int lm_generate_prompt(const lm_tokenizer *t, const lm_chat_msg *msgs, size_t n,
+                       int32_t **out, size_t *n_out, lm_err *err) {
+    *out = NULL;
+    *n_out = 0;
+    if (n == 0) return lm_errf(err, "no messages");
+    /* Render the template around markers, then tokenize template pieces with
+     * special tokens and each content as plain text, so that text in a
+     * message can never open or close a turn. */
+    lm_chat_msg *m = calloc(n, sizeof *m);
+    char (*marks)[32] = calloc(n, sizeof *marks);
+    if (!m || !marks) { free(m); free(marks); return lm_errf(err, "out of memory"); }
+    for (size_t i = 0; i < n; i++) {
+        const char *r = msgs[i].role;
+        bool ok = r && *r && msgs[i].content;
+        for (const char *c = r; ok && *c; c++)
+            ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || *c == '_' || *c == '-' ||
+                 (*c >= '0' && *c <= '9');
+        if (!ok) {
+            free(m);
+            free(marks);
+            return lm_errf(err, "message %zu: %s", i, !msgs[i].content ? "no content" :
+                           "role must be a word of letters, digits, '_' or '-'");
+        }
+        snprintf(marks[i], sizeof marks[i], MARK_FMT, i);
+        m[i].role = r;
+        m[i].content = marks[i];
+    }
+    char *s = lm_chat_render(t, m, n, true, err);
+    free(m);
+    if (!s) { free(marks); return -1; }
+    ibuf b = {0};
+    const char *pos = s;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *hit = strstr(pos, marks[i]);
+        if (!hit) { rc = lm_errf(err, "message %zu: the chat template dropped it", i); break; }
+        rc = ibuf_tokenize(&b, t, pos, (size_t)(hit - pos), true, err);
+        if (rc == 0)
+            rc = ibuf_tokenize(&b, t, msgs[i].content, strlen(msgs[i].content), false, err);
+        if (rc) lm_err_prefix(err, "message %zu", i);
+        pos = hit + strlen(marks[i]);
+    }
+    if (rc == 0) rc = ibuf_tokenize(&b, t, pos, strlen(pos), true, err);
+    free(s);
+    free(marks);
+    if (rc) { free(b.p); return -1; }
+    *out = b.p;
+    *n_out = b.n;
+    return 0;
+}
+
+/* ---- decoding --------------------------------------------------------- */
+
+typedef struct cbuf { char *p; size_t n, cap; } cbuf;
+
+static int cbuf_put(cbuf *b, const char *s, size_t k) {
+    if (b->n + k + 1 > b->cap) {
+        size_t c = b->cap ? b->cap * 2 : 256;
+        while (c < b->n + k + 1) c *= 2;
+        char *q = realloc(b->p, c);
+        if (!q) return -1;
+        b->p = q;
+        b->cap = c;
+    }
+    memcpy(b->p + b->n, s, k);
+    b->n += k;
+    b->p[b->n] = '\0';
+    return 0;
+}
+
+/* Valid UTF-8: invalid bytes become U+FFFD, an incomplete last character
+ * (cut by max_tokens) is dropped. */
+static char *utf8_clean(const char *s, size_t n) {
+    char *o = malloc(n * 3 + 1), *w = o;
+    if (!o) return NULL;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (k > 1 && i + k > n) {
+            bool prefix = true;
+            for (size_t j = i + 1; j < n; j++) prefix &= ((unsigned char)s[j] & 0xC0) == 0x80;
+            if (prefix) break;
+        }
+        bool ok = k > 0 && i + k <= n;
+        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + j] & 0xC0) == 0x80;
+        if (ok && c == 0) ok = false;   /* a NUL would end the C string early */
+        if (ok) {
+            memcpy(w, s + i, k);
+            w += k;
+            i += k;
+        } else {
+            memcpy(w, "\xEF\xBF\xBD", 3);
+            w += 3;
+            i++;
+        }
+    }
+    *w = '\0';
+    return o;
+}
+
+/* Earliest stop string found at or after `from`: its offset, or -1. */
+static long find_stop(const cbuf *b, size_t from, const lm_gen_params *p) {
+    long best = -1;
+    for (size_t i = 0; i < p->n_stop; i++) {
+        size_t k = strlen(p->stop[i]);
+        if (k == 0 || b->n < k) continue;
+        for (size_t j = from; j + k <= b->n; j++)
+            if (!memcmp(b->p + j, p->stop[i], k)) {
+                if (best < 0 || (long)j < best) best = (long)j;
+                break;
+            }
+    }
+    return best;
+}
+
+int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
+                     const lm_gen_params *p, char **reply, lm_gen_info *info, lm_err *err) {
+    *reply = NULL;
+    lm_gen_info dummy;
+    if (!info) info = &dummy;
+    memset(info, 0, sizeof *info);
+    int32_t *prompt;
+    size_t n_prompt;
+    if (lm_generate_prompt(g->tok, msgs, n, &prompt, &n_prompt, err)) return -1;
+    int n_ctx = lm_ctx_n_ctx(g->ctx);
+    if (n_prompt + 1 > (size_t)n_ctx) {
+        free(prompt);
+        return lm_errf(err, "prompt of %zu tokens does not fit the %d-token context", n_prompt, n_ctx);
+    }
+    lm_sampler *smp = lm_sampler_new(&p->sp, g->model->cfg.n_vocab, err);
+    if (!smp) { free(prompt); return -1; }
+    lm_ctx_truncate(g->ctx, 0);
+    info->n_prompt = (int)n_prompt;
+    int rc = lm_eval(g->ctx, prompt, (int)n_prompt, LM_LOGITS_LAST, g->logits, err);
+    for (size_t i = 0; rc == 0 && i < n_prompt; i++) lm_sampler_accept(smp, prompt[i]);
+    free(prompt);
+    cbuf text = {0};
+    size_t max_stop = 0;
+    for (size_t i = 0; i < p->n_stop; i++)
+        if (strlen(p->stop[i]) > max_stop) max_stop = strlen(p->stop[i]);
+    char piece[256];
+    for (int i = 0; rc == 0; i++) {
+        if (p->max_tokens > 0 && i >= p->max_tokens) { info->hit_max = true; break; }
+        int32_t tk = lm_sampler_sample(smp, g->logits);
+        if (tk == g->eos || tk == g->im_end || lm_tokenizer_is_control(g->tok, tk)) break;
+        lm_sampler_accept(smp, tk);
+        info->n_gen++;
+        int nb = lm_token_bytes(g->tok, tk, false, piece, sizeof piece);
+        if (nb > (int)sizeof piece) nb = (int)sizeof piece;
+        size_t before = text.n;
+        if (nb > 0 && cbuf_put(&text, piece, (size_t)nb)) { rc = lm_errf(err, "out of memory"); break; }
+        if (max_stop) {
+            size_t from = before >= max_stop ? before - max_stop + 1 : 0;
+            long at = find_stop(&text, from, p);
+            if (at >= 0) { text.n = (size_t)at; break; }
+        }
+        if (lm_ctx_n_past(g->ctx) >= n_ctx) { info->hit_ctx = true; break; }
+        rc = lm_eval(g->ctx, &tk, 1, LM_LOGITS_LAST, g->logits, err);
+    }
+    lm_sampler_free(smp);
+    if (rc == 0) {
+        *reply = utf8_clean(text.p ? text.p : "", text.n);
+        if (!*reply) rc = lm_errf(err, "out of memory");
+    }
+    free(text.p);
+    return rc;
+}

@@ -1,0 +1,54 @@
+/* A chat completion on our engine: model + tokenizer + context + sampler.
+ * Messages in, reply text out; decoding stops at <|im_end|> / eos (or any
+ * control token), at max_tokens, at a stop string, or when the context is
+ * full. Each call starts from an empty cache, so a reply depends only on
+ * the messages and the params (seeded sampler: reproducible).
+ *
+ * The prompt is rendered with the model's chat template, but the messages'
+ * content is tokenized apart from the template, without special-token
+ * parsing: a user writing "<|im_end|>" gets those characters, not a turn
+ * boundary. */
+#ifndef LM_RUNTIME_GENERATE_H
+#define LM_RUNTIME_GENERATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "base/pool.h"
+#include "model/llama.h"
+#include "model/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct lm_generator lm_generator;
+
+/* n_ctx <= 0: min(2048, the model's); threads <= 0: all online CPUs. */
+lm_generator *lm_generator_open(const char *model_path, int n_ctx, int threads, lm_err *err);
+void lm_generator_free(lm_generator *g);
+
+const lm_tokenizer *lm_generator_tokenizer(const lm_generator *g);
+
+typedef struct lm_gen_params {
+    lm_sampler_params sp;
+    int max_tokens;              /* <= 0: until a stop or the context ends */
+    const char *const *stop;     /* [n_stop] strings that end the reply (cut off) */
+    size_t n_stop;
+} lm_gen_params;
+
+typedef struct lm_gen_info {
+    int n_prompt, n_gen;
+    bool hit_max, hit_ctx;       /* why it stopped, if not at a stop token/string */
+} lm_gen_info;
+
+/* Tokens of the rendered prompt (template pieces with special tokens,
+ * content as plain text), ending with the generation prompt. *out malloc'd. */
+int lm_generate_prompt(const lm_tokenizer *t, const lm_chat_msg *msgs, size_t n,
+                       int32_t **out, size_t *n_out, lm_err *err);
+
+/* *reply is malloc'd UTF-8 text (a character cut by max_tokens is dropped);
+ * info may be NULL. */
+int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
+                     const lm_gen_params *p, char **reply, lm_gen_info *info, lm_err *err);
+
+#endif
