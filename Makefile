@@ -8,7 +8,7 @@ CSTD      = -std=c11 -D_GNU_SOURCE
 WARN      = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 INCLUDES  = -Isrc -Iinclude
 OPT      ?= -O2 -g
-LIBS      = -lpcre2-8 -lutf8proc -ljansson -lpng -lz -lm -lpthread
+LIBS      = -lpcre2-8 -lutf8proc -ljansson -lpng -lz -lcurl -lm -lpthread
 TEST_LIBS = -lcmocka
 
 # Sanitizer variant of everything lives in its own tree.
@@ -82,7 +82,12 @@ oracle: all
 oracle-torch: all
 	/usr/bin/python3 -m pytest -q tests/torch
 
-test: unit unit-san oracle oracle-torch
+# Integration tests: the teacher runner against a fake OpenAI-compatible server.
+.PHONY: integration
+integration: all
+	python3 -m pytest -q tests/integration
+
+test: unit unit-san oracle oracle-torch integration
 
 model:
 	scripts/fetch_model.sh
