@@ -74,6 +74,11 @@ static void test_example_loads_clean(void **state) {
         mount |= !strcmp(places->entries[i].name, "Mount Luminous");
     }
     assert_true(cathedral && mount);
+    assert_ptr_equal(lm_sheet_find(s, "orlando"), o);
+    assert_ptr_equal(lm_sheet_find(s, "orlando-marlo"), o);
+    assert_ptr_equal(lm_sheet_find(s, "Orlando Marlo"), o);
+    assert_ptr_equal(lm_sheet_find(s, "elena"), find_char(s, "Elena Solwind"));
+    assert_null(lm_sheet_find(s, "seraphina"));
     const lm_world_section *power = lm_world_section_get(s->world, "Power entities");
     assert_string_equal(power->entries[2].name, "The Order of Solar Truth");
     lm_sheet_dir_free(s);

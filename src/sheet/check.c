@@ -119,3 +119,18 @@ void lm_sheet_dir_free(lm_sheet_dir *s) {
     free(s->chars);
     free(s);
 }
+
+const lm_character *lm_sheet_find(const lm_sheet_dir *s, const char *key) {
+    for (size_t i = 0; s && key && i < s->n_chars; i++) {
+        const lm_character *c = s->chars[i];
+        const char *id = lm_meta_get(c->meta, c->n_meta, "id");
+        const char *base = strrchr(c->path, '/');
+        base = base ? base + 1 : c->path;
+        size_t bl = strlen(base) - 3, fw = c->name ? strcspn(c->name, " ") : 0;
+        if ((id && !lm_sh_casecmp(id, key)) || (strlen(key) == bl && !strncasecmp(base, key, bl)) ||
+            (c->name && !lm_sh_casecmp(c->name, key)) ||
+            (fw && strlen(key) == fw && !strncasecmp(c->name, key, fw)))
+            return c;
+    }
+    return NULL;
+}

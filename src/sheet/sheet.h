@@ -165,6 +165,9 @@ typedef struct {
 
 lm_sheet_dir *lm_sheet_dir_load(const char *dir, lm_diags *d);
 void lm_sheet_dir_free(lm_sheet_dir *s);
+/* The character whose id (front matter), file name without .md, full name
+ * or first name is key (case-insensitive); NULL if none. */
+const lm_character *lm_sheet_find(const lm_sheet_dir *s, const char *key);
 /* Checks one character against its world (NULL = none found) and the
  * names of the other characters; used by lm_sheet_dir_load. */
 void lm_character_crosscheck(const lm_character *c, const lm_world *w,
