@@ -48,7 +48,7 @@ void lm_sft_dataset_fit(lm_sft_dataset *ds, int max_len, int policy) {
                 lm_sft_example_free(e);
                 continue;
             }
-            ds->stats.truncated_tokens += e->n - max_len;
+            int cut = e->n - max_len;
             e->n = max_len;
             e->truncated = true;
             e->n_trained = count_trained(e);
@@ -57,6 +57,7 @@ void lm_sft_dataset_fit(lm_sft_dataset *ds, int max_len, int policy) {
                 lm_sft_example_free(e);
                 continue;
             }
+            ds->stats.truncated_tokens += cut;
         }
         ds->ex[kept++] = *e;
     }
