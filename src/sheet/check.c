@@ -126,7 +126,8 @@ const lm_character *lm_sheet_find(const lm_sheet_dir *s, const char *key) {
         const char *id = lm_meta_get(c->meta, c->n_meta, "id");
         const char *base = strrchr(c->path, '/');
         base = base ? base + 1 : c->path;
-        size_t bl = strlen(base) - 3, fw = c->name ? strcspn(c->name, " ") : 0;
+        size_t bl0 = strlen(base);
+        size_t bl = bl0 > 3 && !strcmp(base + bl0 - 3, ".md") ? bl0 - 3 : bl0, fw = c->name ? strcspn(c->name, " ") : 0;
         if ((id && !lm_sh_casecmp(id, key)) || (strlen(key) == bl && !strncasecmp(base, key, bl)) ||
             (c->name && !lm_sh_casecmp(c->name, key)) ||
             (fw && strlen(key) == fw && !strncasecmp(c->name, key, fw)))
