@@ -93,9 +93,11 @@ char *lm_teacher_http_body(const char *model, const lm_chat_msg *msgs, size_t n,
         if (p->top_p > 0) bad |= json_object_set_new(root, "top_p", json_real(p->top_p));
         if (p->max_tokens > 0)
             bad |= json_object_set_new(root, "max_tokens", json_integer(p->max_tokens));
-        /* JSON integers are signed 64-bit in jansson; OpenAI takes seeds as int64 too. */
+        /* JSON integers are signed 64-bit in jansson and OpenAI takes an
+         * int64 seed: the top bit of a larger seed is dropped. */
         if (p->has_seed)
-            bad |= json_object_set_new(root, "seed", json_integer((json_int_t)(p->seed >> 1)));
+            bad |= json_object_set_new(root, "seed",
+                                       json_integer((json_int_t)(p->seed & INT64_MAX)));
         if (p->n_stop) {
             json_t *st = json_array();
             bad |= !st || json_object_set_new(root, "stop", st);
