@@ -489,6 +489,44 @@ static void test_targets_parse(void **state) {
     assert_non_null(strstr(err.msg, "'qq'"));
 }
 
+static void test_lora_save_load(void **state) {
+    (void)state;
+    lm_err err = {{0}};
+    lm_tmodel *m = lm_tmodel_new_random(&tiny, 5, 0.3f, &err);
+    unsigned targets = (1u << LM_LORA_K) | (1u << LM_LORA_DOWN);
+    lm_lora *l = lm_lora_new(m, 3, 6.0f, targets, 11, &err);
+    assert_non_null(l);
+    for (size_t i = 0; i < l->n_params; i++) l->params[i] = frand();
+    char path[] = "/tmp/lm_test_lora_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(lm_lora_save(l, path, &err), 0);
+    lm_lora *r = lm_lora_load(m, path, &err);
+    if (!r) fail_msg("%s", err.msg);
+    assert_int_equal(r->rank, 3);
+    assert_int_equal(r->targets, targets);
+    assert_float_equal(r->alpha, 6.0f, 0);
+    assert_float_equal(r->scale, 2.0f, 0);
+    assert_int_equal(r->n_params, l->n_params);
+    assert_memory_equal(r->params, l->params, l->n_params * sizeof(float));
+    const lm_ttensor *t = lm_lora_find(r, "blk.1.ffn_down.weight.lora_b");
+    assert_non_null(t);
+    assert_int_equal(t->ne[0], 3);     /* [r, out] in ggml order */
+    assert_int_equal(t->ne[1], tiny.dim);
+    lm_lora_free(r);
+    /* an adapter made for another model is refused with the tensor's name */
+    lm_tconfig other = tiny;
+    other.ffn_dim = 16;
+    lm_tmodel *m2 = lm_tmodel_new_random(&other, 5, 0.3f, &err);
+    assert_null(lm_lora_load(m2, path, &err));
+    assert_non_null(strstr(err.msg, "ffn_down.weight.lora_a"));
+    lm_tmodel_free(m2);
+    unlink(path);
+    lm_lora_free(l);
+    lm_tmodel_free(m);
+}
+
 /* ---- optimizer ------------------------------------------------------- */
 
 static void test_adamw_formula(void **state) {
@@ -605,6 +643,7 @@ int main(void) {
         cmocka_unit_test(test_padding_is_inert),
         cmocka_unit_test(test_lora_zero_b_is_identity),
         cmocka_unit_test(test_targets_parse),
+        cmocka_unit_test(test_lora_save_load),
         cmocka_unit_test(test_adamw_formula),
         cmocka_unit_test(test_lr_schedules),
         cmocka_unit_test(test_gguf_roundtrip_and_errors),

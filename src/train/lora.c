@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/gguf.h"
 #include "train/train_internal.h"
 
 static const int base_index[LM_LORA_N] = {
@@ -120,4 +121,73 @@ const lm_ttensor *lm_lora_find(const lm_lora *l, const char *name) {
     for (int i = 0; i < l->n_tensors; i++)
         if (!strcmp(l->tensors[i].name, name)) return &l->tensors[i];
     return NULL;
+}
+
+int lm_lora_save(const lm_lora *l, const char *path, lm_err *err) {
+    gguf_writer *w = gguf_writer_new();
+    if (!w) return lm_errf(err, "out of memory");
+    int rc = gguf_set_str(w, "general.architecture", "llama", err) ||
+             gguf_set_str(w, "general.type", "adapter", err) ||
+             gguf_set_str(w, "adapter.type", "lora", err) ||
+             gguf_set_f32(w, "adapter.lora.alpha", l->alpha, err);
+    for (int i = 0; !rc && i < l->n_tensors; i++) {
+        const lm_ttensor *t = &l->tensors[i];
+        rc = gguf_add_tensor(w, t->name, LM_F32, 2, t->ne, l->params + t->offset,
+                             t->numel * sizeof(float), err);
+    }
+    if (!rc) rc = gguf_write(w, path, err);
+    gguf_writer_free(w);
+    return rc ? -1 : 0;
+}
+
+static lm_lora *load_from(const lm_tmodel *m, const gguf_file *f, lm_err *err) {
+    char *type = gguf_get_str(f, "adapter.type", err);
+    if (!type) return NULL;
+    int is_lora = !strcmp(type, "lora");
+    free(type);
+    if (!is_lora) { lm_errf(err, "%s: adapter.type is not 'lora'", f->path); return NULL; }
+    float alpha;
+    if (gguf_get_f32(f, "adapter.lora.alpha", &alpha, err)) return NULL;
+    unsigned targets = 0;
+    int rank = 0;
+    char nm[96];
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int t = 0; t < LM_LORA_N; t++) {
+            snprintf(nm, sizeof nm, "blk.%d.%s.weight.lora_a", l, gguf_names[t]);
+            const gguf_tensor *g = gguf_find_tensor(f, nm);
+            if (!g) continue;
+            targets |= 1u << t;
+            if (!rank) rank = (int)g->ne[1];
+        }
+    if (!targets) { lm_errf(err, "%s: no LoRA tensors for this model", f->path); return NULL; }
+    lm_lora *lo = lm_lora_new(m, rank, alpha, targets, 0, err);
+    if (!lo) { lm_err_prefix(err, "%s", f->path); return NULL; }
+    for (int i = 0; i < lo->n_tensors; i++) {
+        const lm_ttensor *t = &lo->tensors[i];
+        const gguf_tensor *g = gguf_find_tensor(f, t->name);
+        if (!g) {
+            lm_errf(err, "%s: tensor '%s' missing (every layer needs the same targets)", f->path, t->name);
+            goto fail;
+        }
+        if (g->type != LM_F32 || g->ne[0] != t->ne[0] || g->ne[1] != t->ne[1] || g->ne[2] != 1 ||
+            g->ne[3] != 1) {
+            lm_errf(err, "%s: tensor '%s' is %s [%lld, %lld], expected F32 [%lld, %lld]", f->path,
+                    t->name, lm_dtype_name((int)g->type), (long long)g->ne[0], (long long)g->ne[1],
+                    (long long)t->ne[0], (long long)t->ne[1]);
+            goto fail;
+        }
+        memcpy(lo->params + t->offset, g->data, t->numel * sizeof(float));
+    }
+    return lo;
+fail:
+    lm_lora_free(lo);
+    return NULL;
+}
+
+lm_lora *lm_lora_load(const lm_tmodel *m, const char *path, lm_err *err) {
+    gguf_file *f = gguf_open(path, err);
+    if (!f) return NULL;
+    lm_lora *l = load_from(m, f, err);
+    gguf_close(f);
+    return l;
 }

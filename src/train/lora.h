@@ -40,4 +40,12 @@ void lm_lora_free(lm_lora *l);
 void lm_lora_zero_grads(lm_lora *l);
 const lm_ttensor *lm_lora_find(const lm_lora *l, const char *name);
 
+/* llama.cpp's LoRA adapter GGUF: general.type "adapter", general.architecture
+ * "llama", adapter.type "lora", adapter.lora.alpha; F32 tensors as named
+ * above. Loading checks every tensor against the base model's shapes; the
+ * targets are the projections that have tensors, the rank is that of the
+ * first one and must be the same for all. */
+int lm_lora_save(const lm_lora *l, const char *path, lm_err *err);
+lm_lora *lm_lora_load(const lm_tmodel *m, const char *path, lm_err *err);
+
 #endif
