@@ -160,11 +160,18 @@ int lm_card_import(const char *card_path, const char *outdir, int force, char **
         lm_world_free(w1);
         w1 = NULL;
         lm_world *old = lm_world_load(wpath, &scratch);
-        for (size_t i = 0; i < c1->n_meta; i++)
-            if (!strcmp(c1->meta[i].key, "world")) {
-                free(c1->meta[i].value);
-                c1->meta[i].value = lm_sh_strdup(old && old->name ? old->name : "");
+        for (size_t i = 0; i < c1->n_meta; i++) {
+            if (strcmp(c1->meta[i].key, "world")) continue;
+            free(c1->meta[i].value);
+            if (old && old->name) {
+                c1->meta[i].value = lm_sh_strdup(old->name);
+            } else { /* a world without a name cannot be referred to */
+                free(c1->meta[i].key);
+                memmove(&c1->meta[i], &c1->meta[i + 1], (c1->n_meta - i - 1) * sizeof *c1->meta);
+                c1->n_meta--;
+                break;
             }
+        }
         lm_world_free(old);
     }
     char *md = lm_character_to_md(c1), *wmd = w1 ? lm_world_to_md(w1) : NULL;
