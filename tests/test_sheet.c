@@ -7,7 +7,11 @@
 #include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <jansson.h>
 
 #include "sheet/sheet.h"
 
@@ -367,6 +371,79 @@ static void test_persona_prompt(void **state) {
     lm_diags_free(&d);
 }
 
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Runs a command, returns its exit status and (malloc'd) stdout. */
+static int run(const char *cmd, char **out) {
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = 0, cap = 1 << 16;
+    *out = malloc(cap);
+    size_t got;
+    while ((got = fread(*out + n, 1, cap - n - 1, p)) > 0) n += got;
+    (*out)[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* `lemonpc check` as a writer sees it: the exact line format, exit status,
+ * --strict and --json. Needs the CLI (make unit sets LEMONPC_BUILD). */
+static void test_cli_check(void **state) {
+    (void)state;
+    const char *build = getenv("LEMONPC_BUILD");
+    char lemonpc[512];
+    snprintf(lemonpc, sizeof lemonpc, "%s/lemonpc", build ? build : "build");
+    if (access(lemonpc, X_OK) != 0) skip();
+    char dir[] = "/tmp/lm_check_XXXXXX", path[256], cmd[1024];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/characters", dir);
+    assert_int_equal(mkdir(path, 0777), 0);
+    snprintf(path, sizeof path, "%s/world.md", dir);
+    write_file(path, "# Luminara\n\n## Description\n\nA kingdom.\n");
+    snprintf(path, sizeof path, "%s/characters/ann.md", dir);
+    write_file(path, "---\nworld: Luminara\n---\n# Ann\n\n## Backstroy\n\nx\n\n## Backstory\n\ny\n\n"
+                     "## Example conversations\n\n### A\n\n**User:** hi\n**Ann:** hello\n");
+    char *out;
+    snprintf(cmd, sizeof cmd, "%s check %s 2>/dev/null", lemonpc, dir);
+    assert_int_equal(run(cmd, &out), 0); /* warnings only */
+    char want[512];
+    snprintf(want, sizeof want, "%s/characters/ann.md:6: warning: unknown section 'Backstroy' (hint: did you mean 'Backstory'?", dir);
+    assert_non_null(strstr(out, want));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s check %s --strict 2>/dev/null", lemonpc, dir);
+    assert_int_equal(run(cmd, &out), 1);
+    snprintf(want, sizeof want, "%s/characters/ann.md:6: error: unknown section 'Backstroy'", dir);
+    assert_non_null(strstr(out, want));
+    free(out);
+    /* Two errors in one file: both reported, exit status 1. */
+    write_file(path, "# Ann\n\n## Backstory\n\nx\n\n## Backstory\n\ny\n\n"
+                     "## Example conversations\n\n### A\n\n**User:** hi\n**Bob:** hello\n");
+    snprintf(cmd, sizeof cmd, "%s check %s --json 2>/dev/null", lemonpc, dir);
+    assert_int_equal(run(cmd, &out), 1);
+    json_error_t je;
+    json_t *arr = json_loads(out, 0, &je);
+    assert_non_null(arr);
+    int dup = 0, speaker = 0;
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o) {
+        const char *m = json_string_value(json_object_get(o, "message"));
+        int line = (int)json_integer_value(json_object_get(o, "line"));
+        dup |= line == 7 && strstr(m, "duplicate section") != NULL;
+        speaker |= line == 16 && strstr(m, "unknown speaker 'Bob'") != NULL;
+    }
+    assert_true(dup && speaker);
+    json_decref(arr);
+    free(out);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_example_loads_clean),
@@ -377,6 +454,7 @@ int main(void) {
         cmocka_unit_test(test_markdown_round_trip),
         cmocka_unit_test(test_bom_and_crlf),
         cmocka_unit_test(test_persona_prompt),
+        cmocka_unit_test(test_cli_check),
     };
     return cmocka_run_group_tests_name("sheet", tests, NULL, NULL);
 }
