@@ -12,5 +12,6 @@ int cmd_chat(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_dataset(int argc, char **argv);
 
 #endif

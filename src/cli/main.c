@@ -20,6 +20,7 @@ static const command COMMANDS[] = {
     {"check", cmd_check, "validate a world/character sheet folder"},
     {"import", cmd_import, "import a Character Card (V2/V3, JSON or PNG) as a sheet"},
     {"export", cmd_export, "export a character sheet as a Character Card V2/V3"},
+    {"dataset", cmd_dataset, "show what training will see of a JSONL chat dataset"},
 };
 
 static void usage(FILE *out) {
