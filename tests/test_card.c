@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sheet/card.h"
@@ -473,6 +474,39 @@ static void test_import_refuses_overwrite(void **state) {
     tmp_rm(&t);
 }
 
+/* The commands' exit statuses and outputs (needs the CLI: LEMONPC_BUILD). */
+static void test_cli_import_export(void **state) {
+    (void)state;
+    const char *build = getenv("LEMONPC_BUILD");
+    char lemonpc[512], cmd[1024], path[512];
+    snprintf(lemonpc, sizeof lemonpc, "%s/lemonpc", build ? build : "build");
+    if (access(lemonpc, X_OK) != 0) skip();
+    tmp t;
+    tmp_make(&t);
+    snprintf(cmd, sizeof cmd, "%s import " CARDS "bad_type.json %s/bad 2>%s/err.txt", lemonpc, t.dir, t.dir);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 1);
+    snprintf(path, sizeof path, "%s/err.txt", t.dir);
+    size_t n;
+    char *err = slurp(path, &n);
+    assert_non_null(strstr(err, "data.alternate_greetings[2]: expected a string, got an integer"));
+    free(err);
+    snprintf(path, sizeof path, "%s/bad", t.dir);
+    struct stat st;
+    assert_int_not_equal(stat(path, &st), 0);
+    snprintf(cmd, sizeof cmd, "%s import " CARDS "v2_aria.png %s/ok >/dev/null 2>&1", lemonpc, t.dir);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 0);
+    snprintf(cmd, sizeof cmd, "%s export %s/ok/characters/aria-thornwood.md %s/aria.json --v2 2>&1", lemonpc, t.dir, t.dir);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 0);
+    snprintf(path, sizeof path, "%s/aria.json", t.dir);
+    json_t *got = load_json(path), *want = png_chunk_json(CARDS "v2_aria.png", "chara");
+    expect_equal(want, got);
+    json_decref(got);
+    json_decref(want);
+    snprintf(cmd, sizeof cmd, "%s export 2>/dev/null", lemonpc);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 2);
+    tmp_rm(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_base64),
@@ -487,6 +521,7 @@ int main(void) {
         cmocka_unit_test(test_bad_cards),
         cmocka_unit_test(test_bad_json_in_memory),
         cmocka_unit_test(test_import_refuses_overwrite),
+        cmocka_unit_test(test_cli_import_export),
     };
     return cmocka_run_group_tests_name("card", tests, NULL, NULL);
 }
