@@ -138,3 +138,25 @@ def test_bad_lines_skipped_and_named(tool, model_path, tmp_path, toy):
     res = subprocess.run([str(tool("lm_sft_dump")), str(model_path), str(bad), "--strict"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "bad.jsonl:2:" in res.stderr
+
+
+def test_cli_dataset_stats(lemonpc, tool, model_path, toy):
+    path, rows = toy
+    got, _ = dump(tool, model_path, path)
+    res = subprocess.run([str(lemonpc), "dataset", "stats", str(path), "--model", str(model_path),
+                          "--no-color", "--val-frac", "0.25", "--seed", "3"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "conversations     40 (0 bad lines skipped, 0 dropped)" in out
+    assert f"tokens            {sum(len(g['tokens']) for g in got)}\n" in out
+    assert f"trained tokens    {sum(g['n_trained'] for g in got)} (" in out
+    n_assist = sum(m["role"] == "assistant" for msgs in rows.values() for m in msgs)
+    assert f"({n_assist} assistant turns, all trained)" in out
+    # The sample (line 1) shows its one assistant reply bracketed, <|im_end|> inside.
+    reply = rows[1][-1]["content"]
+    assert f"[[{reply}<|im_end|>]]" in out
+    assert out.count("[[") == 2   # the legend line and the one span
+    bad = subprocess.run([str(lemonpc), "dataset", "stats", str(path), "--model", str(model_path),
+                          "--val-frac", "1.5"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--val-frac" in bad.stderr
