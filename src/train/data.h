@@ -138,7 +138,10 @@ typedef struct lm_batcher_opts {
  *   loss_mask[t] = mask[t+1]             t < n-1, else 0
  * i.e. position t is trained when the token it predicts is an assistant
  * token. In a packed row the same holds within each segment; the last
- * position of a segment predicts nothing (its target is pad_id, mask 0). */
+ * position of a segment predicts nothing (its target is pad_id, mask 0).
+ * The trainer's lm_tbatch (train_model.h) takes these arrays as they are:
+ *   {B, T, tokens, targets, .mask = loss_mask, segments, pos}
+ * (segments may be passed when not packing too: one segment per row). */
 typedef struct lm_batch {
     int B, T;
     int32_t *tokens, *targets;
