@@ -88,7 +88,7 @@ int lm_generate_prompt(const lm_tokenizer *t, const lm_chat_msg *msgs, size_t n,
      * special tokens and each content as plain text, so that text in a
      * message can never open or close a turn. */
     lm_chat_msg *m = calloc(n, sizeof *m);
-    char (*marks)[32] = calloc(n, sizeof *marks);
+    char (*marks)[48] = calloc(n, sizeof *marks);
     if (!m || !marks) { free(m); free(marks); return lm_errf(err, "out of memory"); }
     for (size_t i = 0; i < n; i++) {
         const char *r = msgs[i].role;
