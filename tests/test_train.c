@@ -103,10 +103,12 @@ static void test_rope_inverse_and_bwd(void **state) {
     (void)state;
     enum { B = 2, T = 5, H = 3, HD = 6 };
     float cs[T * HD / 2], sn[T * HD / 2], x[B * T * H * HD], y[B * T * H * HD];
+    int32_t pos[B * T];
+    for (int n = 0; n < B * T; n++) pos[n] = n % T;
     lm_op_rope_table(cs, sn, T, HD, 10000.0f);
     fill(x, sizeof x / sizeof *x, 1.0f);
     memcpy(y, x, sizeof x);
-    lm_op_rope(y, cs, sn, B, T, H, HD, 0);
+    lm_op_rope(y, cs, sn, pos, B, T, H, HD, 0);
     /* position 0 is the identity; rotations keep every pair's norm */
     for (int i = 0; i < H * HD; i++) assert_float_equal(y[i], x[i], 0);
     for (size_t i = 0; i < sizeof x / sizeof *x; i += 2)
@@ -118,19 +120,19 @@ static void test_rope_inverse_and_bwd(void **state) {
     assert_float_equal(py[0], px[0] * cos(ang) - px[1] * sin(ang), 1e-5);
     assert_float_equal(py[1], px[0] * sin(ang) + px[1] * cos(ang), 1e-5);
     /* the inverse (= the backward, rotations being orthogonal) undoes it */
-    lm_op_rope(y, cs, sn, B, T, H, HD, 1);
+    lm_op_rope(y, cs, sn, pos, B, T, H, HD, 1);
     assert_true(rel(y, x, sizeof x / sizeof *x) < 1e-6);
 }
 
 /* ---- attention ------------------------------------------------------- */
 
 enum { AB = 2, AT = 5, AH = 4, AHK = 2, AHD = 4, AQ = AB * AT * AH * AHD, AK = AB * AT * AHK * AHD };
-typedef struct { float q[AQ], k[AK], v[AK], r[AQ]; } attn_case;
+typedef struct { float q[AQ], k[AK], v[AK], r[AQ]; int32_t start[AB * AT]; } attn_case;
 
 static double attn_loss(void *vc) {
     attn_case *c = vc;
     float out[AQ], lse[AB * AT * AH], scratch[AB * AH * 2 * AT];
-    lm_op_attn_fwd(NULL, out, lse, c->q, c->k, c->v, AB, AT, AH, AHK, AHD, scratch);
+    lm_op_attn_fwd(NULL, out, lse, c->q, c->k, c->v, c->start, AB, AT, AH, AHK, AHD, scratch);
     return dotd(out, c->r, AQ);
 }
 
@@ -138,14 +140,21 @@ static void test_attention_bwd(void **state) {
     (void)state;
     attn_case c;
     fill(c.q, AQ, 1.0f); fill(c.k, AK, 1.0f); fill(c.v, AK, 1.0f); fill(c.r, AQ, 1.0f);
+    /* row 0: one sequence; row 1: segments [0, 2) and [2, 5) packed */
+    for (int t = 0; t < AT; t++) { c.start[t] = 0; c.start[AT + t] = t < 2 ? 0 : 2; }
     float out[AQ], lse[AB * AT * AH], scratch[AB * AH * 2 * AT];
     float dq[AQ], dk[AK], dv[AK], fq[AQ], fk[AK], fv[AK];
-    lm_op_attn_fwd(NULL, out, lse, c.q, c.k, c.v, AB, AT, AH, AHK, AHD, scratch);
+    lm_op_attn_fwd(NULL, out, lse, c.q, c.k, c.v, c.start, AB, AT, AH, AHK, AHD, scratch);
     /* position 0 attends only to itself: its output is its own v */
     for (int hh = 0; hh < AH; hh++)
         for (int i = 0; i < AHD; i++)
             assert_float_equal(out[hh * AHD + i], c.v[(hh / (AH / AHK)) * AHD + i], 1e-6);
-    lm_op_attn_bwd(NULL, dq, dk, dv, c.r, out, lse, c.q, c.k, c.v, AB, AT, AH, AHK, AHD, scratch);
+    /* ... and so does the first position of a packed segment */
+    for (int hh = 0; hh < AH; hh++)
+        for (int i = 0; i < AHD; i++)
+            assert_float_equal(out[((size_t)AT + 2) * AH * AHD + hh * AHD + i],
+                               c.v[((size_t)AT + 2) * AHK * AHD + (hh / (AH / AHK)) * AHD + i], 1e-6);
+    lm_op_attn_bwd(NULL, dq, dk, dv, c.r, out, lse, c.q, c.k, c.v, c.start, AB, AT, AH, AHK, AHD, scratch);
     fd_grad(c.q, AQ, 1e-2f, attn_loss, &c, fq);
     fd_grad(c.k, AK, 1e-2f, attn_loss, &c, fk);
     fd_grad(c.v, AK, 1e-2f, attn_loss, &c, fv);
@@ -260,7 +269,7 @@ static void mc_init(model_case *c, int tied, int rank, int chunk) {
         c->targets[i] = (int32_t)((i * 5 + 3) % 11);
         c->mask[i] = (uint8_t)(i % 5 != 0 && i != 9); /* row 1 ends in padding */
     }
-    c->b = (lm_tbatch){ MB, MT, c->tokens, c->targets, c->mask };
+    c->b = (lm_tbatch){ .B = MB, .T = MT, .tokens = c->tokens, .targets = c->targets, .mask = c->mask };
 }
 
 static void mc_free(model_case *c) {
@@ -438,6 +447,69 @@ static void test_padding_is_inert(void **state) {
     mc_free(&d);
 }
 
+/* Two sequences packed into one row (segments, positions restarting at 0)
+ * give the same logits, loss and gradients as the same sequences in rows
+ * of their own. */
+static void test_packing_equals_separate_rows(void **state) {
+    (void)state;
+    enum { LA = 4, LB = 3, T = LA + LB + 1 };
+    lm_err err = {{0}};
+    lm_tmodel *m1 = lm_tmodel_new_random(&tiny, 21, 0.5f, &err);
+    lm_tmodel *m2 = lm_tmodel_new_random(&tiny, 21, 0.5f, &err);
+    assert_int_equal(lm_tmodel_alloc_grads(m1, &err) | lm_tmodel_alloc_grads(m2, &err), 0);
+    int32_t sa[LA] = { 3, 1, 4, 1 }, sb[LB] = { 5, 9, 2 };
+    /* packed: [a0 a1 a2 a3 b0 b1 b2 pad] */
+    int32_t ptok[T], ptgt[T], pseg[T], ppos[T];
+    uint8_t pmask[T];
+    for (int t = 0; t < T; t++) {
+        int in_a = t < LA, in_b = !in_a && t < LA + LB;
+        int i = in_a ? t : t - LA;
+        ptok[t] = in_a ? sa[i] : in_b ? sb[i] : 2;
+        ptgt[t] = in_a ? (i + 1 < LA ? sa[i + 1] : 2) : in_b ? (i + 1 < LB ? sb[i + 1] : 2) : 2;
+        pmask[t] = (uint8_t)((in_a || in_b) && t != 0);
+        pseg[t] = in_a ? 1 : in_b ? 2 : 0;
+        ppos[t] = in_a || in_b ? i : 0;
+    }
+    /* separate: row 0 = a + pad, row 1 = b + pad */
+    int32_t stok[2 * T], stgt[2 * T];
+    uint8_t smask[2 * T];
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < T; t++) {
+            int src = r == 0 ? t : LA + t, real = r == 0 ? t < LA : t < LB;
+            stok[r * T + t] = real ? ptok[src] : 2;
+            stgt[r * T + t] = real ? ptgt[src] : 2;
+            smask[r * T + t] = real ? pmask[src] : 0;
+        }
+    lm_tbatch pb = { 1, T, ptok, ptgt, pmask, pseg, ppos };
+    lm_tbatch sbt = { 2, T, stok, stgt, smask, NULL, NULL };
+    lm_tacts *pa = lm_tacts_new(m1, NULL, 1, T, 3, &err), *sa_ = lm_tacts_new(m2, NULL, 2, T, 3, &err);
+    float pl[T * 11], sl[2 * T * 11];
+    double lp, ls;
+    assert_int_equal(lm_train_forward(m1, NULL, pa, &pb, NULL, &err), 0);
+    assert_int_equal(lm_train_loss(m1, pa, &pb, NULL, 0, pl, &lp, &err), 0);
+    assert_int_equal(lm_train_forward(m2, NULL, sa_, &sbt, NULL, &err), 0);
+    assert_int_equal(lm_train_loss(m2, sa_, &sbt, NULL, 0, sl, &ls, &err), 0);
+    assert_true(rel(pl, sl, LA * 11) < 1e-6);                         /* sequence a */
+    assert_true(rel(pl + LA * 11, sl + T * 11, LB * 11) < 1e-6);      /* sequence b */
+    assert_float_equal(lp, ls, 1e-6 * ls);
+    assert_int_equal(lm_train_grad(m1, NULL, pa, &pb, NULL, &lp, &err), 0);
+    assert_int_equal(lm_train_grad(m2, NULL, sa_, &sbt, NULL, &ls, &err), 0);
+    assert_true(rel(m1->grads, m2->grads, m1->n_params) < 1e-5);
+    /* without the segments, b would see a: the check above is not vacuous */
+    lm_tbatch nb = { 1, T, ptok, ptgt, pmask, NULL, ppos };
+    assert_int_equal(lm_train_forward(m1, NULL, pa, &nb, NULL, &err), 0);
+    assert_int_equal(lm_train_loss(m1, pa, &nb, NULL, 0, pl, &lp, &err), 0);
+    assert_true(rel(pl + LA * 11, sl + T * 11, LB * 11) > 1e-3);
+    /* positions outside the row are refused */
+    ppos[1] = T;
+    assert_int_equal(lm_train_forward(m1, NULL, pa, &pb, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "RoPE position"));
+    lm_tacts_free(pa);
+    lm_tacts_free(sa_);
+    lm_tmodel_free(m1);
+    lm_tmodel_free(m2);
+}
+
 static void test_lora_zero_b_is_identity(void **state) {
     (void)state;
     model_case base, ad;
@@ -608,11 +680,11 @@ static void test_gguf_roundtrip_and_errors(void **state) {
     lm_tacts *a = lm_tacts_new(m, NULL, 1, 3, 0, &err);
     int32_t tok[3] = { 1, 11, 2 }, tgt[3] = { 1, 2, 3 };
     uint8_t mask[3] = { 1, 1, 1 };
-    lm_tbatch b = { 1, 3, tok, tgt, mask };
+    lm_tbatch b = { .B = 1, .T = 3, .tokens = tok, .targets = tgt, .mask = mask };
     assert_int_equal(lm_train_forward(m, NULL, a, &b, NULL, &err), -1);
     assert_non_null(strstr(err.msg, "position 1"));
     /* a batch of another shape than the activations */
-    lm_tbatch b2 = { 1, 2, tok, tgt, mask };
+    lm_tbatch b2 = { .B = 1, .T = 2, .tokens = tok, .targets = tgt, .mask = mask };
     assert_int_equal(lm_train_forward(m, NULL, a, &b2, NULL, &err), -1);
     lm_tacts_free(a);
     /* bad LoRA rank */
@@ -641,6 +713,7 @@ int main(void) {
         cmocka_unit_test(test_threads_bitwise_equal),
         cmocka_unit_test(test_mask_by_position),
         cmocka_unit_test(test_padding_is_inert),
+        cmocka_unit_test(test_packing_equals_separate_rows),
         cmocka_unit_test(test_lora_zero_b_is_identity),
         cmocka_unit_test(test_targets_parse),
         cmocka_unit_test(test_lora_save_load),

@@ -55,9 +55,9 @@ int lm_train_backward(lm_tmodel *m, lm_lora *lora, lm_tacts *a, const lm_tbatch 
         memset(a->datty, 0, (size_t)N * Q * sizeof(float));
         linear_bwd(pool, m, lora, a, l, LM_LORA_O, a->datty, a->dres, a->atty[l], Q, D);
         lm_op_attn_bwd(pool, a->dq, a->dk, a->dv, a->datty, a->atty[l], a->lse[l], a->q[l],
-                       a->k[l], a->v[l], a->B, a->T, H, Hkv, hd, a->att_scratch);
-        lm_op_rope(a->dq, a->rope_cos, a->rope_sin, a->B, a->T, H, hd, 1);
-        lm_op_rope(a->dk, a->rope_cos, a->rope_sin, a->B, a->T, Hkv, hd, 1);
+                       a->k[l], a->v[l], a->tstart, a->B, a->T, H, Hkv, hd, a->att_scratch);
+        lm_op_rope(a->dq, a->rope_cos, a->rope_sin, a->tpos, a->B, a->T, H, hd, 1);
+        lm_op_rope(a->dk, a->rope_cos, a->rope_sin, a->tpos, a->B, a->T, Hkv, hd, 1);
         memset(a->dln, 0, nD * sizeof(float));
         linear_bwd(pool, m, lora, a, l, LM_LORA_Q, a->dln, a->dq, a->ln1[l], D, Q);
         linear_bwd(pool, m, lora, a, l, LM_LORA_K, a->dln, a->dk, a->ln1[l], D, K);

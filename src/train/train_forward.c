@@ -26,12 +26,28 @@ static int check_batch(const lm_tmodel *m, const lm_tacts *a, const lm_tbatch *b
         if (b->tokens[i] < 0 || b->tokens[i] >= m->cfg.n_vocab)
             return lm_errf(err, "batch row %d position %d: token id %d outside vocab 0..%d",
                            i / b->T, i % b->T, b->tokens[i], m->cfg.n_vocab - 1);
+        if (b->pos && (b->pos[i] < 0 || b->pos[i] >= b->T))
+            return lm_errf(err, "batch row %d position %d: RoPE position %d outside 0..%d",
+                           i / b->T, i % b->T, b->pos[i], b->T - 1);
         if (b->targets && b->mask && b->mask[i] &&
             (b->targets[i] < 0 || b->targets[i] >= m->cfg.n_vocab))
             return lm_errf(err, "batch row %d position %d: target id %d outside vocab 0..%d",
                            i / b->T, i % b->T, b->targets[i], m->cfg.n_vocab - 1);
     }
     return 0;
+}
+
+/* Segment starts and RoPE positions for every row position. */
+static void layout(lm_tacts *a, const lm_tbatch *b) {
+    for (int r = 0; r < b->B; r++) {
+        int st = 0;
+        for (int t = 0; t < b->T; t++) {
+            size_t n = (size_t)r * b->T + t;
+            if (b->segments && t > 0 && b->segments[n] != b->segments[n - 1]) st = t;
+            a->tstart[n] = st;
+            a->tpos[n] = b->pos ? b->pos[n] : t - st;
+        }
+    }
 }
 
 int lm_train_forward(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a,
@@ -42,6 +58,7 @@ int lm_train_forward(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a,
         return lm_errf(err, "activations sized for LoRA rank %d, adapter has %d", a->rank, lora->rank);
     int N = a->N, D = c->dim, H = c->n_heads, Hkv = c->n_kv_heads, hd = c->head_dim;
     int Q = H * hd, K = Hkv * hd, F = c->ffn_dim;
+    layout(a, b);
     for (int i = 0; i < N; i++)
         memcpy(a->res[0] + (size_t)i * D, m->tok_embd + (size_t)b->tokens[i] * D, (size_t)D * sizeof(float));
     for (int l = 0; l < c->n_layers; l++) {
@@ -51,9 +68,9 @@ int lm_train_forward(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a,
         linear_fwd(pool, a, lora, l, LM_LORA_Q, a->q[l], a->ln1[l], w[LM_TW_Q], D, Q, 0);
         linear_fwd(pool, a, lora, l, LM_LORA_K, a->k[l], a->ln1[l], w[LM_TW_K], D, K, 0);
         linear_fwd(pool, a, lora, l, LM_LORA_V, a->v[l], a->ln1[l], w[LM_TW_V], D, K, 0);
-        lm_op_rope(a->q[l], a->rope_cos, a->rope_sin, a->B, a->T, H, hd, 0);
-        lm_op_rope(a->k[l], a->rope_cos, a->rope_sin, a->B, a->T, Hkv, hd, 0);
-        lm_op_attn_fwd(pool, a->atty[l], a->lse[l], a->q[l], a->k[l], a->v[l],
+        lm_op_rope(a->q[l], a->rope_cos, a->rope_sin, a->tpos, a->B, a->T, H, hd, 0);
+        lm_op_rope(a->k[l], a->rope_cos, a->rope_sin, a->tpos, a->B, a->T, Hkv, hd, 0);
+        lm_op_attn_fwd(pool, a->atty[l], a->lse[l], a->q[l], a->k[l], a->v[l], a->tstart,
                        a->B, a->T, H, Hkv, hd, a->att_scratch);
         memcpy(a->res_mid[l], x, (size_t)N * D * sizeof(float));
         linear_fwd(pool, a, lora, l, LM_LORA_O, a->res_mid[l], a->atty[l], w[LM_TW_O], Q, D, 1);

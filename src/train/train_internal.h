@@ -26,6 +26,7 @@ struct lm_tacts {
     int *lrows;                 /* [loss_chunk]: which rows were gathered */
     float *att_scratch;         /* [B * n_heads, 2 * T] */
     float *rope_cos, *rope_sin; /* [T, head_dim / 2] */
+    int32_t *tpos, *tstart;     /* [N]: RoPE position; first attended position in the row */
 };
 
 /* out[n, o] (+)= sum_i x[n, i] * w[o, i]   -- y = x W^T */

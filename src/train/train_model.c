@@ -311,6 +311,8 @@ lm_tacts *lm_tacts_new(const lm_tmodel *m, const lm_lora *lora, int B, int T,
         ok = (*lists[i] = calloc((size_t)L + 1, sizeof(float *))) != NULL;
     if (ok && lora) ok = (a->lxa = calloc((size_t)L * LM_LORA_N, sizeof(float *))) != NULL;
     if (ok) ok = (a->lrows = calloc((size_t)a->loss_chunk, sizeof(int))) != NULL;
+    if (ok) ok = (a->tpos = calloc(n, sizeof(int32_t))) != NULL;
+    if (ok) ok = (a->tstart = calloc(n, sizeof(int32_t))) != NULL;
     if (!ok) {
         lm_tacts_free(a);
         lm_errf(err, "out of memory for activations (%zu MB)", total * 4 >> 20);
@@ -351,6 +353,8 @@ void lm_tacts_free(lm_tacts *a) {
                         a->res_mid, a->ln2, a->rstd2, a->gate, a->up, a->hmul, a->lxa };
     for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) free(lists[i]);
     free(a->lrows);
+    free(a->tpos);
+    free(a->tstart);
     free(a);
 }
 

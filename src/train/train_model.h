@@ -8,11 +8,12 @@
  * pos * base^(-2i/head_dim) -- the same function as HF's rotate-half on the
  * un-permuted weights.
  *
- * Batches are B sequences of T tokens, right-padded. Causal attention means
- * a padding position can never influence an earlier real one, so padding
- * needs no attention mask: it only has to be excluded from the loss, which
- * the per-position mask does. Packing several conversations into one row is
- * not supported (it would need document-boundary masks). */
+ * Batches are B rows of T tokens. A row holds one right-padded sequence:
+ * causal attention means a padding position can never influence an earlier
+ * real one, so padding needs no attention mask, only exclusion from the
+ * loss, which the per-position mask does. Or a row packs several sequences
+ * (segments): then each position attends only inside its own segment, and
+ * RoPE uses the position inside the segment. */
 #ifndef LM_TRAIN_MODEL_H
 #define LM_TRAIN_MODEL_H
 
@@ -78,6 +79,13 @@ typedef struct lm_tbatch {
     const int32_t *tokens;  /* [B*T] inputs */
     const int32_t *targets; /* [B*T] next tokens (the caller shifts) */
     const uint8_t *mask;    /* [B*T] 1: position counts in the loss */
+    /* Packing (both optional): segments [B*T] ids, equal and contiguous
+     * within a sequence (any value on padding); pos [B*T] RoPE positions.
+     * segments NULL: one sequence per row. pos NULL: the position inside
+     * the segment (t when unpacked). The same batch must be passed to
+     * forward, loss and backward. */
+    const int32_t *segments;
+    const int32_t *pos;
 } lm_tbatch;
 
 struct lm_lora;

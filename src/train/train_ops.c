@@ -48,20 +48,21 @@ void lm_op_rope_table(float *cos_t, float *sin_t, int T, int hd, float base) {
     }
 }
 
-void lm_op_rope(float *x, const float *cos_t, const float *sin_t, int B, int T,
-                int n_heads, int hd, int inverse) {
+void lm_op_rope(float *x, const float *cos_t, const float *sin_t, const int32_t *pos,
+                int B, int T, int n_heads, int hd, int inverse) {
     int half = hd / 2;
     float sgn = inverse ? -1.0f : 1.0f;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
-            const float *c = cos_t + (size_t)t * half, *s = sin_t + (size_t)t * half;
+            size_t p = (size_t)pos[(size_t)b * T + t];
+            const float *c = cos_t + p * half, *s = sin_t + p * half;
             float *row = x + ((size_t)b * T + t) * (size_t)n_heads * hd;
             for (int h = 0; h < n_heads; h++) {
-                float *p = row + (size_t)h * hd;
+                float *e = row + (size_t)h * hd;
                 for (int i = 0; i < half; i++) {
-                    float x0 = p[2 * i], x1 = p[2 * i + 1], si = sgn * s[i];
-                    p[2 * i] = x0 * c[i] - x1 * si;
-                    p[2 * i + 1] = x0 * si + x1 * c[i];
+                    float x0 = e[2 * i], x1 = e[2 * i + 1], si = sgn * s[i];
+                    e[2 * i] = x0 * c[i] - x1 * si;
+                    e[2 * i + 1] = x0 * si + x1 * c[i];
                 }
             }
         }
@@ -70,6 +71,7 @@ void lm_op_rope(float *x, const float *cos_t, const float *sin_t, int B, int T,
 typedef struct attn_ctx {
     float *out, *lse, *dq, *dk, *dv;
     const float *dout, *cout, *q, *k, *v, *clse;
+    const int32_t *start;
     int B, T, H, Hkv, hd;
     float *scratch;
 } attn_ctx;
@@ -84,17 +86,18 @@ static void attn_fwd_task(void *vctx, int task, int n_tasks, int thread) {
     for (int t = 0; t < T; t++) {
         size_t nt = (size_t)b * T + t;
         const float *qt = c->q + nt * qs + (size_t)h * hd;
+        int s0 = c->start[nt];
         float mx = -INFINITY;
-        for (int s = 0; s <= t; s++) {
+        for (int s = s0; s <= t; s++) {
             p[s] = lm_dot(qt, c->k + ((size_t)b * T + s) * ks + (size_t)g * hd, hd) * scale;
             if (p[s] > mx) mx = p[s];
         }
         double sum = 0;
-        for (int s = 0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
+        for (int s = s0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
         float inv = (float)(1.0 / sum);
         float *o = c->out + nt * qs + (size_t)h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
-        for (int s = 0; s <= t; s++) {
+        for (int s = s0; s <= t; s++) {
             const float *vs = c->v + ((size_t)b * T + s) * ks + (size_t)g * hd;
             float w = p[s] * inv;
             for (int i = 0; i < hd; i++) o[i] += w * vs[i];
@@ -104,8 +107,9 @@ static void attn_fwd_task(void *vctx, int task, int n_tasks, int thread) {
 }
 
 void lm_op_attn_fwd(lm_pool *pool, float *out, float *lse, const float *q, const float *k,
-                    const float *v, int B, int T, int H, int Hkv, int hd, float *scratch) {
-    attn_ctx c = { .out = out, .lse = lse, .q = q, .k = k, .v = v, .B = B, .T = T,
+                    const float *v, const int32_t *start, int B, int T, int H, int Hkv, int hd,
+                    float *scratch) {
+    attn_ctx c = { .out = out, .lse = lse, .q = q, .k = k, .v = v, .start = start, .B = B, .T = T,
                    .H = H, .Hkv = Hkv, .hd = hd, .scratch = scratch };
     lm_pool_run(pool, attn_fwd_task, &c, B * H);
 }
@@ -132,7 +136,7 @@ static void attn_bwd_task(void *vctx, int task, int n_tasks, int thread) {
             float D = lm_dot(dot, c->cout + nt * qs + (size_t)h * hd, hd);
             float *dqt = c->dq + nt * qs + (size_t)h * hd;
             memset(dqt, 0, (size_t)hd * sizeof(float));
-            for (int s = 0; s <= t; s++) {
+            for (int s = c->start[nt]; s <= t; s++) {
                 size_t ns = (size_t)b * T + s;
                 const float *ksv = c->k + ns * ks + (size_t)g * hd;
                 const float *vs = c->v + ns * ks + (size_t)g * hd;
@@ -152,9 +156,10 @@ static void attn_bwd_task(void *vctx, int task, int n_tasks, int thread) {
 
 void lm_op_attn_bwd(lm_pool *pool, float *dq, float *dk, float *dv, const float *dout,
                     const float *out, const float *lse, const float *q, const float *k,
-                    const float *v, int B, int T, int H, int Hkv, int hd, float *scratch) {
+                    const float *v, const int32_t *start, int B, int T, int H, int Hkv, int hd,
+                    float *scratch) {
     attn_ctx c = { .dq = dq, .dk = dk, .dv = dv, .dout = dout, .cout = out, .clse = lse,
-                   .q = q, .k = k, .v = v, .B = B, .T = T, .H = H, .Hkv = Hkv, .hd = hd,
+                   .q = q, .k = k, .v = v, .start = start, .B = B, .T = T, .H = H, .Hkv = Hkv, .hd = hd,
                    .scratch = scratch };
     lm_pool_run(pool, attn_bwd_task, &c, B * Hkv);
 }

@@ -5,6 +5,7 @@
 #define LM_TRAIN_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/pool.h"
 
@@ -18,21 +19,26 @@ void lm_op_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
 /* cos/sin tables [T, hd/2]: angle(t, i) = t * base^(-2i/hd), in double. */
 void lm_op_rope_table(float *cos_t, float *sin_t, int T, int hd, float base);
 /* In place on x [B*T, n_heads*hd], rotating adjacent pairs (2i, 2i+1) of each
- * head by angle(t, i) where t is the position inside its sequence. inverse
+ * head by angle(pos[n], i); pos [B*T] holds positions in [0, T). inverse
  * rotates back, which is also the backward of the forward rotation. */
-void lm_op_rope(float *x, const float *cos_t, const float *sin_t, int B, int T,
-                int n_heads, int hd, int inverse);
+void lm_op_rope(float *x, const float *cos_t, const float *sin_t, const int32_t *pos,
+                int B, int T, int n_heads, int hd, int inverse);
 
 /* Causal grouped-query attention, scale 1/sqrt(hd). q [B*T, H*hd],
  * k, v [B*T, Hkv*hd] -> out [B*T, H*hd], lse [B*T, H] (log-sum-exp of each
  * score row, so backward recomputes probabilities instead of storing
- * [B, H, T, T]). scratch: B*H*2*T floats. */
+ * [B, H, T, T]). Position t of a row attends to positions start[t]..t of
+ * the same row (start [B*T], row-relative: 0 for one sequence per row, the
+ * first position of t's segment when rows are packed). scratch: B*H*2*T
+ * floats. */
 void lm_op_attn_fwd(lm_pool *pool, float *out, float *lse, const float *q, const float *k,
-                    const float *v, int B, int T, int H, int Hkv, int hd, float *scratch);
+                    const float *v, const int32_t *start, int B, int T, int H, int Hkv, int hd,
+                    float *scratch);
 /* Writes dq, dk, dv (no accumulation). */
 void lm_op_attn_bwd(lm_pool *pool, float *dq, float *dk, float *dv, const float *dout,
                     const float *out, const float *lse, const float *q, const float *k,
-                    const float *v, int B, int T, int H, int Hkv, int hd, float *scratch);
+                    const float *v, const int32_t *start, int B, int T, int H, int Hkv, int hd,
+                    float *scratch);
 
 /* h = silu(gate) * up, elementwise over n. */
 void lm_op_swiglu_fwd(float *h, const float *gate, const float *up, size_t n);

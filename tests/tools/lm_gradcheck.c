@@ -24,8 +24,8 @@
 typedef struct ref_data {
     gguf_file *f;
     lm_tbatch batch;
-    int32_t *tokens, *targets, *lens;
-    uint8_t *mask;
+    int32_t *tokens, *targets, *lens, *segments, *pos;
+    uint8_t *mask, *valid;  /* valid: rows whose logits the reference computed */
     int rank, steps;
     float alpha, lr, wd, clip;
     double loss, lora_loss, *adamw, *lora_adamw;
@@ -93,13 +93,30 @@ static int load_ref(ref_data *r, const char *path, lm_err *err) {
         r->adamw[s] = gguf_arr_get_f64(aw, (uint64_t)s);
         r->lora_adamw[s] = gguf_arr_get_f64(lw, (uint64_t)s);
     }
-    r->batch = (lm_tbatch){ (int)B, (int)T, r->tokens, r->targets, r->mask };
+    /* packed rows (optional): segment ids, RoPE positions, and which
+     * positions hold real tokens (else: the first lens[b] of each row) */
+    r->valid = calloc(N, 1);
+    if (!r->valid) return lm_errf(err, "out of memory");
+    const gguf_kv *sg = gguf_find_kv(r->f, "gc.segments"), *ps = gguf_find_kv(r->f, "gc.pos");
+    const gguf_kv *vd = gguf_find_kv(r->f, "gc.valid");
+    if ((sg && sg->arr_n != N) || (ps && ps->arr_n != N) || (vd && vd->arr_n != N))
+        return lm_errf(err, "%s: gc.segments/gc.pos/gc.valid must have %zu elements", path, N);
+    if (sg && !(r->segments = calloc(N, sizeof(int32_t)))) return lm_errf(err, "out of memory");
+    if (ps && !(r->pos = calloc(N, sizeof(int32_t)))) return lm_errf(err, "out of memory");
+    for (size_t i = 0; i < N; i++) {
+        if (sg) r->segments[i] = (int32_t)gguf_arr_get_i64(sg, i);
+        if (ps) r->pos[i] = (int32_t)gguf_arr_get_i64(ps, i);
+        r->valid[i] = vd ? (uint8_t)gguf_arr_get_i64(vd, i) : (uint8_t)((int)(i % T) < r->lens[i / T]);
+    }
+    r->batch = (lm_tbatch){ .B = (int)B, .T = (int)T, .tokens = r->tokens, .targets = r->targets,
+                            .mask = r->mask, .segments = r->segments, .pos = r->pos };
     return 0;
 }
 
 static void free_ref(ref_data *r) {
     gguf_close(r->f);
     free(r->tokens); free(r->targets); free(r->mask); free(r->lens);
+    free(r->segments); free(r->pos); free(r->valid);
     free(r->adamw); free(r->lora_adamw);
 }
 
@@ -139,14 +156,15 @@ static int compare_logits(const ref_data *r, const char *name, const float *ours
         return lm_errf(err, "%s: reference tensor '%s' missing or mis-sized", r->f->path, name);
     const float *ref = g->data;
     double md = 0, mr = 0;
-    for (int b = 0; b < r->batch.B; b++)
-        for (int t = 0; t < r->lens[b] && t < r->batch.T; t++)   /* padding rows are not compared */
-            for (int j = 0; j < V; j++) {
-                size_t i = ((size_t)b * r->batch.T + t) * V + j;
+    for (size_t n = 0; n < N; n++) {
+        if (!r->valid[n]) continue;   /* padding rows are not compared */
+        for (int j = 0; j < V; j++) {
+                size_t i = n * V + j;
                 double d = fabs((double)ours[i] - ref[i]);
                 if (!(d <= md)) md = d;
                 if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
-            }
+        }
+    }
     row("logits", name, mr > 0 ? md / mr : md, TOL_LOGITS);
     return 0;
 }

@@ -96,7 +96,7 @@ int main(int argc, char **argv) {
         tgt[i] = i + 1 < T ? tok[i + 1] : 0;
         mask[i] = i + 1 < T;
     }
-    lm_tbatch b = { 1, T, tok, tgt, mask };
+    lm_tbatch b = { .B = 1, .T = T, .tokens = tok, .targets = tgt, .mask = mask };
     double loss;
     int V = 0;
     if (!(a = lm_tacts_new(m, lora, 1, T, 0, &err))) goto done;

@@ -24,34 +24,38 @@ LR, WD, CLIP = 1e-3, 0.1, 1.0
 RANK, ALPHA = 4, 8.0
 
 
-def make_batch(cfg, gen):
-    B, T = 3, 12
+def make_batch(cfg, gen, packed=False):
+    """Three sequences of 12, 9 and 5 tokens, right-padded one per row, or
+    packed two rows of 16: [seq0, pad x4], [seq1, seq2, pad x2]. Returns
+    (tokens, targets, mask, spans, packed); spans are (row, start, length)."""
     lens = [12, 9, 5]
     starts = [3, 2, 0]            # first position whose target is trained
+    if packed:
+        B, T, spans = 2, 16, [(0, 0, 12), (1, 0, 9), (1, 9, 5)]
+    else:
+        B, T, spans = 3, 12, [(b, 0, n) for b, n in enumerate(lens)]
     tokens = torch.full((B, T), 2, dtype=torch.long)   # pad == eos, as in SmolLM2
     targets = torch.full((B, T), 2, dtype=torch.long)
     mask = torch.zeros(B, T, dtype=torch.uint8)
-    for b in range(B):
-        n = lens[b]
+    for (b, s, n), st in zip(spans, starts):
         seq = torch.randint(3, cfg.vocab, (n,), generator=gen)
-        tokens[b, :n] = seq
-        targets[b, :n - 1] = seq[1:]
-        targets[b, n - 1] = 2     # the turn's end token is trained, by position
-        mask[b, starts[b]:n] = 1
-    return tokens, targets, mask, lens
+        tokens[b, s:s + n] = seq
+        targets[b, s:s + n - 1] = seq[1:]
+        targets[b, s + n - 1] = 2  # the turn's end token is trained, by position
+        mask[b, s + st:s + n] = 1
+    return tokens, targets, mask, spans, packed
 
 
-def ref_loss(cfg, P, tokens, targets, mask, lens, lora=None, scale=0.0):
-    """Per-sequence forward at true length; returns (loss, logits [B,T,V])."""
+def ref_loss(cfg, P, tokens, targets, mask, spans, packed, lora=None, scale=0.0):
+    """Each sequence alone at its true length; returns (loss, logits [B,T,V])."""
     B, T = tokens.shape
     logits = torch.zeros(B, T, cfg.vocab, dtype=torch.float64)
     nll, count = 0.0, int(mask.sum())
-    for b in range(B):
-        n = lens[b]
-        z = ref.forward(cfg, P, tokens[b:b + 1, :n], lora, scale)[0]
-        m = mask[b, :n].bool()
-        nll = nll + torch.nn.functional.cross_entropy(z[m], targets[b, :n][m], reduction="sum")
-        logits[b, :n] = z.detach()
+    for b, s, n in spans:
+        z = ref.forward(cfg, P, tokens[b:b + 1, s:s + n], lora, scale)[0]
+        m = mask[b, s:s + n].bool()
+        nll = nll + torch.nn.functional.cross_entropy(z[m], targets[b, s:s + n][m], reduction="sum")
+        logits[b, s:s + n] = z.detach()
     return nll / count, logits
 
 
@@ -78,7 +82,16 @@ def leaf(d):
 
 def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=LR):
     """Reference numbers from PyTorch -> ref.gguf; lm_gradcheck compares."""
-    tokens, targets, mask, lens = batch
+    tokens, targets, mask, spans, packed = batch
+    B, T = tokens.shape
+    valid = np.zeros((B, T), dtype=np.uint8)
+    segments = np.zeros((B, T), dtype=np.int32)
+    pos = np.zeros((B, T), dtype=np.int32)
+    for i, (b, s, n) in enumerate(spans):
+        valid[b, s:s + n] = 1
+        segments[b, s:s + n] = i + 1
+        pos[b, s:s + n] = np.arange(n)
+    lens = [int(valid[b].nonzero()[0].max()) + 1 for b in range(B)]
     t0 = time.time()
     # full-parameter gradients
     P = leaf(P0)
@@ -126,7 +139,9 @@ def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=L
         ("gc.lr", ("f32", lr)), ("gc.weight_decay", ("f32", WD)), ("gc.grad_clip", ("f32", CLIP)),
         ("gc.adamw_losses", ("arr_f64", full_losses)),
         ("gc.lora_adamw_losses", ("arr_f64", lora_losses)),
-    ], tensors)
+        ("gc.valid", ("arr_u8", valid)),
+    ] + ([("gc.segments", ("arr_i32", segments)), ("gc.pos", ("arr_i32", pos))] if packed else []),
+        tensors)
     del tensors, grads
 
     print(f"reference done in {time.time() - t0:.1f}s")
@@ -146,15 +161,17 @@ def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=L
     assert np.isfinite(full_losses).all()
 
 
-@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
-def test_gradcheck(tool, tmp_path, tied):
-    """Small random model (vocab 256, dim 64, 3 layers, 4 heads / 2 KV), float64."""
+@pytest.mark.parametrize("tied,packed", [(True, False), (False, False), (True, True)],
+                         ids=["tied", "untied", "tied-packed"])
+def test_gradcheck(tool, tmp_path, tied, packed):
+    """Small random model (vocab 256, dim 64, 3 layers, 4 heads / 2 KV), float64.
+    Packed: two sequences share a row; the reference still runs each alone."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1234 + tied)
     cfg = ref.Config(tied=tied)
     P0 = ref.init_params(cfg, gen)
     L0 = ref.init_lora(cfg, RANK, gen)
-    check(tool, tmp_path, cfg, P0, L0, make_batch(cfg, gen))
+    check(tool, tmp_path, cfg, P0, L0, make_batch(cfg, gen, packed))
 
 
 # "The capital of France is Paris. The capital of Germany is Berlin. ..." as
@@ -193,5 +210,6 @@ def test_gradcheck_real_model(tool, tmp_path, real_model):
     mask = torch.zeros_like(tokens, dtype=torch.uint8)
     mask[0, 4:T - 1] = 1
     mask[1, 0:lens[1]] = 1
-    check(tool, tmp_path, cfg, P0, L0, (tokens, targets, mask, lens), model_path=real_model,
+    spans = [(0, 0, T), (1, 0, lens[1])]
+    check(tool, tmp_path, cfg, P0, L0, (tokens, targets, mask, spans, False), model_path=real_model,
           steps=3, lr=5e-5)
