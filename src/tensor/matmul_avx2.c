@@ -388,7 +388,9 @@ static AVX2 void attn_head(float *out, const float *q, const float *K, const flo
     static AVX2 void NAME(int k, const void *const *w, const lm_xtile *x, float *out) { \
         BODY(k, w, x, out, __VA_ARGS__);                                                 \
     }
+#ifndef Q_NG
 #define Q_NG 2 /* W rows per batch tile: 2 * Q_NG */
+#endif
 
 #define DEC_NR 4
 #define F_MR 4
