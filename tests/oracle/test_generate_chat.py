@@ -1,0 +1,93 @@
+"""`lemonpc generate` and `lemonpc chat` end to end on the real model.
+
+The chat test checks the KV-cache continuation: a second turn that only
+evaluates its new tokens must answer exactly what a fresh `generate --raw`
+of the whole conversation answers (greedy; our forward is batch-invariant,
+so the two paths compute identical logits)."""
+import subprocess
+
+SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+def run(args, stdin=None, timeout=300):
+    return subprocess.run([str(a) for a in args], input=stdin, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def turn(role, text):
+    return f"<|im_start|>{role}\n{text}<|im_end|>\n"
+
+
+def test_help_and_usage_errors(lemonpc, model_path):
+    for cmd in ("generate", "chat"):
+        r = run([lemonpc, cmd, "--help"])
+        assert r.returncode == 0 and "--temp" in r.stdout and "--seed" in r.stdout
+        r = run([lemonpc, cmd, model_path, "--top-p", "1.5"])
+        assert r.returncode == 2 and "--top-p" in r.stderr
+        r = run([lemonpc, cmd, model_path, "--threads", "zero"])
+        assert r.returncode == 2 and "--threads" in r.stderr
+        r = run([lemonpc, cmd, model_path, "--bogus"])
+        assert r.returncode == 2 and "--bogus" in r.stderr
+    r = run([lemonpc, "generate", model_path])
+    assert r.returncode == 2 and "prompt" in r.stderr
+    r = run([lemonpc, "generate", "/nonexistent/model.gguf", "-p", "hi"])
+    assert r.returncode == 1 and "/nonexistent/model.gguf" in r.stderr
+
+
+def test_context_full(lemonpc, model_path):
+    r = run([lemonpc, "generate", model_path, "-p", "tell me a long story " * 20, "--ctx", "32"])
+    assert r.returncode == 1 and "context full" in r.stderr
+    r = run([lemonpc, "generate", model_path, "-p", "Count from one to fifty.", "--ctx", "48",
+             "-n", "100", "--temp", "0"])
+    assert r.returncode == 0
+    assert "context full" in r.stderr
+
+
+def test_seed_reproducible(lemonpc, model_path):
+    args = [lemonpc, "generate", model_path, "-p", "Tell me about dragons.", "-n", "24",
+            "--temp", "1.0", "--top-k", "0", "--top-p", "1", "--min-p", "0"]
+    a = run(args + ["--seed", "7"])
+    b = run(args + ["--seed", "7"])
+    c = run(args + ["--seed", "8"])
+    assert a.returncode == 0 and a.stdout.strip()
+    assert a.stdout == b.stdout
+    assert a.stdout != c.stdout
+
+
+def test_verbose_stats(lemonpc, model_path):
+    r = run([lemonpc, "generate", model_path, "-p", "Hi", "-n", "4", "--temp", "0", "-v"])
+    assert r.returncode == 0
+    assert "prompt:" in r.stderr and "decode:" in r.stderr and "tok/s" in r.stderr
+    assert "time to first token" in r.stderr
+
+
+def test_chat_continues_from_cache(lemonpc, model_path):
+    u1, u2 = "Hi! My name is Anna and I keep bees.", "What do I keep?"
+    common = ["--temp", "0", "-n", "200"]
+    g1 = run([lemonpc, "generate", model_path, "-p", u1] + common)
+    assert g1.returncode == 0, g1.stderr
+    r1 = g1.stdout[:-1]   # generate ends the reply with one newline
+    convo = (turn("system", SYSTEM) + turn("user", u1) + turn("assistant", r1) +
+             turn("user", u2) + "<|im_start|>assistant\n")
+    g2 = run([lemonpc, "generate", model_path, "--raw", "-p", convo] + common)
+    assert g2.returncode == 0, g2.stderr
+    r2 = g2.stdout[:-1]
+
+    chat = run([lemonpc, "chat", model_path] + common, stdin=f"{u1}\n{u2}\n")
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout == f"{r1}\n{r2}\n"
+
+    # /reset forgets: the same question then gets the first answer again
+    chat = run([lemonpc, "chat", model_path] + common,
+               stdin=f"{u1}\n/reset\n{u1}\n/quit\n{u2}\n")
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout == f"{r1}\n{r1}\n"
+
+
+def test_chat_system_prompt(lemonpc, model_path):
+    sys_msg = "You are Brom, a gruff dwarven blacksmith. Answer in one sentence."
+    common = ["--temp", "0", "-n", "40"]
+    chat = run([lemonpc, "chat", model_path, "--system", sys_msg] + common, stdin="Who are you?\n")
+    gen = run([lemonpc, "generate", model_path, "--system", sys_msg, "-p", "Who are you?"] + common)
+    assert chat.returncode == 0 and gen.returncode == 0
+    assert chat.stdout == gen.stdout
