@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -339,6 +341,13 @@ static void test_run_cancel_then_resume(void **state) {
     char *t = read_text(out);
     assert_non_null(strstr(t, "\"reply\":\"ok \xef\xbf\xbd end\""));
     free(t);
+    /* A second run on a file another run holds is refused. */
+    int fd = open(out, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0);
+    assert_int_equal(lm_runner_run(&s.base, &l, &o, &sum, &err), -1);
+    assert_non_null(strstr(err.msg, "another run is writing to this file"));
+    close(fd);
     /* Same path for both files is refused. */
     o.failures_path = out;
     assert_int_equal(lm_runner_run(&s.base, &l, &o, &sum, &err), -1);

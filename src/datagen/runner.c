@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -514,6 +515,15 @@ int lm_runner_run(lm_teacher *t, const lm_request_list *l, const lm_runner_opts 
     run_state st = {.t = t, .l = l, .out_path = opts->out_path, .fail_path = fail_path,
                     .out_fd = -1, .fail_fd = -1, .sum = sum};
     int rc = -1;
+    /* Two runs appending to one file would duplicate work and could
+     * interleave; the second one is refused. The lock dies with the process. */
+    st.out_fd = open(opts->out_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (st.out_fd < 0) { lm_errno(err, "%s", opts->out_path); goto out; }
+    if (flock(st.out_fd, LOCK_EX | LOCK_NB)) {
+        if (errno == EWOULDBLOCK) lm_errf(err, "%s: another run is writing to this file", opts->out_path);
+        else lm_errno(err, "%s: lock", opts->out_path);
+        goto out;
+    }
     if (lm_runner_scan(opts->out_path, true, &done_ids, &n_done, &sum->torn_bytes, err)) goto out;
     if (!opts->retry_failures &&
         lm_runner_scan(fail_path, true, &fail_ids, &n_fail, &torn_fail, err))
@@ -531,8 +541,6 @@ int lm_runner_run(lm_teacher *t, const lm_request_list *l, const lm_runner_opts 
         jobs[st.todo++] = (lm_teacher_job){r->id, r->msgs, r->n_msgs, &r->params, (void *)r};
     }
 
-    st.out_fd = open(opts->out_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (st.out_fd < 0) { lm_errno(err, "%s", opts->out_path); goto out; }
     int fflags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | (opts->retry_failures ? O_TRUNC : 0);
     st.fail_fd = open(fail_path, fflags, 0644);
     if (st.fail_fd < 0) { lm_errno(err, "%s", fail_path); goto out; }

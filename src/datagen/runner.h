@@ -24,7 +24,8 @@
  * Resume: an out file whose last line is cut short (no '\n': a crash in the
  * middle of a write) is truncated back to its last complete line and that
  * request is asked again; a complete line that is not a result line is an
- * error naming the file and line (something else wrote there). */
+ * error naming the file and line (something else wrote there). A run holds
+ * an exclusive flock on the out file: a second run on it is refused. */
 #ifndef LM_DATAGEN_RUNNER_H
 #define LM_DATAGEN_RUNNER_H
 

@@ -14,7 +14,8 @@ headers and half the body, then close), hangup (close without a word).
 
 Attempts are counted per distinct content. Every request is logged as
 (content, monotonic time, what was done); `max_active` is the most requests
-handled at the same time, the concurrency the client really used.
+handled at the same time, the concurrency the client really used;
+`max_conns` the most TCP connections open at once.
 """
 import http.server
 import json
@@ -37,6 +38,8 @@ class FakeOpenAI:
         self.log = []
         self.active = 0
         self.max_active = 0
+        self.conns = 0                  # open TCP connections (keep-alive ones too)
+        self.max_conns = 0
         self.bodies = []
         fake = self
 
@@ -45,6 +48,19 @@ class FakeOpenAI:
 
             def log_message(self, *a):
                 pass
+
+            def setup(self):
+                super().setup()
+                with fake.lock:
+                    fake.conns += 1
+                    fake.max_conns = max(fake.max_conns, fake.conns)
+
+            def finish(self):
+                try:
+                    super().finish()
+                finally:
+                    with fake.lock:
+                        fake.conns -= 1
 
             def do_POST(self):
                 with fake.lock:

@@ -68,6 +68,7 @@ def test_good_server_all_answers_and_concurrency_bound(tmp_path):
         assert r.returncode == 0, r.stderr
         assert srv.max_active <= 4
         assert srv.max_active >= 2, "requests were not sent concurrently"
+        assert srv.max_conns <= 4
         body = srv.bodies[0]
     assert s == {"total": 24, "skipped": 0, "ok": 24, "failed": 0, "retried": 0,
                  "torn_bytes": 0, "cancelled": False}
@@ -89,7 +90,7 @@ def test_in_flight_one_is_sequential(tmp_path):
     ids = write_requests(tmp_path / "req.jsonl", [f"s{i}" for i in range(6)])
     with FakeOpenAI(delay_s=0.1) as srv:
         r, s = run(tmp_path, srv.base_url, "--in-flight", 1)
-        assert srv.max_active == 1
+        assert srv.max_active == 1 and srv.max_conns == 1
     assert r.returncode == 0 and s["ok"] == 6
     check_exactly_once(tmp_path, ids)
 
