@@ -187,6 +187,13 @@ static void test_http_config_errors(void **state) {
     lm_teacher_free(t);
     unsetenv("LM_TEST_SURELY_UNSET_KEY");
     lm_teacher_free(NULL);
+    /* Credentials in the URL never reach names or messages. */
+    lm_teacher_http_config c2 = lm_teacher_http_config_default();
+    c2.base_url = "https://bob:hunter2@api.example.com/v1";
+    t = lm_teacher_http_new(&c2, &err);
+    assert_non_null(t);
+    assert_string_equal(lm_teacher_name(t), "openai:default@https://***@api.example.com/v1");
+    lm_teacher_free(t);
 }
 
 static void test_http_unreachable_fails_fast(void **state) {

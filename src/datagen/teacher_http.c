@@ -251,7 +251,10 @@ static void slot_free(slot *s, CURLM *multi) {
 static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
     sbuf *b = ud;
     size_t k = size * nmemb;
-    if (b->n + k > MAX_RESPONSE) return 0;   /* CURLE_WRITE_ERROR: refuse to buffer more */
+    if (b->n + k > MAX_RESPONSE) {
+        b->oom = true;
+        return 0;   /* CURLE_WRITE_ERROR: refuse to buffer more */
+    }
     sb_add(b, ptr, k);
     return b->oom ? 0 : k;
 }
@@ -320,8 +323,9 @@ static int judge(http_teacher *t, slot *s, CURLcode rc, char **reply, char *what
         if (rc == CURLE_OPERATION_TIMEDOUT)
             snprintf(what, cap, "timed out (connect limit %ld ms, total %ld ms): %s",
                      t->connect_ms, t->timeout_ms, s->curl_err[0] ? s->curl_err : "no detail");
-        else if (rc == CURLE_WRITE_ERROR && s->resp.n + 1 > MAX_RESPONSE / 2)
-            snprintf(what, cap, "response larger than %u MiB", MAX_RESPONSE >> 20);
+        else if (rc == CURLE_WRITE_ERROR && s->resp.oom)
+            snprintf(what, cap, "response larger than %u MiB (or out of memory)",
+                     MAX_RESPONSE >> 20);
         else
             snprintf(what, cap, "%s%s%s", curl_easy_strerror(rc), s->curl_err[0] ? ": " : "",
                      s->curl_err);
@@ -547,7 +551,23 @@ lm_teacher *lm_teacher_http_new(const lm_teacher_http_config *cfg, lm_err *err) 
     t->base.vt = &http_vt;
     size_t ul = strlen(u);
     while (ul > 0 && u[ul - 1] == '/') ul--;
-    t->base_url = strndup(u, ul);
+    /* base_url is what messages and output lines show: credentials in the
+     * URL (https://user:secret@host/v1) are masked there. */
+    const char *auth_start = strstr(u, "://") + 3;
+    const char *auth_end = auth_start + strcspn(auth_start, "/?#");
+    const char *at = memchr(auth_start, '@', (size_t)(auth_end - auth_start));
+    if (at && at < u + ul) {
+        size_t head = (size_t)(auth_start - u), tail = ul - (size_t)(at - u);
+        t->base_url = malloc(head + 3 + tail + 1);
+        if (t->base_url) {
+            memcpy(t->base_url, u, head);
+            memcpy(t->base_url + head, "***", 3);
+            memcpy(t->base_url + head + 3, at, tail);
+            t->base_url[head + 3 + tail] = '\0';
+        }
+    } else {
+        t->base_url = strndup(u, ul);
+    }
     t->model = strdup(cfg->model ? cfg->model : "default");
     t->url = malloc(ul + sizeof "/chat/completions");
     if (!t->base_url || !t->model || !t->url) goto oom;
