@@ -375,6 +375,36 @@ static void test_threads_bitwise_equal(void **state) {
     mc_free(&d);
 }
 
+/* Two micro-batches with loss_norm = the total masked count accumulate
+ * exactly the gradient of the whole batch, and their losses add up to it. */
+static void test_grad_accumulation(void **state) {
+    (void)state;
+    model_case whole;
+    mc_init(&whole, 1, 0, 3);
+    double lw;
+    mc_grad(&whole, &lw);
+    lm_err err = {{0}};
+    lm_tmodel *m = lm_tmodel_new_random(&tiny, 7, 0.5f, &err);  /* same seed as mc_init */
+    assert_int_equal(lm_tmodel_alloc_grads(m, &err), 0);
+    lm_tacts *a = lm_tacts_new(m, NULL, 1, MT, 3, &err);
+    long total = 0;
+    for (int i = 0; i < MN; i++) total += whole.mask[i];
+    double sum = 0;
+    for (int r = 0; r < MB; r++) {
+        lm_tbatch half = { .B = 1, .T = MT, .tokens = whole.tokens + r * MT,
+                           .targets = whole.targets + r * MT, .mask = whole.mask + r * MT,
+                           .loss_norm = total };
+        double l;
+        assert_int_equal(lm_train_grad(m, NULL, a, &half, NULL, &l, &err), 0);
+        sum += l;
+    }
+    assert_float_equal(sum, lw, 1e-6 * lw);
+    assert_true(rel(m->grads, whole.m->grads, m->n_params) < 1e-5);
+    lm_tacts_free(a);
+    lm_tmodel_free(m);
+    mc_free(&whole);
+}
+
 static void test_mask_by_position(void **state) {
     (void)state;
     model_case c, d;
@@ -480,8 +510,9 @@ static void test_packing_equals_separate_rows(void **state) {
             stgt[r * T + t] = real ? ptgt[src] : 2;
             smask[r * T + t] = real ? pmask[src] : 0;
         }
-    lm_tbatch pb = { 1, T, ptok, ptgt, pmask, pseg, ppos };
-    lm_tbatch sbt = { 2, T, stok, stgt, smask, NULL, NULL };
+    lm_tbatch pb = { .B = 1, .T = T, .tokens = ptok, .targets = ptgt, .mask = pmask,
+                     .segments = pseg, .pos = ppos };
+    lm_tbatch sbt = { .B = 2, .T = T, .tokens = stok, .targets = stgt, .mask = smask };
     lm_tacts *pa = lm_tacts_new(m1, NULL, 1, T, 3, &err), *sa_ = lm_tacts_new(m2, NULL, 2, T, 3, &err);
     float pl[T * 11], sl[2 * T * 11];
     double lp, ls;
@@ -496,7 +527,7 @@ static void test_packing_equals_separate_rows(void **state) {
     assert_int_equal(lm_train_grad(m2, NULL, sa_, &sbt, NULL, &ls, &err), 0);
     assert_true(rel(m1->grads, m2->grads, m1->n_params) < 1e-5);
     /* without the segments, b would see a: the check above is not vacuous */
-    lm_tbatch nb = { 1, T, ptok, ptgt, pmask, NULL, ppos };
+    lm_tbatch nb = { .B = 1, .T = T, .tokens = ptok, .targets = ptgt, .mask = pmask, .pos = ppos };
     assert_int_equal(lm_train_forward(m1, NULL, pa, &nb, NULL, &err), 0);
     assert_int_equal(lm_train_loss(m1, pa, &nb, NULL, 0, pl, &lp, &err), 0);
     assert_true(rel(pl + LA * 11, sl + T * 11, LB * 11) > 1e-3);
@@ -711,6 +742,7 @@ int main(void) {
         cmocka_unit_test(test_lora_grad_fd),
         cmocka_unit_test(test_chunked_loss_equals_unchunked),
         cmocka_unit_test(test_threads_bitwise_equal),
+        cmocka_unit_test(test_grad_accumulation),
         cmocka_unit_test(test_mask_by_position),
         cmocka_unit_test(test_padding_is_inert),
         cmocka_unit_test(test_packing_equals_separate_rows),

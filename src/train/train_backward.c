@@ -34,6 +34,8 @@ int lm_train_backward(lm_tmodel *m, lm_lora *lora, lm_tacts *a, const lm_tbatch 
     if (b->B != a->B || b->T != a->T)
         return lm_errf(err, "backward: batch is %dx%d but activations were sized for %dx%d",
                        b->B, b->T, a->B, a->T);
+    if (lora && a->rank != lora->rank)
+        return lm_errf(err, "backward: activations sized for LoRA rank %d, adapter has %d", a->rank, lora->rank);
     int N = a->N, D = c->dim, H = c->n_heads, Hkv = c->n_kv_heads, hd = c->head_dim;
     int Q = H * hd, K = Hkv * hd, F = c->ffn_dim, L = c->n_layers;
     size_t nD = (size_t)N * D;

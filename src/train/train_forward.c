@@ -94,9 +94,11 @@ int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *
     if (!b->targets || !b->mask) return lm_errf(err, "loss: batch has no targets or mask");
     if (check_batch(m, a, b, err)) return -1;
     int N = a->N, D = c->dim, V = c->n_vocab;
+    if (b->loss_norm < 0) return lm_errf(err, "loss: loss_norm %ld is negative", b->loss_norm);
     size_t n_mask = 0;
     for (int i = 0; i < N; i++) n_mask += b->mask[i] != 0;
-    float inv = n_mask ? 1.0f / (float)n_mask : 0.0f;
+    double denom = b->loss_norm > 0 ? (double)b->loss_norm : (double)n_mask;
+    float inv = n_mask ? (float)(1.0 / denom) : 0.0f;
     float *dhead = want_grad ? lm_tgrad(m, m->lm_head) : NULL;
     if (want_grad) memset(a->dlnf, 0, (size_t)N * D * sizeof(float));
     double total = 0;
@@ -138,6 +140,6 @@ int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *
             if (dhead) lm_mm_bwd_w(pool, dhead, a->logits, a->lx, cn, D, V);
         }
     }
-    *loss = n_mask ? total / (double)n_mask : 0.0;
+    *loss = n_mask ? total / denom : 0.0;
     return 0;
 }

@@ -186,6 +186,15 @@ lm_tmodel *lm_tmodel_from_gguf(const gguf_file *f, lm_err *err) {
              get_u32_key(f, arch, "attention.head_count", &heads, 0, err);
     if (!rc) { kv = heads; rc = get_u32_key(f, arch, "attention.head_count_kv", &kv, 1, err); }
     if (!rc && heads) { key_len = dim / heads; rc = get_u32_key(f, arch, "attention.key_length", &key_len, 1, err); }
+    /* the graph assumes V heads as wide as K heads and RoPE over the whole head */
+    uint32_t val_len = key_len, rope_dim = key_len;
+    if (!rc) rc = get_u32_key(f, arch, "attention.value_length", &val_len, 1, err);
+    if (!rc) rc = get_u32_key(f, arch, "rope.dimension_count", &rope_dim, 1, err);
+    if (!rc && (val_len != key_len || rope_dim != key_len)) {
+        lm_errf(err, "%s: key_length %u, value_length %u, rope.dimension_count %u: the trainer needs all equal",
+                f->path, key_len, val_len, rope_dim);
+        rc = -1;
+    }
     if (!rc) { snprintf(key, sizeof key, "%s.rope.freq_base", arch); rc = gguf_get_f32_opt(f, key, &base, err); }
     if (!rc) { snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch); rc = gguf_get_f32_opt(f, key, &eps, err); }
     free(arch);

@@ -86,6 +86,11 @@ typedef struct lm_tbatch {
      * forward, loss and backward. */
     const int32_t *segments;
     const int32_t *pos;
+    /* The loss is sum(nll over masked positions) / loss_norm; 0 means this
+     * batch's masked count (a plain mean). For gradient accumulation set it
+     * to the masked count of all micro-batches of one optimizer step, so
+     * their summed gradients equal those of the whole batch. */
+    long loss_norm;
 } lm_tbatch;
 
 struct lm_lora;
@@ -104,8 +109,8 @@ size_t lm_tacts_bytes(const lm_tacts *a);
 /* Forward through the final norm, saving what backward needs. */
 int lm_train_forward(const lm_tmodel *m, const struct lm_lora *lora, lm_tacts *a,
                      const lm_tbatch *b, lm_pool *pool, lm_err *err);
-/* Mean cross-entropy over masked positions, fused with the LM head, one
- * chunk of tokens at a time. With want_grad it also produces d(final norm
+/* Cross-entropy over masked positions (mean, or see loss_norm), fused with
+ * the LM head, one chunk of tokens at a time. With want_grad it also produces d(final norm
  * output) in the activations and accumulates the LM-head gradient (when
  * m->grads). logits_out [B*T, n_vocab] is optional (tests only). With no
  * masked position the loss is 0 and so is every gradient. */
