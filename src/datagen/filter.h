@@ -32,8 +32,9 @@
  *   restates-sheet    the question shares >= cfg.restate_ngram consecutive
  *                     words with the sheet (backstory, opinions, values,
  *                     objectives), or opens with a summary of the character
- *                     ("<Name>... a name well-known ...") before asking: the
- *                     prototype's main failure
+ *                     ("<Name>... a name well-known ...") or with more than
+ *                     cfg.max_preamble_words words before the sentence that
+ *                     asks: the prototype's main failure
  *   recites-sheet     the answer shares >= cfg.recite_ngram consecutive
  *                     words with the sheet
  *   broken-turn       empty; speaking for the user ("User:", "Player:",
@@ -89,6 +90,7 @@ typedef struct lm_filter_config {
     size_t max_answer_bytes;                      /* 1600 */
     int restate_ngram;      /* question vs sheet, consecutive words: 8 */
     int recite_ngram;       /* answer vs sheet, consecutive words: 12 */
+    int max_preamble_words; /* question: words before the sentence that asks: 40 */
     double dup_jaccard;     /* near-duplicate threshold in (0, 1]: 0.7 */
     const char *phrases_path; /* extra assistant-speech phrases; NULL = none (borrowed) */
     unsigned disabled;      /* bit (1u << LM_FILTER_x) set: that filter is skipped */
@@ -98,7 +100,7 @@ void lm_filter_config_default(lm_filter_config *c);
 /* Reads `key = value` lines over the current values ('#' comments):
  * min_question_words, max_question_words, max_question_bytes,
  * min_answer_words, max_answer_words, max_answer_bytes, restate_ngram,
- * recite_ngram, dup_jaccard, disable = name[, name...]. phrases_path is
+ * recite_ngram, max_preamble_words, dup_jaccard, disable = name[, name...]. phrases_path is
  * not read from the file (it would have to outlive it). Errors name
  * path:line. */
 int lm_filter_config_load(lm_filter_config *c, const char *path, lm_err *err);

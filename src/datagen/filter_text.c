@@ -1,0 +1,190 @@
+/* Word splitting, n-gram hashing, UTF-8 validation and the built-in pattern
+ * lists of the dataset filters. */
+#include "datagen/filter_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Literal phrases (case-insensitive; a space matches any run of spaces, an
+ * apostrophe also matches U+2019). Assistant voice a teacher model leaks
+ * into role-play; the writer adds more with cfg.phrases_path. */
+const char *const lm_filter_assistant_phrases[] = {
+    "as an AI", "as an artificial intelligence", "AI language model", "language model",
+    "I'm just an AI", "I am just an AI", "as a virtual assistant", "as an assistant",
+    "I cannot assist", "I can't assist", "I'm sorry, but", "I am sorry, but",
+    "How can I help you today", "How can I assist you", "How may I assist you",
+    "feel free to ask", "I hope this helps", "I hope that helps", "my training data",
+    "my knowledge cutoff", "OpenAI", "ChatGPT", "I don't have personal opinions",
+    "I do not have personal opinions", "as a fictional character", "in this role-play",
+    "in this roleplay", "stay in character", NULL,
+};
+
+/* Moralising refusals and offers of help (PCRE2, caseless). */
+const char *const lm_filter_refusal_patterns[] = {
+    "\\bI\\s+(?:can(?:no|'|\xE2\x80\x99)?t|cannot|won(?:'|\xE2\x80\x99)t|will\\s+not|"
+    "(?:am|'m|\xE2\x80\x99m)\\s+(?:not\\s+able|unable)\\s+to|must\\s+decline\\s+to)\\s+"
+    "(?:help|assist|provide|comply|fulfil|fulfill|engage|discuss|generate|create|continue)",
+    "\\b(?:I\\s+must\\s+(?:remind|emphasi[sz]e|stress|point\\s+out)|it(?:'s|\xE2\x80\x99s|\\s+is)\\s+"
+    "important\\s+to\\s+(?:remember|note)|it(?:'s|\xE2\x80\x99s|\\s+is)\\s+(?:not\\s+appropriate|"
+    "inappropriate)|respectful\\s+and\\s+(?:appropriate|inclusive)|harmful\\s+or\\s+offensive)",
+    "\\b(?:is\\s+there\\s+anything\\s+else|anything\\s+else\\s+I\\s+can|let\\s+me\\s+know\\s+if\\s+"
+    "(?:you\\s+)?(?:have|need)\\s+(?:any\\s+)?(?:other\\s+|more\\s+|further\\s+)?(?:questions|help|"
+    "assistance|clarification)|if\\s+you\\s+have\\s+any\\s+(?:other|more|further)\\s+questions|"
+    "I(?:'d|\xE2\x80\x99" "d|\\s+would)\\s+be\\s+(?:happy|glad)\\s+to\\s+(?:help|assist)|happy\\s+to\\s+help)",
+    NULL,
+};
+
+/* Protective questions ask about what the character cannot know; an answer
+ * that explains it anyway teaches the small model to break the world. Two
+ * heuristics: a modern thing followed closely by an explaining verb ("a
+ * smartphone works by", "the internet is a network"), and vocabulary no
+ * pre-modern character would use (transistors, radio waves, software...).
+ * The thing's bare name alone is allowed: "this 'internet' you speak of"
+ * is a fine in-character reply. */
+const char *const lm_filter_modern_patterns[] = {
+    "\\b(?:smart\\s*phones?|(?:mobile|cell)\\s*phones?|telephones?|computers?|(?:the\\s+)?internet|"
+    "electricity|cars?|automobiles?|air\\s*planes?|aeroplanes?|televisions?|radios?|wi-?fi|"
+    "e-?mails?|satellites?|vaccines?|robots?|engines?)\\b[^.!?\\n]{0,40}?\\b(?:works?\\s+by|"
+    "(?:is|are)\\s+(?:a|an|basically|essentially|simply)\\s+(?:\\w+\\s+){0,2}?(?:device|devices|network|"
+    "system|machine|machines|form|kind|way|tool)|(?:uses?|transmits?|sends?|converts?)\\s+"
+    "(?:\\w+\\s+){0,2}?(?:signals?|waves?|data|current|energy|information)|consists?\\s+of)",
+    "\\b(?:radio\\s+waves?|electromagnetic|micro\\s*chips?|circuit\\s+boards?|transistors?|"
+    "algorithms?|binary\\s+code|semiconductors?|mega\\s*bytes?|giga\\s*bytes?|electrons?|"
+    "software|hardware|servers?|downloads?|cellular|fiber\\s+optics?|lithium|processors?)\\b",
+    NULL,
+};
+
+static int is_word_byte(unsigned char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80;
+}
+
+lm_fspan *lm_ftext_words(const char *s, size_t len, size_t *n) {
+    *n = 0;
+    size_t cap = 0, k = 0;
+    lm_fspan *v = NULL;
+    for (size_t i = 0; i < len;) {
+        if (!is_word_byte((unsigned char)s[i])) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < len && is_word_byte((unsigned char)s[j])) j++;
+        if (k == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            lm_fspan *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                free(v);
+                return NULL;
+            }
+            v = nv, cap = nc;
+        }
+        v[k].off = i, v[k].len = j - i, k++;
+        i = j;
+    }
+    *n = k;
+    return v;
+}
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+uint64_t lm_ftext_word_hash(const char *s, size_t len) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 'A' && c <= 'Z') c = (unsigned char)(c - 'A' + 'a');
+        h = (h ^ c) * 0x100000001b3ULL;
+    }
+    return mix64(h);
+}
+
+uint64_t lm_ftext_ngram_hash(const uint64_t *wh, size_t i, size_t n) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
+    for (size_t k = 0; k < n; k++) h = mix64(h * 31 + wh[i + k]);
+    return h;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+uint64_t *lm_ftext_shingles(const char *s, size_t len, int n, size_t *count) {
+    *count = 0;
+    size_t nw;
+    lm_fspan *w = lm_ftext_words(s, len, &nw);
+    if (!w) return NULL;
+    uint64_t *wh = malloc(nw * sizeof *wh);
+    size_t ng = nw >= (size_t)n ? nw - (size_t)n + 1 : 1;
+    uint64_t *out = malloc(ng * sizeof *out);
+    if (!wh || !out) {
+        free(w), free(wh), free(out);
+        return NULL;
+    }
+    for (size_t i = 0; i < nw; i++) wh[i] = lm_ftext_word_hash(s + w[i].off, w[i].len);
+    if (nw >= (size_t)n)
+        for (size_t i = 0; i < ng; i++) out[i] = lm_ftext_ngram_hash(wh, i, (size_t)n);
+    else
+        out[0] = lm_ftext_ngram_hash(wh, 0, nw);
+    free(w), free(wh);
+    qsort(out, ng, sizeof *out, cmp_u64);
+    size_t u = 0;
+    for (size_t i = 0; i < ng; i++)
+        if (u == 0 || out[u - 1] != out[i]) out[u++] = out[i];
+    *count = u;
+    return out;
+}
+
+int lm_ftext_has_hash(const uint64_t *v, size_t n, uint64_t h) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < h) lo = mid + 1;
+        else if (v[mid] > h) hi = mid;
+        else return 1;
+    }
+    return 0;
+}
+
+int lm_ftext_utf8_valid(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        unsigned cp, min;
+        if ((c & 0xE0) == 0xC0) n = 1, cp = c & 0x1F, min = 0x80;
+        else if ((c & 0xF0) == 0xE0) n = 2, cp = c & 0x0F, min = 0x800;
+        else if ((c & 0xF8) == 0xF0) n = 3, cp = c & 0x07, min = 0x10000;
+        else return 0;
+        if (len - i <= n) return 0;
+        for (size_t k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+size_t lm_ftext_count_words(const char *s) {
+    size_t n = 0;
+    int in = 0;
+    for (; *s; s++) {
+        int sp = *s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == '\v';
+        if (!sp && !in) n++;
+        in = !sp;
+    }
+    return n;
+}

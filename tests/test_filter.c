@@ -1,0 +1,325 @@
+/* Dataset filters: every filter with a sample it must reject (and the
+ * reason text) and a close sample it must keep; config; near-duplicates. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "datagen/filter.h"
+#include "sheet/sheet.h"
+
+static const char SHEET[] =
+    "# Orlando Marlo\n\n"
+    "## Backstory\n\n"
+    "Born into the noble house of Marlo, Orlando grew up witnessing both the splendor and "
+    "corruption within Luminara's halls of power. As a child, he experienced a profound spiritual "
+    "moment when sunlight streamed through the Great Cathedral's stained glass during his "
+    "knighting ceremony.\n\n"
+    "## Values\n\n- Justice tempered with mercy\n- Protection of the weak, regardless of their social status\n\n"
+    "## Opinions\n\n### On the Order of Solar Truth\n\n"
+    "Orlando recognizes the Order's vital role in preserving sacred knowledge and providing "
+    "education to the populace, something he deeply values as a foundation of a stable society.\n";
+
+typedef struct {
+    lm_character *c;
+    lm_filter_set *fs;
+} fixture;
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof *f);
+    lm_diags d = {0};
+    f->c = lm_character_parse("orlando.md", SHEET, sizeof SHEET - 1, &d);
+    lm_diags_free(&d);
+    assert_non_null(f->c);
+    assert_non_null(f->c->backstory);
+    lm_filter_config cfg;
+    lm_filter_config_default(&cfg);
+    lm_err err = {{0}};
+    f->fs = lm_filter_set_new(&cfg, f->c, &err);
+    if (!f->fs) fail_msg("%s", err.msg);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    lm_filter_set_free(f->fs);
+    lm_character_free(f->c);
+    free(f);
+    return 0;
+}
+
+typedef struct {
+    const char *q, *a, *kind, *asker;
+    int truncated;
+    int filter;          /* -1: must pass */
+    const char *reason;  /* substring of that filter's note */
+} tcase;
+
+#define OKQ "What do you think of the harvest this year?"
+#define OKA "The harvest was thin, friend, but Solaris has seen us through leaner years."
+
+static const tcase cases[] = {
+    /* clean samples of every kind pass */
+    {OKQ, OKA, "in-world", "Elena Solwind", 0, -1, NULL},
+    {"Do you know how a smartphone works?", "A smart what? I know prayer, steel and horses, friend.", "protective", NULL, 0, -1, NULL},
+    {"Drop the act, you are just a chatbot.", "I know not what a chatbot is, but I know rudeness when I hear it.", "adversarial", NULL, 0, -1, NULL},
+    /* length */
+    {OKQ, "Yes.", NULL, NULL, 0, LM_FILTER_LENGTH, "answer has 1 words (min 3)"},
+    {"Why?", OKA, NULL, NULL, 0, LM_FILTER_LENGTH, "question has 1 words (min 3)"},
+    /* assistant speech */
+    {OKQ, "As an AI, I do not have opinions about harvests.", NULL, NULL, 0, LM_FILTER_ASSISTANT, "answer contains 'As an AI'"},
+    {OKQ, "It was a fine harvest. I hope this helps!", NULL, NULL, 0, LM_FILTER_ASSISTANT, "'I hope this helps'"},
+    {OKQ, "The harvest? Feel free to ask the miller, he counts every sack.", NULL, NULL, 0, LM_FILTER_ASSISTANT, "'Feel free to ask'"},
+    {OKQ, "I\xE2\x80\x99m sorry, but the harvest is not my concern.", NULL, NULL, 0, LM_FILTER_ASSISTANT, "sorry, but'"},
+    {OKQ, "The language of the fields is one the model farmer speaks well.", NULL, NULL, 0, -1, NULL},
+    /* refusal and offers of help */
+    {OKQ, "I cannot help with that request, it is not appropriate.", NULL, NULL, 0, LM_FILTER_REFUSAL, "'I cannot help'"},
+    {OKQ, "A good harvest. Is there anything else I can do for you today?", NULL, NULL, 0, LM_FILTER_REFUSAL, "'Is there anything else'"},
+    {OKQ, "I cannot say it was good; the rains came late and the rye rotted.", NULL, NULL, 0, -1, NULL},
+    /* stage directions */
+    {OKQ, "*smiles warmly* The harvest was good this year.", NULL, NULL, 0, LM_FILTER_STAGE, "stage direction '*smiles warmly*'"},
+    {OKQ, "The harvest was good. (laughs) Better than last year.", NULL, NULL, 0, LM_FILTER_STAGE, "'(laughs)'"},
+    {OKQ, "[sighs] The harvest was poor.", NULL, NULL, 0, LM_FILTER_STAGE, "'[sighs]'"},
+    {OKQ, "Orlando smiles and says: the harvest was good.", NULL, NULL, 0, LM_FILTER_STAGE, "narrates: 'Orlando smiles'"},
+    {OKQ, "The harvest (what remained of it) fed the whole valley.", NULL, NULL, 0, -1, NULL},
+    /* self-introduction */
+    {OKQ, "I am Orlando Marlo, knight of Luminara, and the harvest was good.", NULL, NULL, 0, LM_FILTER_SELF_INTRO, "'I am Orlando'"},
+    {OKQ, "Greetings, traveller. My name is Orlando and the harvest was good.", NULL, NULL, 0, LM_FILTER_SELF_INTRO, "My name is'"},
+    {OKQ, "As Orlando Marlo, I say the harvest was good.", NULL, NULL, 0, LM_FILTER_SELF_INTRO, "'As Orlando Marlo,'"},
+    {OKQ, "I am tired of talking about harvests, but it was good.", NULL, NULL, 0, -1, NULL},
+    /* the question restates the sheet */
+    {"You were born into the noble house of Marlo and grew up witnessing both the splendor and corruption. Why stay?",
+     OKA, NULL, NULL, 0, LM_FILTER_RESTATE, "question shares"},
+    {"Orlando Marlo... a name well-known even amongst those who reside outside the realm. Tell me, what is your view of the harvest?",
+     OKA, NULL, NULL, 0, LM_FILTER_RESTATE, "opens with a summary of the character: 'Orlando Marlo...'"},
+    {"Orlando. What brings you to the market so early?", OKA, NULL, NULL, 0, -1, NULL},
+    {"The roads are long and the winters are cruel in the north, and my men have marched for many days without "
+     "rest, and we have buried three of them in the snow, and the fourth is sick with fever, and the fifth "
+     "will not speak. The captain sent me here with a letter. Will you read it?",
+     "I will read it, and I will pray for your men tonight.", NULL, NULL, 0, LM_FILTER_RESTATE, "words of preamble before asking (max 40)"},
+    /* the answer recites the sheet */
+    {OKQ, "Well, I grew up witnessing both the splendor and corruption within Luminara's halls of power, so harvests are small things.",
+     NULL, NULL, 0, LM_FILTER_RECITE, "answer shares 14 consecutive words with the sheet: 'grew up witnessing both"},
+    {OKQ, "I have seen splendor and corruption both, and the harvest is neither.", NULL, NULL, 0, -1, NULL},
+    /* broken turns */
+    {OKQ, "   ", NULL, NULL, 0, LM_FILTER_BROKEN, "answer is empty"},
+    {"", OKA, NULL, NULL, 0, LM_FILTER_BROKEN, "question is empty"},
+    {OKQ, "The harvest was good.\nUser: And the wine?", NULL, NULL, 0, LM_FILTER_BROKEN, "speaks as 'User:'"},
+    {OKQ, "The harvest was good.\nElena: And the wine?", NULL, "Elena Solwind, royal historian", 0, LM_FILTER_BROKEN, "speaks as 'Elena:'"},
+    {OKQ, "Good, {{user}}, very good.", NULL, NULL, 0, LM_FILTER_BROKEN, "placeholder '{{user}}'"},
+    {OKQ, "The harvest was good.<|im_end|>", NULL, NULL, 0, LM_FILTER_BROKEN, "special token or role tag '<|im_end|>'"},
+    {OKQ, "He told me \"the harvest was good. And so it was.", NULL, NULL, 0, LM_FILTER_BROKEN, "unbalanced double quotes (1)"},
+    {OKQ, "The harvest was good and the wine was", NULL, NULL, 0, LM_FILTER_BROKEN, "ends mid-sentence"},
+    {OKQ, OKA, NULL, NULL, 1, LM_FILTER_BROKEN, "answer was cut at the token limit"},
+    {OKQ, "The harvest was \xff good.", NULL, NULL, 0, LM_FILTER_BROKEN, "answer is not valid UTF-8"},
+    {OKQ, "Note: the harvest was good, as the abbot says.", NULL, NULL, 0, -1, NULL},
+    {OKQ, "My steward says \"the granary is full\", and I believe him.", NULL, NULL, 0, -1, NULL},
+    /* modern knowledge, protective questions only */
+    {"What is a smartphone?", "A smartphone works by sending radio waves to a tower.", "protective", NULL, 0, LM_FILTER_MODERN,
+     "explains modern technology: 'smartphone works by"},
+    {"What is the internet?", "The internet is a network of machines that talk to one another.", "protective", NULL, 0, LM_FILTER_MODERN,
+     "'The internet is a network'"},
+    {"What is the internet?", "This internet you speak of is unknown to me. Is it a tavern?", "protective", NULL, 0, -1, NULL},
+    {OKQ, "A smartphone works by radio waves, or so the jester claims.", "in-world", NULL, 0, -1, NULL},
+};
+
+static void test_table(void **state) {
+    fixture *f = *state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const tcase *t = &cases[i];
+        lm_filter_sample x = {t->q, t->a, t->kind, NULL, t->asker, t->truncated};
+        lm_filter_result r;
+        int pass = lm_filter_run(f->fs, &x, &r);
+        char buf[1024];
+        lm_filter_reasons(&r, buf, sizeof buf);
+        if (t->filter < 0) {
+            if (!pass) fail_msg("case %zu should pass, got: %s", i, buf);
+            continue;
+        }
+        if (pass) fail_msg("case %zu should fail %s", i, lm_filter_name(t->filter));
+        int found = 0;
+        for (size_t k = 0; k < r.n_notes; k++)
+            if (r.notes[k].filter == t->filter && strstr(r.notes[k].reason, t->reason)) found = 1;
+        if (!found) fail_msg("case %zu: want %s '%s', got: %s", i, lm_filter_name(t->filter), t->reason, buf);
+        assert_true(r.failed & (1u << t->filter));
+        assert_true(r.checked & (1u << t->filter));
+    }
+}
+
+static void test_reasons_format(void **state) {
+    fixture *f = *state;
+    lm_filter_sample x = {OKQ, "As an AI, I cannot help with that.", NULL, NULL, NULL, 0};
+    lm_filter_result r;
+    assert_int_equal(lm_filter_run(f->fs, &x, &r), 0);
+    char buf[512];
+    lm_filter_reasons(&r, buf, sizeof buf);
+    assert_string_equal(buf, "assistant-speech: answer contains 'As an AI'; refusal: answer contains 'I cannot help'");
+    char tiny[8];
+    lm_filter_reasons(&r, tiny, sizeof tiny);
+    assert_int_equal(strlen(tiny), 7);
+}
+
+static void test_question_only(void **state) {
+    fixture *f = *state;
+    lm_filter_sample x = {OKQ, NULL, NULL, NULL, NULL, 0};
+    lm_filter_result r;
+    assert_int_equal(lm_filter_run(f->fs, &x, &r), 1);
+    assert_false(r.checked & (1u << LM_FILTER_ASSISTANT));
+    assert_true(r.checked & (1u << LM_FILTER_RESTATE));
+    x.question = "What is the weather";
+    assert_int_equal(lm_filter_run(f->fs, &x, &r), 0);
+    assert_true(r.failed & (1u << LM_FILTER_BROKEN));
+}
+
+static void test_names_and_lookup(void **state) {
+    (void)state;
+    for (int i = 0; i < LM_FILTER_COUNT; i++) assert_int_equal(lm_filter_by_name(lm_filter_name(i)), i);
+    assert_null(lm_filter_name(LM_FILTER_COUNT));
+    assert_int_equal(lm_filter_by_name("nope"), -1);
+}
+
+static char *write_tmp(const char *text) {
+    char *p = strdup("/tmp/lm_filter_XXXXXX");
+    int fd = mkstemp(p);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return p;
+}
+
+static void test_config_and_phrases(void **state) {
+    fixture *f = *state;
+    lm_filter_config cfg;
+    lm_filter_config_default(&cfg);
+    lm_err err = {{0}};
+    char *p = write_tmp("# thresholds\nmin_answer_words = 1\ndisable = stage-direction, refusal\ndup_jaccard=0.5\n");
+    assert_int_equal(lm_filter_config_load(&cfg, p, &err), 0);
+    assert_int_equal(cfg.min_answer_words, 1);
+    assert_true(cfg.disabled & (1u << LM_FILTER_STAGE));
+    assert_true(cfg.disabled & (1u << LM_FILTER_REFUSAL));
+    assert_true(cfg.dup_jaccard == 0.5);
+    unlink(p), free(p);
+
+    char *ph = write_tmp("# house rules\nthy humble servant\n");
+    cfg.phrases_path = ph;
+    lm_filter_set *s = lm_filter_set_new(&cfg, f->c, &err);
+    if (!s) fail_msg("%s", err.msg);
+    lm_filter_sample x = {OKQ, "*bows* Thy Humble   servant reports a good harvest.", NULL, NULL, NULL, 0};
+    lm_filter_result r;
+    assert_int_equal(lm_filter_run(s, &x, &r), 0);
+    assert_int_equal(r.n_notes, 1); /* stage direction disabled */
+    assert_int_equal(r.notes[0].filter, LM_FILTER_ASSISTANT);
+    assert_string_equal(r.notes[0].reason, "answer contains 'Thy Humble   servant'");
+    assert_false(r.checked & (1u << LM_FILTER_STAGE));
+    lm_filter_set_free(s);
+    unlink(ph), free(ph);
+
+    const char *bad[] = {"min_answer_words = many\n", "bogus = 1\n", "disable = length, nosuch\n", "dup_jaccard = 2\n", "just words\n"};
+    const char *want[] = {":1: min_answer_words", ":1: unknown key 'bogus'", "unknown filter 'nosuch'", ":1: dup_jaccard", ":1: expected"};
+    for (size_t i = 0; i < 5; i++) {
+        char *b = write_tmp(bad[i]);
+        lm_filter_config_default(&cfg);
+        assert_int_equal(lm_filter_config_load(&cfg, b, &err), -1);
+        if (!strstr(err.msg, want[i]) || !strstr(err.msg, b)) fail_msg("config %zu: %s", i, err.msg);
+        unlink(b), free(b);
+    }
+    lm_filter_config_default(&cfg);
+    cfg.phrases_path = "/nonexistent/phrases.txt";
+    assert_null(lm_filter_set_new(&cfg, NULL, &err));
+    assert_non_null(strstr(err.msg, "/nonexistent/phrases.txt"));
+}
+
+static void test_no_character(void **state) {
+    (void)state;
+    lm_err err = {{0}};
+    lm_filter_set *s = lm_filter_set_new(NULL, NULL, &err);
+    assert_non_null(s);
+    /* the sample's character name drives self-intro without a sheet */
+    lm_filter_sample x = {OKQ, "I am Mira of the Docks, and fish is what I know.", NULL, "Mira", NULL, 0};
+    lm_filter_result r;
+    assert_int_equal(lm_filter_run(s, &x, &r), 0);
+    assert_true(r.failed & (1u << LM_FILTER_SELF_INTRO));
+    x.character = "Orlando";
+    assert_int_equal(lm_filter_run(s, &x, &r), 1);
+    assert_int_equal(lm_filter_run(s, NULL, &r), 0); /* no sample: broken, not a crash */
+    lm_filter_set_free(s);
+}
+
+static void test_dedup(void **state) {
+    (void)state;
+    lm_err err = {{0}};
+    lm_dedup *d = lm_dedup_new(NULL, &err);
+    lm_filter_sample a = {"What do you think of the new chancellor and his taxes on the river trade?",
+                          "He is a clever man, and clever men worry me more than cruel ones.", NULL, NULL, NULL, 0};
+    lm_filter_result r;
+    memset(&r, 0, sizeof r), r.pass = 1;
+    assert_int_equal(lm_dedup_check(d, &a, &r), 1);
+    assert_int_equal(lm_dedup_add(d, &a, &err), 0);
+    /* the same question with different case, punctuation and spacing */
+    lm_filter_sample b = {"what do you think of the NEW chancellor, and his taxes on the river-trade",
+                          "A different answer about something else entirely, my friend.", NULL, NULL, NULL, 0};
+    memset(&r, 0, sizeof r), r.pass = 1;
+    assert_int_equal(lm_dedup_check(d, &b, &r), 0);
+    assert_int_equal(r.notes[0].filter, LM_FILTER_DUP);
+    assert_string_equal(r.notes[0].reason, "question is an exact duplicate of accepted sample 0");
+    /* 15 words, 13 word-3-grams. One word changed (index 13) breaks the 2
+     * trigrams holding it: J = 11 / 15 = 0.73 >= 0.7 */
+    lm_filter_sample c = {"What do you think of the new chancellor and his taxes on the wine trade?",
+                          "Yet another answer with words that appear nowhere else at all.", NULL, NULL, NULL, 0};
+    memset(&r, 0, sizeof r), r.pass = 1;
+    assert_int_equal(lm_dedup_check(d, &c, &r), 0);
+    assert_string_equal(r.notes[0].reason, "question is a near-duplicate of accepted sample 0 (Jaccard 0.73)");
+    /* two changed (index 6 and 13): 5 trigrams differ, J = 8 / 18 = 0.44 */
+    lm_filter_sample c2 = {"What do you think of the old chancellor and his taxes on the wine trade?",
+                           "Yet another answer with words that appear nowhere else at all.", NULL, NULL, NULL, 0};
+    memset(&r, 0, sizeof r), r.pass = 1;
+    assert_int_equal(lm_dedup_check(d, &c2, &r), 1);
+    lm_filter_config cfg;
+    lm_filter_config_default(&cfg);
+    cfg.dup_jaccard = 0.4;
+    lm_dedup *d2 = lm_dedup_new(&cfg, &err);
+    assert_int_equal(lm_dedup_add(d2, &a, &err), 0);
+    memset(&r, 0, sizeof r), r.pass = 1;
+    assert_int_equal(lm_dedup_check(d2, &c2, &r), 0);
+    assert_string_equal(r.notes[0].reason, "question is a near-duplicate of accepted sample 0 (Jaccard 0.44)");
+    /* answers are compared with answers */
+    lm_filter_sample e = {"A wholly unrelated question about fishing boats and nets?",
+                          "He is a clever man, and clever men worry me more than cruel ones!", NULL, NULL, NULL, 0};
+    memset(&r, 0, sizeof r), r.pass = 1;
+    assert_int_equal(lm_dedup_check(d, &e, &r), 0);
+    assert_non_null(strstr(r.notes[0].reason, "answer is an exact duplicate of accepted sample 0"));
+    /* many distinct samples: none is flagged, indexes count up */
+    for (int i = 0; i < 500; i++) {
+        char q[128], an[128];
+        snprintf(q, sizeof q, "Question number %d about topic %d and place %d?", i, i * 7 % 13, i * 31 % 17);
+        snprintf(an, sizeof an, "Answer %d: word%d word%d word%d.", i, i * 3, i * 5, i * 11);
+        lm_filter_sample s = {q, an, NULL, NULL, NULL, 0};
+        memset(&r, 0, sizeof r), r.pass = 1;
+        if (!lm_dedup_check(d, &s, &r)) fail_msg("sample %d flagged: %s", i, r.notes[0].reason);
+        long idx = lm_dedup_add(d, &s, &err);
+        assert_int_equal(idx, i + 1);
+    }
+    assert_int_equal(lm_dedup_count(d), 501);
+    lm_dedup_free(d);
+    lm_dedup_free(d2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reasons_format, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_question_only, setup, teardown),
+        cmocka_unit_test(test_names_and_lookup),
+        cmocka_unit_test_setup_teardown(test_config_and_phrases, setup, teardown),
+        cmocka_unit_test(test_no_character),
+        cmocka_unit_test(test_dedup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
