@@ -98,7 +98,7 @@ def test_in_flight_one_is_sequential(tmp_path):
 def test_every_fault_ends_once_with_a_clear_message(tmp_path):
     faults = {
         "ok": None, "[[429x1]]": None, "[[500x2]]": None, "[[503x1]]": None,
-        "[[dropx1]]": None, "[[hangupx1]]": None, "[[malformedx1]]": None,
+        "[[dropx1]]": None, "[[hangupx1]]": None, "[[malformedx1]]": None, "[[slowx1]]": None,
         "[[malformed]]": r"response to request 'q\d+': JSON error at line 1 column \d+",
         "[[noshape]]": r"response to request 'q\d+': no choices\[0\]\.message\.content",
         "[[empty]]": r"empty choices\[0\]\.message\.content",
@@ -138,6 +138,7 @@ def test_every_fault_ends_once_with_a_clear_message(tmp_path):
     assert q500["attempts"] == 3 and len(q500["history"]) == 2
     assert q500["history"][0].startswith("attempt 1: HTTP 500")
     assert ok[f"q{list(faults).index('[[500x2]]')}"]["attempts"] == 3
+    assert ok[f"q{list(faults).index('[[slowx1]]')}"]["attempts"] == 2   # timed out, then answered
     assert s["ok"] == len(ok) and s["failed"] == len(fail)
 
 
