@@ -13,5 +13,7 @@ int cmd_check(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
+int cmd_filter(int argc, char **argv);
+int cmd_review(int argc, char **argv);
 
 #endif

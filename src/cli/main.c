@@ -21,6 +21,8 @@ static const command COMMANDS[] = {
     {"import", cmd_import, "import a Character Card (V2/V3, JSON or PNG) as a sheet"},
     {"export", cmd_export, "export a character sheet as a Character Card V2/V3"},
     {"dataset", cmd_dataset, "show what training will see of a JSONL chat dataset"},
+    {"filter", cmd_filter, "run the dataset filters over a JSONL chat dataset"},
+    {"review", cmd_review, "review generated samples: accept, reject, edit, promote"},
 };
 
 static void usage(FILE *out) {
