@@ -233,6 +233,36 @@ static void test_matmul_helpers(void **state) {
     lm_pool_free(pool);
 }
 
+/* dx += dy W with a W too big for cache (the LM-head path: split over W's
+ * rows into fixed partial sums) against a double-precision loop, and the
+ * same bits with and without threads. */
+static void test_matmul_big_w(void **state) {
+    (void)state;
+    enum { N = 5, IN = 64, OUT = 70001 };
+    float *w = malloc(sizeof(float) * OUT * IN), *dy = malloc(sizeof(float) * N * OUT);
+    float dx[N * IN], dx2[N * IN], ref[N * IN];
+    double acc[N * IN] = {0};
+    assert_non_null(w);
+    assert_non_null(dy);
+    fill(w, (size_t)OUT * IN, 1); fill(dy, (size_t)N * OUT, 1);
+    for (int o = 0; o < OUT; o++) dy[2 * OUT + o] = 0.0f;   /* an all-zero row, as masked rows are */
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OUT; o++)
+            for (int i = 0; i < IN; i++) acc[n * IN + i] += (double)dy[(size_t)n * OUT + o] * w[(size_t)o * IN + i];
+    for (int i = 0; i < N * IN; i++) ref[i] = (float)acc[i] + 1.0f;
+    for (int i = 0; i < N * IN; i++) dx[i] = dx2[i] = 1.0f;   /* accumulates */
+    lm_err err = {{0}};
+    lm_pool *pool = lm_pool_new(2, &err);
+    lm_mm_bwd_x(NULL, dx, dy, w, N, IN, OUT);
+    lm_mm_bwd_x(pool, dx2, dy, w, N, IN, OUT);
+    assert_true(rel(dx, ref, N * IN) < 1e-5);
+    assert_memory_equal(dx, dx2, sizeof dx);
+    for (int i = 0; i < IN; i++) assert_true(dx[2 * IN + i] == 1.0f);
+    lm_pool_free(pool);
+    free(w);
+    free(dy);
+}
+
 /* ---- whole model ----------------------------------------------------- */
 
 static const lm_tconfig tiny = {
@@ -738,6 +768,7 @@ int main(void) {
         cmocka_unit_test(test_attention_bwd),
         cmocka_unit_test(test_swiglu_bwd),
         cmocka_unit_test(test_matmul_helpers),
+        cmocka_unit_test(test_matmul_big_w),
         cmocka_unit_test(test_model_grad_fd),
         cmocka_unit_test(test_lora_grad_fd),
         cmocka_unit_test(test_chunked_loss_equals_unchunked),

@@ -8,6 +8,7 @@
  * needed), and the axpy-style updates fold 4 rows per pass so each store
  * carries 4 multiply-adds. On x86-64 Linux, target_clones builds an AVX2
  * copy next to the baseline one and the loader picks per CPU. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "train/train_internal.h"
@@ -158,8 +159,68 @@ SIMD_CLONES static void bwd_x_task(void *vctx, int task, int n_tasks, int thread
     }
 }
 
+/* Split over o instead: task p computes part[p] = dy[:, o-range] W[o-range]
+ * for every row, reading its slice of W from memory once. */
+typedef struct bwdx_part_ctx {
+    float *part;            /* [P, n, in] */
+    float *dx;              /* [n, in], the destination of the reduction */
+    const float *dy, *w;
+    int n, in, out_dim, P;
+} bwdx_part_ctx;
+
+SIMD_CLONES static void bwd_x_part_task(void *vctx, int task, int n_tasks, int thread) {
+    const bwdx_part_ctx *c = vctx;
+    int lo, hi, in = c->in;
+    range(c->out_dim, task, n_tasks, &lo, &hi);
+    float *part = c->part + (size_t)task * c->n * in;
+    memset(part, 0, (size_t)c->n * in * sizeof(float));
+    for (int o0 = lo; o0 < hi; o0 += TILE) {
+        int o1 = o0 + TILE < hi ? o0 + TILE : hi;
+        for (int r = 0; r < c->n; r++) {
+            const float *dy = c->dy + (size_t)r * c->out_dim;
+            float *dx = part + (size_t)r * in;
+            int o = o0;
+            for (; o + 4 <= o1; o += 4) {
+                if (dy[o] == 0.0f && dy[o + 1] == 0.0f && dy[o + 2] == 0.0f && dy[o + 3] == 0.0f)
+                    continue;
+                const float *w = c->w + (size_t)o * in;
+                axpy4(dx, dy[o], w, dy[o + 1], w + in, dy[o + 2], w + 2 * (size_t)in,
+                      dy[o + 3], w + 3 * (size_t)in, in);
+            }
+            for (; o < o1; o++) axpy1(dx, dy[o], c->w + (size_t)o * in, in);
+        }
+    }
+}
+
+/* dx[r] += part[0][r] + part[1][r] + ... in a fixed order */
+SIMD_CLONES static void bwd_x_reduce_task(void *vctx, int task, int n_tasks, int thread) {
+    const bwdx_part_ctx *c = vctx;
+    float *dx = c->dx;
+    int lo, hi;
+    range(c->n, task, n_tasks, &lo, &hi);
+    for (int r = lo; r < hi; r++)
+        for (int p = 0; p < c->P; p++)
+            axpy1(dx + (size_t)r * c->in, 1.0f, c->part + ((size_t)p * c->n + r) * c->in, c->in);
+}
+
+/* A W of more than this many elements is streamed from memory, not cache:
+ * the LM head (49152 x 576). */
+#define BIG_W (4u << 20)
+#define PARTS 8   /* fixed, so results do not depend on the thread count */
+
 void lm_mm_bwd_x(lm_pool *pool, float *dx, const float *dy, const float *w,
                  int n, int in, int out_dim) {
+    if ((size_t)out_dim * in > BIG_W && n <= 512) {
+        float *part = malloc((size_t)PARTS * n * in * sizeof(float));
+        if (part) {
+            bwdx_part_ctx c = { part, dx, dy, w, n, in, out_dim, PARTS };
+            lm_pool_run(pool, bwd_x_part_task, &c, PARTS);
+            lm_pool_run(pool, bwd_x_reduce_task, &c, n_tasks_for(pool, n));
+            free(part);
+            return;
+        }
+        /* out of memory: the row-split path below needs no scratch */
+    }
     mm_ctx c = { dx, dy, w, n, in, out_dim, 1 };
     lm_pool_run(pool, bwd_x_task, &c, n_tasks_for(pool, n));
 }
