@@ -50,25 +50,38 @@ static const char *state_label(const lm_review_item *it) {
     return it->edited ? "\x1b[32medited\x1b[0m" : "\x1b[32maccepted\x1b[0m";
 }
 
+/* The screen is composed in memory and written with one write(2), so a
+ * reader never sees half a screen. */
 static void draw(tui *t, const lm_review *r, long cur) {
     lm_review_counts c = lm_review_tally(r);
-    fputs("\x1b[H\x1b[2J", stdout);
+    char *scr = NULL;
+    size_t scr_n = 0;
+    FILE *o = open_memstream(&scr, &scr_n);
+    if (!o) return;
+    fputs("\x1b[H\x1b[2J", o);
     if (cur >= 0) {
         const lm_review_item *it = lm_review_get(r, (size_t)cur);
-        printf("\x1b[1msample %ld/%zu\x1b[0m  id %s  line %d  [%s]\n\n", cur + 1, c.total, it->id, it->line,
+        fprintf(o, "\x1b[1msample %ld/%zu\x1b[0m  id %s  line %d  [%s]\n\n", cur + 1, c.total, it->id, it->line,
                state_label(it));
-        printf("\x1b[1;36mQUESTION\x1b[0m\n%s\n\n", it->question);
-        printf("\x1b[1;33mANSWER%s\x1b[0m\n%s\n\n", it->edited ? " (edited)" : "", it->answer);
-        printf("\x1b[2mmeta %s\x1b[0m\n", it->meta);
-        if (*it->notes) printf("\x1b[35mfilter notes: %s\x1b[0m\n", it->notes);
+        fprintf(o, "\x1b[1;36mQUESTION\x1b[0m\n%s\n\n", it->question);
+        fprintf(o, "\x1b[1;33mANSWER%s\x1b[0m\n%s\n\n", it->edited ? " (edited)" : "", it->answer);
+        fprintf(o, "\x1b[2mmeta %s\x1b[0m\n", it->meta);
+        if (*it->notes) fprintf(o, "\x1b[35mfilter notes: %s\x1b[0m\n", it->notes);
     } else {
-        puts("(the dataset is empty)");
+        fputs("(the dataset is empty)\n", o);
     }
-    printf("\n\x1b[7m accepted %zu  rejected %zu  edited %zu  promoted %zu  undecided %zu  of %zu \x1b[0m\n",
+    fprintf(o, "\n\x1b[7m accepted %zu  rejected %zu  edited %zu  promoted %zu  undecided %zu  of %zu \x1b[0m\n",
            c.accepted, c.rejected, c.edited, c.promoted, c.undecided, c.total);
-    puts("a accept  r reject  e edit  p promote  s skip  u undo  q quit");
-    if (t->msg[0]) printf("%s\n", t->msg);
+    fputs("a accept  r reject  e edit  p promote  s skip  u undo  q quit\n", o);
+    if (t->msg[0]) fprintf(o, "%s\n", t->msg);
+    fclose(o);
     fflush(stdout);
+    for (size_t off = 0; scr && off < scr_n;) {
+        ssize_t k = write(STDOUT_FILENO, scr + off, scr_n - off);
+        if (k <= 0 && errno != EINTR) break;
+        if (k > 0) off += (size_t)k;
+    }
+    free(scr);
 }
 
 /* Runs the editor on the answer; *out gets the new text (caller frees),
