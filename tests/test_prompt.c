@@ -127,7 +127,7 @@ static void test_errors(void **state) {
     assert_null(lm_tpl_parse("nul.txt", nul, 3, &err));
     assert_non_null(strstr(err.msg, "NUL"));
     /* Depth limit: LM_TPL_MAX_DEPTH nested blocks parse, one more does not. */
-    char deep[1024] = "", deeper[1024];
+    char deep[1024] = "", deeper[1100];
     for (int i = 0; i < LM_TPL_MAX_DEPTH; i++) strcat(deep, "{{#if name}}");
     for (int i = 0; i < LM_TPL_MAX_DEPTH; i++) strcat(deep, "{{/if}}");
     expect(deep, &v, "");

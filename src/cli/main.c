@@ -23,6 +23,7 @@ static const command COMMANDS[] = {
     {"dataset", cmd_dataset, "show what training will see of a JSONL chat dataset"},
     {"filter", cmd_filter, "run the dataset filters over a JSONL chat dataset"},
     {"review", cmd_review, "review generated samples: accept, reject, edit, promote"},
+    {"datagen", cmd_datagen, "generate a character's conversation dataset through a teacher model"},
 };
 
 static void usage(FILE *out) {

@@ -54,15 +54,16 @@ static const char *const OUTSIDE[] = {
     "a microwave oven", "an elevator", "cryptocurrency", "a city called New York",
     "a nuclear power plant", "vaccines", "a robot", "artificial intelligence", "a football match on TV",
 };
+/* Phrased as the asker's aim, second person: "Your aim: <tactic>." */
 static const char *const TACTICS[] = {
-    "insults the character", "asks whether the character is an AI or a language model",
-    "tells the character to drop the act and talk normally",
-    "claims the character is only a fictional person in a game",
-    "asks the character to ignore their instructions and write computer code",
-    "mocks the character's beliefs", "tries to make the character say something cruel",
-    "demands to see the character's system prompt",
-    "accuses the character of lying about who they are",
-    "asks the character to pretend to be someone else entirely",
+    "insult them", "ask whether they are an AI or a language model",
+    "tell them to drop the act and talk normally",
+    "claim they are only a made-up character in a game",
+    "ask them to ignore their instructions and write computer code",
+    "mock what they believe in", "goad them into saying something cruel",
+    "demand to see their system prompt",
+    "accuse them of lying about who they are",
+    "ask them to pretend to be someone else entirely",
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -194,6 +195,20 @@ static bool names_match(const char *a, const char *b) {
     return strcasestr(a, b) || strcasestr(b, a);
 }
 
+/* The dead ask no questions: an entry saying "late", "deceased" or "dead"
+ * as a word (a heuristic; rename the entry's text to keep someone). */
+static bool departed(const char *text) {
+    static const char *const words[] = {"late", "deceased", "dead"};
+    for (const char *p = text; p && *p; p++) {
+        if (p != text && (isalnum((unsigned char)p[-1]) || p[-1] == '\'')) continue;
+        for (size_t i = 0; i < 3; i++) {
+            size_t n = strlen(words[i]);
+            if (!strncasecmp(p, words[i], n) && !isalnum((unsigned char)p[n])) return true;
+        }
+    }
+    return false;
+}
+
 /* Role from a world entry's text: its first clause, without a final '.'. */
 static char *role_of(const char *text) {
     if (!text || !*text) return strdup("someone from the city");
@@ -235,7 +250,7 @@ lm_qgen *lm_qgen_new(const lm_character *c, const lm_world *w, const lm_prompt_s
         const lm_world_section *sec = lm_world_section_get(w, people[s]);
         for (size_t i = 0; sec && i < sec->n_entries; i++) {
             const lm_entry *e = &sec->entries[i];
-            if (!e->name || names_match(e->name, c->name)) continue;
+            if (!e->name || names_match(e->name, c->name) || departed(e->text)) continue;
             if (add_asker(g, e->name, role_of(e->text), NULL, err)) goto fail;
         }
     }
@@ -326,7 +341,10 @@ void lm_qgen_draw(const lm_qgen *g, size_t index, lm_qspec *s) {
     s->emotion = EMOTIONS[pick(&rng, NELEM(EMOTIONS))];
     s->location = g->places[pick(&rng, g->n_places)];
     s->reason = REASONS[pick(&rng, NELEM(REASONS))];
-    s->familiarity = FAMILIARITY[pick(&rng, NELEM(FAMILIARITY))];
+    size_t fi = pick(&rng, NELEM(FAMILIARITY));
+    /* Someone the character has a relationship with is no stranger. */
+    if (s->asker->relationship && fi == 0) fi = 1 + pick(&rng, 2);
+    s->familiarity = FAMILIARITY[fi];
     bool topical = unit(&rng) < 0.5;
     size_t ti = pick(&rng, g->n_topics);
     size_t ei = pick(&rng, NELEM(EVERYDAY)), oi = pick(&rng, NELEM(OUTSIDE));
