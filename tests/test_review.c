@@ -250,6 +250,14 @@ static void test_torn_and_bad_lines(void **state) {
     assert_null(lm_review_open(p->out, p->dec, &err));
     snprintf(want, sizeof want, "%s:1: not a chat sample", p->out);
     if (!strstr(err.msg, want)) fail_msg("%s", err.msg);
+    /* the pipeline's rejected samples carry reasons as {filter, reason} */
+    write_file(p->out, "{\"messages\":[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\","
+                       "\"content\":\"A\"}],\"meta\":{\"reasons\":[{\"filter\":\"length\",\"reason\":"
+                       "\"answer has 1 words (min 3)\"},{\"filter\":\"x\",\"reason\":\"y\"}]}}\n");
+    lm_review *r2 = lm_review_open(p->out, p->dec, &err);
+    assert_non_null(r2);
+    assert_string_equal(lm_review_get(r2, 0)->notes, "length: answer has 1 words (min 3); x: y");
+    lm_review_close(r2);
     assert_null(lm_review_open("/nonexistent/x.jsonl", NULL, &err));
     assert_non_null(strstr(err.msg, "/nonexistent/x.jsonl"));
 }

@@ -75,7 +75,15 @@ static char *notes_text(json_t *meta) {
         size_t cnt = json_is_array(v) ? json_array_size(v) : (v ? 1 : 0);
         for (size_t i = 0; i < cnt; i++) {
             json_t *e = one ? one : json_array_get(v, i);
-            char *t = json_is_string(e) ? strdup(json_string_value(e)) : json_dumps(e, JSON_COMPACT | JSON_ENCODE_ANY);
+            const char *fn = json_string_value(json_object_get(e, "filter"));
+            const char *fr = json_string_value(json_object_get(e, "reason"));
+            char *t = NULL;
+            if (fn && fr) { /* the pipeline's {"filter":..., "reason":...} */
+                size_t tn0 = strlen(fn) + strlen(fr) + 3;
+                if ((t = malloc(tn0))) snprintf(t, tn0, "%s: %s", fn, fr);
+            } else {
+                t = json_is_string(e) ? strdup(json_string_value(e)) : json_dumps(e, JSON_COMPACT | JSON_ENCODE_ANY);
+            }
             if (!t) continue;
             size_t tn = strlen(t);
             char *ns = realloc(s, cap + tn + 2);

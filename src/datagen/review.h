@@ -52,7 +52,7 @@ typedef struct {
     const char *answer;     /* current answer: the edit when edited */
     const char *original;   /* the dataset's answer */
     const char *meta;       /* meta as compact JSON ("{}" when none) */
-    const char *notes;      /* meta.filter_notes / meta.rejected_by / meta.filters_failed as text; "" */
+    const char *notes;      /* meta.filter_notes, rejected_by, filters_failed, reasons as text; "" */
     lm_review_state state;
     int edited, promoted;
     int line;               /* 1-based line in the dataset */
