@@ -132,6 +132,14 @@ char *lm_agen_system(const lm_agen *g, const lm_qspec *s, lm_err *err) {
     return out;
 }
 
+static void trim(char *s) {
+    size_t n = strlen(s), a = 0;
+    while (a < n && isspace((unsigned char)s[a])) a++;
+    while (n > a && isspace((unsigned char)s[n - 1])) n--;
+    memmove(s, s + a, n - a);
+    s[n - a] = 0;
+}
+
 /* A line that opens with "Label:" for another speaker. */
 static bool other_speaker(const char *line, const char *const *labels, size_t n) {
     return lm_dg_skip_label(line, labels, n) != line;
@@ -158,15 +166,12 @@ char *lm_answer_clean(const char *reply, const char *character, const char *aske
         l = strchr(l, '\n');
         if (l) l++;
     }
-    size_t n = strlen(s), a = 0;
-    while (a < n && isspace((unsigned char)s[a])) a++;
-    while (n > a && isspace((unsigned char)s[n - 1])) n--;
-    memmove(s, s + a, n - a);
-    s[n - a] = 0;
-    n -= a;
+    trim(s);
+    size_t n = strlen(s);
     if (n >= 2 && s[0] == '"' && s[n - 1] == '"' && !memchr(s + 1, '"', n - 2)) {
         memmove(s, s + 1, n - 2);
         s[n - 2] = 0;
+        trim(s);
     }
     if (!*s) {
         free(s);
