@@ -145,28 +145,12 @@ static void attn_task(void *arg, int task, int n_tasks, int thread) {
     int hd = cfg->head_dim, nh = cfg->n_head;
     int kv_dim = cfg->n_head_kv * hd;
     int t = task / nh, h = task % nh;
-    int kvh = h / (nh / cfg->n_head_kv);
-    int n_keys = j->p0 + t + 1;
-    const float *q = c->q + ((size_t)t * nh + h) * hd;
+    int kvh = h / (nh / cfg->n_head_kv);   /* GQA: n_head / n_head_kv queries share a KV head */
     size_t layer_off = (size_t)j->layer * (size_t)c->n_ctx * (size_t)kv_dim;
-    const float *K = c->k_cache + layer_off + (size_t)kvh * hd;
-    const float *V = c->v_cache + layer_off + (size_t)kvh * hd;
-    float *s = c->scores + (size_t)thread * (size_t)c->n_ctx;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int p = 0; p < n_keys; p++) {
-        const float *k = K + (size_t)p * kv_dim;
-        float dot = 0.0f;
-        for (int i = 0; i < hd; i++) dot += q[i] * k[i];
-        s[p] = dot * scale;
-    }
-    lm_softmax(s, n_keys);
-    float *out = c->att + ((size_t)t * nh + h) * hd;
-    memset(out, 0, sizeof(float) * (size_t)hd);
-    for (int p = 0; p < n_keys; p++) {
-        const float *v = V + (size_t)p * kv_dim;
-        float w = s[p];
-        for (int i = 0; i < hd; i++) out[i] += w * v[i];
-    }
+    lm_attn_head(c->att + ((size_t)t * nh + h) * hd, c->q + ((size_t)t * nh + h) * hd,
+                 c->k_cache + layer_off + (size_t)kvh * hd,
+                 c->v_cache + layer_off + (size_t)kvh * hd, (size_t)kv_dim, j->p0 + t + 1, hd,
+                 1.0f / sqrtf((float)hd), c->scores + (size_t)thread * (size_t)c->n_ctx);
 }
 
 static void add_into(float *x, const float *y, size_t n) {
