@@ -110,7 +110,7 @@ static void check_against_reference(const lm_kernels *ks, lm_dtype t, const floa
     assert_true(q && d && s);
     for (int i = 0; i < m; i++) {
         const float *xi = x + (size_t)i * k;
-        if (is_quant(t)) ks->quant_x(xi, k, q, d, s, 1);
+        if (is_quant(t)) ks->quant_x(xi, k, q, d, s, NULL, 1);
         for (int j = 0; j < n; j++) {
             const float *wj = wf + (size_t)j * k;
             double exact = 0, abs_terms = 0, truth = 0, loose = 0;
@@ -161,7 +161,7 @@ static void check_q41(const lm_kernels *ks, const float *y, const float *x, cons
     assert_true(q && d && s);
     const lm_block_q4_1 *wb = W;
     for (int i = 0; i < m; i++) {
-        ks->quant_x(x + (size_t)i * k, k, q, d, s, 1);
+        ks->quant_x(x + (size_t)i * k, k, q, d, s, NULL, 1);
         for (int j = 0; j < n; j++) {
             const float *xi = x + (size_t)i * k;
             double exact = 0, abs_terms = 0, truth = 0, loose = 0;
@@ -300,9 +300,10 @@ static void test_quant_x(void **state) {
     x[100] = 1e-30f; /* tiny values round to zero, no UB */
     int8_t q0[K], q1[K];
     float d0[NB], s0[NB], d1[NB], s1[NB];
+    int32_t qs0[NB], qs1[NB];
     int ns;
     const lm_kernels *const *ks = sets(&ns);
-    ks[0]->quant_x(x, K, q0, d0, s0, 1);
+    ks[0]->quant_x(x, K, q0, d0, s0, qs0, 1);
     for (int b = 0; b < NB; b++) {
         float amax = 0;
         int sum = 0, qmax = 0;
@@ -318,15 +319,21 @@ static void test_quant_x(void **state) {
         }
         assert_int_equal(qmax, amax > 0 ? 127 : 0);
         assert_true(fabs(s0[b] - sum * dd) <= fabs(sum * dd) * 0x1p-10 + 1e-38);
+        assert_int_equal(qs0[b], sum);
     }
     for (int s = 1; s < ns; s++) {
         memset(q1, 0x55, sizeof q1);
-        ks[s]->quant_x(x, K, q1, d1, s1, 1);
+        ks[s]->quant_x(x, K, q1, d1, s1, qs1, 1);
         assert_memory_equal(q0, q1, sizeof q0);
         assert_memory_equal(d0, d1, sizeof d0);
         assert_memory_equal(s0, s1, sizeof s0);
-        ks[s]->quant_x(x, K, q1, d1, NULL, 1); /* s is optional */
+        assert_memory_equal(qs0, qs1, sizeof qs0);
+        memset(q1, 0x55, sizeof q1);
+        ks[s]->quant_x(x, K, q1, d1, NULL, NULL, 1); /* s and qsum are optional */
         assert_memory_equal(q0, q1, sizeof q0);
+        memset(qs1, 0, sizeof qs1);
+        ks[s]->quant_x(x, K, q1, d1, NULL, qs1, 1); /* qsum alone */
+        assert_memory_equal(qs0, qs1, sizeof qs0);
     }
 }
 

@@ -28,12 +28,15 @@
 
 /* The rows of x a tile kernel works on. Float-weight kernels read f[i];
  * quantized-weight kernels read row i at q + i*k and its block-b scales at
- * d[b*LM_XQ_GROUP + i], s[b*LM_XQ_GROUP + i]. */
+ * d[b*LM_XQ_GROUP + i], s[b*LM_XQ_GROUP + i] (Q4_1 only), and the exact sum
+ * of its block-b q at qsum[b*LM_XQ_GROUP + i] (Q4_0 only: SIMD kernels dot
+ * the raw nibbles and subtract 8*qsum instead of recentring each nibble). */
 typedef struct lm_xtile {
     const float *f[8];
     const int8_t *q;
     const float *d;
     const float *s;
+    const int32_t *qsum;
 } lm_xtile;
 
 /* out[i*nr + j] = dot(x row i, w[j]) for i < mr, j < nr (the tile's own
@@ -55,10 +58,12 @@ enum { LM_WT_F32, LM_WT_F16, LM_WT_BF16, LM_WT_Q8_0, LM_WT_Q4_0, LM_WT_Q4_1, LM_
 typedef struct lm_kernels {
     const char *name;
     /* Quantizes one row x[k] (k a multiple of 32) to 8 bit: q[k], the
-     * scale of block b in d[b*stride], and s[b*stride] when s is not NULL.
+     * scale of block b in d[b*stride], and s[b*stride] / qsum[b*stride]
+     * when they are not NULL.
      * Round-to-nearest-even with id = 127/amax, as ggml's SIMD
      * quantize_row_q8_0/q8_1 do; every set writes bit-identical output. */
-    void (*quant_x)(const float *x, int k, int8_t *q, float *d, float *s, int stride);
+    void (*quant_x)(const float *x, int k, int8_t *q, float *d, float *s, int32_t *qsum,
+                    int stride);
     lm_tile dec[LM_WT_COUNT];  /* for m == 1: mr == 1 */
     lm_tile gemm[LM_WT_COUNT]; /* for m > 1; quantized types: mr == LM_XQ_GROUP */
     /* lm_softmax, lm_swiglu, lm_attn_head (ops.h) */

@@ -84,6 +84,7 @@ typedef struct mm_job {
     int quant;          /* x goes through quant_x */
     int8_t *xq;         /* [m_pad, k], m_pad = m rounded up to LM_XQ_GROUP */
     float *xd, *xs;     /* [m_pad/G, k/32, G] (see kernels.h); xs NULL unless Q4_1 */
+    int32_t *xsum;      /* same layout; NULL unless Q4_0 */
     int mc, nc;         /* rows of x / of W per task */
     int tasks_n;        /* tasks along n */
 } mm_job;
@@ -100,7 +101,7 @@ static void quant_task(void *ctx, int task, int n_tasks, int thread) {
     for (int r = r0; r < r1; r++)
         j->ks->quant_x(j->x + (size_t)r * j->k, j->k, j->xq + (size_t)r * j->k,
                        j->xd + scale_index(r, nb), j->xs ? j->xs + scale_index(r, nb) : NULL,
-                       LM_XQ_GROUP);
+                       j->xsum ? j->xsum + scale_index(r, nb) : NULL, LM_XQ_GROUP);
 }
 
 static void mm_task(void *ctx, int task, int n_tasks, int thread) {
@@ -111,7 +112,7 @@ static void mm_task(void *ctx, int task, int n_tasks, int thread) {
     const int tn = task % j->tasks_n, tm = task / j->tasks_n;
     const int n0 = tn * j->nc, n1 = n0 + j->nc < j->n ? n0 + j->nc : j->n;
     const int m0 = tm * j->mc, m1 = m0 + j->mc < j->m ? m0 + j->mc : j->m;
-    lm_xtile xt = {{NULL}, NULL, NULL, NULL};
+    lm_xtile xt = {{NULL}, NULL, NULL, NULL, NULL};
     const void *wr[LM_TILE_MAX_NR];
     float out[LM_TILE_MAX_MR * LM_TILE_MAX_NR];
     for (int i0 = m0; i0 < m1; i0 += mr) {
@@ -121,6 +122,7 @@ static void mm_task(void *ctx, int task, int n_tasks, int thread) {
             xt.q = j->xq + (size_t)i0 * k;
             xt.d = j->xd + scale_index(i0, nb);
             xt.s = j->xs ? j->xs + scale_index(i0, nb) : NULL;
+            xt.qsum = j->xsum ? j->xsum + scale_index(i0, nb) : NULL;
         } else {
             /* rows past the end repeat the last one; their results are dropped */
             for (int i = 0; i < mr; i++) xt.f[i] = j->x + (size_t)(i0 + (i < mi ? i : mi - 1)) * k;
@@ -157,7 +159,8 @@ static void run_tiles(mm_job *j, lm_pool *pool) {
     lm_pool_run(pool, mm_task, j, j->tasks_n * tasks_m);
 }
 
-/* Bytes of 8-bit activations for m rows: q, d and s for m padded to a group. */
+/* Bytes of 8-bit activations for m rows: q, d and s (or qsum) for m padded
+ * to a group. */
 static size_t xq_bytes(int m, int k) {
     size_t rows = (size_t)round_up(m, LM_XQ_GROUP);
     return rows * (size_t)k + rows * (size_t)(k / LM_QK) * 2 * sizeof(float);
@@ -209,7 +212,9 @@ void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *
         j.y = y + (size_t)r0 * n;
         j.tile = rows == 1 ? ks->dec[wi] : ks->gemm[wi];
         j.xd = (float *)buf;
+        /* the second per-block array is s for Q4_1, qsum for Q4_0 */
         j.xs = wi == LM_WT_Q4_1 ? j.xd + pad * nb : NULL;
+        j.xsum = wi == LM_WT_Q4_0 ? (int32_t *)(j.xd + pad * nb) : NULL;
         j.xq = (int8_t *)(j.xd + pad * nb * 2);
         /* padding rows of a batch: zeros, so their (dropped) dot products
          * are finite; decode tiles read row 0 only */
@@ -218,10 +223,11 @@ void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *
             for (int b = 0; b < nb; b++) {
                 j.xd[scale_index((int)r, nb) + (size_t)b * LM_XQ_GROUP] = 0.0f;
                 if (j.xs) j.xs[scale_index((int)r, nb) + (size_t)b * LM_XQ_GROUP] = 0.0f;
+                if (j.xsum) j.xsum[scale_index((int)r, nb) + (size_t)b * LM_XQ_GROUP] = 0;
             }
         }
         if (rows == 1)
-            ks->quant_x(j.x, k, j.xq, j.xd, j.xs, LM_XQ_GROUP);
+            ks->quant_x(j.x, k, j.xq, j.xd, j.xs, j.xsum, LM_XQ_GROUP);
         else
             lm_pool_run(pool, quant_task, &j, rows < lm_pool_threads(pool) * 4 ? rows : lm_pool_threads(pool) * 4);
         run_tiles(&j, pool);

@@ -31,7 +31,8 @@ INLINE float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
 
 /* ---- activation quantizer ------------------------------------------- */
 
-static AVX2 void quant_x(const float *x, int k, int8_t *q, float *d, float *s, int stride) {
+static AVX2 void quant_x(const float *x, int k, int8_t *q, float *d, float *s, int32_t *qsum,
+                         int stride) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int b = 0; b < k / LM_QK; b++, x += LM_QK, q += LM_QK) {
         __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
@@ -51,13 +52,17 @@ static AVX2 void quant_x(const float *x, int k, int8_t *q, float *d, float *s, i
         __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), rnd));
         __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), rnd));
         d[(size_t)b * stride] = lm_round_f16(db);
-        if (s) {
+        if (s || qsum) {
             __m256i t = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
             __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
             t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4e));
             t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xb1));
-            const float sb = (float)_mm_cvtsi128_si32(t4) * db;
-            s[(size_t)b * stride] = lm_round_f16(sb);
+            const int sum = _mm_cvtsi128_si32(t4);
+            if (s) {
+                const float sb = (float)sum * db;
+                s[(size_t)b * stride] = lm_round_f16(sb);
+            }
+            if (qsum) qsum[(size_t)b * stride] = sum;
         }
         /* packs interleave 128-bit lanes; the permute restores element order */
         __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
@@ -106,8 +111,10 @@ INLINE __m256i hsum8_epi32(const __m256i *v) {
 
 enum { QK_Q8_0, QK_Q4_0, QK_Q4_1 };
 
-/* Block b of W row r for kind: the 32 weights as bytes (signed for Q8_0 /
- * Q4_0, nibbles 0..15 for Q4_1), and the f16 d (and m) fields. */
+/* Block b of W row r for kind: the 32 weights as bytes (signed for Q8_0,
+ * the raw nibbles 0..15 for Q4_0 and Q4_1), and the f16 d (and m) fields.
+ * Q4_0's weights are nib - 8: the kernels take sum(nib*x) - 8*sum(x),
+ * exact in integers, which saves recentring and sign tricks per pair. */
 INLINE __m256i load_wblock(const void *row, int b, int kind, uint16_t *d, uint16_t *m) {
     if (kind == QK_Q8_0) {
         const lm_block_q8_0 *blk = (const lm_block_q8_0 *)row + b;
@@ -117,7 +124,7 @@ INLINE __m256i load_wblock(const void *row, int b, int kind, uint16_t *d, uint16
     if (kind == QK_Q4_0) {
         const lm_block_q4_0 *blk = (const lm_block_q4_0 *)row + b;
         *d = blk->d;
-        return _mm256_sub_epi8(unpack_nibbles(blk->q), _mm256_set1_epi8(8));
+        return unpack_nibbles(blk->q);
     }
     const lm_block_q4_1 *blk = (const lm_block_q4_1 *)row + b;
     *d = blk->d;
@@ -147,9 +154,11 @@ INLINE void dec_q(int k, const void *const *w, const lm_xtile *x, float *out, co
                 _mm_prefetch((const char *)w[j] + (size_t)b * bb + PF_DIST, _MM_HINT_T0);
             }
             const __m256i wv = load_wblock(w[j], b, kind, &d[j], &m[j]);
-            p[j] = kind == QK_Q4_1 ? bdot_u(wv, xv) : bdot_s(_mm256_sign_epi8(wv, wv), wv, xv);
+            p[j] = kind == QK_Q8_0 ? bdot_s(_mm256_sign_epi8(wv, wv), wv, xv) : bdot_u(wv, xv);
         }
-        const __m256i isum = hsum8_epi32(p);
+        __m256i isum = hsum8_epi32(p);
+        if (kind == QK_Q4_0)
+            isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * x->qsum[b * LM_XQ_GROUP]));
         const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16((short)d[0], (short)d[1], (short)d[2], (short)d[3],
                                                          (short)d[4], (short)d[5], (short)d[6], (short)d[7]));
         const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[b * LM_XQ_GROUP]));
@@ -177,7 +186,7 @@ INLINE void gemm_q(int k, const void *const *w, const lm_xtile *x, float *out, c
 #pragma GCC unroll 8
         for (int j = 0; j < 2 * NG; j++) {
             wv[j] = load_wblock(w[j], b, kind, &d[j], &m[j]);
-            if (kind != QK_Q4_1) aw[j] = _mm256_sign_epi8(wv[j], wv[j]);
+            if (kind == QK_Q8_0) aw[j] = _mm256_sign_epi8(wv[j], wv[j]);
         }
         __m256i p[4][8];
 #pragma GCC unroll 4
@@ -185,17 +194,23 @@ INLINE void gemm_q(int k, const void *const *w, const lm_xtile *x, float *out, c
             const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + (size_t)i * k + b * LM_QK));
 #pragma GCC unroll 8
             for (int j = 0; j < 2 * NG; j++)
-                p[j / 2][2 * i + j % 2] = kind == QK_Q4_1 ? bdot_u(wv[j], xv) : bdot_s(aw[j], wv[j], xv);
+                p[j / 2][2 * i + j % 2] = kind == QK_Q8_0 ? bdot_s(aw[j], wv[j], xv) : bdot_u(wv[j], xv);
         }
         const __m256 dx = _mm256_permutevar8x32_ps(
             _mm256_castps128_ps256(_mm_loadu_ps(x->d + b * LM_XQ_GROUP)), rows_of_lanes);
+        __m256i qs8 = _mm256_setzero_si256(); /* 8*qsum of each lane's x row (Q4_0) */
+        if (kind == QK_Q4_0)
+            qs8 = _mm256_slli_epi32(_mm256_permutevar8x32_epi32(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(x->qsum + b * LM_XQ_GROUP))),
+                rows_of_lanes), 3);
         __m256 sx = _mm256_setzero_ps();
         if (kind == QK_Q4_1)
             sx = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(x->s + b * LM_XQ_GROUP)),
                                           rows_of_lanes);
 #pragma GCC unroll 4
         for (int g = 0; g < NG; g++) {
-            const __m256i isum = hsum8_epi32(p[g]);
+            __m256i isum = hsum8_epi32(p[g]);
+            if (kind == QK_Q4_0) isum = _mm256_sub_epi32(isum, qs8);
             const __m256 dw = _mm256_cvtph_ps(_mm_set1_epi32((int)((uint32_t)d[2 * g] | (uint32_t)d[2 * g + 1] << 16)));
             acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dx), acc[g]);
             if (kind == QK_Q4_1) {

@@ -18,7 +18,8 @@ static inline int8_t q8_rne(float v) {
     return (int8_t)nearbyintf(v);
 }
 
-static void quant_x(const float *x, int k, int8_t *q, float *d, float *s, int stride) {
+static void quant_x(const float *x, int k, int8_t *q, float *d, float *s, int32_t *qsum,
+                    int stride) {
     for (int b = 0; b < k / LM_QK; b++, x += LM_QK, q += LM_QK) {
         float amax = 0.0f;
         for (int j = 0; j < LM_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
@@ -35,6 +36,7 @@ static void quant_x(const float *x, int k, int8_t *q, float *d, float *s, int st
             const float sb = (float)sum * db;
             s[(size_t)b * stride] = lm_round_f16(sb);
         }
+        if (qsum) qsum[(size_t)b * stride] = sum;
     }
 }
 
