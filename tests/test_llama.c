@@ -21,6 +21,7 @@ typedef struct {
     int n_layer, n_embd, n_head, n_head_kv, n_ff, n_vocab, n_ctx_train;
     float base, eps;
     int untied;
+    int rope_freqs;            /* add Llama-3-style rope_freqs.weight divisors */
     lm_dtype wtype;            /* type of the 2-D weights */
     const char *omit;          /* tensor to leave out */
     const char *bad_shape;     /* tensor to write with one row too many */
@@ -59,7 +60,7 @@ static void add(tiny *m, gguf_writer *w, const char *name, int ne0, int ne1, flo
     if (m->s.omit && !strcmp(name, m->s.omit)) return;
     lm_err err = {0};
     int64_t ne[2] = {ne0, rows};
-    int vec = ne1 == 1 && strstr(name, "norm");
+    int vec = ne1 == 1 && (strstr(name, "norm") || strstr(name, "rope_freqs"));
     lm_dtype type = vec ? LM_F32 : m->s.wtype;
     size_t rb = lm_dtype_row_bytes(type, ne0);
     uint8_t *buf = malloc(rb * (size_t)rows);
@@ -110,6 +111,7 @@ static tiny *tiny_write(spec s) {
     add(m, w, "token_embd.weight", s.n_embd, s.n_vocab, 1.0f, 0.0f);
     add(m, w, "output_norm.weight", s.n_embd, 1, 0.2f, 1.0f);
     if (s.untied) add(m, w, "output.weight", s.n_embd, s.n_vocab, ws, 0.0f);
+    if (s.rope_freqs) add(m, w, "rope_freqs.weight", hd / 2, 1, 3.5f, 4.5f);   /* in [1, 8] */
     for (int l = 0; l < s.n_layer; l++) {
         char nm[64];
 #define T(part, ne0, ne1, sc, off) \
@@ -161,10 +163,10 @@ static void ref_rmsnorm(double *y, const double *x, const float *w, int d, doubl
     for (int i = 0; i < d; i++) y[i] = x[i] * r * w[i];
 }
 
-/* Adjacent-pair rope on one head vector. */
-static void ref_rope(double *v, int hd, int pos, double base) {
+/* Adjacent-pair rope on one head vector; freqs (or NULL) divide theta. */
+static void ref_rope(double *v, int hd, int pos, double base, const float *freqs) {
     for (int i = 0; i < hd / 2; i++) {
-        double th = pos * pow(base, -2.0 * i / hd);
+        double th = pos * pow(base, -2.0 * i / hd) / (freqs ? freqs[i] : 1.0);
         double a = v[2 * i], b = v[2 * i + 1];
         v[2 * i] = a * cos(th) - b * sin(th);
         v[2 * i + 1] = a * sin(th) + b * cos(th);
@@ -192,8 +194,9 @@ static void ref_forward(const tiny *m, const int32_t *tok, int n, double *logits
             ref_matvec(q, WL("attn_q"), xn, d, d);
             ref_matvec(k, WL("attn_k"), xn, kvd, d);
             ref_matvec(v, WL("attn_v"), xn, kvd, d);
-            for (int h = 0; h < s->n_head; h++) ref_rope(q + h * hd, hd, t, s->base);
-            for (int h = 0; h < s->n_head_kv; h++) ref_rope(k + h * hd, hd, t, s->base);
+            const float *fr = s->rope_freqs ? W(m, "rope_freqs.weight") : NULL;
+            for (int h = 0; h < s->n_head; h++) ref_rope(q + h * hd, hd, t, s->base, fr);
+            for (int h = 0; h < s->n_head_kv; h++) ref_rope(k + h * hd, hd, t, s->base, fr);
             for (int h = 0; h < s->n_head; h++) {
                 int kh = h / (s->n_head / s->n_head_kv);
                 double mx = -1e300, z = 0;
@@ -283,6 +286,15 @@ static void test_matches_reference_untied_mha(void **state) {
     assert_non_null(pool);
     check_vs_reference(s, 12, pool);
     lm_pool_free(pool);
+}
+
+/* Llama 3.x files carry rope_freqs.weight (per-pair theta divisors). */
+static void test_matches_reference_rope_freqs(void **state) {
+    (void)state;
+    spec s = base_spec();
+    s.rope_freqs = 1;
+    s.base = 500000.0f;
+    check_vs_reference(s, 16, NULL);
 }
 
 /* A long input crosses the internal batch size: chunk boundaries too. */
@@ -426,6 +438,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_reference_gqa),
         cmocka_unit_test(test_matches_reference_untied_mha),
+        cmocka_unit_test(test_matches_reference_rope_freqs),
         cmocka_unit_test(test_matches_reference_long),
         cmocka_unit_test(test_batch_equals_decode),
         cmocka_unit_test(test_config_errors),
