@@ -91,3 +91,20 @@ def test_chat_system_prompt(lemonpc, model_path):
     gen = run([lemonpc, "generate", model_path, "--system", sys_msg, "-p", "Who are you?"] + common)
     assert chat.returncode == 0 and gen.returncode == 0
     assert chat.stdout == gen.stdout
+
+
+def test_peak_memory(lemonpc, model_path):
+    """Weights are used in place from the mapping: peak RSS stays within the
+    file size + the KV cache + 30 MB (tokenizer, scratch, code)."""
+    n_ctx = 512
+    # SmolLM2: 30 layers * 2 (K, V) * 3 KV heads * 64 dims * 4 bytes per position
+    kv_bytes = n_ctx * 30 * 2 * 3 * 64 * 4
+    code = ("import resource, subprocess, sys; "
+            "r = subprocess.run(sys.argv[1:], capture_output=True); "
+            "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    r = run(["python3", "-c", code, lemonpc, "generate", model_path, "-p",
+             "Tell me a story about a dragon.", "-n", "64", "--temp", "0", "--ctx", str(n_ctx)])
+    rc, maxrss_kb = map(int, r.stdout.split())
+    assert rc == 0
+    limit = model_path.stat().st_size + kv_bytes + 30 * 2**20
+    assert maxrss_kb * 1024 <= limit, f"peak RSS {maxrss_kb} KB > {limit // 1024} KB"
