@@ -735,6 +735,28 @@ static void test_gguf_roundtrip_and_errors(void **state) {
     assert_int_equal(r->n_params, m->n_params);
     assert_memory_equal(r->params, m->params, m->n_params * sizeof(float));
     lm_tmodel_free(r);
+
+    /* the same tensors under metadata claiming 2 KV heads: K no longer fits */
+    gguf_file *f = gguf_open(path, &err);
+    assert_non_null(f);
+    gguf_writer *w = gguf_writer_new();
+    assert_int_equal(gguf_copy_kvs(w, f, &err), 0);
+    assert_int_equal(gguf_set_u32(w, "llama.attention.head_count_kv", 2, &err), 0);
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const gguf_tensor *t = &f->tensors[i];
+        assert_int_equal(gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes, &err), 0);
+    }
+    char bad[] = "/tmp/lm_test_train_bad_XXXXXX";
+    fd = mkstemp(bad);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(gguf_write(w, bad, &err), 0);
+    gguf_writer_free(w);
+    gguf_close(f);
+    assert_null(lm_tmodel_load(bad, &err));
+    assert_non_null(strstr(err.msg, "blk.0.attn_k.weight"));
+    assert_non_null(strstr(err.msg, bad));
+    unlink(bad);
     unlink(path);
 
     /* token id outside the vocabulary: an error naming the position */
