@@ -16,5 +16,6 @@ int cmd_dataset(int argc, char **argv);
 int cmd_filter(int argc, char **argv);
 int cmd_review(int argc, char **argv);
 int cmd_datagen(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

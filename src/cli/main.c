@@ -24,6 +24,7 @@ static const command COMMANDS[] = {
     {"filter", cmd_filter, "run the dataset filters over a JSONL chat dataset"},
     {"review", cmd_review, "review generated samples: accept, reject, edit, promote"},
     {"datagen", cmd_datagen, "generate a character's conversation dataset through a teacher model"},
+    {"train", cmd_train, "fine-tune a model (LoRA or full) on a JSONL chat dataset"},
 };
 
 static void usage(FILE *out) {

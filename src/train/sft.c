@@ -1,0 +1,390 @@
+#include "train/sft.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/pool.h"
+#include "base/progress.h"
+#include "model/gguf.h"
+#include "tokenizer/tokenizer.h"
+#include "train/adamw.h"
+#include "train/checkpoint.h"
+#include "train/lora.h"
+
+#define EMA_BETA 0.9
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* One optimizer step's micro-batches, copied out of the batcher (whose
+ * arrays are reused by the next call) because loss_norm needs the trained
+ * count of all of them before the first backward. */
+typedef struct {
+    int32_t *tokens, *targets, *segments, *pos;
+    uint8_t *mask;
+} slot;
+
+typedef struct {
+    const lm_train_cfg *cfg;
+    lm_tmodel *m;
+    lm_lora *lora;
+    lm_tacts *acts;
+    lm_pool *pool;
+    lm_batcher *val;
+    int val_batches;
+} loop;
+
+/* Mean loss over every trained position of the validation set. */
+static int val_loss(loop *L, double *out, lm_err *err) {
+    double sum = 0;
+    long n = 0;
+    for (int i = 0; i < L->val_batches; i++) {
+        lm_batch b;
+        if (lm_batcher_next(L->val, &b, err)) return -1;
+        if (!b.n_trained) continue;
+        lm_tbatch tb = {.B = b.B, .T = b.T, .tokens = b.tokens, .targets = b.targets,
+                        .mask = b.loss_mask, .segments = b.segments, .pos = b.pos};
+        double l;
+        if (lm_train_forward(L->m, L->lora, L->acts, &tb, L->pool, err) ||
+            lm_train_loss(L->m, L->acts, &tb, L->pool, 0, NULL, &l, err))
+            return lm_err_prefix(err, "validation");
+        sum += l * (double)b.n_trained;
+        n += b.n_trained;
+    }
+    *out = n ? sum / (double)n : 0.0;
+    return 0;
+}
+
+/* Steps in the whole run, found by replaying the batcher (with packing the
+ * batches per epoch depend on each epoch's order). */
+static long count_steps(const lm_sft_dataset *ds, const lm_batcher_opts *bo, int epochs, int ga,
+                        long *micro_total, lm_err *err) {
+    lm_batcher *b = lm_batcher_new(ds, bo, err);
+    if (!b) return -1;
+    long steps = 0, micro = 0;
+    for (int e = 0; e < epochs; e++) {
+        int k = 0;
+        lm_batch x;
+        do {
+            if (lm_batcher_next(b, &x, err)) { lm_batcher_free(b); return -1; }
+            k++;
+        } while (!x.epoch_end);
+        steps += (k + ga - 1) / ga;
+        micro += k;
+    }
+    lm_batcher_free(b);
+    *micro_total = micro;
+    return steps;
+}
+
+static int mkdir_p1(const char *dir, lm_err *err) {
+    if (mkdir(dir, 0777) && errno != EEXIST) return lm_errno(err, "%s", dir);
+    return 0;
+}
+
+int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *train,
+                 const lm_sft_dataset *val, const lm_sft_ctl *ctl, lm_sft_report *rep, lm_err *err) {
+    const int B = cfg->batch, T = cfg->seq, GA = cfg->grad_accum;
+    char path[LM_TCFG_PATH + 96], metrics_path[LM_TCFG_PATH + 32];
+    loop L = {.cfg = cfg, .m = m};
+    lm_batcher *tb = NULL;
+    lm_adamw *opt = NULL;
+    FILE *mf = NULL;
+    slot *slots = NULL;
+    int rc = -1;
+    lm_ckpt_state st = {.best_val = -1.0, .best_step = 0};
+    memset(rep, 0, sizeof *rep);
+    rep->best_val = -1.0;
+
+    if (mkdir_p1(cfg->out, err)) return -1;
+    snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", cfg->out);
+    char ckdir[LM_TCFG_PATH + 64];
+    lm_err e2 = {{0}};
+    int have_last = lm_ckpt_find(cfg->out, "last", ckdir, sizeof ckdir, &e2) == 0;
+    if (!ctl->resume && have_last)
+        return lm_errf(err, "%s already holds a run (last/): use --resume or another --out", cfg->out);
+    if (ctl->resume && !have_last) return lm_errf(err, "--resume: %s", e2.msg);
+
+    lm_batcher_opts bo = {.B = B, .T = T, .seed = cfg->seed, .shuffle = true, .pack = cfg->pack != 0};
+    long micro_total;
+    long total = count_steps(train, &bo, cfg->epochs, GA, &micro_total, err);
+    if (total < 0) return lm_err_prefix(err, "train data");
+    long warm = lm_train_cfg_warmup_steps(cfg, total);
+
+    L.pool = lm_pool_new(cfg->threads, err);
+    if (!L.pool) return -1;
+    if (cfg->full) {
+        if (!m->grads && lm_tmodel_alloc_grads(m, err)) goto done;
+    }
+    size_t n_params;
+    if (ctl->resume) {
+        lm_train_cfg saved;
+        if (lm_ckpt_load_state(ckdir, &saved, &st, err)) goto done;
+        if (lm_ckpt_load_weights(ckdir, cfg->full, m, &L.lora, err)) goto done;
+        opt = lm_adamw_new(cfg->full ? m->n_params : L.lora->n_params, err);
+        if (!opt || lm_ckpt_load_optim(ckdir, opt, err)) goto done;
+        if (opt->step != st.step) {
+            lm_errf(err, "%s: optim.bin is at step %ld, state.json at %ld", ckdir, opt->step, st.step);
+            goto done;
+        }
+    } else {
+        if (!cfg->full) {
+            L.lora = lm_lora_new(m, cfg->lora_rank, cfg->lora_alpha, cfg->lora_targets, cfg->seed, err);
+            if (!L.lora) goto done;
+        }
+        opt = lm_adamw_new(cfg->full ? m->n_params : L.lora->n_params, err);
+        if (!opt) goto done;
+    }
+    float *params = cfg->full ? m->params : L.lora->params;
+    float *grads = cfg->full ? m->grads : L.lora->grads;
+    const lm_ttensor *tens = cfg->full ? m->tensors : L.lora->tensors;
+    int n_tens = cfg->full ? m->n_tensors : L.lora->n_tensors;
+    n_params = cfg->full ? m->n_params : L.lora->n_params;
+
+    L.acts = lm_tacts_new(m, L.lora, B, T, 0, err);
+    if (!L.acts) goto done;
+    tb = lm_batcher_new(train, &bo, err);
+    if (!tb) goto done;
+    if (val && val->n) {
+        lm_batcher_opts vo = bo;
+        vo.shuffle = false;
+        vo.pack = false;
+        L.val = lm_batcher_new(val, &vo, err);
+        if (!L.val) { lm_err_prefix(err, "validation data"); goto done; }
+        L.val_batches = lm_batcher_batches_per_epoch(L.val);
+    }
+    /* Replay the batcher to where the checkpoint left it. */
+    for (long i = 0; i < st.micro; i++) {
+        lm_batch x;
+        if (lm_batcher_next(tb, &x, err)) goto done;
+    }
+
+    if (ctl->resume) {
+        if (truncate(metrics_path, (off_t)st.metrics_bytes) && errno != ENOENT) {
+            lm_errno(err, "%s", metrics_path);
+            goto done;
+        }
+        mf = fopen(metrics_path, "a");
+    } else {
+        mf = fopen(metrics_path, "w");
+    }
+    if (!mf) { lm_errno(err, "%s", metrics_path); goto done; }
+
+    slots = calloc((size_t)GA, sizeof *slots);
+    if (!slots) { lm_errf(err, "out of memory"); goto done; }
+    size_t bt = (size_t)B * (size_t)T;
+    for (int i = 0; i < GA; i++) {
+        slots[i].tokens = malloc(bt * sizeof(int32_t));
+        slots[i].targets = malloc(bt * sizeof(int32_t));
+        slots[i].segments = malloc(bt * sizeof(int32_t));
+        slots[i].pos = malloc(bt * sizeof(int32_t));
+        slots[i].mask = malloc(bt);
+        if (!slots[i].tokens || !slots[i].targets || !slots[i].segments || !slots[i].pos || !slots[i].mask) {
+            lm_errf(err, "out of memory");
+            goto done;
+        }
+    }
+
+    lm_adamw_cfg ac = lm_adamw_defaults();
+    ac.weight_decay = cfg->weight_decay;
+    ac.grad_clip = cfg->clip;
+    lm_progress prog;
+    if (ctl->progress) lm_progress_begin(&prog, "train", total, "steps");
+    else lm_progress_begin_file(&prog, NULL, "train", total, "steps");
+    long done_here = 0;
+    double t_call = now_s(), t_base = st.seconds;
+
+    while (st.step < total) {
+        double t0 = now_s();
+        int k = 0, epoch = 0, epoch_end = 0;
+        long trained = 0, ntok = 0;
+        while (k < GA && !epoch_end) {
+            lm_batch x;
+            if (lm_batcher_next(tb, &x, err)) goto done_prog;
+            memcpy(slots[k].tokens, x.tokens, bt * sizeof(int32_t));
+            memcpy(slots[k].targets, x.targets, bt * sizeof(int32_t));
+            memcpy(slots[k].segments, x.segments, bt * sizeof(int32_t));
+            memcpy(slots[k].pos, x.pos, bt * sizeof(int32_t));
+            memcpy(slots[k].mask, x.loss_mask, bt);
+            trained += x.n_trained;
+            for (int r = 0; r < x.B; r++) ntok += x.lengths[r];
+            epoch = x.epoch;
+            epoch_end = x.epoch_end;
+            k++;
+            st.micro++;
+        }
+        memset(grads, 0, n_params * sizeof(float));
+        double loss = 0;
+        for (int i = 0; i < k && trained; i++) {
+            lm_tbatch b = {.B = B, .T = T, .tokens = slots[i].tokens, .targets = slots[i].targets,
+                           .mask = slots[i].mask, .segments = slots[i].segments, .pos = slots[i].pos,
+                           .loss_norm = trained};
+            double li;
+            if (lm_train_grad(m, L.lora, L.acts, &b, L.pool, &li, err)) {
+                lm_err_prefix(err, "step %ld", st.step + 1);
+                goto done_prog;
+            }
+            loss += li;
+        }
+        float lr = lm_lr_at(cfg->schedule, cfg->lr, st.step, warm, total);
+        double gnorm = 0;
+        lm_adamw_step(opt, &ac, lr, params, grads, tens, n_tens, &gnorm);
+        st.step++;
+        done_here++;
+        st.tokens += ntok;
+        st.smooth = EMA_BETA * st.smooth + (1 - EMA_BETA) * loss;
+        double smooth = st.smooth / (1 - pow(EMA_BETA, (double)st.step));
+        double dt = now_s() - t0;
+        double tps = dt > 0 ? (double)ntok / dt : 0;
+
+        int final = st.step == total;
+        int evaluate = epoch_end || final || (cfg->eval_every > 0 && st.step % cfg->eval_every == 0);
+        double vl = -1;
+        if (evaluate && L.val && val_loss(&L, &vl, err)) goto done_prog;
+        if (!isfinite(loss)) {
+            lm_errf(err, "step %ld: loss is %g (diverged; lower --lr?)", st.step, loss);
+            goto done_prog;
+        }
+        fprintf(mf, "{\"step\": %ld, \"epoch\": %d, \"loss\": %.17g, \"loss_smooth\": %.9g, "
+                    "\"lr\": %.9g, \"grad_norm\": %.9g, \"tokens\": %ld, \"tokens_per_s\": %.1f",
+                st.step, epoch + 1, loss, smooth, (double)lr, gnorm, ntok, tps);
+        if (vl >= 0) fprintf(mf, ", \"val_loss\": %.17g", vl);
+        fprintf(mf, "}\n");
+        if (fflush(mf)) { lm_errno(err, "%s", metrics_path); goto done_prog; }
+        st.metrics_bytes = ftell(mf);
+        st.seconds = t_base + (now_s() - t_call);
+
+        int stop = ctl->stop_after > 0 && done_here >= ctl->stop_after && !final;
+        if (vl >= 0 && (st.best_val < 0 || vl < st.best_val)) {
+            st.best_val = vl;
+            st.best_step = st.step;
+            if (lm_ckpt_save(cfg->out, "best", cfg, &st, m, L.lora, opt, err)) goto done_prog;
+        }
+        if (evaluate || stop)
+            if (lm_ckpt_save(cfg->out, "last", cfg, &st, m, L.lora, opt, err)) goto done_prog;
+
+        char extra[160];
+        snprintf(extra, sizeof extra, "epoch %d/%d  loss %.4f  lr %.2e  %.0f tok/s", epoch + 1,
+                 cfg->epochs, smooth, (double)lr, tps);
+        if (vl >= 0) {
+            size_t n = strlen(extra);
+            snprintf(extra + n, sizeof extra - n, "  val %.4f", vl);
+        }
+        lm_progress_update(&prog, st.step, extra);
+        rep->last_loss = loss;
+        if (stop) { rep->stopped = 1; break; }
+    }
+    rc = 0;
+done_prog:
+    lm_progress_end(&prog);
+    rep->steps = st.step;
+    rep->total_steps = total;
+    rep->tokens = st.tokens;
+    rep->seconds = st.seconds;
+    rep->best_val = st.best_val;
+    rep->best_step = st.best_step;
+    if (mf) {
+        if (fclose(mf) && !rc) rc = lm_errno(err, "%s", metrics_path);
+        mf = NULL;
+        snprintf(path, sizeof path, "%s/loss.svg", cfg->out);
+        lm_err pe = {{0}};
+        if (!rc && lm_sft_plot_svg(metrics_path, path, &pe)) rc = lm_errf(err, "%s", pe.msg);
+    }
+done:
+    if (mf) fclose(mf);
+    if (slots)
+        for (int i = 0; i < GA; i++) {
+            free(slots[i].tokens);
+            free(slots[i].targets);
+            free(slots[i].segments);
+            free(slots[i].pos);
+            free(slots[i].mask);
+        }
+    free(slots);
+    lm_batcher_free(tb);
+    lm_batcher_free(L.val);
+    lm_tacts_free(L.acts);
+    lm_adamw_free(opt);
+    lm_lora_free(L.lora);
+    lm_pool_free(L.pool);
+    return rc;
+}
+
+/* ---- from files ----------------------------------------------------------- */
+
+static void note(void (*info)(void *, const char *), void *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void note(void (*info)(void *, const char *), void *ctx, const char *fmt, ...) {
+    if (!info) return;
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    info(ctx, buf);
+}
+
+int lm_sft_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_sft_report *rep,
+               void (*info)(void *ctx, const char *line), void *info_ctx, lm_err *err) {
+    if (ctl->resume) {
+        char dir[LM_TCFG_PATH + 64];
+        lm_train_cfg saved;
+        lm_ckpt_state st;
+        if (lm_ckpt_find(cfg->out, "last", dir, sizeof dir, err) ||
+            lm_ckpt_load_state(dir, &saved, &st, err))
+            return lm_err_prefix(err, "--resume");
+        int threads = cfg->threads;
+        char out[LM_TCFG_PATH];
+        memcpy(out, cfg->out, sizeof out);
+        *cfg = saved;
+        memcpy(cfg->out, out, sizeof out);   /* the run may have been moved */
+        if (threads) cfg->threads = threads;
+        note(info, info_ctx, "resuming %s at step %ld", cfg->out, st.step);
+    }
+    if (lm_train_cfg_finish(cfg, err)) return -1;
+    gguf_file *f = gguf_open(cfg->model, err);
+    if (!f) return -1;
+    lm_tokenizer *tok = lm_tokenizer_load(f, err);
+    lm_tmodel *m = tok ? lm_tmodel_from_gguf(f, err) : NULL;
+    gguf_close(f);
+    lm_sft_dataset *all = NULL, *tr = NULL, *va = NULL;
+    int rc = -1;
+    if (!m) goto done;
+    lm_sft_opts so = lm_sft_opts_default();
+    if (lm_sft_dataset_load(cfg->data, tok, &so, &all, err)) goto done;
+    if (cfg->val[0]) {
+        tr = all;
+        all = NULL;
+        if (lm_sft_dataset_load(cfg->val, tok, &so, &va, err)) goto done;
+    } else if (cfg->val_frac > 0) {
+        if (lm_sft_split(all, cfg->val_frac, cfg->seed, &tr, &va, err)) goto done;
+    } else {
+        tr = all;
+        all = NULL;
+    }
+    lm_sft_dataset_fit(tr, cfg->seq, LM_SFT_TRUNCATE);
+    if (va) lm_sft_dataset_fit(va, cfg->seq, LM_SFT_TRUNCATE);
+    if (tr->n == 0) { lm_errf(err, "%s: no conversation left to train on", cfg->data); goto done; }
+    note(info, info_ctx, "train: %d conversations, %ld tokens (%ld trained, %ld truncated)%s",
+         tr->n, tr->stats.tokens, tr->stats.trained_tokens, tr->stats.truncated,
+         tr->stats.skipped ? "; bad lines skipped" : "");
+    if (va) note(info, info_ctx, "validation: %d conversations, %ld tokens", va->n, va->stats.tokens);
+    else note(info, info_ctx, "validation: none (give --val or --val-frac for a best checkpoint)");
+    rc = lm_sft_train(cfg, m, tr, va, ctl, rep, err);
+done:
+    lm_sft_dataset_free(all);
+    lm_sft_dataset_free(tr);
+    lm_sft_dataset_free(va);
+    lm_tmodel_free(m);
+    lm_tokenizer_free(tok);
+    return rc;
+}
