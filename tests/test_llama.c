@@ -426,10 +426,20 @@ static void test_shared_model_contexts(void **state) {
     lm_ctx *c = lm_ctx_new(mod, 32, NULL, &err);
     assert_int_equal(lm_eval(c, ta, 6, LM_LOGITS_LAST, solo, &err), 0);
     for (int i = 0; i < 80; i++) assert_true(fabsf(solo[i] - la[i]) <= 1e-4f * (1 + fabsf(la[i])));
+    /* a context moved to a wider pool mid-sequence (per-thread scratch grows) */
+    lm_pool *pool3 = lm_pool_new(3, &err);
+    assert_non_null(pool3);
     lm_ctx_truncate(c, 0);
-    assert_int_equal(lm_eval(c, tb, 6, LM_LOGITS_LAST, solo, &err), 0);
+    assert_int_equal(lm_eval(c, tb, 3, LM_LOGITS_NONE, NULL, &err), 0);
+    lm_ctx_set_pool(c, pool3);
+    assert_int_equal(lm_eval(c, tb + 3, 3, LM_LOGITS_LAST, solo, &err), 0);
+    for (int i = 0; i < 80; i++) assert_true(fabsf(solo[i] - lb[i]) <= 1e-4f * (1 + fabsf(lb[i])));
+    lm_ctx_set_pool(c, NULL);
+    lm_ctx_truncate(c, 5);
+    assert_int_equal(lm_eval(c, tb + 5, 1, LM_LOGITS_LAST, solo, &err), 0);
     for (int i = 0; i < 80; i++) assert_true(fabsf(solo[i] - lb[i]) <= 1e-4f * (1 + fabsf(lb[i])));
     lm_ctx_free(a); lm_ctx_free(b); lm_ctx_free(c);
+    lm_pool_free(pool3);
     lm_model_free(mod);
     tiny_free(m);
 }

@@ -99,6 +99,7 @@ const lm_model *lm_ctx_model(const lm_ctx *c);
 /* Forgets positions >= n_past (e.g. 0 to start over, or to drop an
  * unanswered turn). n_past above the current position is clamped. */
 void lm_ctx_truncate(lm_ctx *c, int n_past);
+/* Switches the borrowed pool (NULL: back to the context's 1-thread one). */
 void lm_ctx_set_pool(lm_ctx *c, lm_pool *pool);
 /* Bytes of the KV cache at full size (for memory budgets). */
 size_t lm_ctx_kv_bytes(const lm_ctx *c);

@@ -56,12 +56,10 @@ lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
     c->m = m;
     c->n_ctx = n_ctx;
     c->n_batch = n_ctx < LM_BATCH ? n_ctx : LM_BATCH;
-    if (!pool) {
-        c->own_pool = lm_pool_new(1, err);
-        if (!c->own_pool) { free(c); return NULL; }
-        pool = c->own_pool;
-    }
-    c->pool = pool;
+    /* a 1-thread pool runs tasks inline (no threads): the fallback for NULL */
+    c->own_pool = lm_pool_new(1, err);
+    if (!c->own_pool) { free(c); return NULL; }
+    c->pool = pool ? pool : c->own_pool;
     size_t B = (size_t)c->n_batch;
     size_t q_dim = (size_t)cfg->n_head * (size_t)cfg->head_dim;
     /* calloc: pages of the cache become resident only as positions fill */
@@ -106,10 +104,6 @@ void lm_ctx_truncate(lm_ctx *c, int n_past) {
 
 void lm_ctx_set_pool(lm_ctx *c, lm_pool *pool) {
     c->pool = pool ? pool : c->own_pool;
-    if (!c->pool) {   /* no own pool was made: fall back to a fresh 1-thread one */
-        c->own_pool = lm_pool_new(1, NULL);
-        c->pool = c->own_pool;
-    }
 }
 
 /* Rope with per-pair frequency divisors (Llama 3.x "rope_freqs"), which
