@@ -88,72 +88,72 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
     long l;
     double d;
     int b;
-    if (!strcmp(key, "model")) return get_path(key, v, c->model, err);
-    if (!strcmp(key, "data")) return get_path(key, v, c->data, err);
-    if (!strcmp(key, "val")) return get_path(key, v, c->val, err);
-    if (!strcmp(key, "out")) return get_path(key, v, c->out, err);
+    if (!strcmp(key, "model")) return get_path(key_in, v, c->model, err);
+    if (!strcmp(key, "data")) return get_path(key_in, v, c->data, err);
+    if (!strcmp(key, "val")) return get_path(key_in, v, c->val, err);
+    if (!strcmp(key, "out")) return get_path(key_in, v, c->out, err);
     if (!strcmp(key, "val-frac")) {
-        if (get_double(key, v, 0.0, 0.9, &d, err)) return -1;
+        if (get_double(key_in, v, 0.0, 0.9, &d, err)) return -1;
         c->val_frac = d;
         return 0;
     }
     if (!strcmp(key, "lora") || !strcmp(key, "full")) {
-        if (get_bool(key, v, &b, err)) return -1;
+        if (get_bool(key_in, v, &b, err)) return -1;
         c->full = !strcmp(key, "full") ? b : !b;
         return 0;
     }
-    if (!strcmp(key, "pack")) return get_bool(key, v, &c->pack, err);
+    if (!strcmp(key, "pack")) return get_bool(key_in, v, &c->pack, err);
     if (!strcmp(key, "lora-rank")) {
-        if (get_long(key, v, 1, 1024, &l, err)) return -1;
+        if (get_long(key_in, v, 1, 1024, &l, err)) return -1;
         c->lora_rank = (int)l;
         return 0;
     }
     if (!strcmp(key, "lora-alpha")) {
-        if (get_double(key, v, 1e-6, 1e6, &d, err)) return -1;
+        if (get_double(key_in, v, 1e-6, 1e6, &d, err)) return -1;
         c->lora_alpha = (float)d;
         return 0;
     }
     if (!strcmp(key, "lora-dropout")) {
-        if (get_double(key, v, 0.0, 1.0, &d, err)) return -1;
+        if (get_double(key_in, v, 0.0, 1.0, &d, err)) return -1;
         /* The trainer core has no dropout on the LoRA input; refusing
          * beats silently training something else than asked. */
-        if (d != 0.0) return lm_errf(err, "%s: %g: only 0 is supported (no LoRA dropout yet)", key, d);
+        if (d != 0.0) return lm_errf(err, "%s: %g: only 0 is supported (no LoRA dropout yet)", key_in, d);
         c->lora_dropout = 0.0f;
         return 0;
     }
     if (!strcmp(key, "lora-targets")) {
         unsigned t;
-        if (lm_lora_parse_targets(v, &t, err)) return lm_err_prefix(err, "%s", key);
+        if (lm_lora_parse_targets(v, &t, err)) return lm_err_prefix(err, "%s", key_in);
         c->lora_targets = t;
         return 0;
     }
     if (!strcmp(key, "lr")) {
-        if (get_double(key, v, 1e-12, 10.0, &d, err)) return -1;
+        if (get_double(key_in, v, 1e-12, 10.0, &d, err)) return -1;
         c->lr = (float)d;
         return 0;
     }
     if (!strcmp(key, "epochs")) {
-        if (get_long(key, v, 1, 100000, &l, err)) return -1;
+        if (get_long(key_in, v, 1, 100000, &l, err)) return -1;
         c->epochs = (int)l;
         return 0;
     }
     if (!strcmp(key, "batch")) {
-        if (get_long(key, v, 1, 4096, &l, err)) return -1;
+        if (get_long(key_in, v, 1, 4096, &l, err)) return -1;
         c->batch = (int)l;
         return 0;
     }
     if (!strcmp(key, "seq")) {
-        if (get_long(key, v, 2, 1 << 20, &l, err)) return -1;
+        if (get_long(key_in, v, 2, 1 << 20, &l, err)) return -1;
         c->seq = (int)l;
         return 0;
     }
     if (!strcmp(key, "grad-accum")) {
-        if (get_long(key, v, 1, 4096, &l, err)) return -1;
+        if (get_long(key_in, v, 1, 4096, &l, err)) return -1;
         c->grad_accum = (int)l;
         return 0;
     }
     if (!strcmp(key, "warmup")) {
-        if (get_double(key, v, 0.0, 1e9, &d, err)) return -1;
+        if (get_double(key_in, v, 0.0, 1e9, &d, err)) return -1;
         c->warmup = (float)d;
         return 0;
     }
@@ -161,21 +161,21 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
         if (!strcmp(v, "cosine")) c->schedule = LM_LR_COSINE;
         else if (!strcmp(v, "linear")) c->schedule = LM_LR_LINEAR;
         else if (!strcmp(v, "constant")) c->schedule = LM_LR_CONSTANT;
-        else return lm_errf(err, "%s: expected cosine, linear or constant, got '%s'", key, v);
+        else return lm_errf(err, "%s: expected cosine, linear or constant, got '%s'", key_in, v);
         return 0;
     }
     if (!strcmp(key, "weight-decay")) {
-        if (get_double(key, v, 0.0, 10.0, &d, err)) return -1;
+        if (get_double(key_in, v, 0.0, 10.0, &d, err)) return -1;
         c->weight_decay = (float)d;
         return 0;
     }
     if (!strcmp(key, "clip")) {
-        if (get_double(key, v, 0.0, 1e9, &d, err)) return -1;
+        if (get_double(key_in, v, 0.0, 1e9, &d, err)) return -1;
         c->clip = (float)d;
         return 0;
     }
     if (!strcmp(key, "eval-every")) {
-        if (get_long(key, v, 0, 1L << 40, &l, err)) return -1;
+        if (get_long(key_in, v, 0, 1L << 40, &l, err)) return -1;
         c->eval_every = (int)(l > 1 << 30 ? 1 << 30 : l);
         return 0;
     }
@@ -184,12 +184,12 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
         errno = 0;
         unsigned long long s = strtoull(v, &end, 10);
         if (!*v || *end || errno || *v == '-')
-            return lm_errf(err, "%s: expected a non-negative integer, got '%s'", key, v);
+            return lm_errf(err, "%s: expected a non-negative integer, got '%s'", key_in, v);
         c->seed = (uint64_t)s;
         return 0;
     }
     if (!strcmp(key, "threads")) {
-        if (get_long(key, v, 0, 1024, &l, err)) return -1;
+        if (get_long(key_in, v, 0, 1024, &l, err)) return -1;
         c->threads = (int)l;
         return 0;
     }
