@@ -368,10 +368,20 @@ int lm_style_examples_load(const char *path, lm_style_example **out, size_t *n_o
 
 /* ---- the round -------------------------------------------------------- */
 
+/* Default stops: a question is one paragraph (a small teacher rambles on
+ * after it, slowly); an answer ends where the teacher starts writing the
+ * other side of the dialogue. */
+static const char *const Q_STOP[] = {"\n\n"};
+static const char *const A_STOP[] = {"\nUser:", "\n**User"};
+
 static lm_teacher_params with_defaults(lm_teacher_params p, float temp, int max_tokens,
-                                       uint64_t seed) {
+                                       uint64_t seed, const char *const *stop, size_t n_stop) {
     if (p.temperature < 0) p.temperature = temp;
     if (p.max_tokens <= 0) p.max_tokens = max_tokens;
+    if (!p.n_stop) {
+        p.stop = stop;
+        p.n_stop = n_stop;
+    }
     p.has_seed = true;
     p.seed = seed;
     return p;
@@ -471,7 +481,7 @@ int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
         }
         snprintf(id, sizeof id, "q%zu", i);
         lm_chat_msg m[2] = {{"system", sys}, {"user", user}};
-        lm_teacher_params p = with_defaults(o->question_params, 0.9f, 160, sp.seed);
+        lm_teacher_params p = with_defaults(o->question_params, 0.9f, 160, sp.seed, Q_STOP, 1);
         int r = lm_request_list_add(&ql, id, m, 2, &p, meta, err);
         free(sys);
         free(user);
@@ -517,7 +527,7 @@ int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
         snprintf(id, sizeof id, "a%zu", i);
         snprintf(meta, sizeof meta, "{\"question_id\":\"q%zu\"}", i);
         lm_chat_msg m[2] = {{"system", sys}, {"user", question[i]}};
-        lm_teacher_params p = with_defaults(o->answer_params, 0.7f, 320, lm_dg_mix(sp.seed, 1));
+        lm_teacher_params p = with_defaults(o->answer_params, 0.7f, 320, lm_dg_mix(sp.seed, 1), A_STOP, 2);
         int r = lm_request_list_add(&al, id, m, 2, &p, meta, err);
         free(sys);
         if (r) goto done;

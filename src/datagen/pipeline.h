@@ -56,8 +56,11 @@ typedef struct lm_datagen_opts {
     size_t n_promoted;
     size_t max_style_examples;  /* per answer request; 0: 8 */
     const lm_filter_config *filters;    /* NULL: defaults */
-    lm_teacher_params question_params;  /* unset fields: temperature 0.9, max_tokens 160 */
-    lm_teacher_params answer_params;    /* unset fields: temperature 0.7, max_tokens 320 */
+    /* Unset fields take: questions temperature 0.9, max_tokens 160, stop
+     * "\n\n"; answers 0.7, 320, stop "\nUser:" and "\n**User". The seed is
+     * always the request's own (qspec.seed, and a mix of it for answers). */
+    lm_teacher_params question_params;
+    lm_teacher_params answer_params;
     bool progress;
     const volatile sig_atomic_t *cancel;
 } lm_datagen_opts;
