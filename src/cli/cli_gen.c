@@ -7,7 +7,7 @@
 #include <time.h>
 
 const char CLI_GEN_FLAGS_HELP[] =
-    "  -n, --n-predict N     most tokens per reply\n"
+    "  -n, --n-predict N     most tokens per reply (default 256; chat 512)\n"
     "  --temp T              temperature; 0 = greedy (default 0.8)\n"
     "  --top-k K             keep the K most likely tokens; 0 = off (default 40)\n"
     "  --top-p P             keep the smallest set with probability >= P; 1 = off (default 0.95)\n"
