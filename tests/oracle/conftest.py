@@ -5,7 +5,11 @@ import os
 import pathlib
 import subprocess
 
-import pytest
+# llama.cpp's OpenMP threads spin-wait by default; on a busy 2-core machine
+# that makes the oracle ~20x slower. Must be set before libgomp loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import pytest  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = ROOT / os.environ.get("LEMONPC_BUILD", "build")
