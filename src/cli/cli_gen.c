@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "sheet/sheet.h"
+
 const char CLI_GEN_FLAGS_HELP[] =
     "  -n, --n-predict N     most tokens per reply (default 256; chat 512)\n"
     "  --temp T              temperature; 0 = greedy (default 0.8)\n"
@@ -17,6 +19,8 @@ const char CLI_GEN_FLAGS_HELP[] =
     "  --seed S              sampling seed (default 0: same output every run)\n"
     "  -t, --threads N       worker threads (default: all CPUs)\n"
     "  -c, --ctx N           context size in tokens (default min(2048, model's))\n"
+    "  --character SHEET.md  speak as this character: its sheet (and the world.md of its\n"
+    "                        sheet folder) becomes the system message\n"
     "  -v, --verbose         print timings (prompt/decode tok/s, time to first token) on stderr\n";
 
 void cli_gen_opts_init(cli_gen_opts *o, int n_predict) {
@@ -58,7 +62,7 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { o->verbose = true; return 1; }
     static const char *const with_value[] = {
         "-n", "--n-predict", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
-        "--repeat-last-n", "--seed", "-t", "--threads", "-c", "--ctx",
+        "--repeat-last-n", "--seed", "-t", "--threads", "-c", "--ctx", "--character",
     };
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
@@ -70,6 +74,10 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     }
     const char *v = argv[++*i];
     long n;
+    if (!strcmp(a, "--character")) {
+        o->character = v;
+        return 1;
+    }
     if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
         if (parse_long(cmd, a, v, 1, 1 << 24, &n)) return -1;
         o->n_predict = (int)n;
@@ -110,8 +118,58 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     return 1;
 }
 
+/* Loads a character sheet and the world.md of its sheet folder (the
+ * parent of characters/), and renders the persona system prompt. The
+ * budget keeps the persona well inside a small model's context. */
+static char *persona_from_sheet(const char *path, lm_err *err) {
+    lm_diags d = {0};
+    char *out = NULL;
+    lm_world *w = NULL;
+    lm_character *c = lm_character_load(path, &d);
+    if (!c || lm_diags_count(&d, LM_DIAG_ERROR)) {
+        lm_diags_sort(&d);
+        for (size_t i = 0; i < d.n; i++)
+            if (d.v[i].level == LM_DIAG_ERROR) {
+                lm_errf(err, "%s:%d: %s (run `lemonpc check` on the sheet folder)",
+                        d.v[i].file, d.v[i].line, d.v[i].msg);
+                break;
+            }
+        if (!err->msg[0]) lm_errf(err, "%s: cannot load the character sheet", path);
+        goto done;
+    }
+    /* characters/NAME.md -> ../world.md, when there is one */
+    char world[4096];
+    const char *slash = strrchr(path, '/');
+    int dir_len = slash ? (int)(slash - path) : 0;
+    snprintf(world, sizeof world, "%.*s%s../world.md", dir_len, path, slash ? "/" : "");
+    FILE *f = fopen(world, "r");
+    if (f) {
+        fclose(f);
+        lm_diags wd = {0};
+        w = lm_world_load(world, &wd);
+        lm_diags_free(&wd);
+    }
+    lm_persona_opts po = {.max_bytes = 3000, .include_world = 1, .include_examples = 1};
+    out = lm_persona_prompt(c, w, &po, err);
+    if (!out) lm_err_prefix(err, "%s", path);
+done:
+    lm_world_free(w);
+    lm_character_free(c);
+    lm_diags_free(&d);
+    return out;
+}
+
+const char *cli_gen_system(const cli_gen *g, const cli_gen_opts *o) {
+    return o->system ? o->system : g->persona;
+}
+
 int cli_gen_open(cli_gen *g, const cli_gen_opts *o, lm_err *err) {
     memset(g, 0, sizeof *g);
+    if (o->character && o->system) {
+        lm_errf(err, "--character and --system both set the system message: give one");
+        return -1;
+    }
+    if (o->character && !(g->persona = persona_from_sheet(o->character, err))) goto fail;
     g->model = lm_model_load(o->model, err);
     if (!g->model) goto fail;
     g->tok = lm_tokenizer_load(g->model->gguf, err);
@@ -139,6 +197,7 @@ fail:
 }
 
 void cli_gen_close(cli_gen *g) {
+    free(g->persona);
     free(g->logits);
     lm_sampler_free(g->smp);
     lm_ctx_free(g->ctx);

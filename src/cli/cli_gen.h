@@ -17,6 +17,7 @@
 typedef struct cli_gen_opts {
     const char *model;
     const char *system;      /* NULL: the template's default system turn */
+    const char *character;   /* character sheet (.md): its persona becomes the system turn */
     int n_predict;           /* max tokens per reply */
     int threads;             /* 0: all online CPUs */
     int n_ctx;               /* 0: min(2048, context_length) */
@@ -48,12 +49,17 @@ typedef struct cli_gen {
     float *logits;           /* [n_vocab] */
     int32_t eos, im_end;     /* stop tokens (-1 if absent) */
     int n_predict;
+    char *persona;           /* system turn built from --character (owned), or NULL */
     bool eval_all;           /* also evaluate the last token of a reply cut by n_predict, so
                                 the cache holds every token printed (chat continues from it) */
 } cli_gen;
 
 int cli_gen_open(cli_gen *g, const cli_gen_opts *o, lm_err *err);
 void cli_gen_close(cli_gen *g);
+
+/* The system message to use: --system, else the --character persona, else
+ * NULL (the template's default). */
+const char *cli_gen_system(const cli_gen *g, const cli_gen_opts *o);
 
 /* Evaluates prompt tokens (appended to what the cache holds), then samples
  * until a stop token, n_predict tokens or the end of the context. A sampled

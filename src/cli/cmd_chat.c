@@ -156,7 +156,8 @@ int cmd_chat(int argc, char **argv) {
     if (cli_gen_open(&c.g, &o, &err)) goto done;
     c.g.eval_all = true;
     c.cached = calloc(1, 1);
-    if (!c.cached || (o.system && hist_push(&c.h, "system", o.system))) {
+    const char *sys = cli_gen_system(&c.g, &o);
+    if (!c.cached || (sys && hist_push(&c.h, "system", sys))) {
         lm_errf(&err, "out of memory");
         goto done;
     }

@@ -76,8 +76,8 @@ int cmd_generate(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (raw && o.system) {
-        fprintf(stderr, "lemonpc generate: --system has no effect with --raw\n");
+    if (raw && (o.system || o.character)) {
+        fprintf(stderr, "lemonpc generate: --system/--character have no effect with --raw\n");
         return 2;
     }
 
@@ -97,7 +97,8 @@ int cmd_generate(int argc, char **argv) {
     if (!raw) {
         lm_chat_msg msgs[2];
         size_t n = 0;
-        if (o.system) msgs[n++] = (lm_chat_msg){"system", o.system};
+        const char *sys = cli_gen_system(&g, &o);
+        if (sys) msgs[n++] = (lm_chat_msg){"system", sys};
         msgs[n++] = (lm_chat_msg){"user", prompt};
         rendered = lm_chat_render(g.tok, msgs, n, true, &err);
         if (!rendered) goto done;
