@@ -130,8 +130,11 @@ static char *persona_from_sheet(const char *path, lm_err *err) {
         lm_diags_sort(&d);
         for (size_t i = 0; i < d.n; i++)
             if (d.v[i].level == LM_DIAG_ERROR) {
-                lm_errf(err, "%s:%d: %s (run `lemonpc check` on the sheet folder)",
-                        d.v[i].file, d.v[i].line, d.v[i].msg);
+                if (d.v[i].line > 0)
+                    lm_errf(err, "%s:%d: %s (run `lemonpc check` on the sheet folder)",
+                            d.v[i].file, d.v[i].line, d.v[i].msg);
+                else
+                    lm_errf(err, "%s", d.v[i].msg);
                 break;
             }
         if (!err->msg[0]) lm_errf(err, "%s: cannot load the character sheet", path);
