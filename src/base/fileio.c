@@ -1,0 +1,67 @@
+#include "base/fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int lm_read_file(const char *path, char **data, size_t *len, bool missing_ok, lm_err *err) {
+    *data = NULL;
+    *len = 0;
+    bool is_stdin = !strcmp(path, "-");
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (!f) {
+        if (missing_ok && errno == ENOENT) return 0;
+        return lm_errno(err, "%s: cannot open", path);
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) { free(buf); buf = NULL; break; }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t k = fread(buf + n, 1, cap - n - 1, f);
+        n += k;
+        if (k == 0) break;
+    }
+    int bad = ferror(f);
+    if (!is_stdin) fclose(f);
+    if (!buf) return lm_errf(err, "%s: out of memory", path);
+    if (bad) { free(buf); return lm_errf(err, "%s: read error", path); }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+int lm_write_file_atomic(const char *path, const void *data, size_t len, lm_err *err) {
+    size_t n = strlen(path);
+    char *tmp = malloc(n + 5);
+    if (!tmp) return lm_errf(err, "%s: out of memory", path);
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".tmp", 5);
+    int rc = -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) { lm_errno(err, "%s: cannot create", tmp); goto done; }
+    const char *p = data;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) { lm_errno(err, "%s: write failed", tmp); close(fd); unlink(tmp); goto done; }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd)) { lm_errno(err, "%s: fsync failed", tmp); close(fd); unlink(tmp); goto done; }
+    if (close(fd)) { lm_errno(err, "%s: close failed", tmp); unlink(tmp); goto done; }
+    if (rename(tmp, path)) { lm_errno(err, "%s: cannot rename to %s", tmp, path); unlink(tmp); goto done; }
+    rc = 0;
+done:
+    free(tmp);
+    return rc;
+}

@@ -1,0 +1,20 @@
+/* Whole-file reading and crash-safe writing, shared by every module that
+ * loads or saves a file. */
+#ifndef LM_BASE_FILEIO_H
+#define LM_BASE_FILEIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "base/err.h"
+
+/* Reads all of path into a malloc'd buffer with a NUL after the last byte
+ * (the length excludes it). With missing_ok, a file that does not exist
+ * gives *data = NULL, *len = 0 and success. stdin when path is "-". */
+int lm_read_file(const char *path, char **data, size_t *len, bool missing_ok, lm_err *err);
+
+/* Writes path.tmp, flushes it to disk and renames it over path, so path
+ * holds either the old or the new contents, never half of them. */
+int lm_write_file_atomic(const char *path, const void *data, size_t len, lm_err *err);
+
+#endif

@@ -1,0 +1,74 @@
+/* src/base/strbuf and fileio. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/fileio.h"
+#include "base/strbuf.h"
+
+static void test_strbuf(void **state) {
+    (void)state;
+    lm_sb b = {0};
+    lm_sb_str(&b, "abc");
+    lm_sb_add(&b, "defXYZ", 3);
+    lm_sb_printf(&b, "-%d-%s", 42, "x");
+    assert_string_equal(b.p, "abcdef-42-x");
+    assert_int_equal(b.len, strlen("abcdef-42-x"));
+    for (int i = 0; i < 1000; i++) lm_sb_str(&b, "0123456789");
+    assert_int_equal(b.len, 11 + 10000);
+    assert_memory_equal(b.p + 11 + 9990, "0123456789", 10);
+    char *s = lm_sb_take(&b);
+    assert_non_null(s);
+    assert_null(b.p);
+    free(s);
+    s = lm_sb_take(&b); /* empty buffer gives "" */
+    assert_string_equal(s, "");
+    free(s);
+}
+
+static void test_file_roundtrip(void **state) {
+    (void)state;
+    char dir[] = "/tmp/lm_base_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/f.bin", dir);
+    lm_err err = {{0}};
+    char *data;
+    size_t len;
+    assert_int_equal(lm_read_file(path, &data, &len, true, &err), 0);
+    assert_null(data);
+    assert_int_equal(lm_read_file(path, &data, &len, false, &err), -1);
+    assert_non_null(strstr(err.msg, path));
+    const char bytes[] = {'a', 0, 'b', '\n'};
+    assert_int_equal(lm_write_file_atomic(path, bytes, sizeof bytes, &err), 0);
+    assert_int_equal(lm_read_file(path, &data, &len, false, &err), 0);
+    assert_int_equal(len, sizeof bytes);
+    assert_memory_equal(data, bytes, sizeof bytes);
+    assert_int_equal(data[len], 0);
+    free(data);
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    struct stat st;
+    assert_int_not_equal(stat(tmp, &st), 0); /* no temp file left behind */
+    char bad[300];
+    snprintf(bad, sizeof bad, "%s/no/such/dir/x", dir);
+    assert_int_equal(lm_write_file_atomic(bad, "x", 1, &err), -1);
+    assert_non_null(strstr(err.msg, "no/such/dir"));
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_strbuf),
+        cmocka_unit_test(test_file_roundtrip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
