@@ -362,7 +362,8 @@ void lm_qgen_draw(const lm_qgen *g, size_t index, lm_qspec *s) {
     case LM_Q_ADVERSARIAL: s->topic_type = "tactic"; s->topic = TACTICS[ai]; break;
     default: break;
     }
-    /* Examples: a partial Fisher-Yates over the kind's list. */
+    /* Examples: a partial Fisher-Yates over the kind's list (its first 64:
+     * a bounded stack array; more examples than that add nothing). */
     size_t n = g->tpl ? g->tpl->n_examples[s->kind] : 0;
     size_t order[64];
     size_t m = n < 64 ? n : 64;
