@@ -21,11 +21,14 @@ const char CLI_GEN_FLAGS_HELP[] =
     "  -c, --ctx N           context size in tokens (default min(2048, model's))\n"
     "  --character SHEET.md  speak as this character: its sheet (and the world.md of its\n"
     "                        sheet folder) becomes the system message\n"
+    "  --adapter FILE        apply a LoRA adapter GGUF (llama.cpp format) without merging\n"
+    "  --adapter-scale S     multiply the adapter's alpha/r by S (default 1)\n"
     "  -v, --verbose         print timings (prompt/decode tok/s, time to first token) on stderr\n";
 
 void cli_gen_opts_init(cli_gen_opts *o, int n_predict) {
     memset(o, 0, sizeof *o);
     o->n_predict = n_predict;
+    o->adapter_scale = 1.0f;
     o->sp = lm_sampler_defaults();
 }
 
@@ -63,6 +66,7 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     static const char *const with_value[] = {
         "-n", "--n-predict", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
         "--repeat-last-n", "--seed", "-t", "--threads", "-c", "--ctx", "--character",
+        "--adapter", "--adapter-scale",
     };
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
@@ -108,6 +112,17 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
             return -1;
         }
         o->sp.seed = s;
+    } else if (!strcmp(a, "--adapter")) {
+        o->adapter = v;
+    } else if (!strcmp(a, "--adapter-scale")) {
+        char *end;
+        errno = 0;
+        double s = strtod(v, &end);
+        if (errno || end == v || *end || !(s > -1e6 && s < 1e6)) {
+            fprintf(stderr, "lemonpc %s: --adapter-scale wants a number, got '%s'\n", cmd, v);
+            return -1;
+        }
+        o->adapter_scale = (float)s;
     } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
         if (parse_long(cmd, a, v, 1, 1024, &n)) return -1;
         o->threads = (int)n;
@@ -186,6 +201,10 @@ int cli_gen_open(cli_gen *g, const cli_gen_opts *o, lm_err *err) {
     if (!g->pool) goto fail;
     g->ctx = lm_ctx_new(g->model, o->n_ctx, g->pool, err);
     if (!g->ctx) { lm_err_prefix(err, "%s", o->model); goto fail; }
+    if (o->adapter) {
+        if (!(g->adapter = lm_adapter_load(g->model, o->adapter, err))) goto fail;
+        if (lm_ctx_set_adapter(g->ctx, g->adapter, o->adapter_scale, err)) goto fail;
+    }
     g->smp = lm_sampler_new(&o->sp, g->model->cfg.n_vocab, err);
     if (!g->smp) goto fail;
     g->logits = malloc(sizeof(float) * (size_t)g->model->cfg.n_vocab);
@@ -204,6 +223,7 @@ void cli_gen_close(cli_gen *g) {
     free(g->logits);
     lm_sampler_free(g->smp);
     lm_ctx_free(g->ctx);
+    lm_adapter_free(g->adapter);
     lm_pool_free(g->pool);
     lm_tokenizer_free(g->tok);
     lm_model_free(g->model);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "base/err.h"
+#include "model/adapter.h"
 #include "model/gguf.h"
 #include "model/llama.h"
 #include "model/sampler.h"
@@ -21,6 +22,8 @@ typedef struct cli_gen_opts {
     int n_predict;           /* max tokens per reply */
     int threads;             /* 0: all online CPUs */
     int n_ctx;               /* 0: min(2048, context_length) */
+    const char *adapter;     /* LoRA adapter GGUF applied at run time, or NULL */
+    float adapter_scale;     /* multiplies alpha/r (default 1) */
     bool verbose;
     lm_sampler_params sp;
 } cli_gen_opts;
@@ -42,6 +45,7 @@ typedef struct cli_gen_stats {
 
 typedef struct cli_gen {
     lm_model *model;
+    lm_adapter *adapter;     /* --adapter, or NULL */
     lm_tokenizer *tok;
     lm_pool *pool;
     lm_ctx *ctx;

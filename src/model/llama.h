@@ -101,6 +101,12 @@ const lm_model *lm_ctx_model(const lm_ctx *c);
 void lm_ctx_truncate(lm_ctx *c, int n_past);
 /* Switches the borrowed pool (NULL: back to the context's 1-thread one). */
 void lm_ctx_set_pool(lm_ctx *c, lm_pool *pool);
+/* Applies a LoRA adapter (model/adapter.h; borrowed, must outlive its use)
+ * to this context's later evaluations: each adapted projection adds
+ * scale * alpha/r * B (A x). NULL removes it. Switching mid-sequence leaves
+ * the cached positions as they were computed. */
+struct lm_adapter;
+int lm_ctx_set_adapter(lm_ctx *c, const struct lm_adapter *a, float scale, lm_err *err);
 /* Bytes of the KV cache at full size (for memory budgets). */
 size_t lm_ctx_kv_bytes(const lm_ctx *c);
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/adapter.h"
 #include "model/llama.h"
 #include "tensor/ops.h"
 
@@ -26,6 +27,10 @@ struct lm_ctx {
     int32_t *pos;   /* [B] */
     float *scores;  /* [n_score_threads, n_ctx] per-thread attention rows */
     int n_score_threads;
+    /* LoRA adapter (borrowed) and its scratch: ad_t[B, rank], ad_y[B, max out] */
+    const lm_adapter *ad;
+    float ad_mul;         /* scale * alpha / rank */
+    float *ad_t, *ad_y;
 };
 
 static size_t kv_elems(const lm_ctx *c) {
@@ -88,6 +93,7 @@ void lm_ctx_free(lm_ctx *c) {
     free(c->k_cache); free(c->v_cache);
     free(c->x); free(c->xb); free(c->q); free(c->att); free(c->hb); free(c->hb2);
     free(c->pos); free(c->scores);
+    free(c->ad_t); free(c->ad_y);
     lm_pool_free(c->own_pool);
     free(c);
 }
@@ -104,6 +110,45 @@ void lm_ctx_truncate(lm_ctx *c, int n_past) {
 
 void lm_ctx_set_pool(lm_ctx *c, lm_pool *pool) {
     c->pool = pool ? pool : c->own_pool;
+}
+
+int lm_ctx_set_adapter(lm_ctx *c, const lm_adapter *a, float scale, lm_err *err) {
+    if (!a) { c->ad = NULL; return 0; }
+    const lm_llama_config *cfg = &c->m->cfg;
+    if (a->n_layer != cfg->n_layer || strcmp(a->arch, cfg->arch) != 0)
+        return lm_errf(err, "adapter for a %d-layer '%s' model set on a %d-layer '%s' model",
+                       a->n_layer, a->arch, cfg->n_layer, cfg->arch);
+    int max_out = 0;
+    for (int l = 0; l < a->n_layer; l++)
+        for (int p = 0; p < LM_ADAPT_N; p++) {
+            const lm_adapter_pair *pr = lm_adapter_get(a, l, p);
+            if (!pr->a) continue;
+            const lm_weight *w = lm_adapter_base_weight(c->m, l, p);
+            if (pr->in != w->k || pr->out != w->n)
+                return lm_errf(err, "adapter 'blk.%d.%s' is [%d, %d] but the model's weight is "
+                               "[%d, %d]", l, lm_adapter_proj_name(p), pr->out, pr->in, w->n,
+                               w->k);
+            if (pr->out > max_out) max_out = pr->out;
+        }
+    float *t = malloc(sizeof(float) * (size_t)c->n_batch * (size_t)a->rank);
+    float *y = malloc(sizeof(float) * (size_t)c->n_batch * (size_t)(max_out ? max_out : 1));
+    if (!t || !y) { free(t); free(y); return lm_errf(err, "out of memory for adapter scratch"); }
+    free(c->ad_t); free(c->ad_y);
+    c->ad_t = t; c->ad_y = y;
+    c->ad = a;
+    c->ad_mul = scale * a->alpha / (float)a->rank;
+    return 0;
+}
+
+/* y[B, n] += mul * (x[B, k] A^T) B^T, after the base matmul of projection p. */
+static void lora_add(lm_ctx *c, float *y, const float *x, int l, int p, int B) {
+    const lm_adapter_pair *pr = lm_adapter_get(c->ad, l, p);
+    if (!pr->a) return;
+    int r = c->ad->rank;
+    lm_matmul(c->pool, c->ad_t, x, pr->a, LM_F32, B, r, pr->in);
+    lm_matmul(c->pool, c->ad_y, c->ad_t, pr->b, LM_F32, B, pr->out, r);
+    size_t n = (size_t)B * (size_t)pr->out;
+    for (size_t i = 0; i < n; i++) y[i] += c->ad_mul * c->ad_y[i];
 }
 
 /* Rope with per-pair frequency divisors (Llama 3.x "rope_freqs"), which
@@ -174,6 +219,11 @@ static void forward_chunk(lm_ctx *c, const int32_t *tokens, int B) {
         lm_matmul(c->pool, c->q, c->xb, L->wq.data, L->wq.type, B, q_dim, d);
         lm_matmul(c->pool, k, c->xb, L->wk.data, L->wk.type, B, kv_dim, d);
         lm_matmul(c->pool, v, c->xb, L->wv.data, L->wv.type, B, kv_dim, d);
+        if (c->ad) {
+            lora_add(c, c->q, c->xb, l, LM_ADAPT_Q, B);
+            lora_add(c, k, c->xb, l, LM_ADAPT_K, B);
+            lora_add(c, v, c->xb, l, LM_ADAPT_V, B);
+        }
         if (m->rope_freqs) {
             rope_freqs(c->q, B, cfg->n_head, hd, c->pos, cfg->rope_base, m->rope_freqs);
             rope_freqs(k, B, cfg->n_head_kv, hd, c->pos, cfg->rope_base, m->rope_freqs);
@@ -184,13 +234,19 @@ static void forward_chunk(lm_ctx *c, const int32_t *tokens, int B) {
         attn_job job = {c, l, B, p0};
         lm_pool_run(c->pool, attn_task, &job, B * cfg->n_head);
         lm_matmul(c->pool, c->xb, c->att, L->wo.data, L->wo.type, B, d, q_dim);
+        if (c->ad) lora_add(c, c->xb, c->att, l, LM_ADAPT_O, B);
         add_into(c->x, c->xb, (size_t)B * d);
 
         lm_rmsnorm(c->xb, c->x, L->ffn_norm, B, d, cfg->rms_eps);
         lm_matmul(c->pool, c->hb, c->xb, L->w_gate.data, L->w_gate.type, B, ff, d);
         lm_matmul(c->pool, c->hb2, c->xb, L->w_up.data, L->w_up.type, B, ff, d);
+        if (c->ad) {
+            lora_add(c, c->hb, c->xb, l, LM_ADAPT_GATE, B);
+            lora_add(c, c->hb2, c->xb, l, LM_ADAPT_UP, B);
+        }
         lm_swiglu(c->hb, c->hb, c->hb2, B * ff);
         lm_matmul(c->pool, c->xb, c->hb, L->w_down.data, L->w_down.type, B, d, ff);
+        if (c->ad) lora_add(c, c->xb, c->hb, l, LM_ADAPT_DOWN, B);
         add_into(c->x, c->xb, (size_t)B * d);
     }
 }

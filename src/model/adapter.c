@@ -1,0 +1,179 @@
+/* Runtime LoRA adapter loading (see adapter.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/adapter.h"
+
+static const char *const proj_names[LM_ADAPT_N] = {
+    "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
+};
+
+const char *lm_adapter_proj_name(int p) {
+    return p >= 0 && p < LM_ADAPT_N ? proj_names[p] : NULL;
+}
+
+const lm_weight *lm_adapter_base_weight(const lm_model *m, int layer, int p) {
+    const lm_llama_layer *L = &m->layers[layer];
+    switch (p) {
+    case LM_ADAPT_Q: return &L->wq;
+    case LM_ADAPT_K: return &L->wk;
+    case LM_ADAPT_V: return &L->wv;
+    case LM_ADAPT_O: return &L->wo;
+    case LM_ADAPT_GATE: return &L->w_gate;
+    case LM_ADAPT_UP: return &L->w_up;
+    default: return &L->w_down;
+    }
+}
+
+void lm_adapter_free(lm_adapter *a) {
+    if (!a) return;
+    free(a->pairs);
+    free(a->data);
+    free(a);
+}
+
+/* "blk.N.<proj>.weight.lora_a|b" -> layer, projection, 0 for a / 1 for b. */
+static int parse_name(const char *name, int n_layer, int *layer, int *proj, int *is_b) {
+    int l, n = 0;
+    if (sscanf(name, "blk.%d.%n", &l, &n) != 1 || n == 0 || l < 0 || l >= n_layer) return -1;
+    const char *rest = name + n;
+    for (int p = 0; p < LM_ADAPT_N; p++) {
+        size_t pl = strlen(proj_names[p]);
+        if (strncmp(rest, proj_names[p], pl) != 0) continue;
+        if (!strcmp(rest + pl, ".weight.lora_a")) *is_b = 0;
+        else if (!strcmp(rest + pl, ".weight.lora_b")) *is_b = 1;
+        else continue;
+        *layer = l; *proj = p;
+        return 0;
+    }
+    return -1;
+}
+
+static int check_str(const gguf_file *f, const char *key, const char *want, lm_err *err) {
+    char *v = gguf_get_str(f, key, err);
+    if (!v) return -1;
+    int ok = !strcmp(v, want);
+    if (!ok) lm_errf(err, "%s: %s is '%s', expected '%s'", f->path, key, v, want);
+    free(v);
+    return ok ? 0 : -1;
+}
+
+lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_err *err) {
+    const lm_llama_config *cfg = &base->cfg;
+    if (check_str(f, "general.type", "adapter", err) ||
+        check_str(f, "adapter.type", "lora", err))
+        return NULL;
+    char *arch = gguf_get_str(f, "general.architecture", err);
+    if (!arch) return NULL;
+    if (strcmp(arch, cfg->arch) != 0) {
+        lm_errf(err, "%s: general.architecture is '%s' but the base model is '%s'", f->path,
+                arch, cfg->arch);
+        free(arch);
+        return NULL;
+    }
+    free(arch);
+    float alpha = 0.0f;
+    if (gguf_get_f32_opt(f, "adapter.lora.alpha", &alpha, err)) return NULL;
+    if (!(alpha >= 0.0f && alpha < 1e6f)) {
+        lm_errf(err, "%s: adapter.lora.alpha %g out of range", f->path, (double)alpha);
+        return NULL;
+    }
+
+    lm_adapter *a = calloc(1, sizeof *a);
+    if (!a) { lm_errf(err, "out of memory"); return NULL; }
+    snprintf(a->arch, sizeof a->arch, "%s", cfg->arch);
+    a->n_layer = cfg->n_layer;
+    a->pairs = calloc((size_t)cfg->n_layer * LM_ADAPT_N, sizeof *a->pairs);
+    /* which tensor fills each slot, [n_layer * N][2], to find duplicates and gaps */
+    const gguf_tensor **slot = calloc((size_t)cfg->n_layer * LM_ADAPT_N * 2, sizeof *slot);
+    if (!a->pairs || !slot) { lm_errf(err, "out of memory"); goto fail; }
+
+    /* Pass 1: every tensor must be one half of a pair on a base projection,
+     * its shape matching the base weight; rank from the first one. */
+    size_t total = 0;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const gguf_tensor *t = &f->tensors[i];
+        int l, p, is_b;
+        if (parse_name(t->name, cfg->n_layer, &l, &p, &is_b)) {
+            lm_errf(err, "%s: tensor '%s' is not a lora_a/lora_b of a projection of this "
+                    "base model (blk.0..%d.{attn_q,attn_k,attn_v,attn_output,ffn_gate,"
+                    "ffn_up,ffn_down}.weight.lora_a|b)", f->path, t->name, cfg->n_layer - 1);
+            goto fail;
+        }
+        const lm_weight *w = lm_adapter_base_weight(base, l, p);
+        int64_t r = is_b ? t->ne[0] : t->ne[1];
+        int64_t want0 = is_b ? r : w->k, want1 = is_b ? w->n : r;
+        if (t->n_dims != 2 || t->ne[0] != want0 || t->ne[1] != want1 || r <= 0 || r > 4096) {
+            lm_errf(err, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld] "
+                    "for a base weight of [%d, %d] (ne order)", f->path, t->name,
+                    (long long)t->ne[0], (long long)t->ne[1], (long long)want0,
+                    (long long)want1, w->k, w->n);
+            goto fail;
+        }
+        if (!a->rank) a->rank = (int)r;
+        if (r != a->rank) {
+            lm_errf(err, "%s: tensor '%s' has rank %lld but earlier tensors have rank %d",
+                    f->path, t->name, (long long)r, a->rank);
+            goto fail;
+        }
+        if (!lm_dtype_supported(t->type) || lm_dtype_row_bytes(t->type, t->ne[0]) == 0) {
+            lm_errf(err, "%s: tensor '%s' has type %s that cannot be read with rows of %lld",
+                    f->path, t->name, lm_dtype_name(t->type) ? lm_dtype_name(t->type) : "?",
+                    (long long)t->ne[0]);
+            goto fail;
+        }
+        const gguf_tensor **s = &slot[((size_t)l * LM_ADAPT_N + p) * 2 + is_b];
+        if (*s) { lm_errf(err, "%s: tensor '%s' appears twice", f->path, t->name); goto fail; }
+        *s = t;
+        total += (size_t)t->ne[0] * (size_t)t->ne[1];
+    }
+    if (!a->rank) { lm_errf(err, "%s: the adapter has no LoRA tensors", f->path); goto fail; }
+    a->alpha = alpha > 0.0f ? alpha : (float)a->rank;
+
+    a->data = malloc(sizeof(float) * (total ? total : 1));
+    if (!a->data) { lm_errf(err, "out of memory for the adapter (%zu floats)", total); goto fail; }
+    float *dst = a->data;
+    for (int l = 0; l < cfg->n_layer; l++) {
+        for (int p = 0; p < LM_ADAPT_N; p++) {
+            const gguf_tensor *ta = slot[((size_t)l * LM_ADAPT_N + p) * 2];
+            const gguf_tensor *tb = slot[((size_t)l * LM_ADAPT_N + p) * 2 + 1];
+            if (!ta && !tb) continue;
+            if (!ta || !tb) {
+                lm_errf(err, "%s: tensor 'blk.%d.%s.weight.lora_%c' is missing (its pair "
+                        "'%s' is present)", f->path, l, proj_names[p], ta ? 'b' : 'a',
+                        (ta ? ta : tb)->name);
+                goto fail;
+            }
+            lm_adapter_pair *pr = &a->pairs[l * LM_ADAPT_N + p];
+            const gguf_tensor *ts[2] = {ta, tb};
+            float **outs[2] = {&pr->a, &pr->b};
+            for (int h = 0; h < 2; h++) {
+                const gguf_tensor *t = ts[h];
+                size_t rb = lm_dtype_row_bytes(t->type, t->ne[0]);
+                *outs[h] = dst;
+                for (int64_t row = 0; row < t->ne[1]; row++, dst += t->ne[0])
+                    lm_dequant_row(t->type, (const uint8_t *)t->data + (size_t)row * rb, dst,
+                                   t->ne[0]);
+            }
+            pr->in = (int)ta->ne[0];
+            pr->out = (int)tb->ne[1];
+            a->targets |= 1u << p;
+            a->n_pairs++;
+        }
+    }
+    free(slot);
+    return a;
+fail:
+    free(slot);
+    lm_adapter_free(a);
+    return NULL;
+}
+
+lm_adapter *lm_adapter_load(const lm_model *base, const char *path, lm_err *err) {
+    gguf_file *f = gguf_open(path, err);
+    if (!f) return NULL;
+    lm_adapter *a = lm_adapter_from_gguf(base, f, err);
+    gguf_close(f);
+    return a;
+}

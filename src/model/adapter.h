@@ -1,0 +1,53 @@
+/* Runtime LoRA adapters: llama.cpp's adapter GGUF loaded against a base
+ * model and applied per context without merging, so many NPCs can share one
+ * base lm_model, each context with its own adapter (lm_ctx_set_adapter).
+ * For an adapted projection W[out, in]: y = W x + s * (alpha/r) * B (A x),
+ * A[r, in], B[out, r], kept in f32 (they are small).
+ *
+ * File facts (as llama.cpp reads them): general.type "adapter",
+ * general.architecture of the base, adapter.type "lora", adapter.lora.alpha
+ * (f32; absent or 0 means alpha = r); tensors "blk.N.<proj>.weight.lora_a"
+ * ne = [in, r] and ".lora_b" ne = [r, out], any float or quantized type we
+ * read. Q/K lora_b rows are in GGUF (permuted) order like the base. */
+#ifndef LM_MODEL_ADAPTER_H
+#define LM_MODEL_ADAPTER_H
+
+#include "base/err.h"
+#include "model/gguf.h"
+#include "model/llama.h"
+
+enum { LM_ADAPT_Q, LM_ADAPT_K, LM_ADAPT_V, LM_ADAPT_O,
+       LM_ADAPT_GATE, LM_ADAPT_UP, LM_ADAPT_DOWN, LM_ADAPT_N };
+
+typedef struct lm_adapter_pair {
+    float *a;   /* [rank, in] or NULL when the projection has no adapter */
+    float *b;   /* [out, rank] */
+    int in, out;
+} lm_adapter_pair;
+
+typedef struct lm_adapter {
+    char arch[32];
+    int n_layer, rank;
+    float alpha;
+    unsigned targets;            /* bit LM_ADAPT_*: present in some layer */
+    int n_pairs;
+    lm_adapter_pair *pairs;      /* [n_layer * LM_ADAPT_N], layer-major */
+    float *data;                 /* owned storage of every a and b */
+} lm_adapter;
+
+/* GGUF projection name ("attn_q", ..., "ffn_down") of LM_ADAPT_*. */
+const char *lm_adapter_proj_name(int p);
+/* The base weight a projection adapts. */
+const lm_weight *lm_adapter_base_weight(const lm_model *m, int layer, int p);
+static inline const lm_adapter_pair *lm_adapter_get(const lm_adapter *a, int layer, int p) {
+    return &a->pairs[layer * LM_ADAPT_N + p];
+}
+
+/* Loads and checks an adapter against base: types, architecture, that every
+ * tensor is a lora_a/lora_b of a base projection, pairs complete, shapes
+ * matching the base weight, one rank. Errors name the file and tensor. */
+lm_adapter *lm_adapter_load(const lm_model *base, const char *path, lm_err *err);
+lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_err *err);
+void lm_adapter_free(lm_adapter *a);
+
+#endif
