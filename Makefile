@@ -89,6 +89,11 @@ integration: all
 
 test: unit unit-san oracle oracle-torch integration
 
+# Slow end-to-end checks (minutes on 2 cores): fine-tunes the real model.
+.PHONY: test-slow
+test-slow: all
+	LEMONPC_SLOW=1 python3 -m pytest -q tests/oracle/test_train_stop.py
+
 model:
 	scripts/fetch_model.sh
 
