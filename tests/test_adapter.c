@@ -1,0 +1,364 @@
+/* Runtime LoRA adapters (model/adapter.h) and merging (train/merge.h) on a
+ * tiny random model written here. The merged reference is built by this test
+ * (W + s*alpha/r * B A in double, written as a plain F32 model), so the
+ * runtime path and lm_merge_write are both checked against it. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "model/adapter.h"
+#include "model/gguf.h"
+#include "model/llama.h"
+#include "train/merge.h"
+
+enum { NL = 2, D = 64, NH = 4, NKV = 2, HD = 16, FF = 96, V = 80, R = 4, NTOK = 7 };
+static const char *const PROJ[7] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                    "ffn_gate", "ffn_up", "ffn_down"};
+static const int PIN[7] = {D, D, D, NH * HD, D, D, FF};
+static const int POUT[7] = {NH * HD, NKV * HD, NKV * HD, D, FF, FF, D};
+
+typedef struct { uint64_t s; } rng;
+static float frand(rng *g) {   /* uniform in [-1, 1) */
+    g->s ^= g->s << 13; g->s ^= g->s >> 7; g->s ^= g->s << 17;
+    return (float)((g->s >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+}
+
+typedef struct {
+    float *w[NL][7];       /* base projections [out, in] */
+    float *a[NL][7];       /* [R, in] */
+    float *b[NL][7];       /* [out, R] */
+    float *embd, *norm;    /* [V, D], [D] */
+    float alpha;
+} weights;
+
+static void make_weights(weights *W, uint64_t seed) {
+    rng g = {seed};
+    W->embd = malloc(sizeof(float) * V * D);
+    W->norm = malloc(sizeof(float) * D);
+    for (int i = 0; i < V * D; i++) W->embd[i] = frand(&g);
+    for (int i = 0; i < D; i++) W->norm[i] = 1.0f + 0.2f * frand(&g);
+    for (int l = 0; l < NL; l++)
+        for (int p = 0; p < 7; p++) {
+            int in = PIN[p], out = POUT[p];
+            W->w[l][p] = malloc(sizeof(float) * in * out);
+            W->a[l][p] = malloc(sizeof(float) * R * in);
+            W->b[l][p] = malloc(sizeof(float) * out * R);
+            for (int i = 0; i < in * out; i++) W->w[l][p][i] = frand(&g) / sqrtf((float)in);
+            for (int i = 0; i < R * in; i++) W->a[l][p][i] = frand(&g) / sqrtf((float)in);
+            for (int i = 0; i < out * R; i++) W->b[l][p][i] = 0.3f * frand(&g);
+        }
+    W->alpha = 8.0f;
+}
+
+static void free_weights(weights *W) {
+    free(W->embd); free(W->norm);
+    for (int l = 0; l < NL; l++)
+        for (int p = 0; p < 7; p++) { free(W->w[l][p]); free(W->a[l][p]); free(W->b[l][p]); }
+}
+
+static void tmp_path(char *p, size_t n, const char *tag) {
+    snprintf(p, n, "/tmp/lm_test_adapter_%s_XXXXXX", tag);
+    int fd = mkstemp(p);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+static void add_f32(gguf_writer *w, const char *name, int ne0, int ne1, const float *x) {
+    lm_err err = {0};
+    int64_t ne[2] = {ne0, ne1};
+    if (gguf_add_tensor(w, name, LM_F32, ne1 == 1 ? 1 : 2, ne, x, sizeof(float) * ne0 * ne1,
+                        &err))
+        fail_msg("add %s: %s", name, err.msg);
+}
+
+/* Base model; with merge_mul != 0 the projections hold W + merge_mul * B A. */
+static void write_model(const weights *W, const char *path, double merge_mul) {
+    gguf_writer *w = gguf_writer_new();
+    lm_err err = {0};
+    gguf_set_str(w, "general.architecture", "llama", &err);
+    gguf_set_u32(w, "llama.block_count", NL, &err);
+    gguf_set_u32(w, "llama.embedding_length", D, &err);
+    gguf_set_u32(w, "llama.feed_forward_length", FF, &err);
+    gguf_set_u32(w, "llama.attention.head_count", NH, &err);
+    gguf_set_u32(w, "llama.attention.head_count_kv", NKV, &err);
+    gguf_set_u32(w, "llama.context_length", 64, &err);
+    gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f, &err);
+    add_f32(w, "token_embd.weight", D, V, W->embd);
+    add_f32(w, "output_norm.weight", D, 1, W->norm);
+    float *tmp = malloc(sizeof(float) * FF * FF);
+    for (int l = 0; l < NL; l++) {
+        char nm[64];
+        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
+        add_f32(w, nm, D, 1, W->norm);
+        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
+        add_f32(w, nm, D, 1, W->norm);
+        for (int p = 0; p < 7; p++) {
+            int in = PIN[p], out = POUT[p];
+            for (int o = 0; o < out; o++)
+                for (int i = 0; i < in; i++) {
+                    double s = 0;
+                    for (int j = 0; j < R; j++)
+                        s += (double)W->b[l][p][o * R + j] * W->a[l][p][j * in + i];
+                    tmp[o * in + i] = (float)(W->w[l][p][o * in + i] + merge_mul * s);
+                }
+            snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, PROJ[p]);
+            add_f32(w, nm, in, out, tmp);
+        }
+    }
+    free(tmp);
+    if (gguf_write(w, path, &err)) fail_msg("gguf_write: %s", err.msg);
+    gguf_writer_free(w);
+}
+
+typedef struct {               /* ways to spoil an adapter file */
+    const char *arch, *type, *adapter_type;
+    const char *skip;          /* tensor to leave out */
+    const char *bad;           /* tensor written with one extra row */
+    const char *extra;         /* unknown tensor to add */
+    int only_attn;             /* adapt q,k,v,o only */
+} aspec;
+
+static void write_adapter(const weights *W, const char *path, aspec s) {
+    gguf_writer *w = gguf_writer_new();
+    lm_err err = {0};
+    gguf_set_str(w, "general.architecture", s.arch ? s.arch : "llama", &err);
+    gguf_set_str(w, "general.type", s.type ? s.type : "adapter", &err);
+    gguf_set_str(w, "adapter.type", s.adapter_type ? s.adapter_type : "lora", &err);
+    gguf_set_f32(w, "adapter.lora.alpha", W->alpha, &err);
+    float *big = calloc((size_t)(FF + 1) * (FF + 1), sizeof(float));
+    for (int l = 0; l < NL; l++)
+        for (int p = 0; p < (s.only_attn ? 4 : 7); p++) {
+            char na[64], nb[64];
+            snprintf(na, sizeof na, "blk.%d.%s.weight.lora_a", l, PROJ[p]);
+            snprintf(nb, sizeof nb, "blk.%d.%s.weight.lora_b", l, PROJ[p]);
+            int extra_a = s.bad && !strcmp(s.bad, na), extra_b = s.bad && !strcmp(s.bad, nb);
+            if (!(s.skip && !strcmp(s.skip, na))) {
+                memcpy(big, W->a[l][p], sizeof(float) * R * PIN[p]);
+                add_f32(w, na, PIN[p] + extra_a, R, extra_a ? big : W->a[l][p]);
+            }
+            if (!(s.skip && !strcmp(s.skip, nb)))
+                add_f32(w, nb, R, POUT[p] + extra_b, extra_b ? big : W->b[l][p]);
+        }
+    if (s.extra) add_f32(w, s.extra, D, R, big);
+    free(big);
+    if (gguf_write(w, path, &err)) fail_msg("gguf_write: %s", err.msg);
+    gguf_writer_free(w);
+}
+
+static const int32_t TOK[NTOK] = {3, 17, 42, 5, 79, 0, 11};
+
+static void eval_all(lm_ctx *c, float *logits) {
+    lm_err err = {0};
+    lm_ctx_truncate(c, 0);
+    /* a prompt batch then single-token decode: both paths see the adapter */
+    if (lm_eval(c, TOK, 4, LM_LOGITS_ALL, logits, &err)) fail_msg("%s", err.msg);
+    for (int t = 4; t < NTOK; t++)
+        if (lm_eval(c, TOK + t, 1, LM_LOGITS_LAST, logits + (size_t)t * V, &err))
+            fail_msg("%s", err.msg);
+}
+
+static float max_diff(const float *x, const float *y, int n) {
+    float m = 0;
+    for (int i = 0; i < n; i++) m = fmaxf(m, fabsf(x[i] - y[i]));
+    return m;
+}
+
+typedef struct {
+    weights W;
+    char base[64], merged[64], adapter[64];
+} fixture;
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof *f);
+    make_weights(&f->W, 0x1234567ULL);
+    tmp_path(f->base, sizeof f->base, "base");
+    tmp_path(f->merged, sizeof f->merged, "merged");
+    tmp_path(f->adapter, sizeof f->adapter, "lora");
+    write_model(&f->W, f->base, 0.0);
+    write_model(&f->W, f->merged, 0.5 * f->W.alpha / R);   /* scale 0.5 */
+    write_adapter(&f->W, f->adapter, (aspec){0});
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    unlink(f->base); unlink(f->merged); unlink(f->adapter);
+    free_weights(&f->W);
+    free(f);
+    return 0;
+}
+
+static void test_runtime_equals_merged(void **state) {
+    fixture *f = *state;
+    lm_err err = {0};
+    lm_model *base = lm_model_load(f->base, &err), *merged = lm_model_load(f->merged, &err);
+    assert_non_null(base); assert_non_null(merged);
+    lm_adapter *a = lm_adapter_load(base, f->adapter, &err);
+    if (!a) fail_msg("%s", err.msg);
+    assert_int_equal(a->rank, R);
+    assert_int_equal(a->n_pairs, NL * 7);
+    lm_ctx *c = lm_ctx_new(base, 32, NULL, &err), *cm = lm_ctx_new(merged, 32, NULL, &err);
+    float *x = malloc(sizeof(float) * NTOK * V), *y = malloc(sizeof(float) * NTOK * V);
+    float *b0 = malloc(sizeof(float) * NTOK * V);
+    eval_all(c, b0);
+    assert_int_equal(lm_ctx_set_adapter(c, a, 0.5f, &err), 0);
+    eval_all(c, x);
+    eval_all(cm, y);
+    float dm = max_diff(x, y, NTOK * V), db = max_diff(x, b0, NTOK * V);
+    assert_true(dm < 1e-5f);
+    assert_true(db > 1e-2f);   /* the adapter really changes the output */
+
+    /* lm_merge_write's F32 output is the same model */
+    char out[64];
+    tmp_path(out, sizeof out, "mw");
+    if (lm_merge_write(f->base, f->adapter, out, LM_F32, 0.5f, &err)) fail_msg("%s", err.msg);
+    lm_model *mw = lm_model_load(out, &err);
+    assert_non_null(mw);
+    lm_ctx *cw = lm_ctx_new(mw, 32, NULL, &err);
+    eval_all(cw, y);
+    assert_true(max_diff(x, y, NTOK * V) < 1e-5f);
+    lm_ctx_free(cw); lm_model_free(mw);
+    /* quantized merge loads and stays close (Q8_0 of the merged weights) */
+    if (lm_merge_write(f->base, f->adapter, out, LM_Q8_0, 0.5f, &err)) fail_msg("%s", err.msg);
+    mw = lm_model_load(out, &err);
+    assert_non_null(mw);
+    assert_int_equal(mw->layers[0].wq.type, LM_Q8_0);
+    cw = lm_ctx_new(mw, 32, NULL, &err);
+    eval_all(cw, y);
+    /* Q8_0 error (~0.4% per weight, embeddings included) is well below the adapter's effect */
+    float dq = max_diff(x, y, NTOK * V);
+    if (!(dq < 0.25f * db)) fail_msg("q8_0 merge differs by %g, adapter effect %g", dq, db);
+    lm_ctx_free(cw); lm_model_free(mw);
+    unlink(out);
+
+    /* scale 0 and removal give the base exactly */
+    assert_int_equal(lm_ctx_set_adapter(c, a, 0.0f, &err), 0);
+    eval_all(c, x);
+    assert_memory_equal(x, b0, sizeof(float) * NTOK * V);
+    assert_int_equal(lm_ctx_set_adapter(c, NULL, 1.0f, &err), 0);
+    eval_all(c, x);
+    assert_memory_equal(x, b0, sizeof(float) * NTOK * V);
+    free(x); free(y); free(b0);
+    lm_ctx_free(c); lm_ctx_free(cm);
+    lm_adapter_free(a);
+    lm_model_free(base); lm_model_free(merged);
+}
+
+static void test_two_contexts_own_adapters(void **state) {
+    fixture *f = *state;
+    lm_err err = {0};
+    weights W2;
+    make_weights(&W2, 0xfeedULL);   /* a second adapter: same shapes, other values */
+    memcpy(W2.w, f->W.w, sizeof W2.w);
+    char a2p[64];
+    tmp_path(a2p, sizeof a2p, "lora2");
+    write_adapter(&W2, a2p, (aspec){.only_attn = 1});
+    lm_model *m = lm_model_load(f->base, &err);
+    lm_adapter *a1 = lm_adapter_load(m, f->adapter, &err), *a2 = lm_adapter_load(m, a2p, &err);
+    assert_non_null(a1); assert_non_null(a2);
+    assert_int_equal(a2->targets, 0xfu);
+    lm_ctx *c1 = lm_ctx_new(m, 32, NULL, &err), *c2 = lm_ctx_new(m, 32, NULL, &err);
+    lm_ctx *c0 = lm_ctx_new(m, 32, NULL, &err);
+    lm_ctx_set_adapter(c1, a1, 1.0f, &err);
+    lm_ctx_set_adapter(c2, a2, 1.0f, &err);
+    size_t n = (size_t)NTOK * V;
+    float *r1 = malloc(sizeof(float) * n), *r2 = malloc(sizeof(float) * n);
+    float *r0 = malloc(sizeof(float) * n), *s = malloc(sizeof(float) * n);
+    eval_all(c1, r1); eval_all(c2, r2); eval_all(c0, r0);
+    /* interleaved token by token: each context keeps its own adapter */
+    float *o1 = malloc(sizeof(float) * n), *o2 = malloc(sizeof(float) * n);
+    lm_ctx_truncate(c1, 0); lm_ctx_truncate(c2, 0); lm_ctx_truncate(c0, 0);
+    for (int t = 0; t < NTOK; t++) {
+        assert_int_equal(lm_eval(c1, TOK + t, 1, LM_LOGITS_LAST, o1 + t * V, &err), 0);
+        assert_int_equal(lm_eval(c0, TOK + t, 1, LM_LOGITS_LAST, s + t * V, &err), 0);
+        assert_int_equal(lm_eval(c2, TOK + t, 1, LM_LOGITS_LAST, o2 + t * V, &err), 0);
+    }
+    assert_true(max_diff(o1, r1, (int)n) < 1e-5f);
+    assert_true(max_diff(o2, r2, (int)n) < 1e-5f);
+    assert_true(max_diff(s, r0, (int)n) < 1e-5f);
+    assert_true(max_diff(r1, r2, (int)n) > 1e-2f);
+    assert_true(max_diff(r1, r0, (int)n) > 1e-2f && max_diff(r2, r0, (int)n) > 1e-2f);
+    free(r1); free(r2); free(r0); free(s); free(o1); free(o2);
+    lm_ctx_free(c0); lm_ctx_free(c1); lm_ctx_free(c2);
+    lm_adapter_free(a1); lm_adapter_free(a2);
+    lm_model_free(m);
+    unlink(a2p);
+    for (int l = 0; l < NL; l++)
+        for (int p = 0; p < 7; p++) W2.w[l][p] = NULL;   /* borrowed from f->W */
+    free_weights(&W2);
+}
+
+static void expect_error(fixture *f, aspec s, const char *want1, const char *want2) {
+    char p[64];
+    tmp_path(p, sizeof p, "bad");
+    write_adapter(&f->W, p, s);
+    lm_err err = {0};
+    lm_model *m = lm_model_load(f->base, &err);
+    assert_non_null(m);
+    lm_adapter *a = lm_adapter_load(m, p, &err);
+    assert_null(a);
+    if (!strstr(err.msg, want1) || (want2 && !strstr(err.msg, want2)))
+        fail_msg("error '%s' lacks '%s' / '%s'", err.msg, want1, want2 ? want2 : "");
+    assert_non_null(strstr(err.msg, p));   /* and names the file */
+    lm_model_free(m);
+    unlink(p);
+}
+
+static void test_errors(void **state) {
+    fixture *f = *state;
+    expect_error(f, (aspec){.bad = "blk.1.ffn_up.weight.lora_b"}, "blk.1.ffn_up.weight.lora_b",
+                 "shape");
+    expect_error(f, (aspec){.bad = "blk.0.attn_k.weight.lora_a"}, "blk.0.attn_k.weight.lora_a",
+                 "shape");
+    expect_error(f, (aspec){.skip = "blk.1.attn_v.weight.lora_a"}, "blk.1.attn_v.weight.lora_a",
+                 "missing");
+    expect_error(f, (aspec){.skip = "blk.0.ffn_down.weight.lora_b"},
+                 "blk.0.ffn_down.weight.lora_b", "missing");
+    expect_error(f, (aspec){.arch = "qwen2"}, "qwen2", "llama");
+    expect_error(f, (aspec){.type = "model"}, "general.type", NULL);
+    expect_error(f, (aspec){.adapter_type = "ia3"}, "adapter.type", NULL);
+    expect_error(f, (aspec){.extra = "output.weight.lora_a"}, "output.weight.lora_a", NULL);
+    expect_error(f, (aspec){.extra = "blk.7.attn_q.weight.lora_a"}, "blk.7.attn_q.weight.lora_a",
+                 NULL);
+    /* a rank that differs from the others */
+    {
+        char p[64];
+        tmp_path(p, sizeof p, "rank");
+        gguf_writer *w = gguf_writer_new();
+        lm_err err = {0};
+        gguf_set_str(w, "general.architecture", "llama", &err);
+        gguf_set_str(w, "general.type", "adapter", &err);
+        gguf_set_str(w, "adapter.type", "lora", &err);
+        add_f32(w, "blk.0.attn_q.weight.lora_a", D, R, f->W.a[0][0]);
+        add_f32(w, "blk.0.attn_q.weight.lora_b", R, NH * HD, f->W.b[0][0]);
+        add_f32(w, "blk.0.attn_v.weight.lora_a", D, R - 1, f->W.a[0][2]);
+        add_f32(w, "blk.0.attn_v.weight.lora_b", R - 1, NKV * HD, f->W.b[0][2]);
+        assert_int_equal(gguf_write(w, p, &err), 0);
+        gguf_writer_free(w);
+        lm_model *m = lm_model_load(f->base, &err);
+        lm_adapter *a = lm_adapter_load(m, p, &err);
+        assert_null(a);
+        assert_non_null(strstr(err.msg, "blk.0.attn_v.weight.lora_a"));
+        assert_non_null(strstr(err.msg, "rank"));
+        lm_model_free(m);
+        unlink(p);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_runtime_equals_merged),
+        cmocka_unit_test(test_two_contexts_own_adapters),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
