@@ -1,5 +1,6 @@
 /* lemonpc train: supervised fine-tuning (LoRA or full) of a GGUF model on a
  * JSONL chat dataset; see docs/TRAINING.md. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +25,22 @@ static void usage(FILE *out) {
         "  --warmup 0.1         fraction of all steps (or a whole number of steps)\n"
         "  --schedule cosine|linear|constant   --weight-decay 0   --clip 1.0\n"
         "  --eval-every N       validation loss every N steps too (always at epoch ends)\n"
+        "  --save-every 20      last/ checkpoint every N steps too (0: only at evaluations)\n"
         "  --seed 42  --threads N (default all CPUs)  --pack (several conversations per row)\n"
-        "  --stop-after N       stop after N steps of this call (checkpointed; --resume continues)\n\n"
+        "  --stop-after N       stop after N steps of this call (checkpointed; --resume continues)\n"
+        "Ctrl-C (or SIGTERM) finishes the current step, saves last/ and stops.\n\n"
         "A config file holds the same keys as JSON ({\"lr\": 1e-4, \"lora-rank\": 16, ...});\n"
         "flags given after it override it. RUN_DIR gets metrics.jsonl, loss.svg,\n"
         "last/ and best/ (adapter.gguf or model.gguf, optim.bin, state.json).\n");
+}
+
+/* Set by the signal handler, polled by the loop after each step. A signal
+ * handler can reach nothing but a static; this is the command's only one. */
+static volatile sig_atomic_t g_interrupt;
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_interrupt = 1;
 }
 
 static void print_note(void *ctx, const char *line) {
@@ -104,8 +116,17 @@ int cmd_train(int argc, char **argv) {
         goto bad;
     }
 
+    struct sigaction sa = {.sa_handler = on_signal}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;   /* a second Ctrl-C kills at once */
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    ctl.interrupt = &g_interrupt;
     lm_sft_report rep;
-    if (lm_sft_run(&cfg, &ctl, &rep, print_note, NULL, &err)) {
+    int failed = lm_sft_run(&cfg, &ctl, &rep, print_note, NULL, &err);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (failed) {
         fprintf(stderr, "lemonpc train: %s\n", err.msg);
         return 1;
     }

@@ -198,8 +198,11 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
     ac.weight_decay = cfg->weight_decay;
     ac.grad_clip = cfg->clip;
     lm_progress prog;
-    if (ctl->progress) lm_progress_begin(&prog, "train", total, "steps");
-    else lm_progress_begin_file(&prog, NULL, "train", total, "steps");
+    /* The bar counts this call's steps (so rate and ETA are right after a
+     * resume); the run's step/total goes into the text. */
+    long first = st.step;
+    if (ctl->progress) lm_progress_begin(&prog, "train", total - first, "steps");
+    else lm_progress_begin_file(&prog, NULL, "train", total - first, "steps");
     long done_here = 0;
     double t_call = now_s(), t_base = st.seconds;
 
@@ -263,23 +266,24 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
         st.metrics_bytes = ftell(mf);
         st.seconds = t_base + (now_s() - t_call);
 
-        int stop = ctl->stop_after > 0 && done_here >= ctl->stop_after && !final;
+        int stop = !final && ((ctl->stop_after > 0 && done_here >= ctl->stop_after) ||
+                              (ctl->interrupt && *ctl->interrupt));
         if (vl >= 0 && (st.best_val < 0 || vl < st.best_val)) {
             st.best_val = vl;
             st.best_step = st.step;
             if (lm_ckpt_save(cfg->out, "best", cfg, &st, m, L.lora, opt, err)) goto done_prog;
         }
-        if (evaluate || stop)
+        if (evaluate || stop || (cfg->save_every > 0 && st.step % cfg->save_every == 0))
             if (lm_ckpt_save(cfg->out, "last", cfg, &st, m, L.lora, opt, err)) goto done_prog;
 
         char extra[160];
-        snprintf(extra, sizeof extra, "epoch %d/%d  loss %.4f  lr %.2e  %.0f tok/s", epoch + 1,
-                 cfg->epochs, smooth, (double)lr, tps);
+        snprintf(extra, sizeof extra, "step %ld/%ld  epoch %d/%d  loss %.4f  lr %.2e  %.0f tok/s",
+                 st.step, total, epoch + 1, cfg->epochs, smooth, (double)lr, tps);
         if (vl >= 0) {
             size_t n = strlen(extra);
             snprintf(extra + n, sizeof extra - n, "  val %.4f", vl);
         }
-        lm_progress_update(&prog, st.step, extra);
+        lm_progress_update(&prog, st.step - first, extra);
         rep->last_loss = loss;
         if (stop) { rep->stopped = 1; break; }
     }

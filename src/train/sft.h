@@ -16,6 +16,7 @@
 #ifndef LM_TRAIN_SFT_H
 #define LM_TRAIN_SFT_H
 
+#include <signal.h>
 #include <stdio.h>
 
 #include "base/err.h"
@@ -37,6 +38,9 @@ typedef struct lm_sft_ctl {
     int resume;                 /* continue from RUN_DIR/last */
     long stop_after;            /* > 0: stop after this many steps of this call (last saved) */
     int progress;               /* 1: progress line on stderr when it is a terminal */
+    /* Polled after each step (may be NULL): nonzero stops the run after
+     * saving last/, e.g. set by the CLI's SIGINT/SIGTERM handler. */
+    const volatile sig_atomic_t *interrupt;
 } lm_sft_ctl;
 
 /* cfg finished (lm_train_cfg_finish); m the base model (a full run trains

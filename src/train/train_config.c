@@ -28,6 +28,7 @@ void lm_train_cfg_defaults(lm_train_cfg *c) {
     c->weight_decay = 0.0f;
     c->clip = 1.0f;
     c->eval_every = 0;
+    c->save_every = 20;
     c->seed = 42;
     c->threads = 0;
     c->pack = 0;
@@ -179,6 +180,11 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
         c->eval_every = (int)(l > 1 << 30 ? 1 << 30 : l);
         return 0;
     }
+    if (!strcmp(key, "save-every")) {
+        if (get_long(key_in, v, 0, 1L << 30, &l, err)) return -1;
+        c->save_every = (int)l;
+        return 0;
+    }
     if (!strcmp(key, "seed")) {
         char *end;
         errno = 0;
@@ -275,7 +281,7 @@ char *lm_train_cfg_to_json(const lm_train_cfg *c) {
     /* Floats go through (double) of the stored float: parsing "%.17g" of
      * that gives the same float back, so a resumed run is the same run. */
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:f, s:b, s:i, s:f, s:f, s:s, s:f, s:i, s:i, s:i,"
-                          " s:i, s:f, s:s, s:f, s:f, s:i, s:s, s:i, s:b}",
+                          " s:i, s:f, s:s, s:f, s:f, s:i, s:i, s:s, s:i, s:b}",
                           "model", c->model, "data", c->data, "val", c->val, "out", c->out,
                           "val-frac", c->val_frac, "full", c->full, "lora-rank", c->lora_rank,
                           "lora-alpha", (double)c->lora_alpha, "lora-dropout", (double)c->lora_dropout,
@@ -283,7 +289,7 @@ char *lm_train_cfg_to_json(const lm_train_cfg *c) {
                           "batch", c->batch, "seq", c->seq, "grad-accum", c->grad_accum,
                           "warmup", (double)c->warmup, "schedule", sched_name(c->schedule),
                           "weight-decay", (double)c->weight_decay, "clip", (double)c->clip,
-                          "eval-every", c->eval_every, "seed", seed, "threads", c->threads,
+                          "eval-every", c->eval_every, "save-every", c->save_every, "seed", seed, "threads", c->threads,
                           "pack", c->pack);
     if (!o) return NULL;
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));

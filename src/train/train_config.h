@@ -31,6 +31,7 @@ typedef struct lm_train_cfg {
     lm_lr_kind schedule;
     float weight_decay, clip;
     int eval_every;             /* optimizer steps; 0: only at epoch ends */
+    int save_every;             /* last/ also every N steps; 0: only at eval points */
     uint64_t seed;
     int threads;                /* 0: all online CPUs */
     int pack;
