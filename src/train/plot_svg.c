@@ -113,8 +113,8 @@ int lm_sft_plot_svg(const char *metrics_path, const char *svg_path, lm_err *err)
     fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">optimizer step</text>\n", (ML + W - MR) / 2, H - 12);
     fprintf(f, "<text x=\"16\" y=\"%d\" text-anchor=\"middle\" transform=\"rotate(-90 16 %d)\">loss</text>\n",
             (MT + H - MB) / 2, (MT + H - MB) / 2);
-    fprintf(f, "<text x=\"%d\" y=\"20\" fill=\"#1f77b4\">train (smoothed)</text>"
-               "<text x=\"%d\" y=\"20\" fill=\"#d62728\">validation</text>\n", ML + 10, ML + 150);
+    fprintf(f, "<text x=\"%d\" y=\"20\" fill=\"#1f77b4\">train (smoothed)</text>\n", ML + 10);
+    if (va.n) fprintf(f, "<text x=\"%d\" y=\"20\" fill=\"#d62728\">validation</text>\n", ML + 150);
     fprintf(f, "</svg>\n");
     if (fclose(f)) { lm_errno(err, "%s", tmp); goto done; }
     if (rename(tmp, svg_path)) { lm_errno(err, "%s", svg_path); goto done; }
