@@ -5,13 +5,15 @@
 
 #include "base/pool.h"
 
-/* 1 when this CPU runs lm_tmm_avx512. */
-int lm_tmm_avx512_ok(void);
+enum { LM_TMM_NONE, LM_TMM_AVX2, LM_TMM_AVX512 };
+/* The best kernel this CPU runs (LM_TMM_NONE: use the portable loops). */
+int lm_tmm_best(void);
 /* C[M, N] (+)= A[M, K] B[K, N]; element (i, k) of A is A[i*rsa + k*csa],
  * (k, j) of B is B[k*rsb + j*csb], row i of C starts at C + i*ldc. Results
- * do not depend on the pool's thread count. -1: out of memory (C is then
- * untouched) or no AVX-512 build. */
-int lm_tmm_avx512(lm_pool *pool, float *C, long ldc, const float *A, long rsa, long csa,
-                  const float *B, long rsb, long csb, int M, int N, int K, int accumulate);
+ * do not depend on the pool's thread count. Both kinds compute every element
+ * as the same chain of FMAs over k, so they agree bitwise. -1: out of
+ * memory (C untouched) or kind not built here. */
+int lm_tmm(lm_pool *pool, int kind, float *C, long ldc, const float *A, long rsa, long csa,
+           const float *B, long rsb, long csb, int M, int N, int K, int accumulate);
 
 #endif

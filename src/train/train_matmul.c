@@ -15,12 +15,14 @@
 #include "train/train_internal.h"
 
 /* The blocked AVX-512 GEMM where the CPU has it, unless
- * LEMONPC_TRAIN_KERNELS=generic asks for the loops below (tests, and
- * comparing the two). */
-static int use_tmm(void) {
+ * LEMONPC_TRAIN_KERNELS=generic asks for the loops below, or =avx2 for the
+ * AVX2 kernel on an AVX-512 CPU (tests, comparisons). */
+static int tmm_kind(void) {
     const char *e = getenv("LEMONPC_TRAIN_KERNELS");
-    if (e && strcmp(e, "generic") == 0) return 0;
-    return lm_tmm_avx512_ok();
+    int best = lm_tmm_best();
+    if (e && strcmp(e, "generic") == 0) return LM_TMM_NONE;
+    if (e && strcmp(e, "avx2") == 0 && best >= LM_TMM_AVX2) return LM_TMM_AVX2;
+    return best;
 }
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
@@ -142,8 +144,9 @@ SIMD_CLONES static void fwd_task(void *vctx, int task, int n_tasks, int thread) 
 
 void lm_mm_fwd(lm_pool *pool, float *out, const float *x, const float *w,
                int n, int in, int out_dim, int accumulate) {
-    if (use_tmm() &&
-        lm_tmm_avx512(pool, out, out_dim, x, in, 1, w, 1, in, n, out_dim, in, accumulate) == 0)
+    int k;
+    if ((k = tmm_kind()) &&
+        lm_tmm(pool, k, out, out_dim, x, in, 1, w, 1, in, n, out_dim, in, accumulate) == 0)
         return;
     mm_ctx c = { out, x, w, n, in, out_dim, accumulate };
     lm_pool_run(pool, fwd_task, &c, n_tasks_for(pool, out_dim));
@@ -223,7 +226,8 @@ SIMD_CLONES static void bwd_x_reduce_task(void *vctx, int task, int n_tasks, int
 
 void lm_mm_bwd_x(lm_pool *pool, float *dx, const float *dy, const float *w,
                  int n, int in, int out_dim) {
-    if (use_tmm() && lm_tmm_avx512(pool, dx, in, dy, out_dim, 1, w, in, 1, n, in, out_dim, 1) == 0)
+    int k;
+    if ((k = tmm_kind()) && lm_tmm(pool, k, dx, in, dy, out_dim, 1, w, in, 1, n, in, out_dim, 1) == 0)
         return;
     if ((size_t)out_dim * in > BIG_W && n <= 512) {
         float *part = malloc((size_t)PARTS * n * in * sizeof(float));
@@ -262,7 +266,8 @@ SIMD_CLONES static void bwd_w_task(void *vctx, int task, int n_tasks, int thread
 
 void lm_mm_bwd_w(lm_pool *pool, float *dw, const float *dy, const float *x,
                  int n, int in, int out_dim) {
-    if (use_tmm() && lm_tmm_avx512(pool, dw, in, dy, 1, out_dim, x, in, 1, out_dim, in, n, 1) == 0)
+    int k;
+    if ((k = tmm_kind()) && lm_tmm(pool, k, dw, in, dy, 1, out_dim, x, in, 1, out_dim, in, n, 1) == 0)
         return;
     mm_ctx c = { dw, dy, x, n, in, out_dim, 1 };
     lm_pool_run(pool, bwd_w_task, &c, n_tasks_for(pool, out_dim));
