@@ -6,11 +6,17 @@ usage: llamacpp_infer.py MODEL TOKENS_FILE THREADS N_GEN REPS
 """
 import ctypes
 import json
+import os
 import resource
 import sys
 import time
 
-import llama_cpp as L
+# llama.cpp's OpenMP threads spin between ops by default, which on a small
+# machine steals the cores the benchmark shares with everything else; passive
+# unless the caller asks otherwise (set before the library loads).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import llama_cpp as L  # noqa: E402
 import numpy as np
 
 
