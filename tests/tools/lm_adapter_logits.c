@@ -1,0 +1,109 @@
+/* lm_adapter_logits: lm_logits with a runtime LoRA adapter (export oracle tests).
+ *
+ *   lm_adapter_logits MODEL TOKENS [--adapter FILE] [--scale S] [--out FILE]
+ *                     [--greedy N] [--threads N] [--ctx N]
+ *
+ * TOKENS is a comma-separated id list. Evaluates them in one batch with
+ * logits for every position, writes them to FILE as raw little-endian f32
+ * [n_tokens, n_vocab], then (with --greedy N) decodes N tokens greedily one
+ * at a time (no stop token, so both sides decode exactly N). Prints
+ * "n_vocab V" and "greedy id id ..." on stdout. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/adapter.h"
+#include "model/llama.h"
+
+static int parse_int(const char *s, const char *what, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "lm_adapter_logits: bad %s '%s'\n", what, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
+    return b;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: lm_adapter_logits MODEL TOKENS [--adapter F] [--scale S] [--out FILE] [--greedy N] "
+                        "[--threads N] [--ctx N]\n");
+        return 2;
+    }
+    const char *model_path = argv[1], *tok_arg = argv[2], *out_path = NULL, *adapter = NULL;
+    float scale = 1.0f;
+    int n_greedy = 0, threads = 1, n_ctx = 0;
+    for (int i = 3; i < argc; i++) {
+        if (i + 1 >= argc) { fprintf(stderr, "lm_adapter_logits: %s needs a value\n", argv[i]); return 2; }
+        if (!strcmp(argv[i], "--out")) out_path = argv[++i];
+        else if (!strcmp(argv[i], "--adapter")) adapter = argv[++i];
+        else if (!strcmp(argv[i], "--scale")) scale = (float)atof(argv[++i]);
+        else if (!strcmp(argv[i], "--greedy")) { if (parse_int(argv[++i], "--greedy", 0, 1 << 20, &n_greedy)) return 2; }
+        else if (!strcmp(argv[i], "--threads")) { if (parse_int(argv[++i], "--threads", 1, 256, &threads)) return 2; }
+        else if (!strcmp(argv[i], "--ctx")) { if (parse_int(argv[++i], "--ctx", 1, 1 << 24, &n_ctx)) return 2; }
+        else { fprintf(stderr, "lm_adapter_logits: unknown option %s\n", argv[i]); return 2; }
+    }
+
+    size_t cap = strlen(tok_arg) / 2 + 1, n = 0;
+    int32_t *tok = malloc(sizeof *tok * cap);
+    for (const char *p = tok_arg; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > INT32_MAX) { fprintf(stderr, "lm_adapter_logits: bad token list\n"); return 2; }
+        tok[n++] = (int32_t)v;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') { fprintf(stderr, "lm_adapter_logits: bad token list\n"); return 2; }
+    }
+    if (n == 0) { fprintf(stderr, "lm_adapter_logits: no tokens\n"); return 2; }
+
+    lm_err err = {0};
+    int rc = 1;
+    lm_model *m = lm_model_load(model_path, &err);
+    lm_pool *pool = m ? lm_pool_new(threads, &err) : NULL;
+    lm_ctx *c = pool ? lm_ctx_new(m, n_ctx ? n_ctx : (int)n + n_greedy, pool, &err) : NULL;
+    lm_adapter *ad = c && adapter ? lm_adapter_load(m, adapter, &err) : NULL;
+    int V = m ? m->cfg.n_vocab : 0;
+    float *logits = NULL;
+    if (!c || (adapter && (!ad || lm_ctx_set_adapter(c, ad, scale, &err)))) goto done;
+    if (!(logits = malloc(sizeof(float) * n * (size_t)V))) goto done;
+    if (lm_eval(c, tok, (int)n, LM_LOGITS_ALL, logits, &err)) goto done;
+    printf("n_vocab %d\n", V);
+    if (out_path) {
+        FILE *f = fopen(out_path, "wb");
+        if (!f || fwrite(logits, sizeof(float) * (size_t)V, n, f) != n || fclose(f)) {
+            snprintf(err.msg, sizeof err.msg, "%s: cannot write logits", out_path);
+            goto done;
+        }
+    }
+    if (n_greedy > 0) {
+        int32_t next = argmax(logits + (n - 1) * (size_t)V, V);
+        printf("greedy");
+        for (int i = 0; i < n_greedy; i++) {
+            printf(" %d", next);
+            if (i + 1 == n_greedy) break;
+            if (lm_eval(c, &next, 1, LM_LOGITS_LAST, logits, &err)) goto done;
+            next = argmax(logits, V);
+        }
+        printf("\n");
+    }
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "lm_adapter_logits: %s\n", err.msg);
+    free(logits);
+    free(tok);
+    lm_ctx_free(c);
+    lm_adapter_free(ad);
+    lm_pool_free(pool);
+    lm_model_free(m);
+    return rc;
+}
