@@ -225,7 +225,7 @@ static void test_answer_prompt(void **state) {
     fixture *f = *state;
     lm_err err = {{0}};
     lm_style_example promoted[] = {{"Do you like wine?", "Only the Marlo red, and only at feasts."}};
-    lm_agen *a = lm_agen_new(f->c, f->sd->world, f->tpl, promoted, 1, 0, &err);
+    lm_agen *a = lm_agen_new(f->c, f->sd->world, f->tpl, promoted, 1, 0, 0, &err);
     if (!a) fail_msg("%s", err.msg);
     assert_int_equal(lm_agen_n_examples(a), f->c->n_examples + 1);
     lm_qgen *g = gen(f, "protective=1", 5);
@@ -247,8 +247,21 @@ static void test_answer_prompt(void **state) {
     for (const char *p = sys; (p = strstr(p, "\nExample ")); p++) shown++;
     assert_int_equal(shown, 8);
     free(sys);
-    lm_qgen_free(g);
     lm_agen_free(a);
+    /* A byte budget drops examples (and caps the persona) until it fits;
+     * the rules always stay. */
+    size_t budgets[] = {6000, 4000, 2500};
+    for (size_t b = 0; b < 3; b++) {
+        a = lm_agen_new(f->c, f->sd->world, f->tpl, promoted, 1, 0, budgets[b], &err);
+        sys = lm_agen_system(a, &s, &err);
+        assert_non_null(sys);
+        if (strlen(sys) > budgets[b]) fail_msg("%zu bytes over a %zu budget", strlen(sys), budgets[b]);
+        assert_non_null(strstr(sys, "No stage directions"));
+        assert_non_null(strstr(sys, "Orlando Marlo"));
+        free(sys);
+        lm_agen_free(a);
+    }
+    lm_qgen_free(g);
 }
 
 static void q_clean(const char *in, const char *want) {

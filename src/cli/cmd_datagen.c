@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,8 @@ static void usage(FILE *out) {
             "  --system none|persona  system message in each sample (default none)\n"
             "  --val-frac F        validation share (default 0.1)\n"
             "  --test-frac F       test share (default 0.1)\n"
+            "  --max-prompt-bytes N  cap of an answer request's system message (default\n"
+            "                      5000, for a 2048-token teacher; 0: no cap)\n"
             "  --max-in-flight N   concurrent teacher requests (HTTP; default 4)\n"
             "  --timeout-ms MS     per request (HTTP; default 120000)\n"
             "  --max-retries N     per request (HTTP; default 4)\n"
@@ -130,7 +133,10 @@ int cmd_datagen(int argc, char **argv) {
         else if (!strcmp(a, "--n")) { bad = parse_ull(val, 10000000, &v) || !v; o.n = (size_t)v; }
         else if (!strcmp(a, "--seed")) { bad = parse_ull(val, ~0ull, &v); o.seed = v; }
         else if (!strcmp(a, "--round")) { bad = parse_ull(val, 1000000, &v) || !v; o.round = (int)v; }
-        else if (!strcmp(a, "--max-in-flight")) bad = parse_ull(val, 256, &in_flight) || !in_flight;
+        else if (!strcmp(a, "--max-prompt-bytes")) {
+            bad = parse_ull(val, 1ull << 30, &v);
+            o.max_prompt_bytes = v ? (size_t)v : SIZE_MAX;
+        } else if (!strcmp(a, "--max-in-flight")) bad = parse_ull(val, 256, &in_flight) || !in_flight;
         else if (!strcmp(a, "--timeout-ms")) bad = parse_ull(val, 86400000, &timeout_ms) || !timeout_ms;
         else if (!strcmp(a, "--threads")) bad = parse_ull(val, 1024, &threads);
         else if (!strcmp(a, "--max-retries")) { bad = parse_ull(val, 100, &v); retries = (long long)v; }

@@ -14,7 +14,7 @@ struct lm_agen {
     const lm_prompt_set *tpl;
     char *persona;
     char **examples;         /* formatted conversations: sheet ones, then promoted */
-    size_t n_examples, n_sheet, max_examples;
+    size_t n_examples, n_sheet, max_examples, max_bytes;
     char first[128];
 };
 
@@ -33,16 +33,17 @@ static char *fmt_conv(const char *name, const lm_turn *t, size_t n, const char *
 
 lm_agen *lm_agen_new(const lm_character *c, const lm_world *w, const lm_prompt_set *tpl,
                      const lm_style_example *promoted, size_t n_promoted, size_t max_examples,
-                     lm_err *err) {
+                     size_t max_bytes, lm_err *err) {
     lm_agen *g = calloc(1, sizeof *g);
     if (!g) { lm_errf(err, "out of memory"); return NULL; }
     g->c = c;
     g->w = w;
     g->tpl = tpl;
     g->max_examples = max_examples ? max_examples : 8;
+    g->max_bytes = max_bytes;
     const char *name = c->name ? c->name : "Character";
     snprintf(g->first, sizeof g->first, "%.*s", (int)strcspn(name, " "), name);
-    lm_persona_opts po = {0, 1, 0, NULL};
+    lm_persona_opts po = {max_bytes / 2, 1, 0, NULL};
     g->persona = lm_persona_prompt(c, w, &po, err);
     if (!g->persona) { lm_agen_free(g); return NULL; }
     g->examples = calloc(c->n_examples + n_promoted + 1, sizeof *g->examples);
@@ -75,11 +76,26 @@ void lm_agen_free(lm_agen *g) {
 
 size_t lm_agen_n_examples(const lm_agen *g) { return g->n_examples; }
 
+/* Renders the system message showing at most `max` style examples. */
+static char *render_system(const lm_agen *g, const lm_qspec *s, size_t max, lm_err *err);
+
 char *lm_agen_system(const lm_agen *g, const lm_qspec *s, lm_err *err) {
+    /* Fewer examples until the message fits the byte budget (a small
+     * teacher's context is 2048 tokens); the persona was capped at half. */
+    size_t max = g->max_examples < 256 ? g->max_examples : 256;
+    for (;;) {
+        char *out = render_system(g, s, max, err);
+        if (!out || !g->max_bytes || strlen(out) <= g->max_bytes || max == 0) return out;
+        free(out);
+        max--;
+    }
+}
+
+static char *render_system(const lm_agen *g, const lm_qspec *s, size_t max, lm_err *err) {
     /* Style examples: every one when they fit; otherwise the newest promoted
      * ones (up to half) and a seeded draw from the rest, in their order. */
     const char *shown[256];
-    size_t n_shown = 0, max = g->max_examples < 256 ? g->max_examples : 256;
+    size_t n_shown = 0;
     if (g->n_examples <= max) {
         for (size_t i = 0; i < g->n_examples; i++) shown[n_shown++] = g->examples[i];
     } else {

@@ -29,10 +29,12 @@ typedef struct lm_agen lm_agen;
 
 /* c, w (may be NULL) and tpl are borrowed; promoted examples are copied.
  * max_examples caps the style examples shown per request (0: 8); when
- * there are more, each request shows a seeded selection. */
+ * there are more, each request shows a seeded selection. max_bytes (0: no
+ * limit) caps the system message: the persona gets at most half of it and
+ * style examples are dropped until the message fits. */
 lm_agen *lm_agen_new(const lm_character *c, const lm_world *w, const lm_prompt_set *tpl,
                      const lm_style_example *promoted, size_t n_promoted, size_t max_examples,
-                     lm_err *err);
+                     size_t max_bytes, lm_err *err);
 void lm_agen_free(lm_agen *g);
 
 size_t lm_agen_n_examples(const lm_agen *g);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -454,7 +455,11 @@ int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
     if (o->filters) fcfg = *o->filters;
     else lm_filter_config_default(&fcfg);
     if (!(qg = lm_qgen_new(c, w, tpl, &o->mix, o->seed, err))) goto done;
-    if (!(ag = lm_agen_new(c, w, tpl, o->promoted, o->n_promoted, o->max_style_examples, err))) goto done;
+    size_t budget = o->max_prompt_bytes ? o->max_prompt_bytes : 5000;
+    if (budget == SIZE_MAX) budget = 0;
+    if (!(ag = lm_agen_new(c, w, tpl, o->promoted, o->n_promoted, o->max_style_examples, budget,
+                           err)))
+        goto done;
     if (!(fs = lm_filter_set_new(&fcfg, c, err))) goto done;
     if (!(dq = lm_dedup_new(&fcfg, err)) || !(da = lm_dedup_new(&fcfg, err))) goto done;
     if (o->system == LM_DG_SYSTEM_PERSONA) {

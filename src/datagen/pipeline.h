@@ -55,6 +55,10 @@ typedef struct lm_datagen_opts {
     const lm_style_example *promoted;   /* style examples from review */
     size_t n_promoted;
     size_t max_style_examples;  /* per answer request; 0: 8 */
+    /* Answer system message budget in bytes, so that it, the question and
+     * the answer fit a 2048-token teacher (SmolLM2, llama.cpp defaults):
+     * 0 = 5000 (~1400 tokens); SIZE_MAX = no limit. */
+    size_t max_prompt_bytes;
     const lm_filter_config *filters;    /* NULL: defaults */
     /* Unset fields take: questions temperature 0.9, max_tokens 160, stop
      * "\n\n"; answers 0.7, 320, stop "\nUser:" and "\n**User". The seed is
