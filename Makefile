@@ -114,6 +114,12 @@ bench: all $(BENCH_BIN)
 bench-kernels: $(BUILD)/bench/bench_kernels
 	$(BUILD)/bench/bench_kernels $(BENCH_ARGS)
 
+# Training: our trainer against a plain PyTorch loop (SmolLM2-135M, seq 256,
+# batch 8, full and LoRA); BENCH_ARGS e.g. "--threads 2 --steps 3".
+.PHONY: bench-train
+bench-train: $(BUILD)/bench/train_step
+	python3 bench/bench_train.py $(BENCH_ARGS)
+
 clean:
 	rm -rf build build-san build-fuzz
 
