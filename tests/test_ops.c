@@ -256,6 +256,50 @@ static void test_matmul_model_shapes(void **state) {
     }
 }
 
+/* lm_matmul_multi (fused Q/K/V, gate/up) gives each part exactly what a
+ * lone lm_matmul gives, for every thread count, m and part sizes that do
+ * not fill a task or tile (one empty part too). */
+static void test_matmul_multi(void **state) {
+    pools *ps = *state;
+    const int k = 96, ns[3] = {37, 0, 5};
+    const int ms[] = {1, 7};
+    uint64_t seed = 4242;
+    int nsets;
+    const lm_kernels *const *ks = sets(&nsets);
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        rng r = {seed++};
+        void *W[3];
+        float *wf = malloc((size_t)64 * k * sizeof *wf), *x = malloc((size_t)7 * k * sizeof *x);
+        assert_true(wf && x);
+        for (int p = 0; p < 3; p++) W[p] = make_weights(&r, ALL_TYPES[ti], ns[p] ? ns[p] : 1, k, wf);
+        fill(&r, x, (size_t)7 * k, 1);
+        for (int s = 0; s < nsets; s++)
+            for (size_t mi = 0; mi < 2; mi++)
+                for (int th = 0; th < 3; th++) {
+                    const int m = ms[mi];
+                    float *y[3], *ref[3];
+                    for (int p = 0; p < 3; p++) {
+                        y[p] = malloc((size_t)m * (ns[p] + 1) * sizeof(float));
+                        ref[p] = malloc((size_t)m * (ns[p] + 1) * sizeof(float));
+                        assert_true(y[p] && ref[p]);
+                        for (int i = 0; i < m * (ns[p] + 1); i++) y[p][i] = ref[p][i] = -1.0f;
+                        lm_matmul_with(ks[s], ps->p[0], ref[p], x, W[p], ALL_TYPES[ti], m, ns[p], k);
+                    }
+                    const void *Wc[3] = {W[0], W[1], W[2]};
+                    lm_matmul_multi_with(ks[s], ps->p[th], 3, y, Wc, ns, ALL_TYPES[ti], x, m, k);
+                    for (int p = 0; p < 3; p++) {
+                        /* the row past the part is untouched (-1) in both */
+                        assert_memory_equal(y[p], ref[p], (size_t)m * (ns[p] + 1) * sizeof(float));
+                        free(y[p]);
+                        free(ref[p]);
+                    }
+                }
+        for (int p = 0; p < 3; p++) free(W[p]);
+        free(wf);
+        free(x);
+    }
+}
+
 /* Float weights take any k, not just multiples of 32. */
 static void test_matmul_float_odd_k(void **state) {
     pools *ps = *state;
@@ -528,6 +572,7 @@ int main(void) {
         cmocka_unit_test(test_kernels_name),
         cmocka_unit_test(test_matmul_shapes),
         cmocka_unit_test(test_matmul_model_shapes),
+        cmocka_unit_test(test_matmul_multi),
         cmocka_unit_test(test_matmul_float_odd_k),
         cmocka_unit_test(test_q8_0_extremes),
         cmocka_unit_test(test_attn_head),

@@ -91,6 +91,11 @@ const lm_kernels *lm_kernels_default(void);
 void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *x,
                     const void *W, lm_dtype wtype, int m, int n, int k);
 
+/* lm_matmul_multi with an explicit kernel set. */
+void lm_matmul_multi_with(const lm_kernels *ks, lm_pool *pool, int count, float *const *ys,
+                          const void *const *Ws, const int *ns, lm_dtype wtype, const float *x,
+                          int m, int k);
+
 /* Portable softmax / swiglu (ops.c): the scalar set's, and the reference
  * the SIMD ones are tested against. */
 void lm_softmax_scalar(float *x, int n);

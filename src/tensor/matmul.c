@@ -73,20 +73,28 @@ static int weight_index(lm_dtype t) {
     return -1;
 }
 
+/* One W of a job: its tasks are numbered [task0, task0 + tasks_n * tasks_m). */
+typedef struct mm_part {
+    float *y;           /* [m, n] */
+    const char *W;      /* [n, k] in wtype */
+    int n;
+    int nc, tasks_n;    /* rows of W per task, tasks along n */
+    int task0;
+} mm_part;
+
 typedef struct mm_job {
     const lm_kernels *ks;
     lm_tile tile;
-    float *y;           /* [m, n] */
+    mm_part part[LM_MATMUL_MAX_PARTS];
+    int n_parts;
     const float *x;     /* [m, k] */
-    const char *W;      /* [n, k] in wtype */
     size_t wrow;        /* bytes per W row */
-    int m, n, k;
+    int m, k;
     int quant;          /* x goes through quant_x */
     int8_t *xq;         /* [m_pad, k], m_pad = m rounded up to LM_XQ_GROUP */
     float *xd, *xs;     /* [m_pad/G, k/32, G] (see kernels.h); xs NULL unless Q4_1 */
     int32_t *xsum;      /* same layout; NULL unless Q4_0 */
-    int mc, nc;         /* rows of x / of W per task */
-    int tasks_n;        /* tasks along n */
+    int mc;             /* rows of x per task */
 } mm_job;
 
 static size_t scale_index(int row, int nb) {
@@ -109,8 +117,12 @@ static void mm_task(void *ctx, int task, int n_tasks, int thread) {
     (void)thread;
     const mm_job *j = ctx;
     const int mr = j->tile.mr, nr = j->tile.nr, k = j->k, nb = k / LM_QK;
-    const int tn = task % j->tasks_n, tm = task / j->tasks_n;
-    const int n0 = tn * j->nc, n1 = n0 + j->nc < j->n ? n0 + j->nc : j->n;
+    int pi = j->n_parts - 1;
+    while (task < j->part[pi].task0) pi--;
+    const mm_part *P = &j->part[pi];
+    task -= P->task0;
+    const int tn = task % P->tasks_n, tm = task / P->tasks_n;
+    const int n0 = tn * P->nc, n1 = n0 + P->nc < P->n ? n0 + P->nc : P->n;
     const int m0 = tm * j->mc, m1 = m0 + j->mc < j->m ? m0 + j->mc : j->m;
     lm_xtile xt = {{NULL}, NULL, NULL, NULL, NULL};
     const void *wr[LM_TILE_MAX_NR];
@@ -129,34 +141,45 @@ static void mm_task(void *ctx, int task, int n_tasks, int thread) {
         }
         for (int j0 = n0; j0 < n1; j0 += nr) {
             const int nj = n1 - j0 < nr ? n1 - j0 : nr;
-            for (int c = 0; c < nr; c++) wr[c] = j->W + (size_t)(j0 + (c < nj ? c : nj - 1)) * j->wrow;
+            for (int c = 0; c < nr; c++) wr[c] = P->W + (size_t)(j0 + (c < nj ? c : nj - 1)) * j->wrow;
             j->tile.fn(k, wr, &xt, out);
             for (int i = 0; i < mi; i++)
-                memcpy(j->y + (size_t)(i0 + i) * j->n + j0, out + i * nr, (size_t)nj * sizeof(float));
+                memcpy(P->y + (size_t)(i0 + i) * P->n + j0, out + i * nr, (size_t)nj * sizeof(float));
         }
     }
 }
 
 static int round_up(int v, int to) { return (v + to - 1) / to * to; }
 
-/* Runs the tiles of rows [0, m) of x, whose 8-bit form (if any) is in xq/xd/xs. */
+/* Runs the tiles of rows [0, m) of x, whose 8-bit form (if any) is in
+ * xq/xd/xs, against every part, in one pool dispatch. */
 static void run_tiles(mm_job *j, lm_pool *pool) {
     const int threads = lm_pool_threads(pool);
+    int n_all = 0;
+    for (int p = 0; p < j->n_parts; p++) n_all += j->part[p].n;
+    int nc = 0;
     if (j->m == 1) {
         /* ~8 tasks per thread: enough to even out a thread that is slowed
          * down, few enough that claiming them costs nothing. */
         j->mc = 1;
-        j->nc = round_up((j->n + threads * 8 - 1) / (threads * 8), j->tile.nr * 4);
+        nc = round_up((n_all + threads * 8 - 1) / (threads * 8), j->tile.nr * 4);
     } else {
         j->mc = round_up(64, j->tile.mr);
-        j->nc = round_up(32, j->tile.nr);
+        nc = round_up(32, j->tile.nr);
         /* Few W rows and one chunk of x: cut x finer so all threads work. */
-        if (threads > 1 && (j->n + j->nc - 1) / j->nc < threads * 2)
+        if (threads > 1 && (n_all + nc - 1) / nc < threads * 2)
             j->mc = round_up((j->m + threads * 2 - 1) / (threads * 2), j->tile.mr);
     }
-    j->tasks_n = (j->n + j->nc - 1) / j->nc;
-    int tasks_m = (j->m + j->mc - 1) / j->mc;
-    lm_pool_run(pool, mm_task, j, j->tasks_n * tasks_m);
+    const int tasks_m = (j->m + j->mc - 1) / j->mc;
+    int tasks = 0;
+    for (int p = 0; p < j->n_parts; p++) {
+        mm_part *P = &j->part[p];
+        P->nc = nc;
+        P->tasks_n = (P->n + nc - 1) / nc;
+        P->task0 = tasks;
+        tasks += P->tasks_n * tasks_m;
+    }
+    lm_pool_run(pool, mm_task, j, tasks);
 }
 
 /* Bytes of 8-bit activations for m rows: q, d and s (or qsum) for m padded
@@ -166,22 +189,34 @@ static size_t xq_bytes(int m, int k) {
     return rows * (size_t)k + rows * (size_t)(k / LM_QK) * 2 * sizeof(float);
 }
 
-void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *x,
-                    const void *W, lm_dtype wtype, int m, int n, int k) {
-    if (m <= 0 || n <= 0) return;
+static void fill_nan(int count, float *const *ys, const int *ns, int m) {
+    for (int p = 0; p < count; p++)
+        for (size_t i = 0; i < (size_t)m * (size_t)ns[p]; i++) ys[p][i] = NAN;
+}
+
+void lm_matmul_multi_with(const lm_kernels *ks, lm_pool *pool, int count, float *const *ys,
+                          const void *const *Ws, const int *ns, lm_dtype wtype, const float *x,
+                          int m, int k) {
+    if (m <= 0 || count <= 0) return;
     const int wi = weight_index(wtype);
     const size_t wrow = lm_dtype_row_bytes(wtype, k);
     assert(wi >= 0 && wrow > 0 && "lm_matmul: weight type/row length checked by the loader");
-    if (wi < 0 || wrow == 0) {
+    assert(count <= LM_MATMUL_MAX_PARTS);
+    if (wi < 0 || wrow == 0 || count > LM_MATMUL_MAX_PARTS) {
         /* Unreachable for validated models; NaNs make the misuse loud. */
-        for (size_t i = 0; i < (size_t)m * (size_t)n; i++) y[i] = NAN;
+        fill_nan(count, ys, ns, m);
         return;
     }
     mm_job j = {
         .ks = ks, .tile = m == 1 ? ks->dec[wi] : ks->gemm[wi],
-        .y = y, .x = x, .W = W, .wrow = wrow, .m = m, .n = n, .k = k,
+        .x = x, .wrow = wrow, .m = m, .k = k,
         .quant = wi >= LM_WT_Q8_0,
     };
+    for (int p = 0; p < count; p++) {
+        if (ns[p] <= 0) continue;
+        j.part[j.n_parts++] = (mm_part){.y = ys[p], .W = Ws[p], .n = ns[p]};
+    }
+    if (j.n_parts == 0) return;
     if (!j.quant) {
         run_tiles(&j, pool);
         return;
@@ -199,7 +234,7 @@ void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *
         buf = stack;
         rows_per_pass = 1;
         if (xq_bytes(1, k) > sizeof stack) {
-            for (size_t i = 0; i < (size_t)m * (size_t)n; i++) y[i] = NAN;
+            fill_nan(count, ys, ns, m);
             return;
         }
     }
@@ -209,7 +244,8 @@ void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *
         const size_t pad = (size_t)round_up(rows, LM_XQ_GROUP);
         j.m = rows;
         j.x = x + (size_t)r0 * k;
-        j.y = y + (size_t)r0 * n;
+        for (int p = 0, q = 0; p < count; p++)
+            if (ns[p] > 0) j.part[q++].y = ys[p] + (size_t)r0 * ns[p];
         j.tile = rows == 1 ? ks->dec[wi] : ks->gemm[wi];
         j.xd = (float *)buf;
         /* the second per-block array is s for Q4_1, qsum for Q4_0 */
@@ -233,6 +269,16 @@ void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *
         run_tiles(&j, pool);
     }
     if (buf != stack) free(buf);
+}
+
+void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *x,
+                    const void *W, lm_dtype wtype, int m, int n, int k) {
+    lm_matmul_multi_with(ks, pool, 1, &y, &W, &n, wtype, x, m, k);
+}
+
+void lm_matmul_multi(lm_pool *pool, int count, float *const *ys, const void *const *Ws,
+                     const int *ns, lm_dtype wtype, const float *x, int m, int k) {
+    lm_matmul_multi_with(lm_kernels_default(), pool, count, ys, Ws, ns, wtype, x, m, k);
 }
 
 void lm_matmul(lm_pool *pool, float *y, const float *x, const void *W, lm_dtype wtype, int m,

@@ -17,6 +17,14 @@
 void lm_matmul(lm_pool *pool, float *y, const float *x, const void *W,
                lm_dtype wtype, int m, int n, int k);
 
+/* Several matmuls of the same x[m, k] with weights of one type:
+ * ys[p][m, ns[p]] = x @ Ws[p][ns[p], k]^T for p < count (<=
+ * LM_MATMUL_MAX_PARTS). x is quantized once and all of them run in one
+ * pool dispatch (Q/K/V, gate/up); each y is bit-identical to lm_matmul's. */
+#define LM_MATMUL_MAX_PARTS 4
+void lm_matmul_multi(lm_pool *pool, int count, float *const *ys, const void *const *Ws,
+                     const int *ns, lm_dtype wtype, const float *x, int m, int k);
+
 /* out[m, d] = x[m, d] / rms(x) * w[d] */
 void lm_rmsnorm(float *out, const float *x, const float *w, int m, int d, float eps);
 
