@@ -18,6 +18,7 @@
 #include "model/gguf.h"
 #include "model/llama.h"
 #include "train/merge.h"
+#include "train/peft.h"
 
 enum { NL = 2, D = 64, NH = 4, NKV = 2, HD = 16, FF = 96, V = 80, R = 4, NTOK = 7 };
 static const char *const PROJ[7] = {"attn_q", "attn_k", "attn_v", "attn_output",
@@ -351,11 +352,64 @@ static void test_errors(void **state) {
     }
 }
 
+static int read_all(const char *path, char **buf, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *buf = malloc(*n ? *n : 1);
+    size_t got = fread(*buf, 1, *n, f);
+    fclose(f);
+    return got == *n ? 0 : -1;
+}
+
+/* GGUF -> PEFT -> GGUF gives the same file back (Q/K lora_B rows permuted
+ * there and back); a broken folder is refused naming the file. Whether
+ * peft reads the folder as we mean it is tests/peft's job. */
+static void test_peft_round_trip(void **state) {
+    fixture *f = *state;
+    lm_err err = {0};
+    lm_model *m = lm_model_load(f->base, &err);
+    lm_adapter *a = lm_adapter_load(m, f->adapter, &err);
+    assert_non_null(a);
+    char dir[64], back[64];
+    snprintf(dir, sizeof dir, "/tmp/lm_test_peft_XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    tmp_path(back, sizeof back, "back");
+    if (lm_peft_write(m, a, dir, "x/y", &err)) fail_msg("%s", err.msg);
+    if (lm_peft_import(m, dir, back, &err)) fail_msg("%s", err.msg);
+    char *x, *y;
+    size_t nx, ny;
+    assert_int_equal(read_all(f->adapter, &x, &nx), 0);
+    assert_int_equal(read_all(back, &y, &ny), 0);
+    assert_int_equal(nx, ny);
+    assert_memory_equal(x, y, nx);
+    free(x); free(y);
+    /* the permutation really moves q rows: HF row 1 is GGUF row 2 */
+    assert_int_equal(lm_peft_gguf_row(1, HD), 2);
+    assert_int_equal(lm_peft_gguf_row(HD / 2, HD), 1);
+    /* a truncated safetensors file */
+    char st[128];
+    snprintf(st, sizeof st, "%s/adapter_model.safetensors", dir);
+    assert_int_equal(truncate(st, 100), 0);
+    assert_int_equal(lm_peft_import(m, dir, back, &err), -1);
+    assert_non_null(strstr(err.msg, "adapter_model.safetensors"));
+    unlink(st);
+    snprintf(st, sizeof st, "%s/adapter_config.json", dir);
+    unlink(st);
+    rmdir(dir);
+    unlink(back);
+    lm_adapter_free(a);
+    lm_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_runtime_equals_merged),
         cmocka_unit_test(test_two_contexts_own_adapters),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_peft_round_trip),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

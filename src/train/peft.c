@@ -149,3 +149,193 @@ done:
     free(hdr.p); free(cj.p); free(data);
     return rc;
 }
+
+/* ---- import ------------------------------------------------------------ */
+
+#include <jansson.h>
+
+#include "model/gguf.h"
+
+static char *slurp(const char *path, size_t *n, lm_err *err) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) { lm_errno(err, "%s: cannot open", path); return NULL; }
+    char *buf = NULL;
+    long len = -1;
+    if (fseek(fp, 0, SEEK_END) == 0) len = ftell(fp);
+    if (len >= 0 && fseek(fp, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)) &&
+        fread(buf, 1, (size_t)len, fp) == (size_t)len) {
+        buf[len] = 0;
+        *n = (size_t)len;
+    } else {
+        free(buf);
+        buf = NULL;
+        lm_errf(err, "%s: cannot read", path);
+    }
+    fclose(fp);
+    return buf;
+}
+
+/* Tensor `name` of a safetensors file as f32 [rows, cols]; malloc'd. */
+static float *st_tensor(const char *path, json_t *hdr, const uint8_t *data, size_t data_len,
+                        const char *name, int rows, int cols, lm_err *err) {
+    json_t *t = json_object_get(hdr, name);
+    if (!t) { lm_errf(err, "%s: tensor '%s' is missing", path, name); return NULL; }
+    const char *dt = json_string_value(json_object_get(t, "dtype"));
+    json_t *shape = json_object_get(t, "shape"), *offs = json_object_get(t, "data_offsets");
+    if (json_array_size(shape) != 2 ||
+        json_integer_value(json_array_get(shape, 0)) != rows ||
+        json_integer_value(json_array_get(shape, 1)) != cols)
+        return lm_errf(err, "%s: tensor '%s' should have shape [%d, %d]", path, name, rows, cols),
+               NULL;
+    lm_dtype ty = dt && !strcmp(dt, "F32") ? LM_F32 : dt && !strcmp(dt, "F16") ? LM_F16
+                  : dt && !strcmp(dt, "BF16") ? LM_BF16 : (lm_dtype)-1;
+    if ((int)ty < 0)
+        return lm_errf(err, "%s: tensor '%s' has dtype %s (F32, F16 or BF16 expected)", path,
+                       name, dt ? dt : "?"), NULL;
+    size_t es = ty == LM_F32 ? 4 : 2, n = (size_t)rows * (size_t)cols;
+    json_int_t b = json_integer_value(json_array_get(offs, 0));
+    json_int_t e = json_integer_value(json_array_get(offs, 1));
+    if (json_array_size(offs) != 2 || b < 0 || e < b || (size_t)e > data_len ||
+        (size_t)(e - b) != n * es)
+        return lm_errf(err, "%s: tensor '%s' has bad data_offsets", path, name), NULL;
+    float *out = malloc(sizeof(float) * n);
+    uint16_t *half = ty == LM_F32 ? NULL : malloc(2 * n);
+    if (!out || (ty != LM_F32 && !half)) {
+        free(out); free(half);
+        return lm_errf(err, "out of memory"), NULL;
+    }
+    /* copies first: the data section need not be aligned */
+    if (ty == LM_F32) {
+        memcpy(out, data + b, 4 * n);
+    } else {
+        memcpy(half, data + b, 2 * n);
+        lm_dequant_row(ty, half, out, (int64_t)n);
+    }
+    free(half);
+    return out;
+}
+
+int lm_peft_import(const lm_model *base, const char *dir, const char *out_path, lm_err *err) {
+    const lm_llama_config *cfg = &base->cfg;
+    char cpath[4096], spath[4096];
+    snprintf(cpath, sizeof cpath, "%s/adapter_config.json", dir);
+    snprintf(spath, sizeof spath, "%s/adapter_model.safetensors", dir);
+    int rc = -1;
+    json_t *conf = NULL, *hdr = NULL;
+    char *st = NULL;
+    gguf_writer *w = NULL;
+    float *a = NULL, *b = NULL, *bp = NULL;
+    json_error_t je;
+    if (!(conf = json_load_file(cpath, 0, &je))) {
+        if (je.line > 0) lm_errf(err, "%s: line %d: %s", cpath, je.line, je.text);
+        else lm_errf(err, "%s", je.text);
+        goto done;
+    }
+    json_t *jr = json_object_get(conf, "r"), *ja = json_object_get(conf, "lora_alpha");
+    const char *pt = json_string_value(json_object_get(conf, "peft_type"));
+    if (!pt || strcmp(pt, "LORA")) { lm_errf(err, "%s: peft_type is not \"LORA\"", cpath); goto done; }
+    if (!json_is_integer(jr) || json_integer_value(jr) < 1 || json_integer_value(jr) > 4096 ||
+        !json_is_number(ja)) {
+        lm_errf(err, "%s: r and lora_alpha must be numbers (r a positive integer)", cpath);
+        goto done;
+    }
+    if (json_is_true(json_object_get(conf, "use_rslora")) ||
+        json_is_true(json_object_get(conf, "use_dora")) ||
+        json_is_true(json_object_get(conf, "fan_in_fan_out")) ||
+        (json_string_value(json_object_get(conf, "bias")) &&
+         strcmp(json_string_value(json_object_get(conf, "bias")), "none")) ||
+        json_array_size(json_object_get(conf, "modules_to_save")) ||
+        json_object_size(json_object_get(conf, "rank_pattern")) ||
+        json_object_size(json_object_get(conf, "alpha_pattern"))) {
+        lm_errf(err, "%s: only plain LoRA is supported (no rslora, DoRA, fan_in_fan_out, bias, "
+                "modules_to_save, rank/alpha patterns)", cpath);
+        goto done;
+    }
+    int r = (int)json_integer_value(jr);
+    double alpha = json_number_value(ja);
+
+    size_t n;
+    if (!(st = slurp(spath, &n, err))) goto done;
+    uint64_t hl = 0;
+    for (int i = 0; i < 8 && n >= 8; i++) hl |= (uint64_t)(uint8_t)st[i] << (8 * i);
+    if (n < 8 || hl > n - 8) { lm_errf(err, "%s: bad header length", spath); goto done; }
+    if (!(hdr = json_loadb(st + 8, (size_t)hl, 0, &je))) {
+        lm_errf(err, "%s: header: %s", spath, je.text);
+        goto done;
+    }
+    const uint8_t *data = (const uint8_t *)st + 8 + hl;
+    size_t data_len = n - 8 - (size_t)hl;
+
+    if (!(w = gguf_writer_new())) { lm_errf(err, "out of memory"); goto done; }
+    if (gguf_set_str(w, "general.architecture", cfg->arch, err) ||
+        gguf_set_str(w, "general.type", "adapter", err) ||
+        gguf_set_str(w, "adapter.type", "lora", err) ||
+        gguf_set_f32(w, "adapter.lora.alpha", (float)alpha, err))
+        goto done;
+    int found = 0;
+    for (int l = 0; l < cfg->n_layer; l++)
+        for (int p = 0; p < LM_ADAPT_N; p++) {
+            char na[160], nb[160];
+            snprintf(na, sizeof na, "base_model.model.model.layers.%d.%s.lora_A.weight", l,
+                     hf_names[p]);
+            snprintf(nb, sizeof nb, "base_model.model.model.layers.%d.%s.lora_B.weight", l,
+                     hf_names[p]);
+            if (!json_object_get(hdr, na) && !json_object_get(hdr, nb)) continue;
+            const lm_weight *bw = lm_adapter_base_weight(base, l, p);
+            free(a); free(b); free(bp);
+            a = b = bp = NULL;
+            if (!(a = st_tensor(spath, hdr, data, data_len, na, r, bw->k, err)) ||
+                !(b = st_tensor(spath, hdr, data, data_len, nb, bw->n, r, err)))
+                goto done;
+            if (!(bp = malloc(sizeof(float) * (size_t)bw->n * r))) { lm_errf(err, "out of memory"); goto done; }
+            int permuted = p == LM_ADAPT_Q || p == LM_ADAPT_K;
+            for (int o = 0; o < bw->n; o++)   /* HF row o goes to its GGUF row */
+                memcpy(bp + (size_t)(permuted ? lm_peft_gguf_row(o, cfg->head_dim) : o) * r,
+                       b + (size_t)o * r, sizeof(float) * (size_t)r);
+            char ga[96], gb[96];
+            snprintf(ga, sizeof ga, "blk.%d.%s.weight.lora_a", l, lm_adapter_proj_name(p));
+            snprintf(gb, sizeof gb, "blk.%d.%s.weight.lora_b", l, lm_adapter_proj_name(p));
+            int64_t nea[2] = {bw->k, r}, neb[2] = {r, bw->n};
+            if (gguf_add_tensor(w, ga, LM_F32, 2, nea, a, sizeof(float) * (size_t)r * bw->k, err) ||
+                gguf_add_tensor(w, gb, LM_F32, 2, neb, bp, sizeof(float) * (size_t)r * bw->n, err))
+                goto done;
+            found++;
+        }
+    /* every tensor of the file must have been one of the above */
+    if ((size_t)found * 2 + (json_object_get(hdr, "__metadata__") ? 1 : 0) != json_object_size(hdr)) {
+        const char *key;
+        json_t *val;
+        json_object_foreach(hdr, key, val) {
+            int l, k = 0;
+            char proj[64] = "";
+            (void)val;
+            if (!strcmp(key, "__metadata__")) continue;
+            if (sscanf(key, "base_model.model.model.layers.%d.%n", &l, &k) != 1 || l < 0 ||
+                l >= cfg->n_layer) {
+                lm_errf(err, "%s: tensor '%s' is not a LoRA weight of a layer of this base",
+                        spath, key);
+                goto done;
+            }
+            snprintf(proj, sizeof proj, "%s", key + k);
+            int ok = 0;
+            for (int p = 0; p < LM_ADAPT_N; p++)
+                if (!strncmp(proj, hf_names[p], strlen(hf_names[p]))) {
+                    const char *rest = proj + strlen(hf_names[p]);
+                    ok = !strcmp(rest, ".lora_A.weight") || !strcmp(rest, ".lora_B.weight");
+                }
+            if (!ok) {
+                lm_errf(err, "%s: tensor '%s' is not a LoRA weight of a projection", spath, key);
+                goto done;
+            }
+        }
+    }
+    if (!found) { lm_errf(err, "%s: no LoRA tensors", spath); goto done; }
+    if (gguf_write(w, out_path, err)) goto done;
+    rc = 0;
+done:
+    free(a); free(b); free(bp); free(st);
+    gguf_writer_free(w);
+    json_decref(hdr);
+    json_decref(conf);
+    return rc;
+}

@@ -17,6 +17,13 @@
 int lm_peft_write(const lm_model *base, const lm_adapter *a, const char *dir,
                   const char *base_name, lm_err *err);
 
+/* Reads a PEFT folder (F32/F16/BF16 safetensors, names as above, r and
+ * lora_alpha from adapter_config.json; use_rslora, DoRA, bias and
+ * modules_to_save are refused) and writes it as a llama.cpp adapter GGUF
+ * for base, with q/k lora_B rows put in GGUF order. Errors name the file
+ * and tensor. */
+int lm_peft_import(const lm_model *base, const char *dir, const char *out_path, lm_err *err);
+
 /* GGUF row index of HF row `hf` of a Q/K projection with heads of head_dim. */
 int lm_peft_gguf_row(int hf, int head_dim);
 
