@@ -6,7 +6,8 @@ from our F32 GGUF: config from the metadata, tied embeddings, and Q/K rows
 un-permuted back to HF order (the inverse of llama.cpp's converter
 permutation, written here from its definition). The base is checked first
 (HF vs ours, no adapter) so that an adapter mismatch cannot hide behind a
-bad base. The adapter has random non-zero A and B (lm_make_adapter) and
+bad base; and a LoRA saved by peft itself imports (`lemonpc peft --import`)
+and gives peft's logits. The adapter has random non-zero A and B (lm_make_adapter) and
 must move the output (KL from the base >= 0.05).
 
 Tolerances: both sides compute in f32 with different summation orders;
@@ -168,3 +169,27 @@ def test_peft_adapter_matches_ours(setup, tool, which):
     check(a, hf_logits(pm, setup["toks"]), f"peft adapter{which}")
     # peft's own merge gives the same model again
     check(a, hf_logits(pm.merge_and_unload(), setup["toks"]), f"peft merged{which}")
+
+
+def test_peft_saved_folder_imports(setup, tool, lemonpc):
+    """The other direction: a LoRA made and saved by peft itself, imported with
+    `lemonpc peft --import`, gives peft's logits in our runtime."""
+    from peft import LoraConfig, get_peft_model
+    torch.manual_seed(5)
+    model = hf_from_gguf(setup["base"])
+    pm = get_peft_model(model, LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                        "down_proj"])).eval()
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:   # peft initialises B = 0: give it values
+                p.normal_(0.0, 0.08)
+    folder = setup["dir"] / "peft-saved"
+    pm.create_or_update_model_card = lambda *a, **k: None   # the README card needs jinja2
+    pm.save_pretrained(str(folder))
+    imported = setup["dir"] / "imported.gguf"
+    run([lemonpc, "peft", "--import", setup["base"], folder, imported])
+    a = ours(tool, setup, imported)
+    assert kl(ours(tool, setup, None), a).mean() >= 0.05
+    check(a, hf_logits(pm, setup["toks"]), "peft-saved folder imported")
