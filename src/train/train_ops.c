@@ -6,6 +6,29 @@
 
 #include "train/train_internal.h"
 
+/* Attention runs over 64-wide head vectors: an AVX2 copy of its tasks
+ * (target_clones, picked at load) and an inlined dot with lm_dot's exact
+ * summation order (8 lane sums, fixed tree), so the bits do not change. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef SIMD_CLONES
+#define SIMD_CLONES
+#endif
+
+static inline __attribute__((always_inline)) float hdot(const float *restrict a,
+                                                        const float *restrict b, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
 void lm_op_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w,
                        int n, int d, float eps) {
     for (int r = 0; r < n; r++) {
@@ -21,6 +44,15 @@ void lm_op_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w,
 
 /* y_i = x_i s w_i with s = (mean x^2 + eps)^-1/2, ds/dx_j = -s^3 x_j / d:
  * dx_j = s w_j dy_j - s^3 x_j / d * sum_i dy_i w_i x_i. */
+void lm_op_rmsnorm_apply(float *y, const float *x, const float *rstd, const float *w, int n, int d) {
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d;
+        float *yr = y + (size_t)r * d;
+        float s = rstd[r];
+        for (int i = 0; i < d; i++) yr[i] = xr[i] * s * w[i];
+    }
+}
+
 void lm_op_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
                        const float *w, const float *rstd, int n, int d) {
     for (int r = 0; r < n; r++) {
@@ -77,7 +109,7 @@ typedef struct attn_ctx {
 } attn_ctx;
 
 /* task = (b, h): rows t of one head of one sequence */
-static void attn_fwd_task(void *vctx, int task, int n_tasks, int thread) {
+SIMD_CLONES static void attn_fwd_task(void *vctx, int task, int n_tasks, int thread) {
     const attn_ctx *c = vctx;
     int b = task / c->H, h = task % c->H, g = h / (c->H / c->Hkv);
     int T = c->T, hd = c->hd, qs = c->H * hd, ks = c->Hkv * hd;
@@ -89,16 +121,16 @@ static void attn_fwd_task(void *vctx, int task, int n_tasks, int thread) {
         int s0 = c->start[nt];
         float mx = -INFINITY;
         for (int s = s0; s <= t; s++) {
-            p[s] = lm_dot(qt, c->k + ((size_t)b * T + s) * ks + (size_t)g * hd, hd) * scale;
+            p[s] = hdot(qt, c->k + ((size_t)b * T + s) * ks + (size_t)g * hd, hd) * scale;
             if (p[s] > mx) mx = p[s];
         }
         double sum = 0;
         for (int s = s0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
         float inv = (float)(1.0 / sum);
-        float *o = c->out + nt * qs + (size_t)h * hd;
+        float *restrict o = c->out + nt * qs + (size_t)h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
         for (int s = s0; s <= t; s++) {
-            const float *vs = c->v + ((size_t)b * T + s) * ks + (size_t)g * hd;
+            const float *restrict vs = c->v + ((size_t)b * T + s) * ks + (size_t)g * hd;
             float w = p[s] * inv;
             for (int i = 0; i < hd; i++) o[i] += w * vs[i];
         }
@@ -117,7 +149,7 @@ void lm_op_attn_fwd(lm_pool *pool, float *out, float *lse, const float *q, const
 /* task = (b, kv head g): owns dk, dv of that group and dq of its q heads.
  * With P = softmax(S), dS = P * (dP - rowsum(P * dP)) and
  * rowsum(P * dP) = dout_t . out_t. */
-static void attn_bwd_task(void *vctx, int task, int n_tasks, int thread) {
+SIMD_CLONES static void attn_bwd_task(void *vctx, int task, int n_tasks, int thread) {
     const attn_ctx *c = vctx;
     int b = task / c->Hkv, g = task % c->Hkv, rep = c->H / c->Hkv;
     int T = c->T, hd = c->hd, qs = c->H * hd, ks = c->Hkv * hd;
@@ -130,21 +162,21 @@ static void attn_bwd_task(void *vctx, int task, int n_tasks, int thread) {
     for (int h = g * rep; h < (g + 1) * rep; h++)
         for (int t = 0; t < T; t++) {
             size_t nt = (size_t)b * T + t;
-            const float *qt = c->q + nt * qs + (size_t)h * hd;
-            const float *dot = c->dout + nt * qs + (size_t)h * hd;
+            const float *restrict qt = c->q + nt * qs + (size_t)h * hd;
+            const float *restrict dot = c->dout + nt * qs + (size_t)h * hd;
             float lse = c->clse[nt * c->H + h];
-            float D = lm_dot(dot, c->cout + nt * qs + (size_t)h * hd, hd);
-            float *dqt = c->dq + nt * qs + (size_t)h * hd;
+            float D = hdot(dot, c->cout + nt * qs + (size_t)h * hd, hd);
+            float *restrict dqt = c->dq + nt * qs + (size_t)h * hd;
             memset(dqt, 0, (size_t)hd * sizeof(float));
             for (int s = c->start[nt]; s <= t; s++) {
                 size_t ns = (size_t)b * T + s;
-                const float *ksv = c->k + ns * ks + (size_t)g * hd;
-                const float *vs = c->v + ns * ks + (size_t)g * hd;
-                float ps = expf(lm_dot(qt, ksv, hd) * scale - lse);
-                float dps = lm_dot(dot, vs, hd);
+                const float *restrict ksv = c->k + ns * ks + (size_t)g * hd;
+                const float *restrict vs = c->v + ns * ks + (size_t)g * hd;
+                float ps = expf(hdot(qt, ksv, hd) * scale - lse);
+                float dps = hdot(dot, vs, hd);
                 float ds = ps * (dps - D) * scale;
-                float *dks = c->dk + ns * ks + (size_t)g * hd;
-                float *dvs = c->dv + ns * ks + (size_t)g * hd;
+                float *restrict dks = c->dk + ns * ks + (size_t)g * hd;
+                float *restrict dvs = c->dv + ns * ks + (size_t)g * hd;
                 for (int i = 0; i < hd; i++) {
                     dqt[i] += ds * ksv[i];
                     dks[i] += ds * qt[i];

@@ -13,6 +13,9 @@
 void lm_op_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w,
                        int n, int d, float eps);
 /* dx [n, d] +=, dw [d] += (dw may be NULL). */
+/* y = x * rstd * w with a saved rstd: the same bits lm_op_rmsnorm_fwd wrote,
+ * so backward can recompute the norm output instead of keeping it. */
+void lm_op_rmsnorm_apply(float *y, const float *x, const float *rstd, const float *w, int n, int d);
 void lm_op_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
                        const float *w, const float *rstd, int n, int d);
 
