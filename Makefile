@@ -87,7 +87,13 @@ oracle-torch: all
 integration: all
 	python3 -m pytest -q tests/integration
 
-test: unit unit-san oracle oracle-torch integration
+# PEFT interop: our PEFT folder under peft/transformers (a venv on Debian's
+# torch, built once into the cache by scripts/setup_peft_venv.sh).
+.PHONY: oracle-peft
+oracle-peft: all
+	"$$(scripts/setup_peft_venv.sh)" -m pytest -q tests/peft
+
+test: unit unit-san oracle oracle-torch oracle-peft integration
 
 # Slow end-to-end checks (minutes on 2 cores): fine-tunes the real model.
 .PHONY: test-slow
