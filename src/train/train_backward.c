@@ -45,6 +45,8 @@ int lm_train_backward(lm_tmodel *m, lm_lora *lora, lm_tacts *a, const lm_tbatch 
     for (int l = L - 1; l >= 0; l--) {
         float *const *w = m->layer[l];
         /* a->dres is d res[l+1] = d res_mid (identity path) before the adds below */
+        lm_op_swiglu_fwd(a->hmul[l], a->gate[l], a->up[l], (size_t)N * F);
+        lm_op_rmsnorm_apply(a->ln2[l], a->res_mid[l], a->rstd2[l], w[LM_TW_FFN_NORM], N, D);
         memset(a->dhmul, 0, (size_t)N * F * sizeof(float));
         linear_bwd(pool, m, lora, a, l, LM_LORA_DOWN, a->dhmul, a->dres, a->hmul[l], F, D);
         lm_op_swiglu_bwd(a->dgate, a->dup, a->dhmul, a->gate[l], a->up[l], (size_t)N * F);
@@ -60,6 +62,7 @@ int lm_train_backward(lm_tmodel *m, lm_lora *lora, lm_tacts *a, const lm_tbatch 
                        a->k[l], a->v[l], a->tstart, a->B, a->T, H, Hkv, hd, a->att_scratch);
         lm_op_rope(a->dq, a->rope_cos, a->rope_sin, a->tpos, a->B, a->T, H, hd, 1);
         lm_op_rope(a->dk, a->rope_cos, a->rope_sin, a->tpos, a->B, a->T, Hkv, hd, 1);
+        lm_op_rmsnorm_apply(a->ln1[l], a->res[l], a->rstd1[l], w[LM_TW_ATTN_NORM], N, D);
         memset(a->dln, 0, nD * sizeof(float));
         linear_bwd(pool, m, lora, a, l, LM_LORA_Q, a->dln, a->dq, a->ln1[l], D, Q);
         linear_bwd(pool, m, lora, a, l, LM_LORA_K, a->dln, a->dk, a->ln1[l], D, K);

@@ -17,6 +17,8 @@ struct lm_tacts {
     /* per layer, all [N, width]; res has L+1 entries (res[0] = embeddings) */
     float **res, **ln1, **rstd1, **q, **k, **v, **lse, **atty, **res_mid;
     float **ln2, **rstd2, **gate, **up, **hmul;
+                                /* ln1, ln2, hmul: one buffer for all layers,
+                                 * recomputed by backward */
     float **lxa;                /* [L * LM_LORA_N] x @ A^T, [N, rank], or NULL */
     float *lnf, *rstdf;         /* final norm output [N, dim], [N] */
     /* backward scratch */
