@@ -84,9 +84,9 @@ def torch_worker(a):
         lr, scale = 1e-5, 0.0
     opt = torch.optim.AdamW(train, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
 
-    times, losses = [], []
+    times, cpu, losses = [], [], []
     for s in range(a.steps + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for mb in range(0, B, a.micro):
@@ -104,10 +104,12 @@ def torch_worker(a):
         losses.append(total)
         if s > 0:
             times.append(dt)
+            cpu.append(time.process_time() - c0)
         print(f"torch step {s} loss {total:.4f} {dt:.2f}s", file=sys.stderr)
     tps = B * T * len(times) / sum(times)
     print(json.dumps({"impl": f"torch {torch.__version__}", "mode": a.mode, "threads": a.threads,
                       "tok_s": tps, "s_per_step": sum(times) / len(times),
+                      "cpu_s_per_step": sum(cpu) / len(cpu),
                       "loss_first": losses[0], "loss_last": losses[-1],
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 
@@ -177,18 +179,19 @@ def main():
     peak = a.threads * a.peak_gflops * 1e9
     print(f"\nSmolLM2-135M training, seq {a.seq}, batch {a.batch}, {a.threads} threads, "
           f"{a.steps} timed steps after 1 warm-up; load average {load[0]:.1f} -> {load_end[0]:.1f}\n")
-    print("| mode | micro | impl | tokens/s | s/step | peak RSS MB | MFU | loss first -> last |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| mode | micro | impl | tokens/s | s/step | CPU s/step | peak RSS MB | MFU | loss first -> last |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mode, micro, ours, theirs in results:
         fpt = ours["flop_per_token"]
         for r in (ours, theirs):
             print(f"| {mode} | {micro} | {r['impl']} | {r['tok_s']:.1f} | {r['s_per_step']:.1f} | "
-                  f"{r['peak_rss_mb']:.0f} | {100 * r['tok_s'] * fpt / peak:.1f}% | "
+                  f"{r['cpu_s_per_step']:.1f} | {r['peak_rss_mb']:.0f} | {100 * r['tok_s'] * fpt / peak:.1f}% | "
                   f"{r['loss_first']:.4f} -> {r['loss_last']:.4f} |")
-    print("\n| mode | tokens/s ours / torch | peak RSS ours / torch |")
-    print("|---|---|---|")
+    print("\n| mode | tokens/s ours / torch | CPU s/step torch / ours | peak RSS ours / torch |")
+    print("|---|---|---|---|")
     for mode, micro, ours, theirs in results:
         print(f"| {mode} | {ours['tok_s'] / theirs['tok_s']:.2f}x | "
+              f"{theirs['cpu_s_per_step'] / ours['cpu_s_per_step']:.2f}x | "
               f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}x |")
     print(f"\nMFU = tokens/s x FLOPs/token (6N full, 4N LoRA, N = parameters, plus causal "
           f"attention) / ({a.threads} x {a.peak_gflops:.0f} GFLOP/s).")
