@@ -66,8 +66,12 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/liblemonpc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) $^ $(LIBS) -o $@
 
+# Everything the tests run, built in parallel before any test starts.
+.PHONY: build-tests
+build-tests: $(TEST_BIN) $(BUILD)/lemonpc $(TOOL_BIN)
+
 # C unit tests; each test binary is a cmocka group.
-unit: $(TEST_BIN) $(BUILD)/lemonpc $(TOOL_BIN)
+unit: build-tests
 	@scripts/run_unit.sh $(BUILD) $(TEST_BIN)
 
 unit-san:
@@ -93,7 +97,13 @@ integration: all
 oracle-peft: all
 	"$$(scripts/setup_peft_venv.sh)" -m pytest -q tests/peft
 
-test: unit unit-san oracle oracle-torch oracle-peft integration
+# The README's test command: builds both variants in parallel, then runs
+# every suite one after the other (their outputs stay readable).
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+test:
+	@$(MAKE) --no-print-directory -j$(JOBS) build-tests
+	@$(MAKE) --no-print-directory -j$(JOBS) SAN=1 build-tests
+	@$(MAKE) --no-print-directory unit unit-san oracle oracle-torch oracle-peft integration
 
 # Slow end-to-end checks (minutes on 2 cores): fine-tunes the real model.
 .PHONY: test-slow
