@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/strbuf.h"
 #include "sheet/sheet.h"
 
 const char CLI_GEN_FLAGS_HELP[] =
@@ -236,23 +237,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-typedef struct { char *p; size_t n, cap; } buf;
-
-static int buf_put(buf *b, const char *s, size_t k) {
-    if (b->n + k + 1 > b->cap) {
-        size_t c = b->cap ? b->cap * 2 : 256;
-        while (c < b->n + k + 1) c *= 2;
-        char *q = realloc(b->p, c);
-        if (!q) return -1;
-        b->p = q;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, k);
-    b->n += k;
-    b->p[b->n] = '\0';
-    return 0;
-}
-
 static bool is_stop(const cli_gen *g, int32_t t) {
     return t == g->eos || t == g->im_end || lm_tokenizer_is_control(g->tok, t);
 }
@@ -275,7 +259,7 @@ int cli_gen_reply(cli_gen *g, const int32_t *prompt, size_t n_prompt, FILE *out,
     st->n_prompt = (int)n_prompt;
     st->prompt_s = t1 - t0;
 
-    buf text = {0};
+    lm_sb text = {0};
     char piece[256];
     int rc = 0;
     for (int i = 0; i < g->n_predict; i++) {
@@ -289,7 +273,8 @@ int cli_gen_reply(cli_gen *g, const int32_t *prompt, size_t n_prompt, FILE *out,
         if (nb > 0) {
             fwrite(piece, 1, (size_t)nb, out);
             fflush(out);
-            if (reply && buf_put(&text, piece, (size_t)nb)) { rc = lm_errf(err, "out of memory"); break; }
+            if (reply) lm_sb_add(&text, piece, (size_t)nb);
+            if (text.oom) { rc = lm_errf(err, "out of memory"); break; }
         }
         bool last = i + 1 == g->n_predict;
         if (last && !g->eval_all) break;   /* the budget is spent: t need not be evaluated */
@@ -300,11 +285,8 @@ int cli_gen_reply(cli_gen *g, const int32_t *prompt, size_t n_prompt, FILE *out,
         }
     }
     st->gen_s = now_s() - t1;
-    if (rc) { free(text.p); return -1; }
-    if (reply) {
-        if (!text.p && buf_put(&text, "", 0)) return lm_errf(err, "out of memory");
-        *reply = text.p;
-    }
+    if (rc) { lm_sb_free(&text); return -1; }
+    if (reply && !(*reply = lm_sb_take(&text))) return lm_errf(err, "out of memory");
     return 0;
 }
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/strbuf.h"
 #include "datagen/filter_internal.h"
 #include "sheet/sheet.h"
 
@@ -135,49 +136,26 @@ struct lm_filter_set {
     size_t n_restate, n_recite;
 };
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = (b->n + n + 1) * 2;
-        char *np = realloc(b->p, nc);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np, b->cap = nc;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
-
 /* Appends a phrase as a pattern: literal bytes, spaces match any
  * whitespace, an apostrophe matches ' or U+2019. */
-static void sb_literal(sbuf *b, const char *s) {
-    if (isalnum((unsigned char)*s)) sb_str(b, "\\b");
+static void sb_literal(lm_sb *b, const char *s) {
+    if (isalnum((unsigned char)*s)) lm_sb_str(b, "\\b");
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char t[8];
         if (isspace(c)) {
             while (isspace((unsigned char)s[1])) s++;
-            sb_str(b, "\\s+");
+            lm_sb_str(b, "\\s+");
         } else if (c == '\'') {
-            sb_str(b, "(?:'|\\xe2\\x80\\x99)");
+            lm_sb_str(b, "(?:'|\\xe2\\x80\\x99)");
         } else if (isalnum(c)) {
-            sb_add(b, (const char *)&c, 1);
+            lm_sb_add(b, (const char *)&c, 1);
         } else if (c < 0x80) {
             t[0] = '\\', t[1] = (char)c;
-            sb_add(b, t, 2);
+            lm_sb_add(b, t, 2);
         } else {
             snprintf(t, sizeof t, "\\x%02x", c);
-            sb_str(b, t);
+            lm_sb_str(b, t);
         }
     }
 }
@@ -196,11 +174,11 @@ static pcre2_code *compile(const char *pat, uint32_t flags, const char *what, lm
 }
 
 /* Assistant phrases: the built-in list plus the writer's file. */
-static int build_assist(sbuf *b, const char *path, lm_err *err) {
-    sb_str(b, "(?:");
+static int build_assist(lm_sb *b, const char *path, lm_err *err) {
+    lm_sb_str(b, "(?:");
     int first = 1;
     for (const char *const *p = lm_filter_assistant_phrases; *p; p++) {
-        if (!first) sb_str(b, "|");
+        if (!first) lm_sb_str(b, "|");
         sb_literal(b, *p), first = 0;
     }
     if (path) {
@@ -220,11 +198,11 @@ static int build_assist(sbuf *b, const char *path, lm_err *err) {
                 fclose(f);
                 return lm_errf(err, "%s:%d: phrase is not valid UTF-8", path, ln);
             }
-            sb_str(b, "|"), sb_literal(b, s);
+            lm_sb_str(b, "|"), sb_literal(b, s);
         }
         fclose(f);
     }
-    sb_str(b, ")");
+    lm_sb_str(b, ")");
     return 0;
 }
 
@@ -290,38 +268,38 @@ lm_filter_set *lm_filter_set_new(const lm_filter_config *cfg, const lm_character
         lm_errf(err, "filter config: restate_ngram and recite_ngram must be >= 2, dup_jaccard in (0, 1]");
         goto fail;
     }
-    sbuf b = {0};
+    lm_sb b = {0};
     if (build_assist(&b, cfg ? cfg->phrases_path : NULL, err)) {
-        free(b.p);
+        lm_sb_free(&b);
         goto fail;
     }
     if (b.oom) {
-        free(b.p);
+        lm_sb_free(&b);
         lm_errf(err, "filter set: out of memory");
         goto fail;
     }
     s->re[P_ASSIST] = compile(b.p, 0, "assistant-speech", err);
-    free(b.p);
+    lm_sb_free(&b);
     if (!s->re[P_ASSIST]) goto fail;
 
-    sbuf r = {0};
+    lm_sb r = {0};
     for (const char *const *p = lm_filter_refusal_patterns; *p; p++) {
-        if (p != lm_filter_refusal_patterns) sb_str(&r, "|");
-        sb_str(&r, "(?:"), sb_str(&r, *p), sb_str(&r, ")");
+        if (p != lm_filter_refusal_patterns) lm_sb_str(&r, "|");
+        lm_sb_str(&r, "(?:"), lm_sb_str(&r, *p), lm_sb_str(&r, ")");
     }
-    sbuf m = {0};
+    lm_sb m = {0};
     for (const char *const *p = lm_filter_modern_patterns; *p; p++) {
-        if (p != lm_filter_modern_patterns) sb_str(&m, "|");
-        sb_str(&m, "(?:"), sb_str(&m, *p), sb_str(&m, ")");
+        if (p != lm_filter_modern_patterns) lm_sb_str(&m, "|");
+        lm_sb_str(&m, "(?:"), lm_sb_str(&m, *p), lm_sb_str(&m, ")");
     }
     if (r.oom || m.oom) {
-        free(r.p), free(m.p);
+        lm_sb_free(&r), lm_sb_free(&m);
         lm_errf(err, "filter set: out of memory");
         goto fail;
     }
     s->re[P_REFUSAL] = compile(r.p, 0, "refusal", err);
     s->re[P_MODERN] = s->re[P_REFUSAL] ? compile(m.p, 0, "modern-knowledge", err) : NULL;
-    free(r.p), free(m.p);
+    lm_sb_free(&r), lm_sb_free(&m);
     if (!s->re[P_MODERN]) goto fail;
 
     /* Name-dependent patterns capture the name-like word; lm_filter_run

@@ -3,16 +3,15 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
+#include "base/fileio.h"
+#include "base/strbuf.h"
 #include "datagen/runner.h"
 
 lm_datagen_opts lm_datagen_opts_default(void) {
@@ -31,84 +30,21 @@ lm_datagen_opts lm_datagen_opts_default(void) {
 
 /* ---- files ------------------------------------------------------------ */
 
-int lm_write_atomic(const char *path, const char *data, size_t len, lm_err *err) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return lm_errf(err, "%s: path too long", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return lm_errno(err, "%s", tmp);
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) {
-            lm_errno(err, "%s: write", tmp);
-            close(fd);
-            unlink(tmp);
-            return -1;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) || close(fd)) {
-        lm_errno(err, "%s: fsync", tmp);
-        unlink(tmp);
-        return -1;
-    }
-    if (rename(tmp, path)) {
-        lm_errno(err, "rename %s -> %s", tmp, path);
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
-typedef struct {
-    char *s;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *ns = realloc(b->s, cap);
-        if (!ns) { b->oom = 1; return; }
-        b->s = ns;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0) { b->oom = 1; return; }
-    sb_add(b, s, (size_t)n);
-    free(s);
-}
 /* One JSON value as a line (takes the reference). */
-static void sb_json_line(sbuf *b, json_t *o) {
+static void sb_json_line(lm_sb *b, json_t *o) {
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     json_decref(o);
-    if (!s) { b->oom = 1; return; }
-    sb_str(b, s);
-    sb_add(b, "\n", 1);
+    if (!s) { b->oom = true; return; }
+    lm_sb_str(b, s);
+    lm_sb_add(b, "\n", 1);
     free(s);
 }
 
-static int write_sb(const char *dir, const char *name, sbuf *b, lm_err *err) {
+static int write_sb(const char *dir, const char *name, lm_sb *b, lm_err *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     if (b->oom) return lm_errf(err, "%s: out of memory", path);
-    return lm_write_atomic(path, b->s ? b->s : "", b->n, err);
+    return lm_write_file_atomic(path, b->p ? b->p : "", b->len, err);
 }
 
 /* Reads a runner result file into replies[index] by the "<prefix><index>"
@@ -199,7 +135,7 @@ static int check_run_file(const char *dir, const lm_character *c, const lm_datag
     if (!s) return lm_errf(err, "out of memory");
     size_t l = strlen(s);
     s[l] = '\n';
-    int rc = lm_write_atomic(path, s, l + 1, err);
+    int rc = lm_write_file_atomic(path, s, l + 1, err);
     free(s);
     return rc;
 }
@@ -249,12 +185,12 @@ static json_t *counter_json(const counter *c) {
     return o;
 }
 
-static void counter_md(sbuf *b, const char *title, const counter *c, size_t total) {
-    sb_printf(b, "\n## %s\n\n| %s | count | share |\n| --- | ---: | ---: |\n", title, title);
+static void counter_md(lm_sb *b, const char *title, const counter *c, size_t total) {
+    lm_sb_printf(b, "\n## %s\n\n| %s | count | share |\n| --- | ---: | ---: |\n", title, title);
     for (size_t i = 0; i < c->n; i++)
-        sb_printf(b, "| %s | %zu | %.1f%% |\n", c->k[i], c->v[i],
+        lm_sb_printf(b, "| %s | %zu | %.1f%% |\n", c->k[i], c->v[i],
                   total ? 100.0 * (double)c->v[i] / (double)total : 0.0);
-    if (!c->n) sb_str(b, "| (none) | 0 | |\n");
+    if (!c->n) lm_sb_str(b, "| (none) | 0 | |\n");
 }
 
 static uint64_t hash_ngram(const uint64_t *w, int n) {
@@ -402,7 +338,7 @@ static json_t *reasons_json(const lm_filter_result *r) {
     return a;
 }
 
-static void reject(sbuf *rej, counter *why, const lm_qspec *sp, const char *stage,
+static void reject(lm_sb *rej, counter *why, const lm_qspec *sp, const char *stage,
                    const char *q, const char *a, const char *filter, const char *reason,
                    const lm_filter_result *r) {
     json_t *reasons = r ? reasons_json(r) : json_pack("[{s:s, s:s}]", "filter", filter, "reason", reason);
@@ -443,7 +379,7 @@ int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
     lm_dedup *dq = NULL, *da = NULL;
     lm_request_list ql = {0}, al = {0};
     char **qreply = NULL, **areply = NULL, **question = NULL, *persona = NULL;
-    sbuf all = {0}, split[3] = {{0}}, rej = {0}, md = {0};
+    lm_sb all = {0}, split[3] = {{0}}, rej = {0}, md = {0};
     counter by_kind = {0}, by_asker = {0}, by_loc = {0}, by_emotion = {0}, why = {0}, asked = {0};
     const char **kept_q = NULL, **kept_a = NULL;
     json_t *stats = NULL;
@@ -631,21 +567,21 @@ int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
     if (!stats) { lm_errf(err, "out of memory"); goto done; }
     char *sj = json_dumps(stats, JSON_INDENT(2));
     if (!sj) { lm_errf(err, "out of memory"); goto done; }
-    sbuf js = {0};
-    sb_str(&js, sj);
-    sb_str(&js, "\n");
+    lm_sb js = {0};
+    lm_sb_str(&js, sj);
+    lm_sb_str(&js, "\n");
     free(sj);
 
-    sb_printf(&md, "# Dataset round %d: %s\n\nTeacher `%s`, seed %s, kinds %s.\n\n", o->round,
+    lm_sb_printf(&md, "# Dataset round %d: %s\n\nTeacher `%s`, seed %s, kinds %s.\n\n", o->round,
               c->name ? c->name : "", lm_teacher_name(t), seedtxt, mix);
-    sb_printf(&md, "| | count |\n| --- | ---: |\n| requested | %zu |\n| questions received | %zu |\n"
+    lm_sb_printf(&md, "| | count |\n| --- | ---: |\n| requested | %zu |\n| questions received | %zu |\n"
                    "| question failures (teacher) | %zu |\n| questions rejected | %zu |\n"
                    "| answers received | %zu |\n| answer failures (teacher) | %zu |\n"
                    "| answers rejected | %zu |\n| **kept** | **%zu** |\n"
                    "| train / validation / test | %zu / %zu / %zu |\n",
               s->requested, s->q_ok, s->q_failed, s->q_rejected, s->a_ok, s->a_failed,
               s->a_rejected, s->kept, s->train, s->validation, s->test);
-    sb_printf(&md, "\n## Diversity (distinct-n: distinct word n-grams / all n-grams)\n\n"
+    lm_sb_printf(&md, "\n## Diversity (distinct-n: distinct word n-grams / all n-grams)\n\n"
                    "| | distinct-1 | distinct-2 |\n| --- | ---: | ---: |\n"
                    "| questions | %.3f | %.3f |\n| answers | %.3f | %.3f |\n",
               dq1, dq2, da1, da2);
@@ -657,7 +593,7 @@ int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
     size_t n_rej = 0;
     for (size_t i = 0; i < why.n; i++) n_rej += why.v[i];
     counter_md(&md, "rejection reason", &why, n_rej);
-    sb_str(&md, "\nEach rejected sample, with its reasons, is in rejected.jsonl; teacher failures "
+    lm_sb_str(&md, "\nEach rejected sample, with its reasons, is in rejected.jsonl; teacher failures "
                 "are in questions.failures.jsonl and answers.failures.jsonl (a rerun retries them).\n");
 
     if (write_sb(o->out_dir, "dataset.jsonl", &all, err) ||
@@ -666,17 +602,17 @@ int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
         write_sb(o->out_dir, "test.jsonl", &split[2], err) ||
         write_sb(o->out_dir, "rejected.jsonl", &rej, err) ||
         write_sb(o->out_dir, "stats.json", &js, err) || write_sb(o->out_dir, "stats.md", &md, err)) {
-        free(js.s);
+        lm_sb_free(&js);
         goto done;
     }
-    free(js.s);
+    lm_sb_free(&js);
     rc = 0;
 done:
     json_decref(stats);
-    for (size_t i = 0; i < sizeof split / sizeof split[0]; i++) free(split[i].s);
-    free(all.s);
-    free(rej.s);
-    free(md.s);
+    for (size_t i = 0; i < sizeof split / sizeof split[0]; i++) lm_sb_free(&split[i]);
+    lm_sb_free(&all);
+    lm_sb_free(&rej);
+    lm_sb_free(&md);
     counter_free(&by_kind);
     counter_free(&by_asker);
     counter_free(&by_loc);

@@ -88,9 +88,6 @@ int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
  * (lowercased words; 0 when there are none). */
 double lm_distinct_n(const char *const *texts, size_t n_texts, int n);
 
-/* Writes data to path through path.tmp + fsync + rename. */
-int lm_write_atomic(const char *path, const char *data, size_t len, lm_err *err);
-
 /* Style examples from a JSONL file of {"messages": [..user.., ..assistant..]}
  * lines (the last user/assistant pair of each), e.g. review's promoted
  * answers. Strings owned by *out (free with lm_style_examples_free). */

@@ -9,11 +9,12 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "base/strbuf.h"
 
 #define MAX_RESPONSE (16u << 20)   /* no chat reply is this big: a broken server */
 #define SERVER_MSG_MAX 240         /* how much of a server's error text we quote */
@@ -28,36 +29,6 @@ typedef struct http_teacher {
     int max_retries, max_in_flight;
     uint64_t rng;
 } http_teacher;
-
-/* ---- small string buffer ---------------------------------------------- */
-
-typedef struct sbuf { char *p; size_t n, cap; bool oom; } sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t k) {
-    if (b->oom) return;
-    if (b->n + k + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->n + k + 1) c *= 2;
-        char *q = realloc(b->p, c);
-        if (!q) { b->oom = true; return; }
-        b->p = q;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, k);
-    b->n += k;
-    b->p[b->n] = '\0';
-}
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    char tmp[LM_ERR_MAX + 64];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (k < 0) return;
-    sb_add(b, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
-}
 
 /* ---- wire format ------------------------------------------------------ */
 
@@ -223,8 +194,8 @@ typedef struct slot {
     CURL *easy;
     struct curl_slist *hdrs;
     char *body;               /* request JSON, built on the first attempt */
-    sbuf resp;
-    sbuf history;
+    lm_sb resp;
+    lm_sb history;
     char curl_err[CURL_ERROR_SIZE];
 } slot;
 
@@ -236,26 +207,25 @@ static void slot_release_transfer(slot *s, CURLM *multi) {
     }
     curl_slist_free_all(s->hdrs);
     s->hdrs = NULL;
-    free(s->resp.p);
-    memset(&s->resp, 0, sizeof s->resp);
+    lm_sb_free(&s->resp);
     s->active = false;
 }
 
 static void slot_free(slot *s, CURLM *multi) {
     slot_release_transfer(s, multi);
     free(s->body);
-    free(s->history.p);
+    lm_sb_free(&s->history);
     free(s);
 }
 
 static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
-    sbuf *b = ud;
+    lm_sb *b = ud;
     size_t k = size * nmemb;
-    if (b->n + k > MAX_RESPONSE) {
+    if (b->len + k > MAX_RESPONSE) {
         b->oom = true;
         return 0;   /* CURLE_WRITE_ERROR: refuse to buffer more */
     }
-    sb_add(b, ptr, k);
+    lm_sb_add(b, ptr, k);
     return b->oom ? 0 : k;
 }
 
@@ -335,7 +305,7 @@ static int judge(http_teacher *t, slot *s, CURLcode rc, char **reply, char *what
     curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
     if (status < 200 || status > 299) {
         char msg[SERVER_MSG_MAX + 4];
-        lm_teacher_http_error_text(s->resp.p, s->resp.n, msg, sizeof msg);
+        lm_teacher_http_error_text(s->resp.p, s->resp.len, msg, sizeof msg);
         snprintf(what, cap, "HTTP %ld%s%s", status, msg[0] ? ": " : "", msg);
         *retry = status == 429 || status == 408 || status >= 500;
         curl_off_t ra = 0;
@@ -344,7 +314,7 @@ static int judge(http_teacher *t, slot *s, CURLcode rc, char **reply, char *what
         return -1;
     }
     lm_err e = {{0}};
-    if (lm_teacher_http_parse(s->resp.p ? s->resp.p : "", s->resp.n, reply, &e)) {
+    if (lm_teacher_http_parse(s->resp.p ? s->resp.p : "", s->resp.len, reply, &e)) {
         /* A garbled or truncated answer may well be fine the next time. */
         snprintf(what, cap, "response: %.600s", e.msg);
         *retry = true;
@@ -444,7 +414,7 @@ static int http_run_batch(lm_teacher *base, const lm_teacher_job *jobs, size_t n
             const lm_teacher_job *job = &jobs[s->job];
             const char *id = job->id ? job->id : "?";
             if (!ok && retry && s->attempts <= t->max_retries) {
-                sb_printf(&s->history, "attempt %d: %s\n", s->attempts, what);
+                lm_sb_printf(&s->history, "attempt %d: %s\n", s->attempts, what);
                 long ms = lm_teacher_backoff_ms(t->backoff_base_ms, t->backoff_max_ms,
                                                 s->attempts, ra, &t->rng);
                 s->not_before = now_s() + ms / 1000.0;

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/strbuf.h"
+
 struct lm_generator {
     lm_model *model;
     lm_tokenizer *tok;
@@ -132,23 +134,6 @@ int lm_generate_prompt(const lm_tokenizer *t, const lm_chat_msg *msgs, size_t n,
 
 /* ---- decoding --------------------------------------------------------- */
 
-typedef struct cbuf { char *p; size_t n, cap; } cbuf;
-
-static int cbuf_put(cbuf *b, const char *s, size_t k) {
-    if (b->n + k + 1 > b->cap) {
-        size_t c = b->cap ? b->cap * 2 : 256;
-        while (c < b->n + k + 1) c *= 2;
-        char *q = realloc(b->p, c);
-        if (!q) return -1;
-        b->p = q;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, k);
-    b->n += k;
-    b->p[b->n] = '\0';
-    return 0;
-}
-
 /* Valid UTF-8: invalid bytes become U+FFFD, an incomplete last character
  * (cut by max_tokens) is dropped. */
 static char *utf8_clean(const char *s, size_t n) {
@@ -180,12 +165,12 @@ static char *utf8_clean(const char *s, size_t n) {
 }
 
 /* Earliest stop string found at or after `from`: its offset, or -1. */
-static long find_stop(const cbuf *b, size_t from, const lm_gen_params *p) {
+static long find_stop(const lm_sb *b, size_t from, const lm_gen_params *p) {
     long best = -1;
     for (size_t i = 0; i < p->n_stop; i++) {
         size_t k = strlen(p->stop[i]);
-        if (k == 0 || b->n < k) continue;
-        for (size_t j = from; j + k <= b->n; j++)
+        if (k == 0 || b->len < k) continue;
+        for (size_t j = from; j + k <= b->len; j++)
             if (!memcmp(b->p + j, p->stop[i], k)) {
                 if (best < 0 || (long)j < best) best = (long)j;
                 break;
@@ -215,7 +200,7 @@ int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
     int rc = lm_eval(g->ctx, prompt, (int)n_prompt, LM_LOGITS_LAST, g->logits, err);
     for (size_t i = 0; rc == 0 && i < n_prompt; i++) lm_sampler_accept(smp, prompt[i]);
     free(prompt);
-    cbuf text = {0};
+    lm_sb text = {0};
     size_t max_stop = 0;
     for (size_t i = 0; i < p->n_stop; i++)
         if (strlen(p->stop[i]) > max_stop) max_stop = strlen(p->stop[i]);
@@ -228,21 +213,22 @@ int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
         info->n_gen++;
         int nb = lm_token_bytes(g->tok, tk, false, piece, sizeof piece);
         if (nb > (int)sizeof piece) nb = (int)sizeof piece;
-        size_t before = text.n;
-        if (nb > 0 && cbuf_put(&text, piece, (size_t)nb)) { rc = lm_errf(err, "out of memory"); break; }
+        size_t before = text.len;
+        if (nb > 0) lm_sb_add(&text, piece, (size_t)nb);
+        if (text.oom) { rc = lm_errf(err, "out of memory"); break; }
         if (max_stop) {
             size_t from = before >= max_stop ? before - max_stop + 1 : 0;
             long at = find_stop(&text, from, p);
-            if (at >= 0) { text.n = (size_t)at; break; }
+            if (at >= 0) { text.len = (size_t)at, text.p[at] = '\0'; break; }
         }
         if (lm_ctx_n_past(g->ctx) >= n_ctx) { info->hit_ctx = true; break; }
         rc = lm_eval(g->ctx, &tk, 1, LM_LOGITS_LAST, g->logits, err);
     }
     lm_sampler_free(smp);
     if (rc == 0) {
-        *reply = utf8_clean(text.p ? text.p : "", text.n);
+        *reply = utf8_clean(text.p ? text.p : "", text.len);
         if (!*reply) rc = lm_errf(err, "out of memory");
     }
-    free(text.p);
+    lm_sb_free(&text);
     return rc;
 }
