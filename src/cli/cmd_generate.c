@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fileio.h"
 #include "cli/cli_gen.h"
 #include "cli/commands.h"
 
@@ -19,23 +20,6 @@ static void usage(FILE *out) {
             "%s"
             "  -h, --help            this help\n",
             CLI_GEN_FLAGS_HELP);
-}
-
-static char *read_all(FILE *f) {
-    size_t n = 0, cap = 4096;
-    char *s = malloc(cap);
-    if (!s) return NULL;
-    for (size_t k; (k = fread(s + n, 1, cap - n - 1, f)) > 0;) {
-        n += k;
-        if (cap - n - 1 == 0) {
-            char *q = realloc(s, cap * 2);
-            if (!q) { free(s); return NULL; }
-            s = q;
-            cap *= 2;
-        }
-    }
-    s[n] = '\0';
-    return s;
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -88,8 +72,11 @@ int cmd_generate(int argc, char **argv) {
     size_t n_toks = 0;
     int rc = 1;
     if (!strcmp(prompt, "-")) {
-        stdin_text = read_all(stdin);
-        if (!stdin_text) { fprintf(stderr, "lemonpc generate: cannot read stdin\n"); return 1; }
+        size_t len;
+        if (lm_read_file("-", &stdin_text, &len, false, &err)) {
+            fprintf(stderr, "lemonpc generate: %s\n", err.msg);
+            return 1;
+        }
         prompt = stdin_text;
     }
     if (cli_gen_open(&g, &o, &err)) goto done;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fileio.h"
 #include "cli/commands.h"
 #include "model/gguf.h"
 #include "tokenizer/tokenizer.h"
@@ -18,26 +19,6 @@ static void usage(FILE *out) {
             "  --no-special   treat texts like <|im_start|> as plain text, not as\n"
             "                 control tokens\n"
             "  --file FILE    read the text from FILE instead of the command line\n");
-}
-
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (n < cap) break;
-        char *q = realloc(buf, cap *= 2);
-        if (!q) { free(buf); buf = NULL; }
-        else buf = q;
-    }
-    int bad = ferror(f);
-    if (f != stdin) fclose(f);
-    if (bad) { free(buf); return NULL; }
-    *len = n;
-    return buf;
 }
 
 static int utf8_len(const unsigned char *s, size_t n) {
@@ -97,11 +78,11 @@ int cmd_tokenize(int argc, char **argv) {
     }
     size_t len = 0;
     char *buf = NULL;
-    if (file) {
-        buf = read_all(file, &len);
-        if (!buf) { fprintf(stderr, "lemonpc tokenize: cannot read '%s'\n", file); return 1; }
-    }
     lm_err err = {{0}};
+    if (file && lm_read_file(file, &buf, &len, false, &err)) {
+        fprintf(stderr, "lemonpc tokenize: %s\n", err.msg);
+        return 1;
+    }
     gguf_file *f = gguf_open(model, &err);
     lm_tokenizer *t = f ? lm_tokenizer_load(f, &err) : NULL;
     gguf_close(f);

@@ -2,12 +2,14 @@
  * so structure errors surface at load time; rendering walks the tree. */
 #include "datagen/prompt.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/fileio.h"
+#include "base/strbuf.h"
 
 enum { N_TEXT, N_VAR, N_IF, N_EACH };
 
@@ -254,34 +256,21 @@ lm_tpl *lm_tpl_parse(const char *name, const char *text, size_t len, lm_err *err
     return t;
 }
 
-static char *read_all(const char *path, size_t *len, lm_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { lm_errno(err, "%s", path); return NULL; }
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > (64u << 20)) { fclose(f); free(buf); lm_errf(err, "%s: over 64 MiB", path); return NULL; }
-            char *nb = realloc(buf, cap);
-            if (!nb) { fclose(f); free(buf); lm_errf(err, "out of memory"); return NULL; }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) break;
+/* Templates and example files are small: a huge one is a wrong path. */
+static int read_small(const char *path, char **buf, size_t *len, bool missing_ok, lm_err *err) {
+    if (lm_read_file(path, buf, len, missing_ok, err)) return -1;
+    if (*buf && *len > (64u << 20)) {
+        free(*buf);
+        *buf = NULL;
+        return lm_errf(err, "%s: over 64 MiB", path);
     }
-    if (ferror(f)) { fclose(f); free(buf); lm_errno(err, "%s: read", path); return NULL; }
-    fclose(f);
-    buf[n] = 0;
-    *len = n;
-    return buf;
+    return 0;
 }
 
 lm_tpl *lm_tpl_load(const char *path, lm_err *err) {
     size_t len;
-    char *s = read_all(path, &len, err);
-    if (!s) return NULL;
+    char *s;
+    if (read_small(path, &s, &len, false, err)) return NULL;
     lm_tpl *t = lm_tpl_parse(path, s, len, err);
     free(s);
     return t;
@@ -376,35 +365,20 @@ static const lm_tpl_var *var_get(const lm_tpl_vars *vs, const char *name) {
 /* ---- rendering -------------------------------------------------------- */
 
 typedef struct {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-typedef struct {
     const lm_tpl *t;
     const lm_tpl_vars *vs;
-    sbuf out;
+    lm_sb out;
     const char *item;        /* innermost #each: {{this}}, {{@index}} */
     size_t index;
     lm_err *err;
 } render;
 
 static int put(render *r, const char *s, size_t n) {
-    if (r->out.n + n + 1 > LM_TPL_MAX_OUTPUT)
+    if (r->out.len + n + 1 > LM_TPL_MAX_OUTPUT)
         return lm_errf(r->err, "%s: output over %u bytes (nested #each?)", r->t->name,
                        (unsigned)LM_TPL_MAX_OUTPUT);
-    if (r->out.n + n + 1 > r->out.cap) {
-        size_t cap = r->out.cap ? r->out.cap : 256;
-        while (cap < r->out.n + n + 1) cap *= 2;
-        char *ns = realloc(r->out.s, cap);
-        if (!ns) return lm_errf(r->err, "out of memory");
-        r->out.s = ns;
-        r->out.cap = cap;
-    }
-    memcpy(r->out.s + r->out.n, s, n);
-    r->out.n += n;
-    r->out.s[r->out.n] = 0;
-    return 0;
+    lm_sb_add(&r->out, s, n);
+    return r->out.oom ? lm_errf(r->err, "out of memory") : 0;
 }
 
 static int render_seq(render *r, const node *v, size_t n);
@@ -466,12 +440,14 @@ static int render_seq(render *r, const node *v, size_t n) {
 }
 
 char *lm_tpl_render(const lm_tpl *t, const lm_tpl_vars *vs, lm_err *err) {
-    render r = {t, vs, {NULL, 0, 0}, NULL, 0, err};
-    if (render_seq(&r, t->root, t->n_root) || put(&r, "", 0)) {
-        free(r.out.s);
+    render r = {t, vs, {0}, NULL, 0, err};
+    if (render_seq(&r, t->root, t->n_root)) {
+        lm_sb_free(&r.out);
         return NULL;
     }
-    return r.out.s;
+    char *out = lm_sb_take(&r.out);
+    if (!out) lm_errf(err, "out of memory");
+    return out;
 }
 
 /* ---- template sets ---------------------------------------------------- */
@@ -556,21 +532,14 @@ lm_prompt_set *lm_prompt_set_load(const char *dir, lm_err *err) {
         if (!(*slots[i] = lm_tpl_load(path, err))) { lm_prompt_set_free(s); return NULL; }
     }
     snprintf(path, sizeof path, "%s/question_examples.txt", dir);
-    FILE *f = fopen(path, "rb");
-    if (f) {
-        fclose(f);
-        size_t len;
-        char *text = read_all(path, &len, err);
-        if (!text || lm_prompt_parse_examples(s, path, text, len, err)) {
-            free(text);
-            lm_prompt_set_free(s);
-            return NULL;
-        }
+    size_t len;
+    char *text;
+    if (read_small(path, &text, &len, true, err) ||
+        (text && lm_prompt_parse_examples(s, path, text, len, err))) {
         free(text);
-    } else if (errno != ENOENT) {
-        lm_errno(err, "%s", path);
         lm_prompt_set_free(s);
         return NULL;
     }
+    free(text);
     return s;
 }

@@ -10,6 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/fileio.h"
+#include "base/strbuf.h"
+
 typedef struct {
     lm_review_item pub;
     json_t *obj;   /* the dataset line */
@@ -324,38 +327,27 @@ static json_t *reviewed(const item *it, const char *label) {
 }
 
 static int write_samples(const lm_review *r, const char *path, int promoted_only, size_t *count, lm_err *err) {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 5);
-    if (!tmp) return lm_errf(err, "%s: out of memory", path);
-    memcpy(tmp, path, n), memcpy(tmp + n, ".tmp", 5);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        lm_errno(err, "%s", tmp);
-        free(tmp);
-        return -1;
-    }
+    lm_sb b = {0};
     size_t k = 0;
-    int bad = 0;
-    for (size_t i = 0; i < r->n && !bad; i++) {
+    for (size_t i = 0; i < r->n && !b.oom; i++) {
         const item *it = &r->items[i];
         if (it->pub.state != LM_REVIEW_ACCEPTED || (promoted_only && !it->pub.promoted)) continue;
         json_t *o = reviewed(it, it->pub.promoted ? "promoted" : it->pub.edited ? "edited" : "accepted");
         if (promoted_only && o) json_object_set_new(json_object_get(o, "meta"), "id", json_string(it->pub.id));
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
-        bad = !s || fprintf(f, "%s\n", s) < 0;
+        if (s) lm_sb_printf(&b, "%s\n", s);
+        else b.oom = true;
         free(s);
         k++;
     }
-    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) {
-        lm_errno(err, "%s", bad ? tmp : path);
-        unlink(tmp);
-        free(tmp);
-        return -1;
+    if (b.oom) {
+        lm_sb_free(&b);
+        return lm_errf(err, "%s: out of memory", path);
     }
-    free(tmp);
+    int rc = lm_write_file_atomic(path, b.p ? b.p : "", b.len, err);
+    lm_sb_free(&b);
+    if (rc) return -1;
     if (count) *count = k;
     return 0;
 }

@@ -15,6 +15,8 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "base/fileio.h"
+
 typedef struct {
     struct termios saved;
     int raw;
@@ -127,20 +129,12 @@ static int edit_answer(tui *t, const char *editor, const char *answer, char **ou
         unlink(path);
         return 0;
     }
-    FILE *f = fopen(path, "r");
-    char *text = NULL;
-    size_t cap = 0;
-    if (f) {
-        FILE *mem = open_memstream(&text, &cap);
-        char buf[4096];
-        size_t k;
-        while (mem && (k = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, k, mem);
-        if (mem) fclose(mem);
-        fclose(f);
-    }
+    char *text;
+    size_t tl;
+    int rrc = lm_read_file(path, &text, &tl, false, err);
     unlink(path);
-    if (!text) return lm_errf(err, "%s: reading the edited answer", path);
-    size_t tl = strlen(text);
+    if (rrc) return lm_err_prefix(err, "reading the edited answer");
+    tl = strlen(text);
     while (tl && (text[tl - 1] == '\n' || text[tl - 1] == '\r' || text[tl - 1] == ' ' || text[tl - 1] == '\t'))
         text[--tl] = 0;
     *out = text;

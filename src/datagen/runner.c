@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/fileio.h"
 #include "base/progress.h"
 
 /* ---- a set of strings (ids) ------------------------------------------- */
@@ -131,37 +132,6 @@ int lm_request_list_add(lm_request_list *l, const char *id, const lm_chat_msg *m
     return 0;
 }
 
-static int read_file(const char *path, char **data, size_t *len, bool missing_ok, lm_err *err) {
-    *data = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (missing_ok && errno == ENOENT) return 0;
-        return lm_errno(err, "%s", path);
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 1 >= cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) { free(buf); buf = NULL; break; }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t k = fread(buf + n, 1, cap - n - 1, f);
-        n += k;
-        if (k == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf) return lm_errf(err, "%s: out of memory", path);
-    if (bad) { free(buf); return lm_errf(err, "%s: read error", path); }
-    buf[n] = '\0';
-    *data = buf;
-    *len = n;
-    return 0;
-}
-
 static bool blank(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r') return false;
@@ -273,7 +243,7 @@ static int load_line(lm_request_list *l, json_t *o, lm_err *err) {
 int lm_requests_load_jsonl(lm_request_list *l, const char *path, lm_err *err) {
     char *data;
     size_t len;
-    if (read_file(path, &data, &len, false, err)) return -1;
+    if (lm_read_file(path, &data, &len, false, err)) return -1;
     size_t line = 0;
     for (size_t pos = 0; pos < len;) {
         char *nl = memchr(data + pos, '\n', len - pos);
@@ -311,7 +281,7 @@ int lm_runner_scan(const char *path, bool fix_tail, char ***ids_out, size_t *n_o
     *torn_bytes = 0;
     char *data;
     size_t len;
-    if (read_file(path, &data, &len, true, err)) return -1;
+    if (lm_read_file(path, &data, &len, true, err)) return -1;
     char **ids = NULL;
     size_t n = 0, cap = 0, line = 0, pos = 0;
     int rc = 0;

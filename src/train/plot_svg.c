@@ -8,6 +8,8 @@
 
 #include <jansson.h>
 
+#include "base/fileio.h"
+#include "base/strbuf.h"
 #include "train/sft.h"
 
 typedef struct { double *x, *y; size_t n, cap; } series;
@@ -36,17 +38,17 @@ static double tick_step(double span, int n) {
 
 enum { W = 720, H = 420, ML = 64, MR = 20, MT = 30, MB = 50 };
 
-static void polyline(FILE *f, const series *s, double x0, double x1, double y0, double y1,
+static void polyline(lm_sb *f, const series *s, double x0, double x1, double y0, double y1,
                      const char *color, int dots) {
     if (!s->n) return;
-    fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", color);
+    lm_sb_printf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", color);
     for (size_t i = 0; i < s->n; i++)
-        fprintf(f, "%.1f,%.1f ", ML + (s->x[i] - x0) / (x1 - x0) * (W - ML - MR),
+        lm_sb_printf(f, "%.1f,%.1f ", ML + (s->x[i] - x0) / (x1 - x0) * (W - ML - MR),
                 H - MB - (s->y[i] - y0) / (y1 - y0) * (H - MT - MB));
-    fprintf(f, "\"/>\n");
+    lm_sb_printf(f, "\"/>\n");
     if (dots)
         for (size_t i = 0; i < s->n; i++)
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
+            lm_sb_printf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
                     ML + (s->x[i] - x0) / (x1 - x0) * (W - ML - MR),
                     H - MB - (s->y[i] - y0) / (y1 - y0) * (H - MT - MB), color);
 }
@@ -87,37 +89,36 @@ int lm_sft_plot_svg(const char *metrics_path, const char *svg_path, lm_err *err)
     y0 = floor(y0 / ys) * ys;
     y1 = ceil(y1 / ys) * ys;
 
-    char tmp[1200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", svg_path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) { lm_errno(err, "%s", tmp); goto done; }
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+    lm_sb svg = {0}, *f = &svg;
+    lm_sb_printf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
                "font-family=\"sans-serif\" font-size=\"12\">\n"
                "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
     for (double y = y0; y <= y1 + ys / 2; y += ys) {
         double py = H - MB - (y - y0) / (y1 - y0) * (H - MT - MB);
-        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+        lm_sb_printf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#ddd\"/>"
                    "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
                 ML, py, W - MR, py, ML - 6, py + 4, y);
     }
     for (double x = 0; x <= x1 + xs / 2; x += xs) {
         double px = ML + (x - x0) / (x1 - x0) * (W - ML - MR);
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#333\"/>"
+        lm_sb_printf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#333\"/>"
                    "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g</text>\n",
                 px, H - MB, px, H - MB + 5, px, H - MB + 18, x);
     }
-    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>\n", ML, H - MB, W - MR, H - MB);
-    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>\n", ML, MT, ML, H - MB);
+    lm_sb_printf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>\n", ML, H - MB, W - MR, H - MB);
+    lm_sb_printf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>\n", ML, MT, ML, H - MB);
     polyline(f, &tr, x0, x1, y0, y1, "#1f77b4", 0);
     polyline(f, &va, x0, x1, y0, y1, "#d62728", 1);
-    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">optimizer step</text>\n", (ML + W - MR) / 2, H - 12);
-    fprintf(f, "<text x=\"16\" y=\"%d\" text-anchor=\"middle\" transform=\"rotate(-90 16 %d)\">loss</text>\n",
+    lm_sb_printf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">optimizer step</text>\n", (ML + W - MR) / 2, H - 12);
+    lm_sb_printf(f, "<text x=\"16\" y=\"%d\" text-anchor=\"middle\" transform=\"rotate(-90 16 %d)\">loss</text>\n",
             (MT + H - MB) / 2, (MT + H - MB) / 2);
-    fprintf(f, "<text x=\"%d\" y=\"20\" fill=\"#1f77b4\">train (smoothed)</text>\n", ML + 10);
-    if (va.n) fprintf(f, "<text x=\"%d\" y=\"20\" fill=\"#d62728\">validation</text>\n", ML + 150);
-    fprintf(f, "</svg>\n");
-    if (fclose(f)) { lm_errno(err, "%s", tmp); goto done; }
-    if (rename(tmp, svg_path)) { lm_errno(err, "%s", svg_path); goto done; }
+    lm_sb_printf(f, "<text x=\"%d\" y=\"20\" fill=\"#1f77b4\">train (smoothed)</text>\n", ML + 10);
+    if (va.n) lm_sb_printf(f, "<text x=\"%d\" y=\"20\" fill=\"#d62728\">validation</text>\n", ML + 150);
+    lm_sb_printf(f, "</svg>\n");
+    if (svg.oom) { lm_errf(err, "%s: out of memory", svg_path); lm_sb_free(&svg); goto done; }
+    int wrc = lm_write_file_atomic(svg_path, svg.p, svg.len, err);
+    lm_sb_free(&svg);
+    if (wrc) goto done;
     rc = 0;
 done:
     free(line);
