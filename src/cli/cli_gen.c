@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "base/strbuf.h"
+#include "runtime/generate.h"
 #include "sheet/sheet.h"
 
 const char CLI_GEN_FLAGS_HELP[] =
@@ -237,8 +238,12 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static bool is_stop(const cli_gen *g, int32_t t) {
-    return t == g->eos || t == g->im_end || lm_tokenizer_is_control(g->tok, t);
+static int put_piece(void *ud, const char *piece, size_t n, lm_err *err) {
+    (void)err;
+    FILE *out = ud;
+    fwrite(piece, 1, n, out);
+    fflush(out);
+    return 0;
 }
 
 int cli_gen_reply(cli_gen *g, const int32_t *prompt, size_t n_prompt, FILE *out, char **reply,
@@ -260,30 +265,14 @@ int cli_gen_reply(cli_gen *g, const int32_t *prompt, size_t n_prompt, FILE *out,
     st->prompt_s = t1 - t0;
 
     lm_sb text = {0};
-    char piece[256];
-    int rc = 0;
-    for (int i = 0; i < g->n_predict; i++) {
-        int32_t t = lm_sampler_sample(g->smp, g->logits);
-        if (i == 0) st->ttft_s = now_s() - t0;
-        if (is_stop(g, t)) break;
-        lm_sampler_accept(g->smp, t);
-        st->n_gen++;
-        int nb = lm_token_bytes(g->tok, t, false, piece, sizeof piece);
-        if (nb > (int)sizeof piece) nb = (int)sizeof piece;   /* no real token is this long */
-        if (nb > 0) {
-            fwrite(piece, 1, (size_t)nb, out);
-            fflush(out);
-            if (reply) lm_sb_add(&text, piece, (size_t)nb);
-            if (text.oom) { rc = lm_errf(err, "out of memory"); break; }
-        }
-        bool last = i + 1 == g->n_predict;
-        if (last && !g->eval_all) break;   /* the budget is spent: t need not be evaluated */
-        if (lm_ctx_n_past(g->ctx) >= lm_ctx_n_ctx(g->ctx)) { *hit_ctx_end = true; break; }
-        if (lm_eval(g->ctx, &t, 1, last ? LM_LOGITS_NONE : LM_LOGITS_LAST, g->logits, err)) {
-            rc = -1;
-            break;
-        }
-    }
+    lm_gen_params p = {.max_tokens = g->n_predict};
+    lm_decoder d = {g->ctx, g->tok, g->smp, g->logits, g->eos, g->im_end, g->eval_all,
+                    put_piece, out};
+    lm_gen_info info = {0};
+    int rc = lm_decode(&d, &p, reply ? &text : NULL, &info, err);
+    if (info.first_token_at > 0) st->ttft_s = info.first_token_at - t0;
+    st->n_gen = info.n_gen;
+    *hit_ctx_end = info.hit_ctx;
     st->gen_s = now_s() - t1;
     if (rc) { lm_sb_free(&text); return -1; }
     if (reply && !(*reply = lm_sb_take(&text))) return lm_errf(err, "out of memory");

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/strbuf.h"
 
@@ -179,6 +180,51 @@ static long find_stop(const lm_sb *b, size_t from, const lm_gen_params *p) {
     return best;
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int lm_decode(const lm_decoder *d, const lm_gen_params *p, lm_sb *text, lm_gen_info *info,
+              lm_err *err) {
+    /* stop strings are looked for in the text, so keep one if the caller does not */
+    lm_sb own = {0};
+    if (!text && p->n_stop) text = &own;
+    size_t max_stop = 0;
+    for (size_t i = 0; i < p->n_stop; i++)
+        if (strlen(p->stop[i]) > max_stop) max_stop = strlen(p->stop[i]);
+    int n_ctx = lm_ctx_n_ctx(d->ctx), rc = 0;
+    char piece[256];
+    for (int i = 0; rc == 0; i++) {
+        if (p->max_tokens > 0 && i >= p->max_tokens) { info->hit_max = true; break; }
+        int32_t tk = lm_sampler_sample(d->smp, d->logits);
+        if (i == 0) info->first_token_at = now_s();
+        if (tk == d->eos || tk == d->im_end || lm_tokenizer_is_control(d->tok, tk)) break;
+        lm_sampler_accept(d->smp, tk);
+        info->n_gen++;
+        int nb = lm_token_bytes(d->tok, tk, false, piece, sizeof piece);
+        if (nb > (int)sizeof piece) nb = (int)sizeof piece;   /* no real token is this long */
+        if (nb > 0 && d->on_piece && d->on_piece(d->ud, piece, (size_t)nb, err)) { rc = -1; break; }
+        if (text) {
+            size_t before = text->len;
+            if (nb > 0) lm_sb_add(text, piece, (size_t)nb);
+            if (text->oom) { rc = lm_errf(err, "out of memory"); break; }
+            if (max_stop) {
+                size_t from = before >= max_stop ? before - max_stop + 1 : 0;
+                long at = find_stop(text, from, p);
+                if (at >= 0) { text->len = (size_t)at, text->p[at] = '\0'; break; }
+            }
+        }
+        bool last = p->max_tokens > 0 && i + 1 == p->max_tokens;
+        if (last && !d->eval_last) { info->hit_max = true; break; }
+        if (lm_ctx_n_past(d->ctx) >= n_ctx) { info->hit_ctx = true; break; }
+        rc = lm_eval(d->ctx, &tk, 1, last ? LM_LOGITS_NONE : LM_LOGITS_LAST, d->logits, err);
+    }
+    lm_sb_free(&own);
+    return rc;
+}
+
 int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
                      const lm_gen_params *p, char **reply, lm_gen_info *info, lm_err *err) {
     *reply = NULL;
@@ -201,28 +247,9 @@ int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
     for (size_t i = 0; rc == 0 && i < n_prompt; i++) lm_sampler_accept(smp, prompt[i]);
     free(prompt);
     lm_sb text = {0};
-    size_t max_stop = 0;
-    for (size_t i = 0; i < p->n_stop; i++)
-        if (strlen(p->stop[i]) > max_stop) max_stop = strlen(p->stop[i]);
-    char piece[256];
-    for (int i = 0; rc == 0; i++) {
-        if (p->max_tokens > 0 && i >= p->max_tokens) { info->hit_max = true; break; }
-        int32_t tk = lm_sampler_sample(smp, g->logits);
-        if (tk == g->eos || tk == g->im_end || lm_tokenizer_is_control(g->tok, tk)) break;
-        lm_sampler_accept(smp, tk);
-        info->n_gen++;
-        int nb = lm_token_bytes(g->tok, tk, false, piece, sizeof piece);
-        if (nb > (int)sizeof piece) nb = (int)sizeof piece;
-        size_t before = text.len;
-        if (nb > 0) lm_sb_add(&text, piece, (size_t)nb);
-        if (text.oom) { rc = lm_errf(err, "out of memory"); break; }
-        if (max_stop) {
-            size_t from = before >= max_stop ? before - max_stop + 1 : 0;
-            long at = find_stop(&text, from, p);
-            if (at >= 0) { text.len = (size_t)at, text.p[at] = '\0'; break; }
-        }
-        if (lm_ctx_n_past(g->ctx) >= n_ctx) { info->hit_ctx = true; break; }
-        rc = lm_eval(g->ctx, &tk, 1, LM_LOGITS_LAST, g->logits, err);
+    if (rc == 0) {
+        lm_decoder d = {g->ctx, g->tok, smp, g->logits, g->eos, g->im_end, true, NULL, NULL};
+        rc = lm_decode(&d, p, &text, info, err);
     }
     lm_sampler_free(smp);
     if (rc == 0) {

@@ -17,6 +17,7 @@
 
 #include "base/err.h"
 #include "base/pool.h"
+#include "base/strbuf.h"
 #include "model/llama.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -39,6 +40,7 @@ typedef struct lm_gen_params {
 typedef struct lm_gen_info {
     int n_prompt, n_gen;
     bool hit_max, hit_ctx;       /* why it stopped, if not at a stop token/string */
+    double first_token_at;       /* CLOCK_MONOTONIC seconds at the first sample; 0: none */
 } lm_gen_info;
 
 /* Tokens of the rendered prompt (template pieces with special tokens,
@@ -50,5 +52,31 @@ int lm_generate_prompt(const lm_tokenizer *t, const lm_chat_msg *msgs, size_t n,
  * info may be NULL. */
 int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
                      const lm_gen_params *p, char **reply, lm_gen_info *info, lm_err *err);
+
+/* Each decoded token's bytes, as soon as they are known (before stop
+ * strings are looked for); nonzero stops decoding as an error. */
+typedef int (*lm_gen_piece_fn)(void *ud, const char *piece, size_t n, lm_err *err);
+
+/* The decode loop under lm_generate_chat, for a caller that owns its
+ * context and sampler (a chat keeping its cache between turns). On entry
+ * logits hold the last prompt row and the sampler has seen the prompt. */
+typedef struct lm_decoder {
+    lm_ctx *ctx;
+    const lm_tokenizer *tok;
+    lm_sampler *smp;
+    float *logits;               /* [n_vocab] */
+    int32_t eos, im_end;         /* stop tokens (-1 if absent); control tokens stop too */
+    bool eval_last;              /* evaluate the token that spends max_tokens, so the cache
+                                    holds every token returned */
+    lm_gen_piece_fn on_piece;    /* may be NULL */
+    void *ud;
+} lm_decoder;
+
+/* Samples until a stop token, max_tokens, a stop string or a full context.
+ * The reply's bytes (cut at a stop string) are appended to text when it is
+ * not NULL; info->n_gen, hit_max, hit_ctx and first_token_at are set (the
+ * caller zeroes info). */
+int lm_decode(const lm_decoder *d, const lm_gen_params *p, lm_sb *text, lm_gen_info *info,
+              lm_err *err);
 
 #endif
