@@ -70,9 +70,8 @@ static void fnv_id(const char *q, const char *a, char out[33]) {
 
 static char *notes_text(json_t *meta) {
     static const char *const keys[] = {"filter_notes", "rejected_by", "filters_failed", "reasons", NULL};
-    size_t cap = 1, n = 0;
-    char *s = calloc(1, 1);
-    for (const char *const *k = keys; s && *k; k++) {
+    lm_sb b = {0};
+    for (const char *const *k = keys; !b.oom && *k; k++) {
         json_t *v = json_object_get(meta, *k);
         json_t *one = json_is_array(v) ? NULL : v;
         size_t cnt = json_is_array(v) ? json_array_size(v) : (v ? 1 : 0);
@@ -88,19 +87,12 @@ static char *notes_text(json_t *meta) {
                 t = json_is_string(e) ? strdup(json_string_value(e)) : json_dumps(e, JSON_COMPACT | JSON_ENCODE_ANY);
             }
             if (!t) continue;
-            size_t tn = strlen(t);
-            char *ns = realloc(s, cap + tn + 2);
-            if (!ns) {
-                free(t);
-                break;
-            }
-            s = ns;
-            if (n) memcpy(s + n, "; ", 2), n += 2;
-            memcpy(s + n, t, tn + 1), n += tn, cap = n + 1;
+            if (b.len) lm_sb_add(&b, "; ", 2);
+            lm_sb_str(&b, t);
             free(t);
         }
     }
-    return s;
+    return lm_sb_take(&b);
 }
 
 static void refold(lm_review *r, size_t i) {
