@@ -3,7 +3,7 @@
 An adapter with random non-zero A and B (tests/tools/lm_make_adapter; B ~
 N(0, 0.05^2), alpha/r = 2, all seven projections) is applied
 
-(a) at run time by us (lm_ctx_set_adapter, through lm_adapter_logits) and by
+(a) at run time by us (lm_ctx_set_adapter, through lm_logits) and by
     llama.cpp (Llama(..., lora_path=...)) on the same base: logits of every
     prompt position and a greedy continuation compared. F32 base: tight
     bounds (mean KL <= 1e-6, identical greedy). Q8_0 and Q4_1 bases: the
@@ -72,7 +72,7 @@ def adapter(bases, tool, tmp_models):
 def ours(tool, model, toks, tmp_path, adapter=None):
     out = tmp_path / "logits.bin"
     extra = ["--adapter", adapter] if adapter else []
-    r = run([tool("lm_adapter_logits"), model, ",".join(map(str, toks)), "--out", out,
+    r = run([tool("lm_logits"), model, ",".join(map(str, toks)), "--out", out,
              "--greedy", N_GREEDY, "--threads", 2, *extra])
     lines = dict(line.split(" ", 1) for line in r.stdout.strip().splitlines())
     logits = np.fromfile(out, dtype=np.float32).reshape(len(toks), int(lines["n_vocab"]))

@@ -126,7 +126,7 @@ def setup(real_model, lemonpc, tool, tmp_path_factory):
 def ours(tool, setup, adapter):
     out = setup["dir"] / "logits.bin"
     extra = ["--adapter", adapter] if adapter else []
-    r = run([tool("lm_adapter_logits"), setup["base"], ",".join(map(str, setup["toks"])),
+    r = run([tool("lm_logits"), setup["base"], ",".join(map(str, setup["toks"])),
              "--out", out, "--threads", 2, *extra])
     n_vocab = int(r.stdout.split()[1])
     return np.fromfile(out, dtype=np.float32).reshape(len(setup["toks"]), n_vocab)

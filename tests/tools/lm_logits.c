@@ -1,6 +1,7 @@
-/* lm_logits: runs our forward pass for the oracle tests.
+/* lm_logits: our forward pass (optionally with a runtime LoRA adapter) for the oracle tests.
  *
- *   lm_logits MODEL TOKENS [--out FILE] [--greedy N] [--threads N] [--ctx N]
+ *   lm_logits MODEL TOKENS [--adapter FILE] [--scale S] [--out FILE]
+ *                     [--greedy N] [--threads N] [--ctx N]
  *
  * TOKENS is a comma-separated id list. Evaluates them in one batch with
  * logits for every position, writes them to FILE as raw little-endian f32
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/adapter.h"
 #include "model/llama.h"
 
 static int parse_int(const char *s, const char *what, long lo, long hi, int *out) {
@@ -34,15 +36,18 @@ static int argmax(const float *x, int n) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: lm_logits MODEL TOKENS [--out FILE] [--greedy N] "
+        fprintf(stderr, "usage: lm_logits MODEL TOKENS [--adapter F] [--scale S] [--out FILE] [--greedy N] "
                         "[--threads N] [--ctx N]\n");
         return 2;
     }
-    const char *model_path = argv[1], *tok_arg = argv[2], *out_path = NULL;
+    const char *model_path = argv[1], *tok_arg = argv[2], *out_path = NULL, *adapter = NULL;
+    float scale = 1.0f;
     int n_greedy = 0, threads = 1, n_ctx = 0;
     for (int i = 3; i < argc; i++) {
         if (i + 1 >= argc) { fprintf(stderr, "lm_logits: %s needs a value\n", argv[i]); return 2; }
         if (!strcmp(argv[i], "--out")) out_path = argv[++i];
+        else if (!strcmp(argv[i], "--adapter")) adapter = argv[++i];
+        else if (!strcmp(argv[i], "--scale")) scale = (float)atof(argv[++i]);
         else if (!strcmp(argv[i], "--greedy")) { if (parse_int(argv[++i], "--greedy", 0, 1 << 20, &n_greedy)) return 2; }
         else if (!strcmp(argv[i], "--threads")) { if (parse_int(argv[++i], "--threads", 1, 256, &threads)) return 2; }
         else if (!strcmp(argv[i], "--ctx")) { if (parse_int(argv[++i], "--ctx", 1, 1 << 24, &n_ctx)) return 2; }
@@ -66,9 +71,11 @@ int main(int argc, char **argv) {
     lm_model *m = lm_model_load(model_path, &err);
     lm_pool *pool = m ? lm_pool_new(threads, &err) : NULL;
     lm_ctx *c = pool ? lm_ctx_new(m, n_ctx ? n_ctx : (int)n + n_greedy, pool, &err) : NULL;
+    lm_adapter *ad = c && adapter ? lm_adapter_load(m, adapter, &err) : NULL;
     int V = m ? m->cfg.n_vocab : 0;
-    float *logits = c ? malloc(sizeof(float) * n * (size_t)V) : NULL;
-    if (!logits) goto done;
+    float *logits = NULL;
+    if (!c || (adapter && (!ad || lm_ctx_set_adapter(c, ad, scale, &err)))) goto done;
+    if (!(logits = malloc(sizeof(float) * n * (size_t)V))) goto done;
     if (lm_eval(c, tok, (int)n, LM_LOGITS_ALL, logits, &err)) goto done;
     printf("n_vocab %d\n", V);
     if (out_path) {
@@ -95,6 +102,7 @@ done:
     free(logits);
     free(tok);
     lm_ctx_free(c);
+    lm_adapter_free(ad);
     lm_pool_free(pool);
     lm_model_free(m);
     return rc;
