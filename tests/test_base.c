@@ -31,6 +31,12 @@ static void test_strbuf(void **state) {
     s = lm_sb_take(&b); /* empty buffer gives "" */
     assert_string_equal(s, "");
     free(s);
+    char t[] = " \t hello world \n";
+    lm_str_trim(t);
+    assert_string_equal(t, "hello world");
+    char e[] = "  \n";
+    lm_str_trim(e);
+    assert_string_equal(e, "");
 }
 
 static void test_file_roundtrip(void **state) {

@@ -1,5 +1,6 @@
 #include "base/strbuf.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,4 +56,12 @@ void lm_sb_free(lm_sb *b) {
     b->p = NULL;
     b->len = b->cap = 0;
     b->oom = false;
+}
+
+void lm_str_trim(char *s) {
+    size_t n = strlen(s), a = 0;
+    while (a < n && isspace((unsigned char)s[a])) a++;
+    while (n > a && isspace((unsigned char)s[n - 1])) n--;
+    memmove(s, s + a, n - a);
+    s[n - a] = 0;
 }

@@ -21,4 +21,7 @@ void lm_sb_printf(lm_sb *b, const char *fmt, ...) __attribute__((format(printf, 
 char *lm_sb_take(lm_sb *b);
 void lm_sb_free(lm_sb *b);
 
+/* Removes leading and trailing white space in place. */
+void lm_str_trim(char *s);
+
 #endif

@@ -1,4 +1,5 @@
 /* Answer prompts and cleaning the teacher's answers. */
+#include "base/strbuf.h"
 #include "datagen/answer.h"
 
 #include <ctype.h>
@@ -148,13 +149,6 @@ static char *render_system(const lm_agen *g, const lm_qspec *s, size_t max, lm_e
     return out;
 }
 
-static void trim(char *s) {
-    size_t n = strlen(s), a = 0;
-    while (a < n && isspace((unsigned char)s[a])) a++;
-    while (n > a && isspace((unsigned char)s[n - 1])) n--;
-    memmove(s, s + a, n - a);
-    s[n - a] = 0;
-}
 
 /* A line that opens with "Label:" for another speaker. */
 static bool other_speaker(const char *line, const char *const *labels, size_t n) {
@@ -182,12 +176,12 @@ char *lm_answer_clean(const char *reply, const char *character, const char *aske
         l = strchr(l, '\n');
         if (l) l++;
     }
-    trim(s);
+    lm_str_trim(s);
     size_t n = strlen(s);
     if (n >= 2 && s[0] == '"' && s[n - 1] == '"' && !memchr(s + 1, '"', n - 2)) {
         memmove(s, s + 1, n - 2);
         s[n - 2] = 0;
-        trim(s);
+        lm_str_trim(s);
     }
     if (!*s) {
         free(s);

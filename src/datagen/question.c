@@ -1,4 +1,5 @@
 /* Question specs, their prompts, and cleaning the teacher's questions. */
+#include "base/strbuf.h"
 #include "datagen/question.h"
 
 #include <ctype.h>
@@ -442,13 +443,6 @@ char *lm_qspec_meta_json(const lm_qspec *s) {
 
 /* ---- cleaning --------------------------------------------------------- */
 
-static void trim(char *s) {
-    size_t n = strlen(s), a = 0;
-    while (a < n && isspace((unsigned char)s[a])) a++;
-    while (n > a && isspace((unsigned char)s[n - 1])) n--;
-    memmove(s, s + a, n - a);
-    s[n - a] = 0;
-}
 
 /* Removes a pair of quotes around the whole text (ASCII or curly). */
 static void unquote(char *s) {
@@ -460,7 +454,7 @@ static void unquote(char *s) {
         memmove(s, s + 3, n - 6);
         s[n - 6] = 0;
     }
-    trim(s);
+    lm_str_trim(s);
 }
 
 /* Drops *narration* spans (the question must be pure speech). */
@@ -517,7 +511,7 @@ char *lm_question_clean(const char *reply, const char *asker_name, char *why, si
     memmove(s, t, strlen(t) + 1);
     drop_asterisks(s);
     one_line(s);
-    trim(s);
+    lm_str_trim(s);
     unquote(s);
     if (!*s) {
         free(s);
