@@ -8,7 +8,7 @@ CSTD      = -std=c11 -D_GNU_SOURCE
 WARN      = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 INCLUDES  = -Isrc -Iinclude
 OPT      ?= -O2 -g
-LIBS      = -lpcre2-8 -lutf8proc -ljansson -lpng -lz -lcurl -lm -lpthread
+LIBS      = -lpcre2-8 -lutf8proc -ljansson -lpng -lzip -lz -lcurl -lm -lpthread
 TEST_LIBS = -lcmocka
 
 # Sanitizer variant of everything lives in its own tree.

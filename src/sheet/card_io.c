@@ -1,6 +1,6 @@
 /* `lemonpc import` and `lemonpc export`: files in, files out, all or
  * nothing (every output goes to a temporary name first, then all are
- * renamed). */
+ * renamed; a folder too: a CHARX card's assets). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,12 +10,19 @@
 #include <unistd.h>
 
 #include "sheet/card.h"
+#include "sheet/card_charx.h"
 #include "sheet/util.h"
 
+/* A file, or a folder (kind DIR: files under it; kind RMDIR: an old folder
+ * to take away). An existing folder is moved aside, then deleted once
+ * everything is in place. */
+enum { OUT_FILE, OUT_DIR, OUT_RMDIR };
 typedef struct {
-    char *path, *tmp;
+    char *path, *tmp, *old;
     char *data;
     size_t len;
+    int kind;
+    lm_charx_files files;
 } out_file;
 
 typedef struct {
@@ -30,36 +37,84 @@ static void out_add(out_set *o, const char *path, char *data, size_t len) {
     f->len = len;
 }
 
+/* Takes files over (*files is left empty). */
+static void out_add_dir(out_set *o, const char *path, int kind, lm_charx_files *files) {
+    out_file *f = lm_sh_push(&o->v, &o->n, sizeof *f);
+    f->path = lm_sh_strdup(path);
+    f->kind = kind;
+    if (files) {
+        f->files = *files;
+        memset(files, 0, sizeof *files);
+    }
+}
+
 static void out_free(out_set *o) {
     for (size_t i = 0; i < o->n; i++) {
         free(o->v[i].path);
         free(o->v[i].tmp);
+        free(o->v[i].old);
         free(o->v[i].data);
+        lm_charx_files_clear(&o->v[i].files);
     }
     free(o->v);
+}
+
+static void out_unstage(out_set *o, size_t from, size_t to) {
+    for (size_t k = from; k < to; k++) {
+        if (!o->v[k].tmp) continue;
+        if (o->v[k].kind == OUT_FILE) unlink(o->v[k].tmp);
+        else lm_charx_dir_remove(o->v[k].tmp);
+    }
 }
 
 static int out_commit(out_set *o, lm_err *err) {
     for (size_t i = 0; i < o->n; i++) {
         out_file *f = &o->v[i];
+        if (f->kind == OUT_RMDIR) continue;
         size_t n = strlen(f->path) + 32;
         f->tmp = lm_sh_alloc(n);
         snprintf(f->tmp, n, "%s.tmp%ld", f->path, (long)getpid());
+        if (f->kind == OUT_DIR) {
+            lm_charx_dir_remove(f->tmp); /* left over by a crashed run of this pid */
+            if (lm_charx_dir_write(f->tmp, &f->files, err)) {
+                out_unstage(o, 0, i);
+                return -1;
+            }
+            continue;
+        }
         FILE *fp = fopen(f->tmp, "wb");
         int ok = fp && fwrite(f->data, 1, f->len, fp) == f->len;
         if (fp) ok = (fclose(fp) == 0) && ok;
         if (!ok) {
             lm_errno(err, "%s: cannot write", f->tmp);
-            for (size_t k = 0; k <= i; k++) unlink(o->v[k].tmp);
+            out_unstage(o, 0, i + 1);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < o->n; i++) {
+        out_file *f = &o->v[i];
+        struct stat st;
+        if (f->kind != OUT_FILE && lstat(f->path, &st) == 0) {
+            size_t n = strlen(f->path) + 32;
+            f->old = lm_sh_alloc(n);
+            snprintf(f->old, n, "%s.old%ld", f->path, (long)getpid());
+            lm_charx_dir_remove(f->old);
+            if (rename(f->path, f->old) != 0) {
+                lm_errno(err, "%s: cannot move the old folder aside", f->path);
+                free(f->old);
+                f->old = NULL;
+                out_unstage(o, i, o->n);
+                return -1;
+            }
+        }
+        if (f->tmp && rename(f->tmp, f->path) != 0) {
+            lm_errno(err, "%s: cannot rename into place", f->path);
+            out_unstage(o, i, o->n);
             return -1;
         }
     }
     for (size_t i = 0; i < o->n; i++)
-        if (rename(o->v[i].tmp, o->v[i].path) != 0) {
-            lm_errno(err, "%s: cannot rename into place", o->v[i].path);
-            for (size_t k = i; k < o->n; k++) unlink(o->v[k].tmp);
-            return -1;
-        }
+        if (o->v[i].old) lm_charx_dir_remove(o->v[i].old);
     return 0;
 }
 
@@ -128,6 +183,30 @@ static char *world_path_for(const char *md) {
     return w;
 }
 
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcasecmp(s + a - b, suf);
+}
+
+/* JSON, PNG or CHARX, told apart by the first bytes (a .charx name alone
+ * does not make a ZIP). assets gets a CHARX card's other entries. */
+static int load_card(const char *path, lm_card *card, lm_image *img, lm_charx_files *assets,
+                     lm_err *err) {
+    unsigned char head[4];
+    size_t got = 0;
+    FILE *f = fopen(path, "rb");
+    int opened = f != NULL;
+    if (f) {
+        got = fread(head, 1, sizeof head, f);
+        fclose(f);
+    }
+    if (lm_charx_sniff(head, got)) return lm_charx_load(path, card, assets, err);
+    if (opened && ends_with(path, ".charx"))
+        return lm_errf(err, "%s: not a CHARX card: a CHARX file is a ZIP archive, and this one does not start like one",
+                       path);
+    return lm_card_load(path, card, img, err);
+}
+
 int lm_card_import(const char *card_path, const char *outdir, int force, char **md_path,
                    lm_diags *diags, lm_err *err) {
     lm_card card = {0};
@@ -135,11 +214,12 @@ int lm_card_import(const char *card_path, const char *outdir, int force, char **
     lm_character *c1 = NULL, *c2 = NULL;
     lm_world *w1 = NULL, *w2 = NULL;
     json_t *extra = NULL, *back = NULL;
-    char *s = NULL, *cdir = NULL, *mdp = NULL, *wpath = NULL;
+    char *s = NULL, *cdir = NULL, *mdp = NULL, *wpath = NULL, *apath = NULL;
+    lm_charx_files assets = {0};
     out_set out = {0};
     int rc = -1;
     if (md_path) *md_path = NULL;
-    if (lm_card_load(card_path, &card, &img, err)) return -1;
+    if (load_card(card_path, &card, &img, &assets, err)) return -1;
     if (lm_card_to_sheet(&card, &c1, &w1, &extra, err)) goto done;
     s = slug(c1->name);
     cdir = path_join(outdir, "characters");
@@ -149,6 +229,11 @@ int lm_card_import(const char *card_path, const char *outdir, int force, char **
     wpath = path_join(outdir, "world.md");
     if (exists(mdp) && !force) {
         lm_errf(err, "%s already exists (use --force to replace it)", mdp);
+        goto done;
+    }
+    apath = sibling(mdp, ".assets");
+    if (exists(apath) && !force) {
+        lm_errf(err, "%s already exists (use --force to replace it)", apath);
         goto done;
     }
     lm_diags scratch = {0};
@@ -212,6 +297,10 @@ int lm_card_import(const char *card_path, const char *outdir, int force, char **
         out_add(&out, ppath, (char *)png, pl);
         free(ppath);
     }
+    /* A CHARX card's assets, under their archive names; the folder of a
+     * sheet being replaced goes with it. */
+    if (assets.n) out_add_dir(&out, apath, OUT_DIR, &assets);
+    else if (exists(apath)) out_add_dir(&out, apath, OUT_RMDIR, NULL);
     if (make_dirs(cdir)) {
         lm_errno(err, "%s: cannot create the folder", cdir);
         goto done;
@@ -229,16 +318,13 @@ done:
     lm_world_free(w2);
     lm_card_clear(&card);
     lm_image_clear(&img);
+    lm_charx_files_clear(&assets);
     free(s);
     free(cdir);
     free(mdp);
     free(wpath);
+    free(apath);
     return rc;
-}
-
-static int ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcasecmp(s + a - b, suf);
 }
 
 static char *dump(const json_t *root) {
@@ -314,6 +400,30 @@ int lm_card_export(const char *sheet_path, const char *out_path, int version, lm
         free(j3);
         if (bad) goto done;
         out_add(&out, out_path, (char *)png, pl);
+    } else if (ends_with(out_path, ".charx")) {
+        if (version != 3 && version != 0) {
+            lm_errf(err, "%s: a CHARX file holds a V3 card (chara_card_v3); leave out --v2, or write .json or .png",
+                    out_path);
+            goto done;
+        }
+        r2 = lm_sheet_to_card(c, w, extra, 3, err);
+        if (!r2) goto done;
+        char *s = dump(r2);
+        if (!s) {
+            lm_errf(err, "cannot encode the card JSON");
+            goto done;
+        }
+        char *apath = sibling(sheet_path, ".assets");
+        lm_charx_files files = {0};
+        unsigned char *zip = NULL;
+        size_t zl = 0;
+        int bad = lm_charx_dir_read(apath, &files, err) ||
+                  lm_charx_write(s, strlen(s), &files, &zip, &zl, err);
+        lm_charx_files_clear(&files);
+        free(apath);
+        free(s);
+        if (bad) goto done;
+        out_add(&out, out_path, (char *)zip, zl);
     } else {
         r2 = lm_sheet_to_card(c, w, extra, version, err);
         if (!r2) goto done;
