@@ -1,7 +1,7 @@
 /* SFT loop, checkpoints and config on a tiny random model with raw token
  * datasets (no tokenizer): loss falls on a repeated batch, a stopped and
  * resumed run equals an uninterrupted one bit for bit (LoRA with gradient
- * accumulation, and full), the best checkpoint is the argmin of the
+ * accumulation, with LoRA dropout, and full), the best checkpoint is the argmin of the
  * validation losses and holds those weights, a torn checkpoint save does
  * not break resume, config errors name the key, and the masking proof:
  * trained only on answer tokens + end-of-turn, the model stops on its own
@@ -212,13 +212,14 @@ static void test_loss_decreases(void **state) {
 
 /* ---- resume == uninterrupted ----------------------------------------- */
 
-static void resume_case(int full, int grad_accum, int pack) {
+static void resume_case(int full, int grad_accum, int pack, float dropout) {
     char *a = mk_tmpdir(), *b = mk_tmpdir();
     lm_sft_dataset *tr = toy_ds(22, 1000), *va = toy_ds(5, 5000);
     lm_train_cfg ca, cb;
     base_cfg(&ca, a, full);
     ca.grad_accum = grad_accum;
     ca.pack = pack;
+    ca.lora_dropout = dropout;
     ca.eval_every = 2;
     ca.weight_decay = 0.01f;
     cb = ca;
@@ -257,6 +258,37 @@ static void resume_case(int full, int grad_accum, int pack) {
     snprintf(pa, sizeof pa, "%s/last/optim.bin", a);
     snprintf(pb, sizeof pb, "%s/last/optim.bin", b);
     assert_same_file(pa, pb);
+    if (dropout > 0) {
+        /* the dropout really acted (else the case would prove nothing):
+         * the same run without it trains differently */
+        char *c = mk_tmpdir();
+        lm_train_cfg cc = ca;
+        snprintf(cc.out, sizeof cc.out, "%s", c);
+        cc.lora_dropout = 0.0f;
+        lm_sft_report rc;
+        assert_int_equal(run(&cc, tr, va, 0, 0, &rc, &err), 0);
+        la = losses(a, "loss", &na);
+        lb = losses(c, "loss", &nb);
+        assert_int_equal(na, nb);
+        assert_string_not_equal(la, lb);
+        free(la);
+        free(lb);
+        /* and the adapter records it, for the PEFT export */
+        lm_tmodel *m = lm_tmodel_new_random(&toy, 11, 0.3f, &err);
+        assert_non_null(m);
+        snprintf(pa, sizeof pa, "%s/last/adapter.gguf", a);
+        lm_lora *l = lm_lora_load(m, pa, &err);
+        assert_non_null(l);
+        assert_true(l->dropout == dropout);
+        lm_lora_free(l);
+        snprintf(pa, sizeof pa, "%s/last/adapter.gguf", c);
+        assert_non_null(l = lm_lora_load(m, pa, &err));
+        assert_true(l->dropout == 0.0f);
+        lm_lora_free(l);
+        lm_tmodel_free(m);
+        rm_rf(c);
+        free(c);
+    }
     lm_sft_dataset_free(tr);
     lm_sft_dataset_free(va);
     rm_rf(a);
@@ -265,9 +297,11 @@ static void resume_case(int full, int grad_accum, int pack) {
     free(b);
 }
 
-static void test_resume_lora_accum(void **state) { (void)state; resume_case(0, 2, 0); }
-static void test_resume_full(void **state) { (void)state; resume_case(1, 1, 0); }
-static void test_resume_lora_packed(void **state) { (void)state; resume_case(0, 1, 1); }
+static void test_resume_lora_accum(void **state) { (void)state; resume_case(0, 2, 0, 0.0f); }
+static void test_resume_full(void **state) { (void)state; resume_case(1, 1, 0, 0.0f); }
+static void test_resume_lora_packed(void **state) { (void)state; resume_case(0, 1, 1, 0.0f); }
+/* masks keyed by (seed, step, micro-batch): a resumed run draws the same */
+static void test_resume_lora_dropout(void **state) { (void)state; resume_case(0, 2, 0, 0.3f); }
 
 /* ---- best checkpoint ------------------------------------------------- */
 
@@ -434,7 +468,10 @@ static void test_config(void **state) {
     expect_json_error("{\"epochs\": 0}", "epochs: 0 is out of range");
     expect_json_error("{\"batch\": 2.5}", "batch: expected an integer");
     expect_json_error("{\"schedule\": \"sine\"}", "schedule: expected cosine, linear or constant");
-    expect_json_error("{\"lora-dropout\": 0.1}", "lora-dropout");
+    expect_json_error("{\"lora-dropout\": 1}", "lora-dropout: 1 is out of range [0, 1)");
+    expect_json_error("{\"lora_dropout\": -0.1}", "lora_dropout: -0.1 is out of range [0, 1)");
+    expect_json_error("{\"lora-dropout\": 0.99999999999}", "lora-dropout");   /* 1 as f32 */
+    expect_json_error("{\"lora-dropout\": \"half\"}", "lora-dropout: expected a number");
     expect_json_error("{\"lora_targets\": \"q,x\"}", "lora_targets");
     expect_json_error("{\"pack\": [1]}", "pack: expected a string, number or boolean");
     expect_json_error("[1, 2]", "expected a JSON object");
@@ -446,7 +483,8 @@ static void test_config(void **state) {
     assert_int_equal(lm_train_cfg_parse_json(&c, "run.json",
         "{\"model\": \"m.gguf\", \"data\": \"d.jsonl\", \"out\": \"r\", \"full\": true,"
         " \"lora_rank\": 16, \"lr\": 3e-5, \"warmup\": 0.05, \"schedule\": \"linear\","
-        " \"seed\": 7, \"lora-targets\": \"q,v\", \"pack\": true}", &err), 0);
+        " \"seed\": 7, \"lora-targets\": \"q,v\", \"pack\": true, \"lora_dropout\": 0.05}", &err), 0);
+    assert_true(c.lora_dropout == 0.05f);
     assert_int_equal(c.full, 1);
     assert_int_equal(c.lora_rank, 16);
     assert_true(c.lr == 3e-5f);
@@ -465,7 +503,12 @@ static void test_config(void **state) {
     assert_int_equal(lm_train_cfg_parse_json(&d, "ckpt", js, &err), 0);
     char *js2 = lm_train_cfg_to_json(&d);
     assert_string_equal(js, js2);
-    assert_true(d.lr == c.lr && d.warmup == c.warmup && d.seed == 7 && d.pack == 1);
+    assert_true(d.lr == c.lr && d.warmup == c.warmup && d.seed == 7 && d.pack == 1 &&
+                d.lora_dropout == 0.05f);
+    assert_int_equal(lm_train_cfg_set(&c, "lora-dropout", "0", &err), 0);
+    assert_true(c.lora_dropout == 0.0f);
+    assert_int_equal(lm_train_cfg_set(&c, "lora-dropout", "0.999", &err), 0);
+    assert_true(c.lora_dropout == 0.999f);
     free(js);
     free(js2);
     /* recipe defaults */
@@ -568,6 +611,7 @@ int main(void) {
         cmocka_unit_test(test_resume_lora_accum),
         cmocka_unit_test(test_resume_full),
         cmocka_unit_test(test_resume_lora_packed),
+        cmocka_unit_test(test_resume_lora_dropout),
         cmocka_unit_test(test_best_checkpoint),
         cmocka_unit_test(test_torn_checkpoint),
         cmocka_unit_test(test_learns_to_stop),

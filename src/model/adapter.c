@@ -79,6 +79,12 @@ lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_er
         lm_errf(err, "%s: adapter.lora.alpha %g out of range", f->path, (double)alpha);
         return NULL;
     }
+    float dropout = 0.0f;   /* ours (lemonpc train), for the PEFT export only */
+    if (gguf_get_f32_opt(f, "adapter.lora.dropout", &dropout, err)) return NULL;
+    if (!(dropout >= 0.0f && dropout < 1.0f)) {
+        lm_errf(err, "%s: adapter.lora.dropout %g outside [0, 1)", f->path, (double)dropout);
+        return NULL;
+    }
 
     lm_adapter *a = calloc(1, sizeof *a);
     if (!a) { lm_errf(err, "out of memory"); return NULL; }
@@ -130,6 +136,7 @@ lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_er
     }
     if (!a->rank) { lm_errf(err, "%s: the adapter has no LoRA tensors", f->path); goto fail; }
     a->alpha = alpha > 0.0f ? alpha : (float)a->rank;
+    a->dropout = dropout;
 
     a->data = malloc(sizeof(float) * (total ? total : 1));
     if (!a->data) { lm_errf(err, "out of memory for the adapter (%zu floats)", total); goto fail; }

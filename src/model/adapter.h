@@ -29,6 +29,9 @@ typedef struct lm_adapter {
     char arch[32];
     int n_layer, rank;
     float alpha;
+    float dropout;               /* adapter.lora.dropout (written by lemonpc
+                                  * train; 0 if absent): training metadata
+                                  * for the PEFT export, unused at run time */
     unsigned targets;            /* bit LM_ADAPT_*: present in some layer */
     int n_pairs;
     lm_adapter_pair *pairs;      /* [n_layer * LM_ADAPT_N], layer-major */

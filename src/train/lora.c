@@ -130,6 +130,10 @@ int lm_lora_save(const lm_lora *l, const char *path, lm_err *err) {
              gguf_set_str(w, "general.type", "adapter", err) ||
              gguf_set_str(w, "adapter.type", "lora", err) ||
              gguf_set_f32(w, "adapter.lora.alpha", l->alpha, err);
+    /* ours, not llama.cpp's (which ignores it): only for the PEFT export's
+     * lora_dropout; absent means 0, so adapters trained without dropout
+     * are written as before */
+    if (!rc && l->dropout > 0) rc = gguf_set_f32(w, "adapter.lora.dropout", l->dropout, err);
     for (int i = 0; !rc && i < l->n_tensors; i++) {
         const lm_ttensor *t = &l->tensors[i];
         rc = gguf_add_tensor(w, t->name, LM_F32, 2, t->ne, l->params + t->offset,
@@ -148,6 +152,12 @@ static lm_lora *load_from(const lm_tmodel *m, const gguf_file *f, lm_err *err) {
     if (!is_lora) { lm_errf(err, "%s: adapter.type is not 'lora'", f->path); return NULL; }
     float alpha;
     if (gguf_get_f32(f, "adapter.lora.alpha", &alpha, err)) return NULL;
+    float dropout = 0.0f;
+    if (gguf_get_f32_opt(f, "adapter.lora.dropout", &dropout, err)) return NULL;
+    if (!(dropout >= 0.0f && dropout < 1.0f)) {
+        lm_errf(err, "%s: adapter.lora.dropout %g outside [0, 1)", f->path, (double)dropout);
+        return NULL;
+    }
     unsigned targets = 0;
     int rank = 0;
     char nm[96];
@@ -162,6 +172,7 @@ static lm_lora *load_from(const lm_tmodel *m, const gguf_file *f, lm_err *err) {
     if (!targets) { lm_errf(err, "%s: no LoRA tensors for this model", f->path); return NULL; }
     lm_lora *lo = lm_lora_new(m, rank, alpha, targets, 0, err);
     if (!lo) { lm_err_prefix(err, "%s", f->path); return NULL; }
+    lo->dropout = dropout;
     for (int i = 0; i < lo->n_tensors; i++) {
         const lm_ttensor *t = &lo->tensors[i];
         const gguf_tensor *g = gguf_find_tensor(f, t->name);

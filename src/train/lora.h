@@ -20,6 +20,9 @@ enum { LM_LORA_Q, LM_LORA_K, LM_LORA_V, LM_LORA_O,
 typedef struct lm_lora {
     int rank, n_layers;
     float alpha, scale;         /* scale = alpha / rank */
+    float dropout;              /* the dropout it is trained with (0 from
+                                 * lm_lora_new): metadata saved for the PEFT
+                                 * export; the masks use lm_tbatch's value */
     unsigned targets;           /* bit LM_LORA_* set: adapter present */
     int n_tensors;
     lm_ttensor *tensors;        /* a then b per target, layer-major */
@@ -47,5 +50,29 @@ const lm_ttensor *lm_lora_find(const lm_lora *l, const char *name);
  * first one and must be the same for all. */
 int lm_lora_save(const lm_lora *l, const char *path, lm_err *err);
 lm_lora *lm_lora_load(const lm_tmodel *m, const char *path, lm_err *err);
+
+/* LoRA dropout (PEFT's lora_dropout): in a training pass the input of every
+ * adapter's A is dropout(x) = x * m / (1 - p), the kept elements (m = 1)
+ * drawn with probability 1 - p, one independent mask per (layer,
+ * projection) like PEFT's one nn.Dropout per adapted module -- q, k and v
+ * get different masks on the same input. The base path W x sees x itself.
+ *
+ * A mask is a pure function (no RNG state), so backward regenerates it,
+ * any thread count or order gives the same one, and a resumed run the same
+ * ones as an uninterrupted run. With G = 0x9E3779B97F4A7C15,
+ * mix = splitmix64's finaliser and at(h, i) = mix(h + (i + 1) G) (the i-th
+ * output of splitmix64 seeded with h), all mod 2^64:
+ *   key  = at(at(seed, step), micro)          run seed, 0-based optimizer
+ *                                             step, micro-batch in the step
+ *   pkey = at(key, layer * LM_LORA_N + target)
+ *   u    = at(pkey, n * in + i)               element [n, i] of x[N, in]
+ *   kept = (u >> 32) >= floor(p * 2^32)       p as the f32 value
+ * n is the row of the B*T batch (b * T + t, padding included). */
+uint64_t lm_lora_dropout_key(uint64_t seed, uint64_t step, uint64_t micro);
+uint64_t lm_lora_dropout_pkey(uint64_t key, int layer, int target);
+/* out[N, in] = x * m / (1 - p), or with acc: out += x * m / (1 - p).
+ * p in (0, 1); rows split over pool (may be NULL). */
+void lm_lora_dropout_apply(lm_pool *pool, float *out, const float *x, int N, int in, float p,
+                           uint64_t pkey, int acc);
 
 #endif

@@ -121,13 +121,17 @@ int lm_peft_write(const lm_model *base, const lm_adapter *a, const char *dir,
             : (unsigned char)*s < 0x20 ? sb_printf(&cj, "\\u%04x", (unsigned char)*s)
                                        : sb_printf(&cj, "%c", *s))
             goto oom;
-    if (sb_printf(&cj, "\",\n  \"r\": %d,\n  \"lora_alpha\": %.9g,\n  \"lora_dropout\": 0.0,\n"
+    /* the dropout it was trained with: informational for PEFT (which
+     * applies it only when training further); "0.0" as PEFT writes it */
+    char drop[32] = "0.0";
+    if (a->dropout > 0) snprintf(drop, sizeof drop, "%.7g", (double)a->dropout);
+    if (sb_printf(&cj, "\",\n  \"r\": %d,\n  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %s,\n"
                   "  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n"
                   "  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n"
                   "  \"use_rslora\": false,\n  \"use_dora\": false,\n"
                   "  \"modules_to_save\": null,\n  \"layers_to_transform\": null,\n"
                   "  \"rank_pattern\": {},\n  \"alpha_pattern\": {},\n  \"target_modules\": [",
-                  r, (double)a->alpha))
+                  r, (double)a->alpha, drop))
         goto oom;
     int first = 1;
     for (int p = 0; p < LM_ADAPT_N; p++) {
@@ -253,6 +257,12 @@ int lm_peft_import(const lm_model *base, const char *dir, const char *out_path, 
     }
     int r = (int)json_integer_value(jr);
     double alpha = json_number_value(ja);
+    json_t *jd = json_object_get(conf, "lora_dropout");
+    double dropout = json_is_number(jd) ? json_number_value(jd) : 0.0;
+    if ((jd && !json_is_number(jd) && !json_is_null(jd)) || !(dropout >= 0.0 && dropout < 1.0)) {
+        lm_errf(err, "%s: lora_dropout must be a number in [0, 1)", cpath);
+        goto done;
+    }
 
     size_t n;
     if (!(st = slurp(spath, &n, err))) goto done;
@@ -270,7 +280,8 @@ int lm_peft_import(const lm_model *base, const char *dir, const char *out_path, 
     if (gguf_set_str(w, "general.architecture", cfg->arch, err) ||
         gguf_set_str(w, "general.type", "adapter", err) ||
         gguf_set_str(w, "adapter.type", "lora", err) ||
-        gguf_set_f32(w, "adapter.lora.alpha", (float)alpha, err))
+        gguf_set_f32(w, "adapter.lora.alpha", (float)alpha, err) ||
+        (dropout > 0 && gguf_set_f32(w, "adapter.lora.dropout", (float)dropout, err)))
         goto done;
     int found = 0;
     for (int l = 0; l < cfg->n_layer; l++)

@@ -144,6 +144,7 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
         opt = lm_adamw_new(cfg->full ? m->n_params : L.lora->n_params, err);
         if (!opt) goto done;
     }
+    if (L.lora) L.lora->dropout = cfg->lora_dropout;   /* saved for the PEFT export */
     float *params = cfg->full ? m->params : L.lora->params;
     float *grads = cfg->full ? m->grads : L.lora->grads;
     const lm_ttensor *tens = cfg->full ? m->tensors : L.lora->tensors;
@@ -231,6 +232,10 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
             lm_tbatch b = {.B = B, .T = T, .tokens = slots[i].tokens, .targets = slots[i].targets,
                            .mask = slots[i].mask, .segments = slots[i].segments, .pos = slots[i].pos,
                            .loss_norm = trained};
+            if (!cfg->full) {   /* masks keyed by (seed, step, micro): same on --resume */
+                b.lora_dropout = cfg->lora_dropout;
+                b.dropout_key = lm_lora_dropout_key(cfg->seed, (uint64_t)st.step, (uint64_t)i);
+            }
             double li;
             if (lm_train_grad(m, L.lora, L.acts, &b, L.pool, &li, err)) {
                 lm_err_prefix(err, "step %ld", st.step + 1);

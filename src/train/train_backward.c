@@ -4,10 +4,18 @@
 
 #include "train/train_internal.h"
 
-/* Backward of out = x W^T + s (x A^T) B^T:
- *   dx += dy W + s (dy B) A,  dW += dy^T x,  dB += s dy^T xa,  dA += s (dy B)^T x. */
-static void linear_bwd(lm_pool *pool, lm_tmodel *m, lm_lora *lora, lm_tacts *a, int l, int target,
-                       float *dx, const float *dy, const float *x, int in, int outd) {
+/* Backward of out = x W^T + s (xl A^T) B^T, xl = x or x * m / (1 - p):
+ *   dx += dy W + s ((dy B) A) * m / (1 - p),  dW += dy^T x,  dB += s dy^T xa,
+ *   dA += s (dy B)^T xl.
+ * With dropout the mask is regenerated (lora.h: a pure function of the
+ * key) rather than kept from forward: xl, then (dy B) A, are built in
+ * a->tmp ([N, max width], free once dB is done), so dropout costs no
+ * memory -- a float copy per projection would be ~L * 7 * N * dim floats,
+ * even a bit mask ~40 MB on SmolLM2 at batch 8 x 256 -- only hashing,
+ * three times per element per micro-batch. */
+static void linear_bwd(lm_pool *pool, lm_tmodel *m, lm_lora *lora, lm_tacts *a,
+                       const lm_tbatch *b, int l, int target, float *dx, const float *dy,
+                       const float *x, int in, int outd) {
     int N = a->N;
     const float *w = m->layer[l][lm_lora_base_index(target)];
     float *dw = lm_tgrad(m, w);
@@ -24,8 +32,17 @@ static void linear_bwd(lm_pool *pool, lm_tmodel *m, lm_lora *lora, lm_tacts *a, 
     memset(a->dxa, 0, (size_t)N * r * sizeof(float));
     lm_mm_bwd_x(pool, a->dxa, dy, Bm, N, r, outd);
     for (size_t i = 0; i < (size_t)N * r; i++) a->dxa[i] *= s;
-    lm_mm_bwd_w(pool, dA, a->dxa, x, N, in, r);
-    lm_mm_bwd_x(pool, dx, a->dxa, A, N, in, r);
+    if (b->lora_dropout > 0) {
+        uint64_t pk = lm_lora_dropout_pkey(b->dropout_key, l, target);
+        lm_lora_dropout_apply(pool, a->tmp, x, N, in, b->lora_dropout, pk, 0);
+        lm_mm_bwd_w(pool, dA, a->dxa, a->tmp, N, in, r);
+        memset(a->tmp, 0, (size_t)N * in * sizeof(float));
+        lm_mm_bwd_x(pool, a->tmp, a->dxa, A, N, in, r);
+        lm_lora_dropout_apply(pool, dx, a->tmp, N, in, b->lora_dropout, pk, 1);
+    } else {
+        lm_mm_bwd_w(pool, dA, a->dxa, x, N, in, r);
+        lm_mm_bwd_x(pool, dx, a->dxa, A, N, in, r);
+    }
 }
 
 int lm_train_backward(lm_tmodel *m, lm_lora *lora, lm_tacts *a, const lm_tbatch *b,
@@ -36,6 +53,8 @@ int lm_train_backward(lm_tmodel *m, lm_lora *lora, lm_tacts *a, const lm_tbatch 
                        b->B, b->T, a->B, a->T);
     if (lora && a->rank != lora->rank)
         return lm_errf(err, "backward: activations sized for LoRA rank %d, adapter has %d", a->rank, lora->rank);
+    if (!(b->lora_dropout >= 0.0f && b->lora_dropout < 1.0f))
+        return lm_errf(err, "backward: LoRA dropout %g outside [0, 1)", (double)b->lora_dropout);
     int N = a->N, D = c->dim, H = c->n_heads, Hkv = c->n_kv_heads, hd = c->head_dim;
     int Q = H * hd, K = Hkv * hd, F = c->ffn_dim, L = c->n_layers;
     size_t nD = (size_t)N * D;
@@ -48,25 +67,25 @@ int lm_train_backward(lm_tmodel *m, lm_lora *lora, lm_tacts *a, const lm_tbatch 
         lm_op_swiglu_fwd(a->hmul[l], a->gate[l], a->up[l], (size_t)N * F);
         lm_op_rmsnorm_apply(a->ln2[l], a->res_mid[l], a->rstd2[l], w[LM_TW_FFN_NORM], N, D);
         memset(a->dhmul, 0, (size_t)N * F * sizeof(float));
-        linear_bwd(pool, m, lora, a, l, LM_LORA_DOWN, a->dhmul, a->dres, a->hmul[l], F, D);
+        linear_bwd(pool, m, lora, a, b, l, LM_LORA_DOWN, a->dhmul, a->dres, a->hmul[l], F, D);
         lm_op_swiglu_bwd(a->dgate, a->dup, a->dhmul, a->gate[l], a->up[l], (size_t)N * F);
         memset(a->dln, 0, nD * sizeof(float));
-        linear_bwd(pool, m, lora, a, l, LM_LORA_GATE, a->dln, a->dgate, a->ln2[l], D, F);
-        linear_bwd(pool, m, lora, a, l, LM_LORA_UP, a->dln, a->dup, a->ln2[l], D, F);
+        linear_bwd(pool, m, lora, a, b, l, LM_LORA_GATE, a->dln, a->dgate, a->ln2[l], D, F);
+        linear_bwd(pool, m, lora, a, b, l, LM_LORA_UP, a->dln, a->dup, a->ln2[l], D, F);
         lm_op_rmsnorm_bwd(a->dres, lm_tgrad(m, w[LM_TW_FFN_NORM]), a->dln, a->res_mid[l],
                           w[LM_TW_FFN_NORM], a->rstd2[l], N, D);
         /* a->dres is now d res_mid = d res[l] along the identity path */
         memset(a->datty, 0, (size_t)N * Q * sizeof(float));
-        linear_bwd(pool, m, lora, a, l, LM_LORA_O, a->datty, a->dres, a->atty[l], Q, D);
+        linear_bwd(pool, m, lora, a, b, l, LM_LORA_O, a->datty, a->dres, a->atty[l], Q, D);
         lm_op_attn_bwd(pool, a->dq, a->dk, a->dv, a->datty, a->atty[l], a->lse[l], a->q[l],
                        a->k[l], a->v[l], a->tstart, a->B, a->T, H, Hkv, hd, a->att_scratch);
         lm_op_rope(a->dq, a->rope_cos, a->rope_sin, a->tpos, a->B, a->T, H, hd, 1);
         lm_op_rope(a->dk, a->rope_cos, a->rope_sin, a->tpos, a->B, a->T, Hkv, hd, 1);
         lm_op_rmsnorm_apply(a->ln1[l], a->res[l], a->rstd1[l], w[LM_TW_ATTN_NORM], N, D);
         memset(a->dln, 0, nD * sizeof(float));
-        linear_bwd(pool, m, lora, a, l, LM_LORA_Q, a->dln, a->dq, a->ln1[l], D, Q);
-        linear_bwd(pool, m, lora, a, l, LM_LORA_K, a->dln, a->dk, a->ln1[l], D, K);
-        linear_bwd(pool, m, lora, a, l, LM_LORA_V, a->dln, a->dv, a->ln1[l], D, K);
+        linear_bwd(pool, m, lora, a, b, l, LM_LORA_Q, a->dln, a->dq, a->ln1[l], D, Q);
+        linear_bwd(pool, m, lora, a, b, l, LM_LORA_K, a->dln, a->dk, a->ln1[l], D, K);
+        linear_bwd(pool, m, lora, a, b, l, LM_LORA_V, a->dln, a->dv, a->ln1[l], D, K);
         lm_op_rmsnorm_bwd(a->dres, lm_tgrad(m, w[LM_TW_ATTN_NORM]), a->dln, a->res[l],
                           w[LM_TW_ATTN_NORM], a->rstd1[l], N, D);
     }

@@ -115,11 +115,15 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
         return 0;
     }
     if (!strcmp(key, "lora-dropout")) {
-        if (get_double(key_in, v, 0.0, 1.0, &d, err)) return -1;
-        /* The trainer core has no dropout on the LoRA input; refusing
-         * beats silently training something else than asked. */
-        if (d != 0.0) return lm_errf(err, "%s: %g: only 0 is supported (no LoRA dropout yet)", key_in, d);
-        c->lora_dropout = 0.0f;
+        /* 1 would drop every input of the adapters (and scale by 1/0) */
+        char *end;
+        errno = 0;
+        d = strtod(v, &end);
+        if (!*v || *end || errno || !isfinite(d))
+            return lm_errf(err, "%s: expected a number, got '%s'", key_in, v);
+        if (!(d >= 0.0 && d < 1.0) || (float)d >= 1.0f)
+            return lm_errf(err, "%s: %g is out of range [0, 1)", key_in, d);
+        c->lora_dropout = (float)d;
         return 0;
     }
     if (!strcmp(key, "lora-targets")) {

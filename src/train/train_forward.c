@@ -5,15 +5,25 @@
 
 #include "train/train_internal.h"
 
-/* out [N, o] (+)= x W^T + scale * (x A^T) B^T, saving xa = x A^T [N, r]. */
-static void linear_fwd(lm_pool *pool, lm_tacts *a, const lm_lora *lora, int l, int target,
-                       float *out, const float *x, const float *w, int in, int outd, int acc) {
+/* out [N, o] (+)= x W^T + scale * (xl A^T) B^T, saving xa = xl A^T [N, r];
+ * xl is x, or dropout(x) in training (lora.h). dropout(x) [N, in] is built
+ * in a->tmp ([N, max width], free here): it is needed only until xa is
+ * made, before tmp takes xa B^T. */
+static void linear_fwd(lm_pool *pool, lm_tacts *a, const lm_lora *lora, const lm_tbatch *b,
+                       int l, int target, float *out, const float *x, const float *w, int in,
+                       int outd, int acc) {
     int N = a->N;
     lm_mm_fwd(pool, out, x, w, N, in, outd, acc);
     if (!lora || !lora->a[l][target]) return;
     float *xa = a->lxa[l * LM_LORA_N + target];
     int r = lora->rank;
-    lm_mm_fwd(pool, xa, x, lora->a[l][target], N, in, r, 0);
+    const float *xl = x;
+    if (b->lora_dropout > 0) {
+        lm_lora_dropout_apply(pool, a->tmp, x, N, in, b->lora_dropout,
+                              lm_lora_dropout_pkey(b->dropout_key, l, target), 0);
+        xl = a->tmp;
+    }
+    lm_mm_fwd(pool, xa, xl, lora->a[l][target], N, in, r, 0);
     lm_mm_fwd(pool, a->tmp, xa, lora->b[l][target], N, r, outd, 0);
     float s = lora->scale;
     for (size_t i = 0; i < (size_t)N * outd; i++) out[i] += s * a->tmp[i];
@@ -22,6 +32,8 @@ static void linear_fwd(lm_pool *pool, lm_tacts *a, const lm_lora *lora, int l, i
 static int check_batch(const lm_tmodel *m, const lm_tacts *a, const lm_tbatch *b, lm_err *err) {
     if (b->B != a->B || b->T != a->T)
         return lm_errf(err, "batch is %dx%d but activations were sized for %dx%d", b->B, b->T, a->B, a->T);
+    if (!(b->lora_dropout >= 0.0f && b->lora_dropout < 1.0f))
+        return lm_errf(err, "batch: LoRA dropout %g outside [0, 1)", (double)b->lora_dropout);
     for (int i = 0; i < a->N; i++) {
         if (b->tokens[i] < 0 || b->tokens[i] >= m->cfg.n_vocab)
             return lm_errf(err, "batch row %d position %d: token id %d outside vocab 0..%d",
@@ -65,21 +77,21 @@ int lm_train_forward(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a,
         float *const *w = m->layer[l];
         const float *x = a->res[l];
         lm_op_rmsnorm_fwd(a->ln1[l], a->rstd1[l], x, w[LM_TW_ATTN_NORM], N, D, c->rms_eps);
-        linear_fwd(pool, a, lora, l, LM_LORA_Q, a->q[l], a->ln1[l], w[LM_TW_Q], D, Q, 0);
-        linear_fwd(pool, a, lora, l, LM_LORA_K, a->k[l], a->ln1[l], w[LM_TW_K], D, K, 0);
-        linear_fwd(pool, a, lora, l, LM_LORA_V, a->v[l], a->ln1[l], w[LM_TW_V], D, K, 0);
+        linear_fwd(pool, a, lora, b, l, LM_LORA_Q, a->q[l], a->ln1[l], w[LM_TW_Q], D, Q, 0);
+        linear_fwd(pool, a, lora, b, l, LM_LORA_K, a->k[l], a->ln1[l], w[LM_TW_K], D, K, 0);
+        linear_fwd(pool, a, lora, b, l, LM_LORA_V, a->v[l], a->ln1[l], w[LM_TW_V], D, K, 0);
         lm_op_rope(a->q[l], a->rope_cos, a->rope_sin, a->tpos, a->B, a->T, H, hd, 0);
         lm_op_rope(a->k[l], a->rope_cos, a->rope_sin, a->tpos, a->B, a->T, Hkv, hd, 0);
         lm_op_attn_fwd(pool, a->atty[l], a->lse[l], a->q[l], a->k[l], a->v[l], a->tstart,
                        a->B, a->T, H, Hkv, hd, a->att_scratch);
         memcpy(a->res_mid[l], x, (size_t)N * D * sizeof(float));
-        linear_fwd(pool, a, lora, l, LM_LORA_O, a->res_mid[l], a->atty[l], w[LM_TW_O], Q, D, 1);
+        linear_fwd(pool, a, lora, b, l, LM_LORA_O, a->res_mid[l], a->atty[l], w[LM_TW_O], Q, D, 1);
         lm_op_rmsnorm_fwd(a->ln2[l], a->rstd2[l], a->res_mid[l], w[LM_TW_FFN_NORM], N, D, c->rms_eps);
-        linear_fwd(pool, a, lora, l, LM_LORA_GATE, a->gate[l], a->ln2[l], w[LM_TW_GATE], D, F, 0);
-        linear_fwd(pool, a, lora, l, LM_LORA_UP, a->up[l], a->ln2[l], w[LM_TW_UP], D, F, 0);
+        linear_fwd(pool, a, lora, b, l, LM_LORA_GATE, a->gate[l], a->ln2[l], w[LM_TW_GATE], D, F, 0);
+        linear_fwd(pool, a, lora, b, l, LM_LORA_UP, a->up[l], a->ln2[l], w[LM_TW_UP], D, F, 0);
         lm_op_swiglu_fwd(a->hmul[l], a->gate[l], a->up[l], (size_t)N * F);
         memcpy(a->res[l + 1], a->res_mid[l], (size_t)N * D * sizeof(float));
-        linear_fwd(pool, a, lora, l, LM_LORA_DOWN, a->res[l + 1], a->hmul[l], w[LM_TW_DOWN], F, D, 1);
+        linear_fwd(pool, a, lora, b, l, LM_LORA_DOWN, a->res[l + 1], a->hmul[l], w[LM_TW_DOWN], F, D, 1);
     }
     lm_op_rmsnorm_fwd(a->lnf, a->rstdf, a->res[c->n_layers], m->out_norm, N, D, c->rms_eps);
     return 0;

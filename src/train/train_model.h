@@ -91,6 +91,11 @@ typedef struct lm_tbatch {
      * to the masked count of all micro-batches of one optimizer step, so
      * their summed gradients equal those of the whole batch. */
     long loss_norm;
+    /* LoRA dropout of a training pass (see lora.h): p in [0, 1), 0 (the
+     * default) for none, as in validation; the masks come from dropout_key
+     * (lm_lora_dropout_key of run seed, step, micro-batch). */
+    float lora_dropout;
+    uint64_t dropout_key;
 } lm_tbatch;
 
 struct lm_lora;
