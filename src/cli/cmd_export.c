@@ -1,4 +1,4 @@
-/* lemonpc export: a character sheet as a Character Card (JSON or PNG). */
+/* lemonpc export: a character sheet as a Character Card (JSON, PNG or CHARX). */
 #include <stdio.h>
 #include <string.h>
 
@@ -7,12 +7,15 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: lemonpc export DIR/characters/NAME.md OUT.json|OUT.png [--v2|--v3]\n\n"
+            "usage: lemonpc export DIR/characters/NAME.md OUT.json|OUT.png|OUT.charx [--v2|--v3]\n\n"
             "Writes the character as a Character Card. A .png gets both the V2 'chara'\n"
             "and the V3 'ccv3' chunk (picture: NAME.png beside the sheet, else a\n"
-            "placeholder). Without --v2/--v3 a JSON card keeps the version it was\n"
-            "imported as (V2 for sheets written by hand). A sheet imported with\n"
-            "`lemonpc import` and left unchanged gives back the original card.\n");
+            "placeholder). A .charx (ZIP) gets the V3 card as card.json and every file\n"
+            "under NAME.assets/ beside the sheet, by its path there (e.g.\n"
+            "assets/icon/images/main.png). Without --v2/--v3 a JSON card keeps the\n"
+            "version it was imported as (V2 for sheets written by hand). A sheet\n"
+            "imported with `lemonpc import` and left unchanged gives back the\n"
+            "original card.\n");
 }
 
 int cmd_export(int argc, char **argv) {

@@ -1,4 +1,4 @@
-/* lemonpc import: a Character Card (V1/V2/V3, JSON or PNG) into a sheet. */
+/* lemonpc import: a Character Card (V1/V2/V3, JSON, PNG or CHARX) into a sheet. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,11 +8,12 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: lemonpc import CARD.json|CARD.png OUTDIR [--force]\n\n"
+            "usage: lemonpc import CARD.json|CARD.png|CARD.charx OUTDIR [--force]\n\n"
             "Writes OUTDIR/characters/NAME.md (the sheet), NAME.card-extra.json (what the\n"
             "sheet has no place for, so `lemonpc export` gives the same card back),\n"
-            "NAME.png (the picture of a PNG card) and OUTDIR/world.md when the card has a\n"
-            "lorebook and the folder has no world yet. Writes nothing on error.\n"
+            "NAME.png (the picture of a PNG card), NAME.assets/ (the files of a CHARX\n"
+            "card besides card.json) and OUTDIR/world.md when the card has a lorebook\n"
+            "and the folder has no world yet. Writes nothing on error.\n"
             "  --force  replace an existing sheet of the same name\n");
 }
 

@@ -228,7 +228,10 @@ int lm_charx_read(const unsigned char *buf, size_t len, const char *src, char **
     }
     zip_t *za = zip_open_from_source(zs, ZIP_RDONLY | ZIP_CHECKCONS, &ze);
     if (!za) {
-        lm_errf(err, "%s: not a readable ZIP archive (CHARX): %s", src, zip_error_strerror(&ze));
+        if (zip_error_code_zip(&ze) == ZIP_ER_EXISTS) /* libzip's word for a duplicate name */
+            lm_errf(err, "%s: two entries of the ZIP archive have the same name", src);
+        else
+            lm_errf(err, "%s: not a readable ZIP archive (CHARX): %s", src, zip_error_strerror(&ze));
         zip_error_fini(&ze);
         zip_source_free(zs);
         return -1;

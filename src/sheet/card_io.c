@@ -372,6 +372,7 @@ int lm_card_export(const char *sheet_path, const char *out_path, int version, lm
             goto done;
         }
     }
+    int asked = version;
     if (!version) {
         const char *sp = json_string_value(json_object_get(extra, "spec"));
         version = sp && !strcmp(sp, "chara_card_v3") ? 3 : 2;
@@ -401,7 +402,7 @@ int lm_card_export(const char *sheet_path, const char *out_path, int version, lm
         if (bad) goto done;
         out_add(&out, out_path, (char *)png, pl);
     } else if (ends_with(out_path, ".charx")) {
-        if (version != 3 && version != 0) {
+        if (asked == 2) {
             lm_errf(err, "%s: a CHARX file holds a V3 card (chara_card_v3); leave out --v2, or write .json or .png",
                     out_path);
             goto done;
