@@ -2,7 +2,9 @@
  * Compares the C trainer with a PyTorch reference written by
  * tests/torch/test_gradcheck.py: logits and loss, every parameter gradient,
  * every LoRA gradient (LoRA on all seven projections), and the losses of 10
- * AdamW steps, both full and LoRA. Prints one row per tensor with the
+ * AdamW steps, both full and LoRA; when the reference has gc.drop_p, the
+ * LoRA loss, logits, gradients and AdamW losses again with LoRA dropout
+ * (masks keyed as the SFT loop keys them). Prints one row per tensor with the
  * relative error max|ours - ref| / max|ref|; exits 1 if any exceeds its
  * tolerance, 2 on a usage or input error. */
 #include <math.h>
@@ -29,6 +31,10 @@ typedef struct ref_data {
     int rank, steps;
     float alpha, lr, wd, clip;
     double loss, lora_loss, *adamw, *lora_adamw;
+    /* LoRA dropout case (optional: gc.drop_p present) */
+    float drop_p;
+    uint64_t drop_seed, drop_step, drop_micro;
+    double drop_loss, *drop_adamw;
 } ref_data;
 
 static int fails;
@@ -110,6 +116,19 @@ static int load_ref(ref_data *r, const char *path, lm_err *err) {
     }
     r->batch = (lm_tbatch){ .B = (int)B, .T = (int)T, .tokens = r->tokens, .targets = r->targets,
                             .mask = r->mask, .segments = r->segments, .pos = r->pos };
+    if (!gguf_find_kv(r->f, "gc.drop_p")) return 0;
+    const gguf_kv *sd = need_kv(r->f, "gc.drop_seed", GGUF_U64, 0, err);
+    const gguf_kv *st = sd ? need_kv(r->f, "gc.drop_step", GGUF_U64, 0, err) : NULL;
+    const gguf_kv *mi = st ? need_kv(r->f, "gc.drop_micro", GGUF_U64, 0, err) : NULL;
+    const gguf_kv *dw = mi ? need_kv(r->f, "gc.drop_adamw_losses", GGUF_ARRAY, aw->arr_n, err) : NULL;
+    if (!dw || gguf_get_f32(r->f, "gc.drop_p", &r->drop_p, err)) return -1;
+    r->drop_loss = need_f64(r->f, "gc.drop_loss", err, &bad);
+    if (bad) return -1;
+    r->drop_seed = sd->v.u;
+    r->drop_step = st->v.u;
+    r->drop_micro = mi->v.u;
+    if (!(r->drop_adamw = calloc((size_t)r->steps + 1, sizeof(double)))) return lm_errf(err, "out of memory");
+    for (int s = 0; s < r->steps; s++) r->drop_adamw[s] = gguf_arr_get_f64(dw, (uint64_t)s);
     return 0;
 }
 
@@ -117,7 +136,7 @@ static void free_ref(ref_data *r) {
     gguf_close(r->f);
     free(r->tokens); free(r->targets); free(r->mask); free(r->lens);
     free(r->segments); free(r->pos); free(r->valid);
-    free(r->adamw); free(r->lora_adamw);
+    free(r->adamw); free(r->lora_adamw); free(r->drop_adamw);
 }
 
 static void row(const char *kind, const char *name, double rel, double tol) {
@@ -166,6 +185,64 @@ static int compare_logits(const ref_data *r, const char *name, const float *ours
         }
     }
     row("logits", name, mr > 0 ? md / mr : md, TOL_LOGITS);
+    return 0;
+}
+
+/* Adapter back to the reference's initial values (lora.* tensors). */
+static int reset_lora(const ref_data *r, lm_lora *lora, lm_err *err) {
+    for (int i = 0; i < lora->n_tensors; i++) {
+        char nm[160];
+        const lm_ttensor *t = &lora->tensors[i];
+        snprintf(nm, sizeof nm, "lora.%s", t->name);
+        const gguf_tensor *g = gguf_find_tensor(r->f, nm);
+        if (!g || g->type != LM_F32 || g->nbytes != t->numel * sizeof(float))
+            return lm_errf(err, "%s: reference tensor '%s' missing or mis-sized", r->f->path, nm);
+        memcpy(lora->params + t->offset, g->data, g->nbytes);
+    }
+    return 0;
+}
+
+/* LoRA with dropout: loss, logits and LoRA gradients on the masks of
+ * (seed, step, micro), then AdamW steps s = 0.. on the masks of (seed, s,
+ * 0), as the SFT loop keys them. */
+static int run_dropout(lm_tmodel *m, lm_lora *lora, lm_tacts *a, const ref_data *r, float *logits,
+                       lm_pool *pool, lm_err *err) {
+    lm_tbatch b = r->batch;
+    b.lora_dropout = r->drop_p;
+    b.dropout_key = lm_lora_dropout_key(r->drop_seed, r->drop_step, r->drop_micro);
+    double loss, eval_loss;
+    if (reset_lora(r, lora, err)) return -1;
+    lm_lora_zero_grads(lora);
+    if (lm_train_forward(m, lora, a, &b, pool, err) ||
+        lm_train_loss(m, a, &b, pool, 0, logits, &eval_loss, err) ||
+        lm_train_grad(m, lora, a, &b, pool, &loss, err))
+        return -1;
+    if (eval_loss != loss)
+        return lm_errf(err, "dropout: forward-only loss %.9g differs from training loss %.9g", eval_loss, loss);
+    printf("drop_loss  %-36s %11.3e  %s   (ours %.9f ref %.9f, p %g)\n", "",
+           fabs(loss - r->drop_loss) / fabs(r->drop_loss),
+           fabs(loss - r->drop_loss) <= TOL_LOSS * fabs(r->drop_loss) ? "ok" : (fails++, "FAIL"), loss,
+           r->drop_loss, (double)r->drop_p);
+    if (compare_logits(r, "drop_logits", logits, m->cfg.n_vocab, err)) return -1;
+    for (int i = 0; i < lora->n_tensors; i++)
+        if (compare_tensor(r->f, "drop_grad", "drop_grad.", &lora->tensors[i],
+                           lora->grads + lora->tensors[i].offset, err))
+            return -1;
+    lm_adamw_cfg oc = { .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                        .weight_decay = r->wd, .grad_clip = r->clip };
+    if (reset_lora(r, lora, err)) return -1;
+    lm_adamw *opt = lm_adamw_new(lora->n_params, err);
+    if (!opt) return -1;
+    for (int s = 0; s < r->steps; s++) {
+        b.dropout_key = lm_lora_dropout_key(r->drop_seed, (uint64_t)s, 0);
+        lm_lora_zero_grads(lora);
+        if (lm_train_grad(m, lora, a, &b, pool, &loss, err)) { lm_adamw_free(opt); return -1; }
+        lm_adamw_step(opt, &oc, r->lr, lora->params, lora->grads, lora->tensors, lora->n_tensors, NULL);
+        char nm[400];
+        snprintf(nm, sizeof nm, "step %d (ours %.7f)", s, loss);
+        row("drop_adamw", nm, fabs(loss - r->drop_adamw[s]) / fabs(r->drop_adamw[s]), TOL_LOSS);
+    }
+    lm_adamw_free(opt);
     return 0;
 }
 
@@ -232,6 +309,9 @@ static int run(const char *model_path, ref_data *r, lm_pool *pool, lm_err *err) 
         if (compare_tensor(r->f, "lora_grad", "lora_grad.", &lora->tensors[i],
                            lora->grads + lora->tensors[i].offset, err))
             goto done;
+
+    /* 2b. the same with LoRA dropout */
+    if (r->drop_adamw && run_dropout(m, lora, a, r, logits, pool, err)) goto done;
 
     /* 3. AdamW, LoRA (model still frozen, adapter back at its initial values) */
     lm_adamw_cfg oc = { .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,

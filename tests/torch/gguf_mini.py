@@ -1,11 +1,11 @@
 """A tiny GGUF v3 writer for tests (the `gguf` package is not installed for
-Debian's python3): string/u32/f32/f64 scalars, numeric arrays, F32 tensors."""
+Debian's python3): string/u32/u64/f32/f64 scalars, numeric arrays, F32 tensors."""
 import struct
 
 import numpy as np
 
 ALIGN = 32
-T_U8, T_U32, T_I32, T_F32, T_STR, T_ARR, T_F64 = 0, 4, 5, 6, 8, 9, 12
+T_U8, T_U32, T_I32, T_F32, T_STR, T_ARR, T_U64, T_F64 = 0, 4, 5, 6, 8, 9, 10, 12
 
 
 def _str(s):
@@ -14,7 +14,7 @@ def _str(s):
 
 
 def write(path, kvs, tensors):
-    """kvs: list of (key, value) where value is str, ("u32", int), ("f32", x),
+    """kvs: list of (key, value) where value is str, ("u32"/"u64", int), ("f32", x),
     ("f64", x) or ("arr_i32"/"arr_u8"/"arr_f64", sequence).
     tensors: list of (name, np.ndarray f32) -- the array's last axis is the
     GGUF row (ne[0])."""
@@ -27,6 +27,8 @@ def write(path, kvs, tensors):
         kind, x = v
         if kind == "u32":
             out += struct.pack("<II", T_U32, x)
+        elif kind == "u64":
+            out += struct.pack("<IQ", T_U64, x)
         elif kind == "f32":
             out += struct.pack("<If", T_F32, x)
         elif kind == "f64":

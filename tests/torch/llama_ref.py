@@ -99,15 +99,19 @@ def rope_cos_sin(T, hd, base, dtype):
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-def linear(x, P, lora, key, scale):
+def linear(x, P, lora, key, scale, drop=None):
+    """x W^T (+ scale B(A(dropout(x))), dropout as PEFT applies it: on the
+    adapter's input only; drop[key] is the mask times 1/(1-p), [B, T, in])."""
     y = x @ P[key].T
     if lora is not None:
-        y = y + scale * ((x @ lora[key + ".A"].T) @ lora[key + ".B"].T)
+        xl = x * drop[key] if drop is not None else x
+        y = y + scale * ((xl @ lora[key + ".A"].T) @ lora[key + ".B"].T)
     return y
 
 
-def forward(cfg, P, tokens, lora=None, lora_scale=0.0):
-    """tokens [B, T] -> logits [B, T, vocab]."""
+def forward(cfg, P, tokens, lora=None, lora_scale=0.0, drop=None):
+    """tokens [B, T] -> logits [B, T, vocab]. drop: optional LoRA dropout
+    masks, {"l.proj": [B, T, in]}."""
     B, T = tokens.shape
     hd, H, Hkv = cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
     x = P["embed"][tokens]
@@ -115,9 +119,9 @@ def forward(cfg, P, tokens, lora=None, lora_scale=0.0):
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     for l in range(cfg.n_layers):
         h = rms_norm(x, P[f"{l}.attn_norm"], cfg.eps)
-        q = linear(h, P, lora, f"{l}.q", lora_scale).view(B, T, H, hd).transpose(1, 2)
-        k = linear(h, P, lora, f"{l}.k", lora_scale).view(B, T, Hkv, hd).transpose(1, 2)
-        v = linear(h, P, lora, f"{l}.v", lora_scale).view(B, T, Hkv, hd).transpose(1, 2)
+        q = linear(h, P, lora, f"{l}.q", lora_scale, drop).view(B, T, H, hd).transpose(1, 2)
+        k = linear(h, P, lora, f"{l}.k", lora_scale, drop).view(B, T, Hkv, hd).transpose(1, 2)
+        v = linear(h, P, lora, f"{l}.v", lora_scale, drop).view(B, T, Hkv, hd).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         k = k.repeat_interleave(H // Hkv, dim=1)
@@ -126,11 +130,11 @@ def forward(cfg, P, tokens, lora=None, lora_scale=0.0):
         s = s.masked_fill(~causal, float("-inf"))
         att = torch.softmax(s, dim=-1) @ v                      # [B, H, T, hd]
         att = att.transpose(1, 2).reshape(B, T, H * hd)
-        x = x + linear(att, P, lora, f"{l}.o", lora_scale)
+        x = x + linear(att, P, lora, f"{l}.o", lora_scale, drop)
         h = rms_norm(x, P[f"{l}.ffn_norm"], cfg.eps)
-        g = linear(h, P, lora, f"{l}.gate", lora_scale)
-        u = linear(h, P, lora, f"{l}.up", lora_scale)
-        x = x + linear(F.silu(g) * u, P, lora, f"{l}.down", lora_scale)
+        g = linear(h, P, lora, f"{l}.gate", lora_scale, drop)
+        u = linear(h, P, lora, f"{l}.up", lora_scale, drop)
+        x = x + linear(F.silu(g) * u, P, lora, f"{l}.down", lora_scale, drop)
     x = rms_norm(x, P["final_norm"], cfg.eps)
     head = P["embed"] if cfg.tied else P["lm_head"]
     return x @ head.T

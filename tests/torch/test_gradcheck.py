@@ -1,6 +1,8 @@
 """The C trainer against PyTorch, the way llm.c checks itself: PyTorch (in
 float64) computes logits, the masked loss, every parameter gradient, every
-LoRA gradient and 10 AdamW steps of a small random Llama; build/tools/
+LoRA gradient and 10 AdamW steps of a small random Llama (and, with LoRA
+dropout, the LoRA numbers again on masks that tests/torch/dropout_ref.py
+rebuilds from the hash the C side uses); build/tools/
 lm_gradcheck loads the same model from GGUF, recomputes everything in f32
 and compares. Tolerances (checked in the tool): logits and loss 1e-4
 relative, gradients 1e-3 (max |ours - ref| / max |ref| per tensor), AdamW
@@ -16,12 +18,16 @@ import numpy as np
 import pytest
 import torch
 
+import dropout_ref
 import gguf_mini
 import llama_ref as ref
 
 STEPS = 10
 LR, WD, CLIP = 1e-3, 0.1, 1.0
 RANK, ALPHA = 4, 8.0
+# LoRA dropout key: a seed above 2^32 and a step and micro-batch other than 0
+# (all of them must reach the hash whole)
+DROP_SEED, DROP_STEP, DROP_MICRO = 0x1234_5678_9ABC, 5, 2
 
 
 def make_batch(cfg, gen, packed=False):
@@ -46,20 +52,28 @@ def make_batch(cfg, gen, packed=False):
     return tokens, targets, mask, spans, packed
 
 
-def ref_loss(cfg, P, tokens, targets, mask, spans, packed, lora=None, scale=0.0):
-    """Each sequence alone at its true length; returns (loss, logits [B,T,V])."""
+def ref_loss(cfg, P, tokens, targets, mask, spans, packed, lora=None, scale=0.0, drop=None):
+    """Each sequence alone at its true length; returns (loss, logits [B,T,V]).
+    drop: LoRA dropout masks over the C side's batch rows, {"l.proj": [B*T, in]};
+    each sequence gets the rows it occupies there."""
     B, T = tokens.shape
     logits = torch.zeros(B, T, cfg.vocab, dtype=torch.float64)
     nll, count = 0.0, int(mask.sum())
     for b, s, n in spans:
-        z = ref.forward(cfg, P, tokens[b:b + 1, s:s + n], lora, scale)[0]
+        d = None
+        if drop is not None:
+            r0 = b * T + s
+            d = {k: torch.from_numpy(v[r0:r0 + n][None]) for k, v in drop.items()}
+        z = ref.forward(cfg, P, tokens[b:b + 1, s:s + n], lora, scale, d)[0]
         m = mask[b, s:s + n].bool()
         nll = nll + torch.nn.functional.cross_entropy(z[m], targets[b, s:s + n][m], reduction="sum")
         logits[b, s:s + n] = z.detach()
     return nll / count, logits
 
 
-def adamw_losses(cfg, params, trainable, batch, lora=None, scale=0.0, steps=STEPS, lr=LR):
+def adamw_losses(cfg, params, trainable, batch, lora=None, scale=0.0, steps=STEPS, lr=LR,
+                 drops=None):
+    """drops: optional LoRA dropout masks per step (step s uses drops(s))."""
     decay = [p for p in trainable if p.dim() == 2]
     no_decay = [p for p in trainable if p.dim() != 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD},
@@ -68,7 +82,8 @@ def adamw_losses(cfg, params, trainable, batch, lora=None, scale=0.0, steps=STEP
     losses = []
     for _ in range(steps):
         opt.zero_grad()
-        loss, _ = ref_loss(cfg, params, *batch, lora=lora, scale=scale)
+        loss, _ = ref_loss(cfg, params, *batch, lora=lora, scale=scale,
+                           drop=drops(len(losses)) if drops else None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, CLIP)
         opt.step()
@@ -80,8 +95,10 @@ def leaf(d):
     return {k: v.clone().requires_grad_(True) for k, v in d.items()}
 
 
-def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=LR):
-    """Reference numbers from PyTorch -> ref.gguf; lm_gradcheck compares."""
+def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=LR, dropout=0.0):
+    """Reference numbers from PyTorch -> ref.gguf; lm_gradcheck compares.
+    dropout > 0 adds LoRA with dropout: gradients at (DROP_SEED, step
+    DROP_STEP, micro-batch DROP_MICRO), then AdamW steps 0.. with micro 0."""
     tokens, targets, mask, spans, packed = batch
     B, T = tokens.shape
     valid = np.zeros((B, T), dtype=np.uint8)
@@ -103,6 +120,27 @@ def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=L
     Lp = leaf(L0)
     lora_loss, lora_logits = ref_loss(cfg, P0, *batch, lora=Lp, scale=ALPHA / RANK)
     lora_loss.backward()
+
+    drop_kvs, drop_tensors = [], []
+    if dropout > 0:
+        N = B * T
+        drops = lambda step, micro=0: dropout_ref.masks(cfg, dropout, DROP_SEED, step, micro, N)
+        Ld = leaf(L0)
+        drop_loss, drop_logits = ref_loss(cfg, P0, *batch, lora=Ld, scale=ALPHA / RANK,
+                                          drop=drops(DROP_STEP, DROP_MICRO))
+        drop_loss.backward()
+        Ld2 = leaf(L0)
+        drop_losses = adamw_losses(cfg, P0, list(Ld2.values()), batch, lora=Ld2, scale=ALPHA / RANK,
+                                   steps=steps, lr=lr, drops=drops)
+        # the masks really changed the numbers
+        assert abs(drop_loss.item() - lora_loss.item()) > 1e-6 * abs(lora_loss.item())
+        drop_kvs = [("gc.drop_p", ("f32", dropout)), ("gc.drop_seed", ("u64", DROP_SEED)),
+                    ("gc.drop_step", ("u64", DROP_STEP)), ("gc.drop_micro", ("u64", DROP_MICRO)),
+                    ("gc.drop_loss", ("f64", drop_loss.item())),
+                    ("gc.drop_adamw_losses", ("arr_f64", drop_losses))]
+        drop_tensors = [("drop_logits", drop_logits.reshape(-1, cfg.vocab).float().numpy())]
+        drop_tensors += [("drop_grad." + ref.gguf_name(k), ref.to_gguf_layout(cfg, k, v.grad))
+                         for k, v in Ld.items()]
 
     P2 = leaf(P0)
     full_losses = adamw_losses(cfg, P2, list(P2.values()), batch, steps=steps, lr=lr)
@@ -130,6 +168,7 @@ def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=L
     tensors += [("grad." + ref.gguf_name(k), g) for k, g in grads.items()]
     tensors += [("lora." + ref.gguf_name(k), ref.to_gguf_layout(cfg, k, v)) for k, v in L0.items()]
     tensors += [("lora_grad." + ref.gguf_name(k), ref.to_gguf_layout(cfg, k, v.grad)) for k, v in Lp.items()]
+    tensors += drop_tensors
     gguf_mini.write(ref_path, [
         ("gc.B", ("u32", tokens.shape[0])), ("gc.T", ("u32", tokens.shape[1])),
         ("gc.tokens", ("arr_i32", tokens.numpy())), ("gc.targets", ("arr_i32", targets.numpy())),
@@ -140,7 +179,7 @@ def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=L
         ("gc.adamw_losses", ("arr_f64", full_losses)),
         ("gc.lora_adamw_losses", ("arr_f64", lora_losses)),
         ("gc.valid", ("arr_u8", valid)),
-    ] + ([("gc.segments", ("arr_i32", segments)), ("gc.pos", ("arr_i32", pos))] if packed else []),
+    ] + drop_kvs + ([("gc.segments", ("arr_i32", segments)), ("gc.pos", ("arr_i32", pos))] if packed else []),
         tensors)
     del tensors, grads
 
@@ -155,23 +194,29 @@ def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=L
     n_lora = len(re.findall(r"^lora_grad ", r.stdout, re.M))
     assert n_grad == len(P0) and n_lora == len(L0), r.stdout
     assert len(re.findall(r"^adamw ", r.stdout, re.M)) == steps
+    n_drop = len(re.findall(r"^drop_grad ", r.stdout, re.M))
+    assert n_drop == (len(L0) if dropout > 0 else 0), r.stdout
+    assert len(re.findall(r"^drop_adamw ", r.stdout, re.M)) == (steps if dropout > 0 else 0)
     assert re.search(r"^ALL OK", r.stdout, re.M)
     # the optimizer really moved the loss (otherwise matching would be vacuous)
     assert full_losses[-1] < full_losses[0] - 1e-3 and lora_losses[-1] < lora_losses[0] - 1e-3
     assert np.isfinite(full_losses).all()
 
 
-@pytest.mark.parametrize("tied,packed", [(True, False), (False, False), (True, True)],
-                         ids=["tied", "untied", "tied-packed"])
-def test_gradcheck(tool, tmp_path, tied, packed):
+@pytest.mark.parametrize("tied,packed,dropout", [(True, False, 0.0), (False, False, 0.0),
+                                                 (True, True, 0.0), (False, False, 0.1),
+                                                 (True, True, 0.3)],
+                         ids=["tied", "untied", "tied-packed", "untied-dropout", "tied-packed-dropout"])
+def test_gradcheck(tool, tmp_path, tied, packed, dropout):
     """Small random model (vocab 256, dim 64, 3 layers, 4 heads / 2 KV), float64.
-    Packed: two sequences share a row; the reference still runs each alone."""
+    Packed: two sequences share a row; the reference still runs each alone
+    (with dropout, on the mask rows its tokens occupy in the C batch)."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1234 + tied)
     cfg = ref.Config(tied=tied)
     P0 = ref.init_params(cfg, gen)
     L0 = ref.init_lora(cfg, RANK, gen)
-    check(tool, tmp_path, cfg, P0, L0, make_batch(cfg, gen, packed))
+    check(tool, tmp_path, cfg, P0, L0, make_batch(cfg, gen, packed), dropout=dropout)
 
 
 # "The capital of France is Paris. The capital of Germany is Berlin. ..." as
