@@ -1,4 +1,5 @@
-/* LoRA dropout (lora.h): the hash is splitmix64 (known outputs), the keep
+/* LoRA dropout (lora.h): the hash is splitmix64 (known outputs), the SIMD
+ * and scalar kernels give the spec's mask bit for bit, the keep
  * rate is 1 - p over many elements, kept values are scaled by 1/(1 - p),
  * masks are independent across projections and keys and do not depend on
  * the thread count; in the model, p = 0 is bit-identical to no dropout, a
@@ -17,6 +18,7 @@
 
 #include "base/pool.h"
 #include "train/lora.h"
+#include "train/train_internal.h"
 #include "train/train_model.h"
 
 /* splitmix64 seeded with 0 starts 0xe220a8397b1dcdaf, 0x6e789e6aa1b965f4
@@ -30,6 +32,57 @@ static void test_hash_is_splitmix64(void **state) {
     assert_true(lm_lora_dropout_key(42, 0, 0) != lm_lora_dropout_key(42, 0, 1));
     assert_true(lm_lora_dropout_key(42, 1, 0) != lm_lora_dropout_key(42, 0, 1));
     assert_true(lm_lora_dropout_key(42, 0, 0) != lm_lora_dropout_key(43, 0, 0));
+}
+
+/* The spec of lora.h written out element by element, independently of
+ * lora_dropout.c's row-wise loops. */
+static uint64_t spec_at(uint64_t h, uint64_t i) {
+    uint64_t z = h + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static int spec_kept(uint64_t pkey, uint64_t e, float p) {
+    uint64_t w = spec_at(pkey, e / 2);
+    uint32_t u = e % 2 ? (uint32_t)w : (uint32_t)(w >> 32);
+    return u >= (uint32_t)floor((double)p * 4294967296.0);
+}
+
+/* Odd and even row lengths (rows starting on odd elements), shorter and
+ * longer than one SIMD block: the SIMD and scalar kernels and the spec
+ * agree on every element, with and without accumulation. */
+static void test_spec_simd_scalar(void **state) {
+    (void)state;
+    const int shapes[][2] = {{1, 1}, {3, 7}, {5, 9}, {4, 16}, {7, 17}, {33, 53}, {2, 576}};
+    const float ps[] = {0.1f, 0.5f, 0.97f};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (size_t k = 0; k < sizeof ps / sizeof *ps; k++) {
+            int N = shapes[s][0], in = shapes[s][1];
+            size_t n = (size_t)N * in;
+            float *x = malloc(n * sizeof(float)), *a = malloc(n * sizeof(float)),
+                  *b = malloc(n * sizeof(float));
+            assert_non_null(x);
+            assert_non_null(a);
+            assert_non_null(b);
+            float p = ps[k], scale = (float)(1.0 / (1.0 - (double)p));
+            uint64_t pk = lm_lora_dropout_pkey(lm_lora_dropout_key(1u << 31, s, k), 1, LM_LORA_UP);
+            for (size_t i = 0; i < n; i++) x[i] = (float)((i * 37) % 101) / 7.0f - 5.0f;
+            for (int acc = 0; acc < 2; acc++) {
+                for (size_t i = 0; i < n; i++) a[i] = b[i] = acc ? 0.5f : NAN;
+                lm_lora_dropout_apply_isa(NULL, a, x, N, in, p, pk, acc, 1);
+                lm_lora_dropout_apply_isa(NULL, b, x, N, in, p, pk, acc, 0);
+                assert_memory_equal(a, b, n * sizeof(float));
+                for (size_t i = 0; i < n; i++) {
+                    float want = (spec_kept(pk, i, p) ? x[i] * scale : 0.0f) + (acc ? 0.5f : 0.0f);
+                    if (a[i] != want)
+                        fail_msg("%dx%d p %g acc %d: element %zu is %g, spec %g", N, in, (double)p,
+                                 acc, i, (double)a[i], (double)want);
+                }
+            }
+            free(x);
+            free(a);
+            free(b);
+        }
 }
 
 enum { RN = 600, RIN = 1000 };   /* 600k elements */
@@ -261,6 +314,7 @@ static void test_model_grad_fd(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hash_is_splitmix64),
+        cmocka_unit_test(test_spec_simd_scalar),
         cmocka_unit_test(test_keep_rate),
         cmocka_unit_test(test_apply_values_threads),
         cmocka_unit_test(test_model_p0_and_keys),

@@ -65,8 +65,10 @@ lm_lora *lm_lora_load(const lm_tmodel *m, const char *path, lm_err *err);
  *   key  = at(at(seed, step), micro)          run seed, 0-based optimizer
  *                                             step, micro-batch in the step
  *   pkey = at(key, layer * LM_LORA_N + target)
- *   u    = at(pkey, n * in + i)               element [n, i] of x[N, in]
- *   kept = (u >> 32) >= floor(p * 2^32)       p as the f32 value
+ *   e    = n * in + i                         element [n, i] of x[N, in]
+ *   w    = at(pkey, e / 2)                    one 64-bit word per two elements
+ *   u    = e even ? w >> 32 : w & 0xffffffff
+ *   kept = u >= floor(p * 2^32)               p as the f32 value
  * n is the row of the B*T batch (b * T + t, padding included). */
 uint64_t lm_lora_dropout_key(uint64_t seed, uint64_t step, uint64_t micro);
 uint64_t lm_lora_dropout_pkey(uint64_t key, int layer, int target);

@@ -49,6 +49,11 @@ uint64_t lm_trng_next(lm_trng *r);
 double lm_trng_uniform(lm_trng *r);   /* [0, 1) with 53 bits */
 double lm_trng_normal(lm_trng *r);
 
+/* lm_lora_dropout_apply with the AVX2 kernel allowed or not (tests check
+ * that both give the same bits). */
+void lm_lora_dropout_apply_isa(lm_pool *pool, float *out, const float *x, int N, int in, float p,
+                               uint64_t pkey, int acc, int allow_simd);
+
 /* Gradient buffer matching a parameter pointer of the model (NULL when the
  * model has no gradients). */
 static inline float *lm_tgrad(const lm_tmodel *m, const float *p) {

@@ -6,8 +6,10 @@ With G = 0x9E3779B97F4A7C15, mix = splitmix64's finaliser and
 at(h, i) = mix(h + (i + 1) G) mod 2^64:
   key  = at(at(seed, step), micro)
   pkey = at(key, layer * 7 + target)      target: q k v o gate up down = 0..6
-  u    = at(pkey, n * in + i)             element [n, i] of the input x[N, in]
-  kept = (u >> 32) >= floor(p * 2^32)     p as an f32
+  e    = n * in + i                       element [n, i] of the input x[N, in]
+  w    = at(pkey, e // 2)
+  u    = high 32 bits of w for even e, low 32 bits for odd e
+  kept = u >= floor(p * 2^32)             p as an f32
 and a kept element is scaled by 1 / (1 - p) (inverted dropout, as
 torch.nn.Dropout). n is the row of the C side's B*T batch."""
 import numpy as np
@@ -40,9 +42,11 @@ def key(seed, step, micro):
 def keep_mask(k, layer, target, N, inp, p):
     """Boolean [N, inp]: which elements of one projection's input are kept."""
     pkey = int(at(k, layer * len(ref.PROJ) + target))
-    u = at(pkey, np.arange(N * inp, dtype=np.uint64)).reshape(N, inp)
+    e = np.arange(N * inp, dtype=np.uint64)
+    w = at(pkey, e >> np.uint64(1))
+    u = np.where(e & np.uint64(1), w & np.uint64(0xFFFFFFFF), w >> np.uint64(32))
     thresh = int(float(np.float32(p)) * 2.0 ** 32)
-    return (u >> np.uint64(32)) >= np.uint64(thresh)
+    return (u >= np.uint64(thresh)).reshape(N, inp)
 
 
 def masks(cfg, p, seed, step, micro, N):
