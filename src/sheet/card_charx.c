@@ -91,18 +91,23 @@ static const entry *find(const entry *sorted, size_t n, const char *name, size_t
     return bsearch(&key, sorted, n, sizeof *sorted, cmp_entry);
 }
 
-/* Reads one entry: exactly its declared size, no more (the buffer has a
- * spare byte so that an archive lying about the size is caught). */
+/* Reads one entry: exactly its declared size, no more (one spare byte
+ * catches an archive lying about the size). The buffer grows with the
+ * data rather than trusting the declared size up front. */
 static int read_entry(zip_t *za, const entry *e, const char *src, unsigned char **out,
                       lm_err *err) {
     char nm[256];
     show(e->name, nm, sizeof nm);
     zip_file_t *zf = zip_fopen_index(za, e->index, 0);
     if (!zf) return lm_errf(err, "%s: entry '%s': cannot open: %s", src, nm, zip_strerror(za));
-    unsigned char *d = lm_sh_alloc(e->size + 1);
-    size_t got = 0;
+    size_t cap = e->size + 1 < 65536 ? e->size + 1 : 65536, got = 0;
+    unsigned char *d = lm_sh_alloc(cap);
     for (;;) {
-        zip_int64_t r = zip_fread(zf, d + got, e->size + 1 - got);
+        if (got == cap) {
+            cap = cap > (e->size + 1) / 2 ? e->size + 1 : cap * 2;
+            d = lm_sh_realloc(d, cap);
+        }
+        zip_int64_t r = zip_fread(zf, d + got, cap - got);
         if (r < 0) {
             lm_errf(err, "%s: entry '%s': %s", src, nm, zip_file_strerror(zf));
             goto fail;
