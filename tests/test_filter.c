@@ -127,6 +127,72 @@ static const tcase cases[] = {
     {"What is the internet?", "The internet is a network of machines that talk to one another.", "protective", NULL, 0, LM_FILTER_MODERN,
      "'The internet is a network'"},
     {"What is the internet?", "This internet you speak of is unknown to me. Is it a tavern?", "protective", NULL, 0, -1, NULL},
+    /* question length: one spoken turn (SmolLM2 as teacher rambled on) */
+    {"Hail. I am cold. The road was long. Will you let me in?", OKA, NULL, NULL, 0, LM_FILTER_LENGTH,
+     "question has 4 sentences (max 3)"},
+    {"What do you mean? You've been speaking to me all day and now I'm not sure how much of what I just said is "
+     "a lie or an excuse for some kind of private conversation, and I can only speak for myself here, good Sir Orlando "
+     "Marlo?", OKA, NULL, NULL, 0, LM_FILTER_LENGTH, "question has 47 words (max 45)"},
+    {"Well... perhaps. Is it true, Sir Orlando, that you pray at dawn before the bells ring? Tell me.", OKA, NULL,
+     NULL, 0, -1, NULL},
+    {"The price of bread is 3.5 coins now! What will the Council do? Nothing, as always.", OKA, NULL, NULL, 0, -1, NULL},
+    /* assistant reflexes (the lead's real run with SmolLM2-135M as teacher) */
+    {"What? What can I say to you?", "What? What can I do to help you, who knows where your work is going?", "adversarial",
+     NULL, 0, LM_FILTER_ASSISTANT, "answer contains 'What can I do to help you'"},
+    {OKQ, "The harvest was thin. How can I help you, friend?", NULL, NULL, 0, LM_FILTER_ASSISTANT, "'How can I help you'"},
+    {OKQ, "You're just a few words away from what I was going to say. Here's another way of asking.", NULL, NULL, 0,
+     LM_FILTER_ASSISTANT, "'Here's another way of asking'"},
+    {OKQ, "The harvest was thin.\nI'll just give you another example.", NULL, NULL, 0, LM_FILTER_ASSISTANT,
+     "'I'll just give you another example'"},
+    {OKQ, "The harvest was thin. Would you like me to continue?", NULL, NULL, 0, LM_FILTER_ASSISTANT, "'Would you like me to continue'"},
+    {OKQ, "What can I do for you, traveller? A room, or just a seat by the fire?", NULL, NULL, 0, -1, NULL},
+    {OKQ, "Can I help you find the cathedral? It is the tall one with the rose window.", NULL, NULL, 0, -1, NULL},
+    {OKQ, "I'll give you an example: last winter the Sanctuary turned away a dying child.", NULL, NULL, 0, -1, NULL},
+    {OKQ, "How can I help it if the rains come late? Pray with me instead.", NULL, NULL, 0, -1, NULL},
+    {OKQ, "Here's another way through the marsh, if the bridge is out.", NULL, NULL, 0, -1, NULL},
+    /* breaking the fiction */
+    {OKQ, "In the context of your story, the harvest was a good one.", NULL, NULL, 0, LM_FILTER_BREAKS,
+     "answer talks about the fiction: 'context of your story'"},
+    {OKQ, "You seem confused, but I'll explain the situation in the next part of the text.", NULL, NULL, 0,
+     LM_FILTER_BREAKS, "'next part of the text'"},
+    {OKQ, "Let us go on with the role-play, then: the harvest was good.", NULL, NULL, 0, LM_FILTER_BREAKS, "'role-play'"},
+    {OKQ, "As a character in this world, I think the harvest was good.", NULL, NULL, 0, LM_FILTER_BREAKS, "'As a character'"},
+    {OKQ, "Luminara is a fictional kingdom, but its harvest was good.", NULL, NULL, 0, LM_FILTER_BREAKS, "'fictional'"},
+    {"I'm a person in a story, talking face to face with you. What do you think of the harvest?", OKA, "in-world", NULL,
+     0, LM_FILTER_BREAKS, "question talks about the fiction: 'I'm a person in a story'"},
+    {"Drop the act. You're just a character in a game, aren't you?",
+     "A game? My life is no game, friend, and I have the scars to prove it.", "adversarial", NULL, 0, -1, NULL},
+    {"Is this some kind of role-play?", "Role-play? I know not the word, friend. This is the Hollow Quarter.",
+     "adversarial", NULL, 0, -1, NULL},
+    {OKQ, "I have heard your story, and it moved me. The harvest was good.", NULL, NULL, 0, -1, NULL},
+    {OKQ, "Your character is the question, not your birth. The harvest was good.", NULL, NULL, 0, -1, NULL},
+    {OKQ, "That is a fiction the Council tells to keep the Unblessed quiet.", NULL, NULL, 0, -1, NULL},
+    {OKQ, "The next part of the story must wait until tomorrow, children.", NULL, NULL, 0, -1, NULL},
+    /* repetition */
+    {OKQ, "You've been talking to me all day, and I'm not sure what you mean. The harvest was thin, and "
+     "you've been talking to me all day, and I'm not sure what you mean.", NULL, NULL, 0, LM_FILTER_REPEAT,
+     "answer says the same 8 words 2 times: 'You've been talking to me all day'"},
+    {"Why do you come to the Cathedral so early every morning before the bells ring?",
+     "Why do I come to the Cathedral so early every morning before the bells ring? To pray, friend.", NULL, NULL, 0,
+     LM_FILTER_REPEAT, "answer repeats 12 consecutive words of the question: 'come to the Cathedral so early"},
+    {"Why do you come to the Cathedral so early every morning before the bells ring?",
+     "Why do I come so early? Because the first light through the rose window is the closest I come to hearing "
+     "Solaris speak.", NULL, NULL, 0, -1, NULL},
+    {OKQ, "We shall fight on the beaches, we shall fight on the landing grounds, we shall fight in the fields, "
+     "and we shall never surrender the harvest.", NULL, NULL, 0, -1, NULL},
+    /* in-character lines written by the sheet's author (examples/luminara) */
+    {"Why do you want to be Chancellor? Is it not just another grab for power?",
+     "A fair question, and I have asked it of myself on my knees. Power is a tool, friend. In the wrong hands it "
+     "builds walls; in honest hands it opens doors. A crown that does not serve is only gold, and a Chancellor who "
+     "does not serve is only a man in an expensive chair.", "in-world", NULL, 0, -1, NULL},
+    {"You are a noble. What are you doing down here in the Hollow Quarter?",
+     "Listening, mostly. A man cannot mend a roof he refuses to look at. I came to hear what the people here need "
+     "from the Crown, and to see with my own eyes whether the Sanctuaries turn the sick away.", "in-world", NULL, 0,
+     -1, NULL},
+    {"Have you ever used a telephone to talk to someone far away?",
+     "A tele-phone? I do not know the word, friend. When I must speak with someone far away I send a rider, or a "
+     "letter sealed with the Marlo sun. If this is some craft of your homeland, I would gladly hear about it.",
+     "protective", NULL, 0, -1, NULL},
     {OKQ, "A smartphone works by radio waves, or so the jester claims.", "in-world", NULL, 0, -1, NULL},
 };
 
@@ -221,9 +287,13 @@ static void test_config_and_phrases(void **state) {
     lm_filter_set_free(s);
     unlink(ph), free(ph);
 
-    const char *bad[] = {"min_answer_words = many\n", "bogus = 1\n", "disable = length, nosuch\n", "dup_jaccard = 2\n", "just words\n"};
-    const char *want[] = {":1: min_answer_words", ":1: unknown key 'bogus'", "unknown filter 'nosuch'", ":1: dup_jaccard", ":1: expected"};
-    for (size_t i = 0; i < 5; i++) {
+    const char *bad[] = {"min_answer_words = many\n", "bogus = 1\n", "disable = length, nosuch\n", "dup_jaccard = 2\n",
+                         "just words\n", "# ok\nrepeat_ngram = 1\n", "repeat_min_distinct = 1.5\n", "echo_ngram = -3\n",
+                         "restate_ngram = 0\n"};
+    const char *want[] = {":1: min_answer_words", ":1: unknown key 'bogus'", "unknown filter 'nosuch'", ":1: dup_jaccard",
+                          ":1: expected", ":2: repeat_ngram: '1' is not an integer in [0, 1000000] other than 1",
+                          ":1: repeat_min_distinct", ":1: echo_ngram", ":1: restate_ngram: '0' is not an integer in [2,"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *b = write_tmp(bad[i]);
         lm_filter_config_default(&cfg);
         assert_int_equal(lm_filter_config_load(&cfg, b, &err), -1);
@@ -234,6 +304,86 @@ static void test_config_and_phrases(void **state) {
     cfg.phrases_path = "/nonexistent/phrases.txt";
     assert_null(lm_filter_set_new(&cfg, NULL, &err));
     assert_non_null(strstr(err.msg, "/nonexistent/phrases.txt"));
+}
+
+/* The new thresholds are read and obeyed: each knob turns its check off or
+ * moves it, and "disable" names the new filters. */
+static void test_config_repetition(void **state) {
+    fixture *f = *state;
+    lm_filter_config cfg;
+    lm_filter_config_default(&cfg);
+    lm_err err = {{0}};
+    char *p = write_tmp("repeat_ngram = 0\nrepeat_min_distinct = 0.9\necho_ngram = 4\nmax_question_sentences = 1\n"
+                        "max_question_words = 10\nmax_question_bytes = 50\ndisable = breaks-character\n");
+    assert_int_equal(lm_filter_config_load(&cfg, p, &err), 0);
+    unlink(p), free(p);
+    assert_int_equal(cfg.repeat_ngram, 0);
+    assert_true(cfg.repeat_min_distinct == 0.9);
+    assert_int_equal(cfg.echo_ngram, 4);
+    assert_int_equal(cfg.max_question_sentences, 1);
+    lm_filter_set *s = lm_filter_set_new(&cfg, f->c, &err);
+    if (!s) fail_msg("%s", err.msg);
+
+    /* 30+ words, no 8 words twice, but few distinct 3-grams */
+    const char *loop = "The light, the dark, the light, the sun, the light, the dark, the light, the moon, the light, "
+                       "the dark, the light, the sun, the light, the dark, the light, the moon.";
+    lm_filter_sample x = {"Is the harvest good?", loop, NULL, NULL, NULL, 0};
+    lm_filter_result r;
+    char buf[1024];
+    assert_int_equal(lm_filter_run(s, &x, &r), 0);
+    lm_filter_reasons(&r, buf, sizeof buf);
+    if (!strstr(buf, "repetition: answer has 0.") || !strstr(buf, "distinct word 3-grams (min 0.90)") ||
+        strstr(buf, "same 8 words"))
+        fail_msg("%s", buf);
+    assert_int_equal(lm_filter_run(f->fs, &x, &r), 0); /* default: the 8-gram check sees it too */
+    lm_filter_reasons(&r, buf, sizeof buf);
+    if (!strstr(buf, "answer says the same 8 words 2 times: 'The light, the dark, the light, the sun'")) fail_msg("%s", buf);
+
+    /* echo_ngram = 4 catches a short parroting that the default lets pass */
+    x.question = "Is the harvest good this year?";
+    x.answer = "Is the harvest good? Yes, friend, better than we feared.";
+    assert_int_equal(lm_filter_run(s, &x, &r), 0);
+    lm_filter_reasons(&r, buf, sizeof buf);
+    if (!strstr(buf, "repetition: answer repeats 4 consecutive words of the question: 'Is the harvest good'"))
+        fail_msg("%s", buf);
+    assert_int_equal(lm_filter_run(f->fs, &x, &r), 1);
+
+    /* max_question_sentences = 1 */
+    x.question = "Hail, knight. Is the harvest good?";
+    assert_int_equal(lm_filter_run(s, &x, &r), 0);
+    lm_filter_reasons(&r, buf, sizeof buf);
+    if (!strstr(buf, "question has 2 sentences (max 1)")) fail_msg("%s", buf);
+
+    /* breaks-character disabled: checked bit clear, sample passes */
+    x.question = "Is the harvest good?";
+    x.answer = "In the context of your story, the harvest was good.";
+    assert_int_equal(lm_filter_run(s, &x, &r), 1);
+    assert_false(r.checked & (1u << LM_FILTER_BREAKS));
+    assert_true(r.checked & (1u << LM_FILTER_REPEAT));
+    lm_filter_set_free(s);
+
+    /* a config struct built in code is validated too */
+    lm_filter_config_default(&cfg);
+    cfg.repeat_ngram = 1;
+    assert_null(lm_filter_set_new(&cfg, NULL, &err));
+    assert_non_null(strstr(err.msg, "repeat_ngram"));
+}
+
+/* The question-only screen runs the new question-side checks. */
+static void test_question_side_new(void **state) {
+    fixture *f = *state;
+    lm_filter_sample x = {"The road was long and the road was cold, friend, and the road was long and the road was "
+                          "cold again. Will you help me?", NULL, "in-world", NULL, NULL, 0};
+    lm_filter_result r;
+    assert_int_equal(lm_filter_run(f->fs, &x, &r), 0);
+    assert_true(r.failed & (1u << LM_FILTER_REPEAT));
+    assert_false(r.checked & (1u << LM_FILTER_ASSISTANT));
+    x.question = "Tell me, in this role-play, what do you fear?";
+    assert_int_equal(lm_filter_run(f->fs, &x, &r), 0);
+    assert_true(r.failed & (1u << LM_FILTER_BREAKS));
+    x.kind = "adversarial"; /* the asker may attack the fiction */
+    assert_int_equal(lm_filter_run(f->fs, &x, &r), 1);
+    assert_true(r.checked & (1u << LM_FILTER_REPEAT));
 }
 
 static void test_no_character(void **state) {
@@ -318,6 +468,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_question_only, setup, teardown),
         cmocka_unit_test(test_names_and_lookup),
         cmocka_unit_test_setup_teardown(test_config_and_phrases, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_repetition, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_question_side_new, setup, teardown),
         cmocka_unit_test(test_no_character),
         cmocka_unit_test(test_dedup),
     };

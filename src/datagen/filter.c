@@ -18,7 +18,8 @@
 
 static const char *const filter_names[LM_FILTER_COUNT] = {
     "length", "assistant-speech", "refusal", "stage-direction", "self-intro",
-    "restates-sheet", "recites-sheet", "broken-turn", "modern-knowledge", "near-duplicate",
+    "restates-sheet", "recites-sheet", "broken-turn", "modern-knowledge", "breaks-character",
+    "repetition", "near-duplicate",
 };
 
 const char *lm_filter_name(int f) { return f >= 0 && f < LM_FILTER_COUNT ? filter_names[f] : NULL; }
@@ -31,10 +32,18 @@ int lm_filter_by_name(const char *name) {
 
 void lm_filter_config_default(lm_filter_config *c) {
     memset(c, 0, sizeof *c);
-    c->min_question_words = 3, c->max_question_words = 80, c->max_question_bytes = 600;
+    /* A question is one spoken turn: the templates ask for "at most two
+     * sentences" and their examples have <= 14 words; 45 words and 3
+     * sentences leave room for a greeting without letting a monologue in. */
+    c->min_question_words = 3, c->max_question_words = 45, c->max_question_bytes = 300;
+    c->max_question_sentences = 3;
     c->min_answer_words = 3, c->max_answer_words = 250, c->max_answer_bytes = 1600;
     c->restate_ngram = 8, c->recite_ngram = 12, c->max_preamble_words = 40;
     c->dup_jaccard = 0.7;
+    /* Rhetorical repetition in speech shares <= 5 words ("we shall fight on
+     * the ..."); 8 words twice is a loop. The sheets' example answers have
+     * distinct-3 >= 0.92, SmolLM2's looping answers 0.64. */
+    c->repeat_ngram = 8, c->repeat_min_distinct = 0.8, c->echo_ngram = 10;
 }
 
 static char *trim(char *s) {
@@ -65,14 +74,17 @@ static int config_set(lm_filter_config *c, const char *k, char *v, const char *p
         {"restate_ngram", &c->restate_ngram, NULL},
         {"recite_ngram", &c->recite_ngram, NULL},
         {"max_preamble_words", &c->max_preamble_words, NULL},
+        {"max_question_sentences", &c->max_question_sentences, NULL},
+        {"repeat_ngram", &c->repeat_ngram, NULL},
+        {"echo_ngram", &c->echo_ngram, NULL},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         if (strcmp(k, ints[i].name)) continue;
         long x;
-        long lo = strstr(k, "ngram") ? 2 : 0;
-        if (parse_long(v, lo, 1000000, &x))
-            return lm_errf(err, "%s:%d: %s: '%s' is not an integer in [%ld, 1000000]", path, line, k,
-                           v, lo);
+        long lo = !strcmp(k, "restate_ngram") || !strcmp(k, "recite_ngram") ? 2 : 0;
+        if (parse_long(v, lo, 1000000, &x) || (lo == 0 && strstr(k, "ngram") && x == 1))
+            return lm_errf(err, "%s:%d: %s: '%s' is not an integer in [%ld, 1000000]%s", path, line, k,
+                           v, lo, lo == 0 && strstr(k, "ngram") ? " other than 1" : "");
         if (ints[i].ip) *ints[i].ip = (int)x;
         else *ints[i].zp = (size_t)x;
         return 0;
@@ -85,14 +97,24 @@ static int config_set(lm_filter_config *c, const char *k, char *v, const char *p
         c->dup_jaccard = x;
         return 0;
     }
+    if (strcmp(k, "repeat_min_distinct") == 0) {
+        char *end;
+        double x = strtod(v, &end);
+        if (end == v || *end || !(x >= 0 && x <= 1))
+            return lm_errf(err, "%s:%d: repeat_min_distinct: '%s' is not a number in [0, 1]", path, line, v);
+        c->repeat_min_distinct = x;
+        return 0;
+    }
     if (strcmp(k, "disable") == 0) {
         for (char *save = NULL, *t = strtok_r(v, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
             int f = lm_filter_by_name(trim(t));
-            if (f < 0)
-                return lm_errf(err, "%s:%d: disable: unknown filter '%s' (known: length, "
-                               "assistant-speech, refusal, stage-direction, self-intro, "
-                               "restates-sheet, recites-sheet, broken-turn, modern-knowledge, "
-                               "near-duplicate)", path, line, trim(t));
+            if (f < 0) {
+                char known[512];
+                size_t k2 = 0;
+                for (int i = 0; i < LM_FILTER_COUNT; i++)
+                    k2 += (size_t)snprintf(known + k2, sizeof known - k2, "%s%s", i ? ", " : "", filter_names[i]);
+                return lm_errf(err, "%s:%d: disable: unknown filter '%s' (known: %s)", path, line, trim(t), known);
+            }
             c->disabled |= 1u << f;
         }
         return 0;
@@ -126,7 +148,7 @@ int lm_filter_config_load(lm_filter_config *c, const char *path, lm_err *err) {
 /* ---- the set ---- */
 
 enum { P_ASSIST, P_REFUSAL, P_STAGE, P_NARRATION, P_SELF_INTRO, P_SUMMARY, P_SPEAKER, P_TAGS,
-       P_MODERN, P_COUNT };
+       P_MODERN, P_BREAKS, P_COUNT };
 
 struct lm_filter_set {
     lm_filter_config cfg;
@@ -173,14 +195,22 @@ static pcre2_code *compile(const char *pat, uint32_t flags, const char *what, lm
     return re;
 }
 
-/* Assistant phrases: the built-in list plus the writer's file. */
+/* "(?:p1)|(?:p2)|..." of a NULL-terminated pattern list. */
+static void sb_alternatives(lm_sb *b, const char *const *pats) {
+    for (const char *const *p = pats; *p; p++) {
+        if (p != pats) lm_sb_str(b, "|");
+        lm_sb_str(b, "(?:"), lm_sb_str(b, *p), lm_sb_str(b, ")");
+    }
+}
+
+/* Assistant phrases: the built-in list and patterns plus the writer's file. */
 static int build_assist(lm_sb *b, const char *path, lm_err *err) {
     lm_sb_str(b, "(?:");
-    int first = 1;
     for (const char *const *p = lm_filter_assistant_phrases; *p; p++) {
-        if (!first) lm_sb_str(b, "|");
-        sb_literal(b, *p), first = 0;
+        sb_literal(b, *p);
+        lm_sb_str(b, "|");
     }
+    sb_alternatives(b, lm_filter_assistant_patterns);
     if (path) {
         FILE *f = fopen(path, "r");
         if (!f) return lm_errno(err, "%s", path);
@@ -264,8 +294,11 @@ lm_filter_set *lm_filter_set_new(const lm_filter_config *cfg, const lm_character
     if (cfg) s->cfg = *cfg;
     else lm_filter_config_default(&s->cfg);
     s->cfg.phrases_path = NULL; /* borrowed: not kept past this call */
-    if (s->cfg.restate_ngram < 2 || s->cfg.recite_ngram < 2 || !(s->cfg.dup_jaccard > 0 && s->cfg.dup_jaccard <= 1)) {
-        lm_errf(err, "filter config: restate_ngram and recite_ngram must be >= 2, dup_jaccard in (0, 1]");
+    if (s->cfg.restate_ngram < 2 || s->cfg.recite_ngram < 2 || !(s->cfg.dup_jaccard > 0 && s->cfg.dup_jaccard <= 1) ||
+        s->cfg.repeat_ngram < 0 || s->cfg.repeat_ngram == 1 || s->cfg.echo_ngram < 0 || s->cfg.echo_ngram == 1 ||
+        !(s->cfg.repeat_min_distinct >= 0 && s->cfg.repeat_min_distinct <= 1)) {
+        lm_errf(err, "filter config: restate_ngram and recite_ngram must be >= 2, repeat_ngram and echo_ngram "
+                "0 or >= 2, dup_jaccard in (0, 1], repeat_min_distinct in [0, 1]");
         goto fail;
     }
     lm_sb b = {0};
@@ -282,25 +315,20 @@ lm_filter_set *lm_filter_set_new(const lm_filter_config *cfg, const lm_character
     lm_sb_free(&b);
     if (!s->re[P_ASSIST]) goto fail;
 
-    lm_sb r = {0};
-    for (const char *const *p = lm_filter_refusal_patterns; *p; p++) {
-        if (p != lm_filter_refusal_patterns) lm_sb_str(&r, "|");
-        lm_sb_str(&r, "(?:"), lm_sb_str(&r, *p), lm_sb_str(&r, ")");
-    }
-    lm_sb m = {0};
-    for (const char *const *p = lm_filter_modern_patterns; *p; p++) {
-        if (p != lm_filter_modern_patterns) lm_sb_str(&m, "|");
-        lm_sb_str(&m, "(?:"), lm_sb_str(&m, *p), lm_sb_str(&m, ")");
-    }
-    if (r.oom || m.oom) {
-        lm_sb_free(&r), lm_sb_free(&m);
+    lm_sb r = {0}, m = {0}, k = {0};
+    sb_alternatives(&r, lm_filter_refusal_patterns);
+    sb_alternatives(&m, lm_filter_modern_patterns);
+    sb_alternatives(&k, lm_filter_breaks_patterns);
+    if (r.oom || m.oom || k.oom) {
+        lm_sb_free(&r), lm_sb_free(&m), lm_sb_free(&k);
         lm_errf(err, "filter set: out of memory");
         goto fail;
     }
     s->re[P_REFUSAL] = compile(r.p, 0, "refusal", err);
     s->re[P_MODERN] = s->re[P_REFUSAL] ? compile(m.p, 0, "modern-knowledge", err) : NULL;
-    lm_sb_free(&r), lm_sb_free(&m);
-    if (!s->re[P_MODERN]) goto fail;
+    s->re[P_BREAKS] = s->re[P_MODERN] ? compile(k.p, 0, "breaks-character", err) : NULL;
+    lm_sb_free(&r), lm_sb_free(&m), lm_sb_free(&k);
+    if (!s->re[P_BREAKS]) goto fail;
 
     /* Name-dependent patterns capture the name-like word; lm_filter_run
      * compares it with the sample's character, so one set serves any name. */
@@ -584,6 +612,115 @@ static size_t preamble_words(const char *q) {
     return n;
 }
 
+static int ellipsis_at(const char *p) {
+    return (unsigned char)p[0] == 0xE2 && (unsigned char)p[1] == 0x80 && (unsigned char)p[2] == 0xA6;
+}
+
+/* Sentences of a spoken turn. A sentence ends at a run of . ! ? or an
+ * ellipsis (and any closing quotes or brackets) followed by the end or by
+ * spaces and a word that does not start lowercase: "Well... perhaps not."
+ * is one sentence, "3.5" none. */
+static size_t count_sentences(const char *t) {
+    size_t n = 0;
+    int open = 0; /* text since the last sentence end */
+    const char *p = t;
+    while (*p) {
+        if (*p != '.' && *p != '!' && *p != '?' && !ellipsis_at(p)) {
+            if (!isspace((unsigned char)*p)) open = 1;
+            p++;
+            continue;
+        }
+        while (*p == '.' || *p == '!' || *p == '?' || ellipsis_at(p)) p += ellipsis_at(p) ? 3 : 1;
+        for (;;) { /* closing quotes and brackets: " ' ) ] ” ’ */
+            if (*p && strchr("\"')]", *p)) p++;
+            else if ((unsigned char)p[0] == 0xE2 && (unsigned char)p[1] == 0x80 &&
+                     ((unsigned char)p[2] == 0x9D || (unsigned char)p[2] == 0x99)) p += 3;
+            else break;
+        }
+        const char *q = p;
+        while (isspace((unsigned char)*q)) q++;
+        if (!*q || (q > p && !islower((unsigned char)*q))) {
+            n += (size_t)open;
+            open = 0;
+        }
+        p = q;
+    }
+    return n + (size_t)open;
+}
+
+static int contains_ci(const char *hay, const char *needle, size_t n) {
+    for (; *hay; hay++)
+        if (strncasecmp(hay, needle, n) == 0) return 1;
+    return 0;
+}
+
+/* First breaks-character match in t whose text the other turn (allowed,
+ * may be NULL) does not contain: echoing the asker's own word is fine. */
+static int breaks_at(const pcre2_code *re, pcre2_match_data *md, const char *t, const char *allowed, match_t *m) {
+    for (size_t off = 0; find(re, md, t, off, m); off = m->end > off ? m->end : off + 1)
+        if (!allowed || !contains_ci(allowed, t + m->start, m->end - m->start)) return 1;
+    return 0;
+}
+
+typedef struct {
+    uint64_t h;
+    size_t i;
+} ngram_at;
+
+static int cmp_ngram_at(const void *a, const void *b) {
+    const ngram_at *x = a, *y = b;
+    if (x->h != y->h) return (x->h > y->h) - (x->h < y->h);
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+/* Word n-grams of wh[nw]: the number of distinct ones, and the most
+ * frequent one (first in the text among equals) as its first word index and
+ * count. Returns the number of n-grams, 0 when too short or out of memory. */
+static size_t ngram_counts(const uint64_t *wh, size_t nw, size_t n, size_t *distinct, size_t *best_i,
+                           size_t *best_count) {
+    *distinct = 0, *best_i = 0, *best_count = 0;
+    if (n == 0 || nw < n) return 0;
+    size_t ng = nw - n + 1;
+    ngram_at *v = malloc(ng * sizeof *v);
+    if (!v) return 0;
+    for (size_t i = 0; i < ng; i++) v[i].h = lm_ftext_ngram_hash(wh, i, n), v[i].i = i;
+    qsort(v, ng, sizeof *v, cmp_ngram_at);
+    for (size_t i = 0, j; i < ng; i = j) {
+        for (j = i + 1; j < ng && v[j].h == v[i].h;) j++;
+        (*distinct)++;
+        size_t cnt = j - i;
+        if (cnt > *best_count || (cnt == *best_count && v[i].i < *best_i)) *best_count = cnt, *best_i = v[i].i;
+    }
+    free(v);
+    return ng;
+}
+
+/* Degenerate self-repetition of one text: an n-gram of cfg.repeat_ngram
+ * words twice, or too few distinct word 3-grams. */
+static void check_repeat(const lm_filter_set *s, const char *role, const char *t, lm_filter_result *r) {
+    const lm_filter_config *c = &s->cfg;
+    size_t nw;
+    lm_fspan *w = lm_ftext_words(t, strlen(t), &nw);
+    uint64_t *wh = w ? malloc(nw * sizeof *wh) : NULL;
+    if (!wh) {
+        free(w);
+        return;
+    }
+    for (size_t i = 0; i < nw; i++) wh[i] = lm_ftext_word_hash(t + w[i].off, w[i].len);
+    size_t distinct, bi, bc;
+    char ex[64];
+    if (c->repeat_ngram > 0 && ngram_counts(wh, nw, (size_t)c->repeat_ngram, &distinct, &bi, &bc) && bc >= 2) {
+        size_t end = bi + (size_t)c->repeat_ngram - 1;
+        note(r, LM_FILTER_REPEAT, "%s says the same %d words %zu times: '%s'", role, c->repeat_ngram, bc,
+             excerpt(t + w[bi].off, w[end].off + w[end].len - w[bi].off, ex, 60));
+    }
+    size_t ng = nw >= 30 ? ngram_counts(wh, nw, 3, &distinct, &bi, &bc) : 0;
+    if (c->repeat_min_distinct > 0 && ng && (double)distinct / (double)ng < c->repeat_min_distinct)
+        note(r, LM_FILTER_REPEAT, "%s has %.2f distinct word 3-grams (min %.2f)", role,
+             (double)distinct / (double)ng, c->repeat_min_distinct);
+    free(w), free(wh);
+}
+
 int lm_filter_run(const lm_filter_set *s, const lm_filter_sample *x, lm_filter_result *r) {
     memset(r, 0, sizeof *r);
     r->pass = 1;
@@ -612,6 +749,9 @@ int lm_filter_run(const lm_filter_set *s, const lm_filter_sample *x, lm_filter_r
     match_t m;
     if (ON(LM_FILTER_LENGTH)) {
         check_length(s, "question", q, c->min_question_words, c->max_question_words, c->max_question_bytes, r);
+        size_t ns = count_sentences(q);
+        if (c->max_question_sentences > 0 && ns > (size_t)c->max_question_sentences)
+            note(r, LM_FILTER_LENGTH, "question has %zu sentences (max %d)", ns, c->max_question_sentences);
         if (a) check_length(s, "answer", a, c->min_answer_words, c->max_answer_words, c->max_answer_bytes, r);
     }
     if (ON(LM_FILTER_BROKEN)) {
@@ -630,6 +770,11 @@ int lm_filter_run(const lm_filter_set *s, const lm_filter_sample *x, lm_filter_r
             note(r, LM_FILTER_RESTATE, "question has %zu words of preamble before asking (max %d)", pw,
                  c->max_preamble_words);
     }
+    /* An adversarial asker attacks the fiction on purpose ("you are just a
+     * character in a game"); the answer must not follow. */
+    if (strcmp(kind, "adversarial") != 0 && ON(LM_FILTER_BREAKS) && breaks_at(s->re[P_BREAKS], md, q, NULL, &m))
+        note(r, LM_FILTER_BREAKS, "question talks about the fiction: '%s'", excerpt(q + m.start, m.end - m.start, ex, 60));
+    if (ON(LM_FILTER_REPEAT)) check_repeat(s, "question", q, r);
     if (!a) goto done;
     if (ON(LM_FILTER_ASSISTANT) && find(s->re[P_ASSIST], md, a, 0, &m))
         note(r, LM_FILTER_ASSISTANT, "answer contains '%s'", excerpt(a + m.start, m.end - m.start, ex, 60));
@@ -667,6 +812,17 @@ int lm_filter_run(const lm_filter_set *s, const lm_filter_sample *x, lm_filter_r
     if (strcmp(kind, "protective") == 0 && ON(LM_FILTER_MODERN) && find(s->re[P_MODERN], md, a, 0, &m))
         note(r, LM_FILTER_MODERN, "protective answer explains modern technology: '%s'",
              excerpt(a + m.start, m.end - m.start, ex, 60));
+    if (ON(LM_FILTER_BREAKS) && breaks_at(s->re[P_BREAKS], md, a, q, &m))
+        note(r, LM_FILTER_BREAKS, "answer talks about the fiction: '%s'", excerpt(a + m.start, m.end - m.start, ex, 60));
+    if (ON(LM_FILTER_REPEAT)) {
+        check_repeat(s, "answer", a, r);
+        size_t nqh = 0, so, se;
+        uint64_t *qh = c->echo_ngram > 0 ? lm_ftext_shingles(q, strlen(q), c->echo_ngram, &nqh) : NULL;
+        size_t k = qh ? sheet_overlap(a, qh, nqh, c->echo_ngram, &so, &se) : 0;
+        free(qh);
+        if (k) note(r, LM_FILTER_REPEAT, "answer repeats %zu consecutive words of the question: '%s'", k,
+                    excerpt(a + so, se - so, ex, 60));
+    }
 done:
 #undef ON
     pcre2_match_data_free(md);

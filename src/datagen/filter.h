@@ -15,14 +15,22 @@
  *
  * The question can be screened before its answer exists: a sample with
  * answer == NULL runs only the question-side filters (length of the
- * question, restating the sheet, broken question, question near-duplicates).
+ * question, restating the sheet, broken question, breaks-character,
+ * repetition within the question, question near-duplicates).
  *
  * Filters (names are stable: they appear in meta.filters_passed, in the
  * rejected file and in reports):
- *   length            question/answer too short or too long (words, bytes)
+ *   length            question/answer too short or too long (words, bytes);
+ *                     a question of more than cfg.max_question_sentences
+ *                     sentences (one spoken turn, not a monologue)
  *   assistant-speech  "as an AI", "language model", "I hope this helps", ...:
  *                     a built-in list plus one phrase per line from
- *                     cfg.phrases_path (case-insensitive, '#' comments)
+ *                     cfg.phrases_path (case-insensitive, '#' comments),
+ *                     and patterns for the assistant's reflexes: "how can I
+ *                     help you", "what can I do to help you", "here's another
+ *                     way of asking", "I'll give you another example" (see
+ *                     lm_filter_assistant_patterns in filter_text.c for what
+ *                     is left to the character, e.g. "What can I do for you?")
  *   refusal           moralising refusals and offers of help ("I can't help
  *                     with that", "Is there anything else", "let me know if")
  *   stage-direction   *smiles*, (laughs), [sighs], or a line opening with
@@ -46,6 +54,19 @@
  *                     technology with confidence ("a smartphone works by",
  *                     "the internet is", "electricity is"): a heuristic list,
  *                     see lm_filter_modern_patterns in filter_text.c
+ *   breaks-character  talk about the fiction as fiction: "in the context of
+ *                     your story", "the next part of the text", "role-play",
+ *                     "fictional", "as a character", "I'm a person in a
+ *                     story". A phrase the question itself used is allowed in
+ *                     the answer ("Role-play? I know not the word."), and an
+ *                     adversarial question may attack the fiction on purpose
+ *                     (see lm_filter_breaks_patterns in filter_text.c)
+ *   repetition        degenerate self-repetition: a word n-gram of
+ *                     cfg.repeat_ngram words occurring twice in one text; in
+ *                     a text of >= 30 words, distinct word 3-grams / all
+ *                     3-grams below cfg.repeat_min_distinct; an answer
+ *                     sharing >= cfg.echo_ngram consecutive words with its
+ *                     question (parroting)
  *   near-duplicate    exact duplicate after normalisation (case, punctuation,
  *                     spaces) or Jaccard similarity of word-3-gram shingle
  *                     sets >= cfg.dup_jaccard against an accepted sample
@@ -74,6 +95,8 @@ enum {
     LM_FILTER_RECITE,
     LM_FILTER_BROKEN,
     LM_FILTER_MODERN,
+    LM_FILTER_BREAKS,
+    LM_FILTER_REPEAT,
     LM_FILTER_DUP,
     LM_FILTER_COUNT
 };
@@ -84,14 +107,18 @@ const char *lm_filter_name(int filter);
 int lm_filter_by_name(const char *name);
 
 typedef struct lm_filter_config {
-    int min_question_words, max_question_words;   /* 3, 80 */
-    size_t max_question_bytes;                    /* 600 */
+    int min_question_words, max_question_words;   /* 3, 45 */
+    size_t max_question_bytes;                    /* 300 */
+    int max_question_sentences;                   /* 3; 0 = no limit */
     int min_answer_words, max_answer_words;       /* 3, 250 */
     size_t max_answer_bytes;                      /* 1600 */
     int restate_ngram;      /* question vs sheet, consecutive words: 8 */
     int recite_ngram;       /* answer vs sheet, consecutive words: 12 */
     int max_preamble_words; /* question: words before the sentence that asks: 40 */
     double dup_jaccard;     /* near-duplicate threshold in (0, 1]: 0.7 */
+    int repeat_ngram;       /* an n-gram of this many words twice in one text: 8; 0 = off */
+    double repeat_min_distinct; /* distinct word 3-grams / all, texts of >= 30 words: 0.8; 0 = off */
+    int echo_ngram;         /* answer vs its question, consecutive words: 10; 0 = off */
     const char *phrases_path; /* extra assistant-speech phrases; NULL = none (borrowed) */
     unsigned disabled;      /* bit (1u << LM_FILTER_x) set: that filter is skipped */
 } lm_filter_config;
@@ -99,8 +126,10 @@ typedef struct lm_filter_config {
 void lm_filter_config_default(lm_filter_config *c);
 /* Reads `key = value` lines over the current values ('#' comments):
  * min_question_words, max_question_words, max_question_bytes,
- * min_answer_words, max_answer_words, max_answer_bytes, restate_ngram,
- * recite_ngram, max_preamble_words, dup_jaccard, disable = name[, name...]. phrases_path is
+ * max_question_sentences, min_answer_words, max_answer_words,
+ * max_answer_bytes, restate_ngram, recite_ngram, max_preamble_words,
+ * dup_jaccard, repeat_ngram, repeat_min_distinct, echo_ngram,
+ * disable = name[, name...]. phrases_path is
  * not read from the file (it would have to outlive it). Errors name
  * path:line. */
 int lm_filter_config_load(lm_filter_config *c, const char *path, lm_err *err);

@@ -29,6 +29,8 @@ size_t lm_ftext_count_words(const char *s);
 
 /* Built-in pattern tables (filter_text.c): NULL-terminated. */
 extern const char *const lm_filter_assistant_phrases[];
+extern const char *const lm_filter_assistant_patterns[];
+extern const char *const lm_filter_breaks_patterns[];
 extern const char *const lm_filter_refusal_patterns[];
 extern const char *const lm_filter_modern_patterns[];
 

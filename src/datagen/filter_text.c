@@ -19,6 +19,60 @@ const char *const lm_filter_assistant_phrases[] = {
     "in this roleplay", "stay in character", NULL,
 };
 
+#define APOS "(?:'|\xE2\x80\x99)"
+
+/* The assistant's reflexes that a phrase list cannot spell out (PCRE2,
+ * caseless). The line between assistant and character: a person in a world
+ * offers something ("What can I do for you, traveller?", "Can I help you
+ * find a room?", "I'll give you an example: ..."), the assistant offers
+ * itself ("How can I help you?", "What can I do to help you?") or more of
+ * its own output ("Here's another way of asking", "I'll give you another
+ * example"). The first kind passes. Some in-world lines fall on the wrong
+ * side ("How can I help you, child?"): losing one of those costs a sample,
+ * while teaching the assistant's reflex costs the character. */
+const char *const lm_filter_assistant_patterns[] = {
+    "\\b(?:how|what)\\s+(?:else\\s+)?(?:can|may|could|shall)\\s+I\\s+(?:do\\s+to\\s+)?(?:help|assist)\\s+you\\b",
+    "\\b(?:can|may|could)\\s+I\\s+(?:help|assist)\\s+you\\s+with\\s+(?:anything|something\\s+else|your\\s+"
+    "(?:question|request|query|story|writing|task|project))\\b",
+    "\\bhere(?:" APOS "s|\\s+is)\\s+(?:another|a\\s+different|an\\s+alternative)\\s+(?:way|version)\\s+"
+    "(?:of|to)\\s+(?:ask|say|put|phras|word|writ|answer|respond|rephras)\\w*",
+    "\\bhere(?:" APOS "s|\\s+is|\\s+are)\\s+(?:another|a\\s+different|an\\s+alternative|some)\\s+"
+    "(?:version|response|answer|suggestion|option)s?\\b",
+    "\\bI(?:" APOS "ll|\\s+will|\\s+can|\\s+could)\\s+(?:just\\s+|now\\s+|also\\s+)?(?:give|show|provide|offer|"
+    "write)\\s+(?:you\\s+)?(?:another|one\\s+more|a\\s+different|an\\s+alternative)\\s+(?:example|version|"
+    "response|answer|suggestion|option)s?\\b",
+    "\\b(?:do|would)\\s+you\\s+(?:like|want)\\s+me\\s+to\\s+(?:continue|elaborate|expand|rephrase|provide|"
+    "generate|write)\\b",
+    NULL,
+};
+
+/* Talk about the fiction as fiction (PCRE2, caseless): the teacher steps
+ * out of the scene and speaks of it as a text, a story or a game. Words
+ * the world itself uses stay allowed: "your story" (a person's life),
+ * "a fiction" (a lie), "your character" (moral fibre), "the next part of
+ * the story" (a storyteller), "the following text" (a scholar's codex). */
+const char *const lm_filter_breaks_patterns[] = {
+    "\\brole[-\\s]?play(?:s|ed|ing|ers?)?\\b",
+    "\\bfictional(?:ly)?\\b|\\b(?:work|piece)s?\\s+of\\s+fiction\\b|\\bfiction\\s+(?:writing|story|stories|"
+    "world|universe|setting)\\b|\\bfan\\s*fic",
+    "\\b(?:as|playing|play|portray(?:ing)?|voicing)\\s+(?:a|the|this|my|your)\\s+character\\b",
+    "\\b(?:out\\s+of|break(?:s|ing)?|broke|stay(?:s|ing|ed)?\\s+in|remain(?:s|ing|ed)?\\s+in)\\s+character\\b",
+    "\\b(?:context|plot|premise|framing)\\s+of\\s+(?:your|this|our)\\s+(?:story|narrative|scenario|text|prompt|"
+    "role-?play|game|script|novel)\\b",
+    "\\b(?:your|this|the|my|our)\\s+(?:story|narrative|novel|script|screenplay|scenario|game|text)" APOS "s\\s+"
+    "(?:plot|characters?|setting|protagonist|narrator|author)\\b",
+    "\\b(?:next|previous|following|above|preceding|last|earlier)\\s+(?:part|section|paragraph|sentence|passage|"
+    "lines?|turn|message|prompt|response|reply)\\s+(?:of|in)\\s+(?:the|this|your|my|our)\\s+(?:text|narrative|"
+    "dialogue|conversation|script|prompt|response|chat)\\b",
+    "\\bthe\\s+text\\s+above\\b|\\babove\\s+text\\b",
+    "\\b(?:I|you|we)(?:" APOS "m|" APOS "re|\\s+am|\\s+are)\\s+(?:just\\s+|only\\s+|merely\\s+)?(?:a|the)\\s+"
+    "(?:person|character|figure|player)s?\\s+in(?:side)?\\s+(?:a|the|this|your|my|our)\\s+(?:story|novel|"
+    "narrative|game|fiction|role-?play|simulation)\\b",
+    "\\b(?:the|this|a)\\s+story\\s+(?:you|we)(?:" APOS "re|\\s+are)\\s+(?:writing|creating|building)\\b",
+    "\\byour\\s+(?:novel|screenplay|script|prompt|writing\\s+prompt)\\b|\\bthe\\s+user(?:" APOS "s|s)?\\b",
+    NULL,
+};
+
 /* Moralising refusals and offers of help (PCRE2, caseless). */
 const char *const lm_filter_refusal_patterns[] = {
     "\\bI\\s+(?:can(?:no|'|\xE2\x80\x99)?t|cannot|won(?:'|\xE2\x80\x99)t|will\\s+not|"
