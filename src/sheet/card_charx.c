@@ -13,8 +13,9 @@
 #include "sheet/card_charx.h"
 #include "sheet/util.h"
 
-/* Fixed entry times keep exported archives byte-reproducible. */
-#define CHARX_MTIME ((time_t)315532800) /* 1980-01-01, the DOS epoch */
+/* Fixed entry times keep exported archives byte-reproducible. Noon of
+ * 2000-01-01 UTC: a DOS date in every time zone (ZIP times are local). */
+#define CHARX_MTIME ((time_t)946728000)
 #define DIR_DEPTH_MAX 32
 
 void lm_charx_files_clear(lm_charx_files *f) {
