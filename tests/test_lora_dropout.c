@@ -4,19 +4,25 @@
  * masks are independent across projections and keys and do not depend on
  * the thread count; in the model, p = 0 is bit-identical to no dropout, a
  * mask is a pure function of its key, and the gradient with dropout
- * matches finite differences of the (fixed-mask) loss. tests/torch/ checks
+ * matches finite differences of the (fixed-mask) loss; the value reaches
+ * the PEFT export and comes back from its import. tests/torch/ checks
  * the same masks, built by numpy, against PyTorch. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "base/pool.h"
+#include "model/adapter.h"
+#include "model/gguf.h"
+#include "model/llama.h"
+#include "train/peft.h"
 #include "train/lora.h"
 #include "train/train_internal.h"
 #include "train/train_model.h"
@@ -311,6 +317,73 @@ static void test_model_grad_fd(void **state) {
     mc_free(&c);
 }
 
+/* The dropout trained with travels: adapter.gguf (adapter.lora.dropout,
+ * absent when 0) -> lm_adapter -> the PEFT export's lora_dropout -> back
+ * through the import. */
+static void test_export_records_dropout(void **state) {
+    (void)state;
+    char dir[] = "/tmp/lm_test_ldrop_XXXXXX", path[96], base[96], peft[96], back[96];
+    assert_non_null(mkdtemp(dir));
+    snprintf(base, sizeof base, "%s/base.gguf", dir);
+    snprintf(path, sizeof path, "%s/adapter.gguf", dir);
+    snprintf(peft, sizeof peft, "%s/peft", dir);
+    snprintf(back, sizeof back, "%s/back.gguf", dir);
+    lm_err err = {{0}};
+    lm_tmodel *tm = lm_tmodel_new_random(&tiny, 7, 0.5f, &err);
+    assert_non_null(tm);
+    /* the runtime model needs llama.context_length, which a training
+     * checkpoint's model.gguf lacks: written here */
+    gguf_writer *w = gguf_writer_new();
+    assert_non_null(w);
+    int rc = gguf_set_str(w, "general.architecture", "llama", &err) ||
+             gguf_set_u32(w, "llama.block_count", (uint32_t)tiny.n_layers, &err) ||
+             gguf_set_u32(w, "llama.embedding_length", (uint32_t)tiny.dim, &err) ||
+             gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)tiny.ffn_dim, &err) ||
+             gguf_set_u32(w, "llama.attention.head_count", (uint32_t)tiny.n_heads, &err) ||
+             gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)tiny.n_kv_heads, &err) ||
+             gguf_set_u32(w, "llama.context_length", 64, &err) ||
+             gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", tiny.rms_eps, &err);
+    for (int i = 0; !rc && i < tm->n_tensors; i++) {
+        const lm_ttensor *t = &tm->tensors[i];
+        rc = gguf_add_tensor(w, t->name, LM_F32, t->n_dims, t->ne, tm->params + t->offset,
+                             t->numel * sizeof(float), &err);
+    }
+    if (rc || gguf_write(w, base, &err)) fail_msg("%s", err.msg);
+    gguf_writer_free(w);
+    lm_model *m = lm_model_load(base, &err);
+    if (!m) fail_msg("%s", err.msg);
+    const float ps[] = {0.0f, 0.25f};
+    for (int k = 0; k < 2; k++) {
+        lm_lora *l = lm_lora_new(tm, 2, 4.0f, LM_LORA_ALL, 1, &err);
+        assert_non_null(l);
+        l->dropout = ps[k];
+        if (lm_lora_save(l, path, &err)) fail_msg("%s", err.msg);
+        lm_lora_free(l);
+        lm_adapter *a = lm_adapter_load(m, path, &err);
+        if (!a) fail_msg("%s", err.msg);
+        assert_true(a->dropout == ps[k]);
+        if (lm_peft_write(m, a, peft, NULL, &err)) fail_msg("%s", err.msg);
+        lm_adapter_free(a);
+        char cj[160], buf[4096];
+        snprintf(cj, sizeof cj, "%s/adapter_config.json", peft);
+        FILE *f = fopen(cj, "r");
+        assert_non_null(f);
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        assert_non_null(strstr(buf, k ? "\"lora_dropout\": 0.25," : "\"lora_dropout\": 0.0,"));
+        if (lm_peft_import(m, peft, back, &err)) fail_msg("%s", err.msg);
+        a = lm_adapter_load(m, back, &err);
+        if (!a) fail_msg("%s", err.msg);
+        assert_true(a->dropout == ps[k]);
+        lm_adapter_free(a);
+    }
+    lm_model_free(m);
+    lm_tmodel_free(tm);
+    snprintf(path, sizeof path, "rm -rf '%s'", dir);
+    assert_int_equal(system(path), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hash_is_splitmix64),
@@ -319,6 +392,7 @@ int main(void) {
         cmocka_unit_test(test_apply_values_threads),
         cmocka_unit_test(test_model_p0_and_keys),
         cmocka_unit_test(test_model_grad_fd),
+        cmocka_unit_test(test_export_records_dropout),
     };
     return cmocka_run_group_tests_name("lora_dropout", tests, NULL, NULL);
 }
