@@ -3,7 +3,7 @@
 PyTorch training loop, same weights, same tokens, same thread count.
 
 SmolLM2-135M, sequence 256, batch 8 (one optimizer step = 8 sequences, run
-as micro-batches of --micro-full / --micro-lora sequences on both sides,
+as micro-batches of --micro-full / --micro-lora sequences on every side,
 gradients accumulated), AdamW, every position counted in the loss. Each
 configuration runs in its own process so peak RSS is per run. Prints a
 Markdown table: tokens/s, peak RSS, ratios, and model FLOP utilisation
@@ -15,7 +15,14 @@ LoRA there is plain A/B matrices on all seven projections, as ours. It runs
 under /usr/bin/python3 (Debian's python3-torch) unless --torch-python says
 otherwise.
 
+The TRL column is Hugging Face TRL's SFTTrainer on a transformers
+LlamaForCausalLM holding the same weights, fed the same token rows
+pre-tokenized (peft LoraConfig r, alpha = 2r, the same seven projections,
+for LoRA). It runs in the venv of scripts/setup_trl_venv.sh (TRL 0.8.6 on
+the same Debian torch) and is skipped, with a note, when that is missing.
+
     python3 bench/bench_train.py [--threads N] [--steps S] [--model PATH]
+                                 [--impls lemonpc,torch,trl]
 """
 import argparse
 import json
@@ -30,6 +37,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUILD = ROOT / os.environ.get("LEMONPC_BUILD", "build")
+sys.path.insert(0, str(ROOT / "tests" / "torch"))   # gguf_mini, llama_ref (workers)
 
 
 def default_model():
@@ -42,14 +50,12 @@ def default_model():
 
 # ---------------------------------------------------------------- torch side
 
-def torch_worker(a):
+def load_model(a):
+    """GGUF -> (llama_ref Config, HF-layout f32 parameter dict, GGUF metadata)."""
     import torch
-    sys.path.insert(0, str(ROOT / "tests" / "torch"))
     import gguf_mini
     import llama_ref as R
 
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(1)
     kvs, tensors = gguf_mini.read(a.model)
     arch = kvs["general.architecture"]
     dim = int(kvs[f"{arch}.embedding_length"])
@@ -62,8 +68,21 @@ def torch_worker(a):
                    eps=float(kvs.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
                    tied="output.weight" not in tensors)
     P = R.params_from_gguf(cfg, tensors, torch.float32)
-    del tensors
-    rows = [[int(x) for x in line.split()] for line in open(a.tokens)]
+    return cfg, P, kvs
+
+
+def read_tokens(path):
+    return [[int(x) for x in line.split()] for line in open(path)]
+
+
+def torch_worker(a):
+    import torch
+    import llama_ref as R
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(1)
+    cfg, P, _ = load_model(a)
+    rows = read_tokens(a.tokens)
     data = torch.tensor(rows, dtype=torch.long)            # [B, T + 1]
     B, T = data.shape[0], data.shape[1] - 1
 
@@ -114,7 +133,135 @@ def torch_worker(a):
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 
 
+# ---------------------------------------------------------------- TRL side
+
+HF_PROJ = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
+           "o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj",
+           "down": "mlp.down_proj"}
+
+
+def hf_llama(cfg, P, kvs):
+    """llama_ref parameters (HF layout already) -> transformers LlamaForCausalLM."""
+    import transformers
+    arch = kvs["general.architecture"]
+    hf = transformers.LlamaConfig(
+        vocab_size=cfg.vocab, hidden_size=cfg.dim, intermediate_size=cfg.ffn,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_kv_heads, rms_norm_eps=cfg.eps, rope_theta=cfg.rope_base,
+        max_position_embeddings=int(kvs.get(f"{arch}.context_length", 2048)),
+        tie_word_embeddings=cfg.tied, attention_bias=False, hidden_act="silu",
+        torch_dtype="float32")
+    model = transformers.LlamaForCausalLM(hf)
+    sd = {"model.embed_tokens.weight": P["embed"], "model.norm.weight": P["final_norm"],
+          "lm_head.weight": P["embed"] if cfg.tied else P["lm_head"]}
+    for l in range(cfg.n_layers):
+        sd[f"model.layers.{l}.input_layernorm.weight"] = P[f"{l}.attn_norm"]
+        sd[f"model.layers.{l}.post_attention_layernorm.weight"] = P[f"{l}.ffn_norm"]
+        for p, name in HF_PROJ.items():
+            sd[f"model.layers.{l}.{name}.weight"] = P[f"{l}.{p}"]
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def gguf_tokenizer(kvs, max_len):
+    """The model's byte-level BPE from the GGUF vocabulary and merges. The
+    data is pre-tokenized, so SFTTrainer's collator only uses its pad token."""
+    import tokenizers
+    from transformers import PreTrainedTokenizerFast
+    toks = kvs["tokenizer.ggml.tokens"]
+    merges = [tuple(m.split(" ", 1)) for m in kvs["tokenizer.ggml.merges"]]
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE({t: i for i, t in enumerate(toks)}, merges))
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    # Id 0 (<|endoftext|>) as pad: the bench's random ids start at 1, so the
+    # collator's "labels[input_ids == pad] = -100" masks nothing.
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token=toks[0], eos_token=toks[0],
+                                   model_max_length=max_len, padding_side="right")
+
+
+def trl_worker(a):
+    """SFTTrainer as a user would run it on CPU: pre-tokenized fixed-length
+    rows (what packing produces; nothing to pad), labels = input_ids shifted
+    inside the model, micro-batches with gradient accumulation, AdamW with
+    a constant learning rate, clipping at 1.0, fp32, no checkpointing."""
+    import tempfile as tf
+    import torch
+    import datasets
+    import transformers
+    import trl
+    from transformers import TrainerCallback, TrainingArguments
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(1)
+    cfg, P, kvs = load_model(a)
+    model = hf_llama(cfg, P, kvs)
+    del P
+    rows = read_tokens(a.tokens)                       # B rows of T + 1 ids
+    B, T = len(rows), len(rows[0]) - 1
+    if B % a.micro:
+        raise SystemExit(f"trl worker: batch {B} is not a multiple of micro-batch {a.micro}")
+    tok = gguf_tokenizer(kvs, T + 1)
+    if any(t == tok.pad_token_id for r in rows for t in r):
+        raise SystemExit(f"trl worker: {a.tokens} holds pad id {tok.pad_token_id}")
+    # T + 1 ids per row: the model shifts labels, so the loss covers the same
+    # B x T next-token targets as the other two sides.
+    ds = datasets.Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * (T + 1)] * B})
+
+    peft_cfg = None
+    if a.mode == "lora":
+        import peft
+        peft_cfg = peft.LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=0.0, bias="none",
+                                   target_modules=[n.split(".")[1] for n in HF_PROJ.values()],
+                                   task_type="CAUSAL_LM")
+    marks = []
+
+    class Clock(TrainerCallback):
+        # One mark per optimizer step, after it; step s is timed from the
+        # end of step s - 1, so the warm-up step (s = 0) is not timed.
+        def on_step_end(self, args, state, control, **kw):
+            marks.append((time.perf_counter(), time.process_time(), torch.get_num_threads()))
+
+    with tf.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, use_cpu=True, seed=1, max_steps=a.steps + 1,
+            per_device_train_batch_size=a.micro, gradient_accumulation_steps=B // a.micro,
+            learning_rate=1e-4 if a.mode == "lora" else 1e-5, lr_scheduler_type="constant",
+            warmup_steps=0, optim="adamw_torch", weight_decay=0.01, adam_beta1=0.9,
+            adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=1.0, gradient_checkpointing=False,
+            logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
+            dataloader_num_workers=0)
+        trainer = trl.SFTTrainer(model=model, args=args, train_dataset=ds, tokenizer=tok,
+                                 peft_config=peft_cfg, dataset_text_field="input_ids",
+                                 max_seq_length=T + 1, packing=False, callbacks=[Clock()])
+        trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    times = [m[0] - p[0] for p, m in zip(marks, marks[1:])]
+    cpu = [m[1] - p[1] for p, m in zip(marks, marks[1:])]
+    for s, loss in enumerate(losses):
+        print(f"trl step {s} loss {loss:.4f}" + (f" {times[s - 1]:.2f}s" if s else ""), file=sys.stderr)
+    print(json.dumps({"impl": f"trl {trl.__version__}", "mode": a.mode, "threads": marks[-1][2],
+                      "tok_s": B * T * len(times) / sum(times), "s_per_step": sum(times) / len(times),
+                      "cpu_s_per_step": sum(cpu) / len(cpu),
+                      "loss_first": losses[0], "loss_last": losses[-1],
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+
+
 # ---------------------------------------------------------------- driver
+
+def default_trl_python():
+    venv = os.environ.get("LEMONPC_TRL_VENV") or os.path.join(
+        os.environ.get("LEMONPC_CACHE", os.path.expanduser("~/.cache/lemonpc")), "trl-venv")
+    return os.path.join(venv, "bin", "python")
+
+
+def trl_available(python):
+    if not os.path.exists(python):
+        return False
+    p = subprocess.run([python, "-c", "import trl, peft, datasets"], capture_output=True)
+    return p.returncode == 0
+
 
 def run_json(cmd, env=None):
     t0 = time.time()
@@ -140,37 +287,53 @@ def main():
     ap.add_argument("--peak-gflops", type=float, default=100.0,
                     help="f32 peak per core (Zen 3/4: 2 x 256-bit FMA per cycle at ~3 GHz)")
     ap.add_argument("--torch-python", default="/usr/bin/python3")
+    ap.add_argument("--trl-python", default=default_trl_python(),
+                    help="python of scripts/setup_trl_venv.sh; TRL is skipped when it is missing")
+    ap.add_argument("--impls", default="lemonpc,torch,trl", help="which columns to run")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--trl-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tokens", help=argparse.SUPPRESS)
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--micro", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.torch_worker:
         return torch_worker(a)
+    if a.trl_worker:
+        return trl_worker(a)
 
+    impls = a.impls.split(",")
     exe = BUILD / "bench" / "train_step"
     if not exe.exists():
         raise SystemExit(f"{exe} missing: run `make build/bench/train_step`")
     if not os.path.exists(a.model):
         raise SystemExit(f"{a.model} missing: run scripts/fetch_model.sh")
+    if "trl" in impls and not trl_available(a.trl_python):
+        print(f"TRL: not installed ({a.trl_python}: run scripts/setup_trl_venv.sh)", file=sys.stderr)
+        impls.remove("trl")
     rng = random.Random(1234)
     tok = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
     with tok:
         for _ in range(a.batch):
             tok.write(" ".join(str(rng.randrange(1, 49152)) for _ in range(a.seq + 1)) + "\n")
     load = os.getloadavg()
-    results = []
+    results = []   # (mode, micro, {impl: result})
     try:
         for mode in a.modes.split(","):
             micro = a.micro_full if mode == "full" else a.micro_lora
-            ours = run_json([str(exe), a.model, tok.name, str(a.threads), mode, str(a.batch),
-                             str(a.seq), str(micro), str(a.steps), str(a.rank)])
-            theirs = run_json([a.torch_python, __file__, "--torch-worker", "--model", a.model,
-                               "--tokens", tok.name, "--threads", str(a.threads), "--mode", mode,
-                               "--micro", str(micro), "--steps", str(a.steps), "--rank",
-                               str(a.rank)])
-            results.append((mode, micro, ours, theirs))
-            print(f"{mode}: ours {ours['tok_s']:.1f} tok/s, torch {theirs['tok_s']:.1f} tok/s",
+            worker = ["--model", a.model, "--tokens", tok.name, "--threads", str(a.threads),
+                      "--mode", mode, "--micro", str(micro), "--steps", str(a.steps),
+                      "--rank", str(a.rank)]
+            r = {}
+            if "lemonpc" in impls:
+                r["lemonpc"] = run_json([str(exe), a.model, tok.name, str(a.threads), mode,
+                                         str(a.batch), str(a.seq), str(micro), str(a.steps),
+                                         str(a.rank)])
+            if "torch" in impls:
+                r["torch"] = run_json([a.torch_python, __file__, "--torch-worker"] + worker)
+            if "trl" in impls:
+                r["trl"] = run_json([a.trl_python, __file__, "--trl-worker"] + worker)
+            results.append((mode, micro, r))
+            print(f"{mode}: " + ", ".join(f"{k} {v['tok_s']:.1f} tok/s" for k, v in r.items()),
                   file=sys.stderr)
     finally:
         os.unlink(tok.name)
@@ -181,18 +344,28 @@ def main():
           f"{a.steps} timed steps after 1 warm-up; load average {load[0]:.1f} -> {load_end[0]:.1f}\n")
     print("| mode | micro | impl | tokens/s | s/step | CPU s/step | peak RSS MB | MFU | loss first -> last |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for mode, micro, ours, theirs in results:
-        fpt = ours["flop_per_token"]
-        for r in (ours, theirs):
-            print(f"| {mode} | {micro} | {r['impl']} | {r['tok_s']:.1f} | {r['s_per_step']:.1f} | "
-                  f"{r['cpu_s_per_step']:.1f} | {r['peak_rss_mb']:.0f} | {100 * r['tok_s'] * fpt / peak:.1f}% | "
-                  f"{r['loss_first']:.4f} -> {r['loss_last']:.4f} |")
-    print("\n| mode | tokens/s ours / torch | CPU s/step torch / ours | peak RSS ours / torch |")
-    print("|---|---|---|---|")
-    for mode, micro, ours, theirs in results:
-        print(f"| {mode} | {ours['tok_s'] / theirs['tok_s']:.2f}x | "
-              f"{theirs['cpu_s_per_step'] / ours['cpu_s_per_step']:.2f}x | "
-              f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}x |")
+    for mode, micro, r in results:
+        fpt = r["lemonpc"]["flop_per_token"] if "lemonpc" in r else None   # counted in C
+        for v in r.values():
+            mfu = f"{100 * v['tok_s'] * fpt / peak:.1f}%" if fpt else "-"
+            print(f"| {mode} | {micro} | {v['impl']} | {v['tok_s']:.1f} | {v['s_per_step']:.1f} | "
+                  f"{v['cpu_s_per_step']:.1f} | {v['peak_rss_mb']:.0f} | {mfu} | "
+                  f"{v['loss_first']:.4f} -> {v['loss_last']:.4f} |")
+    others = [k for k in ("torch", "trl") if k in impls]
+    if "lemonpc" in impls and others:
+        head = " | ".join(f"tokens/s ours / {k} | CPU s/step {k} / ours | peak RSS ours / {k}"
+                          for k in others)
+        print(f"\n| mode | {head} |")
+        print("|---|" + "---|" * 3 * len(others))
+        for mode, micro, r in results:
+            ours = r["lemonpc"]
+            cells = []
+            for k in others:
+                t = r[k]
+                cells += [f"{ours['tok_s'] / t['tok_s']:.2f}x",
+                          f"{t['cpu_s_per_step'] / ours['cpu_s_per_step']:.2f}x",
+                          f"{ours['peak_rss_mb'] / t['peak_rss_mb']:.2f}x"]
+            print(f"| {mode} | " + " | ".join(cells) + " |")
     print(f"\nMFU = tokens/s x FLOPs/token (6N full, 4N LoRA, N = parameters, plus causal "
           f"attention) / ({a.threads} x {a.peak_gflops:.0f} GFLOP/s).")
 
