@@ -109,6 +109,10 @@ static int out_commit(out_set *o, lm_err *err) {
         }
         if (f->tmp && rename(f->tmp, f->path) != 0) {
             lm_errno(err, "%s: cannot rename into place", f->path);
+            if (f->old && rename(f->old, f->path) == 0) { /* put the old folder back */
+                free(f->old);
+                f->old = NULL;
+            }
             out_unstage(o, i, o->n);
             return -1;
         }
