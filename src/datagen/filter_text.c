@@ -41,6 +41,11 @@ const char *const lm_filter_assistant_patterns[] = {
     "\\bI(?:" APOS "ll|\\s+will|\\s+can|\\s+could)\\s+(?:just\\s+|now\\s+|also\\s+)?(?:give|show|provide|offer|"
     "write)\\s+(?:you\\s+)?(?:another|one\\s+more|a\\s+different|an\\s+alternative)\\s+(?:example|version|"
     "response|answer|suggestion|option)s?\\b",
+    /* "I am an AI with a heart full of compassion" (SmolLM2, answering an
+     * asker who called the character an AI); a denial ("I am no AI") passes
+     * and so does "an assistant to the High Lector" (an aide). */
+    "\\bI(?:" APOS "m|\\s+am)\\s+(?:just\\s+|only\\s+|merely\\s+|really\\s+|actually\\s+)?(?:an?\\s+)?"
+    "(?:AI|artificial\\s+intelligence|chat\\s*bot|computer\\s+program|virtual\\s+assistant|AI\\s+assistant)\\b",
     "\\b(?:do|would)\\s+you\\s+(?:like|want)\\s+me\\s+to\\s+(?:continue|elaborate|expand|rephrase|provide|"
     "generate|write)\\b",
     NULL,
