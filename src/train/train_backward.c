@@ -10,9 +10,10 @@
  * With dropout the mask is regenerated (lora.h: a pure function of the
  * key) rather than kept from forward: xl, then (dy B) A, are built in
  * a->tmp ([N, max width], free once dB is done), so dropout costs no
- * memory -- a float copy per projection would be ~L * 7 * N * dim floats,
- * even a bit mask ~40 MB on SmolLM2 at batch 8 x 256 -- only hashing,
- * three times per element per micro-batch. */
+ * memory. Keeping masks would cost a float copy of every adapted input
+ * (~L * 7 * N * dim floats), or as bits still ~19 KB per token on
+ * SmolLM2 (38 MB for 2048 tokens, over the LoRA 1 GB budget); hashing
+ * three times per element (once forward, twice here) costs ~2% of a step. */
 static void linear_bwd(lm_pool *pool, lm_tmodel *m, lm_lora *lora, lm_tacts *a,
                        const lm_tbatch *b, int l, int target, float *dx, const float *dy,
                        const float *x, int in, int outd) {
@@ -64,11 +65,11 @@ int lm_train_backward(lm_tmodel *m, lm_lora *lora, lm_tacts *a, const lm_tbatch 
     for (int l = L - 1; l >= 0; l--) {
         float *const *w = m->layer[l];
         /* a->dres is d res[l+1] = d res_mid (identity path) before the adds below */
-        lm_op_swiglu_fwd(a->hmul[l], a->gate[l], a->up[l], (size_t)N * F);
+        lm_op_swiglu_fwd(pool, a->hmul[l], a->gate[l], a->up[l], (size_t)N * F);
         lm_op_rmsnorm_apply(a->ln2[l], a->res_mid[l], a->rstd2[l], w[LM_TW_FFN_NORM], N, D);
         memset(a->dhmul, 0, (size_t)N * F * sizeof(float));
         linear_bwd(pool, m, lora, a, b, l, LM_LORA_DOWN, a->dhmul, a->dres, a->hmul[l], F, D);
-        lm_op_swiglu_bwd(a->dgate, a->dup, a->dhmul, a->gate[l], a->up[l], (size_t)N * F);
+        lm_op_swiglu_bwd(pool, a->dgate, a->dup, a->dhmul, a->gate[l], a->up[l], (size_t)N * F);
         memset(a->dln, 0, nD * sizeof(float));
         linear_bwd(pool, m, lora, a, b, l, LM_LORA_GATE, a->dln, a->dgate, a->ln2[l], D, F);
         linear_bwd(pool, m, lora, a, b, l, LM_LORA_UP, a->dln, a->dup, a->ln2[l], D, F);
