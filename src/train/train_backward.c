@@ -13,8 +13,8 @@
  * memory. Keeping masks would cost a float copy of every adapted input
  * (~L * 7 * N * dim floats), or as bits still ~19 KB per token on
  * SmolLM2 (38 MB for 2048 tokens, which the LoRA 1 GB budget, 970 MB used,
- * can hardly spare); hashing
- * three times per element (once forward, twice here) costs ~2% of a step. */
+ * can hardly spare); hashing three times per element (once forward, twice
+ * here) costs ~2% of a step. */
 static void linear_bwd(lm_pool *pool, lm_tmodel *m, lm_lora *lora, lm_tacts *a,
                        const lm_tbatch *b, int l, int target, float *dx, const float *dy,
                        const float *x, int in, int outd) {
