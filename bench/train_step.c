@@ -88,7 +88,8 @@ int main(int argc, char **argv) {
                 memcpy(tok + (size_t)r * T, row, sizeof(int32_t) * T);
                 memcpy(tgt + (size_t)r * T, row + 1, sizeof(int32_t) * T);
             }
-            lm_tbatch b = { micro, T, tok, tgt, mask, NULL, NULL, (long)B * T };
+            lm_tbatch b = { .B = micro, .T = T, .tokens = tok, .targets = tgt, .mask = mask,
+                            .loss_norm = (long)B * T };
             double loss;
             if (lm_train_grad(m, lora, a, &b, pool, &loss, &err)) {
                 fprintf(stderr, "train_step: %s\n", err.msg);

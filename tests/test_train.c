@@ -171,7 +171,7 @@ typedef struct { float g[SN], u[SN], r[SN]; } swi_case;
 static double swi_loss(void *vc) {
     swi_case *c = vc;
     float h[SN];
-    lm_op_swiglu_fwd(h, c->g, c->u, SN);
+    lm_op_swiglu_fwd(NULL, h, c->g, c->u, SN);
     return dotd(h, c->r, SN);
 }
 
@@ -180,9 +180,9 @@ static void test_swiglu_bwd(void **state) {
     swi_case c;
     fill(c.g, SN, 4.0f); fill(c.u, SN, 1.0f); fill(c.r, SN, 1.0f);
     float h[SN], dg[SN], du[SN], fg[SN], fu[SN];
-    lm_op_swiglu_fwd(h, c.g, c.u, SN);
+    lm_op_swiglu_fwd(NULL, h, c.g, c.u, SN);
     assert_float_equal(h[0], c.g[0] / (1 + exp(-c.g[0])) * c.u[0], 1e-6);
-    lm_op_swiglu_bwd(dg, du, c.r, c.g, c.u, SN);
+    lm_op_swiglu_bwd(NULL, dg, du, c.r, c.g, c.u, SN);
     fd_grad(c.g, SN, 1e-2f, swi_loss, &c, fg);
     fd_grad(c.u, SN, 1e-2f, swi_loss, &c, fu);
     assert_true(rel(dg, fg, SN) < FD_TOL);

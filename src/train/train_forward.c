@@ -89,7 +89,7 @@ int lm_train_forward(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a,
         lm_op_rmsnorm_fwd(a->ln2[l], a->rstd2[l], a->res_mid[l], w[LM_TW_FFN_NORM], N, D, c->rms_eps);
         linear_fwd(pool, a, lora, b, l, LM_LORA_GATE, a->gate[l], a->ln2[l], w[LM_TW_GATE], D, F, 0);
         linear_fwd(pool, a, lora, b, l, LM_LORA_UP, a->up[l], a->ln2[l], w[LM_TW_UP], D, F, 0);
-        lm_op_swiglu_fwd(a->hmul[l], a->gate[l], a->up[l], (size_t)N * F);
+        lm_op_swiglu_fwd(pool, a->hmul[l], a->gate[l], a->up[l], (size_t)N * F);
         memcpy(a->res[l + 1], a->res_mid[l], (size_t)N * D * sizeof(float));
         linear_fwd(pool, a, lora, b, l, LM_LORA_DOWN, a->res[l + 1], a->hmul[l], w[LM_TW_DOWN], F, D, 1);
     }
@@ -123,27 +123,11 @@ int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *
         for (int r = 0; r < cn; r++)
             memcpy(a->lx + (size_t)r * D, a->lnf + (size_t)a->lrows[r] * D, (size_t)D * sizeof(float));
         lm_mm_fwd(pool, a->logits, a->lx, m->lm_head, cn, D, V, 0);   /* [cn, V] */
-        for (int r = 0; r < cn; r++) {
-            int row = a->lrows[r];
-            float *z = a->logits + (size_t)r * V;
-            if (logits_out) memcpy(logits_out + (size_t)row * V, z, (size_t)V * sizeof(float));
-            if (!b->mask[row]) {
-                memset(z, 0, (size_t)V * sizeof(float));   /* no loss, no gradient */
-                continue;
-            }
-            float mx = z[0];
-            for (int j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
-            double sum = 0;
-            for (int j = 0; j < V; j++) sum += exp((double)(z[j] - mx));
-            int tgt = b->targets[row];
-            double lse = mx + log(sum);
-            total += lse - z[tgt];
-            if (want_grad) {
-                /* d(mean nll)/dz = (softmax - onehot) / n_mask */
-                for (int j = 0; j < V; j++) z[j] = (float)exp((double)z[j] - lse) * inv;
-                z[tgt] -= inv;
-            }
-        }
+        if (logits_out)
+            for (int r = 0; r < cn; r++)
+                memcpy(logits_out + (size_t)a->lrows[r] * V, a->logits + (size_t)r * V, (size_t)V * sizeof(float));
+        if (lm_op_xent(pool, a->logits, cn, V, a->lrows, b->targets, b->mask, inv, want_grad, &total))
+            return lm_errf(err, "loss: out of memory for %d rows", cn);
         if (want_grad) {
             memset(a->ldx, 0, (size_t)cn * D * sizeof(float));
             lm_mm_bwd_x(pool, a->ldx, a->logits, m->lm_head, cn, D, V);

@@ -2,6 +2,7 @@
 #include "train/train_ops.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "train/train_internal.h"
@@ -221,19 +222,103 @@ void lm_op_attn_bwd(lm_pool *pool, float *dq, float *dk, float *dv, const float 
     lm_pool_run(pool, attn_bwd_task, &c, B * Hkv);
 }
 
-void lm_op_swiglu_fwd(float *h, const float *gate, const float *up, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        h[i] = g / (1.0f + expf(-g)) * up[i];
+/* Elementwise ops split into fixed chunks, so the bits never depend on
+ * the thread count (each element is computed alone anyway). */
+#define EW_CHUNK 16384
+
+typedef struct swiglu_ctx {
+    float *h, *dgate, *dup;
+    const float *gate, *up, *dh;
+    size_t n;
+} swiglu_ctx;
+
+static void chunk_range(size_t n, int task, size_t *lo, size_t *hi) {
+    *lo = (size_t)task * EW_CHUNK;
+    *hi = *lo + EW_CHUNK < n ? *lo + EW_CHUNK : n;
+}
+
+static int n_chunks(size_t n) { return (int)((n + EW_CHUNK - 1) / EW_CHUNK); }
+
+static void swiglu_fwd_task(void *vctx, int task, int n_tasks, int thread) {
+    const swiglu_ctx *c = vctx;
+    size_t lo, hi;
+    chunk_range(c->n, task, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) {
+        float g = c->gate[i];
+        c->h[i] = g / (1.0f + expf(-g)) * c->up[i];
     }
 }
 
+void lm_op_swiglu_fwd(lm_pool *pool, float *h, const float *gate, const float *up, size_t n) {
+    swiglu_ctx c = { .h = h, .gate = gate, .up = up, .n = n };
+    lm_pool_run(pool, swiglu_fwd_task, &c, n_chunks(n));
+}
+
 /* silu(g) = g sig(g); silu'(g) = sig(g) (1 + g (1 - sig(g))). */
-void lm_op_swiglu_bwd(float *dgate, float *dup, const float *dh, const float *gate,
-                      const float *up, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
-        dup[i] = dh[i] * g * sg;
-        dgate[i] = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+static void swiglu_bwd_task(void *vctx, int task, int n_tasks, int thread) {
+    const swiglu_ctx *c = vctx;
+    size_t lo, hi;
+    chunk_range(c->n, task, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) {
+        float g = c->gate[i], sg = 1.0f / (1.0f + expf(-g));
+        c->dup[i] = c->dh[i] * g * sg;
+        c->dgate[i] = c->dh[i] * c->up[i] * sg * (1.0f + g * (1.0f - sg));
     }
+}
+
+void lm_op_swiglu_bwd(lm_pool *pool, float *dgate, float *dup, const float *dh, const float *gate,
+                      const float *up, size_t n) {
+    swiglu_ctx c = { .dgate = dgate, .dup = dup, .gate = gate, .up = up, .dh = dh, .n = n };
+    lm_pool_run(pool, swiglu_bwd_task, &c, n_chunks(n));
+}
+
+typedef struct xent_ctx {
+    float *z;
+    double *loss;            /* [rows] */
+    const int *pos;
+    const int32_t *targets;
+    const uint8_t *mask;
+    int V, want_grad;
+    float scale;
+} xent_ctx;
+
+/* One row per task: the LM head's V = 49152 exponentials are the bulk of
+ * the loss, and were the last serial part of a training step. exp(z - max)
+ * is computed once and kept for the gradient. */
+static void xent_task(void *vctx, int r, int n_tasks, int thread) {
+    const xent_ctx *c = vctx;
+    float *z = c->z + (size_t)r * c->V;
+    int p = c->pos[r];
+    c->loss[r] = 0;
+    if (!c->mask[p]) {
+        if (c->want_grad) memset(z, 0, (size_t)c->V * sizeof(float));
+        return;
+    }
+    int tgt = c->targets[p];
+    float mx = z[0];
+    for (int j = 1; j < c->V; j++) mx = z[j] > mx ? z[j] : mx;
+    float zt = z[tgt];
+    double sum = 0;
+    if (c->want_grad)
+        for (int j = 0; j < c->V; j++) sum += z[j] = expf(z[j] - mx);
+    else
+        for (int j = 0; j < c->V; j++) sum += expf(z[j] - mx);
+    c->loss[r] = (double)mx + log(sum) - (double)zt;
+    if (c->want_grad) {
+        /* d(mean nll)/dz = (softmax - onehot) * scale */
+        float k = (float)(1.0 / sum) * c->scale;
+        for (int j = 0; j < c->V; j++) z[j] *= k;
+        z[tgt] -= c->scale;
+    }
+}
+
+int lm_op_xent(lm_pool *pool, float *z, int rows, int V, const int *pos, const int32_t *targets,
+               const uint8_t *mask, float scale, int want_grad, double *sum) {
+    double *loss = malloc((size_t)(rows > 0 ? rows : 1) * sizeof *loss);
+    if (!loss) return -1;
+    xent_ctx c = { z, loss, pos, targets, mask, V, want_grad, scale };
+    lm_pool_run(pool, xent_task, &c, rows);
+    for (int r = 0; r < rows; r++) *sum += loss[r];
+    free(loss);
+    return 0;
 }

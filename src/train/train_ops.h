@@ -44,9 +44,18 @@ void lm_op_attn_bwd(lm_pool *pool, float *dq, float *dk, float *dv, const float 
                     float *scratch);
 
 /* h = silu(gate) * up, elementwise over n. */
-void lm_op_swiglu_fwd(float *h, const float *gate, const float *up, size_t n);
+void lm_op_swiglu_fwd(lm_pool *pool, float *h, const float *gate, const float *up, size_t n);
 /* Writes dgate, dup. */
-void lm_op_swiglu_bwd(float *dgate, float *dup, const float *dh, const float *gate,
+void lm_op_swiglu_bwd(lm_pool *pool, float *dgate, float *dup, const float *dh, const float *gate,
                       const float *up, size_t n);
+
+/* Cross-entropy over logits z [rows, V]: row r is sequence position
+ * pos[r], which counts when mask[pos[r]] is set, with target
+ * targets[pos[r]]. Adds -log softmax(z)[target] of each counted row to
+ * *sum, in row order (the same bits for any thread count or chunking). With want_grad z
+ * becomes scale * (softmax(z) - onehot) on counted rows and 0 on the
+ * others. -1 only when out of memory (z untouched). */
+int lm_op_xent(lm_pool *pool, float *z, int rows, int V, const int *pos, const int32_t *targets,
+               const uint8_t *mask, float scale, int want_grad, double *sum);
 
 #endif
