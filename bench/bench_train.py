@@ -236,6 +236,9 @@ def trl_worker(a):
                                  peft_config=peft_cfg, dataset_text_field="input_ids",
                                  max_seq_length=T + 1, packing=False, callbacks=[Clock()])
         trainer.train()
+    if any(m[2] != a.threads for m in marks):
+        raise SystemExit(f"trl worker: torch ran with {[m[2] for m in marks]} threads, "
+                         f"not {a.threads}")
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     times = [m[0] - p[0] for p, m in zip(marks, marks[1:])]
     cpu = [m[1] - p[1] for p, m in zip(marks, marks[1:])]
