@@ -164,7 +164,8 @@ def hf_llama(cfg, P, kvs):
 
 
 def gguf_tokenizer(kvs, max_len):
-    """The model's byte-level BPE from the GGUF vocabulary and merges. The
+    """The model's byte-level BPE from the GGUF vocabulary and merges (plain
+    text matches llama.cpp's ids; special tokens are not registered). The
     data is pre-tokenized, so SFTTrainer's collator only uses its pad token."""
     import tokenizers
     from transformers import PreTrainedTokenizerFast
