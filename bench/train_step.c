@@ -98,9 +98,9 @@ int main(int argc, char **argv) {
             step_loss += loss;
         }
         if (lora)
-            lm_adamw_step(opt, &ocfg, 1e-4f, lora->params, lora->grads, lora->tensors, lora->n_tensors, NULL);
+            lm_adamw_step(pool, opt, &ocfg, 1e-4f, lora->params, lora->grads, lora->tensors, lora->n_tensors, NULL, &err);
         else
-            lm_adamw_step(opt, &ocfg, 1e-5f, m->params, m->grads, m->tensors, m->n_tensors, NULL);
+            lm_adamw_step(pool, opt, &ocfg, 1e-5f, m->params, m->grads, m->tensors, m->n_tensors, NULL, &err);
         double dt = now_s() - t0;
         if (s == 0) first_loss = step_loss;
         else { t_total += dt; c_total += cpu_s() - c0; }

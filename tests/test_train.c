@@ -662,6 +662,50 @@ static void test_lora_save_load(void **state) {
 
 /* ---- optimizer ------------------------------------------------------- */
 
+/* The update is split into chunks over the pool (tensor boundaries inside
+ * chunks, clipping on): any thread count gives the bits of the serial run,
+ * and the reported norm is lm_grad_norm's. */
+static void test_adamw_threads_bitwise(void **state) {
+    (void)state;
+    enum { A = 70001, B = 100003, N = A + B };
+    lm_ttensor ts[2] = {
+        { .name = "w", .n_dims = 2, .ne = {1, A}, .offset = 0, .numel = A },
+        { .name = "blk.0.attn_norm.weight", .n_dims = 1, .ne = {B, 1}, .offset = A, .numel = B },
+    };
+    float *p[2], *g[2];
+    lm_adamw *o[2];
+    lm_err err = {{0}};
+    lm_pool *pool = lm_pool_new(3, &err);
+    assert_non_null(pool);
+    double norm[2];
+    for (int k = 0; k < 2; k++) {
+        p[k] = malloc(sizeof(float) * N);
+        g[k] = malloc(sizeof(float) * N);
+        assert_true(p[k] && g[k]);
+        rng_state = 7;
+        fill(p[k], N, 1.0f);
+        o[k] = lm_adamw_new(N, &err);
+        assert_non_null(o[k]);
+    }
+    lm_adamw_cfg cfg = lm_adamw_defaults();
+    for (int step = 0; step < 3; step++)
+        for (int k = 0; k < 2; k++) {
+            rng_state = 100u + (uint32_t)step;
+            fill(g[k], N, 0.05f);
+            double want = lm_grad_norm(g[k], N);
+            assert_int_equal(lm_adamw_step(k ? pool : NULL, o[k], &cfg, 1e-3f, p[k], g[k], ts, 2,
+                                           &norm[k], &err), 0);
+            assert_true(norm[k] == want);
+            assert_true(want > cfg.grad_clip);   /* the clipping path ran */
+        }
+    assert_true(norm[0] == norm[1]);
+    assert_memory_equal(p[0], p[1], sizeof(float) * N);
+    assert_memory_equal(o[0]->m, o[1]->m, sizeof(float) * N);
+    assert_memory_equal(o[0]->v, o[1]->v, sizeof(float) * N);
+    for (int k = 0; k < 2; k++) { free(p[k]); free(g[k]); lm_adamw_free(o[k]); }
+    lm_pool_free(pool);
+}
+
 static void test_adamw_formula(void **state) {
     (void)state;
     /* two tensors: a matrix (decays) and a norm weight (does not) */
@@ -678,7 +722,7 @@ static void test_adamw_formula(void **state) {
     float lr = 0.01f;
     for (int step = 1; step <= 3; step++) {
         for (int i = 0; i < 6; i++) g[i] = 0.1f * (float)(i + 1) * (step % 2 ? 1.0f : -0.5f);
-        lm_adamw_step(o, &cfg, lr, p, g, ts, 2, NULL);
+        assert_int_equal(lm_adamw_step(NULL, o, &cfg, lr, p, g, ts, 2, NULL, &err), 0);
         for (int i = 0; i < 6; i++) { /* Loshchilov & Hutter, as torch.optim.AdamW */
             double gi = g[i];
             if (i < 4) P[i] *= 1.0 - (double)lr * cfg.weight_decay;
@@ -695,7 +739,7 @@ static void test_adamw_formula(void **state) {
     o = lm_adamw_new(6, &err);
     cfg.grad_clip = 1.0f;
     double norm;
-    lm_adamw_step(o, &cfg, lr, p, gg, ts, 2, &norm);
+    assert_int_equal(lm_adamw_step(NULL, o, &cfg, lr, p, gg, ts, 2, &norm, &err), 0);
     assert_float_equal(norm, 5.0, 1e-9);
     assert_float_equal(gg[0], 0.6, 1e-6);
     assert_float_equal(gg[1], 0.8, 1e-6);
@@ -803,6 +847,7 @@ int main(void) {
         cmocka_unit_test(test_targets_parse),
         cmocka_unit_test(test_lora_save_load),
         cmocka_unit_test(test_adamw_formula),
+        cmocka_unit_test(test_adamw_threads_bitwise),
         cmocka_unit_test(test_lr_schedules),
         cmocka_unit_test(test_gguf_roundtrip_and_errors),
     };

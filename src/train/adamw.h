@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "base/err.h"
+#include "base/pool.h"
 #include "train/train_model.h"
 
 typedef struct lm_adamw_cfg {
@@ -30,11 +31,14 @@ void lm_adamw_free(lm_adamw *o);
 /* Global L2 norm of g [n], accumulated in double. */
 double lm_grad_norm(const float *g, size_t n);
 
-/* One update of params [n] from grads [n] (clipped in place first). The
- * tensor table says which ranges decay (lm_ttensor_decays). Returns the
- * gradient norm before clipping in *grad_norm if non-NULL. */
-void lm_adamw_step(lm_adamw *o, const lm_adamw_cfg *cfg, float lr, float *params, float *grads,
-                   const lm_ttensor *tensors, int n_tensors, double *grad_norm);
+/* One update of params [n] from grads [n] (clipped in place first), split
+ * over the pool (NULL: this thread) with the same bits for any thread
+ * count. The tensor table says which ranges decay (lm_ttensor_decays).
+ * Returns the gradient norm before clipping in *grad_norm if non-NULL. -1:
+ * out of memory, nothing changed. */
+int lm_adamw_step(lm_pool *pool, lm_adamw *o, const lm_adamw_cfg *cfg, float lr, float *params,
+                  float *grads, const lm_ttensor *tensors, int n_tensors, double *grad_norm,
+                  lm_err *err);
 
 typedef enum { LM_LR_CONSTANT, LM_LR_LINEAR, LM_LR_COSINE } lm_lr_kind;
 

@@ -245,7 +245,10 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
         }
         float lr = lm_lr_at(cfg->schedule, cfg->lr, st.step, warm, total);
         double gnorm = 0;
-        lm_adamw_step(opt, &ac, lr, params, grads, tens, n_tens, &gnorm);
+        if (lm_adamw_step(L.pool, opt, &ac, lr, params, grads, tens, n_tens, &gnorm, err)) {
+            lm_err_prefix(err, "step %ld", st.step + 1);
+            goto done_prog;
+        }
         st.step++;
         done_here++;
         st.tokens += ntok;

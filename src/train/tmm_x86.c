@@ -111,10 +111,25 @@ static void pack_b(float *pb, const tmm_ctx *c, int n0, int nc, int k0, int kc) 
 /* pa[s][k][r] = A[m0 + s*MR + r, k0 + k] for an A read down its columns
  * (dW += dy^T x: consecutive k are a whole dy row apart, so reading A in
  * place would touch one page per k); rows past mc repeat the strip's first
- * row, as an in-place edge tile does. */
+ * row, as an in-place edge tile does. With rsa == 1 each (strip, k) is a
+ * run of MR floats of one dy row: 8 rows at a time are copied across all
+ * strips, so each source line is loaded once and each strip is written
+ * sequentially. */
 static void pack_a(float *pa, const tmm_ctx *c, int m0, int mc, int k0, int kc) {
     const int MR = c->mr;
-    for (int s = 0; s < mc; s += MR) {
+    int full = c->rsa == 1 ? mc / MR * MR : 0;
+    for (int kb = 0; kb < kc; kb += 8) {
+        int ke = kb + 8 < kc ? kb + 8 : kc;
+        for (int s = 0; s < full; s += MR) {
+            float *dst = pa + (long)s * kc;
+            const float *src = c->a + (long)(k0 + kb) * c->csa + m0 + s;
+            for (int k = kb; k < ke; k++, src += c->csa) {
+                if (MR == 6) memcpy(dst + k * 6, src, 6 * sizeof(float));
+                else memcpy(dst + k * 8, src, 8 * sizeof(float));
+            }
+        }
+    }
+    for (int s = full; s < mc; s += MR) {
         int rows = mc - s < MR ? mc - s : MR;
         float *dst = pa + (long)s * kc;
         for (int k = 0; k < kc; k++) {

@@ -237,7 +237,7 @@ static int run_dropout(lm_tmodel *m, lm_lora *lora, lm_tacts *a, const ref_data 
         b.dropout_key = lm_lora_dropout_key(r->drop_seed, (uint64_t)s, 0);
         lm_lora_zero_grads(lora);
         if (lm_train_grad(m, lora, a, &b, pool, &loss, err)) { lm_adamw_free(opt); return -1; }
-        lm_adamw_step(opt, &oc, r->lr, lora->params, lora->grads, lora->tensors, lora->n_tensors, NULL);
+        if (lm_adamw_step(pool, opt, &oc, r->lr, lora->params, lora->grads, lora->tensors, lora->n_tensors, NULL, err)) { lm_adamw_free(opt); return -1; }
         char nm[400];
         snprintf(nm, sizeof nm, "step %d (ours %.7f)", s, loss);
         row("drop_adamw", nm, fabs(loss - r->drop_adamw[s]) / fabs(r->drop_adamw[s]), TOL_LOSS);
@@ -326,7 +326,7 @@ static int run(const char *model_path, ref_data *r, lm_pool *pool, lm_err *err) 
     for (int s = 0; s < r->steps; s++) {
         lm_lora_zero_grads(lora);
         if (lm_train_grad(m, lora, a, b, pool, &loss, err)) goto done;
-        lm_adamw_step(opt, &oc, r->lr, lora->params, lora->grads, lora->tensors, lora->n_tensors, NULL);
+        if (lm_adamw_step(pool, opt, &oc, r->lr, lora->params, lora->grads, lora->tensors, lora->n_tensors, NULL, err)) goto done;
         char nm[400];
         snprintf(nm, sizeof nm, "step %d (ours %.7f)", s, loss);
         row("lora_adamw", nm, fabs(loss - r->lora_adamw[s]) / fabs(r->lora_adamw[s]), TOL_LOSS);
@@ -344,7 +344,7 @@ static int run(const char *model_path, ref_data *r, lm_pool *pool, lm_err *err) 
     for (int s = 0; s < r->steps; s++) {
         lm_tmodel_zero_grads(m);
         if (lm_train_grad(m, NULL, a, b, pool, &loss, err)) goto done;
-        lm_adamw_step(opt, &oc, r->lr, m->params, m->grads, m->tensors, m->n_tensors, NULL);
+        if (lm_adamw_step(pool, opt, &oc, r->lr, m->params, m->grads, m->tensors, m->n_tensors, NULL, err)) goto done;
         char nm[400];
         snprintf(nm, sizeof nm, "step %d (ours %.7f)", s, loss);
         row("adamw", nm, fabs(loss - r->adamw[s]) / fabs(r->adamw[s]), TOL_LOSS);
