@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
     lm_lora *lora = NULL;
     if (m && lora_mode) lora = lm_lora_new(m, rank, 2.0f * rank, LM_LORA_ALL, 1, &err);
     else if (m && lm_tmodel_alloc_grads(m, &err)) m = (lm_tmodel_free(m), NULL);
-    lm_tacts *a = m && pool && (lora || !lora_mode) ? lm_tacts_new(m, lora, micro, T, 256, &err) : NULL;
+    lm_tacts *a = m && pool && (lora || !lora_mode) ? lm_tacts_new(m, lora, micro, T, 0, &err) : NULL;
     size_t n_train = lora ? lora->n_params : (m ? m->n_params : 0);
     lm_adamw *opt = a ? lm_adamw_new(n_train, &err) : NULL;
     if (!opt) { fprintf(stderr, "train_step: %s\n", err.msg); return 1; }

@@ -298,7 +298,11 @@ lm_tacts *lm_tacts_new(const lm_tmodel *m, const lm_lora *lora, int B, int T,
     if (!a) { lm_errf(err, "out of memory"); return NULL; }
     int L = c->n_layers, N = B * T;
     a->B = B; a->T = T; a->N = N;
-    a->loss_chunk = loss_chunk > 0 ? (loss_chunk < N ? loss_chunk : N) : (N < 64 ? N : 64);
+    /* Default 256 rows: [256, 49152] logits are 50 MB for SmolLM2, and
+     * fewer chunks mean fewer read-modify-write passes over the LM head's
+     * gradient (113 MB each) and fewer packings of its weight. */
+    if (loss_chunk <= 0) loss_chunk = LM_LOSS_CHUNK_DEFAULT;
+    a->loss_chunk = loss_chunk < N ? loss_chunk : N;
     a->rank = lora ? lora->rank : 0;
     size_t D = (size_t)c->dim, Q = (size_t)c->n_heads * c->head_dim,
            K = (size_t)c->n_kv_heads * c->head_dim, F = (size_t)c->ffn_dim, n = (size_t)N;

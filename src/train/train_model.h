@@ -104,8 +104,9 @@ struct lm_lora;
 typedef struct lm_tacts lm_tacts;
 
 /* loss_chunk: tokens per chunk of the fused LM-head + cross-entropy
- * (<= 0 picks a default); the [chunk, n_vocab] logits are the only
- * vocab-wide buffer. lora may be NULL. */
+ * (<= 0 picks LM_LOSS_CHUNK_DEFAULT); the [chunk, n_vocab] logits are the
+ * only vocab-wide buffer. lora may be NULL. */
+#define LM_LOSS_CHUNK_DEFAULT 256
 lm_tacts *lm_tacts_new(const lm_tmodel *m, const struct lm_lora *lora, int B, int T,
                        int loss_chunk, lm_err *err);
 void lm_tacts_free(lm_tacts *a);
