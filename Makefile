@@ -103,9 +103,10 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test:
 	@$(MAKE) --no-print-directory -j$(JOBS) build-tests
 	@$(MAKE) --no-print-directory -j$(JOBS) SAN=1 build-tests
-	@$(MAKE) --no-print-directory unit unit-san oracle oracle-torch oracle-peft integration
+	@$(MAKE) --no-print-directory unit unit-san oracle oracle-torch oracle-peft integration test-slow
 
 # Slow end-to-end checks (minutes on 2 cores): fine-tunes the real model.
+# Part of `make test`; runnable alone.
 .PHONY: test-slow
 test-slow: all
 	LEMONPC_SLOW=1 python3 -m pytest -q tests/oracle/test_train_stop.py
