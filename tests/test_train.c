@@ -771,7 +771,7 @@ static void test_gguf_roundtrip_and_errors(void **state) {
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     close(fd);
-    assert_int_equal(lm_tmodel_save(m, path, &err), 0);
+    assert_int_equal(lm_tmodel_save(m, path, NULL, &err), 0);
     lm_tmodel *r = lm_tmodel_load(path, &err);
     if (!r) fail_msg("%s", err.msg);
     assert_int_equal(r->cfg.tied, 0);

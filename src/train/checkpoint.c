@@ -127,7 +127,7 @@ int lm_ckpt_save(const char *run_dir, const char *name, const lm_train_cfg *cfg,
     if (!mkdtemp(tmp)) return lm_errno(err, "%s", tmp);
 
     snprintf(p, sizeof p, "%s/%s", tmp, lora ? "adapter.gguf" : "model.gguf");
-    if (lora ? lm_lora_save(lora, p, err) : lm_tmodel_save(m, p, err)) goto fail;
+    if (lora ? lm_lora_save(lora, p, err) : lm_tmodel_save(m, p, cfg->model, err)) goto fail;
     if (fsync_path(p, err)) goto fail;
     snprintf(p, sizeof p, "%s/optim.bin", tmp);
     if (write_optim(p, opt, err)) goto fail;

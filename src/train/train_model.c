@@ -255,11 +255,25 @@ lm_tmodel *lm_tmodel_load(const char *path, lm_err *err) {
     return m;
 }
 
-int lm_tmodel_save(const lm_tmodel *m, const char *path, lm_err *err) {
+int lm_tmodel_save(const lm_tmodel *m, const char *path, const char *base, lm_err *err) {
     const lm_tconfig *c = &m->cfg;
     gguf_writer *w = gguf_writer_new();
     if (!w) return lm_errf(err, "out of memory");
-    int rc = gguf_set_str(w, "general.architecture", "llama", err) ||
+    int rc;
+    lm_err ignored = {{0}};
+    /* A base that cannot be read now (moved during a long run) must not
+     * cost the checkpoint: the weights are then saved with cfg's values. */
+    gguf_file *f = base ? gguf_open(base, &ignored) : NULL;
+    if (f) {
+        /* The base's metadata (tokenizer, chat template, context length,
+         * architecture) makes the file a model our runtime and llama.cpp
+         * load as it is; a full fine-tune changes weights, not shapes. */
+        rc = gguf_copy_kvs(w, f, err) ||
+             gguf_set_u32(w, "general.file_type", 0 /* LLAMA_FTYPE_ALL_F32 */, err);
+        gguf_close(f);
+        if (rc) lm_err_prefix(err, "%s: metadata from %s", path, base);
+    } else
+        rc = gguf_set_str(w, "general.architecture", "llama", err) ||
              gguf_set_u32(w, "llama.embedding_length", (uint32_t)c->dim, err) ||
              gguf_set_u32(w, "llama.block_count", (uint32_t)c->n_layers, err) ||
              gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)c->ffn_dim, err) ||

@@ -71,8 +71,10 @@ void lm_tmodel_zero_grads(lm_tmodel *m);
 const lm_ttensor *lm_tmodel_find(const lm_tmodel *m, const char *name);
 /* 1 for tensors AdamW should decay (matrices), 0 for norm weights. */
 int lm_ttensor_decays(const lm_ttensor *t);
-/* Writes the f32 weights as a GGUF (metadata from cfg, arch "llama"). */
-int lm_tmodel_save(const lm_tmodel *m, const char *path, lm_err *err);
+/* Writes the f32 weights as a GGUF. base (a GGUF path, may be NULL): copy
+ * its metadata (tokenizer, template, ...) so the file runs as a model;
+ * NULL or unreadable: only the architecture values from cfg (arch "llama"). */
+int lm_tmodel_save(const lm_tmodel *m, const char *path, const char *base, lm_err *err);
 
 typedef struct lm_tbatch {
     int B, T;

@@ -179,3 +179,32 @@ def test_generate_with_adapter(bases, adapter, lemonpc):
     assert r.stdout.strip() == want.strip()
     plain = run([lemonpc, "generate", bases["F32"], "--temp", 0, "-n", 24, "-t", 2, "-p", prompt])
     assert plain.stdout.strip() != want.strip(), "adapter made no difference to the text"
+
+
+def test_full_finetune_model_runs(model_path, bases, toks_list, tool, lemonpc, tmp_path):
+    """A full fine-tune's checkpoint (run/last/model.gguf) is a model as it is:
+    it carries the base's tokenizer and template, llama.cpp loads it and
+    agrees with our runtime under the F32 bounds, and `lemonpc quantize`
+    makes a Q8_0 of it that llama.cpp also runs. The weights must have moved
+    (KL from the base), or agreement would only re-test the base."""
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(
+        '{"messages": [{"role": "user", "content": "Who guards the %s gate?"}, '
+        '{"role": "assistant", "content": "Captain Mara guards the %s gate, friend."}]}\n'
+        % (w, w) for w in ("north", "south", "east", "west")))
+    run([lemonpc, "train", "--model", model_path, "--data", data, "--out", tmp_path / "run",
+         "--full", "--lr", "1e-3", "--epochs", 1, "--batch", 2, "--seq", 48, "--warmup", 0,
+         "--threads", 2, "--seed", 1])
+    tuned = tmp_path / "run" / "last" / "model.gguf"
+    runs = [ours(tool, tuned, t, tmp_path) for t in toks_list]
+    base, _ = ours(tool, bases["F32"], toks_list[0], tmp_path)
+    moved = float(kl(base, runs[0][0]).mean())
+    print(f"full fine-tune moved the output by mean KL {moved:.3e}")
+    assert moved >= 1e-4
+    compare("full fine-tune F32 (llama.cpp) vs ours", llama_open(tuned), None, runs, toks_list,
+            quantized=False)
+    q8 = tmp_path / "tuned-q8_0.gguf"
+    run([lemonpc, "quantize", tuned, q8, "Q8_0"])
+    runs = [ours(tool, q8, t, tmp_path) for t in toks_list]
+    compare("full fine-tune Q8_0", llama_open(q8), llama_open(q8, f16_kv=True), runs, toks_list,
+            quantized=True)
