@@ -161,6 +161,8 @@ static const tcase cases[] = {
      LM_FILTER_BREAKS, "'next part of the text'"},
     {OKQ, "Let us go on with the role-play, then: the harvest was good.", NULL, NULL, 0, LM_FILTER_BREAKS, "'role-play'"},
     {OKQ, "As a character in this world, I think the harvest was good.", NULL, NULL, 0, LM_FILTER_BREAKS, "'As a character'"},
+    {OKQ, "You're a nobleman, I see that. How do you keep yourself in character?", NULL, NULL, 0, LM_FILTER_BREAKS,
+     "'keep yourself in character'"},
     {OKQ, "Luminara is a fictional kingdom, but its harvest was good.", NULL, NULL, 0, LM_FILTER_BREAKS, "'fictional'"},
     {"I'm a person in a story, talking face to face with you. What do you think of the harvest?", OKA, "in-world", NULL,
      0, LM_FILTER_BREAKS, "question talks about the fiction: 'I'm a person in a story'"},

@@ -62,6 +62,7 @@ const char *const lm_filter_breaks_patterns[] = {
     "world|universe|setting)\\b|\\bfan\\s*fic",
     "\\b(?:as|playing|play|portray(?:ing)?|voicing)\\s+(?:a|the|this|my|your)\\s+character\\b",
     "\\b(?:out\\s+of|break(?:s|ing)?|broke|stay(?:s|ing|ed)?\\s+in|remain(?:s|ing|ed)?\\s+in)\\s+character\\b",
+    "\\b(?:keep|keeps|keeping|kept)\\s+(?:(?:your|my|him|her|them|it|our)(?:sel(?:f|ves))?\\s+)?in\\s+character\\b",
     "\\b(?:context|plot|premise|framing)\\s+of\\s+(?:your|this|our)\\s+(?:story|narrative|scenario|text|prompt|"
     "role-?play|game|script|novel)\\b",
     "\\b(?:your|this|the|my|our)\\s+(?:story|narrative|novel|script|screenplay|scenario|game|text)" APOS "s\\s+"
