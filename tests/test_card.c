@@ -394,6 +394,53 @@ static const bad_card BAD[] = {
     {"bad_json_in_png.png", {"(chara chunk):2:", "invalid JSON"}},
 };
 
+/* null is "not set" (tavern-card and tldw write "character_book": null,
+ * card-forge's pydantic model null for every unset optional field): such
+ * cards import, the sheet leaves the fields out, export gives the nulls
+ * back; a null name is still refused. */
+static void test_nulls_are_unset(void **state) {
+    (void)state;
+    lm_err err = {{0}};
+    lm_card card;
+    lm_character *c;
+    lm_world *w;
+    json_t *extra;
+    assert_int_equal(lm_card_load(CARDS "v2_book_null.json", &card, NULL, &err), 0);
+    assert_int_equal(lm_card_to_sheet(&card, &c, &w, &extra, &err), 0);
+    assert_null(w); /* no lorebook, so no world */
+    assert_null(c->creator_notes);
+    assert_null(lm_meta_get(c->meta, c->n_meta, "tags"));
+    assert_int_equal(c->n_greetings, 2); /* first_mes null, one alternate */
+    assert_string_equal(c->greetings[0].text, "");
+    assert_string_equal(c->greetings[1].text, "Back so soon?");
+    json_decref(extra);
+    lm_character_free(c);
+    lm_card_clear(&card);
+
+    assert_int_equal(lm_card_load(CARDS "v3_nulls.json", &card, NULL, &err), 0);
+    assert_int_equal(lm_card_to_sheet(&card, &c, &w, &extra, &err), 0);
+    assert_non_null(w);
+    assert_string_equal(w->name, "World of Odo Marsh");
+    assert_int_equal(w->lore.n, 1);
+    /* Not "Enabled: no": a null flag is no flag. */
+    assert_int_equal(w->lore.v[0].enabled, -1);
+    assert_int_equal(w->lore.v[0].constant, -1);
+    assert_int_equal(w->lore.v[0].selective, -1);
+    assert_int_equal(w->lore.v[0].has_insertion_order, 0);
+    assert_null(w->lore.v[0].comment);
+    json_decref(extra);
+    lm_character_free(c);
+    lm_world_free(w);
+    lm_card_clear(&card);
+
+    round_trip_json("v2_book_null.json");
+    round_trip_json("v3_nulls.json");
+
+    const char *noname = "{\"spec\":\"chara_card_v2\",\"data\":{\"name\":null}}";
+    assert_int_equal(lm_card_parse(noname, strlen(noname), "mem", &card, &err), -1);
+    assert_non_null(strstr(err.msg, "mem: data.name: expected a string, got null"));
+}
+
 static void test_bad_cards(void **state) {
     (void)state;
     tmp t;
@@ -518,6 +565,7 @@ int main(void) {
         cmocka_unit_test(test_edit_wins),
         cmocka_unit_test(test_convert_versions),
         cmocka_unit_test(test_export_native_sheet),
+        cmocka_unit_test(test_nulls_are_unset),
         cmocka_unit_test(test_bad_cards),
         cmocka_unit_test(test_bad_json_in_memory),
         cmocka_unit_test(test_import_refuses_overwrite),

@@ -126,7 +126,10 @@ static int check_fields(const char *src, const char *prefix, const json_t *obj, 
                         lm_err *err) {
     for (const field *f = fs; f->name; f++) {
         json_t *v = json_object_get(obj, f->name);
-        if (!v) continue;
+        /* null is how real writers say "not set" (tavern-card and
+         * tldw write "character_book": null, card-forge's pydantic model
+         * null for every unset optional field): absent, kept as it is. */
+        if (!v || json_is_null(v)) continue;
         char path[512];
         snprintf(path, sizeof path, "%.400s%s%.60s", prefix, prefix[0] ? "." : "", f->name);
         if (check_value(src, path, f->type, v, err)) return -1;
@@ -176,6 +179,7 @@ int lm_card_parse(const char *buf, size_t len, const char *src, lm_card *out, lm
     json_t *name = json_object_get(data, "name");
     const char *np = version == 1 ? "name" : "data.name";
     if (!name) { lm_errf(err, "%s: %s: missing (a card needs a name)", src, np); goto fail; }
+    if (!json_is_string(name)) { bad_type(src, np, "a string", name, err); goto fail; }
     if (!json_string_length(name)) { lm_errf(err, "%s: %s: empty (a card needs a name)", src, np); goto fail; }
     out->root = root;
     out->data = data;

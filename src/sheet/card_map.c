@@ -169,7 +169,7 @@ int lm_card_to_sheet(const lm_card *card, lm_character **cout, lm_world **wout, 
     if ((first && json_string_length(first)) || json_array_size(alts)) {
         lm_titled *g = lm_sh_push(&c->greetings, &c->n_greetings, sizeof *g);
         g->title = lm_sh_strdup("First message");
-        g->text = lm_sh_strdup(first ? json_string_value(first) : "");
+        g->text = lm_sh_strdup(json_is_string(first) ? json_string_value(first) : "");
         size_t i;
         json_array_foreach(alts, i, v) {
             g = lm_sh_push(&c->greetings, &c->n_greetings, sizeof *g);
@@ -203,7 +203,7 @@ int lm_card_to_sheet(const lm_card *card, lm_character **cout, lm_world **wout, 
 
     lm_world *w = NULL;
     json_t *book = json_object_get(d, "character_book");
-    if (book) {
+    if (json_is_object(book)) { /* null: no lorebook; the verbatim record keeps the null */
         json_t *bx = json_object(), *ex = json_array();
         json_object_foreach(book, k, v)
             if (strcmp(k, "entries")) json_object_set(bx, k, v);
@@ -225,8 +225,10 @@ int lm_card_to_sheet(const lm_card *card, lm_character **cout, lm_world **wout, 
         json_array_foreach(json_object_get(book, "entries"), i, e) {
             lm_lore_entry *le = lm_sh_push(&w->lore.v, &w->lore.n, sizeof *le);
             json_t *ee = json_object();
+            /* A null field is "not set": the sheet leaves it out and the
+             * sidecar keeps the null. */
             json_object_foreach(e, k, v)
-                if (!in_list(ENTRY_MAPPED, k)) json_object_set(ee, k, v);
+                if (!in_list(ENTRY_MAPPED, k) || json_is_null(v)) json_object_set(ee, k, v);
             strs_from(json_object_get(e, "keys"), &le->keys, &le->n_keys);
             json_t *sk = json_object_get(e, "secondary_keys");
             if (json_array_size(sk)) strs_from(sk, &le->secondary_keys, &le->n_secondary_keys);
@@ -234,10 +236,10 @@ int lm_card_to_sheet(const lm_card *card, lm_character **cout, lm_world **wout, 
             le->content = str_or_null(e, "content");
             if (!le->content) le->content = lm_sh_strdup("");
             json_t *f;
-            le->enabled = (f = json_object_get(e, "enabled")) ? json_is_true(f) : -1;
-            le->constant = (f = json_object_get(e, "constant")) ? json_is_true(f) : -1;
-            le->selective = (f = json_object_get(e, "selective")) ? json_is_true(f) : -1;
-            if ((f = json_object_get(e, "insertion_order"))) {
+            le->enabled = json_is_boolean(f = json_object_get(e, "enabled")) ? json_is_true(f) : -1;
+            le->constant = json_is_boolean(f = json_object_get(e, "constant")) ? json_is_true(f) : -1;
+            le->selective = json_is_boolean(f = json_object_get(e, "selective")) ? json_is_true(f) : -1;
+            if (json_is_number(f = json_object_get(e, "insertion_order"))) {
                 le->has_insertion_order = 1;
                 le->insertion_order = json_number_value(f);
             }
