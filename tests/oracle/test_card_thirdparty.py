@@ -11,7 +11,8 @@ chunk writers):
 - card-forge 0.4.0 (PyPI, MIT; needs Pillow and pydantic, so its output is
   vendored): a V3 JSON card as its pydantic model dumps it (every unset
   optional field as null) and a V3 PNG written by Pillow with `ccv3` and
-  `chara` chunks. tests/data/cards/thirdparty/make_cardforge.py made them.
+  `chara` chunks, and the same card in a zTXt and in an iTXt chunk (Pillow).
+  tests/data/cards/thirdparty/make_cardforge.py made them.
 - A card shipped inside a PyPI package: Samira (tldw-chatbook's built-in
   character, V2 JSON; the package's own PNG of it carries the same JSON in
   its `chara` chunk), vendored as it is, and turned into a PNG by
@@ -372,6 +373,20 @@ def test_json_to_png_and_back(lemonpc, tmp_path, made, name):
     tc_convert(png, again)
     want = view if key == "ccv3" else v3_upgrade(view)
     assert tc_view(again) == want
+
+
+@pytest.mark.parametrize("kind", ["ztxt", "itxt"])
+def test_compressed_and_international_text_chunks(lemonpc, tmp_path, kind):
+    """The card in a zTXt or iTXt chunk (Pillow's other text chunks), on a
+    palette picture: imported as the card-forge JSON it holds, and back."""
+    src = TP / f"brann.pillow-{kind}.png"
+    want = json.loads((TP / "brann.card-forge.json").read_text(encoding="utf-8"))
+    md = import_card(lemonpc, src, tmp_path / "sheets")
+    check_sheet(lemonpc, md, tmp_path / "sheets", tavern_card.parse_card(want))
+    back = export(lemonpc, md, tmp_path / "back.json")
+    assert json.loads(back.read_text(encoding="utf-8")) == want
+    if kind == "ztxt":  # tavern-card reads zTXt (not iTXt)
+        assert tc_view(src) == tc_view(back)
 
 
 def test_card_forge_reads_our_export(lemonpc, tmp_path, made):

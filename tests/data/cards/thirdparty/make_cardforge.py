@@ -5,6 +5,9 @@
 model_dump(), every unset optional field as null) and `card-forge build
 --format png --legacy` (Pillow saves the base picture with the model's JSON,
 base64, in a `ccv3` and a `chara` tEXt chunk).
+Then the same JSON the other ways Pillow stores text, as some tools do: a
+compressed zTXt `chara` chunk (brann.pillow-ztxt.png) and an iTXt one
+(brann.pillow-itxt.png), on palette pictures.
 
 card-forge needs Pillow and pydantic, which the test machines do not have,
 so the output is kept here. To remake (from this folder):
@@ -12,7 +15,10 @@ so the output is kept here. To remake (from this folder):
     /tmp/cf/bin/python make_cardforge.py"""
 import json
 
+import base64
+
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from forge.helper import embed_card_data
 from forge.models import CharacterCardV3
@@ -72,3 +78,15 @@ base.putdata([(x * 5, y * 6, 128) for y in range(40) for x in range(48)])
 base.save("/tmp/brann_base.png")
 embed_card_data(metadata=card.model_dump_json(indent=2), image_path="/tmp/brann_base.png",
                 output_path="brann.card-forge.png", legacy=True)
+
+b64 = base64.b64encode(card.model_dump_json().encode("utf-8")).decode("ascii")
+for kind in ("ztxt", "itxt"):
+    pic = Image.new("P", (24, 16))
+    pic.putpalette([(i * 7) % 256 for i in range(768)])
+    pic.putdata([(x + y * 3) % 64 for y in range(16) for x in range(24)])
+    info = PngInfo()
+    if kind == "ztxt":
+        info.add_text("chara", b64, zip=True)
+    else:
+        info.add_itxt("chara", b64, zip=True)
+    pic.save(f"brann.pillow-{kind}.png", pnginfo=info)
