@@ -394,7 +394,7 @@ static const bad_card BAD[] = {
     {"bad_json_in_png.png", {"(chara chunk):2:", "invalid JSON"}},
 };
 
-/* null is "not set" (tavern-card and tldw write "character_book": null,
+/* null is "not set" (tavern-card writes "character_book": null,
  * card-forge's pydantic model null for every unset optional field): such
  * cards import, the sheet leaves the fields out, export gives the nulls
  * back; a null name is still refused. */

@@ -126,9 +126,9 @@ static int check_fields(const char *src, const char *prefix, const json_t *obj, 
                         lm_err *err) {
     for (const field *f = fs; f->name; f++) {
         json_t *v = json_object_get(obj, f->name);
-        /* null is how real writers say "not set" (tavern-card and
-         * tldw write "character_book": null, card-forge's pydantic model
-         * null for every unset optional field): absent, kept as it is. */
+        /* null is how real writers say "not set" (tavern-card writes
+         * "character_book": null, card-forge's pydantic model writes null
+         * for every unset optional field): absent, kept as it is. */
         if (!v || json_is_null(v)) continue;
         char path[512];
         snprintf(path, sizeof path, "%.400s%s%.60s", prefix, prefix[0] ? "." : "", f->name);

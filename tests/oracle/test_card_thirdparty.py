@@ -13,10 +13,6 @@ chunk writers):
   optional field as null) and a V3 PNG written by Pillow with `ccv3` and
   `chara` chunks, and the same card in a zTXt and in an iTXt chunk (Pillow).
   tests/data/cards/thirdparty/make_cardforge.py made them.
-- A card shipped inside a PyPI package: Samira (tldw-chatbook's built-in
-  character, V2 JSON; the package's own PNG of it carries the same JSON in
-  its `chara` chunk), vendored as it is, and turned into a PNG by
-  tavern-card here.
 tests/data/cards/thirdparty/README.md gives versions and licenses."""
 import base64
 import json
@@ -308,15 +304,11 @@ def made(tmp_path):
     del bare["data"]["character_book"]
     files["v2_nobook.png"] = src / "v2_nobook.png"
     files["v2_nobook.png"].write_bytes(tavern_card.write_png_card(tavern_card.parse_card(bare)))
-    # The real Samira card (tldw-chatbook) as tavern-card converts it to PNG.
-    files["samira.png"] = src / "samira.png"
-    tc_convert(TP / "samira.tldw-chatbook.json", files["samira.png"])
     return files
 
 
-GENERATED = ["v2.json", "v2.png", "v3.json", "v3.png", "v2_nobook.png", "samira.png"]
-VENDORED = ["samira.tldw-chatbook.json",
-            "brann.card-forge.json", "brann.card-forge.png"]
+GENERATED = ["v2.json", "v2.png", "v3.json", "v3.png", "v2_nobook.png"]
+VENDORED = ["brann.card-forge.json", "brann.card-forge.png"]
 
 
 def source(name, made):
@@ -359,7 +351,7 @@ def test_round_trip_judged_by_tavern_card(lemonpc, tmp_path, made, name):
         assert tc_view(back) == v3_upgrade(view)
 
 
-@pytest.mark.parametrize("name", ["v2.json", "v3.json", "samira.tldw-chatbook.json"])
+@pytest.mark.parametrize("name", ["v2.json", "v3.json"])
 def test_json_to_png_and_back(lemonpc, tmp_path, made, name):
     """Export to the other container: tavern-card reads our PNG as the card
     it wrote as JSON, and converts it back to the same JSON."""
