@@ -363,31 +363,7 @@ static AVX2 void attn_head(float *out, const float *q, const float *K, const flo
         lm_kernels_scalar.attn_head(out, q, K, V, kv_stride, n_keys, hd, scale, s);
         return;
     }
-    int p0 = 0;
-    if (hd % 16 == 0)   /* 4 keys at a time: one reduction tree for 4 dots */
-        for (; p0 + 4 <= n_keys; p0 += 4) {
-            const float *k0 = K + (size_t)p0 * kv_stride, *k1 = k0 + kv_stride;
-            const float *k2 = k1 + kv_stride, *k3 = k2 + kv_stride;
-            __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
-            for (int i = 0; i < hd; i += 16) {
-                const __m256 qa = _mm256_loadu_ps(q + i), qb = _mm256_loadu_ps(q + i + 8);
-                a0 = _mm256_fmadd_ps(qa, _mm256_loadu_ps(k0 + i), a0);
-                b0 = _mm256_fmadd_ps(qb, _mm256_loadu_ps(k0 + i + 8), b0);
-                a1 = _mm256_fmadd_ps(qa, _mm256_loadu_ps(k1 + i), a1);
-                b1 = _mm256_fmadd_ps(qb, _mm256_loadu_ps(k1 + i + 8), b1);
-                a2 = _mm256_fmadd_ps(qa, _mm256_loadu_ps(k2 + i), a2);
-                b2 = _mm256_fmadd_ps(qb, _mm256_loadu_ps(k2 + i + 8), b2);
-                a3 = _mm256_fmadd_ps(qa, _mm256_loadu_ps(k3 + i), a3);
-                b3 = _mm256_fmadd_ps(qb, _mm256_loadu_ps(k3 + i + 8), b3);
-            }
-            /* hadd(hadd(x0, x1), hadd(x2, x3)) puts the low-half sums of the
-             * four dots in lanes 0..3 and the high-half sums in lanes 4..7 */
-            const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1)),
-                                            _mm256_hadd_ps(_mm256_add_ps(a2, b2), _mm256_add_ps(a3, b3)));
-            const __m128 d = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-            _mm_storeu_ps(s + p0, _mm_mul_ps(d, _mm_set1_ps(scale)));
-        }
-    for (int p = p0; p < n_keys; p++) {
+    for (int p = 0; p < n_keys; p++) {
         const float *k = K + (size_t)p * kv_stride;
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         int i = 0;
