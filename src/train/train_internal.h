@@ -10,6 +10,17 @@
 #include "train/lora.h"
 #include "train/train_model.h"
 
+/* Marks a loop-heavy function for an AVX2/FMA copy next to the baseline
+ * one (target_clones: the loader picks per CPU), on x86-64 Linux. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef SIMD_CLONES
+#define SIMD_CLONES
+#endif
+
 struct lm_tacts {
     int B, T, N, loss_chunk, rank; /* rank: LoRA rank or 0 */
     float *buf;                 /* one owned allocation */

@@ -25,15 +25,6 @@ static int tmm_kind(void) {
     return best;
 }
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef SIMD_CLONES
-#define SIMD_CLONES
-#endif
-
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define LANES 8
 

@@ -10,15 +10,6 @@
 /* Attention runs over 64-wide head vectors: an AVX2 copy of its tasks
  * (target_clones, picked at load) and an inlined dot with lm_dot's exact
  * summation order (8 lane sums, fixed tree), so the bits do not change. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef SIMD_CLONES
-#define SIMD_CLONES
-#endif
-
 static inline __attribute__((always_inline)) float hdot(const float *restrict a,
                                                         const float *restrict b, int n) {
     float acc[8] = {0};

@@ -3,7 +3,11 @@
 `lemonpc` binary and small tools in build/tools/."""
 import os
 import pathlib
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
 
 # llama.cpp's OpenMP threads spin-wait by default; on a busy 2-core machine
 # that makes the oracle ~20x slower. Must be set before libgomp loads.
@@ -50,3 +54,46 @@ def model_path():
 @pytest.fixture(scope="session")
 def tmp_models(tmp_path_factory):
     return tmp_path_factory.mktemp("models")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(model_path, tmp_path_factory):
+    """llama-cpp-python's OpenAI-compatible server on the real model (a
+    teacher nobody here wrote), on a free port; skipped without its extras."""
+    try:
+        import llama_cpp.server.app  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"llama_cpp.server cannot be imported ({e}); "
+                    "pip install fastapi uvicorn sse-starlette starlette-context pydantic-settings")
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("llama_server") / "server.log", "w")
+    # n_ctx 2048: an answer request is up to ~1400 prompt tokens + 320 new.
+    p = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
+                          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+                          "--n_threads", "2", "--seed", "0"],
+                         stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        t0 = time.monotonic()
+        while True:
+            assert p.poll() is None, f"llama_cpp.server exited; see {log.name}"
+            try:
+                urllib.request.urlopen(base + "/models", timeout=2).read()
+                break
+            except OSError:
+                assert time.monotonic() - t0 < 120, "llama_cpp.server did not come up in 120 s"
+                time.sleep(0.5)
+        yield base
+    finally:
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        log.close()

@@ -27,11 +27,7 @@ without them the server test is skipped with the import error as reason."""
 import collections
 import json
 import re
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -45,47 +41,6 @@ RUN_TIMEOUT = 1500  # seconds; a busy machine is ~5x slower than an idle one
 def read(path):
     with open(path) as f:
         return [json.loads(s) for s in f if s.strip()]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def llama_server(model_path, tmp_path_factory):
-    try:
-        import llama_cpp.server.app  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"llama_cpp.server cannot be imported ({e}); "
-                    "pip install fastapi uvicorn sse-starlette starlette-context pydantic-settings")
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("llama_server") / "server.log", "w")
-    # n_ctx 2048: an answer request is up to ~1400 prompt tokens + 320 new.
-    p = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
-                          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-                          "--n_threads", "2", "--seed", "0"],
-                         stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        t0 = time.monotonic()
-        while True:
-            assert p.poll() is None, f"llama_cpp.server exited; see {log.name}"
-            try:
-                urllib.request.urlopen(base + "/models", timeout=2).read()
-                break
-            except OSError:
-                assert time.monotonic() - t0 < 120, "llama_cpp.server did not come up in 120 s"
-                time.sleep(0.5)
-        yield base
-    finally:
-        p.terminate()
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-        log.close()
 
 
 def datagen(lemonpc, root, out, teacher):

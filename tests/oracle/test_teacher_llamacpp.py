@@ -7,11 +7,7 @@ sse-starlette, starlette-context, pydantic-settings); without them the
 server test is skipped with the import error as the reason."""
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -36,46 +32,6 @@ def write_requests(path, seed=None):
 
 def read(path):
     return [json.loads(s) for s in open(path) if s.strip()]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def llama_server(model_path, tmp_path_factory):
-    try:
-        import llama_cpp.server.app  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"llama_cpp.server cannot be imported ({e}); "
-                    "pip install fastapi uvicorn sse-starlette starlette-context pydantic-settings")
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("llama_server") / "server.log", "w")
-    p = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
-                          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
-                          "--n_threads", "2", "--seed", "0"],
-                         stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        t0 = time.monotonic()
-        while True:
-            assert p.poll() is None, f"llama_cpp.server exited; see {log.name}"
-            try:
-                urllib.request.urlopen(base + "/models", timeout=2).read()
-                break
-            except OSError:
-                assert time.monotonic() - t0 < 120, "llama_cpp.server did not come up in 120 s"
-                time.sleep(0.5)
-        yield base
-    finally:
-        p.terminate()
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-        log.close()
 
 
 def run_tool(tool, tmp_path, *args):
