@@ -110,4 +110,13 @@ int lm_ctx_set_adapter(lm_ctx *c, const struct lm_adapter *a, float scale, lm_er
 /* Bytes of the KV cache at full size (for memory budgets). */
 size_t lm_ctx_kv_bytes(const lm_ctx *c);
 
+/* Observer of lm_eval's intermediates, for debugging and for comparing
+ * them one by one with llama.cpp's (its graph callback uses the same
+ * names: "attn_norm-3", "Qcur-3", "ffn_out-3", "result_output", ...).
+ * data is [rows, cols] row-major: one row per token of the batch; it is
+ * valid only during the call. NULL fn turns tracing off. */
+typedef void (*lm_trace_fn)(void *user, const char *name, const float *data, int rows,
+                            int cols);
+void lm_ctx_set_trace(lm_ctx *c, lm_trace_fn fn, void *user);
+
 #endif

@@ -1,8 +1,11 @@
 /* Llama forward pass over a batch of tokens with an f32 KV cache.
- * Cache layout: k_cache[layer][pos][n_head_kv * head_dim] (v_cache alike),
- * so the keys of a batch are one contiguous block that the K projection
- * writes straight into. */
+ * Cache layout: k_cache[layer][pos][n_head_kv * head_dim], so the keys of a
+ * batch are one contiguous block that the K projection writes straight
+ * into; v_cache[layer][n_head_kv * head_dim][n_ctx_pad], transposed as
+ * llama.cpp keeps it, so a head's weighted sum of values reads rows of
+ * positions (lm_attn_head). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +20,9 @@ struct lm_ctx {
     lm_pool *pool;        /* borrowed, or own_pool */
     lm_pool *own_pool;
     int n_ctx, n_past, n_batch;
-    float *k_cache, *v_cache;   /* [n_layer, n_ctx, kv_dim] each */
+    int n_ctx_pad;              /* n_ctx rounded up to LM_ATTN_PAD */
+    float *k_cache;             /* [n_layer, n_ctx, kv_dim] */
+    float *v_cache;             /* [n_layer, kv_dim, n_ctx_pad] */
     /* scratch, [n_batch, ...] */
     float *x;       /* [B, n_embd] residual stream */
     float *xb;      /* [B, n_embd] normed input / projection output */
@@ -25,23 +30,30 @@ struct lm_ctx {
     float *att;     /* [B, q_dim] attention output */
     float *hb, *hb2;/* [B, n_ff] */
     int32_t *pos;   /* [B] */
-    float *scores;  /* [n_score_threads, n_ctx] per-thread attention rows */
+    float *scores;  /* [n_score_threads, n_ctx_pad] per-thread attention rows */
     int n_score_threads;
     /* LoRA adapter (borrowed) and its scratch: ad_t[B, rank], ad_y[B, max out] */
     const lm_adapter *ad;
     float ad_mul;         /* scale * alpha / rank */
     float *ad_t, *ad_y;
+    lm_trace_fn trace;    /* optional observer (lm_ctx_set_trace) */
+    void *trace_user;
 };
 
-static size_t kv_elems(const lm_ctx *c) {
+static size_t k_elems(const lm_ctx *c) {
     const lm_llama_config *cfg = &c->m->cfg;
     return (size_t)cfg->n_layer * (size_t)c->n_ctx * (size_t)(cfg->n_head_kv * cfg->head_dim);
+}
+
+static size_t v_elems(const lm_ctx *c) {
+    const lm_llama_config *cfg = &c->m->cfg;
+    return (size_t)cfg->n_layer * (size_t)c->n_ctx_pad * (size_t)(cfg->n_head_kv * cfg->head_dim);
 }
 
 static int ensure_scores(lm_ctx *c, lm_err *err) {
     int nt = lm_pool_threads(c->pool);
     if (nt <= c->n_score_threads) return 0;
-    float *s = realloc(c->scores, sizeof(float) * (size_t)nt * (size_t)c->n_ctx);
+    float *s = realloc(c->scores, sizeof(float) * (size_t)nt * (size_t)c->n_ctx_pad);
     if (!s) return lm_errf(err, "out of memory for attention scratch");
     c->scores = s;
     c->n_score_threads = nt;
@@ -60,6 +72,7 @@ lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
     if (!c) { lm_errf(err, "out of memory"); return NULL; }
     c->m = m;
     c->n_ctx = n_ctx;
+    c->n_ctx_pad = (n_ctx + LM_ATTN_PAD - 1) / LM_ATTN_PAD * LM_ATTN_PAD;
     c->n_batch = n_ctx < LM_BATCH ? n_ctx : LM_BATCH;
     /* a 1-thread pool runs tasks inline (no threads): the fallback for NULL */
     c->own_pool = lm_pool_new(1, err);
@@ -68,8 +81,8 @@ lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
     size_t B = (size_t)c->n_batch;
     size_t q_dim = (size_t)cfg->n_head * (size_t)cfg->head_dim;
     /* calloc: pages of the cache become resident only as positions fill */
-    c->k_cache = calloc(kv_elems(c), sizeof(float));
-    c->v_cache = calloc(kv_elems(c), sizeof(float));
+    c->k_cache = calloc(k_elems(c), sizeof(float));
+    c->v_cache = calloc(v_elems(c), sizeof(float));
     c->x = malloc(sizeof(float) * B * (size_t)cfg->n_embd);
     c->xb = malloc(sizeof(float) * B * (size_t)cfg->n_embd);
     c->q = malloc(sizeof(float) * B * q_dim);
@@ -80,7 +93,7 @@ lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
     if (!c->k_cache || !c->v_cache || !c->x || !c->xb || !c->q || !c->att || !c->hb ||
         !c->hb2 || !c->pos) {
         lm_errf(err, "out of memory for a %d-token context (KV cache %zu MB)", n_ctx,
-                2 * kv_elems(c) * sizeof(float) >> 20);
+                (k_elems(c) + v_elems(c)) * sizeof(float) >> 20);
         lm_ctx_free(c);
         return NULL;
     }
@@ -101,7 +114,7 @@ void lm_ctx_free(lm_ctx *c) {
 int lm_ctx_n_past(const lm_ctx *c) { return c->n_past; }
 int lm_ctx_n_ctx(const lm_ctx *c) { return c->n_ctx; }
 const lm_model *lm_ctx_model(const lm_ctx *c) { return c->m; }
-size_t lm_ctx_kv_bytes(const lm_ctx *c) { return 2 * kv_elems(c) * sizeof(float); }
+size_t lm_ctx_kv_bytes(const lm_ctx *c) { return (k_elems(c) + v_elems(c)) * sizeof(float); }
 
 void lm_ctx_truncate(lm_ctx *c, int n_past) {
     if (n_past < 0) n_past = 0;
@@ -138,6 +151,21 @@ int lm_ctx_set_adapter(lm_ctx *c, const lm_adapter *a, float scale, lm_err *err)
     c->ad = a;
     c->ad_mul = scale * a->alpha / (float)a->rank;
     return 0;
+}
+
+void lm_ctx_set_trace(lm_ctx *c, lm_trace_fn fn, void *user) {
+    c->trace = fn;
+    c->trace_user = user;
+}
+
+/* Reports data[rows, cols] as "<what>-<layer>" (layer < 0: no suffix). */
+static void trace(const lm_ctx *c, const char *what, int layer, const float *data, int rows,
+                  int cols) {
+    if (!c->trace) return;
+    char name[64];
+    if (layer >= 0) snprintf(name, sizeof name, "%s-%d", what, layer);
+    else snprintf(name, sizeof name, "%s", what);
+    c->trace(c->trace_user, name, data, rows, cols);
 }
 
 /* y[B, n] += mul * (x[B, k] A^T) B^T, after the base matmul of projection p. */
@@ -185,11 +213,21 @@ static void attn_task(void *arg, int task, int n_tasks, int thread) {
     int kv_dim = cfg->n_head_kv * hd;
     int t = task / nh, h = task % nh;
     int kvh = h / (nh / cfg->n_head_kv);   /* GQA: n_head / n_head_kv queries share a KV head */
-    size_t layer_off = (size_t)j->layer * (size_t)c->n_ctx * (size_t)kv_dim;
+    const float *K = c->k_cache + (size_t)j->layer * (size_t)c->n_ctx * (size_t)kv_dim;
+    const float *Vt = c->v_cache + ((size_t)j->layer * (size_t)kv_dim + (size_t)kvh * hd) *
+                                       (size_t)c->n_ctx_pad;
     lm_attn_head(c->att + ((size_t)t * nh + h) * hd, c->q + ((size_t)t * nh + h) * hd,
-                 c->k_cache + layer_off + (size_t)kvh * hd,
-                 c->v_cache + layer_off + (size_t)kvh * hd, (size_t)kv_dim, j->p0 + t + 1, hd,
-                 1.0f / sqrtf((float)hd), c->scores + (size_t)thread * (size_t)c->n_ctx);
+                 K + (size_t)kvh * hd, (size_t)kv_dim, Vt, (size_t)c->n_ctx_pad, j->p0 + t + 1,
+                 hd, 1.0f / sqrtf((float)hd), j->n_tokens == 1,
+                 c->scores + (size_t)thread * (size_t)c->n_ctx_pad);
+}
+
+/* v[B, kv_dim] into the transposed cache of layer l at positions p0.. */
+static void store_v(lm_ctx *c, int l, const float *v, int B, int p0) {
+    int kv_dim = c->m->cfg.n_head_kv * c->m->cfg.head_dim;
+    float *vt = c->v_cache + (size_t)l * (size_t)kv_dim * (size_t)c->n_ctx_pad + p0;
+    for (int i = 0; i < kv_dim; i++)
+        for (int t = 0; t < B; t++) vt[(size_t)i * (size_t)c->n_ctx_pad + t] = v[(size_t)t * kv_dim + i];
 }
 
 /* ys[p][B, ws[p]->n] = x[B, k] @ ws[p]^T: one pool dispatch and one
@@ -231,10 +269,12 @@ static void forward_chunk(lm_ctx *c, const int32_t *tokens, int B) {
     }
     for (int l = 0; l < cfg->n_layer; l++) {
         const lm_llama_layer *L = &m->layers[l];
-        size_t kv_off = ((size_t)l * (size_t)c->n_ctx + (size_t)p0) * (size_t)kv_dim;
-        float *k = c->k_cache + kv_off, *v = c->v_cache + kv_off;   /* [B, kv_dim] */
+        size_t k_off = ((size_t)l * (size_t)c->n_ctx + (size_t)p0) * (size_t)kv_dim;
+        float *k = c->k_cache + k_off;   /* [B, kv_dim] */
+        float *v = c->att;               /* [B, kv_dim] until store_v; att is free till then */
 
         lm_rmsnorm(c->xb, c->x, L->attn_norm, B, d, cfg->rms_eps);
+        trace(c, "attn_norm", l, c->xb, B, d);
         {
             float *ys[3] = {c->q, k, v};
             const lm_weight *ws[3] = {&L->wq, &L->wk, &L->wv};
@@ -252,13 +292,21 @@ static void forward_chunk(lm_ctx *c, const int32_t *tokens, int B) {
             lm_rope(c->q, B, cfg->n_head, hd, c->pos, cfg->rope_base);
             lm_rope(k, B, cfg->n_head_kv, hd, c->pos, cfg->rope_base);
         }
+        trace(c, "Qcur", l, c->q, B, q_dim);
+        trace(c, "Kcur", l, k, B, kv_dim);
+        trace(c, "Vcur", l, v, B, kv_dim);
+        store_v(c, l, v, B, p0);
         attn_job job = {c, l, B, p0};
         lm_pool_run(c->pool, attn_task, &job, B * cfg->n_head);
+        trace(c, "kqv_out", l, c->att, B, q_dim);
         lm_matmul(c->pool, c->xb, c->att, L->wo.data, L->wo.type, B, d, q_dim);
         if (c->ad) lora_add(c, c->xb, c->att, l, LM_ADAPT_O, B);
+        trace(c, "attn_out", l, c->xb, B, d);
         add_into(c->x, c->xb, (size_t)B * d);
+        trace(c, "ffn_inp", l, c->x, B, d);
 
         lm_rmsnorm(c->xb, c->x, L->ffn_norm, B, d, cfg->rms_eps);
+        trace(c, "ffn_norm", l, c->xb, B, d);
         {
             float *ys[2] = {c->hb, c->hb2};
             const lm_weight *ws[2] = {&L->w_gate, &L->w_up};
@@ -268,10 +316,15 @@ static void forward_chunk(lm_ctx *c, const int32_t *tokens, int B) {
             lora_add(c, c->hb, c->xb, l, LM_ADAPT_GATE, B);
             lora_add(c, c->hb2, c->xb, l, LM_ADAPT_UP, B);
         }
+        trace(c, "ffn_gate", l, c->hb, B, ff);
+        trace(c, "ffn_up", l, c->hb2, B, ff);
         lm_swiglu(c->hb, c->hb, c->hb2, B * ff);
+        trace(c, "ffn_swiglu", l, c->hb, B, ff);
         lm_matmul(c->pool, c->xb, c->hb, L->w_down.data, L->w_down.type, B, d, ff);
         if (c->ad) lora_add(c, c->xb, c->hb, l, LM_ADAPT_DOWN, B);
+        trace(c, "ffn_out", l, c->xb, B, d);
         add_into(c->x, c->xb, (size_t)B * d);
+        trace(c, "l_out", l, c->x, B, d);
     }
 }
 
@@ -300,8 +353,11 @@ int lm_eval(lm_ctx *c, const int32_t *tokens, int n, lm_logits_mode mode, float 
         if (mode == LM_LOGITS_ALL) {
             /* LM head for every row of the chunk, straight into the caller's buffer */
             lm_rmsnorm(c->xb, c->x, m->output_norm, B, d, cfg->rms_eps);
+            trace(c, "result_norm", -1, c->xb, B, d);
             lm_matmul(c->pool, logits + (size_t)(done - B) * (size_t)cfg->n_vocab, c->xb,
                       m->output.data, m->output.type, B, cfg->n_vocab, d);
+            trace(c, "result_output", -1, logits + (size_t)(done - B) * (size_t)cfg->n_vocab, B,
+                  cfg->n_vocab);
         } else if (mode == LM_LOGITS_LAST && done == n) {
             /* only the last row: the head is the largest matmul of the model */
             const float *last = c->x + (size_t)(B - 1) * d;

@@ -5,10 +5,12 @@
  * (matmul.c) pads partial tiles (repeating the last W row / float x row,
  * zero rows of quantized x) and drops the extra results. Every tile kernel of a set computes each dot product
  * with the same sequence of operations whatever MR/NR it was built for, so
- * y does not depend on the thread count, on how rows were split over tasks,
- * nor on m (a token gives the same logits in a prompt batch as alone).
- * Different sets (scalar vs avx2) sum in different orders and differ in the
- * last bits. */
+ * y does not depend on the thread count or on how rows were split over
+ * tasks. The avx2 set follows llama.cpp's CPU orders bit for bit (ggml's
+ * vec_dot and llamafile's tinyBLAS), including their one asymmetry: F32
+ * weights are reduced one way for a single token (dec) and another for a
+ * batch (gemm); quantized weights give a token the same result alone as
+ * in a batch. Different sets (scalar vs avx2) differ in the last bits. */
 #ifndef LM_TENSOR_KERNELS_H
 #define LM_TENSOR_KERNELS_H
 
@@ -69,8 +71,9 @@ typedef struct lm_kernels {
     /* lm_softmax, lm_swiglu, lm_attn_head (ops.h) */
     void (*softmax)(float *x, int n);
     void (*swiglu)(float *out, const float *gate, const float *up, int n);
-    void (*attn_head)(float *out, const float *q, const float *K, const float *V,
-                      size_t kv_stride, int n_keys, int head_dim, float scale, float *scores);
+    void (*attn_head)(float *out, const float *q, const float *K, size_t k_stride,
+                      const float *Vt, size_t vt_stride, int n_keys, int head_dim, float scale,
+                      int single, float *scores);
 } lm_kernels;
 
 extern const lm_kernels lm_kernels_scalar;

@@ -73,13 +73,16 @@ static AVX2 void quant_x(const float *x, int k, int8_t *q, float *d, float *s, i
 
 /* ---- quantized tiles ------------------------------------------------
  *
- * A tile handles 8 (x row, W row) pairs at a time. Per block, each pair's
- * exact int32 dot product is reduced to one lane, so the float work -- the
- * conversion, the scale d_w*d_x and the fma into the accumulator -- is one
- * instruction for all 8 pairs, not one each. Lane p of the accumulator is
- * pair p's sum over blocks, acc = fma(isum_b, dw_b*dx_b, acc) in block
- * order, whichever tile shape grouped the pairs: decode (1 x 8) and batch
- * (4 x 2) tiles give identical numbers. */
+ * Each (x row, W row) dot product is computed exactly as ggml's AVX2
+ * vec_dot_q8_0_q8_0 / vec_dot_q4_1_q8_1 and llamafile's tinyBLAS compute it,
+ * so that our logits are llama.cpp's bit for bit: per block of 32, the
+ * exact int32 sums of 4 adjacent byte products (maddubs + madd) form 8
+ * lanes; acc = fma(d_w*d_x, lanes, acc) over the blocks in order; the 8
+ * lanes are summed at the end (hsum_ps, ggml's order). Q4_1 adds
+ * sum_b m_w*s_x, a scalar fma chain in block order, after the lane sum.
+ * Any reduction order would do for speed; this one is llama.cpp's, whose
+ * activation quantization turns every last-bit difference into a flipped
+ * rounding that grows through the layers (see docs on logit parity). */
 
 /* 32 nibbles of a Q4 block as bytes 0..15 in element order. */
 INLINE __m256i unpack_nibbles(const uint8_t *qs) {
@@ -100,21 +103,10 @@ INLINE __m256i bdot_u(__m256i w, __m256i x) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
 }
 
-/* Lane p of the result = sum of the 8 lanes of v[p]. */
-INLINE __m256i hsum8_epi32(const __m256i *v) {
-    const __m256i a = _mm256_hadd_epi32(v[0], v[1]), b = _mm256_hadd_epi32(v[2], v[3]);
-    const __m256i c = _mm256_hadd_epi32(v[4], v[5]), d = _mm256_hadd_epi32(v[6], v[7]);
-    const __m256i ab = _mm256_hadd_epi32(a, b), cd = _mm256_hadd_epi32(c, d);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(ab, cd, 0x20),
-                            _mm256_permute2x128_si256(ab, cd, 0x31));
-}
-
 enum { QK_Q8_0, QK_Q4_0, QK_Q4_1 };
 
-/* Block b of W row r for kind: the 32 weights as bytes (signed for Q8_0,
- * the raw nibbles 0..15 for Q4_0 and Q4_1), and the f16 d (and m) fields.
- * Q4_0's weights are nib - 8: the kernels take sum(nib*x) - 8*sum(x),
- * exact in integers, which saves recentring and sign tricks per pair. */
+/* Block b of W row r for kind as signed bytes (Q8_0; Q4_0 recentred to
+ * nib - 8) or raw nibbles 0..15 (Q4_1), and its f16 d (and m). */
 INLINE __m256i load_wblock(const void *row, int b, int kind, uint16_t *d, uint16_t *m) {
     if (kind == QK_Q8_0) {
         const lm_block_q8_0 *blk = (const lm_block_q8_0 *)row + b;
@@ -124,7 +116,7 @@ INLINE __m256i load_wblock(const void *row, int b, int kind, uint16_t *d, uint16
     if (kind == QK_Q4_0) {
         const lm_block_q4_0 *blk = (const lm_block_q4_0 *)row + b;
         *d = blk->d;
-        return unpack_nibbles(blk->q);
+        return _mm256_sub_epi8(unpack_nibbles(blk->q), _mm256_set1_epi8(8));
     }
     const lm_block_q4_1 *blk = (const lm_block_q4_1 *)row + b;
     *d = blk->d;
@@ -143,92 +135,49 @@ INLINE __m256i load_wblock(const void *row, int b, int kind, uint16_t *d, uint16
 #ifndef PF_DIST
 #define PF_DIST 8192
 #endif
-/* Decode: one x row against 8 W rows; lane j = W row j. */
-INLINE void dec_q(int k, const void *const *w, const lm_xtile *x, float *out, const int kind) {
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int b = 0; b < k / LM_QK; b++) {
-        const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + b * LM_QK));
-        __m256i p[8];
-        uint16_t d[8], m[8] = {0};
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) {
-            if (PF_DIST) {
-                const size_t bb = kind == QK_Q8_0 ? sizeof(lm_block_q8_0)
-                                : kind == QK_Q4_0 ? sizeof(lm_block_q4_0) : sizeof(lm_block_q4_1);
-                _mm_prefetch((const char *)w[j] + (size_t)b * bb + PF_DIST, _MM_HINT_T0);
-            }
-            const __m256i wv = load_wblock(w[j], b, kind, &d[j], &m[j]);
-            p[j] = kind == QK_Q8_0 ? bdot_s(_mm256_sign_epi8(wv, wv), wv, xv) : bdot_u(wv, xv);
-        }
-        __m256i isum = hsum8_epi32(p);
-        if (kind == QK_Q4_0)
-            isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * x->qsum[b * LM_XQ_GROUP]));
-        const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16((short)d[0], (short)d[1], (short)d[2], (short)d[3],
-                                                         (short)d[4], (short)d[5], (short)d[6], (short)d[7]));
-        const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[b * LM_XQ_GROUP]));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
-        if (kind == QK_Q4_1) {
-            const __m256 mw = _mm256_cvtph_ps(_mm_setr_epi16((short)m[0], (short)m[1], (short)m[2], (short)m[3],
-                                                             (short)m[4], (short)m[5], (short)m[6], (short)m[7]));
-            accm = _mm256_add_ps(accm, _mm256_mul_ps(mw, _mm256_set1_ps(x->s[b * LM_XQ_GROUP])));
-        }
-    }
-    _mm256_storeu_ps(out, kind == QK_Q4_1 ? _mm256_add_ps(acc, accm) : acc);
-}
 
-/* Batch: 4 x rows (one scale group) against NR = 2*NG W rows, in NG
- * groups of 8 pairs; in group g, lane p holds x row p/2 with W row
- * 2g + p%2. */
-INLINE void gemm_q(int k, const void *const *w, const lm_xtile *x, float *out, const int kind,
-                   const int NG) {
-    __m256 acc[4], accm[4];
-    for (int g = 0; g < NG; g++) acc[g] = accm[g] = _mm256_setzero_ps();
-    const __m256i rows_of_lanes = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+/* MR x rows (one scale group, x->d[b*LM_XQ_GROUP + i]) against NR W rows. */
+INLINE void qtile(int k, const void *const *w, const lm_xtile *x, float *out, const int kind,
+                  const int MR, const int NR, const int prefetch) {
+    __m256 acc[4][8];
+    float sm[4][8];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; j++) { acc[i][j] = _mm256_setzero_ps(); sm[i][j] = 0.0f; }
+    const size_t bb = kind == QK_Q8_0 ? sizeof(lm_block_q8_0)
+                    : kind == QK_Q4_0 ? sizeof(lm_block_q4_0) : sizeof(lm_block_q4_1);
     for (int b = 0; b < k / LM_QK; b++) {
         __m256i wv[8], aw[8];
-        uint16_t d[8], m[8] = {0};
+        float dw[8], mw[8];
 #pragma GCC unroll 8
-        for (int j = 0; j < 2 * NG; j++) {
-            wv[j] = load_wblock(w[j], b, kind, &d[j], &m[j]);
-            if (kind == QK_Q8_0) aw[j] = _mm256_sign_epi8(wv[j], wv[j]);
+        for (int j = 0; j < NR; j++) {
+            if (prefetch) _mm_prefetch((const char *)w[j] + (size_t)b * bb + PF_DIST, _MM_HINT_T0);
+            uint16_t d, m = 0;
+            wv[j] = load_wblock(w[j], b, kind, &d, &m);
+            if (kind != QK_Q4_1) aw[j] = _mm256_sign_epi8(wv[j], wv[j]);
+            dw[j] = f16_to_f32(d);
+            mw[j] = f16_to_f32(m);
         }
-        __m256i p[4][8];
 #pragma GCC unroll 4
-        for (int i = 0; i < LM_XQ_GROUP; i++) {
+        for (int i = 0; i < MR; i++) {
             const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + (size_t)i * k + b * LM_QK));
+            const float dx = x->d[b * LM_XQ_GROUP + i];
 #pragma GCC unroll 8
-            for (int j = 0; j < 2 * NG; j++)
-                p[j / 2][2 * i + j % 2] = kind == QK_Q8_0 ? bdot_s(aw[j], wv[j], xv) : bdot_u(wv[j], xv);
-        }
-        const __m256 dx = _mm256_permutevar8x32_ps(
-            _mm256_castps128_ps256(_mm_loadu_ps(x->d + b * LM_XQ_GROUP)), rows_of_lanes);
-        __m256i qs8 = _mm256_setzero_si256(); /* 8*qsum of each lane's x row (Q4_0) */
-        if (kind == QK_Q4_0)
-            qs8 = _mm256_slli_epi32(_mm256_permutevar8x32_epi32(
-                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(x->qsum + b * LM_XQ_GROUP))),
-                rows_of_lanes), 3);
-        __m256 sx = _mm256_setzero_ps();
-        if (kind == QK_Q4_1)
-            sx = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(x->s + b * LM_XQ_GROUP)),
-                                          rows_of_lanes);
-#pragma GCC unroll 4
-        for (int g = 0; g < NG; g++) {
-            __m256i isum = hsum8_epi32(p[g]);
-            if (kind == QK_Q4_0) isum = _mm256_sub_epi32(isum, qs8);
-            const __m256 dw = _mm256_cvtph_ps(_mm_set1_epi32((int)((uint32_t)d[2 * g] | (uint32_t)d[2 * g + 1] << 16)));
-            acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dx), acc[g]);
-            if (kind == QK_Q4_1) {
-                const __m256 mw = _mm256_cvtph_ps(_mm_set1_epi32((int)((uint32_t)m[2 * g] | (uint32_t)m[2 * g + 1] << 16)));
-                accm[g] = _mm256_add_ps(accm[g], _mm256_mul_ps(mw, sx));
+            for (int j = 0; j < NR; j++) {
+                const __m256i p = kind == QK_Q4_1 ? bdot_u(wv[j], xv) : bdot_s(aw[j], wv[j], xv);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(dw[j] * dx), _mm256_cvtepi32_ps(p), acc[i][j]);
+                if (kind == QK_Q4_1) sm[i][j] = fmaf(mw[j], x->s[b * LM_XQ_GROUP + i], sm[i][j]);
             }
         }
     }
-    float t[4][8];
 #pragma GCC unroll 4
-    for (int g = 0; g < NG; g++)
-        _mm256_storeu_ps(t[g], kind == QK_Q4_1 ? _mm256_add_ps(acc[g], accm[g]) : acc[g]);
-    for (int i = 0; i < LM_XQ_GROUP; i++)
-        for (int j = 0; j < 2 * NG; j++) out[i * 2 * NG + j] = t[j / 2][2 * i + j % 2];
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; j++) {
+            const float t = hsum_ps(acc[i][j]);
+            out[i * NR + j] = kind == QK_Q4_1 ? t + sm[i][j] : t;
+        }
 }
 
 /* ---- float-weight tiles --------------------------------------------- */
@@ -275,125 +224,171 @@ DEFINE_FLOAT_TILE(tile_bf16, load_bf16, elem_bf16)
 
 /* ---- exp, softmax, swiglu ------------------------------------------- */
 
-/* e^x for x <= 88.7 (larger x is clamped there; softmax and silu never
- * need more): x = n*ln2 + r with |r| <= ln2/2, e^r by its degree-6 Taylor
- * polynomial (truncation < 1.3e-7 relative), times 2^n built in the
- * exponent bits. Below -87.3, where 2^n leaves the normal range, 0. */
+/* e^x as ggml's AVX2 ggml_v_expf computes it (the scheme of ARM's
+ * optimized-routines vector expf), bit for bit, so softmax and SiLU agree
+ * with llama.cpp's: x = n*ln2 + b with n = round(x/ln2) by the 1.5*2^23
+ * shift trick and ln2 in two parts, e^b - 1 by a degree-5 polynomial in
+ * Estrin form, 2^n added into the exponent bits. |n| > 126 (results near
+ * the ends of the float range) takes a slower path that splits the scale
+ * in two; |n| > 192 saturates to 0 or inf. Max error about 1.5 ulp. */
 INLINE __m256 exp_ps(__m256 x) {
-    const __m256 hi = _mm256_set1_ps(88.7f), lo = _mm256_set1_ps(-87.3f);
-    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    /* ln2 split in two so n*ln2_hi is exact */
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    /* n in [-126, 128]: 2^n as (n + 127) << 23; n = 128 (x near 88.7) is
-     * split as 2^127 * 2 to stay finite */
-    const __m256i ni = _mm256_cvtps_epi32(n);
-    const __m256i big = _mm256_cmpgt_epi32(ni, _mm256_set1_epi32(127));
-    const __m256i e = _mm256_sub_epi32(ni, _mm256_and_si256(big, _mm256_set1_epi32(1)));
-    const __m256 two_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127)), 23));
-    p = _mm256_mul_ps(p, two_n);
-    p = _mm256_blendv_ps(p, _mm256_add_ps(p, p), _mm256_castsi256_ps(big));
-    return _mm256_andnot_ps(under, p);
+    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
+    const __m256 n = _mm256_sub_ps(z, shift);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0f))));
+    const __m256 absn = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+    const __m256 big = _mm256_cmp_ps(absn, _mm256_set1_ps(126.0f), _CMP_GT_OQ);
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 hi = _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
+    const __m256 lo = _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
+    const __m256 j = _mm256_fmadd_ps(_mm256_fmadd_ps(hi, u, lo), u,
+                                     _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    if (!_mm256_movemask_ps(big)) return _mm256_fmadd_ps(j, k, k);
+    /* scale = s1 * s2 with both factors representable */
+    const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                       _mm256_set1_epi32((int)0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256 huge = _mm256_cmp_ps(absn, _mm256_set1_ps(192.0f), _CMP_GT_OQ);
+    const __m256 split = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
+    const __m256 normal = _mm256_fmadd_ps(k, j, k);
+    return _mm256_or_ps(_mm256_and_ps(huge, _mm256_mul_ps(s1, s1)),
+                        _mm256_andnot_ps(huge, _mm256_or_ps(_mm256_and_ps(big, split),
+                                                            _mm256_andnot_ps(big, normal))));
 }
+
+/* Sum of 8 lanes into a double, in ggml's order (vec_soft_max_f32). */
+INLINE double hsum_pd(__m256 v) { return (double)hsum_ps(v); }
 
 static AVX2 void softmax(float *x, int n) {
     if (n <= 0) return;
-    __m256 mv = _mm256_set1_ps(-INFINITY);
+    float max = -INFINITY;
+    for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    /* ggml_vec_soft_max_f32: groups of 8 through exp_ps, each group's sum
+     * added to a double; the tail through expf */
+    double sum = 0.0;
     int i = 0;
-    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    float max = _mm_cvtss_f32(m4);
-    for (; i < n; i++) max = x[i] > max ? x[i] : max;
-    /* the denominator in double, as the scalar version and ggml sum it */
-    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     const __m256 mb = _mm256_set1_ps(max);
-    for (i = 0; i + 8 <= n; i += 8) {
+    for (; i + 8 <= n; i += 8) {
         const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mb));
         _mm256_storeu_ps(x + i, e);
-        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        sum += hsum_pd(e);
     }
-    double sd[4];
-    _mm256_storeu_pd(sd, _mm256_add_pd(s0, s1));
-    double sum = (sd[0] + sd[1]) + (sd[2] + sd[3]);
     for (; i < n; i++) {
-        float t[8] = {x[i] - max};
-        _mm256_storeu_ps(t, exp_ps(_mm256_loadu_ps(t)));
-        x[i] = t[0];
-        sum += t[0];
+        x[i] = expf(x[i] - max);
+        sum += (double)x[i];
     }
-    const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
-    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
-    for (; i < n; i++) x[i] *= (float)(1.0 / sum);
+    const float inv = (float)(1.0 / sum);
+    for (i = 0; i < n; i++) x[i] *= inv;
 }
 
-/* silu(g)*u = g / (1 + e^-g) * u */
+/* silu(g)*u = g / (1 + e^-g) * u, as ggml_vec_swiglu_f32 */
 static AVX2 void swiglu(float *out, const float *gate, const float *up, int n) {
     int i = 0;
-    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    const __m256 one = _mm256_set1_ps(1.0f);
     for (; i + 8 <= n; i += 8) {
         const __m256 g = _mm256_loadu_ps(gate + i);
-        const __m256 e = exp_ps(_mm256_xor_ps(g, sign));
+        const __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), g));
         const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, e));
         _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
     }
     if (i < n) lm_swiglu_scalar(out + i, gate + i, up + i, n - i);
 }
 
-/* ---- attention ------------------------------------------------------ */
+/* ---- attention ------------------------------------------------------
+ *
+ * llama.cpp (no flash attention, f32 cache) computes a head's scores with
+ * ggml_vec_dot_f32, the softmax over its cache window padded to 256 keys
+ * with masked keys at -inf, and the weighted sum of V with tinyBLAS when
+ * the batch has several tokens, ggml_vec_dot_f32 when it has one. We
+ * follow the same orders; the masked keys contribute exact zeros, so only
+ * the key-group boundaries (multiples of 8 and 32 from key 0) matter, not
+ * the padding. */
 
-/* hd a multiple of 8: scores with 8-lane fma dot products, then the
- * weighted sum of V rows with the output held in registers, 64 floats
- * (8 vectors) of the head at a time. */
-static AVX2 void attn_head(float *out, const float *q, const float *K, const float *V,
-                           size_t kv_stride, int n_keys, int hd, float scale, float *s) {
+/* ggml_vec_dot_f32: 4 accumulators over steps of 32, reduced pairwise,
+ * then the leftovers as GCC built them: rounded products added one by one
+ * in runs of 8 and 4, the last 3 or fewer fused. */
+INLINE float dot_f32_ggml(const float *x, const float *y, int n) {
+    const int np = n & ~31;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int i = 0; i < np; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), s3);
+    }
+    s0 = _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3));
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    t = _mm_hadd_ps(t, t);
+    t = _mm_hadd_ps(t, t);
+    float sum = _mm_cvtss_f32(t);
+    int i = np;
+    for (; n - i >= 8; i += 8)
+        for (int e = 0; e < 8; e++) sum += x[i + e] * y[i + e];
+    if (n - i >= 4)
+        for (int e = 0; e < 4; e++, i++) sum += x[i] * y[i];
+    for (; i < n; i++) sum = fmaf(x[i], y[i], sum);
+    return sum;
+}
+
+/* Scores and softmax weights of one query over n_keys keys into s[], zero
+ * up to the next multiple of 32 (the weighted sums read whole groups). */
+INLINE void attn_weights(const float *q, const float *K, size_t k_stride, int n_keys, int hd,
+                         float scale, float *s) {
+    float max = -INFINITY;
+    for (int p = 0; p < n_keys; p++) {
+        s[p] = dot_f32_ggml(K + (size_t)p * k_stride, q, hd) * scale;
+        max = s[p] > max ? s[p] : max;
+    }
+    const int n8 = (n_keys + 7) & ~7, n32 = (n_keys + 31) & ~31;
+    for (int p = n_keys; p < n8; p++) s[p] = -INFINITY;
+    double sum = 0.0;
+    const __m256 mb = _mm256_set1_ps(max);
+    for (int p = 0; p < n8; p += 8) {
+        const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(s + p), mb));
+        _mm256_storeu_ps(s + p, e);
+        sum += hsum_pd(e);
+    }
+    for (int p = n8; p < n32; p++) s[p] = 0.0f;
+    const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
+    for (int p = 0; p < n8; p += 8) _mm256_storeu_ps(s + p, _mm256_mul_ps(_mm256_loadu_ps(s + p), inv));
+}
+
+/* hd a multiple of 8. V is transposed: value i of key p at Vt[i*vt_stride + p]. */
+static AVX2 void attn_head(float *out, const float *q, const float *K, size_t k_stride,
+                           const float *Vt, size_t vt_stride, int n_keys, int hd, float scale,
+                           int single, float *s) {
     if (hd % 8) {
-        lm_kernels_scalar.attn_head(out, q, K, V, kv_stride, n_keys, hd, scale, s);
+        lm_kernels_scalar.attn_head(out, q, K, k_stride, Vt, vt_stride, n_keys, hd, scale, single, s);
         return;
     }
-    for (int p = 0; p < n_keys; p++) {
-        const float *k = K + (size_t)p * kv_stride;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        int i = 0;
-        for (; i + 16 <= hd; i += 16) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_loadu_ps(k + i + 8), a1);
-        }
-        if (i < hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
-        s[p] = hsum_ps(_mm256_add_ps(a0, a1)) * scale;
+    attn_weights(q, K, k_stride, n_keys, hd, scale, s);
+    if (single) {
+        /* ggml_vec_dot_f32 over the weights, whole groups of 32 */
+        const int n32 = (n_keys + 31) & ~31;
+        for (int i = 0; i < hd; i++) out[i] = dot_f32_ggml(Vt + (size_t)i * vt_stride, s, n32);
+        return;
     }
-    softmax(s, n_keys);
-    for (int c = 0; c < hd; c += 64) {
-        const int nv = (hd - c) / 8 < 8 ? (hd - c) / 8 : 8;
-        __m256 acc[8];
-        for (int v = 0; v < 8; v++) acc[v] = _mm256_setzero_ps();
-        if (nv == 8) {
-            for (int p = 0; p < n_keys; p++) {
-                const float *row = V + (size_t)p * kv_stride + c;
-                const __m256 wp = _mm256_set1_ps(s[p]);
-#pragma GCC unroll 8
-                for (int v = 0; v < 8; v++) acc[v] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(row + 8 * v), acc[v]);
-            }
-        } else {
-            for (int p = 0; p < n_keys; p++) {
-                const float *row = V + (size_t)p * kv_stride + c;
-                const __m256 wp = _mm256_set1_ps(s[p]);
-                for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(row + 8 * v), acc[v]);
-            }
+    /* tinyBLAS: one 8-lane accumulator per output over groups of 8 keys;
+     * 4 outputs at a time for independent fma chains */
+    const int n8 = (n_keys + 7) & ~7;
+    for (int i = 0; i < hd; i += 4) {
+        const float *v0 = Vt + (size_t)i * vt_stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int p = 0; p < n8; p += 8) {
+            const __m256 w = _mm256_loadu_ps(s + p);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v0 + p), w, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v0 + vt_stride + p), w, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(v0 + 2 * vt_stride + p), w, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(v0 + 3 * vt_stride + p), w, a3);
         }
-        for (int v = 0; v < nv; v++) _mm256_storeu_ps(out + c + 8 * v, acc[v]);
+        out[i] = hsum_ps(a0);
+        out[i + 1] = hsum_ps(a1);
+        out[i + 2] = hsum_ps(a2);
+        out[i + 3] = hsum_ps(a3);
     }
 }
 
@@ -407,29 +402,40 @@ static AVX2 void attn_head(float *out, const float *q, const float *K, const flo
     static AVX2 void NAME(int k, const void *const *w, const lm_xtile *x, float *out) { \
         BODY(k, w, x, out, __VA_ARGS__);                                                 \
     }
-/* W rows per batch tile: 2 * Q_NG. 4 (a 4 x 8 tile, 32 pairs per block)
- * spends ~12% less CPU on a 512-token prompt than 2 (Q4_0 and Q8_0, Zen 3):
- * each W block unpacked serves more x rows' worth of pairs per hsum. */
-#ifndef Q_NG
-#define Q_NG 4
+/* W rows per batch tile: 4 x rows x Q_NR W rows = 4*Q_NR accumulators,
+ * plus the W blocks, within the 16 ymm registers. */
+#ifndef Q_NR
+#define Q_NR 2
 #endif
 
 #define DEC_NR 4
 #define F_MR 4
 #define F_NR 3
 
-INSTANCE(dec_f32, tile_f32, 1, DEC_NR)
+/* F32 weights as llama.cpp multiplies them: ggml_vec_dot_f32 for a single
+ * token, tinyBLAS (one 8-lane fma accumulator per output, tile_f32) for a
+ * batch when k is a multiple of 8, ggml_vec_dot_f32 otherwise. */
+static AVX2 void dec_f32(int k, const void *const *w, const lm_xtile *x, float *out) {
+    for (int j = 0; j < DEC_NR; j++) out[j] = dot_f32_ggml((const float *)w[j], x->f[0], k);
+}
+static AVX2 void gemm_f32(int k, const void *const *w, const lm_xtile *x, float *out) {
+    if (k % 8 == 0) {
+        tile_f32(k, w, x, out, F_MR, F_NR);
+        return;
+    }
+    for (int i = 0; i < F_MR; i++)
+        for (int j = 0; j < F_NR; j++) out[i * F_NR + j] = dot_f32_ggml((const float *)w[j], x->f[i], k);
+}
 INSTANCE(dec_f16, tile_f16, 1, DEC_NR)
 INSTANCE(dec_bf16, tile_bf16, 1, DEC_NR)
-INSTANCE(gemm_f32, tile_f32, F_MR, F_NR)
 INSTANCE(gemm_f16, tile_f16, F_MR, F_NR)
 INSTANCE(gemm_bf16, tile_bf16, F_MR, F_NR)
-QINSTANCE(dec_q8_0, dec_q, QK_Q8_0)
-QINSTANCE(dec_q4_0, dec_q, QK_Q4_0)
-QINSTANCE(dec_q4_1, dec_q, QK_Q4_1)
-QINSTANCE(gemm_q8_0, gemm_q, QK_Q8_0, Q_NG)
-QINSTANCE(gemm_q4_0, gemm_q, QK_Q4_0, Q_NG)
-QINSTANCE(gemm_q4_1, gemm_q, QK_Q4_1, Q_NG)
+QINSTANCE(dec_q8_0, qtile, QK_Q8_0, 1, 8, 1)
+QINSTANCE(dec_q4_0, qtile, QK_Q4_0, 1, 8, 1)
+QINSTANCE(dec_q4_1, qtile, QK_Q4_1, 1, 8, 1)
+QINSTANCE(gemm_q8_0, qtile, QK_Q8_0, LM_XQ_GROUP, Q_NR, 0)
+QINSTANCE(gemm_q4_0, qtile, QK_Q4_0, LM_XQ_GROUP, Q_NR, 0)
+QINSTANCE(gemm_q4_1, qtile, QK_Q4_1, LM_XQ_GROUP, Q_NR, 0)
 
 const lm_kernels lm_kernels_avx2 = {
     .name = "avx2",
@@ -444,8 +450,8 @@ const lm_kernels lm_kernels_avx2 = {
     },
     .gemm = {
         [LM_WT_F32] = {gemm_f32, F_MR, F_NR},   [LM_WT_F16] = {gemm_f16, F_MR, F_NR},
-        [LM_WT_BF16] = {gemm_bf16, F_MR, F_NR}, [LM_WT_Q8_0] = {gemm_q8_0, LM_XQ_GROUP, 2 * Q_NG},
-        [LM_WT_Q4_0] = {gemm_q4_0, LM_XQ_GROUP, 2 * Q_NG}, [LM_WT_Q4_1] = {gemm_q4_1, LM_XQ_GROUP, 2 * Q_NG},
+        [LM_WT_BF16] = {gemm_bf16, F_MR, F_NR}, [LM_WT_Q8_0] = {gemm_q8_0, LM_XQ_GROUP, Q_NR},
+        [LM_WT_Q4_0] = {gemm_q4_0, LM_XQ_GROUP, Q_NR}, [LM_WT_Q4_1] = {gemm_q4_1, LM_XQ_GROUP, Q_NR},
     },
 };
 

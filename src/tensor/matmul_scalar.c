@@ -109,19 +109,21 @@ static float dot_q4_1(int k, const lm_block_q4_1 *w, const int8_t *q, const floa
 
 /* ---- attention ------------------------------------------------------ */
 
-static void attn_head(float *out, const float *q, const float *K, const float *V, size_t kv_stride,
-                      int n_keys, int hd, float scale, float *s) {
+static void attn_head(float *out, const float *q, const float *K, size_t k_stride, const float *Vt,
+                      size_t vt_stride, int n_keys, int hd, float scale, int single, float *s) {
+    (void)single;
     for (int p = 0; p < n_keys; p++) {
-        const float *k = K + (size_t)p * kv_stride;
+        const float *k = K + (size_t)p * k_stride;
         float dot = 0.0f;
         for (int i = 0; i < hd; i++) dot += q[i] * k[i];
         s[p] = dot * scale;
     }
     lm_softmax_scalar(s, n_keys);
-    for (int i = 0; i < hd; i++) out[i] = 0.0f;
-    for (int p = 0; p < n_keys; p++) {
-        const float *v = V + (size_t)p * kv_stride;
-        for (int i = 0; i < hd; i++) out[i] += s[p] * v[i];
+    for (int i = 0; i < hd; i++) {
+        const float *v = Vt + (size_t)i * vt_stride;
+        float acc = 0.0f;
+        for (int p = 0; p < n_keys; p++) acc += s[p] * v[p];
+        out[i] = acc;
     }
 }
 

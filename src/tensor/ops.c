@@ -9,9 +9,11 @@
 
 const char *lm_kernels_name(void) { return lm_kernels_default()->name; }
 
-void lm_attn_head(float *out, const float *q, const float *K, const float *V, size_t kv_stride,
-                  int n_keys, int head_dim, float scale, float *scores) {
-    lm_kernels_default()->attn_head(out, q, K, V, kv_stride, n_keys, head_dim, scale, scores);
+void lm_attn_head(float *out, const float *q, const float *K, size_t k_stride, const float *Vt,
+                  size_t vt_stride, int n_keys, int head_dim, float scale, int single,
+                  float *scores) {
+    lm_kernels_default()->attn_head(out, q, K, k_stride, Vt, vt_stride, n_keys, head_dim, scale,
+                                    single, scores);
 }
 
 void lm_rmsnorm(float *out, const float *x, const float *w, int m, int d, float eps) {
@@ -61,9 +63,10 @@ void lm_rope(float *q, int n_tokens, int n_heads, int head_dim, const int32_t *p
                 }
                 th *= theta_scale;
                 const float x0 = v[2 * i], x1 = v[2 * i + 1];
-                const float a = x0 * c, b = x1 * s, e = x0 * s, f = x1 * c;
-                v[2 * i] = a - b;
-                v[2 * i + 1] = e + f;
+                /* one product rounded, the other fused, as llama.cpp's
+                 * build of ggml's rotate_pairs computes it (fmaddsub) */
+                v[2 * i] = fmaf(x0, c, -(x1 * s));
+                v[2 * i + 1] = fmaf(x0, s, x1 * c);
             }
         }
     }

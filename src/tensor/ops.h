@@ -35,12 +35,20 @@ void lm_rope(float *q, int n_tokens, int n_heads, int head_dim,
              const int32_t *pos, float base);
 
 /* One query head's causal attention over n_keys cached positions:
- * out[hd] = softmax(scale * K q) V, where row p of K and V is at
- * K + p*kv_stride, V + p*kv_stride (a head's slice of a [n_ctx, kv_dim]
- * cache). scores[n_keys] is caller scratch (left holding the weights).
- * SIMD like lm_matmul; the result does not depend on the thread that runs it. */
-void lm_attn_head(float *out, const float *q, const float *K, const float *V, size_t kv_stride,
-                  int n_keys, int head_dim, float scale, float *scores);
+ * out[hd] = softmax(scale * K q) V. Key p is at K + p*k_stride (a head's
+ * slice of a [n_ctx, kv_dim] cache); V is stored transposed: value i of
+ * key p at Vt[i*vt_stride + p], and rows are read up to n_keys rounded up
+ * to 32 (their weight there is 0; the values must be finite).
+ * scores[n_keys rounded up to 32] is caller scratch (left holding the
+ * weights). The reduction orders are llama.cpp's (ggml_vec_dot_f32 for
+ * scores, tinyBLAS for the weighted sum of a batch of several tokens,
+ * ggml_vec_dot_f32 when single is set: the token is alone in its batch),
+ * so logits match it bit for bit. The result does not depend on the thread
+ * that runs it. */
+#define LM_ATTN_PAD 32
+void lm_attn_head(float *out, const float *q, const float *K, size_t k_stride, const float *Vt,
+                  size_t vt_stride, int n_keys, int head_dim, float scale, int single,
+                  float *scores);
 
 /* x[n] = softmax(x[n]) in place, max-subtracted. */
 void lm_softmax(float *x, int n);

@@ -1,13 +1,18 @@
 /* lm_logits: our forward pass (optionally with a runtime LoRA adapter) for the oracle tests.
  *
  *   lm_logits MODEL TOKENS [--adapter FILE] [--scale S] [--out FILE]
- *                     [--greedy N] [--threads N] [--ctx N]
+ *                     [--greedy N] [--steps FILE] [--threads N] [--ctx N]
+ *                     [--trace FILE]
  *
  * TOKENS is a comma-separated id list. Evaluates them in one batch with
  * logits for every position, writes them to FILE as raw little-endian f32
  * [n_tokens, n_vocab], then (with --greedy N) decodes N tokens greedily one
  * at a time (no stop token, so both sides decode exactly N). Prints
- * "n_vocab V" and "greedy id id ..." on stdout. */
+ * "n_vocab V" and "greedy id id ..." on stdout. --steps FILE writes the
+ * logits each greedy pick was made from, [N, n_vocab] (row 0 = the last
+ * prompt row, then one per decoded token). --trace FILE records the
+ * prompt batch's named intermediates (lm_ctx_set_trace), each as
+ * u32 name length, name, i32 rows, i32 cols, f32 data[rows*cols]. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +33,16 @@ static int parse_int(const char *s, const char *what, long lo, long hi, int *out
     return 0;
 }
 
+static void trace_write(void *user, const char *name, const float *data, int rows, int cols) {
+    FILE *f = user;
+    uint32_t len = (uint32_t)strlen(name);
+    int32_t shape[2] = {rows, cols};
+    fwrite(&len, sizeof len, 1, f);
+    fwrite(name, 1, len, f);
+    fwrite(shape, sizeof shape, 1, f);
+    fwrite(data, sizeof(float), (size_t)rows * (size_t)cols, f);
+}
+
 static int argmax(const float *x, int n) {
     int b = 0;
     for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
@@ -41,12 +56,15 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *model_path = argv[1], *tok_arg = argv[2], *out_path = NULL, *adapter = NULL;
+    const char *trace_path = NULL, *steps_path = NULL;
     float scale = 1.0f;
     int n_greedy = 0, threads = 1, n_ctx = 0;
     for (int i = 3; i < argc; i++) {
         if (i + 1 >= argc) { fprintf(stderr, "lm_logits: %s needs a value\n", argv[i]); return 2; }
         if (!strcmp(argv[i], "--out")) out_path = argv[++i];
         else if (!strcmp(argv[i], "--adapter")) adapter = argv[++i];
+        else if (!strcmp(argv[i], "--trace")) trace_path = argv[++i];
+        else if (!strcmp(argv[i], "--steps")) steps_path = argv[++i];
         else if (!strcmp(argv[i], "--scale")) scale = (float)atof(argv[++i]);
         else if (!strcmp(argv[i], "--greedy")) { if (parse_int(argv[++i], "--greedy", 0, 1 << 20, &n_greedy)) return 2; }
         else if (!strcmp(argv[i], "--threads")) { if (parse_int(argv[++i], "--threads", 1, 256, &threads)) return 2; }
@@ -76,7 +94,21 @@ int main(int argc, char **argv) {
     float *logits = NULL;
     if (!c || (adapter && (!ad || lm_ctx_set_adapter(c, ad, scale, &err)))) goto done;
     if (!(logits = malloc(sizeof(float) * n * (size_t)V))) goto done;
-    if (lm_eval(c, tok, (int)n, LM_LOGITS_ALL, logits, &err)) goto done;
+    FILE *tf = NULL;
+    if (trace_path) {
+        if (!(tf = fopen(trace_path, "wb"))) {
+            snprintf(err.msg, sizeof err.msg, "%s: cannot open", trace_path);
+            goto done;
+        }
+        lm_ctx_set_trace(c, trace_write, tf);
+    }
+    int ev = lm_eval(c, tok, (int)n, LM_LOGITS_ALL, logits, &err);
+    lm_ctx_set_trace(c, NULL, NULL);
+    if (tf && fclose(tf)) {
+        snprintf(err.msg, sizeof err.msg, "%s: cannot write", trace_path);
+        goto done;
+    }
+    if (ev) goto done;
     printf("n_vocab %d\n", V);
     if (out_path) {
         FILE *f = fopen(out_path, "wb");
@@ -86,15 +118,31 @@ int main(int argc, char **argv) {
         }
     }
     if (n_greedy > 0) {
-        int32_t next = argmax(logits + (n - 1) * (size_t)V, V);
+        FILE *sf = NULL;
+        if (steps_path && !(sf = fopen(steps_path, "wb"))) {
+            snprintf(err.msg, sizeof err.msg, "%s: cannot open", steps_path);
+            goto done;
+        }
+        const float *row = logits + (n - 1) * (size_t)V;
+        int32_t next = argmax(row, V);
         printf("greedy");
+        int ok = 1;
         for (int i = 0; i < n_greedy; i++) {
+            if (sf && fwrite(row, sizeof(float), (size_t)V, sf) != (size_t)V) ok = 0;
             printf(" %d", next);
             if (i + 1 == n_greedy) break;
-            if (lm_eval(c, &next, 1, LM_LOGITS_LAST, logits, &err)) goto done;
-            next = argmax(logits, V);
+            if (lm_eval(c, &next, 1, LM_LOGITS_LAST, logits, &err)) {
+                if (sf) fclose(sf);
+                goto done;
+            }
+            row = logits;
+            next = argmax(row, V);
         }
         printf("\n");
+        if (sf && (fclose(sf) || !ok)) {
+            snprintf(err.msg, sizeof err.msg, "%s: cannot write", steps_path);
+            goto done;
+        }
     }
     rc = 0;
 done:
