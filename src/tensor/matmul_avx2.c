@@ -136,44 +136,90 @@ INLINE __m256i load_wblock(const void *row, int b, int kind, uint16_t *d, uint16
 #define PF_DIST 8192
 #endif
 
-/* MR x rows (one scale group, x->d[b*LM_XQ_GROUP + i]) against NR W rows. */
-INLINE void qtile(int k, const void *const *w, const lm_xtile *x, float *out, const int kind,
-                  const int MR, const int NR, const int prefetch) {
-    __m256 acc[4][8];
-    float sm[4][8];
-#pragma GCC unroll 4
-    for (int i = 0; i < MR; i++)
+/* The f16 field at byte offset off of block b of 8 W rows, as 8 floats. */
+INLINE __m256 load_half8(const void *const *w, int b, size_t bb, size_t off) {
+    uint16_t h[8];
 #pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) { acc[i][j] = _mm256_setzero_ps(); sm[i][j] = 0.0f; }
+    for (int j = 0; j < 8; j++) memcpy(&h[j], (const char *)w[j] + (size_t)b * bb + off, 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+/* Decode: one x row against 8 W rows, a row at a time so the 8
+ * accumulators and the x block stay in registers. The 8 scales d_w*d_x of
+ * a block are formed in one vector and broadcast from memory. */
+INLINE void qdec(int k, const void *const *w, const lm_xtile *x, float *out, const int kind) {
+    __m256 acc[8], sm = _mm256_setzero_ps();
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
     const size_t bb = kind == QK_Q8_0 ? sizeof(lm_block_q8_0)
                     : kind == QK_Q4_0 ? sizeof(lm_block_q4_0) : sizeof(lm_block_q4_1);
     for (int b = 0; b < k / LM_QK; b++) {
-        __m256i wv[8], aw[8];
-        float dw[8], mw[8];
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + b * LM_QK));
+        const __m256 dx = _mm256_set1_ps(x->d[b * LM_XQ_GROUP]);
+        float sc[8];
+        _mm256_storeu_ps(sc, _mm256_mul_ps(load_half8(w, b, bb, 0), dx));
+        if (kind == QK_Q4_1) /* lane j: fma(m_j, s_x, sm_j), each row's scalar chain */
+            sm = _mm256_fmadd_ps(load_half8(w, b, bb, 2), _mm256_set1_ps(x->s[b * LM_XQ_GROUP]), sm);
 #pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            _mm_prefetch((const char *)w[j] + (size_t)b * bb + PF_DIST, _MM_HINT_T0);
+            __m256i p;
+            if (kind == QK_Q4_1) {
+                p = bdot_u(unpack_nibbles(((const lm_block_q4_1 *)w[j] + b)->q), xv);
+            } else {
+                uint16_t d;
+                const __m256i wv = load_wblock(w[j], b, kind, &d, &d);
+                /* |w| unsigned, as ggml: a -128 weight stays exact */
+                p = bdot_s(_mm256_sign_epi8(wv, wv), wv, xv);
+            }
+            acc[j] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[j]), _mm256_cvtepi32_ps(p), acc[j]);
+        }
+    }
+    float m[8];
+    _mm256_storeu_ps(m, sm);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        const float t = hsum_ps(acc[j]);
+        out[j] = kind == QK_Q4_1 ? t + m[j] : t;
+    }
+}
+
+/* Batch: LM_XQ_GROUP x rows (x->d[b*LM_XQ_GROUP + i]) against NR W rows. */
+INLINE void qtile(int k, const void *const *w, const lm_xtile *x, float *out, const int kind,
+                  const int NR) {
+    enum { MR = LM_XQ_GROUP };
+    __m256 acc[MR][4];
+    float sm[MR][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NR; j++) { acc[i][j] = _mm256_setzero_ps(); sm[i][j] = 0.0f; }
+    for (int b = 0; b < k / LM_QK; b++) {
+        __m256i wv[4], aw[4];
+        float sc[4][MR], mw[4];
+        const __m128 dx = _mm_loadu_ps(x->d + b * LM_XQ_GROUP);
+#pragma GCC unroll 4
         for (int j = 0; j < NR; j++) {
-            if (prefetch) _mm_prefetch((const char *)w[j] + (size_t)b * bb + PF_DIST, _MM_HINT_T0);
             uint16_t d, m = 0;
             wv[j] = load_wblock(w[j], b, kind, &d, &m);
             if (kind != QK_Q4_1) aw[j] = _mm256_sign_epi8(wv[j], wv[j]);
-            dw[j] = f16_to_f32(d);
+            _mm_storeu_ps(sc[j], _mm_mul_ps(_mm_set1_ps(f16_to_f32(d)), dx));
             mw[j] = f16_to_f32(m);
         }
 #pragma GCC unroll 4
         for (int i = 0; i < MR; i++) {
             const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + (size_t)i * k + b * LM_QK));
-            const float dx = x->d[b * LM_XQ_GROUP + i];
-#pragma GCC unroll 8
+#pragma GCC unroll 4
             for (int j = 0; j < NR; j++) {
                 const __m256i p = kind == QK_Q4_1 ? bdot_u(wv[j], xv) : bdot_s(aw[j], wv[j], xv);
-                acc[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(dw[j] * dx), _mm256_cvtepi32_ps(p), acc[i][j]);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[j][i]), _mm256_cvtepi32_ps(p), acc[i][j]);
                 if (kind == QK_Q4_1) sm[i][j] = fmaf(mw[j], x->s[b * LM_XQ_GROUP + i], sm[i][j]);
             }
         }
     }
 #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
-#pragma GCC unroll 8
+#pragma GCC unroll 4
         for (int j = 0; j < NR; j++) {
             const float t = hsum_ps(acc[i][j]);
             out[i * NR + j] = kind == QK_Q4_1 ? t + sm[i][j] : t;
@@ -430,12 +476,12 @@ INSTANCE(dec_f16, tile_f16, 1, DEC_NR)
 INSTANCE(dec_bf16, tile_bf16, 1, DEC_NR)
 INSTANCE(gemm_f16, tile_f16, F_MR, F_NR)
 INSTANCE(gemm_bf16, tile_bf16, F_MR, F_NR)
-QINSTANCE(dec_q8_0, qtile, QK_Q8_0, 1, 8, 1)
-QINSTANCE(dec_q4_0, qtile, QK_Q4_0, 1, 8, 1)
-QINSTANCE(dec_q4_1, qtile, QK_Q4_1, 1, 8, 1)
-QINSTANCE(gemm_q8_0, qtile, QK_Q8_0, LM_XQ_GROUP, Q_NR, 0)
-QINSTANCE(gemm_q4_0, qtile, QK_Q4_0, LM_XQ_GROUP, Q_NR, 0)
-QINSTANCE(gemm_q4_1, qtile, QK_Q4_1, LM_XQ_GROUP, Q_NR, 0)
+QINSTANCE(dec_q8_0, qdec, QK_Q8_0)
+QINSTANCE(dec_q4_0, qdec, QK_Q4_0)
+QINSTANCE(dec_q4_1, qdec, QK_Q4_1)
+QINSTANCE(gemm_q8_0, qtile, QK_Q8_0, Q_NR)
+QINSTANCE(gemm_q4_0, qtile, QK_Q4_0, Q_NR)
+QINSTANCE(gemm_q4_1, qtile, QK_Q4_1, Q_NR)
 
 const lm_kernels lm_kernels_avx2 = {
     .name = "avx2",
