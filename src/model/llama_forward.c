@@ -14,6 +14,12 @@
 #include "tensor/ops.h"
 
 #define LM_BATCH 128   /* tokens per forward chunk: bounds scratch, keeps matmuls wide */
+/* llama.cpp's default micro-batch. A lone token takes other reduction
+ * orders than a batch there (F32 matmuls, attention's weighted sum), so we
+ * cut a call into micro-batches of this size as it does and never leave a
+ * chunk of one token inside a larger micro-batch: the logits stay equal to
+ * its bit for bit whatever the prompt length. */
+#define LM_UBATCH 512
 
 struct lm_ctx {
     const lm_model *m;
@@ -345,8 +351,11 @@ int lm_eval(lm_ctx *c, const int32_t *tokens, int n, lm_logits_mode mode, float 
     if (ensure_scores(c, err)) return -1;
 
     int d = cfg->n_embd;
-    for (int done = 0; done < n;) {
-        int B = n - done < c->n_batch ? n - done : c->n_batch;
+    for (int done = 0, ub_end = 0; done < n;) {
+        if (done == ub_end) ub_end = done + (n - done < LM_UBATCH ? n - done : LM_UBATCH);
+        int left = ub_end - done;
+        int B = left < c->n_batch ? left : c->n_batch;
+        if (left - B == 1 && B > 2) B--;
         forward_chunk(c, tokens + done, B);
         c->n_past += B;
         done += B;

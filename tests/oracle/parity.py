@@ -64,11 +64,11 @@ def exact_build():
 EXACT, EXACT_WHY = exact_build()
 
 
-def llama_open(path, lora=None, f16_kv=False):
+def llama_open(path, lora=None, f16_kv=False, n_ctx=512):
     kw = {} if f16_kv else {"type_k": 0, "type_v": 0}   # GGML_TYPE_F32 = 0
     if lora:
         kw["lora_path"] = str(lora)
-    return llama_cpp.Llama(str(path), n_ctx=512, n_threads=2, n_batch=512, logits_all=True,
+    return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=2, n_batch=512, logits_all=True,
                            seed=0, verbose=False, **kw)
 
 

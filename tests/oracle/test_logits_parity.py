@@ -72,6 +72,23 @@ def test_real_f32(converted, toks_list, tool, tmp_path):
     check(converted["F32"], toks_list, tool, tmp_path, quantized=False)
 
 
+@pytest.mark.parametrize("n", [129, 513])
+def test_long_prompts(n, converted, model_path, tool, tmp_path):
+    """Prompts that leave one token over: past our 128-token chunks (129) and
+    past llama.cpp's 512-token micro-batch (513), where a lone token takes
+    other reduction orders than a batch (F32 matmuls, attention)."""
+    import llama_cpp
+    vocab = llama_cpp.Llama(str(model_path), vocab_only=True, verbose=False)
+    text = " ".join(PROMPTS) * 12
+    toks = vocab.tokenize(render(text).encode(), add_bos=False, special=True)[:n]
+    del vocab
+    assert len(toks) == n
+    for path, quantized in ((converted["F32"], False), (model_path, True)):
+        runs = [ours(tool, path, toks, 4, tmp_path)]
+        compare(f"{path.name} ({n} tokens)", llama_open(path, n_ctx=1024), runs, [toks], quantized,
+                4, f16_llm=lambda p=path: llama_open(p, f16_kv=True, n_ctx=1024))
+
+
 RANDOM_SHAPES = {
     # name: (layers, embd, heads, kv_heads, ff, theta, untied)
     "mha-4x4-tied": (2, 128, 4, 4, 256, 10000.0, False),
