@@ -2,12 +2,11 @@
  * with per-function target attributes so the build needs no -march flag;
  * matmul.c only hands these out when the CPU reports the features.
  *
- * Quantized dot products do what ggml's AVX2 path does per block of 32 --
- * an exact integer dot product (maddubs + madd), scaled by d_w*d_x in f32
- * -- but reduce 8 pairs' integer sums into one vector first (see below).
- * Float-weight dot products accumulate 8 lanes with fma and sum them at
- * the end. Each dot product runs the same operation sequence in every tile
- * shape (see kernels.h); only the number of them in flight differs. */
+ * Every floating-point operation follows llama.cpp's AVX2 build in kind
+ * and order (ggml's vec_dot, llamafile's tinyBLAS, ggml_v_expf, its
+ * attention), so logits agree with it bit for bit: docs/ENGINE.md. Each dot
+ * product runs the same operation sequence in every tile shape (see
+ * kernels.h); only the number of them in flight differs. */
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
 
