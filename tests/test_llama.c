@@ -16,6 +16,7 @@
 
 #include "model/gguf.h"
 #include "model/llama.h"
+#include "tensor/q4_0x8.h"
 
 typedef struct {
     int n_layer, n_embd, n_head, n_head_kv, n_ff, n_vocab, n_ctx_train;
@@ -349,6 +350,57 @@ static void test_batch_equals_decode(void **state) {
     check_batch_vs_decode(LM_Q8_0, 2);
     check_batch_vs_decode(LM_Q4_1, 1);
     check_batch_vs_decode(LM_F16, 2);
+    check_batch_vs_decode(LM_Q4_0, 2);
+}
+
+/* Q4_0 matrices with a multiple of 8 rows are repacked at load (a tied
+ * output too, the embedding lookup then reading the copy): the logits are
+ * bit for bit those of the weights used in place (LEMONPC_REPACK=0). A
+ * vocabulary that is not a multiple of 8 leaves the output in place. */
+static void check_repacked(int n_vocab, int untied, int threads) {
+    spec s = base_spec();
+    s.wtype = LM_Q4_0;
+    s.n_vocab = n_vocab;
+    s.untied = untied;
+    tiny *m = tiny_write(s);
+    setenv("LEMONPC_REPACK", "0", 1);
+    lm_model *plain = load_ok(m);
+    unsetenv("LEMONPC_REPACK");
+    lm_model *rep = load_ok(m);
+    assert_int_equal(plain->layers[0].wq.type, LM_Q4_0);
+    assert_int_equal(rep->layers[0].wq.type, LM_Q4_0_X8);
+    assert_int_equal(rep->layers[1].w_down.type, LM_Q4_0_X8);
+    assert_int_equal(rep->output.type, n_vocab % 8 ? LM_Q4_0 : LM_Q4_0_X8);
+    lm_err err = {0};
+    lm_pool *pool = lm_pool_new(threads, &err);
+    assert_non_null(pool);
+    lm_ctx *a = lm_ctx_new(plain, 64, pool, &err), *b = lm_ctx_new(rep, 64, pool, &err);
+    assert_true(a && b);
+    enum { N = 13 };
+    int32_t tok[N + 1];
+    make_tokens(tok, N + 1, n_vocab);
+    float *ya = malloc(sizeof(float) * N * n_vocab), *yb = malloc(sizeof(float) * N * n_vocab);
+    assert_true(ya && yb);
+    assert_int_equal(lm_eval(a, tok, N, LM_LOGITS_ALL, ya, &err), 0);
+    assert_int_equal(lm_eval(b, tok, N, LM_LOGITS_ALL, yb, &err), 0);
+    assert_memory_equal(ya, yb, sizeof(float) * N * n_vocab);
+    assert_int_equal(lm_eval(a, tok + N, 1, LM_LOGITS_LAST, ya, &err), 0);
+    assert_int_equal(lm_eval(b, tok + N, 1, LM_LOGITS_LAST, yb, &err), 0);
+    assert_memory_equal(ya, yb, sizeof(float) * n_vocab);
+    free(ya); free(yb);
+    lm_ctx_free(a); lm_ctx_free(b);
+    lm_pool_free(pool);
+    lm_model_free(plain);
+    lm_model_free(rep);
+    tiny_free(m);
+}
+
+static void test_q4_0_repacked(void **state) {
+    (void)state;
+    check_repacked(80, 0, 1);
+    check_repacked(80, 0, 2);
+    check_repacked(80, 1, 2);
+    check_repacked(81, 0, 1);
 }
 
 static void expect_load_error(spec s, const char *needle1, const char *needle2) {
@@ -451,6 +503,7 @@ int main(void) {
         cmocka_unit_test(test_matches_reference_rope_freqs),
         cmocka_unit_test(test_matches_reference_long),
         cmocka_unit_test(test_batch_equals_decode),
+        cmocka_unit_test(test_q4_0_repacked),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_context_errors),
         cmocka_unit_test(test_shared_model_contexts),

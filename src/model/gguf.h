@@ -71,6 +71,11 @@ gguf_file *gguf_open(const char *path, lm_err *err);
  * must outlive the gguf_file. `name` is used in messages. */
 gguf_file *gguf_open_mem(const void *buf, size_t size, const char *name, lm_err *err);
 void gguf_close(gguf_file *f);
+/* Hint that the mapping's bytes [data, data + n) will not be read for a
+ * while (weights copied elsewhere at load): their pages leave the process's
+ * resident set and come back from the file if read again. No-op for files
+ * opened from memory. */
+void gguf_release(const gguf_file *f, const void *data, size_t n);
 
 const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key);
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);

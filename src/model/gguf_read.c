@@ -460,6 +460,18 @@ void gguf_close(gguf_file *f) {
     free(fi);
 }
 
+void gguf_release(const gguf_file *f, const void *data, size_t n) {
+    const gguf_file_impl *fi = (const gguf_file_impl *)f;
+    if (!f || !fi->mapped || n == 0) return;
+    /* only the pages wholly inside the range: their neighbours may be in use */
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)data + page - 1) / page * page;
+    const uintptr_t hi = ((uintptr_t)data + n) / page * page;
+    /* MADV_DONTNEED on a read-only file mapping drops the pages without
+     * losing anything: a later read faults them in again from the file. */
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* Linear scans: files hold tens of keys and a few hundred tensors, and
  * lookups happen once at load time. */
 const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key) {

@@ -59,6 +59,7 @@ typedef struct lm_model {
     const float *rope_freqs;  /* [head_dim/2] divisors (Llama 3.x) or NULL */
     lm_llama_layer *layers;   /* [n_layer] */
     float *norm_buf;          /* owned f32 copies of non-f32 norm vectors */
+    void *repacked;           /* owned: the Q4_0 weights repacked at load (tensor/q4_0x8.h) */
 } lm_model;
 
 /* Opens path and loads the model; the model owns the mapping. */

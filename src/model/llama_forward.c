@@ -12,6 +12,7 @@
 #include "model/adapter.h"
 #include "model/llama.h"
 #include "tensor/ops.h"
+#include "tensor/q4_0x8.h"
 
 #define LM_BATCH 128   /* tokens per forward chunk: bounds scratch, keeps matmuls wide */
 /* llama.cpp's default micro-batch. A lone token takes other reduction
@@ -269,8 +270,12 @@ static void forward_chunk(lm_ctx *c, const int32_t *tokens, int B) {
     int p0 = c->n_past;
     size_t row_bytes = lm_dtype_row_bytes(m->tok_embd.type, d);
     for (int t = 0; t < B; t++) {
-        const uint8_t *row = (const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * row_bytes;
-        lm_dequant_row(m->tok_embd.type, row, c->x + (size_t)t * d, d);
+        if (m->tok_embd.type == LM_Q4_0_X8) /* tied and repacked (llama_load.c) */
+            lm_q4x8_dequant_row(m->tok_embd.data, tokens[t], d, c->x + (size_t)t * d);
+        else
+            lm_dequant_row(m->tok_embd.type,
+                           (const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * row_bytes,
+                           c->x + (size_t)t * d, d);
         c->pos[t] = p0 + t;
     }
     for (int l = 0; l < cfg->n_layer; l++) {

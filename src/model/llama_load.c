@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model/llama.h"
+#include "tensor/q4_0x8.h"
 
 /* Reads "<arch>.<name>" as u32; required unless opt. */
 static int get_u32(const gguf_file *f, const char *arch, const char *name, bool opt,
@@ -188,6 +189,63 @@ static bool known_tensor(const char *name, int n_layer) {
     return false;
 }
 
+/* Q4_0 matrices with a multiple of 8 rows (all of SmolLM2's, the output
+ * layer included) are repacked into one owned buffer
+ * for the faster kernels (tensor/q4_0x8.h; same numbers). The mapped
+ * originals' pages are released as they are copied, so the weights are
+ * resident once, not twice. LEMONPC_REPACK=0 keeps them in place (for
+ * comparisons). */
+static int repack_q4_0(lm_model *m, lm_err *err) {
+    const char *env = getenv("LEMONPC_REPACK");
+    if (env && !strcmp(env, "0")) return 0;
+    /* the matrices lm_matmul multiplies by */
+    const int count = 7 * m->cfg.n_layer + 1;
+    lm_weight **ws = malloc(sizeof *ws * (size_t)count);
+    if (!ws) return lm_errf(err, "%s: out of memory", m->gguf->path);
+    int n = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        lm_llama_layer *L = &m->layers[l];
+        lm_weight *lw[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) ws[n++] = lw[i];
+    }
+    ws[n++] = &m->output;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (ws[i]->type == LM_Q4_0) total += lm_q4x8_bytes(ws[i]->n, ws[i]->k);
+    void *buf = NULL;
+    if (total && posix_memalign(&buf, 64, total)) {
+        free(ws);
+        return lm_errf(err, "%s: out of memory repacking %zu bytes of Q4_0 weights",
+                       m->gguf->path, total);
+    }
+    m->repacked = buf;
+    unsigned char *dst = buf;
+    for (int i = 0; i < n; i++) {
+        lm_weight *w = ws[i];
+        const size_t bytes = w->type == LM_Q4_0 ? lm_q4x8_bytes(w->n, w->k) : 0;
+        if (!bytes) continue;
+        /* a slice of rows at a time, released once copied: the originals
+         * are never all resident next to the copy */
+        const size_t row = lm_dtype_row_bytes(LM_Q4_0, w->k);
+        const int slice = 256;
+        for (int r = 0; r < w->n; r += slice) {
+            const int rows = w->n - r < slice ? w->n - r : slice;
+            const unsigned char *src = (const unsigned char *)w->data + (size_t)r * row;
+            lm_q4x8_repack(src, rows, w->k, dst + (size_t)r * row);
+            gguf_release(m->gguf, src, (size_t)rows * row);
+        }
+        w->data = dst;
+        w->type = LM_Q4_0_X8;
+        dst += bytes;
+    }
+    free(ws);
+    /* Tied: the lookup reads the repacked copy too. Reading token_embd in
+     * place would fault in 64 KiB around each looked-up row (the kernel's
+     * fault-around), ~16 MB for a 512-token prompt, beside the copy. */
+    if (m->tied && m->output.type == LM_Q4_0_X8) m->tok_embd = m->output;
+    return 0;
+}
+
 lm_model *lm_model_from_gguf(const gguf_file *f, lm_err *err) {
     lm_model *m = calloc(1, sizeof *m);
     if (!m) { lm_errf(err, "%s: out of memory", f->path); return NULL; }
@@ -241,6 +299,7 @@ lm_model *lm_model_from_gguf(const gguf_file *f, lm_err *err) {
             bind_weight(f, nm[8], c->n_embd, c->n_ff, &L->w_down, err))
             goto fail;
     }
+    if (repack_q4_0(m, err)) goto fail;
     return m;
 fail:
     lm_model_free(m);
@@ -260,6 +319,7 @@ void lm_model_free(lm_model *m) {
     if (!m) return;
     free(m->layers);
     free(m->norm_buf);
+    free(m->repacked);
     gguf_close(m->file);
     free(m);
 }

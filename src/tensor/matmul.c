@@ -13,6 +13,7 @@
 
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
+#include "tensor/q4_0x8.h"
 
 /* ---- kernel set selection ------------------------------------------- */
 
@@ -198,6 +199,10 @@ void lm_matmul_multi_with(const lm_kernels *ks, lm_pool *pool, int count, float 
                           const void *const *Ws, const int *ns, lm_dtype wtype, const float *x,
                           int m, int k) {
     if (m <= 0 || count <= 0) return;
+    if (wtype == LM_Q4_0_X8) { /* repacked at load: its own tiles and driver */
+        lm_q4x8_matmul_multi(ks, pool, count, ys, Ws, ns, x, m, k);
+        return;
+    }
     const int wi = weight_index(wtype);
     const size_t wrow = lm_dtype_row_bytes(wtype, k);
     assert(wi >= 0 && wrow > 0 && "lm_matmul: weight type/row length checked by the loader");
