@@ -16,6 +16,7 @@
 
 #include "model/gguf.h"
 #include "model/llama.h"
+#include "tensor/ops.h"
 #include "tensor/q4_0x8.h"
 
 typedef struct {
@@ -355,8 +356,23 @@ static void test_batch_equals_decode(void **state) {
 
 /* Q4_0 matrices with a multiple of 8 rows are repacked at load (a tied
  * output too, the embedding lookup then reading the copy): the logits are
- * bit for bit those of the weights used in place (LEMONPC_REPACK=0). A
+ * those of the weights used in place (LEMONPC_REPACK=0), bit for bit with
+ * the scalar kernels; the avx2 ones follow llama.cpp, whose repacked GEMM
+ * sums in another order than its vec_dot, so there they agree closely. A
  * vocabulary that is not a multiple of 8 leaves the output in place. */
+static void assert_logits_agree(const float *a, const float *b, size_t n) {
+    if (!strcmp(lm_kernels_name(), "scalar")) {
+        assert_memory_equal(a, b, sizeof(float) * n);
+        return;
+    }
+    float scale = 0, worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        scale = fmaxf(scale, fabsf(a[i]));
+        worst = fmaxf(worst, fabsf(a[i] - b[i]));
+    }
+    if (!(worst <= 2e-3f * scale)) fail_msg("repacked logits differ by %g (max |logit| %g)", worst, scale);
+}
+
 static void check_repacked(int n_vocab, int untied, int threads) {
     spec s = base_spec();
     s.wtype = LM_Q4_0;
@@ -383,10 +399,10 @@ static void check_repacked(int n_vocab, int untied, int threads) {
     assert_true(ya && yb);
     assert_int_equal(lm_eval(a, tok, N, LM_LOGITS_ALL, ya, &err), 0);
     assert_int_equal(lm_eval(b, tok, N, LM_LOGITS_ALL, yb, &err), 0);
-    assert_memory_equal(ya, yb, sizeof(float) * N * n_vocab);
+    assert_logits_agree(ya, yb, (size_t)N * n_vocab);
     assert_int_equal(lm_eval(a, tok + N, 1, LM_LOGITS_LAST, ya, &err), 0);
     assert_int_equal(lm_eval(b, tok + N, 1, LM_LOGITS_LAST, yb, &err), 0);
-    assert_memory_equal(ya, yb, sizeof(float) * n_vocab);
+    assert_logits_agree(ya, yb, (size_t)n_vocab);
     free(ya); free(yb);
     lm_ctx_free(a); lm_ctx_free(b);
     lm_pool_free(pool);

@@ -146,7 +146,10 @@ static void test_matches_q4_0_and_reference(void **state) {
                     for (int t = 0; t < 2; t++) {
                         lm_matmul_with(ks[s], pools[t], want, x, w, LM_Q4_0, m, n, k);
                         lm_matmul_with(ks[s], pools[t], got, x, p, LM_Q4_0_X8, m, n, k);
-                        if (memcmp(want, got, sizeof(float) * (size_t)m * n))
+                        /* the avx2 set follows llama.cpp, whose repacked
+                         * kernel sums in another order than its vec_dot */
+                        if (!strcmp(ks[s]->name, "scalar") &&
+                            memcmp(want, got, sizeof(float) * (size_t)m * n))
                             fail_msg("%s, %d threads, m %d n %d k %d: repacked differs from Q4_0",
                                      ks[s]->name, t + 1, m, n, k);
                         check_reference(ks[s], got, x, w, m, n, k);

@@ -51,7 +51,7 @@ def toks_list(model_path):
 @pytest.fixture(scope="module")
 def converted(model_path, lemonpc, tmp_models):
     out = {}
-    for t in ("F32", "Q8_0"):
+    for t in ("F32", "Q8_0", "Q4_0"):
         p = tmp_models / f"smollm2-{t}.gguf"
         r = subprocess.run([str(lemonpc), "quantize", str(model_path), str(p), t],
                            capture_output=True, text=True)
@@ -66,6 +66,12 @@ def test_real_q4_1(model_path, toks_list, tool, tmp_path):
 
 def test_real_q8_0(converted, toks_list, tool, tmp_path):
     check(converted["Q8_0"], toks_list, tool, tmp_path, quantized=True)
+
+
+def test_real_q4_0(converted, toks_list, tool, tmp_path):
+    """Q4_0 takes llama.cpp's repacked 8-row GEMM/GEMV orders (both sides
+    repack every matrix with a multiple of 8 rows at load)."""
+    check(converted["Q4_0"], toks_list, tool, tmp_path, quantized=True)
 
 
 def test_real_f32(converted, toks_list, tool, tmp_path):
