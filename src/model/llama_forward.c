@@ -1,9 +1,9 @@
 /* Llama forward pass over a batch of tokens with an f32 KV cache.
- * Cache layout: k_cache[layer][pos][n_head_kv * head_dim], so the keys of a
- * batch are one contiguous block that the K projection writes straight
- * into; v_cache[layer][n_head_kv * head_dim][n_ctx_pad], transposed as
- * llama.cpp keeps it, so a head's weighted sum of values reads rows of
- * positions (lm_attn_head). */
+ * Cache layout: k_cache and v_cache[layer][n_head_kv * head_dim][n_ctx_pad],
+ * both transposed (llama.cpp keeps V so): a head's attention reads rows of
+ * positions, 8 keys per vector, for its scores as for its weighted sum of
+ * values (lm_attn_head). A batch's K and V are projected into scratch and
+ * scattered into the cache. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,16 +28,16 @@ struct lm_ctx {
     lm_pool *own_pool;
     int n_ctx, n_past, n_batch;
     int n_ctx_pad;              /* n_ctx rounded up to LM_ATTN_PAD */
-    float *k_cache;             /* [n_layer, n_ctx, kv_dim] */
-    float *v_cache;             /* [n_layer, kv_dim, n_ctx_pad] */
+    float *k_cache, *v_cache;   /* [n_layer, kv_dim, n_ctx_pad] each */
     /* scratch, [n_batch, ...] */
     float *x;       /* [B, n_embd] residual stream */
     float *xb;      /* [B, n_embd] normed input / projection output */
     float *q;       /* [B, q_dim] */
     float *att;     /* [B, q_dim] attention output */
+    float *kb;      /* [B, kv_dim] the batch's keys until they enter the cache */
     float *hb, *hb2;/* [B, n_ff] */
     int32_t *pos;   /* [B] */
-    float *scores;  /* [n_score_threads, n_ctx_pad] per-thread attention rows */
+    float *scores;  /* [n_score_threads, score_row] per-thread attention weights */
     int n_score_threads;
     /* LoRA adapter (borrowed) and its scratch: ad_t[B, rank], ad_y[B, max out] */
     const lm_adapter *ad;
@@ -47,20 +47,21 @@ struct lm_ctx {
     void *trace_user;
 };
 
-static size_t k_elems(const lm_ctx *c) {
-    const lm_llama_config *cfg = &c->m->cfg;
-    return (size_t)cfg->n_layer * (size_t)c->n_ctx * (size_t)(cfg->n_head_kv * cfg->head_dim);
-}
-
-static size_t v_elems(const lm_ctx *c) {
+static size_t kv_elems(const lm_ctx *c) {
     const lm_llama_config *cfg = &c->m->cfg;
     return (size_t)cfg->n_layer * (size_t)c->n_ctx_pad * (size_t)(cfg->n_head_kv * cfg->head_dim);
+}
+
+/* Per-thread attention scratch: the weights of one GQA group of heads. */
+static size_t score_row(const lm_ctx *c) {
+    const lm_llama_config *cfg = &c->m->cfg;
+    return (size_t)(cfg->n_head / cfg->n_head_kv) * (size_t)c->n_ctx_pad;
 }
 
 static int ensure_scores(lm_ctx *c, lm_err *err) {
     int nt = lm_pool_threads(c->pool);
     if (nt <= c->n_score_threads) return 0;
-    float *s = realloc(c->scores, sizeof(float) * (size_t)nt * (size_t)c->n_ctx_pad);
+    float *s = realloc(c->scores, sizeof(float) * (size_t)nt * score_row(c));
     if (!s) return lm_errf(err, "out of memory for attention scratch");
     c->scores = s;
     c->n_score_threads = nt;
@@ -88,19 +89,20 @@ lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
     size_t B = (size_t)c->n_batch;
     size_t q_dim = (size_t)cfg->n_head * (size_t)cfg->head_dim;
     /* calloc: pages of the cache become resident only as positions fill */
-    c->k_cache = calloc(k_elems(c), sizeof(float));
-    c->v_cache = calloc(v_elems(c), sizeof(float));
+    c->k_cache = calloc(kv_elems(c), sizeof(float));
+    c->v_cache = calloc(kv_elems(c), sizeof(float));
     c->x = malloc(sizeof(float) * B * (size_t)cfg->n_embd);
     c->xb = malloc(sizeof(float) * B * (size_t)cfg->n_embd);
     c->q = malloc(sizeof(float) * B * q_dim);
     c->att = malloc(sizeof(float) * B * q_dim);
+    c->kb = malloc(sizeof(float) * B * (size_t)(cfg->n_head_kv * cfg->head_dim));
     c->hb = malloc(sizeof(float) * B * (size_t)cfg->n_ff);
     c->hb2 = malloc(sizeof(float) * B * (size_t)cfg->n_ff);
     c->pos = malloc(sizeof(int32_t) * B);
-    if (!c->k_cache || !c->v_cache || !c->x || !c->xb || !c->q || !c->att || !c->hb ||
+    if (!c->k_cache || !c->v_cache || !c->x || !c->xb || !c->q || !c->att || !c->kb || !c->hb ||
         !c->hb2 || !c->pos) {
         lm_errf(err, "out of memory for a %d-token context (KV cache %zu MB)", n_ctx,
-                (k_elems(c) + v_elems(c)) * sizeof(float) >> 20);
+                (2 * kv_elems(c)) * sizeof(float) >> 20);
         lm_ctx_free(c);
         return NULL;
     }
@@ -111,7 +113,7 @@ lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
 void lm_ctx_free(lm_ctx *c) {
     if (!c) return;
     free(c->k_cache); free(c->v_cache);
-    free(c->x); free(c->xb); free(c->q); free(c->att); free(c->hb); free(c->hb2);
+    free(c->x); free(c->xb); free(c->q); free(c->att); free(c->kb); free(c->hb); free(c->hb2);
     free(c->pos); free(c->scores);
     free(c->ad_t); free(c->ad_y);
     lm_pool_free(c->own_pool);
@@ -121,7 +123,7 @@ void lm_ctx_free(lm_ctx *c) {
 int lm_ctx_n_past(const lm_ctx *c) { return c->n_past; }
 int lm_ctx_n_ctx(const lm_ctx *c) { return c->n_ctx; }
 const lm_model *lm_ctx_model(const lm_ctx *c) { return c->m; }
-size_t lm_ctx_kv_bytes(const lm_ctx *c) { return (k_elems(c) + v_elems(c)) * sizeof(float); }
+size_t lm_ctx_kv_bytes(const lm_ctx *c) { return (2 * kv_elems(c)) * sizeof(float); }
 
 void lm_ctx_truncate(lm_ctx *c, int n_past) {
     if (n_past < 0) n_past = 0;
@@ -209,32 +211,108 @@ typedef struct {
     int layer, n_tokens, p0;
 } attn_job;
 
-/* One task = one (token, head): causal attention of the token's query over
- * cache positions [0, p0 + t]. */
+/* One task = one (token, KV head): causal attention of the token's query
+ * heads that share the KV head over cache positions [0, p0 + t]. */
 static void attn_task(void *arg, int task, int n_tasks, int thread) {
     (void)n_tasks;
     const attn_job *j = arg;
     lm_ctx *c = j->c;
     const lm_llama_config *cfg = &c->m->cfg;
-    int hd = cfg->head_dim, nh = cfg->n_head;
-    int kv_dim = cfg->n_head_kv * hd;
-    int t = task / nh, h = task % nh;
-    int kvh = h / (nh / cfg->n_head_kv);   /* GQA: n_head / n_head_kv queries share a KV head */
-    const float *K = c->k_cache + (size_t)j->layer * (size_t)c->n_ctx * (size_t)kv_dim;
-    const float *Vt = c->v_cache + ((size_t)j->layer * (size_t)kv_dim + (size_t)kvh * hd) *
-                                       (size_t)c->n_ctx_pad;
-    lm_attn_head(c->att + ((size_t)t * nh + h) * hd, c->q + ((size_t)t * nh + h) * hd,
-                 K + (size_t)kvh * hd, (size_t)kv_dim, Vt, (size_t)c->n_ctx_pad, j->p0 + t + 1,
-                 hd, 1.0f / sqrtf((float)hd), j->n_tokens == 1,
-                 c->scores + (size_t)thread * (size_t)c->n_ctx_pad);
+    int hd = cfg->head_dim, nkv = cfg->n_head_kv, g = cfg->n_head / nkv;
+    int kv_dim = nkv * hd;
+    int t = task / nkv, kvh = task % nkv;
+    size_t head_off = ((size_t)j->layer * (size_t)kv_dim + (size_t)kvh * hd) * (size_t)c->n_ctx_pad;
+    size_t q_off = ((size_t)t * cfg->n_head + (size_t)kvh * g) * hd;
+    lm_attn_heads(c->att + q_off, c->q + q_off, g, c->k_cache + head_off,
+                  c->v_cache + head_off, (size_t)c->n_ctx_pad, j->p0 + t + 1, hd,
+                  1.0f / sqrtf((float)hd), j->n_tokens == 1,
+                  c->scores + (size_t)thread * score_row(c));
 }
 
-/* v[B, kv_dim] into the transposed cache of layer l at positions p0.. */
-static void store_v(lm_ctx *c, int l, const float *v, int B, int p0) {
+/* k, v[B, kv_dim] into the transposed caches of layer l at positions p0.. */
+static void store_kv(lm_ctx *c, int l, const float *k, const float *v, int B, int p0) {
     int kv_dim = c->m->cfg.n_head_kv * c->m->cfg.head_dim;
-    float *vt = c->v_cache + (size_t)l * (size_t)kv_dim * (size_t)c->n_ctx_pad + p0;
+    size_t off = (size_t)l * (size_t)kv_dim * (size_t)c->n_ctx_pad + (size_t)p0;
+    float *kt = c->k_cache + off, *vt = c->v_cache + off;
     for (int i = 0; i < kv_dim; i++)
-        for (int t = 0; t < B; t++) vt[(size_t)i * (size_t)c->n_ctx_pad + t] = v[(size_t)t * kv_dim + i];
+        for (int t = 0; t < B; t++) {
+            kt[(size_t)i * (size_t)c->n_ctx_pad + t] = k[(size_t)t * kv_dim + i];
+            vt[(size_t)i * (size_t)c->n_ctx_pad + t] = v[(size_t)t * kv_dim + i];
+        }
+}
+
+/* ---- row-parallel element-wise steps --------------------------------
+ * Per row (token) exactly what the serial loops computed, so the numbers do
+ * not change; on the pool they stop being the serial part of a prompt
+ * (~5% of one core's time, twice that share on two). */
+
+typedef struct row_job {
+    lm_ctx *c;
+    int B, layer;
+    const float *add;   /* rows to add into the residual x first, or NULL */
+    const float *norm;  /* RMSNorm weight: xb = norm(x), or NULL */
+} row_job;
+
+/* Tasks cover contiguous row ranges; rows run independently. */
+static void row_range(int task, int n_tasks, int B, int *r0, int *r1) {
+    *r0 = (int)((long)B * task / n_tasks);
+    *r1 = (int)((long)B * (task + 1) / n_tasks);
+}
+
+static int row_tasks(const lm_ctx *c, int B) {
+    int n = 4 * lm_pool_threads(c->pool);
+    return n < B ? n : B;
+}
+
+static void add_norm_task(void *arg, int task, int n_tasks, int thread) {
+    (void)thread;
+    const row_job *j = arg;
+    const lm_llama_config *cfg = &j->c->m->cfg;
+    size_t d = (size_t)cfg->n_embd;
+    int r0, r1;
+    row_range(task, n_tasks, j->B, &r0, &r1);
+    float *x = j->c->x + (size_t)r0 * d;
+    if (j->add)
+        for (size_t i = 0; i < (size_t)(r1 - r0) * d; i++) x[i] += j->add[(size_t)r0 * d + i];
+    if (j->norm) lm_rmsnorm(j->c->xb + (size_t)r0 * d, x, j->norm, r1 - r0, (int)d, cfg->rms_eps);
+}
+
+/* x[B, d] += add (if any), then xb = rmsnorm(x) * norm (if any). */
+static void add_norm(lm_ctx *c, const float *add, const float *norm, int B) {
+    row_job j = {c, B, 0, add, norm};
+    lm_pool_run(c->pool, add_norm_task, &j, row_tasks(c, B));
+}
+
+static void rope_task(void *arg, int task, int n_tasks, int thread) {
+    (void)thread;
+    const row_job *j = arg;
+    lm_ctx *c = j->c;
+    const lm_model *m = c->m;
+    const lm_llama_config *cfg = &m->cfg;
+    int hd = cfg->head_dim, kv_dim = cfg->n_head_kv * hd, r0, r1;
+    row_range(task, n_tasks, j->B, &r0, &r1);
+    float *q = c->q + (size_t)r0 * (size_t)(cfg->n_head * hd);
+    float *k = c->kb + (size_t)r0 * (size_t)kv_dim;
+    const int32_t *pos = c->pos + r0;
+    if (m->rope_freqs) {
+        rope_freqs(q, r1 - r0, cfg->n_head, hd, pos, cfg->rope_base, m->rope_freqs);
+        rope_freqs(k, r1 - r0, cfg->n_head_kv, hd, pos, cfg->rope_base, m->rope_freqs);
+    } else {
+        lm_rope(q, r1 - r0, cfg->n_head, hd, pos, cfg->rope_base);
+        lm_rope(k, r1 - r0, cfg->n_head_kv, hd, pos, cfg->rope_base);
+    }
+}
+
+/* One row at a time, as ggml_vec_swiglu_f32 runs over each row: a SIMD
+ * kernel's groups of 8 then start at every row, whatever n_ff is. */
+static void swiglu_task(void *arg, int task, int n_tasks, int thread) {
+    (void)thread;
+    const row_job *j = arg;
+    size_t ff = (size_t)j->c->m->cfg.n_ff;
+    int r0, r1;
+    row_range(task, n_tasks, j->B, &r0, &r1);
+    for (int r = r0; r < r1; r++)
+        lm_swiglu(j->c->hb + r * ff, j->c->hb + r * ff, j->c->hb2 + r * ff, (int)ff);
 }
 
 /* ys[p][B, ws[p]->n] = x[B, k] @ ws[p]^T: one pool dispatch and one
@@ -254,10 +332,6 @@ static void proj_multi(lm_pool *pool, int count, float *const *ys, const lm_weig
     }
     for (int p = 0; p < count; p++)
         lm_matmul(pool, ys[p], x, ws[p]->data, ws[p]->type, B, ws[p]->n, ws[p]->k);
-}
-
-static void add_into(float *x, const float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
 /* Forward of B <= n_batch tokens at positions n_past..; leaves the final
@@ -280,11 +354,10 @@ static void forward_chunk(lm_ctx *c, const int32_t *tokens, int B) {
     }
     for (int l = 0; l < cfg->n_layer; l++) {
         const lm_llama_layer *L = &m->layers[l];
-        size_t k_off = ((size_t)l * (size_t)c->n_ctx + (size_t)p0) * (size_t)kv_dim;
-        float *k = c->k_cache + k_off;   /* [B, kv_dim] */
-        float *v = c->att;               /* [B, kv_dim] until store_v; att is free till then */
+        float *k = c->kb;     /* [B, kv_dim] until store_kv */
+        float *v = c->att;    /* [B, kv_dim] until store_kv; att is free till then */
 
-        lm_rmsnorm(c->xb, c->x, L->attn_norm, B, d, cfg->rms_eps);
+        add_norm(c, NULL, L->attn_norm, B);
         trace(c, "attn_norm", l, c->xb, B, d);
         {
             float *ys[3] = {c->q, k, v};
@@ -296,27 +369,22 @@ static void forward_chunk(lm_ctx *c, const int32_t *tokens, int B) {
             lora_add(c, k, c->xb, l, LM_ADAPT_K, B);
             lora_add(c, v, c->xb, l, LM_ADAPT_V, B);
         }
-        if (m->rope_freqs) {
-            rope_freqs(c->q, B, cfg->n_head, hd, c->pos, cfg->rope_base, m->rope_freqs);
-            rope_freqs(k, B, cfg->n_head_kv, hd, c->pos, cfg->rope_base, m->rope_freqs);
-        } else {
-            lm_rope(c->q, B, cfg->n_head, hd, c->pos, cfg->rope_base);
-            lm_rope(k, B, cfg->n_head_kv, hd, c->pos, cfg->rope_base);
+        {
+            row_job rj = {c, B, l, NULL, NULL};
+            lm_pool_run(c->pool, rope_task, &rj, row_tasks(c, B));
         }
         trace(c, "Qcur", l, c->q, B, q_dim);
         trace(c, "Kcur", l, k, B, kv_dim);
         trace(c, "Vcur", l, v, B, kv_dim);
-        store_v(c, l, v, B, p0);
+        store_kv(c, l, k, v, B, p0);
         attn_job job = {c, l, B, p0};
-        lm_pool_run(c->pool, attn_task, &job, B * cfg->n_head);
+        lm_pool_run(c->pool, attn_task, &job, B * cfg->n_head_kv);
         trace(c, "kqv_out", l, c->att, B, q_dim);
         lm_matmul(c->pool, c->xb, c->att, L->wo.data, L->wo.type, B, d, q_dim);
         if (c->ad) lora_add(c, c->xb, c->att, l, LM_ADAPT_O, B);
         trace(c, "attn_out", l, c->xb, B, d);
-        add_into(c->x, c->xb, (size_t)B * d);
+        add_norm(c, c->xb, L->ffn_norm, B);
         trace(c, "ffn_inp", l, c->x, B, d);
-
-        lm_rmsnorm(c->xb, c->x, L->ffn_norm, B, d, cfg->rms_eps);
         trace(c, "ffn_norm", l, c->xb, B, d);
         {
             float *ys[2] = {c->hb, c->hb2};
@@ -329,12 +397,15 @@ static void forward_chunk(lm_ctx *c, const int32_t *tokens, int B) {
         }
         trace(c, "ffn_gate", l, c->hb, B, ff);
         trace(c, "ffn_up", l, c->hb2, B, ff);
-        lm_swiglu(c->hb, c->hb, c->hb2, B * ff);
+        {
+            row_job sj = {c, B, l, NULL, NULL};
+            lm_pool_run(c->pool, swiglu_task, &sj, row_tasks(c, B));
+        }
         trace(c, "ffn_swiglu", l, c->hb, B, ff);
         lm_matmul(c->pool, c->xb, c->hb, L->w_down.data, L->w_down.type, B, d, ff);
         if (c->ad) lora_add(c, c->xb, c->hb, l, LM_ADAPT_DOWN, B);
         trace(c, "ffn_out", l, c->xb, B, d);
-        add_into(c->x, c->xb, (size_t)B * d);
+        add_norm(c, c->xb, NULL, B);
         trace(c, "l_out", l, c->x, B, d);
     }
 }

@@ -53,6 +53,10 @@ typedef struct lm_tile {
 /* Weight types with kernels, as a dense index. */
 enum { LM_WT_F32, LM_WT_F16, LM_WT_BF16, LM_WT_Q8_0, LM_WT_Q4_0, LM_WT_Q4_1, LM_WT_COUNT };
 
+/* Largest head_dim the SIMD attention handles (a key gathered on the
+ * stack); larger heads take the scalar kernel. */
+#define LM_ATTN_MAX_HD 256
+
 /* Tile sizes never exceed these (the driver's scratch is sized by them). */
 #define LM_TILE_MAX_MR 8 /* = size of lm_xtile.f */
 #define LM_TILE_MAX_NR 8
@@ -68,12 +72,12 @@ typedef struct lm_kernels {
                     int stride);
     lm_tile dec[LM_WT_COUNT];  /* for m == 1: mr == 1 */
     lm_tile gemm[LM_WT_COUNT]; /* for m > 1; quantized types: mr == LM_XQ_GROUP */
-    /* lm_softmax, lm_swiglu, lm_attn_head (ops.h) */
+    /* lm_softmax, lm_swiglu, lm_attn_heads (ops.h) */
     void (*softmax)(float *x, int n);
     void (*swiglu)(float *out, const float *gate, const float *up, int n);
-    void (*attn_head)(float *out, const float *q, const float *K, size_t k_stride,
-                      const float *Vt, size_t vt_stride, int n_keys, int head_dim, float scale,
-                      int single, float *scores);
+    void (*attn_heads)(float *out, const float *q, int n_q, const float *Kt, const float *Vt,
+                       size_t stride, int n_keys, int head_dim, float scale, int single,
+                       float *scores);
 } lm_kernels;
 
 extern const lm_kernels lm_kernels_scalar;

@@ -187,17 +187,17 @@ INLINE void qdec(int k, const void *const *w, const lm_xtile *x, float *out, con
 INLINE void qtile(int k, const void *const *w, const lm_xtile *x, float *out, const int kind,
                   const int NR) {
     enum { MR = LM_XQ_GROUP };
-    __m256 acc[MR][4];
-    float sm[MR][4];
+    __m256 acc[MR][LM_TILE_MAX_NR];
+    float sm[MR][LM_TILE_MAX_NR];
 #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
         for (int j = 0; j < NR; j++) { acc[i][j] = _mm256_setzero_ps(); sm[i][j] = 0.0f; }
     for (int b = 0; b < k / LM_QK; b++) {
-        __m256i wv[4], aw[4];
-        float sc[4][MR], mw[4];
+        __m256i wv[LM_TILE_MAX_NR], aw[LM_TILE_MAX_NR];
+        float sc[LM_TILE_MAX_NR][MR], mw[LM_TILE_MAX_NR];
         const __m128 dx = _mm_loadu_ps(x->d + b * LM_XQ_GROUP);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < NR; j++) {
             uint16_t d, m = 0;
             wv[j] = load_wblock(w[j], b, kind, &d, &m);
@@ -205,16 +205,28 @@ INLINE void qtile(int k, const void *const *w, const lm_xtile *x, float *out, co
             _mm_storeu_ps(sc[j], _mm_mul_ps(_mm_set1_ps(f16_to_f32(d)), dx));
             mw[j] = f16_to_f32(m);
         }
+        /* one (x row, W row) pair; which loop runs outer only changes what
+         * stays in registers: 2 W rows x 4 x rows fit with x rows outer,
+         * 3 or 4 W rows need the W rows outer (x blocks reloaded from L1) */
+#define QTILE_PAIR(i, j)                                                                        \
+    do {                                                                                        \
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + (size_t)(i) * k + b * LM_QK)); \
+        const __m256i p = kind == QK_Q4_1 ? bdot_u(wv[j], xv) : bdot_s(aw[j], wv[j], xv);       \
+        acc[i][j] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[j][i]), _mm256_cvtepi32_ps(p), acc[i][j]); \
+        if (kind == QK_Q4_1) sm[i][j] = fmaf(mw[j], x->s[b * LM_XQ_GROUP + (i)], sm[i][j]);    \
+    } while (0)
+        if (NR > 2) {
+#pragma GCC unroll 8
+            for (int j = 0; j < NR; j++)
 #pragma GCC unroll 4
-        for (int i = 0; i < MR; i++) {
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + (size_t)i * k + b * LM_QK));
+                for (int i = 0; i < MR; i++) QTILE_PAIR(i, j);
+        } else {
 #pragma GCC unroll 4
-            for (int j = 0; j < NR; j++) {
-                const __m256i p = kind == QK_Q4_1 ? bdot_u(wv[j], xv) : bdot_s(aw[j], wv[j], xv);
-                acc[i][j] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[j][i]), _mm256_cvtepi32_ps(p), acc[i][j]);
-                if (kind == QK_Q4_1) sm[i][j] = fmaf(mw[j], x->s[b * LM_XQ_GROUP + i], sm[i][j]);
-            }
+            for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+                for (int j = 0; j < NR; j++) QTILE_PAIR(i, j);
         }
+#undef QTILE_PAIR
     }
 #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
@@ -379,16 +391,51 @@ INLINE float dot_f32_ggml(const float *x, const float *y, int n) {
     return sum;
 }
 
-/* Scores and softmax weights of one query over n_keys keys into s[], zero
- * up to the next multiple of 32 (the weighted sums read whole groups). */
-INLINE void attn_weights(const float *q, const float *K, size_t k_stride, int n_keys, int hd,
-                         float scale, float *s) {
-    float max = -INFINITY;
-    for (int p = 0; p < n_keys; p++) {
-        s[p] = dot_f32_ggml(K + (size_t)p * k_stride, q, hd) * scale;
-        max = s[p] > max ? s[p] : max;
+/* Scores of 8 keys at once for HG query heads sharing the KV head, keys in
+ * lanes (Kt[i*stride + p]), each K vector loaded once for all HG heads.
+ * Each lane runs ggml_vec_dot_f32's exact sequence for its key -- acc_j for
+ * dims 8j+l (mod 32) fused over the steps of 32, (acc0+acc2)+(acc1+acc3),
+ * then lane l with l+4, then the two hadd levels -- so for a head_dim that
+ * is a multiple of 32 the result is dot_f32_ggml's, bit for bit.
+ * res[h] = the 8 scores of head h (q of head h at q + h*hd). */
+INLINE void scores8(const float *q, int hd, const float *Kt, size_t stride, __m256 *res,
+                    const int HG) {
+    __m256 t[3][8];
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; l++) {
+        __m256 a[3][4];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const int i = 8 * j + l;
+            __m256 kv = _mm256_loadu_ps(Kt + (size_t)i * stride);
+#pragma GCC unroll 3
+            for (int h = 0; h < HG; h++) a[h][j] = _mm256_mul_ps(kv, _mm256_broadcast_ss(q + h * hd + i));
+            for (int r = 32; r < hd; r += 32) {
+                kv = _mm256_loadu_ps(Kt + (size_t)(i + r) * stride);
+#pragma GCC unroll 3
+                for (int h = 0; h < HG; h++)
+                    a[h][j] = _mm256_fmadd_ps(kv, _mm256_broadcast_ss(q + h * hd + i + r), a[h][j]);
+            }
+        }
+#pragma GCC unroll 3
+        for (int h = 0; h < HG; h++)
+            t[h][l] = _mm256_add_ps(_mm256_add_ps(a[h][0], a[h][2]), _mm256_add_ps(a[h][1], a[h][3]));
     }
+#pragma GCC unroll 3
+    for (int h = 0; h < HG; h++) {
+        const __m256 u0 = _mm256_add_ps(t[h][0], t[h][4]), u1 = _mm256_add_ps(t[h][1], t[h][5]);
+        const __m256 u2 = _mm256_add_ps(t[h][2], t[h][6]), u3 = _mm256_add_ps(t[h][3], t[h][7]);
+        res[h] = _mm256_add_ps(_mm256_add_ps(u0, u1), _mm256_add_ps(u2, u3));
+    }
+}
+
+/* Softmax in place of one head's scores s[n_keys] (scaled), as ggml's
+ * soft_max: groups of 8 from key 0 with the masked tail at -inf, each
+ * group's sum added to a double; zeros up to the next multiple of 32. */
+INLINE void attn_softmax(float *s, int n_keys) {
     const int n8 = (n_keys + 7) & ~7, n32 = (n_keys + 31) & ~31;
+    float max = -INFINITY;
+    for (int p = 0; p < n_keys; p++) max = s[p] > max ? s[p] : max;
     for (int p = n_keys; p < n8; p++) s[p] = -INFINITY;
     double sum = 0.0;
     const __m256 mb = _mm256_set1_ps(max);
@@ -402,38 +449,92 @@ INLINE void attn_weights(const float *q, const float *K, size_t k_stride, int n_
     for (int p = 0; p < n8; p += 8) _mm256_storeu_ps(s + p, _mm256_mul_ps(_mm256_loadu_ps(s + p), inv));
 }
 
-/* hd a multiple of 8. V is transposed: value i of key p at Vt[i*vt_stride + p]. */
-static AVX2 void attn_head(float *out, const float *q, const float *K, size_t k_stride,
-                           const float *Vt, size_t vt_stride, int n_keys, int hd, float scale,
-                           int single, float *s) {
-    if (hd % 8) {
-        lm_kernels_scalar.attn_head(out, q, K, k_stride, Vt, vt_stride, n_keys, hd, scale, single, s);
-        return;
+/* Weights of HG heads (s + h*sstride) over n_keys keys. */
+INLINE void attn_weights(const float *q, int hd, const float *Kt, size_t stride, int n_keys,
+                         float scale, float *s, size_t sstride, const int HG) {
+    const int n8 = (n_keys + 7) & ~7;
+    if (hd % 32 == 0) {
+        const __m256 sc = _mm256_set1_ps(scale);
+        for (int p = 0; p < n8; p += 8) {
+            __m256 r[3];
+            scores8(q, hd, Kt + p, stride, r, HG);
+#pragma GCC unroll 3
+            for (int h = 0; h < HG; h++) _mm256_storeu_ps(s + h * sstride + p, _mm256_mul_ps(r[h], sc));
+        }
+    } else {
+        float k[LM_ATTN_MAX_HD];
+        for (int p = 0; p < n_keys; p++) {
+            for (int i = 0; i < hd; i++) k[i] = Kt[(size_t)i * stride + p];
+            for (int h = 0; h < HG; h++) s[h * sstride + p] = dot_f32_ggml(k, q + h * hd, hd) * scale;
+        }
     }
-    attn_weights(q, K, k_stride, n_keys, hd, scale, s);
-    if (single) {
-        /* ggml_vec_dot_f32 over the weights, whole groups of 32 */
-        const int n32 = (n_keys + 31) & ~31;
-        for (int i = 0; i < hd; i++) out[i] = dot_f32_ggml(Vt + (size_t)i * vt_stride, s, n32);
-        return;
-    }
-    /* tinyBLAS: one 8-lane accumulator per output over groups of 8 keys;
-     * 4 outputs at a time for independent fma chains */
+    for (int h = 0; h < HG; h++) attn_softmax(s + h * sstride, n_keys);
+}
+
+/* tinyBLAS order for a batch: per output one 8-lane accumulator over
+ * groups of 8 keys, hsum at the end. 4 dims x HG heads at a time, each V
+ * vector loaded once for the HG heads. */
+INLINE void attn_values(float *out, int hd, const float *Vt, size_t stride, int n_keys,
+                        const float *s, size_t sstride, const int HG) {
     const int n8 = (n_keys + 7) & ~7;
     for (int i = 0; i < hd; i += 4) {
-        const float *v0 = Vt + (size_t)i * vt_stride;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m256 a[3][4];
+#pragma GCC unroll 3
+        for (int h = 0; h < HG; h++)
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) a[h][r] = _mm256_setzero_ps();
         for (int p = 0; p < n8; p += 8) {
-            const __m256 w = _mm256_loadu_ps(s + p);
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v0 + p), w, a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v0 + vt_stride + p), w, a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(v0 + 2 * vt_stride + p), w, a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(v0 + 3 * vt_stride + p), w, a3);
+            __m256 w[3];
+#pragma GCC unroll 3
+            for (int h = 0; h < HG; h++) w[h] = _mm256_loadu_ps(s + h * sstride + p);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                const __m256 v = _mm256_loadu_ps(Vt + (size_t)(i + r) * stride + p);
+#pragma GCC unroll 3
+                for (int h = 0; h < HG; h++) a[h][r] = _mm256_fmadd_ps(v, w[h], a[h][r]);
+            }
         }
-        out[i] = hsum_ps(a0);
-        out[i + 1] = hsum_ps(a1);
-        out[i + 2] = hsum_ps(a2);
-        out[i + 3] = hsum_ps(a3);
+#pragma GCC unroll 3
+        for (int h = 0; h < HG; h++)
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) out[h * hd + i + r] = hsum_ps(a[h][r]);
+    }
+}
+
+INLINE void attn_group(float *out, const float *q, const float *Kt, const float *Vt,
+                       size_t stride, int n_keys, int hd, float scale, int single, float *s,
+                       const int HG) {
+    const size_t sstride = (size_t)((n_keys + 31) & ~31);
+    attn_weights(q, hd, Kt, stride, n_keys, scale, s, sstride, HG);
+    if (single) {
+        /* ggml_vec_dot_f32 over the weights, whole groups of 32 */
+        for (int h = 0; h < HG; h++)
+            for (int i = 0; i < hd; i++)
+                out[h * hd + i] = dot_f32_ggml(Vt + (size_t)i * stride, s + h * sstride, (int)sstride);
+        return;
+    }
+    attn_values(out, hd, Vt, stride, n_keys, s, sstride, HG);
+}
+
+/* hd a multiple of 8 (4 for the value loop) and at most LM_ATTN_MAX_HD;
+ * the query heads go through in threes (the register budget), which
+ * changes no result. */
+static AVX2 void attn_heads(float *out, const float *q, int n_q, const float *Kt,
+                            const float *Vt, size_t stride, int n_keys, int hd, float scale,
+                            int single, float *s) {
+    if (hd % 8 || hd > LM_ATTN_MAX_HD) {
+        lm_kernels_scalar.attn_heads(out, q, n_q, Kt, Vt, stride, n_keys, hd, scale, single, s);
+        return;
+    }
+    const size_t sstride = (size_t)((n_keys + 31) & ~31);
+    for (int h = 0; h < n_q;) {
+        const int g = n_q - h >= 3 ? 3 : n_q - h;
+        float *o = out + (size_t)h * hd, *sc = s + (size_t)h * sstride;
+        const float *qh = q + (size_t)h * hd;
+        if (g == 3) attn_group(o, qh, Kt, Vt, stride, n_keys, hd, scale, single, sc, 3);
+        else if (g == 2) attn_group(o, qh, Kt, Vt, stride, n_keys, hd, scale, single, sc, 2);
+        else attn_group(o, qh, Kt, Vt, stride, n_keys, hd, scale, single, sc, 1);
+        h += g;
     }
 }
 
@@ -447,11 +548,12 @@ static AVX2 void attn_head(float *out, const float *q, const float *K, size_t k_
     static AVX2 void NAME(int k, const void *const *w, const lm_xtile *x, float *out) { \
         BODY(k, w, x, out, __VA_ARGS__);                                                 \
     }
-/* W rows per batch tile: 4 x rows x Q_NR W rows = 4*Q_NR accumulators,
- * plus the W blocks, within the 16 ymm registers. */
-#ifndef Q_NR
-#define Q_NR 2
-#endif
+/* W rows per batch tile (4 x rows each). Q8_0/Q4_0 with 4 W rows ran ~7%
+ * faster than with 2 on Zen 3 (the x blocks are reused 4 times, the
+ * accumulators partly spill to L1); 6 and 8 ran ~20% slower. Q4_1, whose
+ * m*s chains add scalar work per pair, is no faster at 4 than at 2. */
+#define Q_NR_S 4
+#define Q_NR_U 2
 
 #define DEC_NR 4
 #define F_MR 4
@@ -478,16 +580,16 @@ INSTANCE(gemm_bf16, tile_bf16, F_MR, F_NR)
 QINSTANCE(dec_q8_0, qdec, QK_Q8_0)
 QINSTANCE(dec_q4_0, qdec, QK_Q4_0)
 QINSTANCE(dec_q4_1, qdec, QK_Q4_1)
-QINSTANCE(gemm_q8_0, qtile, QK_Q8_0, Q_NR)
-QINSTANCE(gemm_q4_0, qtile, QK_Q4_0, Q_NR)
-QINSTANCE(gemm_q4_1, qtile, QK_Q4_1, Q_NR)
+QINSTANCE(gemm_q8_0, qtile, QK_Q8_0, Q_NR_S)
+QINSTANCE(gemm_q4_0, qtile, QK_Q4_0, Q_NR_S)
+QINSTANCE(gemm_q4_1, qtile, QK_Q4_1, Q_NR_U)
 
 const lm_kernels lm_kernels_avx2 = {
     .name = "avx2",
     .quant_x = quant_x,
     .softmax = softmax,
     .swiglu = swiglu,
-    .attn_head = attn_head,
+    .attn_heads = attn_heads,
     .dec = {
         [LM_WT_F32] = {dec_f32, 1, DEC_NR},   [LM_WT_F16] = {dec_f16, 1, DEC_NR},
         [LM_WT_BF16] = {dec_bf16, 1, DEC_NR}, [LM_WT_Q8_0] = {dec_q8_0, 1, 8},
@@ -495,8 +597,8 @@ const lm_kernels lm_kernels_avx2 = {
     },
     .gemm = {
         [LM_WT_F32] = {gemm_f32, F_MR, F_NR},   [LM_WT_F16] = {gemm_f16, F_MR, F_NR},
-        [LM_WT_BF16] = {gemm_bf16, F_MR, F_NR}, [LM_WT_Q8_0] = {gemm_q8_0, LM_XQ_GROUP, Q_NR},
-        [LM_WT_Q4_0] = {gemm_q4_0, LM_XQ_GROUP, Q_NR}, [LM_WT_Q4_1] = {gemm_q4_1, LM_XQ_GROUP, Q_NR},
+        [LM_WT_BF16] = {gemm_bf16, F_MR, F_NR}, [LM_WT_Q8_0] = {gemm_q8_0, LM_XQ_GROUP, Q_NR_S},
+        [LM_WT_Q4_0] = {gemm_q4_0, LM_XQ_GROUP, Q_NR_S}, [LM_WT_Q4_1] = {gemm_q4_1, LM_XQ_GROUP, Q_NR_U},
     },
 };
 

@@ -109,22 +109,29 @@ static float dot_q4_1(int k, const lm_block_q4_1 *w, const int8_t *q, const floa
 
 /* ---- attention ------------------------------------------------------ */
 
-static void attn_head(float *out, const float *q, const float *K, size_t k_stride, const float *Vt,
-                      size_t vt_stride, int n_keys, int hd, float scale, int single, float *s) {
-    (void)single;
+static void attn_head(float *out, const float *q, const float *Kt, const float *Vt, size_t stride,
+                      int n_keys, int hd, float scale, float *s) {
     for (int p = 0; p < n_keys; p++) {
-        const float *k = K + (size_t)p * k_stride;
         float dot = 0.0f;
-        for (int i = 0; i < hd; i++) dot += q[i] * k[i];
+        for (int i = 0; i < hd; i++) dot += q[i] * Kt[(size_t)i * stride + p];
         s[p] = dot * scale;
     }
     lm_softmax_scalar(s, n_keys);
     for (int i = 0; i < hd; i++) {
-        const float *v = Vt + (size_t)i * vt_stride;
+        const float *v = Vt + (size_t)i * stride;
         float acc = 0.0f;
         for (int p = 0; p < n_keys; p++) acc += s[p] * v[p];
         out[i] = acc;
     }
+}
+
+static void attn_heads(float *out, const float *q, int n_q, const float *Kt, const float *Vt,
+                       size_t stride, int n_keys, int hd, float scale, int single, float *s) {
+    (void)single;
+    size_t n32 = (size_t)(n_keys + LM_ATTN_PAD - 1) / LM_ATTN_PAD * LM_ATTN_PAD;
+    for (int h = 0; h < n_q; h++)
+        attn_head(out + (size_t)h * hd, q + (size_t)h * hd, Kt, Vt, stride, n_keys, hd, scale,
+                  s + (size_t)h * n32);
 }
 
 #define QROW(i) x->q + (size_t)(i) * k, x->d + (i), x->s ? x->s + (i) : NULL
@@ -153,7 +160,7 @@ const lm_kernels lm_kernels_scalar = {
     .quant_x = quant_x,
     .softmax = lm_softmax_scalar,
     .swiglu = lm_swiglu_scalar,
-    .attn_head = attn_head,
+    .attn_heads = attn_heads,
     .dec = {
         [LM_WT_F32] = {dec_f32, 1, 4},   [LM_WT_F16] = {dec_f16, 1, 4},
         [LM_WT_BF16] = {dec_bf16, 1, 4}, [LM_WT_Q8_0] = {dec_q8_0, 1, 4},

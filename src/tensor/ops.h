@@ -34,21 +34,21 @@ void lm_rmsnorm(float *out, const float *x, const float *w, int m, int d, float 
 void lm_rope(float *q, int n_tokens, int n_heads, int head_dim,
              const int32_t *pos, float base);
 
-/* One query head's causal attention over n_keys cached positions:
- * out[hd] = softmax(scale * K q) V. Key p is at K + p*k_stride (a head's
- * slice of a [n_ctx, kv_dim] cache); V is stored transposed: value i of
- * key p at Vt[i*vt_stride + p], and rows are read up to n_keys rounded up
- * to 32 (their weight there is 0; the values must be finite).
- * scores[n_keys rounded up to 32] is caller scratch (left holding the
- * weights). The reduction orders are llama.cpp's (ggml_vec_dot_f32 for
- * scores, tinyBLAS for the weighted sum of a batch of several tokens,
- * ggml_vec_dot_f32 when single is set: the token is alone in its batch),
- * so logits match it bit for bit. The result does not depend on the thread
- * that runs it. */
+/* Causal attention of n_q query heads that share one KV head (GQA) over
+ * n_keys cached positions: out[h][hd] = softmax(scale * K q[h]) V for
+ * h < n_q, q and out [n_q, hd] contiguous. K and V of the KV head are
+ * stored transposed: value i of key p at Kt[i*stride + p] (Vt alike), rows
+ * read up to n_keys rounded up to 32 (their weight there is 0; the values
+ * must be finite). scores[n_q, n_keys rounded up to 32] is caller scratch
+ * (left holding the weights). The reduction orders are llama.cpp's
+ * (ggml_vec_dot_f32 for scores, tinyBLAS for the weighted sum of a batch
+ * of several tokens, ggml_vec_dot_f32 when single is set: the token is
+ * alone in its batch), so logits match it bit for bit. The result does not
+ * depend on the thread that runs it, nor on n_q. */
 #define LM_ATTN_PAD 32
-void lm_attn_head(float *out, const float *q, const float *K, size_t k_stride, const float *Vt,
-                  size_t vt_stride, int n_keys, int head_dim, float scale, int single,
-                  float *scores);
+void lm_attn_heads(float *out, const float *q, int n_q, const float *Kt, const float *Vt,
+                   size_t stride, int n_keys, int head_dim, float scale, int single,
+                   float *scores);
 
 /* x[n] = softmax(x[n]) in place, max-subtracted. */
 void lm_softmax(float *x, int n);
