@@ -419,6 +419,54 @@ static void test_q4_0_repacked(void **state) {
     check_repacked(81, 0, 1);
 }
 
+/* lm_ctx_set_trace: every named intermediate of a batch, in graph order,
+ * with its shape; the last is the logits themselves. */
+typedef struct {
+    int n, bad;
+    char first[32], last[32];
+    float last0;
+} trace_seen;
+
+static void on_trace(void *user, const char *name, const float *data, int rows, int cols) {
+    trace_seen *t = user;
+    const int d = 64, kv = 2 * 16, ff = 96, V = 80, B = 7;   /* base_spec's sizes */
+    int want = !strncmp(name, "Kcur", 4) || !strncmp(name, "Vcur", 4) ? kv
+             : !strncmp(name, "ffn_gate", 8) || !strncmp(name, "ffn_up", 6) ||
+                       !strncmp(name, "ffn_swiglu", 10) ? ff
+             : !strcmp(name, "result_output") ? V : d;
+    if (rows != B || cols != want || !isfinite(data[(size_t)rows * cols - 1])) t->bad++;
+    if (t->n++ == 0) snprintf(t->first, sizeof t->first, "%s", name);
+    snprintf(t->last, sizeof t->last, "%s", name);
+    t->last0 = data[0];
+}
+
+static void test_trace(void **state) {
+    (void)state;
+    tiny *m = tiny_write(base_spec());
+    lm_model *mod = load_ok(m);
+    lm_err err = {0};
+    lm_ctx *c = lm_ctx_new(mod, 32, NULL, &err);
+    assert_non_null(c);
+    int32_t tok[7];
+    make_tokens(tok, 7, 80);
+    float logits[7 * 80];
+    trace_seen t = {0};
+    lm_ctx_set_trace(c, on_trace, &t);
+    assert_int_equal(lm_eval(c, tok, 7, LM_LOGITS_ALL, logits, &err), 0);
+    assert_int_equal(t.n, 13 * 2 + 2);
+    assert_int_equal(t.bad, 0);
+    assert_string_equal(t.first, "attn_norm-0");
+    assert_string_equal(t.last, "result_output");
+    assert_true(t.last0 == logits[0]);
+    lm_ctx_set_trace(c, NULL, NULL);   /* off: no more calls */
+    lm_ctx_truncate(c, 0);
+    assert_int_equal(lm_eval(c, tok, 7, LM_LOGITS_ALL, logits, &err), 0);
+    assert_int_equal(t.n, 28);
+    lm_ctx_free(c);
+    lm_model_free(mod);
+    tiny_free(m);
+}
+
 static void expect_load_error(spec s, const char *needle1, const char *needle2) {
     tiny *m = tiny_write(s);
     lm_err err = {0};
@@ -520,6 +568,7 @@ int main(void) {
         cmocka_unit_test(test_matches_reference_long),
         cmocka_unit_test(test_batch_equals_decode),
         cmocka_unit_test(test_q4_0_repacked),
+        cmocka_unit_test(test_trace),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_context_errors),
         cmocka_unit_test(test_shared_model_contexts),
