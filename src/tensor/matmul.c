@@ -190,6 +190,39 @@ static size_t xq_bytes(int m, int k) {
     return rows * (size_t)k + rows * (size_t)(k / LM_QK) * 2 * sizeof(float);
 }
 
+static void fill_nan(int count, float *const *ys, const int *ns, int m);
+
+/* F16 weights with a set that wants x in f16 (ks->f16_x): the tiles get
+ * x rounded to f16 (kept as floats); a row at a time through the stack if
+ * the heap says no. */
+static void run_f16_x(mm_job *j, lm_pool *pool, int count, float *const *ys, const int *ns) {
+    const float *x = j->x;
+    const int m = j->m, k = j->k;
+    float stack[4096];
+    float *buf = malloc(sizeof(float) * (size_t)m * (size_t)k);
+    int rows_per_pass = m;
+    if (!buf) {
+        if (k > (int)(sizeof stack / sizeof stack[0])) {
+            fill_nan(count, ys, ns, m);
+            return;
+        }
+        buf = stack;
+        rows_per_pass = 1;
+    }
+    for (int r0 = 0; r0 < m; r0 += rows_per_pass) {
+        const int rows = m - r0 < rows_per_pass ? m - r0 : rows_per_pass;
+        for (size_t i = 0; i < (size_t)rows * (size_t)k; i++)
+            buf[i] = lm_round_f16(x[(size_t)r0 * k + i]);
+        j->x = buf;
+        j->m = rows;
+        j->tile = rows == 1 ? j->ks->dec[LM_WT_F16] : j->ks->gemm[LM_WT_F16];
+        for (int p = 0, q = 0; p < count; p++)
+            if (ns[p] > 0) j->part[q++].y = ys[p] + (size_t)r0 * ns[p];
+        run_tiles(j, pool);
+    }
+    if (buf != stack) free(buf);
+}
+
 static void fill_nan(int count, float *const *ys, const int *ns, int m) {
     for (int p = 0; p < count; p++)
         for (size_t i = 0; i < (size_t)m * (size_t)ns[p]; i++) ys[p][i] = NAN;
@@ -222,8 +255,12 @@ void lm_matmul_multi_with(const lm_kernels *ks, lm_pool *pool, int count, float 
         j.part[j.n_parts++] = (mm_part){.y = ys[p], .W = Ws[p], .n = ns[p]};
     }
     if (j.n_parts == 0) return;
-    if (!j.quant) {
+    if (!j.quant && !(wi == LM_WT_F16 && ks->f16_x)) {
         run_tiles(&j, pool);
+        return;
+    }
+    if (!j.quant) {
+        run_f16_x(&j, pool, count, ys, ns);
         return;
     }
     assert(ks->gemm[wi].mr == LM_XQ_GROUP && ks->dec[wi].mr == 1);

@@ -573,9 +573,39 @@ static AVX2 void gemm_f32(int k, const void *const *w, const lm_xtile *x, float 
     for (int i = 0; i < F_MR; i++)
         for (int j = 0; j < F_NR; j++) out[i * F_NR + j] = dot_f32_ggml((const float *)w[j], x->f[i], k);
 }
-INSTANCE(dec_f16, tile_f16, 1, DEC_NR)
+/* F16 weights, x already rounded to f16 (f16_x): ggml_vec_dot_f16 for a
+ * single token -- dot_f32_ggml's structure on converted halves, leftovers
+ * summed in double -- and tinyBLAS (tile_f16) for a batch when k % 8 == 0. */
+INLINE float dot_f16_ggml(const uint16_t *w, const float *x, int n) {
+    const int np = n & ~31;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int i = 0; i < np; i += 32) {
+        s0 = _mm256_fmadd_ps(load_f16(w, i), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(load_f16(w, i + 8), _mm256_loadu_ps(x + i + 8), s1);
+        s2 = _mm256_fmadd_ps(load_f16(w, i + 16), _mm256_loadu_ps(x + i + 16), s2);
+        s3 = _mm256_fmadd_ps(load_f16(w, i + 24), _mm256_loadu_ps(x + i + 24), s3);
+    }
+    s0 = _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3));
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    t = _mm_hadd_ps(t, t);
+    t = _mm_hadd_ps(t, t);
+    double sum = _mm_cvtss_f32(t);
+    for (int i = np; i < n; i++) sum += (double)(f16_to_f32(w[i]) * x[i]);
+    return (float)sum;
+}
+static AVX2 void dec_f16(int k, const void *const *w, const lm_xtile *x, float *out) {
+    for (int j = 0; j < DEC_NR; j++) out[j] = dot_f16_ggml((const uint16_t *)w[j], x->f[0], k);
+}
+static AVX2 void gemm_f16(int k, const void *const *w, const lm_xtile *x, float *out) {
+    if (k % 8 == 0) {
+        tile_f16(k, w, x, out, F_MR, F_NR);
+        return;
+    }
+    for (int i = 0; i < F_MR; i++)
+        for (int j = 0; j < F_NR; j++)
+            out[i * F_NR + j] = dot_f16_ggml((const uint16_t *)w[j], x->f[i], k);
+}
 INSTANCE(dec_bf16, tile_bf16, 1, DEC_NR)
-INSTANCE(gemm_f16, tile_f16, F_MR, F_NR)
 INSTANCE(gemm_bf16, tile_bf16, F_MR, F_NR)
 QINSTANCE(dec_q8_0, qdec, QK_Q8_0)
 QINSTANCE(dec_q4_0, qdec, QK_Q4_0)
@@ -587,6 +617,7 @@ QINSTANCE(gemm_q4_1, qtile, QK_Q4_1, Q_NR_U)
 const lm_kernels lm_kernels_avx2 = {
     .name = "avx2",
     .quant_x = quant_x,
+    .f16_x = 1,
     .softmax = softmax,
     .swiglu = swiglu,
     .attn_heads = attn_heads,

@@ -58,13 +58,16 @@ def write_random_llama(path, vocab_source, *, n_layer=2, n_embd=128, n_head=4, n
     w.add_vocab_size(n_vocab)
     _copy_tokenizer(reader, w)
 
-    gtype = {"F32": gguf.GGMLQuantizationType.F32, "Q8_0": gguf.GGMLQuantizationType.Q8_0}[qtype]
+    gtype = {"F32": gguf.GGMLQuantizationType.F32, "F16": gguf.GGMLQuantizationType.F16,
+             "Q8_0": gguf.GGMLQuantizationType.Q8_0}[qtype]
 
     def mat(name, rows, cols, scale):
         # numpy shape [rows, cols] = ggml ne [cols, rows]: rows of length cols
         a = (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
         if gtype == gguf.GGMLQuantizationType.F32:
             w.add_tensor(name, a)
+        elif gtype == gguf.GGMLQuantizationType.F16:
+            w.add_tensor(name, a.astype(np.float16))
         else:
             w.add_tensor(name, gguf.quants.quantize(a, gtype), raw_dtype=gtype)
 

@@ -51,7 +51,7 @@ def toks_list(model_path):
 @pytest.fixture(scope="module")
 def converted(model_path, lemonpc, tmp_models):
     out = {}
-    for t in ("F32", "Q8_0", "Q4_0"):
+    for t in ("F32", "F16", "Q8_0", "Q4_0"):
         p = tmp_models / f"smollm2-{t}.gguf"
         r = subprocess.run([str(lemonpc), "quantize", str(model_path), str(p), t],
                            capture_output=True, text=True)
@@ -72,6 +72,13 @@ def test_real_q4_0(converted, toks_list, tool, tmp_path):
     """Q4_0 takes llama.cpp's repacked 8-row GEMM/GEMV orders (both sides
     repack every matrix with a multiple of 8 rows at load)."""
     check(converted["Q4_0"], toks_list, tool, tmp_path, quantized=True)
+
+
+def test_real_f16(converted, toks_list, tool, tmp_path):
+    """F16 weights: activations rounded to f16 first, as llama.cpp does (the
+    rounding makes it chaotic like 8-bit activations: the quantized policy
+    where the builds differ)."""
+    check(converted["F16"], toks_list, tool, tmp_path, quantized=True)
 
 
 def test_real_f32(converted, toks_list, tool, tmp_path):
@@ -103,7 +110,7 @@ RANDOM_SHAPES = {
 }
 
 
-@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+@pytest.mark.parametrize("qtype", ["F32", "F16", "Q8_0"])
 @pytest.mark.parametrize("shape", sorted(RANDOM_SHAPES))
 def test_random_shapes(shape, qtype, model_path, toks_list, tool, tmp_models, tmp_path):
     layers, embd, heads, kv, ff, theta, untied = RANDOM_SHAPES[shape]
