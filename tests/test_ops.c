@@ -115,15 +115,16 @@ static void check_against_reference(const lm_kernels *ks, lm_dtype t, const floa
             const float *wj = wf + (size_t)j * k;
             double exact = 0, abs_terms = 0, truth = 0, loose = 0;
             if (!is_quant(t)) {
-                /* a set with f16_x rounds x to f16 first, as llama.cpp does
-                 * for F16 weights: exact on the rounded x, loose on x */
-                const int rx = t == LM_F16 && ks->f16_x;
+                /* a set with f16_x / bf16_x rounds x to the weights' type
+                 * first, as llama.cpp does: exact on the rounded x, loose on x */
+                const int rx16 = t == LM_F16 && ks->f16_x, rxb = t == LM_BF16 && ks->bf16_x;
                 for (int e = 0; e < k; e++) {
-                    const double xe = rx ? lm_round_f16(xi[e]) : xi[e];
+                    const double xe = rx16 ? lm_round_f16(xi[e])
+                                    : rxb ? lm_bf16_to_f32(lm_f32_to_bf16(xi[e])) : xi[e];
                     exact += (double)wj[e] * xe;
                     abs_terms += fabs((double)wj[e] * xe);
                     truth += (double)wj[e] * xi[e];
-                    if (rx) loose += fabs((double)wj[e] * xi[e]) * 0x1p-11;
+                    loose += fabs((double)wj[e] * xi[e]) * (rx16 ? 0x1p-11 : rxb ? 0x1p-8 : 0);
                 }
             } else {
                 for (int b = 0; b < nb; b++) {
@@ -226,12 +227,12 @@ static void run_matmul_case(pools *ps, lm_dtype t, int m, int n, int k, uint64_t
         check_against_reference(ks[s], t, y[0], x, wf, m, n, k);
         if (t == LM_Q4_1) check_q41(ks[s], y[0], x, W, m, n, k);
         /* a row alone (decode) equals the same row inside the batch, except
-         * for F32 and F16 weights, which llama.cpp (whose orders we follow)
+         * for float weights, which llama.cpp (whose orders we follow)
          * reduces one way for a single token and another for a batch */
         int rows[] = {0, m / 2, m - 1};
         for (int ri = 0; ri < 3; ri++) {
             lm_matmul_with(ks[s], ps->p[1], y1, x + (size_t)rows[ri] * k, W, t, 1, n, k);
-            if (t == LM_F32 || t == LM_F16)
+            if (t == LM_F32 || t == LM_F16 || t == LM_BF16)
                 check_against_reference(ks[s], t, y1, x + (size_t)rows[ri] * k, wf, 1, n, k);
             else
                 assert_memory_equal(y1, y[0] + (size_t)rows[ri] * n, (size_t)n * sizeof(float));

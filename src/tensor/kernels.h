@@ -7,10 +7,10 @@
  * with the same sequence of operations whatever MR/NR it was built for, so
  * y does not depend on the thread count or on how rows were split over
  * tasks. The avx2 set follows llama.cpp's CPU orders bit for bit (ggml's
- * vec_dot and llamafile's tinyBLAS), including their one asymmetry: F32
- * and F16 weights are reduced one way for a single token (dec) and another
- * for a batch (gemm); quantized weights give a token the same result alone
- * as in a batch. Different sets (scalar vs avx2) differ in the last bits. */
+ * vec_dot and llamafile's tinyBLAS), including their one asymmetry: float
+ * weights (F32, F16, BF16) are reduced one way for a single token (dec)
+ * and another for a batch (gemm); quantized weights give a token the same
+ * result alone as in a batch. Different sets (scalar vs avx2) differ in the last bits. */
 #ifndef LM_TENSOR_KERNELS_H
 #define LM_TENSOR_KERNELS_H
 
@@ -70,9 +70,9 @@ typedef struct lm_kernels {
      * quantize_row_q8_0/q8_1 do; every set writes bit-identical output. */
     void (*quant_x)(const float *x, int k, int8_t *q, float *d, float *s, int32_t *qsum,
                     int stride);
-    /* F16 weights: x is rounded to f16 before the tiles see it (llama.cpp
-     * converts activations to its F16 weights' vec_dot type) */
-    int f16_x;
+    /* F16 / BF16 weights: x is rounded to f16 / bf16 before the tiles see
+     * it (llama.cpp converts activations to those weights' vec_dot type) */
+    int f16_x, bf16_x;
     lm_tile dec[LM_WT_COUNT];  /* for m == 1: mr == 1 */
     lm_tile gemm[LM_WT_COUNT]; /* for m > 1; quantized types: mr == LM_XQ_GROUP */
     /* lm_softmax, lm_swiglu, lm_attn_heads (ops.h) */

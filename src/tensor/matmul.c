@@ -192,10 +192,11 @@ static size_t xq_bytes(int m, int k) {
 
 static void fill_nan(int count, float *const *ys, const int *ns, int m);
 
-/* F16 weights with a set that wants x in f16 (ks->f16_x): the tiles get
- * x rounded to f16 (kept as floats); a row at a time through the stack if
- * the heap says no. */
-static void run_f16_x(mm_job *j, lm_pool *pool, int count, float *const *ys, const int *ns) {
+/* F16 / BF16 weights with a set that wants x in their type (ks->f16_x,
+ * bf16_x): the tiles get x rounded to it (kept as floats); a row at a time
+ * through the stack if the heap says no. */
+static void run_rounded_x(mm_job *j, lm_pool *pool, int wi, int count, float *const *ys,
+                          const int *ns) {
     const float *x = j->x;
     const int m = j->m, k = j->k;
     float stack[4096];
@@ -211,11 +212,12 @@ static void run_f16_x(mm_job *j, lm_pool *pool, int count, float *const *ys, con
     }
     for (int r0 = 0; r0 < m; r0 += rows_per_pass) {
         const int rows = m - r0 < rows_per_pass ? m - r0 : rows_per_pass;
+        const float *xr = x + (size_t)r0 * k;
         for (size_t i = 0; i < (size_t)rows * (size_t)k; i++)
-            buf[i] = lm_round_f16(x[(size_t)r0 * k + i]);
+            buf[i] = wi == LM_WT_F16 ? lm_round_f16(xr[i]) : lm_bf16_to_f32(lm_f32_to_bf16(xr[i]));
         j->x = buf;
         j->m = rows;
-        j->tile = rows == 1 ? j->ks->dec[LM_WT_F16] : j->ks->gemm[LM_WT_F16];
+        j->tile = rows == 1 ? j->ks->dec[wi] : j->ks->gemm[wi];
         for (int p = 0, q = 0; p < count; p++)
             if (ns[p] > 0) j->part[q++].y = ys[p] + (size_t)r0 * ns[p];
         run_tiles(j, pool);
@@ -255,12 +257,13 @@ void lm_matmul_multi_with(const lm_kernels *ks, lm_pool *pool, int count, float 
         j.part[j.n_parts++] = (mm_part){.y = ys[p], .W = Ws[p], .n = ns[p]};
     }
     if (j.n_parts == 0) return;
-    if (!j.quant && !(wi == LM_WT_F16 && ks->f16_x)) {
+    const int round_x = (wi == LM_WT_F16 && ks->f16_x) || (wi == LM_WT_BF16 && ks->bf16_x);
+    if (!j.quant && !round_x) {
         run_tiles(&j, pool);
         return;
     }
     if (!j.quant) {
-        run_f16_x(&j, pool, count, ys, ns);
+        run_rounded_x(&j, pool, wi, count, ys, ns);
         return;
     }
     assert(ks->gemm[wi].mr == LM_XQ_GROUP && ks->dec[wi].mr == 1);

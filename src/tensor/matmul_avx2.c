@@ -605,8 +605,35 @@ static AVX2 void gemm_f16(int k, const void *const *w, const lm_xtile *x, float 
         for (int j = 0; j < F_NR; j++)
             out[i * F_NR + j] = dot_f16_ggml((const uint16_t *)w[j], x->f[i], k);
 }
-INSTANCE(dec_bf16, tile_bf16, 1, DEC_NR)
-INSTANCE(gemm_bf16, tile_bf16, F_MR, F_NR)
+/* BF16 weights, x already rounded to bf16 (bf16_x): ggml_vec_dot_bf16
+ * for a single token -- 4 accumulators (GCC fuses its mul+add into fma),
+ * (c1+c3)+(c2+c4), the hsum_float_8 order, leftovers summed in double --
+ * and tinyBLAS (tile_bf16) for a batch when k % 8 == 0. */
+INLINE float dot_bf16_ggml(const uint16_t *w, const float *x, int n) {
+    __m256 c1 = _mm256_setzero_ps(), c2 = c1, c3 = c1, c4 = c1;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        c1 = _mm256_fmadd_ps(load_bf16(w, i), _mm256_loadu_ps(x + i), c1);
+        c2 = _mm256_fmadd_ps(load_bf16(w, i + 8), _mm256_loadu_ps(x + i + 8), c2);
+        c3 = _mm256_fmadd_ps(load_bf16(w, i + 16), _mm256_loadu_ps(x + i + 16), c3);
+        c4 = _mm256_fmadd_ps(load_bf16(w, i + 24), _mm256_loadu_ps(x + i + 24), c4);
+    }
+    double sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(c1, c3), _mm256_add_ps(c2, c4)));
+    for (; i < n; i++) sum += (double)(lm_bf16_to_f32(w[i]) * x[i]);
+    return (float)sum;
+}
+static AVX2 void dec_bf16(int k, const void *const *w, const lm_xtile *x, float *out) {
+    for (int j = 0; j < DEC_NR; j++) out[j] = dot_bf16_ggml((const uint16_t *)w[j], x->f[0], k);
+}
+static AVX2 void gemm_bf16(int k, const void *const *w, const lm_xtile *x, float *out) {
+    if (k % 8 == 0) {
+        tile_bf16(k, w, x, out, F_MR, F_NR);
+        return;
+    }
+    for (int i = 0; i < F_MR; i++)
+        for (int j = 0; j < F_NR; j++)
+            out[i * F_NR + j] = dot_bf16_ggml((const uint16_t *)w[j], x->f[i], k);
+}
 QINSTANCE(dec_q8_0, qdec, QK_Q8_0)
 QINSTANCE(dec_q4_0, qdec, QK_Q4_0)
 QINSTANCE(dec_q4_1, qdec, QK_Q4_1)
@@ -618,6 +645,7 @@ const lm_kernels lm_kernels_avx2 = {
     .name = "avx2",
     .quant_x = quant_x,
     .f16_x = 1,
+    .bf16_x = 1,
     .softmax = softmax,
     .swiglu = swiglu,
     .attn_heads = attn_heads,

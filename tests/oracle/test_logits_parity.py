@@ -51,7 +51,7 @@ def toks_list(model_path):
 @pytest.fixture(scope="module")
 def converted(model_path, lemonpc, tmp_models):
     out = {}
-    for t in ("F32", "F16", "Q8_0", "Q4_0"):
+    for t in ("F32", "F16", "BF16", "Q8_0", "Q4_0"):
         p = tmp_models / f"smollm2-{t}.gguf"
         r = subprocess.run([str(lemonpc), "quantize", str(model_path), str(p), t],
                            capture_output=True, text=True)
@@ -79,6 +79,11 @@ def test_real_f16(converted, toks_list, tool, tmp_path):
     rounding makes it chaotic like 8-bit activations: the quantized policy
     where the builds differ)."""
     check(converted["F16"], toks_list, tool, tmp_path, quantized=True)
+
+
+def test_real_bf16(converted, toks_list, tool, tmp_path):
+    """BF16 weights: activations rounded to bf16 first, as llama.cpp does."""
+    check(converted["BF16"], toks_list, tool, tmp_path, quantized=True)
 
 
 def test_real_f32(converted, toks_list, tool, tmp_path):
