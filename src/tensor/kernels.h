@@ -111,6 +111,15 @@ void lm_matmul_multi_with(const lm_kernels *ks, lm_pool *pool, int count, float 
 void lm_softmax_scalar(float *x, int n);
 void lm_swiglu_scalar(float *out, const float *gate, const float *up, int n);
 
+/* Scratch for a matmul's converted x (all: bytes for its m rows, one: for
+ * one row): the caller's stack buffer when all rows fit, else the heap; if
+ * the heap says no, the stack a row at a time. Returns the rows per pass
+ * (0: not even one row fits) and sets *buf, to free when it is not stack. */
+int lm_mm_scratch(size_t all, size_t one, int m, unsigned char *stack, size_t cap,
+                  unsigned char **buf);
+/* y = NaN for every part: what a matmul that could not run leaves, loudly. */
+void lm_mm_fill_nan(int count, float *const *ys, const int *ns, int m);
+
 /* Scalar helpers shared by the sets. */
 float lm_round_f16(float f); /* f rounded to the nearest f16, back as f32 */
 

@@ -190,26 +190,35 @@ static size_t xq_bytes(int m, int k) {
     return rows * (size_t)k + rows * (size_t)(k / LM_QK) * 2 * sizeof(float);
 }
 
-static void fill_nan(int count, float *const *ys, const int *ns, int m);
+void lm_mm_fill_nan(int count, float *const *ys, const int *ns, int m) {
+    for (int p = 0; p < count; p++)
+        for (size_t i = 0; i < (size_t)m * (size_t)ns[p]; i++) ys[p][i] = NAN;
+}
+
+int lm_mm_scratch(size_t all, size_t one, int m, unsigned char *stack, size_t cap,
+                  unsigned char **buf) {
+    *buf = stack;
+    if (all <= cap) return m;
+    if ((*buf = malloc(all)) != NULL) return m;
+    *buf = stack;
+    return one <= cap ? 1 : 0;
+}
 
 /* F16 / BF16 weights with a set that wants x in their type (ks->f16_x,
- * bf16_x): the tiles get x rounded to it (kept as floats); a row at a time
- * through the stack if the heap says no. */
+ * bf16_x): the tiles get x rounded to it (kept as floats). */
 static void run_rounded_x(mm_job *j, lm_pool *pool, int wi, int count, float *const *ys,
                           const int *ns) {
     const float *x = j->x;
     const int m = j->m, k = j->k;
-    float stack[4096];
-    float *buf = malloc(sizeof(float) * (size_t)m * (size_t)k);
-    int rows_per_pass = m;
-    if (!buf) {
-        if (k > (int)(sizeof stack / sizeof stack[0])) {
-            fill_nan(count, ys, ns, m);
-            return;
-        }
-        buf = stack;
-        rows_per_pass = 1;
+    _Alignas(64) unsigned char stack[16384];
+    unsigned char *mem;
+    const size_t row = sizeof(float) * (size_t)k;
+    const int rows_per_pass = lm_mm_scratch(row * (size_t)m, row, m, stack, sizeof stack, &mem);
+    if (!rows_per_pass) {
+        lm_mm_fill_nan(count, ys, ns, m);
+        return;
     }
+    float *buf = (float *)mem;
     for (int r0 = 0; r0 < m; r0 += rows_per_pass) {
         const int rows = m - r0 < rows_per_pass ? m - r0 : rows_per_pass;
         const float *xr = x + (size_t)r0 * k;
@@ -222,12 +231,7 @@ static void run_rounded_x(mm_job *j, lm_pool *pool, int wi, int count, float *co
             if (ns[p] > 0) j->part[q++].y = ys[p] + (size_t)r0 * ns[p];
         run_tiles(j, pool);
     }
-    if (buf != stack) free(buf);
-}
-
-static void fill_nan(int count, float *const *ys, const int *ns, int m) {
-    for (int p = 0; p < count; p++)
-        for (size_t i = 0; i < (size_t)m * (size_t)ns[p]; i++) ys[p][i] = NAN;
+    if (mem != stack) free(mem);
 }
 
 void lm_matmul_multi_with(const lm_kernels *ks, lm_pool *pool, int count, float *const *ys,
@@ -244,7 +248,7 @@ void lm_matmul_multi_with(const lm_kernels *ks, lm_pool *pool, int count, float 
     assert(count <= LM_MATMUL_MAX_PARTS);
     if (wi < 0 || wrow == 0 || count > LM_MATMUL_MAX_PARTS) {
         /* Unreachable for validated models; NaNs make the misuse loud. */
-        fill_nan(count, ys, ns, m);
+        lm_mm_fill_nan(count, ys, ns, m);
         return;
     }
     mm_job j = {
@@ -271,17 +275,11 @@ void lm_matmul_multi_with(const lm_kernels *ks, lm_pool *pool, int count, float 
      * the heap says no, one row at a time through the stack buffer (same
      * numbers: decode and batch tiles compute each dot product alike). */
     _Alignas(64) unsigned char stack[16384];
-    unsigned char *buf = NULL;
-    int rows_per_pass = m;
-    if (xq_bytes(m, k) <= sizeof stack) {
-        buf = stack;
-    } else if ((buf = malloc(xq_bytes(m, k))) == NULL) {
-        buf = stack;
-        rows_per_pass = 1;
-        if (xq_bytes(1, k) > sizeof stack) {
-            fill_nan(count, ys, ns, m);
-            return;
-        }
+    unsigned char *buf;
+    const int rows_per_pass = lm_mm_scratch(xq_bytes(m, k), xq_bytes(1, k), m, stack, sizeof stack, &buf);
+    if (!rows_per_pass) {
+        lm_mm_fill_nan(count, ys, ns, m);
+        return;
     }
     const int nb = k / LM_QK;
     for (int r0 = 0; r0 < m; r0 += rows_per_pass) {

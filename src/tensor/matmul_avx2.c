@@ -368,20 +368,36 @@ static AVX2 void swiglu(float *out, const float *gate, const float *up, int n) {
 /* ggml_vec_dot_f32: 4 accumulators over steps of 32, reduced pairwise,
  * then the leftovers as GCC built them: rounded products added one by one
  * in runs of 8 and 4, the last 3 or fewer fused. */
-INLINE float dot_f32_ggml(const float *x, const float *y, int n) {
+/* ggml's float dot products over their whole steps of 32: 4 accumulators,
+ * s_j += w[i+8j..] * x[i+8j..] fused, w converted from its type (wt). */
+INLINE void dot_acc4(const void *w, const float *x, int np, const int wt, __m256 *s) {
+    s[0] = s[1] = s[2] = s[3] = _mm256_setzero_ps();
+    for (int i = 0; i < np; i += 32)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const int e = i + 8 * j;
+            const __m256 wv = wt == LM_WT_F32 ? load_f32(w, e) : wt == LM_WT_F16 ? load_f16(w, e)
+                                                                   : load_bf16(w, e);
+            s[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + e), s[j]);
+        }
+}
+
+/* (s0+s2)+(s1+s3), lanes l and l+4, then two hadd levels: ggml's
+ * GGML_F32x8_REDUCE (vec_dot_f32 and vec_dot_f16). */
+INLINE float reduce_hadd(const __m256 *s) {
+    const __m256 a = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    t = _mm_hadd_ps(t, t);
+    t = _mm_hadd_ps(t, t);
+    return _mm_cvtss_f32(t);
+}
+
+INLINE float dot_f32_ggml(const void *wv, const float *y, int n) {
+    const float *x = wv;
+    __m256 s[4];
     const int np = n & ~31;
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (int i = 0; i < np; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), s3);
-    }
-    s0 = _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3));
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-    t = _mm_hadd_ps(t, t);
-    t = _mm_hadd_ps(t, t);
-    float sum = _mm_cvtss_f32(t);
+    dot_acc4(x, y, np, LM_WT_F32, s);
+    float sum = reduce_hadd(s);
     int i = np;
     for (; n - i >= 8; i += 8)
         for (int e = 0; e < 8; e++) sum += x[i + e] * y[i + e];
@@ -389,6 +405,29 @@ INLINE float dot_f32_ggml(const float *x, const float *y, int n) {
         for (int e = 0; e < 4; e++, i++) sum += x[i] * y[i];
     for (; i < n; i++) sum = fmaf(x[i], y[i], sum);
     return sum;
+}
+
+/* ggml_vec_dot_f16 on x already rounded to f16: dot_f32_ggml's structure
+ * on converted halves, the leftovers summed in double. */
+INLINE float dot_f16_ggml(const void *w, const float *x, int n) {
+    __m256 s[4];
+    const int np = n & ~31;
+    dot_acc4(w, x, np, LM_WT_F16, s);
+    double sum = reduce_hadd(s);
+    for (int i = np; i < n; i++) sum += (double)(f16_to_f32(((const uint16_t *)w)[i]) * x[i]);
+    return (float)sum;
+}
+
+/* ggml_vec_dot_bf16 on x already rounded to bf16: its mul+add (which GCC
+ * fuses into fma) in 4 accumulators, (c1+c3)+(c2+c4) in hsum_float_8
+ * order, the leftovers summed in double. */
+INLINE float dot_bf16_ggml(const void *w, const float *x, int n) {
+    __m256 s[4];
+    const int np = n & ~31;
+    dot_acc4(w, x, np, LM_WT_BF16, s);
+    double sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3])));
+    for (int i = np; i < n; i++) sum += (double)(lm_bf16_to_f32(((const uint16_t *)w)[i]) * x[i]);
+    return (float)sum;
 }
 
 /* Scores of 8 keys at once for HG query heads sharing the KV head, keys in
@@ -559,81 +598,25 @@ static AVX2 void attn_heads(float *out, const float *q, int n_q, const float *Kt
 #define F_MR 4
 #define F_NR 3
 
-/* F32 weights as llama.cpp multiplies them: ggml_vec_dot_f32 for a single
- * token, tinyBLAS (one 8-lane fma accumulator per output, tile_f32) for a
- * batch when k is a multiple of 8, ggml_vec_dot_f32 otherwise. */
-static AVX2 void dec_f32(int k, const void *const *w, const lm_xtile *x, float *out) {
-    for (int j = 0; j < DEC_NR; j++) out[j] = dot_f32_ggml((const float *)w[j], x->f[0], k);
-}
-static AVX2 void gemm_f32(int k, const void *const *w, const lm_xtile *x, float *out) {
-    if (k % 8 == 0) {
-        tile_f32(k, w, x, out, F_MR, F_NR);
-        return;
+/* Float weights as llama.cpp multiplies them (F16/BF16 on x rounded to
+ * their type by the driver, f16_x/bf16_x): ggml's vec_dot for a single
+ * token, tinyBLAS (one 8-lane fma accumulator per output, the float tile)
+ * for a batch when k is a multiple of 8, the vec_dot otherwise. */
+#define DEFINE_FLOAT_GGML(T)                                                                     \
+    static AVX2 void dec_##T(int k, const void *const *w, const lm_xtile *x, float *out) {      \
+        for (int j = 0; j < DEC_NR; j++) out[j] = dot_##T##_ggml(w[j], x->f[0], k);             \
+    }                                                                                            \
+    static AVX2 void gemm_##T(int k, const void *const *w, const lm_xtile *x, float *out) {     \
+        if (k % 8 == 0) {                                                                        \
+            tile_##T(k, w, x, out, F_MR, F_NR);                                                  \
+            return;                                                                              \
+        }                                                                                        \
+        for (int i = 0; i < F_MR; i++)                                                           \
+            for (int j = 0; j < F_NR; j++) out[i * F_NR + j] = dot_##T##_ggml(w[j], x->f[i], k); \
     }
-    for (int i = 0; i < F_MR; i++)
-        for (int j = 0; j < F_NR; j++) out[i * F_NR + j] = dot_f32_ggml((const float *)w[j], x->f[i], k);
-}
-/* F16 weights, x already rounded to f16 (f16_x): ggml_vec_dot_f16 for a
- * single token -- dot_f32_ggml's structure on converted halves, leftovers
- * summed in double -- and tinyBLAS (tile_f16) for a batch when k % 8 == 0. */
-INLINE float dot_f16_ggml(const uint16_t *w, const float *x, int n) {
-    const int np = n & ~31;
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (int i = 0; i < np; i += 32) {
-        s0 = _mm256_fmadd_ps(load_f16(w, i), _mm256_loadu_ps(x + i), s0);
-        s1 = _mm256_fmadd_ps(load_f16(w, i + 8), _mm256_loadu_ps(x + i + 8), s1);
-        s2 = _mm256_fmadd_ps(load_f16(w, i + 16), _mm256_loadu_ps(x + i + 16), s2);
-        s3 = _mm256_fmadd_ps(load_f16(w, i + 24), _mm256_loadu_ps(x + i + 24), s3);
-    }
-    s0 = _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3));
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-    t = _mm_hadd_ps(t, t);
-    t = _mm_hadd_ps(t, t);
-    double sum = _mm_cvtss_f32(t);
-    for (int i = np; i < n; i++) sum += (double)(f16_to_f32(w[i]) * x[i]);
-    return (float)sum;
-}
-static AVX2 void dec_f16(int k, const void *const *w, const lm_xtile *x, float *out) {
-    for (int j = 0; j < DEC_NR; j++) out[j] = dot_f16_ggml((const uint16_t *)w[j], x->f[0], k);
-}
-static AVX2 void gemm_f16(int k, const void *const *w, const lm_xtile *x, float *out) {
-    if (k % 8 == 0) {
-        tile_f16(k, w, x, out, F_MR, F_NR);
-        return;
-    }
-    for (int i = 0; i < F_MR; i++)
-        for (int j = 0; j < F_NR; j++)
-            out[i * F_NR + j] = dot_f16_ggml((const uint16_t *)w[j], x->f[i], k);
-}
-/* BF16 weights, x already rounded to bf16 (bf16_x): ggml_vec_dot_bf16
- * for a single token -- 4 accumulators (GCC fuses its mul+add into fma),
- * (c1+c3)+(c2+c4), the hsum_float_8 order, leftovers summed in double --
- * and tinyBLAS (tile_bf16) for a batch when k % 8 == 0. */
-INLINE float dot_bf16_ggml(const uint16_t *w, const float *x, int n) {
-    __m256 c1 = _mm256_setzero_ps(), c2 = c1, c3 = c1, c4 = c1;
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-        c1 = _mm256_fmadd_ps(load_bf16(w, i), _mm256_loadu_ps(x + i), c1);
-        c2 = _mm256_fmadd_ps(load_bf16(w, i + 8), _mm256_loadu_ps(x + i + 8), c2);
-        c3 = _mm256_fmadd_ps(load_bf16(w, i + 16), _mm256_loadu_ps(x + i + 16), c3);
-        c4 = _mm256_fmadd_ps(load_bf16(w, i + 24), _mm256_loadu_ps(x + i + 24), c4);
-    }
-    double sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(c1, c3), _mm256_add_ps(c2, c4)));
-    for (; i < n; i++) sum += (double)(lm_bf16_to_f32(w[i]) * x[i]);
-    return (float)sum;
-}
-static AVX2 void dec_bf16(int k, const void *const *w, const lm_xtile *x, float *out) {
-    for (int j = 0; j < DEC_NR; j++) out[j] = dot_bf16_ggml((const uint16_t *)w[j], x->f[0], k);
-}
-static AVX2 void gemm_bf16(int k, const void *const *w, const lm_xtile *x, float *out) {
-    if (k % 8 == 0) {
-        tile_bf16(k, w, x, out, F_MR, F_NR);
-        return;
-    }
-    for (int i = 0; i < F_MR; i++)
-        for (int j = 0; j < F_NR; j++)
-            out[i * F_NR + j] = dot_bf16_ggml((const uint16_t *)w[j], x->f[i], k);
-}
+DEFINE_FLOAT_GGML(f32)
+DEFINE_FLOAT_GGML(f16)
+DEFINE_FLOAT_GGML(bf16)
 QINSTANCE(dec_q8_0, qdec, QK_Q8_0)
 QINSTANCE(dec_q4_0, qdec, QK_Q4_0)
 QINSTANCE(dec_q4_1, qdec, QK_Q4_1)

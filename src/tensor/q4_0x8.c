@@ -203,18 +203,11 @@ void lm_q4x8_matmul_multi(const lm_kernels *ks, lm_pool *pool, int count, float 
      * says no, a row at a time through the stack (same numbers: every tile
      * shape computes each output alike). */
     _Alignas(64) unsigned char stack[16384];
-    unsigned char *buf = NULL;
-    int rows_per_pass = m;
-    if (xq_bytes(m, k) <= sizeof stack) {
-        buf = stack;
-    } else if ((buf = malloc(xq_bytes(m, k))) == NULL) {
-        buf = stack;
-        rows_per_pass = 1;
-        if (xq_bytes(1, k) > sizeof stack) {
-            for (int p = 0; p < count; p++)
-                for (size_t i = 0; i < (size_t)m * (size_t)ns[p]; i++) ys[p][i] = NAN;
-            return;
-        }
+    unsigned char *buf;
+    const int rows_per_pass = lm_mm_scratch(xq_bytes(m, k), xq_bytes(1, k), m, stack, sizeof stack, &buf);
+    if (!rows_per_pass) {
+        lm_mm_fill_nan(count, ys, ns, m);
+        return;
     }
     const int nb = k / LM_QK;
     for (int r0 = 0; r0 < m; r0 += rows_per_pass) {

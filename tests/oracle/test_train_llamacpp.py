@@ -11,27 +11,20 @@ permuted projections. On the Q4_1 file llama.cpp also quantizes activations
 to 8 bits, which we do not: there the bound is loose (mean KL <= 1e-2,
 measured ~2.5e-3) and only catches gross errors in our dequantization.
 """
+import pathlib
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from parity import kl  # noqa: E402
 
 TEXT = ("<|im_start|>user\nWho guards the northern gate of the city?<|im_end|>\n"
         "<|im_start|>assistant\nThe old captain Maren does, with two of her sons, "
         "as her mother did before her.<|im_end|>\n")
-
-
-def log_softmax(x):
-    x = x.astype(np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
-
-
-def kl(p, q):
-    lp, lq = log_softmax(p), log_softmax(q)
-    return (np.exp(lp) * (lp - lq)).sum(axis=-1)
 
 
 @pytest.fixture(scope="module")
