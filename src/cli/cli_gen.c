@@ -23,6 +23,11 @@ const char CLI_GEN_FLAGS_HELP[] =
     "  -c, --ctx N           context size in tokens (default min(2048, model's))\n"
     "  --character SHEET.md  speak as this character: its sheet (and the world.md of its\n"
     "                        sheet folder) becomes the system message\n"
+    "  --persona MODE        how much of the sheet: full (default; the base model needs it),\n"
+    "                        short (one line: what an NPC fine-tuned by `lemonpc build` was\n"
+    "                        trained with) or none\n"
+    "  --asker TEXT          who is speaking to the character (\"a young acolyte\"), and\n"
+    "  --place TEXT          where: the scene lines of the system message\n"
     "  --adapter FILE        apply a LoRA adapter GGUF (llama.cpp format) without merging\n"
     "  --adapter-scale S     multiply the adapter's alpha/r by S (default 1)\n"
     "  -v, --verbose         print timings (prompt/decode tok/s, time to first token) on stderr\n";
@@ -31,6 +36,7 @@ void cli_gen_opts_init(cli_gen_opts *o, int n_predict) {
     memset(o, 0, sizeof *o);
     o->n_predict = n_predict;
     o->adapter_scale = 1.0f;
+    o->persona = LM_PERSONA_FULL;
     o->sp = lm_sampler_defaults();
 }
 
@@ -68,7 +74,7 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     static const char *const with_value[] = {
         "-n", "--n-predict", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
         "--repeat-last-n", "--seed", "-t", "--threads", "-c", "--ctx", "--character",
-        "--adapter", "--adapter-scale",
+        "--adapter", "--adapter-scale", "--persona", "--asker", "--place",
     };
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
@@ -82,6 +88,19 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     long n;
     if (!strcmp(a, "--character")) {
         o->character = v;
+        return 1;
+    }
+    if (!strcmp(a, "--asker") || !strcmp(a, "--place")) {
+        *(!strcmp(a, "--asker") ? &o->asker : &o->place) = v;
+        return 1;
+    }
+    if (!strcmp(a, "--persona")) {
+        int m = lm_persona_mode_parse(v);
+        if (m < 0) {
+            fprintf(stderr, "lemonpc %s: --persona wants full, short or none, got '%s'\n", cmd, v);
+            return -1;
+        }
+        o->persona = m;
         return 1;
     }
     if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
@@ -135,47 +154,16 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     return 1;
 }
 
-/* Loads a character sheet and the world.md of its sheet folder (the
- * parent of characters/), and renders the persona system prompt. The
- * budget keeps the persona well inside a small model's context. */
-static char *persona_from_sheet(const char *path, lm_err *err) {
-    lm_diags d = {0};
-    char *out = NULL;
+/* The sheet's system turn under the persona policy (sheet.h). */
+static char *persona_from_sheet(const cli_gen_opts *o, lm_err *err) {
+    lm_character *c = NULL;
     lm_world *w = NULL;
-    lm_character *c = lm_character_load(path, &d);
-    if (!c || lm_diags_count(&d, LM_DIAG_ERROR)) {
-        lm_diags_sort(&d);
-        for (size_t i = 0; i < d.n; i++)
-            if (d.v[i].level == LM_DIAG_ERROR) {
-                if (d.v[i].line > 0)
-                    lm_errf(err, "%s:%d: %s (run `lemonpc check` on the sheet folder)",
-                            d.v[i].file, d.v[i].line, d.v[i].msg);
-                else
-                    lm_errf(err, "%s", d.v[i].msg);
-                break;
-            }
-        if (!err->msg[0]) lm_errf(err, "%s: cannot load the character sheet", path);
-        goto done;
-    }
-    /* characters/NAME.md -> ../world.md, when there is one */
-    char world[4096];
-    const char *slash = strrchr(path, '/');
-    int dir_len = slash ? (int)(slash - path) : 0;
-    snprintf(world, sizeof world, "%.*s%s../world.md", dir_len, path, slash ? "/" : "");
-    FILE *f = fopen(world, "r");
-    if (f) {
-        fclose(f);
-        lm_diags wd = {0};
-        w = lm_world_load(world, &wd);
-        lm_diags_free(&wd);
-    }
-    lm_persona_opts po = {.max_bytes = 3000, .include_world = 1, .include_examples = 1};
-    out = lm_persona_prompt(c, w, &po, err);
-    if (!out) lm_err_prefix(err, "%s", path);
-done:
+    if (lm_sheet_load_character(o->character, &c, &w, err)) return NULL;
+    lm_scene sc = {o->asker, o->place};
+    char *out = lm_persona_system(c, w, (lm_persona_mode)o->persona, &sc, err);
+    if (!out && err->msg[0]) lm_err_prefix(err, "%s", o->character);
     lm_world_free(w);
     lm_character_free(c);
-    lm_diags_free(&d);
     return out;
 }
 
@@ -189,7 +177,11 @@ int cli_gen_open(cli_gen *g, const cli_gen_opts *o, lm_err *err) {
         lm_errf(err, "--character and --system both set the system message: give one");
         return -1;
     }
-    if (o->character && !(g->persona = persona_from_sheet(o->character, err))) goto fail;
+    if ((o->asker || o->place) && !o->character) {
+        lm_errf(err, "--asker and --place describe the scene of a --character: give one");
+        return -1;
+    }
+    if (o->character && !(g->persona = persona_from_sheet(o, err)) && err->msg[0]) goto fail;
     g->model = lm_model_load(o->model, err);
     if (!g->model) goto fail;
     g->tok = lm_tokenizer_load(g->model->gguf, err);

@@ -19,6 +19,8 @@ typedef struct cli_gen_opts {
     const char *model;
     const char *system;      /* NULL: the template's default system turn */
     const char *character;   /* character sheet (.md): its persona becomes the system turn */
+    int persona;             /* lm_persona_mode for --character (default full) */
+    const char *asker, *place; /* the scene lines of the persona, or NULL */
     int n_predict;           /* max tokens per reply */
     int threads;             /* 0: all online CPUs */
     int n_ctx;               /* 0: min(2048, context_length) */

@@ -19,5 +19,7 @@ int cmd_datagen(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_peft(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_build(int argc, char **argv);
 
 #endif

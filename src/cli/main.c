@@ -27,6 +27,8 @@ static const command COMMANDS[] = {
     {"train", cmd_train, "fine-tune a model (LoRA or full) on a JSONL chat dataset"},
     {"merge", cmd_merge, "merge a LoRA adapter into its base model (GGUF F32..Q4_1)"},
     {"peft", cmd_peft, "export a LoRA adapter GGUF as a PEFT folder"},
+    {"eval", cmd_eval, "have an NPC answer a question file and report how it stays in character"},
+    {"build", cmd_build, "build an NPC from a sheet folder: dataset, fine-tune, eval, export"},
 };
 
 static void usage(FILE *out) {

@@ -1,14 +1,17 @@
 #include "runtime/generate.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "base/strbuf.h"
+#include "model/adapter.h"
 
 struct lm_generator {
     lm_model *model;
+    lm_adapter *adapter;
     lm_tokenizer *tok;
     lm_pool *pool;
     lm_ctx *ctx;
@@ -21,10 +24,23 @@ void lm_generator_free(lm_generator *g) {
     if (!g) return;
     free(g->logits);
     lm_ctx_free(g->ctx);
+    lm_adapter_free(g->adapter);
     lm_pool_free(g->pool);
     lm_tokenizer_free(g->tok);
     lm_model_free(g->model);
     free(g);
+}
+
+int lm_generator_set_adapter(lm_generator *g, const char *path, float scale, lm_err *err) {
+    lm_adapter *a = NULL;
+    if (path && !(a = lm_adapter_load(g->model, path, err))) return -1;
+    if (lm_ctx_set_adapter(g->ctx, a, scale, err)) {
+        lm_adapter_free(a);
+        return -1;
+    }
+    lm_adapter_free(g->adapter);
+    g->adapter = a;
+    return 0;
 }
 
 lm_generator *lm_generator_open(const char *model_path, int n_ctx, int threads, lm_err *err) {
@@ -213,7 +229,11 @@ int lm_decode(const lm_decoder *d, const lm_gen_params *p, lm_sb *text, lm_gen_i
             if (max_stop) {
                 size_t from = before >= max_stop ? before - max_stop + 1 : 0;
                 long at = find_stop(text, from, p);
-                if (at >= 0) { text->len = (size_t)at, text->p[at] = '\0'; break; }
+                if (at >= 0) {
+                    text->len = (size_t)at, text->p[at] = '\0';
+                    info->hit_stop = true;
+                    break;
+                }
             }
         }
         bool last = p->max_tokens > 0 && i + 1 == p->max_tokens;
@@ -257,5 +277,61 @@ int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
         if (!*reply) rc = lm_errf(err, "out of memory");
     }
     lm_sb_free(&text);
+    return rc;
+}
+
+int lm_generator_score(lm_generator *g, const lm_chat_msg *msgs, size_t n, double *nll,
+                       int *n_tokens, lm_err *err) {
+    *nll = 0;
+    *n_tokens = 0;
+    if (n < 2 || strcmp(msgs[n - 1].role, "assistant"))
+        return lm_errf(err, "score: the last message must be an assistant turn after others");
+    int32_t *prompt;
+    size_t n_prompt;
+    if (lm_generate_prompt(g->tok, msgs, n - 1, &prompt, &n_prompt, err)) return -1;
+    int32_t *ans;
+    size_t n_ans;
+    const char *text = msgs[n - 1].content;
+    if (lm_tokenize(g->tok, text, strlen(text), false, &ans, &n_ans, err)) {
+        free(prompt);
+        return -1;
+    }
+    size_t total = n_prompt + n_ans + 1;
+    int32_t *all = malloc(total * sizeof *all);
+    float *logits = NULL;
+    int rc = 0;
+    int V = g->model->cfg.n_vocab;
+    if (!all) { rc = lm_errf(err, "out of memory"); goto done; }
+    memcpy(all, prompt, n_prompt * sizeof *all);
+    memcpy(all + n_prompt, ans, n_ans * sizeof *all);
+    all[total - 1] = g->im_end >= 0 ? g->im_end : g->eos;
+    if (total > (size_t)lm_ctx_n_ctx(g->ctx)) {
+        rc = lm_errf(err, "score: %zu tokens do not fit the %d-token context", total,
+                     lm_ctx_n_ctx(g->ctx));
+        goto done;
+    }
+    /* logits of the rows that predict the answer: from the prompt's last
+     * token to the answer's last. */
+    size_t rows = n_ans + 1;
+    logits = malloc(rows * (size_t)V * sizeof *logits);
+    if (!logits) { rc = lm_errf(err, "out of memory"); goto done; }
+    lm_ctx_truncate(g->ctx, 0);
+    rc = lm_eval(g->ctx, all, (int)(n_prompt - 1), LM_LOGITS_NONE, NULL, err);
+    if (rc == 0)
+        rc = lm_eval(g->ctx, all + n_prompt - 1, (int)rows, LM_LOGITS_ALL, logits, err);
+    for (size_t r = 0; rc == 0 && r < rows; r++) {
+        const float *l = logits + r * (size_t)V;
+        float mx = l[0];
+        for (int v = 1; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+        double sum = 0;
+        for (int v = 0; v < V; v++) sum += exp((double)(l[v] - mx));
+        *nll += log(sum) + mx - l[all[n_prompt + r]];
+    }
+    if (rc == 0) *n_tokens = (int)rows;
+done:
+    free(logits);
+    free(all);
+    free(ans);
+    free(prompt);
     return rc;
 }

@@ -30,6 +30,16 @@ void lm_generator_free(lm_generator *g);
 
 const lm_tokenizer *lm_generator_tokenizer(const lm_generator *g);
 
+/* Applies a LoRA adapter GGUF at run time (scale multiplies alpha/r);
+ * path NULL removes it. The generator owns the loaded adapter. */
+int lm_generator_set_adapter(lm_generator *g, const char *path, float scale, lm_err *err);
+
+/* Teacher-forced score of the last message (an assistant turn) given the
+ * ones before it: *nll is the summed negative log-likelihood (nats) of its
+ * tokens and the <|im_end|> that closes it, *n_tokens their count. */
+int lm_generator_score(lm_generator *g, const lm_chat_msg *msgs, size_t n, double *nll,
+                       int *n_tokens, lm_err *err);
+
 typedef struct lm_gen_params {
     lm_sampler_params sp;
     int max_tokens;              /* <= 0: until a stop or the context ends */
@@ -40,6 +50,7 @@ typedef struct lm_gen_params {
 typedef struct lm_gen_info {
     int n_prompt, n_gen;
     bool hit_max, hit_ctx;       /* why it stopped, if not at a stop token/string */
+    bool hit_stop;               /* a stop string ended it */
     double first_token_at;       /* CLOCK_MONOTONIC seconds at the first sample; 0: none */
 } lm_gen_info;
 

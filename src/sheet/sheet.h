@@ -9,6 +9,7 @@
 #define LM_SHEET_SHEET_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/err.h"
 
@@ -195,5 +196,41 @@ typedef struct {
 
 char *lm_persona_prompt(const lm_character *c, const lm_world *w, const lm_persona_opts *o,
                         lm_err *err);
+
+/* Loads the character sheet at path and, when its folder's parent holds a
+ * world.md (characters/NAME.md -> world.md), that world (*w stays NULL
+ * otherwise). Errors name the sheet's file:line. Caller frees both. */
+int lm_sheet_load_character(const char *path, lm_character **c, lm_world **w, lm_err *err);
+
+/* The one persona policy: the system turn an NPC is trained with and served
+ * with, built from the sheet. Training data (lemonpc build), evaluation and
+ * the runtime all call this, so a model never meets at run time a system turn
+ * it was not trained on.
+ *   LM_PERSONA_FULL   lm_persona_prompt within 3000 bytes (what the base model
+ *                     needs: it knows nothing of the character otherwise)
+ *   LM_PERSONA_SHORT  one line naming the character and the world (what a
+ *                     fine-tuned NPC needs: the weights hold the rest)
+ *   LM_PERSONA_NONE   no persona at all (the seed's second mode)
+ * The scene (who is speaking, where), when known, follows as two short
+ * lines in every mode. NONE with no scene gives NULL: no system turn. */
+typedef enum { LM_PERSONA_NONE = 0, LM_PERSONA_SHORT, LM_PERSONA_FULL } lm_persona_mode;
+
+typedef struct {
+    const char *asker;     /* "a young acolyte"; NULL = unknown */
+    const char *location;  /* "the Great Cathedral"; NULL = unknown */
+} lm_scene;
+
+/* "none", "short", "full"; NULL out of range. */
+const char *lm_persona_mode_name(lm_persona_mode m);
+/* The mode named s, or -1. */
+int lm_persona_mode_parse(const char *s);
+/* The system turn (malloc'd), or NULL with err clear for NONE without a
+ * scene; NULL with err set on failure. scene may be NULL. */
+char *lm_persona_system(const lm_character *c, const lm_world *w, lm_persona_mode mode,
+                        const lm_scene *scene, lm_err *err);
+/* FNV-1a 64 of the persona part of the system turn (the scene excluded):
+ * recorded with a trained model, so the runtime can tell a sheet that
+ * changed since training. */
+uint64_t lm_persona_hash(const lm_character *c, const lm_world *w, lm_persona_mode mode);
 
 #endif

@@ -1,0 +1,652 @@
+/* lemonpc build: one command from a sheet folder to a fine-tuned NPC.
+ *
+ * Stages, each recorded in DIR/build.json when it finishes (wall time, peak
+ * RSS, the key of its inputs):
+ *   check    the sheet folder loads without errors
+ *   dataset  curated (+ teacher) conversations -> DIR/data (assemble.h)
+ *   train    `lemonpc train` -> DIR/run (LoRA by default, --full)
+ *   eval     `lemonpc eval` on the held-out questions and the test split
+ *   export   adapter GGUF, merged Q8_0 GGUF, PEFT folder -> DIR/export
+ * A stage's key hashes its inputs and the previous stage's key, so a rerun
+ * skips every finished stage whose inputs did not change and redoes the rest;
+ * a killed train stage resumes from its last checkpoint. The stages that
+ * need the model run as child processes of this same binary (their peak RSS
+ * is measured apart, and they die with the build). */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "base/fileio.h"
+#include "cli/commands.h"
+#include "datagen/assemble.h"
+#include "sheet/sheet.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: lemonpc build WORLD_DIR --character NAME --out DIR [options]\n\n"
+            "Builds an NPC from a sheet folder: check -> dataset -> fine-tune -> eval ->\n"
+            "export, everything in DIR with DIR/build.json (inputs and their hashes, settings,\n"
+            "per-stage wall time and peak RSS). Run it again after a kill or a change: it\n"
+            "skips the finished stages whose inputs did not change.\n\n"
+            "  --character NAME   the character (sheet id, file name, full or first name)\n"
+            "  --out DIR          the build folder\n"
+            "  --model FILE       base GGUF (default: $LEMONPC_MODEL, else SmolLM2-135M-Instruct\n"
+            "                     in ${LEMONPC_CACHE:-~/.cache/lemonpc}, as scripts/fetch_model.sh puts it)\n"
+            "  --data DIR         curated conversations, *.jsonl (default WORLD_DIR/data/<sheet file name>)\n"
+            "  --extra FILE       teacher-generated conversations (lemonpc datagen's output) to add,\n"
+            "                     deduplicated against the curated ones; repeatable\n"
+            "  --questions FILE   held-out eval questions (default WORLD_DIR/eval/<sheet file name>.jsonl)\n"
+            "  --persona MODE     system turn in training and use: short (default), full, none\n"
+            "  --full             fine-tune all weights instead of a LoRA adapter\n"
+            "  --lora-rank R      default 16 (alpha 2R)\n"
+            "  --lr X             default 4e-4 (LoRA), 1e-4 (full)\n"
+            "  --epochs N         default 3\n"
+            "  --batch N          rows per step (default 4), each --seq tokens of packed\n"
+            "  --seq N            conversations (default 512)\n"
+            "  --grad-accum N     default 1\n"
+            "  --seed S           split, shuffle and init (default 42)\n"
+            "  -t, --threads N    default: all CPUs\n"
+            "  --no-eval          skip the eval stage\n"
+            "  -h, --help         this help\n"
+            "Exit status: 0 ok, 1 error, 2 usage.\n");
+}
+
+typedef struct build_opts {
+    const char *world, *character, *out, *model, *data, *questions;
+    const char **extra;
+    int n_extra;
+    int persona, full, rank, epochs, batch, seq, accum, threads, no_eval;
+    double lr;
+    unsigned long long seed;
+} build_opts;
+
+/* snprintf for paths (a path longer than the buffer is cut, never overrun;
+ * no caller comes near PATH_MAX). */
+static void pathf(char *out, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- hashing inputs ---------------------------------------------------- */
+
+static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n) {
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t fnv_str(uint64_t h, const char *s) { return fnv_bytes(h, s ? s : "", s ? strlen(s) + 1 : 1); }
+
+/* Hash of a file's contents (0 with err set when it cannot be read). */
+static int hash_file(const char *path, uint64_t *out, lm_err *err) {
+    char *d;
+    size_t n;
+    if (lm_read_file(path, &d, &n, false, err)) return -1;
+    *out = fnv_bytes(1469598103934665603ull, d, n);
+    free(d);
+    return 0;
+}
+
+static void hex(uint64_t h, char out[17]) { snprintf(out, 17, "%016llx", (unsigned long long)h); }
+
+/* The *.jsonl (or *.md) files of dir, sorted; NULL-terminated, malloc'd. */
+static char **list_files(const char *dir, const char *suffix, size_t *n, lm_err *err) {
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) return lm_errno(err, "%s", dir), NULL;
+    char **v = NULL;
+    size_t cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name), sl = strlen(suffix);
+        if (l <= sl || strcmp(e->d_name + l - sl, suffix) || e->d_name[0] == '.') continue;
+        if (*n + 2 > cap) {
+            cap = cap ? cap * 2 : 16;
+            char **q = realloc(v, cap * sizeof *q);
+            if (!q) break;
+            v = q;
+        }
+        size_t need = strlen(dir) + l + 2;
+        v[*n] = malloc(need);
+        if (!v[*n]) break;
+        snprintf(v[*n], need, "%s/%s", dir, e->d_name);
+        (*n)++;
+        v[*n] = NULL;
+    }
+    closedir(d);
+    for (size_t i = 1; i < *n; i++)   /* insertion sort: a handful of files */
+        for (size_t j = i; j > 0 && strcmp(v[j - 1], v[j]) > 0; j--) {
+            char *t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    if (!*n) {
+        free(v);
+        lm_errf(err, "%s: no %s files", dir, suffix);
+        return NULL;
+    }
+    return v;
+}
+
+static void free_list(char **v, size_t n) {
+    for (size_t i = 0; v && i < n; i++) free(v[i]);
+    free(v);
+}
+
+/* ---- build.json -------------------------------------------------------- */
+
+typedef struct build {
+    const build_opts *o;
+    json_t *doc;           /* build.json */
+    char path[PATH_MAX];   /* DIR/build.json */
+    char self[PATH_MAX];   /* this binary */
+    int n_stages, at;
+} build;
+
+static int save(build *b, lm_err *err) {
+    char *s = json_dumps(b->doc, JSON_INDENT(2));
+    int rc = s ? lm_write_file_atomic(b->path, s, strlen(s), err) : lm_errf(err, "out of memory");
+    free(s);
+    return rc;
+}
+
+/* Whether stage `name` finished with this key. */
+static int stage_done(build *b, const char *name, const char *key) {
+    json_t *st = json_object_get(json_object_get(b->doc, "stages"), name);
+    return json_is_true(json_object_get(st, "done")) &&
+           !strcmp(json_string_value(json_object_get(st, "key")) ?: "", key);
+}
+
+static void stage_begin(build *b, const char *name) {
+    b->at++;
+    fprintf(stderr, "[build %d/%d] %s\n", b->at, b->n_stages, name);
+}
+
+static int stage_end(build *b, const char *name, const char *key, double wall, long rss_kb,
+                     json_t *extra, lm_err *err) {
+    json_t *st = json_pack("{s:b, s:s, s:f, s:f}", "done", 1, "key", key, "wall_s", wall,
+                           "peak_rss_mb", (double)rss_kb / 1024.0);
+    if (extra) json_object_update(st, extra);
+    json_decref(extra);
+    json_object_set_new(json_object_get(b->doc, "stages"), name, st);
+    fprintf(stderr, "[build %d/%d] %s done in %.1f s, peak RSS %.0f MB\n", b->at, b->n_stages, name,
+            wall, (double)rss_kb / 1024.0);
+    return save(b, err);
+}
+
+static void stage_skip(build *b, const char *name) {
+    b->at++;
+    fprintf(stderr, "[build %d/%d] %s: done before, inputs unchanged\n", b->at, b->n_stages, name);
+}
+
+/* Drops the record of a stage (it is being redone). */
+static int stage_reset(build *b, const char *name, lm_err *err) {
+    json_object_del(json_object_get(b->doc, "stages"), name);
+    return save(b, err);
+}
+
+/* Runs this binary with argv (argv[0] is the command name); returns the
+ * exit status, *rss_kb the child's peak RSS. The child dies with us. */
+static int run_self(build *b, char *const *argv, long *rss_kb, lm_err *err) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) return lm_errno(err, "fork");
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        size_t n = 0;
+        while (argv[n]) n++;
+        char **av = calloc(n + 2, sizeof *av);
+        if (!av) _exit(127);
+        av[0] = b->self;
+        for (size_t i = 0; i < n; i++) av[i + 1] = argv[i];
+        execv(b->self, av);
+        _exit(127);
+    }
+    int status;
+    struct rusage ru;
+    while (wait4(pid, &status, 0, &ru) < 0)
+        if (errno != EINTR) return lm_errno(err, "wait");
+    *rss_kb = ru.ru_maxrss;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    if (WIFSIGNALED(status)) return lm_errf(err, "lemonpc %s died of signal %d", argv[0], WTERMSIG(status));
+    return lm_errf(err, "lemonpc %s failed (exit status %d; its message is above)", argv[0],
+                   WEXITSTATUS(status));
+}
+
+static int exists(const char *p) {
+    struct stat s;
+    return stat(p, &s) == 0;
+}
+
+static int rm_rf(const char *p) {
+    if (!exists(p)) return 0;
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("rm", "rm", "-rf", "--", p, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+/* ---- stages ------------------------------------------------------------ */
+
+typedef struct ctx {
+    build b;
+    lm_sheet_dir *sheets;
+    const lm_character *c;
+    char stem[256];          /* the sheet's file name without .md */
+    char data_dir[PATH_MAX], questions[PATH_MAX], model[PATH_MAX];
+    char k_check[17], k_data[17], k_train[17], k_eval[17];
+} ctx;
+
+static int do_check(ctx *x, lm_err *err) {
+    const build_opts *o = x->b.o;
+    lm_diags d = {0};
+    x->sheets = lm_sheet_dir_load(o->world, &d);
+    size_t n_err = lm_diags_count(&d, LM_DIAG_ERROR);
+    if (!x->sheets || n_err) {
+        lm_diags_sort(&d);
+        for (size_t i = 0; i < d.n; i++)
+            if (d.v[i].level == LM_DIAG_ERROR) {
+                lm_errf(err, "%s:%d: %s (run `lemonpc check %s`)", d.v[i].file, d.v[i].line, d.v[i].msg, o->world);
+                break;
+            }
+        if (!err->msg[0]) lm_errf(err, "%s: cannot load the sheet folder", o->world);
+        lm_diags_free(&d);
+        return -1;
+    }
+    lm_diags_free(&d);
+    if (!(x->c = lm_sheet_find(x->sheets, o->character))) {
+        char names[512] = "";
+        for (size_t i = 0; i < x->sheets->n_chars; i++) {
+            size_t l = strlen(names);
+            snprintf(names + l, sizeof names - l, " %s", x->sheets->chars[i]->name);
+        }
+        return lm_errf(err, "%s: no character '%s' (the sheets have:%s)", o->world, o->character, names);
+    }
+    const char *p = x->c->path, *slash = strrchr(p, '/');
+    pathf(x->stem, sizeof x->stem, "%s", slash ? slash + 1 : p);
+    char *dot = strrchr(x->stem, '.');
+    if (dot) *dot = '\0';
+    /* key: the sheet folder's files */
+    uint64_t h = 1469598103934665603ull, fh;
+    char wpath[PATH_MAX];
+    pathf(wpath, sizeof wpath, "%s/world.md", o->world);
+    if (exists(wpath)) {
+        if (hash_file(wpath, &fh, err)) return -1;
+        h = fnv_bytes(h, &fh, sizeof fh);
+    }
+    if (hash_file(x->c->path, &fh, err)) return -1;
+    h = fnv_bytes(h, &fh, sizeof fh);
+    hex(h, x->k_check);
+    return 0;
+}
+
+static int do_dataset(ctx *x, lm_err *err) {
+    const build_opts *o = x->b.o;
+    size_t n = 0;
+    if (o->data) pathf(x->data_dir, sizeof x->data_dir, "%s", o->data);
+    else pathf(x->data_dir, sizeof x->data_dir, "%s/data/%s", o->world, x->stem);
+    char **files = list_files(x->data_dir, ".jsonl", &n, err);
+    if (!files) {
+        lm_err_prefix(err, "dataset (write the character's conversations there, or give --data)");
+        return -1;
+    }
+    uint64_t h = fnv_str(1469598103934665603ull, x->k_check), fh;
+    int rc = 0;
+    json_t *inputs = json_object_get(x->b.doc, "inputs");
+    char hx[17];
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = hash_file(files[i], &fh, err);
+        h = fnv_str(fnv_bytes(h, &fh, sizeof fh), files[i]);
+        hex(fh, hx);
+        json_object_set_new(inputs, files[i], json_string(hx));
+    }
+    for (int i = 0; rc == 0 && i < o->n_extra; i++) {
+        rc = hash_file(o->extra[i], &fh, err);
+        h = fnv_str(fnv_bytes(h, &fh, sizeof fh), o->extra[i]);
+        hex(fh, hx);
+        json_object_set_new(inputs, o->extra[i], json_string(hx));
+    }
+    h = fnv_bytes(h, &o->seed, sizeof o->seed);
+    h = fnv_bytes(h, &o->persona, sizeof o->persona);
+    hex(h, x->k_data);
+    if (rc) { free_list(files, n); return -1; }
+    if (stage_done(&x->b, "dataset", x->k_data)) {
+        free_list(files, n);
+        stage_skip(&x->b, "dataset");
+        return 0;
+    }
+    stage_begin(&x->b, "dataset");
+    if (stage_reset(&x->b, "dataset", err)) { free_list(files, n); return -1; }
+    double t0 = now_s();
+    char out[PATH_MAX];
+    pathf(out, sizeof out, "%s/data", o->out);
+    lm_assemble_opts ao = {(const char *const *)files, n, o->extra, (size_t)o->n_extra, o->persona,
+                           o->seed, 10, 10, out};
+    lm_assemble_stats st;
+    rc = lm_assemble(&ao, x->c, x->sheets->world, &st, err);
+    free_list(files, n);
+    if (rc) return -1;
+    fprintf(stderr, "  %zu conversations read, %zu rejected (%zu near-duplicates): train %zu, "
+                    "validation %zu, test %zu; %zu multi-turn\n",
+            st.read, st.rejected, st.duplicates, st.train, st.val, st.test, st.multi_turn);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    json_t *extra = json_pack("{s:I, s:I, s:I, s:I, s:I}", "read", (json_int_t)st.read, "rejected",
+                              (json_int_t)st.rejected, "train", (json_int_t)st.train, "val",
+                              (json_int_t)st.val, "test", (json_int_t)st.test);
+    return stage_end(&x->b, "dataset", x->k_data, now_s() - t0, ru.ru_maxrss, extra, err);
+}
+
+static int do_train(ctx *x, lm_err *err) {
+    const build_opts *o = x->b.o;
+    char a[16][64];
+    snprintf(a[0], 64, "%d", o->full ? 0 : o->rank);
+    snprintf(a[1], 64, "%d", o->full ? 0 : 2 * o->rank);
+    snprintf(a[2], 64, "%g", o->lr > 0 ? o->lr : o->full ? 1e-4 : 4e-4);
+    snprintf(a[3], 64, "%d", o->epochs);
+    snprintf(a[4], 64, "%d", o->batch);
+    snprintf(a[5], 64, "%d", o->seq);
+    snprintf(a[6], 64, "%d", o->accum);
+    snprintf(a[7], 64, "%llu", o->seed);
+    snprintf(a[8], 64, "%d", o->threads);
+    uint64_t h = fnv_str(fnv_str(1469598103934665603ull, x->k_data), x->model), mh;
+    if (hash_file(x->model, &mh, err)) return -1;
+    h = fnv_bytes(h, &mh, sizeof mh);
+    h = fnv_str(h, o->full ? "full" : "lora");
+    for (int i = 0; i < 8; i++) h = fnv_str(h, a[i]);   /* threads change nothing that matters */
+    hex(h, x->k_train);
+    if (stage_done(&x->b, "train", x->k_train)) { stage_skip(&x->b, "train"); return 0; }
+    stage_begin(&x->b, "train");
+    char run[PATH_MAX], state[PATH_MAX], data[PATH_MAX], val[PATH_MAX];
+    pathf(run, sizeof run, "%s/run", o->out);
+    pathf(state, sizeof state, "%s/last/state.json", run);
+    pathf(data, sizeof data, "%s/data/train.jsonl", o->out);
+    pathf(val, sizeof val, "%s/data/val.jsonl", o->out);
+    /* A killed run of the same key resumes; anything else starts over. */
+    json_t *st = json_object_get(json_object_get(x->b.doc, "stages"), "train");
+    bool resume = exists(state) && !strcmp(json_string_value(json_object_get(st, "started_key")) ?: "", x->k_train);
+    if (!resume && rm_rf(run)) return lm_errf(err, "%s: cannot remove the old run", run);
+    json_object_set_new(json_object_get(x->b.doc, "stages"), "train",
+                        json_pack("{s:b, s:s}", "done", 0, "started_key", x->k_train));
+    if (save(&x->b, err)) return -1;
+    double t0 = now_s();
+    long rss = 0;
+    int rc;
+    if (resume) {
+        fprintf(stderr, "  resuming the killed run in %s\n", run);
+        char *av[] = {"train", "--resume", run, o->threads ? "--threads" : NULL, a[8], NULL};
+        rc = run_self(&x->b, av, &rss, err);
+    } else if (o->full) {
+        char *av[] = {"train", "--model", x->model, "--data", data, "--val", val, "--out", run, "--full",
+                      "--lr", a[2], "--epochs", a[3], "--batch", a[4], "--seq", a[5], "--grad-accum",
+                      a[6], "--seed", a[7], "--pack", "--eval-every", "20",
+                      o->threads ? "--threads" : NULL, a[8], NULL};
+        rc = run_self(&x->b, av, &rss, err);
+    } else {
+        char *av[] = {"train", "--model", x->model, "--data", data, "--val", val, "--out", run,
+                      "--lora-rank", a[0], "--lora-alpha", a[1], "--lr", a[2], "--epochs", a[3],
+                      "--batch", a[4], "--seq", a[5], "--grad-accum", a[6], "--seed", a[7], "--pack",
+                      "--eval-every", "20", o->threads ? "--threads" : NULL, a[8], NULL};
+        rc = run_self(&x->b, av, &rss, err);
+    }
+    if (rc) return -1;
+    json_t *extra = json_pack("{s:s, s:s}", "started_key", x->k_train, "mode", o->full ? "full" : "lora");
+    return stage_end(&x->b, "train", x->k_train, now_s() - t0, rss, extra, err);
+}
+
+/* The trained weights: run/best/adapter.gguf or run/best/model.gguf. */
+static void best_file(const ctx *x, char *out, size_t cap) {
+    snprintf(out, cap, "%s/run/best/%s", x->b.o->out, x->b.o->full ? "model.gguf" : "adapter.gguf");
+}
+
+static int do_eval(ctx *x, lm_err *err) {
+    const build_opts *o = x->b.o;
+    uint64_t h = fnv_str(1469598103934665603ull, x->k_train), qh = 0;
+    bool have_q = x->questions[0] && exists(x->questions);
+    if (have_q && hash_file(x->questions, &qh, err)) return -1;
+    h = fnv_bytes(h, &qh, sizeof qh);
+    hex(h, x->k_eval);
+    if (stage_done(&x->b, "eval", x->k_eval)) { stage_skip(&x->b, "eval"); return 0; }
+    stage_begin(&x->b, "eval");
+    if (stage_reset(&x->b, "eval", err)) return -1;
+    char best[PATH_MAX], model[PATH_MAX], tq[PATH_MAX], refs[PATH_MAX], out1[PATH_MAX], out2[PATH_MAX];
+    best_file(x, best, sizeof best);
+    pathf(model, sizeof model, "%s", o->full ? best : x->model);
+    pathf(tq, sizeof tq, "%s/data/test_questions.jsonl", o->out);
+    pathf(refs, sizeof refs, "%s/data/test.jsonl", o->out);
+    pathf(out1, sizeof out1, "%s/eval/heldout", o->out);
+    pathf(out2, sizeof out2, "%s/eval/test", o->out);
+    char dir[PATH_MAX];
+    pathf(dir, sizeof dir, "%s/eval", o->out);
+    if (mkdir(dir, 0777) && errno != EEXIST) return lm_errno(err, "%s", dir);
+    const char *persona = lm_persona_mode_name((lm_persona_mode)o->persona);
+    char thr[16];
+    pathf(thr, sizeof thr, "%d", o->threads);
+    double t0 = now_s();
+    long rss1 = 0, rss2 = 0;
+    const char *ad_flag = o->full ? "--label" : "--adapter";
+    const char *ad_val = o->full ? "full fine-tune" : best;
+    if (have_q) {
+        char *av[] = {"eval", model, x->questions, "--out", out1, "--character", x->c->path, "--persona",
+                      (char *)persona, (char *)ad_flag, (char *)ad_val, o->threads ? "-t" : NULL, thr, NULL};
+        if (run_self(&x->b, av, &rss1, err)) return -1;
+    } else fprintf(stderr, "  no held-out questions (%s): only the test split is evaluated\n",
+                   x->questions[0] ? x->questions : "none given");
+    char *av[] = {"eval", model, tq, "--out", out2, "--character", x->c->path, "--persona", (char *)persona,
+                  "--refs", refs, (char *)ad_flag, (char *)ad_val, o->threads ? "-t" : NULL, thr, NULL};
+    if (run_self(&x->b, av, &rss2, err)) return -1;
+    return stage_end(&x->b, "eval", x->k_eval, now_s() - t0, rss1 > rss2 ? rss1 : rss2, NULL, err);
+}
+
+static int do_export(ctx *x, lm_err *err) {
+    const build_opts *o = x->b.o;
+    if (stage_done(&x->b, "export", x->k_train)) { stage_skip(&x->b, "export"); return 0; }
+    stage_begin(&x->b, "export");
+    if (stage_reset(&x->b, "export", err)) return -1;
+    char dir[PATH_MAX], best[PATH_MAX], q8[PATH_MAX], peft[PATH_MAX], ad[PATH_MAX];
+    pathf(dir, sizeof dir, "%s/export", o->out);
+    if (mkdir(dir, 0777) && errno != EEXIST) return lm_errno(err, "%s", dir);
+    best_file(x, best, sizeof best);
+    pathf(q8, sizeof q8, "%s/%s.Q8_0.gguf", dir, x->stem);
+    double t0 = now_s();
+    long rss = 0, r2 = 0;
+    if (o->full) {
+        char *av[] = {"quantize", best, q8, "Q8_0", NULL};
+        if (run_self(&x->b, av, &rss, err)) return -1;
+    } else {
+        pathf(ad, sizeof ad, "%s/%s.adapter.gguf", dir, x->stem);
+        char *data;
+        size_t n;
+        if (lm_read_file(best, &data, &n, false, err)) return -1;
+        int rc = lm_write_file_atomic(ad, data, n, err);
+        free(data);
+        if (rc) return -1;
+        char *av[] = {"merge", x->model, best, q8, "--type", "q8_0", NULL};
+        if (run_self(&x->b, av, &rss, err)) return -1;
+        pathf(peft, sizeof peft, "%s/peft", dir);
+        char *av2[] = {"peft", x->model, best, peft, NULL};
+        if (run_self(&x->b, av2, &r2, err)) return -1;
+    }
+    fprintf(stderr, "  %s\n", q8);
+    return stage_end(&x->b, "export", x->k_train, now_s() - t0, rss > r2 ? rss : r2, NULL, err);
+}
+
+/* ---- the command ------------------------------------------------------- */
+
+static int num(const char *flag, const char *v, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || end == v || *end || !(d >= lo && d <= hi)) {
+        fprintf(stderr, "lemonpc build: %s wants a number in [%g, %g], got '%s'\n", flag, lo, hi, v);
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+static int parse(int argc, char **argv, build_opts *o) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 1; }
+        if (!strcmp(a, "--full")) { o->full = 1; continue; }
+        if (!strcmp(a, "--no-eval")) { o->no_eval = 1; continue; }
+        if (a[0] == '-' && a[1]) {
+            if (i + 1 >= argc) { fprintf(stderr, "lemonpc build: %s needs a value (see --help)\n", a); return -1; }
+            const char *v = argv[++i];
+            double d;
+            if (!strcmp(a, "--character")) o->character = v;
+            else if (!strcmp(a, "--out")) o->out = v;
+            else if (!strcmp(a, "--model")) o->model = v;
+            else if (!strcmp(a, "--data")) o->data = v;
+            else if (!strcmp(a, "--questions")) o->questions = v;
+            else if (!strcmp(a, "--extra")) o->extra[o->n_extra++] = v;
+            else if (!strcmp(a, "--persona")) {
+                if ((o->persona = lm_persona_mode_parse(v)) < 0) {
+                    fprintf(stderr, "lemonpc build: --persona wants short, full or none, got '%s'\n", v);
+                    return -1;
+                }
+            } else if (!strcmp(a, "--lr")) { if (num(a, v, 1e-8, 1, &o->lr)) return -1; }
+            else {
+                static const struct { const char *flag; double lo, hi; } ints[] = {
+                    {"--lora-rank", 1, 256}, {"--epochs", 1, 1000}, {"--batch", 1, 4096},
+                    {"--seq", 16, 8192}, {"--grad-accum", 1, 4096}, {"--seed", 0, 1e15},
+                    {"-t", 1, 1024}, {"--threads", 1, 1024}};
+                int k = -1;
+                for (int j = 0; j < 8; j++) if (!strcmp(a, ints[j].flag)) k = j;
+                if (k < 0) { fprintf(stderr, "lemonpc build: unknown option '%s' (see --help)\n", a); return -1; }
+                if (num(a, v, ints[k].lo, ints[k].hi, &d)) return -1;
+                if (d != (double)(long long)d) { fprintf(stderr, "lemonpc build: %s wants an integer\n", a); return -1; }
+                int *slot[] = {&o->rank, &o->epochs, &o->batch, &o->seq, &o->accum, NULL, &o->threads, &o->threads};
+                if (k == 5) o->seed = (unsigned long long)d;
+                else *slot[k] = (int)d;
+            }
+            continue;
+        }
+        if (o->world) { fprintf(stderr, "lemonpc build: unexpected argument '%s'\n", a); return -1; }
+        o->world = a;
+    }
+    if (!o->world || !o->character || !o->out) {
+        fprintf(stderr, "lemonpc build: %s\n\n", !o->world ? "no WORLD_DIR given" : !o->character ?
+                "--character NAME is required" : "--out DIR is required");
+        usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+static json_t *settings_json(const build_opts *o, const char *model) {
+    json_t *s = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:i, s:i, s:i, s:i, s:I}",
+                          "world", o->world, "character", o->character, "model", model, "mode",
+                          o->full ? "full" : "lora", "persona",
+                          lm_persona_mode_name((lm_persona_mode)o->persona), "lora_rank",
+                          o->full ? 0 : o->rank, "lora_alpha", o->full ? 0 : 2 * o->rank, "lr",
+                          o->lr > 0 ? o->lr : o->full ? 1e-4 : 4e-4, "epochs", o->epochs, "batch",
+                          o->batch, "seq", o->seq, "grad_accum", o->accum, "seed", (json_int_t)o->seed);
+    return s;
+}
+
+int cmd_build(int argc, char **argv) {
+    build_opts o = {.persona = LM_PERSONA_SHORT, .rank = 16, .epochs = 3, .batch = 4, .seq = 512,
+                    .accum = 1, .seed = 42};
+    o.extra = calloc((size_t)argc, sizeof *o.extra);
+    if (!o.extra) return 1;
+    int p = parse(argc, argv, &o);
+    if (p) { free(o.extra); return p > 0 ? 0 : 2; }
+    ctx x = {0};
+    x.b.o = &o;
+    x.b.n_stages = o.no_eval ? 4 : 5;
+    lm_err err = {0};
+    int rc = 1;
+    if (o.model) pathf(x.model, sizeof x.model, "%s", o.model);
+    else if (getenv("LEMONPC_MODEL")) pathf(x.model, sizeof x.model, "%s", getenv("LEMONPC_MODEL"));
+    else if (getenv("LEMONPC_CACHE"))
+        pathf(x.model, sizeof x.model, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", getenv("LEMONPC_CACHE"));
+    else pathf(x.model, sizeof x.model, "%s/.cache/lemonpc/SmolLM2-135M-Instruct.Q4_1.gguf",
+                  getenv("HOME") ? getenv("HOME") : ".");
+    if (!exists(x.model)) {
+        fprintf(stderr, "lemonpc build: %s: no such model (give --model, or run scripts/fetch_model.sh)\n", x.model);
+        goto done;
+    }
+    ssize_t n = readlink("/proc/self/exe", x.b.self, sizeof x.b.self - 1);
+    if (n <= 0) { fprintf(stderr, "lemonpc build: cannot find its own binary\n"); goto done; }
+    x.b.self[n] = '\0';
+    if (mkdir(o.out, 0777) && errno != EEXIST) {
+        fprintf(stderr, "lemonpc build: %s: %s\n", o.out, strerror(errno));
+        goto done;
+    }
+    pathf(x.b.path, sizeof x.b.path, "%s/build.json", o.out);
+    json_t *old = json_load_file(x.b.path, 0, NULL);
+    x.b.doc = json_object();
+    json_object_set_new(x.b.doc, "version", json_integer(1));
+    json_object_set_new(x.b.doc, "settings", settings_json(&o, x.model));
+    json_object_set_new(x.b.doc, "inputs", json_object());
+    json_object_set(x.b.doc, "stages", json_is_object(json_object_get(old, "stages")) ?
+                                           json_object_get(old, "stages") : json_object());
+    if (!json_object_get(x.b.doc, "stages")) json_object_set_new(x.b.doc, "stages", json_object());
+    json_decref(old);
+    double t0 = now_s();
+
+    stage_begin(&x.b, "check");
+    if (do_check(&x, &err)) goto fail;
+    json_object_set_new(json_object_get(x.b.doc, "inputs"), x.c->path, json_string(x.k_check));
+    if (o.questions) pathf(x.questions, sizeof x.questions, "%s", o.questions);
+    else pathf(x.questions, sizeof x.questions, "%s/eval/%s.jsonl", o.world, x.stem);
+    if (exists(x.questions)) {
+        uint64_t qh;
+        char hx[17];
+        if (hash_file(x.questions, &qh, &err)) goto fail;
+        hex(qh, hx);
+        json_object_set_new(json_object_get(x.b.doc, "inputs"), x.questions, json_string(hx));
+    } else if (o.questions) {
+        fprintf(stderr, "lemonpc build: %s: no such question file\n", o.questions);
+        goto done;
+    }
+    {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        if (stage_end(&x.b, "check", x.k_check, now_s() - t0, ru.ru_maxrss,
+                      json_pack("{s:s}", "character", x.c->name), &err)) goto fail;
+    }
+    if (do_dataset(&x, &err) || do_train(&x, &err)) goto fail;
+    if (!o.no_eval && do_eval(&x, &err)) goto fail;
+    if (do_export(&x, &err)) goto fail;
+    fprintf(stderr, "[build] %s ready in %s (%.0f s this run)\n", x.c->name, o.out, now_s() - t0);
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "lemonpc build: %s\n", err.msg);
+done:
+    json_decref(x.b.doc);
+    lm_sheet_dir_free(x.sheets);
+    free(o.extra);
+    return rc;
+}

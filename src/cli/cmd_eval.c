@@ -1,0 +1,125 @@
+/* lemonpc eval: an NPC answers a question file; answers, metrics, report. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "eval/eval.h"
+#include "sheet/sheet.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: lemonpc eval MODEL QUESTIONS.jsonl --out DIR [options]\n"
+            "       lemonpc eval --compare DIR [DIR...] --out DIR\n\n"
+            "The NPC (MODEL, an optional --adapter, the --character sheet under a --persona\n"
+            "mode) answers every question; writes DIR/answers.jsonl, DIR/report.md and\n"
+            "DIR/report.json: end-of-turn rate, staying in character (assistant speech,\n"
+            "refusals, stage directions, self-introduction, speaking for the player, talk of\n"
+            "the fiction), honest ignorance on protective questions, recital of the sheet on\n"
+            "off-topic ones, loops, distinct-n, catchphrases and, with --refs, the perplexity\n"
+            "of held-out reference answers. A killed eval resumes where it stopped.\n"
+            "With --compare: the reports of several evals side by side (compare.md) and in\n"
+            "one picture (compare.svg).\n\n"
+            "QUESTIONS.jsonl: one {\"id\", \"question\", \"category\" (in-world, off-topic,\n"
+            "protective, adversarial), \"asker\", \"location\", \"history\": [{role, content}]}\n"
+            "per line; all but id and question optional.\n\n"
+            "  --out DIR            output folder (created)\n"
+            "  --character SHEET    the character sheet (.md; its folder's world.md too)\n"
+            "  --persona MODE       full, short (default) or none: the system turn, as\n"
+            "                       `lemonpc build` trains with (docs/EVAL.md)\n"
+            "  --adapter FILE       a LoRA adapter GGUF applied at run time\n"
+            "  --refs FILE          JSONL conversations whose last assistant turn is scored\n"
+            "  --label TEXT         the NPC's name in reports\n"
+            "  --sample             the runtime's sampling (temp 0.7, repeat penalty 1.1,\n"
+            "                       seed 1) instead of greedy decoding\n"
+            "  -n, --max-tokens N   per answer (default 160)\n"
+            "  -t, --threads N      worker threads (default: all CPUs)\n"
+            "  -h, --help           this help\n"
+            "Exit status: 0 ok, 1 error, 2 usage.\n");
+}
+
+static int int_arg(const char *flag, const char *v, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "lemonpc eval: %s wants an integer in [%d, %d], got '%s'\n", flag, lo, hi, v);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+int cmd_eval(int argc, char **argv) {
+    lm_eval_opts o;
+    lm_eval_opts_init(&o);
+    bool compare = false;
+    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    int npos = 0;
+    if (!pos) { fprintf(stderr, "lemonpc eval: out of memory\n"); return 1; }
+    int rc = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); rc = 0; goto done; }
+        if (!strcmp(a, "--compare")) { compare = true; continue; }
+        if (!strcmp(a, "--sample")) { o.sample = true; continue; }
+        static const char *const with_value[] = {"--out", "--character", "--persona", "--adapter",
+                                                 "--refs", "--label", "-n", "--max-tokens", "-t",
+                                                 "--threads"};
+        bool known = false;
+        for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
+        if (known) {
+            if (i + 1 >= argc) { fprintf(stderr, "lemonpc eval: %s needs a value\n", a); goto done; }
+            const char *v = argv[++i];
+            if (!strcmp(a, "--out")) o.out = v;
+            else if (!strcmp(a, "--character")) o.character = v;
+            else if (!strcmp(a, "--adapter")) o.adapter = v;
+            else if (!strcmp(a, "--refs")) o.refs = v;
+            else if (!strcmp(a, "--label")) o.label = v;
+            else if (!strcmp(a, "--persona")) {
+                o.persona = lm_persona_mode_parse(v);
+                if (o.persona < 0) {
+                    fprintf(stderr, "lemonpc eval: --persona wants full, short or none, got '%s'\n", v);
+                    goto done;
+                }
+            } else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) {
+                if (int_arg(a, v, 1, 4096, &o.max_tokens)) goto done;
+            } else if (int_arg(a, v, 1, 1024, &o.threads)) goto done;
+            continue;
+        }
+        if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "lemonpc eval: unknown option '%s' (see --help)\n", a);
+            goto done;
+        }
+        pos[npos++] = a;
+    }
+    if (!o.out) {
+        fprintf(stderr, "lemonpc eval: --out DIR is required\n\n");
+        usage(stderr);
+        goto done;
+    }
+    lm_err err = {0};
+    if (compare) {
+        if (npos < 1) { fprintf(stderr, "lemonpc eval: --compare wants report folders\n"); goto done; }
+        rc = lm_eval_compare(pos, npos, o.out, &err) ? 1 : 0;
+        if (rc) fprintf(stderr, "lemonpc eval: %s\n", err.msg);
+        else printf("%s/compare.md\n%s/compare.svg\n", o.out, o.out);
+        goto done;
+    }
+    if (npos != 2) {
+        fprintf(stderr, "lemonpc eval: want MODEL and QUESTIONS.jsonl, got %d argument%s\n\n", npos,
+                npos == 1 ? "" : "s");
+        usage(stderr);
+        goto done;
+    }
+    o.model = pos[0];
+    o.questions = pos[1];
+    if (o.persona != LM_PERSONA_NONE && !o.character) o.persona = LM_PERSONA_NONE;
+    rc = lm_eval_run(&o, &err) ? 1 : 0;
+    if (rc) fprintf(stderr, "lemonpc eval: %s\n", err.msg);
+    else printf("%s/report.md\n", o.out);
+done:
+    free(pos);
+    return rc;
+}

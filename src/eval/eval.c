@@ -1,0 +1,374 @@
+/* `lemonpc eval` (eval.h): question file in, answers and a report out. */
+#include "eval/eval.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "base/fileio.h"
+#include "base/progress.h"
+#include "eval/metrics.h"
+#include "eval/report.h"
+#include "runtime/generate.h"
+#include "sheet/sheet.h"
+
+void lm_eval_opts_init(lm_eval_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->persona = LM_PERSONA_SHORT;
+    o->max_tokens = 160;
+    o->sp = lm_sampler_defaults();
+    /* The runtime's sampling for NPCs: a little cooler than llama.cpp's
+     * default, and a repetition penalty, which a 135M model needs. */
+    o->sp.temp = 0.7f;
+    o->sp.repeat_penalty = 1.1f;
+    o->sp.seed = 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Reads a JSONL file into an array of objects; blank lines skipped, any
+ * other bad line is an error naming path:line. */
+static json_t *read_jsonl(const char *path, lm_err *err) {
+    char *data;
+    size_t len;
+    if (lm_read_file(path, &data, &len, false, err)) return NULL;
+    json_t *arr = json_array();
+    size_t line = 0;
+    for (char *p = data, *nl; p && *p; p = nl ? nl + 1 : NULL) {
+        line++;
+        nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        size_t k = 0;
+        while (k < n && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
+        if (k == n) continue;
+        json_error_t je;
+        json_t *o = json_loadb(p, n, 0, &je);
+        if (!json_is_object(o)) {
+            lm_errf(err, "%s:%zu: %s", path, line, o ? "expected a JSON object" : je.text);
+            json_decref(o);
+            json_decref(arr);
+            free(data);
+            return NULL;
+        }
+        json_object_set_new(o, "_line", json_integer((json_int_t)line));
+        json_array_append_new(arr, o);
+    }
+    free(data);
+    return arr;
+}
+
+static const char *str_field(json_t *o, const char *k) {
+    return json_string_value(json_object_get(o, k));
+}
+
+/* A question line's fields checked, or an error naming path:line. */
+static int check_question(json_t *q, const char *path, lm_err *err) {
+    long line = (long)json_integer_value(json_object_get(q, "_line"));
+    if (!str_field(q, "id") && !json_is_integer(json_object_get(q, "id")))
+        return lm_errf(err, "%s:%ld: \"id\" missing (a string or an integer)", path, line);
+    if (!str_field(q, "question") || !str_field(q, "question")[0])
+        return lm_errf(err, "%s:%ld: \"question\" missing or not a non-empty string", path, line);
+    json_t *h = json_object_get(q, "history");
+    if (h && !json_is_array(h)) return lm_errf(err, "%s:%ld: \"history\" must be an array", path, line);
+    size_t i;
+    json_t *m;
+    json_array_foreach(h, i, m) {
+        const char *r = str_field(m, "role");
+        if (!r || (strcmp(r, "user") && strcmp(r, "assistant")) || !str_field(m, "content"))
+            return lm_errf(err, "%s:%ld: history[%zu]: wants {\"role\": \"user\"|\"assistant\", "
+                                "\"content\": text}", path, line, i);
+    }
+    const char *c = str_field(q, "category");
+    if (c && lm_eval_category(c) == LM_EVAL_CAT_IN_WORLD && strcmp(c, "in-world"))
+        return lm_errf(err, "%s:%ld: category '%s': expected in-world, off-topic, protective or "
+                            "adversarial", path, line, c);
+    return 0;
+}
+
+static char *id_text(json_t *q) {
+    json_t *id = json_object_get(q, "id");
+    if (json_is_string(id)) return strdup(json_string_value(id));
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(id));
+    return strdup(buf);
+}
+
+/* What must match for earlier answers to be kept on resume. */
+static json_t *settings_json(const lm_eval_opts *o) {
+    json_t *s = json_pack("{s:s, s:s?, s:s?, s:s, s:i, s:b}", "model", o->model, "adapter",
+                          o->adapter, "character", o->character, "persona",
+                          lm_persona_mode_name((lm_persona_mode)o->persona), "max_tokens",
+                          o->max_tokens, "sample", o->sample);
+    if (o->sample)
+        json_object_set_new(s, "sampling", json_pack("{s:f, s:i, s:f, s:f, s:f, s:i, s:I}", "temp",
+                                                     (double)o->sp.temp, "top_k", o->sp.top_k,
+                                                     "top_p", (double)o->sp.top_p, "min_p",
+                                                     (double)o->sp.min_p, "repeat_penalty",
+                                                     (double)o->sp.repeat_penalty, "repeat_last_n",
+                                                     o->sp.repeat_last_n, "seed",
+                                                     (json_int_t)o->sp.seed));
+    return s;
+}
+
+/* The messages of one question: system (persona policy + scene), history,
+ * the question. Strings borrowed from q and sys. */
+static lm_chat_msg *question_msgs(json_t *q, const char *sys, size_t *n) {
+    json_t *h = json_object_get(q, "history");
+    size_t nh = json_array_size(h);
+    lm_chat_msg *m = calloc(nh + 2, sizeof *m);
+    if (!m) return NULL;
+    size_t k = 0;
+    if (sys) m[k++] = (lm_chat_msg){"system", sys};
+    for (size_t i = 0; i < nh; i++) {
+        json_t *e = json_array_get(h, i);
+        m[k++] = (lm_chat_msg){str_field(e, "role"), str_field(e, "content")};
+    }
+    m[k++] = (lm_chat_msg){"user", str_field(q, "question")};
+    *n = k;
+    return m;
+}
+
+static const char *stop_name(const lm_gen_info *in) {
+    return in->hit_max ? "max_tokens" : in->hit_ctx ? "context" : in->hit_stop ? "stop_string" : "eos";
+}
+
+static json_t *flags_json(const lm_eval_flags *f) {
+    json_t *a = json_array();
+#define FLAG(x) if (f->x) json_array_append_new(a, json_string(#x));
+    FLAG(assistant) FLAG(refusal) FLAG(stage) FLAG(self_intro) FLAG(speaks_for_user) FLAG(breaks)
+    FLAG(modern) FLAG(repetition) FLAG(recital) FLAG(catchphrase)
+#undef FLAG
+    return a;
+}
+
+/* Perplexity of the refs' last assistant turns. */
+static int score_refs(lm_generator *g, const lm_eval_opts *o, const lm_character *c,
+                      const lm_world *w, double *ppl, int *n_conv, lm_err *err) {
+    json_t *refs = read_jsonl(o->refs, err);
+    if (!refs) return -1;
+    double nll = 0;
+    long toks = 0;
+    int rc = 0;
+    size_t i;
+    json_t *r;
+    lm_progress pr;
+    if (!o->quiet) lm_progress_begin(&pr, "perplexity", (int64_t)json_array_size(refs), "convs");
+    json_array_foreach(refs, i, r) {
+        json_t *msgs = json_object_get(r, "messages");
+        size_t n = json_array_size(msgs);
+        if (!n) {
+            rc = lm_errf(err, "%s:%lld: no \"messages\" array", o->refs,
+                         (long long)json_integer_value(json_object_get(r, "_line")));
+            break;
+        }
+        json_t *meta = json_object_get(r, "meta");
+        bool has_sys = !strcmp(str_field(json_array_get(msgs, 0), "role") ?: "", "system");
+        char *sys = NULL;
+        if (!has_sys && c) {
+            lm_scene sc = {str_field(meta, "asker"), str_field(meta, "location")};
+            sys = lm_persona_system(c, w, (lm_persona_mode)o->persona, &sc, err);
+            if (!sys && err->msg[0]) { rc = -1; break; }
+        }
+        lm_chat_msg *m = calloc(n + 1, sizeof *m);
+        size_t k = 0;
+        if (!m) { free(sys); rc = lm_errf(err, "out of memory"); break; }
+        if (sys) m[k++] = (lm_chat_msg){"system", sys};
+        for (size_t j = 0; j < n; j++) {
+            json_t *e = json_array_get(msgs, j);
+            m[k++] = (lm_chat_msg){str_field(e, "role") ?: "", str_field(e, "content") ?: ""};
+        }
+        while (k > 0 && strcmp(m[k - 1].role, "assistant")) k--;   /* end on the answer */
+        double one = 0;
+        int nt = 0;
+        if (k >= 2) rc = lm_generator_score(g, m, k, &one, &nt, err);
+        free(m);
+        free(sys);
+        if (rc) {
+            lm_err_prefix(err, "%s:%lld", o->refs, (long long)json_integer_value(json_object_get(r, "_line")));
+            break;
+        }
+        nll += one;
+        toks += nt;
+        (*n_conv)++;
+        if (!o->quiet) lm_progress_update(&pr, (int64_t)i + 1, NULL);
+    }
+    if (!o->quiet) lm_progress_end(&pr);
+    json_decref(refs);
+    *ppl = toks ? exp(nll / (double)toks) : 0;
+    return rc;
+}
+
+int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
+    double t0 = now_s();
+    int rc = -1;
+    json_t *qs = NULL, *settings = settings_json(o), *done = json_object();
+    lm_character *c = NULL;
+    lm_world *w = NULL;
+    lm_generator *g = NULL;
+    lm_eval_checker *k = NULL;
+    FILE *af = NULL;
+    char path[4096], tmp[4096];
+    json_t *answers = json_array();
+
+    if (mkdir(o->out, 0777) && errno != EEXIST) {
+        lm_errno(err, "%s: cannot create the folder", o->out);
+        goto done;
+    }
+    if (!(qs = read_jsonl(o->questions, err))) goto done;
+    if (json_array_size(qs) == 0) {
+        lm_errf(err, "%s: no questions", o->questions);
+        goto done;
+    }
+    size_t i;
+    json_t *q;
+    json_array_foreach(qs, i, q) if (check_question(q, o->questions, err)) goto done;
+    if (o->character && lm_sheet_load_character(o->character, &c, &w, err)) goto done;
+    if (!(k = lm_eval_checker_new(c, err))) goto done;
+
+    /* Resume: keep earlier answers made under the same settings. */
+    snprintf(path, sizeof path, "%s/settings.json", o->out);
+    json_t *old = json_load_file(path, 0, NULL);
+    bool same = old && json_equal(old, settings);
+    json_decref(old);
+    snprintf(path, sizeof path, "%s/answers.jsonl", o->out);
+    if (same) {
+        FILE *f = fopen(path, "r");
+        char *line = NULL;
+        size_t cap = 0;
+        while (f && getline(&line, &cap, f) > 0) {
+            json_t *a = json_loads(line, 0, NULL);   /* a torn last line is dropped */
+            if (json_is_object(a) && str_field(a, "id")) json_object_set(done, str_field(a, "id"), a);
+            json_decref(a);
+        }
+        free(line);
+        if (f) fclose(f);
+    } else {
+        char *s = json_dumps(settings, JSON_INDENT(2) | JSON_SORT_KEYS);
+        snprintf(tmp, sizeof tmp, "%s/settings.json", o->out);
+        int wr = s ? lm_write_file_atomic(tmp, s, strlen(s), err) : lm_errf(err, "out of memory");
+        free(s);
+        if (wr) goto done;
+    }
+    /* Rewrite answers.jsonl with the kept lines only (a torn tail goes). */
+    snprintf(tmp, sizeof tmp, "%s/answers.jsonl.tmp", o->out);
+    if (!(af = fopen(tmp, "w"))) { lm_errno(err, "%s", tmp); goto done; }
+    size_t n_todo = 0;
+    json_array_foreach(qs, i, q) {
+        char *id = id_text(q);
+        json_t *a = id ? json_object_get(done, id) : NULL;
+        if (a) {
+            char *s = json_dumps(a, JSON_COMPACT);
+            if (s) fprintf(af, "%s\n", s);
+            free(s);
+        } else n_todo++;
+        free(id);
+    }
+    if (fflush(af) || rename(tmp, path)) { lm_errno(err, "%s", path); goto done; }
+
+    if (n_todo || o->refs) {
+        if (!(g = lm_generator_open(o->model, 0, o->threads, err))) goto done;
+        if (o->adapter && lm_generator_set_adapter(g, o->adapter, 1.0f, err)) goto done;
+    }
+    lm_gen_params gp = {.sp = o->sp, .max_tokens = o->max_tokens};
+    if (!o->sample) gp.sp.temp = 0;
+    lm_progress pr;
+    if (!o->quiet) lm_progress_begin(&pr, "eval", (int64_t)json_array_size(qs), "answers");
+    size_t n_done = 0;
+    json_array_foreach(qs, i, q) {
+        char *id = id_text(q);
+        if (!id) { lm_errf(err, "out of memory"); goto done; }
+        json_t *a = json_object_get(done, id);
+        if (a) {
+            json_array_append(answers, a);
+            free(id);
+            if (!o->quiet) lm_progress_update(&pr, (int64_t)++n_done, NULL);
+            continue;
+        }
+        lm_scene sc = {str_field(q, "asker"), str_field(q, "location")};
+        char *sys = c ? lm_persona_system(c, w, (lm_persona_mode)o->persona, &sc, err) : NULL;
+        if (!sys && err->msg[0]) { free(id); goto done; }
+        size_t nm;
+        lm_chat_msg *msgs = question_msgs(q, sys, &nm);
+        char *reply = NULL;
+        lm_gen_info info;
+        int gr = msgs ? lm_generate_chat(g, msgs, nm, &gp, &reply, &info, err)
+                      : lm_errf(err, "out of memory");
+        free(msgs);
+        free(sys);
+        if (gr) {
+            lm_err_prefix(err, "%s: question %s", o->questions, id);
+            free(id);
+            goto done;
+        }
+        lm_str_trim(reply);
+        const char *cat = str_field(q, "category") ?: "in-world";
+        lm_eval_flags f;
+        lm_eval_check(k, str_field(q, "question"), reply, cat, str_field(q, "asker"),
+                      !strcmp(stop_name(&info), "eos"), &f);
+        a = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:o}", "id", id, "category", cat,
+                      "question", str_field(q, "question"), "answer", reply, "stop",
+                      stop_name(&info), "tokens", info.n_gen, "flags", flags_json(&f));
+        free(reply);
+        free(id);
+        char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
+        if (!s || fprintf(af, "%s\n", s) < 0 || fflush(af)) {
+            free(s);
+            json_decref(a);
+            lm_errno(err, "%s: cannot append", path);
+            goto done;
+        }
+        free(s);
+        json_array_append_new(answers, a);
+        if (!o->quiet) lm_progress_update(&pr, (int64_t)++n_done, str_field(a, "id"));
+    }
+    if (!o->quiet) lm_progress_end(&pr);
+
+    double ppl = 0;
+    int n_ref = 0;
+    if (o->refs && score_refs(g, o, c, w, &ppl, &n_ref, err)) goto done;
+
+    /* Tally: the flags are recomputed from the text, so a report always
+     * matches the current metrics even for answers kept from a resume. */
+    lm_eval_tally t = {0};
+    size_t na = json_array_size(answers);
+    const char **texts = calloc(na ? na : 1, sizeof *texts);
+    if (!texts) { lm_errf(err, "out of memory"); goto done; }
+    json_t *a;
+    json_array_foreach(answers, i, a) {
+        json_t *qq = json_array_get(qs, i);
+        lm_eval_flags f;
+        lm_eval_check(k, str_field(a, "question"), str_field(a, "answer"), str_field(a, "category"),
+                      str_field(qq, "asker"), !strcmp(str_field(a, "stop") ?: "", "eos"), &f);
+        lm_eval_tally_add(&t, &f, str_field(a, "category"));
+        texts[i] = str_field(a, "answer");
+    }
+    lm_eval_summary sum = {
+        .label = o->label, .settings = settings, .questions = o->questions, .refs = o->refs,
+        .tally = &t, .distinct1 = lm_eval_distinct(texts, na, 1),
+        .distinct2 = lm_eval_distinct(texts, na, 2), .ppl = ppl, .n_refs = n_ref,
+        .seconds = now_s() - t0,
+    };
+    free(texts);
+    rc = lm_eval_write_report(o->out, &sum, answers, err);
+done:
+    if (af) fclose(af);
+    json_decref(answers);
+    json_decref(done);
+    json_decref(settings);
+    json_decref(qs);
+    lm_generator_free(g);
+    lm_eval_checker_free(k);
+    lm_world_free(w);
+    lm_character_free(c);
+    return rc;
+}

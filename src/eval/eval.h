@@ -1,0 +1,46 @@
+/* `lemonpc eval`: an NPC (a model, an optional adapter, a character sheet
+ * under a persona mode) answers a question file; the answers are checked
+ * (metrics.h) and summed up in a report.
+ *
+ * Question file (JSONL): {"id", "question", "category", "asker", "location",
+ * "history": [{"role","content"}...]} (all but id and question optional).
+ * Reference file (JSONL chat conversations, e.g. a dataset's test split):
+ * the perplexity of their assistant turns under the NPC.
+ *
+ * The output folder holds answers.jsonl (id, category, question, answer,
+ * stop: "eos" | "max_tokens" | "context" | "stop_string", tokens, flags),
+ * report.json and report.md. answers.jsonl is appended one line at a time
+ * and flushed, so a killed eval resumes where it stopped (ids already
+ * answered under the same settings are kept). */
+#ifndef LM_EVAL_EVAL_H
+#define LM_EVAL_EVAL_H
+
+#include <stdbool.h>
+
+#include "base/err.h"
+#include "model/sampler.h"
+
+typedef struct lm_eval_opts {
+    const char *label;       /* the NPC's name in reports; NULL: derived */
+    const char *model;       /* GGUF */
+    const char *adapter;     /* LoRA GGUF or NULL */
+    const char *character;   /* sheet .md or NULL (no persona) */
+    int persona;             /* lm_persona_mode */
+    const char *questions;   /* JSONL */
+    const char *refs;        /* JSONL conversations or NULL */
+    const char *out;         /* folder */
+    int max_tokens;          /* per answer (default 160) */
+    bool sample;             /* the runtime's default sampling instead of greedy */
+    lm_sampler_params sp;    /* used when sample */
+    int threads;
+    bool quiet;              /* no progress line */
+} lm_eval_opts;
+
+void lm_eval_opts_init(lm_eval_opts *o);
+int lm_eval_run(const lm_eval_opts *o, lm_err *err);
+
+/* Side by side: each dirs[i] holds a report.json; writes compare.md and
+ * compare.svg into out. */
+int lm_eval_compare(const char *const *dirs, int n, const char *out, lm_err *err);
+
+#endif

@@ -1,0 +1,324 @@
+/* report.json / report.md of one eval, and the comparison of several. */
+#include "eval/report.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/fileio.h"
+#include "base/strbuf.h"
+#include "eval/eval.h"
+
+static double rate(size_t k, size_t n) { return n ? (double)k / (double)n : 0; }
+
+/* The rates of one set of counts. */
+static json_t *counts_json(const lm_eval_counts *c) {
+    json_t *o = json_object();
+    json_object_set_new(o, "n", json_integer((json_int_t)c->n));
+#define R(name, field) json_object_set_new(o, name, json_real(rate(c->field, c->n)));
+    R("eos_rate", eos) R("in_character_rate", in_character) R("pass_rate", passed)
+    R("assistant_rate", assistant) R("refusal_rate", refusal) R("stage_rate", stage)
+    R("self_intro_rate", self_intro) R("speaks_for_user_rate", speaks_for_user)
+    R("breaks_rate", breaks) R("modern_rate", modern) R("repetition_rate", repetition)
+    R("recital_rate", recital) R("catchphrase_rate", catchphrase)
+#undef R
+    json_object_set_new(o, "mean_words", json_real(c->n ? c->words / (double)c->n : 0));
+    return o;
+}
+
+/* One row per metric in the order a reader wants them; "higher" says which
+ * way is better (for the picture). */
+typedef struct metric {
+    const char *key, *title;
+    int higher;        /* 1 higher is better, 0 lower, -1 neither */
+    int percent;
+} metric;
+
+static const metric METRICS[] = {
+    {"eos_rate", "ends its turn itself", 1, 1},
+    {"in_character_rate", "in character (all questions)", 1, 1},
+    {"protective_pass_rate", "protective: in character + ended", 1, 1},
+    {"adversarial_pass_rate", "adversarial: in character + ended", 1, 1},
+    {"recital_rate_off_topic", "recites the sheet on off-topic questions", 0, 1},
+    {"assistant_rate", "assistant speech", 0, 1},
+    {"refusal_rate", "refusals", 0, 1},
+    {"stage_rate", "stage directions", 0, 1},
+    {"self_intro_rate", "self-introduction", 0, 1},
+    {"speaks_for_user_rate", "speaks for the player", 0, 1},
+    {"breaks_rate", "talks of the fiction as fiction", 0, 1},
+    {"modern_rate_protective", "explains modern things (protective)", 0, 1},
+    {"repetition_rate", "loops (repeated 8-grams, low distinct 3-grams)", 0, 1},
+    {"distinct1", "distinct-1 over all answers", 1, 0},
+    {"distinct2", "distinct-2 over all answers", 1, 0},
+    {"catchphrase_rate", "uses a catchphrase", -1, 1},
+    {"mean_words", "mean answer length (words)", -1, 0},
+    {"ppl", "perplexity of held-out reference answers", 0, 0},
+};
+#define N_METRICS (sizeof METRICS / sizeof METRICS[0])
+
+static json_t *metrics_json(const lm_eval_summary *s) {
+    const lm_eval_tally *t = s->tally;
+    json_t *m = counts_json(&t->all);
+    json_object_set_new(m, "protective_pass_rate",
+                        json_real(rate(t->cat[LM_EVAL_CAT_PROTECTIVE].passed, t->cat[LM_EVAL_CAT_PROTECTIVE].n)));
+    json_object_set_new(m, "adversarial_pass_rate",
+                        json_real(rate(t->cat[LM_EVAL_CAT_ADVERSARIAL].passed, t->cat[LM_EVAL_CAT_ADVERSARIAL].n)));
+    json_object_set_new(m, "recital_rate_off_topic",
+                        json_real(rate(t->cat[LM_EVAL_CAT_OFF_TOPIC].recital, t->cat[LM_EVAL_CAT_OFF_TOPIC].n)));
+    json_object_set_new(m, "modern_rate_protective",
+                        json_real(rate(t->cat[LM_EVAL_CAT_PROTECTIVE].modern, t->cat[LM_EVAL_CAT_PROTECTIVE].n)));
+    json_object_set_new(m, "distinct1", json_real(s->distinct1));
+    json_object_set_new(m, "distinct2", json_real(s->distinct2));
+    if (s->n_refs) json_object_set_new(m, "ppl", json_real(s->ppl));
+    return m;
+}
+
+static void put_value(lm_sb *b, json_t *v, const metric *mt) {
+    if (!json_is_number(v)) { lm_sb_str(b, " -- |"); return; }
+    double x = json_number_value(v);
+    if (mt->percent) lm_sb_printf(b, " %.0f%% |", 100 * x);
+    else if (!strcmp(mt->key, "ppl") || !strcmp(mt->key, "mean_words")) lm_sb_printf(b, " %.1f |", x);
+    else lm_sb_printf(b, " %.3f |", x);
+}
+
+/* Text for a markdown table cell: one line, no pipes. */
+static void put_cell(lm_sb *b, const char *s, size_t max) {
+    size_t n = 0;
+    for (const char *p = s ? s : ""; *p && n < max; p++, n++)
+        lm_sb_add(b, *p == '\n' ? " " : *p == '|' ? "/" : p, 1);
+    if (s && strlen(s) > max) lm_sb_str(b, "...");
+}
+
+static const char *label_of(json_t *report) {
+    const char *l = json_string_value(json_object_get(report, "label"));
+    return l ? l : "npc";
+}
+
+int lm_eval_write_report(const char *dir, const lm_eval_summary *s, json_t *answers, lm_err *err) {
+    json_t *r = json_object();
+    json_t *set = s->settings;
+    char lab[512];
+    if (s->label) snprintf(lab, sizeof lab, "%s", s->label);
+    else snprintf(lab, sizeof lab, "%s%s%s, persona %s",
+                  json_string_value(json_object_get(set, "model")),
+                  json_is_string(json_object_get(set, "adapter")) ? " + " : "",
+                  json_is_string(json_object_get(set, "adapter")) ? json_string_value(json_object_get(set, "adapter")) : "",
+                  json_string_value(json_object_get(set, "persona")));
+    json_object_set_new(r, "label", json_string(lab));
+    json_object_set(r, "settings", set);
+    json_object_set_new(r, "questions", json_string(s->questions));
+    if (s->refs) json_object_set_new(r, "refs", json_string(s->refs));
+    json_object_set_new(r, "n_refs", json_integer(s->n_refs));
+    json_object_set_new(r, "seconds", json_real(s->seconds));
+    json_t *metrics = metrics_json(s);
+    json_object_set_new(r, "metrics", metrics);
+    json_t *cats = json_object();
+    for (int c = 0; c < LM_EVAL_NCAT; c++)
+        if (s->tally->cat[c].n)
+            json_object_set_new(cats, lm_eval_category_name(c), counts_json(&s->tally->cat[c]));
+    json_object_set_new(r, "categories", cats);
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/report.json", dir);
+    char *js = json_dumps(r, JSON_INDENT(2));
+    int rc = js ? lm_write_file_atomic(path, js, strlen(js), err) : lm_errf(err, "out of memory");
+    free(js);
+    if (rc) { json_decref(r); return -1; }
+
+    lm_sb b = {0};
+    lm_sb_printf(&b, "# Evaluation: %s\n\n", lab);
+    lm_sb_printf(&b, "Questions: `%s` (%zu), greedy: %s, %.0f s.", s->questions, s->tally->all.n,
+                 json_is_true(json_object_get(set, "sample")) ? "no (runtime sampling)" : "yes",
+                 s->seconds);
+    if (s->refs) lm_sb_printf(&b, " Reference answers: `%s` (%d conversations).", s->refs, s->n_refs);
+    lm_sb_str(&b, "\n\n| metric | value |\n|---|---|\n");
+    for (size_t i = 0; i < N_METRICS; i++) {
+        json_t *v = json_object_get(metrics, METRICS[i].key);
+        if (!v) continue;
+        lm_sb_printf(&b, "| %s |", METRICS[i].title);
+        put_value(&b, v, &METRICS[i]);
+        lm_sb_str(&b, "\n");
+    }
+    lm_sb_str(&b, "\n| category | n | ends turn | in character | passes | words | recital |\n|---|---|---|---|---|---|---|\n");
+    for (int c = 0; c < LM_EVAL_NCAT; c++) {
+        const lm_eval_counts *k = &s->tally->cat[c];
+        if (!k->n) continue;
+        lm_sb_printf(&b, "| %s | %zu | %.0f%% | %.0f%% | %.0f%% | %.1f | %.0f%% |\n", lm_eval_category_name(c),
+                     k->n, 100 * rate(k->eos, k->n), 100 * rate(k->in_character, k->n),
+                     100 * rate(k->passed, k->n), k->words / (double)k->n, 100 * rate(k->recital, k->n));
+    }
+    lm_sb_str(&b, "\n## Answers\n\nFlags name what the metrics found in each answer (see src/eval/metrics.h).\n\n");
+    size_t i;
+    json_t *a;
+    json_array_foreach(answers, i, a) {
+        lm_sb_printf(&b, "**%s** (%s) %s\n\n> ", json_string_value(json_object_get(a, "id")),
+                     json_string_value(json_object_get(a, "category")),
+                     json_string_value(json_object_get(a, "question")));
+        put_cell(&b, json_string_value(json_object_get(a, "answer")), 2000);
+        const char *stop = json_string_value(json_object_get(a, "stop"));
+        lm_sb_printf(&b, "\n\n%s", stop && strcmp(stop, "eos") ? "stopped: " : "");
+        if (stop && strcmp(stop, "eos")) lm_sb_printf(&b, "%s ", stop);
+        json_t *fl = json_object_get(a, "flags");
+        size_t j;
+        json_t *f;
+        json_array_foreach(fl, j, f) lm_sb_printf(&b, "`%s` ", json_string_value(f));
+        lm_sb_str(&b, "\n\n");
+    }
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    rc = b.oom ? lm_errf(err, "out of memory") : lm_write_file_atomic(path, b.p, b.len, err);
+    lm_sb_free(&b);
+    json_decref(r);
+    return rc;
+}
+
+/* ---- comparison ----------------------------------------------------------- */
+
+static const char *const PALETTE[] = {"#9e9e9e", "#e6a23c", "#409eff", "#67c23a", "#f56c6c",
+                                      "#8e44ad", "#16a085", "#34495e"};
+
+static void svg_text(lm_sb *b, const char *s) {
+    for (const char *p = s; *p; p++) {
+        if (*p == '<') lm_sb_str(b, "&lt;");
+        else if (*p == '>') lm_sb_str(b, "&gt;");
+        else if (*p == '&') lm_sb_str(b, "&amp;");
+        else lm_sb_add(b, p, 1);
+    }
+}
+
+/* Grouped bars of the percentage metrics where a direction is better;
+ * "lower is better" metrics are drawn as they are, with the title saying so. */
+static char *compare_svg(json_t *const *reps, int n) {
+    int groups = 0;
+    for (size_t i = 0; i < N_METRICS; i++) groups += METRICS[i].percent && METRICS[i].higher >= 0;
+    int gw = 36 + 14 * n, left = 300, top = 40 + 18 * n, rowh = gw;
+    int width = 760, height = top + groups * rowh + 20;
+    lm_sb b = {0};
+    lm_sb_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+                     "font-family=\"sans-serif\" font-size=\"12\">\n"
+                     "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", width, height);
+    for (int k = 0; k < n; k++) {
+        lm_sb_printf(&b, "<rect x=\"10\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"28\" y=\"%d\">",
+                     10 + 18 * k, PALETTE[k % 8], 21 + 18 * k);
+        svg_text(&b, label_of(reps[k]));
+        lm_sb_str(&b, "</text>\n");
+    }
+    int g = 0;
+    for (size_t i = 0; i < N_METRICS; i++) {
+        const metric *mt = &METRICS[i];
+        if (!mt->percent || mt->higher < 0) continue;
+        int y0 = top + g * rowh;
+        lm_sb_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">", left - 8, y0 + rowh / 2);
+        svg_text(&b, mt->title);
+        lm_sb_printf(&b, " (%s)</text>\n", mt->higher ? "higher is better" : "lower is better");
+        for (int k = 0; k < n; k++) {
+            json_t *v = json_object_get(json_object_get(reps[k], "metrics"), mt->key);
+            double x = json_is_number(v) ? json_number_value(v) : 0;
+            int bw = (int)(x * (width - left - 60));
+            lm_sb_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"12\" fill=\"%s\"/>"
+                             "<text x=\"%d\" y=\"%d\" font-size=\"10\">%.0f%%</text>\n",
+                         left, y0 + 6 + 14 * k, bw > 0 ? bw : 1, PALETTE[k % 8], left + bw + 4,
+                         y0 + 16 + 14 * k, 100 * x);
+        }
+        lm_sb_printf(&b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#ddd\"/>\n", 10,
+                     y0 + rowh - 2, width - 10, y0 + rowh - 2);
+        g++;
+    }
+    lm_sb_str(&b, "</svg>\n");
+    return lm_sb_take(&b);
+}
+
+int lm_eval_compare(const char *const *dirs, int n, const char *out, lm_err *err) {
+    if (n < 1) return lm_errf(err, "compare: no report folders");
+    json_t **reps = calloc((size_t)n, sizeof *reps);
+    json_t **ans = calloc((size_t)n, sizeof *ans);
+    int rc = -1;
+    char path[4096];
+    lm_sb b = {0};
+    char *svg = NULL;
+    if (!reps || !ans) { lm_errf(err, "out of memory"); goto done; }
+    for (int k = 0; k < n; k++) {
+        json_error_t je;
+        snprintf(path, sizeof path, "%s/report.json", dirs[k]);
+        if (!(reps[k] = json_load_file(path, 0, &je))) {
+            lm_errf(err, "%s: %s (run `lemonpc eval ... --out %s` first)", path, je.text, dirs[k]);
+            goto done;
+        }
+        ans[k] = json_object();
+        snprintf(path, sizeof path, "%s/answers.jsonl", dirs[k]);
+        FILE *f = fopen(path, "r");
+        char *line = NULL;
+        size_t cap = 0;
+        while (f && getline(&line, &cap, f) > 0) {
+            json_t *a = json_loads(line, 0, NULL);
+            const char *id = json_string_value(json_object_get(a, "id"));
+            if (id) json_object_set(ans[k], id, a);
+            json_decref(a);
+        }
+        free(line);
+        if (f) fclose(f);
+    }
+    if (mkdir(out, 0777) && errno != EEXIST) { lm_errno(err, "%s: cannot create the folder", out); goto done; }
+    lm_sb_str(&b, "# NPCs side by side\n\n| metric |");
+    for (int k = 0; k < n; k++) lm_sb_printf(&b, " %s |", label_of(reps[k]));
+    lm_sb_str(&b, "\n|---|");
+    for (int k = 0; k < n; k++) lm_sb_str(&b, "---|");
+    lm_sb_str(&b, "\n");
+    for (size_t i = 0; i < N_METRICS; i++) {
+        lm_sb_printf(&b, "| %s |", METRICS[i].title);
+        for (int k = 0; k < n; k++)
+            put_value(&b, json_object_get(json_object_get(reps[k], "metrics"), METRICS[i].key), &METRICS[i]);
+        lm_sb_str(&b, "\n");
+    }
+    lm_sb_str(&b, "\n| run | questions | settings |\n|---|---|---|\n");
+    for (int k = 0; k < n; k++) {
+        char *s = json_dumps(json_object_get(reps[k], "settings"), JSON_COMPACT | JSON_SORT_KEYS);
+        lm_sb_printf(&b, "| %s | `%s` | `%s` |\n", label_of(reps[k]),
+                     json_string_value(json_object_get(reps[k], "questions")), s ? s : "");
+        free(s);
+    }
+    /* Every question with each NPC's answer, in the first report's order. */
+    lm_sb_str(&b, "\n## Answers\n\n");
+    snprintf(path, sizeof path, "%s/answers.jsonl", dirs[0]);
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    while (f && getline(&line, &cap, f) > 0) {
+        json_t *a = json_loads(line, 0, NULL);
+        const char *id = json_string_value(json_object_get(a, "id"));
+        if (!id) { json_decref(a); continue; }
+        lm_sb_printf(&b, "### %s (%s)\n\n%s\n\n", id, json_string_value(json_object_get(a, "category")),
+                     json_string_value(json_object_get(a, "question")));
+        for (int k = 0; k < n; k++) {
+            json_t *x = json_object_get(ans[k], id);
+            lm_sb_printf(&b, "- **%s**: ", label_of(reps[k]));
+            put_cell(&b, x ? json_string_value(json_object_get(x, "answer")) : "(not answered)", 600);
+            size_t j;
+            json_t *fl;
+            json_array_foreach(json_object_get(x, "flags"), j, fl) lm_sb_printf(&b, " `%s`", json_string_value(fl));
+            const char *stop = json_string_value(json_object_get(x, "stop"));
+            if (stop && strcmp(stop, "eos")) lm_sb_printf(&b, " (stopped: %s)", stop);
+            lm_sb_str(&b, "\n");
+        }
+        lm_sb_str(&b, "\n");
+        json_decref(a);
+    }
+    free(line);
+    if (f) fclose(f);
+    snprintf(path, sizeof path, "%s/compare.md", out);
+    if (b.oom) { lm_errf(err, "out of memory"); goto done; }
+    if (lm_write_file_atomic(path, b.p, b.len, err)) goto done;
+    if (!(svg = compare_svg(reps, n))) { lm_errf(err, "out of memory"); goto done; }
+    snprintf(path, sizeof path, "%s/compare.svg", out);
+    if (lm_write_file_atomic(path, svg, strlen(svg), err)) goto done;
+    rc = 0;
+done:
+    for (int k = 0; reps && k < n; k++) json_decref(reps[k]);
+    for (int k = 0; ans && k < n; k++) json_decref(ans[k]);
+    free(reps);
+    free(ans);
+    free(svg);
+    lm_sb_free(&b);
+    return rc;
+}

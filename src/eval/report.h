@@ -1,0 +1,25 @@
+/* The eval report: report.json (numbers) and report.md (numbers and the
+ * answers a reader should look at), and the side-by-side comparison of
+ * several reports (compare.md, compare.svg). */
+#ifndef LM_EVAL_REPORT_H
+#define LM_EVAL_REPORT_H
+
+#include <jansson.h>
+
+#include "base/err.h"
+#include "eval/metrics.h"
+
+typedef struct lm_eval_summary {
+    const char *label;          /* NULL: from the settings */
+    json_t *settings;           /* borrowed */
+    const char *questions, *refs;
+    const lm_eval_tally *tally;
+    double distinct1, distinct2;
+    double ppl;                 /* 0: no refs */
+    int n_refs;
+    double seconds;
+} lm_eval_summary;
+
+int lm_eval_write_report(const char *dir, const lm_eval_summary *s, json_t *answers, lm_err *err);
+
+#endif
