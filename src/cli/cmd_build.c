@@ -238,6 +238,18 @@ static int run_self(build *b, char *const *argv, long *rss_kb, lm_err *err) {
                    WEXITSTATUS(status));
 }
 
+/* This process's peak RSS in KB: VmHWM (ru_maxrss would also count the
+ * image that exec'd us, e.g. a Python test runner). */
+static long peak_rss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = strtol(line + 6, NULL, 10);
+    if (f) fclose(f);
+    return kb;
+}
+
 static int exists(const char *p) {
     struct stat s;
     return stat(p, &s) == 0;
@@ -357,12 +369,10 @@ static int do_dataset(ctx *x, lm_err *err) {
     fprintf(stderr, "  %zu conversations read, %zu rejected (%zu near-duplicates): train %zu, "
                     "validation %zu, test %zu; %zu multi-turn\n",
             st.read, st.rejected, st.duplicates, st.train, st.val, st.test, st.multi_turn);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
     json_t *extra = json_pack("{s:I, s:I, s:I, s:I, s:I}", "read", (json_int_t)st.read, "rejected",
                               (json_int_t)st.rejected, "train", (json_int_t)st.train, "val",
                               (json_int_t)st.val, "test", (json_int_t)st.test);
-    return stage_end(&x->b, "dataset", x->k_data, now_s() - t0, ru.ru_maxrss, extra, err);
+    return stage_end(&x->b, "dataset", x->k_data, now_s() - t0, peak_rss_kb(), extra, err);
 }
 
 static int do_train(ctx *x, lm_err *err) {
@@ -630,12 +640,12 @@ int cmd_build(int argc, char **argv) {
         fprintf(stderr, "lemonpc build: %s: no such question file\n", o.questions);
         goto done;
     }
-    {
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
-        if (stage_end(&x.b, "check", x.k_check, now_s() - t0, ru.ru_maxrss,
-                      json_pack("{s:s}", "character", x.c->name), &err)) goto fail;
-    }
+    /* The check always runs (later stages need the sheets); its record
+     * changes only with the sheets. */
+    if (!stage_done(&x.b, "check", x.k_check) &&
+        stage_end(&x.b, "check", x.k_check, now_s() - t0, peak_rss_kb(),
+                  json_pack("{s:s}", "character", x.c->name), &err))
+        goto fail;
     if (do_dataset(&x, &err) || do_train(&x, &err)) goto fail;
     if (!o.no_eval && do_eval(&x, &err)) goto fail;
     if (do_export(&x, &err)) goto fail;

@@ -1,0 +1,207 @@
+"""`lemonpc build` and `lemonpc eval` end to end on a tiny random model (the
+real tokenizer, 2 layers): every stage's output, a rerun that redoes
+nothing, a SIGKILL in each stage followed by a rerun that keeps the stages
+finished before the kill, and eval's answers, report and comparison."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from make_random_gguf import write_random_llama
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+LUMINARA = ROOT / "examples" / "luminara"
+STAGES = ["check", "dataset", "train", "eval", "export"]
+
+
+@pytest.fixture(scope="module")
+def tiny(model_path, tmp_models):
+    p = tmp_models / "tiny-build.gguf"
+    if not p.exists():
+        write_random_llama(p, model_path, n_layer=2, n_embd=64, n_head=4, n_head_kv=2, n_ff=128,
+                           theta=100000.0, seed=3)
+    return p
+
+
+@pytest.fixture
+def world(tmp_path):
+    """A sheet folder with Orlando, 48 of his conversations (a mix of kinds) and 6 questions."""
+    w = tmp_path / "world"
+    (w / "characters").mkdir(parents=True)
+    shutil.copy(LUMINARA / "world.md", w / "world.md")
+    shutil.copy(LUMINARA / "characters" / "orlando.md", w / "characters" / "orlando.md")
+    data = w / "data" / "orlando"
+    data.mkdir(parents=True)
+    for name in ["court", "smalltalk", "protective", "adversarial"]:
+        lines = (LUMINARA / "data" / "orlando" / f"{name}.jsonl").read_text().splitlines()[:12]
+        (data / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    (w / "eval").mkdir()
+    qs = (LUMINARA / "eval" / "orlando.jsonl").read_text().splitlines()
+    (w / "eval" / "orlando.jsonl").write_text("\n".join(qs[:3] + qs[-3:]) + "\n")
+    return w
+
+
+def build_cmd(lemonpc, world, out, tiny, *extra):
+    return [str(lemonpc), "build", str(world), "--character", "orlando", "--out", str(out),
+            "--model", str(tiny), "--epochs", "2", "--batch", "2", "--seq", "256", "--threads", "2",
+            *extra]
+
+
+def run_build(lemonpc, world, out, tiny, *extra):
+    r = subprocess.run(build_cmd(lemonpc, world, out, tiny, *extra), capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def stages(out):
+    return json.loads((out / "build.json").read_text())["stages"]
+
+
+def test_build_all_stages(lemonpc, world, tiny, tmp_path):
+    out = tmp_path / "npc"
+    r = run_build(lemonpc, world, out, tiny)
+    st = stages(out)
+    for s in STAGES:
+        assert st[s]["done"], s
+        assert st[s]["wall_s"] >= 0 and st[s]["peak_rss_mb"] > 0, (s, st[s])
+    doc = json.loads((out / "build.json").read_text())
+    assert doc["settings"]["mode"] == "lora" and doc["settings"]["persona"] == "short"
+    assert any(k.endswith("orlando.md") for k in doc["inputs"])
+    assert sum(k.endswith(".jsonl") for k in doc["inputs"]) == 5   # 4 data files + the questions
+    stats = json.loads((out / "data" / "stats.json").read_text())
+    assert stats["read"] == 48 and stats["train"] + stats["val"] + stats["test"] + stats["rejected"] == 48
+    # the persona policy's system turn, with the scene, opens every training line
+    first = json.loads((out / "data" / "train.jsonl").read_text().splitlines()[0])
+    sys_turn = first["messages"][0]
+    assert sys_turn["role"] == "system"
+    assert sys_turn["content"].startswith("You are Orlando Marlo, of the Holy Kingdom of Luminara.")
+    assert "You are talking with: " + first["meta"]["asker"] in sys_turn["content"]
+    # export: the adapter, a merged Q8_0 model that loads, a PEFT folder
+    exp = out / "export"
+    assert (exp / "orlando.adapter.gguf").stat().st_size > 0
+    assert (exp / "peft" / "adapter_config.json").exists()
+    g = subprocess.run([str(lemonpc), "generate", str(exp / "orlando.Q8_0.gguf"), "-p", "Hello", "-n", "4",
+                        "--temp", "0"], capture_output=True, text=True)
+    assert g.returncode == 0, g.stderr
+    # eval ran on the held-out questions and on the test split (with perplexity)
+    held = json.loads((out / "eval" / "heldout" / "report.json").read_text())
+    assert held["metrics"]["n"] == 6
+    test = json.loads((out / "eval" / "test" / "report.json").read_text())
+    assert test["metrics"]["n"] == stats["test"]
+    assert test["n_refs"] == stats["test"] and test["metrics"]["ppl"] > 1
+    # a rerun redoes nothing
+    r2 = run_build(lemonpc, world, out, tiny)
+    assert stages(out) == st
+    for s in STAGES[1:]:
+        assert f"{s}: done before" in r2.stderr, r2.stderr
+    # changing the data redoes the dataset and what follows, not the check
+    with open(world / "data" / "orlando" / "court.jsonl", "a") as f:
+        f.write(json.dumps({"messages": [{"role": "user", "content": "Is the bread fresh today, Sir Orlando?"},
+                                         {"role": "assistant", "content": "Fresh this morning, and still warm."}],
+                            "meta": {"id": "orl-new-1", "kind": "off-topic", "asker": "a baker",
+                                     "location": "the market"}}) + "\n")
+    r3 = run_build(lemonpc, world, out, tiny, "--no-eval")
+    assert "[build 2/4] dataset\n" in r3.stderr and "dataset: done before" not in r3.stderr
+    assert stages(out)["check"] == st["check"]
+    assert stages(out)["dataset"] != st["dataset"]
+
+
+@pytest.mark.parametrize("victim", ["dataset", "train", "eval", "export"])
+def test_build_resumes_after_sigkill(lemonpc, world, tiny, tmp_path, victim):
+    out = tmp_path / "npc"
+    extra = ["--epochs", "6"] if victim == "train" else []   # long enough to be killed mid-run
+    cmd = build_cmd(lemonpc, world, out, tiny, *extra)
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    banner = f"] {victim}\n"
+    seen, deadline = "", time.time() + 600
+    while banner not in seen and time.time() < deadline:
+        line = p.stderr.readline()
+        if not line:
+            break
+        seen += line
+    assert banner in seen, seen
+    if victim == "train":   # let it write a checkpoint first
+        ckpt = out / "run" / "last" / "state.json"
+        while not ckpt.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert ckpt.exists()
+    before = stages(out)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    p.stderr.close()
+    # the build's children die with it
+    time.sleep(0.2)
+    ps = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True)
+    assert ps.stdout.strip() == "", ps.stdout
+    r = run_build(lemonpc, world, out, tiny, *extra)
+    after = stages(out)
+    done_before = [s for s in STAGES if before.get(s, {}).get("done")]
+    assert STAGES.index(victim) >= len(done_before)
+    for s in done_before:
+        assert after[s] == before[s], s          # not redone
+        assert f"{s}: done before" in r.stderr or s == "check"
+    for s in STAGES:
+        assert after[s]["done"], s
+    if victim == "train":
+        assert "resuming the killed run" in r.stderr, r.stderr
+
+
+def test_eval_end_to_end(lemonpc, tiny, tmp_path):
+    qs = tmp_path / "q.jsonl"
+    rows = [json.loads(l) for l in (LUMINARA / "eval" / "orlando.jsonl").read_text().splitlines()]
+    pick = [q for q in rows if "history" in q][:2] + [q for q in rows if "history" not in q][:3]
+    qs.write_text("".join(json.dumps(q) + "\n" for q in pick))
+    sheet = LUMINARA / "characters" / "orlando.md"
+    out = tmp_path / "ev"
+    cmd = [str(lemonpc), "eval", str(tiny), str(qs), "--out", str(out), "--character", str(sheet),
+           "--persona", "full", "-n", "12", "-t", "2", "--label", "tiny"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ans = [json.loads(l) for l in (out / "answers.jsonl").read_text().splitlines()]
+    assert [a["id"] for a in ans] == [q["id"] for q in pick]
+    for a in ans:
+        assert a["stop"] in ("eos", "max_tokens", "context", "stop_string")
+        assert a["tokens"] <= 12 and isinstance(a["answer"], str) and isinstance(a["flags"], list)
+    rep = json.loads((out / "report.json").read_text())
+    m = rep["metrics"]
+    assert rep["label"] == "tiny" and m["n"] == 5
+    assert m["eos_rate"] == sum(a["stop"] == "eos" for a in ans) / 5
+    for k, v in m.items():
+        if k.endswith("_rate"):
+            assert 0 <= v <= 1, k
+    assert "# Evaluation: tiny" in (out / "report.md").read_text()
+    # greedy is deterministic: a second eval into another folder gives the same answers
+    out2 = tmp_path / "ev2"
+    cmd2 = cmd[:]
+    cmd2[cmd2.index(str(out))] = str(out2)
+    cmd2[cmd2.index("tiny", cmd2.index("--label"))] = "tiny again"
+    assert subprocess.run(cmd2, capture_output=True).returncode == 0
+    assert [json.loads(l)["answer"] for l in (out2 / "answers.jsonl").read_text().splitlines()] == \
+        [a["answer"] for a in ans]
+    # resume: a torn answers file keeps its whole lines and answers the rest
+    lines = (out / "answers.jsonl").read_text().splitlines()
+    (out / "answers.jsonl").write_text(lines[0] + "\n" + lines[1][:20])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "answers.jsonl").read_text().splitlines() == lines
+    # side by side
+    cmp_dir = tmp_path / "cmp"
+    r = subprocess.run([str(lemonpc), "eval", "--compare", str(out), str(out2), "--out", str(cmp_dir)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    md = (cmp_dir / "compare.md").read_text()
+    assert "| tiny | tiny again |" in md.replace(" metric |", "").splitlines()[2] or "tiny again" in md
+    svg = (cmp_dir / "compare.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<rect") > 5
+    # bad input is an error naming the line
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "question": "Hi"}\n{"id": 2}\n')
+    r = subprocess.run([str(lemonpc), "eval", str(tiny), str(bad), "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "bad.jsonl:2" in r.stderr and "question" in r.stderr
