@@ -117,6 +117,13 @@ model:
 demo:
 	scripts/demo.sh
 
+# Rebuilds Orlando from examples/luminara/data and regenerates the report in
+# examples/luminara/report (about two hours on 2 cores; ONLY=lora: the
+# shipped adapter alone, about half an hour).
+.PHONY: orlando
+orlando:
+	scripts/orlando.sh
+
 FUZZ_SECONDS ?= 60
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -82,6 +82,9 @@ static void test_assistant_and_refusal(void **state) {
 static void test_stage_and_intro(void **state) {
     assert_true(check(state, "Hello?", "*smiles warmly* Good morning to you.", "in-world").stage);
     assert_false(check(state, "Hello?", "Good morning to you, and warm bread besides.", "in-world").stage);
+    assert_true(check(state, "Hint?", "(to the lady) Ah, I have no time for that.", "in-world").stage);
+    assert_true(check(state, "Hint?", "No. [aside] She will never guess.", "in-world").stage);
+    assert_false(check(state, "Hint?", "No (not today), and not to the lady either.", "in-world").stage);
     assert_true(check(state, "Who goes there?", "I am Orlando Marlo, knight of the Sunguard.", "in-world").self_intro);
     assert_false(check(state, "Who goes there?", "A knight with cold hands. Come closer.", "in-world").self_intro);
 }

@@ -338,7 +338,10 @@ lm_filter_set *lm_filter_set_new(const lm_filter_config *cfg, const lm_character
          "\\*[^*\\s]+\\s[^*\\n]{1,80}\\*|\\*(?:" NARRATIVE_VERBS "|smiling|laughing|sighing|nodding|"
          "grinning|winking|coughs|giggles|blushes)\\*|"
          "[(\\[][^()\\[\\]\\n]{0,60}?\\b(?:" NARRATIVE_VERBS "|smiling|laughing|sighing|nodding|"
-         "coughs|giggles|blushes|pause|laughter|sigh|softly|quietly|warmly)\\b[^()\\[\\]\\n]{0,60}[)\\]])"},
+         "coughs|giggles|blushes|pause|laughter|sigh|softly|quietly|warmly)\\b[^()\\[\\]\\n]{0,60}[)\\]]|"
+         /* "(to the lady)", "(aside)": whom a line is said to (SmolLM2 writes them) */
+         "[(\\[]\\s*(?:to\\s+(?:the|him|her|them|his|himself|herself|everyone)|aside|turning|"
+         "looking|whisper(?:s|ing)?)\\b[^()\\[\\]\\n]{0,60}[)\\]])"},
         {P_NARRATION, PCRE2_MULTILINE,
          "^[ \\t\"]*((?:\\p{L}|[\\x80-\\xff])[^\\s,.!?:;\"]*)(?:\\s+[A-Z][^\\s,.!?:;\"]*)?\\s+"
          "(?:\\w+ly\\s+)?(?:" NARRATIVE_VERBS ")\\b"},
