@@ -97,10 +97,13 @@ integration: all
 oracle-peft: all
 	"$$(scripts/setup_peft_venv.sh)" -m pytest -q tests/peft
 
-# The README's test command: builds both variants in parallel, then runs
+# The README's test command: installs what the tests need (Debian packages,
+# the Python oracles, the model; nothing when all are there), builds both
+# variants in parallel, then runs
 # every suite one after the other (their outputs stay readable).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test:
+	@scripts/install_test_deps.sh
 	@$(MAKE) --no-print-directory -j$(JOBS) build-tests
 	@$(MAKE) --no-print-directory -j$(JOBS) SAN=1 build-tests
 	@$(MAKE) --no-print-directory unit unit-san oracle oracle-torch oracle-peft integration test-slow

@@ -1,25 +1,37 @@
 #!/usr/bin/env bash
 # The main job on the bundled example: installs what is missing, fetches
 # SmolLM2-135M-Instruct, builds, and has Orlando Marlo (examples/luminara)
-# answer a player.
+# answer three questions twice: the base model with his sheet as its system
+# turn, then the model with his fine-tuned adapter
+# (examples/luminara/npc/orlando.adapter.gguf, made by `lemonpc build` from
+# his 715 hand-written conversations; `ONLY=lora make orlando` rebuilds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 model=$(scripts/fetch_model.sh)
 make -s -j2 build/lemonpc
 sheet=examples/luminara/characters/orlando.md
+adapter=examples/luminara/npc/orlando.adapter.gguf
 ./build/lemonpc check examples/luminara
+# Greedy decoding, as the evaluation reads them; the same repetition penalty
+# for both, so the base model is not judged by its loops alone.
+gen=(--temp 0 --repeat-penalty 1.1 -n 120 --asker "a traveller" --place "the road to Aurelion")
 ask() {
-    printf '\n\033[1mPlayer:\033[0m %s\n\033[1mOrlando:\033[0m ' "$1"
-    ./build/lemonpc generate "$model" --character "$sheet" --seed 7 -n 120 --repeat-penalty 1.15 -p "$1"
+    printf '\n\033[1mPlayer:\033[0m %s\n' "$1"
+    printf '\033[2mbase + sheet:\033[0m '
+    ./build/lemonpc generate "$model" --character "$sheet" --persona full "${gen[@]}" -p "$1"
+    printf '\n\033[1mOrlando (fine-tuned):\033[0m '
+    ./build/lemonpc generate "$model" --character "$sheet" --persona short --adapter "$adapter" \
+        "${gen[@]}" -p "$1"
     echo
 }
 echo
-echo "SmolLM2-135M, not fine-tuned yet, answering as Orlando from his sheet alone (the persona"
-echo "becomes the system message). Fine-tuning on his dataset (lemonpc datagen, lemonpc train)"
-echo "is what teaches it to stay in character, e.g. on the last question."
-ask "Who are you, and what do you want for Luminara?"
+echo "The same three questions to SmolLM2-135M with Orlando's whole sheet as its system turn, and"
+echo "to SmolLM2-135M with his LoRA adapter (fine-tuned by \`lemonpc build\` on his curated dialogues)."
 ask "What do you think of the Order of Solar Truth?"
+ask "My cat keeps sleeping on my bread. What should I do?"
 ask "Can you show me how to use a smartphone?"
 echo
-echo "Chat with him yourself: ./build/lemonpc chat $model --character $sheet"
+echo "Chat with him yourself:"
+echo "  ./build/lemonpc chat $model --character $sheet --persona short --adapter $adapter"
+echo "The evaluation behind him: examples/luminara/report/compare.md"
