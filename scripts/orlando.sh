@@ -28,7 +28,7 @@ if [ "${ONLY:-}" = lora ]; then
     echo "rebuilt examples/luminara/npc/orlando.adapter.gguf in $(( $(date +%s) - t0 )) s"
     exit 0
 fi
-$lp build examples/luminara --character orlando --model "$model" --out "$out/full" --full
+$lp build examples/luminara --character orlando --model "$model" --out "$out/full" --full --epochs 2
 $lp build examples/luminara --character orlando --model "$model" --out "$out/lora-nopersona" --persona none
 $lp eval "$model" "$q" --out "$out/base-full" --character "$sheet" --persona full \
     --label "base + full persona"

@@ -446,7 +446,17 @@ static int do_eval(ctx *x, lm_err *err) {
     hex(h, x->k_eval);
     if (stage_done(&x->b, "eval", x->k_eval)) { stage_skip(&x->b, "eval"); return 0; }
     stage_begin(&x->b, "eval");
-    if (stage_reset(&x->b, "eval", err)) return -1;
+    /* A killed eval of the same key keeps its answers (lemonpc eval resumes
+     * when its settings and files match); one of another key starts over. */
+    char dir[PATH_MAX];
+    pathf(dir, sizeof dir, "%s/eval", o->out);
+    const char *sk = json_string_value(json_object_get(
+        json_object_get(json_object_get(x->b.doc, "stages"), "eval"), "started_key"));
+    if (sk && strcmp(sk, x->k_eval) && rm_rf(dir))
+        return lm_errf(err, "%s: cannot remove the old evaluation", dir);
+    json_object_set_new(json_object_get(x->b.doc, "stages"), "eval",
+                        json_pack("{s:b, s:s}", "done", 0, "started_key", x->k_eval));
+    if (save(&x->b, err)) return -1;
     char best[PATH_MAX], model[PATH_MAX], tq[PATH_MAX], refs[PATH_MAX], out1[PATH_MAX], out2[PATH_MAX];
     best_file(x, best, sizeof best);
     pathf(model, sizeof model, "%s", o->full ? best : x->model);
@@ -454,8 +464,6 @@ static int do_eval(ctx *x, lm_err *err) {
     pathf(refs, sizeof refs, "%s/data/test.jsonl", o->out);
     pathf(out1, sizeof out1, "%s/eval/heldout", o->out);
     pathf(out2, sizeof out2, "%s/eval/test", o->out);
-    char dir[PATH_MAX];
-    pathf(dir, sizeof dir, "%s/eval", o->out);
     if (mkdir(dir, 0777) && errno != EEXIST) return lm_errno(err, "%s", dir);
     const char *persona = lm_persona_mode_name((lm_persona_mode)o->persona);
     char thr[16];
@@ -479,7 +487,8 @@ static int do_eval(ctx *x, lm_err *err) {
     av[2] = tq, av[4] = out2;
     av[n++] = "--refs", av[n++] = refs;
     if (run_self(&x->b, av, &rss2, err)) return -1;
-    return stage_end(&x->b, "eval", x->k_eval, now_s() - t0, rss1 > rss2 ? rss1 : rss2, NULL, err);
+    return stage_end(&x->b, "eval", x->k_eval, now_s() - t0, rss1 > rss2 ? rss1 : rss2,
+                     json_pack("{s:s}", "started_key", x->k_eval), err);
 }
 
 static int do_export(ctx *x, lm_err *err) {

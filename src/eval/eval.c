@@ -95,6 +95,23 @@ static int check_question(json_t *q, const char *path, lm_err *err) {
     return 0;
 }
 
+json_t *lm_eval_load_questions(const char *path, lm_err *err) {
+    json_t *qs = read_jsonl(path, err);
+    if (!qs) return NULL;
+    if (json_array_size(qs) == 0) {
+        json_decref(qs);
+        lm_errf(err, "%s: no questions", path);
+        return NULL;
+    }
+    size_t i;
+    json_t *q;
+    json_array_foreach(qs, i, q) if (check_question(q, path, err)) {
+        json_decref(qs);
+        return NULL;
+    }
+    return qs;
+}
+
 static char *id_text(json_t *q) {
     json_t *id = json_object_get(q, "id");
     if (json_is_string(id)) return strdup(json_string_value(id));
@@ -103,12 +120,24 @@ static char *id_text(json_t *q) {
     return strdup(buf);
 }
 
+/* "size:mtime" of a file, so a resume notices a model or adapter rebuilt
+ * under the same name; NULL for no file. */
+static json_t *file_stamp(const char *path) {
+    struct stat st;
+    if (!path || stat(path, &st)) return json_null();
+    return json_sprintf("%lld:%lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+                        st.st_mtim.tv_nsec);
+}
+
 /* What must match for earlier answers to be kept on resume. */
 static json_t *settings_json(const lm_eval_opts *o) {
     json_t *s = json_pack("{s:s, s:s?, s:s?, s:s, s:i, s:b}", "model", o->model, "adapter",
                           o->adapter, "character", o->character, "persona",
                           lm_persona_mode_name((lm_persona_mode)o->persona), "max_tokens",
                           o->max_tokens, "sample", o->sample);
+    json_object_set_new(s, "files", json_pack("{s:o, s:o, s:o}", "model", file_stamp(o->model),
+                                              "adapter", file_stamp(o->adapter), "character",
+                                              file_stamp(o->character)));
     if (o->sample)
         json_object_set_new(s, "sampling", json_pack("{s:f, s:i, s:f, s:f, s:f, s:i, s:I}", "temp",
                                                      (double)o->sp.temp, "top_k", o->sp.top_k,
@@ -224,14 +253,9 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
         lm_errno(err, "%s: cannot create the folder", o->out);
         goto done;
     }
-    if (!(qs = read_jsonl(o->questions, err))) goto done;
-    if (json_array_size(qs) == 0) {
-        lm_errf(err, "%s: no questions", o->questions);
-        goto done;
-    }
+    if (!(qs = lm_eval_load_questions(o->questions, err))) goto done;
     size_t i;
     json_t *q;
-    json_array_foreach(qs, i, q) if (check_question(q, o->questions, err)) goto done;
     if (o->character && lm_sheet_load_character(o->character, &c, &w, err)) goto done;
     if (!(k = lm_eval_checker_new(c, err))) goto done;
 

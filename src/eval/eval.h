@@ -37,6 +37,11 @@ typedef struct lm_eval_opts {
 } lm_eval_opts;
 
 void lm_eval_opts_init(lm_eval_opts *o);
+
+/* The question file as a JSON array of checked question objects (each with
+ * "_line"), or NULL with an error naming path:line. Caller json_decref's. */
+struct json_t;
+struct json_t *lm_eval_load_questions(const char *path, lm_err *err);
 int lm_eval_run(const lm_eval_opts *o, lm_err *err);
 
 /* Side by side: each dirs[i] holds a report.json; writes compare.md and
