@@ -8,6 +8,7 @@
 
 #include "base/strbuf.h"
 #include "runtime/generate.h"
+#include "runtime/npc_stamp.h"
 #include "sheet/sheet.h"
 
 const char CLI_GEN_FLAGS_HELP[] =
@@ -23,9 +24,9 @@ const char CLI_GEN_FLAGS_HELP[] =
     "  -c, --ctx N           context size in tokens (default min(2048, model's))\n"
     "  --character SHEET.md  speak as this character: its sheet (and the world.md of its\n"
     "                        sheet folder) becomes the system message\n"
-    "  --persona MODE        how much of the sheet: full (default; the base model needs it),\n"
-    "                        short (one line: what an NPC fine-tuned by `lemonpc build` was\n"
-    "                        trained with) or none\n"
+    "  --persona MODE        how much of the sheet: full (the base model needs it), short\n"
+    "                        (one line) or none; default: the mode stamped in the adapter or\n"
+    "                        model by `lemonpc build` (short), else full\n"
     "  --asker TEXT          who is speaking to the character (\"a young acolyte\"), and\n"
     "  --place TEXT          where: the scene lines of the system message\n"
     "  --adapter FILE        apply a LoRA adapter GGUF (llama.cpp format) without merging\n"
@@ -36,7 +37,7 @@ void cli_gen_opts_init(cli_gen_opts *o, int n_predict) {
     memset(o, 0, sizeof *o);
     o->n_predict = n_predict;
     o->adapter_scale = 1.0f;
-    o->persona = LM_PERSONA_FULL;
+    o->persona = -1;
     o->sp = lm_sampler_defaults();
 }
 
@@ -154,13 +155,28 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     return 1;
 }
 
-/* The sheet's system turn under the persona policy (sheet.h). */
+int cli_persona_mode(const char *model, const char *adapter, int asked, int fallback,
+                     const lm_character *c, const lm_world *w, lm_err *err) {
+    lm_npc_stamp st = {0};
+    const char *from = adapter ? adapter : model;
+    if (lm_npc_stamp_read(from, &st, err)) return -1;
+    if (!st.present && adapter && lm_npc_stamp_read(model, &st, err)) return -1;
+    char warn[512];
+    int mode = lm_npc_persona_mode(&st, asked >= 0 ? asked : -1, c, w, warn, sizeof warn);
+    if (!st.present && asked < 0) mode = fallback;
+    if (warn[0]) fprintf(stderr, "lemonpc: warning: %s\n", warn);
+    return mode;
+}
+
+/* The sheet's system turn under the persona policy (sheet.h), in the mode
+ * the NPC was trained with unless --persona says otherwise. */
 static char *persona_from_sheet(const cli_gen_opts *o, lm_err *err) {
     lm_character *c = NULL;
     lm_world *w = NULL;
     if (lm_sheet_load_character(o->character, &c, &w, err)) return NULL;
     lm_scene sc = {o->asker, o->place};
-    char *out = lm_persona_system(c, w, (lm_persona_mode)o->persona, &sc, err);
+    int mode = cli_persona_mode(o->model, o->adapter, o->persona, LM_PERSONA_FULL, c, w, err);
+    char *out = mode < 0 ? NULL : lm_persona_system(c, w, (lm_persona_mode)mode, &sc, err);
     if (!out && err->msg[0]) lm_err_prefix(err, "%s", o->character);
     lm_world_free(w);
     lm_character_free(c);

@@ -19,7 +19,7 @@ typedef struct cli_gen_opts {
     const char *model;
     const char *system;      /* NULL: the template's default system turn */
     const char *character;   /* character sheet (.md): its persona becomes the system turn */
-    int persona;             /* lm_persona_mode for --character (default full) */
+    int persona;             /* lm_persona_mode for --character; -1: the trained one, else full */
     const char *asker, *place; /* the scene lines of the persona, or NULL */
     int n_predict;           /* max tokens per reply */
     int threads;             /* 0: all online CPUs */
@@ -29,6 +29,16 @@ typedef struct cli_gen_opts {
     bool verbose;
     lm_sampler_params sp;
 } cli_gen_opts;
+
+struct lm_character;
+struct lm_world;
+/* The persona mode to serve a character with: the one stamped in the
+ * adapter (or the model) by `lemonpc build` unless asked (>= 0) says
+ * otherwise; fallback for an unstamped NPC. Prints a warning on stderr when
+ * the asked mode or the sheet differs from what the NPC was trained with;
+ * -1 (err set) when a file cannot be read. */
+int cli_persona_mode(const char *model, const char *adapter, int asked, int fallback,
+                     const struct lm_character *c, const struct lm_world *w, lm_err *err);
 
 /* Help text for the shared flags. */
 extern const char CLI_GEN_FLAGS_HELP[];

@@ -33,6 +33,7 @@
 #include "base/fileio.h"
 #include "cli/commands.h"
 #include "datagen/assemble.h"
+#include "runtime/npc_stamp.h"
 #include "sheet/sheet.h"
 
 static void usage(FILE *out) {
@@ -508,18 +509,16 @@ static int do_export(ctx *x, lm_err *err) {
         if (run_self(&x->b, av, &rss, err)) return -1;
     } else {
         pathf(ad, sizeof ad, "%s/%s.adapter.gguf", dir, x->stem);
-        char *data;
-        size_t n;
-        if (lm_read_file(best, &data, &n, false, err)) return -1;
-        int rc = lm_write_file_atomic(ad, data, n, err);
-        free(data);
-        if (rc) return -1;
+        /* the shipped adapter carries the persona policy it was trained with */
+        if (lm_npc_stamp_write(best, ad, x->c, x->sheets->world, (lm_persona_mode)o->persona, err))
+            return -1;
         char *av[] = {"merge", x->model, best, q8, "--type", "q8_0", NULL};
         if (run_self(&x->b, av, &rss, err)) return -1;
         pathf(peft, sizeof peft, "%s/peft", dir);
         char *av2[] = {"peft", x->model, best, peft, NULL};
         if (run_self(&x->b, av2, &r2, err)) return -1;
     }
+    if (lm_npc_stamp_write(q8, q8, x->c, x->sheets->world, (lm_persona_mode)o->persona, err)) return -1;
     fprintf(stderr, "  %s\n", q8);
     return stage_end(&x->b, "export", x->k_train, now_s() - t0, rss > r2 ? rss : r2, NULL, err);
 }

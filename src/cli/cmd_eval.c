@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli_gen.h"
 #include "cli/commands.h"
 #include "eval/eval.h"
 #include "sheet/sheet.h"
@@ -26,8 +27,9 @@ static void usage(FILE *out) {
             "per line; all but id and question optional.\n\n"
             "  --out DIR            output folder (created)\n"
             "  --character SHEET    the character sheet (.md; its folder's world.md too)\n"
-            "  --persona MODE       full, short (default) or none: the system turn, as\n"
-            "                       `lemonpc build` trains with (docs/EVAL.md)\n"
+            "  --persona MODE       full, short or none: the system turn (docs/BUILD.md);\n"
+            "                       default: the mode stamped in the adapter or model by\n"
+            "                       `lemonpc build`, else short\n"
             "  --adapter FILE       a LoRA adapter GGUF applied at run time\n"
             "  --refs FILE          JSONL conversations whose last assistant turn is scored\n"
             "  --label TEXT         the NPC's name in reports\n"
@@ -54,6 +56,7 @@ static int int_arg(const char *flag, const char *v, int lo, int hi, int *out) {
 int cmd_eval(int argc, char **argv) {
     lm_eval_opts o;
     lm_eval_opts_init(&o);
+    o.persona = -1;   /* the trained mode, else short: resolved below */
     bool compare = false;
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     int npos = 0;
@@ -115,7 +118,21 @@ int cmd_eval(int argc, char **argv) {
     }
     o.model = pos[0];
     o.questions = pos[1];
-    if (o.persona != LM_PERSONA_NONE && !o.character) o.persona = LM_PERSONA_NONE;
+    if (!o.character) o.persona = LM_PERSONA_NONE;
+    else {
+        lm_character *c = NULL;
+        lm_world *w = NULL;
+        if (lm_sheet_load_character(o.character, &c, &w, &err) == 0)
+            o.persona = cli_persona_mode(o.model, o.adapter, o.persona, LM_PERSONA_SHORT, c, w, &err);
+        else o.persona = -1;
+        lm_world_free(w);
+        lm_character_free(c);
+        if (o.persona < 0) {
+            fprintf(stderr, "lemonpc eval: %s\n", err.msg);
+            rc = 1;
+            goto done;
+        }
+    }
     rc = lm_eval_run(&o, &err) ? 1 : 0;
     if (rc) fprintf(stderr, "lemonpc eval: %s\n", err.msg);
     else printf("%s/report.md\n", o.out);

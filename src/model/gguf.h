@@ -124,4 +124,9 @@ int gguf_add_tensor(gguf_writer *w, const char *name, lm_dtype type, int n_dims,
 /* Writes to path.tmp, fsyncs, renames over path: never a half-written file. */
 int gguf_write(gguf_writer *w, const char *path, lm_err *err);
 
+/* Copies the GGUF at src to dst (every kv and tensor) with the string keys
+ * kv[i][0] set to kv[i][1] (added or replaced). dst may equal src. */
+int gguf_copy_set_strs(const char *src, const char *dst, const char *const (*kv)[2], size_t n,
+                       lm_err *err);
+
 #endif

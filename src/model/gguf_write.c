@@ -411,3 +411,21 @@ int gguf_write(gguf_writer *w, const char *path, lm_err *err) {
     free(tmp);
     return rc;
 }
+
+int gguf_copy_set_strs(const char *src, const char *dst, const char *const (*kv)[2], size_t n,
+                       lm_err *err) {
+    gguf_file *f = gguf_open(src, err);
+    if (!f) return -1;
+    gguf_writer *w = gguf_writer_new();
+    int rc = w ? gguf_copy_kvs(w, f, err) : lm_errf(err, "gguf writer: out of memory");
+    for (size_t i = 0; rc == 0 && i < n; i++) rc = gguf_set_str(w, kv[i][0], kv[i][1], err);
+    for (uint64_t i = 0; rc == 0 && i < f->n_tensors; i++) {
+        const gguf_tensor *t = &f->tensors[i];
+        rc = gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes, err);
+    }
+    /* the data is copied into the writer, so dst may be src */
+    if (rc == 0) rc = gguf_write(w, dst, err);
+    gguf_writer_free(w);
+    gguf_close(f);
+    return rc;
+}

@@ -81,10 +81,17 @@ char *lm_persona_system(const lm_character *c, const lm_world *w, lm_persona_mod
 }
 
 uint64_t lm_persona_hash(const lm_character *c, const lm_world *w, lm_persona_mode mode) {
-    lm_err e = {0};
-    char *s = persona_part(c, w, mode, &e);
+    /* The whole sheet (as its markdown writer gives it back) and the mode:
+     * a short system turn stays the same when the backstory changes, but
+     * the NPC trained on the old one is out of date all the same. */
+    char *cs = c ? lm_character_to_md(c) : NULL, *ws = w ? lm_world_to_md(w) : NULL;
+    const char *parts[3] = {lm_persona_mode_name(mode), cs, ws};
     uint64_t h = 1469598103934665603ull;
-    for (const char *p = s ? s : ""; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    free(s);
+    for (int i = 0; i < 3; i++) {
+        for (const char *p = parts[i] ? parts[i] : ""; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+        h = (h ^ 0xff) * 1099511628211ull;   /* part separator */
+    }
+    free(cs);
+    free(ws);
     return h;
 }

@@ -228,9 +228,9 @@ int lm_persona_mode_parse(const char *s);
  * scene; NULL with err set on failure. scene may be NULL. */
 char *lm_persona_system(const lm_character *c, const lm_world *w, lm_persona_mode mode,
                         const lm_scene *scene, lm_err *err);
-/* FNV-1a 64 of the persona part of the system turn (the scene excluded):
- * recorded with a trained model, so the runtime can tell a sheet that
- * changed since training. */
+/* FNV-1a 64 of the mode and the whole sheet (character and world, as their
+ * markdown writers give them back): recorded with a trained NPC, so the
+ * runtime can tell a sheet that changed since training. */
 uint64_t lm_persona_hash(const lm_character *c, const lm_world *w, lm_persona_mode mode);
 
 #endif

@@ -89,9 +89,30 @@ def test_build_all_stages(lemonpc, world, tiny, tmp_path):
     g = subprocess.run([str(lemonpc), "generate", str(exp / "orlando.Q8_0.gguf"), "-p", "Hello", "-n", "4",
                         "--temp", "0"], capture_output=True, text=True)
     assert g.returncode == 0, g.stderr
+    # the exported adapter carries the persona policy it was trained with
+    import gguf
+    fields = gguf.GGUFReader(str(exp / "orlando.adapter.gguf")).fields
+    def kv(name):
+        f = fields[name]
+        return bytes(f.parts[f.data[0]]).decode()
+    assert kv("lemonpc.persona.mode") == "short" and kv("lemonpc.character") == "Orlando Marlo"
+    assert len(kv("lemonpc.persona.hash")) == 16
+    sheet = world / "characters" / "orlando.md"
+    gen = [str(lemonpc), "generate", str(tiny), "--adapter", str(exp / "orlando.adapter.gguf"),
+           "--character", str(sheet), "-p", "Hello", "-n", "4", "--temp", "0"]
+    g = subprocess.run(gen, capture_output=True, text=True)
+    assert g.returncode == 0 and "warning" not in g.stderr, g.stderr
+    g = subprocess.run(gen + ["--persona", "full"], capture_output=True, text=True)
+    assert g.returncode == 0 and "trained with the short persona, not full" in g.stderr, g.stderr
+    edited = sheet.read_text().replace("Lawful Good", "Neutral Good")
+    (world / "characters" / "orlando.md").write_text(edited)
+    g = subprocess.run(gen, capture_output=True, text=True)
+    assert g.returncode == 0 and "sheet has changed since" in g.stderr, g.stderr
+    (world / "characters" / "orlando.md").write_text(edited.replace("Neutral Good", "Lawful Good"))
     # eval ran on the held-out questions and on the test split (with perplexity)
     held = json.loads((out / "eval" / "heldout" / "report.json").read_text())
-    assert held["metrics"]["n"] == 6
+    assert held["metrics"]["n"] == 6 and held["label"] == "Orlando Marlo, LoRA r16, short persona"
+    assert held["settings"]["persona"] == "short"
     test = json.loads((out / "eval" / "test" / "report.json").read_text())
     assert test["metrics"]["n"] == stats["test"]
     assert test["n_refs"] == stats["test"] and test["metrics"]["ppl"] > 1
