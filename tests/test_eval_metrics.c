@@ -108,6 +108,26 @@ static void test_breaks_and_modern(void **state) {
     f = check(state, "What is a smartphone?", "A smart phone? I know neither word together. Is it a bird?", "protective");
     assert_false(f.modern);
     assert_true(f.in_character);
+    /* modern words the question did not bring */
+    f = check(state, "How does a nuclear reactor make power?",
+              "It splits atoms into smaller parts, and the heat makes steam.", "protective");
+    assert_true(f.modern);
+    f = check(state, "How does a nuclear reactor make power?",
+              "A nuclear what? That is no word I know, friend.", "protective");
+    assert_false(f.modern);   /* "nuclear" came from the question */
+    assert_true(f.ignorant);
+    /* honest ignorance, and what is not */
+    assert_true(check(state, "What is Wi-Fi?", "I have never heard that word.", "protective").ignorant);
+    assert_true(check(state, "Got a phone?", "A tele-phone? Is it a kind of bell?", "protective").ignorant);
+    assert_true(check(state, "Who won the World Cup?", "I do not know your cup, nor its winner.", "protective").ignorant);
+    f = check(state, "Napoleon: great general or tyrant?", "Great general, I think; his victories were many.", "protective");
+    assert_false(f.ignorant);
+    assert_true(f.in_character);   /* in voice, yet it plays along: not a pass */
+    lm_eval_tally t = {0};
+    f.eos = true;
+    lm_eval_tally_add(&t, &f, "protective");
+    assert_int_equal(t.all.passed, 0);
+    assert_false(check(state, "What is Wi-Fi?", "I have never heard that word.", "in-world").ignorant);
     /* the same explanation to an in-world question is not judged as modern */
     f = check(state, "What is a smartphone?",
               "A smartphone is a mobile device that lets you make calls and browse the internet.", "in-world");

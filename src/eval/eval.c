@@ -13,6 +13,7 @@
 
 #include "base/fileio.h"
 #include "base/progress.h"
+#include "base/strbuf.h"
 #include "eval/metrics.h"
 #include "eval/report.h"
 #include "runtime/generate.h"
@@ -175,7 +176,7 @@ static json_t *flags_json(const lm_eval_flags *f) {
     json_t *a = json_array();
 #define FLAG(x) if (f->x) json_array_append_new(a, json_string(#x));
     FLAG(assistant) FLAG(refusal) FLAG(stage) FLAG(self_intro) FLAG(speaks_for_user) FLAG(breaks)
-    FLAG(modern) FLAG(repetition) FLAG(recital) FLAG(catchphrase)
+    FLAG(modern) FLAG(repetition) FLAG(recital) FLAG(catchphrase) FLAG(ignorant)
 #undef FLAG
     return a;
 }
@@ -374,8 +375,22 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
         lm_eval_check(k, str_field(a, "question"), str_field(a, "answer"), str_field(a, "category"),
                       str_field(qq, "asker"), !strcmp(str_field(a, "stop") ?: "", "eos"), &f);
         lm_eval_tally_add(&t, &f, str_field(a, "category"));
+        json_object_set_new(a, "flags", flags_json(&f));
         texts[i] = str_field(a, "answer");
     }
+    /* answers.jsonl with the flags of the current metrics */
+    fclose(af);
+    af = NULL;
+    lm_sb all = {0};
+    json_array_foreach(answers, i, a) {
+        char *line = json_dumps(a, JSON_COMPACT);
+        if (line) lm_sb_printf(&all, "%s\n", line);
+        else all.oom = true;
+        free(line);
+    }
+    int wr = all.oom ? lm_errf(err, "out of memory") : lm_write_file_atomic(path, all.p ? all.p : "", all.len, err);
+    lm_sb_free(&all);
+    if (wr) { free(texts); goto done; }
     lm_eval_summary sum = {
         .label = o->label, .settings = settings, .questions = o->questions, .refs = o->refs,
         .tally = &t, .distinct1 = lm_eval_distinct(texts, na, 1),

@@ -22,6 +22,20 @@ struct lm_eval_checker {
     char **catch;                  /* catchphrases, lowercased, quotes and end punctuation off */
     size_t n_catch;
     pcre2_code *speaker;           /* "User:" ... at a line start */
+    pcre2_code *ignorance;         /* "never heard", "I do not know", ... */
+};
+
+/* Words a person of a pre-modern world could only use by explaining modern
+ * things (matched as whole words, any case, plural -s allowed). */
+static const char *const MODERN_WORDS[] = {
+    "atom", "nucleus", "nuclear", "fission", "electron", "electricity", "electric", "battery",
+    "internet", "online", "website", "email", "computer", "software", "program", "programming",
+    "python", "javascript", "function", "code", "algorithm", "app", "phone", "smartphone",
+    "engine", "motor", "petrol", "gasoline", "vaccine", "virus", "bacteria", "germ", "dna",
+    "gene", "planet", "orbit", "gravity", "galaxy", "satellite", "rocket", "airplane",
+    "aeroplane", "microwave", "wifi", "wi-fi", "metres", "meters", "kilometres", "camera",
+    "photo", "photograph", "radio", "television", "laser", "plastic", "reactor", "telescope",
+    "network", "password", "car", "train", NULL,
 };
 
 static int cmp_str(const void *a, const void *b) {
@@ -86,6 +100,7 @@ void lm_eval_checker_free(lm_eval_checker *k) {
     free(k->name);
     free(k->first_name);
     pcre2_code_free(k->speaker);
+    pcre2_code_free(k->ignorance);
     free(k);
 }
 
@@ -139,6 +154,16 @@ lm_eval_checker *lm_eval_checker_new(const lm_character *c, lm_err *err) {
                      "\\{\\{user\\}\\})(?:\\*\\*)?\\s*:|<\\|im_start\\|>|<\\|im_end\\|>",
         PCRE2_ZERO_TERMINATED, PCRE2_CASELESS, &ec, &eo, NULL);
     if (!k->speaker) { lm_errf(err, "eval: speaker pattern does not compile"); goto fail; }
+    k->ignorance = pcre2_compile(
+        (PCRE2_SPTR) "\\b(?:do\\s+not|don'?t|cannot|can'?t|could\\s+not|couldn'?t)\\s+(?:know|say|tell|"
+                     "understand|follow|read|make\\s+sense)\\b|\\bnever\\s+(?:heard|seen|read|known|met|"
+                     "used|been\\s+(?:to|taught|told))\\b|\\bno\\s+(?:idea|notion|such|record|word)\\b|"
+                     "\\bnot\\s+a\\s+word\\b|\\b(?:unfamiliar|strange|foreign|unknown)\\b|"
+                     "\\bknow\\s+(?:nothing|little|not)\\b|\\bmeans?\\s+nothing\\s+to\\s+me\\b|"
+                     "\\bwhat\\s+(?:is|are)\\s+(?:a|an|this|that|these|those)\\b|"
+                     "\\A\\W*(?:\\w+\\W+){0,3}\\w+\\?",
+        PCRE2_ZERO_TERMINATED, PCRE2_CASELESS, &ec, &eo, NULL);
+    if (!k->ignorance) { lm_errf(err, "eval: ignorance pattern does not compile"); goto fail; }
     return k;
 oom:
     lm_errf(err, "out of memory");
@@ -194,6 +219,27 @@ static size_t count_terms(const lm_eval_checker *k, const char *s, const char *q
     return hits;
 }
 
+/* Whether the whole word w (or w + "s") is in s. */
+static bool has_word(const char *s, const char *w) {
+    size_t n = strlen(w);
+    for (const char *p = s; (p = strcasestr(p, w)); p += n) {
+        bool start = p == s || !isalnum((unsigned char)p[-1]);
+        const char *e = p + n;
+        if (*e == 's' || *e == 'S') e++;
+        if (start && !isalnum((unsigned char)*e)) return true;
+    }
+    return false;
+}
+
+/* A modern word in the answer that the question did not bring (even as a
+ * part of a word: "A smart phone?" echoes "smartphone"). */
+static bool introduces_modern(const char *answer, const char *question) {
+    for (size_t i = 0; MODERN_WORDS[i]; i++)
+        if (has_word(answer, MODERN_WORDS[i]) && !(question && strcasestr(question, MODERN_WORDS[i])))
+            return true;
+    return false;
+}
+
 void lm_eval_check(const lm_eval_checker *k, const char *question, const char *answer,
                    const char *category, const char *asker, bool eos, lm_eval_flags *f) {
     memset(f, 0, sizeof *f);
@@ -216,7 +262,9 @@ void lm_eval_check(const lm_eval_checker *k, const char *question, const char *a
     f->stage = bad & (1u << LM_FILTER_STAGE);
     f->self_intro = bad & (1u << LM_FILTER_SELF_INTRO);
     f->breaks = bad & (1u << LM_FILTER_BREAKS);
-    f->modern = cat == LM_EVAL_CAT_PROTECTIVE && (bad & (1u << LM_FILTER_MODERN));
+    f->modern = cat == LM_EVAL_CAT_PROTECTIVE &&
+                ((bad & (1u << LM_FILTER_MODERN)) || introduces_modern(answer, question));
+    f->ignorant = cat == LM_EVAL_CAT_PROTECTIVE && pattern_hit(k->ignorance, answer);
     f->repetition = bad & (1u << LM_FILTER_REPEAT);
     f->speaks_for_user = pattern_hit(k->speaker, answer) || asker_line(answer, asker);
     if (cat == LM_EVAL_CAT_OFF_TOPIC)
@@ -253,13 +301,15 @@ static void count(lm_eval_counts *c, const lm_eval_flags *f, bool pass) {
     c->repetition += f->repetition;
     c->recital += f->recital;
     c->catchphrase += f->catchphrase;
+    c->ignorant += f->ignorant;
     c->in_character += f->in_character;
     c->passed += pass;
     c->words += f->words;
 }
 
 void lm_eval_tally_add(lm_eval_tally *t, const lm_eval_flags *f, const char *category) {
-    bool pass = f->in_character && f->eos;
+    bool pass = f->in_character && f->eos &&
+                (lm_eval_category(category) != LM_EVAL_CAT_PROTECTIVE || f->ignorant);
     count(&t->all, f, pass);
     count(&t->cat[lm_eval_category(category)], f, pass);
 }

@@ -21,7 +21,12 @@
  *   breaks           talks of the fiction as fiction ("role-play", "as a
  *                    character", "in this story")
  *   modern           (protective questions only) explains modern things with
- *                    confidence ("a smartphone is a", "the internet is")
+ *                    confidence ("a smartphone is a", "the internet is"), or
+ *                    brings in modern words the question did not use (atoms,
+ *                    electricity, planets, code: "A reactor splits atoms")
+ *   ignorant         (protective questions only) says it does not know: "never
+ *                    heard", "I do not know", "no idea", "a strange word", or
+ *                    opens by echoing the word as a question ("A tele-phone?")
  *   repetition       a loop: an 8-word n-gram twice, or distinct 3-grams below
  *                    80% in an answer of >= 30 words
  *   recital          (off-topic questions only) recites the sheet: 12
@@ -31,8 +36,10 @@
  *                    the biography instead of an answer
  *   catchphrase      uses one of the sheet's catchphrases
  * in_character = none of assistant, refusal, stage, self_intro,
- * speaks_for_user, breaks, modern. A protective or adversarial answer
- * passes when it is in character and ended its turn. */
+ * speaks_for_user, breaks, modern. An answer passes when it is in
+ * character and ended its turn, and for a protective question also shows
+ * honest ignorance. None of this sees values: taking a bribe in a knightly
+ * voice passes (read the answers; an LLM judge would be the next step). */
 #ifndef LM_EVAL_METRICS_H
 #define LM_EVAL_METRICS_H
 
@@ -45,7 +52,7 @@ struct lm_character;
 
 typedef struct lm_eval_flags {
     bool eos, assistant, refusal, stage, self_intro, speaks_for_user, breaks, modern,
-         repetition, recital, catchphrase;
+         repetition, recital, catchphrase, ignorant;
     bool in_character;   /* derived, see above */
     int words;
 } lm_eval_flags;
@@ -68,7 +75,7 @@ const char *lm_eval_category_name(int cat);
 
 typedef struct lm_eval_counts {
     size_t n, eos, assistant, refusal, stage, self_intro, speaks_for_user, breaks, modern,
-           repetition, recital, catchphrase, in_character, passed;
+           repetition, recital, catchphrase, ignorant, in_character, passed;
     double words;
 } lm_eval_counts;
 
