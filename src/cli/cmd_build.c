@@ -480,13 +480,13 @@ static int do_eval(ctx *x, lm_err *err) {
     int n = 11;
     if (!o->full) av[n++] = "--adapter", av[n++] = best;   /* a full fine-tune is the model */
     if (o->threads) av[n++] = "-t", av[n++] = thr;
+    av[n++] = "--refs", av[n++] = refs;   /* perplexity of the test split's answers */
     if (have_q) {
         av[2] = x->questions, av[4] = out1;
         if (run_self(&x->b, av, &rss1, err)) return -1;
     } else fprintf(stderr, "  no held-out questions (%s): only the test split is evaluated\n",
                    x->questions[0] ? x->questions : "none given");
     av[2] = tq, av[4] = out2;
-    av[n++] = "--refs", av[n++] = refs;
     if (run_self(&x->b, av, &rss2, err)) return -1;
     return stage_end(&x->b, "eval", x->k_eval, now_s() - t0, rss1 > rss2 ? rss1 : rss2,
                      json_pack("{s:s}", "started_key", x->k_eval), err);

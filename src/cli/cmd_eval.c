@@ -32,6 +32,7 @@ static void usage(FILE *out) {
             "                       `lemonpc build`, else short\n"
             "  --adapter FILE       a LoRA adapter GGUF applied at run time\n"
             "  --refs FILE          JSONL conversations whose last assistant turn is scored\n"
+            "                       (under this NPC's system turn when --character is given)\n"
             "  --label TEXT         the NPC's name in reports\n"
             "  --sample             the runtime's sampling (temp 0.7, repeat penalty 1.1,\n"
             "                       seed 1) instead of greedy decoding\n"

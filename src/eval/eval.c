@@ -202,9 +202,14 @@ static int score_refs(lm_generator *g, const lm_eval_opts *o, const lm_character
             break;
         }
         json_t *meta = json_object_get(r, "meta");
+        /* The NPC's own system turn replaces the one the file brings (a
+         * build's test split carries the persona it was trained with), so
+         * every NPC is scored as it is served. Without a sheet the file's
+         * system turn stays. */
         bool has_sys = !strcmp(str_field(json_array_get(msgs, 0), "role") ?: "", "system");
+        size_t first = has_sys && c ? 1 : 0;
         char *sys = NULL;
-        if (!has_sys && c) {
+        if (c) {
             lm_scene sc = {str_field(meta, "asker"), str_field(meta, "location")};
             sys = lm_persona_system(c, w, (lm_persona_mode)o->persona, &sc, err);
             if (!sys && err->msg[0]) { rc = -1; break; }
@@ -213,7 +218,7 @@ static int score_refs(lm_generator *g, const lm_eval_opts *o, const lm_character
         size_t k = 0;
         if (!m) { free(sys); rc = lm_errf(err, "out of memory"); break; }
         if (sys) m[k++] = (lm_chat_msg){"system", sys};
-        for (size_t j = 0; j < n; j++) {
+        for (size_t j = first; j < n; j++) {
             json_t *e = json_array_get(msgs, j);
             m[k++] = (lm_chat_msg){str_field(e, "role") ?: "", str_field(e, "content") ?: ""};
         }

@@ -276,7 +276,10 @@ int lm_eval_compare(const char *const *dirs, int n, const char *out, lm_err *err
     }
     lm_sb_str(&b, "\n| run | questions | settings |\n|---|---|---|\n");
     for (int k = 0; k < n; k++) {
-        char *s = json_dumps(json_object_get(reps[k], "settings"), JSON_COMPACT | JSON_SORT_KEYS);
+        json_t *set = json_deep_copy(json_object_get(reps[k], "settings"));
+        json_object_del(set, "files");   /* stamps for resuming, noise to a reader */
+        char *s = json_dumps(set, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(set);
         lm_sb_printf(&b, "| %s | `%s` | `%s` |\n", label_of(reps[k]),
                      json_string_value(json_object_get(reps[k], "questions")), s ? s : "");
         free(s);

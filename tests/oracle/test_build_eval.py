@@ -112,7 +112,7 @@ def test_build_all_stages(lemonpc, world, tiny, tmp_path):
     # eval ran on the held-out questions and on the test split (with perplexity)
     held = json.loads((out / "eval" / "heldout" / "report.json").read_text())
     assert held["metrics"]["n"] == 6 and held["label"] == "Orlando Marlo, LoRA r16, short persona"
-    assert held["settings"]["persona"] == "short"
+    assert held["settings"]["persona"] == "short" and held["n_refs"] == stats["test"]
     test = json.loads((out / "eval" / "test" / "report.json").read_text())
     assert test["metrics"]["n"] == stats["test"]
     assert test["n_refs"] == stats["test"] and test["metrics"]["ppl"] > 1
