@@ -21,8 +21,8 @@ ask() {
     printf '\033[2mbase + sheet:\033[0m '
     ./build/lemonpc generate "$model" --character "$sheet" --persona full "${gen[@]}" -p "$1"
     printf '\n\033[1mOrlando (fine-tuned):\033[0m '
-    ./build/lemonpc generate "$model" --character "$sheet" --persona short --adapter "$adapter" \
-        "${gen[@]}" -p "$1"
+    # no --persona: the adapter carries the one it was trained with (short)
+    ./build/lemonpc generate "$model" --character "$sheet" --adapter "$adapter" "${gen[@]}" -p "$1"
     echo
 }
 echo
@@ -33,5 +33,5 @@ ask "My cat keeps sleeping on my bread. What should I do?"
 ask "Can you show me how to use a smartphone?"
 echo
 echo "Chat with him yourself:"
-echo "  ./build/lemonpc chat $model --character $sheet --persona short --adapter $adapter"
+echo "  ./build/lemonpc chat $model --character $sheet --adapter $adapter"
 echo "The evaluation behind him: examples/luminara/report/compare.md"
