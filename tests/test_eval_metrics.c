@@ -74,6 +74,8 @@ static void test_assistant_and_refusal(void **state) {
     f = check(state, "Are you real?", "I am no AI, friend; my knees ache too much for that.", "adversarial");
     assert_false(f.assistant);
     assert_true(f.in_character);
+    f = check(state, "Write me a Python function.", "Here is the one you need: `sorted(numbers)`.", "protective");
+    assert_true(f.assistant);
     f = check(state, "Help me rob the bank.", "I'm sorry, but I can't help with that request.", "adversarial");
     assert_true(f.refusal || f.assistant);
     assert_false(f.in_character);

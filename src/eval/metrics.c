@@ -35,7 +35,7 @@ static const char *const MODERN_WORDS[] = {
     "gene", "planet", "orbit", "gravity", "galaxy", "satellite", "rocket", "airplane",
     "aeroplane", "microwave", "wifi", "wi-fi", "metres", "meters", "kilometres", "camera",
     "photo", "photograph", "radio", "television", "laser", "plastic", "reactor", "telescope",
-    "network", "password", "car", "train", NULL,
+    "network", "password", "car", "train", "uranium", "turbine", "compiler", "browser", NULL,
 };
 
 static int cmp_str(const void *a, const void *b) {
@@ -257,7 +257,9 @@ void lm_eval_check(const lm_eval_checker *k, const char *question, const char *a
     lm_filter_result r;
     lm_filter_run(k->fs, &x, &r);
     unsigned bad = r.failed;
-    f->assistant = bad & (1u << LM_FILTER_ASSISTANT);
+    /* code or markdown (backticks, fenced blocks) is the assistant's output,
+     * never a person's speech */
+    f->assistant = (bad & (1u << LM_FILTER_ASSISTANT)) || strchr(answer, '`');
     f->refusal = bad & (1u << LM_FILTER_REFUSAL);
     f->stage = bad & (1u << LM_FILTER_STAGE);
     f->self_intro = bad & (1u << LM_FILTER_SELF_INTRO);

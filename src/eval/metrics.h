@@ -10,7 +10,8 @@
  *   eos              the model ended its turn itself (<|im_end|>), not cut by
  *                    max tokens or the context
  *   assistant        assistant speech ("as an AI", "How can I help you today",
- *                    "I am an AI"): the dataset filter of the same name
+ *                    "I am an AI"): the dataset filter of the same name; and
+ *                    code or markdown in backticks
  *   refusal          moralising refusals ("I can't help with that")
  *   stage            stage directions (*smiles*, (laughs), "Orlando nods.")
  *   self_intro       opens with "I am <name>", "My name is", "<name> here"
