@@ -195,8 +195,9 @@ static void svg_text(lm_sb *b, const char *s) {
 static char *compare_svg(json_t *const *reps, int n) {
     int groups = 0;
     for (size_t i = 0; i < N_METRICS; i++) groups += METRICS[i].percent && METRICS[i].higher >= 0;
-    int gw = 36 + 14 * n, left = 300, top = 40 + 18 * n, rowh = gw;
-    int width = 760, height = top + groups * rowh + 20;
+    /* per metric: its title on a line, then one bar per NPC under it */
+    int left = 20, rowh = 30 + 14 * n, top = 24 + 18 * n;
+    int width = 760, height = top + groups * rowh + 10, full = width - left - 60;
     lm_sb b = {0};
     lm_sb_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
                      "font-family=\"sans-serif\" font-size=\"12\">\n"
@@ -212,20 +213,19 @@ static char *compare_svg(json_t *const *reps, int n) {
         const metric *mt = &METRICS[i];
         if (!mt->percent || mt->higher < 0) continue;
         int y0 = top + g * rowh;
-        lm_sb_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">", left - 8, y0 + rowh / 2);
+        lm_sb_printf(&b, "<text x=\"10\" y=\"%d\" font-weight=\"bold\">", y0 + 16);
         svg_text(&b, mt->title);
-        lm_sb_printf(&b, " (%s)</text>\n", mt->higher ? "higher is better" : "lower is better");
+        lm_sb_printf(&b, "</text><text x=\"%d\" y=\"%d\" text-anchor=\"end\" fill=\"#777\">%s is better</text>\n",
+                     width - 10, y0 + 16, mt->higher ? "higher" : "lower");
         for (int k = 0; k < n; k++) {
             json_t *v = json_object_get(json_object_get(reps[k], "metrics"), mt->key);
             double x = json_is_number(v) ? json_number_value(v) : 0;
-            int bw = (int)(x * (width - left - 60));
+            int bw = (int)(x * full);
             lm_sb_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"12\" fill=\"%s\"/>"
                              "<text x=\"%d\" y=\"%d\" font-size=\"10\">%.0f%%</text>\n",
-                         left, y0 + 6 + 14 * k, bw > 0 ? bw : 1, PALETTE[k % 8], left + bw + 4,
-                         y0 + 16 + 14 * k, 100 * x);
+                         left, y0 + 22 + 14 * k, bw > 0 ? bw : 1, PALETTE[k % 8], left + bw + 4,
+                         y0 + 32 + 14 * k, 100 * x);
         }
-        lm_sb_printf(&b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#ddd\"/>\n", 10,
-                     y0 + rowh - 2, width - 10, y0 + rowh - 2);
         g++;
     }
     lm_sb_str(&b, "</svg>\n");
