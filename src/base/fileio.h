@@ -17,4 +17,10 @@ int lm_read_file(const char *path, char **data, size_t *len, bool missing_ok, lm
  * holds either the old or the new contents, never half of them. */
 int lm_write_file_atomic(const char *path, const void *data, size_t len, lm_err *err);
 
+/* The next line of text at *cur that is not blank (spaces, tabs and \r
+ * only): returns its start with *n its length (no '\n'), counts every line
+ * passed in *line (1-based), and moves *cur past it; NULL at the end. For
+ * JSONL readers. */
+const char *lm_next_line(const char **cur, size_t *line, size_t *n);
+
 #endif

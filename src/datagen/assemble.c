@@ -141,15 +141,10 @@ static int take_file(const char *path, bool curated, const lm_assemble_opts *o,
     char *data;
     size_t len;
     if (lm_read_file(path, &data, &len, false, err)) return -1;
-    size_t line = 0;
+    size_t line = 0, n;
     int rc = 0;
-    for (char *p = data, *nl; rc == 0 && p && *p; p = nl ? nl + 1 : NULL) {
-        line++;
-        nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        size_t k = 0;
-        while (k < n && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
-        if (k == n) continue;
+    const char *cur = data;
+    for (const char *p; rc == 0 && (p = lm_next_line(&cur, &line, &n));) {
         json_error_t je;
         json_t *conv = json_loadb(p, n, 0, &je);
         if (!json_is_object(conv)) {

@@ -44,14 +44,9 @@ static json_t *read_jsonl(const char *path, lm_err *err) {
     size_t len;
     if (lm_read_file(path, &data, &len, false, err)) return NULL;
     json_t *arr = json_array();
-    size_t line = 0;
-    for (char *p = data, *nl; p && *p; p = nl ? nl + 1 : NULL) {
-        line++;
-        nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        size_t k = 0;
-        while (k < n && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
-        if (k == n) continue;
+    size_t line = 0, n;
+    const char *cur = data;
+    for (const char *p; (p = lm_next_line(&cur, &line, &n));) {
         json_error_t je;
         json_t *o = json_loadb(p, n, 0, &je);
         if (!json_is_object(o)) {
@@ -272,16 +267,11 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
     json_decref(old);
     snprintf(path, sizeof path, "%s/answers.jsonl", o->out);
     if (same) {
-        FILE *f = fopen(path, "r");
-        char *line = NULL;
-        size_t cap = 0;
-        while (f && getline(&line, &cap, f) > 0) {
-            json_t *a = json_loads(line, 0, NULL);   /* a torn last line is dropped */
-            if (json_is_object(a) && str_field(a, "id")) json_object_set(done, str_field(a, "id"), a);
-            json_decref(a);
-        }
-        free(line);
-        if (f) fclose(f);
+        json_t *kept = lm_eval_read_answers(o->out);
+        size_t k2;
+        json_t *a;
+        json_array_foreach(kept, k2, a) json_object_set(done, str_field(a, "id"), a);
+        json_decref(kept);
     } else {
         char *s = json_dumps(settings, JSON_INDENT(2) | JSON_SORT_KEYS);
         snprintf(tmp, sizeof tmp, "%s/settings.json", o->out);

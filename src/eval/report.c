@@ -94,6 +94,23 @@ static void put_cell(lm_sb *b, const char *s, size_t max) {
     if (s && strlen(s) > max) lm_sb_str(b, "...");
 }
 
+json_t *lm_eval_read_answers(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/answers.jsonl", dir);
+    json_t *arr = json_array();
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    while (arr && f && getline(&line, &cap, f) > 0) {
+        json_t *a = json_loads(line, 0, NULL);
+        if (json_is_object(a) && json_is_string(json_object_get(a, "id"))) json_array_append(arr, a);
+        json_decref(a);
+    }
+    free(line);
+    if (f) fclose(f);
+    return arr;
+}
+
 static const char *label_of(json_t *report) {
     const char *l = json_string_value(json_object_get(report, "label"));
     return l ? l : "npc";
@@ -235,12 +252,12 @@ static char *compare_svg(json_t *const *reps, int n) {
 int lm_eval_compare(const char *const *dirs, int n, const char *out, lm_err *err) {
     if (n < 1) return lm_errf(err, "compare: no report folders");
     json_t **reps = calloc((size_t)n, sizeof *reps);
-    json_t **ans = calloc((size_t)n, sizeof *ans);
+    json_t **ans = calloc((size_t)n, sizeof *ans), **order = calloc((size_t)n, sizeof *order);
     int rc = -1;
     char path[4096];
     lm_sb b = {0};
     char *svg = NULL;
-    if (!reps || !ans) { lm_errf(err, "out of memory"); goto done; }
+    if (!reps || !ans || !order) { lm_errf(err, "out of memory"); goto done; }
     for (int k = 0; k < n; k++) {
         json_error_t je;
         snprintf(path, sizeof path, "%s/report.json", dirs[k]);
@@ -248,19 +265,12 @@ int lm_eval_compare(const char *const *dirs, int n, const char *out, lm_err *err
             lm_errf(err, "%s: %s (run `lemonpc eval ... --out %s` first)", path, je.text, dirs[k]);
             goto done;
         }
+        /* by id, for the side-by-side answers */
+        if (!(order[k] = lm_eval_read_answers(dirs[k]))) { lm_errf(err, "out of memory"); goto done; }
         ans[k] = json_object();
-        snprintf(path, sizeof path, "%s/answers.jsonl", dirs[k]);
-        FILE *f = fopen(path, "r");
-        char *line = NULL;
-        size_t cap = 0;
-        while (f && getline(&line, &cap, f) > 0) {
-            json_t *a = json_loads(line, 0, NULL);
-            const char *id = json_string_value(json_object_get(a, "id"));
-            if (id) json_object_set(ans[k], id, a);
-            json_decref(a);
-        }
-        free(line);
-        if (f) fclose(f);
+        size_t i;
+        json_t *a;
+        json_array_foreach(order[k], i, a) json_object_set(ans[k], json_string_value(json_object_get(a, "id")), a);
     }
     if (mkdir(out, 0777) && errno != EEXIST) { lm_errno(err, "%s: cannot create the folder", out); goto done; }
     lm_sb_str(&b, "# NPCs side by side\n\n| metric |");
@@ -286,14 +296,10 @@ int lm_eval_compare(const char *const *dirs, int n, const char *out, lm_err *err
     }
     /* Every question with each NPC's answer, in the first report's order. */
     lm_sb_str(&b, "\n## Answers\n\n");
-    snprintf(path, sizeof path, "%s/answers.jsonl", dirs[0]);
-    FILE *f = fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    while (f && getline(&line, &cap, f) > 0) {
-        json_t *a = json_loads(line, 0, NULL);
+    size_t qi;
+    json_t *a;
+    json_array_foreach(order[0], qi, a) {
         const char *id = json_string_value(json_object_get(a, "id"));
-        if (!id) { json_decref(a); continue; }
         lm_sb_printf(&b, "### %s (%s)\n\n%s\n\n", id, json_string_value(json_object_get(a, "category")),
                      json_string_value(json_object_get(a, "question")));
         for (int k = 0; k < n; k++) {
@@ -308,10 +314,7 @@ int lm_eval_compare(const char *const *dirs, int n, const char *out, lm_err *err
             lm_sb_str(&b, "\n");
         }
         lm_sb_str(&b, "\n");
-        json_decref(a);
     }
-    free(line);
-    if (f) fclose(f);
     snprintf(path, sizeof path, "%s/compare.md", out);
     if (b.oom) { lm_errf(err, "out of memory"); goto done; }
     if (lm_write_file_atomic(path, b.p, b.len, err)) goto done;
@@ -322,8 +325,10 @@ int lm_eval_compare(const char *const *dirs, int n, const char *out, lm_err *err
 done:
     for (int k = 0; reps && k < n; k++) json_decref(reps[k]);
     for (int k = 0; ans && k < n; k++) json_decref(ans[k]);
+    for (int k = 0; order && k < n; k++) json_decref(order[k]);
     free(reps);
     free(ans);
+    free(order);
     free(svg);
     lm_sb_free(&b);
     return rc;

@@ -20,6 +20,11 @@ typedef struct lm_eval_summary {
     double seconds;
 } lm_eval_summary;
 
+/* DIR/answers.jsonl as an array of answer objects with an "id", in file
+ * order; a torn or foreign line is skipped (an eval killed mid-write).
+ * An empty array when the file is missing; NULL on out of memory. */
+json_t *lm_eval_read_answers(const char *dir);
+
 int lm_eval_write_report(const char *dir, const lm_eval_summary *s, json_t *answers, lm_err *err);
 
 #endif
