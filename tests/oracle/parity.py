@@ -85,7 +85,8 @@ def theirs(llm, toks, greedy):
         if i + 1 < greedy:
             llm.eval([t])
             last = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-    return logits, ids, np.array(steps, dtype=np.float32).reshape(len(steps), -1)
+    steps = np.array(steps, dtype=np.float32).reshape(len(steps), logits.shape[1])
+    return logits, ids, steps
 
 
 def ours(tool, model, toks, greedy, tmp_path, adapter=None):
