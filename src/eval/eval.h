@@ -42,6 +42,9 @@ void lm_eval_opts_init(lm_eval_opts *o);
  * "_line"), or NULL with an error naming path:line. Caller json_decref's. */
 struct json_t;
 struct json_t *lm_eval_load_questions(const char *path, lm_err *err);
+/* A JSONL file as an array of objects, each with "_line"; blank lines
+ * skipped, any other bad line an error naming path:line. */
+struct json_t *lm_eval_read_jsonl(const char *path, lm_err *err);
 int lm_eval_run(const lm_eval_opts *o, lm_err *err);
 
 /* Side by side: each dirs[i] holds a report.json; writes compare.md and
