@@ -196,6 +196,7 @@ static bool asker_line(const char *answer, const char *asker) {
 /* Distinct sheet terms in s that q (may be NULL) does not hold. */
 static size_t count_terms(const lm_eval_checker *k, const char *s, const char *q) {
     size_t hits = 0;
+    if (!k->n_terms) return 0;   /* no sheet: nothing to recite (and bsearch wants an array) */
     char seen[64][32];
     size_t n_seen = 0;
     for (const char *p = s; *p;) {
