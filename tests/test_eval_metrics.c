@@ -220,6 +220,22 @@ static void test_persona_policy(void **state) {
     assert_string_equal(lm_persona_mode_name(LM_PERSONA_FULL), "full");
 }
 
+/* Without a sheet there is nothing to recite and no catchphrase; the rest
+ * still judges (found by fuzz_eval_questions: the recital check searched a
+ * NULL term table). */
+static void test_no_sheet(void **state) {
+    (void)state;
+    lm_err err = {{0}};
+    lm_eval_checker *k = lm_eval_checker_new(NULL, &err);
+    assert_non_null(k);
+    lm_eval_flags f;
+    lm_eval_check(k, "Hi", "Solaris, the Chancellor and the Unblessed say hello.", "off-topic", NULL, true, &f);
+    assert_false(f.recital || f.catchphrase);
+    lm_eval_check(k, "Hi", "As an AI language model, hello.", "off-topic", NULL, true, &f);
+    assert_true(f.assistant);
+    lm_eval_checker_free(k);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_clean_answer, setup, teardown),
@@ -232,6 +248,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_catchphrase, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tally, setup, teardown),
         cmocka_unit_test(test_distinct),
+        cmocka_unit_test(test_no_sheet),
         cmocka_unit_test_setup_teardown(test_persona_policy, setup, teardown),
     };
     return cmocka_run_group_tests_name("eval_metrics", tests, NULL, NULL);
