@@ -1,4 +1,6 @@
-# LeMoNPC build. `make` builds build/lemonpc and build/liblemonpc.a;
+# LeMoNPC build. `make` builds build/lemonpc, and the runtime a game links
+# (build/liblemonpc.so and build/liblemonpc.a: include/lemonpc.h only);
+# `make install PREFIX=...` installs those with lemonpc.pc;
 # `make test` runs the C unit tests (plain and under ASan+UBSan) and the
 # oracle tests (llama.cpp / PyTorch through Python); `make fuzz` fuzzes
 # every parser for a bounded time; `make bench` runs the benchmarks.
@@ -21,7 +23,10 @@ BUILD    ?= build
 SANFLAGS  =
 endif
 
-CFLAGS_ALL = $(CSTD) $(WARN) $(INCLUDES) $(OPT) $(SANFLAGS) -MMD -MP $(CFLAGS)
+# -fPIC: the runtime's objects also go into liblemonpc.so; hidden: only
+# what include/lemonpc.h marks LEMONPC_API is exported from it.
+CFLAGS_ALL = $(CSTD) $(WARN) $(INCLUDES) $(OPT) $(SANFLAGS) -fPIC -fvisibility=hidden -MMD -MP \
+             $(CFLAGS)
 LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
 
 LIB_SRC  = $(sort $(wildcard src/*/*.c))
@@ -32,37 +37,73 @@ TOOL_SRC = $(sort $(wildcard tests/tools/*.c))
 BENCH_SRC = $(sort $(wildcard bench/*.c))
 
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+# The runtime a game links: the engine, the tokenizer, sheets (not the card
+# importers: no libpng/libzip/jansson) and the public API. Needs only PCRE2.
+RT_SRC   = $(filter-out src/sheet/card_%,$(sort $(wildcard src/base/*.c src/tensor/*.c \
+             src/model/*.c src/tokenizer/*.c src/sheet/*.c src/runtime/*.c)))
+RT_OBJ   = $(RT_SRC:%.c=$(BUILD)/%.o)
+RT_LIBS  = -lpcre2-8 -lm -lpthread
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOOL_BIN = $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all lib test unit unit-san oracle oracle-torch fuzz bench demo model clean
-all: $(BUILD)/lemonpc $(TOOL_BIN)
+.PHONY: all lib test unit unit-san oracle oracle-torch fuzz bench demo model clean install
+all: $(BUILD)/lemonpc $(TOOL_BIN) lib
 
-lib: $(BUILD)/liblemonpc.a
+lib: $(BUILD)/liblemonpc.a $(BUILD)/liblemonpc.so $(BUILD)/lemonpc.pc
 
-$(BUILD)/%.o: %.c
+# Objects are rebuilt when the compile flags change (the stamp's content).
+FLAGS_STAMP = $(BUILD)/.cflags
+$(shell mkdir -p $(BUILD); echo '$(CFLAGS_ALL)' | cmp -s - $(FLAGS_STAMP) || \
+        echo '$(CFLAGS_ALL)' > $(FLAGS_STAMP))
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-$(BUILD)/liblemonpc.a: $(LIB_OBJ)
+# Everything but the CLI, for the CLI, the tests, the tools and benchmarks.
+$(BUILD)/liblemonpc_all.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/lemonpc: $(CLI_OBJ) $(BUILD)/liblemonpc.a
+# What a game links, static or shared.
+$(BUILD)/liblemonpc.a: $(RT_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+SONAME = liblemonpc.so.$(shell sed -n 's/^\#define LEMONPC_VERSION_MAJOR //p' include/lemonpc.h)
+$(BUILD)/liblemonpc.so: $(RT_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(LDFLAGS_ALL) $^ $(RT_LIBS) -o $@
+
+PREFIX ?= /usr/local
+VERSION = $(shell sed -n 's/^\#define LEMONPC_VERSION "\(.*\)"/\1/p' include/lemonpc.h)
+$(BUILD)/lemonpc.pc: lemonpc.pc.in include/lemonpc.h
+	@mkdir -p $(dir $@)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' lemonpc.pc.in > $@
+
+install: $(BUILD)/lemonpc lib
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 755 $(BUILD)/lemonpc $(DESTDIR)$(PREFIX)/bin/lemonpc
+	install -m 644 include/lemonpc.h $(DESTDIR)$(PREFIX)/include/lemonpc.h
+	install -m 644 $(BUILD)/liblemonpc.a $(DESTDIR)$(PREFIX)/lib/liblemonpc.a
+	install -m 755 $(BUILD)/liblemonpc.so $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/liblemonpc.so
+	install -m 644 $(BUILD)/lemonpc.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/lemonpc.pc
+
+$(BUILD)/lemonpc: $(CLI_OBJ) $(BUILD)/liblemonpc_all.a
 	$(CC) $(LDFLAGS_ALL) $^ $(LIBS) -o $@
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/liblemonpc.a
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/liblemonpc_all.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) $^ $(LIBS) $(TEST_LIBS) -o $@
 
-$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/liblemonpc.a
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/liblemonpc_all.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) $^ $(LIBS) -o $@
 
 # Benchmarks: bench/<name>.c -> build/bench/<name>.
-$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/liblemonpc.a
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/liblemonpc_all.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) $^ $(LIBS) -o $@
 

@@ -1,11 +1,244 @@
-/* LeMoNPC public C API: what a game links against. Stable and versioned.
- * (The runtime API — NPC sessions, memory — lands here as it is built.) */
+/* LeMoNPC public C API: what a game links against (liblemonpc.so / .a,
+ * `pkg-config --cflags --libs lemonpc`). This is the only header a game
+ * includes; everything else in the library is hidden.
+ *
+ *   lemonpc_model        a base model (GGUF), loaded once, read-only, shared
+ *   lemonpc_npc          a character on that model: its sheet, its persona
+ *                        (the system turn, evaluated once and shared), an
+ *                        optional LoRA adapter, its sampling settings
+ *   lemonpc_conversation one NPC talking with one player: the turns so far
+ *                        and their KV cache, saved to and restored from a file
+ *
+ * A reply to the player's line:
+ *
+ *   lemonpc_error err;
+ *   lemonpc_model *m = lemonpc_model_load("SmolLM2-135M-Instruct.Q8_0.gguf", NULL, &err);
+ *   lemonpc_npc_params np = lemonpc_npc_default_params();
+ *   np.sheet = "world/characters/orlando.md";
+ *   np.adapter = "orlando.adapter.gguf";
+ *   lemonpc_npc *orlando = lemonpc_npc_load(m, &np, &err);
+ *   lemonpc_conversation *c = lemonpc_conversation_open(orlando, "Mira", "the cathedral", &err);
+ *   char *reply;
+ *   if (lemonpc_say(c, "Who are the Unblessed?", NULL, NULL, &reply, NULL, &err) == LEMONPC_OK) {
+ *       puts(reply);
+ *       lemonpc_string_free(reply);
+ *   } else fprintf(stderr, "%s\n", err.message);
+ *
+ * Errors: every fallible call returns a lemonpc_status (or NULL) and, when
+ * err is not NULL, fills it with the code and a message that says what was
+ * wrong and where. There is no global state and no "last error".
+ *
+ * Threads: handles of different conversations may be used from different
+ * threads at once, including conversations of one NPC. One conversation is
+ * used by one thread at a time (a second caller gets LEMONPC_ERR_BUSY),
+ * except lemonpc_conversation_cancel, callable from any thread. All
+ * conversations of a model share its worker threads: their forward passes
+ * queue and take the workers one matrix product at a time, so four
+ * conversations run side by side, each at about a quarter of the speed.
+ * Free conversations before their NPC, NPCs before their model. */
 #ifndef LEMONPC_H
 #define LEMONPC_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define LEMONPC_VERSION_MAJOR 0
-#define LEMONPC_VERSION_MINOR 1
+#define LEMONPC_VERSION_MINOR 2
 #define LEMONPC_VERSION_PATCH 0
-#define LEMONPC_VERSION "0.1.0"
+#define LEMONPC_VERSION "0.2.0"
+
+#if defined(__GNUC__)
+#define LEMONPC_API __attribute__((visibility("default")))
+#else
+#define LEMONPC_API
+#endif
+
+typedef enum lemonpc_status {
+    LEMONPC_OK = 0,
+    LEMONPC_ERR_INVALID = 1,      /* a bad argument (NULL handle, out-of-range setting) */
+    LEMONPC_ERR_NOMEM = 2,        /* out of memory */
+    LEMONPC_ERR_IO = 3,           /* a file cannot be opened, read or written */
+    LEMONPC_ERR_FORMAT = 4,       /* a file is corrupt, truncated or of another kind */
+    LEMONPC_ERR_MISMATCH = 5,     /* a saved conversation belongs to another NPC or model */
+    LEMONPC_ERR_CONTEXT_FULL = 6, /* the player's line alone does not fit the context */
+    LEMONPC_ERR_CANCELLED = 7,    /* lemonpc_conversation_cancel or the stream callback */
+    LEMONPC_ERR_BUSY = 8,         /* the conversation is in use by another thread */
+    LEMONPC_ERR_INTERNAL = 9
+} lemonpc_status;
+
+typedef struct lemonpc_error {
+    lemonpc_status code;
+    char message[1024];
+} lemonpc_error;
+
+/* "ok", "invalid argument", ...: a name for a code. Thread-safe. */
+LEMONPC_API const char *lemonpc_status_name(lemonpc_status code);
+/* The library's version string (LEMONPC_VERSION of the build). Thread-safe. */
+LEMONPC_API const char *lemonpc_version(void);
+
+/* ---- the base model ----------------------------------------------------- */
+
+typedef struct lemonpc_model lemonpc_model;
+
+typedef struct lemonpc_model_params {
+    int threads;   /* worker threads shared by every conversation; <= 0: all CPUs */
+    int n_ctx;     /* tokens per conversation; <= 0: min(2048, the model's) */
+} lemonpc_model_params;
+
+LEMONPC_API lemonpc_model_params lemonpc_model_default_params(void);
+/* Maps a GGUF model (params NULL: defaults). Thread-safe. */
+LEMONPC_API lemonpc_model *lemonpc_model_load(const char *path, const lemonpc_model_params *params,
+                                              lemonpc_error *err);
+/* After every NPC of the model is freed. */
+LEMONPC_API void lemonpc_model_free(lemonpc_model *model);
+
+/* ---- NPCs --------------------------------------------------------------- */
+
+typedef struct lemonpc_npc lemonpc_npc;
+
+typedef enum lemonpc_persona {
+    LEMONPC_PERSONA_AUTO = -1,  /* the mode the adapter was trained with (lemonpc build
+                                   stamps it), else FULL */
+    LEMONPC_PERSONA_NONE = 0,   /* no system turn from the sheet */
+    LEMONPC_PERSONA_SHORT = 1,  /* one line naming the character and the world */
+    LEMONPC_PERSONA_FULL = 2    /* the condensed sheet: what a base model needs */
+} lemonpc_persona;
+
+typedef struct lemonpc_sampling {
+    float temperature;     /* <= 0: greedy (the same reply every time) */
+    int top_k;             /* 0: off */
+    float top_p;           /* 1: off */
+    float min_p;           /* 0: off */
+    float repeat_penalty;  /* 1: off */
+    int repeat_last_n;     /* tokens the penalty looks back over */
+    uint64_t seed;         /* each conversation's draws start from it */
+    int max_tokens;        /* per reply; <= 0: until the NPC ends its turn */
+} lemonpc_sampling;
+
+/* temperature 0.7, top_k 40, top_p 0.95, min_p 0.05, repeat_penalty 1.1
+ * over 64 tokens, seed 0, 160 tokens: varied but not rambling, and
+ * repetition kept down. Thread-safe. */
+LEMONPC_API lemonpc_sampling lemonpc_sampling_defaults(void);
+
+typedef struct lemonpc_npc_params {
+    const char *sheet;          /* character sheet (.md; world.md beside it is read too),
+                                   or NULL with system */
+    const char *system;         /* a literal system turn instead of a sheet's persona, or NULL
+                                   (no sheet, no system: the model's default) */
+    lemonpc_persona persona;    /* how much of the sheet goes in the system turn */
+    const char *adapter;        /* LoRA adapter GGUF applied at run time, or NULL */
+    float adapter_scale;        /* multiplies the adapter's alpha/r (1) */
+    lemonpc_sampling sampling;
+    const char *const *stop;    /* extra strings that end a reply, or NULL */
+    size_t n_stop;
+} lemonpc_npc_params;
+
+LEMONPC_API lemonpc_npc_params lemonpc_npc_default_params(void);
+/* Loads a character onto model. Thread-safe (per model). The persona is
+ * evaluated once, by the first reply of any of its conversations. */
+LEMONPC_API lemonpc_npc *lemonpc_npc_load(lemonpc_model *model, const lemonpc_npc_params *params,
+                                          lemonpc_error *err);
+/* After every conversation of the NPC is closed. */
+LEMONPC_API void lemonpc_npc_free(lemonpc_npc *npc);
+/* The character's name ("" without a sheet). Valid while npc lives. */
+LEMONPC_API const char *lemonpc_npc_name(const lemonpc_npc *npc);
+/* A warning from loading ("" if none): e.g. the sheet changed since the
+ * adapter was trained, or another persona mode was asked than trained. */
+LEMONPC_API const char *lemonpc_npc_warning(const lemonpc_npc *npc);
+/* Tokens of the NPC's shared persona prefix (evaluated once). */
+LEMONPC_API int lemonpc_npc_prefix_tokens(const lemonpc_npc *npc);
+
+/* ---- conversations ------------------------------------------------------ */
+
+typedef struct lemonpc_conversation lemonpc_conversation;
+
+/* One NPC talking with one player. player names who speaks to the NPC
+ * ("Mira, a young acolyte"), place where; either may be NULL. With a sheet
+ * they become the scene lines of the system turn, and a line starting with
+ * the player's name and a colon ends a reply (the NPC does not speak for
+ * the player). Thread-safe. */
+LEMONPC_API lemonpc_conversation *lemonpc_conversation_open(lemonpc_npc *npc, const char *player,
+                                                            const char *place,
+                                                            lemonpc_error *err);
+LEMONPC_API void lemonpc_conversation_close(lemonpc_conversation *conv);
+
+/* Receives the reply as it is generated: text is valid UTF-8 (never half a
+ * character, never the start of a stop string that then ends the reply),
+ * len bytes, not NUL-terminated. Return nonzero to stop the reply
+ * (lemonpc_say then returns LEMONPC_ERR_CANCELLED). */
+typedef int (*lemonpc_stream_fn)(void *user, const char *text, size_t len);
+
+typedef enum lemonpc_stop {
+    LEMONPC_STOP_END = 0,          /* the NPC ended its turn */
+    LEMONPC_STOP_MAX_TOKENS = 1,   /* sampling.max_tokens reached */
+    LEMONPC_STOP_STRING = 2,       /* a stop string (the player's name, ...) ended it */
+    LEMONPC_STOP_CONTEXT_FULL = 3, /* the context ran out mid-reply */
+    LEMONPC_STOP_CANCELLED = 4
+} lemonpc_stop;
+
+typedef struct lemonpc_reply_info {
+    int n_prompt;         /* tokens evaluated for this reply */
+    int n_reused;         /* tokens taken from the cache (the persona, earlier turns) */
+    int n_generated;
+    int n_dropped_turns;  /* oldest turns left out so the conversation fits the context */
+    lemonpc_stop stop;
+    double prompt_seconds;      /* evaluating the new tokens */
+    double first_token_seconds; /* from the call to the first token */
+    double total_seconds;
+} lemonpc_reply_info;
+
+/* The player says line; the NPC answers. The reply is streamed to on_text
+ * (may be NULL) and, when reply is not NULL, returned whole (free it with
+ * lemonpc_string_free); info may be NULL. The exchange joins the
+ * conversation only when the call succeeds: a cancelled or failed call
+ * leaves it as it was. When the turns outgrow the context, the oldest are
+ * left out of the prompt (the persona never is). */
+LEMONPC_API lemonpc_status lemonpc_say(lemonpc_conversation *conv, const char *line,
+                                       lemonpc_stream_fn on_text, void *user, char **reply,
+                                       lemonpc_reply_info *info, lemonpc_error *err);
+/* A raw completion on the NPC's model and adapter, outside any
+ * conversation: prompt is fed as it is (no persona, no chat template;
+ * special tokens such as <|im_start|> in it are recognised) and continued
+ * with the NPC's sampling until an end token, max_tokens or a stop string.
+ * Streams and returns as lemonpc_say does. Thread-safe per NPC. */
+LEMONPC_API lemonpc_status lemonpc_complete(lemonpc_npc *npc, const char *prompt,
+                                            lemonpc_stream_fn on_text, void *user, char **reply,
+                                            lemonpc_reply_info *info, lemonpc_error *err);
+/* Stops the reply being generated, from any thread; a no-op when none is. */
+LEMONPC_API void lemonpc_conversation_cancel(lemonpc_conversation *conv);
+/* Forgets the turns (the persona prefix stays cached). */
+LEMONPC_API lemonpc_status lemonpc_conversation_reset(lemonpc_conversation *conv,
+                                                      lemonpc_error *err);
+/* Turns so far (a player line and its reply are two). */
+LEMONPC_API int lemonpc_conversation_n_turns(const lemonpc_conversation *conv);
+/* The i-th turn: role "user" or "assistant" and its text; NULL out of range.
+ * Valid until the next call that changes the conversation. */
+LEMONPC_API const char *lemonpc_conversation_turn(const lemonpc_conversation *conv, int i,
+                                                  const char **role);
+/* Tokens held in the conversation's KV cache. */
+LEMONPC_API int lemonpc_conversation_n_cached(const lemonpc_conversation *conv);
+
+/* Saves the turns, the KV cache and the sampler's state to path, atomically
+ * (a temporary file renamed over it: a crash or a full disk leaves the
+ * previous save whole). */
+LEMONPC_API lemonpc_status lemonpc_conversation_save(lemonpc_conversation *conv, const char *path,
+                                                     lemonpc_error *err);
+/* Opens a conversation of npc from a save: it goes on exactly where it was
+ * (the next reply is the one the saved conversation would have given). A
+ * file from another NPC or model is LEMONPC_ERR_MISMATCH, a damaged one
+ * LEMONPC_ERR_FORMAT. */
+LEMONPC_API lemonpc_conversation *lemonpc_conversation_restore(lemonpc_npc *npc, const char *path,
+                                                               lemonpc_error *err);
+
+/* Frees a string the library returned. */
+LEMONPC_API void lemonpc_string_free(char *s);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

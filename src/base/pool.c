@@ -58,6 +58,7 @@ struct lm_pool {
     _Atomic int caller_waits; /* the caller is blocked (or about to) on done_cv */
     _Atomic int stop;
     pthread_mutex_t mu;
+    pthread_mutex_t run_mu;   /* one job at a time: callers on other threads queue here */
     pthread_cond_t wake;
     pthread_cond_t done_cv;
 };
@@ -155,7 +156,14 @@ lm_pool *lm_pool_new(int n_threads, lm_err *err) {
         lm_errf(err, "pool: pthread_mutex_init failed");
         return NULL;
     }
+    if (pthread_mutex_init(&p->run_mu, NULL)) {
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        lm_errf(err, "pool: pthread_mutex_init failed");
+        return NULL;
+    }
     if (pthread_cond_init(&p->wake, NULL)) {
+        pthread_mutex_destroy(&p->run_mu);
         pthread_mutex_destroy(&p->mu);
         free(p);
         lm_errf(err, "pool: pthread_cond_init failed");
@@ -163,6 +171,7 @@ lm_pool *lm_pool_new(int n_threads, lm_err *err) {
     }
     if (pthread_cond_init(&p->done_cv, NULL)) {
         pthread_cond_destroy(&p->wake);
+        pthread_mutex_destroy(&p->run_mu);
         pthread_mutex_destroy(&p->mu);
         free(p);
         lm_errf(err, "pool: pthread_cond_init failed");
@@ -202,6 +211,7 @@ void lm_pool_free(lm_pool *p) {
     }
     pthread_cond_destroy(&p->done_cv);
     pthread_cond_destroy(&p->wake);
+    pthread_mutex_destroy(&p->run_mu);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
@@ -220,6 +230,7 @@ void lm_pool_run(lm_pool *p, lm_pool_fn fn, void *ctx, int n_tasks) {
         for (int t = 0; t < n_tasks; t++) fn(ctx, t, n_tasks, 0);
         return;
     }
+    pthread_mutex_lock(&p->run_mu);
     atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
     atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
@@ -251,4 +262,5 @@ void lm_pool_run(lm_pool *p, lm_pool_fn fn, void *ctx, int n_tasks) {
             }
         }
     }
+    pthread_mutex_unlock(&p->run_mu);
 }

@@ -17,8 +17,10 @@ void lm_pool_free(lm_pool *p);
 int lm_pool_threads(const lm_pool *p);
 /* Runs fn over all tasks and returns when every task is done. p may be
  * NULL: the tasks then run inline on the caller (thread index 0); so does
- * lm_pool_threads(NULL) report 1. Not reentrant: one run at a time per pool,
- * and fn must not call lm_pool_run on the same pool. */
+ * lm_pool_threads(NULL) report 1. Callers on several threads may share a
+ * pool: their runs queue and take the workers one job at a time (so many
+ * contexts can share one pool; their passes interleave job by job). Not
+ * reentrant: fn must not call lm_pool_run on the same pool. */
 void lm_pool_run(lm_pool *p, lm_pool_fn fn, void *ctx, int n_tasks);
 
 #endif

@@ -7,7 +7,6 @@
 #include <time.h>
 
 #include "base/strbuf.h"
-#include "runtime/generate.h"
 #include "runtime/npc_stamp.h"
 #include "sheet/sheet.h"
 
@@ -168,129 +167,59 @@ int cli_persona_mode(const char *model, const char *adapter, int asked, int fall
     return mode;
 }
 
-/* The sheet's system turn under the persona policy (sheet.h), in the mode
- * the NPC was trained with unless --persona says otherwise. */
-static char *persona_from_sheet(const cli_gen_opts *o, lm_err *err) {
-    lm_character *c = NULL;
-    lm_world *w = NULL;
-    if (lm_sheet_load_character(o->character, &c, &w, err)) return NULL;
-    lm_scene sc = {o->asker, o->place};
-    int mode = cli_persona_mode(o->model, o->adapter, o->persona, LM_PERSONA_FULL, c, w, err);
-    char *out = mode < 0 ? NULL : lm_persona_system(c, w, (lm_persona_mode)mode, &sc, err);
-    if (!out && err->msg[0]) lm_err_prefix(err, "%s", o->character);
-    lm_world_free(w);
-    lm_character_free(c);
-    return out;
-}
-
-const char *cli_gen_system(const cli_gen *g, const cli_gen_opts *o) {
-    return o->system ? o->system : g->persona;
-}
-
-int cli_gen_open(cli_gen *g, const cli_gen_opts *o, lm_err *err) {
-    memset(g, 0, sizeof *g);
+int cli_npc_open(cli_npc *n, const cli_gen_opts *o, lemonpc_error *err) {
+    memset(n, 0, sizeof *n);
     if (o->character && o->system) {
-        lm_errf(err, "--character and --system both set the system message: give one");
-        return -1;
+        snprintf(err->message, sizeof err->message,
+                 "--character and --system both set the system message: give one");
+        return err->code = LEMONPC_ERR_INVALID;
     }
     if ((o->asker || o->place) && !o->character) {
-        lm_errf(err, "--asker and --place describe the scene of a --character: give one");
-        return -1;
+        snprintf(err->message, sizeof err->message,
+                 "--asker and --place describe the scene of a --character: give one");
+        return err->code = LEMONPC_ERR_INVALID;
     }
-    if (o->character && !(g->persona = persona_from_sheet(o, err)) && err->msg[0]) goto fail;
-    g->model = lm_model_load(o->model, err);
-    if (!g->model) goto fail;
-    g->tok = lm_tokenizer_load(g->model->gguf, err);
-    if (!g->tok) { lm_err_prefix(err, "%s", o->model); goto fail; }
-    if (lm_tokenizer_n_vocab(g->tok) != g->model->cfg.n_vocab) {
-        lm_errf(err, "%s: tokenizer has %d tokens but token_embd.weight has %d rows", o->model,
-                lm_tokenizer_n_vocab(g->tok), g->model->cfg.n_vocab);
-        goto fail;
+    lemonpc_model_params mp = {.threads = o->threads, .n_ctx = o->n_ctx};
+    if (!(n->model = lemonpc_model_load(o->model, &mp, err))) return err->code;
+    lemonpc_npc_params np = lemonpc_npc_default_params();
+    np.sheet = o->character;
+    np.system = o->system;
+    np.persona = o->persona < 0 ? LEMONPC_PERSONA_AUTO : (lemonpc_persona)o->persona;
+    np.adapter = o->adapter;
+    np.adapter_scale = o->adapter_scale;
+    np.sampling = (lemonpc_sampling){.temperature = o->sp.temp, .top_k = o->sp.top_k,
+                                     .top_p = o->sp.top_p, .min_p = o->sp.min_p,
+                                     .repeat_penalty = o->sp.repeat_penalty,
+                                     .repeat_last_n = o->sp.repeat_last_n, .seed = o->sp.seed,
+                                     .max_tokens = o->n_predict};
+    if (!(n->npc = lemonpc_npc_load(n->model, &np, err))) {
+        cli_npc_close(n);
+        return err->code;
     }
-    g->pool = lm_pool_new(o->threads, err);
-    if (!g->pool) goto fail;
-    g->ctx = lm_ctx_new(g->model, o->n_ctx, g->pool, err);
-    if (!g->ctx) { lm_err_prefix(err, "%s", o->model); goto fail; }
-    if (o->adapter) {
-        if (!(g->adapter = lm_adapter_load(g->model, o->adapter, err))) goto fail;
-        if (lm_ctx_set_adapter(g->ctx, g->adapter, o->adapter_scale, err)) goto fail;
-    }
-    g->smp = lm_sampler_new(&o->sp, g->model->cfg.n_vocab, err);
-    if (!g->smp) goto fail;
-    g->logits = malloc(sizeof(float) * (size_t)g->model->cfg.n_vocab);
-    if (!g->logits) { lm_errf(err, "out of memory"); goto fail; }
-    g->eos = lm_tokenizer_eos(g->tok);
-    g->im_end = lm_tokenizer_find(g->tok, "<|im_end|>");
-    g->n_predict = o->n_predict;
-    return 0;
-fail:
-    cli_gen_close(g);
-    return -1;
+    if (lemonpc_npc_warning(n->npc)[0])
+        fprintf(stderr, "lemonpc: warning: %s\n", lemonpc_npc_warning(n->npc));
+    return LEMONPC_OK;
 }
 
-void cli_gen_close(cli_gen *g) {
-    free(g->persona);
-    free(g->logits);
-    lm_sampler_free(g->smp);
-    lm_ctx_free(g->ctx);
-    lm_adapter_free(g->adapter);
-    lm_pool_free(g->pool);
-    lm_tokenizer_free(g->tok);
-    lm_model_free(g->model);
-    memset(g, 0, sizeof *g);
+void cli_npc_close(cli_npc *n) {
+    lemonpc_npc_free(n->npc);
+    lemonpc_model_free(n->model);
+    memset(n, 0, sizeof *n);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int put_piece(void *ud, const char *piece, size_t n, lm_err *err) {
-    (void)err;
-    FILE *out = ud;
-    fwrite(piece, 1, n, out);
+int cli_put_text(void *user, const char *text, size_t len) {
+    FILE *out = user;
+    fwrite(text, 1, len, out);
     fflush(out);
     return 0;
 }
 
-int cli_gen_reply(cli_gen *g, const int32_t *prompt, size_t n_prompt, FILE *out, char **reply,
-                  bool *hit_ctx_end, cli_gen_stats *st, lm_err *err) {
-    memset(st, 0, sizeof *st);
-    *hit_ctx_end = false;
-    if (reply) *reply = NULL;
-    int room = lm_ctx_n_ctx(g->ctx) - lm_ctx_n_past(g->ctx);
-    if (n_prompt == 0) return lm_errf(err, "empty prompt");
-    if (n_prompt > (size_t)room)
-        return lm_errf(err, "context full: the prompt needs %zu tokens but only %d of %d are "
-                       "free (raise --ctx, or /reset in chat)", n_prompt, room,
-                       lm_ctx_n_ctx(g->ctx));
-    double t0 = now_s();
-    if (lm_eval(g->ctx, prompt, (int)n_prompt, LM_LOGITS_LAST, g->logits, err)) return -1;
-    for (size_t i = 0; i < n_prompt; i++) lm_sampler_accept(g->smp, prompt[i]);
-    double t1 = now_s();
-    st->n_prompt = (int)n_prompt;
-    st->prompt_s = t1 - t0;
-
-    lm_sb text = {0};
-    lm_gen_params p = {.max_tokens = g->n_predict};
-    lm_decoder d = {g->ctx, g->tok, g->smp, g->logits, g->eos, g->im_end, g->eval_all,
-                    put_piece, out};
-    lm_gen_info info = {0};
-    int rc = lm_decode(&d, &p, reply ? &text : NULL, &info, err);
-    if (info.first_token_at > 0) st->ttft_s = info.first_token_at - t0;
-    st->n_gen = info.n_gen;
-    *hit_ctx_end = info.hit_ctx;
-    st->gen_s = now_s() - t1;
-    if (rc) { lm_sb_free(&text); return -1; }
-    if (reply && !(*reply = lm_sb_take(&text))) return lm_errf(err, "out of memory");
-    return 0;
-}
-
-void cli_gen_print_stats(const cli_gen_stats *st) {
-    fprintf(stderr, "\nprompt: %d tokens in %.3f s (%.1f tok/s); time to first token %.3f s\n",
-            st->n_prompt, st->prompt_s, st->prompt_s > 0 ? st->n_prompt / st->prompt_s : 0.0,
-            st->ttft_s);
-    fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", st->n_gen, st->gen_s,
-            st->gen_s > 0 ? st->n_gen / st->gen_s : 0.0);
+void cli_print_reply_stats(const lemonpc_reply_info *i) {
+    double gen_s = i->total_seconds - i->prompt_seconds;
+    fprintf(stderr, "\nprompt: %d tokens in %.3f s (%.1f tok/s), %d reused from the cache; "
+            "time to first token %.3f s\n", i->n_prompt, i->prompt_seconds,
+            i->prompt_seconds > 0 ? i->n_prompt / i->prompt_seconds : 0.0, i->n_reused,
+            i->first_token_seconds);
+    fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", i->n_generated, gen_s,
+            gen_s > 0 ? i->n_generated / gen_s : 0.0);
 }

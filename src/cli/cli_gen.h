@@ -1,6 +1,5 @@
 /* Shared pieces of `lemonpc generate` and `lemonpc chat`: the common flags
- * (threads, context, sampling) and a loaded model + tokenizer + context
- * that evaluates a prompt and streams a sampled reply. */
+ * (threads, context, sampling, character) and the NPC they make. */
 #ifndef LM_CLI_GEN_H
 #define LM_CLI_GEN_H
 
@@ -9,6 +8,7 @@
 #include <stdio.h>
 
 #include "base/err.h"
+#include "lemonpc.h"
 #include "model/adapter.h"
 #include "model/gguf.h"
 #include "model/llama.h"
@@ -49,44 +49,22 @@ void cli_gen_opts_init(cli_gen_opts *o, int n_predict);
  * bad value (message printed to stderr, prefixed with cmd). */
 int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_opts *o);
 
-typedef struct cli_gen_stats {
-    int n_prompt, n_gen;
-    double prompt_s, gen_s;   /* wall time of prompt eval and of decoding */
-    double ttft_s;            /* from the start of prompt eval to the first token out */
-} cli_gen_stats;
+/* The model and the NPC a command talks to, through the public API
+ * (include/lemonpc.h): --character/--system/--persona/--adapter and the
+ * sampling flags become the NPC's parameters, -n its max_tokens. */
+typedef struct cli_npc {
+    lemonpc_model *model;
+    lemonpc_npc *npc;
+} cli_npc;
 
-typedef struct cli_gen {
-    lm_model *model;
-    lm_adapter *adapter;     /* --adapter, or NULL */
-    lm_tokenizer *tok;
-    lm_pool *pool;
-    lm_ctx *ctx;
-    lm_sampler *smp;
-    float *logits;           /* [n_vocab] */
-    int32_t eos, im_end;     /* stop tokens (-1 if absent) */
-    int n_predict;
-    char *persona;           /* system turn built from --character (owned), or NULL */
-    bool eval_all;           /* also evaluate the last token of a reply cut by n_predict, so
-                                the cache holds every token printed (chat continues from it) */
-} cli_gen;
+/* Prints the NPC's load warning, if any, on stderr. */
+int cli_npc_open(cli_npc *n, const cli_gen_opts *o, lemonpc_error *err);
+void cli_npc_close(cli_npc *n);
 
-int cli_gen_open(cli_gen *g, const cli_gen_opts *o, lm_err *err);
-void cli_gen_close(cli_gen *g);
+/* A lemonpc_stream_fn writing to the FILE * user, flushed per piece. */
+int cli_put_text(void *user, const char *text, size_t len);
 
-/* The system message to use: --system, else the --character persona, else
- * NULL (the template's default). */
-const char *cli_gen_system(const cli_gen *g, const cli_gen_opts *o);
-
-/* Evaluates prompt tokens (appended to what the cache holds), then samples
- * until a stop token, n_predict tokens or the end of the context. A sampled
- * stop token is not printed nor evaluated (the caller's next prompt closes
- * the turn, e.g. starting with <|im_end|>). The text
- * is written to out as it comes (flushed per token) and, if reply is not
- * NULL, returned as a malloc'd string. *hit_ctx_end is set when decoding
- * stopped because the context is full. */
-int cli_gen_reply(cli_gen *g, const int32_t *prompt, size_t n_prompt, FILE *out,
-                  char **reply, bool *hit_ctx_end, cli_gen_stats *st, lm_err *err);
-
-void cli_gen_print_stats(const cli_gen_stats *st);
+/* -v: prompt and decode rates, time to first token, on stderr. */
+void cli_print_reply_stats(const lemonpc_reply_info *info);
 
 #endif

@@ -65,47 +65,40 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
 
-    lm_err err = {0};
-    cli_gen g;
-    char *stdin_text = NULL, *rendered = NULL;
-    int32_t *toks = NULL;
-    size_t n_toks = 0;
+    lemonpc_error err = {0};
+    lm_err lerr = {{0}};
+    cli_npc n = {0};
+    char *stdin_text = NULL;
+    lemonpc_conversation *conv = NULL;
     int rc = 1;
     if (!strcmp(prompt, "-")) {
         size_t len;
-        if (lm_read_file("-", &stdin_text, &len, false, &err)) {
-            fprintf(stderr, "lemonpc generate: %s\n", err.msg);
+        if (lm_read_file("-", &stdin_text, &len, false, &lerr)) {
+            fprintf(stderr, "lemonpc generate: %s\n", lerr.msg);
             return 1;
         }
         prompt = stdin_text;
     }
-    if (cli_gen_open(&g, &o, &err)) goto done;
-    const char *text = prompt;
-    if (!raw) {
-        lm_chat_msg msgs[2];
-        size_t n = 0;
-        const char *sys = cli_gen_system(&g, &o);
-        if (sys) msgs[n++] = (lm_chat_msg){"system", sys};
-        msgs[n++] = (lm_chat_msg){"user", prompt};
-        rendered = lm_chat_render(g.tok, msgs, n, true, &err);
-        if (!rendered) goto done;
-        text = rendered;
+    if (cli_npc_open(&n, &o, &err)) goto done;
+    lemonpc_reply_info info;
+    lemonpc_status st;
+    if (raw) {
+        st = lemonpc_complete(n.npc, prompt, cli_put_text, stdout, NULL, &info, &err);
+    } else {
+        if (!(conv = lemonpc_conversation_open(n.npc, o.asker, o.place, &err))) goto done;
+        st = lemonpc_say(conv, prompt, cli_put_text, stdout, NULL, &info, &err);
     }
-    if (lm_tokenize(g.tok, text, strlen(text), true, &toks, &n_toks, &err)) goto done;
-    cli_gen_stats st;
-    bool ctx_end;
-    if (cli_gen_reply(&g, toks, n_toks, stdout, NULL, &ctx_end, &st, &err)) goto done;
+    if (st) goto done;
     printf("\n");
-    if (ctx_end)
+    if (info.stop == LEMONPC_STOP_CONTEXT_FULL)
         fprintf(stderr, "lemonpc generate: stopped: context full at %d tokens (raise --ctx)\n",
-                lm_ctx_n_ctx(g.ctx));
-    if (o.verbose) cli_gen_print_stats(&st);
+                o.n_ctx > 0 ? o.n_ctx : 2048);
+    if (o.verbose) cli_print_reply_stats(&info);
     rc = 0;
 done:
-    if (rc) fprintf(stderr, "lemonpc generate: %s\n", err.msg);
-    free(toks);
-    free(rendered);
+    if (rc) fprintf(stderr, "lemonpc generate: %s\n", err.message);
     free(stdin_text);
-    cli_gen_close(&g);
+    lemonpc_conversation_close(conv);
+    cli_npc_close(&n);
     return rc;
 }

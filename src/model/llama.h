@@ -108,8 +108,18 @@ void lm_ctx_set_pool(lm_ctx *c, lm_pool *pool);
  * the cached positions as they were computed. */
 struct lm_adapter;
 int lm_ctx_set_adapter(lm_ctx *c, const struct lm_adapter *a, float scale, lm_err *err);
-/* Bytes of the KV cache at full size (for memory budgets). */
+/* Bytes of the KV cache at full size (for memory budgets); the cache is
+ * allocated as positions fill, doubling from 256 up to n_ctx. */
 size_t lm_ctx_kv_bytes(const lm_ctx *c);
+/* Makes dst hold src's first n cached positions (same model), replacing
+ * what dst held: a persona evaluated once, shared by every conversation. */
+int lm_ctx_copy_prefix(lm_ctx *dst, const lm_ctx *src, int n, lm_err *err);
+/* The cache as data, for saving a conversation: K and V of positions
+ * [0, n_past) as [n_layer * kv_dim, n_past] f32 each, lm_ctx_state_floats
+ * floats per array. _set replaces the cache with such arrays. */
+size_t lm_ctx_state_floats(const lm_ctx *c);
+void lm_ctx_state_get(const lm_ctx *c, float *k, float *v);
+int lm_ctx_state_set(lm_ctx *c, const float *k, const float *v, int n_past, lm_err *err);
 
 /* Observer of lm_eval's intermediates, for debugging and for comparing
  * them one by one with llama.cpp's (its graph callback uses the same

@@ -1,6 +1,8 @@
 /* Llama forward pass over a batch of tokens with an f32 KV cache.
  * Cache layout: k_cache and v_cache[layer][n_head_kv * head_dim][n_ctx_pad],
- * both transposed (llama.cpp keeps V so): a head's attention reads rows of
+ * where n_ctx_pad is the capacity allocated so far (it doubles on demand up
+ * to the context size, so a short conversation holds little memory); both
+ * transposed (llama.cpp keeps V so): a head's attention reads rows of
  * positions, 8 keys per vector, for its scores as for its weighted sum of
  * values (lm_attn_head). A batch's K and V are projected into scratch and
  * scattered into the cache. */
@@ -27,7 +29,8 @@ struct lm_ctx {
     lm_pool *pool;        /* borrowed, or own_pool */
     lm_pool *own_pool;
     int n_ctx, n_past, n_batch;
-    int n_ctx_pad;              /* n_ctx rounded up to LM_ATTN_PAD */
+    int n_ctx_pad;              /* positions allocated: a multiple of LM_ATTN_PAD, grows up to
+                                   n_ctx rounded up (the row stride of the caches) */
     float *k_cache, *v_cache;   /* [n_layer, kv_dim, n_ctx_pad] each */
     /* scratch, [n_batch, ...] */
     float *x;       /* [B, n_embd] residual stream */
@@ -47,10 +50,18 @@ struct lm_ctx {
     void *trace_user;
 };
 
-static size_t kv_elems(const lm_ctx *c) {
+static int pad_pos(int n) { return (n + LM_ATTN_PAD - 1) / LM_ATTN_PAD * LM_ATTN_PAD; }
+
+/* Rows of one cache: one per (layer, kv channel). */
+static size_t kv_rows(const lm_ctx *c) {
     const lm_llama_config *cfg = &c->m->cfg;
-    return (size_t)cfg->n_layer * (size_t)c->n_ctx_pad * (size_t)(cfg->n_head_kv * cfg->head_dim);
+    return (size_t)cfg->n_layer * (size_t)(cfg->n_head_kv * cfg->head_dim);
 }
+
+static size_t kv_elems(const lm_ctx *c) { return kv_rows(c) * (size_t)c->n_ctx_pad; }
+
+/* First allocation of a cache: enough for a persona and a few turns. */
+#define LM_KV_FIRST 256
 
 /* Per-thread attention scratch: the weights of one GQA group of heads. */
 static size_t score_row(const lm_ctx *c) {
@@ -80,7 +91,7 @@ lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
     if (!c) { lm_errf(err, "out of memory"); return NULL; }
     c->m = m;
     c->n_ctx = n_ctx;
-    c->n_ctx_pad = (n_ctx + LM_ATTN_PAD - 1) / LM_ATTN_PAD * LM_ATTN_PAD;
+    c->n_ctx_pad = pad_pos(n_ctx < LM_KV_FIRST ? n_ctx : LM_KV_FIRST);
     c->n_batch = n_ctx < LM_BATCH ? n_ctx : LM_BATCH;
     /* a 1-thread pool runs tasks inline (no threads): the fallback for NULL */
     c->own_pool = lm_pool_new(1, err);
@@ -123,7 +134,83 @@ void lm_ctx_free(lm_ctx *c) {
 int lm_ctx_n_past(const lm_ctx *c) { return c->n_past; }
 int lm_ctx_n_ctx(const lm_ctx *c) { return c->n_ctx; }
 const lm_model *lm_ctx_model(const lm_ctx *c) { return c->m; }
-size_t lm_ctx_kv_bytes(const lm_ctx *c) { return (2 * kv_elems(c)) * sizeof(float); }
+size_t lm_ctx_kv_bytes(const lm_ctx *c) {
+    return 2 * kv_rows(c) * (size_t)pad_pos(c->n_ctx) * sizeof(float);
+}
+
+/* Makes room for positions [0, need): reallocates both caches with a wider
+ * row stride and moves the cached positions over. Fails changing nothing. */
+static int ensure_kv(lm_ctx *c, int need, lm_err *err) {
+    if (need <= c->n_ctx_pad) return 0;
+    int cap = c->n_ctx_pad, full = pad_pos(c->n_ctx);
+    while (cap < need) cap *= 2;
+    cap = pad_pos(cap);
+    if (cap > full) cap = full;
+    size_t rows = kv_rows(c);
+    float *k = calloc(rows * (size_t)cap, sizeof(float));
+    float *v = calloc(rows * (size_t)cap, sizeof(float));
+    float *sc = malloc(sizeof(float) * (size_t)(c->n_score_threads ? c->n_score_threads : 1) *
+                       (size_t)(c->m->cfg.n_head / c->m->cfg.n_head_kv) * (size_t)cap);
+    if (!k || !v || !sc) {
+        free(k); free(v); free(sc);
+        return lm_errf(err, "out of memory growing the KV cache to %d positions (%zu MB)", cap,
+                       2 * rows * (size_t)cap * sizeof(float) >> 20);
+    }
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(k + r * (size_t)cap, c->k_cache + r * (size_t)c->n_ctx_pad,
+               sizeof(float) * (size_t)c->n_past);
+        memcpy(v + r * (size_t)cap, c->v_cache + r * (size_t)c->n_ctx_pad,
+               sizeof(float) * (size_t)c->n_past);
+    }
+    free(c->k_cache); free(c->v_cache); free(c->scores);
+    c->k_cache = k;
+    c->v_cache = v;
+    c->scores = sc;
+    if (!c->n_score_threads) c->n_score_threads = 1;
+    c->n_ctx_pad = cap;
+    return 0;
+}
+
+int lm_ctx_copy_prefix(lm_ctx *dst, const lm_ctx *src, int n, lm_err *err) {
+    if (dst->m != src->m) return lm_errf(err, "copy_prefix: the contexts use different models");
+    if (n < 0 || n > src->n_past || n > dst->n_ctx)
+        return lm_errf(err, "copy_prefix: %d positions asked, the source holds %d and the "
+                       "destination takes %d", n, src->n_past, dst->n_ctx);
+    if (ensure_kv(dst, n, err)) return -1;
+    size_t rows = kv_rows(dst);
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(dst->k_cache + r * (size_t)dst->n_ctx_pad, src->k_cache + r * (size_t)src->n_ctx_pad,
+               sizeof(float) * (size_t)n);
+        memcpy(dst->v_cache + r * (size_t)dst->n_ctx_pad, src->v_cache + r * (size_t)src->n_ctx_pad,
+               sizeof(float) * (size_t)n);
+    }
+    dst->n_past = n;
+    return 0;
+}
+
+size_t lm_ctx_state_floats(const lm_ctx *c) { return kv_rows(c) * (size_t)c->n_past; }
+
+void lm_ctx_state_get(const lm_ctx *c, float *k, float *v) {
+    size_t rows = kv_rows(c), n = (size_t)c->n_past;
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(k + r * n, c->k_cache + r * (size_t)c->n_ctx_pad, sizeof(float) * n);
+        memcpy(v + r * n, c->v_cache + r * (size_t)c->n_ctx_pad, sizeof(float) * n);
+    }
+}
+
+int lm_ctx_state_set(lm_ctx *c, const float *k, const float *v, int n_past, lm_err *err) {
+    if (n_past < 0 || n_past > c->n_ctx)
+        return lm_errf(err, "state of %d positions does not fit a %d-token context", n_past,
+                       c->n_ctx);
+    if (ensure_kv(c, n_past, err)) return -1;
+    size_t rows = kv_rows(c), n = (size_t)n_past;
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(c->k_cache + r * (size_t)c->n_ctx_pad, k + r * n, sizeof(float) * n);
+        memcpy(c->v_cache + r * (size_t)c->n_ctx_pad, v + r * n, sizeof(float) * n);
+    }
+    c->n_past = n_past;
+    return 0;
+}
 
 void lm_ctx_truncate(lm_ctx *c, int n_past) {
     if (n_past < 0) n_past = 0;
@@ -424,7 +511,7 @@ int lm_eval(lm_ctx *c, const int32_t *tokens, int n, lm_logits_mode mode, float 
         if (tokens[i] < 0 || tokens[i] >= cfg->n_vocab)
             return lm_errf(err, "lm_eval: token %d at index %d is outside the vocabulary [0, %d)",
                            tokens[i], i, cfg->n_vocab);
-    if (ensure_scores(c, err)) return -1;
+    if (ensure_kv(c, c->n_past + n, err) || ensure_scores(c, err)) return -1;
 
     int d = cfg->n_embd;
     for (int done = 0, ub_end = 0; done < n;) {

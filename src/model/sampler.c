@@ -223,3 +223,6 @@ int32_t lm_sampler_sample(lm_sampler *s, const float *logits) {
     }
     return c[n - 1].id;   /* u landed on the rounding slack at the top */
 }
+
+void lm_sampler_rng_get(const lm_sampler *s, uint64_t st[4]) { memcpy(st, s->rng, sizeof s->rng); }
+void lm_sampler_rng_set(lm_sampler *s, const uint64_t st[4]) { memcpy(s->rng, st, sizeof s->rng); }

@@ -43,5 +43,8 @@ int32_t lm_sampler_sample(lm_sampler *s, const float *logits);
 void lm_sampler_accept(lm_sampler *s, int32_t token);
 /* Forgets the accepted history (the PRNG state goes on). */
 void lm_sampler_reset(lm_sampler *s);
+/* The PRNG state, to save a conversation and go on with the same draws. */
+void lm_sampler_rng_get(const lm_sampler *s, uint64_t st[4]);
+void lm_sampler_rng_set(lm_sampler *s, const uint64_t st[4]);
 
 #endif

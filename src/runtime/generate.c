@@ -8,6 +8,7 @@
 
 #include "base/strbuf.h"
 #include "model/adapter.h"
+#include "runtime/stream.h"
 
 struct lm_generator {
     lm_model *model;
@@ -76,30 +77,41 @@ const lm_tokenizer *lm_generator_tokenizer(const lm_generator *g) { return g->to
 
 typedef struct ibuf { int32_t *p; size_t n, cap; } ibuf;
 
+static int ibuf_put(ibuf *b, const int32_t *ids, size_t k, lm_err *err) {
+    if (b->n + k > b->cap) {
+        size_t c = b->cap ? b->cap : 256;
+        while (c < b->n + k) c *= 2;
+        int32_t *q = realloc(b->p, c * sizeof *q);
+        if (!q) return lm_errf(err, "out of memory");
+        b->p = q;
+        b->cap = c;
+    }
+    memcpy(b->p + b->n, ids, k * sizeof *ids);
+    b->n += k;
+    return 0;
+}
+
 static int ibuf_tokenize(ibuf *b, const lm_tokenizer *t, const char *s, size_t len,
                          bool special, lm_err *err) {
     if (len == 0) return 0;
     int32_t *ids;
     size_t k;
     if (lm_tokenize(t, s, len, special, &ids, &k, err)) return -1;
-    if (b->n + k > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->n + k) c *= 2;
-        int32_t *q = realloc(b->p, c * sizeof *q);
-        if (!q) { free(ids); return lm_errf(err, "out of memory"); }
-        b->p = q;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, ids, k * sizeof *ids);
-    b->n += k;
+    int rc = ibuf_put(b, ids, k, err);
     free(ids);
-    return 0;
+    return rc;
 }
 
 #define MARK_FMT "\x1e" "lm-content-%zu" "\x1e"
 
 int lm_generate_prompt(const lm_tokenizer *t, const lm_chat_msg *msgs, size_t n,
                        int32_t **out, size_t *n_out, lm_err *err) {
+    return lm_generate_prompt_pre(t, msgs, NULL, n, out, n_out, err);
+}
+
+int lm_generate_prompt_pre(const lm_tokenizer *t, const lm_chat_msg *msgs,
+                           const lm_tok_span *pre, size_t n, int32_t **out, size_t *n_out,
+                           lm_err *err) {
     *out = NULL;
     *n_out = 0;
     if (n == 0) return lm_errf(err, "no messages");
@@ -135,7 +147,9 @@ int lm_generate_prompt(const lm_tokenizer *t, const lm_chat_msg *msgs, size_t n,
         const char *hit = strstr(pos, marks[i]);
         if (!hit) { rc = lm_errf(err, "message %zu: the chat template dropped it", i); break; }
         rc = ibuf_tokenize(&b, t, pos, (size_t)(hit - pos), true, err);
-        if (rc == 0)
+        if (rc == 0 && pre && pre[i].p)
+            rc = ibuf_put(&b, pre[i].p, pre[i].n, err);
+        else if (rc == 0)
             rc = ibuf_tokenize(&b, t, msgs[i].content, strlen(msgs[i].content), false, err);
         if (rc) lm_err_prefix(err, "message %zu", i);
         pos = hit + strlen(marks[i]);
@@ -150,36 +164,6 @@ int lm_generate_prompt(const lm_tokenizer *t, const lm_chat_msg *msgs, size_t n,
 }
 
 /* ---- decoding --------------------------------------------------------- */
-
-/* Valid UTF-8: invalid bytes become U+FFFD, an incomplete last character
- * (cut by max_tokens) is dropped. */
-static char *utf8_clean(const char *s, size_t n) {
-    char *o = malloc(n * 3 + 1), *w = o;
-    if (!o) return NULL;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (k > 1 && i + k > n) {
-            bool prefix = true;
-            for (size_t j = i + 1; j < n; j++) prefix &= ((unsigned char)s[j] & 0xC0) == 0x80;
-            if (prefix) break;
-        }
-        bool ok = k > 0 && i + k <= n;
-        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + j] & 0xC0) == 0x80;
-        if (ok && c == 0) ok = false;   /* a NUL would end the C string early */
-        if (ok) {
-            memcpy(w, s + i, k);
-            w += k;
-            i += k;
-        } else {
-            memcpy(w, "\xEF\xBF\xBD", 3);
-            w += 3;
-            i++;
-        }
-    }
-    *w = '\0';
-    return o;
-}
 
 /* Earliest stop string found at or after `from`: its offset, or -1. */
 static long find_stop(const lm_sb *b, size_t from, const lm_gen_params *p) {
@@ -219,6 +203,7 @@ int lm_decode(const lm_decoder *d, const lm_gen_params *p, lm_sb *text, lm_gen_i
         if (tk == d->eos || tk == d->im_end || lm_tokenizer_is_control(d->tok, tk)) break;
         lm_sampler_accept(d->smp, tk);
         info->n_gen++;
+        if (d->on_token && d->on_token(d->ud, tk, err)) { rc = -1; break; }
         int nb = lm_token_bytes(d->tok, tk, false, piece, sizeof piece);
         if (nb > (int)sizeof piece) nb = (int)sizeof piece;   /* no real token is this long */
         if (nb > 0 && d->on_piece && d->on_piece(d->ud, piece, (size_t)nb, err)) { rc = -1; break; }
@@ -268,12 +253,12 @@ int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
     free(prompt);
     lm_sb text = {0};
     if (rc == 0) {
-        lm_decoder d = {g->ctx, g->tok, smp, g->logits, g->eos, g->im_end, true, NULL, NULL};
+        lm_decoder d = {g->ctx, g->tok, smp, g->logits, g->eos, g->im_end, true, NULL, NULL, NULL};
         rc = lm_decode(&d, p, &text, info, err);
     }
     lm_sampler_free(smp);
     if (rc == 0) {
-        *reply = utf8_clean(text.p ? text.p : "", text.len);
+        *reply = lm_utf8_clean(text.p ? text.p : "", text.len, true);
         if (!*reply) rc = lm_errf(err, "out of memory");
     }
     lm_sb_free(&text);

@@ -59,6 +59,18 @@ typedef struct lm_gen_info {
 int lm_generate_prompt(const lm_tokenizer *t, const lm_chat_msg *msgs, size_t n,
                        int32_t **out, size_t *n_out, lm_err *err);
 
+/* The same with some contents given as tokens: pre[i].p, when not NULL,
+ * replaces the tokenization of msgs[i].content (a reply kept as the tokens
+ * that were sampled, which a cache holds; they need not be the canonical
+ * tokenization of its text). pre may be NULL. */
+typedef struct lm_tok_span {
+    const int32_t *p;
+    size_t n;
+} lm_tok_span;
+int lm_generate_prompt_pre(const lm_tokenizer *t, const lm_chat_msg *msgs,
+                           const lm_tok_span *pre, size_t n, int32_t **out, size_t *n_out,
+                           lm_err *err);
+
 /* *reply is malloc'd UTF-8 text (a character cut by max_tokens is dropped);
  * info may be NULL. */
 int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
@@ -81,6 +93,9 @@ typedef struct lm_decoder {
                                     holds every token returned */
     lm_gen_piece_fn on_piece;    /* may be NULL */
     void *ud;
+    /* Each sampled token that is part of the reply, before it is evaluated
+     * (may be NULL); nonzero stops decoding as an error. */
+    int (*on_token)(void *ud, int32_t token, lm_err *err);
 } lm_decoder;
 
 /* Samples until a stop token, max_tokens, a stop string or a full context.

@@ -1,0 +1,101 @@
+/* What the public handles of include/lemonpc.h hold. Shared by the files
+ * that implement the API (api_model.c, api_conv.c, api_state.c); nothing
+ * outside src/runtime sees it. */
+#ifndef LM_RUNTIME_API_INTERNAL_H
+#define LM_RUNTIME_API_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "base/pool.h"
+#include "lemonpc.h"
+#include "model/adapter.h"
+#include "model/llama.h"
+#include "model/sampler.h"
+#include "runtime/generate.h"
+#include "sheet/sheet.h"
+#include "tokenizer/tokenizer.h"
+
+struct lemonpc_model {
+    lm_model *m;
+    lm_tokenizer *tok;
+    lm_pool *pool;           /* shared by every context of every NPC */
+    int n_ctx;
+    int32_t eos, im_end;
+    uint64_t fingerprint;    /* of the weights: a saved conversation must match */
+    atomic_int n_npcs;       /* alive, for the check in lemonpc_model_free */
+};
+
+struct lemonpc_npc {
+    lemonpc_model *model;
+    char *name;
+    char warning[512];
+    lm_character *ch;        /* the sheet, or NULL */
+    lm_world *w;
+    int mode;                /* lm_persona_mode served */
+    char *system;            /* a literal system turn (params.system), or NULL */
+    lm_adapter *adapter;     /* or NULL */
+    float adapter_scale;
+    lm_sampler_params sp;
+    int max_tokens;
+    char **stop;             /* the params' stop strings, owned */
+    size_t n_stop;
+    uint64_t fingerprint;    /* model + adapter + persona */
+    /* The persona prefix: tokens every conversation of this NPC starts
+     * with, evaluated once into pctx by the first reply. */
+    pthread_mutex_t mu;
+    bool prefix_ready;
+    int32_t *prefix;
+    int n_prefix;
+    lm_ctx *pctx;
+    atomic_int n_convs;
+};
+
+typedef struct lm_turns {
+    lm_chat_msg *m;          /* role: "user"/"assistant" (static); content owned */
+    lm_tok_span *tk;         /* [n]: a reply's sampled tokens (owned), p NULL when
+                                they are not its text's tokens or it is a user turn */
+    size_t n, cap;
+} lm_turns;
+
+struct lemonpc_conversation {
+    lemonpc_npc *npc;
+    char *player, *place;
+    char *system;            /* the system turn with this conversation's scene, or NULL */
+    lm_turns turns;
+    lm_ctx *ctx;
+    int32_t *toks;           /* what the cache holds: n_toks == lm_ctx_n_past(ctx) */
+    size_t n_toks, cap_toks;
+    lm_sampler *smp;
+    float *logits;           /* [n_vocab] */
+    char **stop;             /* the NPC's and "\n<player>:" (owned) */
+    size_t n_stop;
+    atomic_bool cancel;
+    atomic_flag busy;
+};
+
+/* err (may be NULL) gets code and message; returns code. */
+lemonpc_status lm_api_fail(lemonpc_error *err, lemonpc_status code, const lm_err *e);
+lemonpc_status lm_api_failf(lemonpc_error *err, lemonpc_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Which status a library message means ("out of memory" -> NOMEM, ...). */
+lemonpc_status lm_api_code_of(const lm_err *e, lemonpc_status fallback);
+
+uint64_t lm_api_fnv(uint64_t h, const void *p, size_t n);
+
+/* Evaluates (once) the NPC's persona prefix. */
+int lm_api_npc_prefix(lemonpc_npc *npc, lm_err *err);
+/* A conversation of npc with the scene; its cache empty. */
+lemonpc_conversation *lm_api_conv_new(lemonpc_npc *npc, const char *player, const char *place,
+                                      lm_err *err);
+/* Appends a turn (tk: its tokens, copied, or NULL). */
+int lm_api_turns_push(lm_turns *t, const char *role, const char *content, const int32_t *tk,
+                      size_t ntk);
+void lm_api_turns_clear(lm_turns *t);
+/* Makes room for n tokens in conv->toks. */
+int lm_api_toks_reserve(lemonpc_conversation *c, size_t n);
+
+#endif

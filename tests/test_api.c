@@ -1,0 +1,466 @@
+/* The public API (include/lemonpc.h) on the real SmolLM2-135M: many
+ * conversations opened and closed, the persona prefix shared, replies from
+ * four threads at once equal to the same replies run alone, cancel from
+ * another thread, save/restore giving bit-identical next logits, and damaged
+ * or foreign saves refused. The model is fetched by `make test`
+ * (scripts/fetch_model.sh); without it these tests fail, they do not skip. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "lemonpc.h"
+#include "runtime/api_internal.h"
+
+static char model_path[512];
+static const char *orlando = "examples/luminara/characters/orlando.md";
+
+static lemonpc_model *load_model(int n_ctx) {
+    lemonpc_error err;
+    lemonpc_model_params p = lemonpc_model_default_params();
+    p.threads = 2;
+    p.n_ctx = n_ctx;
+    lemonpc_model *m = lemonpc_model_load(model_path, &p, &err);
+    if (!m) fail_msg("%s", err.message);
+    return m;
+}
+
+static lemonpc_npc *load_npc(lemonpc_model *m, const char *system, const char *sheet,
+                             float temp, int max_tokens) {
+    lemonpc_error err;
+    lemonpc_npc_params p = lemonpc_npc_default_params();
+    p.system = system;
+    p.sheet = sheet;
+    p.sampling.temperature = temp;
+    p.sampling.max_tokens = max_tokens;
+    lemonpc_npc *n = lemonpc_npc_load(m, &p, &err);
+    if (!n) fail_msg("%s", err.message);
+    return n;
+}
+
+static char *say(lemonpc_conversation *c, const char *line, lemonpc_reply_info *info) {
+    lemonpc_error err;
+    char *r = NULL;
+    if (lemonpc_say(c, line, NULL, NULL, &r, info, &err) != LEMONPC_OK)
+        fail_msg("lemonpc_say: %s", err.message);
+    return r;
+}
+
+static void test_errors_name_what_is_wrong(void **state) {
+    (void)state;
+    lemonpc_error err;
+    assert_null(lemonpc_model_load("/nonexistent/model.gguf", NULL, &err));
+    assert_int_not_equal(err.code, LEMONPC_OK);
+    assert_non_null(strstr(err.message, "/nonexistent/model.gguf"));
+    lemonpc_model *m = load_model(512);
+    lemonpc_npc_params p = lemonpc_npc_default_params();
+    p.sampling.top_p = 1.5f;
+    assert_null(lemonpc_npc_load(m, &p, &err));
+    assert_int_equal(err.code, LEMONPC_ERR_INVALID);
+    assert_non_null(strstr(err.message, "top_p"));
+    p = lemonpc_npc_default_params();
+    p.sheet = "/nonexistent/hero.md";
+    assert_null(lemonpc_npc_load(m, &p, &err));
+    assert_non_null(strstr(err.message, "/nonexistent/hero.md"));
+    p.system = "both";
+    assert_null(lemonpc_npc_load(m, &p, &err));
+    assert_int_equal(err.code, LEMONPC_ERR_INVALID);
+    assert_int_equal(lemonpc_say(NULL, "hi", NULL, NULL, NULL, NULL, &err), LEMONPC_ERR_INVALID);
+    assert_string_equal(lemonpc_status_name(LEMONPC_ERR_BUSY), "busy");
+    assert_string_equal(lemonpc_version(), LEMONPC_VERSION);
+    lemonpc_model_free(m);
+}
+
+/* Thousands of conversations opened and closed (ASan's leak check at exit
+ * sees any that leaks), a few of them talked to. */
+static void test_many_conversations(void **state) {
+    (void)state;
+    lemonpc_model *m = load_model(512);
+    lemonpc_npc *n = load_npc(m, "You are Brom, a gruff blacksmith.", NULL, 0, 4);
+    lemonpc_error err;
+    for (int i = 0; i < 3000; i++) {
+        lemonpc_conversation *c = lemonpc_conversation_open(n, i % 2 ? "Mira" : NULL, NULL, &err);
+        assert_non_null(c);
+        if (i % 1000 == 0) free(say(c, "Hello.", NULL));
+        lemonpc_conversation_close(c);
+    }
+    assert_int_equal(atomic_load(&n->n_convs), 0);
+    lemonpc_npc_free(n);
+    lemonpc_model_free(m);
+}
+
+/* The persona is evaluated once per NPC; every conversation starts from it,
+ * and a conversation's second reply evaluates only its new turn. */
+static void test_persona_prefix_shared(void **state) {
+    (void)state;
+    lemonpc_model *m = load_model(1024);
+    lemonpc_npc *n = load_npc(m, NULL, orlando, 0, 12);
+    assert_string_equal(lemonpc_npc_name(n), "Orlando Marlo");
+    lemonpc_error err;
+    lemonpc_conversation *a = lemonpc_conversation_open(n, "Mira, a young acolyte", "the nave", &err);
+    lemonpc_conversation *b = lemonpc_conversation_open(n, "a tired soldier", NULL, &err);
+    assert_non_null(a);
+    assert_non_null(b);
+    lemonpc_reply_info ia, ib, ia2;
+    char *r1 = say(a, "Who are you?", &ia);
+    int k = lemonpc_npc_prefix_tokens(n);
+    assert_true(k > 200);   /* the full persona of a base model: a long system turn */
+    assert_int_equal(ia.n_reused, k);
+    char *r2 = say(b, "Who are you?", &ib);
+    assert_int_equal(ib.n_reused, k);
+    char *r3 = say(a, "And what do you fear?", &ia2);
+    assert_true(ia2.n_reused >= ia.n_reused + ia.n_prompt);
+    assert_true(ia2.n_prompt < 30);
+    assert_int_equal(lemonpc_conversation_n_turns(a), 4);
+    const char *role;
+    assert_string_equal(lemonpc_conversation_turn(a, 2, &role), "And what do you fear?");
+    assert_string_equal(role, "user");
+    assert_string_equal(lemonpc_conversation_turn(a, 1, &role), r1);
+    assert_string_equal(role, "assistant");
+    free(r1);
+    free(r2);
+    free(r3);
+    lemonpc_conversation_close(a);
+    lemonpc_conversation_close(b);
+    lemonpc_npc_free(n);
+    lemonpc_model_free(m);
+}
+
+/* ---- threads -------------------------------------------------------------- */
+
+static const char *const systems[4] = {
+    "You are Brom, a gruff dwarven blacksmith.",
+    "You are Lyra, a cheerful elven bard.",
+    "You are Captain Hale, a stern city guard.",
+    "You are Old Nan, a village herbalist who speaks in riddles.",
+};
+
+typedef struct worker {
+    lemonpc_conversation *c;
+    char *reply[2];
+    char streamed[2][2048];
+    size_t n_streamed[2];
+    int turn;
+    lemonpc_status st[2];
+} worker;
+
+static int stream_into(void *ud, const char *t, size_t n) {
+    worker *w = ud;
+    size_t *k = &w->n_streamed[w->turn];
+    if (*k + n < sizeof w->streamed[0]) {
+        memcpy(w->streamed[w->turn] + *k, t, n);
+        *k += n;
+        w->streamed[w->turn][*k] = '\0';
+    }
+    return 0;
+}
+
+static void *work(void *arg) {
+    worker *w = arg;
+    lemonpc_error err;
+    const char *lines[2] = {"Who are you, and what do you do all day?", "Why?"};
+    for (w->turn = 0; w->turn < 2; w->turn++)
+        w->st[w->turn] = lemonpc_say(w->c, lines[w->turn], stream_into, w, &w->reply[w->turn],
+                                     NULL, &err);
+    return NULL;
+}
+
+static void test_four_threads_match_alone(void **state) {
+    (void)state;
+    lemonpc_model *m = load_model(512);
+    lemonpc_npc *n[4];
+    worker alone[4], together[4];
+    lemonpc_error err;
+    memset(alone, 0, sizeof alone);
+    memset(together, 0, sizeof together);
+    for (int i = 0; i < 4; i++) n[i] = load_npc(m, systems[i], NULL, 0, 24);
+    for (int i = 0; i < 4; i++) {
+        alone[i].c = lemonpc_conversation_open(n[i], "Tom", NULL, &err);
+        work(&alone[i]);
+        lemonpc_conversation_close(alone[i].c);
+    }
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        together[i].c = lemonpc_conversation_open(n[i], "Tom", NULL, &err);
+        assert_int_equal(pthread_create(&th[i], NULL, work, &together[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) {
+        for (int t = 0; t < 2; t++) {
+            assert_int_equal(alone[i].st[t], LEMONPC_OK);
+            assert_int_equal(together[i].st[t], LEMONPC_OK);
+            assert_true(strlen(alone[i].reply[t]) > 0);
+            assert_string_equal(together[i].reply[t], alone[i].reply[t]);
+            assert_string_equal(together[i].streamed[t], together[i].reply[t]);
+            free(alone[i].reply[t]);
+            free(together[i].reply[t]);
+        }
+        lemonpc_conversation_close(together[i].c);
+    }
+    /* four characters, four different first replies */
+    for (int i = 0; i < 4; i++)
+        for (int j = i + 1; j < 4; j++)
+            assert_string_not_equal(alone[i].streamed[0], alone[j].streamed[0]);
+    for (int i = 0; i < 4; i++) lemonpc_npc_free(n[i]);
+    lemonpc_model_free(m);
+}
+
+/* ---- cancel and busy ------------------------------------------------------ */
+
+typedef struct cancel_job {
+    lemonpc_conversation *c;
+    atomic_int pieces;
+    lemonpc_status st, nested;
+} cancel_job;
+
+static int count_piece(void *ud, const char *t, size_t n) {
+    (void)t;
+    (void)n;
+    cancel_job *j = ud;
+    if (atomic_fetch_add(&j->pieces, 1) == 0) {
+        lemonpc_error err;
+        j->nested = lemonpc_say(j->c, "again", NULL, NULL, NULL, NULL, &err);
+    }
+    return 0;
+}
+
+static void *cancel_work(void *arg) {
+    cancel_job *j = arg;
+    lemonpc_error err;
+    j->st = lemonpc_say(j->c, "Tell me a very long story about the sea.", count_piece, j, NULL,
+                        NULL, &err);
+    return NULL;
+}
+
+static void test_cancel_from_another_thread(void **state) {
+    (void)state;
+    lemonpc_model *m = load_model(1024);
+    lemonpc_npc *n = load_npc(m, "You are a storyteller who never stops talking.", NULL, 0, 900);
+    lemonpc_error err;
+    cancel_job j = {.c = lemonpc_conversation_open(n, NULL, NULL, &err)};
+    atomic_init(&j.pieces, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cancel_work, &j), 0);
+    while (atomic_load(&j.pieces) < 3) usleep(1000);
+    lemonpc_conversation_cancel(j.c);
+    pthread_join(th, NULL);
+    assert_int_equal(j.st, LEMONPC_ERR_CANCELLED);
+    assert_int_equal(j.nested, LEMONPC_ERR_BUSY);
+    assert_true(atomic_load(&j.pieces) < 100);
+    assert_int_equal(lemonpc_conversation_n_turns(j.c), 0);   /* the exchange did not join */
+    lemonpc_conversation_close(j.c);
+    lemonpc_npc_free(n);
+    lemonpc_model_free(m);
+}
+
+static int stop_after_two(void *ud, const char *t, size_t n) {
+    (void)t;
+    (void)n;
+    return ++*(int *)ud >= 2;
+}
+
+/* The stream callback stops a reply; the conversation is as before and
+ * goes on. */
+static void test_stream_callback_cancels(void **state) {
+    (void)state;
+    lemonpc_model *m = load_model(512);
+    lemonpc_npc *n = load_npc(m, "You are a storyteller.", NULL, 0, 48);
+    lemonpc_error err;
+    lemonpc_conversation *c = lemonpc_conversation_open(n, NULL, NULL, &err);
+    int calls = 0;
+    lemonpc_reply_info info;
+    assert_int_equal(lemonpc_say(c, "Tell me a story.", stop_after_two, &calls, NULL, &info, &err),
+                     LEMONPC_ERR_CANCELLED);
+    assert_int_equal(calls, 2);
+    assert_int_equal(info.stop, LEMONPC_STOP_CANCELLED);
+    assert_int_equal(lemonpc_conversation_n_turns(c), 0);
+    char *r = say(c, "Tell me a story.", &info);
+    assert_true(strlen(r) > 0);
+    assert_int_equal(lemonpc_conversation_n_turns(c), 2);
+    free(r);
+    lemonpc_conversation_close(c);
+    lemonpc_npc_free(n);
+    lemonpc_model_free(m);
+}
+
+/* ---- save and restore ----------------------------------------------------- */
+
+static void tmp_path(char *buf, size_t n, const char *name) {
+    const char *dir = getenv("TMPDIR");
+    snprintf(buf, n, "%s/lemonpc-test-%d-%s", dir && *dir ? dir : "/tmp", (int)getpid(), name);
+}
+
+static void test_save_restore_bit_identical(void **state) {
+    (void)state;
+    lemonpc_model *m = load_model(512);
+    /* sampled, so the restored PRNG state matters too */
+    lemonpc_npc *n = load_npc(m, "You are Brom, a gruff dwarven blacksmith.", NULL, 0.9f, 20);
+    lemonpc_error err;
+    lemonpc_conversation *c = lemonpc_conversation_open(n, "Tom", "the forge", &err);
+    free(say(c, "Can you fix my sword?", NULL));
+    char path[512];
+    tmp_path(path, sizeof path, "conv.lmc");
+    assert_int_equal(lemonpc_conversation_save(c, path, &err), LEMONPC_OK);
+    lemonpc_conversation *r = lemonpc_conversation_restore(n, path, &err);
+    if (!r) fail_msg("%s", err.message);
+    assert_int_equal(lemonpc_conversation_n_turns(r), 2);
+    assert_int_equal(lemonpc_conversation_n_cached(r), lemonpc_conversation_n_cached(c));
+    assert_memory_equal(r->toks, c->toks, c->n_toks * sizeof *c->toks);
+    /* the next logits, bit for bit */
+    int V = m->m->cfg.n_vocab;
+    float *la = malloc(sizeof(float) * (size_t)V), *lb = malloc(sizeof(float) * (size_t)V);
+    int32_t tk = 42;
+    lm_err e = {{0}};
+    assert_int_equal(lm_eval(c->ctx, &tk, 1, LM_LOGITS_LAST, la, &e), 0);
+    assert_int_equal(lm_eval(r->ctx, &tk, 1, LM_LOGITS_LAST, lb, &e), 0);
+    assert_memory_equal(la, lb, sizeof(float) * (size_t)V);
+    lm_ctx_truncate(c->ctx, (int)c->n_toks);
+    lm_ctx_truncate(r->ctx, (int)r->n_toks);
+    free(la);
+    free(lb);
+    /* and the next sampled reply */
+    char *a = say(c, "How much?", NULL), *b = say(r, "How much?", NULL);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    lemonpc_conversation_close(r);
+
+    /* another NPC's save is refused */
+    lemonpc_npc *other = load_npc(m, "You are Lyra, a bard.", NULL, 0.9f, 20);
+    assert_null(lemonpc_conversation_restore(other, path, &err));
+    assert_int_equal(err.code, LEMONPC_ERR_MISMATCH);
+    lemonpc_npc_free(other);
+
+    /* a truncated or altered save is refused, naming the file */
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)size);
+    assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    char bad[600];
+    snprintf(bad, sizeof bad, "%s.bad", path);
+    long cuts[] = {0, 7, 40, size / 2, size - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        f = fopen(bad, "wb");
+        fwrite(buf, 1, (size_t)cuts[i], f);
+        fclose(f);
+        assert_null(lemonpc_conversation_restore(n, bad, &err));
+        assert_int_equal(err.code, LEMONPC_ERR_FORMAT);
+        assert_non_null(strstr(err.message, bad));
+    }
+    for (long at = 9; at < size; at += size / 7) {
+        buf[at] ^= 0x20;
+        f = fopen(bad, "wb");
+        fwrite(buf, 1, (size_t)size, f);
+        fclose(f);
+        buf[at] ^= 0x20;
+        assert_null(lemonpc_conversation_restore(n, bad, &err));
+        assert_int_equal(err.code, LEMONPC_ERR_FORMAT);
+    }
+    free(buf);
+    unlink(bad);
+    unlink(path);
+    lemonpc_conversation_close(c);
+    lemonpc_npc_free(n);
+    lemonpc_model_free(m);
+}
+
+/* A process killed at any moment of a save leaves the previous save whole. */
+static void test_killed_mid_save_keeps_previous(void **state) {
+    (void)state;
+    lemonpc_model *m = load_model(512);
+    lemonpc_npc *n = load_npc(m, "You are Brom, a gruff dwarven blacksmith.", NULL, 0, 16);
+    lemonpc_error err;
+    lemonpc_conversation *c = lemonpc_conversation_open(n, "Tom", NULL, &err);
+    free(say(c, "Hello there.", NULL));
+    char path[512];
+    tmp_path(path, sizeof path, "killed.lmc");
+    assert_int_equal(lemonpc_conversation_save(c, path, &err), LEMONPC_OK);
+    for (int round = 0; round < 6; round++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            for (;;) lemonpc_conversation_save(c, path, &err);
+        }
+        usleep(2000 + 3000 * round);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        lemonpc_conversation *r = lemonpc_conversation_restore(n, path, &err);
+        if (!r) fail_msg("round %d: %s", round, err.message);
+        assert_int_equal(lemonpc_conversation_n_turns(r), 2);
+        lemonpc_conversation_close(r);
+    }
+    /* leftovers of killed saves are temporary files beside it, never the save */
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "rm -f '%s' '%s'.tmp.*", path, path);
+    assert_int_equal(system(cmd), 0);
+    lemonpc_conversation_close(c);
+    lemonpc_npc_free(n);
+    lemonpc_model_free(m);
+}
+
+/* A conversation longer than the context drops its oldest turns from the
+ * prompt, never the persona, and goes on answering. */
+static void test_long_conversation_trims_the_middle(void **state) {
+    (void)state;
+    lemonpc_model *m = load_model(256);
+    lemonpc_npc *n = load_npc(m, "You are Brom, a gruff dwarven blacksmith.", NULL, 0, 24);
+    lemonpc_error err;
+    lemonpc_conversation *c = lemonpc_conversation_open(n, "Tom", NULL, &err);
+    int dropped = 0;
+    for (int i = 0; i < 12; i++) {
+        lemonpc_reply_info info;
+        free(say(c, "Tell me about the weather, the roads and the price of iron today.", &info));
+        dropped = info.n_dropped_turns;
+        assert_true(info.n_reused >= lemonpc_npc_prefix_tokens(n));
+    }
+    assert_true(dropped > 0);
+    assert_int_equal(lemonpc_conversation_n_turns(c), 24);
+    lemonpc_conversation_close(c);
+    lemonpc_npc_free(n);
+    lemonpc_model_free(m);
+}
+
+static int setup(void **state) {
+    (void)state;
+    const char *p = getenv("LEMONPC_MODEL");
+    if (p) snprintf(model_path, sizeof model_path, "%s", p);
+    else snprintf(model_path, sizeof model_path, "%s/.cache/lemonpc/SmolLM2-135M-Instruct.Q4_1.gguf",
+                  getenv("HOME") ? getenv("HOME") : "");
+    if (access(model_path, R_OK) != 0) {
+        fprintf(stderr, "test_api: no model at %s: run scripts/fetch_model.sh (make test does)\n",
+                model_path);
+        return -1;
+    }
+    if (access(orlando, R_OK) != 0) orlando = "../examples/luminara/characters/orlando.md";
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_errors_name_what_is_wrong),
+        cmocka_unit_test(test_many_conversations),
+        cmocka_unit_test(test_persona_prefix_shared),
+        cmocka_unit_test(test_four_threads_match_alone),
+        cmocka_unit_test(test_cancel_from_another_thread),
+        cmocka_unit_test(test_stream_callback_cancels),
+        cmocka_unit_test(test_save_restore_bit_identical),
+        cmocka_unit_test(test_killed_mid_save_keeps_previous),
+        cmocka_unit_test(test_long_conversation_trims_the_middle),
+    };
+    return cmocka_run_group_tests_name("api", tests, setup, NULL);
+}
