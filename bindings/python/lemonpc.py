@@ -1,0 +1,808 @@
+"""Python binding (ctypes) for liblemonpc: fine-tuned game NPCs.
+
+    import lemonpc
+    with lemonpc.Model("SmolLM2-135M-Instruct.Q4_1.gguf") as model, \\
+         lemonpc.Npc(model, sheet="characters/orlando.md",
+                     adapter="orlando.adapter.gguf") as orlando, \\
+         orlando.open(player="Mira, a young acolyte", place="the cathedral") as conv:
+        reply, info = conv.say("Who are the Unblessed?",
+                               on_text=lambda s: print(s, end="", flush=True))
+
+The library is found through LEMONPC_LIB (a path to liblemonpc.so), else
+build/liblemonpc.so of the repository this file lies in (LEMONPC_BUILD
+names another build folder), else ctypes.util.find_library("lemonpc"); or
+call load_library(path) before anything else.
+
+Every C function the binding uses is declared once, in _PROTOTYPES, as the
+header spells it: the ctypes signatures are derived from that text, and the
+tests compile the same text against include/lemonpc.h, so a changed
+signature fails to compile instead of corrupting memory. To bind a new
+function, copy its declaration there (adding a new C type to _CTYPES if it
+needs one) and wrap it.
+
+Handles are freed by close(), by leaving a `with` block, or when garbage
+collected. Closing a parent closes its children first (a model its NPCs, an
+NPC its conversations), and waits for calls running on them in other
+threads (a reply being generated is cancelled first).
+"""
+from __future__ import annotations
+
+import codecs
+import ctypes
+import ctypes.util
+import dataclasses
+import enum
+import os
+import pathlib
+import re
+import threading
+import weakref
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_double, c_float, c_int,
+                    c_size_t, c_uint64, c_void_p)
+from typing import Callable, NamedTuple, Optional, Sequence, Union
+
+__all__ = [
+    "load_library", "version", "status_name", "Status", "Persona", "Stop", "Sampling",
+    "ReplyInfo", "Reply", "Model", "Npc", "Conversation", "LemonpcError",
+    "InvalidArgumentError", "OutOfMemoryError", "FileError", "FormatError", "MismatchError",
+    "ContextFullError", "CancelledError", "BusyError", "InternalError", "NotFoundError",
+    "KvType",
+]
+
+PathLike = Union[str, bytes, "os.PathLike[str]"]
+OnText = Callable[[str], object]
+
+# ---- enums (names and values as in lemonpc.h; the tests check them) ---------
+
+
+class Status(enum.IntEnum):
+    """lemonpc_status (C names: LEMONPC_ + the member's name)."""
+    OK = 0
+    ERR_INVALID = 1
+    ERR_NOMEM = 2
+    ERR_IO = 3
+    ERR_FORMAT = 4
+    ERR_MISMATCH = 5
+    ERR_CONTEXT_FULL = 6
+    ERR_CANCELLED = 7
+    ERR_BUSY = 8
+    ERR_INTERNAL = 9
+    ERR_NOT_FOUND = 10
+
+
+class KvType(enum.IntEnum):
+    """lemonpc_kv_type: what a conversation's KV cache stores (C names:
+    LEMONPC_KV_ + the member's name). DEFAULT is F16."""
+    DEFAULT = 0
+    F16 = 1
+    F32 = 2
+
+
+class Persona(enum.IntEnum):
+    """lemonpc_persona (C names: LEMONPC_PERSONA_ + the member's name)."""
+    AUTO = -1
+    NONE = 0
+    SHORT = 1
+    FULL = 2
+
+
+class Stop(enum.IntEnum):
+    """lemonpc_stop (C names: LEMONPC_STOP_ + the member's name)."""
+    END = 0
+    MAX_TOKENS = 1
+    STRING = 2
+    CONTEXT_FULL = 3
+    CANCELLED = 4
+
+
+# C prefix of each enum's constants, for the tests.
+_ENUMS = {Status: "LEMONPC_", KvType: "LEMONPC_KV_", Persona: "LEMONPC_PERSONA_",
+          Stop: "LEMONPC_STOP_"}
+
+# ---- structs (the tests check size, alignment and every offset in C) ---------
+
+
+class _Error(Structure):
+    _c_name_ = "lemonpc_error"
+    _fields_ = [("code", c_int), ("message", c_char * 1024)]
+
+
+class _ModelParams(Structure):
+    _c_name_ = "lemonpc_model_params"
+    _fields_ = [("threads", c_int), ("n_ctx", c_int), ("kv_type", c_int)]
+
+
+class _Sampling(Structure):
+    _c_name_ = "lemonpc_sampling"
+    _fields_ = [("temperature", c_float), ("top_k", c_int), ("top_p", c_float),
+                ("min_p", c_float), ("repeat_penalty", c_float), ("repeat_last_n", c_int),
+                ("seed", c_uint64), ("max_tokens", c_int)]
+
+
+class _NpcParams(Structure):
+    _c_name_ = "lemonpc_npc_params"
+    _fields_ = [("sheet", c_char_p), ("system", c_char_p), ("persona", c_int),
+                ("adapter", c_char_p), ("adapter_scale", c_float), ("sampling", _Sampling),
+                ("stop", POINTER(c_char_p)), ("n_stop", c_size_t)]
+
+
+class _ReplyInfo(Structure):
+    _c_name_ = "lemonpc_reply_info"
+    _fields_ = [("n_prompt", c_int), ("n_reused", c_int), ("n_generated", c_int),
+                ("n_dropped_turns", c_int), ("stop", c_int), ("prompt_seconds", c_double),
+                ("first_token_seconds", c_double), ("total_seconds", c_double)]
+
+
+_STRUCTS = [_Error, _ModelParams, _Sampling, _NpcParams, _ReplyInfo]
+
+
+class _Opaque(Structure):
+    pass
+
+
+class _ModelT(_Opaque):
+    pass
+
+
+class _NpcT(_Opaque):
+    pass
+
+
+class _ConvT(_Opaque):
+    pass
+
+
+# int (*)(void *user, const char *text, size_t len): text as a raw address,
+# since it is not NUL-terminated (c_char_p would read past len).
+_STREAM_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+
+# C type (as normalised by _norm_type) -> ctypes type; None is void.
+_CTYPES = {
+    "void": None,
+    "int": c_int,
+    "size_t": c_size_t,
+    "void *": c_void_p,
+    "const char *": c_char_p,
+    "const char **": POINTER(c_char_p),
+    "char **": POINTER(c_void_p),          # a string to give back to lemonpc_string_free
+    "char *": c_void_p,                    # ditto (lemonpc_string_free's argument)
+    "lemonpc_status": c_int,
+    "lemonpc_error *": POINTER(_Error),
+    "lemonpc_model_params": _ModelParams,
+    "const lemonpc_model_params *": POINTER(_ModelParams),
+    "lemonpc_sampling": _Sampling,
+    "lemonpc_npc_params": _NpcParams,
+    "const lemonpc_npc_params *": POINTER(_NpcParams),
+    "lemonpc_reply_info *": POINTER(_ReplyInfo),
+    "lemonpc_stream_fn": _STREAM_FN,
+    "lemonpc_model *": POINTER(_ModelT),
+    "const lemonpc_model *": POINTER(_ModelT),
+    "lemonpc_npc *": POINTER(_NpcT),
+    "const lemonpc_npc *": POINTER(_NpcT),
+    "lemonpc_conversation *": POINTER(_ConvT),
+    "const lemonpc_conversation *": POINTER(_ConvT),
+}
+
+# Every function the binding calls, declared as in include/lemonpc.h (every
+# parameter named). The tests compile this text after #include "lemonpc.h".
+_PROTOTYPES = """
+const char *lemonpc_status_name(lemonpc_status code);
+const char *lemonpc_version(void);
+
+lemonpc_model_params lemonpc_model_default_params(void);
+lemonpc_model *lemonpc_model_load(const char *path, const lemonpc_model_params *params,
+                                  lemonpc_error *err);
+void lemonpc_model_free(lemonpc_model *model);
+
+lemonpc_sampling lemonpc_sampling_defaults(void);
+lemonpc_npc_params lemonpc_npc_default_params(void);
+lemonpc_npc *lemonpc_npc_load(lemonpc_model *model, const lemonpc_npc_params *params,
+                              lemonpc_error *err);
+void lemonpc_npc_free(lemonpc_npc *npc);
+const char *lemonpc_npc_name(const lemonpc_npc *npc);
+const char *lemonpc_npc_warning(const lemonpc_npc *npc);
+int lemonpc_npc_prefix_tokens(const lemonpc_npc *npc);
+
+lemonpc_conversation *lemonpc_conversation_open(lemonpc_npc *npc, const char *player,
+                                                const char *place, lemonpc_error *err);
+void lemonpc_conversation_close(lemonpc_conversation *conv);
+lemonpc_status lemonpc_say(lemonpc_conversation *conv, const char *line,
+                           lemonpc_stream_fn on_text, void *user, char **reply,
+                           lemonpc_reply_info *info, lemonpc_error *err);
+lemonpc_status lemonpc_complete(lemonpc_npc *npc, const char *prompt, lemonpc_stream_fn on_text,
+                                void *user, char **reply, lemonpc_reply_info *info,
+                                lemonpc_error *err);
+void lemonpc_conversation_cancel(lemonpc_conversation *conv);
+lemonpc_status lemonpc_conversation_reset(lemonpc_conversation *conv, lemonpc_error *err);
+int lemonpc_conversation_n_turns(const lemonpc_conversation *conv);
+const char *lemonpc_conversation_turn(const lemonpc_conversation *conv, int i,
+                                      const char **role);
+int lemonpc_conversation_n_cached(const lemonpc_conversation *conv);
+lemonpc_status lemonpc_conversation_save(lemonpc_conversation *conv, const char *path,
+                                         lemonpc_error *err);
+lemonpc_conversation *lemonpc_conversation_restore(lemonpc_npc *npc, const char *path,
+                                                   lemonpc_error *err);
+
+void lemonpc_string_free(char *s);
+"""
+
+
+def _norm_type(t: str) -> str:
+    t = re.sub(r"\s+", " ", t).strip()
+    t = re.sub(r"\s*\*", "*", t)
+    return re.sub(r"(?<=\w)\*", " *", t)
+
+
+def _parse_prototypes(text: str):
+    """[(name, restype C, [param C types])] from C declarations."""
+    out = []
+    for decl in text.split(";"):
+        decl = re.sub(r"\s+", " ", decl).strip()
+        if not decl:
+            continue
+        m = re.fullmatch(r"(.+?)\b(lemonpc_\w+)\s*\((.*)\)", decl)
+        if not m:
+            raise ValueError(f"lemonpc: cannot parse the prototype {decl!r}")
+        ret, name, params = m.groups()
+        types = []
+        if params.strip() != "void":
+            for p in params.split(","):
+                pm = re.fullmatch(r"(.*[\s*])(\w+)", p.strip())
+                if not pm:
+                    raise ValueError(f"lemonpc: {name}: name the parameter {p.strip()!r}")
+                types.append(_norm_type(pm.group(1)))
+        out.append((name, _norm_type(ret), types))
+    return out
+
+
+# ---- the library -----------------------------------------------------------
+
+_lib_lock = threading.Lock()
+_lib_handle: Optional[ctypes.CDLL] = None
+
+
+def _default_library_path() -> str:
+    env = os.environ.get("LEMONPC_LIB")
+    if env:
+        return env
+    root = pathlib.Path(__file__).resolve().parents[2]
+    built = root / os.environ.get("LEMONPC_BUILD", "build") / "liblemonpc.so"
+    if built.exists():
+        return str(built)
+    found = ctypes.util.find_library("lemonpc")
+    if found:
+        return found
+    raise OSError(f"lemonpc: liblemonpc.so not found: set LEMONPC_LIB, build {built} "
+                  "(`make lib`), or install the library")
+
+
+def load_library(path: Optional[PathLike] = None) -> ctypes.CDLL:
+    """Loads liblemonpc (path, else the default search) and declares its
+    functions. Called by the first use of the binding; call it first to
+    pick the library. Loading a second, different library is an error."""
+    global _lib_handle
+    with _lib_lock:
+        if _lib_handle is not None:
+            if path is not None and os.fspath(path) != _lib_handle._name:
+                raise RuntimeError(f"lemonpc: {_lib_handle._name} is already loaded")
+            return _lib_handle
+        lib = ctypes.CDLL(os.fspath(path) if path is not None else _default_library_path())
+        for name, ret, params in _parse_prototypes(_PROTOTYPES):
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:
+                raise OSError(f"lemonpc: {lib._name} has no {name}: an older library?") from None
+            try:
+                fn.restype = _CTYPES[ret]
+                fn.argtypes = [_CTYPES[p] for p in params]
+            except KeyError as e:
+                raise TypeError(f"lemonpc: {name}: add the C type {e.args[0]!r} to _CTYPES") \
+                    from None
+        _lib_handle = lib
+        return lib
+
+
+def _lib() -> ctypes.CDLL:
+    return _lib_handle if _lib_handle is not None else load_library()
+
+
+def version() -> str:
+    """The library's version string."""
+    return _lib().lemonpc_version().decode()
+
+
+def status_name(code: int) -> str:
+    """The library's name for a status code ("invalid argument", ...)."""
+    return _lib().lemonpc_status_name(int(code)).decode()
+
+
+def _enc(s: Optional[str]) -> Optional[bytes]:
+    return None if s is None else s.encode("utf-8")
+
+
+def _path(p: PathLike) -> bytes:
+    return os.fsencode(p)
+
+
+def _dec(b: Optional[bytes]) -> str:
+    return "" if b is None else b.decode("utf-8", errors="replace")
+
+
+# ---- errors ----------------------------------------------------------------
+
+
+class LemonpcError(Exception):
+    """A failed call: .code (Status), .message (the library's, which names
+    the file or the setting at fault). A failed reply also has .info."""
+    code = Status.ERR_INTERNAL
+
+    def __init__(self, message: str, code: Optional[int] = None,
+                 info: Optional["ReplyInfo"] = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = _status(code)
+        self.message = message
+        self.info = info
+
+    def __str__(self):
+        return f"{self.message} ({status_name(self.code)})"
+
+
+class InvalidArgumentError(LemonpcError):
+    code = Status.ERR_INVALID
+
+
+class OutOfMemoryError(LemonpcError):
+    code = Status.ERR_NOMEM
+
+
+class FileError(LemonpcError):
+    code = Status.ERR_IO
+
+
+class FormatError(LemonpcError):
+    code = Status.ERR_FORMAT
+
+
+class MismatchError(LemonpcError):
+    code = Status.ERR_MISMATCH
+
+
+class ContextFullError(LemonpcError):
+    code = Status.ERR_CONTEXT_FULL
+
+
+class CancelledError(LemonpcError):
+    code = Status.ERR_CANCELLED
+
+
+class BusyError(LemonpcError):
+    code = Status.ERR_BUSY
+
+
+class InternalError(LemonpcError):
+    code = Status.ERR_INTERNAL
+
+
+class NotFoundError(LemonpcError):
+    code = Status.ERR_NOT_FOUND
+
+
+_ERRORS = {c.code: c for c in (InvalidArgumentError, OutOfMemoryError, FileError, FormatError,
+                               MismatchError, ContextFullError, CancelledError, BusyError,
+                               InternalError, NotFoundError)}
+
+
+def _status(code: int):
+    try:
+        return Status(code)
+    except ValueError:
+        return int(code)
+
+
+def _raise(code: int, err: _Error, info: Optional["ReplyInfo"] = None):
+    msg = _dec(err.message) or status_name(code)
+    raise _ERRORS.get(code, LemonpcError)(msg, code, info)
+
+
+# ---- values ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """lemonpc_sampling. A field left None takes the library's default
+    (Sampling.defaults() shows them); temperature <= 0 is greedy."""
+    temperature: Optional[float] = None
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    min_p: Optional[float] = None
+    repeat_penalty: Optional[float] = None
+    repeat_last_n: Optional[int] = None
+    seed: Optional[int] = None
+    max_tokens: Optional[int] = None
+
+    @classmethod
+    def defaults(cls) -> "Sampling":
+        s = _lib().lemonpc_sampling_defaults()
+        # floats as the shortest decimal of their float32 (0.7, not 0.699999988)
+        return cls(**{f: float(f"{getattr(s, f):.7g}") if t is c_float else getattr(s, f)
+                      for f, t in _Sampling._fields_})
+
+    def _fill(self, s: _Sampling) -> None:
+        for f, _ in _Sampling._fields_:
+            v = getattr(self, f)
+            if v is not None:
+                setattr(s, f, v)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplyInfo:
+    """lemonpc_reply_info: how a reply was made."""
+    n_prompt: int
+    n_reused: int
+    n_generated: int
+    n_dropped_turns: int
+    stop: Union[Stop, int]
+    prompt_seconds: float
+    first_token_seconds: float
+    total_seconds: float
+
+    @classmethod
+    def _of(cls, i: _ReplyInfo) -> "ReplyInfo":
+        try:
+            stop = Stop(i.stop)
+        except ValueError:
+            stop = i.stop
+        return cls(i.n_prompt, i.n_reused, i.n_generated, i.n_dropped_turns, stop,
+                   i.prompt_seconds, i.first_token_seconds, i.total_seconds)
+
+
+class Reply(NamedTuple):
+    """What say() and complete() return: `text, info = conv.say(...)`."""
+    text: str
+    info: ReplyInfo
+
+
+# ---- handles ---------------------------------------------------------------
+
+
+class _Handle:
+    """A library handle: freed once (close(), `with`, or garbage collection),
+    after its children, and not while a call on it runs in another thread."""
+
+    def __init__(self, handle, free_fn, parent: Optional["_Handle"]):
+        self._h = handle
+        self._parent = parent             # keeps the parent alive while this lives
+        self._children: "weakref.WeakSet[_Handle]" = weakref.WeakSet()
+        self._cond = threading.Condition()
+        self._active = 0
+        self._closing = False
+        self._callers: dict = {}          # thread ident -> calls it is inside
+        # at exit, live finalizers run newest first: children before parents
+        self._finalizer = weakref.finalize(self, free_fn, handle)
+        if parent is not None:
+            parent._children.add(self)
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def _enter(self):
+        with self._cond:
+            if self._closing or not self._finalizer.alive:
+                raise ValueError(f"{type(self).__name__} is closed")
+            self._active += 1
+            me = threading.get_ident()
+            self._callers[me] = self._callers.get(me, 0) + 1
+        return self._h
+
+    def _leave(self):
+        with self._cond:
+            self._active -= 1
+            me = threading.get_ident()
+            if self._callers[me] == 1:
+                del self._callers[me]
+            else:
+                self._callers[me] -= 1
+            self._cond.notify_all()
+
+    def _interrupt(self):
+        """Called by close() before waiting for calls in other threads."""
+
+    def close(self) -> None:
+        """Frees the handle (its children first); waits for calls running on
+        it in other threads. Closing twice is harmless."""
+        with self._cond:
+            if self._closing or not self._finalizer.alive:
+                return
+            if threading.get_ident() in self._callers:
+                raise RuntimeError(f"cannot close a {type(self).__name__} from inside one of "
+                                   "its own calls (a stream callback)")
+            self._closing = True
+        try:
+            for child in list(self._children):
+                child.close()
+            self._interrupt()
+            with self._cond:
+                while self._active:
+                    self._cond.wait()
+            self._finalizer()
+        finally:
+            with self._cond:
+                self._closing = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _stream_call(fn, args_before, on_text: Optional[OnText]):
+    """Calls lemonpc_say/lemonpc_complete(*args_before, stream, NULL, &reply,
+    &info, &err) with a Python stream callback; returns a Reply or raises.
+
+    The callback is always installed: Python code runs between tokens, so a
+    KeyboardInterrupt (or any exception from on_text) cancels the reply and
+    is raised after the call returns."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    raised: list = []
+
+    def stream(_user, text, n):
+        try:
+            piece = decoder.decode(ctypes.string_at(text, n)) if n else ""
+            if on_text is not None and piece:
+                return 1 if on_text(piece) else 0
+            return 0
+        except BaseException as e:   # noqa: B902 - re-raised after the C call
+            raised.append(e)
+            return 1
+
+    cb = _STREAM_FN(stream)   # alive until the call returns; the library keeps no copy
+    out = c_void_p()
+    info = _ReplyInfo()
+    err = _Error()
+    code = fn(*args_before, cb, None, ctypes.byref(out), ctypes.byref(info), ctypes.byref(err))
+    text = None
+    if out.value:
+        try:
+            text = ctypes.string_at(out.value).decode("utf-8", errors="replace")
+        finally:
+            _lib().lemonpc_string_free(out)
+    if not raised and code == Status.OK and on_text is not None:
+        tail = decoder.decode(b"", final=True)   # empty while pieces are whole characters
+        if tail:
+            on_text(tail)
+    if raised:
+        raise raised[0]
+    if code != Status.OK:
+        _raise(code, err, ReplyInfo._of(info))
+    return Reply(text or "", ReplyInfo._of(info))
+
+
+class Model(_Handle):
+    """A base model (GGUF), loaded once and shared by NPCs.
+    threads <= 0: all CPUs; n_ctx <= 0: min(2048, the model's); kv_type:
+    the KV cache of its conversations (a save restores only into a model
+    with the same type)."""
+
+    def __init__(self, path: PathLike, *, threads: int = 0, n_ctx: int = 0,
+                 kv_type: Union[KvType, int] = KvType.DEFAULT):
+        lib = _lib()
+        p = lib.lemonpc_model_default_params()
+        p.threads, p.n_ctx, p.kv_type = threads, n_ctx, int(kv_type)
+        err = _Error()
+        h = lib.lemonpc_model_load(_path(path), ctypes.byref(p), ctypes.byref(err))
+        if not h:
+            _raise(err.code, err)
+        self.path = os.fspath(path)
+        super().__init__(h, lib.lemonpc_model_free, None)
+
+    def npc(self, sheet: Optional[PathLike] = None, **kw) -> "Npc":
+        """Npc(self, sheet, **kw)."""
+        return Npc(self, sheet, **kw)
+
+
+class Npc(_Handle):
+    """A character on a model: a sheet (or a literal system turn), an
+    optional LoRA adapter and its sampling. stop: extra strings that end a
+    reply. Persona AUTO takes the mode the adapter was trained with."""
+
+    def __init__(self, model: Model, sheet: Optional[PathLike] = None, *,
+                 system: Optional[str] = None, persona: Union[Persona, int] = Persona.AUTO,
+                 adapter: Optional[PathLike] = None, adapter_scale: float = 1.0,
+                 sampling: Optional[Sampling] = None, stop: Sequence[str] = ()):
+        lib = _lib()
+        p = lib.lemonpc_npc_default_params()
+        keep = []   # the bytes the params point to, alive through the call
+        if sheet is not None:
+            keep.append(_path(sheet))
+            p.sheet = keep[-1]
+        if system is not None:
+            keep.append(_enc(system))
+            p.system = keep[-1]
+        p.persona = int(persona)
+        if adapter is not None:
+            keep.append(_path(adapter))
+            p.adapter = keep[-1]
+        p.adapter_scale = adapter_scale
+        if sampling is not None:
+            sampling._fill(p.sampling)
+        if stop:
+            if isinstance(stop, str):
+                stop = [stop]
+            arr = (c_char_p * len(stop))(*[_enc(s) for s in stop])
+            keep.append(arr)
+            p.stop = ctypes.cast(arr, POINTER(c_char_p))
+            p.n_stop = len(stop)
+        err = _Error()
+        mh = model._enter()
+        try:
+            h = lib.lemonpc_npc_load(mh, ctypes.byref(p), ctypes.byref(err))
+        finally:
+            model._leave()
+        if not h:
+            _raise(err.code, err)
+        self.model = model
+        super().__init__(h, lib.lemonpc_npc_free, model)
+
+    @property
+    def name(self) -> str:
+        """The character's name ("" without a sheet)."""
+        return self._get(_lib().lemonpc_npc_name)
+
+    @property
+    def warning(self) -> str:
+        """A warning from loading ("" if none)."""
+        return self._get(_lib().lemonpc_npc_warning)
+
+    @property
+    def prefix_tokens(self) -> int:
+        """Tokens of the shared persona prefix (0 until the first reply)."""
+        h = self._enter()
+        try:
+            return _lib().lemonpc_npc_prefix_tokens(h)
+        finally:
+            self._leave()
+
+    def _get(self, fn) -> str:
+        h = self._enter()
+        try:
+            return _dec(fn(h))
+        finally:
+            self._leave()
+
+    def open(self, player: Optional[str] = None, place: Optional[str] = None) -> "Conversation":
+        """A new conversation with a player (who speaks) in a place."""
+        return Conversation(self, player, place)
+
+    def restore(self, path: PathLike) -> "Conversation":
+        """The conversation saved to path, going on where it was. A save of
+        another NPC or model raises MismatchError, a damaged one FormatError."""
+        err = _Error()
+        h = self._enter()
+        try:
+            ch = _lib().lemonpc_conversation_restore(h, _path(path), ctypes.byref(err))
+        finally:
+            self._leave()
+        if not ch:
+            _raise(err.code, err)
+        return Conversation._wrap(self, ch)
+
+    def complete(self, prompt: str, on_text: Optional[OnText] = None) -> Reply:
+        """A raw completion of prompt (no persona, no chat template) with the
+        NPC's adapter and sampling; streamed and returned as say() does."""
+        h = self._enter()
+        try:
+            return _stream_call(_lib().lemonpc_complete, (h, _enc(prompt)), on_text)
+        finally:
+            self._leave()
+
+
+class Conversation(_Handle):
+    """One NPC talking with one player: the turns so far and their cache.
+    One thread at a time (another gets BusyError), except cancel()."""
+
+    def __init__(self, npc: Npc, player: Optional[str] = None, place: Optional[str] = None):
+        err = _Error()
+        h = npc._enter()
+        try:
+            ch = _lib().lemonpc_conversation_open(h, _enc(player), _enc(place), ctypes.byref(err))
+        finally:
+            npc._leave()
+        if not ch:
+            _raise(err.code, err)
+        self._init(npc, ch)
+
+    @classmethod
+    def _wrap(cls, npc: Npc, ch) -> "Conversation":
+        self = cls.__new__(cls)
+        self._init(npc, ch)
+        return self
+
+    def _init(self, npc: Npc, ch) -> None:
+        self.npc = npc
+        super().__init__(ch, _lib().lemonpc_conversation_close, npc)
+
+    def say(self, line: str, on_text: Optional[OnText] = None) -> Reply:
+        """The player says line; returns (reply text, ReplyInfo). on_text(piece)
+        gets the reply as it is generated (whole characters); a true return
+        cancels it (CancelledError). A failed or cancelled call leaves the
+        conversation as it was."""
+        h = self._enter()
+        try:
+            return _stream_call(_lib().lemonpc_say, (h, _enc(line)), on_text)
+        finally:
+            self._leave()
+
+    def cancel(self) -> None:
+        """Stops the reply being generated (from any thread); a no-op when
+        none is or the conversation is closed."""
+        with self._cond:
+            if not self._finalizer.alive:
+                return
+            self._active += 1
+        try:
+            _lib().lemonpc_conversation_cancel(self._h)
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    _interrupt = cancel
+
+    def reset(self) -> None:
+        """Forgets the turns (the persona stays cached)."""
+        err = _Error()
+        h = self._enter()
+        try:
+            code = _lib().lemonpc_conversation_reset(h, ctypes.byref(err))
+        finally:
+            self._leave()
+        if code != Status.OK:
+            _raise(code, err)
+
+    def save(self, path: PathLike) -> None:
+        """Saves the turns, cache and sampler state to path, atomically."""
+        err = _Error()
+        h = self._enter()
+        try:
+            code = _lib().lemonpc_conversation_save(h, _path(path), ctypes.byref(err))
+        finally:
+            self._leave()
+        if code != Status.OK:
+            _raise(code, err)
+
+    @property
+    def n_turns(self) -> int:
+        """Turns so far (a player line and its reply are two)."""
+        h = self._enter()
+        try:
+            return _lib().lemonpc_conversation_n_turns(h)
+        finally:
+            self._leave()
+
+    @property
+    def n_cached(self) -> int:
+        """Tokens held in the KV cache."""
+        h = self._enter()
+        try:
+            return _lib().lemonpc_conversation_n_cached(h)
+        finally:
+            self._leave()
+
+    def turns(self) -> list:
+        """[(role, text)]: role "user" or "assistant"."""
+        h = self._enter()
+        try:
+            lib = _lib()
+            out = []
+            for i in range(lib.lemonpc_conversation_n_turns(h)):
+                role = c_char_p()
+                text = lib.lemonpc_conversation_turn(h, i, ctypes.byref(role))
+                if text is None:
+                    break
+                out.append((_dec(role.value), _dec(text)))
+            return out
+        finally:
+            self._leave()
