@@ -188,6 +188,15 @@ bench-kernels: $(BUILD)/bench/bench_kernels
 bench-train: $(BUILD)/bench/train_step
 	python3 bench/bench_train.py $(BENCH_ARGS)
 
+# The runtime a game links (include/lemonpc.h) against llama.cpp: time to
+# first token with the persona cached, decode with conversations at once,
+# peak RSS of 1/10/50 NPCs with adapters (minutes; BENCH_ARGS="--quick": a
+# smoke run of about a minute).
+.PHONY: bench-runtime
+bench-runtime: $(BUILD)/lemonpc $(BUILD)/tools/lm_make_adapter $(BUILD)/bench/runtime \
+               $(BUILD)/bench/prompt_tokens
+	python3 bench/bench_runtime.py $(BENCH_ARGS)
+
 clean:
 	rm -rf build build-san build-fuzz
 
