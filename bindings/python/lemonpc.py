@@ -22,8 +22,10 @@ needs one) and wrap it.
 
 Handles are freed by close(), by leaving a `with` block, or when garbage
 collected. Closing a parent closes its children first (a model its NPCs, an
-NPC its conversations), and waits for calls running on them in other
-threads (a reply being generated is cancelled first).
+NPC its conversations, a world the NPCs living in it), and waits for calls
+running on them in other threads (a reply being generated is cancelled
+first). A world's file is closed only after every NPC that lived in it is
+freed, whatever order the garbage collector or the interpreter's exit takes.
 """
 from __future__ import annotations
 
@@ -32,13 +34,14 @@ import ctypes
 import ctypes.util
 import dataclasses
 import enum
+import functools
 import os
 import pathlib
 import re
 import threading
 import weakref
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_double, c_float, c_int,
-                    c_size_t, c_uint64, c_void_p)
+                    c_int64, c_size_t, c_uint64, c_void_p)
 from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 __all__ = [
@@ -46,7 +49,7 @@ __all__ = [
     "ReplyInfo", "Reply", "Model", "Npc", "Conversation", "LemonpcError",
     "InvalidArgumentError", "OutOfMemoryError", "FileError", "FormatError", "MismatchError",
     "ContextFullError", "CancelledError", "BusyError", "InternalError", "NotFoundError",
-    "KvType",
+    "KvType", "World", "Memory",
 ]
 
 PathLike = Union[str, bytes, "os.PathLike[str]"]
@@ -133,7 +136,20 @@ class _ReplyInfo(Structure):
                 ("first_token_seconds", c_double), ("total_seconds", c_double)]
 
 
-_STRUCTS = [_Error, _ModelParams, _Sampling, _NpcParams, _ReplyInfo]
+class _Event(Structure):
+    _c_name_ = "lemonpc_event"
+    _fields_ = [("text", c_char_p), ("place", c_char_p), ("importance", c_int),
+                ("witnesses", POINTER(c_char_p)), ("n_witnesses", c_size_t)]
+
+
+class _Memory(Structure):
+    _c_name_ = "lemonpc_memory"
+    _fields_ = [("id", c_int64), ("kind", c_char_p), ("text", c_char_p), ("place", c_char_p),
+                ("player", c_char_p), ("time", c_double), ("importance", c_int),
+                ("witnessed", c_int)]
+
+
+_STRUCTS = [_Error, _ModelParams, _Sampling, _NpcParams, _ReplyInfo, _Event, _Memory]
 
 
 class _Opaque(Structure):
@@ -152,14 +168,30 @@ class _ConvT(_Opaque):
     pass
 
 
+class _WorldT(_Opaque):
+    pass
+
+
 # int (*)(void *user, const char *text, size_t len): text as a raw address,
 # since it is not NUL-terminated (c_char_p would read past len).
 _STREAM_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+# int (*)(void *user, const lemonpc_memory *memory)
+_MEMORY_FN = CFUNCTYPE(c_int, c_void_p, POINTER(_Memory))
+
+# Each callback typedef as the binding declares it above, in C (the tests
+# check these against the header's typedefs).
+_CALLBACKS = {
+    "lemonpc_stream_fn": "int (*)(void *, const char *, size_t)",
+    "lemonpc_memory_fn": "int (*)(void *, const lemonpc_memory *)",
+}
 
 # C type (as normalised by _norm_type) -> ctypes type; None is void.
 _CTYPES = {
     "void": None,
     "int": c_int,
+    "double": c_double,
+    "int64_t": c_int64,
+    "int64_t *": POINTER(c_int64),
     "size_t": c_size_t,
     "void *": c_void_p,
     "const char *": c_char_p,
@@ -181,6 +213,10 @@ _CTYPES = {
     "const lemonpc_npc *": POINTER(_NpcT),
     "lemonpc_conversation *": POINTER(_ConvT),
     "const lemonpc_conversation *": POINTER(_ConvT),
+    "lemonpc_world *": POINTER(_WorldT),
+    "const lemonpc_world *": POINTER(_WorldT),
+    "const lemonpc_event *": POINTER(_Event),
+    "lemonpc_memory_fn": _MEMORY_FN,
 }
 
 # Every function the binding calls, declared as in include/lemonpc.h (every
@@ -201,6 +237,7 @@ lemonpc_npc *lemonpc_npc_load(lemonpc_model *model, const lemonpc_npc_params *pa
 void lemonpc_npc_free(lemonpc_npc *npc);
 const char *lemonpc_npc_name(const lemonpc_npc *npc);
 const char *lemonpc_npc_warning(const lemonpc_npc *npc);
+lemonpc_status lemonpc_npc_prepare(lemonpc_npc *npc, lemonpc_error *err);
 int lemonpc_npc_prefix_tokens(const lemonpc_npc *npc);
 
 lemonpc_conversation *lemonpc_conversation_open(lemonpc_npc *npc, const char *player,
@@ -222,6 +259,34 @@ lemonpc_status lemonpc_conversation_save(lemonpc_conversation *conv, const char 
                                          lemonpc_error *err);
 lemonpc_conversation *lemonpc_conversation_restore(lemonpc_npc *npc, const char *path,
                                                    lemonpc_error *err);
+
+lemonpc_world *lemonpc_world_open(const char *path, lemonpc_error *err);
+void lemonpc_world_close(lemonpc_world *world);
+lemonpc_status lemonpc_world_set_time(lemonpc_world *world, double hours, lemonpc_error *err);
+double lemonpc_world_time(const lemonpc_world *world);
+lemonpc_status lemonpc_world_event(lemonpc_world *world, const lemonpc_event *event,
+                                   int64_t *id, lemonpc_error *err);
+lemonpc_status lemonpc_world_tell(lemonpc_world *world, int64_t event_id, const char *npc,
+                                  lemonpc_error *err);
+lemonpc_status lemonpc_world_fact(lemonpc_world *world, const char *npc, const char *player,
+                                  const char *text, int importance, lemonpc_error *err);
+lemonpc_status lemonpc_world_memories(lemonpc_world *world, const char *npc,
+                                      const char *player, lemonpc_memory_fn fn,
+                                      void *user, lemonpc_error *err);
+lemonpc_status lemonpc_world_forget(lemonpc_world *world, const char *npc,
+                                    const char *player, lemonpc_error *err);
+lemonpc_status lemonpc_world_save_as(lemonpc_world *world, const char *path,
+                                     lemonpc_error *err);
+lemonpc_status lemonpc_npc_set_world(lemonpc_npc *npc, lemonpc_world *world,
+                                     const char *id, int memory_tokens,
+                                     lemonpc_error *err);
+const char *lemonpc_conversation_memory(const lemonpc_conversation *conv);
+lemonpc_status lemonpc_world_save_conversation(lemonpc_conversation *conv,
+                                               lemonpc_error *err);
+lemonpc_conversation *lemonpc_world_load_conversation(lemonpc_npc *npc,
+                                                      const char *player,
+                                                      const char *place,
+                                                      lemonpc_error *err);
 
 void lemonpc_string_free(char *s);
 """
@@ -457,6 +522,25 @@ class ReplyInfo:
                    i.prompt_seconds, i.first_token_seconds, i.total_seconds)
 
 
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """lemonpc_memory: one thing an NPC knows (World.memories)."""
+    id: int
+    kind: str               # "event", "said" (the player's words) or "fact"
+    text: str
+    place: Optional[str]
+    player: Optional[str]
+    time: float             # game hours
+    importance: int         # 1..10
+    witnessed: bool         # the NPC saw it (False: it was told or heard it)
+
+    @classmethod
+    def _of(cls, m: _Memory) -> "Memory":
+        opt = (lambda b: None if b is None else _dec(b))
+        return cls(m.id, _dec(m.kind), _dec(m.text), opt(m.place), opt(m.player), m.time,
+                   m.importance, bool(m.witnessed))
+
+
 class Reply(NamedTuple):
     """What say() and complete() return: `text, info = conv.say(...)`."""
     text: str
@@ -508,6 +592,18 @@ class _Handle:
 
     def _interrupt(self):
         """Called by close() before waiting for calls in other threads."""
+
+    def _check(self, fn, *args) -> None:
+        """fn(handle, *args, &err) inside a call on the handle; raises the
+        error of a failed status."""
+        err = _Error()
+        h = self._enter()
+        try:
+            code = fn(h, *args, ctypes.byref(err))
+        finally:
+            self._leave()
+        if code != Status.OK:
+            _raise(code, err)
 
     def close(self) -> None:
         """Frees the handle (its children first); waits for calls running on
@@ -644,7 +740,10 @@ class Npc(_Handle):
         if not h:
             _raise(err.code, err)
         self.model = model
-        super().__init__(h, lib.lemonpc_npc_free, model)
+        self.world: Optional[World] = None   # set_world
+        self.world_id: Optional[str] = None  # its name in that world
+        self._home: list = [None]            # the _WorldFile it lives in, for _free_npc
+        super().__init__(h, functools.partial(_free_npc, self._home), model)
 
     @property
     def name(self) -> str:
@@ -672,9 +771,64 @@ class Npc(_Handle):
         finally:
             self._leave()
 
+    def prepare(self) -> None:
+        """Evaluates the persona now (during a loading screen) rather than in
+        the first reply."""
+        self._check(_lib().lemonpc_npc_prepare)
+
+    def set_world(self, world: "World", id: Optional[str] = None,
+                  memory_tokens: int = 256) -> None:
+        """The NPC lives in world from now on, under id (None: its
+        character's name; an NPC without a sheet needs one): its
+        conversations with a named player recall its memories within
+        memory_tokens (<= 0: 256) and record what the player says. Close
+        its conversations first (BusyError otherwise). Closing the world
+        closes the NPC."""
+        if not isinstance(world, World):
+            raise TypeError(f"set_world: a World, not {type(world).__name__}")
+        err = _Error()
+        wh = world._enter()
+        try:
+            h = self._enter()
+            try:
+                world._file.use()
+                code = _lib().lemonpc_npc_set_world(h, wh, _enc(id), int(memory_tokens),
+                                                    ctypes.byref(err))
+                if code != Status.OK:
+                    world._file.unuse()
+                    _raise(code, err)
+                old_file, self._home[0] = self._home[0], world._file
+                old_world, self.world = self.world, world
+                self.world_id = id if id else _dec(_lib().lemonpc_npc_name(h))
+                world._children.add(self)
+                if old_world is not None and old_world is not world:
+                    old_world._children.discard(self)
+                if old_file is not None:
+                    old_file.unuse()
+            finally:
+                self._leave()
+        finally:
+            world._leave()
+
     def open(self, player: Optional[str] = None, place: Optional[str] = None) -> "Conversation":
         """A new conversation with a player (who speaks) in a place."""
         return Conversation(self, player, place)
+
+    def load_conversation(self, player: str, place: Optional[str] = None) -> "Conversation":
+        """The conversation with player kept in the NPC's world, as it was:
+        from its stored state (Conversation.save_to_world) when that covers
+        every recorded turn, else rebuilt from the turns (the cache is
+        refilled by the next reply). None recorded: NotFoundError."""
+        err = _Error()
+        h = self._enter()
+        try:
+            ch = _lib().lemonpc_world_load_conversation(h, _enc(player), _enc(place),
+                                                         ctypes.byref(err))
+        finally:
+            self._leave()
+        if not ch:
+            _raise(err.code, err)
+        return Conversation._wrap(self, ch)
 
     def restore(self, path: PathLike) -> "Conversation":
         """The conversation saved to path, going on where it was. A save of
@@ -762,6 +916,21 @@ class Conversation(_Handle):
         if code != Status.OK:
             _raise(code, err)
 
+    @property
+    def memory(self) -> str:
+        """The block the NPC recalled for the last reply ("" if none): the
+        lorebook entries and memories it had in mind."""
+        h = self._enter()
+        try:
+            return _dec(_lib().lemonpc_conversation_memory(h))
+        finally:
+            self._leave()
+
+    def save_to_world(self) -> None:
+        """Stores the conversation (turns and cache) in its NPC's world under
+        its player, replacing an earlier one (Npc.load_conversation)."""
+        self._check(_lib().lemonpc_world_save_conversation)
+
     def save(self, path: PathLike) -> None:
         """Saves the turns, cache and sampler state to path, atomically."""
         err = _Error()
@@ -806,3 +975,169 @@ class Conversation(_Handle):
             return out
         finally:
             self._leave()
+
+
+# ---- the world's memory ----------------------------------------------------
+
+
+def _free_npc(home: list, h) -> None:
+    """An Npc's finalizer: frees it, then lets go of its world's file."""
+    _lib().lemonpc_npc_free(h)
+    f, home[0] = home[0], None
+    if f is not None:
+        f.unuse()
+
+
+class _WorldFile:
+    """The C world behind a World. lemonpc_world_close must come after every
+    NPC living in it is freed; World.close() closes those NPCs first, and
+    this count keeps the order when the garbage collector or the
+    interpreter's exit frees a World before its NPCs."""
+
+    def __init__(self, h):
+        self._h = h
+        self._lock = threading.Lock()
+        self._users = 0          # NPCs living in it
+        self._released = False   # the World is closed or collected
+
+    def use(self) -> None:
+        with self._lock:
+            self._users += 1
+
+    def unuse(self) -> None:
+        with self._lock:
+            self._users -= 1
+            h = self._take()
+        if h is not None:
+            _lib().lemonpc_world_close(h)
+
+    def release(self, _h=None) -> None:   # the World's finalizer
+        with self._lock:
+            self._released = True
+            h = self._take()
+        if h is not None:
+            _lib().lemonpc_world_close(h)
+
+    def _take(self):
+        if self._released and self._users == 0 and self._h is not None:
+            h, self._h = self._h, None
+            return h
+        return None
+
+
+def _npc_id(npc: Union[str, "Npc"]) -> Optional[bytes]:
+    """An NPC's name in a world: a string as it is, an Npc's world id."""
+    if isinstance(npc, Npc):
+        return _enc(npc.world_id or npc.name)
+    return _enc(npc)
+
+
+class World(_Handle):
+    """A world: what happened and what was said, and who knows it, in one
+    SQLite file kept beside the save game (created if missing; a foreign or
+    damaged file raises FormatError). The game says what happened, where,
+    how important it is (1..10) and who saw it; an NPC knows only what
+    reached it. NPCs join it with Npc.set_world; closing the world closes
+    them (and their conversations) first.
+
+    NPC arguments are names (a character's name, or the id given to
+    set_world) or Npc objects. Every method is thread-safe."""
+
+    def __init__(self, path: PathLike):
+        lib = _lib()
+        err = _Error()
+        h = lib.lemonpc_world_open(_path(path), ctypes.byref(err))
+        if not h:
+            _raise(err.code, err)
+        self.path = os.fspath(path)
+        self._file = _WorldFile(h)
+        super().__init__(h, self._file.release, None)
+
+    @property
+    def time(self) -> float:
+        """The game clock in game hours (0 at creation); settable."""
+        h = self._enter()
+        try:
+            return _lib().lemonpc_world_time(h)
+        finally:
+            self._leave()
+
+    @time.setter
+    def time(self, hours: float) -> None:
+        self.set_time(hours)
+
+    def set_time(self, hours: float) -> None:
+        """Sets the game clock (recency is counted on it)."""
+        self._check(_lib().lemonpc_world_set_time, float(hours))
+
+    def event(self, text: str, place: Optional[str] = None, importance: int = 5,
+              witnesses: Sequence[Union[str, "Npc"]] = ()) -> int:
+        """Records an event at the current game time; only the witnesses
+        know of it. Returns its id, for tell()."""
+        if isinstance(witnesses, (str, Npc)):
+            witnesses = [witnesses]
+        names = [_npc_id(w) for w in witnesses]
+        ev = _Event(_enc(text), _enc(place), int(importance), None, len(names))
+        if names:
+            arr = (c_char_p * len(names))(*names)
+            ev.witnesses = ctypes.cast(arr, POINTER(c_char_p))
+        out = c_int64()
+        self._check(_lib().lemonpc_world_event, ctypes.byref(ev), ctypes.byref(out))
+        return out.value
+
+    def tell(self, event_id: int, npc: Union[str, "Npc"]) -> None:
+        """npc learns of an event it did not see (someone told it). An
+        unknown id raises NotFoundError."""
+        self._check(_lib().lemonpc_world_tell, int(event_id), _npc_id(npc))
+
+    def fact(self, npc: Union[str, "Npc"], player: Optional[str], text: str,
+             importance: int = 5) -> None:
+        """A fact npc knows about player (None: a plain fact), written by
+        the game: "Mira is the blacksmith's daughter"."""
+        self._check(_lib().lemonpc_world_fact, _npc_id(npc), _enc(player), _enc(text),
+                    int(importance))
+
+    def memories(self, npc: Union[str, "Npc"], player: Optional[str] = None) -> list:
+        """[Memory] npc has (of player, by the name before any comma;
+        None: all), oldest first."""
+        out: list = []
+        raised: list = []
+
+        def each(_user, m):
+            try:
+                out.append(Memory._of(m.contents))
+                return 0
+            except BaseException as e:   # noqa: B902 - re-raised after the C call
+                raised.append(e)
+                return 1
+
+        cb = _MEMORY_FN(each)
+        err = _Error()
+        h = self._enter()
+        try:
+            code = _lib().lemonpc_world_memories(h, _npc_id(npc), _enc(player), cb, None,
+                                                 ctypes.byref(err))
+        finally:
+            self._leave()
+        if raised:
+            raise raised[0]
+        if code != Status.OK:
+            _raise(code, err)
+        return out
+
+    def forget(self, npc: Union[str, "Npc"], player: str) -> None:
+        """npc forgets player: what was said, facts about them, their
+        conversation."""
+        self._check(_lib().lemonpc_world_forget, _npc_id(npc), _enc(player))
+
+    def save_as(self, path: PathLike) -> None:
+        """A copy of the whole world into path (a save slot), atomically:
+        the file at path is replaced only by a complete, checked copy."""
+        self._check(_lib().lemonpc_world_save_as, _path(path))
+
+    def save_conversation(self, conv: "Conversation") -> None:
+        """conv.save_to_world(), for a conversation of an NPC of this world."""
+        if conv.npc.world is not self:
+            raise ValueError("save_conversation: the conversation's NPC does not live in "
+                             "this world")
+        conv.save_to_world()

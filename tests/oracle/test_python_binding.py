@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import warnings
 
 import pytest
 
@@ -104,13 +103,17 @@ def layout_checks(L):
             out.append(f'_Static_assert({prefix}{m.name} == {int(m)}, "{prefix}{m.name}");')
     for t in ("lemonpc_status", "lemonpc_kv_type", "lemonpc_persona", "lemonpc_stop"):
         out.append(f'_Static_assert(sizeof({t}) == {ctypes.sizeof(ctypes.c_int)}, "{t}");')
+    # each callback typedef is the function pointer type the binding declares
+    for t, c in L._CALLBACKS.items():
+        out.append(f'_Static_assert(_Generic(({t})0, {c}: 1, default: 0), "{t}");')
     return "\n".join(out)
 
 
 def test_layout_and_prototypes_match_header(L, tmp_path):
     """The compiler checks what the binding assumes: sizes, offsets, enum
-    values, and the prototypes (a redeclaration with other types is a
-    'conflicting types' error)."""
+    values, callback types, and the prototypes (a redeclaration with other
+    types is a 'conflicting types' error). Every function and constant of
+    the header is bound."""
     r = check_c(tmp_path, layout_checks(L) + "\n" + L._PROTOTYPES)
     assert r.returncode == 0, r.stderr
     # ... and the check has teeth
@@ -122,6 +125,9 @@ def test_layout_and_prototypes_match_header(L, tmp_path):
     r = check_c(tmp_path, '_Static_assert(offsetof(lemonpc_sampling, seed) == 28, "seed");',
                 "bad2.c")
     assert r.returncode != 0
+    r = check_c(tmp_path, '_Static_assert(_Generic((lemonpc_memory_fn)0, '
+                'int (*)(void *, const void *): 1, default: 0), "fn");', "bad3.c")
+    assert r.returncode != 0
 
     header = HEADER.read_text()
     declared = set(re.findall(r"LEMONPC_API[^;]*?\b(lemonpc_\w+)\s*\(", header, re.S))
@@ -129,15 +135,21 @@ def test_layout_and_prototypes_match_header(L, tmp_path):
     assert bound <= declared, f"bound but not in lemonpc.h: {sorted(bound - declared)}"
     for name in bound:
         assert hasattr(L._lib(), name)
-    unbound = sorted(declared - bound)
-    if unbound:
-        warnings.warn(f"lemonpc.h functions the Python binding lacks: {unbound}")
-    # enum constants the binding lacks (an unknown status still raises
-    # LemonpcError with its int code and the library's message)
+    # ... and each declared function is called somewhere in the binding
+    code = pathlib.Path(L.__file__).read_text().replace(L._PROTOTYPES, "")
+    uncalled = sorted(n for n in bound if not re.search(rf"\b{n}\b", code))
+    assert not uncalled, f"in _PROTOTYPES but called by no wrapper: {uncalled}"
+    # a function added to the header is bound (and wrapped) with it
+    assert not declared - bound, \
+        f"lemonpc.h functions the Python binding lacks: {sorted(declared - bound)}"
     have = {p + m.name for e, p in L._ENUMS.items() for m in e}
     consts = set(re.findall(r"\b(LEMONPC_(?:OK|ERR_\w+|KV_\w+|STOP_\w+|PERSONA_\w+))\s*=", header))
-    if consts - have:
-        warnings.warn(f"lemonpc.h constants the Python binding lacks: {sorted(consts - have)}")
+    assert not consts - have, f"lemonpc.h constants the Python binding lacks: {sorted(consts - have)}"
+    # and so is every struct and callback type
+    structs = set(re.findall(r"typedef struct (lemonpc_\w+) \{", header))
+    assert structs == {s._c_name_ for s in L._STRUCTS}
+    callbacks = set(re.findall(r"typedef \w+ \(\*(lemonpc_\w+)\)", header))
+    assert callbacks == set(L._CALLBACKS)
     assert L.version() == re.search(r'#define LEMONPC_VERSION "(.*)"', header).group(1)
     assert L.status_name(L.Status.ERR_CANCELLED) == "cancelled"
 
