@@ -409,7 +409,9 @@ static void test_kernels_name(void **state) {
 /* Against softmax(scale*K q) V in double. A score's f32 error is at most
  * hd*2^-23*scale*sum|q_i k_i|; an error e in the scores moves every weight
  * by a factor within exp(+-2e); the weighted sum adds (n+4) ulps and expf
- * about one. */
+ * about one. With an f16 cache (kv 1) the reference takes K, V and q
+ * rounded to f16 as the kernels do, and the weights' own rounding to f16
+ * adds 2^-11 of each. */
 static void test_attn_heads(void **state) {
     (void)state;
     const int hds[] = {64, 24, 12, 128, 40};
@@ -417,32 +419,49 @@ static void test_attn_heads(void **state) {
     rng r = {21};
     int ns;
     const lm_kernels *const *ks = sets(&ns);
+    for (int kv = 0; kv < 2; kv++)
     for (int a = 0; a < 5; a++)
         for (int b = 0; b < 4; b++) {
+            const lm_dtype kt = kv ? LM_F16 : LM_F32;
+            const size_t es = kv ? 2 : 4;
             const int hd = hds[a], nk = nks[b], stride = 3 * hd + 5, off = hd;
             /* K and V transposed: value i of key p at Kt[i * vt_stride + p],
              * rows padded to a multiple of LM_ATTN_PAD and read up to there */
             const int vt_stride = (nk + LM_ATTN_PAD - 1) / LM_ATTN_PAD * LM_ATTN_PAD + 3;
             float *K = malloc((size_t)nk * stride * sizeof *K), *V = malloc((size_t)nk * stride * sizeof *V);
-            float *Vt = calloc((size_t)hd * vt_stride, sizeof *Vt);
-            float *Kt = calloc((size_t)hd * vt_stride, sizeof *Kt);
-            float q[128], out[128], out1[128], sc[352];
+            unsigned char *Vt = calloc((size_t)hd * vt_stride, es);
+            unsigned char *Kt = calloc((size_t)hd * vt_stride, es);
+            float q[128], qr[128], out[128], out1[128], sc[352];
             double want[128], wsum[128], e[333], maxerr = 0, z = 0, mx = -INFINITY;
             assert_true(K && V && Vt && Kt);
             fill(&r, K, (size_t)nk * stride, 0);
             fill(&r, V, (size_t)nk * stride, 0);
             fill(&r, q, (size_t)hd, 0);
+            if (kv) {
+                for (size_t i = 0; i < (size_t)nk * stride; i++) {
+                    K[i] = lm_round_f16(K[i]);
+                    V[i] = lm_round_f16(V[i]);
+                }
+            }
+            for (int i = 0; i < hd; i++) qr[i] = kv ? lm_round_f16(q[i]) : q[i];
             for (int p = 0; p < nk; p++)
                 for (int i = 0; i < hd; i++) {
-                    Vt[(size_t)i * vt_stride + p] = V[(size_t)p * stride + off + i];
-                    Kt[(size_t)i * vt_stride + p] = K[(size_t)p * stride + off + i];
+                    size_t at = (size_t)i * vt_stride + p;
+                    float vv = V[(size_t)p * stride + off + i], kk = K[(size_t)p * stride + off + i];
+                    if (kv) {
+                        ((uint16_t *)Vt)[at] = lm_f32_to_f16(vv);
+                        ((uint16_t *)Kt)[at] = lm_f32_to_f16(kk);
+                    } else {
+                        ((float *)Vt)[at] = vv;
+                        ((float *)Kt)[at] = kk;
+                    }
                 }
             const float scale = 1.0f / sqrtf((float)hd);
             for (int p = 0; p < nk; p++) {
                 double dot = 0, adot = 0;
                 for (int i = 0; i < hd; i++) {
-                    dot += (double)q[i] * K[(size_t)p * stride + off + i];
-                    adot += fabs((double)q[i] * K[(size_t)p * stride + off + i]);
+                    dot += (double)qr[i] * K[(size_t)p * stride + off + i];
+                    adot += fabs((double)qr[i] * K[(size_t)p * stride + off + i]);
                 }
                 e[p] = dot * scale;
                 mx = fmax(mx, e[p]);
@@ -460,13 +479,15 @@ static void test_attn_heads(void **state) {
             for (int si = 0; si < ns; si++) {
                 /* single (the token alone in its batch) only changes the
                  * summation order of the weighted sum */
-                ks[si]->attn_heads(out, q, 1, Kt, Vt, (size_t)vt_stride, nk, hd, scale, 0, sc);
-                ks[si]->attn_heads(out1, q, 1, Kt, Vt, (size_t)vt_stride, nk, hd, scale, 1, sc);
+                ks[si]->attn_heads(out, q, 1, Kt, Vt, kt, (size_t)vt_stride, nk, hd, scale, 0, sc);
+                ks[si]->attn_heads(out1, q, 1, Kt, Vt, kt, (size_t)vt_stride, nk, hd, scale, 1, sc);
                 for (int i = 0; i < hd; i++) {
-                    double tol = wsum[i] * (expm1(2 * maxerr) + (nk + 6) * 0x1p-23) + 1e-30;
+                    double tol = wsum[i] * (expm1(2 * maxerr) + (nk + 6) * 0x1p-23 +
+                                            (kv ? 0x1p-11 : 0)) + 1e-30;
                     if (fabs(out[i] - want[i]) > tol || fabs(out1[i] - want[i]) > tol)
-                        fail_msg("%s attn hd=%d n=%d out[%d]=%.9g / %.9g want %.9g tol %.3g",
-                                 ks[si]->name, hd, nk, i, out[i], out1[i], want[i], tol);
+                        fail_msg("%s attn %s hd=%d n=%d out[%d]=%.9g / %.9g want %.9g tol %.3g",
+                                 ks[si]->name, lm_dtype_name(kt), hd, nk, i, out[i], out1[i],
+                                 want[i], tol);
                 }
                 /* a group of 5 query heads sharing the KV head: each head's
                  * output is exactly what it gets alone */
@@ -474,10 +495,11 @@ static void test_attn_heads(void **state) {
                 float qs[G * 128], og[G * 128], o1[128], sg[G * 352];
                 fill(&r, qs, (size_t)G * hd, 0);
                 for (int single = 0; single < 2; single++) {
-                    ks[si]->attn_heads(og, qs, G, Kt, Vt, (size_t)vt_stride, nk, hd, scale, single, sg);
+                    ks[si]->attn_heads(og, qs, G, Kt, Vt, kt, (size_t)vt_stride, nk, hd, scale,
+                                       single, sg);
                     for (int h = 0; h < G; h++) {
-                        ks[si]->attn_heads(o1, qs + h * hd, 1, Kt, Vt, (size_t)vt_stride, nk, hd,
-                                           scale, single, sc);
+                        ks[si]->attn_heads(o1, qs + h * hd, 1, Kt, Vt, kt, (size_t)vt_stride, nk,
+                                           hd, scale, single, sc);
                         assert_memory_equal(o1, og + h * hd, sizeof(float) * (size_t)hd);
                     }
                 }

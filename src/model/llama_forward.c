@@ -311,7 +311,7 @@ static void attn_task(void *arg, int task, int n_tasks, int thread) {
     size_t head_off = ((size_t)j->layer * (size_t)kv_dim + (size_t)kvh * hd) * (size_t)c->n_ctx_pad;
     size_t q_off = ((size_t)t * cfg->n_head + (size_t)kvh * g) * hd;
     lm_attn_heads(c->att + q_off, c->q + q_off, g, c->k_cache + head_off,
-                  c->v_cache + head_off, (size_t)c->n_ctx_pad, j->p0 + t + 1, hd,
+                  c->v_cache + head_off, LM_F32, (size_t)c->n_ctx_pad, j->p0 + t + 1, hd,
                   1.0f / sqrtf((float)hd), j->n_tokens == 1,
                   c->scores + (size_t)thread * score_row(c));
 }

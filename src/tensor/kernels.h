@@ -78,9 +78,9 @@ typedef struct lm_kernels {
     /* lm_softmax, lm_swiglu, lm_attn_heads (ops.h) */
     void (*softmax)(float *x, int n);
     void (*swiglu)(float *out, const float *gate, const float *up, int n);
-    void (*attn_heads)(float *out, const float *q, int n_q, const float *Kt, const float *Vt,
-                       size_t stride, int n_keys, int head_dim, float scale, int single,
-                       float *scores);
+    void (*attn_heads)(float *out, const float *q, int n_q, const void *Kt, const void *Vt,
+                       lm_dtype kv_type, size_t stride, int n_keys, int head_dim, float scale,
+                       int single, float *scores);
 } lm_kernels;
 
 extern const lm_kernels lm_kernels_scalar;

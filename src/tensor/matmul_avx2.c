@@ -430,15 +430,30 @@ INLINE float dot_bf16_ggml(const void *w, const float *x, int n) {
     return (float)sum;
 }
 
-/* Scores of 8 keys at once for HG query heads sharing the KV head, keys in
- * lanes (Kt[i*stride + p]), each K vector loaded once for all HG heads.
- * Each lane runs ggml_vec_dot_f32's exact sequence for its key -- acc_j for
- * dims 8j+l (mod 32) fused over the steps of 32, (acc0+acc2)+(acc1+acc3),
- * then lane l with l+4, then the two hadd levels -- so for a head_dim that
- * is a multiple of 32 the result is dot_f32_ggml's, bit for bit.
+/* 8 consecutive cache values at element offset off: f32, or f16 widened
+ * (exact). f16 is a compile-time constant in every caller. */
+INLINE __m256 load_kv(const void *base, size_t off, const int f16) {
+    if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + off)));
+    return _mm256_loadu_ps((const float *)base + off);
+}
+
+/* x rounded to the nearest f16, back as f32 (what llama.cpp's
+ * ggml_cpu_fp32_to_fp16 stores and the f16 dot products widen again) */
+INLINE __m256 round_f16_ps(__m256 x) {
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/* Scores of 8 keys at once (keys p..p+7) for HG query heads sharing the KV
+ * head, keys in lanes (Kt[i*stride + p]), each K vector loaded once for all
+ * HG heads. Each lane runs ggml_vec_dot_f32's exact sequence for its key --
+ * acc_j for dims 8j+l (mod 32) fused over the steps of 32,
+ * (acc0+acc2)+(acc1+acc3), then lane l with l+4, then the two hadd levels
+ * -- so for a head_dim that is a multiple of 32 the result is
+ * dot_f32_ggml's, bit for bit. With an f16 cache (q already rounded to f16)
+ * it is ggml_vec_dot_f16's, which runs the same sequence on widened halves.
  * res[h] = the 8 scores of head h (q of head h at q + h*hd). */
-INLINE void scores8(const float *q, int hd, const float *Kt, size_t stride, __m256 *res,
-                    const int HG) {
+INLINE void scores8(const float *q, int hd, const void *Kt, size_t p, size_t stride, __m256 *res,
+                    const int HG, const int f16) {
     __m256 t[3][8];
 #pragma GCC unroll 8
     for (int l = 0; l < 8; l++) {
@@ -446,11 +461,11 @@ INLINE void scores8(const float *q, int hd, const float *Kt, size_t stride, __m2
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
             const int i = 8 * j + l;
-            __m256 kv = _mm256_loadu_ps(Kt + (size_t)i * stride);
+            __m256 kv = load_kv(Kt, (size_t)i * stride + p, f16);
 #pragma GCC unroll 3
             for (int h = 0; h < HG; h++) a[h][j] = _mm256_mul_ps(kv, _mm256_broadcast_ss(q + h * hd + i));
             for (int r = 32; r < hd; r += 32) {
-                kv = _mm256_loadu_ps(Kt + (size_t)(i + r) * stride);
+                kv = load_kv(Kt, (size_t)(i + r) * stride + p, f16);
 #pragma GCC unroll 3
                 for (int h = 0; h < HG; h++)
                     a[h][j] = _mm256_fmadd_ps(kv, _mm256_broadcast_ss(q + h * hd + i + r), a[h][j]);
@@ -468,10 +483,37 @@ INLINE void scores8(const float *q, int hd, const float *Kt, size_t stride, __m2
     }
 }
 
+/* Scores of keys p..p+7 in tinyBLAS's order, what llama.cpp computes for a
+ * batch of several tokens over an f16 cache (q rounded to f16 and
+ * contiguous then, so its matmul goes to tinyBLAS): per key one 8-lane
+ * accumulator, lane l fused over dims l, l+8, l+16, ..., then hsum's
+ * (l + l+4), (0+2)+(1+3). Lanes here are keys: a[l] holds lane l of 8
+ * keys. hd a multiple of 8. A head at a time keeps the 8 accumulators in
+ * registers (K rows come again from L1 for the next head). */
+INLINE void scores8_tb(const float *q, int hd, const void *Kt, size_t p, size_t stride,
+                       __m256 *res, const int HG) {
+#pragma GCC unroll 3
+    for (int h = 0; h < HG; h++) {
+        __m256 a[8];
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) a[l] = _mm256_setzero_ps();
+        for (int g = 0; g < hd; g += 8)
+#pragma GCC unroll 8
+            for (int l = 0; l < 8; l++)
+                a[l] = _mm256_fmadd_ps(load_kv(Kt, (size_t)(g + l) * stride + p, 1),
+                                       _mm256_broadcast_ss(q + h * hd + g + l), a[l]);
+        const __m256 u0 = _mm256_add_ps(a[0], a[4]), u1 = _mm256_add_ps(a[1], a[5]);
+        const __m256 u2 = _mm256_add_ps(a[2], a[6]), u3 = _mm256_add_ps(a[3], a[7]);
+        res[h] = _mm256_add_ps(_mm256_add_ps(u0, u2), _mm256_add_ps(u1, u3));
+    }
+}
+
 /* Softmax in place of one head's scores s[n_keys] (scaled), as ggml's
  * soft_max: groups of 8 from key 0 with the masked tail at -inf, each
- * group's sum added to a double; zeros up to the next multiple of 32. */
-INLINE void attn_softmax(float *s, int n_keys) {
+ * group's sum added to a double; zeros up to the next multiple of 32.
+ * With an f16 cache the weights are then rounded to f16, as llama.cpp
+ * converts them for the f16 matmul with V. */
+INLINE void attn_softmax(float *s, int n_keys, const int f16) {
     const int n8 = (n_keys + 7) & ~7, n32 = (n_keys + 31) & ~31;
     float max = -INFINITY;
     for (int p = 0; p < n_keys; p++) max = s[p] > max ? s[p] : max;
@@ -485,36 +527,54 @@ INLINE void attn_softmax(float *s, int n_keys) {
     }
     for (int p = n8; p < n32; p++) s[p] = 0.0f;
     const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
-    for (int p = 0; p < n8; p += 8) _mm256_storeu_ps(s + p, _mm256_mul_ps(_mm256_loadu_ps(s + p), inv));
+    for (int p = 0; p < n8; p += 8) {
+        const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(s + p), inv);
+        _mm256_storeu_ps(s + p, f16 ? round_f16_ps(w) : w);
+    }
 }
 
-/* Weights of HG heads (s + h*sstride) over n_keys keys. */
-INLINE void attn_weights(const float *q, int hd, const float *Kt, size_t stride, int n_keys,
-                         float scale, float *s, size_t sstride, const int HG) {
+/* Weights of HG heads (s + h*sstride) over n_keys keys. q is rounded to
+ * f16 already when f16. */
+INLINE void attn_weights(const float *q, int hd, const void *Kt, size_t stride, int n_keys,
+                         float scale, float *s, size_t sstride, int single, const int HG,
+                         const int f16) {
     const int n8 = (n_keys + 7) & ~7;
-    if (hd % 32 == 0) {
-        const __m256 sc = _mm256_set1_ps(scale);
+    const __m256 sc = _mm256_set1_ps(scale);
+    if (f16 && !single) {
         for (int p = 0; p < n8; p += 8) {
             __m256 r[3];
-            scores8(q, hd, Kt + p, stride, r, HG);
+            scores8_tb(q, hd, Kt, (size_t)p, stride, r, HG);
 #pragma GCC unroll 3
             for (int h = 0; h < HG; h++) _mm256_storeu_ps(s + h * sstride + p, _mm256_mul_ps(r[h], sc));
+        }
+    } else if (hd % 32 == 0) {
+        for (int p = 0; p < n8; p += 8) {
+            __m256 r[3];
+            scores8(q, hd, Kt, (size_t)p, stride, r, HG, f16);
+#pragma GCC unroll 3
+            for (int h = 0; h < HG; h++) _mm256_storeu_ps(s + h * sstride + p, _mm256_mul_ps(r[h], sc));
+        }
+    } else if (f16) {
+        uint16_t k[LM_ATTN_MAX_HD];
+        for (int p = 0; p < n_keys; p++) {
+            for (int i = 0; i < hd; i++) k[i] = ((const uint16_t *)Kt)[(size_t)i * stride + p];
+            for (int h = 0; h < HG; h++) s[h * sstride + p] = dot_f16_ggml(k, q + h * hd, hd) * scale;
         }
     } else {
         float k[LM_ATTN_MAX_HD];
         for (int p = 0; p < n_keys; p++) {
-            for (int i = 0; i < hd; i++) k[i] = Kt[(size_t)i * stride + p];
+            for (int i = 0; i < hd; i++) k[i] = ((const float *)Kt)[(size_t)i * stride + p];
             for (int h = 0; h < HG; h++) s[h * sstride + p] = dot_f32_ggml(k, q + h * hd, hd) * scale;
         }
     }
-    for (int h = 0; h < HG; h++) attn_softmax(s + h * sstride, n_keys);
+    for (int h = 0; h < HG; h++) attn_softmax(s + h * sstride, n_keys, f16);
 }
 
 /* tinyBLAS order for a batch: per output one 8-lane accumulator over
  * groups of 8 keys, hsum at the end. 4 dims x HG heads at a time, each V
  * vector loaded once for the HG heads. */
-INLINE void attn_values(float *out, int hd, const float *Vt, size_t stride, int n_keys,
-                        const float *s, size_t sstride, const int HG) {
+INLINE void attn_values(float *out, int hd, const void *Vt, size_t stride, int n_keys,
+                        const float *s, size_t sstride, const int HG, const int f16) {
     const int n8 = (n_keys + 7) & ~7;
     for (int i = 0; i < hd; i += 4) {
         __m256 a[3][4];
@@ -528,7 +588,7 @@ INLINE void attn_values(float *out, int hd, const float *Vt, size_t stride, int 
             for (int h = 0; h < HG; h++) w[h] = _mm256_loadu_ps(s + h * sstride + p);
 #pragma GCC unroll 4
             for (int r = 0; r < 4; r++) {
-                const __m256 v = _mm256_loadu_ps(Vt + (size_t)(i + r) * stride + p);
+                const __m256 v = load_kv(Vt, (size_t)(i + r) * stride + (size_t)p, f16);
 #pragma GCC unroll 3
                 for (int h = 0; h < HG; h++) a[h][r] = _mm256_fmadd_ps(v, w[h], a[h][r]);
             }
@@ -540,29 +600,47 @@ INLINE void attn_values(float *out, int hd, const float *Vt, size_t stride, int 
     }
 }
 
-INLINE void attn_group(float *out, const float *q, const float *Kt, const float *Vt,
+INLINE void attn_group(float *out, const float *q, const void *Kt, const void *Vt,
                        size_t stride, int n_keys, int hd, float scale, int single, float *s,
-                       const int HG) {
+                       const int HG, const int f16) {
     const size_t sstride = (size_t)((n_keys + 31) & ~31);
-    attn_weights(q, hd, Kt, stride, n_keys, scale, s, sstride, HG);
+    float qr[3 * LM_ATTN_MAX_HD];
+    if (f16) {
+        /* llama.cpp converts q to f16 for the matmul with the f16 K cache */
+        for (int e = 0; e < HG * hd; e += 8) _mm256_storeu_ps(qr + e, round_f16_ps(_mm256_loadu_ps(q + e)));
+        q = qr;
+    }
+    attn_weights(q, hd, Kt, stride, n_keys, scale, s, sstride, single, HG, f16);
     if (single) {
-        /* ggml_vec_dot_f32 over the weights, whole groups of 32 */
+        /* ggml_vec_dot_f32 / _f16 over the weights, whole groups of 32 */
         for (int h = 0; h < HG; h++)
             for (int i = 0; i < hd; i++)
-                out[h * hd + i] = dot_f32_ggml(Vt + (size_t)i * stride, s + h * sstride, (int)sstride);
+                out[h * hd + i] = f16 ? dot_f16_ggml((const uint16_t *)Vt + (size_t)i * stride,
+                                                     s + h * sstride, (int)sstride)
+                                      : dot_f32_ggml((const float *)Vt + (size_t)i * stride,
+                                                     s + h * sstride, (int)sstride);
         return;
     }
-    attn_values(out, hd, Vt, stride, n_keys, s, sstride, HG);
+    attn_values(out, hd, Vt, stride, n_keys, s, sstride, HG, f16);
 }
+
+/* One group of up to 3 query heads, the kv type a constant inside. */
+#define ATTN_GROUP_FOR(F16)                                                                      \
+    do {                                                                                         \
+        if (g == 3) attn_group(o, qh, Kt, Vt, stride, n_keys, hd, scale, single, sc, 3, F16);   \
+        else if (g == 2) attn_group(o, qh, Kt, Vt, stride, n_keys, hd, scale, single, sc, 2, F16); \
+        else attn_group(o, qh, Kt, Vt, stride, n_keys, hd, scale, single, sc, 1, F16);          \
+    } while (0)
 
 /* hd a multiple of 8 (4 for the value loop) and at most LM_ATTN_MAX_HD;
  * the query heads go through in threes (the register budget), which
  * changes no result. */
-static AVX2 void attn_heads(float *out, const float *q, int n_q, const float *Kt,
-                            const float *Vt, size_t stride, int n_keys, int hd, float scale,
-                            int single, float *s) {
+static AVX2 void attn_heads(float *out, const float *q, int n_q, const void *Kt,
+                            const void *Vt, lm_dtype kv_type, size_t stride, int n_keys, int hd,
+                            float scale, int single, float *s) {
     if (hd % 8 || hd > LM_ATTN_MAX_HD) {
-        lm_kernels_scalar.attn_heads(out, q, n_q, Kt, Vt, stride, n_keys, hd, scale, single, s);
+        lm_kernels_scalar.attn_heads(out, q, n_q, Kt, Vt, kv_type, stride, n_keys, hd, scale,
+                                     single, s);
         return;
     }
     const size_t sstride = (size_t)((n_keys + 31) & ~31);
@@ -570,12 +648,12 @@ static AVX2 void attn_heads(float *out, const float *q, int n_q, const float *Kt
         const int g = n_q - h >= 3 ? 3 : n_q - h;
         float *o = out + (size_t)h * hd, *sc = s + (size_t)h * sstride;
         const float *qh = q + (size_t)h * hd;
-        if (g == 3) attn_group(o, qh, Kt, Vt, stride, n_keys, hd, scale, single, sc, 3);
-        else if (g == 2) attn_group(o, qh, Kt, Vt, stride, n_keys, hd, scale, single, sc, 2);
-        else attn_group(o, qh, Kt, Vt, stride, n_keys, hd, scale, single, sc, 1);
+        if (kv_type == LM_F16) ATTN_GROUP_FOR(1);
+        else ATTN_GROUP_FOR(0);
         h += g;
     }
 }
+#undef ATTN_GROUP_FOR
 
 /* ---- instantiations ------------------------------------------------- */
 

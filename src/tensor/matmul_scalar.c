@@ -109,29 +109,44 @@ static float dot_q4_1(int k, const lm_block_q4_1 *w, const int8_t *q, const floa
 
 /* ---- attention ------------------------------------------------------ */
 
-static void attn_head(float *out, const float *q, const float *Kt, const float *Vt, size_t stride,
-                      int n_keys, int hd, float scale, float *s) {
-    for (int p = 0; p < n_keys; p++) {
-        float dot = 0.0f;
-        for (int i = 0; i < hd; i++) dot += q[i] * Kt[(size_t)i * stride + p];
-        s[p] = dot * scale;
-    }
-    lm_softmax_scalar(s, n_keys);
+/* Element p of a cache row: f32, or f16 widened (exact). */
+static inline float kv_at(const void *row, int f16, size_t p) {
+    return f16 ? lm_f16_to_f32(((const uint16_t *)row)[p]) : ((const float *)row)[p];
+}
+
+/* Plain loop order. With an f16 cache q and the weights are rounded to f16
+ * first, as llama.cpp rounds them, so this set computes the same products
+ * as the SIMD one and only sums them in another order. */
+static void attn_head(float *out, const float *q, const void *Kt, const void *Vt, int f16,
+                      size_t stride, int n_keys, int hd, float scale, float *s) {
+    const size_t es = f16 ? 2 : 4;
+    /* each score sums over i in order; i outer reads the transposed rows in order */
+    for (int p = 0; p < n_keys; p++) s[p] = 0.0f;
     for (int i = 0; i < hd; i++) {
-        const float *v = Vt + (size_t)i * stride;
+        const float qi = f16 ? lm_round_f16(q[i]) : q[i];
+        const void *k = (const char *)Kt + (size_t)i * stride * es;
+        for (int p = 0; p < n_keys; p++) s[p] += qi * kv_at(k, f16, (size_t)p);
+    }
+    for (int p = 0; p < n_keys; p++) s[p] *= scale;
+    lm_softmax_scalar(s, n_keys);
+    if (f16)
+        for (int p = 0; p < n_keys; p++) s[p] = lm_round_f16(s[p]);
+    for (int i = 0; i < hd; i++) {
+        const void *v = (const char *)Vt + (size_t)i * stride * es;
         float acc = 0.0f;
-        for (int p = 0; p < n_keys; p++) acc += s[p] * v[p];
+        for (int p = 0; p < n_keys; p++) acc += s[p] * kv_at(v, f16, (size_t)p);
         out[i] = acc;
     }
 }
 
-static void attn_heads(float *out, const float *q, int n_q, const float *Kt, const float *Vt,
-                       size_t stride, int n_keys, int hd, float scale, int single, float *s) {
+static void attn_heads(float *out, const float *q, int n_q, const void *Kt, const void *Vt,
+                       lm_dtype kv_type, size_t stride, int n_keys, int hd, float scale,
+                       int single, float *s) {
     (void)single;
     size_t n32 = (size_t)(n_keys + LM_ATTN_PAD - 1) / LM_ATTN_PAD * LM_ATTN_PAD;
     for (int h = 0; h < n_q; h++)
-        attn_head(out + (size_t)h * hd, q + (size_t)h * hd, Kt, Vt, stride, n_keys, hd, scale,
-                  s + (size_t)h * n32);
+        attn_head(out + (size_t)h * hd, q + (size_t)h * hd, Kt, Vt, kv_type == LM_F16, stride,
+                  n_keys, hd, scale, s + (size_t)h * n32);
 }
 
 #define QROW(i) x->q + (size_t)(i) * k, x->d + (i), x->s ? x->s + (i) : NULL

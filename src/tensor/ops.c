@@ -9,11 +9,11 @@
 
 const char *lm_kernels_name(void) { return lm_kernels_default()->name; }
 
-void lm_attn_heads(float *out, const float *q, int n_q, const float *Kt, const float *Vt,
-                   size_t stride, int n_keys, int head_dim, float scale, int single,
-                   float *scores) {
-    lm_kernels_default()->attn_heads(out, q, n_q, Kt, Vt, stride, n_keys, head_dim, scale,
-                                     single, scores);
+void lm_attn_heads(float *out, const float *q, int n_q, const void *Kt, const void *Vt,
+                   lm_dtype kv_type, size_t stride, int n_keys, int head_dim, float scale,
+                   int single, float *scores) {
+    lm_kernels_default()->attn_heads(out, q, n_q, Kt, Vt, kv_type, stride, n_keys, head_dim,
+                                     scale, single, scores);
 }
 
 void lm_rmsnorm(float *out, const float *x, const float *w, int m, int d, float eps) {

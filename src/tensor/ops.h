@@ -39,16 +39,21 @@ void lm_rope(float *q, int n_tokens, int n_heads, int head_dim,
  * h < n_q, q and out [n_q, hd] contiguous. K and V of the KV head are
  * stored transposed: value i of key p at Kt[i*stride + p] (Vt alike), rows
  * read up to n_keys rounded up to 32 (their weight there is 0; the values
- * must be finite). scores[n_q, n_keys rounded up to 32] is caller scratch
+ * must be finite). kv_type is the cache's element type, LM_F32 or LM_F16;
+ * with f16, q and the softmax weights are rounded to f16 before their dot
+ * products, as llama.cpp converts a matmul's f32 operand to its f16
+ * weights' type. scores[n_q, n_keys rounded up to 32] is caller scratch
  * (left holding the weights). The reduction orders are llama.cpp's
- * (ggml_vec_dot_f32 for scores, tinyBLAS for the weighted sum of a batch
- * of several tokens, ggml_vec_dot_f32 when single is set: the token is
- * alone in its batch), so logits match it bit for bit. The result does not
- * depend on the thread that runs it, nor on n_q. */
+ * non-flash ones: f32 cache, ggml_vec_dot_f32 for the scores, tinyBLAS for
+ * the weighted sum of a batch of several tokens, ggml_vec_dot_f32 when
+ * single is set (the token is alone in its batch); f16 cache, tinyBLAS for
+ * both products in a batch, ggml_vec_dot_f16 for both when single. So
+ * logits match it bit for bit. The result does not depend on the thread
+ * that runs it, nor on n_q. */
 #define LM_ATTN_PAD 32
-void lm_attn_heads(float *out, const float *q, int n_q, const float *Kt, const float *Vt,
-                   size_t stride, int n_keys, int head_dim, float scale, int single,
-                   float *scores);
+void lm_attn_heads(float *out, const float *q, int n_q, const void *Kt, const void *Vt,
+                   lm_dtype kv_type, size_t stride, int n_keys, int head_dim, float scale,
+                   int single, float *scores);
 
 /* x[n] = softmax(x[n]) in place, max-subtracted. */
 void lm_softmax(float *x, int n);
