@@ -84,9 +84,21 @@ LEMONPC_API const char *lemonpc_version(void);
 
 typedef struct lemonpc_model lemonpc_model;
 
+/* What a conversation's KV cache (the attention keys and values of every
+ * token it holds) stores. F16 halves the memory per token (SmolLM2-135M:
+ * 23 KB instead of 46 KB) and is llama.cpp's default; either way the
+ * replies are exactly llama.cpp's with the same cache type. */
+typedef enum lemonpc_kv_type {
+    LEMONPC_KV_DEFAULT = 0,  /* F16 */
+    LEMONPC_KV_F16 = 1,
+    LEMONPC_KV_F32 = 2
+} lemonpc_kv_type;
+
 typedef struct lemonpc_model_params {
     int threads;   /* worker threads shared by every conversation; <= 0: all CPUs */
     int n_ctx;     /* tokens per conversation; <= 0: min(2048, the model's) */
+    lemonpc_kv_type kv_type;  /* of every conversation of the model; a save restores only
+                                 into a model with the same type */
 } lemonpc_model_params;
 
 LEMONPC_API lemonpc_model_params lemonpc_model_default_params(void);

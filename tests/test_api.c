@@ -379,6 +379,121 @@ static void test_save_restore_bit_identical(void **state) {
     lemonpc_model_free(m);
 }
 
+static lemonpc_model *load_model_kv(int n_ctx, lemonpc_kv_type kv) {
+    lemonpc_error err;
+    lemonpc_model_params p = lemonpc_model_default_params();
+    p.threads = 2;
+    p.n_ctx = n_ctx;
+    p.kv_type = kv;
+    lemonpc_model *m = lemonpc_model_load(model_path, &p, &err);
+    if (!m) fail_msg("%s", err.message);
+    return m;
+}
+
+static uint8_t *read_all(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc(*n);
+    assert_int_equal(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+/* Conversations cache f16 by default (llama.cpp's default), f32 when asked;
+ * a save records its cache type and restores only into a model of the same
+ * one, bit for bit; a version-1 save (always f32) still restores. */
+static void test_kv_type_and_saves(void **state) {
+    (void)state;
+    lemonpc_error err;
+    lemonpc_model_params bad = lemonpc_model_default_params();
+    bad.kv_type = (lemonpc_kv_type)7;
+    assert_null(lemonpc_model_load(model_path, &bad, &err));
+    assert_int_equal(err.code, LEMONPC_ERR_INVALID);
+    assert_non_null(strstr(err.message, "kv_type"));
+
+    lemonpc_model *m16 = load_model_kv(512, LEMONPC_KV_DEFAULT);
+    lemonpc_model *m32 = load_model_kv(512, LEMONPC_KV_F32);
+    const char *sys = "You are Brom, a gruff dwarven blacksmith.";
+    lemonpc_npc *n16 = load_npc(m16, sys, NULL, 0.0f, 12), *n32 = load_npc(m32, sys, NULL, 0.0f, 12);
+    lemonpc_conversation *c16 = lemonpc_conversation_open(n16, "Tom", "the forge", &err);
+    lemonpc_conversation *c32 = lemonpc_conversation_open(n32, "Tom", "the forge", &err);
+    assert_true(c16 && c32);
+    free(say(c16, "Can you fix my sword?", NULL));
+    free(say(c32, "Can you fix my sword?", NULL));
+    assert_int_equal(lm_ctx_kv_type(c16->ctx), LM_F16);
+    assert_int_equal(lm_ctx_kv_type(c32->ctx), LM_F32);
+    assert_int_equal(lm_ctx_kv_type(n16->pctx), LM_F16);   /* the persona prefix too */
+    assert_int_equal(lm_ctx_kv_type(n32->pctx), LM_F32);
+    assert_int_equal(lm_ctx_kv_bytes(c16->ctx) * 2, lm_ctx_kv_bytes(c32->ctx));
+
+    char p16[512], p32[512], pv1[600];
+    tmp_path(p16, sizeof p16, "kv16.lmc");
+    tmp_path(p32, sizeof p32, "kv32.lmc");
+    assert_int_equal(lemonpc_conversation_save(c16, p16, &err), LEMONPC_OK);
+    assert_int_equal(lemonpc_conversation_save(c32, p32, &err), LEMONPC_OK);
+    size_t n16b, n32b;
+    uint8_t *b16 = read_all(p16, &n16b), *b32 = read_all(p32, &n32b);
+    uint32_t hdr[2];
+    memcpy(hdr, b16 + 8, 8);
+    assert_int_equal(hdr[0], 2);   /* version */
+    assert_int_equal(hdr[1], 1);   /* F16 */
+    memcpy(hdr, b32 + 8, 8);
+    assert_int_equal(hdr[1], 0);   /* F32 */
+    /* the f16 cache's rows take half the bytes per cached token (the two
+     * greedy replies may differ in length) */
+    assert_int_equal(lm_ctx_state_bytes(c16->ctx) / c16->n_toks * 2,
+                     lm_ctx_state_bytes(c32->ctx) / c32->n_toks);
+
+    /* across types: refused, saying why (same NPC, so only the type differs) */
+    assert_null(lemonpc_conversation_restore(n32, p16, &err));
+    assert_int_equal(err.code, LEMONPC_ERR_MISMATCH);
+    if (!strstr(err.message, "F16") || !strstr(err.message, "F32") ||
+        !strstr(err.message, "kv_type") || !strstr(err.message, p16))
+        fail_msg("message: %s", err.message);
+    assert_null(lemonpc_conversation_restore(n16, p32, &err));
+    assert_int_equal(err.code, LEMONPC_ERR_MISMATCH);
+
+    /* same type: the next logits bit for bit, f32 too; and a version-1 file
+     * (the f32 save with the old version number and its checksum redone) */
+    memcpy(hdr, b32 + 8, 4);
+    hdr[0] = 1;
+    memcpy(b32 + 8, hdr, 4);
+    uint64_t h = lm_api_fnv(0xcbf29ce484222325ULL, b32, n32b - 8);
+    memcpy(b32 + n32b - 8, &h, 8);
+    snprintf(pv1, sizeof pv1, "%s.v1", p32);
+    FILE *f = fopen(pv1, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b32, 1, n32b, f), n32b);
+    fclose(f);
+    int V = m16->m->cfg.n_vocab;
+    float *la = malloc(sizeof(float) * (size_t)V), *lb = malloc(sizeof(float) * (size_t)V);
+    const char *paths[3] = {p16, p32, pv1};
+    lemonpc_npc *npcs[3] = {n16, n32, n32};
+    lemonpc_conversation *orig[3] = {c16, c32, c32};
+    for (int i = 0; i < 3; i++) {
+        lemonpc_conversation *r = lemonpc_conversation_restore(npcs[i], paths[i], &err);
+        if (!r) fail_msg("%s: %s", paths[i], err.message);
+        int32_t tk = 42;
+        lm_err e = {{0}};
+        assert_int_equal(lm_eval(orig[i]->ctx, &tk, 1, LM_LOGITS_LAST, la, &e), 0);
+        assert_int_equal(lm_eval(r->ctx, &tk, 1, LM_LOGITS_LAST, lb, &e), 0);
+        assert_memory_equal(la, lb, sizeof(float) * (size_t)V);
+        lm_ctx_truncate(orig[i]->ctx, (int)orig[i]->n_toks);
+        lemonpc_conversation_close(r);
+    }
+    free(la); free(lb); free(b16); free(b32);
+    unlink(p16); unlink(p32); unlink(pv1);
+    lemonpc_conversation_close(c16);
+    lemonpc_conversation_close(c32);
+    lemonpc_npc_free(n16);
+    lemonpc_npc_free(n32);
+    lemonpc_model_free(m16);
+    lemonpc_model_free(m32);
+}
+
 /* A process killed at any moment of a save leaves the previous save whole. */
 static void test_killed_mid_save_keeps_previous(void **state) {
     (void)state;
@@ -459,6 +574,7 @@ int main(void) {
         cmocka_unit_test(test_cancel_from_another_thread),
         cmocka_unit_test(test_stream_callback_cancels),
         cmocka_unit_test(test_save_restore_bit_identical),
+        cmocka_unit_test(test_kv_type_and_saves),
         cmocka_unit_test(test_killed_mid_save_keeps_previous),
         cmocka_unit_test(test_long_conversation_trims_the_middle),
     };

@@ -21,6 +21,8 @@ const char CLI_GEN_FLAGS_HELP[] =
     "  --seed S              sampling seed (default 0: same output every run)\n"
     "  -t, --threads N       worker threads (default: all CPUs)\n"
     "  -c, --ctx N           context size in tokens (default min(2048, model's))\n"
+    "  --kv TYPE             KV cache element type: f16 (default, as llama.cpp's) or f32\n"
+    "                        (twice the memory per token; logits as llama.cpp's f32 cache)\n"
     "  --character SHEET.md  speak as this character: its sheet (and the world.md of its\n"
     "                        sheet folder) becomes the system message\n"
     "  --persona MODE        how much of the sheet: full (the base model needs it), short\n"
@@ -74,7 +76,7 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     static const char *const with_value[] = {
         "-n", "--n-predict", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
         "--repeat-last-n", "--seed", "-t", "--threads", "-c", "--ctx", "--character",
-        "--adapter", "--adapter-scale", "--persona", "--asker", "--place",
+        "--adapter", "--adapter-scale", "--persona", "--asker", "--place", "--kv",
     };
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
@@ -92,6 +94,14 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     }
     if (!strcmp(a, "--asker") || !strcmp(a, "--place")) {
         *(!strcmp(a, "--asker") ? &o->asker : &o->place) = v;
+        return 1;
+    }
+    if (!strcmp(a, "--kv")) {
+        if (strcmp(v, "f16") && strcmp(v, "f32")) {
+            fprintf(stderr, "lemonpc %s: --kv wants f16 or f32, got '%s'\n", cmd, v);
+            return -1;
+        }
+        o->kv_type = !strcmp(v, "f16") ? LEMONPC_KV_F16 : LEMONPC_KV_F32;
         return 1;
     }
     if (!strcmp(a, "--persona")) {
@@ -179,7 +189,7 @@ int cli_npc_open(cli_npc *n, const cli_gen_opts *o, lemonpc_error *err) {
                  "--asker and --place describe the scene of a --character: give one");
         return err->code = LEMONPC_ERR_INVALID;
     }
-    lemonpc_model_params mp = {.threads = o->threads, .n_ctx = o->n_ctx};
+    lemonpc_model_params mp = {.threads = o->threads, .n_ctx = o->n_ctx, .kv_type = o->kv_type};
     if (!(n->model = lemonpc_model_load(o->model, &mp, err))) return err->code;
     lemonpc_npc_params np = lemonpc_npc_default_params();
     np.sheet = o->character;

@@ -24,6 +24,7 @@ typedef struct cli_gen_opts {
     int n_predict;           /* max tokens per reply */
     int threads;             /* 0: all online CPUs */
     int n_ctx;               /* 0: min(2048, context_length) */
+    lemonpc_kv_type kv_type; /* the KV cache's element type (default f16) */
     const char *adapter;     /* LoRA adapter GGUF applied at run time, or NULL */
     float adapter_scale;     /* multiplies alpha/r (default 1) */
     bool verbose;

@@ -82,8 +82,15 @@ typedef enum lm_logits_mode {
 } lm_logits_mode;
 
 /* n_ctx <= 0 means min(2048, n_ctx_train); larger than n_ctx_train is an
- * error. pool is borrowed (NULL: the context makes a 1-thread pool). */
+ * error. pool is borrowed (NULL: the context makes a 1-thread pool). The
+ * KV cache holds f32: logits bit-identical to llama.cpp's with its cache
+ * in f32 (docs/ENGINE.md). */
 lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err);
+/* The same with the cache's element type: LM_F32, or LM_F16 (llama.cpp's
+ * default; half the memory, logits bit-identical to llama.cpp's with an f16
+ * cache). Any other type is an error. */
+lm_ctx *lm_ctx_new_kv(const lm_model *m, int n_ctx, lm_pool *pool, lm_dtype kv_type,
+                      lm_err *err);
 void lm_ctx_free(lm_ctx *c);
 
 /* Evaluates tokens[0..n) at positions n_past .. n_past+n-1, appends their
@@ -108,18 +115,27 @@ void lm_ctx_set_pool(lm_ctx *c, lm_pool *pool);
  * the cached positions as they were computed. */
 struct lm_adapter;
 int lm_ctx_set_adapter(lm_ctx *c, const struct lm_adapter *a, float scale, lm_err *err);
+/* Allocates the cache for n positions now (clamped to n_ctx) instead of as
+ * they fill: no allocation, and no move of the cached rows, mid-sequence up
+ * to there. The logits are the same either way. */
+int lm_ctx_reserve(lm_ctx *c, int n, lm_err *err);
+/* The cache's element type (LM_F32 or LM_F16). */
+lm_dtype lm_ctx_kv_type(const lm_ctx *c);
 /* Bytes of the KV cache at full size (for memory budgets); the cache is
  * allocated as positions fill, doubling from 256 up to n_ctx. */
 size_t lm_ctx_kv_bytes(const lm_ctx *c);
-/* Makes dst hold src's first n cached positions (same model), replacing
- * what dst held: a persona evaluated once, shared by every conversation. */
+/* Makes dst hold src's first n cached positions (same model, same cache
+ * type), replacing what dst held: a persona evaluated once, shared by
+ * every conversation. */
 int lm_ctx_copy_prefix(lm_ctx *dst, const lm_ctx *src, int n, lm_err *err);
 /* The cache as data, for saving a conversation: K and V of positions
- * [0, n_past) as [n_layer * kv_dim, n_past] f32 each, lm_ctx_state_floats
- * floats per array. _set replaces the cache with such arrays. */
-size_t lm_ctx_state_floats(const lm_ctx *c);
-void lm_ctx_state_get(const lm_ctx *c, float *k, float *v);
-int lm_ctx_state_set(lm_ctx *c, const float *k, const float *v, int n_past, lm_err *err);
+ * [0, n_past) as [n_layer * kv_dim, n_past] elements of lm_ctx_kv_type each
+ * (f32, or f16 bits as uint16), lm_ctx_state_bytes bytes per array. _set
+ * replaces the cache with such arrays, which must be of this context's
+ * type (the caller records the type beside them). */
+size_t lm_ctx_state_bytes(const lm_ctx *c);
+void lm_ctx_state_get(const lm_ctx *c, void *k, void *v);
+int lm_ctx_state_set(lm_ctx *c, const void *k, const void *v, int n_past, lm_err *err);
 
 /* Observer of lm_eval's intermediates, for debugging and for comparing
  * them one by one with llama.cpp's (its graph callback uses the same

@@ -1,11 +1,12 @@
-/* Llama forward pass over a batch of tokens with an f32 KV cache.
+/* Llama forward pass over a batch of tokens with an f32 or f16 KV cache.
  * Cache layout: k_cache and v_cache[layer][n_head_kv * head_dim][n_ctx_pad],
  * where n_ctx_pad is the capacity allocated so far (it doubles on demand up
  * to the context size, so a short conversation holds little memory); both
  * transposed (llama.cpp keeps V so): a head's attention reads rows of
  * positions, 8 keys per vector, for its scores as for its weighted sum of
- * values (lm_attn_head). A batch's K and V are projected into scratch and
- * scattered into the cache. */
+ * values (lm_attn_heads). A batch's K and V are projected into scratch and
+ * scattered into the cache, rounded to f16 there when the cache is f16
+ * (llama.cpp's default: half the memory per position). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +32,9 @@ struct lm_ctx {
     int n_ctx, n_past, n_batch;
     int n_ctx_pad;              /* positions allocated: a multiple of LM_ATTN_PAD, grows up to
                                    n_ctx rounded up (the row stride of the caches) */
-    float *k_cache, *v_cache;   /* [n_layer, kv_dim, n_ctx_pad] each */
+    lm_dtype kv_type;           /* LM_F32 or LM_F16 */
+    size_t kv_esize;            /* bytes per cache element */
+    void *k_cache, *v_cache;    /* [n_layer, kv_dim, n_ctx_pad] each, of kv_type */
     /* scratch, [n_batch, ...] */
     float *x;       /* [B, n_embd] residual stream */
     float *xb;      /* [B, n_embd] normed input / projection output */
@@ -80,7 +83,18 @@ static int ensure_scores(lm_ctx *c, lm_err *err) {
 }
 
 lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
+    return lm_ctx_new_kv(m, n_ctx, pool, LM_F32, err);
+}
+
+lm_ctx *lm_ctx_new_kv(const lm_model *m, int n_ctx, lm_pool *pool, lm_dtype kv_type,
+                      lm_err *err) {
     const lm_llama_config *cfg = &m->cfg;
+    if (kv_type != LM_F32 && kv_type != LM_F16) {
+        const char *name = lm_dtype_name(kv_type);
+        lm_errf(err, "KV cache type %s (%d) is not supported: F32 or F16",
+                name ? name : "unknown", (int)kv_type);
+        return NULL;
+    }
     if (n_ctx <= 0) n_ctx = cfg->n_ctx_train < 2048 ? cfg->n_ctx_train : 2048;
     if (n_ctx > cfg->n_ctx_train) {
         lm_errf(err, "context size %d exceeds the model's context_length %d", n_ctx,
@@ -90,6 +104,8 @@ lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
     lm_ctx *c = calloc(1, sizeof *c);
     if (!c) { lm_errf(err, "out of memory"); return NULL; }
     c->m = m;
+    c->kv_type = kv_type;
+    c->kv_esize = kv_type == LM_F16 ? sizeof(uint16_t) : sizeof(float);
     c->n_ctx = n_ctx;
     c->n_ctx_pad = pad_pos(n_ctx < LM_KV_FIRST ? n_ctx : LM_KV_FIRST);
     c->n_batch = n_ctx < LM_BATCH ? n_ctx : LM_BATCH;
@@ -100,8 +116,8 @@ lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
     size_t B = (size_t)c->n_batch;
     size_t q_dim = (size_t)cfg->n_head * (size_t)cfg->head_dim;
     /* calloc: pages of the cache become resident only as positions fill */
-    c->k_cache = calloc(kv_elems(c), sizeof(float));
-    c->v_cache = calloc(kv_elems(c), sizeof(float));
+    c->k_cache = calloc(kv_elems(c), c->kv_esize);
+    c->v_cache = calloc(kv_elems(c), c->kv_esize);
     c->x = malloc(sizeof(float) * B * (size_t)cfg->n_embd);
     c->xb = malloc(sizeof(float) * B * (size_t)cfg->n_embd);
     c->q = malloc(sizeof(float) * B * q_dim);
@@ -113,7 +129,7 @@ lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
     if (!c->k_cache || !c->v_cache || !c->x || !c->xb || !c->q || !c->att || !c->kb || !c->hb ||
         !c->hb2 || !c->pos) {
         lm_errf(err, "out of memory for a %d-token context (KV cache %zu MB)", n_ctx,
-                (2 * kv_elems(c)) * sizeof(float) >> 20);
+                (2 * kv_elems(c)) * c->kv_esize >> 20);
         lm_ctx_free(c);
         return NULL;
     }
@@ -134,8 +150,14 @@ void lm_ctx_free(lm_ctx *c) {
 int lm_ctx_n_past(const lm_ctx *c) { return c->n_past; }
 int lm_ctx_n_ctx(const lm_ctx *c) { return c->n_ctx; }
 const lm_model *lm_ctx_model(const lm_ctx *c) { return c->m; }
+lm_dtype lm_ctx_kv_type(const lm_ctx *c) { return c->kv_type; }
 size_t lm_ctx_kv_bytes(const lm_ctx *c) {
-    return 2 * kv_rows(c) * (size_t)pad_pos(c->n_ctx) * sizeof(float);
+    return 2 * kv_rows(c) * (size_t)pad_pos(c->n_ctx) * c->kv_esize;
+}
+
+/* Row r of a cache with row stride n_pad (positions), as bytes. */
+static char *kv_row(const lm_ctx *c, void *cache, size_t r, int n_pad) {
+    return (char *)cache + r * (size_t)n_pad * c->kv_esize;
 }
 
 /* Makes room for positions [0, need): reallocates both caches with a wider
@@ -146,21 +168,19 @@ static int ensure_kv(lm_ctx *c, int need, lm_err *err) {
     while (cap < need) cap *= 2;
     cap = pad_pos(cap);
     if (cap > full) cap = full;
-    size_t rows = kv_rows(c);
-    float *k = calloc(rows * (size_t)cap, sizeof(float));
-    float *v = calloc(rows * (size_t)cap, sizeof(float));
+    size_t rows = kv_rows(c), es = c->kv_esize;
+    void *k = calloc(rows * (size_t)cap, es);
+    void *v = calloc(rows * (size_t)cap, es);
     float *sc = malloc(sizeof(float) * (size_t)(c->n_score_threads ? c->n_score_threads : 1) *
                        (size_t)(c->m->cfg.n_head / c->m->cfg.n_head_kv) * (size_t)cap);
     if (!k || !v || !sc) {
         free(k); free(v); free(sc);
         return lm_errf(err, "out of memory growing the KV cache to %d positions (%zu MB)", cap,
-                       2 * rows * (size_t)cap * sizeof(float) >> 20);
+                       2 * rows * (size_t)cap * es >> 20);
     }
     for (size_t r = 0; r < rows; r++) {
-        memcpy(k + r * (size_t)cap, c->k_cache + r * (size_t)c->n_ctx_pad,
-               sizeof(float) * (size_t)c->n_past);
-        memcpy(v + r * (size_t)cap, c->v_cache + r * (size_t)c->n_ctx_pad,
-               sizeof(float) * (size_t)c->n_past);
+        memcpy(kv_row(c, k, r, cap), kv_row(c, c->k_cache, r, c->n_ctx_pad), es * (size_t)c->n_past);
+        memcpy(kv_row(c, v, r, cap), kv_row(c, c->v_cache, r, c->n_ctx_pad), es * (size_t)c->n_past);
     }
     free(c->k_cache); free(c->v_cache); free(c->scores);
     c->k_cache = k;
@@ -171,42 +191,49 @@ static int ensure_kv(lm_ctx *c, int need, lm_err *err) {
     return 0;
 }
 
+int lm_ctx_reserve(lm_ctx *c, int n, lm_err *err) {
+    return ensure_kv(c, n < c->n_ctx ? n : c->n_ctx, err);
+}
+
 int lm_ctx_copy_prefix(lm_ctx *dst, const lm_ctx *src, int n, lm_err *err) {
     if (dst->m != src->m) return lm_errf(err, "copy_prefix: the contexts use different models");
+    if (dst->kv_type != src->kv_type)
+        return lm_errf(err, "copy_prefix: the source caches %s and the destination %s",
+                       lm_dtype_name(src->kv_type), lm_dtype_name(dst->kv_type));
     if (n < 0 || n > src->n_past || n > dst->n_ctx)
         return lm_errf(err, "copy_prefix: %d positions asked, the source holds %d and the "
                        "destination takes %d", n, src->n_past, dst->n_ctx);
     if (ensure_kv(dst, n, err)) return -1;
-    size_t rows = kv_rows(dst);
+    size_t rows = kv_rows(dst), bytes = dst->kv_esize * (size_t)n;
     for (size_t r = 0; r < rows; r++) {
-        memcpy(dst->k_cache + r * (size_t)dst->n_ctx_pad, src->k_cache + r * (size_t)src->n_ctx_pad,
-               sizeof(float) * (size_t)n);
-        memcpy(dst->v_cache + r * (size_t)dst->n_ctx_pad, src->v_cache + r * (size_t)src->n_ctx_pad,
-               sizeof(float) * (size_t)n);
+        memcpy(kv_row(dst, dst->k_cache, r, dst->n_ctx_pad),
+               kv_row(src, src->k_cache, r, src->n_ctx_pad), bytes);
+        memcpy(kv_row(dst, dst->v_cache, r, dst->n_ctx_pad),
+               kv_row(src, src->v_cache, r, src->n_ctx_pad), bytes);
     }
     dst->n_past = n;
     return 0;
 }
 
-size_t lm_ctx_state_floats(const lm_ctx *c) { return kv_rows(c) * (size_t)c->n_past; }
+size_t lm_ctx_state_bytes(const lm_ctx *c) { return kv_rows(c) * (size_t)c->n_past * c->kv_esize; }
 
-void lm_ctx_state_get(const lm_ctx *c, float *k, float *v) {
-    size_t rows = kv_rows(c), n = (size_t)c->n_past;
+void lm_ctx_state_get(const lm_ctx *c, void *k, void *v) {
+    size_t rows = kv_rows(c), row = (size_t)c->n_past * c->kv_esize;
     for (size_t r = 0; r < rows; r++) {
-        memcpy(k + r * n, c->k_cache + r * (size_t)c->n_ctx_pad, sizeof(float) * n);
-        memcpy(v + r * n, c->v_cache + r * (size_t)c->n_ctx_pad, sizeof(float) * n);
+        memcpy((char *)k + r * row, kv_row(c, c->k_cache, r, c->n_ctx_pad), row);
+        memcpy((char *)v + r * row, kv_row(c, c->v_cache, r, c->n_ctx_pad), row);
     }
 }
 
-int lm_ctx_state_set(lm_ctx *c, const float *k, const float *v, int n_past, lm_err *err) {
+int lm_ctx_state_set(lm_ctx *c, const void *k, const void *v, int n_past, lm_err *err) {
     if (n_past < 0 || n_past > c->n_ctx)
         return lm_errf(err, "state of %d positions does not fit a %d-token context", n_past,
                        c->n_ctx);
     if (ensure_kv(c, n_past, err)) return -1;
-    size_t rows = kv_rows(c), n = (size_t)n_past;
+    size_t rows = kv_rows(c), row = (size_t)n_past * c->kv_esize;
     for (size_t r = 0; r < rows; r++) {
-        memcpy(c->k_cache + r * (size_t)c->n_ctx_pad, k + r * n, sizeof(float) * n);
-        memcpy(c->v_cache + r * (size_t)c->n_ctx_pad, v + r * n, sizeof(float) * n);
+        memcpy(kv_row(c, c->k_cache, r, c->n_ctx_pad), (const char *)k + r * row, row);
+        memcpy(kv_row(c, c->v_cache, r, c->n_ctx_pad), (const char *)v + r * row, row);
     }
     c->n_past = n_past;
     return 0;
@@ -310,21 +337,33 @@ static void attn_task(void *arg, int task, int n_tasks, int thread) {
     int t = task / nkv, kvh = task % nkv;
     size_t head_off = ((size_t)j->layer * (size_t)kv_dim + (size_t)kvh * hd) * (size_t)c->n_ctx_pad;
     size_t q_off = ((size_t)t * cfg->n_head + (size_t)kvh * g) * hd;
-    lm_attn_heads(c->att + q_off, c->q + q_off, g, c->k_cache + head_off,
-                  c->v_cache + head_off, LM_F32, (size_t)c->n_ctx_pad, j->p0 + t + 1, hd,
-                  1.0f / sqrtf((float)hd), j->n_tokens == 1,
-                  c->scores + (size_t)thread * score_row(c));
+    lm_attn_heads(c->att + q_off, c->q + q_off, g, (const char *)c->k_cache + head_off * c->kv_esize,
+                  (const char *)c->v_cache + head_off * c->kv_esize, c->kv_type,
+                  (size_t)c->n_ctx_pad, j->p0 + t + 1, hd, 1.0f / sqrtf((float)hd),
+                  j->n_tokens == 1, c->scores + (size_t)thread * score_row(c));
 }
 
-/* k, v[B, kv_dim] into the transposed caches of layer l at positions p0.. */
+/* k, v[B, kv_dim] into the transposed caches of layer l at positions p0..
+ * An f16 cache stores them rounded to nearest even, as llama.cpp's copy
+ * into its f16 cache (ggml_cpu_fp32_to_fp16) does. */
 static void store_kv(lm_ctx *c, int l, const float *k, const float *v, int B, int p0) {
     int kv_dim = c->m->cfg.n_head_kv * c->m->cfg.head_dim;
     size_t off = (size_t)l * (size_t)kv_dim * (size_t)c->n_ctx_pad + (size_t)p0;
-    float *kt = c->k_cache + off, *vt = c->v_cache + off;
+    size_t np = (size_t)c->n_ctx_pad;
+    if (c->kv_type == LM_F16) {
+        uint16_t *kt = (uint16_t *)c->k_cache + off, *vt = (uint16_t *)c->v_cache + off;
+        for (int i = 0; i < kv_dim; i++)
+            for (int t = 0; t < B; t++) {
+                kt[(size_t)i * np + t] = lm_f32_to_f16(k[(size_t)t * kv_dim + i]);
+                vt[(size_t)i * np + t] = lm_f32_to_f16(v[(size_t)t * kv_dim + i]);
+            }
+        return;
+    }
+    float *kt = (float *)c->k_cache + off, *vt = (float *)c->v_cache + off;
     for (int i = 0; i < kv_dim; i++)
         for (int t = 0; t < B; t++) {
-            kt[(size_t)i * (size_t)c->n_ctx_pad + t] = k[(size_t)t * kv_dim + i];
-            vt[(size_t)i * (size_t)c->n_ctx_pad + t] = v[(size_t)t * kv_dim + i];
+            kt[(size_t)i * np + t] = k[(size_t)t * kv_dim + i];
+            vt[(size_t)i * np + t] = v[(size_t)t * kv_dim + i];
         }
 }
 

@@ -121,7 +121,7 @@ lemonpc_conversation *lm_api_conv_new(lemonpc_npc *n, const char *player, const 
         if (!c->system && e->msg[0]) goto fail;
     }
     if (conv_stops(c)) goto oom;
-    if (!(c->ctx = lm_ctx_new(m->m, m->n_ctx, m->pool, e))) goto fail;
+    if (!(c->ctx = lm_ctx_new_kv(m->m, m->n_ctx, m->pool, m->kv_type, e))) goto fail;
     if (n->adapter && lm_ctx_set_adapter(c->ctx, n->adapter, n->adapter_scale, e)) goto fail;
     if (!(c->smp = lm_sampler_new(&n->sp, m->m->cfg.n_vocab, e))) goto fail;
     if (!(c->logits = malloc(sizeof(float) * (size_t)m->m->cfg.n_vocab))) goto oom;

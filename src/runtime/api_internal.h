@@ -24,6 +24,7 @@ struct lemonpc_model {
     lm_tokenizer *tok;
     lm_pool *pool;           /* shared by every context of every NPC */
     int n_ctx;
+    lm_dtype kv_type;        /* of every conversation's and NPC prefix's KV cache */
     int32_t eos, im_end;
     uint64_t fingerprint;    /* of the weights: a saved conversation must match */
     atomic_int n_npcs;       /* alive, for the check in lemonpc_model_free */

@@ -72,7 +72,7 @@ uint64_t lm_api_fnv(uint64_t h, const void *p, size_t n) {
 /* ---- the model ---------------------------------------------------------- */
 
 lemonpc_model_params lemonpc_model_default_params(void) {
-    return (lemonpc_model_params){.threads = 0, .n_ctx = 0};
+    return (lemonpc_model_params){.threads = 0, .n_ctx = 0, .kv_type = LEMONPC_KV_DEFAULT};
 }
 
 void lemonpc_model_free(lemonpc_model *m) {
@@ -115,6 +115,13 @@ lemonpc_model *lemonpc_model_load(const char *path, const lemonpc_model_params *
         code = LEMONPC_ERR_INVALID;
         goto fail;
     }
+    if (p.kv_type != LEMONPC_KV_DEFAULT && p.kv_type != LEMONPC_KV_F16 &&
+        p.kv_type != LEMONPC_KV_F32) {
+        lm_errf(&e, "kv_type %d is not a lemonpc_kv_type (DEFAULT, F16 or F32)", (int)p.kv_type);
+        code = LEMONPC_ERR_INVALID;
+        goto fail;
+    }
+    m->kv_type = p.kv_type == LEMONPC_KV_F32 ? LM_F32 : LM_F16;
     if (!(m->pool = lm_pool_new(p.threads > 0 ? p.threads : 0, &e))) {
         code = LEMONPC_ERR_INTERNAL;
         goto fail;
@@ -321,7 +328,7 @@ int lm_api_npc_prefix(lemonpc_npc *n, lm_err *e) {
             lemonpc_model *m = n->model;
             int cap = n->n_prefix < m->n_ctx ? n->n_prefix : m->n_ctx;
             n->n_prefix = cap;
-            n->pctx = lm_ctx_new(m->m, cap, m->pool, e);
+            n->pctx = lm_ctx_new_kv(m->m, cap, m->pool, m->kv_type, e);
             rc = n->pctx ? 0 : -1;
             if (rc == 0 && n->adapter)
                 rc = lm_ctx_set_adapter(n->pctx, n->adapter, n->adapter_scale, e);

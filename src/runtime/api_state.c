@@ -1,14 +1,16 @@
 /* Saving and restoring a conversation (lemonpc_conversation_save/_restore).
  *
- * File layout, little-endian, v1:
- *   "LMPCCONV" u32 version=1 u32 0
+ * File layout, little-endian, v2:
+ *   "LMPCCONV" u32 version=2 u32 kv_type (the KV cache's element type, GGUF
+ *                                       ids: 0 F32, 1 F16; v1 wrote 0: f32)
  *   u64 NPC fingerprint (weights + adapter + persona)
  *   str player, str place            (str: u32 length, 0xFFFFFFFF = none, bytes)
  *   u32 n_turns, n_turns x (u8 role: 0 user 1 assistant, str content,
  *                           u32 n or 0xFFFFFFFF, i32 sampled tokens[n])
  *   u64 rng[4]                       (the sampler's draws go on where they were)
  *   u32 n_tokens, i32 tokens[n]      (what the KV cache holds)
- *   u32 rows, f32 K[rows, n], f32 V[rows, n]
+ *   u32 rows, K[rows, n], V[rows, n] (elements of kv_type: the cache as it is,
+ *                                      so a restored conversation goes on exactly)
  *   u64 FNV-1a of every byte above
  * The whole file is checked before anything is used, so a truncated or
  * altered one is refused; it is written to a temporary file in the same
@@ -27,7 +29,7 @@
 #include "runtime/api_internal.h"
 
 #define MAGIC "LMPCCONV"
-#define VERSION 1u
+#define VERSION 2u
 #define FNV0 0xcbf29ce484222325ULL
 #define NO_STR 0xFFFFFFFFu
 
@@ -56,7 +58,8 @@ static int write_all(const lemonpc_conversation *c, FILE *f, lm_err *e) {
     wbuf w = {f, FNV0, false};
     put(&w, MAGIC, 8);
     put_u32(&w, VERSION);
-    put_u32(&w, 0);
+    lm_dtype kt = lm_ctx_kv_type(c->ctx);
+    put_u32(&w, (uint32_t)kt);
     put(&w, &c->npc->fingerprint, 8);
     put_str(&w, c->player);
     put_str(&w, c->place);
@@ -74,13 +77,13 @@ static int write_all(const lemonpc_conversation *c, FILE *f, lm_err *e) {
     put(&w, rng, sizeof rng);
     put_u32(&w, (uint32_t)c->n_toks);
     put(&w, c->toks, c->n_toks * sizeof *c->toks);
-    size_t nf = lm_ctx_state_floats(c->ctx);
-    float *k = malloc(nf ? nf * sizeof *k : 1), *v = malloc(nf ? nf * sizeof *v : 1);
+    size_t nb = lm_ctx_state_bytes(c->ctx);
+    void *k = malloc(nb ? nb : 1), *v = malloc(nb ? nb : 1);
     if (!k || !v) { free(k); free(v); return lm_errf(e, "out of memory"); }
     lm_ctx_state_get(c->ctx, k, v);
-    put_u32(&w, c->n_toks ? (uint32_t)(nf / c->n_toks) : 0);
-    put(&w, k, nf * sizeof *k);
-    put(&w, v, nf * sizeof *v);
+    put_u32(&w, c->n_toks ? (uint32_t)(nb / (c->n_toks * lm_dtype_row_bytes(kt, 1))) : 0);
+    put(&w, k, nb);
+    put(&w, v, nb);
     free(k);
     free(v);
     uint64_t h = w.h;
@@ -217,11 +220,23 @@ lemonpc_conversation *lemonpc_conversation_restore(lemonpc_npc *npc, const char 
     r.n = size - 8;
     get(&r, 8);
     uint32_t version = get_u32(&r);
-    get_u32(&r);
-    if (version != VERSION) {
-        lm_errf(&e, "%s: save format version %u, this library reads %u", path, version, VERSION);
+    uint32_t kv_type = get_u32(&r);   /* v1: always 0, f32 */
+    if (version != VERSION && version != 1) {
+        lm_errf(&e, "%s: save format version %u, this library reads 1 and %u", path, version,
+                VERSION);
         goto fail;
     }
+    /* the cache is restored as saved, not converted: f16 -> f32 would go on
+     * from other numbers than the saved conversation's, f32 -> f16 loses bits */
+    if (kv_type != (uint32_t)npc->model->kv_type) {
+        const char *saved = kv_type <= LM_F16 ? lm_dtype_name((int)kv_type) : NULL;
+        code = LEMONPC_ERR_MISMATCH;
+        lm_errf(&e, "%s: saved with a %s KV cache but this model's conversations cache %s "
+                "(lemonpc_model_params.kv_type): load the model with the save's KV type",
+                path, saved ? saved : "unknown", lm_dtype_name(npc->model->kv_type));
+        goto fail;
+    }
+    const size_t esize = lm_dtype_row_bytes(npc->model->kv_type, 1);
     uint64_t fp;
     memcpy(&fp, get(&r, 8), 8);
     if (fp != npc->fingerprint) {
@@ -265,7 +280,7 @@ lemonpc_conversation *lemonpc_conversation_restore(lemonpc_npc *npc, const char 
     const void *toks = get(&r, (size_t)n * 4);
     uint32_t rows = get_u32(&r);
     if (r.bad) goto bad;
-    size_t nf = (size_t)rows * n;
+    size_t nb = (size_t)rows * n * esize;
     const lm_llama_config *cfg = &npc->model->m->cfg;
     if (n && rows != (uint32_t)(cfg->n_layer * cfg->n_head_kv * cfg->head_dim)) goto bad;
     if (n > (uint32_t)npc->model->n_ctx) {
@@ -274,7 +289,7 @@ lemonpc_conversation *lemonpc_conversation_restore(lemonpc_npc *npc, const char 
                 npc->model->n_ctx);
         goto fail;
     }
-    const float *k = get(&r, nf * 4), *v = get(&r, nf * 4);
+    const void *k = get(&r, nb), *v = get(&r, nb);
     if (r.bad || r.at != r.n) goto bad;
     for (uint32_t i = 0; i < n; i++) {
         int32_t t;
@@ -283,14 +298,8 @@ lemonpc_conversation *lemonpc_conversation_restore(lemonpc_npc *npc, const char 
     }
     if (lm_api_toks_reserve(c, n)) goto oom;
     memcpy(c->toks, toks, (size_t)n * 4);
-    /* the arrays sit at any offset in the file: copy them to aligned floats */
-    float *kf = malloc(nf ? nf * 4 : 1), *vf = malloc(nf ? nf * 4 : 1);
-    if (!kf || !vf) { free(kf); free(vf); goto oom; }
-    memcpy(kf, k, nf * 4);
-    memcpy(vf, v, nf * 4);
-    int rc = lm_ctx_state_set(c->ctx, kf, vf, (int)n, &e);
-    free(kf);
-    free(vf);
+    /* byte copies: the arrays may sit at any offset in the file */
+    int rc = lm_ctx_state_set(c->ctx, k, v, (int)n, &e);
     if (rc) { code = lm_api_code_of(&e, LEMONPC_ERR_INTERNAL); goto fail; }
     c->n_toks = n;
     free(player);

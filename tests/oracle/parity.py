@@ -4,8 +4,8 @@ Our AVX2 kernels perform llama.cpp's CPU floating-point operations in
 llama.cpp's order: its activation quantizers, ggml's vec_dot and llamafile's
 tinyBLAS reductions, ggml_v_expf in softmax and SiLU, RMSNorm's double sum,
 RoPE's cos/sin recurrence and fused rotation, the attention reductions of
-its non-flash path with an f32 KV cache. Where llama-cpp-python's native
-build uses the same instruction set (AVX2 + FMA + F16C, no AVX-512) the
+its non-flash path with an f32 or f16 KV cache. Where llama-cpp-python's
+native build uses the same instruction set (AVX2 + FMA + F16C, no AVX-512) the
 logits are therefore bit-identical, and the tests assert exactly that:
 every prompt row, and the logits behind every greedy decode step.
 
@@ -89,13 +89,17 @@ def theirs(llm, toks, greedy):
     return logits, ids, steps
 
 
-def ours(tool, model, toks, greedy, tmp_path, adapter=None):
-    """Our runtime through tests/tools/lm_logits, same outputs as theirs()."""
+def ours(tool, model, toks, greedy, tmp_path, adapter=None, kv="f32", n_ctx=None):
+    """Our runtime through tests/tools/lm_logits, same outputs as theirs();
+    kv: our KV cache's element type ("f32" or "f16"); n_ctx: the context
+    size (default: just the tokens and the greedy steps)."""
     out, steps = tmp_path / "logits.bin", tmp_path / "steps.bin"
     cmd = [str(tool("lm_logits")), str(model), ",".join(map(str, toks)), "--out", str(out),
-           "--greedy", str(greedy), "--steps", str(steps), "--threads", "2"]
+           "--greedy", str(greedy), "--steps", str(steps), "--threads", "2", "--kv", kv]
     if adapter:
         cmd += ["--adapter", str(adapter)]
+    if n_ctx:
+        cmd += ["--ctx", str(n_ctx)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     lines = dict(line.split(" ", 1) for line in r.stdout.strip().splitlines())

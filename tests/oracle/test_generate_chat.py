@@ -36,6 +36,8 @@ def test_help_and_usage_errors(lemonpc, model_path):
         assert r.returncode == 2 and "--threads" in r.stderr
         r = run([lemonpc, cmd, model_path, "--bogus"])
         assert r.returncode == 2 and "--bogus" in r.stderr
+        r = run([lemonpc, cmd, model_path, "--kv", "q8_0"])
+        assert r.returncode == 2 and "--kv" in r.stderr
     r = run([lemonpc, "generate", model_path])
     assert r.returncode == 2 and "prompt" in r.stderr
     r = run([lemonpc, "generate", "/nonexistent/model.gguf", "-p", "hi"])
@@ -85,18 +87,22 @@ def llama_reply(llm, text, n_max):
     return llm.detokenize(out).decode()
 
 
-def test_chat_continues_from_cache(lemonpc, model_path):
+@pytest.mark.parametrize("kv", ["f32", "f16"])
+def test_chat_continues_from_cache(kv, lemonpc, model_path):
+    """With either KV cache type, against llama.cpp with the same one (f16
+    is both programs' default)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     llama_cpp = pytest.importorskip("llama_cpp")
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     from parity import EXACT  # noqa: E402
     u1, u2 = "Hi! My name is Anna and I keep bees.", "What do I keep?"
-    common = ["--temp", "0", "-n", "200"]
+    common = ["--temp", "0", "-n", "200"] + (["--kv", "f32"] if kv == "f32" else [])
     chat = run([lemonpc, "chat", model_path] + common, stdin=f"{u1}\n{u2}\n")
     assert chat.returncode == 0, chat.stderr
     if EXACT:
+        cache = {"type_k": 0, "type_v": 0} if kv == "f32" else {}   # GGML_TYPE_F32 = 0
         llm = llama_cpp.Llama(str(model_path), n_ctx=1024, n_threads=2, n_batch=512,
-                              type_k=0, type_v=0, logits_all=True, seed=0, verbose=False)
+                              logits_all=True, seed=0, verbose=False, **cache)
         full1 = turn("system", SYSTEM) + turn("user", u1) + "<|im_start|>assistant\n"
         r1 = llama_reply(llm, full1, 200)
         full2 = (full1[:-len("<|im_start|>assistant\n")] + turn("assistant", r1) +
@@ -133,8 +139,8 @@ def test_peak_memory(lemonpc, model_path):
     """Weights are used in place from the mapping: peak RSS stays within the
     file size + the KV cache + 30 MB (tokenizer, scratch, code)."""
     n_ctx = 512
-    # SmolLM2: 30 layers * 2 (K, V) * 3 KV heads * 64 dims * 4 bytes per position
-    kv_bytes = n_ctx * 30 * 2 * 3 * 64 * 4
+    # SmolLM2: 30 layers * 2 (K, V) * 3 KV heads * 64 dims * 2 bytes (f16) per position
+    kv_bytes = n_ctx * 30 * 2 * 3 * 64 * 2
     code = ("import resource, subprocess, sys; "
             "r = subprocess.run(sys.argv[1:], capture_output=True); "
             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")

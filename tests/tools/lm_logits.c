@@ -2,7 +2,7 @@
  *
  *   lm_logits MODEL TOKENS [--adapter FILE] [--scale S] [--out FILE]
  *                     [--greedy N] [--steps FILE] [--threads N] [--ctx N]
- *                     [--trace FILE]
+ *                     [--trace FILE] [--kv f32|f16]
  *
  * TOKENS is a comma-separated id list. Evaluates them in one batch with
  * logits for every position, writes them to FILE as raw little-endian f32
@@ -12,7 +12,8 @@
  * logits each greedy pick was made from, [N, n_vocab] (row 0 = the last
  * prompt row, then one per decoded token). --trace FILE records the
  * prompt batch's named intermediates (lm_ctx_set_trace), each as
- * u32 name length, name, i32 rows, i32 cols, f32 data[rows*cols]. */
+ * u32 name length, name, i32 rows, i32 cols, f32 data[rows*cols]. --kv
+ * picks the KV cache's element type (f32, the default, or f16). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,13 +53,14 @@ static int argmax(const float *x, int n) {
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: lm_logits MODEL TOKENS [--adapter F] [--scale S] [--out FILE] [--greedy N] "
-                        "[--threads N] [--ctx N]\n");
+                        "[--threads N] [--ctx N] [--kv f32|f16]\n");
         return 2;
     }
     const char *model_path = argv[1], *tok_arg = argv[2], *out_path = NULL, *adapter = NULL;
     const char *trace_path = NULL, *steps_path = NULL;
     float scale = 1.0f;
     int n_greedy = 0, threads = 1, n_ctx = 0;
+    lm_dtype kv_type = LM_F32;
     for (int i = 3; i < argc; i++) {
         if (i + 1 >= argc) { fprintf(stderr, "lm_logits: %s needs a value\n", argv[i]); return 2; }
         if (!strcmp(argv[i], "--out")) out_path = argv[++i];
@@ -66,6 +68,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--trace")) trace_path = argv[++i];
         else if (!strcmp(argv[i], "--steps")) steps_path = argv[++i];
         else if (!strcmp(argv[i], "--scale")) scale = (float)atof(argv[++i]);
+        else if (!strcmp(argv[i], "--kv")) {
+            const char *t = argv[++i];
+            if (!strcmp(t, "f32")) kv_type = LM_F32;
+            else if (!strcmp(t, "f16")) kv_type = LM_F16;
+            else { fprintf(stderr, "lm_logits: bad --kv '%s' (f32 or f16)\n", t); return 2; }
+        }
         else if (!strcmp(argv[i], "--greedy")) { if (parse_int(argv[++i], "--greedy", 0, 1 << 20, &n_greedy)) return 2; }
         else if (!strcmp(argv[i], "--threads")) { if (parse_int(argv[++i], "--threads", 1, 256, &threads)) return 2; }
         else if (!strcmp(argv[i], "--ctx")) { if (parse_int(argv[++i], "--ctx", 1, 1 << 24, &n_ctx)) return 2; }
@@ -88,7 +96,8 @@ int main(int argc, char **argv) {
     int rc = 1;
     lm_model *m = lm_model_load(model_path, &err);
     lm_pool *pool = m ? lm_pool_new(threads, &err) : NULL;
-    lm_ctx *c = pool ? lm_ctx_new(m, n_ctx ? n_ctx : (int)n + n_greedy, pool, &err) : NULL;
+    lm_ctx *c = pool ? lm_ctx_new_kv(m, n_ctx ? n_ctx : (int)n + n_greedy, pool, kv_type, &err)
+                     : NULL;
     lm_adapter *ad = c && adapter ? lm_adapter_load(m, adapter, &err) : NULL;
     int V = m ? m->cfg.n_vocab : 0;
     float *logits = NULL;
