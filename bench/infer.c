@@ -1,14 +1,16 @@
 /* Our side of the inference benchmark (bench/bench_infer.py runs it next to
  * llama.cpp on the same GGUF, tokens and thread count).
  *
- *   infer MODEL TOKENS_FILE THREADS N_GEN REPS
+ *   infer MODEL TOKENS_FILE THREADS N_GEN REPS [f32|f16]
  *
  * TOKENS_FILE holds the prompt's token ids, space-separated. For each rep:
  * a fresh sequence, prompt evaluated in one batch (logits of the last token
  * only), then N_GEN greedy decode steps. Prints one JSON line with the
- * best rep's numbers and the process's peak RSS. */
+ * best rep's numbers and the process's peak RSS. The last argument is the
+ * KV cache's element type (default f32). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -48,10 +50,12 @@ static int32_t *read_tokens(const char *path, int *n_out) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: infer MODEL TOKENS_FILE THREADS N_GEN REPS\n");
+    if ((argc != 6 && argc != 7) ||
+        (argc == 7 && strcmp(argv[6], "f32") && strcmp(argv[6], "f16"))) {
+        fprintf(stderr, "usage: infer MODEL TOKENS_FILE THREADS N_GEN REPS [f32|f16]\n");
         return 2;
     }
+    lm_dtype kv_type = argc == 7 && !strcmp(argv[6], "f16") ? LM_F16 : LM_F32;
     int threads = atoi(argv[3]), n_gen = atoi(argv[4]), reps = atoi(argv[5]);
     int n_prompt = 0;
     int32_t *prompt = read_tokens(argv[2], &n_prompt);
@@ -63,7 +67,7 @@ int main(int argc, char **argv) {
     if (!m) { fprintf(stderr, "infer: %s\n", err.msg); return 1; }
     double load_s = now_s() - t0;
     lm_pool *pool = lm_pool_new(threads, &err);
-    lm_ctx *c = pool ? lm_ctx_new(m, n_prompt + n_gen + 8, pool, &err) : NULL;
+    lm_ctx *c = pool ? lm_ctx_new_kv(m, n_prompt + n_gen + 8, pool, kv_type, &err) : NULL;
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.n_vocab);
     if (!c || !logits) { fprintf(stderr, "infer: %s\n", err.msg); return 1; }
 
