@@ -10,7 +10,7 @@ CSTD      = -std=c11 -D_GNU_SOURCE
 WARN      = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 INCLUDES  = -Isrc -Iinclude
 OPT      ?= -O2 -g
-LIBS      = -lpcre2-8 -lutf8proc -ljansson -lpng -lzip -lz -lcurl -lm -lpthread
+LIBS      = -lpcre2-8 -lutf8proc -ljansson -lpng -lzip -lz -lcurl -lsqlite3 -lm -lpthread
 TEST_LIBS = -lcmocka
 
 # Sanitizer variant of everything lives in its own tree.
@@ -38,20 +38,21 @@ BENCH_SRC = $(sort $(wildcard bench/*.c))
 
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 # The runtime a game links: the engine, the tokenizer, sheets (not the card
-# importers: no libpng/libzip/jansson) and the public API. Needs only PCRE2.
+# importers: no libpng/libzip/jansson), world memory and the public API.
+# Needs only PCRE2 and SQLite.
 RT_SRC   = $(filter-out src/sheet/card_%,$(sort $(wildcard src/base/*.c src/tensor/*.c \
-             src/model/*.c src/tokenizer/*.c src/sheet/*.c src/runtime/*.c)))
+             src/model/*.c src/tokenizer/*.c src/sheet/*.c src/memory/*.c src/runtime/*.c)))
 RT_OBJ   = $(RT_SRC:%.c=$(BUILD)/%.o)
-RT_LIBS  = -lpcre2-8 -lm -lpthread
+RT_LIBS  = -lpcre2-8 -lsqlite3 -lm -lpthread
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOOL_BIN = $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib test unit unit-san oracle oracle-torch fuzz bench demo model clean install
-all: $(BUILD)/lemonpc $(TOOL_BIN) lib
+all: $(BUILD)/lemonpc $(TOOL_BIN) lib $(BUILD)/examples/tavern
 
-lib: $(BUILD)/liblemonpc.a $(BUILD)/liblemonpc.so $(BUILD)/lemonpc.pc
+lib: $(BUILD)/liblemonpc.a $(BUILD)/liblemonpc.so
 
 # Objects are rebuilt when the compile flags change (the stamp's content).
 FLAGS_STAMP = $(BUILD)/.cflags
@@ -78,18 +79,26 @@ $(BUILD)/liblemonpc.so: $(RT_OBJ)
 
 PREFIX ?= /usr/local
 VERSION = $(shell sed -n 's/^\#define LEMONPC_VERSION "\(.*\)"/\1/p' include/lemonpc.h)
-$(BUILD)/lemonpc.pc: lemonpc.pc.in include/lemonpc.h
-	@mkdir -p $(dir $@)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' lemonpc.pc.in > $@
 
 install: $(BUILD)/lemonpc lib
+	@test -n "$(PREFIX)" || { echo "make install: PREFIX is empty" >&2; exit 1; }
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 755 $(BUILD)/lemonpc $(DESTDIR)$(PREFIX)/bin/lemonpc
 	install -m 644 include/lemonpc.h $(DESTDIR)$(PREFIX)/include/lemonpc.h
 	install -m 644 $(BUILD)/liblemonpc.a $(DESTDIR)$(PREFIX)/lib/liblemonpc.a
 	install -m 755 $(BUILD)/liblemonpc.so $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/liblemonpc.so
-	install -m 644 $(BUILD)/lemonpc.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/lemonpc.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' lemonpc.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/lemonpc.pc
+
+# The example game (examples/tavern): linked like a game links, against the
+# runtime archive and the public header alone.
+.PHONY: tavern
+tavern: $(BUILD)/examples/tavern
+$(BUILD)/examples/tavern: examples/tavern/tavern.c include/lemonpc.h $(BUILD)/liblemonpc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -Iinclude $(OPT) $(SANFLAGS) $< $(LDFLAGS_ALL) $(BUILD)/liblemonpc.a \
+	    $(RT_LIBS) -o $@
 
 $(BUILD)/lemonpc: $(CLI_OBJ) $(BUILD)/liblemonpc_all.a
 	$(CC) $(LDFLAGS_ALL) $^ $(LIBS) -o $@

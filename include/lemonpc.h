@@ -67,7 +67,8 @@ typedef enum lemonpc_status {
     LEMONPC_ERR_CONTEXT_FULL = 6, /* the player's line alone does not fit the context */
     LEMONPC_ERR_CANCELLED = 7,    /* lemonpc_conversation_cancel or the stream callback */
     LEMONPC_ERR_BUSY = 8,         /* the conversation is in use by another thread */
-    LEMONPC_ERR_INTERNAL = 9
+    LEMONPC_ERR_INTERNAL = 9,
+    LEMONPC_ERR_NOT_FOUND = 10    /* no such event, or no saved conversation */
 } lemonpc_status;
 
 typedef struct lemonpc_error {
@@ -161,7 +162,10 @@ LEMONPC_API const char *lemonpc_npc_name(const lemonpc_npc *npc);
 /* A warning from loading ("" if none): e.g. the sheet changed since the
  * adapter was trained, or another persona mode was asked than trained. */
 LEMONPC_API const char *lemonpc_npc_warning(const lemonpc_npc *npc);
-/* Tokens of the NPC's shared persona prefix (evaluated once). */
+/* Evaluates the NPC's persona now (during a loading screen) rather than in
+ * its first reply. Thread-safe. */
+LEMONPC_API lemonpc_status lemonpc_npc_prepare(lemonpc_npc *npc, lemonpc_error *err);
+/* Tokens of the NPC's shared persona prefix (0 until evaluated). */
 LEMONPC_API int lemonpc_npc_prefix_tokens(const lemonpc_npc *npc);
 
 /* ---- conversations ------------------------------------------------------ */
@@ -245,6 +249,100 @@ LEMONPC_API lemonpc_status lemonpc_conversation_save(lemonpc_conversation *conv,
  * LEMONPC_ERR_FORMAT. */
 LEMONPC_API lemonpc_conversation *lemonpc_conversation_restore(lemonpc_npc *npc, const char *path,
                                                                lemonpc_error *err);
+
+/* ---- the world's memory ------------------------------------------------ */
+
+/* A world: what happened and what was said, and who knows it, in one SQLite
+ * file the game keeps beside its save game. Nothing in it is written or
+ * rated by the model: the game says what happened, where, how important it
+ * is (1..10) and who saw it; an NPC knows only what reached it. Before each
+ * reply the NPC recalls, within a token budget, the writer's lorebook
+ * entries the recent turns call up (keys, secondary keys, constant,
+ * insertion order) and its memories that best fit the player's line
+ * (full-text relevance, recency in game time, importance); they go in a
+ * short block just before the player's line. Every exchange is committed
+ * when the reply ends, so a crash loses at most the reply being written.
+ * All world functions are thread-safe. */
+typedef struct lemonpc_world lemonpc_world;
+
+/* Opens a world file, creating it if missing. A file that is not a
+ * LeMoNPC world, or a damaged one, is LEMONPC_ERR_FORMAT. */
+LEMONPC_API lemonpc_world *lemonpc_world_open(const char *path, lemonpc_error *err);
+/* After every NPC that uses it is freed. */
+LEMONPC_API void lemonpc_world_close(lemonpc_world *world);
+
+/* The game clock, in game hours (recency is counted on it; 0 at creation). */
+LEMONPC_API lemonpc_status lemonpc_world_set_time(lemonpc_world *world, double hours,
+                                                  lemonpc_error *err);
+LEMONPC_API double lemonpc_world_time(const lemonpc_world *world);
+
+typedef struct lemonpc_event {
+    const char *text;               /* what happened, in plain words */
+    const char *place;              /* where, or NULL */
+    int importance;                 /* 1 (trivial) .. 10 (life-changing) */
+    const char *const *witnesses;   /* the NPCs who saw it (their names) */
+    size_t n_witnesses;
+} lemonpc_event;
+
+/* Records an event at the current game time; *id (may be NULL) gets its id
+ * for lemonpc_world_tell. Only the witnesses know of it. */
+LEMONPC_API lemonpc_status lemonpc_world_event(lemonpc_world *world, const lemonpc_event *event,
+                                               int64_t *id, lemonpc_error *err);
+/* npc learns of an event it did not see (someone told it). */
+LEMONPC_API lemonpc_status lemonpc_world_tell(lemonpc_world *world, int64_t event_id,
+                                              const char *npc, lemonpc_error *err);
+/* A fact npc knows about player (player may be NULL for a plain fact),
+ * written by the game: "Mira is the blacksmith's daughter". */
+LEMONPC_API lemonpc_status lemonpc_world_fact(lemonpc_world *world, const char *npc,
+                                              const char *player, const char *text,
+                                              int importance, lemonpc_error *err);
+
+typedef struct lemonpc_memory {
+    int64_t id;
+    const char *kind;       /* "event", "said" (the player's words) or "fact" */
+    const char *text;
+    const char *place;      /* or NULL */
+    const char *player;     /* or NULL */
+    double time;            /* game hours */
+    int importance;
+    int witnessed;          /* 1: the NPC saw it; 0: was told or heard it */
+} lemonpc_memory;
+
+/* Calls fn for each memory npc has (of player; NULL: all), oldest first;
+ * strings are valid during the call; nonzero from fn stops. */
+typedef int (*lemonpc_memory_fn)(void *user, const lemonpc_memory *memory);
+LEMONPC_API lemonpc_status lemonpc_world_memories(lemonpc_world *world, const char *npc,
+                                                  const char *player, lemonpc_memory_fn fn,
+                                                  void *user, lemonpc_error *err);
+/* npc forgets player: what was said, facts about them, their conversation. */
+LEMONPC_API lemonpc_status lemonpc_world_forget(lemonpc_world *world, const char *npc,
+                                                const char *player, lemonpc_error *err);
+/* A copy of the whole world into path (a save slot), atomically: the file
+ * at path is replaced only by a complete, checked copy. */
+LEMONPC_API lemonpc_status lemonpc_world_save_as(lemonpc_world *world, const char *path,
+                                                 lemonpc_error *err);
+
+/* The NPC lives in world from now on, under id (NULL: its character's
+ * name): its conversations with a named player recall its memories within
+ * memory_tokens (<= 0: 256) and record what the player says. */
+LEMONPC_API lemonpc_status lemonpc_npc_set_world(lemonpc_npc *npc, lemonpc_world *world,
+                                                 const char *id, int memory_tokens,
+                                                 lemonpc_error *err);
+/* The memory block of the conversation's last reply ("" if none): what the
+ * NPC had in mind. Valid until the next reply. */
+LEMONPC_API const char *lemonpc_conversation_memory(const lemonpc_conversation *conv);
+/* Stores the conversation (turns and KV cache) in the NPC's world under
+ * its player, replacing an earlier one. */
+LEMONPC_API lemonpc_status lemonpc_world_save_conversation(lemonpc_conversation *conv,
+                                                           lemonpc_error *err);
+/* The conversation of npc with player as it was: from its stored state
+ * when the world has one for all its turns, else rebuilt from the recorded
+ * turns (the cache is then refilled by the next reply). No turn recorded
+ * and no state: LEMONPC_ERR_NOT_FOUND. */
+LEMONPC_API lemonpc_conversation *lemonpc_world_load_conversation(lemonpc_npc *npc,
+                                                                  const char *player,
+                                                                  const char *place,
+                                                                  lemonpc_error *err);
 
 /* Frees a string the library returned. */
 LEMONPC_API void lemonpc_string_free(char *s);

@@ -3,7 +3,7 @@
 # apt-get run when all are present). Needs root (or sudo).
 set -euo pipefail
 pkgs=(build-essential clang libclang-rt-14-dev pkg-config cmake
-      libpcre2-dev libutf8proc-dev libjansson-dev libcmocka-dev
+      libpcre2-dev libsqlite3-dev libutf8proc-dev libjansson-dev libcmocka-dev
       libpng-dev zlib1g-dev libzip-dev libcurl4-openssl-dev python3 python3-pip
       python3-venv python3-torch python3-pytest python3-numpy)  # Debian python: PyTorch oracle (tests/torch)
 missing=()

@@ -73,6 +73,8 @@ void lemonpc_conversation_close(lemonpc_conversation *c) {
     free(c->turns.m);
     free(c->turns.tk);
     free(c->system);
+    free(c->memory);
+    free(c->who);
     free(c->player);
     free(c->place);
     atomic_fetch_sub(&c->npc->n_convs, 1);
@@ -86,12 +88,7 @@ void lemonpc_conversation_close(lemonpc_conversation *c) {
 static int conv_stops(lemonpc_conversation *c) {
     const lemonpc_npc *n = c->npc;
     char who[160] = "";
-    if (c->player) {
-        /* "Mira, a young acolyte" -> "Mira" */
-        size_t k = strcspn(c->player, ",(");
-        while (k && c->player[k - 1] == ' ') k--;
-        if (k > 0 && k < 100) snprintf(who, sizeof who, "\n%.*s:", (int)k, c->player);
-    }
+    if (c->who) snprintf(who, sizeof who, "\n%s:", c->who);
     const char *extra[] = {who, n->ch ? "\nUser:" : "", n->ch ? "\nuser:" : ""};
     c->stop = calloc(n->n_stop + 3, sizeof *c->stop);
     if (!c->stop) return -1;
@@ -113,6 +110,12 @@ lemonpc_conversation *lm_api_conv_new(lemonpc_npc *n, const char *player, const 
     lemonpc_model *m = n->model;
     if ((player && !(c->player = strdup(player))) || (place && !(c->place = strdup(place))))
         goto oom;
+    if (player) {
+        /* "Mira, a young acolyte" -> "Mira" */
+        size_t k = strcspn(player, ",(");
+        while (k && player[k - 1] == ' ') k--;
+        if (k > 0 && k < 100 && !(c->who = strndup(player, k))) goto oom;
+    }
     if (n->system) {
         if (!(c->system = strdup(n->system))) goto oom;
     } else if (n->ch) {
@@ -168,6 +171,8 @@ lemonpc_status lemonpc_conversation_reset(lemonpc_conversation *c, lemonpc_error
     lm_api_turns_clear(&c->turns);
     lm_ctx_truncate(c->ctx, 0);
     c->n_toks = 0;
+    free(c->memory);
+    c->memory = NULL;
     atomic_flag_clear(&c->busy);
     if (err) { err->code = LEMONPC_OK; err->message[0] = '\0'; }
     return LEMONPC_OK;
@@ -206,15 +211,19 @@ static int on_token(void *ud, int32_t tk, lm_err *e) {
     return 0;
 }
 
-/* The prompt of the conversation with its turns from `first` on. */
-static int render(lemonpc_conversation *c, size_t first, int32_t **toks, size_t *n, lm_err *e) {
-    size_t nm = c->turns.n - first + (c->system ? 1 : 0);
+/* The prompt of the conversation with its turns from `first` on, and the
+ * recalled block (or NULL) as a system turn just before the last (the
+ * player's line): earlier turns stay as the cache holds them. */
+static int render(lemonpc_conversation *c, size_t first, const char *block, int32_t **toks,
+                  size_t *n, lm_err *e) {
+    size_t nm = c->turns.n - first + (c->system ? 1 : 0) + (block ? 1 : 0);
     lm_chat_msg *m = malloc(nm * sizeof *m);
     lm_tok_span *pre = calloc(nm, sizeof *pre);
     if (!m || !pre) { free(m); free(pre); return lm_errf(e, "out of memory"); }
     size_t k = 0;
     if (c->system) m[k++] = (lm_chat_msg){"system", c->system};
     for (size_t i = first; i < c->turns.n; i++) {
+        if (block && i + 1 == c->turns.n) m[k++] = (lm_chat_msg){"system", block};
         pre[k] = c->turns.tk[i];
         m[k++] = c->turns.m[i];
     }
@@ -357,10 +366,11 @@ lemonpc_status lemonpc_say(lemonpc_conversation *c, const char *line, lemonpc_st
     lemonpc_npc *npc = c->npc;
     lemonpc_model *m = npc->model;
     int32_t *p = NULL;
-    char *text = NULL;
+    char *text = NULL, *block = NULL;
     size_t n = 0, first = 0, r0 = 0, r1 = 0;
     bool pushed = false, same = false;
     if (lm_api_npc_prefix(npc, &e)) goto fail;
+    if (lm_api_recall(c, line, &block, &e)) goto fail;
     if (lm_api_turns_push(&c->turns, "user", line, NULL, 0)) goto oom;
     pushed = true;
     /* Room for the reply; the oldest exchanges leave the prompt until the
@@ -368,7 +378,7 @@ lemonpc_status lemonpc_say(lemonpc_conversation *c, const char *line, lemonpc_st
     int reserve = npc->max_tokens > 0 ? npc->max_tokens : m->n_ctx / 4;
     if (reserve > m->n_ctx / 2) reserve = m->n_ctx / 2;
     for (;;) {
-        if (render(c, first, &p, &n, &e)) { code = LEMONPC_ERR_INVALID; goto fail; }
+        if (render(c, first, block, &p, &n, &e)) { code = LEMONPC_ERR_INVALID; goto fail; }
         if (n + (size_t)reserve <= (size_t)m->n_ctx || first + 1 >= c->turns.n) break;
         free(p);
         p = NULL;
@@ -386,6 +396,15 @@ lemonpc_status lemonpc_say(lemonpc_conversation *c, const char *line, lemonpc_st
     if (lm_api_turns_push(&c->turns, "assistant", text, same ? c->toks + r0 : NULL,
                           same ? r1 - r0 : 0))
         goto oom;
+    /* the exchange is committed to the world before the call returns */
+    if (lm_api_record(c, line, text, &e)) {
+        turns_pop(&c->turns);
+        code = LEMONPC_ERR_IO;
+        goto fail;
+    }
+    free(c->memory);
+    c->memory = block;
+    block = NULL;
     if (reply) *reply = text;
     else free(text);
     free(p);
@@ -399,6 +418,7 @@ oom:
     code = LEMONPC_ERR_NOMEM;
 fail:
     if (pushed) turns_pop(&c->turns);
+    free(block);
     free(text);
     free(p);
     info.total_seconds = now_s() - t0;

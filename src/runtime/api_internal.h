@@ -14,6 +14,7 @@
 #include "lemonpc.h"
 #include "model/adapter.h"
 #include "model/llama.h"
+#include "memory/memdb.h"
 #include "model/sampler.h"
 #include "runtime/generate.h"
 #include "sheet/sheet.h"
@@ -30,8 +31,16 @@ struct lemonpc_model {
     atomic_int n_npcs;       /* alive, for the check in lemonpc_model_free */
 };
 
+struct lemonpc_world {
+    lm_memdb *db;
+    atomic_int n_npcs;       /* NPCs living in it, for the check in lemonpc_world_close */
+};
+
 struct lemonpc_npc {
     lemonpc_model *model;
+    lemonpc_world *world;    /* or NULL: no memory beyond the conversation */
+    char *wid;               /* its name in the world */
+    int memory_tokens;       /* budget of the recalled block */
     char *name;
     char warning[512];
     lm_character *ch;        /* the sheet, or NULL */
@@ -65,7 +74,9 @@ typedef struct lm_turns {
 struct lemonpc_conversation {
     lemonpc_npc *npc;
     char *player, *place;
+    char *who;               /* the player's short name ("Mira" of "Mira, an acolyte"), or NULL */
     char *system;            /* the system turn with this conversation's scene, or NULL */
+    char *memory;            /* the recalled block of the last reply, or NULL */
     lm_turns turns;
     lm_ctx *ctx;
     int32_t *toks;           /* what the cache holds: n_toks == lm_ctx_n_past(ctx) */
@@ -96,6 +107,15 @@ lemonpc_conversation *lm_api_conv_new(lemonpc_npc *npc, const char *player, cons
 int lm_api_turns_push(lm_turns *t, const char *role, const char *content, const int32_t *tk,
                       size_t ntk);
 void lm_api_turns_clear(lm_turns *t);
+/* A conversation's save (api_state.c's format) as bytes, and back: buf is
+ * taken (freed) by _from_bytes; path names it in messages. */
+int lm_api_conv_to_bytes(const lemonpc_conversation *c, void **out, size_t *n, lm_err *e);
+lemonpc_conversation *lm_api_conv_from_bytes(lemonpc_npc *npc, uint8_t *buf, size_t size,
+                                             const char *path, lemonpc_error *err);
+/* The NPC's recalled block for a reply to line (NULL: nothing). */
+int lm_api_recall(lemonpc_conversation *c, const char *line, char **block, lm_err *e);
+/* Records a finished exchange in the NPC's world (no-op without one). */
+int lm_api_record(lemonpc_conversation *c, const char *line, const char *reply, lm_err *e);
 /* Makes room for n tokens in conv->toks. */
 int lm_api_toks_reserve(lemonpc_conversation *c, size_t n);
 

@@ -24,6 +24,7 @@ const char *lemonpc_status_name(lemonpc_status code) {
     case LEMONPC_ERR_CANCELLED: return "cancelled";
     case LEMONPC_ERR_BUSY: return "busy";
     case LEMONPC_ERR_INTERNAL: return "internal error";
+    case LEMONPC_ERR_NOT_FOUND: return "not found";
     }
     return "unknown status";
 }
@@ -173,12 +174,22 @@ void lemonpc_npc_free(lemonpc_npc *n) {
     lm_world_free(n->w);
     lm_character_free(n->ch);
     free(n->name);
+    free(n->wid);
+    if (n->world) atomic_fetch_sub(&n->world->n_npcs, 1);
     atomic_fetch_sub(&n->model->n_npcs, 1);
     free(n);
 }
 
 const char *lemonpc_npc_name(const lemonpc_npc *n) { return n && n->name ? n->name : ""; }
 const char *lemonpc_npc_warning(const lemonpc_npc *n) { return n ? n->warning : ""; }
+
+lemonpc_status lemonpc_npc_prepare(lemonpc_npc *n, lemonpc_error *err) {
+    if (!n) return lm_api_failf(err, LEMONPC_ERR_INVALID, "lemonpc_npc_prepare: no NPC");
+    lm_err e = {{0}};
+    if (lm_api_npc_prefix(n, &e)) return lm_api_fail(err, lm_api_code_of(&e, LEMONPC_ERR_INTERNAL), &e);
+    ok(err);
+    return LEMONPC_OK;
+}
 
 int lemonpc_npc_prefix_tokens(const lemonpc_npc *n) {
     if (!n) return 0;

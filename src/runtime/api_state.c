@@ -202,6 +202,25 @@ lemonpc_conversation *lemonpc_conversation_restore(lemonpc_npc *npc, const char 
     size_t size = 0;
     uint8_t *buf = read_file(path, &size, &e);
     if (!buf) return lm_api_fail(err, lm_api_code_of(&e, LEMONPC_ERR_IO), &e), NULL;
+    return lm_api_conv_from_bytes(npc, buf, size, path, err);
+}
+
+int lm_api_conv_to_bytes(const lemonpc_conversation *c, void **out, size_t *n, lm_err *e) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return lm_errf(e, "out of memory");
+    int rc = write_all(c, f, e);
+    if (fclose(f) && rc == 0) rc = lm_errf(e, "out of memory");
+    if (rc) { free(buf); return -1; }
+    *out = buf;
+    *n = len;
+    return 0;
+}
+
+lemonpc_conversation *lm_api_conv_from_bytes(lemonpc_npc *npc, uint8_t *buf, size_t size,
+                                             const char *path, lemonpc_error *err) {
+    lm_err e = {{0}};
     lemonpc_status code = LEMONPC_ERR_FORMAT;
     lemonpc_conversation *c = NULL;
     char *player = NULL, *place = NULL, *text = NULL;

@@ -83,8 +83,14 @@ char *lm_persona_system(const lm_character *c, const lm_world *w, lm_persona_mod
 uint64_t lm_persona_hash(const lm_character *c, const lm_world *w, lm_persona_mode mode) {
     /* The whole sheet (as its markdown writer gives it back) and the mode:
      * a short system turn stays the same when the backstory changes, but
-     * the NPC trained on the old one is out of date all the same. */
-    char *cs = c ? lm_character_to_md(c) : NULL, *ws = w ? lm_world_to_md(w) : NULL;
+     * the NPC trained on the old one is out of date all the same. Lorebook
+     * entries are left out: they are recalled at run time (memory/recall.h),
+     * never trained on, so a writer may add lore without retraining. */
+    lm_character cc;
+    lm_world wc;
+    if (c) { cc = *c; cc.lore.n = 0; }
+    if (w) { wc = *w; wc.lore.n = 0; }
+    char *cs = c ? lm_character_to_md(&cc) : NULL, *ws = w ? lm_world_to_md(&wc) : NULL;
     const char *parts[3] = {lm_persona_mode_name(mode), cs, ws};
     uint64_t h = 1469598103934665603ull;
     for (int i = 0; i < 3; i++) {

@@ -338,9 +338,6 @@ def test_memory_recalled_across_reopen(L, model, tmp_path):
             lone.load_conversation(player)
 
 
-@pytest.mark.xfail(reason="lemonpc_world_load_conversation formats its not-found message from "
-                   "c->who after lemonpc_conversation_close(c) (src/runtime/api_world.c): "
-                   "freed memory, not the player's name", strict=False)
 def test_not_found_names_the_player(L, model, tmp_path):
     with L.World(tmp_path / "w.world") as w, \
             L.Npc(model, system="You are Brann, a blacksmith.") as brann:

@@ -1,0 +1,36 @@
+/* What an NPC has in mind for one reply: the writer's lorebook entries that
+ * the recent turns call up, and the memories that best fit the player's
+ * line (memdb.h), packed into a token budget as a short block of text. The
+ * runtime puts it beside the persona, just before the player's line. */
+#ifndef LM_MEMORY_RECALL_H
+#define LM_MEMORY_RECALL_H
+
+#include <stddef.h>
+
+#include "base/err.h"
+#include "memory/memdb.h"
+#include "sheet/sheet.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct lm_recall {
+    const lm_lore *lore[2];   /* the character's and the world's lorebooks (either NULL) */
+    lm_memdb *db;             /* or NULL: lore only */
+    const char *npc;          /* whose memories */
+    int budget;               /* tokens for the whole block */
+    int max_memories;         /* memories considered, best first */
+    const char *const *skip;  /* [n_skip] texts already in the prompt (the conversation's
+                                 own turns): memories saying them again are left out */
+    size_t n_skip;
+} lm_recall;
+
+/* scan[0, n_scan): the texts lorebook keys are looked for in (the last
+ * turns and the player's line); query: the player's line. *out is the
+ * block (malloc'd) or NULL when nothing applies; *n_tokens its tokens,
+ * never above r->budget. */
+int lm_recall_block(const lm_recall *r, const lm_tokenizer *t, const char *const *scan,
+                    size_t n_scan, const char *query, char **out, int *n_tokens, lm_err *err);
+
+/* "yesterday", "3 days ago", ...: how long ago, in game hours, in words. */
+void lm_recall_when(double hours_ago, char *buf, size_t cap);
+
+#endif
