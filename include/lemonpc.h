@@ -224,6 +224,17 @@ LEMONPC_API lemonpc_status lemonpc_say(lemonpc_conversation *conv, const char *l
 LEMONPC_API lemonpc_status lemonpc_complete(lemonpc_npc *npc, const char *prompt,
                                             lemonpc_stream_fn on_text, void *user, char **reply,
                                             lemonpc_reply_info *info, lemonpc_error *err);
+/* A raw completion, as lemonpc_complete, in the conversation's KV cache and
+ * with its sampling (lemonpc_conversation_set_sampling) and stop strings:
+ * what the cache holds in common with prompt is reused, the rest
+ * evaluated. The conversation's turns are left as they are (its next reply
+ * re-evaluates what the completion changed in the cache).
+ * [threads: one thread per conversation at a time (LEMONPC_ERR_BUSY)] */
+LEMONPC_API lemonpc_status lemonpc_conversation_complete(lemonpc_conversation *conv,
+                                                         const char *prompt,
+                                                         lemonpc_stream_fn on_text, void *user,
+                                                         char **reply, lemonpc_reply_info *info,
+                                                         lemonpc_error *err);
 /* Stops the reply being generated, from any thread; a no-op when none is. */
 LEMONPC_API void lemonpc_conversation_cancel(lemonpc_conversation *conv);
 /* Forgets the turns (the persona prefix stays cached). */
@@ -235,6 +246,30 @@ LEMONPC_API int lemonpc_conversation_n_turns(const lemonpc_conversation *conv);
  * Valid until the next call that changes the conversation. */
 LEMONPC_API const char *lemonpc_conversation_turn(const lemonpc_conversation *conv, int i,
                                                   const char **role);
+/* One turn of a conversation: role "user" or "assistant", and its text. */
+typedef struct lemonpc_turn {
+    const char *role;
+    const char *text;
+} lemonpc_turn;
+
+/* Replaces the conversation's turns with turns[0, n) (a history the game or
+ * a client keeps); nothing is generated, nor recorded in the world. The KV
+ * cache is kept: the next reply evaluates only from the first token where
+ * the prompt of the new turns differs from what the cache holds. A turn
+ * equal to the one at its place keeps that turn's sampled tokens.
+ * [threads: one thread per conversation at a time (LEMONPC_ERR_BUSY)] */
+LEMONPC_API lemonpc_status lemonpc_conversation_set_turns(lemonpc_conversation *conv,
+                                                          const lemonpc_turn *turns, size_t n,
+                                                          lemonpc_error *err);
+/* The conversation's own sampling and extra stop strings, from its next
+ * reply on (sampling NULL: the NPC's again; stop[0, n_stop) replace the
+ * extra ones set before and join the NPC's and the player's). The
+ * sampler's draws restart from sampling->seed. Not kept in a save.
+ * [threads: one thread per conversation at a time (LEMONPC_ERR_BUSY)] */
+LEMONPC_API lemonpc_status lemonpc_conversation_set_sampling(lemonpc_conversation *conv,
+                                                             const lemonpc_sampling *sampling,
+                                                             const char *const *stop,
+                                                             size_t n_stop, lemonpc_error *err);
 /* Tokens held in the conversation's KV cache. */
 LEMONPC_API int lemonpc_conversation_n_cached(const lemonpc_conversation *conv);
 

@@ -565,6 +565,104 @@ static void test_long_conversation_trims_the_middle(void **state) {
     lemonpc_model_free(m);
 }
 
+/* A history given by the caller (lemonpc_conversation_set_turns), sampling
+ * and stop strings per conversation, and raw completions in a
+ * conversation's cache: what `lemonpc serve` maps OpenAI requests onto. */
+static void test_set_turns_sampling_complete(void **state) {
+    (void)state;
+    lemonpc_model *m = load_model(512);
+    lemonpc_npc *n = load_npc(m, "You are Brom, a gruff dwarven blacksmith.", NULL, 0, SAN ? 6 : 12);
+    lemonpc_error err;
+    lemonpc_reply_info info;
+    lemonpc_conversation *a = lemonpc_conversation_open(n, "Tom", NULL, &err);
+    assert_non_null(a);
+    char *r1 = say(a, "Hello there.", NULL);
+    char *r2 = say(a, "What do you sell?", &info);
+    /* the same history given back: its sampled tokens are kept, so the
+     * cache is reused to the end of the first reply and the reply is the same */
+    lemonpc_turn first[] = {{"user", "Hello there."}, {"assistant", r1}};
+    assert_int_equal(lemonpc_conversation_set_turns(a, first, 2, &err), LEMONPC_OK);
+    assert_int_equal(lemonpc_conversation_n_turns(a), 2);
+    lemonpc_reply_info again;
+    char *r2b = say(a, "What do you sell?", &again);
+    assert_string_equal(r2, r2b);
+    assert_true(again.n_reused >= info.n_reused);
+    assert_int_equal(lemonpc_conversation_n_turns(a), 4);
+    /* a history the conversation never had: rebuilt, persona still reused */
+    lemonpc_conversation *b = lemonpc_conversation_open(n, "Tom", NULL, &err);
+    lemonpc_turn other[] = {{"user", "Good morning."}, {"assistant", "Morning. What do you want?"}};
+    assert_int_equal(lemonpc_conversation_set_turns(b, other, 2, &err), LEMONPC_OK);
+    free(say(b, "A horseshoe.", &info));
+    assert_int_equal(lemonpc_conversation_n_turns(b), 4);
+    const char *role;
+    assert_string_equal(lemonpc_conversation_turn(b, 1, &role), "Morning. What do you want?");
+    assert_string_equal(role, "assistant");
+    assert_true(info.n_reused >= lemonpc_npc_prefix_tokens(n));
+    lemonpc_turn bad[] = {{"narrator", "x"}};
+    assert_int_equal(lemonpc_conversation_set_turns(b, bad, 1, &err), LEMONPC_ERR_INVALID);
+    assert_non_null(strstr(err.message, "narrator"));
+    assert_int_equal(lemonpc_conversation_n_turns(b), 4);
+    /* max_tokens and stop strings of the conversation alone */
+    lemonpc_sampling sp = lemonpc_sampling_defaults();
+    sp.temperature = 0;
+    sp.max_tokens = 3;
+    assert_int_equal(lemonpc_conversation_set_sampling(b, &sp, NULL, 0, &err), LEMONPC_OK);
+    free(say(b, "Anything else?", &info));
+    assert_int_equal(info.n_generated, 3);
+    assert_int_equal(info.stop, LEMONPC_STOP_MAX_TOKENS);
+    lemonpc_conversation_close(b);
+    b = lemonpc_conversation_open(n, "Tom", NULL, &err);
+    char *full = say(b, "Hello there.", NULL);
+    assert_true(strlen(full) > 4);
+    const char *stop[] = {full + 3};   /* the reply from its 4th byte on */
+    lemonpc_conversation_close(b);
+    b = lemonpc_conversation_open(n, "Tom", NULL, &err);
+    sp.max_tokens = SAN ? 6 : 12;
+    assert_int_equal(lemonpc_conversation_set_sampling(b, &sp, stop, 1, &err), LEMONPC_OK);
+    char *cut = say(b, "Hello there.", &info);
+    assert_int_equal(info.stop, LEMONPC_STOP_STRING);
+    assert_int_equal(strncmp(cut, full, strlen(cut)), 0);
+    assert_true(strlen(cut) <= 3);
+    const char *empty[] = {""};
+    assert_int_equal(lemonpc_conversation_set_sampling(b, &sp, empty, 1, &err), LEMONPC_ERR_INVALID);
+    sp.top_p = 1.5f;
+    assert_int_equal(lemonpc_conversation_set_sampling(b, &sp, NULL, 0, &err), LEMONPC_ERR_INVALID);
+    assert_non_null(strstr(err.message, "top_p"));
+    /* a seed gives the same draws again */
+    sp = lemonpc_sampling_defaults();
+    sp.temperature = 1.0f;
+    sp.seed = 7;
+    sp.max_tokens = 8;
+    char *x[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(lemonpc_conversation_set_sampling(b, &sp, NULL, 0, &err), LEMONPC_OK);
+        assert_int_equal(lemonpc_conversation_reset(b, &err), LEMONPC_OK);
+        x[i] = say(b, "Tell me a story.", NULL);
+    }
+    assert_string_equal(x[0], x[1]);
+    /* raw completions: the conversation's one equals lemonpc_complete's,
+     * and a second one reuses the cache */
+    assert_int_equal(lemonpc_conversation_set_sampling(b, NULL, NULL, 0, &err), LEMONPC_OK);
+    char *c1 = NULL, *c2 = NULL, *c3 = NULL;
+    const char *prompt = "The three primary colours are";
+    assert_int_equal(lemonpc_complete(n, prompt, NULL, NULL, &c1, NULL, &err), LEMONPC_OK);
+    assert_int_equal(lemonpc_conversation_complete(b, prompt, NULL, NULL, &c2, &info, &err),
+                     LEMONPC_OK);
+    assert_string_equal(c1, c2);
+    int n_prompt = info.n_prompt + info.n_reused;
+    assert_int_equal(lemonpc_conversation_complete(b, prompt, NULL, NULL, &c3, &info, &err),
+                     LEMONPC_OK);
+    assert_string_equal(c1, c3);
+    assert_int_equal(info.n_reused, n_prompt - 1);
+    assert_int_equal(lemonpc_conversation_n_turns(b), 2);
+    free(c1), free(c2), free(c3), free(x[0]), free(x[1]), free(full), free(cut);
+    free(r1), free(r2), free(r2b);
+    lemonpc_conversation_close(a);
+    lemonpc_conversation_close(b);
+    lemonpc_npc_free(n);
+    lemonpc_model_free(m);
+}
+
 static int setup(void **state) {
     (void)state;
     const char *p = getenv("LEMONPC_MODEL");
@@ -592,6 +690,7 @@ int main(void) {
         cmocka_unit_test(test_kv_type_and_saves),
         cmocka_unit_test(test_killed_mid_save_keeps_previous),
         cmocka_unit_test(test_long_conversation_trims_the_middle),
+        cmocka_unit_test(test_set_turns_sampling_complete),
     };
     /* CMOCKA_FILTER=test_name (a glob) runs some tests alone */
     if (getenv("CMOCKA_FILTER")) cmocka_set_test_filter(getenv("CMOCKA_FILTER"));

@@ -149,7 +149,12 @@ class _Memory(Structure):
                 ("witnessed", c_int)]
 
 
-_STRUCTS = [_Error, _ModelParams, _Sampling, _NpcParams, _ReplyInfo, _Event, _Memory]
+class _Turn(Structure):
+    _c_name_ = "lemonpc_turn"
+    _fields_ = [("role", c_char_p), ("text", c_char_p)]
+
+
+_STRUCTS = [_Error, _ModelParams, _Sampling, _NpcParams, _ReplyInfo, _Event, _Memory, _Turn]
 
 
 class _Opaque(Structure):
@@ -203,6 +208,9 @@ _CTYPES = {
     "lemonpc_model_params": _ModelParams,
     "const lemonpc_model_params *": POINTER(_ModelParams),
     "lemonpc_sampling": _Sampling,
+    "const lemonpc_sampling *": POINTER(_Sampling),
+    "const char *const *": POINTER(c_char_p),
+    "const lemonpc_turn *": POINTER(_Turn),
     "lemonpc_npc_params": _NpcParams,
     "const lemonpc_npc_params *": POINTER(_NpcParams),
     "lemonpc_reply_info *": POINTER(_ReplyInfo),
@@ -249,12 +257,23 @@ lemonpc_status lemonpc_say(lemonpc_conversation *conv, const char *line,
 lemonpc_status lemonpc_complete(lemonpc_npc *npc, const char *prompt, lemonpc_stream_fn on_text,
                                 void *user, char **reply, lemonpc_reply_info *info,
                                 lemonpc_error *err);
+lemonpc_status lemonpc_conversation_complete(lemonpc_conversation *conv, const char *prompt,
+                                             lemonpc_stream_fn on_text, void *user,
+                                             char **reply, lemonpc_reply_info *info,
+                                             lemonpc_error *err);
 void lemonpc_conversation_cancel(lemonpc_conversation *conv);
 lemonpc_status lemonpc_conversation_reset(lemonpc_conversation *conv, lemonpc_error *err);
 int lemonpc_conversation_n_turns(const lemonpc_conversation *conv);
 const char *lemonpc_conversation_turn(const lemonpc_conversation *conv, int i,
                                       const char **role);
 int lemonpc_conversation_n_cached(const lemonpc_conversation *conv);
+lemonpc_status lemonpc_conversation_set_turns(lemonpc_conversation *conv,
+                                              const lemonpc_turn *turns, size_t n,
+                                              lemonpc_error *err);
+lemonpc_status lemonpc_conversation_set_sampling(lemonpc_conversation *conv,
+                                                 const lemonpc_sampling *sampling,
+                                                 const char *const *stop, size_t n_stop,
+                                                 lemonpc_error *err);
 lemonpc_status lemonpc_conversation_save(lemonpc_conversation *conv, const char *path,
                                          lemonpc_error *err);
 lemonpc_conversation *lemonpc_conversation_restore(lemonpc_npc *npc, const char *path,
@@ -888,6 +907,53 @@ class Conversation(_Handle):
             return _stream_call(_lib().lemonpc_say, (h, _enc(line)), on_text)
         finally:
             self._leave()
+
+    def complete(self, prompt: str, on_text: Optional[OnText] = None) -> Reply:
+        """A raw completion of prompt (as Npc.complete) in this conversation's
+        cache, with its sampling and stop strings; the turns stay as they are."""
+        h = self._enter()
+        try:
+            return _stream_call(_lib().lemonpc_conversation_complete, (h, _enc(prompt)), on_text)
+        finally:
+            self._leave()
+
+    def set_turns(self, turns) -> None:
+        """Replaces the turns with [(role, text)] (role "user" or "assistant"),
+        without generating; the cache is reused as far as it still matches."""
+        turns = list(turns)
+        arr = (_Turn * max(1, len(turns)))()
+        keep = []
+        for i, (role, text) in enumerate(turns):
+            keep += [_enc(role), _enc(text)]
+            arr[i].role, arr[i].text = keep[-2], keep[-1]
+        err = _Error()
+        h = self._enter()
+        try:
+            code = _lib().lemonpc_conversation_set_turns(h, arr, len(turns), ctypes.byref(err))
+        finally:
+            self._leave()
+        if code != Status.OK:
+            _raise(code, err)
+
+    def set_sampling(self, sampling: Optional[Sampling] = None, stop=()) -> None:
+        """This conversation's own sampling (None: the NPC's again) and extra
+        stop strings, from the next reply on; the draws restart from its seed."""
+        sp = None
+        if sampling is not None:
+            sp = _lib().lemonpc_sampling_defaults()
+            sampling._fill(sp)
+        stops = [_enc(x) for x in stop]
+        arr = (c_char_p * max(1, len(stops)))(*stops)
+        err = _Error()
+        h = self._enter()
+        try:
+            code = _lib().lemonpc_conversation_set_sampling(
+                h, ctypes.byref(sp) if sp is not None else None, arr, len(stops),
+                ctypes.byref(err))
+        finally:
+            self._leave()
+        if code != Status.OK:
+            _raise(code, err)
 
     def cancel(self) -> None:
         """Stops the reply being generated (from any thread); a no-op when

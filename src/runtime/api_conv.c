@@ -96,6 +96,7 @@ static int conv_stops(lemonpc_conversation *c) {
         if (!(c->stop[c->n_stop++] = strdup(n->stop[i]))) return -1;
     for (size_t i = 0; i < 3; i++)
         if (extra[i][0] && !(c->stop[c->n_stop++] = strdup(extra[i]))) return -1;
+    c->n_stop_base = c->n_stop;
     return 0;
 }
 
@@ -126,6 +127,8 @@ lemonpc_conversation *lm_api_conv_new(lemonpc_npc *n, const char *player, const 
     if (conv_stops(c)) goto oom;
     if (!(c->ctx = lm_ctx_new_kv(m->m, m->n_ctx, m->pool, m->kv_type, e))) goto fail;
     if (n->adapter && lm_ctx_set_adapter(c->ctx, n->adapter, n->adapter_scale, e)) goto fail;
+    c->sp = n->sp;
+    c->max_tokens = n->max_tokens;
     if (!(c->smp = lm_sampler_new(&n->sp, m->m->cfg.n_vocab, e))) goto fail;
     if (!(c->logits = malloc(sizeof(float) * (size_t)m->m->cfg.n_vocab))) goto oom;
     return c;
@@ -294,10 +297,10 @@ static lemonpc_status reply_to(lemonpc_conversation *c, const int32_t *p, size_t
     info->prompt_seconds = now_s() - tp;
     /* the repetition penalty looks back over the conversation's last tokens */
     lm_sampler_reset(c->smp);
-    size_t back = npc->sp.repeat_last_n > 0 ? (size_t)npc->sp.repeat_last_n : 0;
+    size_t back = c->sp.repeat_last_n > 0 ? (size_t)c->sp.repeat_last_n : 0;
     for (size_t i = c->n_toks > back ? c->n_toks - back : 0; i < c->n_toks; i++)
         lm_sampler_accept(c->smp, c->toks[i]);
-    lm_gen_params gp = {.sp = npc->sp, .max_tokens = npc->max_tokens,
+    lm_gen_params gp = {.sp = c->sp, .max_tokens = c->max_tokens,
                         .stop = (const char *const *)c->stop, .n_stop = c->n_stop};
     lm_decoder d = {c->ctx, m->tok, c->smp, c->logits, m->eos, m->im_end, true, on_piece, &j,
                     on_token};
@@ -375,7 +378,7 @@ lemonpc_status lemonpc_say(lemonpc_conversation *c, const char *line, lemonpc_st
     pushed = true;
     /* Room for the reply; the oldest exchanges leave the prompt until the
      * rest fits (the persona never does). */
-    int reserve = npc->max_tokens > 0 ? npc->max_tokens : m->n_ctx / 4;
+    int reserve = c->max_tokens > 0 ? c->max_tokens : m->n_ctx / 4;
     if (reserve > m->n_ctx / 2) reserve = m->n_ctx / 2;
     for (;;) {
         if (render(c, first, block, &p, &n, &e)) { code = LEMONPC_ERR_INVALID; goto fail; }
@@ -427,6 +430,44 @@ fail:
     return lm_api_fail(err, code, &e);
 }
 
+/* A raw completion of prompt in c's cache (lemonpc_complete and
+ * lemonpc_conversation_complete): c's turns are not touched. */
+static lemonpc_status complete_in(lemonpc_conversation *c, const char *prompt,
+                                  lemonpc_stream_fn on_text, void *user, char **reply,
+                                  lemonpc_reply_info *info, double t0, lm_err *e) {
+    lemonpc_npc *npc = c->npc;
+    lemonpc_status code = LEMONPC_ERR_INTERNAL;
+    int32_t *p = NULL;
+    char *text = NULL;
+    size_t n = 0, r0, r1;
+    bool same;
+    if (lm_api_npc_prefix(npc, e)) goto fail;
+    if (lm_tokenize(npc->model->tok, prompt, strlen(prompt), true, &p, &n, e)) {
+        code = LEMONPC_ERR_INVALID;
+        goto fail;
+    }
+    if (n == 0) {
+        code = LEMONPC_ERR_INVALID;
+        lm_errf(e, "lemonpc_complete: empty prompt");
+        goto fail;
+    }
+    if (n + 1 > (size_t)npc->model->n_ctx) {
+        code = LEMONPC_ERR_CONTEXT_FULL;
+        lm_errf(e, "context full: the prompt needs %zu tokens, the context holds %d", n,
+                npc->model->n_ctx);
+        goto fail;
+    }
+    code = reply_to(c, p, n, on_text, user, &text, &same, &r0, &r1, info, t0, e);
+    if (code != LEMONPC_OK) goto fail;
+    if (reply) *reply = text;
+    else free(text);
+    free(p);
+    return LEMONPC_OK;
+fail:
+    free(p);
+    return lm_api_code_of(e, code);
+}
+
 lemonpc_status lemonpc_complete(lemonpc_npc *npc, const char *prompt, lemonpc_stream_fn on_text,
                                 void *user, char **reply, lemonpc_reply_info *info_out,
                                 lemonpc_error *err) {
@@ -438,42 +479,128 @@ lemonpc_status lemonpc_complete(lemonpc_npc *npc, const char *prompt, lemonpc_st
     double t0 = now_s();
     lm_err e = {{0}};
     lemonpc_status code = LEMONPC_ERR_INTERNAL;
-    int32_t *p = NULL;
-    char *text = NULL;
-    size_t n = 0, r0, r1;
-    bool same;
-    lemonpc_conversation *c = NULL;
-    if (lm_api_npc_prefix(npc, &e)) goto fail;
-    if (!(c = lm_api_conv_new(npc, NULL, NULL, &e))) goto fail;
-    if (lm_tokenize(npc->model->tok, prompt, strlen(prompt), true, &p, &n, &e)) {
-        code = LEMONPC_ERR_INVALID;
-        goto fail;
-    }
-    if (n == 0) {
-        code = LEMONPC_ERR_INVALID;
-        lm_errf(&e, "lemonpc_complete: empty prompt");
-        goto fail;
-    }
-    if (n + 1 > (size_t)npc->model->n_ctx) {
-        code = LEMONPC_ERR_CONTEXT_FULL;
-        lm_errf(&e, "context full: the prompt needs %zu tokens, the context holds %d", n,
-                npc->model->n_ctx);
-        goto fail;
-    }
-    code = reply_to(c, p, n, on_text, user, &text, &same, &r0, &r1, &info, t0, &e);
-    if (code != LEMONPC_OK) goto fail;
-    if (reply) *reply = text;
-    else free(text);
-    free(p);
+    lemonpc_conversation *c = lm_api_conv_new(npc, NULL, NULL, &e);
+    if (c) code = complete_in(c, prompt, on_text, user, reply, &info, t0, &e);
+    else code = lm_api_code_of(&e, code);
     lemonpc_conversation_close(c);
     info.total_seconds = now_s() - t0;
     if (info_out) *info_out = info;
+    if (code != LEMONPC_OK) return lm_api_fail(err, code, &e);
     done_ok(err);
     return LEMONPC_OK;
-fail:
-    free(p);
-    lemonpc_conversation_close(c);
+}
+
+lemonpc_status lemonpc_conversation_complete(lemonpc_conversation *c, const char *prompt,
+                                             lemonpc_stream_fn on_text, void *user, char **reply,
+                                             lemonpc_reply_info *info_out, lemonpc_error *err) {
+    if (reply) *reply = NULL;
+    lemonpc_reply_info info = {0};
+    if (info_out) *info_out = info;
+    if (!c || !prompt) return lm_api_failf(err, LEMONPC_ERR_INVALID, "lemonpc_conversation_"
+                                           "complete: %s is NULL",
+                                           !c ? "the conversation" : "the prompt");
+    if (atomic_flag_test_and_set(&c->busy))
+        return lm_api_failf(err, LEMONPC_ERR_BUSY, "the conversation is in use by another thread");
+    atomic_store(&c->cancel, false);
+    double t0 = now_s();
+    lm_err e = {{0}};
+    lemonpc_status code = complete_in(c, prompt, on_text, user, reply, &info, t0, &e);
     info.total_seconds = now_s() - t0;
     if (info_out) *info_out = info;
-    return lm_api_fail(err, lm_api_code_of(&e, code), &e);
+    atomic_flag_clear(&c->busy);
+    if (code != LEMONPC_OK) return lm_api_fail(err, code, &e);
+    done_ok(err);
+    return LEMONPC_OK;
+}
+
+lemonpc_status lemonpc_conversation_set_turns(lemonpc_conversation *c, const lemonpc_turn *turns,
+                                              size_t n, lemonpc_error *err) {
+    if (!c || (n && !turns))
+        return lm_api_failf(err, LEMONPC_ERR_INVALID, "lemonpc_conversation_set_turns: %s is NULL",
+                            !c ? "the conversation" : "turns");
+    for (size_t i = 0; i < n; i++) {
+        if (!turns[i].role || (strcmp(turns[i].role, "user") && strcmp(turns[i].role, "assistant")))
+            return lm_api_failf(err, LEMONPC_ERR_INVALID, "lemonpc_conversation_set_turns: turn "
+                                "%zu: role must be \"user\" or \"assistant\", got %s%s%s", i,
+                                turns[i].role ? "\"" : "", turns[i].role ? turns[i].role : "NULL",
+                                turns[i].role ? "\"" : "");
+        if (!turns[i].text)
+            return lm_api_failf(err, LEMONPC_ERR_INVALID, "lemonpc_conversation_set_turns: turn "
+                                "%zu has no text", i);
+    }
+    if (atomic_flag_test_and_set(&c->busy))
+        return lm_api_failf(err, LEMONPC_ERR_BUSY, "the conversation is in use by another thread");
+    lm_turns t = {0};
+    for (size_t i = 0; i < n; i++) {
+        const lm_tok_span *keep = NULL;
+        if (i < c->turns.n && !strcmp(c->turns.m[i].role, turns[i].role) &&
+            !strcmp(c->turns.m[i].content, turns[i].text))
+            keep = &c->turns.tk[i];
+        if (lm_api_turns_push(&t, turns[i].role, turns[i].text, keep ? keep->p : NULL,
+                              keep ? keep->n : 0)) {
+            lm_api_turns_clear(&t);
+            free(t.m);
+            free(t.tk);
+            atomic_flag_clear(&c->busy);
+            return lm_api_failf(err, LEMONPC_ERR_NOMEM, "out of memory");
+        }
+    }
+    lm_api_turns_clear(&c->turns);
+    free(c->turns.m);
+    free(c->turns.tk);
+    c->turns = t;
+    atomic_flag_clear(&c->busy);
+    done_ok(err);
+    return LEMONPC_OK;
+}
+
+lemonpc_status lemonpc_conversation_set_sampling(lemonpc_conversation *c,
+                                                 const lemonpc_sampling *sampling,
+                                                 const char *const *stop, size_t n_stop,
+                                                 lemonpc_error *err) {
+    if (!c) return lm_api_failf(err, LEMONPC_ERR_INVALID, "lemonpc_conversation_set_sampling: "
+                                "the conversation is NULL");
+    if (n_stop && !stop)
+        return lm_api_failf(err, LEMONPC_ERR_INVALID, "lemonpc_conversation_set_sampling: %zu "
+                            "stop strings without strings", n_stop);
+    for (size_t i = 0; i < n_stop; i++)
+        if (!stop[i] || !stop[i][0])
+            return lm_api_failf(err, LEMONPC_ERR_INVALID, "lemonpc_conversation_set_sampling: "
+                                "stop string %zu is %s", i, stop[i] ? "empty" : "NULL");
+    lemonpc_npc *npc = c->npc;
+    lm_err e = {{0}};
+    lm_sampler_params sp = npc->sp;
+    int max_tokens = npc->max_tokens;
+    if (sampling) {
+        if (lm_api_sampling_params(sampling, &sp, &e)) return lm_api_fail(err, LEMONPC_ERR_INVALID, &e);
+        max_tokens = sampling->max_tokens;
+    }
+    lm_sampler *smp = lm_sampler_new(&sp, npc->model->m->cfg.n_vocab, &e);
+    if (!smp) return lm_api_fail(err, lm_api_code_of(&e, LEMONPC_ERR_INVALID), &e);
+    if (atomic_flag_test_and_set(&c->busy)) {
+        lm_sampler_free(smp);
+        return lm_api_failf(err, LEMONPC_ERR_BUSY, "the conversation is in use by another thread");
+    }
+    for (size_t i = c->n_stop_base; i < c->n_stop; i++) free(c->stop[i]);
+    c->n_stop = c->n_stop_base;
+    char **st = realloc(c->stop, (c->n_stop_base + n_stop + 1) * sizeof *st);
+    if (!st) {
+        lm_sampler_free(smp);
+        atomic_flag_clear(&c->busy);
+        return lm_api_failf(err, LEMONPC_ERR_NOMEM, "out of memory");
+    }
+    c->stop = st;
+    size_t k = c->n_stop_base;
+    for (size_t i = 0; i < n_stop; i++)
+        if ((c->stop[k] = strdup(stop[i]))) k++;
+    c->n_stop = k;
+    lm_sampler_free(c->smp);
+    c->smp = smp;
+    c->sp = sp;
+    c->max_tokens = max_tokens;
+    atomic_flag_clear(&c->busy);
+    if (k != c->n_stop_base + n_stop)
+        return lm_api_failf(err, LEMONPC_ERR_NOMEM, "out of memory");
+    done_ok(err);
+    return LEMONPC_OK;
 }

@@ -83,8 +83,11 @@ struct lemonpc_conversation {
     size_t n_toks, cap_toks;
     lm_sampler *smp;
     float *logits;           /* [n_vocab] */
-    char **stop;             /* the NPC's and "\n<player>:" (owned) */
+    char **stop;             /* the NPC's and "\n<player>:" (owned), then the extra ones */
     size_t n_stop;
+    size_t n_stop_base;      /* stop[0, n_stop_base): the NPC's and the player's */
+    lm_sampler_params sp;    /* the NPC's, or lemonpc_conversation_set_sampling's */
+    int max_tokens;
     atomic_bool cancel;
     atomic_flag busy;
 };
@@ -98,6 +101,8 @@ lemonpc_status lm_api_code_of(const lm_err *e, lemonpc_status fallback);
 
 uint64_t lm_api_fnv(uint64_t h, const void *p, size_t n);
 
+/* The sampler's parameters of a lemonpc_sampling, checked ("sampling: ..."). */
+int lm_api_sampling_params(const lemonpc_sampling *s, lm_sampler_params *p, lm_err *e);
 /* Evaluates (once) the NPC's persona prefix. */
 int lm_api_npc_prefix(lemonpc_npc *npc, lm_err *err);
 /* A conversation of npc with the scene; its cache empty. */

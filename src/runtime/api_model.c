@@ -199,7 +199,7 @@ int lemonpc_npc_prefix_tokens(const lemonpc_npc *n) {
     return k;
 }
 
-static int sampling_to_params(const lemonpc_sampling *s, lm_sampler_params *p, lm_err *e) {
+int lm_api_sampling_params(const lemonpc_sampling *s, lm_sampler_params *p, lm_err *e) {
     *p = (lm_sampler_params){.temp = s->temperature, .top_k = s->top_k, .top_p = s->top_p,
                              .min_p = s->min_p, .repeat_penalty = s->repeat_penalty,
                              .repeat_last_n = s->repeat_last_n, .seed = s->seed};
@@ -241,7 +241,7 @@ lemonpc_npc *lemonpc_npc_load(lemonpc_model *model, const lemonpc_npc_params *pa
     pthread_mutex_init(&n->mu, NULL);
     n->adapter_scale = p.adapter_scale;
     n->max_tokens = p.sampling.max_tokens;
-    if (sampling_to_params(&p.sampling, &n->sp, &e)) goto fail;
+    if (lm_api_sampling_params(&p.sampling, &n->sp, &e)) goto fail;
     if (p.n_stop) {
         if (!(n->stop = calloc(p.n_stop, sizeof *n->stop))) goto oom;
         for (size_t i = 0; i < p.n_stop; i++) {

@@ -234,6 +234,33 @@ def test_stop_strings(L, model):
     assert text == full[:full.index("forge")] and info.stop == L.Stop.STRING
 
 
+def test_set_turns_sampling_and_conversation_complete(L, model):
+    with L.Npc(model, system="You are a grumpy blacksmith.", sampling=greedy(L, 12)) as npc, \
+            npc.open("Tom") as a, npc.open("Tom") as b:
+        r1 = a.say("Hello.").text
+        r2, info = a.say("What do you sell?")
+        b.set_turns([("user", "Hello."), ("assistant", r1)])
+        assert b.turns() == [("user", "Hello."), ("assistant", r1)]
+        b.say("What do you sell?")
+        assert b.n_turns == 4
+        a.set_turns(a.turns()[:2])
+        again, info2 = a.say("What do you sell?")
+        assert again == r2 and info2.n_reused >= info.n_reused
+        with pytest.raises(L.InvalidArgumentError, match="narrator"):
+            b.set_turns([("narrator", "x")])
+        b.set_sampling(L.Sampling(temperature=0, max_tokens=3))
+        _, info = b.say("Anything else?")
+        assert info.n_generated == 3 and info.stop == L.Stop.MAX_TOKENS
+        b.set_sampling(None, stop=[r1[2:]])
+        b.set_turns([])
+        cut, info = b.say("Hello.")
+        assert info.stop == L.Stop.STRING and cut == r1[:2]
+        text, _ = b.complete("The three primary colours are")
+        assert text == npc.complete("The three primary colours are").text
+        _, info = b.complete("The three primary colours are")
+        assert info.n_prompt == 1
+
+
 # ---- errors -------------------------------------------------------------------
 
 def test_errors_name_what_is_wrong(L, model, tmp_path):
