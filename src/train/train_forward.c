@@ -1,6 +1,7 @@
 /* Training forward pass (saving activations) and the chunked, masked
  * cross-entropy fused with the LM head. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "train/train_internal.h"
@@ -99,9 +100,11 @@ int lm_train_forward(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a,
 
 /* Rows go through the LM head a chunk at a time: only masked rows (all rows
  * when the caller wants logits), gathered into a contiguous [cn, dim] block
- * so prompt and padding positions cost nothing. */
-int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *pool,
-                  int want_grad, float *logits_out, double *loss, lm_err *err) {
+ * so prompt and padding positions cost nothing. row_logp (may be NULL):
+ * per-row sums of log-likelihoods, [B], zeroed here. */
+static int head_pass(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *pool,
+                     int want_grad, float *logits_out, double *loss, double *row_logp,
+                     lm_err *err) {
     const lm_tconfig *c = &m->cfg;
     if (!b->targets || !b->mask) return lm_errf(err, "loss: batch has no targets or mask");
     if (check_batch(m, a, b, err)) return -1;
@@ -113,6 +116,12 @@ int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *
     float inv = n_mask ? (float)(1.0 / denom) : 0.0f;
     float *dhead = want_grad ? lm_tgrad(m, m->lm_head) : NULL;
     if (want_grad) memset(a->dlnf, 0, (size_t)N * D * sizeof(float));
+    double *nll = NULL;
+    if (row_logp) {
+        memset(row_logp, 0, (size_t)b->B * sizeof *row_logp);
+        if (!(nll = malloc((size_t)a->loss_chunk * sizeof *nll)))
+            return lm_errf(err, "loss: out of memory for %d rows", a->loss_chunk);
+    }
     double total = 0;
     int next = 0;
     for (;;) {
@@ -126,8 +135,14 @@ int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *
         if (logits_out)
             for (int r = 0; r < cn; r++)
                 memcpy(logits_out + (size_t)a->lrows[r] * V, a->logits + (size_t)r * V, (size_t)V * sizeof(float));
-        if (lm_op_xent(pool, a->logits, cn, V, a->lrows, b->targets, b->mask, inv, want_grad, &total))
+        if (lm_op_xent(pool, a->logits, cn, V, a->lrows, b->targets, b->mask, b->weight, inv,
+                       want_grad, &total, nll)) {
+            free(nll);
             return lm_errf(err, "loss: out of memory for %d rows", cn);
+        }
+        if (nll)   /* rows come in position order, so each row's sum is too */
+            for (int r = 0; r < cn; r++)
+                if (b->mask[a->lrows[r]]) row_logp[a->lrows[r] / b->T] -= nll[r];
         if (want_grad) {
             memset(a->ldx, 0, (size_t)cn * D * sizeof(float));
             lm_mm_bwd_x(pool, a->ldx, a->logits, m->lm_head, cn, D, V);
@@ -136,6 +151,20 @@ int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *
             if (dhead) lm_mm_bwd_w(pool, dhead, a->logits, a->lx, cn, D, V);
         }
     }
-    *loss = n_mask ? total / denom : 0.0;
+    free(nll);
+    if (loss) *loss = n_mask ? total / denom : 0.0;
     return 0;
+}
+
+int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *pool,
+                  int want_grad, float *logits_out, double *loss, lm_err *err) {
+    return head_pass(m, a, b, pool, want_grad, logits_out, loss, NULL, err);
+}
+
+int lm_train_seq_logprobs(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *pool,
+                          double *out, lm_err *err) {
+    lm_tbatch fb = *b;
+    fb.weight = NULL;
+    fb.loss_norm = 0;
+    return head_pass(m, a, &fb, pool, 0, NULL, NULL, out, err);
 }

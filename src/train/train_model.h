@@ -93,6 +93,11 @@ typedef struct lm_tbatch {
      * to the masked count of all micro-batches of one optimizer step, so
      * their summed gradients equal those of the whole batch. */
     long loss_norm;
+    /* Per-position loss weights (optional, [B*T]): position i's nll counts
+     * weight[i] times, in the loss and its gradient (NULL: once). Negative
+     * weights are allowed: DPO (dpo.h) trains a sequence's log-likelihood
+     * up or down this way, reusing this backward pass. */
+    const float *weight;
     /* LoRA dropout of a training pass (see lora.h): p in [0, 1), 0 (the
      * default) for none, as in validation; the masks come from dropout_key
      * (lm_lora_dropout_key of run seed, step, micro-batch). */
@@ -117,13 +122,19 @@ size_t lm_tacts_bytes(const lm_tacts *a);
 /* Forward through the final norm, saving what backward needs. */
 int lm_train_forward(const lm_tmodel *m, const struct lm_lora *lora, lm_tacts *a,
                      const lm_tbatch *b, lm_pool *pool, lm_err *err);
-/* Cross-entropy over masked positions (mean, or see loss_norm), fused with
+/* Cross-entropy over masked positions (mean, or see loss_norm and weight), fused with
  * the LM head, one chunk of tokens at a time. With want_grad it also produces d(final norm
  * output) in the activations and accumulates the LM-head gradient (when
  * m->grads). logits_out [B*T, n_vocab] is optional (tests only). With no
  * masked position the loss is 0 and so is every gradient. */
 int lm_train_loss(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *pool,
                   int want_grad, float *logits_out, double *loss, lm_err *err);
+/* Per-row log-likelihoods, forward only (after lm_train_forward):
+ * out[r] = sum of log p(targets[t]) over the masked positions t of row r,
+ * in position order (out [B]; 0 for a row with no masked position). The
+ * LM head runs on masked rows only; weight and loss_norm are ignored. */
+int lm_train_seq_logprobs(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_pool *pool,
+                          double *out, lm_err *err);
 /* Backward from the d(final norm output) lm_train_loss left. Accumulates
  * into m->grads (if allocated) and lora grads (if lora). */
 int lm_train_backward(lm_tmodel *m, struct lm_lora *lora, lm_tacts *a,

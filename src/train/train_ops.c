@@ -269,6 +269,7 @@ typedef struct xent_ctx {
     const int *pos;
     const int32_t *targets;
     const uint8_t *mask;
+    const float *weight;     /* [positions] or NULL */
     int V, want_grad;
     float scale;
 } xent_ctx;
@@ -296,20 +297,25 @@ static void xent_task(void *vctx, int r, int n_tasks, int thread) {
         for (int j = 0; j < c->V; j++) sum += expf(z[j] - mx);
     c->loss[r] = (double)mx + log(sum) - (double)zt;
     if (c->want_grad) {
-        /* d(mean nll)/dz = (softmax - onehot) * scale */
-        float k = (float)(1.0 / sum) * c->scale;
+        /* d(mean nll)/dz = (softmax - onehot) * scale (* the position's weight) */
+        float s = c->weight ? c->scale * c->weight[p] : c->scale;
+        float k = (float)(1.0 / sum) * s;
         for (int j = 0; j < c->V; j++) z[j] *= k;
-        z[tgt] -= c->scale;
+        z[tgt] -= s;
     }
 }
 
 int lm_op_xent(lm_pool *pool, float *z, int rows, int V, const int *pos, const int32_t *targets,
-               const uint8_t *mask, float scale, int want_grad, double *sum) {
+               const uint8_t *mask, const float *weight, float scale, int want_grad, double *sum,
+               double *nll) {
     double *loss = malloc((size_t)(rows > 0 ? rows : 1) * sizeof *loss);
     if (!loss) return -1;
-    xent_ctx c = { z, loss, pos, targets, mask, V, want_grad, scale };
+    xent_ctx c = { z, loss, pos, targets, mask, weight, V, want_grad, scale };
     lm_pool_run(pool, xent_task, &c, rows);
-    for (int r = 0; r < rows; r++) *sum += loss[r];
+    for (int r = 0; r < rows; r++)
+        if (!weight) *sum += loss[r];
+        else if (mask[pos[r]]) *sum += (double)weight[pos[r]] * loss[r];
+    if (nll) memcpy(nll, loss, (size_t)rows * sizeof *nll);
     free(loss);
     return 0;
 }

@@ -52,10 +52,14 @@ void lm_op_swiglu_bwd(lm_pool *pool, float *dgate, float *dup, const float *dh, 
 /* Cross-entropy over logits z [rows, V]: row r is sequence position
  * pos[r], which counts when mask[pos[r]] is set, with target
  * targets[pos[r]]. Adds -log softmax(z)[target] of each counted row to
- * *sum, in row order (the same bits for any thread count or chunking). With want_grad z
- * becomes scale * (softmax(z) - onehot) on counted rows and 0 on the
- * others. -1 only when out of memory (z untouched). */
+ * *sum, times weight[pos[r]] when weight is given, in row order (the same
+ * bits for any thread count or chunking); nll (may be NULL) gets each
+ * row's unweighted -log softmax(z)[target] (0 on rows that do not count).
+ * With want_grad z becomes scale * weight[pos[r]] * (softmax(z) - onehot)
+ * on counted rows (weight NULL: 1) and 0 on the others. -1 only when out
+ * of memory (z untouched). */
 int lm_op_xent(lm_pool *pool, float *z, int rows, int V, const int *pos, const int32_t *targets,
-               const uint8_t *mask, float scale, int want_grad, double *sum);
+               const uint8_t *mask, const float *weight, float scale, int want_grad, double *sum,
+               double *nll);
 
 #endif
