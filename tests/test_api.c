@@ -132,6 +132,11 @@ static void test_persona_prefix_shared(void **state) {
     int k = lemonpc_npc_prefix_tokens(n);
     assert_true(k > (SAN ? 10 : 200));   /* the full persona of a base model: a long system turn */
     assert_int_equal(ia.n_reused, k);
+    /* idle, the NPC's prefix and the conversation hold their caches, not
+     * the working memory of a reply (scratch, logits, candidates) */
+    assert_int_equal(lm_ctx_scratch_bytes(n->pctx), 0);
+    assert_int_equal(lm_ctx_scratch_bytes(a->ctx), 0);
+    assert_null(a->logits);
     char *r2 = say(b, "Who are you?", &ib);
     assert_int_equal(ib.n_reused, k);
     char *r3 = say(a, "And what do you fear?", &ia2);

@@ -573,6 +573,53 @@ static void test_shared_model_contexts(void **state) {
     tiny_free(m);
 }
 
+/* lm_ctx_trim gives the batch scratch back between evaluations (the next
+ * lm_eval allocates it again): the logits are those of a context never
+ * trimmed, bit for bit, through a batch, lone tokens, cache growth and a
+ * wider pool; the cache stays. */
+static void test_trim_keeps_logits(void **state) {
+    (void)state;
+    spec s = base_spec();
+    s.n_ctx_train = 1024;
+    tiny *m = tiny_write(s);
+    lm_model *mod = load_ok(m);
+    lm_err err = {0};
+    enum { N = 300 };
+    const int V = s.n_vocab;
+    int32_t tok[N];
+    make_tokens(tok, N, V);
+    lm_pool *pool3 = lm_pool_new(3, &err);
+    assert_non_null(pool3);
+    float *want = malloc(sizeof(float) * N * V), *got = malloc(sizeof(float) * N * V);
+    for (int pass = 0; pass < 2; pass++) {
+        float *out = pass ? got : want;
+        lm_ctx *c = lm_ctx_new_kv(mod, 1000, NULL, LM_F16, &err);
+        assert_non_null(c);
+        assert_int_equal(lm_ctx_scratch_bytes(c), 0);   /* nothing before the first eval */
+        const int cuts[] = {40, 41, 42, 43, 200, 250, 290};
+        int at = 0;
+        for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; at = cuts[i++]) {
+            if (i == 4) lm_ctx_set_pool(c, pool3);
+            assert_int_equal(lm_eval(c, tok + at, cuts[i] - at, LM_LOGITS_ALL,
+                                     out + (size_t)at * V, &err), 0);
+            if (pass) {
+                assert_true(lm_ctx_scratch_bytes(c) > 0);
+                lm_ctx_trim(c);
+                assert_int_equal(lm_ctx_scratch_bytes(c), 0);
+                assert_int_equal(lm_ctx_n_past(c), cuts[i]);
+            }
+        }
+        for (; at < N; at++)
+            assert_int_equal(lm_eval(c, tok + at, 1, LM_LOGITS_LAST, out + (size_t)at * V, &err), 0);
+        lm_ctx_free(c);
+    }
+    assert_memory_equal(got, want, sizeof(float) * N * V);
+    free(want); free(got);
+    lm_pool_free(pool3);
+    lm_model_free(mod);
+    tiny_free(m);
+}
+
 /* ---- the f16 KV cache -------------------------------------------------- */
 
 static lm_ctx *ctx_kv(lm_model *mod, int n_ctx, lm_pool *pool, lm_dtype kv) {
@@ -784,6 +831,7 @@ int main(void) {
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_context_errors),
         cmocka_unit_test(test_shared_model_contexts),
+        cmocka_unit_test(test_trim_keeps_logits),
         cmocka_unit_test(test_kv_f16_logits),
         cmocka_unit_test(test_kv_growth),
         cmocka_unit_test(test_kv_f16_prefix_and_state),

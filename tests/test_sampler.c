@@ -239,6 +239,32 @@ static void test_repeat_penalty(void **state) {
     lm_sampler_free(s);
 }
 
+/* lm_sampler_trim gives back the candidate arrays between draws; the PRNG
+ * and the penalty's history go on, so the draws are the ones of a sampler
+ * never trimmed. */
+static void test_trim_keeps_draws(void **state) {
+    (void)state;
+    enum { N = 300, DRAWS = 64 };
+    float l[N];
+    fill_logits(l, N, 9);
+    for (int i = 0; i < N; i++) l[i] *= 0.2f;
+    lm_sampler_params p = lm_sampler_defaults();
+    p.temp = 1.0f; p.top_k = 50; p.top_p = 0.95f; p.min_p = 0.0f; p.seed = 77;
+    p.repeat_penalty = 1.5f; p.repeat_last_n = 8;
+    lm_sampler *a = mk(p, N), *b = mk(p, N);
+    lm_sampler_trim(b);   /* before any draw: a no-op */
+    for (int i = 0; i < DRAWS; i++) {
+        int32_t ta = lm_sampler_sample(a, l), tb = lm_sampler_sample(b, l);
+        assert_true(ta >= 0 && ta < N);
+        assert_int_equal(ta, tb);
+        lm_sampler_accept(a, ta);
+        lm_sampler_accept(b, tb);
+        if (i % 3 == 0) lm_sampler_trim(b);
+    }
+    lm_sampler_free(a);
+    lm_sampler_free(b);
+}
+
 static void test_params_checked(void **state) {
     (void)state;
     lm_err err = {0};
@@ -270,6 +296,7 @@ int main(void) {
         cmocka_unit_test(test_top_p_large_vocab),
         cmocka_unit_test(test_min_p_excludes),
         cmocka_unit_test(test_repeat_penalty),
+        cmocka_unit_test(test_trim_keeps_draws),
         cmocka_unit_test(test_params_checked),
     };
     return cmocka_run_group_tests_name("sampler", tests, NULL, NULL);

@@ -107,6 +107,15 @@ const lm_model *lm_ctx_model(const lm_ctx *c);
 /* Forgets positions >= n_past (e.g. 0 to start over, or to drop an
  * unanswered turn). n_past above the current position is clamped. */
 void lm_ctx_truncate(lm_ctx *c, int n_past);
+/* Gives back the context's batch scratch (the activations of up to 128
+ * tokens, ~3 MB for SmolLM2-135M with an adapter): the next lm_eval
+ * allocates it again. The cache and the position are kept, and the logits
+ * are the same either way. For contexts that sit idle between replies
+ * (many NPCs' conversations); the scratch is otherwise kept, so that a
+ * token-by-token decode does not allocate per token. */
+void lm_ctx_trim(lm_ctx *c);
+/* Bytes of scratch the context holds now (0 once trimmed). */
+size_t lm_ctx_scratch_bytes(const lm_ctx *c);
 /* Switches the borrowed pool (NULL: back to the context's 1-thread one). */
 void lm_ctx_set_pool(lm_ctx *c, lm_pool *pool);
 /* Applies a LoRA adapter (model/adapter.h; borrowed, must outlive its use)

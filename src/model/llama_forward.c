@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/pages.h"
 #include "model/adapter.h"
 #include "model/llama.h"
 #include "tensor/ops.h"
@@ -25,6 +26,9 @@
  * its bit for bit whatever the prompt length. */
 #define LM_UBATCH 512
 
+enum { LM_SCR_X, LM_SCR_XB, LM_SCR_Q, LM_SCR_ATT, LM_SCR_KB, LM_SCR_HB, LM_SCR_HB2, LM_SCR_POS,
+       LM_SCR_SCORES, LM_SCR_AD_T, LM_SCR_AD_Y, LM_SCR_N };
+
 struct lm_ctx {
     const lm_model *m;
     lm_pool *pool;        /* borrowed, or own_pool */
@@ -34,8 +38,13 @@ struct lm_ctx {
                                    n_ctx rounded up (the row stride of the caches) */
     lm_dtype kv_type;           /* LM_F32 or LM_F16 */
     size_t kv_esize;            /* bytes per cache element */
-    void *k_cache, *v_cache;    /* [n_layer, kv_dim, n_ctx_pad] each, of kv_type */
-    /* scratch, [n_batch, ...] */
+    void *k_cache, *v_cache;    /* [n_layer, kv_dim, n_ctx_pad] each, of kv_type (lm_pages) */
+    /* Scratch, [n_batch, ...]: nothing in it lives from one lm_eval to the
+     * next, so it is allocated (lm_pages) by the first lm_eval that needs it
+     * and given back by lm_ctx_trim; scr[] owns it, the names below point
+     * into it (NULL while trimmed). */
+    void *scr[LM_SCR_N];
+    size_t scr_bytes[LM_SCR_N];
     float *x;       /* [B, n_embd] residual stream */
     float *xb;      /* [B, n_embd] normed input / projection output */
     float *q;       /* [B, q_dim] */
@@ -43,11 +52,11 @@ struct lm_ctx {
     float *kb;      /* [B, kv_dim] the batch's keys until they enter the cache */
     float *hb, *hb2;/* [B, n_ff] */
     int32_t *pos;   /* [B] */
-    float *scores;  /* [n_score_threads, score_row] per-thread attention weights */
-    int n_score_threads;
-    /* LoRA adapter (borrowed) and its scratch: ad_t[B, rank], ad_y[B, max out] */
+    float *scores;  /* [pool threads, score_row] per-thread attention weights */
+    /* LoRA adapter (borrowed) and its scratch: ad_t[B, rank], ad_y[B, ad_max_out] */
     const lm_adapter *ad;
     float ad_mul;         /* scale * alpha / rank */
+    int ad_max_out;
     float *ad_t, *ad_y;
     lm_trace_fn trace;    /* optional observer (lm_ctx_set_trace) */
     void *trace_user;
@@ -72,14 +81,70 @@ static size_t score_row(const lm_ctx *c) {
     return (size_t)(cfg->n_head / cfg->n_head_kv) * (size_t)c->n_ctx_pad;
 }
 
-static int ensure_scores(lm_ctx *c, lm_err *err) {
-    int nt = lm_pool_threads(c->pool);
-    if (nt <= c->n_score_threads) return 0;
-    float *s = realloc(c->scores, sizeof(float) * (size_t)nt * score_row(c));
-    if (!s) return lm_errf(err, "out of memory for attention scratch");
-    c->scores = s;
-    c->n_score_threads = nt;
-    return 0;
+/* Points the scratch names into scr[]. */
+static void scratch_bind(lm_ctx *c) {
+    c->x = c->scr[LM_SCR_X];
+    c->xb = c->scr[LM_SCR_XB];
+    c->q = c->scr[LM_SCR_Q];
+    c->att = c->scr[LM_SCR_ATT];
+    c->kb = c->scr[LM_SCR_KB];
+    c->hb = c->scr[LM_SCR_HB];
+    c->hb2 = c->scr[LM_SCR_HB2];
+    c->pos = c->scr[LM_SCR_POS];
+    c->scores = c->scr[LM_SCR_SCORES];
+    c->ad_t = c->scr[LM_SCR_AD_T];
+    c->ad_y = c->scr[LM_SCR_AD_Y];
+}
+
+/* Makes the scratch big enough for a batch of n_batch tokens with the
+ * current cache width, pool and adapter. Buffers already big enough are
+ * kept; on failure the ones grown so far stay (all still usable). */
+static int ensure_scratch(lm_ctx *c, lm_err *err) {
+    const lm_llama_config *cfg = &c->m->cfg;
+    const size_t B = (size_t)c->n_batch, f = sizeof(float);
+    const size_t d = (size_t)cfg->n_embd, ff = (size_t)cfg->n_ff;
+    const size_t q_dim = (size_t)cfg->n_head * (size_t)cfg->head_dim;
+    const size_t kv_dim = (size_t)cfg->n_head_kv * (size_t)cfg->head_dim;
+    size_t need[LM_SCR_N] = {
+        [LM_SCR_X] = f * B * d, [LM_SCR_XB] = f * B * d,
+        [LM_SCR_Q] = f * B * q_dim, [LM_SCR_ATT] = f * B * q_dim,
+        [LM_SCR_KB] = f * B * kv_dim, [LM_SCR_HB] = f * B * ff, [LM_SCR_HB2] = f * B * ff,
+        [LM_SCR_POS] = sizeof(int32_t) * B,
+        [LM_SCR_SCORES] = f * (size_t)lm_pool_threads(c->pool) * score_row(c),
+        [LM_SCR_AD_T] = c->ad ? f * B * (size_t)c->ad->rank : 0,
+        [LM_SCR_AD_Y] = c->ad ? f * B * (size_t)c->ad_max_out : 0,
+    };
+    int rc = 0;
+    for (int i = 0; i < LM_SCR_N && rc == 0; i++) {
+        if (c->scr_bytes[i] >= need[i]) continue;
+        void *p = lm_pages_alloc(need[i]);
+        if (!p) {
+            rc = lm_errf(err, "out of memory for a %d-token context's scratch (%zu bytes)",
+                         c->n_ctx, need[i]);
+            break;
+        }
+        lm_pages_free(c->scr[i], c->scr_bytes[i]);
+        c->scr[i] = p;
+        c->scr_bytes[i] = need[i];
+    }
+    scratch_bind(c);
+    return rc;
+}
+
+void lm_ctx_trim(lm_ctx *c) {
+    if (!c) return;
+    for (int i = 0; i < LM_SCR_N; i++) {
+        lm_pages_free(c->scr[i], c->scr_bytes[i]);
+        c->scr[i] = NULL;
+        c->scr_bytes[i] = 0;
+    }
+    scratch_bind(c);
+}
+
+size_t lm_ctx_scratch_bytes(const lm_ctx *c) {
+    size_t n = 0;
+    for (int i = 0; i < LM_SCR_N; i++) n += c->scr_bytes[i];
+    return n;
 }
 
 lm_ctx *lm_ctx_new(const lm_model *m, int n_ctx, lm_pool *pool, lm_err *err) {
@@ -113,36 +178,25 @@ lm_ctx *lm_ctx_new_kv(const lm_model *m, int n_ctx, lm_pool *pool, lm_dtype kv_t
     c->own_pool = lm_pool_new(1, err);
     if (!c->own_pool) { free(c); return NULL; }
     c->pool = pool ? pool : c->own_pool;
-    size_t B = (size_t)c->n_batch;
-    size_t q_dim = (size_t)cfg->n_head * (size_t)cfg->head_dim;
-    /* calloc: pages of the cache become resident only as positions fill */
-    c->k_cache = calloc(kv_elems(c), c->kv_esize);
-    c->v_cache = calloc(kv_elems(c), c->kv_esize);
-    c->x = malloc(sizeof(float) * B * (size_t)cfg->n_embd);
-    c->xb = malloc(sizeof(float) * B * (size_t)cfg->n_embd);
-    c->q = malloc(sizeof(float) * B * q_dim);
-    c->att = malloc(sizeof(float) * B * q_dim);
-    c->kb = malloc(sizeof(float) * B * (size_t)(cfg->n_head_kv * cfg->head_dim));
-    c->hb = malloc(sizeof(float) * B * (size_t)cfg->n_ff);
-    c->hb2 = malloc(sizeof(float) * B * (size_t)cfg->n_ff);
-    c->pos = malloc(sizeof(int32_t) * B);
-    if (!c->k_cache || !c->v_cache || !c->x || !c->xb || !c->q || !c->att || !c->kb || !c->hb ||
-        !c->hb2 || !c->pos) {
-        lm_errf(err, "out of memory for a %d-token context (KV cache %zu MB)", n_ctx,
-                (2 * kv_elems(c)) * c->kv_esize >> 20);
+    /* Each (layer, channel) row of the transposed cache is touched by the
+     * first position, so the first allocation is resident whole: it is
+     * kept small and grows (ensure_kv). The scratch waits for lm_eval. */
+    c->k_cache = lm_pages_alloc(kv_elems(c) * c->kv_esize);
+    c->v_cache = lm_pages_alloc(kv_elems(c) * c->kv_esize);
+    if (!c->k_cache || !c->v_cache) {
+        lm_errf(err, "out of memory for a %d-token context (KV cache of %d positions, %zu KB)",
+                n_ctx, c->n_ctx_pad, (2 * kv_elems(c)) * c->kv_esize >> 10);
         lm_ctx_free(c);
         return NULL;
     }
-    if (ensure_scores(c, err)) { lm_ctx_free(c); return NULL; }
     return c;
 }
 
 void lm_ctx_free(lm_ctx *c) {
     if (!c) return;
-    free(c->k_cache); free(c->v_cache);
-    free(c->x); free(c->xb); free(c->q); free(c->att); free(c->kb); free(c->hb); free(c->hb2);
-    free(c->pos); free(c->scores);
-    free(c->ad_t); free(c->ad_y);
+    lm_pages_free(c->k_cache, kv_elems(c) * c->kv_esize);
+    lm_pages_free(c->v_cache, kv_elems(c) * c->kv_esize);
+    lm_ctx_trim(c);
     lm_pool_free(c->own_pool);
     free(c);
 }
@@ -168,26 +222,23 @@ static int ensure_kv(lm_ctx *c, int need, lm_err *err) {
     while (cap < need) cap *= 2;
     cap = pad_pos(cap);
     if (cap > full) cap = full;
-    size_t rows = kv_rows(c), es = c->kv_esize;
-    void *k = calloc(rows * (size_t)cap, es);
-    void *v = calloc(rows * (size_t)cap, es);
-    float *sc = malloc(sizeof(float) * (size_t)(c->n_score_threads ? c->n_score_threads : 1) *
-                       (size_t)(c->m->cfg.n_head / c->m->cfg.n_head_kv) * (size_t)cap);
-    if (!k || !v || !sc) {
-        free(k); free(v); free(sc);
+    size_t rows = kv_rows(c), es = c->kv_esize, bytes = rows * (size_t)cap * es;
+    void *k = lm_pages_alloc(bytes);
+    void *v = lm_pages_alloc(bytes);
+    if (!k || !v) {
+        lm_pages_free(k, bytes); lm_pages_free(v, bytes);
         return lm_errf(err, "out of memory growing the KV cache to %d positions (%zu MB)", cap,
-                       2 * rows * (size_t)cap * es >> 20);
+                       2 * bytes >> 20);
     }
     for (size_t r = 0; r < rows; r++) {
         memcpy(kv_row(c, k, r, cap), kv_row(c, c->k_cache, r, c->n_ctx_pad), es * (size_t)c->n_past);
         memcpy(kv_row(c, v, r, cap), kv_row(c, c->v_cache, r, c->n_ctx_pad), es * (size_t)c->n_past);
     }
-    free(c->k_cache); free(c->v_cache); free(c->scores);
+    lm_pages_free(c->k_cache, kv_elems(c) * es);
+    lm_pages_free(c->v_cache, kv_elems(c) * es);
     c->k_cache = k;
     c->v_cache = v;
-    c->scores = sc;
-    if (!c->n_score_threads) c->n_score_threads = 1;
-    c->n_ctx_pad = cap;
+    c->n_ctx_pad = cap;   /* the attention scratch follows at the next lm_eval */
     return 0;
 }
 
@@ -266,12 +317,8 @@ int lm_ctx_set_adapter(lm_ctx *c, const lm_adapter *a, float scale, lm_err *err)
                                w->k);
             if (pr->out > max_out) max_out = pr->out;
         }
-    float *t = malloc(sizeof(float) * (size_t)c->n_batch * (size_t)a->rank);
-    float *y = malloc(sizeof(float) * (size_t)c->n_batch * (size_t)(max_out ? max_out : 1));
-    if (!t || !y) { free(t); free(y); return lm_errf(err, "out of memory for adapter scratch"); }
-    free(c->ad_t); free(c->ad_y);
-    c->ad_t = t; c->ad_y = y;
-    c->ad = a;
+    c->ad = a;   /* its scratch is sized by the next lm_eval */
+    c->ad_max_out = max_out ? max_out : 1;
     c->ad_mul = scale * a->alpha / (float)a->rank;
     return 0;
 }
@@ -550,7 +597,7 @@ int lm_eval(lm_ctx *c, const int32_t *tokens, int n, lm_logits_mode mode, float 
         if (tokens[i] < 0 || tokens[i] >= cfg->n_vocab)
             return lm_errf(err, "lm_eval: token %d at index %d is outside the vocabulary [0, %d)",
                            tokens[i], i, cfg->n_vocab);
-    if (ensure_kv(c, c->n_past + n, err) || ensure_scores(c, err)) return -1;
+    if (ensure_kv(c, c->n_past + n, err) || ensure_scratch(c, err)) return -1;
 
     int d = cfg->n_embd;
     for (int done = 0, ub_end = 0; done < n;) {

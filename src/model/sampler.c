@@ -1,6 +1,8 @@
 #include "model/sampler.h"
 
 #include <math.h>
+
+#include "base/pages.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,9 +17,14 @@ struct lm_sampler {
     uint64_t rng[4];   /* xoshiro256** state */
     int32_t *hist;     /* ring of the last repeat_last_n accepted tokens */
     int hist_n, hist_pos;
+    /* Work arrays of one draw, allocated (lm_pages) by the first draw and
+     * given back by lm_sampler_trim; nothing in them outlives a draw (seen
+     * is all zeros between draws). */
     cand *c;           /* [n_vocab] working candidates */
     uint8_t *seen;     /* [n_vocab] marks for "distinct token" in the penalty */
 };
+
+static size_t cand_bytes(const lm_sampler *s) { return sizeof(cand) * (size_t)s->n_vocab; }
 
 lm_sampler_params lm_sampler_defaults(void) {
     lm_sampler_params p = {
@@ -81,21 +88,26 @@ lm_sampler *lm_sampler_new(const lm_sampler_params *p, int n_vocab, lm_err *err)
     uint64_t x = p->seed;
     for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
     s->hist = malloc(sizeof *s->hist * (size_t)(p->repeat_last_n > 0 ? p->repeat_last_n : 1));
-    s->c = malloc(sizeof *s->c * (size_t)n_vocab);
-    s->seen = calloc((size_t)n_vocab, 1);
-    if (!s->hist || !s->c || !s->seen) {
+    if (!s->hist) {
         lm_sampler_free(s);
-        lm_errf(err, "sampler: out of memory for %d candidates", n_vocab);
+        lm_errf(err, "sampler: out of memory for a history of %d tokens", p->repeat_last_n);
         return NULL;
     }
     return s;
 }
 
+void lm_sampler_trim(lm_sampler *s) {
+    if (!s) return;
+    lm_pages_free(s->c, cand_bytes(s));
+    lm_pages_free(s->seen, (size_t)s->n_vocab);
+    s->c = NULL;
+    s->seen = NULL;
+}
+
 void lm_sampler_free(lm_sampler *s) {
     if (!s) return;
+    lm_sampler_trim(s);
     free(s->hist);
-    free(s->c);
-    free(s->seen);
     free(s);
 }
 
@@ -191,6 +203,14 @@ static int apply_top_p(cand *c, int n, float top_p) {
 
 int32_t lm_sampler_sample(lm_sampler *s, const float *logits) {
     int n = s->n_vocab;
+    if (!s->c) {
+        s->c = lm_pages_alloc(cand_bytes(s));
+        s->seen = lm_pages_alloc((size_t)n);
+        if (!s->c || !s->seen) {
+            lm_sampler_trim(s);
+            return -1;
+        }
+    }
     cand *c = s->c;
     for (int i = 0; i < n; i++) { c[i].logit = logits[i]; c[i].id = i; }
     apply_penalty(s);

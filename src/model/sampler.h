@@ -38,8 +38,14 @@ void lm_sampler_free(lm_sampler *s);
 
 /* Picks a token from logits[n_vocab] (left untouched). Does not record it:
  * call lm_sampler_accept with the token actually fed to the model (prompt
- * tokens too, if they should count for the repetition penalty). */
+ * tokens too, if they should count for the repetition penalty). Returns -1,
+ * drawing nothing, when the candidates' memory cannot be had. */
 int32_t lm_sampler_sample(lm_sampler *s, const float *logits);
+/* Gives back the candidate arrays (12 bytes per vocabulary entry: ~0.6 MB
+ * for a 49k vocabulary); the next draw allocates them again. The PRNG
+ * state and the history are kept, so the draws go on exactly as without
+ * it. For samplers that sit idle between replies. */
+void lm_sampler_trim(lm_sampler *s);
 void lm_sampler_accept(lm_sampler *s, int32_t token);
 /* Forgets the accepted history (the PRNG state goes on). */
 void lm_sampler_reset(lm_sampler *s);

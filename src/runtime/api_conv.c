@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/pages.h"
 #include "runtime/api_internal.h"
 #include "runtime/generate.h"
 #include "runtime/stream.h"
@@ -61,11 +62,32 @@ int lm_api_toks_reserve(lemonpc_conversation *c, size_t n) {
     return 0;
 }
 
+/* An idle conversation holds its cache, tokens and turns, not the working
+ * memory of a reply: the logits row lives only during a reply, and the
+ * context's batch scratch and the sampler's candidates (whose PRNG and
+ * history stay) are given back when it ends. */
+static size_t logits_bytes(const lemonpc_conversation *c) {
+    return sizeof(float) * (size_t)c->npc->model->m->cfg.n_vocab;
+}
+
+static int reply_begin(lemonpc_conversation *c, lm_err *e) {
+    if (!c->logits && !(c->logits = lm_pages_alloc(logits_bytes(c))))
+        return lm_errf(e, "out of memory for the logits row");
+    return 0;
+}
+
+static void reply_end(lemonpc_conversation *c) {
+    lm_pages_free(c->logits, logits_bytes(c));
+    c->logits = NULL;
+    lm_ctx_trim(c->ctx);
+    lm_sampler_trim(c->smp);
+}
+
 void lemonpc_conversation_close(lemonpc_conversation *c) {
     if (!c) return;
     for (size_t i = 0; i < c->n_stop; i++) free(c->stop[i]);
     free(c->stop);
-    free(c->logits);
+    lm_pages_free(c->logits, logits_bytes(c));
     lm_sampler_free(c->smp);
     lm_ctx_free(c->ctx);
     free(c->toks);
@@ -130,7 +152,6 @@ lemonpc_conversation *lm_api_conv_new(lemonpc_npc *n, const char *player, const 
     c->sp = n->sp;
     c->max_tokens = n->max_tokens;
     if (!(c->smp = lm_sampler_new(&n->sp, m->m->cfg.n_vocab, e))) goto fail;
-    if (!(c->logits = malloc(sizeof(float) * (size_t)m->m->cfg.n_vocab))) goto oom;
     return c;
 oom:
     lm_errf(e, "out of memory");
@@ -293,7 +314,7 @@ static lemonpc_status reply_to(lemonpc_conversation *c, const int32_t *p, size_t
     lm_stream_init(&j.st, (const char *const *)c->stop, c->n_stop, emit_text, &j);
     lemonpc_status code = LEMONPC_ERR_INTERNAL;
     double tp = now_s();
-    if (load_prompt(c, p, n, &j.cancelled, info, e)) goto fail;
+    if (reply_begin(c, e) || load_prompt(c, p, n, &j.cancelled, info, e)) goto fail;
     info->prompt_seconds = now_s() - tp;
     /* the repetition penalty looks back over the conversation's last tokens */
     lm_sampler_reset(c->smp);
@@ -336,6 +357,7 @@ static lemonpc_status reply_to(lemonpc_conversation *c, const int32_t *p, size_t
         lm_sb_free(&spelled);
     }
     lm_stream_free(&j.st);
+    reply_end(c);
     return LEMONPC_OK;
 fail:
     if (j.cancelled || atomic_load(&c->cancel)) {
@@ -345,6 +367,7 @@ fail:
     }
     c->n_toks = (size_t)lm_ctx_n_past(c->ctx);
     lm_stream_free(&j.st);
+    reply_end(c);
     return lm_api_code_of(e, code);
 }
 

@@ -82,7 +82,7 @@ struct lemonpc_conversation {
     int32_t *toks;           /* what the cache holds: n_toks == lm_ctx_n_past(ctx) */
     size_t n_toks, cap_toks;
     lm_sampler *smp;
-    float *logits;           /* [n_vocab] */
+    float *logits;           /* [n_vocab] (lm_pages) during a reply, else NULL */
     char **stop;             /* the NPC's and "\n<player>:" (owned), then the extra ones */
     size_t n_stop;
     size_t n_stop_base;      /* stop[0, n_stop_base): the NPC's and the player's */

@@ -199,6 +199,7 @@ int lm_decode(const lm_decoder *d, const lm_gen_params *p, lm_sb *text, lm_gen_i
     for (int i = 0; rc == 0; i++) {
         if (p->max_tokens > 0 && i >= p->max_tokens) { info->hit_max = true; break; }
         int32_t tk = lm_sampler_sample(d->smp, d->logits);
+        if (tk < 0) { rc = lm_errf(err, "out of memory for the sampler's candidates"); break; }
         if (i == 0) info->first_token_at = now_s();
         if (tk == d->eos || tk == d->im_end || lm_tokenizer_is_control(d->tok, tk)) break;
         lm_sampler_accept(d->smp, tk);
