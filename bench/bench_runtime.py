@@ -572,7 +572,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="a smoke run: 1 rep, no warm-up, 8 tokens, 1 and 2 conversations, 1 and 2 NPCs")
+                    help="a smoke run: 1 rep, no warm-up, 8 tokens, 1 and 2 conversations, 1 and 2 NPCs "
+                         "(options given beside it win, e.g. --quick --npcs 1,10)")
     ap.add_argument("--parts", default="ttft,decode,rss", help="which measurements (default: all)")
     ap.add_argument("--model", help="base model GGUF (default: Q8_0 made from the fetched Q4_1 in bench/out)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -585,7 +586,12 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder under bench/out")
     args = ap.parse_args()
     if args.quick:
-        args.reps, args.warmup, args.tokens, args.conc, args.npcs, args.rss_tokens = 1, False, 8, "1,2", "1,2", 8
+        # a smoke run's settings, except those given on the command line
+        given = {a.split("=")[0] for a in sys.argv[1:] if a.startswith("--")}
+        quick = {"reps": 1, "warmup": False, "tokens": 8, "conc": "1,2", "npcs": "1,2", "rss_tokens": 8}
+        for k, v in quick.items():
+            if "--" + k.replace("_", "-") not in given and not (k == "warmup" and "--no-warmup" in given):
+                setattr(args, k, v)
     parts = [p for p in args.parts.split(",") if p]
     bad = [p for p in parts if p not in ("ttft", "decode", "rss")]
     if bad or not parts:
