@@ -10,7 +10,8 @@ CSTD      = -std=c11 -D_GNU_SOURCE
 WARN      = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 INCLUDES  = -Isrc -Iinclude
 OPT      ?= -O2 -g
-LIBS      = -lpcre2-8 -lutf8proc -ljansson -lpng -lzip -lz -lcurl -lsqlite3 -lm -lpthread
+# libmicrohttpd: `lemonpc serve` only (src/server, kept out of RT_SRC).
+LIBS      = -lpcre2-8 -lutf8proc -ljansson -lpng -lzip -lz -lcurl -lsqlite3 -lmicrohttpd -lm -lpthread
 TEST_LIBS = -lcmocka
 
 # Sanitizer variant of everything lives in its own tree.

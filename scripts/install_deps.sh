@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential clang libclang-rt-14-dev pkg-config cmake
       libpcre2-dev libsqlite3-dev libutf8proc-dev libjansson-dev libcmocka-dev
-      libpng-dev zlib1g-dev libzip-dev libcurl4-openssl-dev python3 python3-pip
+      libpng-dev zlib1g-dev libzip-dev libcurl4-openssl-dev libmicrohttpd-dev python3 python3-pip
       python3-venv python3-torch python3-pytest python3-numpy)  # Debian python: PyTorch oracle (tests/torch)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "base/strbuf.h"
@@ -232,4 +233,23 @@ void cli_print_reply_stats(const lemonpc_reply_info *i) {
             i->first_token_seconds);
     fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", i->n_generated, gen_s,
             gen_s > 0 ? i->n_generated / gen_s : 0.0);
+}
+
+int cli_default_world_file(const char *dir, char *out, size_t cap) {
+    const char *home = getenv("XDG_DATA_HOME");
+    char base[512];
+    if (home && *home) snprintf(base, sizeof base, "%s/lemonpc", home);
+    else snprintf(base, sizeof base, "%s/.local/share/lemonpc", getenv("HOME") ? getenv("HOME") : ".");
+    char parent[520];
+    snprintf(parent, sizeof parent, "%s", base);
+    for (char *p = parent + 1; *p; p++)
+        if (*p == '/') { *p = '\0'; mkdir(parent, 0755); *p = '/'; }
+    if (mkdir(parent, 0755) && errno != EEXIST) return -1;
+    char name[256];
+    snprintf(name, sizeof name, "%s", dir);
+    size_t k = strlen(name);
+    while (k > 1 && name[k - 1] == '/') name[--k] = '\0';
+    const char *slash = strrchr(name, '/');
+    snprintf(out, cap, "%s/%s.db", base, slash ? slash + 1 : name);
+    return 0;
 }

@@ -65,6 +65,11 @@ void cli_npc_close(cli_npc *n);
 /* A lemonpc_stream_fn writing to the FILE * user, flushed per piece. */
 int cli_put_text(void *user, const char *text, size_t len);
 
+/* The default world file of the world folder dir, its folder created:
+ * $XDG_DATA_HOME/lemonpc/<dir's name>.db, else ~/.local/share/lemonpc/...
+ * -1 (errno set) when the folder cannot be made. */
+int cli_default_world_file(const char *dir, char *out, size_t cap);
+
 /* -v: prompt and decode rates, time to first token, on stderr. */
 void cli_print_reply_stats(const lemonpc_reply_info *info);
 

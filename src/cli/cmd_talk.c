@@ -44,26 +44,6 @@ static int print_memory(void *user, const lemonpc_memory *m) {
     return 0;
 }
 
-/* The default world file: ~/.local/share/lemonpc/<world folder name>.db */
-static int default_world_file(const char *dir, char *out, size_t cap) {
-    const char *home = getenv("XDG_DATA_HOME");
-    char base[512];
-    if (home && *home) snprintf(base, sizeof base, "%s/lemonpc", home);
-    else snprintf(base, sizeof base, "%s/.local/share/lemonpc", getenv("HOME") ? getenv("HOME") : ".");
-    char parent[520];
-    snprintf(parent, sizeof parent, "%s", base);
-    for (char *p = parent + 1; *p; p++)
-        if (*p == '/') { *p = '\0'; mkdir(parent, 0755); *p = '/'; }
-    if (mkdir(parent, 0755) && errno != EEXIST) return -1;
-    char name[256];
-    snprintf(name, sizeof name, "%s", dir);
-    size_t k = strlen(name);
-    while (k > 1 && name[k - 1] == '/') name[--k] = '\0';
-    const char *slash = strrchr(name, '/');
-    snprintf(out, cap, "%s/%s.db", base, slash ? slash + 1 : name);
-    return 0;
-}
-
 int cmd_talk(int argc, char **argv) {
     cli_gen_opts o;
     cli_gen_opts_init(&o, 160);
@@ -121,7 +101,7 @@ int cmd_talk(int argc, char **argv) {
         return 1;
     }
     if (!world_file) {
-        if (default_world_file(dir, wpath, sizeof wpath)) {
+        if (cli_default_world_file(dir, wpath, sizeof wpath)) {
             fprintf(stderr, "lemonpc talk: cannot create the folder of the world file (%s)\n",
                     strerror(errno));
             return 1;

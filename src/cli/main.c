@@ -18,6 +18,7 @@ static const command COMMANDS[] = {
     {"generate", cmd_generate, "complete one prompt (for scripts)"},
     {"chat", cmd_chat, "chat with a model in the terminal"},
     {"talk", cmd_talk, "talk to an NPC of a world, with its memory of events and players"},
+    {"serve", cmd_serve, "serve a world's NPCs over an OpenAI-compatible HTTP API"},
     {"check", cmd_check, "validate a world/character sheet folder"},
     {"import", cmd_import, "import a Character Card (V2/V3, JSON or PNG) as a sheet"},
     {"export", cmd_export, "export a character sheet as a Character Card V2/V3"},
