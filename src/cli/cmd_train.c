@@ -1,5 +1,6 @@
 /* lemonpc train: supervised fine-tuning (LoRA or full) of a GGUF model on a
- * JSONL chat dataset; see docs/TRAINING.md. */
+ * JSONL chat dataset, or DPO on preference pairs (--dpo); see
+ * docs/TRAINING.md. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,10 +13,18 @@
 static void usage(FILE *out) {
     fprintf(out,
         "usage: lemonpc train --model BASE.gguf --data train.jsonl --out RUN_DIR [options]\n"
+        "       lemonpc train --model BASE.gguf --dpo pairs.jsonl [--adapter SFT.gguf] --out RUN_DIR [options]\n"
         "       lemonpc train --config run.json [options]\n"
         "       lemonpc train --resume RUN_DIR [--threads N] [--stop-after N]\n\n"
         "Fine-tunes on conversations in JSONL chat format; only the assistant turns\n"
         "(and the <|im_end|> ending each) are trained.\n\n"
+        "--dpo trains on preference pairs instead (TRL's format: {\"prompt\": [messages] or\n"
+        "a string, \"chosen\": ..., \"rejected\": ...}) with DPO. The reference is the start:\n"
+        "BASE (+ the SFT adapter given with --adapter, which the LoRA policy continues);\n"
+        "its log-likelihoods are computed once (RUN_DIR/ref_logps.bin).\n"
+        "  --dpo-beta 0.1       --dpo-loss sigmoid|ipo|sigmoid-norm (mean log-probs per token)\n"
+        "  --val FILE / --val-frac F: held-out pairs (reward accuracy and margins)\n"
+        "  default --lr 2e-5 (LoRA), 1e-6 (full)\n\n"
         "  --val FILE           validation JSONL            --val-frac F   split F of --data off instead\n"
         "  --lora | --full      LoRA adapter (default) or all weights\n"
         "  --lora-rank 8  --lora-alpha 16  --lora-targets q,k,v,o,gate,up,down (or all)\n"
@@ -134,6 +143,9 @@ int cmd_train(int argc, char **argv) {
     printf("%s: %ld/%ld steps, %ld tokens in %.0f s (%.1f tok/s), last loss %.4f\n",
            rep.stopped ? "stopped" : "done", rep.steps, rep.total_steps, rep.tokens, rep.seconds,
            rep.seconds > 0 ? (double)rep.tokens / rep.seconds : 0.0, rep.last_loss);
+    if (rep.dpo)
+        printf("%s reward accuracy %.3f, margin %.4f\n", rep.best_val >= 0 ? "validation" : "last step",
+               rep.reward_acc, rep.reward_margin);
     if (rep.best_val >= 0)
         printf("best validation loss %.4f at step %ld: %s/best/\n", rep.best_val, rep.best_step, cfg.out);
     printf("last checkpoint: %s/last/  metrics: %s/metrics.jsonl  curve: %s/loss.svg\n",

@@ -15,6 +15,7 @@
 #include "tokenizer/tokenizer.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/dpo.h"
 #include "train/lora.h"
 
 #define EMA_BETA 0.9
@@ -371,6 +372,10 @@ int lm_sft_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_sft_report *rep,
     lm_sft_dataset *all = NULL, *tr = NULL, *va = NULL;
     int rc = -1;
     if (!m) goto done;
+    if (cfg->dpo[0]) {
+        rc = lm_dpo_run(cfg, ctl, m, tok, rep, info, info_ctx, err);
+        goto done;
+    }
     lm_sft_opts so = lm_sft_opts_default();
     if (lm_sft_dataset_load(cfg->data, tok, &so, &all, err)) goto done;
     if (cfg->val[0]) {

@@ -32,6 +32,11 @@ typedef struct lm_sft_report {
     double best_val;            /* < 0: never validated */
     long best_step;
     int stopped;                /* 1: stop_after ended this call before the run's end */
+    /* DPO runs (dpo.h): the reward accuracy and margin of the last
+     * validation (without validation data: of the last step), and whether
+     * the reference log-likelihoods came from RUN_DIR/ref_logps.bin. */
+    int dpo, ref_cached;
+    double reward_acc, reward_margin;
 } lm_sft_report;
 
 typedef struct lm_sft_ctl {
@@ -49,7 +54,8 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
                  const lm_sft_dataset *val, const lm_sft_ctl *ctl, lm_sft_report *rep, lm_err *err);
 
 /* The whole run from files: the model and its tokenizer from cfg->model,
- * data from cfg->data (+ cfg->val or a val_frac split). With ctl->resume,
+ * data from cfg->data (+ cfg->val or a val_frac split), or with cfg->dpo
+ * a DPO run on those pairs (lm_dpo_run). With ctl->resume,
  * cfg->out names the run and the rest of cfg is replaced by the
  * checkpoint's config (threads kept if set). info (may be NULL) gets
  * one-line notes on the data (printed by the CLI). */

@@ -32,6 +32,8 @@ void lm_train_cfg_defaults(lm_train_cfg *c) {
     c->seed = 42;
     c->threads = 0;
     c->pack = 0;
+    c->dpo_beta = 0.1f;
+    c->dpo_loss = LM_DPO_SIGMOID;
 }
 
 static int get_long(const char *key, const char *v, long lo, long hi, long *out, lm_err *err) {
@@ -93,6 +95,20 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
     if (!strcmp(key, "data")) return get_path(key_in, v, c->data, err);
     if (!strcmp(key, "val")) return get_path(key_in, v, c->val, err);
     if (!strcmp(key, "out")) return get_path(key_in, v, c->out, err);
+    if (!strcmp(key, "dpo")) return get_path(key_in, v, c->dpo, err);
+    if (!strcmp(key, "adapter")) return get_path(key_in, v, c->adapter, err);
+    if (!strcmp(key, "dpo-beta")) {
+        if (get_double(key_in, v, 1e-6, 1e6, &d, err)) return -1;
+        c->dpo_beta = (float)d;
+        return 0;
+    }
+    if (!strcmp(key, "dpo-loss")) {
+        if (!strcmp(v, "sigmoid")) c->dpo_loss = LM_DPO_SIGMOID;
+        else if (!strcmp(v, "ipo")) c->dpo_loss = LM_DPO_IPO;
+        else if (!strcmp(v, "sigmoid-norm")) c->dpo_loss = LM_DPO_SIGMOID_NORM;
+        else return lm_errf(err, "%s: expected sigmoid, ipo or sigmoid-norm, got '%s'", key_in, v);
+        return 0;
+    }
     if (!strcmp(key, "val-frac")) {
         if (get_double(key_in, v, 0.0, 0.9, &d, err)) return -1;
         c->val_frac = d;
@@ -206,6 +222,10 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
     return lm_errf(err, "unknown setting '%s'", key_in);
 }
 
+static const char *dpo_loss_name(lm_dpo_kind k) {
+    return k == LM_DPO_IPO ? "ipo" : k == LM_DPO_SIGMOID_NORM ? "sigmoid-norm" : "sigmoid";
+}
+
 static const char *sched_name(lm_lr_kind k) {
     return k == LM_LR_LINEAR ? "linear" : k == LM_LR_CONSTANT ? "constant" : "cosine";
 }
@@ -229,7 +249,9 @@ int lm_train_cfg_parse_json(lm_train_cfg *c, const char *name, const char *text,
         else if (json_is_false(val)) s = "false";
         else if (json_is_integer(val)) snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(val));
         else if (json_is_real(val)) snprintf(buf, sizeof buf, "%.17g", json_real_value(val));
-        else if (json_is_null(val) && (!strcmp(key, "val") || !strcmp(key, "lr"))) s = !strcmp(key, "lr") ? NULL : "";
+        else if (json_is_null(val) && (!strcmp(key, "val") || !strcmp(key, "lr") ||
+                                       !strcmp(key, "dpo") || !strcmp(key, "adapter")))
+            s = !strcmp(key, "lr") ? NULL : "";
         else {
             rc = lm_errf(err, "%s: %s: expected a string, number or boolean", name, key);
             goto done;
@@ -285,7 +307,7 @@ char *lm_train_cfg_to_json(const lm_train_cfg *c) {
     /* Floats go through (double) of the stored float: parsing "%.17g" of
      * that gives the same float back, so a resumed run is the same run. */
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:f, s:b, s:i, s:f, s:f, s:s, s:f, s:i, s:i, s:i,"
-                          " s:i, s:f, s:s, s:f, s:f, s:i, s:i, s:s, s:i, s:b}",
+                          " s:i, s:f, s:s, s:f, s:f, s:i, s:i, s:s, s:i, s:b, s:s, s:s, s:f, s:s}",
                           "model", c->model, "data", c->data, "val", c->val, "out", c->out,
                           "val-frac", c->val_frac, "full", c->full, "lora-rank", c->lora_rank,
                           "lora-alpha", (double)c->lora_alpha, "lora-dropout", (double)c->lora_dropout,
@@ -294,7 +316,8 @@ char *lm_train_cfg_to_json(const lm_train_cfg *c) {
                           "warmup", (double)c->warmup, "schedule", sched_name(c->schedule),
                           "weight-decay", (double)c->weight_decay, "clip", (double)c->clip,
                           "eval-every", c->eval_every, "save-every", c->save_every, "seed", seed, "threads", c->threads,
-                          "pack", c->pack);
+                          "pack", c->pack, "dpo", c->dpo, "adapter", c->adapter,
+                          "dpo-beta", (double)c->dpo_beta, "dpo-loss", dpo_loss_name(c->dpo_loss));
     if (!o) return NULL;
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     json_decref(o);
@@ -303,13 +326,18 @@ char *lm_train_cfg_to_json(const lm_train_cfg *c) {
 
 int lm_train_cfg_finish(lm_train_cfg *c, lm_err *err) {
     if (!c->model[0]) return lm_errf(err, "model: required (the base GGUF)");
-    if (!c->data[0]) return lm_errf(err, "data: required (a JSONL chat dataset)");
+    if (!c->data[0] && !c->dpo[0])
+        return lm_errf(err, "data: required (a JSONL chat dataset), or dpo (preference pairs)");
+    if (c->data[0] && c->dpo[0])
+        return lm_errf(err, "data and dpo: a run is SFT (data) or DPO (dpo), not both");
+    if (c->adapter[0] && !c->dpo[0])
+        return lm_errf(err, "adapter: only for a DPO run (the SFT adapter its policy starts from)");
     if (!c->out[0]) return lm_errf(err, "out: required (the run directory)");
     if (c->val[0] && c->val_frac > 0)
         return lm_errf(err, "val and val-frac: give one way to get validation data, not both");
     if (c->warmup >= 1.0f && c->warmup != floorf(c->warmup))
         return lm_errf(err, "warmup: %g: a fraction below 1 or a whole number of steps", (double)c->warmup);
-    if (c->lr <= 0) c->lr = c->full ? 5e-5f : 2e-4f;
+    if (c->lr <= 0) c->lr = c->dpo[0] ? (c->full ? 1e-6f : 2e-5f) : c->full ? 5e-5f : 2e-4f;
     return 0;
 }
 

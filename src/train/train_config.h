@@ -15,11 +15,19 @@
 
 #define LM_TCFG_PATH 1024
 
+/* DPO objectives (dpo.h): sigmoid DPO on summed log-likelihoods, IPO and
+ * sigmoid DPO on per-token mean log-likelihoods (length-normalised). */
+typedef enum { LM_DPO_SIGMOID, LM_DPO_IPO, LM_DPO_SIGMOID_NORM } lm_dpo_kind;
+
 typedef struct lm_train_cfg {
     char model[LM_TCFG_PATH];   /* base GGUF */
     char data[LM_TCFG_PATH];    /* train JSONL */
     char val[LM_TCFG_PATH];     /* validation JSONL, "" if none */
     char out[LM_TCFG_PATH];     /* run directory */
+    char dpo[LM_TCFG_PATH];     /* preference pairs JSONL: a DPO run instead of SFT ("" if none) */
+    char adapter[LM_TCFG_PATH]; /* DPO: the (SFT) adapter the policy starts from, "" if none */
+    float dpo_beta;
+    lm_dpo_kind dpo_loss;
     double val_frac;            /* split of data when val is "" (0: no validation) */
     int full;                   /* 1: full fine-tune, 0: LoRA */
     int lora_rank;
