@@ -722,10 +722,10 @@ static void run_sequence(lm_ctx *c, const int32_t *tok, const int *cuts, int n_c
     }
 }
 
-/* The cache starts at 256 positions and doubles as they fill; each growth
- * moves the cached rows to a wider stride. A context that grew past 256
- * and 512 gives the logits, bit for bit, of one whose cache was reserved
- * whole from the start, for either cache type. */
+/* The cache starts at 64 positions and doubles as they fill; each growth
+ * moves the cached rows to a wider stride. A context that grew past 64,
+ * 128, 256 and 512 gives the logits, bit for bit, of one whose cache was
+ * reserved whole from the start, for either cache type. */
 static void test_kv_growth(void **state) {
     (void)state;
     spec s = base_spec();
@@ -735,8 +735,10 @@ static void test_kv_growth(void **state) {
     lm_model *mod = load_ok(m);
     lm_err err = {0};
     enum { N = 600 };
-    /* 200 as a batch, lone tokens across 256, a batch across 512 */
-    const int cuts[] = {200, 254, 255, 256, 257, 258, 259, 300, 505, 520, N};
+    /* a batch to 40, lone tokens across 64, a batch across 128, lone
+     * tokens across 256, a batch across 512 */
+    const int cuts[] = {40, 62, 63, 64, 65, 66, 67, 100, 200, 254, 255, 256, 257, 258, 259, 300,
+                        505, 520, N};
     const int n_cuts = (int)(sizeof cuts / sizeof cuts[0]);
     int32_t *tok = malloc(sizeof(int32_t) * N);
     make_tokens(tok, N, s.n_vocab);

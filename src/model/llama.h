@@ -131,7 +131,7 @@ int lm_ctx_reserve(lm_ctx *c, int n, lm_err *err);
 /* The cache's element type (LM_F32 or LM_F16). */
 lm_dtype lm_ctx_kv_type(const lm_ctx *c);
 /* Bytes of the KV cache at full size (for memory budgets); the cache is
- * allocated as positions fill, doubling from 256 up to n_ctx. */
+ * allocated as positions fill, doubling from 64 up to n_ctx. */
 size_t lm_ctx_kv_bytes(const lm_ctx *c);
 /* Makes dst hold src's first n cached positions (same model, same cache
  * type), replacing what dst held: a persona evaluated once, shared by

@@ -72,8 +72,12 @@ static size_t kv_rows(const lm_ctx *c) {
 
 static size_t kv_elems(const lm_ctx *c) { return kv_rows(c) * (size_t)c->n_ctx_pad; }
 
-/* First allocation of a cache: enough for a persona and a few turns. */
-#define LM_KV_FIRST 256
+/* First allocation of a cache, in positions. The transposed layout makes
+ * the whole allocation resident at the first position, so it is small (64
+ * positions: 1.5 MB for SmolLM2-135M in f16) and doubles as positions fill:
+ * an NPC's persona prefix or a short exchange holds a few MB, not the 6 MB
+ * of 256 positions. */
+#define LM_KV_FIRST 64
 
 /* Per-thread attention scratch: the weights of one GQA group of heads. */
 static size_t score_row(const lm_ctx *c) {
