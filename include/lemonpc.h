@@ -76,9 +76,10 @@ typedef struct lemonpc_error {
     char message[1024];
 } lemonpc_error;
 
-/* "ok", "invalid argument", ...: a name for a code. Thread-safe. */
+/* "ok", "invalid argument", ...: a name for a code. [threads: any thread] */
 LEMONPC_API const char *lemonpc_status_name(lemonpc_status code);
-/* The library's version string (LEMONPC_VERSION of the build). Thread-safe. */
+/* The library's version string (LEMONPC_VERSION of the build). Thread-safe.
+ * [threads: any thread] */
 LEMONPC_API const char *lemonpc_version(void);
 
 /* ---- the base model ----------------------------------------------------- */
@@ -102,11 +103,12 @@ typedef struct lemonpc_model_params {
                                  into a model with the same type */
 } lemonpc_model_params;
 
+/* [threads: any thread] */
 LEMONPC_API lemonpc_model_params lemonpc_model_default_params(void);
-/* Maps a GGUF model (params NULL: defaults). Thread-safe. */
+/* Maps a GGUF model (params NULL: defaults). [threads: any thread] */
 LEMONPC_API lemonpc_model *lemonpc_model_load(const char *path, const lemonpc_model_params *params,
                                               lemonpc_error *err);
-/* After every NPC of the model is freed. */
+/* [threads: once every NPC of the model is freed] */
 LEMONPC_API void lemonpc_model_free(lemonpc_model *model);
 
 /* ---- NPCs --------------------------------------------------------------- */
@@ -134,7 +136,7 @@ typedef struct lemonpc_sampling {
 
 /* temperature 0.7, top_k 40, top_p 0.95, min_p 0.05, repeat_penalty 1.1
  * over 64 tokens, seed 0, 160 tokens: varied but not rambling, and
- * repetition kept down. Thread-safe. */
+ * repetition kept down. [threads: any thread] */
 LEMONPC_API lemonpc_sampling lemonpc_sampling_defaults(void);
 
 typedef struct lemonpc_npc_params {
@@ -150,22 +152,24 @@ typedef struct lemonpc_npc_params {
     size_t n_stop;
 } lemonpc_npc_params;
 
+/* [threads: any thread] */
 LEMONPC_API lemonpc_npc_params lemonpc_npc_default_params(void);
 /* Loads a character onto model. Thread-safe (per model). The persona is
- * evaluated once, by the first reply of any of its conversations. */
+ * evaluated once, by the first reply of any of its conversations. [threads: any thread] */
 LEMONPC_API lemonpc_npc *lemonpc_npc_load(lemonpc_model *model, const lemonpc_npc_params *params,
                                           lemonpc_error *err);
-/* After every conversation of the NPC is closed. */
+/* After every conversation of the NPC is closed.
+ * [threads: once its conversations are closed and no call on it runs] */
 LEMONPC_API void lemonpc_npc_free(lemonpc_npc *npc);
-/* The character's name ("" without a sheet). Valid while npc lives. */
+/* The character's name ("" without a sheet). Valid while npc lives. [threads: any thread] */
 LEMONPC_API const char *lemonpc_npc_name(const lemonpc_npc *npc);
 /* A warning from loading ("" if none): e.g. the sheet changed since the
- * adapter was trained, or another persona mode was asked than trained. */
+ * adapter was trained, or another persona mode was asked than trained. [threads: any thread] */
 LEMONPC_API const char *lemonpc_npc_warning(const lemonpc_npc *npc);
 /* Evaluates the NPC's persona now (during a loading screen) rather than in
- * its first reply. Thread-safe. */
+ * its first reply. [threads: any thread] */
 LEMONPC_API lemonpc_status lemonpc_npc_prepare(lemonpc_npc *npc, lemonpc_error *err);
-/* Tokens of the NPC's shared persona prefix (0 until evaluated). */
+/* Tokens of the NPC's shared persona prefix (0 until evaluated). [threads: any thread] */
 LEMONPC_API int lemonpc_npc_prefix_tokens(const lemonpc_npc *npc);
 
 /* ---- conversations ------------------------------------------------------ */
@@ -176,10 +180,11 @@ typedef struct lemonpc_conversation lemonpc_conversation;
  * ("Mira, a young acolyte"), place where; either may be NULL. With a sheet
  * they become the scene lines of the system turn, and a line starting with
  * the player's name and a colon ends a reply (the NPC does not speak for
- * the player). Thread-safe. */
+ * the player). [threads: any thread] */
 LEMONPC_API lemonpc_conversation *lemonpc_conversation_open(lemonpc_npc *npc, const char *player,
                                                             const char *place,
                                                             lemonpc_error *err);
+/* [threads: when no call on the conversation runs] */
 LEMONPC_API void lemonpc_conversation_close(lemonpc_conversation *conv);
 
 /* Receives the reply as it is generated: text is valid UTF-8 (never half a
@@ -212,7 +217,8 @@ typedef struct lemonpc_reply_info {
  * lemonpc_string_free); info may be NULL. The exchange joins the
  * conversation only when the call succeeds: a cancelled or failed call
  * leaves it as it was. When the turns outgrow the context, the oldest are
- * left out of the prompt (the persona never is). */
+ * left out of the prompt (the persona never is).
+ * [threads: one thread per conversation at a time (another gets LEMONPC_ERR_BUSY)] */
 LEMONPC_API lemonpc_status lemonpc_say(lemonpc_conversation *conv, const char *line,
                                        lemonpc_stream_fn on_text, void *user, char **reply,
                                        lemonpc_reply_info *info, lemonpc_error *err);
@@ -220,7 +226,7 @@ LEMONPC_API lemonpc_status lemonpc_say(lemonpc_conversation *conv, const char *l
  * conversation: prompt is fed as it is (no persona, no chat template;
  * special tokens such as <|im_start|> in it are recognised) and continued
  * with the NPC's sampling until an end token, max_tokens or a stop string.
- * Streams and returns as lemonpc_say does. Thread-safe per NPC. */
+ * Streams and returns as lemonpc_say does. [threads: any thread] */
 LEMONPC_API lemonpc_status lemonpc_complete(lemonpc_npc *npc, const char *prompt,
                                             lemonpc_stream_fn on_text, void *user, char **reply,
                                             lemonpc_reply_info *info, lemonpc_error *err);
@@ -235,15 +241,19 @@ LEMONPC_API lemonpc_status lemonpc_conversation_complete(lemonpc_conversation *c
                                                          lemonpc_stream_fn on_text, void *user,
                                                          char **reply, lemonpc_reply_info *info,
                                                          lemonpc_error *err);
-/* Stops the reply being generated, from any thread; a no-op when none is. */
+/* Stops the reply being generated, from any thread; a no-op when none is.
+ * [threads: any thread, any time] */
 LEMONPC_API void lemonpc_conversation_cancel(lemonpc_conversation *conv);
-/* Forgets the turns (the persona prefix stays cached). */
+/* Forgets the turns (the persona prefix stays cached).
+ * [threads: one thread per conversation at a time (LEMONPC_ERR_BUSY)] */
 LEMONPC_API lemonpc_status lemonpc_conversation_reset(lemonpc_conversation *conv,
                                                       lemonpc_error *err);
-/* Turns so far (a player line and its reply are two). */
+/* Turns so far (a player line and its reply are two).
+ * [threads: not during a call that changes the conversation] */
 LEMONPC_API int lemonpc_conversation_n_turns(const lemonpc_conversation *conv);
 /* The i-th turn: role "user" or "assistant" and its text; NULL out of range.
- * Valid until the next call that changes the conversation. */
+ * Valid until the next call that changes the conversation.
+ * [threads: not during a call that changes the conversation] */
 LEMONPC_API const char *lemonpc_conversation_turn(const lemonpc_conversation *conv, int i,
                                                   const char **role);
 /* One turn of a conversation: role "user" or "assistant", and its text. */
@@ -270,18 +280,19 @@ LEMONPC_API lemonpc_status lemonpc_conversation_set_sampling(lemonpc_conversatio
                                                              const lemonpc_sampling *sampling,
                                                              const char *const *stop,
                                                              size_t n_stop, lemonpc_error *err);
-/* Tokens held in the conversation's KV cache. */
+/* Tokens held in the conversation's KV cache.
+ * [threads: not during a call that changes the conversation] */
 LEMONPC_API int lemonpc_conversation_n_cached(const lemonpc_conversation *conv);
 
 /* Saves the turns, the KV cache and the sampler's state to path, atomically
  * (a temporary file renamed over it: a crash or a full disk leaves the
- * previous save whole). */
+ * previous save whole). [threads: one thread per conversation at a time (LEMONPC_ERR_BUSY)] */
 LEMONPC_API lemonpc_status lemonpc_conversation_save(lemonpc_conversation *conv, const char *path,
                                                      lemonpc_error *err);
 /* Opens a conversation of npc from a save: it goes on exactly where it was
  * (the next reply is the one the saved conversation would have given). A
  * file from another NPC or model is LEMONPC_ERR_MISMATCH, a damaged one
- * LEMONPC_ERR_FORMAT. */
+ * LEMONPC_ERR_FORMAT. [threads: any thread] */
 LEMONPC_API lemonpc_conversation *lemonpc_conversation_restore(lemonpc_npc *npc, const char *path,
                                                                lemonpc_error *err);
 
@@ -301,14 +312,15 @@ LEMONPC_API lemonpc_conversation *lemonpc_conversation_restore(lemonpc_npc *npc,
 typedef struct lemonpc_world lemonpc_world;
 
 /* Opens a world file, creating it if missing. A file that is not a
- * LeMoNPC world, or a damaged one, is LEMONPC_ERR_FORMAT. */
+ * LeMoNPC world, or a damaged one, is LEMONPC_ERR_FORMAT. [threads: any thread] */
 LEMONPC_API lemonpc_world *lemonpc_world_open(const char *path, lemonpc_error *err);
-/* After every NPC that uses it is freed. */
+/* After every NPC that uses it is freed. [threads: once every NPC living in it is freed] */
 LEMONPC_API void lemonpc_world_close(lemonpc_world *world);
 
-/* The game clock, in game hours (recency is counted on it; 0 at creation). */
+/* The game clock, in game hours (recency is counted on it; 0 at creation). [threads: any thread] */
 LEMONPC_API lemonpc_status lemonpc_world_set_time(lemonpc_world *world, double hours,
                                                   lemonpc_error *err);
+/* [threads: any thread] */
 LEMONPC_API double lemonpc_world_time(const lemonpc_world *world);
 
 typedef struct lemonpc_event {
@@ -320,14 +332,14 @@ typedef struct lemonpc_event {
 } lemonpc_event;
 
 /* Records an event at the current game time; *id (may be NULL) gets its id
- * for lemonpc_world_tell. Only the witnesses know of it. */
+ * for lemonpc_world_tell. Only the witnesses know of it. [threads: any thread] */
 LEMONPC_API lemonpc_status lemonpc_world_event(lemonpc_world *world, const lemonpc_event *event,
                                                int64_t *id, lemonpc_error *err);
-/* npc learns of an event it did not see (someone told it). */
+/* npc learns of an event it did not see (someone told it). [threads: any thread] */
 LEMONPC_API lemonpc_status lemonpc_world_tell(lemonpc_world *world, int64_t event_id,
                                               const char *npc, lemonpc_error *err);
 /* A fact npc knows about player (player may be NULL for a plain fact),
- * written by the game: "Mira is the blacksmith's daughter". */
+ * written by the game: "Mira is the blacksmith's daughter". [threads: any thread] */
 LEMONPC_API lemonpc_status lemonpc_world_fact(lemonpc_world *world, const char *npc,
                                               const char *player, const char *text,
                                               int importance, lemonpc_error *err);
@@ -346,40 +358,44 @@ typedef struct lemonpc_memory {
 /* Calls fn for each memory npc has (of player; NULL: all), oldest first;
  * strings are valid during the call; nonzero from fn stops. */
 typedef int (*lemonpc_memory_fn)(void *user, const lemonpc_memory *memory);
+/* [threads: any thread] */
 LEMONPC_API lemonpc_status lemonpc_world_memories(lemonpc_world *world, const char *npc,
                                                   const char *player, lemonpc_memory_fn fn,
                                                   void *user, lemonpc_error *err);
-/* npc forgets player: what was said, facts about them, their conversation. */
+/* npc forgets player: what was said, facts about them, their conversation. [threads: any thread] */
 LEMONPC_API lemonpc_status lemonpc_world_forget(lemonpc_world *world, const char *npc,
                                                 const char *player, lemonpc_error *err);
 /* A copy of the whole world into path (a save slot), atomically: the file
- * at path is replaced only by a complete, checked copy. */
+ * at path is replaced only by a complete, checked copy. [threads: any thread] */
 LEMONPC_API lemonpc_status lemonpc_world_save_as(lemonpc_world *world, const char *path,
                                                  lemonpc_error *err);
 
 /* The NPC lives in world from now on, under id (NULL: its character's
  * name): its conversations with a named player recall its memories within
- * memory_tokens (<= 0: 256) and record what the player says. */
+ * memory_tokens (<= 0: 256) and record what the player says.
+ * [threads: while the NPC has no open conversation (LEMONPC_ERR_BUSY)] */
 LEMONPC_API lemonpc_status lemonpc_npc_set_world(lemonpc_npc *npc, lemonpc_world *world,
                                                  const char *id, int memory_tokens,
                                                  lemonpc_error *err);
 /* The memory block of the conversation's last reply ("" if none): what the
- * NPC had in mind. Valid until the next reply. */
+ * NPC had in mind. Valid until the next reply.
+ * [threads: not during a call that changes the conversation] */
 LEMONPC_API const char *lemonpc_conversation_memory(const lemonpc_conversation *conv);
 /* Stores the conversation (turns and KV cache) in the NPC's world under
- * its player, replacing an earlier one. */
+ * its player, replacing an earlier one.
+ * [threads: one thread per conversation at a time (LEMONPC_ERR_BUSY)] */
 LEMONPC_API lemonpc_status lemonpc_world_save_conversation(lemonpc_conversation *conv,
                                                            lemonpc_error *err);
 /* The conversation of npc with player as it was: from its stored state
  * when the world has one for all its turns, else rebuilt from the recorded
  * turns (the cache is then refilled by the next reply). No turn recorded
- * and no state: LEMONPC_ERR_NOT_FOUND. */
+ * and no state: LEMONPC_ERR_NOT_FOUND. [threads: any thread] */
 LEMONPC_API lemonpc_conversation *lemonpc_world_load_conversation(lemonpc_npc *npc,
                                                                   const char *player,
                                                                   const char *place,
                                                                   lemonpc_error *err);
 
-/* Frees a string the library returned. */
+/* Frees a string the library returned. [threads: any thread] */
 LEMONPC_API void lemonpc_string_free(char *s);
 
 #ifdef __cplusplus
