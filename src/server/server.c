@@ -436,6 +436,11 @@ static void *job_main(void *arg) {
     job *j = arg;
     gen *g = &j->g;
     lemonpc_status st = gen_run(g, job_piece, j);
+    /* the conversation is free for the client's next request before it
+     * reads the end of this one */
+    pthread_mutex_lock(&j->mu);
+    gen_release(g);
+    pthread_mutex_unlock(&j->mu);
     lm_sb tail = {0};
     char *ev;
     if (st == LEMONPC_OK) {
@@ -500,14 +505,14 @@ static void job_response_free(void *cls) { job_unref(cls); }
 static void job_end(req *r) {
     job *j = r->job;
     if (j->started) {
-        bool done;
+        /* a conversation given back may already serve another request:
+         * only one still held is cancelled */
         pthread_mutex_lock(&j->mu);
-        done = j->done;
-        pthread_mutex_unlock(&j->mu);
-        if (!done) {
+        if (j->g.conv) {
             lemonpc_conversation_cancel(j->g.conv);
             snprintf(r->note, sizeof r->note, "client gone: reply cancelled");
         }
+        pthread_mutex_unlock(&j->mu);
         pthread_join(j->th, NULL);
         if (j->g.st == LEMONPC_OK) {
             r->usage = gen_usage(&j->g);
