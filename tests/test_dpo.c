@@ -1,0 +1,853 @@
+/* DPO (src/train/dpo*.c): preference pairs in TRL's format (every accepted
+ * shape gives the same tokens, only completion tokens are scored, errors
+ * name file:line and field), fitting and the split; the loss terms against
+ * closed forms and finite differences; the per-position weights and
+ * per-row log-likelihoods it adds to the SFT trainer; and the loop on a
+ * tiny random model: step 1 is log 2 (the policy starts as the
+ * reference), a few steps raise the reward accuracy and margin, a stopped
+ * and resumed run equals an uninterrupted one bit for bit and reads the
+ * cached reference instead of recomputing it, a changed pair set is
+ * refused on resume, and a full run from a merged adapter has the
+ * reference a LoRA run continuing that adapter has. The gradients
+ * themselves are checked against PyTorch in tests/torch/test_dpo.py. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tokenizer/tokenizer.h"
+#include "train/dpo.h"
+#include "train/lora.h"
+#include "train/train_config.h"
+#include "train/train_model.h"
+
+/* ---- a byte-level ChatML tokenizer (as tests/test_train_data.c) -------- */
+
+enum { T_EOT = 0, T_IMS = 1, T_IME = 2, T_BYTE0 = 3, N_VOCAB = 259 };
+
+static uint32_t byte_cp(int b) {
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return (uint32_t)b;
+    int k = 0;
+    for (int c = 0; c < b; c++)
+        if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255))) k++;
+    return 256u + (uint32_t)k;
+}
+
+static const char *TEMPLATE_WITH_SYSTEM =
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nBe Brann.<|im_end|>\\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+typedef struct tokdata { char bytes[256][4]; } tokdata;
+
+static lm_tokenizer *tiny(const char *chat_template) {
+    tokdata *d = calloc(1, sizeof *d);   /* the tokenizer copies its strings */
+    assert_non_null(d);
+    const char *tok[N_VOCAB];
+    int32_t type[N_VOCAB];
+    tok[0] = "<|endoftext|>"; tok[1] = "<|im_start|>"; tok[2] = "<|im_end|>";
+    type[0] = type[1] = type[2] = 3;
+    for (int b = 0; b < 256; b++) {
+        uint32_t cp = byte_cp(b);
+        char *o = d->bytes[b];
+        if (cp < 0x80) { o[0] = (char)cp; o[1] = 0; }
+        else { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); o[2] = 0; }
+        tok[T_BYTE0 + b] = o;
+        type[T_BYTE0 + b] = 1;
+    }
+    lm_tokenizer_spec s = {
+        .model = "gpt2", .pre = "smollm", .tokens = tok, .n_tokens = N_VOCAB, .token_types = type,
+        .bos = T_IMS, .eos = T_IME, .unk = -1, .pad = T_IME, .chat_template = chat_template,
+    };
+    lm_err err = {{0}};
+    lm_tokenizer *t = lm_tokenizer_new(&s, &err);
+    free(d);
+    if (!t) fprintf(stderr, "tiny tokenizer: %s\n", err.msg);
+    assert_non_null(t);
+    return t;
+}
+
+typedef struct seq { int32_t tok[512]; uint8_t mask[512]; int n; } seq;
+
+static void spell(seq *s, const char *text, uint8_t m) {
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        s->tok[s->n] = T_BYTE0 + *p;
+        s->mask[s->n++] = m;
+    }
+}
+static void special(seq *s, int32_t id, uint8_t m) { s->tok[s->n] = id; s->mask[s->n++] = m; }
+
+/* One ChatML turn; trained (content and <|im_end|>) when m. */
+static void turn(seq *s, const char *role, const char *content, uint8_t m) {
+    special(s, T_IMS, 0);
+    spell(s, role, 0);
+    spell(s, "\n", 0);
+    spell(s, content, m);
+    special(s, T_IME, m);
+    spell(s, "\n", 0);
+}
+
+static void assert_seq(const lm_sft_example *e, const seq *want) {
+    assert_int_equal(e->n, want->n);
+    assert_memory_equal(e->tokens, want->tok, (size_t)want->n * sizeof(int32_t));
+    assert_memory_equal(e->mask, want->mask, (size_t)want->n);
+    int k = 0;
+    for (int i = 1; i < want->n; i++) k += want->mask[i];
+    assert_int_equal(e->n_trained, k);
+}
+
+static lm_dpo_set *load(const lm_tokenizer *t, const char *text, const lm_sft_opts *o, lm_err *err) {
+    lm_dpo_set *s = NULL;
+    if (lm_dpo_load_mem("p.jsonl", text, strlen(text), t, o, &s, err)) return NULL;
+    return s;
+}
+
+/* ---- pairs ---------------------------------------------------------------- */
+
+#define U(c) "{\"role\":\"user\",\"content\":\"" c "\"}"
+#define A(c) "{\"role\":\"assistant\",\"content\":\"" c "\"}"
+#define GOOD "{\"prompt\":[" U("hi") "],\"chosen\":[" A("yo!") "],\"rejected\":[" A("no.") "]}"
+
+static void test_pair_shapes(void **state) {
+    (void)state;
+    lm_tokenizer *t = tiny(NULL);
+    const char *text =
+        GOOD "\n"
+        "{\"prompt\":\"hi\",\"chosen\":\"yo!\",\"rejected\":\"no.\",\"score\":3}\n"
+        "\n"
+        "{\"chosen\":[" U("hi") "," A("yo!") "],\"rejected\":[" U("hi") "," A("no.") "]}\r\n"
+        "{\"rejected\":\"no.\",\"chosen\":[" A("yo!") "],\"prompt\":[" U("hi") "]}\n";
+    lm_sft_opts o = lm_sft_opts_default();
+    o.strict = true;
+    lm_err err = {{0}};
+    lm_dpo_set *s = load(t, text, &o, &err);
+    if (!s) fail_msg("%s", err.msg);
+    assert_int_equal(s->n, 4);
+    int lines[4] = {1, 2, 4, 5};
+    seq c = {.n = 0}, r = {.n = 0};
+    turn(&c, "user", "hi", 0);
+    turn(&r, "user", "hi", 0);
+    int n_prompt = c.n;
+    turn(&c, "assistant", "yo!", 1);
+    turn(&r, "assistant", "no.", 1);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(s->p[i].line, lines[i]);
+        assert_int_equal(s->p[i].n_prompt, n_prompt);
+        assert_seq(&s->p[i].seq[LM_DPO_CHOSEN], &c);
+        assert_seq(&s->p[i].seq[LM_DPO_REJECTED], &r);
+        assert_true(s->p[i].hash == s->p[0].hash);   /* the split key ignores the shape */
+    }
+    assert_int_equal(s->p[0].seq[0].n_trained, 4);  /* y o ! <|im_end|> */
+    assert_int_equal(s->stats.pairs, 4);
+    assert_int_equal(s->stats.trained_tokens, 4 * 8);
+    assert_int_equal(s->pad_id, T_IME);
+    lm_dpo_set_free(s);
+    lm_tokenizer_free(t);
+
+    /* The default system turn, a prompt holding an assistant turn (never
+     * scored: only the completion is) and a two-message completion. */
+    t = tiny(TEMPLATE_WITH_SYSTEM);
+    const char *multi = "{\"prompt\":[" U("a?") "," A("b.") "," U("c?") "],\"chosen\":[" A("d.") "," A("e") "],"
+                        "\"rejected\":\"f\"}";
+    assert_non_null(s = load(t, multi, &o, &err));
+    seq want = {.n = 0}, wr = {.n = 0};
+    turn(&want, "system", "Be Brann.", 0);
+    turn(&want, "user", "a?", 0);
+    turn(&want, "assistant", "b.", 0);
+    turn(&want, "user", "c?", 0);
+    memcpy(&wr, &want, sizeof want);
+    assert_int_equal(s->p[0].n_prompt, want.n);
+    turn(&want, "assistant", "d.", 1);
+    turn(&want, "assistant", "e", 1);
+    turn(&wr, "assistant", "f", 1);
+    assert_seq(&s->p[0].seq[0], &want);
+    assert_seq(&s->p[0].seq[1], &wr);
+    /* the implicit prompt splits after the last shared message */
+    const char *imp = "{\"chosen\":[" U("a?") "," A("b.") "," U("c?") "," A("d.") "," A("e") "],"
+                      "\"rejected\":[" U("a?") "," A("b.") "," U("c?") "," A("f") "]}";
+    lm_dpo_set *s2 = load(t, imp, &o, &err);
+    assert_non_null(s2);
+    assert_int_equal(s2->p[0].n_prompt, s->p[0].n_prompt);
+    assert_seq(&s2->p[0].seq[0], &want);
+    assert_seq(&s2->p[0].seq[1], &wr);
+    lm_dpo_set_free(s2);
+    lm_dpo_set_free(s);
+    lm_tokenizer_free(t);
+}
+
+typedef struct warnings { char msg[4][LM_ERR_MAX]; int n; } warnings;
+
+static void collect(void *ctx, const char *msg) {
+    warnings *w = ctx;
+    if (w->n < 4) snprintf(w->msg[w->n], LM_ERR_MAX, "%s", msg);
+    w->n++;
+}
+
+static void test_pair_errors(void **state) {
+    (void)state;
+    lm_tokenizer *t = tiny(NULL);
+    static const struct { const char *line, *msg; } cases[] = {
+        {"{\"prompt\":\"hi\",\"chosen\":\"a\"}", "p.jsonl:2: rejected: missing"},
+        {"{\"prompt\":\"hi\",\"rejected\":\"a\"}", "p.jsonl:2: chosen: missing"},
+        {"{\"prompt\":\"hi\",\"chosen\":\"a\",\"rejected\":\"a\"}",
+         "p.jsonl:2: chosen and rejected are the same completion"},
+        {"{\"prompt\":\"hi\",\"chosen\":[" A("a") "],\"rejected\":\"a\"}",
+         "p.jsonl:2: chosen and rejected are the same completion"},
+        {"{\"prompt\":\"hi\",\"chosen\":[" U("a") "],\"rejected\":\"b\"}",
+         "p.jsonl:2: chosen[0].role: a completion holds assistant messages, got 'user'"},
+        {"{\"prompt\":\"hi\",\"chosen\":\"a\",\"rejected\":[" A("b") ",{\"role\":\"system\",\"content\":\"x\"}]}",
+         "p.jsonl:2: rejected[1].role: a completion holds assistant messages, got 'system'"},
+        {"{\"prompt\":[],\"chosen\":\"a\",\"rejected\":\"b\"}", "p.jsonl:2: prompt: empty"},
+        {"{\"prompt\":7,\"chosen\":\"a\",\"rejected\":\"b\"}",
+         "p.jsonl:2: prompt: expected a string or an array of messages"},
+        {"{\"prompt\":\"hi\",\"chosen\":{},\"rejected\":\"b\"}",
+         "p.jsonl:2: chosen: expected a string or an array of messages"},
+        {"{\"prompt\":[{\"role\":\"bot\",\"content\":\"x\"}],\"chosen\":\"a\",\"rejected\":\"b\"}",
+         "p.jsonl:2: prompt[0].role: expected one of system/user/assistant, got 'bot'"},
+        {"{\"prompt\":[{\"role\":\"user\"}],\"chosen\":\"a\",\"rejected\":\"b\"}",
+         "p.jsonl:2: prompt[0].content: missing"},
+        {"{\"prompt\":[{\"content\":\"x\"}],\"chosen\":\"a\",\"rejected\":\"b\"}",
+         "p.jsonl:2: prompt[0].role: missing"},
+        {"{\"prompt\":[3],\"chosen\":\"a\",\"rejected\":\"b\"}", "p.jsonl:2: prompt[0]: expected an object"},
+        {"{\"prompt\":\"hi\",\"chosen\":[{\"role\":\"assistant\",\"content\":1}],\"rejected\":\"b\"}",
+         "p.jsonl:2: chosen[0].content: expected a string"},
+        {"{\"chosen\":\"a\",\"rejected\":\"b\"}",
+         "p.jsonl:2: no \"prompt\": chosen and rejected must then be whole conversations"},
+        {"{\"chosen\":[" U("x") "," A("a") "],\"rejected\":[" U("y") "," A("b") "]}",
+         "p.jsonl:2: no \"prompt\", and chosen and rejected share no leading message"},
+        {"{\"chosen\":[" U("x") "," A("a") "],\"rejected\":[" U("x") "," A("a") "," A("b") "]}",
+         "p.jsonl:2: chosen: nothing after the prompt"},
+        {"[1]", "p.jsonl:2: expected a JSON object per line"},
+        {"{\"prompt\":", "p.jsonl:2: invalid JSON at column"},
+        {"{\"prompt\":\"\xff\",\"chosen\":\"a\",\"rejected\":\"b\"}", "p.jsonl:2: invalid JSON"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[1024];
+        snprintf(text, sizeof text, GOOD "\n%s\n" GOOD "\n", cases[i].line);
+        warnings w = {.n = 0};
+        lm_sft_opts o = lm_sft_opts_default();
+        o.warn = collect;
+        o.warn_ctx = &w;
+        lm_err err = {{0}};
+        lm_dpo_set *s = load(t, text, &o, &err);
+        if (!s) fail_msg("case %zu: %s", i, err.msg);
+        assert_int_equal(s->n, 2);
+        assert_int_equal(s->p[1].line, 3);
+        assert_int_equal(s->stats.skipped, 1);
+        assert_int_equal(w.n, 1);
+        if (!strstr(w.msg[0], cases[i].msg)) fail_msg("case %zu: '%s' lacks '%s'", i, w.msg[0], cases[i].msg);
+        lm_dpo_set_free(s);
+        o.strict = true;
+        memset(&err, 0, sizeof err);
+        assert_null(load(t, text, &o, &err));
+        if (!strstr(err.msg, cases[i].msg)) fail_msg("case %zu strict: '%s'", i, err.msg);
+    }
+    /* too many bad lines, and nothing usable */
+    lm_sft_opts o = lm_sft_opts_default();
+    o.max_skipped = 1;
+    lm_err err = {{0}};
+    assert_null(load(t, GOOD "\nx\ny\n", &o, &err));
+    assert_non_null(strstr(err.msg, "p.jsonl: more than 1 bad lines"));
+    assert_null(load(t, "\n\n", &o, &err));
+    assert_non_null(strstr(err.msg, "p.jsonl: no usable pair"));
+    /* a missing file names itself */
+    lm_dpo_set *s = NULL;
+    assert_int_equal(lm_dpo_load("/nonexistent/p.jsonl", t, &o, &s, &err), -1);
+    assert_non_null(strstr(err.msg, "/nonexistent/p.jsonl"));
+    lm_tokenizer_free(t);
+}
+
+static void test_fit_and_split(void **state) {
+    (void)state;
+    lm_tokenizer *t = tiny(NULL);
+    /* prompt "hi": 10 tokens; completions of 2..13 content bytes */
+    char text[8192] = "";
+    for (int i = 0; i < 12; i++) {
+        char line[256], cc[32], rr[32];
+        memset(cc, 'a' + i, (size_t)i + 2);
+        cc[i + 2] = 0;
+        memset(rr, 'z' - i, 3);
+        rr[3] = 0;
+        snprintf(line, sizeof line, "{\"prompt\":\"hi\",\"chosen\":\"%s\",\"rejected\":\"%s\"}\n", cc, rr);
+        strcat(text, line);
+    }
+    lm_sft_opts o = lm_sft_opts_default();
+    lm_err err = {{0}};
+    lm_dpo_set *s = load(t, text, &o, &err);
+    assert_non_null(s);
+    assert_int_equal(s->n, 12);
+    int n_prompt = s->p[0].n_prompt;
+    assert_int_equal(n_prompt, 10);
+    /* A side is prompt (10) + "<|im_start|>assistant\n" (11) + content +
+     * <|im_end|> + "\n": chosen i has 25 + i tokens, rejected 26.
+     * max_len 18 cuts every side inside its header: no pair is left. */
+    lm_dpo_set *tr = NULL, *va = NULL;
+    assert_int_equal(lm_dpo_split(s, 0.0, 1, &tr, &va, &err), 0);
+    lm_dpo_fit(tr, 18, LM_SFT_TRUNCATE);
+    assert_int_equal(tr->n, 0);
+    assert_int_equal(tr->stats.dropped, 12);
+    lm_dpo_set_free(tr);
+    lm_dpo_set_free(va);
+    /* max_len 25: a side keeps its first 4 completion tokens */
+    assert_int_equal(lm_dpo_split(s, 0.0, 1, &tr, &va, &err), 0);
+    lm_dpo_fit(tr, 25, LM_SFT_TRUNCATE);
+    assert_int_equal(tr->n, 12);
+    for (int i = 0; i < tr->n; i++) {
+        for (int k = 0; k < 2; k++) assert_true(tr->p[i].seq[k].n <= 25);
+        int full = 25 + i;
+        assert_int_equal(tr->p[i].seq[0].truncated, full > 25);
+        assert_int_equal(tr->p[i].seq[0].n_trained, full > 25 ? 4 : i + 3);
+        assert_int_equal(tr->p[i].seq[1].n_trained, 4);   /* 3 bytes + <|im_end|> */
+    }
+    assert_int_equal(tr->stats.truncated, 12);         /* every rejected side was cut */
+    lm_dpo_set_free(tr);
+    lm_dpo_set_free(va);
+    /* drop policy: only pairs fitting whole stay */
+    assert_int_equal(lm_dpo_split(s, 0.0, 1, &tr, &va, &err), 0);
+    lm_dpo_fit(tr, 27, LM_SFT_DROP);
+    assert_int_equal(tr->n, 3);                        /* chosen of 25..27 tokens */
+    assert_int_equal(tr->stats.dropped, 9);
+    lm_dpo_set_free(tr);
+    lm_dpo_set_free(va);
+    /* split: a partition, by content, the same for the same seed */
+    assert_int_equal(lm_dpo_split(s, 0.3, 7, &tr, &va, &err), 0);
+    assert_int_equal(tr->n + va->n, 12);
+    assert_true(va->n >= 1 && tr->n >= 1);
+    lm_dpo_set *tr2, *va2;
+    assert_int_equal(lm_dpo_split(s, 0.3, 7, &tr2, &va2, &err), 0);
+    assert_int_equal(va2->n, va->n);
+    for (int i = 0; i < va->n; i++) assert_int_equal(va2->p[i].line, va->p[i].line);
+    for (int i = 0; i < tr->n; i++)
+        for (int j = 0; j < va->n; j++) assert_int_not_equal(tr->p[i].line, va->p[j].line);
+    lm_dpo_set_free(tr2);
+    lm_dpo_set_free(va2);
+    lm_dpo_set_free(tr);
+    lm_dpo_set_free(va);
+    assert_int_equal(lm_dpo_split(s, 1.5, 7, &tr, &va, &err), -1);
+    lm_dpo_set_free(s);
+    lm_tokenizer_free(t);
+}
+
+/* ---- the loss ------------------------------------------------------------------ */
+
+static double loss_at(lm_dpo_kind k, double beta, double pc, double pr, double rc, double rr, int nc, int nr) {
+    lm_dpo_terms t;
+    lm_dpo_pair_terms(k, beta, pc, pr, rc, rr, nc, nr, &t);
+    return t.loss;
+}
+
+static void test_loss_terms(void **state) {
+    (void)state;
+    lm_dpo_terms t;
+    /* policy == reference: log 2, gradient -+beta/2, no reward */
+    lm_dpo_pair_terms(LM_DPO_SIGMOID, 0.1, -12, -30, -12, -30, 4, 9, &t);
+    assert_true(t.loss == log(2.0));
+    assert_true(fabs(t.dc + 0.05) < 1e-15 && fabs(t.dr - 0.05) < 1e-15);
+    assert_true(t.reward_c == 0 && t.reward_r == 0);
+    lm_dpo_pair_terms(LM_DPO_IPO, 0.1, -12, -30, -12, -30, 4, 9, &t);
+    assert_true(fabs(t.loss - 25.0) < 1e-12);            /* (0 - 1 / 0.2)^2 */
+    assert_true(fabs(t.dc - (-10.0 / 4)) < 1e-12 && fabs(t.dr - 10.0 / 9) < 1e-12);
+    /* the paper's formula by hand: beta 0.5, chosen up 1, rejected down 2 */
+    lm_dpo_pair_terms(LM_DPO_SIGMOID, 0.5, -9, -32, -10, -30, 4, 9, &t);
+    assert_true(fabs(t.loss - log1p(exp(-1.5))) < 1e-15);
+    assert_true(fabs(t.reward_c - 0.5) < 1e-15 && fabs(t.reward_r + 1.0) < 1e-15);
+    /* length-normalised: the same on per-token means */
+    lm_dpo_pair_terms(LM_DPO_SIGMOID_NORM, 0.5, -9, -32, -10, -30, 4, 8, &t);
+    assert_true(fabs(t.loss - log1p(exp(-0.5 * (0.25 + 0.25)))) < 1e-15);
+    assert_true(fabs(t.reward_c - 0.125) < 1e-15 && fabs(t.reward_r + 0.125) < 1e-15);
+    /* derivatives against central differences, every kind */
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 20; i++) {
+            double pc = -5 - i, pr = -7 + 0.3 * i, rc = -6 + 0.1 * i, rr = -8, beta = 0.05 + 0.1 * (i % 4);
+            int nc = 1 + i % 5, nr = 2 + i % 3;
+            lm_dpo_pair_terms((lm_dpo_kind)k, beta, pc, pr, rc, rr, nc, nr, &t);
+            double e = 1e-5;
+            double fc = (loss_at(k, beta, pc + e, pr, rc, rr, nc, nr) - loss_at(k, beta, pc - e, pr, rc, rr, nc, nr)) / (2 * e);
+            double fr = (loss_at(k, beta, pc, pr + e, rc, rr, nc, nr) - loss_at(k, beta, pc, pr - e, rc, rr, nc, nr)) / (2 * e);
+            if (fabs(fc - t.dc) > 1e-6 * (1 + fabs(fc)) || fabs(fr - t.dr) > 1e-6 * (1 + fabs(fr)))
+                fail_msg("kind %d case %d: dc %g vs %g, dr %g vs %g", k, i, t.dc, fc, t.dr, fr);
+        }
+    /* far from 0 nothing overflows */
+    lm_dpo_pair_terms(LM_DPO_SIGMOID, 1.0, 0, -1e4, 0, 0, 1, 1, &t);
+    assert_true(t.loss == 0 && t.dc == 0 && isfinite(t.dr));
+    lm_dpo_pair_terms(LM_DPO_SIGMOID, 1.0, -1e4, 0, 0, 0, 1, 1, &t);
+    assert_true(fabs(t.loss - 1e4) < 1e-9 && fabs(t.dc + 1.0) < 1e-15);
+}
+
+/* ---- the trainer additions: weights and per-row log-likelihoods -------------------- */
+
+static const lm_tconfig toy = {
+    .n_vocab = 16, .dim = 16, .n_layers = 2, .n_heads = 2, .n_kv_heads = 1, .head_dim = 8,
+    .ffn_dim = 32, .rope_base = 10000.0f, .rms_eps = 1e-5f, .tied = 1,
+};
+
+static void test_weights_and_logprobs(void **state) {
+    (void)state;
+    lm_err err = {{0}};
+    lm_tmodel *m = lm_tmodel_new_random(&toy, 3, 0.3f, &err);
+    assert_non_null(m);
+    lm_lora *l = lm_lora_new(m, 4, 8, LM_LORA_ALL, 9, &err);
+    assert_non_null(l);
+    for (size_t i = 0; i < l->n_params; i++) l->params[i] = 0.05f * (float)((int)(i * 7919 % 21) - 10);
+    enum { B = 2, T = 7 };
+    int32_t tok[B * T], tgt[B * T];
+    uint8_t mask[B * T] = {0, 0, 1, 1, 1, 0, 0, /**/ 0, 1, 1, 0, 1, 1, 1};
+    for (int i = 0; i < B * T; i++) {
+        tok[i] = (i * 5 + 3) % 16;
+        tgt[i] = (i * 3 + 1) % 16;
+    }
+    lm_tacts *a = lm_tacts_new(m, l, B, T, 3, &err);
+    assert_non_null(a);
+    lm_tbatch b = {.B = B, .T = T, .tokens = tok, .targets = tgt, .mask = mask};
+    double lp[B], loss;
+    assert_int_equal(lm_train_forward(m, l, a, &b, NULL, &err), 0);
+    assert_int_equal(lm_train_seq_logprobs(m, a, &b, NULL, lp, &err), 0);
+    /* each row's sum is minus its nll sum from lm_train_loss on that row alone */
+    for (int r = 0; r < B; r++) {
+        uint8_t one[B * T] = {0};
+        memcpy(one + r * T, mask + r * T, T);
+        lm_tbatch br = b;
+        br.mask = one;
+        br.loss_norm = 1;
+        assert_int_equal(lm_train_loss(m, a, &br, NULL, 0, NULL, &loss, &err), 0);
+        assert_true(fabs(lp[r] + loss) <= 1e-12 * fabs(loss));
+        assert_true(lp[r] < 0);
+    }
+    /* weights: the gradient is linear in them, row by row */
+    float w[B * T];
+    for (int i = 0; i < B * T; i++) w[i] = i < T ? 0.7f : -1.3f;
+    size_t n = l->n_params;
+    float *g0 = calloc(n, sizeof *g0), *g1 = calloc(n, sizeof *g1);
+    assert_non_null(g0);
+    assert_non_null(g1);
+    for (int r = 0; r < B; r++) {
+        uint8_t one[B * T] = {0};
+        memcpy(one + r * T, mask + r * T, T);
+        lm_tbatch br = b;
+        br.mask = one;
+        br.loss_norm = 1;
+        lm_lora_zero_grads(l);
+        assert_int_equal(lm_train_grad(m, l, a, &br, NULL, &loss, &err), 0);
+        for (size_t i = 0; i < n; i++) g0[i] += (r ? -1.3f : 0.7f) * l->grads[i];
+    }
+    lm_tbatch bw = b;
+    bw.weight = w;
+    bw.loss_norm = 1;
+    lm_lora_zero_grads(l);
+    assert_int_equal(lm_train_grad(m, l, a, &bw, NULL, &loss, &err), 0);
+    assert_true(fabs(loss - (-0.7 * lp[0] + 1.3 * lp[1])) < 1e-5 * fabs(loss));
+    memcpy(g1, l->grads, n * sizeof *g1);
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)g1[i] - g0[i]));
+        mr = fmax(mr, fabs((double)g0[i]));
+    }
+    assert_true(mr > 0 && md <= 1e-5 * mr);
+    free(g0);
+    free(g1);
+    lm_tacts_free(a);
+    lm_lora_free(l);
+    lm_tmodel_free(m);
+}
+
+/* ---- the loop on a toy task ------------------------------------------------------- */
+
+enum { TK_START = 0, TK_END = 1, TK_ASSIST = 2, TK_AYE = 3, TK_W0 = 4, V = 16 };
+enum { PROMPT_LEN = 6, CONV_LEN = 9 };
+
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Pair i: prompt START u0 u1 u2 END ASSIST; chosen AYE w END with the
+ * word the prompt calls for (4 + u0 % 4), rejected AYE w' END with another. */
+static lm_dpo_set *toy_pairs(int n, uint64_t key0) {
+    lm_dpo_set *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    assert_non_null(s->p = calloc((size_t)n, sizeof *s->p));
+    s->n = n;
+    s->pad_id = TK_END;
+    for (int i = 0; i < n; i++) {
+        uint64_t r = key0 + (uint64_t)i;
+        int32_t p[PROMPT_LEN] = {TK_START, 0, 0, 0, TK_END, TK_ASSIST};
+        for (int k = 1; k <= 3; k++) p[k] = TK_W0 + (int32_t)(rng_next(&r) % (V - TK_W0));
+        int32_t good = TK_W0 + p[1] % 4, bad = TK_W0 + (p[1] + 1 + (int32_t)(rng_next(&r) % 3)) % 4;
+        for (int side = 0; side < 2; side++) {
+            lm_sft_example *e = &s->p[i].seq[side];
+            assert_non_null(e->tokens = malloc(CONV_LEN * sizeof(int32_t)));
+            assert_non_null(e->mask = calloc(CONV_LEN, 1));
+            memcpy(e->tokens, p, sizeof p);
+            e->tokens[6] = TK_AYE;
+            e->tokens[7] = side ? bad : good;
+            e->tokens[8] = TK_END;
+            e->mask[6] = e->mask[7] = e->mask[8] = 1;
+            e->n = CONV_LEN;
+            e->n_trained = 3;
+            e->line = i + 1;
+        }
+        s->p[i].n_prompt = PROMPT_LEN;
+        s->p[i].line = i + 1;
+        s->p[i].hash = key0 + (uint64_t)i;
+    }
+    return s;
+}
+
+static char *mk_tmpdir(void) {
+    char *d = strdup("/tmp/test_dpo_XXXXXX");
+    assert_non_null(d);
+    assert_non_null(mkdtemp(d));
+    return d;
+}
+
+static void rm_rf(const char *d) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void base_cfg(lm_train_cfg *c, const char *out, int full) {
+    lm_train_cfg_defaults(c);
+    strcpy(c->model, "(test)");
+    strcpy(c->dpo, "(test)");
+    snprintf(c->out, sizeof c->out, "%s", out);
+    c->full = full;
+    c->lora_rank = 4;
+    c->lora_alpha = 8;
+    c->lr = full ? 3e-3f : 1e-2f;
+    c->epochs = 3;
+    c->batch = 4;
+    c->seq = 12;
+    c->threads = 2;
+    c->seed = 5;
+    c->warmup = 0;
+    c->schedule = LM_LR_CONSTANT;
+    lm_err err = {{0}};
+    assert_int_equal(lm_train_cfg_finish(c, &err), 0);
+}
+
+static int run(const lm_train_cfg *c, const lm_lora *init_b, const lm_dpo_set *tr, const lm_dpo_set *va,
+               int resume, long stop_after, lm_sft_report *rep, lm_err *err) {
+    lm_tmodel *m = lm_tmodel_new_random(&toy, 11, 0.3f, err);
+    assert_non_null(m);
+    lm_lora *init = NULL;
+    if (init_b) {   /* the same adapter on this fresh model */
+        init = lm_lora_new(m, init_b->rank, init_b->alpha, init_b->targets, 1, err);
+        assert_non_null(init);
+        memcpy(init->params, init_b->params, init->n_params * sizeof(float));
+    }
+    lm_sft_ctl ctl = {.resume = resume, .stop_after = stop_after, .progress = 0};
+    int rc = lm_dpo_train(c, m, init, tr, va, &ctl, rep, NULL, NULL, err);
+    lm_lora_free(init);
+    lm_tmodel_free(m);
+    return rc;
+}
+
+/* The text of a field over every metrics line that has it, joined. */
+static char *field(const char *dir, const char *name, int *count) {
+    char p[600];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    size_t cap = 1 << 16, len = 0;
+    char *out = calloc(cap, 1), line[4096], pat[64];
+    assert_non_null(out);
+    snprintf(pat, sizeof pat, "\"%s\": ", name);
+    *count = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *s = strstr(line, pat);
+        if (!s) continue;
+        s += strlen(pat);
+        size_t n = strcspn(s, ",}");
+        assert_true(len + n + 2 < cap);
+        memcpy(out + len, s, n);
+        len += n;
+        out[len++] = ' ';
+        (*count)++;
+    }
+    fclose(f);
+    return out;
+}
+
+static double *values(const char *dir, const char *name, int *count) {
+    char *s = field(dir, name, count);
+    double *v = calloc((size_t)*count + 1, sizeof *v);
+    assert_non_null(v);
+    char *p = s;
+    for (int i = 0; i < *count; i++) v[i] = strtod(p, &p);
+    free(s);
+    return v;
+}
+
+static void *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s missing", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *b = malloc((size_t)len + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
+static void assert_same_file(const char *a, const char *b) {
+    size_t na, nb;
+    void *x = slurp(a, &na), *y = slurp(b, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(x, y, na);
+    free(x);
+    free(y);
+}
+
+static void test_dpo_learns(void **state) {
+    (void)state;
+    char *dir = mk_tmpdir();
+    lm_dpo_set *tr = toy_pairs(64, 100), *va = toy_pairs(16, 900);
+    lm_train_cfg c;
+    base_cfg(&c, dir, 0);
+    c.epochs = 3;
+    c.batch = 8;
+    c.eval_every = 4;
+    c.dpo_beta = 0.5f;
+    lm_sft_report rep;
+    lm_err err = {{0}};
+    if (run(&c, NULL, tr, va, 0, 0, &rep, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(rep.steps, 24);
+    assert_true(rep.dpo && !rep.ref_cached);
+    int n, nv;
+    double *loss = values(dir, "loss", &n), *acc = values(dir, "rewards/accuracies", &n);
+    double *margin = values(dir, "rewards/margins", &n), *vacc = values(dir, "val_rewards/accuracies", &nv);
+    double *vmargin = values(dir, "val_rewards/margins", &nv), *vloss = values(dir, "val_loss", &nv);
+    assert_int_equal(n, 24);
+    assert_int_equal(nv, 6);
+    /* the policy starts as the reference: margin 0, loss log 2 */
+    assert_true(fabs(loss[0] - log(2.0)) < 1e-15);
+    assert_true(margin[0] == 0 && acc[0] == 0);
+    /* and learns to prefer the chosen answers (steps are noisy: batches of
+     * 8 pairs), held-out ones too */
+    double l_end = 0, a_end = 0, m_end = 0;
+    for (int i = 20; i < 24; i++) {
+        l_end += loss[i] / 4;
+        a_end += acc[i] / 4;
+        m_end += margin[i] / 4;
+    }
+    assert_true(l_end < 0.6 * log(2.0) && a_end >= 0.8 && m_end > 0.5);
+    assert_true(vacc[nv - 1] >= 0.75 && vmargin[nv - 1] > vmargin[0] + 0.3 && vloss[nv - 1] < vloss[0] - 0.1);
+    assert_true(rep.reward_acc == vacc[nv - 1]);
+    /* TRL's other metric names are there */
+    int k;
+    free(field(dir, "rewards/chosen", &k));
+    assert_int_equal(k, 24);
+    free(field(dir, "logps/rejected", &k));
+    assert_int_equal(k, 24);
+    char p[600];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/loss.svg", dir);
+    assert_int_equal(stat(p, &sb), 0);
+    snprintf(p, sizeof p, "%s/ref_logps.bin", dir);
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal((long)sb.st_size, 32 + 8 * 2 * (64 + 16));
+    snprintf(p, sizeof p, "%s/best/adapter.gguf", dir);
+    assert_int_equal(stat(p, &sb), 0);
+    free(loss); free(acc); free(margin); free(vacc); free(vmargin); free(vloss);
+    lm_dpo_set_free(tr);
+    lm_dpo_set_free(va);
+    rm_rf(dir);
+    free(dir);
+}
+
+static void resume_case(int full, int grad_accum, float dropout, lm_dpo_kind kind) {
+    char *a = mk_tmpdir(), *b = mk_tmpdir();
+    lm_dpo_set *tr = toy_pairs(22, 1000), *va = toy_pairs(5, 5000);
+    lm_train_cfg ca, cb;
+    base_cfg(&ca, a, full);
+    ca.grad_accum = grad_accum;
+    ca.lora_dropout = dropout;
+    ca.dpo_loss = kind;
+    ca.eval_every = 2;
+    ca.weight_decay = 0.01f;
+    cb = ca;
+    snprintf(cb.out, sizeof cb.out, "%s", b);
+    lm_sft_report ra, rb;
+    lm_err err = {{0}};
+    if (run(&ca, NULL, tr, va, 0, 0, &ra, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(run(&cb, NULL, tr, va, 0, 3, &rb, &err), 0);
+    assert_true(rb.stopped && !rb.ref_cached);
+    assert_int_equal(rb.steps, 3);
+    assert_int_equal(run(&cb, NULL, tr, va, 1, 2, &rb, &err), 0);
+    assert_int_equal(rb.steps, 5);
+    assert_true(rb.ref_cached);   /* read back, not recomputed */
+    assert_int_equal(run(&cb, NULL, tr, va, 1, 0, &rb, &err), 0);
+    assert_false(rb.stopped);
+    assert_int_equal(rb.steps, ra.steps);
+    static const char *const fields[] = {"loss", "val_loss", "rewards/margins", "val_rewards/margins"};
+    for (int i = 0; i < 4; i++) {
+        int na, nb;
+        char *la = field(a, fields[i], &na), *lb = field(b, fields[i], &nb);
+        assert_true(na >= 3);
+        assert_int_equal(na, nb);
+        assert_string_equal(la, lb);
+        free(la);
+        free(lb);
+    }
+    char pa[600], pb[600];
+    const char *files[] = {full ? "last/model.gguf" : "last/adapter.gguf", "last/optim.bin", "ref_logps.bin"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
+        assert_same_file(pa, pb);
+    }
+    /* a run resumed with other pairs than it started with is refused */
+    if (!full) {
+        lm_dpo_set *other = toy_pairs(22, 1001);
+        snprintf(pa, sizeof pa, "%s/last", b);
+        lm_train_cfg cc = cb;
+        rm_rf(pa);
+        snprintf(pa, sizeof pa, "%s/best", b);
+        rm_rf(pa);
+        assert_int_equal(run(&cc, NULL, other, va, 0, 1, &rb, &err), 0);   /* fresh: recomputed */
+        assert_false(rb.ref_cached);
+        assert_int_equal(run(&cc, NULL, tr, va, 1, 1, &rb, &err), -1);
+        assert_non_null(strstr(err.msg, "ref_logps.bin: made for other pairs"));
+        lm_dpo_set_free(other);
+    }
+    lm_dpo_set_free(tr);
+    lm_dpo_set_free(va);
+    rm_rf(a);
+    rm_rf(b);
+    free(a);
+    free(b);
+}
+
+static void test_resume_lora_accum_dropout(void **state) { (void)state; resume_case(0, 2, 0.2f, LM_DPO_SIGMOID); }
+static void test_resume_full_ipo(void **state) { (void)state; resume_case(1, 1, 0.0f, LM_DPO_IPO); }
+static void test_resume_lora_norm(void **state) { (void)state; resume_case(0, 3, 0.0f, LM_DPO_SIGMOID_NORM); }
+
+/* The reference with an SFT adapter: a LoRA run continuing it and a full
+ * run from the merged weights score the pairs alike, and both start at
+ * log 2 (their own reference is their start). */
+static void test_adapter_reference(void **state) {
+    (void)state;
+    char *a = mk_tmpdir(), *b = mk_tmpdir();
+    lm_err err = {{0}};
+    lm_tmodel *m = lm_tmodel_new_random(&toy, 11, 0.3f, &err);
+    assert_non_null(m);
+    lm_lora *sft = lm_lora_new(m, 4, 8, LM_LORA_ALL, 3, &err);
+    assert_non_null(sft);
+    for (size_t i = 0; i < sft->n_params; i++) sft->params[i] = 0.1f * (float)((int)(i * 7919 % 17) - 8);
+    lm_dpo_set *tr = toy_pairs(8, 77);
+    lm_train_cfg ca, cb;
+    base_cfg(&ca, a, 0);
+    base_cfg(&cb, b, 1);
+    ca.epochs = cb.epochs = 1;
+    lm_sft_report ra, rb;
+    if (run(&ca, sft, tr, NULL, 0, 0, &ra, &err) || run(&cb, sft, tr, NULL, 0, 0, &rb, &err))
+        fail_msg("%s", err.msg);
+    char pa[600], pb[600];
+    snprintf(pa, sizeof pa, "%s/ref_logps.bin", a);
+    snprintf(pb, sizeof pb, "%s/ref_logps.bin", b);
+    size_t na, nb;
+    char *x = slurp(pa, &na), *y = slurp(pb, &nb);
+    assert_int_equal(na, 32 + 8 * 16);
+    assert_int_equal(na, nb);
+    double dx[16], dy[16], base[16];
+    memcpy(dx, x + 32, sizeof dx);
+    memcpy(dy, y + 32, sizeof dy);
+    for (int i = 0; i < 16; i++) assert_true(fabs(dx[i] - dy[i]) <= 1e-5 * fabs(dx[i]));
+    free(x);
+    free(y);
+    /* and the adapter mattered: the base alone scores them otherwise */
+    char *c = mk_tmpdir();
+    lm_train_cfg cc;
+    base_cfg(&cc, c, 0);
+    cc.epochs = 1;
+    assert_int_equal(run(&cc, NULL, tr, NULL, 0, 0, &rb, &err), 0);
+    snprintf(pa, sizeof pa, "%s/ref_logps.bin", c);
+    x = slurp(pa, &na);
+    memcpy(base, x + 32, sizeof base);
+    free(x);
+    double diff = 0;
+    for (int i = 0; i < 16; i++) diff = fmax(diff, fabs(base[i] - dx[i]));
+    assert_true(diff > 1e-2);
+    int n;
+    const char *dirs[3] = {a, b, c};
+    for (int i = 0; i < 3; i++) {
+        double *l = values(dirs[i], "loss", &n);
+        assert_true(n == 2 && fabs(l[0] - log(2.0)) < 1e-15);
+        free(l);
+        rm_rf(dirs[i]);
+    }
+    lm_dpo_set_free(tr);
+    lm_lora_free(sft);
+    lm_tmodel_free(m);
+    free(a);
+    free(b);
+    free(c);
+}
+
+static void test_config(void **state) {
+    (void)state;
+    lm_train_cfg c, d;
+    lm_err err = {{0}};
+    lm_train_cfg_defaults(&c);
+    assert_true(c.dpo_beta == 0.1f && c.dpo_loss == LM_DPO_SIGMOID);
+    assert_int_equal(lm_train_cfg_parse_json(&c, "run.json",
+        "{\"model\": \"m.gguf\", \"dpo\": \"p.jsonl\", \"adapter\": \"sft.gguf\", \"out\": \"r\", "
+        "\"dpo_beta\": 0.25, \"dpo-loss\": \"ipo\"}", &err), 0);
+    assert_int_equal(lm_train_cfg_finish(&c, &err), 0);
+    assert_true(c.lr == 2e-5f);   /* the DPO LoRA default */
+    char *js = lm_train_cfg_to_json(&c);
+    assert_non_null(js);
+    lm_train_cfg_defaults(&d);
+    assert_int_equal(lm_train_cfg_parse_json(&d, "ckpt", js, &err), 0);
+    assert_string_equal(d.dpo, "p.jsonl");
+    assert_string_equal(d.adapter, "sft.gguf");
+    assert_true(d.dpo_beta == 0.25f && d.dpo_loss == LM_DPO_IPO);
+    free(js);
+    assert_int_equal(lm_train_cfg_set(&c, "dpo-loss", "hinge", &err), -1);
+    assert_non_null(strstr(err.msg, "dpo-loss: expected sigmoid, ipo or sigmoid-norm, got 'hinge'"));
+    assert_int_equal(lm_train_cfg_set(&c, "dpo-loss", "sigmoid-norm", &err), 0);
+    assert_true(c.dpo_loss == LM_DPO_SIGMOID_NORM);
+    assert_int_equal(lm_train_cfg_set(&c, "dpo-beta", "0", &err), -1);
+    strcpy(c.data, "d.jsonl");
+    assert_int_equal(lm_train_cfg_finish(&c, &err), -1);
+    assert_non_null(strstr(err.msg, "data and dpo"));
+    c.dpo[0] = 0;
+    assert_int_equal(lm_train_cfg_finish(&c, &err), -1);
+    assert_non_null(strstr(err.msg, "adapter: only for a DPO run"));
+    c.adapter[0] = 0;
+    c.data[0] = 0;
+    assert_int_equal(lm_train_cfg_finish(&c, &err), -1);
+    assert_non_null(strstr(err.msg, "or dpo"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pair_shapes),
+        cmocka_unit_test(test_pair_errors),
+        cmocka_unit_test(test_fit_and_split),
+        cmocka_unit_test(test_loss_terms),
+        cmocka_unit_test(test_weights_and_logprobs),
+        cmocka_unit_test(test_dpo_learns),
+        cmocka_unit_test(test_resume_lora_accum_dropout),
+        cmocka_unit_test(test_resume_full_ipo),
+        cmocka_unit_test(test_resume_lora_norm),
+        cmocka_unit_test(test_adapter_reference),
+        cmocka_unit_test(test_config),
+    };
+    return cmocka_run_group_tests_name("dpo", tests, NULL, NULL);
+}
