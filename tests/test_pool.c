@@ -1,12 +1,14 @@
 /* Thread pool: every task runs exactly once, on a valid thread index, for
  * pools of 1..4 threads, task counts below/above the thread count and many
- * back-to-back runs (the decode pattern). */
+ * back-to-back runs (the decode pattern); and the tasks of one run really
+ * run on several threads at once (a rendezvous that only that passes). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -99,6 +101,107 @@ static void test_after_idle(void **state) {
     free(c);
 }
 
+/* Rendezvous: each task marks its thread, then waits until every task of
+ * the run has arrived. With n tasks on an n-thread pool this completes only
+ * if the n tasks run at the same time on n distinct threads: a pool that ran
+ * them one after another (or on fewer threads) leaves the first task
+ * waiting, and it gives up after RENDEZVOUS_S seconds and records a failure
+ * instead of hanging. The limit is far beyond any scheduling delay, so only
+ * a pool that never brings the other threads in can hit it. */
+#ifndef RENDEZVOUS_S
+#define RENDEZVOUS_S 60
+#endif
+
+typedef struct meet_ctx {
+    int n;                   /* tasks that must meet */
+    _Atomic int arrived;
+    _Atomic int timed_out;
+    _Atomic int bad;
+    _Atomic int task_thread[8]; /* thread index that ran each task, -1 before */
+    _Atomic int thread_tasks[8]; /* tasks each thread index ran */
+} meet_ctx;
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void meet_fn(void *ctx, int task, int n_tasks, int thread) {
+    meet_ctx *m = ctx;
+    if (task < 0 || task >= 8 || n_tasks != m->n || thread < 0 || thread >= 8) {
+        atomic_fetch_add(&m->bad, 1);
+        return;
+    }
+    atomic_store(&m->task_thread[task], thread);
+    atomic_fetch_add(&m->thread_tasks[thread], 1);
+    atomic_fetch_add(&m->arrived, 1);
+    double t0 = mono_s();
+    while (atomic_load(&m->arrived) < m->n) {
+        if (atomic_load(&m->timed_out) || mono_s() - t0 > RENDEZVOUS_S) {
+            atomic_store(&m->timed_out, 1);
+            return;
+        }
+        struct timespec ts = {0, 100 * 1000}; /* 0.1 ms: leave the core to the others */
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void check_meet(lm_pool *p, int n) {
+    meet_ctx m;
+    memset(&m, 0, sizeof m);
+    m.n = n;
+    for (int i = 0; i < 8; i++) atomic_store(&m.task_thread[i], -1);
+    lm_pool_run(p, meet_fn, &m, n);
+    assert_int_equal(atomic_load(&m.bad), 0);
+    assert_int_equal(atomic_load(&m.timed_out), 0);
+    assert_int_equal(atomic_load(&m.arrived), n);
+    /* n tasks that all waited for each other: one per thread index, and
+     * every index of the pool (the caller's 0 included) took one. */
+    for (int t = 0; t < n; t++) {
+        assert_int_equal(atomic_load(&m.thread_tasks[t]), 1);
+        assert_in_range(atomic_load(&m.task_thread[t]), 0, n - 1);
+    }
+}
+
+static void test_threads_run_together(void **state) {
+    (void)state;
+    for (int threads = 2; threads <= 4; threads++) {
+        lm_err err = {{0}};
+        lm_pool *p = lm_pool_new(threads, &err);
+        assert_non_null(p);
+        check_meet(p, threads);
+        /* Again after the workers went to sleep (idle past the spin window):
+         * the run must wake them, not finish on the caller alone. */
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        check_meet(p, threads);
+        /* And back to back, while they still spin. */
+        for (int r = 0; r < 20; r++) check_meet(p, threads);
+        lm_pool_free(p);
+    }
+}
+
+/* Two tasks on a 4-thread pool: at least two threads must take part. */
+static void test_fewer_tasks_than_threads_still_parallel(void **state) {
+    (void)state;
+    lm_err err = {{0}};
+    lm_pool *p = lm_pool_new(4, &err);
+    assert_non_null(p);
+    for (int r = 0; r < 10; r++) {
+        meet_ctx m;
+        memset(&m, 0, sizeof m);
+        m.n = 2;
+        for (int i = 0; i < 8; i++) atomic_store(&m.task_thread[i], -1);
+        lm_pool_run(p, meet_fn, &m, 2);
+        assert_int_equal(atomic_load(&m.bad), 0);
+        assert_int_equal(atomic_load(&m.timed_out), 0);
+        assert_int_equal(atomic_load(&m.arrived), 2);
+        assert_int_not_equal(atomic_load(&m.task_thread[0]), atomic_load(&m.task_thread[1]));
+    }
+    lm_pool_free(p);
+}
+
 typedef struct sum_ctx {
     const int *in;
     long long *partial;
@@ -163,6 +266,8 @@ int main(void) {
         cmocka_unit_test(test_many_small_runs),
         cmocka_unit_test(test_after_idle),
         cmocka_unit_test(test_results_visible),
+        cmocka_unit_test(test_threads_run_together),
+        cmocka_unit_test(test_fewer_tasks_than_threads_still_parallel),
         cmocka_unit_test(test_defaults_and_null),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);

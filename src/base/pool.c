@@ -101,7 +101,11 @@ static void work_on(lm_pool *p, uint64_t gen, int thread) {
 static void *worker_main(void *arg) {
     worker *self = arg;
     lm_pool *p = self->pool;
-    uint64_t seen = job_gen(atomic_load(&p->job));
+    /* The generation the pool was created with (the job word starts at 0
+     * and no run is published before lm_pool_new returns), not the word's
+     * value now: a worker that starts after the first run was published
+     * must take part in it, not take it for one it has already seen. */
+    uint64_t seen = 0;
     for (;;) {
         /* Spin, checking the clock only now and then. */
         uint64_t w = atomic_load_explicit(&p->job, memory_order_acquire);
