@@ -262,33 +262,89 @@ static float frand(uint64_t *s) {
     return (float)((double)(*s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
+/* The bounds come from the input alone: each block's max-abs (or min and
+ * max) is computed here, the scale the quantizer should have chosen derived
+ * from it (ggml's rule), and the scale's f16 rounding (at most half an ulp:
+ * relative 2^-11, or 2^-25 below the normal range) enters the bound as a
+ * multiple of that expected scale, never of the scale the quantizer stored.
+ * A quantizer that picks a wrong scale (too coarse, off by a factor, badly
+ * rounded) or a wrong offset fails here even when its codes are consistent
+ * with the scale it stored. */
+static float f16_err(float v) { return fabsf(v) * 0x1p-11f + 0x1p-25f; }
+
+/* Rows with every kind of block: scales from 2^-12 (f16 subnormal scales)
+ * to 2^10, offset blocks, one-sided blocks, a lone outlier, constants. */
+static void fill_rows(float *x, int n, uint64_t *s) {
+    for (int b = 0; b < n / 32; b++) {
+        float *v = x + b * 32;
+        float scale = ldexpf(1.0f, -12 + (int)(((uint32_t)(*s >> 20)) % 23));
+        int kind = b % 6;
+        for (int j = 0; j < 32; j++) {
+            float r = frand(s);
+            switch (kind) {
+            case 0: v[j] = r * scale; break;
+            case 1: v[j] = r * scale * 0.25f + scale; break;         /* offset, all > 0 */
+            case 2: v[j] = -fabsf(r) * scale; break;                 /* all <= 0 */
+            case 3: v[j] = r * scale * 1e-3f; break;                 /* tiny, then an outlier */
+            case 4: v[j] = 0.75f * scale; break;                     /* constant */
+            default: v[j] = r * (j % 2 ? scale : scale * 0.01f); break;
+            }
+        }
+        if (kind == 3) v[b % 32] = (b % 4 ? -scale : scale);
+        frand(s);
+    }
+}
+
 static void test_error_bounds(void **state) {
     (void)state;
-    enum { N = 32 * 256 };
+    enum { N = 32 * 600 };
     float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
     uint8_t *buf = malloc(N * 4);
+    assert_non_null(x);
+    assert_non_null(y);
+    assert_non_null(buf);
     uint64_t s = 12345;
-    for (int i = 0; i < N; i++) x[i] = frand(&s) * (i % 64 < 32 ? 0.05f : 3.0f) + (i % 96 < 32 ? 0.2f : 0.0f);
+    fill_rows(x, N, &s);
 
+    /* Q8_0: d = amax/127, q = round(x/d): |x - q*d| <= d/2, and |q| <= 127
+     * times the scale's rounding. 1e-4*d covers x*(1/d) in float. */
     lm_quant_row(LM_Q8_0, x, buf, N);
     lm_dequant_row(LM_Q8_0, buf, y, N);
     for (int b = 0; b < N / 32; b++) {
         float amax = 0;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
-        float d = amax / 127, d16 = lm_f16_to_f32(((lm_block_q8_0 *)buf)[b].d);
-        float bound = 0.5f * d + 127 * fabsf(d - d16) + 1e-7f;
-        for (int j = 0; j < 32; j++) assert_true(fabsf(x[b * 32 + j] - y[b * 32 + j]) <= bound);
+        float d = amax / 127;
+        float d16 = lm_f16_to_f32(((lm_block_q8_0 *)buf)[b].d);
+        if (!(fabsf(d16 - d) <= f16_err(d))) fail_msg("q8_0 block %d: scale %g, want %g", b, d16, d);
+        float bound = 0.5f * d + 127 * f16_err(d) + 1e-4f * d;
+        for (int j = 0; j < 32; j++)
+            if (!(fabsf(x[b * 32 + j] - y[b * 32 + j]) <= bound))
+                fail_msg("q8_0 block %d elem %d: %g -> %g, bound %g", b, j, x[b * 32 + j], y[b * 32 + j], bound);
     }
+
+    /* Q4_0: d = -max/8 (max: the signed value of largest magnitude), codes
+     * 0..15 for x/d + 8: |error| <= d/2, except the values on the other side
+     * of the extreme beyond 7.5 steps, where 16 clamps to 15: <= d. */
     lm_quant_row(LM_Q4_0, x, buf, N);
     lm_dequant_row(LM_Q4_0, buf, y, N);
     for (int b = 0; b < N / 32; b++) {
-        float amax = 0;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
-        float d = amax / 8, d16 = fabsf(lm_f16_to_f32(((lm_block_q4_0 *)buf)[b].d));
-        /* d/2 from rounding, but the extreme opposite the scale sign clamps (16 -> 15): d */
-        float bound = d + 8 * fabsf(d - d16) + 1e-7f;
-        for (int j = 0; j < 32; j++) assert_true(fabsf(x[b * 32 + j] - y[b * 32 + j]) <= bound);
+        float amax = 0, max = 0;
+        for (int j = 0; j < 32; j++)
+            if (fabsf(x[b * 32 + j]) > amax) { amax = fabsf(x[b * 32 + j]); max = x[b * 32 + j]; }
+        float d = amax / 8;
+        float d16 = lm_f16_to_f32(((lm_block_q4_0 *)buf)[b].d);
+        if (!(fabsf(d16 - (-max / 8)) <= f16_err(d))) fail_msg("q4_0 block %d: scale %g, want %g", b, d16, -max / 8);
+        for (int j = 0; j < 32; j++) {
+            float v = x[b * 32 + j];
+            int clamps = (v > 0) != (max > 0) && v != 0 && fabsf(v) >= 7.5f * d * (1 - 1e-5f);
+            float bound = (clamps ? d : 0.5f * d) + 8 * f16_err(d) + 1e-4f * d;
+            if (!(fabsf(v - y[b * 32 + j]) <= bound))
+                fail_msg("q4_0 block %d elem %d: %g -> %g, bound %g", b, j, v, y[b * 32 + j], bound);
+        }
     }
+
+    /* Q4_1: m = min, d = (max - min)/15, codes round((x - m)/d): |error| <=
+     * d/2 plus 15 times the scale's rounding plus the offset's rounding. */
     lm_quant_row(LM_Q4_1, x, buf, N);
     lm_dequant_row(LM_Q4_1, buf, y, N);
     for (int b = 0; b < N / 32; b++) {
@@ -296,9 +352,36 @@ static void test_error_bounds(void **state) {
         for (int j = 0; j < 32; j++) { mn = fminf(mn, x[b * 32 + j]); mx = fmaxf(mx, x[b * 32 + j]); }
         const lm_block_q4_1 *q = &((lm_block_q4_1 *)buf)[b];
         float d = (mx - mn) / 15, d16 = lm_f16_to_f32(q->d), m16 = lm_f16_to_f32(q->m);
-        float bound = 0.5f * d + 15 * fabsf(d - d16) + fabsf(mn - m16) + 1e-6f;
-        for (int j = 0; j < 32; j++) assert_true(fabsf(x[b * 32 + j] - y[b * 32 + j]) <= bound);
+        if (!(fabsf(d16 - d) <= f16_err(d))) fail_msg("q4_1 block %d: scale %g, want %g", b, d16, d);
+        if (!(fabsf(m16 - mn) <= f16_err(mn))) fail_msg("q4_1 block %d: offset %g, want %g", b, m16, mn);
+        float bound = 0.5f * d + 15 * f16_err(d) + f16_err(mn) + 1e-4f * d + 1e-6f * fabsf(mn);
+        for (int j = 0; j < 32; j++)
+            if (!(fabsf(x[b * 32 + j] - y[b * 32 + j]) <= bound))
+                fail_msg("q4_1 block %d elem %d: %g -> %g, bound %g", b, j, x[b * 32 + j], y[b * 32 + j], bound);
     }
+
+    /* Q8_1 (activations): codes as Q8_0, and s = d * sum(q), which must be
+     * the block's sum to within 32 half-steps plus the roundings. */
+    lm_quant_row(LM_Q8_1, x, buf, N);
+    lm_dequant_row(LM_Q8_1, buf, y, N);
+    for (int b = 0; b < N / 32; b++) {
+        float amax = 0;
+        double sum = 0;
+        for (int j = 0; j < 32; j++) {
+            amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+            sum += x[b * 32 + j];
+        }
+        float d = amax / 127;
+        const lm_block_q8_1 *q = &((lm_block_q8_1 *)buf)[b];
+        float bound = 0.5f * d + 127 * f16_err(d) + 1e-4f * d;
+        for (int j = 0; j < 32; j++)
+            if (!(fabsf(x[b * 32 + j] - y[b * 32 + j]) <= bound))
+                fail_msg("q8_1 block %d elem %d: %g -> %g, bound %g", b, j, x[b * 32 + j], y[b * 32 + j], bound);
+        float s16 = lm_f16_to_f32(q->s);
+        double sbound = 32 * (double)bound + f16_err((float)sum) + 32 * 127 * (double)f16_err(d);
+        if (!(fabs(s16 - sum) <= sbound)) fail_msg("q8_1 block %d: s %g, block sum %g", b, s16, sum);
+    }
+
     lm_quant_row(LM_F16, x, buf, N);
     lm_dequant_row(LM_F16, buf, y, N);
     for (int i = 0; i < N; i++) assert_true(fabsf(x[i] - y[i]) <= fabsf(x[i]) * 0x1p-11f + 0x1p-25f);
