@@ -657,7 +657,14 @@ static void test_dpo_learns(void **state) {
     char p[600];
     struct stat sb;
     snprintf(p, sizeof p, "%s/loss.svg", dir);
-    assert_int_equal(stat(p, &sb), 0);
+    size_t len;
+    char *svg = slurp(p, &len);
+    svg[len] = 0;
+    assert_true(!strncmp(svg, "<svg", 4) && strstr(svg, "</svg>"));
+    assert_non_null(strstr(svg, ">DPO loss<"));
+    assert_non_null(strstr(svg, ">reward margin<"));
+    assert_non_null(strstr(svg, ">reward accuracy<"));
+    free(svg);
     snprintf(p, sizeof p, "%s/ref_logps.bin", dir);
     assert_int_equal(stat(p, &sb), 0);
     assert_int_equal((long)sb.st_size, 32 + 8 * 2 * (64 + 16));
