@@ -210,4 +210,5 @@ bench-runtime: $(BUILD)/lemonpc $(BUILD)/tools/lm_make_adapter $(BUILD)/bench/ru
 clean:
 	rm -rf build build-san build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(TOOL_BIN:=.d) $(BENCH_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%.d) \
+         $(BENCH_BIN:=.d)
