@@ -833,6 +833,12 @@ static void test_config(void **state) {
     strcpy(c.data, "d.jsonl");
     assert_int_equal(lm_train_cfg_finish(&c, &err), -1);
     assert_non_null(strstr(err.msg, "data and dpo"));
+    c.data[0] = 0;
+    c.pack = 1;
+    assert_int_equal(lm_train_cfg_finish(&c, &err), -1);
+    assert_non_null(strstr(err.msg, "pack: not for a DPO run"));
+    c.pack = 0;
+    strcpy(c.data, "d.jsonl");
     c.dpo[0] = 0;
     assert_int_equal(lm_train_cfg_finish(&c, &err), -1);
     assert_non_null(strstr(err.msg, "adapter: only for a DPO run"));

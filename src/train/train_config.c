@@ -332,6 +332,8 @@ int lm_train_cfg_finish(lm_train_cfg *c, lm_err *err) {
         return lm_errf(err, "data and dpo: a run is SFT (data) or DPO (dpo), not both");
     if (c->adapter[0] && !c->dpo[0])
         return lm_errf(err, "adapter: only for a DPO run (the SFT adapter its policy starts from)");
+    if (c->dpo[0] && c->pack)
+        return lm_errf(err, "pack: not for a DPO run (one sequence per row, chosen and rejected rows)");
     if (!c->out[0]) return lm_errf(err, "out: required (the run directory)");
     if (c->val[0] && c->val_frac > 0)
         return lm_errf(err, "val and val-frac: give one way to get validation data, not both");
