@@ -164,38 +164,135 @@ static void test_top_p_excludes(void **state) {
     lm_sampler_free(s);
 }
 
-/* The geometric prefix growth in top-p must agree with a full sort on a
- * large flat vocabulary where the nucleus holds thousands of tokens. */
+/* ---- top-p against a full sort ------------------------------------------
+ * The reference nucleus: every (logit, id) of the vocabulary sorted by
+ * probability (larger first, lower id first on ties: the sampler's total
+ * order), then the shortest prefix whose probability at temperature 1
+ * reaches top_p. The sampler's geometric prefix growth must keep exactly
+ * that set, in every regime: a nucleus of one token, of dozens, across each
+ * growth step (64, 256, 1024) and of nearly the whole vocabulary.
+ *
+ * Two checks, each able to see one token too many or too few:
+ * - Replay: the header promises the draw is a function of the seed
+ *   (xoshiro256** seeded through splitmix64): one 53-bit uniform u per
+ *   draw, and the token where the running sum of exp((l - max)/T) over the
+ *   nucleus, in rank order, first exceeds u times its total. The test
+ *   reads the PRNG state before each draw (lm_sampler_rng_get) and computes
+ *   the token from the reference nucleus; a nucleus that differs by one
+ *   token changes the total and so, over a few hundred draws, the tokens.
+ *   Summation order does not matter: a different order moves a boundary by
+ *   rounding only, which u hits with probability ~1e-15.
+ * - Black box: no draw falls outside the reference nucleus, and, where the
+ *   nucleus is small enough to enumerate, every token in it is drawn. */
+
+typedef struct ref_cand { float logit; int32_t id; } ref_cand;
+
+static int ref_cmp(const void *pa, const void *pb) {
+    const ref_cand *a = pa, *b = pb;
+    if (a->logit != b->logit) return a->logit > b->logit ? -1 : 1;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+static uint64_t ref_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+/* xoshiro256** (Blackman & Vigna), 53 bits to [0, 1). */
+static double ref_uniform01(uint64_t st[4]) {
+    uint64_t r = ref_rotl(st[1] * 5, 7) * 9, t = st[1] << 17;
+    st[2] ^= st[0]; st[3] ^= st[1]; st[1] ^= st[2]; st[0] ^= st[3];
+    st[2] ^= t; st[3] = ref_rotl(st[3], 45);
+    return (double)(r >> 11) * 0x1p-53;
+}
+
+/* Sorts all n candidates into c and returns the nucleus size for top_p.
+ * Fails the test if top_p falls within rounding of a prefix sum (the data
+ * would not decide the set). */
+static int ref_nucleus(const float *l, int n, float top_p, ref_cand *c) {
+    for (int i = 0; i < n; i++) { c[i].logit = l[i]; c[i].id = i; }
+    qsort(c, (size_t)n, sizeof *c, ref_cmp);
+    double mx = c[0].logit, z = 0, cum = 0;
+    for (int i = 0; i < n; i++) z += exp((double)l[i] - mx);
+    for (int i = 0; i < n; i++) {
+        double prev = cum;
+        cum += exp((double)c[i].logit - mx) / z;
+        if (cum >= top_p) {
+            if (cum - top_p < 1e-9 || top_p - prev < 1e-9)
+                fail_msg("test data: top_p %g within rounding of a prefix sum at rank %d", (double)top_p, i);
+            return i + 1;
+        }
+    }
+    return n;
+}
+
+static int32_t ref_draw(const ref_cand *c, int k, float temp, uint64_t st[4]) {
+    double mx = c[0].logit, inv_t = 1.0 / temp, z = 0;
+    for (int i = 0; i < k; i++) z += exp(((double)c[i].logit - mx) * inv_t);
+    double u = ref_uniform01(st) * z, cum = 0;
+    for (int i = 0; i < k; i++) {
+        cum += exp(((double)c[i].logit - mx) * inv_t);
+        if (u < cum) return c[i].id;
+    }
+    return c[k - 1].id;
+}
+
+static void check_top_p(const float *l, int n, float top_p, float temp, int draws, int min_k, int max_k) {
+    ref_cand *c = malloc(sizeof *c * (size_t)n);
+    unsigned char *kept = calloc((size_t)n, 1);
+    int *hits = calloc((size_t)n, sizeof *hits);
+    assert_non_null(c);
+    assert_non_null(kept);
+    assert_non_null(hits);
+    int k = ref_nucleus(l, n, top_p, c);
+    /* The case covers the regime it is meant to. */
+    if (k < min_k || k > max_k) fail_msg("test data: nucleus of %d tokens, meant %d..%d", k, min_k, max_k);
+    for (int i = 0; i < k; i++) kept[c[i].id] = 1;
+    lm_sampler_params p = lm_sampler_defaults();
+    p.temp = temp; p.top_k = 0; p.top_p = top_p; p.min_p = 0.0f; p.seed = (uint64_t)k * 7919u + 5;
+    lm_sampler *s = mk(p, n);
+    for (int d = 0; d < draws; d++) {
+        uint64_t st[4], after[4];
+        lm_sampler_rng_get(s, st);
+        int32_t want = ref_draw(c, k, temp, st);
+        int32_t got = lm_sampler_sample(s, l);
+        assert_in_range(got, 0, n - 1);
+        if (!kept[got])
+            fail_msg("top_p %g (nucleus %d of %d): drew token %d, outside the nucleus", (double)top_p, k, n, got);
+        if (got != want)
+            fail_msg("top_p %g (nucleus %d of %d), draw %d: got token %d, the reference nucleus gives %d",
+                     (double)top_p, k, n, d, got, want);
+        lm_sampler_rng_get(s, after);
+        assert_memory_equal(after, st, sizeof st); /* exactly one uniform per draw */
+        hits[got]++;
+    }
+    if (k <= 200)
+        for (int i = 0; i < k; i++)
+            if (!hits[c[i].id]) fail_msg("top_p %g: token %d of the %d-token nucleus never drawn", (double)top_p, c[i].id, k);
+    lm_sampler_free(s);
+    free(c);
+    free(kept);
+    free(hits);
+}
+
 static void test_top_p_large_vocab(void **state) {
     (void)state;
     enum { N = 20000 };
-    float *l = malloc(sizeof(float) * N);
-    fill_logits(l, N, 99);
-    for (int i = 0; i < N; i++) l[i] *= 0.1f;
-    /* independent nucleus: sort probabilities, count tokens to reach 0.9 */
-    double *pr = malloc(sizeof(double) * N), z = 0, mx = -1e9;
-    for (int i = 0; i < N; i++) if (l[i] > mx) mx = l[i];
-    for (int i = 0; i < N; i++) z += pr[i] = exp(l[i] - mx);
-    float *sorted = malloc(sizeof(float) * N);
-    memcpy(sorted, l, sizeof(float) * N);
-    for (int i = 1; i < N; i++) {   /* insertion sort, descending: plain and obviously right */
-        float v = sorted[i]; int j = i - 1;
-        while (j >= 0 && sorted[j] < v) { sorted[j + 1] = sorted[j]; j--; }
-        sorted[j + 1] = v;
+    float *l = malloc(sizeof(float) * N), *base = malloc(sizeof(float) * N);
+    assert_non_null(l);
+    assert_non_null(base);
+    fill_logits(base, N, 99); /* steps of 1e-3 over [-10, 10): many exact ties */
+    const struct { float scale, top_p, temp; int draws, min_k, max_k; } cases[] = {
+        {0.1f, 0.9f, 1.0f, 400, 10000, N},   /* flat: almost everything (full sort path) */
+        {1.0f, 0.9f, 1.0f, 400, 1025, 4000},  /* past the 1024 prefix */
+        {3.0f, 0.3f, 1.0f, 3000, 65, 200},    /* past the first 64, all enumerated */
+        {3.0f, 0.9f, 0.7f, 1000, 257, 1024},  /* past 256; drawn at another temperature */
+        {10.0f, 0.3f, 1.0f, 3000, 2, 64},     /* within the first prefix */
+        {40.0f, 0.01f, 1.0f, 200, 1, 1},      /* one token */
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        for (int i = 0; i < N; i++) l[i] = base[i] * cases[ci].scale;
+        check_top_p(l, N, cases[ci].top_p, cases[ci].temp, cases[ci].draws, cases[ci].min_k, cases[ci].max_k);
     }
-    double cum = 0; float cut = 0;
-    for (int i = 0; i < N; i++) {
-        cum += exp(sorted[i] - mx) / z;
-        if (cum >= 0.9) { cut = sorted[i]; break; }
-    }
-    lm_sampler_params p = lm_sampler_defaults();
-    p.temp = 1.0f; p.top_k = 0; p.top_p = 0.9f; p.min_p = 0.0f; p.seed = 5;
-    lm_sampler *s = mk(p, N);
-    int below = 0;
-    for (int i = 0; i < 3000; i++) below += l[lm_sampler_sample(s, l)] < cut;
-    assert_int_equal(below, 0);
-    lm_sampler_free(s);
-    free(l); free(pr); free(sorted);
+    free(l);
+    free(base);
 }
 
 static void test_min_p_excludes(void **state) {
