@@ -26,15 +26,21 @@ static void fmt_time(char *buf, size_t cap, double s) {
     else snprintf(buf, cap, "%d:%02d", t / 60 % 60, t % 60);
 }
 
-void lm_progress_begin_file(lm_progress *p, FILE *out, const char *label, int64_t total,
-                            const char *unit) {
+void lm_progress_begin_clock(lm_progress *p, FILE *out, const char *label, int64_t total,
+                             const char *unit, double (*now)(void)) {
     memset(p, 0, sizeof *p);
     p->out = out;
     copy_str(p->label, sizeof p->label, label);
     copy_str(p->unit, sizeof p->unit, unit ? unit : "steps");
     p->total = total;
-    p->t_start = now_s();
+    p->now = now ? now : now_s;
+    p->t_start = p->now();
     p->t_drawn = -1;
+}
+
+void lm_progress_begin_file(lm_progress *p, FILE *out, const char *label, int64_t total,
+                            const char *unit) {
+    lm_progress_begin_clock(p, out, label, total, unit, NULL);
 }
 
 void lm_progress_begin(lm_progress *p, const char *label, int64_t total, const char *unit) {
@@ -77,13 +83,13 @@ static void draw(lm_progress *p, const char *extra, double t, int final) {
 void lm_progress_update(lm_progress *p, int64_t done, const char *extra) {
     p->done = done;
     if (!p->out) return;
-    double t = now_s();
+    double t = p->now();
     if (p->t_drawn >= 0 && t - p->t_drawn < REDRAW_SECONDS) return;
     draw(p, extra, t, 0);
 }
 
 void lm_progress_end(lm_progress *p) {
     if (!p->out) return;
-    draw(p, NULL, now_s(), 1);
+    draw(p, NULL, p->now(), 1);
     p->out = NULL; /* a second end is a no-op */
 }

@@ -25,6 +25,7 @@ typedef struct lm_progress {
     double t_start;     /* seconds, monotonic clock */
     double t_drawn;     /* last redraw */
     int width;          /* length of the last line drawn, to blank leftovers */
+    double (*now)(void); /* the clock in seconds; NULL: the monotonic clock */
 } lm_progress;
 
 /* label and unit are copied (truncated to fit); unit may be NULL ("steps"). */
@@ -33,6 +34,10 @@ void lm_progress_begin(lm_progress *p, const char *label, int64_t total, const c
  * for tests and for callers that want progress in a log anyway. */
 void lm_progress_begin_file(lm_progress *p, FILE *out, const char *label, int64_t total,
                             const char *unit);
+/* Same, reading the time from now() (NULL: the monotonic clock): a test
+ * seam, so the rate limit and the times drawn can be checked exactly. */
+void lm_progress_begin_clock(lm_progress *p, FILE *out, const char *label, int64_t total,
+                             const char *unit, double (*now)(void));
 /* done: units finished so far; extra: short text shown after the numbers
  * (current tensor name, loss, ...), may be NULL. Cheap when not redrawing. */
 void lm_progress_update(lm_progress *p, int64_t done, const char *extra);
