@@ -23,12 +23,25 @@ WORDS = ["dawn", "bread", "river", "sword", "council", "vineyard", "lantern", "h
          "archive", "bell", "orchard", "road", "winter", "chapel", "market", "horse"]
 
 
+class RunState:
+    """What the fake teacher knows of one run: attempts per request (faults
+    are served on a request's first attempt in that run), every request's key
+    in arrival order, the faults served. Each run gets its own."""
+
+    def __init__(self, hold_after=None):
+        self.attempts = {}
+        self.keys = []
+        self.faults = 0
+        self.hold_after = hold_after    # requests past this many wait for `gate`
+        self.gate = threading.Event()
+        self.held = 0
+
+
 class Teacher:
     def __init__(self, delay_s=0.0, faults=True):
         self.delay_s, self.faults = delay_s, faults
         self.lock = threading.Lock()
-        self.attempts = {}
-        self.requests = 0
+        self.state = RunState()
         t = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -41,30 +54,60 @@ class Teacher:
                 req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 status, body = t.reply(req)
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass    # the client was interrupted meanwhile
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    @property
+    def attempts(self):
+        return self.state.attempts
+
+    @property
+    def requests(self):
+        return len(self.state.keys)
+
+    def new_run(self, hold_after=None):
+        """A fresh state for the next run (the URL, which the outputs name,
+        stays the same); returns it."""
+        with self.lock:
+            self.state = RunState(hold_after)
+            return self.state
+
     def reply(self, req):
         msgs = req["messages"]
         key = msgs[0]["content"] + msgs[-1]["content"]
         h = int(hashlib.sha256((key + str(req.get("seed"))).encode()).hexdigest(), 16)
         with self.lock:
-            self.requests += 1
-            k = self.attempts[key] = self.attempts.get(key, 0) + 1
+            st = self.state
+            st.keys.append(key)
+            k = st.attempts[key] = st.attempts.get(key, 0) + 1
+            hold = st.hold_after is not None and len(st.keys) > st.hold_after
+            if hold:
+                st.held += 1
+        if hold:
+            # Generous: the test opens the gate as soon as it has interrupted.
+            assert st.gate.wait(60), "the test never opened the gate"
         if self.delay_s:
             time.sleep(self.delay_s)
+        fault = None
         if self.faults and k == 1 and h % 7 == 0:
-            return 500, {"error": {"message": "overloaded"}}
-        if self.faults and k == 1 and h % 11 == 0:
-            return 200, b"{not json"
+            fault = 500, {"error": {"message": "overloaded"}}
+        elif self.faults and k == 1 and h % 11 == 0:
+            fault = 200, b"{not json"
+        if fault:
+            with self.lock:
+                st.faults += 1
+            return fault
         w = [WORDS[(h >> (4 * i)) % 16] for i in range(4)]
         if "Answer their next message" in msgs[0]["content"]:
             text = f"The {w[0]} and the {w[1]} are dear to me, friend; I think of the {w[2]} at every {w[3]}."
@@ -74,6 +117,8 @@ class Teacher:
                                   "message": {"role": "assistant", "content": text}}]}
 
     def close(self):
+        with self.lock:
+            self.state.gate.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -118,31 +163,81 @@ def test_round_with_faults_accounts_for_every_request(tmp_path):
     assert "kept" in r.stdout
 
 
+# Journals record requests in the order they were answered, and how many
+# attempts each took: both depend on the run. Everything else must be the same.
+JOURNALS = ("questions.jsonl", "answers.jsonl")
+
+
+def journal_by_id(path):
+    out = {}
+    for x in lines(path):
+        assert x["id"] not in out, f"{path}: {x['id']} twice"
+        x.pop("attempts")
+        out[x["id"]] = x
+    return out
+
+
+def wait_until(cond, proc, what, limit=60):
+    t0 = time.monotonic()
+    while not cond():
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() - t0 < limit, f"no {what} in {limit} s"
+        time.sleep(0.02)
+
+
 def test_sigint_then_rerun_equals_uninterrupted(tmp_path):
+    """Three runs, each with its own teacher state (faults on each request's
+    first attempt in that run): an uninterrupted reference, a run interrupted
+    by SIGINT while the teacher holds its next requests (so the interruption
+    falls mid-run however busy the machine), and the rerun that finishes it.
+    Every file the finished run leaves equals the reference's."""
     t = Teacher()
     try:
+        ref_state = t.new_run()
         ref = subprocess.run(args(tmp_path / "ref", t.url, 20), capture_output=True, text=True, timeout=120)
         assert ref.returncode == 0, ref.stderr
-        t.delay_s = 0.15
+        assert ref_state.faults > 0, "the reference run met no faults"
+
+        cut = t.new_run(hold_after=8)
         p = subprocess.Popen(args(tmp_path / "res", t.url, 20, "--max-in-flight", "2"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        qf = tmp_path / "res" / "questions.jsonl"
-        deadline = time.time() + 30
-        while time.time() < deadline and len(lines(qf)) < 6:
-            time.sleep(0.05)
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=30)
+        try:
+            wait_until(lambda: cut.held >= 2, p, "two requests held at the gate")
+            p.send_signal(signal.SIGINT)
+        finally:
+            cut.gate.set()
+        _, err = p.communicate(timeout=60)
         assert p.returncode == 130, err
         assert "rerun the same command" in err
         assert not (tmp_path / "res" / "dataset.jsonl").exists()
-        t.delay_s = 0
+        done_q = lines(tmp_path / "res" / "questions.jsonl")
+        done_a = lines(tmp_path / "res" / "answers.jsonl")
+        assert 0 < len(done_q) + len(done_a) <= 10, "interrupted after 8 requests and 2 held"
+
+        rest = t.new_run()
         again = subprocess.run(args(tmp_path / "res", t.url, 20, "--max-in-flight", "2"),
                                capture_output=True, text=True, timeout=120)
         assert again.returncode == 0, again.stderr
     finally:
         t.close()
-    assert (tmp_path / "res" / "dataset.jsonl").read_bytes() == (tmp_path / "ref" / "dataset.jsonl").read_bytes()
-    ids = [x["id"] for x in lines(tmp_path / "res" / "questions.jsonl")]
+    # Nothing the interrupted run had saved was asked again.
+    for x in done_q + done_a:
+        key = x["messages"][0]["content"] + x["messages"][-1]["content"]
+        assert key not in rest.attempts, f"{x['id']} was asked again after the rerun"
+    # Every request that faulted in the reference faulted again in one of the
+    # two runs that replaced it (their states are fresh), so both handled faults.
+    assert cut.faults + rest.faults >= ref_state.faults
+
+    ref_dir, res_dir = tmp_path / "ref", tmp_path / "res"
+    names = sorted(f.name for f in ref_dir.iterdir())
+    assert names == sorted(f.name for f in res_dir.iterdir())
+    assert "dataset.jsonl" in names and "stats.json" in names
+    for name in names:
+        if name in JOURNALS:
+            assert journal_by_id(res_dir / name) == journal_by_id(ref_dir / name), name
+        else:
+            assert (res_dir / name).read_bytes() == (ref_dir / name).read_bytes(), name
+    ids = [x["id"] for x in lines(res_dir / "questions.jsonl")]
     assert len(ids) == len(set(ids)) == 20
 
 
