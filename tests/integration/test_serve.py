@@ -58,7 +58,7 @@ class Server:
                     break
             except OSError:
                 pass
-            assert time.monotonic() - t0 < 60, "lemonpc serve did not come up in 60 s"
+            assert time.monotonic() - t0 < 180, "lemonpc serve did not come up in 180 s"
             time.sleep(0.2)
 
     def log_text(self):
@@ -353,10 +353,12 @@ def test_cut_off_slow_and_idle_clients(srv):
     slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
     # 100 connections opened and left idle
     idle = [raw_socket(srv) for _ in range(100)]
+    # the others are served at once, not after the idle ones are dropped
     t0 = time.monotonic()
+    assert srv.get("/health")[0] == 200
+    assert time.monotonic() - t0 < 1, "a request waited for the idle connections"
     status, r = srv.chat("elena", [user_msg("Good morning!")], user="Busy", max_tokens=4)
     assert status == 200, r
-    assert time.monotonic() - t0 < IDLE, "a request waited for the idle connections"
     assert closed_within(slow, IDLE + 3)
     assert all(closed_within(c, IDLE + 3) for c in idle)
     for c in idle + [slow]:
@@ -406,6 +408,7 @@ def test_concurrent_requests_on_different_npcs(srv):
 
 def test_request_log_line_per_request(srv):
     srv.get("/v1/models")
+    srv.chat("nobody", [user_msg("hi")])
     log = srv.log_text()
     assert "GET /v1/models 200" in log
     assert "POST /v1/chat/completions 404" in log and "model=nobody" in log
