@@ -51,15 +51,20 @@ class Server:
              "--idle-timeout", str(IDLE), *map(str, extra)],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         t0 = time.monotonic()
-        while True:
-            assert self.proc.poll() is None, f"lemonpc serve exited:\n{self.log_text()}"
-            try:
-                if self.get("/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() - t0 < 180, "lemonpc serve did not come up in 180 s"
-            time.sleep(0.2)
+        try:
+            while True:
+                assert self.proc.poll() is None, f"lemonpc serve exited:\n{self.log_text()}"
+                try:
+                    if self.get("/health")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() - t0 < 180, "lemonpc serve did not come up in 180 s"
+                time.sleep(0.2)
+        except BaseException:
+            self.proc.kill()   # never left running behind a failed start
+            self.proc.wait()
+            raise
 
     def log_text(self):
         return self.log_path.read_text()
