@@ -821,6 +821,51 @@ static void test_kv_f16_prefix_and_state(void **state) {
     tiny_free(m);
 }
 
+/* lm_ctx_compact shrinks the cache to the cached positions (an odd count,
+ * no padding): copying from it and evaluating on in it give the logits of
+ * the context as it was, bit for bit, for either cache type. */
+static void test_compact_keeps_cache(void **state) {
+    (void)state;
+    spec s = base_spec();
+    s.n_ctx_train = 1024;
+    tiny *m = tiny_write(s);
+    lm_model *mod = load_ok(m);
+    lm_err err = {0};
+    enum { P = 37, N = 90 };
+    const int V = s.n_vocab;
+    int32_t tok[N];
+    make_tokens(tok, N, V);
+    float *want = malloc(sizeof(float) * N * V), *got = malloc(sizeof(float) * N * V);
+    const lm_dtype types[] = {LM_F32, LM_F16};
+    for (int ti = 0; ti < 2; ti++) {
+        lm_ctx *a = ctx_kv(mod, 512, NULL, types[ti]), *b = ctx_kv(mod, 512, NULL, types[ti]);
+        assert_int_equal(lm_eval(a, tok, P, LM_LOGITS_NONE, NULL, &err), 0);
+        assert_int_equal(lm_eval(b, tok, P, LM_LOGITS_NONE, NULL, &err), 0);
+        size_t before = lm_ctx_state_bytes(b);
+        assert_int_equal(lm_ctx_compact(b, &err), 0);
+        assert_int_equal(lm_ctx_n_past(b), P);
+        assert_int_equal(lm_ctx_state_bytes(b), before);
+        /* a third context continues from b's compacted cache */
+        lm_ctx *c = ctx_kv(mod, 512, NULL, types[ti]);
+        assert_int_equal(lm_ctx_copy_prefix(c, b, P, &err), 0);
+        assert_int_equal(lm_eval(a, tok + P, 20, LM_LOGITS_ALL, want, &err), 0);
+        assert_int_equal(lm_eval(c, tok + P, 20, LM_LOGITS_ALL, got, &err), 0);
+        assert_memory_equal(got, want, sizeof(float) * 20 * V);
+        /* and b itself grows back: a batch, then lone tokens */
+        assert_int_equal(lm_eval(b, tok + P, 20, LM_LOGITS_ALL, got, &err), 0);
+        assert_memory_equal(got, want, sizeof(float) * 20 * V);
+        for (int t = P + 20; t < N; t++) {
+            assert_int_equal(lm_eval(a, tok + t, 1, LM_LOGITS_LAST, want, &err), 0);
+            assert_int_equal(lm_eval(b, tok + t, 1, LM_LOGITS_LAST, got, &err), 0);
+            assert_memory_equal(got, want, sizeof(float) * V);
+        }
+        lm_ctx_free(a); lm_ctx_free(b); lm_ctx_free(c);
+    }
+    free(want); free(got);
+    lm_model_free(mod);
+    tiny_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_reference_gqa),
@@ -837,6 +882,7 @@ int main(void) {
         cmocka_unit_test(test_kv_f16_logits),
         cmocka_unit_test(test_kv_growth),
         cmocka_unit_test(test_kv_f16_prefix_and_state),
+        cmocka_unit_test(test_compact_keeps_cache),
     };
     return cmocka_run_group_tests_name("llama", tests, NULL, NULL);
 }

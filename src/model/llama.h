@@ -128,6 +128,12 @@ int lm_ctx_set_adapter(lm_ctx *c, const struct lm_adapter *a, float scale, lm_er
  * they fill: no allocation, and no move of the cached rows, mid-sequence up
  * to there. The logits are the same either way. */
 int lm_ctx_reserve(lm_ctx *c, int n, lm_err *err);
+/* Reallocates the cache to hold exactly the cached positions (no room to
+ * grow, no padding): for a context that is only read from once filled, such
+ * as an NPC's persona prefix copied into its conversations. A later lm_eval
+ * grows it again; the logits are the same either way. Fails changing
+ * nothing. */
+int lm_ctx_compact(lm_ctx *c, lm_err *err);
 /* The cache's element type (LM_F32 or LM_F16). */
 lm_dtype lm_ctx_kv_type(const lm_ctx *c);
 /* Bytes of the KV cache at full size (for memory budgets); the cache is

@@ -246,6 +246,28 @@ static int ensure_kv(lm_ctx *c, int need, lm_err *err) {
     return 0;
 }
 
+int lm_ctx_compact(lm_ctx *c, lm_err *err) {
+    int n = c->n_past;
+    if (n == 0 || n == c->n_ctx_pad) return 0;
+    size_t rows = kv_rows(c), es = c->kv_esize, bytes = rows * (size_t)n * es;
+    void *k = lm_pages_alloc(bytes);
+    void *v = lm_pages_alloc(bytes);
+    if (!k || !v) {
+        lm_pages_free(k, bytes); lm_pages_free(v, bytes);
+        return lm_errf(err, "out of memory compacting the KV cache to %d positions", n);
+    }
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(kv_row(c, k, r, n), kv_row(c, c->k_cache, r, c->n_ctx_pad), es * (size_t)n);
+        memcpy(kv_row(c, v, r, n), kv_row(c, c->v_cache, r, c->n_ctx_pad), es * (size_t)n);
+    }
+    lm_pages_free(c->k_cache, kv_elems(c) * es);
+    lm_pages_free(c->v_cache, kv_elems(c) * es);
+    c->k_cache = k;
+    c->v_cache = v;
+    c->n_ctx_pad = n;   /* not a multiple of LM_ATTN_PAD: lm_eval grows it back first */
+    return 0;
+}
+
 int lm_ctx_reserve(lm_ctx *c, int n, lm_err *err) {
     return ensure_kv(c, n < c->n_ctx ? n : c->n_ctx, err);
 }

@@ -344,8 +344,14 @@ int lm_api_npc_prefix(lemonpc_npc *n, lm_err *e) {
             if (rc == 0 && n->adapter)
                 rc = lm_ctx_set_adapter(n->pctx, n->adapter, n->adapter_scale, e);
             if (rc == 0) rc = lm_eval(n->pctx, n->prefix, cap, LM_LOGITS_NONE, NULL, e);
-            /* from now on only its cache is read (copied into conversations) */
-            if (rc == 0) lm_ctx_trim(n->pctx);
+            /* from now on only its cache is read (copied into conversations):
+             * no scratch, and the cache no bigger than the prefix (if memory
+             * for the smaller copy cannot be had, the bigger one stays) */
+            if (rc == 0) {
+                lm_ctx_trim(n->pctx);
+                lm_err ignored;
+                lm_ctx_compact(n->pctx, &ignored);
+            }
             if (rc) {
                 lm_ctx_free(n->pctx);
                 n->pctx = NULL;
