@@ -22,11 +22,13 @@ Markdown tables (BENCHMARKS.md, "Runtime") and writes bench/out/runtime.json
    model; (b) one context holding all conversations as sequences of one
    batch (llama.cpp's own way to serve several users of one model).
 3. Peak RSS with 1, 10 and 50 NPCs on a Q8_0 base, each NPC with its own
-   rank-8 LoRA adapter (random: build/tools/lm_make_adapter, seeds 1..N),
-   persona SHORT (what a fine-tuned NPC runs with), and one open conversation
-   that has answered one short line. Ours: one process. llama.cpp: one
-   process per NPC loading that NPC's merged model (`lemonpc merge ...
-   --type q8_0`), answering the same prompt; their peak RSS summed. The
+   rank-8 LoRA adapter on all seven projections, stored in F16 (random:
+   build/tools/lm_make_adapter --type f16, seeds 1..N; our runtime keeps it
+   F16, 4.9 MB per NPC), persona SHORT (what a fine-tuned NPC runs with), and
+   one open conversation that has answered one short line. Ours: one
+   process. llama.cpp: one process per NPC loading that NPC's merged model
+   (`lemonpc merge ...  --type q8_0` of the same F16 adapter), answering the
+   same prompt; their peak RSS summed. The
    processes run one after another (each merged file is made, used and
    deleted in turn, so the disk holds one at a time); as their memory is
    private or maps distinct files, the sum is what N live processes hold.
@@ -444,8 +446,8 @@ class Bench:
         n = max(counts)
         size = model.stat().st_size
         free = shutil.disk_usage(self.tmp).free
-        # adapters (~10 MB each at rank 8) and one merged model at a time
-        need = n * 12 * 2**20 + size * 1.2
+        # adapters (~5 MB each at rank 8 in F16) and one merged model at a time
+        need = n * 6 * 2**20 + size * 1.2
         all_at_once = n * size
         print(f"  disk: {free / 2**30:.1f} GB free in {self.tmp}; {n} merged files would be "
               f"{all_at_once / 2**30:.1f} GB, made and deleted one at a time", file=sys.stderr)
@@ -455,7 +457,8 @@ class Bench:
         adapters = []
         for i in range(n):
             f = self.tmp / f"adapter_{i + 1}.gguf"
-            run([self.mkadapter, model, f, "--rank", 8, "--seed", i + 1], "lm_make_adapter")
+            run([self.mkadapter, model, f, "--rank", 8, "--seed", i + 1, "--type", "f16"],
+                "lm_make_adapter")
             adapters.append(f)
         ours = []
         for c in counts:
@@ -545,7 +548,7 @@ def report(res, args, cmdline):
         print()
     if "rss" in res:
         r = res["rss"]
-        print(f"### Peak RSS, NPCs with a rank-8 adapter and one answered line (Q8_0 base, "
+        print(f"### Peak RSS, NPCs with a rank-8 F16 adapter and one answered line (Q8_0 base, "
               f"{r['model_mb']:.0f} MB file)\n")
         print("| NPCs | ours MB | llama.cpp processes, whole MB | llama.cpp processes, lib MB "
               "| llama.cpp lib / ours | target (ours) |")

@@ -17,6 +17,7 @@
 #include "model/adapter.h"
 #include "model/gguf.h"
 #include "model/llama.h"
+#include "tensor/kernels.h"
 #include "train/merge.h"
 #include "train/peft.h"
 
@@ -404,12 +405,141 @@ static void test_peft_round_trip(void **state) {
     lm_model_free(m);
 }
 
+/* Every factor of a's pair (l, p), widened to f32: [R * in] then [out * R]. */
+static void pair_floats(const lm_adapter *a, int l, int p, float *fa, float *fb) {
+    const lm_adapter_pair *pr = lm_adapter_get(a, l, p);
+    lm_dequant_row(pr->type, pr->a, fa, (int64_t)R * pr->in);
+    lm_dequant_row(pr->type, pr->b, fb, (int64_t)R * pr->out);
+}
+
+/* An adapter converted to F16 (lm_adapter_convert) stays F16 in memory, half
+ * the bytes, its values the f32 ones rounded to nearest even; it runs through
+ * the F16 matmul (activations rounded to f16, as llama.cpp runs an F16
+ * adapter: tests/oracle/test_export_llamacpp.py holds it to llama.cpp's
+ * logits), close to the same values widened to F32 and, with a kernel set
+ * that rounds the activations, not equal to them. Converting back, merging
+ * and the PEFT export see the widened values exactly. */
+static void test_f16_adapter(void **state) {
+    fixture *f = *state;
+    lm_err err = {0};
+    char p16[64], p32[64], merged[64];
+    tmp_path(p16, sizeof p16, "f16");
+    tmp_path(p32, sizeof p32, "back32");
+    tmp_path(merged, sizeof merged, "m16");
+    if (lm_adapter_convert(f->adapter, p16, LM_F16, &err)) fail_msg("%s", err.msg);
+    lm_model *m = lm_model_load(f->base, &err);
+    assert_non_null(m);
+    lm_adapter *a32 = lm_adapter_load(m, f->adapter, &err);
+    lm_adapter *a16 = lm_adapter_load(m, p16, &err);
+    lm_adapter *w16 = lm_adapter_load(m, p16, &err);
+    if (!a32 || !a16 || !w16) fail_msg("%s", err.msg);
+    assert_true(lm_adapter_bytes(a16) * 10 < lm_adapter_bytes(a32) * 6);
+    float fa[FF * R], fb[FF * R];
+    for (int l = 0; l < NL; l++)
+        for (int p = 0; p < 7; p++) {
+            assert_int_equal(lm_adapter_get(a16, l, p)->type, LM_F16);
+            assert_int_equal(lm_adapter_get(a32, l, p)->type, LM_F32);
+            pair_floats(a16, l, p, fa, fb);
+            for (int i = 0; i < R * PIN[p]; i++)
+                assert_true(fa[i] == lm_f16_to_f32(lm_f32_to_f16(f->W.a[l][p][i])));
+            for (int i = 0; i < R * POUT[p]; i++)
+                assert_true(fb[i] == lm_f16_to_f32(lm_f32_to_f16(f->W.b[l][p][i])));
+        }
+    /* the same values as F32 */
+    assert_int_equal(lm_adapter_to_f32(w16, &err), 0);
+    assert_true(lm_adapter_bytes(w16) >= lm_adapter_bytes(a32));
+    for (int l = 0; l < NL; l++)
+        for (int p = 0; p < 7; p++) {
+            assert_int_equal(lm_adapter_get(w16, l, p)->type, LM_F32);
+            float ga[FF * R], gb[FF * R];
+            pair_floats(a16, l, p, fa, fb);
+            pair_floats(w16, l, p, ga, gb);
+            assert_memory_equal(fa, ga, sizeof(float) * R * PIN[p]);
+            assert_memory_equal(fb, gb, sizeof(float) * R * POUT[p]);
+        }
+    size_t n = (size_t)NTOK * V;
+    float *x16 = malloc(sizeof(float) * n), *xw = malloc(sizeof(float) * n);
+    float *x32 = malloc(sizeof(float) * n), *b0 = malloc(sizeof(float) * n);
+    lm_ctx *c = lm_ctx_new(m, 32, NULL, &err);
+    eval_all(c, b0);
+    assert_int_equal(lm_ctx_set_adapter(c, a16, 1.0f, &err), 0);
+    eval_all(c, x16);
+    assert_int_equal(lm_ctx_set_adapter(c, w16, 1.0f, &err), 0);
+    eval_all(c, xw);
+    assert_int_equal(lm_ctx_set_adapter(c, a32, 1.0f, &err), 0);
+    eval_all(c, x32);
+    float effect = max_diff(x32, b0, (int)n), d16 = max_diff(x16, xw, (int)n);
+    float dround = max_diff(xw, x32, (int)n);   /* what rounding the factors did */
+    assert_true(effect > 1e-2f);
+    if (!(d16 < 0.02f * effect))
+        fail_msg("f16 adapter differs from its widened values by %g (adapter effect %g)",
+                 (double)d16, (double)effect);
+    if (lm_kernels_default()->f16_x && !(d16 > 0))
+        fail_msg("the f16 adapter gave the widened adapter's logits: the F16 path did not run");
+    assert_true(dround < 0.02f * effect);
+
+    /* back to F32: the widened values, as a file */
+    if (lm_adapter_convert(p16, p32, LM_F32, &err)) fail_msg("%s", err.msg);
+    lm_adapter *b32 = lm_adapter_load(m, p32, &err);
+    assert_non_null(b32);
+    assert_int_equal(lm_ctx_set_adapter(c, b32, 1.0f, &err), 0);
+    eval_all(c, x32);
+    assert_memory_equal(x32, xw, sizeof(float) * n);
+    lm_adapter_free(b32);
+    /* merged: the widened values */
+    if (lm_merge_write(f->base, p16, merged, LM_F32, 1.0f, &err)) fail_msg("%s", err.msg);
+    lm_model *mm = lm_model_load(merged, &err);
+    assert_non_null(mm);
+    lm_ctx *cm = lm_ctx_new(mm, 32, NULL, &err);
+    eval_all(cm, x32);
+    assert_true(max_diff(x32, xw, (int)n) < 1e-5f);
+    lm_ctx_free(cm);
+    lm_model_free(mm);
+    /* PEFT: written from the F16 pairs, imported as the widened F32 */
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/lm_test_peft16_XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    if (lm_peft_write(m, a16, dir, NULL, &err)) fail_msg("%s", err.msg);
+    if (lm_peft_import(m, dir, p32, &err)) fail_msg("%s", err.msg);
+    b32 = lm_adapter_load(m, p32, &err);
+    assert_non_null(b32);
+    for (int l = 0; l < NL; l++)
+        for (int p = 0; p < 7; p++) {
+            float ga[FF * R], gb[FF * R];
+            pair_floats(a16, l, p, fa, fb);
+            pair_floats(b32, l, p, ga, gb);
+            assert_memory_equal(fa, ga, sizeof(float) * R * PIN[p]);
+            assert_memory_equal(fb, gb, sizeof(float) * R * POUT[p]);
+        }
+    lm_adapter_free(b32);
+    char st[128];
+    snprintf(st, sizeof st, "%s/adapter_model.safetensors", dir);
+    unlink(st);
+    snprintf(st, sizeof st, "%s/adapter_config.json", dir);
+    unlink(st);
+    rmdir(dir);
+
+    /* refused: another type, a file that is not an adapter */
+    assert_int_equal(lm_adapter_convert(f->adapter, p32, LM_Q8_0, &err), -1);
+    assert_non_null(strstr(err.msg, "Q8_0"));
+    assert_int_equal(lm_adapter_convert(f->base, p32, LM_F16, &err), -1);
+    assert_non_null(strstr(err.msg, "general.type"));
+    assert_non_null(strstr(err.msg, f->base));
+
+    free(x16); free(xw); free(x32); free(b0);
+    lm_ctx_free(c);
+    lm_adapter_free(a32); lm_adapter_free(a16); lm_adapter_free(w16);
+    lm_model_free(m);
+    unlink(p16); unlink(p32); unlink(merged);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_runtime_equals_merged),
         cmocka_unit_test(test_two_contexts_own_adapters),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_peft_round_trip),
+        cmocka_unit_test(test_f16_adapter),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

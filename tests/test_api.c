@@ -668,6 +668,55 @@ static void test_set_turns_sampling_complete(void **state) {
     lemonpc_model_free(m);
 }
 
+/* An NPC whose adapter is F16 (lm_adapter_convert of the shipped Orlando
+ * adapter) holds it in F16, half the bytes of the F32 one, answers, and its
+ * saves are its own: the F32 NPC refuses them (another adapter), the F16 NPC
+ * restores them and goes on with the same reply. */
+static void test_f16_adapter_npc(void **state) {
+    (void)state;
+    char ad32[512], ad16[512], path[512];
+    snprintf(ad32, sizeof ad32, "%.*snpc/orlando.adapter.gguf",
+             (int)(strstr(orlando, "characters/") - orlando), orlando);
+    tmp_path(ad16, sizeof ad16, "orlando-f16.gguf");
+    tmp_path(path, sizeof path, "f16.lmc");
+    lm_err e = {{0}};
+    if (lm_adapter_convert(ad32, ad16, LM_F16, &e)) fail_msg("%s", e.msg);
+    lemonpc_model *m = load_model(512);
+    lemonpc_error err;
+    lemonpc_npc *n[2];
+    const char *ads[2] = {ad32, ad16};
+    for (int i = 0; i < 2; i++) {
+        lemonpc_npc_params np = lemonpc_npc_default_params();
+        np.sheet = orlando;
+        np.adapter = ads[i];
+        np.sampling.temperature = 0;
+        np.sampling.max_tokens = SAN ? 4 : 12;
+        if (!(n[i] = lemonpc_npc_load(m, &np, &err))) fail_msg("%s", err.message);
+    }
+    assert_int_equal(lm_adapter_get(n[1]->adapter, 0, LM_ADAPT_Q)->type, LM_F16);
+    assert_true(lm_adapter_bytes(n[1]->adapter) * 10 < lm_adapter_bytes(n[0]->adapter) * 6);
+    assert_true(n[0]->fingerprint != n[1]->fingerprint);
+    lemonpc_conversation *c = lemonpc_conversation_open(n[1], "Mira", "the nave", &err);
+    assert_non_null(c);
+    free(say(c, "Who are you?", NULL));
+    assert_int_equal(lemonpc_conversation_save(c, path, &err), LEMONPC_OK);
+    assert_null(lemonpc_conversation_restore(n[0], path, &err));
+    assert_int_equal(err.code, LEMONPC_ERR_MISMATCH);
+    lemonpc_conversation *r = lemonpc_conversation_restore(n[1], path, &err);
+    if (!r) fail_msg("%s", err.message);
+    char *a = say(c, "And what do you fear?", NULL), *b = say(r, "And what do you fear?", NULL);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    lemonpc_conversation_close(r);
+    lemonpc_conversation_close(c);
+    lemonpc_npc_free(n[0]);
+    lemonpc_npc_free(n[1]);
+    lemonpc_model_free(m);
+    unlink(path);
+    unlink(ad16);
+}
+
 static int setup(void **state) {
     (void)state;
     const char *p = getenv("LEMONPC_MODEL");
@@ -696,6 +745,7 @@ int main(void) {
         cmocka_unit_test(test_killed_mid_save_keeps_previous),
         cmocka_unit_test(test_long_conversation_trims_the_middle),
         cmocka_unit_test(test_set_turns_sampling_complete),
+        cmocka_unit_test(test_f16_adapter_npc),
     };
     /* CMOCKA_FILTER=test_name (a glob) runs some tests alone */
     if (getenv("CMOCKA_FILTER")) cmocka_set_test_filter(getenv("CMOCKA_FILTER"));

@@ -33,6 +33,7 @@
 #include "base/fileio.h"
 #include "cli/commands.h"
 #include "datagen/assemble.h"
+#include "model/adapter.h"
 #include "runtime/npc_stamp.h"
 #include "sheet/sheet.h"
 
@@ -54,6 +55,8 @@ static void usage(FILE *out) {
             "  --persona MODE     system turn in training and use: short (default), full, none\n"
             "  --full             fine-tune all weights instead of a LoRA adapter\n"
             "  --lora-rank R      default 16 (alpha 2R)\n"
+            "  --adapter-type T   f32 (default) or f16: the exported adapter's factors; f16 halves\n"
+            "                     its file and the memory each NPC holds at run time\n"
             "  --lr X             default 4e-4 (LoRA), 1e-4 (full)\n"
             "  --epochs N         default 3\n"
             "  --batch N          rows per micro-batch (default 1), each --seq tokens of packed\n"
@@ -70,7 +73,7 @@ typedef struct build_opts {
     const char *world, *character, *out, *model, *data, *questions;
     const char **extra;
     int n_extra;
-    int persona, full, rank, epochs, batch, seq, accum, threads, no_eval;
+    int persona, full, rank, epochs, batch, seq, accum, threads, no_eval, adapter_f16;
     double lr;
     unsigned long long seed;
 } build_opts;
@@ -494,7 +497,13 @@ static int do_eval(ctx *x, lm_err *err) {
 
 static int do_export(ctx *x, lm_err *err) {
     const build_opts *o = x->b.o;
-    if (stage_done(&x->b, "export", x->k_train)) { stage_skip(&x->b, "export"); return 0; }
+    /* the trained weights and, when not the default, the adapter's type */
+    char key[17];
+    if (o->adapter_f16 && !o->full)
+        hex(fnv_str(fnv_str(1469598103934665603ull, x->k_train), "adapter f16"), key);
+    else
+        snprintf(key, sizeof key, "%s", x->k_train);
+    if (stage_done(&x->b, "export", key)) { stage_skip(&x->b, "export"); return 0; }
     stage_begin(&x->b, "export");
     if (stage_reset(&x->b, "export", err)) return -1;
     char dir[PATH_MAX], best[PATH_MAX], q8[PATH_MAX], peft[PATH_MAX], ad[PATH_MAX];
@@ -512,6 +521,7 @@ static int do_export(ctx *x, lm_err *err) {
         /* the shipped adapter carries the persona policy it was trained with */
         if (lm_npc_stamp_write(best, ad, x->c, x->sheets->world, (lm_persona_mode)o->persona, err))
             return -1;
+        if (o->adapter_f16 && lm_adapter_convert(ad, ad, LM_F16, err)) return -1;
         char *av[] = {"merge", x->model, best, q8, "--type", "q8_0", NULL};
         if (run_self(&x->b, av, &rss, err)) return -1;
         pathf(peft, sizeof peft, "%s/peft", dir);
@@ -520,7 +530,7 @@ static int do_export(ctx *x, lm_err *err) {
     }
     if (lm_npc_stamp_write(q8, q8, x->c, x->sheets->world, (lm_persona_mode)o->persona, err)) return -1;
     fprintf(stderr, "  %s\n", q8);
-    return stage_end(&x->b, "export", x->k_train, now_s() - t0, rss > r2 ? rss : r2, NULL, err);
+    return stage_end(&x->b, "export", key, now_s() - t0, rss > r2 ? rss : r2, NULL, err);
 }
 
 /* ---- the command ------------------------------------------------------- */
@@ -558,6 +568,12 @@ static int parse(int argc, char **argv, build_opts *o) {
                     fprintf(stderr, "lemonpc build: --persona wants short, full or none, got '%s'\n", v);
                     return -1;
                 }
+            } else if (!strcmp(a, "--adapter-type")) {
+                if (strcmp(v, "f32") && strcmp(v, "f16")) {
+                    fprintf(stderr, "lemonpc build: --adapter-type wants f32 or f16, got '%s'\n", v);
+                    return -1;
+                }
+                o->adapter_f16 = !strcmp(v, "f16");
             } else if (!strcmp(a, "--lr")) { if (num(a, v, 1e-8, 1, &o->lr)) return -1; }
             else {
                 static const struct { const char *flag; double lo, hi; } ints[] = {
@@ -595,6 +611,7 @@ static json_t *settings_json(const build_opts *o, const char *model) {
                           o->full ? 0 : o->rank, "lora_alpha", o->full ? 0 : 2 * o->rank, "lr",
                           o->lr > 0 ? o->lr : o->full ? 1e-4 : 4e-4, "epochs", o->epochs, "batch",
                           o->batch, "seq", o->seq, "grad_accum", o->accum, "seed", (json_int_t)o->seed);
+    if (s && o->adapter_f16 && !o->full) json_object_set_new(s, "adapter_type", json_string("f16"));
     return s;
 }
 

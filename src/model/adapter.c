@@ -33,6 +33,16 @@ void lm_adapter_free(lm_adapter *a) {
     free(a);
 }
 
+/* The next piece of bytes in an owned block, at a 64-byte boundary (F16
+ * and F32 pieces share the block). Returns its offset. */
+static size_t piece(size_t *off, size_t bytes) {
+    size_t at = (*off + 63) & ~(size_t)63;
+    *off = at + bytes;
+    return at;
+}
+
+static size_t elem_bytes(lm_dtype t) { return t == LM_F16 ? sizeof(uint16_t) : sizeof(float); }
+
 /* "blk.N.<proj>.weight.lora_a|b" -> layer, projection, 0 for a / 1 for b. */
 static int parse_name(const char *name, int n_layer, int *layer, int *proj, int *is_b) {
     int l, n = 0;
@@ -97,7 +107,6 @@ lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_er
 
     /* Pass 1: every tensor must be one half of a pair on a base projection,
      * its shape matching the base weight; rank from the first one. */
-    size_t total = 0;
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const gguf_tensor *t = &f->tensors[i];
         int l, p, is_b;
@@ -132,15 +141,14 @@ lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_er
         const gguf_tensor **s = &slot[((size_t)l * LM_ADAPT_N + p) * 2 + is_b];
         if (*s) { lm_errf(err, "%s: tensor '%s' appears twice", f->path, t->name); goto fail; }
         *s = t;
-        total += (size_t)t->ne[0] * (size_t)t->ne[1];
     }
     if (!a->rank) { lm_errf(err, "%s: the adapter has no LoRA tensors", f->path); goto fail; }
     a->alpha = alpha > 0.0f ? alpha : (float)a->rank;
     a->dropout = dropout;
 
-    a->data = malloc(sizeof(float) * (total ? total : 1));
-    if (!a->data) { lm_errf(err, "out of memory for the adapter (%zu floats)", total); goto fail; }
-    float *dst = a->data;
+    /* Pass 2: pairs complete; the bytes they take (a pair whose halves are
+     * both F16 stays F16, any other is widened to F32). */
+    size_t total = 0;
     for (int l = 0; l < cfg->n_layer; l++) {
         for (int p = 0; p < LM_ADAPT_N; p++) {
             const gguf_tensor *ta = slot[((size_t)l * LM_ADAPT_N + p) * 2];
@@ -152,16 +160,37 @@ lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_er
                         (ta ? ta : tb)->name);
                 goto fail;
             }
+            lm_dtype ty = ta->type == LM_F16 && tb->type == LM_F16 ? LM_F16 : LM_F32;
+            piece(&total, elem_bytes(ty) * (size_t)ta->ne[0] * (size_t)ta->ne[1]);
+            piece(&total, elem_bytes(ty) * (size_t)tb->ne[0] * (size_t)tb->ne[1]);
+        }
+    }
+    a->data = malloc(total ? total : 1);
+    if (!a->data) { lm_errf(err, "out of memory for the adapter (%zu bytes)", total); goto fail; }
+    a->data_bytes = total;
+    size_t off = 0;
+    for (int l = 0; l < cfg->n_layer; l++) {
+        for (int p = 0; p < LM_ADAPT_N; p++) {
+            const gguf_tensor *ta = slot[((size_t)l * LM_ADAPT_N + p) * 2];
+            const gguf_tensor *tb = slot[((size_t)l * LM_ADAPT_N + p) * 2 + 1];
+            if (!ta) continue;
             lm_adapter_pair *pr = &a->pairs[l * LM_ADAPT_N + p];
+            pr->type = ta->type == LM_F16 && tb->type == LM_F16 ? LM_F16 : LM_F32;
             const gguf_tensor *ts[2] = {ta, tb};
-            float **outs[2] = {&pr->a, &pr->b};
+            const void **outs[2] = {&pr->a, &pr->b};
             for (int h = 0; h < 2; h++) {
                 const gguf_tensor *t = ts[h];
-                size_t rb = lm_dtype_row_bytes(t->type, t->ne[0]);
+                size_t n = (size_t)t->ne[0] * (size_t)t->ne[1];
+                char *dst = (char *)a->data + piece(&off, elem_bytes(pr->type) * n);
                 *outs[h] = dst;
-                for (int64_t row = 0; row < t->ne[1]; row++, dst += t->ne[0])
-                    lm_dequant_row(t->type, (const uint8_t *)t->data + (size_t)row * rb, dst,
-                                   t->ne[0]);
+                if (pr->type == LM_F16) {   /* as it is: llama.cpp computes with it so */
+                    memcpy(dst, t->data, sizeof(uint16_t) * n);
+                    continue;
+                }
+                size_t rb = lm_dtype_row_bytes(t->type, t->ne[0]);
+                for (int64_t row = 0; row < t->ne[1]; row++)
+                    lm_dequant_row(t->type, (const uint8_t *)t->data + (size_t)row * rb,
+                                   (float *)dst + (size_t)row * (size_t)t->ne[0], t->ne[0]);
             }
             pr->in = (int)ta->ne[0];
             pr->out = (int)tb->ne[1];
@@ -175,6 +204,86 @@ fail:
     free(slot);
     lm_adapter_free(a);
     return NULL;
+}
+
+int lm_adapter_to_f32(lm_adapter *a, lm_err *err) {
+    size_t total = 0;
+    int any = 0;
+    for (int i = 0; i < a->n_layer * LM_ADAPT_N; i++) {
+        const lm_adapter_pair *pr = &a->pairs[i];
+        if (!pr->a) continue;
+        any |= pr->type == LM_F16;
+        piece(&total, sizeof(float) * (size_t)a->rank * (size_t)pr->in);
+        piece(&total, sizeof(float) * (size_t)a->rank * (size_t)pr->out);
+    }
+    if (!any) return 0;
+    void *data = malloc(total ? total : 1);
+    if (!data) return lm_errf(err, "out of memory widening the adapter to f32 (%zu bytes)", total);
+    size_t off = 0;
+    for (int i = 0; i < a->n_layer * LM_ADAPT_N; i++) {
+        lm_adapter_pair *pr = &a->pairs[i];
+        if (!pr->a) continue;
+        const void **halves[2] = {&pr->a, &pr->b};
+        size_t ns[2] = {(size_t)a->rank * (size_t)pr->in, (size_t)a->rank * (size_t)pr->out};
+        for (int h = 0; h < 2; h++) {
+            float *dst = (float *)((char *)data + piece(&off, sizeof(float) * ns[h]));
+            if (pr->type == LM_F16) {
+                const uint16_t *src = *halves[h];
+                for (size_t e = 0; e < ns[h]; e++) dst[e] = lm_f16_to_f32(src[e]);
+            } else {
+                memcpy(dst, *halves[h], sizeof(float) * ns[h]);
+            }
+            *halves[h] = dst;
+        }
+        pr->type = LM_F32;
+    }
+    free(a->data);
+    a->data = data;
+    a->data_bytes = total;
+    return 0;
+}
+
+int lm_adapter_convert(const char *src, const char *dst, lm_dtype type, lm_err *err) {
+    if (type != LM_F32 && type != LM_F16) {
+        const char *name = lm_dtype_name(type);
+        return lm_errf(err, "%s: an adapter is written in F32 or F16, not %s", dst,
+                       name ? name : "an unknown type");
+    }
+    gguf_file *f = gguf_open(src, err);
+    if (!f) return -1;
+    int rc = check_str(f, "general.type", "adapter", err);
+    gguf_writer *w = NULL;
+    uint8_t *out = NULL;
+    float *row = NULL;
+    if (!rc && !(w = gguf_writer_new())) rc = lm_errf(err, "out of memory");
+    if (!rc) rc = gguf_copy_kvs(w, f, err);
+    for (uint64_t i = 0; !rc && i < f->n_tensors; i++) {
+        const gguf_tensor *t = &f->tensors[i];
+        int64_t k = t->ne[0], n_rows = t->ne[1] * t->ne[2] * t->ne[3];
+        size_t in_row = lm_dtype_row_bytes(t->type, k), out_row = lm_dtype_row_bytes(type, k);
+        if (!lm_dtype_supported(t->type) || !in_row) {
+            rc = lm_errf(err, "%s: tensor '%s' has type %s that cannot be read", src, t->name,
+                         lm_dtype_name(t->type) ? lm_dtype_name(t->type) : "?");
+            break;
+        }
+        free(out);
+        free(row);
+        out = malloc(out_row * (size_t)n_rows + 1);
+        row = malloc(sizeof(float) * (size_t)k + 1);
+        if (!out || !row) { rc = lm_errf(err, "%s: out of memory for '%s'", src, t->name); break; }
+        for (int64_t r = 0; r < n_rows; r++) {
+            lm_dequant_row(t->type, (const uint8_t *)t->data + (size_t)r * in_row, row, k);
+            lm_quant_row(type, row, out + (size_t)r * out_row, k);
+        }
+        rc = gguf_add_tensor(w, t->name, type, t->n_dims, t->ne, out, out_row * (size_t)n_rows,
+                             err);
+    }
+    if (!rc) rc = gguf_write(w, dst, err);
+    free(out);
+    free(row);
+    gguf_writer_free(w);
+    gguf_close(f);
+    return rc ? -1 : 0;
 }
 
 lm_adapter *lm_adapter_load(const lm_model *base, const char *path, lm_err *err) {

@@ -369,8 +369,10 @@ static void lora_add(lm_ctx *c, float *y, const float *x, int l, int p, int B) {
     const lm_adapter_pair *pr = lm_adapter_get(c->ad, l, p);
     if (!pr->a) return;
     int r = c->ad->rank;
-    lm_matmul(c->pool, c->ad_t, x, pr->a, LM_F32, B, r, pr->in);
-    lm_matmul(c->pool, c->ad_y, c->ad_t, pr->b, LM_F32, B, pr->out, r);
+    /* an F16 pair: x and then t rounded to f16 by lm_matmul, as llama.cpp's
+     * mul_mat converts them for F16 weights */
+    lm_matmul(c->pool, c->ad_t, x, pr->a, pr->type, B, r, pr->in);
+    lm_matmul(c->pool, c->ad_y, c->ad_t, pr->b, pr->type, B, pr->out, r);
     size_t n = (size_t)B * (size_t)pr->out;
     for (size_t i = 0; i < n; i++) y[i] += c->ad_mul * c->ad_y[i];
 }

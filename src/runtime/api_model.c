@@ -282,8 +282,8 @@ lemonpc_npc *lemonpc_npc_load(lemonpc_model *model, const lemonpc_npc_params *pa
             for (int q = 0; q < LM_ADAPT_N; q++) {
                 const lm_adapter_pair *pr = lm_adapter_get(a, l, q);
                 if (!pr->a) continue;
-                h = lm_api_fnv(h, pr->a, sizeof(float) * (size_t)a->rank * (size_t)pr->in);
-                h = lm_api_fnv(h, pr->b, sizeof(float) * (size_t)a->rank * (size_t)pr->out);
+                h = lm_api_fnv(h, pr->a, lm_dtype_row_bytes(pr->type, (int64_t)a->rank * pr->in));
+                h = lm_api_fnv(h, pr->b, lm_dtype_row_bytes(pr->type, (int64_t)a->rank * pr->out));
             }
     }
     char *sys = npc_system(n, NULL, &e);

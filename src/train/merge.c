@@ -46,7 +46,8 @@ int lm_merge_write(const char *base_path, const char *adapter_path, const char *
     float *row = NULL;
     uint8_t *dst = NULL;
     if (!(m = lm_model_load(base_path, err))) goto done;
-    if (adapter_path && !(a = lm_adapter_load(m, adapter_path, err))) goto done;
+    if (adapter_path && (!(a = lm_adapter_load(m, adapter_path, err)) || lm_adapter_to_f32(a, err)))
+        goto done;   /* an F16 adapter's values, widened exactly */
     const gguf_file *f = m->gguf;
     if (!(w = gguf_writer_new())) { lm_errf(err, "out of memory"); goto done; }
     if (gguf_copy_kvs(w, f, err) ||
@@ -75,8 +76,8 @@ int lm_merge_write(const char *base_path, const char *adapter_path, const char *
                 lm_dequant_row(t->type, (const uint8_t *)t->data + (size_t)o * in_row, row, k);
                 if (pr) {   /* row o of W += mul * B[o, :] A  (A[r, k]) */
                     for (int j = 0; j < a->rank; j++) {
-                        float bj = mul * pr->b[(size_t)o * a->rank + j];
-                        const float *aj = pr->a + (size_t)j * (size_t)k;
+                        float bj = mul * ((const float *)pr->b)[(size_t)o * a->rank + j];
+                        const float *aj = (const float *)pr->a + (size_t)j * (size_t)k;
                         for (int64_t c = 0; c < k; c++) row[c] += bj * aj[c];
                     }
                 }

@@ -79,7 +79,7 @@ int lm_peft_write(const lm_model *base, const lm_adapter *a, const char *dir,
             const lm_adapter_pair *pr = lm_adapter_get(a, l, p);
             if (!pr->a) continue;
             size_t na = (size_t)r * (size_t)pr->in, nb = (size_t)r * (size_t)pr->out;
-            memcpy(data + off, pr->a, na * sizeof(float));
+            lm_dequant_row(pr->type, pr->a, data + off, (int64_t)na);   /* F32 or F16 */
             if (sb_printf(&hdr, ",\"base_model.model.model.layers.%d.%s.lora_A.weight\":"
                           "{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[%zu,%zu]}",
                           l, hf_names[p], r, pr->in, off * 4, (off + na) * 4))
@@ -88,7 +88,9 @@ int lm_peft_write(const lm_model *base, const lm_adapter *a, const char *dir,
             int permuted = p == LM_ADAPT_Q || p == LM_ADAPT_K;
             for (int o = 0; o < pr->out; o++) {
                 int src = permuted ? lm_peft_gguf_row(o, hd) : o;
-                memcpy(data + off + (size_t)o * r, pr->b + (size_t)src * r, (size_t)r * 4);
+                lm_dequant_row(pr->type,
+                               (const char *)pr->b + (size_t)src * lm_dtype_row_bytes(pr->type, r),
+                               data + off + (size_t)o * r, r);
             }
             if (sb_printf(&hdr, ",\"base_model.model.model.layers.%d.%s.lora_B.weight\":"
                           "{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[%zu,%zu]}",

@@ -121,6 +121,22 @@ def test_build_all_stages(lemonpc, world, tiny, tmp_path):
     assert stages(out) == st
     for s in STAGES[1:]:
         assert f"{s}: done before" in r2.stderr, r2.stderr
+    # --adapter-type f16 redoes the export alone: the adapter's factors in F16
+    # (half the file), still stamped, and it runs
+    size32 = (exp / "orlando.adapter.gguf").stat().st_size
+    r4 = run_build(lemonpc, world, out, tiny, "--adapter-type", "f16")
+    assert "train: done before" in r4.stderr and "export: done before" not in r4.stderr, r4.stderr
+    rd = gguf.GGUFReader(str(exp / "orlando.adapter.gguf"))
+    assert {t.tensor_type.name for t in rd.tensors} == {"F16"}
+    assert (exp / "orlando.adapter.gguf").stat().st_size < 0.6 * size32
+    fields = rd.fields
+    assert kv("lemonpc.persona.mode") == "short"
+    assert json.loads((out / "build.json").read_text())["settings"]["adapter_type"] == "f16"
+    g = subprocess.run(gen, capture_output=True, text=True)
+    assert g.returncode == 0 and "warning" not in g.stderr, g.stderr
+    r5 = run_build(lemonpc, world, out, tiny, "--adapter-type", "f16")
+    assert "export: done before" in r5.stderr, r5.stderr
+    st = stages(out)
     # changing the data redoes the dataset and what follows, not the check
     with open(world / "data" / "orlando" / "court.jsonl", "a") as f:
         f.write(json.dumps({"messages": [{"role": "user", "content": "Is the bread fresh today, Sir Orlando?"},

@@ -13,6 +13,11 @@ N(0, 0.05^2), alpha/r = 2, all seven projections) is applied
     run of the same merged file under parity.py's policy (and `lemonpc
     generate --adapter` prints what llama.cpp prints).
 
+(c) the same adapter with its factors in F16 (`lm_make_adapter --type f16`:
+    the same draws rounded to f16), which both sides keep in F16 and apply
+    with F16 matmuls (the activations rounded to f16 first): logits compared
+    under the same policy as (a).
+
 The adapter must move the output (KL from the base >= 0.05), or agreement
 would prove nothing.
 """
@@ -67,6 +72,14 @@ def adapter(bases, tool, tmp_models):
     return p
 
 
+@pytest.fixture(scope="module")
+def adapter_f16(bases, tool, tmp_models):
+    p = tmp_models / "export-adapter-f16.gguf"
+    run([tool("lm_make_adapter"), bases["F32"], p, "--rank", 8, "--alpha", 16,
+         "--b-std", 0.05, "--seed", 7, "--type", "f16"])
+    return p
+
+
 def ours(tool, model, toks, tmp_path, adapter=None):
     return our_run(tool, model, toks, N_GREEDY, tmp_path, adapter)
 
@@ -91,6 +104,28 @@ def test_runtime_adapter_vs_llamacpp(qtype, bases, adapter, toks_list, tool, tmp
     compare(f"{qtype} base + adapter", llama_open(bases[qtype], lora=adapter),
             lambda: llama_open(bases[qtype], lora=adapter, f16_kv=True), runs, toks_list,
             quantized)
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0", "Q4_1"])
+def test_runtime_f16_adapter_vs_llamacpp(qtype, bases, adapter, adapter_f16, toks_list, tool,
+                                         tmp_path):
+    assert adapter_f16.stat().st_size < 0.55 * adapter.stat().st_size   # really F16
+    runs = [ours(tool, bases[qtype], t, tmp_path, adapter_f16) for t in toks_list]
+    quantized = qtype != "F32"
+    compare(f"{qtype} base + F16 adapter", llama_open(bases[qtype], lora=adapter_f16),
+            lambda: llama_open(bases[qtype], lora=adapter_f16, f16_kv=True), runs, toks_list,
+            quantized)
+
+
+def test_runtime_f16_adapter_rank12_vs_llamacpp(bases, toks_list, tool, tmp_models, tmp_path):
+    """A rank that is not a multiple of 8: llama.cpp's batch matmul with B
+    (k = rank) leaves tinyBLAS for ggml_vec_dot_f16, and so do we."""
+    p = tmp_models / "export-adapter-f16-r12.gguf"
+    run([tool("lm_make_adapter"), bases["F32"], p, "--rank", 12, "--alpha", 24,
+         "--b-std", 0.05, "--seed", 11, "--type", "f16"])
+    runs = [ours(tool, bases["F32"], toks_list[0], tmp_path, p)]
+    compare("F32 base + rank-12 F16 adapter", llama_open(bases["F32"], lora=p), None, runs,
+            toks_list[:1], quantized=False)
 
 
 def test_merged_f32_in_llamacpp(bases, adapter, toks_list, tool, lemonpc, tmp_models, tmp_path):

@@ -4,8 +4,10 @@
  *
  *   lm_make_adapter BASE.gguf OUT.gguf [--rank R] [--alpha A] [--seed S]
  *                   [--b-std X] [--targets all|q,k,v,o,gate,up,down]
+ *                   [--type f32|f16]
  *
- * A ~ U(-1/sqrt(in), 1/sqrt(in)) as PEFT initialises it, B ~ N(0, X^2). */
+ * A ~ U(-1/sqrt(in), 1/sqrt(in)) as PEFT initialises it, B ~ N(0, X^2),
+ * drawn in f32; --type f16 stores them rounded to f16 (the same draws). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,19 +26,25 @@ static double unif(uint64_t *s) { return ((next(s) >> 11) + 0.5) * (1.0 / 900719
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: lm_make_adapter BASE.gguf OUT.gguf [--rank R] [--alpha A] "
-                        "[--seed S] [--b-std X] [--targets LIST]\n");
+                        "[--seed S] [--b-std X] [--targets LIST] [--type f32|f16]\n");
         return 2;
     }
     int rank = 8;
     double alpha = 16, b_std = 0.01;
     uint64_t seed = 1;
     const char *targets = "all";
+    lm_dtype type = LM_F32;
     for (int i = 3; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--rank")) rank = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--alpha")) alpha = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--seed")) seed = strtoull(argv[i + 1], NULL, 10) * 2654435761ULL + 1;
         else if (!strcmp(argv[i], "--b-std")) b_std = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--targets")) targets = argv[i + 1];
+        else if (!strcmp(argv[i], "--type")) {
+            if (!strcmp(argv[i + 1], "f32")) type = LM_F32;
+            else if (!strcmp(argv[i + 1], "f16")) type = LM_F16;
+            else { fprintf(stderr, "lm_make_adapter: --type f32 or f16, not %s\n", argv[i + 1]); return 2; }
+        }
         else { fprintf(stderr, "lm_make_adapter: unknown option %s\n", argv[i]); return 2; }
     }
     static const char *const short_names[LM_ADAPT_N] = {"q", "k", "v", "o", "gate", "up", "down"};
@@ -72,9 +80,13 @@ int main(int argc, char **argv) {
             snprintf(na_, sizeof na_, "blk.%d.%s.weight.lora_a", l, lm_adapter_proj_name(p));
             snprintf(nb_, sizeof nb_, "blk.%d.%s.weight.lora_b", l, lm_adapter_proj_name(p));
             int64_t nea[2] = {bw->k, rank}, neb[2] = {rank, bw->n};
-            rc = gguf_add_tensor(w, na_, LM_F32, 2, nea, a, na * 4, &err) ||
-                 gguf_add_tensor(w, nb_, LM_F32, 2, neb, b, nb * 4, &err);
-            free(a); free(b);
+            size_t es = type == LM_F16 ? 2 : 4;
+            void *qa = malloc(es * na), *qb = malloc(es * nb);
+            lm_quant_row(type, a, qa, (int64_t)na);
+            lm_quant_row(type, b, qb, (int64_t)nb);
+            rc = gguf_add_tensor(w, na_, type, 2, nea, qa, na * es, &err) ||
+                 gguf_add_tensor(w, nb_, type, 2, neb, qb, nb * es, &err);
+            free(a); free(b); free(qa); free(qb);
         }
     if (!rc) rc = gguf_write(w, argv[2], &err);
     if (rc) fprintf(stderr, "lm_make_adapter: %s\n", err.msg);
