@@ -7,7 +7,8 @@ does with a request is chosen by a tag in the last message's content:
     [[NAME]]          misbehave that way on every attempt
     [[NAMExK]]        misbehave on the first K attempts, then answer
 
-NAME is one of: slow (answer after `slow_s` seconds), 429 (Retry-After:
+NAME is one of: slow (answer after `slow_s` seconds, or never if the server
+closes first), 429 (Retry-After:
 `retry_after` seconds), 500, 503, 400, 401, malformed (a body that is not
 JSON), noshape (JSON without "choices"), empty (empty content), drop (send
 headers and half the body, then close), hangup (close without a word).
@@ -15,7 +16,17 @@ headers and half the body, then close), hangup (close without a word).
 Attempts are counted per distinct content. Every request is logged as
 (content, monotonic time, what was done); `max_active` is the most requests
 handled at the same time, the concurrency the client really used;
-`max_conns` the most TCP connections open at once.
+`max_conns` the most TCP connections open at once; `auth` the Authorization
+header of every request, in arrival order.
+
+Two ways to make timing-dependent tests deterministic:
+- `rendezvous=N`: requests wait (up to `wait_s`) until N are active at once,
+  until that has happened once. A client that really sends N requests
+  concurrently passes straight through; one that does not leaves
+  `max_active` below N after the wait, and the test fails instead of hanging.
+- `hold_after=N`: requests after the first N wait (up to `wait_s`) until the
+  test sets `gate`; `held` counts them. A test interrupts a run while it is
+  surely in the middle, however slow the machine is.
 """
 import http.server
 import json
@@ -28,7 +39,8 @@ TAG = re.compile(r"\[\[([a-z0-9]+?)(?:x(\d+))?\]\]")
 
 
 class FakeOpenAI:
-    def __init__(self, delay_s=0.0, slow_s=5.0, retry_after=1, api_key=None):
+    def __init__(self, delay_s=0.0, slow_s=5.0, retry_after=1, api_key=None, rendezvous=None,
+                 hold_after=None, wait_s=30.0):
         self.delay_s = delay_s          # every good answer takes this long
         self.slow_s = slow_s
         self.retry_after = retry_after
@@ -41,6 +53,15 @@ class FakeOpenAI:
         self.conns = 0                  # open TCP connections (keep-alive ones too)
         self.max_conns = 0
         self.bodies = []
+        self.auth = []
+        self.rendezvous = rendezvous
+        self.met = threading.Event()
+        self.hold_after = hold_after
+        self.gate = threading.Event()
+        self.held = 0
+        self.seen = 0                   # requests received
+        self.wait_s = wait_s
+        self.closing = threading.Event()
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -66,6 +87,17 @@ class FakeOpenAI:
                 with fake.lock:
                     fake.active += 1
                     fake.max_active = max(fake.max_active, fake.active)
+                    fake.seen += 1
+                    hold = fake.hold_after is not None and fake.seen > fake.hold_after
+                    if hold:
+                        fake.held += 1
+                    if fake.rendezvous is not None and fake.active >= fake.rendezvous:
+                        fake.met.set()
+                if fake.rendezvous is not None:
+                    fake.met.wait(fake.wait_s)
+                    fake.met.set()      # met, or given up on: nobody waits again
+                if hold:
+                    fake.gate.wait(fake.wait_s)
                 try:
                     fake._handle(self)
                 except (BrokenPipeError, ConnectionResetError):
@@ -85,6 +117,8 @@ class FakeOpenAI:
         return self
 
     def __exit__(self, *exc):
+        self.closing.set()
+        self.gate.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -113,6 +147,7 @@ class FakeOpenAI:
             return self._send(h, 400, {"error": {"message": f"bad request: {e}"}})
         with self.lock:
             self.bodies.append(req)
+            self.auth.append(h.headers.get("Authorization"))
             k = self.attempts.get(content, 0) + 1
             self.attempts[content] = k
         if self.api_key is not None and h.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -131,7 +166,8 @@ class FakeOpenAI:
                 "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": f"reply to: {content}"}}]})
         if mode == "slow":
-            time.sleep(self.slow_s)
+            if self.closing.wait(self.slow_s):
+                return None
             return self._send(h, 200, {"choices": [{"message": {"content": "too late"}}]})
         if mode == "429":
             return self._send(h, 429, {"error": {"message": "Rate limit reached, slow down",
