@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "model/gguf.h"
+#include "tensor/dtype.h"
 #include "train/adamw.h"
 #include "train/lora.h"
 #include "train/train_internal.h"
@@ -648,6 +650,30 @@ static void test_lora_save_load(void **state) {
     assert_int_equal(t->ne[0], 3);     /* [r, out] in ggml order */
     assert_int_equal(t->ne[1], tiny.dim);
     lm_lora_free(r);
+    /* F16 factors (lemonpc build --adapter-type f16) load widened, exactly */
+    gguf_writer *w = gguf_writer_new();
+    assert_non_null(w);
+    assert_int_equal(gguf_set_str(w, "general.architecture", "llama", &err), 0);
+    assert_int_equal(gguf_set_str(w, "general.type", "adapter", &err), 0);
+    assert_int_equal(gguf_set_str(w, "adapter.type", "lora", &err), 0);
+    assert_int_equal(gguf_set_f32(w, "adapter.lora.alpha", 6.0f, &err), 0);
+    uint16_t *h = malloc(l->n_params * sizeof *h);
+    assert_non_null(h);
+    for (size_t i = 0; i < l->n_params; i++) h[i] = lm_f32_to_f16(l->params[i]);
+    for (int i = 0; i < l->n_tensors; i++) {
+        const lm_ttensor *x = &l->tensors[i];
+        assert_int_equal(gguf_add_tensor(w, x->name, LM_F16, 2, x->ne, h + x->offset,
+                                         x->numel * sizeof *h, &err), 0);
+    }
+    assert_int_equal(gguf_write(w, path, &err), 0);
+    gguf_writer_free(w);
+    r = lm_lora_load(m, path, &err);
+    if (!r) fail_msg("%s", err.msg);
+    assert_int_equal(r->n_params, l->n_params);
+    for (size_t i = 0; i < l->n_params; i++) assert_true(r->params[i] == lm_f16_to_f32(h[i]));
+    free(h);
+    lm_lora_free(r);
+    assert_int_equal(lm_lora_save(l, path, &err), 0);
     /* an adapter made for another model is refused with the tensor's name */
     lm_tconfig other = tiny;
     other.ffn_dim = 16;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "model/gguf.h"
+#include "tensor/dtype.h"
 #include "train/train_internal.h"
 
 static const int base_index[LM_LORA_N] = {
@@ -180,14 +181,17 @@ static lm_lora *load_from(const lm_tmodel *m, const gguf_file *f, lm_err *err) {
             lm_errf(err, "%s: tensor '%s' missing (every layer needs the same targets)", f->path, t->name);
             goto fail;
         }
-        if (g->type != LM_F32 || g->ne[0] != t->ne[0] || g->ne[1] != t->ne[1] || g->ne[2] != 1 ||
-            g->ne[3] != 1) {
-            lm_errf(err, "%s: tensor '%s' is %s [%lld, %lld], expected F32 [%lld, %lld]", f->path,
+        /* F16 factors (lemonpc build --adapter-type f16) are widened:
+         * training and DPO continue from the exact values */
+        if ((g->type != LM_F32 && g->type != LM_F16) || g->ne[0] != t->ne[0] || g->ne[1] != t->ne[1] ||
+            g->ne[2] != 1 || g->ne[3] != 1) {
+            lm_errf(err, "%s: tensor '%s' is %s [%lld, %lld], expected F32 or F16 [%lld, %lld]", f->path,
                     t->name, lm_dtype_name((int)g->type), (long long)g->ne[0], (long long)g->ne[1],
                     (long long)t->ne[0], (long long)t->ne[1]);
             goto fail;
         }
-        memcpy(lo->params + t->offset, g->data, t->numel * sizeof(float));
+        if (g->type == LM_F16) lm_dequant_row(LM_F16, g->data, lo->params + t->offset, (int64_t)t->numel);
+        else memcpy(lo->params + t->offset, g->data, t->numel * sizeof(float));
     }
     return lo;
 fail:
