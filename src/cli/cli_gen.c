@@ -226,7 +226,9 @@ int cli_put_text(void *user, const char *text, size_t len) {
 }
 
 void cli_print_reply_stats(const lemonpc_reply_info *i) {
-    double gen_s = i->total_seconds - i->prompt_seconds;
+    /* decoding starts at the first token (the time before it includes a
+     * persona evaluated for the first time, which prompt_seconds does not) */
+    double gen_s = i->total_seconds - i->first_token_seconds;
     fprintf(stderr, "\nprompt: %d tokens in %.3f s (%.1f tok/s), %d reused from the cache; "
             "time to first token %.3f s\n", i->n_prompt, i->prompt_seconds,
             i->prompt_seconds > 0 ? i->n_prompt / i->prompt_seconds : 0.0, i->n_reused,
