@@ -3,6 +3,7 @@
  *   lm_logits MODEL TOKENS [--adapter FILE] [--scale S] [--out FILE]
  *                     [--greedy N] [--steps FILE] [--threads N] [--ctx N]
  *                     [--trace FILE] [--kv f32|f16]
+ *   lm_logits MODEL TURN|TURN|... --greedy N [--stop IDS] [--steps FILE] ...
  *
  * TOKENS is a comma-separated id list. Evaluates them in one batch with
  * logits for every position, writes them to FILE as raw little-endian f32
@@ -13,7 +14,16 @@
  * prompt row, then one per decoded token). --trace FILE records the
  * prompt batch's named intermediates (lm_ctx_set_trace), each as
  * u32 name length, name, i32 rows, i32 cols, f32 data[rows*cols]. --kv
- * picks the KV cache's element type (f32, the default, or f16). */
+ * picks the KV cache's element type (f32, the default, or f16).
+ *
+ * With turns (separated by '|'), a chat as `lemonpc chat` computes it on
+ * its cache: each turn's token lists (separated by ';', e.g. the system
+ * turn the chat keeps cached apart, then the user's) are evaluated as one
+ * batch each on top of what came before, then up to N tokens are decoded
+ * greedily one at a time, until a pick is one of --stop's ids (printed, not
+ * evaluated: the next turn begins with the reply's end). Prints
+ * "greedy ids..." once per turn; --steps gets the logits of every pick,
+ * turn after turn. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +60,93 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
+/* "1,2,3" -> ids; NULL (after a message) on a malformed list. Stops at '|',
+ * ';' or the end; *n gets the count (0 for an empty list). */
+static int32_t *parse_ids(const char *s, size_t *n) {
+    size_t cap = strlen(s) / 2 + 2;
+    int32_t *tok = malloc(sizeof *tok * cap);
+    *n = 0;
+    if (!tok) { fprintf(stderr, "lm_logits: out of memory\n"); return NULL; }
+    for (const char *p = s; *p && *p != '|' && *p != ';';) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > INT32_MAX || (*end && *end != ',' && *end != '|' && *end != ';')) {
+            fprintf(stderr, "lm_logits: bad token list\n");
+            free(tok);
+            return NULL;
+        }
+        tok[(*n)++] = (int32_t)v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return tok;
+}
+
+static int run_segments(const char *model_path, const char *segs, const char *stop_arg, int n_greedy,
+                        const char *steps_path, int threads, int n_ctx, lm_dtype kv_type) {
+    size_t n_stop = 0, total = 0;
+    int32_t *stop = parse_ids(stop_arg, &n_stop);
+    if (!stop) return 2;
+    for (const char *p = segs; p; p = strchr(p, '|') ? strchr(p, '|') + 1 : NULL) total++;
+    lm_err err = {0};
+    int rc = 1;
+    lm_model *m = lm_model_load(model_path, &err);
+    lm_pool *pool = m ? lm_pool_new(threads, &err) : NULL;
+    lm_ctx *c = pool ? lm_ctx_new_kv(m, n_ctx ? n_ctx : 2048, pool, kv_type, &err) : NULL;
+    int V = m ? m->cfg.n_vocab : 0;
+    float *row = c ? malloc(sizeof(float) * (size_t)V) : NULL;
+    FILE *sf = NULL;
+    int32_t *tok = NULL;
+    if (!row) goto done;
+    if (steps_path && !(sf = fopen(steps_path, "wb"))) {
+        snprintf(err.msg, sizeof err.msg, "%s: cannot open", steps_path);
+        goto done;
+    }
+    printf("n_vocab %d\n", V);
+    const char *p = segs;
+    for (size_t s = 0; s < total; s++, p = strchr(p, '|') ? strchr(p, '|') + 1 : p) {
+        for (;;) { /* the turn's batches */
+            size_t n = 0;
+            free(tok);
+            if (!(tok = parse_ids(p, &n))) { rc = 2; goto done; }
+            if (n == 0) { snprintf(err.msg, sizeof err.msg, "turn %zu: an empty batch", s); goto done; }
+            if (lm_eval(c, tok, (int)n, LM_LOGITS_LAST, row, &err)) goto done;
+            const char *q = p + strcspn(p, "|;");
+            if (*q != ';') break;
+            p = q + 1;
+        }
+        printf("greedy");
+        for (int i = 0; i < n_greedy; i++) {
+            int32_t next = argmax(row, V);
+            if (sf && fwrite(row, sizeof(float), (size_t)V, sf) != (size_t)V) {
+                snprintf(err.msg, sizeof err.msg, "%s: cannot write", steps_path);
+                goto done;
+            }
+            printf(" %d", next);
+            int is_stop = 0;
+            for (size_t k = 0; k < n_stop; k++) is_stop |= stop[k] == next;
+            if (is_stop || i + 1 == n_greedy) break;
+            if (lm_eval(c, &next, 1, LM_LOGITS_LAST, row, &err)) goto done;
+        }
+        printf("\n");
+    }
+    if (sf) {
+        int bad = fclose(sf);
+        sf = NULL;
+        if (bad) { snprintf(err.msg, sizeof err.msg, "%s: cannot write", steps_path); goto done; }
+    }
+    rc = 0;
+done:
+    if (rc == 1) fprintf(stderr, "lm_logits: %s\n", err.msg);
+    if (sf) fclose(sf);
+    free(tok);
+    free(stop);
+    free(row);
+    lm_ctx_free(c);
+    lm_pool_free(pool);
+    lm_model_free(m);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: lm_logits MODEL TOKENS [--adapter F] [--scale S] [--out FILE] [--greedy N] "
@@ -57,7 +154,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *model_path = argv[1], *tok_arg = argv[2], *out_path = NULL, *adapter = NULL;
-    const char *trace_path = NULL, *steps_path = NULL;
+    const char *trace_path = NULL, *steps_path = NULL, *stop_arg = "";
     float scale = 1.0f;
     int n_greedy = 0, threads = 1, n_ctx = 0;
     lm_dtype kv_type = LM_F32;
@@ -67,6 +164,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--adapter")) adapter = argv[++i];
         else if (!strcmp(argv[i], "--trace")) trace_path = argv[++i];
         else if (!strcmp(argv[i], "--steps")) steps_path = argv[++i];
+        else if (!strcmp(argv[i], "--stop")) stop_arg = argv[++i];
         else if (!strcmp(argv[i], "--scale")) scale = (float)atof(argv[++i]);
         else if (!strcmp(argv[i], "--kv")) {
             const char *t = argv[++i];
@@ -80,17 +178,18 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "lm_logits: unknown option %s\n", argv[i]); return 2; }
     }
 
-    size_t cap = strlen(tok_arg) / 2 + 1, n = 0;
-    int32_t *tok = malloc(sizeof *tok * cap);
-    for (const char *p = tok_arg; *p;) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v > INT32_MAX) { fprintf(stderr, "lm_logits: bad token list\n"); return 2; }
-        tok[n++] = (int32_t)v;
-        p = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') { fprintf(stderr, "lm_logits: bad token list\n"); return 2; }
+    if (strpbrk(tok_arg, "|;")) {
+        if (out_path || trace_path || adapter || n_greedy < 1) {
+            fprintf(stderr, "lm_logits: segments take --greedy N, and no --out, --trace or --adapter\n");
+            return 2;
+        }
+        return run_segments(model_path, tok_arg, stop_arg, n_greedy, steps_path, threads, n_ctx,
+                            kv_type);
     }
-    if (n == 0) { fprintf(stderr, "lm_logits: no tokens\n"); return 2; }
+    size_t n = 0;
+    int32_t *tok = parse_ids(tok_arg, &n);
+    if (!tok) return 2;
+    if (n == 0) { fprintf(stderr, "lm_logits: no tokens\n"); free(tok); return 2; }
 
     lm_err err = {0};
     int rc = 1;
