@@ -29,6 +29,15 @@ def run(args, stdin=None, timeout=300):
                           timeout=timeout)
 
 
+def oracle():
+    """llama-cpp-python: a missing oracle fails the test, never skips it."""
+    try:
+        import llama_cpp
+    except ImportError as e:
+        pytest.fail(f"the oracle llama_cpp (llama-cpp-python) cannot be imported: {e}")
+    return llama_cpp
+
+
 def turn(role, text):
     return f"<|im_start|>{role}\n{text}<|im_end|>\n"
 
@@ -198,7 +207,7 @@ def test_chat_continues_from_cache(kv, lemonpc, model_path, tool, tmp_path):
     the same computation), and that against llama.cpp within parity.py's
     relaxed policy."""
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-    llama_cpp = pytest.importorskip("llama_cpp")
+    llama_cpp = oracle()
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     from parity import EXACT  # noqa: E402
     u1, u2 = "Hi! My name is Anna and I keep bees.", "What do I keep?"
@@ -241,7 +250,7 @@ def test_chat_system_prompt(lemonpc, model_path, tool, tmp_path):
     prompt, and that within parity.py's relaxed policy of llama.cpp's), and
     `generate --system` answers the same."""
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-    llama_cpp = pytest.importorskip("llama_cpp")
+    llama_cpp = oracle()
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     from parity import EXACT  # noqa: E402
     sys_msg = "You are Brom, a gruff dwarven blacksmith. Answer in one sentence."
