@@ -241,6 +241,8 @@ static void test_four_threads_match_alone(void **state) {
 typedef struct cancel_job {
     lemonpc_conversation *c;
     atomic_int pieces;
+    atomic_int cancel_sent;   /* the other thread has called cancel */
+    atomic_int waited_out;    /* the third piece gave up waiting for it */
     lemonpc_status st, nested;
 } cancel_job;
 
@@ -248,9 +250,17 @@ static int count_piece(void *ud, const char *t, size_t n) {
     (void)t;
     (void)n;
     cancel_job *j = ud;
-    if (atomic_fetch_add(&j->pieces, 1) == 0) {
+    int k = atomic_fetch_add(&j->pieces, 1);
+    if (k == 0) {
         lemonpc_error err;
         j->nested = lemonpc_say(j->c, "again", NULL, NULL, NULL, NULL, &err);
+    }
+    /* The third piece waits until the cancel has been sent, so what follows
+     * does not depend on how fast either thread runs (60 s: a failure, not
+     * a hang, if it never comes). */
+    for (int ms = 0; k == 2 && !atomic_load(&j->cancel_sent); ms++) {
+        if (ms == 60000) { atomic_store(&j->waited_out, 1); break; }
+        usleep(1000);
     }
     return 0;
 }
@@ -270,14 +280,20 @@ static void test_cancel_from_another_thread(void **state) {
     lemonpc_error err;
     cancel_job j = {.c = lemonpc_conversation_open(n, NULL, NULL, &err)};
     atomic_init(&j.pieces, 0);
+    atomic_init(&j.cancel_sent, 0);
+    atomic_init(&j.waited_out, 0);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, cancel_work, &j), 0);
     while (atomic_load(&j.pieces) < 3) usleep(1000);
     lemonpc_conversation_cancel(j.c);
+    atomic_store(&j.cancel_sent, 1);
     pthread_join(th, NULL);
+    assert_int_equal(atomic_load(&j.waited_out), 0);
     assert_int_equal(j.st, LEMONPC_ERR_CANCELLED);
     assert_int_equal(j.nested, LEMONPC_ERR_BUSY);
-    assert_true(atomic_load(&j.pieces) < 100);
+    /* cancelled while the third piece was being delivered: at most the
+     * piece already on its way follows */
+    assert_in_range(atomic_load(&j.pieces), 3, 4);
     assert_int_equal(lemonpc_conversation_n_turns(j.c), 0);   /* the exchange did not join */
     lemonpc_conversation_close(j.c);
     lemonpc_npc_free(n);
