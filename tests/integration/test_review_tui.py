@@ -52,11 +52,13 @@ class Tui:
                                      env=env)
         self.buf = b""
 
-    def wait_for(self, text, timeout=10):
+    # Limits only: waits end as soon as the screen is there. Generous, so a
+    # busy machine cannot turn a slow redraw into a failure.
+    def wait_for(self, text, timeout=60):
         """Reads until text appears after the last screen clear; returns that screen."""
         want = text.encode()
-        end = time.time() + timeout
-        while time.time() < end:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
             screen = self.buf.rsplit(b"\x1b[2J", 1)[-1]
             # a screen is complete once its key help line is out
             if want in screen and b"q quit" in screen:
@@ -72,7 +74,7 @@ class Tui:
     def key(self, ch):
         os.write(self.master, ch.encode())
 
-    def finish(self, timeout=10):
+    def finish(self, timeout=60):
         rc = self.proc.wait(timeout=timeout)
         try:
             while select.select([self.master], [], [], 0.1)[0]:
