@@ -316,7 +316,7 @@ lemonpc_conversation *lm_api_conv_from_bytes(lemonpc_npc *npc, uint8_t *buf, siz
         if (t < 0 || t >= cfg->n_vocab) goto bad;
     }
     if (lm_api_toks_reserve(c, n)) goto oom;
-    memcpy(c->toks, toks, (size_t)n * 4);
+    if (n) memcpy(c->toks, toks, (size_t)n * 4);   /* toks is NULL for an empty cache */
     /* byte copies: the arrays may sit at any offset in the file */
     int rc = lm_ctx_state_set(c->ctx, k, v, (int)n, &e);
     if (rc) { code = lm_api_code_of(&e, LEMONPC_ERR_INTERNAL); goto fail; }

@@ -12,16 +12,22 @@
 #include <string.h>
 
 #include "tensor/kernels.h"
+#ifdef LM_HAVE_X86_KERNELS
+#include <cpuid.h>
+#endif
 #include "tensor/ops.h"
 #include "tensor/q4_0x8.h"
 
 /* ---- kernel set selection ------------------------------------------- */
 
 #ifdef LM_HAVE_X86_KERNELS
+/* F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports
+ * does not know "f16c". */
 static int cpu_has_avx2(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    unsigned a, b, c, d;
+    int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 #endif
 

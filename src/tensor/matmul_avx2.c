@@ -16,6 +16,9 @@
 #include <math.h>
 #include <string.h>
 
+/* round to nearest even, no exceptions: a constant (clang wants one for _mm256_round_ps) */
+#define LM_RND (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline)) AVX2
 
@@ -45,11 +48,10 @@ static AVX2 void quant_x(const float *x, int k, int8_t *q, float *d, float *s, i
         const float db = amax / 127.0f;
         const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         const __m256 mul = _mm256_set1_ps(id);
-        const int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), rnd));
-        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), rnd));
-        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), rnd));
-        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), rnd));
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), LM_RND));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), LM_RND));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), LM_RND));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), LM_RND));
         d[(size_t)b * stride] = lm_round_f16(db);
         if (s || qsum) {
             __m256i t = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
