@@ -5,6 +5,10 @@
  *   check    the sheet folder loads without errors
  *   dataset  curated (+ teacher) conversations -> DIR/data (assemble.h)
  *   train    `lemonpc train` -> DIR/run (LoRA by default, --full)
+ *   pairs    (--dpo) `lemonpc pairs`: the trained NPC's own samples on the
+ *            train split, scored -> DIR/dpo/pairs.jsonl
+ *   dpo      (--dpo) `lemonpc train --dpo`, continuing the SFT weights
+ *            -> DIR/dpo/run; eval and export then take its best checkpoint
  *   eval     `lemonpc eval` on the held-out questions and the test split
  *   export   adapter GGUF, merged Q8_0 GGUF, PEFT folder -> DIR/export
  * A stage's key hashes its inputs and the previous stage's key, so a rerun
@@ -64,6 +68,16 @@ static void usage(FILE *out) {
             "  --grad-accum N     micro-batches per step (default 4)\n"
             "  --seed S           split, shuffle and init (default 42)\n"
             "  -t, --threads N    default: all CPUs\n"
+            "  --dpo              after fine-tuning, preference training: the NPC samples answers\n"
+            "                     to the train split, the filters pick chosen and rejected ones\n"
+            "                     (lemonpc pairs), and DPO trains the weights further\n"
+            "  --dpo-samples N    answers sampled per prompt (default 4)\n"
+            "  --dpo-max-prompts N  a seeded choice of N train prompts (default: all)\n"
+            "  --dpo-beta X       DPO beta (default 0.1)\n"
+            "  --dpo-epochs N     default 1\n"
+            "  --dpo-lr X         default 2e-5 (LoRA), 1e-6 (full)\n"
+            "  --dpo-seq N        tokens per side (default 384: a pair's rows are padded to it,\n"
+            "                     longer sides are cut)\n"
             "  --no-eval          skip the eval stage\n"
             "  -h, --help         this help\n"
             "Exit status: 0 ok, 1 error, 2 usage.\n");
@@ -74,7 +88,8 @@ typedef struct build_opts {
     const char **extra;
     int n_extra;
     int persona, full, rank, epochs, batch, seq, accum, threads, no_eval, adapter_f16;
-    double lr;
+    int dpo, dpo_samples, dpo_max_prompts, dpo_epochs, dpo_seq;
+    double lr, dpo_beta, dpo_lr;
     unsigned long long seed;
 } build_opts;
 
@@ -278,7 +293,7 @@ typedef struct ctx {
     const lm_character *c;
     char stem[256];          /* the sheet's file name without .md */
     char data_dir[PATH_MAX], questions[PATH_MAX], model[PATH_MAX];
-    char k_check[17], k_data[17], k_train[17], k_eval[17];
+    char k_check[17], k_data[17], k_train[17], k_pairs[17], k_dpo[17], k_eval[17];
 } ctx;
 
 static int do_check(ctx *x, lm_err *err) {
@@ -387,7 +402,7 @@ static int do_train(ctx *x, lm_err *err) {
     snprintf(a[2], 64, "%g", o->lr > 0 ? o->lr : o->full ? 1e-4 : 4e-4);
     snprintf(a[3], 64, "%d", o->epochs);
     snprintf(a[4], 64, "%d", o->batch);
-    snprintf(a[5], 64, "%d", o->seq);
+    snprintf(a[5], 64, "%d", o->dpo_seq);
     snprintf(a[6], 64, "%d", o->accum);
     snprintf(a[7], 64, "%llu", o->seed);
     snprintf(a[8], 64, "%d", o->threads);
@@ -436,14 +451,121 @@ static int do_train(ctx *x, lm_err *err) {
     return stage_end(&x->b, "train", x->k_train, now_s() - t0, rss, extra, err);
 }
 
-/* The trained weights: run/best/adapter.gguf or run/best/model.gguf. */
-static void best_file(const ctx *x, char *out, size_t cap) {
+/* The supervised weights: run/best/adapter.gguf or run/best/model.gguf. */
+static void sft_file(const ctx *x, char *out, size_t cap) {
     snprintf(out, cap, "%s/run/best/%s", x->b.o->out, x->b.o->full ? "model.gguf" : "adapter.gguf");
+}
+
+/* The weights eval and export take: DPO's best checkpoint with --dpo (its
+ * last one when too few pairs were made to hold any out for validation). */
+static void best_file(const ctx *x, char *out, size_t cap) {
+    if (!x->b.o->dpo) { sft_file(x, out, cap); return; }
+    const char *f = x->b.o->full ? "model.gguf" : "adapter.gguf";
+    snprintf(out, cap, "%s/dpo/run/best/%s", x->b.o->out, f);
+    if (!exists(out)) snprintf(out, cap, "%s/dpo/run/last/%s", x->b.o->out, f);
+}
+
+/* The key of the weights best_file names. */
+static const char *final_key(const ctx *x) { return x->b.o->dpo ? x->k_dpo : x->k_train; }
+
+static int do_pairs(ctx *x, lm_err *err) {
+    const build_opts *o = x->b.o;
+    char a[4][64];
+    snprintf(a[0], 64, "%d", o->dpo_samples);
+    snprintf(a[1], 64, "%d", o->dpo_max_prompts);
+    snprintf(a[2], 64, "%llu", o->seed);
+    snprintf(a[3], 64, "%d", o->threads);
+    uint64_t h = fnv_str(1469598103934665603ull, x->k_train);
+    for (int i = 0; i < 3; i++) h = fnv_str(h, a[i]);
+    hex(h, x->k_pairs);
+    if (stage_done(&x->b, "pairs", x->k_pairs)) { stage_skip(&x->b, "pairs"); return 0; }
+    stage_begin(&x->b, "pairs");
+    if (stage_reset(&x->b, "pairs", err)) return -1;
+    char dir[PATH_MAX], out[PATH_MAX], sft[PATH_MAX], data[PATH_MAX];
+    pathf(dir, sizeof dir, "%s/dpo", o->out);
+    if (mkdir(dir, 0777) && errno != EEXIST) return lm_errno(err, "%s", dir);
+    pathf(out, sizeof out, "%s/pairs.jsonl", dir);
+    sft_file(x, sft, sizeof sft);
+    pathf(data, sizeof data, "%s/data/train.jsonl", o->out);
+    const char *persona = lm_persona_mode_name((lm_persona_mode)o->persona);
+    /* The journal resumes a killed run of the same settings by itself
+     * (pairs.h); the samples change with the weights, so a retrained NPC
+     * starts it over. */
+    char journal[PATH_MAX + 16];
+    pathf(journal, sizeof journal, "%s.samples.jsonl", out);
+    const char *sk = json_string_value(json_object_get(
+        json_object_get(json_object_get(x->b.doc, "stages"), "pairs"), "started_key"));
+    if (sk && strcmp(sk, x->k_pairs)) unlink(journal);
+    json_object_set_new(json_object_get(x->b.doc, "stages"), "pairs",
+                        json_pack("{s:b, s:s}", "done", 0, "started_key", x->k_pairs));
+    if (save(&x->b, err)) return -1;
+    char *av[24] = {"pairs", o->full ? sft : x->model, "--out", out, "--data", data, "--character",
+                    x->c->path, "--persona", (char *)persona, "--samples", a[0], "--seed", a[2],
+                    "--all-turns"};
+    int n = 15;
+    if (!o->full) av[n++] = "--adapter", av[n++] = sft;
+    if (o->dpo_max_prompts) av[n++] = "--max-prompts", av[n++] = a[1];
+    if (o->threads) av[n++] = "-t", av[n++] = a[3];
+    double t0 = now_s();
+    long rss = 0;
+    if (run_self(&x->b, av, &rss, err)) return -1;
+    return stage_end(&x->b, "pairs", x->k_pairs, now_s() - t0, rss,
+                     json_pack("{s:s}", "started_key", x->k_pairs), err);
+}
+
+static int do_dpo(ctx *x, lm_err *err) {
+    const build_opts *o = x->b.o;
+    char a[6][64];
+    snprintf(a[0], 64, "%g", o->dpo_beta);
+    snprintf(a[1], 64, "%d", o->dpo_epochs);
+    snprintf(a[2], 64, "%g", o->dpo_lr > 0 ? o->dpo_lr : o->full ? 1e-6 : 2e-5);
+    snprintf(a[3], 64, "%llu", o->seed);
+    snprintf(a[4], 64, "%d", o->threads);
+    snprintf(a[5], 64, "%d", o->dpo_seq);
+    uint64_t h = fnv_str(1469598103934665603ull, x->k_pairs);
+    for (int i = 0; i < 4; i++) h = fnv_str(h, a[i]);
+    h = fnv_str(h, a[5]);
+    hex(h, x->k_dpo);
+    if (stage_done(&x->b, "dpo", x->k_dpo)) { stage_skip(&x->b, "dpo"); return 0; }
+    stage_begin(&x->b, "dpo");
+    char run[PATH_MAX], state[PATH_MAX], pairs[PATH_MAX], sft[PATH_MAX];
+    pathf(run, sizeof run, "%s/dpo/run", o->out);
+    pathf(state, sizeof state, "%s/last/state.json", run);
+    pathf(pairs, sizeof pairs, "%s/dpo/pairs.jsonl", o->out);
+    sft_file(x, sft, sizeof sft);
+    json_t *st = json_object_get(json_object_get(x->b.doc, "stages"), "dpo");
+    bool resume = exists(state) && !strcmp(json_string_value(json_object_get(st, "started_key")) ?: "", x->k_dpo);
+    if (!resume && rm_rf(run)) return lm_errf(err, "%s: cannot remove the old run", run);
+    json_object_set_new(json_object_get(x->b.doc, "stages"), "dpo",
+                        json_pack("{s:b, s:s}", "done", 0, "started_key", x->k_dpo));
+    if (save(&x->b, err)) return -1;
+    double t0 = now_s();
+    long rss = 0;
+    int rc;
+    if (resume) {
+        fprintf(stderr, "  resuming the killed run in %s\n", run);
+        char *av[] = {"train", "--resume", run, o->threads ? "--threads" : NULL, a[4], NULL};
+        rc = run_self(&x->b, av, &rss, err);
+    } else {
+        /* LoRA: the SFT adapter is the reference and is trained further;
+         * full: the fine-tuned model is both. */
+        char *av[32] = {"train", "--model", o->full ? sft : x->model, "--dpo", pairs, "--val-frac", "0.1",
+                        "--out", run, "--dpo-beta", a[0], "--epochs", a[1], "--lr", a[2], "--seed", a[3],
+                        "--seq", a[5], "--eval-every", "10"};
+        int n = 21;
+        if (o->full) av[n++] = "--full";
+        else av[n++] = "--adapter", av[n++] = sft;
+        if (o->threads) av[n++] = "--threads", av[n++] = a[4];
+        rc = run_self(&x->b, av, &rss, err);
+    }
+    if (rc) return -1;
+    return stage_end(&x->b, "dpo", x->k_dpo, now_s() - t0, rss,
+                     json_pack("{s:s}", "started_key", x->k_dpo), err);
 }
 
 static int do_eval(ctx *x, lm_err *err) {
     const build_opts *o = x->b.o;
-    uint64_t h = fnv_str(1469598103934665603ull, x->k_train), qh = 0;
+    uint64_t h = fnv_str(1469598103934665603ull, final_key(x)), qh = 0;
     bool have_q = x->questions[0] && exists(x->questions);
     if (have_q && hash_file(x->questions, &qh, err)) return -1;
     h = fnv_bytes(h, &qh, sizeof qh);
@@ -475,8 +597,10 @@ static int do_eval(ctx *x, lm_err *err) {
     double t0 = now_s();
     long rss1 = 0, rss2 = 0;
     char label[512];
-    if (o->full) pathf(label, sizeof label, "%s, full fine-tune, %s persona", x->c->name, persona);
-    else pathf(label, sizeof label, "%s, LoRA r%d, %s persona", x->c->name, o->rank, persona);
+    if (o->full) pathf(label, sizeof label, "%s, full fine-tune%s, %s persona", x->c->name,
+                       o->dpo ? " + DPO" : "", persona);
+    else pathf(label, sizeof label, "%s, LoRA r%d%s, %s persona", x->c->name, o->rank,
+               o->dpo ? " + DPO" : "", persona);
     /* eval MODEL QUESTIONS --out DIR, then the same flags for both runs */
     char *av[24] = {"eval", model, NULL, "--out", NULL, "--character", x->c->path, "--persona",
                     (char *)persona, "--label", label};
@@ -500,9 +624,9 @@ static int do_export(ctx *x, lm_err *err) {
     /* the trained weights and, when not the default, the adapter's type */
     char key[17];
     if (o->adapter_f16 && !o->full)
-        hex(fnv_str(fnv_str(1469598103934665603ull, x->k_train), "adapter f16"), key);
+        hex(fnv_str(fnv_str(1469598103934665603ull, final_key(x)), "adapter f16"), key);
     else
-        snprintf(key, sizeof key, "%s", x->k_train);
+        snprintf(key, sizeof key, "%s", final_key(x));
     if (stage_done(&x->b, "export", key)) { stage_skip(&x->b, "export"); return 0; }
     stage_begin(&x->b, "export");
     if (stage_reset(&x->b, "export", err)) return -1;
@@ -553,6 +677,7 @@ static int parse(int argc, char **argv, build_opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 1; }
         if (!strcmp(a, "--full")) { o->full = 1; continue; }
         if (!strcmp(a, "--no-eval")) { o->no_eval = 1; continue; }
+        if (!strcmp(a, "--dpo")) { o->dpo = 1; continue; }
         if (a[0] == '-' && a[1]) {
             if (i + 1 >= argc) { fprintf(stderr, "lemonpc build: %s needs a value (see --help)\n", a); return -1; }
             const char *v = argv[++i];
@@ -575,17 +700,21 @@ static int parse(int argc, char **argv, build_opts *o) {
                 }
                 o->adapter_f16 = !strcmp(v, "f16");
             } else if (!strcmp(a, "--lr")) { if (num(a, v, 1e-8, 1, &o->lr)) return -1; }
+            else if (!strcmp(a, "--dpo-lr")) { if (num(a, v, 1e-9, 1, &o->dpo_lr)) return -1; }
+            else if (!strcmp(a, "--dpo-beta")) { if (num(a, v, 1e-4, 100, &o->dpo_beta)) return -1; }
             else {
                 static const struct { const char *flag; double lo, hi; } ints[] = {
                     {"--lora-rank", 1, 256}, {"--epochs", 1, 1000}, {"--batch", 1, 4096},
                     {"--seq", 16, 8192}, {"--grad-accum", 1, 4096}, {"--seed", 0, 1e15},
-                    {"-t", 1, 1024}, {"--threads", 1, 1024}};
+                    {"-t", 1, 1024}, {"--threads", 1, 1024}, {"--dpo-samples", 1, 64},
+                    {"--dpo-max-prompts", 1, 1e9}, {"--dpo-epochs", 1, 1000}, {"--dpo-seq", 16, 8192}};
                 int k = -1;
-                for (int j = 0; j < 8; j++) if (!strcmp(a, ints[j].flag)) k = j;
+                for (int j = 0; j < 12; j++) if (!strcmp(a, ints[j].flag)) k = j;
                 if (k < 0) { fprintf(stderr, "lemonpc build: unknown option '%s' (see --help)\n", a); return -1; }
                 if (num(a, v, ints[k].lo, ints[k].hi, &d)) return -1;
                 if (d != (double)(long long)d) { fprintf(stderr, "lemonpc build: %s wants an integer\n", a); return -1; }
-                int *slot[] = {&o->rank, &o->epochs, &o->batch, &o->seq, &o->accum, NULL, &o->threads, &o->threads};
+                int *slot[] = {&o->rank, &o->epochs, &o->batch, &o->seq, &o->accum, NULL, &o->threads,
+                               &o->threads, &o->dpo_samples, &o->dpo_max_prompts, &o->dpo_epochs, &o->dpo_seq};
                 if (k == 5) o->seed = (unsigned long long)d;
                 else *slot[k] = (int)d;
             }
@@ -612,6 +741,11 @@ static json_t *settings_json(const build_opts *o, const char *model) {
                           o->lr > 0 ? o->lr : o->full ? 1e-4 : 4e-4, "epochs", o->epochs, "batch",
                           o->batch, "seq", o->seq, "grad_accum", o->accum, "seed", (json_int_t)o->seed);
     if (s && o->adapter_f16 && !o->full) json_object_set_new(s, "adapter_type", json_string("f16"));
+    if (s && o->dpo)
+        json_object_set_new(s, "dpo", json_pack("{s:i, s:i, s:f, s:i, s:i, s:f}", "samples", o->dpo_samples,
+                                                "max_prompts", o->dpo_max_prompts, "beta", o->dpo_beta,
+                                                "epochs", o->dpo_epochs, "seq", o->dpo_seq, "lr",
+                                                o->dpo_lr > 0 ? o->dpo_lr : o->full ? 1e-6 : 2e-5));
     return s;
 }
 
@@ -620,14 +754,15 @@ int cmd_build(int argc, char **argv) {
      * near 1 GB and a full fine-tune under 3 GB (a 4-row micro-batch is ~15%
      * faster and needs twice the memory: --batch 4 --grad-accum 1). */
     build_opts o = {.persona = LM_PERSONA_SHORT, .rank = 16, .epochs = 3, .batch = 1, .seq = 512,
-                    .accum = 4, .seed = 42};
+                    .accum = 4, .seed = 42, .dpo_samples = 4, .dpo_beta = 0.1, .dpo_epochs = 1,
+                    .dpo_seq = 384};
     o.extra = calloc((size_t)argc, sizeof *o.extra);
     if (!o.extra) return 1;
     int p = parse(argc, argv, &o);
     if (p) { free(o.extra); return p > 0 ? 0 : 2; }
     ctx x = {0};
     x.b.o = &o;
-    x.b.n_stages = o.no_eval ? 4 : 5;
+    x.b.n_stages = (o.no_eval ? 4 : 5) + (o.dpo ? 2 : 0);
     lm_err err = {0};
     int rc = 1;
     if (o.model) pathf(x.model, sizeof x.model, "%s", o.model);
@@ -681,6 +816,7 @@ int cmd_build(int argc, char **argv) {
                   json_pack("{s:s}", "character", x.c->name), &err))
         goto fail;
     if (do_dataset(&x, &err) || do_train(&x, &err)) goto fail;
+    if (o.dpo && (do_pairs(&x, &err) || do_dpo(&x, &err))) goto fail;
     if (!o.no_eval && do_eval(&x, &err)) goto fail;
     if (do_export(&x, &err)) goto fail;
     fprintf(stderr, "[build] %s ready in %s (%.0f s this run)\n", x.c->name, o.out, now_s() - t0);

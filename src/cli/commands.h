@@ -19,6 +19,7 @@ int cmd_filter(int argc, char **argv);
 int cmd_review(int argc, char **argv);
 int cmd_datagen(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_pairs(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_peft(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

@@ -27,6 +27,7 @@ static const command COMMANDS[] = {
     {"review", cmd_review, "review generated samples: accept, reject, edit, promote"},
     {"datagen", cmd_datagen, "generate a character's conversation dataset through a teacher model"},
     {"train", cmd_train, "fine-tune a model (LoRA or full) on a JSONL chat dataset"},
+    {"pairs", cmd_pairs, "make DPO preference pairs from an NPC's own samples and rejected answers"},
     {"merge", cmd_merge, "merge a LoRA adapter into its base model (GGUF F32..Q4_1)"},
     {"peft", cmd_peft, "export a LoRA adapter GGUF as a PEFT folder"},
     {"eval", cmd_eval, "have an NPC answer a question file and report how it stays in character"},

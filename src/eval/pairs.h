@@ -1,0 +1,92 @@
+/* Preference pairs for DPO from what the pipeline already has
+ * (`lemonpc pairs`): an NPC's own samples, scored by the dataset filters
+ * and the eval's in-character checks, and datagen's rejected answers.
+ *
+ * Prompts come from
+ *   data       chat conversations (a build's data/train.jsonl, a curated
+ *              file): the prompt is every message up to the last user turn
+ *              (all_turns: up to each user turn a reply follows, id
+ *              "ID#k" for the k-th), the assistant turn after it the
+ *              curated reference;
+ *   questions  question files in the eval's format (id, question, category,
+ *              asker, location, history): no reference;
+ *   datagen    a `lemonpc datagen` folder: each answer its filters rejected
+ *              (rejected.jsonl) is a rejected side as it stands; the
+ *              accepted answer to the same question (dataset.jsonl), if any,
+ *              its chosen side.
+ * A prompt without a system turn gets the persona policy's (the character
+ * sheet, the persona mode, the scene from asker and location), as
+ * `lemonpc build` puts in its training data and the runtime serves.
+ *
+ * For each prompt that still needs a side, the NPC (model + adapter)
+ * samples `samples` answers with the runtime's sampling, each seeded from
+ * (seed, prompt id, sample index), so a rerun samples the same. A sample
+ * fails when a dataset filter rejects it (assistant speech, stage
+ * directions, reciting the sheet, modern knowledge, breaking the fiction,
+ * loops, a turn cut at max tokens, ...) or the eval's checks do (speaking
+ * for the player, not ending the turn, no honest ignorance on a protective
+ * question); its reasons are kept.
+ *   chosen   = the reference (unless chosen_from_samples), else the
+ *              first passing sample. The writer's reference sets the bar:
+ *              a check it fails itself (a follow-up turn of a protective
+ *              conversation that needs no "I do not know") is not held
+ *              against the samples of that prompt either;
+ *   rejected = the failing samples, most reasons first (up to per_prompt,
+ *              distinct texts), or datagen's rejected answer.
+ * A prompt with no failing sample or no acceptable chosen side gives no
+ * pair: the NPC already does well there, or nothing good is known.
+ *
+ * Output: `out` in TRL's preference format (prompt messages, chosen and
+ * rejected as one assistant message each) plus "meta" (id, kind, source,
+ * chosen_from, rejected_reasons), written atomically at the end; and
+ * out + ".samples.jsonl", a journal of every prompt's samples and reasons,
+ * appended and flushed per prompt, so a killed run resumes where it stopped
+ * (prompts already in the journal under the same settings are not sampled
+ * again) and a person can read what the NPC said. */
+#ifndef LM_EVAL_PAIRS_H
+#define LM_EVAL_PAIRS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "base/err.h"
+#include "model/sampler.h"
+
+typedef struct lm_pairs_opts {
+    const char *model;                 /* GGUF */
+    const char *adapter;               /* LoRA GGUF or NULL */
+    const char *character;             /* sheet .md or NULL (no persona, name-less filters) */
+    int persona;                       /* lm_persona_mode for prompts without a system turn */
+    const char *const *data;           /* conversation JSONL files */
+    size_t n_data;
+    const char *const *questions;      /* question JSONL files */
+    size_t n_questions;
+    const char *datagen;               /* datagen output folder or NULL */
+    const char *out;                   /* pairs JSONL */
+    const char *kinds;                 /* "protective,adversarial": only these; NULL all */
+    int max_prompts;                   /* 0: all; else a seeded choice of this many */
+    int samples;                       /* per prompt (default 4) */
+    int per_prompt;                    /* pairs per prompt at most (default 1) */
+    int max_tokens;                    /* per sample (default 160, as eval) */
+    bool all_turns;                    /* data: a prompt per replied user turn, not the last only */
+    bool chosen_from_samples;          /* the best passing sample even when a reference exists */
+    lm_sampler_params sp;              /* the runtime's sampling; sp.seed seeds every draw */
+    int threads;
+    bool quiet;
+} lm_pairs_opts;
+
+void lm_pairs_opts_init(lm_pairs_opts *o);
+
+typedef struct lm_pairs_stats {
+    size_t prompts;          /* after kinds and max_prompts */
+    size_t resumed;          /* taken from the journal */
+    size_t samples;          /* sampled answers (all prompts, journal included) */
+    size_t failing;          /* of them, failing */
+    size_t pairs;            /* written */
+    size_t all_passed;       /* prompts with no failing sample: no pair */
+    size_t no_chosen;        /* prompts with failures but nothing to prefer: no pair */
+} lm_pairs_stats;
+
+int lm_pairs_run(const lm_pairs_opts *o, lm_pairs_stats *st, lm_err *err);
+
+#endif

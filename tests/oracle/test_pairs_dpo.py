@@ -1,0 +1,238 @@
+"""`lemonpc pairs` and `lemonpc build --dpo` on a tiny random model (the real
+tokenizer, 2 layers): pairs from the NPC's own samples with the curated reply
+chosen and a failing sample rejected, the journal's resume, datagen's rejected
+answers against accepted ones, and the build's pairs and dpo stages ending in
+a stamped adapter that eval and export take."""
+import json
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+from make_random_gguf import write_random_llama
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+LUMINARA = ROOT / "examples" / "luminara"
+SHEET = LUMINARA / "characters" / "orlando.md"
+
+
+@pytest.fixture(scope="module")
+def tiny(model_path, tmp_models):
+    p = tmp_models / "tiny-pairs.gguf"
+    if not p.exists():
+        write_random_llama(p, model_path, n_layer=2, n_embd=64, n_head=4, n_head_kv=2, n_ff=128,
+                           theta=100000.0, seed=5)
+    return p
+
+
+def convs(n_per_kind, kinds=("protective", "adversarial")):
+    out = []
+    for k in kinds:
+        out += (LUMINARA / "data" / "orlando" / f"{k}.jsonl").read_text().splitlines()[:n_per_kind]
+    return [json.loads(l) for l in out]
+
+
+def pairs(lemonpc, model, out, *extra, check=True):
+    r = subprocess.run([str(lemonpc), "pairs", str(model), "--out", str(out), "--character", str(SHEET),
+                        "--samples", "2", "-n", "24", "-t", "2", *extra],
+                       capture_output=True, text=True, timeout=600)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def read_jsonl(p):
+    return [json.loads(l) for l in pathlib.Path(p).read_text().splitlines() if l.strip()]
+
+
+def test_pairs_from_own_samples(lemonpc, tiny, tmp_path):
+    data = tmp_path / "train.jsonl"
+    cs = convs(3)
+    data.write_text("".join(json.dumps(c) + "\n" for c in cs))
+    out = tmp_path / "pairs.jsonl"
+    r = pairs(lemonpc, tiny, out, "--data", str(data))
+    ps = read_jsonl(out)
+    journal = read_jsonl(str(out) + ".samples.jsonl")
+    assert journal[0]["settings"]["samples"] == 2
+    recs = {j["id"]: j for j in journal[1:]}
+    # a random model never ends its turn in 24 tokens: every sample fails,
+    # every prompt gives a pair, the writer's reply chosen
+    assert set(recs) == {c["meta"]["id"] for c in cs}
+    assert len(ps) == len(cs), r.stderr
+    by_id = {c["meta"]["id"]: c for c in cs}
+    for p in ps:
+        c = by_id[p["meta"]["id"]]
+        msgs = c["messages"]
+        last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+        assert p["chosen"] == [msgs[last_user + 1]]
+        assert p["meta"]["chosen_from"] == "reference" and p["meta"]["source"] == "data"
+        assert p["meta"]["kind"] == c["meta"]["kind"]
+        # the prompt: the persona policy's system turn with the scene, then the turns
+        assert p["prompt"][0]["role"] == "system"
+        assert p["prompt"][0]["content"].startswith("You are Orlando Marlo")
+        assert "You are talking with: " + c["meta"]["asker"] in p["prompt"][0]["content"]
+        assert p["prompt"][1:] == msgs[:last_user + 1]
+        samples = recs[p["meta"]["id"]]["samples"]
+        assert len(samples) == 2
+        rej = p["rejected"][0]["content"]
+        s = next(s for s in samples if s["text"] == rej)
+        assert s["reasons"] and p["meta"]["rejected_reasons"] == s["reasons"]
+        assert "no-end-of-turn" in s["reasons"] and s["stop"] == "max_tokens"
+    # the pairs train: DPO reads every line
+    d = subprocess.run([str(lemonpc), "train", "--model", str(tiny), "--dpo", str(out), "--out",
+                        str(tmp_path / "run"), "--epochs", "1", "--seq", "512", "--threads", "2"],
+                       capture_output=True, text=True, timeout=600)
+    assert d.returncode == 0, d.stderr[-3000:]
+    m = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert m and m[0]["pairs"] == len(ps)
+
+
+def test_pairs_all_turns_kinds_and_choice(lemonpc, tiny, tmp_path):
+    data = tmp_path / "train.jsonl"
+    cs = convs(4, ("protective", "court"))
+    data.write_text("".join(json.dumps(c) + "\n" for c in cs))
+    out = tmp_path / "p.jsonl"
+    pairs(lemonpc, tiny, out, "--data", str(data), "--all-turns", "--kinds", "protective")
+    ids = [j["id"] for j in read_jsonl(str(out) + ".samples.jsonl")[1:]]
+    want = []
+    for c in cs:
+        if c["meta"]["kind"] != "protective":
+            continue
+        users = [i for i, m in enumerate(c["messages"]) if m["role"] == "user"]
+        want += [f'{c["meta"]["id"]}#{k + 1}' for k in range(len(users))]
+    assert ids == want and len(want) > 4   # multi-turn conversations give one prompt per turn
+    out2 = tmp_path / "p2.jsonl"
+    pairs(lemonpc, tiny, out2, "--data", str(data), "--all-turns", "--max-prompts", "3")
+    assert len(read_jsonl(str(out2) + ".samples.jsonl")) == 1 + 3
+
+
+def test_pairs_resume(lemonpc, tiny, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in convs(3)))
+    out = tmp_path / "pairs.jsonl"
+    pairs(lemonpc, tiny, out, "--data", str(data))
+    whole = out.read_bytes()
+    jpath = pathlib.Path(str(out) + ".samples.jsonl")
+    lines = jpath.read_text().splitlines(keepends=True)
+    # killed after two prompts, mid-line: the torn line goes, two are kept
+    jpath.write_text("".join(lines[:3]) + lines[3][:40])
+    out.unlink()
+    r = pairs(lemonpc, tiny, out, "--data", str(data))
+    assert "(2 from the journal)" in r.stderr, r.stderr
+    assert out.read_bytes() == whole   # seeded per prompt and sample: the same pairs
+    assert jpath.read_text() == "".join(lines)
+    # other sampling settings start the journal over
+    r = pairs(lemonpc, tiny, out, "--data", str(data), "--seed", "7")
+    assert "(0 from the journal)" in r.stderr, r.stderr
+
+
+def test_pairs_from_datagen(lemonpc, tiny, tmp_path):
+    dg = tmp_path / "dg"
+    dg.mkdir()
+    rej = [
+        {"index": 3, "stage": "answer", "kind": "protective", "question": "What is a telephone, my lord?",
+         "answer": "A telephone is a device that transmits sound over wires using electricity.",
+         "asker": "a stable boy", "reasons": [{"filter": "modern-knowledge", "reason": "explains"}]},
+        {"index": 5, "stage": "question", "kind": "in-world", "question": "Orlando Marlo, a name well-known?",
+         "asker": "a guard", "reasons": [{"filter": "restates-sheet", "reason": "x"}]},
+        {"index": 8, "stage": "answer", "kind": "adversarial", "question": "Are you an AI?",
+         "answer": "Yes, as an AI language model I cannot have feelings.", "asker": "a stranger",
+         "reasons": [{"filter": "assistant-speech", "reason": "as an AI"}]},
+    ]
+    (dg / "rejected.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rej))
+    acc = {"messages": [{"role": "user", "content": "What is a TELEPHONE, my lord"},
+                        {"role": "assistant", "content": "A tele-phone? I have never heard the word, lad."}],
+           "meta": {"kind": "protective"}}
+    (dg / "dataset.jsonl").write_text(json.dumps(acc) + "\n")
+    out = tmp_path / "pairs.jsonl"
+    pairs(lemonpc, tiny, out, "--datagen", str(dg))
+    ps = {p["meta"]["id"]: p for p in read_jsonl(out)}
+    # the question-stage rejection has no answer to learn against
+    assert "datagen:5" not in ps
+    p = ps["datagen:3"]
+    assert p["chosen"][0]["content"] == "A tele-phone? I have never heard the word, lad."
+    assert p["rejected"][0]["content"] == rej[0]["answer"]
+    assert p["meta"]["rejected_reasons"] == ["modern-knowledge"] and p["meta"]["chosen_from"] == "reference"
+    assert p["prompt"][-1] == {"role": "user", "content": "What is a telephone, my lord?"}
+    # no accepted answer and a random model's samples all fail: nothing to prefer
+    assert "datagen:8" not in ps
+    journal = {j["id"]: j for j in read_jsonl(str(out) + ".samples.jsonl")[1:]}
+    assert journal["datagen:3"]["samples"] == []          # both sides known: nothing sampled
+    assert len(journal["datagen:8"]["samples"]) == 2
+
+
+def test_pairs_bad_input(lemonpc, tiny, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "assistant", "content": "hi"}]}\n')
+    r = pairs(lemonpc, tiny, tmp_path / "o.jsonl", "--data", str(bad), check=False)
+    assert r.returncode == 1 and "bad.jsonl:1: no user turn" in r.stderr, r.stderr
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]\n')
+    r = pairs(lemonpc, tiny, tmp_path / "o.jsonl", "--data", str(bad), check=False)
+    assert r.returncode == 1 and "bad.jsonl:1" in r.stderr, r.stderr
+    r = pairs(lemonpc, tiny, tmp_path / "o.jsonl", check=False)
+    assert r.returncode == 1 and "no prompts" in r.stderr, r.stderr
+    r = pairs(lemonpc, tiny, tmp_path / "o.jsonl", "--samples", "0", check=False)
+    assert r.returncode == 2 and "--samples" in r.stderr, r.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = tmp_path / "world"
+    (w / "characters").mkdir(parents=True)
+    shutil.copy(LUMINARA / "world.md", w / "world.md")
+    shutil.copy(SHEET, w / "characters" / "orlando.md")
+    data = w / "data" / "orlando"
+    data.mkdir(parents=True)
+    for name in ["court", "protective", "adversarial"]:
+        lines = (LUMINARA / "data" / "orlando" / f"{name}.jsonl").read_text().splitlines()[:8]
+        (data / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    (w / "eval").mkdir()
+    qs = (LUMINARA / "eval" / "orlando.jsonl").read_text().splitlines()
+    (w / "eval" / "orlando.jsonl").write_text("\n".join(qs[:2] + qs[-2:]) + "\n")
+    return w
+
+
+def test_build_dpo(lemonpc, world, tiny, tmp_path):
+    out = tmp_path / "npc"
+    cmd = [str(lemonpc), "build", str(world), "--character", "orlando", "--out", str(out), "--model",
+           str(tiny), "--epochs", "1", "--batch", "2", "--seq", "256", "--threads", "2", "--dpo",
+           "--dpo-samples", "2", "--dpo-max-prompts", "10", "--dpo-seq", "256"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((out / "build.json").read_text())
+    st = doc["stages"]
+    for s in ["check", "dataset", "train", "pairs", "dpo", "eval", "export"]:
+        assert st[s]["done"], s
+    assert "[build 4/7] pairs" in r.stderr and "[build 5/7] dpo" in r.stderr, r.stderr
+    assert doc["settings"]["dpo"]["samples"] == 2 and doc["settings"]["dpo"]["seq"] == 256
+    ps = read_jsonl(out / "dpo" / "pairs.jsonl")
+    assert 0 < len(ps) <= 10
+    # the pairs are made on the train split, the writer's reply chosen
+    train = read_jsonl(out / "data" / "train.jsonl")
+    replies = {m["content"] for c in train for m in c["messages"] if m["role"] == "assistant"}
+    assert all(p["chosen"][0]["content"] in replies for p in ps)
+    # DPO continued the SFT adapter; eval and export took its best checkpoint
+    assert (out / "dpo" / "run" / "ref_logps.bin").exists()
+    dpo_best = out / "dpo" / "run" / "best" / "adapter.gguf"
+    taken = dpo_best if dpo_best.exists() else out / "dpo" / "run" / "last" / "adapter.gguf"
+    held = json.loads((out / "eval" / "heldout" / "report.json").read_text())
+    assert held["label"] == "Orlando Marlo, LoRA r16 + DPO, short persona"
+    assert held["settings"]["adapter"] == str(taken)
+    import gguf
+    fields = gguf.GGUFReader(str(out / "export" / "orlando.adapter.gguf")).fields
+    f = fields["lemonpc.persona.mode"]
+    assert bytes(f.parts[f.data[0]]).decode() == "short"
+    # the exported adapter is the DPO one, not the SFT one
+    a = gguf.GGUFReader(str(out / "export" / "orlando.adapter.gguf")).tensors
+    b = gguf.GGUFReader(str(out / "run" / "best" / "adapter.gguf")).tensors
+    assert len(a) == len(b)
+    assert any((x.data != y.data).any() for x, y in zip(a, b))
+    # a rerun redoes nothing; another beta redoes dpo and what follows only
+    r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r2.returncode == 0 and "dpo: done before" in r2.stderr and "pairs: done before" in r2.stderr
+    r3 = subprocess.run(cmd + ["--dpo-beta", "0.2", "--no-eval"], capture_output=True, text=True, timeout=900)
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    assert "pairs: done before" in r3.stderr and "dpo: done before" not in r3.stderr
+    assert "export: done before" not in r3.stderr
