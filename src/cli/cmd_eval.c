@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli_gen.h"
+#include "datagen/teacher.h"
 #include "cli/commands.h"
 #include "eval/eval.h"
 #include "sheet/sheet.h"
@@ -37,6 +38,13 @@ static void usage(FILE *out) {
             "  --sample             the runtime's sampling (temp 0.7, repeat penalty 1.1,\n"
             "                       seed 1) instead of greedy decoding\n"
             "  -n, --max-tokens N   per answer (default 160)\n"
+            "  --judge-url URL      an LLM judge: an OpenAI-compatible server (e.g.\n"
+            "                       http://127.0.0.1:8080/v1) scores every answer 1-7 on\n"
+            "                       memorization, values, personality, hallucination and\n"
+            "                       stability (Character-LLM's dimensions); DIR/judge.jsonl\n"
+            "  --judge-model NAME   the judge server's model name\n"
+            "  --judge-key-env VAR  the environment variable holding its API key\n"
+            "  --judge-gguf FILE    a local GGUF as the judge instead of a server\n"
             "  -t, --threads N      worker threads (default: all CPUs)\n"
             "  -h, --help           this help\n"
             "Exit status: 0 ok, 1 error, 2 usage.\n");
@@ -59,6 +67,7 @@ int cmd_eval(int argc, char **argv) {
     lm_eval_opts_init(&o);
     o.persona = -1;   /* the trained mode, else short: resolved below */
     bool compare = false;
+    const char *judge_url = NULL, *judge_model = NULL, *judge_key = NULL, *judge_gguf = NULL;
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     int npos = 0;
     if (!pos) { fprintf(stderr, "lemonpc eval: out of memory\n"); return 1; }
@@ -70,7 +79,8 @@ int cmd_eval(int argc, char **argv) {
         if (!strcmp(a, "--sample")) { o.sample = true; continue; }
         static const char *const with_value[] = {"--out", "--character", "--persona", "--adapter",
                                                  "--refs", "--label", "-n", "--max-tokens", "-t",
-                                                 "--threads"};
+                                                 "--threads", "--judge-url", "--judge-model",
+                                                 "--judge-key-env", "--judge-gguf"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
         if (known) {
@@ -81,6 +91,10 @@ int cmd_eval(int argc, char **argv) {
             else if (!strcmp(a, "--adapter")) o.adapter = v;
             else if (!strcmp(a, "--refs")) o.refs = v;
             else if (!strcmp(a, "--label")) o.label = v;
+            else if (!strcmp(a, "--judge-url")) judge_url = v;
+            else if (!strcmp(a, "--judge-model")) judge_model = v;
+            else if (!strcmp(a, "--judge-key-env")) judge_key = v;
+            else if (!strcmp(a, "--judge-gguf")) judge_gguf = v;
             else if (!strcmp(a, "--persona")) {
                 o.persona = lm_persona_mode_parse(v);
                 if (o.persona < 0) {
@@ -134,7 +148,31 @@ int cmd_eval(int argc, char **argv) {
             goto done;
         }
     }
+    if (judge_url && judge_gguf) {
+        fprintf(stderr, "lemonpc eval: --judge-url and --judge-gguf: give one judge\n");
+        goto done;
+    }
+    if ((judge_model || judge_key) && !judge_url) {
+        fprintf(stderr, "lemonpc eval: --judge-model and --judge-key-env go with --judge-url\n");
+        goto done;
+    }
+    if (judge_url) {
+        lm_teacher_http_config hc = lm_teacher_http_config_default();
+        hc.base_url = judge_url;
+        hc.model = judge_model;
+        hc.api_key_env = judge_key;
+        o.judge = lm_teacher_http_new(&hc, &err);
+    } else if (judge_gguf) {
+        lm_teacher_local_config lc = {.model_path = judge_gguf, .threads = o.threads, .seed = 1};
+        o.judge = lm_teacher_local_new(&lc, &err);
+    }
+    if ((judge_url || judge_gguf) && !o.judge) {
+        fprintf(stderr, "lemonpc eval: judge: %s\n", err.msg);
+        rc = 1;
+        goto done;
+    }
     rc = lm_eval_run(&o, &err) ? 1 : 0;
+    lm_teacher_free(o.judge);
     if (rc) fprintf(stderr, "lemonpc eval: %s\n", err.msg);
     else printf("%s/report.md\n", o.out);
 done:

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,8 @@
 #include "base/fileio.h"
 #include "base/progress.h"
 #include "base/strbuf.h"
+#include "datagen/teacher.h"
+#include "eval/judge.h"
 #include "eval/metrics.h"
 #include "eval/report.h"
 #include "runtime/generate.h"
@@ -171,6 +174,143 @@ static int score_refs(lm_generator *g, const lm_eval_opts *o, const lm_character
     return rc;
 }
 
+/* ---- the judge ---------------------------------------------------------- */
+
+typedef struct judge_ctx {
+    FILE *f;                 /* judge.jsonl, appended */
+    const char *path;
+    json_t *by_id;           /* id -> record */
+    json_t *answers;         /* borrowed */
+    size_t done;
+    lm_progress *pr;
+    bool quiet;
+} judge_ctx;
+
+static int judge_done(void *ud, const lm_teacher_job *job, const lm_teacher_outcome *out, lm_err *err) {
+    judge_ctx *j = ud;
+    json_t *a = json_array_get(j->answers, (size_t)(uintptr_t)job->user);
+    json_t *rec = json_pack("{s:s, s:s}", "id", str_field(a, "id"), "answer", str_field(a, "answer"));
+    int sc[LM_JUDGE_N];
+    lm_err perr = {0};
+    if (!out->reply) json_object_set_new(rec, "error", json_string(out->error ? out->error : "failed"));
+    else if (lm_judge_parse(out->reply, sc, &perr)) json_object_set_new(rec, "error", json_string(perr.msg));
+    else {
+        json_t *s = json_object();
+        for (int d = 0; d < LM_JUDGE_N; d++) json_object_set_new(s, lm_judge_dim_name(d), json_integer(sc[d]));
+        json_object_set_new(rec, "scores", s);
+    }
+    char *line = json_dumps(rec, JSON_COMPACT);
+    int bad = !line || fprintf(j->f, "%s\n", line) < 0 || fflush(j->f);
+    free(line);
+    json_object_set_new(j->by_id, str_field(a, "id"), rec);
+    if (bad) return lm_errno(err, "%s: cannot append", j->path), -1;
+    if (!j->quiet) lm_progress_update(j->pr, (int64_t)++j->done, NULL);
+    return 0;
+}
+
+/* "role: text" lines of a question's earlier turns (malloc'd, "" if none). */
+static char *history_text(json_t *q) {
+    lm_sb b = {0};
+    size_t i;
+    json_t *h;
+    json_array_foreach(json_object_get(q, "history"), i, h)
+        lm_sb_printf(&b, "%s: %s\n", str_field(h, "role"), str_field(h, "content"));
+    return b.oom ? (lm_sb_free(&b), NULL) : b.p ? b.p : strdup("");
+}
+
+/* Scores every answer the judge has not scored yet (judge.jsonl keeps the
+ * others, keyed by id and the answer's text); sets the means on sum. */
+static int judge_answers(const lm_eval_opts *o, const lm_character *c, const lm_world *w, json_t *qs,
+                         json_t *answers, lm_eval_summary *sum, lm_err *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/judge.jsonl", o->out);
+    const char *name = lm_teacher_name(o->judge);
+    judge_ctx j = {.path = path, .by_id = json_object(), .answers = answers, .quiet = o->quiet};
+    /* earlier scores by the same judge, of the same answers */
+    FILE *of = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    bool same = false;
+    for (size_t k = 0; of && getline(&line, &cap, of) > 0; k++) {
+        json_t *r = json_loads(line, 0, NULL);   /* a torn last line is skipped */
+        if (k == 0) same = !strcmp(str_field(r, "judge") ?: "", name);
+        else if (same && str_field(r, "id") && json_object_get(r, "scores"))
+            json_object_set(j.by_id, str_field(r, "id"), r);
+        json_decref(r);
+        if (!same) break;
+    }
+    free(line);
+    if (of) fclose(of);
+    size_t i;
+    json_t *e;
+    int rc = -1;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    lm_teacher_job *jobs = calloc(json_array_size(answers) + 1, sizeof *jobs);
+    lm_chat_msg *msgs = calloc(2 * json_array_size(answers) + 1, sizeof *msgs);
+    char *profile = c ? lm_persona_system(c, w, LM_PERSONA_FULL, NULL, err) : NULL;
+    size_t n = 0;
+    lm_teacher_params tp = lm_teacher_params_default();
+    tp.temperature = 0;
+    tp.max_tokens = 200;
+    if (!jobs || !msgs || (c && !profile)) { if (!err->msg[0]) lm_errf(err, "out of memory"); goto out; }
+    if (!(j.f = fopen(tmp, "w"))) { lm_errno(err, "%s", tmp); goto out; }
+    json_t *hdr = json_pack("{s:s}", "judge", name);
+    char *hs = hdr ? json_dumps(hdr, JSON_COMPACT) : NULL;
+    json_decref(hdr);
+    if (!hs) { lm_errf(err, "out of memory"); goto out; }
+    fprintf(j.f, "%s\n", hs);
+    free(hs);
+    json_array_foreach(answers, i, e) {
+        json_t *r = json_object_get(j.by_id, str_field(e, "id"));
+        if (r && !strcmp(str_field(r, "answer") ?: "", str_field(e, "answer") ?: "")) {
+            char *kept = json_dumps(r, JSON_COMPACT);
+            if (kept) fprintf(j.f, "%s\n", kept);
+            free(kept);
+            continue;
+        }
+        json_object_del(j.by_id, str_field(e, "id"));
+        json_t *q = json_array_get(qs, i);
+        char *hist = history_text(q);
+        char *prompt = hist ? lm_judge_prompt(profile, str_field(q, "asker"), str_field(q, "location"), hist,
+                                              str_field(e, "question"), str_field(e, "answer"))
+                            : NULL;
+        free(hist);
+        if (!prompt) { lm_errf(err, "out of memory"); goto out; }
+        msgs[2 * n] = (lm_chat_msg){"system", lm_judge_system()};
+        msgs[2 * n + 1] = (lm_chat_msg){"user", prompt};
+        jobs[n] = (lm_teacher_job){str_field(e, "id"), &msgs[2 * n], 2, &tp, (void *)(uintptr_t)i};
+        n++;
+    }
+    if (fflush(j.f) || rename(tmp, path)) { lm_errno(err, "%s", path); goto out; }
+    lm_progress pr;
+    j.pr = &pr;
+    if (!o->quiet) lm_progress_begin(&pr, "judge", (int64_t)n, "answers");
+    int br = n ? lm_teacher_run_batch(o->judge, jobs, n, judge_done, &j, NULL, err) : 0;
+    if (!o->quiet) lm_progress_end(&pr);
+    if (br) { lm_err_prefix(err, "judge %s", name); goto out; }
+    /* the means over the answers it scored; an answer it failed on is counted apart */
+    double tot[LM_JUDGE_N] = {0};
+    json_array_foreach(answers, i, e) {
+        json_t *r = json_object_get(j.by_id, str_field(e, "id")), *s = json_object_get(r, "scores");
+        if (!s) { sum->judge_failed++; continue; }
+        for (int d = 0; d < LM_JUDGE_N; d++) tot[d] += (double)json_integer_value(json_object_get(s, lm_judge_dim_name(d)));
+        json_object_set(e, "judge", s);
+        sum->judge_n++;
+    }
+    for (int d = 0; d < LM_JUDGE_N; d++) sum->judge_mean[d] = sum->judge_n ? tot[d] / sum->judge_n : 0;
+    sum->judge = name;
+    rc = 0;
+out:
+    for (size_t k = 0; k < n; k++) free((char *)msgs[2 * k + 1].content);
+    if (j.f) fclose(j.f);
+    free(jobs);
+    free(msgs);
+    free(profile);
+    json_decref(j.by_id);
+    return rc;
+}
+
 int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
     double t0 = now_s();
     int rc = -1;
@@ -304,9 +444,18 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
                       str_field(qq, "asker"), !strcmp(str_field(a, "stop") ?: "", "eos"), &f);
         lm_eval_tally_add(&t, &f, str_field(a, "category"));
         json_object_set_new(a, "flags", flags_json(&f));
+        json_object_del(a, "judge");   /* set again below by this run's judge, if any */
         texts[i] = str_field(a, "answer");
     }
-    /* answers.jsonl with the flags of the current metrics */
+    lm_eval_summary sum = {
+        .label = o->label, .settings = settings, .questions = o->questions, .refs = o->refs,
+        .tally = &t, .distinct1 = lm_eval_distinct(texts, na, 1),
+        .distinct2 = lm_eval_distinct(texts, na, 2), .ppl = ppl, .n_refs = n_ref,
+    };
+    free(texts);
+    if (o->judge && judge_answers(o, c, w, qs, answers, &sum, err)) goto done;
+    sum.seconds = now_s() - t0;
+    /* answers.jsonl with the flags of the current metrics (and the judge's scores) */
     fclose(af);
     af = NULL;
     lm_sb all = {0};
@@ -318,14 +467,7 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
     }
     int wr = all.oom ? lm_errf(err, "out of memory") : lm_write_file_atomic(path, all.p ? all.p : "", all.len, err);
     lm_sb_free(&all);
-    if (wr) { free(texts); goto done; }
-    lm_eval_summary sum = {
-        .label = o->label, .settings = settings, .questions = o->questions, .refs = o->refs,
-        .tally = &t, .distinct1 = lm_eval_distinct(texts, na, 1),
-        .distinct2 = lm_eval_distinct(texts, na, 2), .ppl = ppl, .n_refs = n_ref,
-        .seconds = now_s() - t0,
-    };
-    free(texts);
+    if (wr) goto done;
     rc = lm_eval_write_report(o->out, &sum, answers, err);
 done:
     if (af) fclose(af);

@@ -11,7 +11,12 @@
  * stop: "eos" | "max_tokens" | "context" | "stop_string", tokens, flags),
  * report.json and report.md. answers.jsonl is appended one line at a time
  * and flushed, so a killed eval resumes where it stopped (ids already
- * answered under the same settings are kept). */
+ * answered under the same settings are kept).
+ *
+ * With a judge, every answer is also scored 1-7 on Character-LLM's five
+ * dimensions (judge.h): DIR/judge.jsonl keeps each score (or the judge's
+ * failure) with the answer it scored, so a resumed eval asks again only
+ * for answers it has no score for; the means go in the report. */
 #ifndef LM_EVAL_EVAL_H
 #define LM_EVAL_EVAL_H
 
@@ -34,6 +39,7 @@ typedef struct lm_eval_opts {
     lm_sampler_params sp;    /* used when sample */
     int threads;
     bool quiet;              /* no progress line */
+    struct lm_teacher *judge; /* an LLM judge (judge.h) or NULL; borrowed */
 } lm_eval_opts;
 
 void lm_eval_opts_init(lm_eval_opts *o);

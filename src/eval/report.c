@@ -2,6 +2,7 @@
 #include "eval/report.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "base/fileio.h"
 #include "base/strbuf.h"
 #include "eval/eval.h"
+#include "eval/judge.h"
 
 static double rate(size_t k, size_t n) { return n ? (double)k / (double)n : 0; }
 
@@ -56,6 +58,11 @@ static const metric METRICS[] = {
     {"catchphrase_rate", "uses a catchphrase", -1, 1},
     {"mean_words", "mean answer length (words)", -1, 0},
     {"ppl", "perplexity of held-out reference answers", 0, 0},
+    {"judge_memorization", "judge: memorization (1-7)", 1, 0},
+    {"judge_values", "judge: values (1-7)", 1, 0},
+    {"judge_personality", "judge: personality (1-7)", 1, 0},
+    {"judge_hallucination", "judge: avoids hallucination (1-7)", 1, 0},
+    {"judge_stability", "judge: stability (1-7)", 1, 0},
 };
 #define N_METRICS (sizeof METRICS / sizeof METRICS[0])
 
@@ -75,6 +82,11 @@ static json_t *metrics_json(const lm_eval_summary *s) {
     json_object_set_new(m, "distinct1", json_real(s->distinct1));
     json_object_set_new(m, "distinct2", json_real(s->distinct2));
     if (s->n_refs) json_object_set_new(m, "ppl", json_real(s->ppl));
+    for (int d = 0; s->judge_n && d < LM_JUDGE_N; d++) {
+        char k[64];
+        snprintf(k, sizeof k, "judge_%s", lm_judge_dim_name(d));
+        json_object_set_new(m, k, json_real(s->judge_mean[d]));
+    }
     return m;
 }
 
@@ -83,6 +95,7 @@ static void put_value(lm_sb *b, json_t *v, const metric *mt) {
     double x = json_number_value(v);
     if (mt->percent) lm_sb_printf(b, " %.0f%% |", 100 * x);
     else if (!strcmp(mt->key, "ppl") || !strcmp(mt->key, "mean_words")) lm_sb_printf(b, " %.1f |", x);
+    else if (!strncmp(mt->key, "judge_", 6)) lm_sb_printf(b, " %.2f |", x);
     else lm_sb_printf(b, " %.3f |", x);
 }
 
@@ -132,6 +145,9 @@ int lm_eval_write_report(const char *dir, const lm_eval_summary *s, json_t *answ
     if (s->refs) json_object_set_new(r, "refs", json_string(s->refs));
     json_object_set_new(r, "n_refs", json_integer(s->n_refs));
     json_object_set_new(r, "seconds", json_real(s->seconds));
+    if (s->judge)
+        json_object_set_new(r, "judge", json_pack("{s:s, s:i, s:i}", "name", s->judge, "scored", s->judge_n,
+                                                  "failed", s->judge_failed));
     json_t *metrics = metrics_json(s);
     json_object_set_new(r, "metrics", metrics);
     json_t *cats = json_object();
@@ -153,6 +169,9 @@ int lm_eval_write_report(const char *dir, const lm_eval_summary *s, json_t *answ
                  json_is_true(json_object_get(set, "sample")) ? "no (runtime sampling)" : "yes",
                  s->seconds);
     if (s->refs) lm_sb_printf(&b, " Reference answers: `%s` (%d conversations).", s->refs, s->n_refs);
+    if (s->judge)
+        lm_sb_printf(&b, " Judge: `%s` (%d answers scored, %d failed).", s->judge, s->judge_n,
+                     s->judge_failed);
     lm_sb_str(&b, "\n\n| metric | value |\n|---|---|\n");
     for (size_t i = 0; i < N_METRICS; i++) {
         json_t *v = json_object_get(metrics, METRICS[i].key);
@@ -184,6 +203,13 @@ int lm_eval_write_report(const char *dir, const lm_eval_summary *s, json_t *answ
         size_t j;
         json_t *f;
         json_array_foreach(fl, j, f) lm_sb_printf(&b, "`%s` ", json_string_value(f));
+        json_t *jd = json_object_get(a, "judge");
+        if (json_is_object(jd)) {
+            lm_sb_str(&b, "judge:");
+            for (int d = 0; d < LM_JUDGE_N; d++)
+                lm_sb_printf(&b, " %s %lld", lm_judge_dim_name(d),
+                             (long long)json_integer_value(json_object_get(jd, lm_judge_dim_name(d))));
+        }
         lm_sb_str(&b, "\n\n");
     }
     snprintf(path, sizeof path, "%s/report.md", dir);
@@ -279,6 +305,10 @@ int lm_eval_compare(const char *const *dirs, int n, const char *out, lm_err *err
     for (int k = 0; k < n; k++) lm_sb_str(&b, "---|");
     lm_sb_str(&b, "\n");
     for (size_t i = 0; i < N_METRICS; i++) {
+        /* a row no report has (the judge's, without a judge) is left out */
+        bool any = false;
+        for (int k = 0; k < n; k++) any |= json_object_get(json_object_get(reps[k], "metrics"), METRICS[i].key) != NULL;
+        if (!any) continue;
         lm_sb_printf(&b, "| %s |", METRICS[i].title);
         for (int k = 0; k < n; k++)
             put_value(&b, json_object_get(json_object_get(reps[k], "metrics"), METRICS[i].key), &METRICS[i]);

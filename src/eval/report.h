@@ -18,6 +18,9 @@ typedef struct lm_eval_summary {
     double ppl;                 /* 0: no refs */
     int n_refs;
     double seconds;
+    const char *judge;          /* the judge's name, NULL: none */
+    int judge_n, judge_failed;  /* answers scored, answers the judge failed on */
+    double judge_mean[5];       /* per dimension (judge.h), over judge_n */
 } lm_eval_summary;
 
 /* DIR/answers.jsonl as an array of answer objects with an "id", in file

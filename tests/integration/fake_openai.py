@@ -40,11 +40,12 @@ TAG = re.compile(r"\[\[([a-z0-9]+?)(?:x(\d+))?\]\]")
 
 class FakeOpenAI:
     def __init__(self, delay_s=0.0, slow_s=5.0, retry_after=1, api_key=None, rendezvous=None,
-                 hold_after=None, wait_s=30.0):
+                 hold_after=None, wait_s=30.0, responder=None):
         self.delay_s = delay_s          # every good answer takes this long
         self.slow_s = slow_s
         self.retry_after = retry_after
         self.api_key = api_key          # when set, requests must carry it
+        self.responder = responder      # request body -> the answer's content ("reply to: ..." if None)
         self.lock = threading.Lock()
         self.attempts = {}
         self.log = []
@@ -164,7 +165,9 @@ class FakeOpenAI:
             return self._send(h, 200, {
                 "id": "chatcmpl-fake", "object": "chat.completion", "model": req.get("model"),
                 "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": f"reply to: {content}"}}]})
+                             "message": {"role": "assistant",
+                                         "content": self.responder(req) if self.responder
+                                         else f"reply to: {content}"}}]})
         if mode == "slow":
             if self.closing.wait(self.slow_s):
                 return None
