@@ -72,6 +72,9 @@ static void usage(FILE *out) {
             "                     to the train split, the filters pick chosen and rejected ones\n"
             "                     (lemonpc pairs), and DPO trains the weights further\n"
             "  --dpo-samples N    answers sampled per prompt (default 4)\n"
+            "  --dpo-pairs MODE   self-play (default): the writer's reply against the NPC's own\n"
+            "                     answer, failing ones first (SPIN); checks: only answers the\n"
+            "                     filters reject (few, once an NPC is fine-tuned)\n"
             "  --dpo-max-prompts N  a seeded choice of N train prompts (default: all)\n"
             "  --dpo-beta X       DPO beta (default 0.1)\n"
             "  --dpo-epochs N     default 1\n"
@@ -88,7 +91,7 @@ typedef struct build_opts {
     const char **extra;
     int n_extra;
     int persona, full, rank, epochs, batch, seq, accum, threads, no_eval, adapter_f16;
-    int dpo, dpo_samples, dpo_max_prompts, dpo_epochs, dpo_seq;
+    int dpo, dpo_samples, dpo_max_prompts, dpo_epochs, dpo_seq, dpo_checks_only;
     double lr, dpo_beta, dpo_lr;
     unsigned long long seed;
 } build_opts;
@@ -475,12 +478,16 @@ static int do_pairs(ctx *x, lm_err *err) {
     snprintf(a[1], 64, "%d", o->dpo_max_prompts);
     snprintf(a[2], 64, "%llu", o->seed);
     snprintf(a[3], 64, "%d", o->threads);
+    /* the samples' key (the NPC and how it is sampled), then the pairs' (how
+     * they are picked from the samples) */
     uint64_t h = fnv_str(1469598103934665603ull, x->k_train);
     for (int i = 0; i < 3; i++) h = fnv_str(h, a[i]);
+    char k_samples[17];
+    hex(h, k_samples);
+    h = fnv_str(h, o->dpo_checks_only ? "checks" : "self-play");
     hex(h, x->k_pairs);
     if (stage_done(&x->b, "pairs", x->k_pairs)) { stage_skip(&x->b, "pairs"); return 0; }
     stage_begin(&x->b, "pairs");
-    if (stage_reset(&x->b, "pairs", err)) return -1;
     char dir[PATH_MAX], out[PATH_MAX], sft[PATH_MAX], data[PATH_MAX];
     pathf(dir, sizeof dir, "%s/dpo", o->out);
     if (mkdir(dir, 0777) && errno != EEXIST) return lm_errno(err, "%s", dir);
@@ -488,16 +495,16 @@ static int do_pairs(ctx *x, lm_err *err) {
     sft_file(x, sft, sizeof sft);
     pathf(data, sizeof data, "%s/data/train.jsonl", o->out);
     const char *persona = lm_persona_mode_name((lm_persona_mode)o->persona);
-    /* The journal resumes a killed run of the same settings by itself
-     * (pairs.h); the samples change with the weights, so a retrained NPC
-     * starts it over. */
+    /* The journal (pairs.h) keeps the samples of a killed run, and of a run
+     * that only picks its pairs another way; a retrained NPC (whose adapter
+     * has the same path) or other sampling starts it over. */
     char journal[PATH_MAX + 16];
     pathf(journal, sizeof journal, "%s.samples.jsonl", out);
     const char *sk = json_string_value(json_object_get(
-        json_object_get(json_object_get(x->b.doc, "stages"), "pairs"), "started_key"));
-    if (sk && strcmp(sk, x->k_pairs)) unlink(journal);
+        json_object_get(json_object_get(x->b.doc, "stages"), "pairs"), "samples_key"));
+    if (!sk || strcmp(sk, k_samples)) unlink(journal);
     json_object_set_new(json_object_get(x->b.doc, "stages"), "pairs",
-                        json_pack("{s:b, s:s}", "done", 0, "started_key", x->k_pairs));
+                        json_pack("{s:b, s:s}", "done", 0, "samples_key", k_samples));
     if (save(&x->b, err)) return -1;
     char *av[24] = {"pairs", o->full ? sft : x->model, "--out", out, "--data", data, "--character",
                     x->c->path, "--persona", (char *)persona, "--samples", a[0], "--seed", a[2],
@@ -505,12 +512,13 @@ static int do_pairs(ctx *x, lm_err *err) {
     int n = 15;
     if (!o->full) av[n++] = "--adapter", av[n++] = sft;
     if (o->dpo_max_prompts) av[n++] = "--max-prompts", av[n++] = a[1];
+    if (!o->dpo_checks_only) av[n++] = "--self-play";
     if (o->threads) av[n++] = "-t", av[n++] = a[3];
     double t0 = now_s();
     long rss = 0;
     if (run_self(&x->b, av, &rss, err)) return -1;
     return stage_end(&x->b, "pairs", x->k_pairs, now_s() - t0, rss,
-                     json_pack("{s:s}", "started_key", x->k_pairs), err);
+                     json_pack("{s:s}", "samples_key", k_samples), err);
 }
 
 static int do_dpo(ctx *x, lm_err *err) {
@@ -702,6 +710,13 @@ static int parse(int argc, char **argv, build_opts *o) {
             } else if (!strcmp(a, "--lr")) { if (num(a, v, 1e-8, 1, &o->lr)) return -1; }
             else if (!strcmp(a, "--dpo-lr")) { if (num(a, v, 1e-9, 1, &o->dpo_lr)) return -1; }
             else if (!strcmp(a, "--dpo-beta")) { if (num(a, v, 1e-4, 100, &o->dpo_beta)) return -1; }
+            else if (!strcmp(a, "--dpo-pairs")) {
+                if (strcmp(v, "self-play") && strcmp(v, "checks")) {
+                    fprintf(stderr, "lemonpc build: --dpo-pairs wants self-play or checks, got '%s'\n", v);
+                    return -1;
+                }
+                o->dpo_checks_only = !strcmp(v, "checks");
+            }
             else {
                 static const struct { const char *flag; double lo, hi; } ints[] = {
                     {"--lora-rank", 1, 256}, {"--epochs", 1, 1000}, {"--batch", 1, 4096},
@@ -742,7 +757,8 @@ static json_t *settings_json(const build_opts *o, const char *model) {
                           o->batch, "seq", o->seq, "grad_accum", o->accum, "seed", (json_int_t)o->seed);
     if (s && o->adapter_f16 && !o->full) json_object_set_new(s, "adapter_type", json_string("f16"));
     if (s && o->dpo)
-        json_object_set_new(s, "dpo", json_pack("{s:i, s:i, s:f, s:i, s:i, s:f}", "samples", o->dpo_samples,
+        json_object_set_new(s, "dpo", json_pack("{s:s, s:i, s:i, s:f, s:i, s:i, s:f}", "pairs",
+                                                o->dpo_checks_only ? "checks" : "self-play", "samples", o->dpo_samples,
                                                 "max_prompts", o->dpo_max_prompts, "beta", o->dpo_beta,
                                                 "epochs", o->dpo_epochs, "seq", o->dpo_seq, "lr",
                                                 o->dpo_lr > 0 ? o->dpo_lr : o->full ? 1e-6 : 2e-5));

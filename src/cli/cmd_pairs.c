@@ -41,6 +41,9 @@ static void usage(FILE *out) {
             "  --samples N          answers sampled per prompt (default 4)\n"
             "  --per-prompt N       pairs per prompt at most, distinct rejected texts (default 1)\n"
             "  --chosen-from-samples  prefer the best passing sample to the reference\n"
+            "  --self-play          SPIN: against the writer's reply, the NPC's own answers are\n"
+            "                       rejected even when the checks pass them (failing ones first):\n"
+            "                       a pair for every prompt with a reference\n"
             "  --temp X             sampling temperature (default 0.7, as the runtime)\n"
             "  --seed S             seeds every sample (default 1)\n"
             "  -n, --max-tokens N   per sample (default 160)\n"
@@ -86,6 +89,7 @@ int cmd_pairs(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); rc = 0; goto done; }
         if (!strcmp(a, "--chosen-from-samples")) { o.chosen_from_samples = true; continue; }
         if (!strcmp(a, "--all-turns")) { o.all_turns = true; continue; }
+        if (!strcmp(a, "--self-play")) { o.self_play = true; continue; }
         if (a[0] == '-' && a[1]) {
             if (i + 1 >= argc) { fprintf(stderr, "lemonpc pairs: %s needs a value (see --help)\n", a); goto done; }
             const char *v = argv[++i];

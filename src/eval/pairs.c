@@ -402,15 +402,19 @@ static json_t *make_pairs(const lm_pairs_opts *o, const scorer *s, const item *x
         else st->no_chosen++;
         return pairs;
     }
-    if (!n_fail) { st->all_passed++; return pairs; }
+    /* self-play (SPIN): against the writer's reply, any of the NPC's own
+     * answers is the rejected side, failing ones first */
+    bool spin = o->self_play && from && !strcmp(from, "reference");
+    size_t n_rej = spin ? json_array_size(samples) : n_fail;
+    if (!n_rej) { if (!n_fail) st->all_passed++; return pairs; }
     if (!chosen) { st->no_chosen++; return pairs; }
-    json_t **fail = calloc(n_fail, sizeof *fail);
+    json_t **fail = calloc(n_rej, sizeof *fail);
     if (!fail) return pairs;
     size_t k = 0;
     json_array_foreach(samples, i, e)
-        if (json_array_size(json_object_get(e, "reasons"))) fail[k++] = e;
-    qsort(fail, n_fail, sizeof *fail, cmp_reasons);
-    for (k = 0; k < n_fail && (int)json_array_size(pairs) < o->per_prompt; k++) {
+        if (spin || json_array_size(json_object_get(e, "reasons"))) fail[k++] = e;
+    qsort(fail, n_rej, sizeof *fail, cmp_reasons);
+    for (k = 0; k < n_rej && (int)json_array_size(pairs) < o->per_prompt; k++) {
         const char *t = str_field(fail[k], "text");
         bool dup = !strcmp(t, chosen);
         for (size_t j = 0; j < k && !dup; j++) dup = !strcmp(t, str_field(fail[j], "text"));

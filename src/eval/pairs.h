@@ -36,6 +36,15 @@
  * A prompt with no failing sample or no acceptable chosen side gives no
  * pair: the NPC already does well there, or nothing good is known.
  *
+ * self_play (SPIN, Chen et al. 2024, "Self-Play Fine-Tuning Converts Weak
+ * Language Models to Strong Language Models"): against the writer's reply,
+ * the NPC's own answers are rejected even when the cheap checks pass them
+ * (failing ones first), so every prompt with a reference gives a pair. The
+ * checks see assistant speech and modern knowledge, not a non sequitur or
+ * an invented wife; self-play pushes the NPC toward the writer's replies on
+ * everything the checks cannot see. The pairs are made from the journal's
+ * samples, so the mode can be switched without sampling again.
+ *
  * Output: `out` in TRL's preference format (prompt messages, chosen and
  * rejected as one assistant message each) plus "meta" (id, kind, source,
  * chosen_from, rejected_reasons), written atomically at the end; and
@@ -70,6 +79,7 @@ typedef struct lm_pairs_opts {
     int max_tokens;                    /* per sample (default 160, as eval) */
     bool all_turns;                    /* data: a prompt per replied user turn, not the last only */
     bool chosen_from_samples;          /* the best passing sample even when a reference exists */
+    bool self_play;                    /* SPIN: with a reference, any own answer is rejected */
     lm_sampler_params sp;              /* the runtime's sampling; sp.seed seeds every draw */
     int threads;
     bool quiet;

@@ -127,6 +127,37 @@ def test_pairs_resume(lemonpc, tiny, tmp_path):
     assert "(0 from the journal)" in r.stderr, r.stderr
 
 
+def test_pairs_self_play(lemonpc, tiny, tmp_path):
+    data = tmp_path / "train.jsonl"
+    cs = convs(2)
+    data.write_text("".join(json.dumps(c) + "\n" for c in cs))
+    out = tmp_path / "pairs.jsonl"
+    pairs(lemonpc, tiny, out, "--data", str(data))
+    jpath = pathlib.Path(str(out) + ".samples.jsonl")
+    lines = jpath.read_text().splitlines()
+    # as if the NPC had answered the first prompt well: its samples pass every check
+    rec = json.loads(lines[1])
+    for k, smp in enumerate(rec["samples"]):
+        smp["reasons"], smp["text"] = [], f"A fine answer, number {k}."
+    lines[1] = json.dumps(rec)
+    jpath.write_text("\n".join(lines) + "\n")
+    r = pairs(lemonpc, tiny, out, "--data", str(data))
+    ps = {p["meta"]["id"]: p for p in read_jsonl(out)}
+    assert "(4 from the journal)" in r.stderr and "no pair: 1 where every sample passed" in r.stderr
+    assert rec["id"] not in ps and len(ps) == 3
+    # self-play: the writer's reply against the NPC's own answer, passing or not; the
+    # journal's samples are reused (switching the mode samples nothing again)
+    r = pairs(lemonpc, tiny, out, "--data", str(data), "--self-play", "--per-prompt", "2")
+    assert "(4 from the journal)" in r.stderr, r.stderr
+    ps = read_jsonl(out)
+    mine = [p for p in ps if p["meta"]["id"] == rec["id"]]
+    assert [p["rejected"][0]["content"] for p in mine] == ["A fine answer, number 0.", "A fine answer, number 1."]
+    assert all(p["meta"]["rejected_reasons"] == [] for p in mine)
+    for c in cs:   # two distinct answers each, or one when both came out the same
+        n = sum(p["meta"]["id"] == c["meta"]["id"] for p in ps)
+        assert 1 <= n <= 2, c["meta"]["id"]
+
+
 def test_pairs_from_datagen(lemonpc, tiny, tmp_path):
     dg = tmp_path / "dg"
     dg.mkdir()
@@ -207,6 +238,7 @@ def test_build_dpo(lemonpc, world, tiny, tmp_path):
         assert st[s]["done"], s
     assert "[build 4/7] pairs" in r.stderr and "[build 5/7] dpo" in r.stderr, r.stderr
     assert doc["settings"]["dpo"]["samples"] == 2 and doc["settings"]["dpo"]["seq"] == 256
+    assert doc["settings"]["dpo"]["pairs"] == "self-play"
     ps = read_jsonl(out / "dpo" / "pairs.jsonl")
     assert 0 < len(ps) <= 10
     # the pairs are made on the train split, the writer's reply chosen
@@ -236,3 +268,8 @@ def test_build_dpo(lemonpc, world, tiny, tmp_path):
     assert r3.returncode == 0, r3.stderr[-3000:]
     assert "pairs: done before" in r3.stderr and "dpo: done before" not in r3.stderr
     assert "export: done before" not in r3.stderr
+    # the other pair mode redoes the pairs, reading the journal's samples back
+    r4 = subprocess.run(cmd + ["--dpo-beta", "0.2", "--no-eval", "--dpo-pairs", "checks"],
+                        capture_output=True, text=True, timeout=900)
+    assert r4.returncode == 0, r4.stderr[-3000:]
+    assert "pairs: done before" not in r4.stderr and "(10 from the journal)" in r4.stderr, r4.stderr
