@@ -475,6 +475,23 @@ static json_t *settings_json(const lm_pairs_opts *o) {
                      (json_int_t)o->sp.seed, "all_turns", o->all_turns);
 }
 
+/* A journal record as this code wrote it: an id, and samples each with an
+ * index, a text, a stop and reasons that are strings. Anything else (a
+ * damaged or hand-edited file) is dropped, and its prompt sampled again. */
+static bool record_ok(json_t *r) {
+    json_t *ss = json_object_get(r, "samples");
+    if (!str_field(r, "id") || !json_is_array(ss)) return false;
+    size_t i, j;
+    json_t *e, *why;
+    json_array_foreach(ss, i, e) {
+        if (!json_is_integer(json_object_get(e, "i")) || !str_field(e, "text") || !str_field(e, "stop") ||
+            !json_is_array(json_object_get(e, "reasons")))
+            return false;
+        json_array_foreach(json_object_get(e, "reasons"), j, why) if (!json_is_string(why)) return false;
+    }
+    return true;
+}
+
 /* The journal's records by id, when its first line holds these settings;
  * an empty object otherwise (a torn last line is dropped). */
 static json_t *read_journal(const char *path, json_t *settings) {
@@ -492,7 +509,7 @@ static json_t *read_journal(const char *path, json_t *settings) {
             json_decref(j);
             continue;
         }
-        if (j && str_field(j, "id")) json_object_set(done, str_field(j, "id"), j);
+        if (record_ok(j)) json_object_set(done, str_field(j, "id"), j);
         json_decref(j);
     }
     free(line);

@@ -122,6 +122,15 @@ def test_pairs_resume(lemonpc, tiny, tmp_path):
     assert "(2 from the journal)" in r.stderr, r.stderr
     assert out.read_bytes() == whole   # seeded per prompt and sample: the same pairs
     assert jpath.read_text() == "".join(lines)
+    # a damaged record (wrong types) is sampled again, not trusted or crashed on
+    bad = json.loads(lines[2])
+    bad["samples"][0]["text"] = 42
+    bad["samples"][1]["reasons"] = [None]
+    jpath.write_text("".join(lines[:2]) + json.dumps(bad) + "\n" + "".join(lines[3:]))
+    r = pairs(lemonpc, tiny, out, "--data", str(data))
+    assert "(5 from the journal)" in r.stderr, r.stderr
+    assert out.read_bytes() == whole
+    assert sorted(jpath.read_text().splitlines()) == sorted(l.rstrip("\n") for l in lines)
     # other sampling settings start the journal over
     r = pairs(lemonpc, tiny, out, "--data", str(data), "--seed", "7")
     assert "(0 from the journal)" in r.stderr, r.stderr
