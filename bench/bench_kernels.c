@@ -142,7 +142,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--set") && i + 1 < argc) only_set = argv[++i];
         else if (!strcmp(argv[i], "--type") && i + 1 < argc) only_type = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--quick] [--cached] [--set scalar|avx2] [--type q8_0|...]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--cached] [--set scalar|avx2|avx512] [--type q8_0|...]\n", argv[0]);
             return 2;
         }
     }
@@ -153,7 +153,8 @@ int main(int argc, char **argv) {
     bench_bandwidth(1);
     bench_bandwidth(2);
 
-    const char *set_names[] = {"avx2", "scalar"};
+    const char *set_names[] = {"avx512", "avx2", "scalar"};
+    const size_t n_sets = sizeof set_names / sizeof set_names[0];
     const lm_dtype types[] = {LM_Q8_0, LM_Q4_0, LM_Q4_1, LM_F16, LM_BF16, LM_F32};
     const struct { int n, k; const char *what; } shapes[] = {
         {576, 576, "attn q/o"}, {1536, 576, "ffn gate/up"}, {576, 1536, "ffn down"},
@@ -168,7 +169,7 @@ int main(int argc, char **argv) {
     printf("\nmatvec (m=1, decode; weights %s)\n", cached ? "cached" : "from DRAM");
     printf("%-7s %-5s %-12s %-11s %9s %8s %8s %9s %8s %8s\n", "set", "type", "shape", "use",
            "us 1T", "GB/s", "GFLOP/s", "us 2T", "GB/s", "GFLOP/s");
-    for (size_t s = 0; s < 2; s++) {
+    for (size_t s = 0; s < n_sets; s++) {
         const lm_kernels *ks = lm_kernels_by_name(set_names[s]);
         if (!ks || (only_set && strcmp(only_set, set_names[s]))) continue;
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
@@ -196,7 +197,7 @@ int main(int argc, char **argv) {
     printf("\nprompt matmul (m=512; weights cached)\n");
     printf("%-7s %-5s %-12s %-11s %9s %8s %9s %8s\n", "set", "type", "shape", "use", "ms 1T",
            "GFLOP/s", "ms 2T", "GFLOP/s");
-    for (size_t s = 0; s < 2; s++) {
+    for (size_t s = 0; s < n_sets; s++) {
         const lm_kernels *ks = lm_kernels_by_name(set_names[s]);
         if (!ks || (only_set && strcmp(only_set, set_names[s]))) continue;
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {

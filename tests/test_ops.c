@@ -49,6 +49,9 @@ static void fill(rng *r, float *v, size_t n, int zero_block) {
     if (zero_block && n >= 64) memset(v + 32, 0, 32 * sizeof(float));
 }
 
+/* Every set this CPU runs. A set it lacks is skipped, not failed: CI hosts
+ * may be AVX2-only; the avx512 set is tested wherever the machine has it
+ * (test_avx512_is_avx2 says when it is skipped). */
 static const lm_kernels *const *sets(int *count) {
     static const lm_kernels *list[4];
     int n = 0;
@@ -400,8 +403,105 @@ static void test_kernels_name(void **state) {
     assert_null(lm_kernels_by_name("no-such-set"));
     /* LEMONPC_KERNELS=scalar (say) forces that set when this CPU has it */
     const char *forced = getenv("LEMONPC_KERNELS");
-    if (forced && lm_kernels_by_name(forced)) assert_string_equal(name, forced);
+    if (forced && *forced) assert_string_equal(name, forced);
     assert_null(lm_kernels_by_name(NULL));
+    lm_err err = {{0}};
+    assert_int_equal(lm_kernels_check(&err), 0);
+}
+
+/* LEMONPC_KERNELS's values: unset or empty picks the best set; a known set
+ * this CPU runs is that set; anything else is an error naming the value and
+ * the sets the machine has, never a silent fallback. */
+static void test_kernels_select(void **state) {
+    (void)state;
+    const lm_kernels *ks = NULL;
+    lm_err err = {{0}};
+    assert_int_equal(lm_kernels_select(NULL, &ks, &err), 0);
+    assert_non_null(ks);
+    const lm_kernels *best = ks;
+    assert_int_equal(lm_kernels_select("", &ks, &err), 0);
+    assert_ptr_equal(ks, best);
+#ifdef LM_HAVE_X86_KERNELS
+    /* the best set is the widest this CPU runs */
+    assert_ptr_equal(best, lm_kernels_by_name("avx512") ? &lm_kernels_avx512
+                           : lm_kernels_by_name("avx2") ? &lm_kernels_avx2 : &lm_kernels_scalar);
+#endif
+    assert_int_equal(lm_kernels_select("scalar", &ks, &err), 0);
+    assert_ptr_equal(ks, &lm_kernels_scalar);
+    assert_int_equal(lm_kernels_select("avx1024", &ks, &err), -1);
+    assert_null(ks);
+    assert_non_null(strstr(err.msg, "LEMONPC_KERNELS=avx1024: unknown kernel set"));
+    assert_non_null(strstr(err.msg, "scalar"));
+    const char *names[] = {"avx2", "avx512"};
+    for (int i = 0; i < 2; i++) {
+        err.msg[0] = '\0';
+        const int rc = lm_kernels_select(names[i], &ks, &err);
+        if (lm_kernels_by_name(names[i])) {
+            assert_int_equal(rc, 0);
+            assert_string_equal(ks->name, names[i]);
+        } else {
+            assert_int_equal(rc, -1);
+            assert_null(ks);
+            assert_non_null(strstr(err.msg, "does not support"));
+            assert_non_null(strstr(err.msg, names[i]));
+        }
+    }
+}
+
+/* The avx512 set computes every output with the avx2 set's float
+ * operations in the same order (matmul_avx512.c): bit for bit the same y,
+ * for every weight type, decode and batch tiles, partial tiles, any thread
+ * count. Skipped (with a note) where the CPU has no AVX-512. */
+static void test_avx512_is_avx2(void **state) {
+    pools *ps = *state;
+    const lm_kernels *a2 = lm_kernels_by_name("avx2"), *a5 = lm_kernels_by_name("avx512");
+    if (!a2 || !a5) {
+        print_message("avx512 vs avx2: skipped, this CPU lacks %s\n", a2 ? "AVX-512" : "AVX2");
+        skip();
+    }
+    const int ms[] = {1, 2, 4, 5, 13, 64};
+    const int ns_[] = {1, 7, 8, 9, 24, 301};
+    const int ks_[] = {32, 64, 576, 1536};
+    uint64_t seed = 777;
+    for (size_t ti = 0; ti < N_TYPES; ti++)
+        for (size_t c = 0; c < 4; c++)
+            for (size_t b = 0; b < 6; b++) {
+                const int n = ns_[b], k = ks_[c];
+                rng r = {seed++ * 0x9e3779b97f4a7c15u};
+                float *wf = malloc((size_t)n * k * sizeof *wf), *x = malloc((size_t)64 * k * sizeof *x);
+                float *y2 = malloc((size_t)64 * n * sizeof *y2), *y5 = malloc((size_t)64 * n * sizeof *y5);
+                assert_true(wf && x && y2 && y5);
+                void *W = make_weights(&r, ALL_TYPES[ti], n, k, wf);
+                fill(&r, x, (size_t)64 * k, 1);
+                for (size_t a = 0; a < 6; a++) {
+                    const int m = ms[a];
+                    lm_matmul_with(a2, ps->p[0], y2, x, W, ALL_TYPES[ti], m, n, k);
+                    lm_matmul_with(a5, ps->p[a % 3], y5, x, W, ALL_TYPES[ti], m, n, k);
+                    if (memcmp(y2, y5, (size_t)m * n * sizeof(float)))
+                        fail_msg("%s m=%d n=%d k=%d: avx512 differs from avx2",
+                                 lm_dtype_name((int)ALL_TYPES[ti]), m, n, k);
+                }
+                free(W);
+                free(wf);
+                free(x);
+                free(y2);
+                free(y5);
+            }
+    /* -128 weights (which our quantizer never writes, other tools might) */
+    enum { N = 8, K = 64 };
+    lm_block_q8_0 W8[N * K / LM_QK];
+    rng r = {5};
+    for (int i = 0; i < N * K / LM_QK; i++) {
+        W8[i].d = lm_f32_to_f16(0.01f * (float)(i + 1));
+        for (int e = 0; e < LM_QK; e++) W8[i].q[e] = (int8_t)((rng_u32(&r) % 3 == 0) ? -128 : (int)(rng_u32(&r) % 255) - 127);
+    }
+    float x[4 * K], y2[4 * N], y5[4 * N];
+    fill(&r, x, 4 * K, 0);
+    for (int m = 1; m <= 4; m += 3) {
+        lm_matmul_with(a2, ps->p[0], y2, x, W8, LM_Q8_0, m, N, K);
+        lm_matmul_with(a5, ps->p[0], y5, x, W8, LM_Q8_0, m, N, K);
+        assert_memory_equal(y2, y5, sizeof(float) * (size_t)m * N);
+    }
 }
 
 /* ---- attention ------------------------------------------------------ */
@@ -631,11 +731,13 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quant_x),
         cmocka_unit_test(test_kernels_name),
+        cmocka_unit_test(test_kernels_select),
         cmocka_unit_test(test_matmul_shapes),
         cmocka_unit_test(test_matmul_model_shapes),
         cmocka_unit_test(test_matmul_multi),
         cmocka_unit_test(test_matmul_float_odd_k),
         cmocka_unit_test(test_q8_0_extremes),
+        cmocka_unit_test(test_avx512_is_avx2),
         cmocka_unit_test(test_attn_heads),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),

@@ -10,6 +10,7 @@
 #include "base/strbuf.h"
 #include "runtime/npc_stamp.h"
 #include "sheet/sheet.h"
+#include "tensor/ops.h"
 
 const char CLI_GEN_FLAGS_HELP[] =
     "  -n, --n-predict N     most tokens per reply (default 256; chat 512)\n"
@@ -33,7 +34,8 @@ const char CLI_GEN_FLAGS_HELP[] =
     "  --place TEXT          where: the scene lines of the system message\n"
     "  --adapter FILE        apply a LoRA adapter GGUF (llama.cpp format) without merging\n"
     "  --adapter-scale S     multiply the adapter's alpha/r by S (default 1)\n"
-    "  -v, --verbose         print timings (prompt/decode tok/s, time to first token) on stderr\n";
+    "  -v, --verbose         print the kernel set (LEMONPC_KERNELS=avx512|avx2|scalar forces one)\n"
+    "                        and timings (prompt/decode tok/s, time to first token) on stderr\n";
 
 void cli_gen_opts_init(cli_gen_opts *o, int n_predict) {
     memset(o, 0, sizeof *o);
@@ -192,6 +194,8 @@ int cli_npc_open(cli_npc *n, const cli_gen_opts *o, lemonpc_error *err) {
     }
     lemonpc_model_params mp = {.threads = o->threads, .n_ctx = o->n_ctx, .kv_type = o->kv_type};
     if (!(n->model = lemonpc_model_load(o->model, &mp, err))) return err->code;
+    /* the load checked LEMONPC_KERNELS: the set named is the one that runs */
+    if (o->verbose) fprintf(stderr, "kernels: %s\n", lm_kernels_name());
     lemonpc_npc_params np = lemonpc_npc_default_params();
     np.sheet = o->character;
     np.system = o->system;

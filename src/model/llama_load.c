@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model/llama.h"
+#include "tensor/kernels.h"
 #include "tensor/q4_0x8.h"
 
 /* Reads "<arch>.<name>" as u32; required unless opt. */
@@ -247,6 +248,9 @@ static int repack_q4_0(lm_model *m, lm_err *err) {
 }
 
 lm_model *lm_model_from_gguf(const gguf_file *f, lm_err *err) {
+    /* a LEMONPC_KERNELS this machine cannot honour fails here, where every
+     * caller (CLI, public API, tools) reports errors, not in the forward pass */
+    if (lm_kernels_check(err)) return NULL;
     lm_model *m = calloc(1, sizeof *m);
     if (!m) { lm_errf(err, "%s: out of memory", f->path); return NULL; }
     m->gguf = f;

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/err.h"
 #include "base/pool.h"
 #include "tensor/dtype.h"
 
@@ -87,15 +88,51 @@ extern const lm_kernels lm_kernels_scalar;
 #if defined(__x86_64__) || defined(__i386__)
 #define LM_HAVE_X86_KERNELS 1
 extern const lm_kernels lm_kernels_avx2;
+extern const lm_kernels lm_kernels_avx512;
+/* The avx2 set's functions the avx512 set reuses as they are (same
+ * numbers by construction), defined in matmul_avx2.c. */
+void lm_avx2_quant_x(const float *x, int k, int8_t *q, float *d, float *s, int32_t *qsum,
+                     int stride);
+void lm_avx2_softmax(float *x, int n);
+void lm_avx2_swiglu(float *out, const float *gate, const float *up, int n);
+void lm_avx2_attn_heads(float *out, const float *q, int n_q, const void *Kt, const void *Vt,
+                        lm_dtype kv_type, size_t stride, int n_keys, int head_dim, float scale,
+                        int single, float *scores);
+void lm_avx2_dec_f32(int k, const void *const *w, const lm_xtile *x, float *out);
+void lm_avx2_dec_f16(int k, const void *const *w, const lm_xtile *x, float *out);
+void lm_avx2_dec_bf16(int k, const void *const *w, const lm_xtile *x, float *out);
+void lm_avx2_gemm_f32(int k, const void *const *w, const lm_xtile *x, float *out);
+void lm_avx2_gemm_f16(int k, const void *const *w, const lm_xtile *x, float *out);
+void lm_avx2_gemm_bf16(int k, const void *const *w, const lm_xtile *x, float *out);
+#define LM_AVX2_DEC_NR 4 /* tile sizes of those float kernels */
+#define LM_AVX2_F_MR 4
+#define LM_AVX2_F_NR 3
 #endif
 
-/* Kernel set by name ("scalar", "avx2"), or NULL if unknown or the CPU
- * lacks the instructions. Tests and benchmarks use it to try every set. */
+/* Kernel set by name ("scalar", "avx2", "avx512"), or NULL if unknown or
+ * the CPU lacks the instructions. Tests and benchmarks use it to try every
+ * set. */
 const lm_kernels *lm_kernels_by_name(const char *name);
 
-/* The set lm_matmul uses: picked once (pthread_once) from the CPU, or from
- * LEMONPC_KERNELS=scalar|avx2|avx512 if set and supported. */
+/* The set that name (LEMONPC_KERNELS's value) asks for: NULL or "" is the
+ * best set this CPU runs (avx512, avx2, scalar in that order); a name that
+ * is unknown, or a set the CPU (or the OS: AVX-512 state not enabled in
+ * XCR0) lacks, is an error that names the sets this machine has. Pure: reads
+ * the CPU, nothing else. */
+int lm_kernels_select(const char *name, const lm_kernels **out, lm_err *err);
+
+/* The set lm_matmul and the ops use: picked once (pthread_once) by
+ * lm_kernels_select(getenv("LEMONPC_KERNELS")); NULL when that failed.
+ * lm_kernels_check says why; the model loader calls it, so the CLI and the
+ * public API report a bad LEMONPC_KERNELS at load instead of running
+ * another set than the one asked for. */
 const lm_kernels *lm_kernels_default(void);
+int lm_kernels_check(lm_err *err);
+
+/* lm_kernels_default() for the compute paths, which cannot fail: a NULL
+ * set there means compute was called without a loaded model (the loader
+ * checks), with a bad LEMONPC_KERNELS: prints why and aborts. */
+const lm_kernels *lm_kernels_run(void);
 
 /* lm_matmul with an explicit kernel set. */
 void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *x,

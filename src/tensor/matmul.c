@@ -8,6 +8,8 @@
 #include <assert.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,13 +23,50 @@
 /* ---- kernel set selection ------------------------------------------- */
 
 #ifdef LM_HAVE_X86_KERNELS
-/* F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports
- * does not know "f16c". */
-static int cpu_has_avx2(void) {
-    __builtin_cpu_init();
+/* XCR0, the register state the OS saves and restores on a context switch
+ * (XGETBV 0). Inline asm: the _xgetbv intrinsic wants -mxsave. Only called
+ * after CPUID said OSXSAVE (else XGETBV faults). */
+static uint64_t xcr0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+/* CPUID says what the core implements; XCR0 says whether the OS enabled the
+ * registers: a CPU with AVX-512 under an OS (or hypervisor) that does not
+ * save zmm/opmask state must not run AVX-512 code. */
+typedef struct cpu_feats {
+    int avx2; /* AVX2 + FMA + F16C, OS saves ymm */
+    int avx512; /* + AVX-512 F/BW/DQ/VL/VNNI/BF16, OS saves opmask and zmm */
+} cpu_feats;
+
+static cpu_feats cpu_feats_probe(void) {
+    cpu_feats f = {0, 0};
     unsigned a, b, c, d;
-    int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+    const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave || !avx || __get_cpuid_max(0, NULL) < 7) return f;
+    const uint64_t x = xcr0();
+    if ((x & 0x6) != 0x6) return f; /* XMM and YMM state */
+    unsigned max7, b7, c7, d7, a71 = 0, b71, c71, d71;
+    __cpuid_count(7, 0, max7, b7, c7, d7);
+    if (max7 >= 1) __cpuid_count(7, 1, a71, b71, c71, d71);
+    f.avx2 = ((b7 >> 5) & 1) && fma && f16c;
+    const unsigned need_b7 = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31); /* F DQ BW VL */
+    const int vnni = (c7 >> 11) & 1, bf16 = (a71 >> 5) & 1;
+    /* XCR0 bits 5-7: opmask, upper halves of zmm0-15, zmm16-31 */
+    f.avx512 = f.avx2 && (b7 & need_b7) == need_b7 && vnni && bf16 && (x & 0xe0) == 0xe0;
+    return f;
+}
+
+/* Probed once (CPUID traps to the hypervisor in a VM: microseconds), then
+ * read-only, like g_kernels below. */
+static pthread_once_t g_feats_once = PTHREAD_ONCE_INIT;
+static cpu_feats g_feats;
+static void feats_init(void) { g_feats = cpu_feats_probe(); }
+static cpu_feats cpu_feats_read(void) {
+    pthread_once(&g_feats_once, feats_init);
+    return g_feats;
 }
 #endif
 
@@ -35,34 +74,71 @@ const lm_kernels *lm_kernels_by_name(const char *name) {
     if (!name) return NULL;
     if (!strcmp(name, "scalar")) return &lm_kernels_scalar;
 #ifdef LM_HAVE_X86_KERNELS
-    if (!strcmp(name, "avx2") && cpu_has_avx2()) return &lm_kernels_avx2;
+    const cpu_feats f = cpu_feats_read();
+    if (!strcmp(name, "avx2") && f.avx2) return &lm_kernels_avx2;
+    if (!strcmp(name, "avx512") && f.avx512) return &lm_kernels_avx512;
 #endif
     return NULL;
 }
 
-static const lm_kernels *best_kernels(void) {
-#ifdef LM_HAVE_X86_KERNELS
-    if (cpu_has_avx2()) return &lm_kernels_avx2;
-#endif
-    return &lm_kernels_scalar;
+int lm_kernels_select(const char *name, const lm_kernels **out, lm_err *err) {
+    static const char *const all[] = {"avx512", "avx2", "scalar"};
+    enum { N_ALL = sizeof all / sizeof all[0] };
+    *out = NULL;
+    if (!name || !*name) {
+        for (int i = 0; i < N_ALL && !*out; i++) *out = lm_kernels_by_name(all[i]);
+        return 0;
+    }
+    if ((*out = lm_kernels_by_name(name)) != NULL) return 0;
+    char have[64] = "";
+    for (int i = 0; i < N_ALL; i++)
+        if (lm_kernels_by_name(all[i]))
+            snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", *have ? ", " : "", all[i]);
+    int known = 0;
+    for (int i = 0; i < N_ALL; i++) known |= !strcmp(name, all[i]);
+    if (!known)
+        return lm_errf(err, "LEMONPC_KERNELS=%s: unknown kernel set (known: avx512, avx2, scalar; "
+                            "this machine runs: %s)", name, have);
+    return lm_errf(err, "LEMONPC_KERNELS=%s: this CPU (or its OS) does not support the %s kernel "
+                        "set%s; this machine runs: %s", name, name,
+                   !strcmp(name, "avx512")
+                       ? " (it needs AVX-512 F, BW, DQ, VL, VNNI and BF16, with the zmm and opmask "
+                         "state enabled by the OS)"
+                       : !strcmp(name, "avx2") ? " (it needs AVX2, FMA and F16C)" : "",
+                   have);
 }
 
-/* Written once under pthread_once, read-only afterwards: the only static
- * that is not a constant. */
+/* Written once under pthread_once, read-only afterwards (with g_feats, the
+ * only statics that are not constants). NULL when LEMONPC_KERNELS names no set this
+ * machine runs (lm_kernels_check says why). */
 static pthread_once_t g_kernels_once = PTHREAD_ONCE_INIT;
 static const lm_kernels *g_kernels;
 
-static void kernels_init(void) {
-    /* LEMONPC_KERNELS forces a set (tests, benchmarks). A set this CPU or
-     * build lacks ("avx512" here: no AVX-512 kernels yet) falls back to the
-     * best one available: lm_kernels_name() tells which ran. */
-    const lm_kernels *ks = lm_kernels_by_name(getenv("LEMONPC_KERNELS"));
-    g_kernels = ks ? ks : best_kernels();
-}
+static void kernels_init(void) { lm_kernels_select(getenv("LEMONPC_KERNELS"), &g_kernels, NULL); }
 
 const lm_kernels *lm_kernels_default(void) {
     pthread_once(&g_kernels_once, kernels_init);
     return g_kernels;
+}
+
+int lm_kernels_check(lm_err *err) {
+    if (lm_kernels_default()) return 0;
+    /* the message again from the same (pure) selection */
+    const lm_kernels *ks;
+    if (lm_kernels_select(getenv("LEMONPC_KERNELS"), &ks, err) == 0)
+        return lm_errf(err, "LEMONPC_KERNELS changed after the kernel set was picked");
+    return -1;
+}
+
+const lm_kernels *lm_kernels_run(void) {
+    const lm_kernels *ks = lm_kernels_default();
+    if (!ks) {
+        lm_err e = {{0}};
+        lm_kernels_check(&e);
+        fprintf(stderr, "lemonpc: %s\n", e.msg);
+        abort();
+    }
+    return ks;
 }
 
 /* ---- driver ---------------------------------------------------------- */
@@ -327,10 +403,10 @@ void lm_matmul_with(const lm_kernels *ks, lm_pool *pool, float *y, const float *
 
 void lm_matmul_multi(lm_pool *pool, int count, float *const *ys, const void *const *Ws,
                      const int *ns, lm_dtype wtype, const float *x, int m, int k) {
-    lm_matmul_multi_with(lm_kernels_default(), pool, count, ys, Ws, ns, wtype, x, m, k);
+    lm_matmul_multi_with(lm_kernels_run(), pool, count, ys, Ws, ns, wtype, x, m, k);
 }
 
 void lm_matmul(lm_pool *pool, float *y, const float *x, const void *W, lm_dtype wtype, int m,
                int n, int k) {
-    lm_matmul_with(lm_kernels_default(), pool, y, x, W, wtype, m, n, k);
+    lm_matmul_with(lm_kernels_run(), pool, y, x, W, wtype, m, n, k);
 }

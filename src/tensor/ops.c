@@ -7,12 +7,12 @@
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
 
-const char *lm_kernels_name(void) { return lm_kernels_default()->name; }
+const char *lm_kernels_name(void) { return lm_kernels_run()->name; }
 
 void lm_attn_heads(float *out, const float *q, int n_q, const void *Kt, const void *Vt,
                    lm_dtype kv_type, size_t stride, int n_keys, int head_dim, float scale,
                    int single, float *scores) {
-    lm_kernels_default()->attn_heads(out, q, n_q, Kt, Vt, kv_type, stride, n_keys, head_dim,
+    lm_kernels_run()->attn_heads(out, q, n_q, Kt, Vt, kv_type, stride, n_keys, head_dim,
                                      scale, single, scores);
 }
 
@@ -94,8 +94,8 @@ void lm_swiglu_scalar(float *out, const float *gate, const float *up, int n) {
     }
 }
 
-void lm_softmax(float *x, int n) { lm_kernels_default()->softmax(x, n); }
+void lm_softmax(float *x, int n) { lm_kernels_run()->softmax(x, n); }
 
 void lm_swiglu(float *out, const float *gate, const float *up, int n) {
-    lm_kernels_default()->swiglu(out, gate, up, n);
+    lm_kernels_run()->swiglu(out, gate, up, n);
 }

@@ -61,7 +61,7 @@ void lm_softmax(float *x, int n);
 /* out[i] = silu(gate[i]) * up[i] */
 void lm_swiglu(float *out, const float *gate, const float *up, int n);
 
-/* Name of the kernel set in use ("avx512-vnni", "avx2", "scalar"). */
+/* Name of the kernel set in use ("avx512", "avx2", "scalar"). */
 const char *lm_kernels_name(void);
 
 #endif

@@ -188,10 +188,11 @@ void lm_q4x8_matmul_multi(const lm_kernels *ks, lm_pool *pool, int count, float 
     if (m <= 0 || count <= 0) return;
     assert(count <= LM_MATMUL_MAX_PARTS && k % LM_QK == 0);
     q4x8_job j = {.ks = ks, .tiles = &tiles_scalar, .x = x, .m = m, .k = k};
-#if defined(__x86_64__) || defined(__i386__)
-    /* the avx2 tiles wherever the caller did not ask for the scalar set and
-     * the CPU has AVX2 (the set lookup checks it) */
-    if (ks != &lm_kernels_scalar && lm_kernels_by_name("avx2")) j.tiles = &lm_q4x8_tiles_avx2;
+#ifdef LM_HAVE_X86_KERNELS
+    /* the tiles of the caller's set (a set is only handed out where the CPU
+     * runs it: lm_kernels_by_name / lm_kernels_default checked) */
+    if (ks == &lm_kernels_avx2) j.tiles = &lm_q4x8_tiles_avx2;
+    else if (ks == &lm_kernels_avx512) j.tiles = &lm_q4x8_tiles_avx512;
 #endif
     for (int p = 0; p < count; p++) {
         if (ns[p] <= 0) continue;

@@ -59,7 +59,7 @@ void lm_q4x8_matmul_multi(const struct lm_kernels *ks, lm_pool *pool, int count,
                           float *const *ys, const void *const *Ws, const int *ns,
                           const float *x, int m, int k);
 
-/* ---- internal: tile kernels (q4_0x8.c scalar, q4_0x8_avx2.c) -------- */
+/* ---- internal: tile kernels (q4_0x8.c scalar, q4_0x8_avx2.c, _avx512.c) */
 
 /* The rows of quantized x a tile reads: row i's q at q + i*q_stride, its
  * block-b scale and exact sum of q at d[i*s_stride + b], qsum[...]. */
@@ -84,6 +84,7 @@ typedef struct lm_q4x8_tiles {
 
 #if defined(__x86_64__) || defined(__i386__)
 extern const lm_q4x8_tiles lm_q4x8_tiles_avx2;
+extern const lm_q4x8_tiles lm_q4x8_tiles_avx512;
 #endif
 
 #endif
