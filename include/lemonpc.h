@@ -369,6 +369,16 @@ LEMONPC_API lemonpc_status lemonpc_world_forget(lemonpc_world *world, const char
  * at path is replaced only by a complete, checked copy. [threads: any thread] */
 LEMONPC_API lemonpc_status lemonpc_world_save_as(lemonpc_world *world, const char *path,
                                                  lemonpc_error *err);
+/* The world becomes the save slot at path (one lemonpc_world_save_as
+ * wrote): the file is checked first and copied in one transaction, so the
+ * world is either the slot or left as it was. The slot is only read; the
+ * world's own file keeps what follows. A missing file is
+ * LEMONPC_ERR_NOT_FOUND, a damaged one or not a world LEMONPC_ERR_FORMAT.
+ * NPCs stay in the world; open conversations keep their turns (what they
+ * remember of the world before): close or reset them for the slot's.
+ * [threads: any thread] */
+LEMONPC_API lemonpc_status lemonpc_world_load(lemonpc_world *world, const char *path,
+                                              lemonpc_error *err);
 
 /* The NPC lives in world from now on, under id (NULL: its character's
  * name): its conversations with a named player recall its memories within

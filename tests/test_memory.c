@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -263,6 +264,90 @@ static void test_bad_world_files_refused(void **state) {
     assert_non_null(strstr(err.message, "not a LeMoNPC world"));
     rm_world(slot);
     rm_world(path);
+}
+
+static int count_of(lemonpc_world *w, const char *npc) {
+    int n = 0;
+    lemonpc_error err;
+    assert_int_equal(lemonpc_world_memories(w, npc, NULL, count_mem, &n, &err), LEMONPC_OK);
+    return n;
+}
+
+/* Loading a slot brings the world back to it (memories and clock), and the
+ * slot itself is only read; a missing, damaged or foreign file is refused
+ * with the world left as it was. */
+static void test_load_slot(void **state) {
+    (void)state;
+    char path[512], slot[600], bad[600];
+    tmp_path(path, sizeof path, "load.db");
+    snprintf(slot, sizeof slot, "%s.slot", path);
+    snprintf(bad, sizeof bad, "%s.bad", path);
+    rm_world(path);
+    rm_world(slot);
+    rm_world(bad);
+    lemonpc_error err;
+    lemonpc_world *w = lemonpc_world_open(path, &err);
+    assert_non_null(w);
+    const char *wit[] = {"Orlando"};
+    lemonpc_event ev = {"The bell tower burned", "Aurelion", 8, wit, 1};
+    assert_int_equal(lemonpc_world_event(w, &ev, NULL, &err), LEMONPC_OK);
+    assert_int_equal(lemonpc_world_set_time(w, 12, &err), LEMONPC_OK);
+    assert_int_equal(lemonpc_world_save_as(w, slot, &err), LEMONPC_OK);
+    struct stat before;
+    assert_int_equal(stat(slot, &before), 0);
+    /* the world moves on */
+    lemonpc_event later = {"A second fire, not in the slot", NULL, 5, wit, 1};
+    assert_int_equal(lemonpc_world_event(w, &later, NULL, &err), LEMONPC_OK);
+    assert_int_equal(lemonpc_world_set_time(w, 30, &err), LEMONPC_OK);
+    assert_int_equal(count_of(w, "Orlando"), 2);
+    assert_int_equal(lemonpc_world_load(w, slot, &err), LEMONPC_OK);
+    assert_int_equal(count_of(w, "Orlando"), 1);
+    assert_true(lemonpc_world_time(w) == 12);
+    /* it goes on from the slot, which is not written */
+    assert_int_equal(lemonpc_world_event(w, &later, NULL, &err), LEMONPC_OK);
+    assert_int_equal(count_of(w, "Orlando"), 2);
+    struct stat after;
+    assert_int_equal(stat(slot, &after), 0);
+    assert_true(after.st_size == before.st_size && after.st_mtime == before.st_mtime);
+    lemonpc_world *s = lemonpc_world_open(slot, &err);
+    assert_int_equal(count_of(s, "Orlando"), 1);
+    lemonpc_world_close(s);
+    /* refused: a missing file, an empty one, junk, a truncated slot, another
+     * program's SQLite; the world stays as it was each time */
+    assert_int_equal(lemonpc_world_load(w, bad, &err), LEMONPC_ERR_NOT_FOUND);
+    assert_non_null(strstr(err.message, bad));
+    FILE *f = fopen(bad, "wb");
+    fclose(f);
+    assert_int_equal(lemonpc_world_load(w, bad, &err), LEMONPC_ERR_FORMAT);
+    f = fopen(bad, "wb");
+    for (int i = 0; i < 200; i++) fputs("not a world, not SQLite either\n", f);
+    fclose(f);
+    assert_int_equal(lemonpc_world_load(w, bad, &err), LEMONPC_ERR_FORMAT);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", slot, bad);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(truncate(bad, before.st_size / 2), 0);
+    assert_int_equal(lemonpc_world_load(w, bad, &err), LEMONPC_ERR_FORMAT);
+    assert_int_equal(unlink(bad), 0);
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open(bad, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "CREATE TABLE meta(key, value)", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(other);
+    assert_int_equal(lemonpc_world_load(w, bad, &err), LEMONPC_ERR_FORMAT);
+    assert_non_null(strstr(err.message, "not a LeMoNPC world"));
+    assert_int_equal(count_of(w, "Orlando"), 2);
+    assert_true(lemonpc_world_time(w) == 12);
+    assert_int_equal(lemonpc_world_load(NULL, slot, &err), LEMONPC_ERR_INVALID);
+    lemonpc_world_close(w);
+    /* what was loaded is in the world's own file */
+    w = lemonpc_world_open(path, &err);
+    assert_int_equal(count_of(w, "Orlando"), 2);
+    assert_true(lemonpc_world_time(w) == 12);
+    lemonpc_world_close(w);
+    rm_world(path);
+    rm_world(slot);
+    rm_world(bad);
 }
 
 /* A save slot is replaced only by a whole copy, even when the saving
@@ -535,6 +620,7 @@ int main(void) {
         cmocka_unit_test(test_lore_follows_keys_and_budget_holds),
         cmocka_unit_test(test_bad_world_files_refused),
         cmocka_unit_test(test_save_as_killed_keeps_previous),
+        cmocka_unit_test(test_load_slot),
         cmocka_unit_test(test_memory_across_runs),
         cmocka_unit_test(test_conversation_kept_in_world),
         cmocka_unit_test(test_killed_mid_reply_loses_nothing_committed),

@@ -296,6 +296,8 @@ lemonpc_status lemonpc_world_forget(lemonpc_world *world, const char *npc,
                                     const char *player, lemonpc_error *err);
 lemonpc_status lemonpc_world_save_as(lemonpc_world *world, const char *path,
                                      lemonpc_error *err);
+lemonpc_status lemonpc_world_load(lemonpc_world *world, const char *path,
+                                  lemonpc_error *err);
 lemonpc_status lemonpc_npc_set_world(lemonpc_npc *npc, lemonpc_world *world,
                                      const char *id, int memory_tokens,
                                      lemonpc_error *err);
@@ -1200,6 +1202,13 @@ class World(_Handle):
         """A copy of the whole world into path (a save slot), atomically:
         the file at path is replaced only by a complete, checked copy."""
         self._check(_lib().lemonpc_world_save_as, _path(path))
+
+    def load(self, path: PathLike) -> None:
+        """The world becomes the save slot at path (one save_as wrote),
+        checked first and copied in one transaction: either the slot or left
+        as it was. Open conversations keep their turns; close them for the
+        slot's."""
+        self._check(_lib().lemonpc_world_load, _path(path))
 
     def save_conversation(self, conv: "Conversation") -> None:
         """conv.save_to_world(), for a conversation of an NPC of this world."""

@@ -29,8 +29,8 @@ static void usage(FILE *out) {
             "  --port N              port (default 8080; 0: any free one, printed)\n"
             "  --api-key-env VAR     requests must carry \"Authorization: Bearer $VAR\"\n"
             "  --world-file F        the world's memory (default: ~/.local/share/lemonpc/<world>.db)\n"
-            "  --saves-dir D         where POST /v1/world/save writes (default: the world file's\n"
-            "                        folder)\n"
+            "  --saves-dir D         where POST /v1/world/save writes and /v1/world/load reads\n"
+            "                        (default: the world file's folder)\n"
             "  --memory-tokens N     budget of what an NPC recalls per reply (default 256)\n"
             "  --max-tokens N        the most tokens a request may ask (default 1024)\n"
             "  --max-body BYTES      the largest request body (default 1048576)\n"
@@ -233,6 +233,7 @@ int cmd_serve(int argc, char **argv) {
         saves = saves_dir;
     }
     cfg.saves_dir = saves;
+    cfg.world_file = world_file;
     if (!(world = lemonpc_world_open(world_file, &err))) goto done;
     lemonpc_model_params mp = {.threads = o.threads, .n_ctx = o.n_ctx, .kv_type = o.kv_type};
     if (!(model = lemonpc_model_load(o.model, &mp, &err))) goto done;

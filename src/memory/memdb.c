@@ -1,6 +1,7 @@
 #include "memory/memdb.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
@@ -581,5 +582,76 @@ done:
     sqlite3_close(dst);
     if (rc) unlink(tmp);
     free(tmp);
+    return rc;
+}
+
+/* A one-value query on a connection that is not an lm_memdb (the save). */
+static char *query_text(sqlite3 *db, const char *sql) {
+    sqlite3_stmt *st = NULL;
+    char *v = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW &&
+        sqlite3_column_text(st, 0))
+        v = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return v;
+}
+
+int lm_memdb_load(lm_memdb *m, const char *path, lm_err *err) {
+    struct stat sb;
+    if (stat(path, &sb)) {
+        int missing = errno == ENOENT || errno == ENOTDIR;
+        lm_errno(err, "%s", path);
+        return missing ? LM_MEMDB_MISSING : -1;
+    }
+    /* an empty file would open as a new, empty world: a save never is one */
+    if (!S_ISREG(sb.st_mode) || sb.st_size == 0)
+        return lm_errf(err, "%s: %s, not a LeMoNPC world", path,
+                       S_ISREG(sb.st_mode) ? "an empty file" : "not a file"),
+               LM_MEMDB_NOT_A_WORLD;
+    sqlite3 *src = NULL;
+    if (sqlite3_open_v2(path, &src, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        lm_errf(err, "%s: cannot open: %s", path, src ? sqlite3_errmsg(src) : "out of memory");
+        sqlite3_close(src);
+        return -1;
+    }
+    int rc = LM_MEMDB_NOT_A_WORLD;
+    char *check = NULL, *version = NULL, *tables = NULL, *clock = NULL;
+    /* one read transaction: what is checked is what is copied, even if the
+     * file is replaced meanwhile */
+    if (sqlite3_exec(src, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
+        !(check = query_text(src, "PRAGMA quick_check")) || strcmp(check, "ok")) {
+        lm_errf(err, "%s: damaged, or not a LeMoNPC world (%s)", path,
+                check ? check : sqlite3_errmsg(src));
+        goto done;
+    }
+    version = query_text(src, "SELECT value FROM meta WHERE key = 'lemonpc.world'");
+    tables = query_text(src, "SELECT count(*) FROM sqlite_master WHERE name IN "
+                             "('meta', 'memories', 'knows', 'memories_fts', 'turns', 'convs')");
+    clock = query_text(src, "SELECT value FROM meta WHERE key = 'clock'");
+    if (!version || strcmp(version, SCHEMA_VERSION) || !tables || strcmp(tables, "6") || !clock) {
+        lm_errf(err, "%s: %s", path, version && strcmp(version, SCHEMA_VERSION)
+                                         ? "a LeMoNPC world of another schema version"
+                                         : "an SQLite file, but not a LeMoNPC world");
+        goto done;
+    }
+    pthread_mutex_lock(&m->mu);
+    sqlite3_backup *b = sqlite3_backup_init(m->db, "main", src, "main");
+    int s = b ? sqlite3_backup_step(b, -1) : SQLITE_ERROR;
+    if (b) sqlite3_backup_finish(b);
+    if (s == SQLITE_DONE) {
+        m->now = strtod(clock, NULL);
+        rc = 0;
+    } else {
+        lm_errf(err, "%s: loading into %s failed: %s", path, m->path, sqlite3_errmsg(m->db));
+        rc = -1;
+    }
+    pthread_mutex_unlock(&m->mu);
+done:
+    free(check);
+    free(version);
+    free(tables);
+    free(clock);
+    sqlite3_exec(src, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(src);
     return rc;
 }

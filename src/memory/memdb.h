@@ -89,4 +89,14 @@ int lm_memdb_get_state(lm_memdb *db, const char *npc, const char *player, void *
  * whole if anything fails). */
 int lm_memdb_save_as(lm_memdb *db, const char *path, lm_err *err);
 
+/* The world becomes the save at path (a file save_as wrote), atomically:
+ * the file is checked first (undamaged, a LeMoNPC world of this schema
+ * version) in the same read transaction that copies it, and the copy into
+ * the world is one transaction, so the world is either the save or left as
+ * it was. Returns 0, or -1 (an I/O failure), LM_MEMDB_MISSING (no file at
+ * path) or LM_MEMDB_NOT_A_WORLD (damaged, empty, or not a world). */
+#define LM_MEMDB_MISSING (-2)
+#define LM_MEMDB_NOT_A_WORLD (-3)
+int lm_memdb_load(lm_memdb *db, const char *path, lm_err *err);
+
 #endif

@@ -130,6 +130,18 @@ lemonpc_status lemonpc_world_save_as(lemonpc_world *w, const char *path, lemonpc
     return ok(err);
 }
 
+lemonpc_status lemonpc_world_load(lemonpc_world *w, const char *path, lemonpc_error *err) {
+    if (!w || !path) return lm_api_failf(err, LEMONPC_ERR_INVALID, "lemonpc_world_load: %s is "
+                                         "NULL", !w ? "the world" : "the path");
+    lm_err e = {{0}};
+    int rc = lm_memdb_load(w->db, path, &e);
+    if (rc == 0) return ok(err);
+    /* not fail(): its guess from the message would make a missing file IO */
+    if (rc == LM_MEMDB_MISSING) return lm_api_fail(err, LEMONPC_ERR_NOT_FOUND, &e);
+    if (rc == LM_MEMDB_NOT_A_WORLD) return lm_api_fail(err, LEMONPC_ERR_FORMAT, &e);
+    return fail(err, &e, LEMONPC_ERR_IO);
+}
+
 lemonpc_status lemonpc_npc_set_world(lemonpc_npc *npc, lemonpc_world *w, const char *id,
                                      int memory_tokens, lemonpc_error *err) {
     if (!npc || !w) return lm_api_failf(err, LEMONPC_ERR_INVALID, "lemonpc_npc_set_world: %s is "

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -59,7 +60,7 @@ typedef struct active {
 
 struct lm_server {
     lm_server_config cfg;
-    char *host, *api_key, *saves_dir;
+    char *host, *api_key, *saves_dir, *world_file;
     lm_server_npc *npcs;
     char **names;             /* each NPC's name in the world */
     size_t n_npcs;
@@ -761,24 +762,91 @@ static bool slot_name_ok(const char *p) {
     return true;
 }
 
-static enum MHD_Result do_world_save(struct MHD_Connection *c, req *r) {
+static bool ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
+/* The body's "path" as a slot in the saves folder, into full; or an error
+ * sent. Refused besides bad names: SQLite's own files beside a database
+ * (renaming a save over a live WAL corrupts that database) and the live
+ * world file itself (the saves folder defaults to its folder). */
+static bool slot_path(struct MHD_Connection *c, req *r, char *full, size_t cap) {
     lm_server *s = r->s;
     json_t *j = body_object(c, r);
-    if (!j) return MHD_YES;
+    if (!j) return false;
     json_t *p = json_object_get(j, "path");
-    if (!json_is_string(p) || !slot_name_ok(json_string_value(p))) {
-        json_decref(j);
+    bool ok = json_is_string(p) && slot_name_ok(json_string_value(p));
+    if (ok) snprintf(full, cap, "%s/%s", s->saves_dir, json_string_value(p));
+    bool sidecar = ok && (ends_with(full, "-wal") || ends_with(full, "-shm") ||
+                          ends_with(full, "-journal"));
+    json_decref(j);
+    if (!ok)
         return send_errorf(c, r, 400, "invalid_request_error", "path", NULL,
                            "path must be a file name (letters, digits, '.', '_', '-'; no "
-                           "folders): the slot is written in the server's saves folder");
-    }
+                           "folders): the slot is in the server's saves folder"), false;
+    struct stat a, b;
+    if (sidecar || (s->world_file && !stat(full, &a) && !stat(s->world_file, &b) &&
+                    a.st_dev == b.st_dev && a.st_ino == b.st_ino))
+        return send_errorf(c, r, 400, "invalid_request_error", "path", NULL,
+                           "%s is %s, not a save slot", full,
+                           sidecar ? "one of SQLite's files beside a database"
+                                   : "the world file the server runs on"), false;
+    return true;
+}
+
+static enum MHD_Result do_world_save(struct MHD_Connection *c, req *r) {
+    lm_server *s = r->s;
     char full[1024];
-    snprintf(full, sizeof full, "%s/%s", s->saves_dir, json_string_value(p));
-    json_decref(j);
+    if (!slot_path(c, r, full, sizeof full)) return MHD_YES;
     lemonpc_error err;
     if (lemonpc_world_save_as(s->world, full, &err))
         return send_errorf(c, r, 500, "server_error", "path", NULL, "%s", err.message);
     return send_json(c, r, 200, json_pack("{s:s, s:s}", "object", "world.save", "path", full));
+}
+
+/* The world becomes a save slot. The kept conversations hold turns and
+ * recalled memories of the world before, so they are closed: a client
+ * that sends its history goes on from it over the loaded memory. Refused
+ * while a conversation is answering (its exchange would be recorded into
+ * the loaded world, or lost); the server's lock is held from that check to
+ * the end of the load, so none starts meanwhile (the load is one SQLite
+ * copy: milliseconds for a small world). */
+static enum MHD_Result do_world_load(struct MHD_Connection *c, req *r) {
+    lm_server *s = r->s;
+    char full[1024];
+    if (!slot_path(c, r, full, sizeof full)) return MHD_YES;
+    pthread_mutex_lock(&s->mu);
+    int busy = 0;
+    for (long i = 0; i < s->cfg.max_conversations; i++) busy += s->slots[i].used && s->slots[i].busy;
+    if (busy) {
+        pthread_mutex_unlock(&s->mu);
+        return send_errorf(c, r, 409, "invalid_request_error", NULL, "world_busy",
+                           "%d conversation%s answering: load the world when no reply is being "
+                           "generated", busy, busy == 1 ? " is" : "s are");
+    }
+    lemonpc_error err;
+    lemonpc_status st = lemonpc_world_load(s->world, full, &err);
+    int closed = 0;
+    for (long i = 0; st == LEMONPC_OK && i < s->cfg.max_conversations; i++)
+        if (s->slots[i].used) {
+            slot_close(&s->slots[i]);
+            closed++;
+        }
+    pthread_mutex_unlock(&s->mu);
+    if (st == LEMONPC_ERR_NOT_FOUND)
+        return send_errorf(c, r, 404, "invalid_request_error", "path", "save_not_found",
+                           "no save slot %s: POST /v1/world/save writes one", full);
+    if (st == LEMONPC_ERR_FORMAT)
+        return send_errorf(c, r, 400, "invalid_request_error", "path", "invalid_save",
+                           "%s (the world is left as it was)", err.message);
+    if (st)
+        return send_errorf(c, r, 500, "server_error", "path", NULL,
+                           "%s (the world is left as it was)", err.message);
+    snprintf(r->note, sizeof r->note, "loaded %s, %d conversations closed", full, closed);
+    return send_json(c, r, 200, json_pack("{s:s, s:s, s:f, s:i}", "object", "world.load", "path",
+                                          full, "time", lemonpc_world_time(s->world),
+                                          "conversations_closed", closed));
 }
 
 /* Constant-time comparison of the bearer token with the key. */
@@ -818,6 +886,9 @@ static enum MHD_Result route(struct MHD_Connection *c, req *r) {
     } else if (!strcmp(p, "/v1/world/save")) {
         if (post) return do_world_save(c, r);
         allowed = "POST";
+    } else if (!strcmp(p, "/v1/world/load")) {
+        if (post) return do_world_load(c, r);
+        allowed = "POST";
     } else if (!strncmp(p, "/v1/npcs/", 9)) {
         const char *id = p + 9, *slash = strchr(id, '/');
         char name[64];
@@ -842,6 +913,19 @@ static enum MHD_Result route(struct MHD_Connection *c, req *r) {
                            "%s %s: allowed: %s", m, p, allowed);
     return send_errorf(c, r, 404, "invalid_request_error", NULL, "unknown_url",
                        "Unknown request URL: %s %s", m, p);
+}
+
+/* Ends a request whose body is still arriving: closed without a reply. */
+static enum MHD_Result drop(req *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static enum MHD_Result drop(req *r, int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->note, sizeof r->note, fmt, ap);
+    va_end(ap);
+    r->status = status;
+    r->answered = true;
+    return MHD_NO;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -877,12 +961,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             lm_sb_add(&r->body, data, *size);
         }
         *size = 0;
+        /* libmicrohttpd (0.9.75) queues no reply before the body is whole:
+         * these close the connection, and the log line says why */
         if (r->got > DRAIN_CAP)
-            return send_errorf(c, r, 413, "invalid_request_error", NULL, "request_too_large",
-                               "the request body is larger than %zu bytes", s->cfg.max_body);
+            return drop(r, 413, "the request body is larger than %zu bytes (more than %zu "
+                        "sent: connection closed)", s->cfg.max_body, DRAIN_CAP);
         if (now_s() - r->t0 > s->cfg.request_timeout_s)
-            return send_errorf(c, r, 408, "invalid_request_error", NULL, "request_timeout",
-                               "the request body took longer than %d s", s->cfg.request_timeout_s);
+            return drop(r, 408, "the request body took longer than %d s: connection closed",
+                        s->cfg.request_timeout_s);
         return MHD_YES;
     }
     if (r->answered) return MHD_YES;
@@ -937,12 +1023,13 @@ lm_server *lm_server_start(const lm_server_config *cfg, const lm_server_npc *npc
     s->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
     s->api_key = cfg->api_key ? strdup(cfg->api_key) : NULL;
     s->saves_dir = strdup(cfg->saves_dir ? cfg->saves_dir : ".");
+    s->world_file = cfg->world_file ? strdup(cfg->world_file) : NULL;
     s->npcs = calloc(n ? n : 1, sizeof *s->npcs);
     s->names = calloc(n ? n : 1, sizeof *s->names);
     s->slots = calloc((size_t)(cfg->max_conversations > 0 ? cfg->max_conversations : 1),
                       sizeof *s->slots);
-    if (!s->host || (cfg->api_key && !s->api_key) || !s->saves_dir || !s->npcs || !s->names ||
-        !s->slots) {
+    if (!s->host || (cfg->api_key && !s->api_key) || !s->saves_dir ||
+        (cfg->world_file && !s->world_file) || !s->npcs || !s->names || !s->slots) {
         snprintf(err, cap, "out of memory");
         goto fail;
     }
@@ -1012,6 +1099,7 @@ void lm_server_stop(lm_server *s) {
     free(s->host);
     free(s->api_key);
     free(s->saves_dir);
+    free(s->world_file);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }

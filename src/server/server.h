@@ -21,7 +21,9 @@ typedef struct lm_server_config {
     int request_timeout_s;      /* a request's body must arrive, and a reply progress, within */
     int max_connections;
     int max_conversations;      /* kept at once; the least recently used idle one goes */
-    const char *saves_dir;      /* where POST /v1/world/save writes its slots */
+    const char *saves_dir;      /* where POST /v1/world/save writes its slots, and
+                                 * POST /v1/world/load reads them */
+    const char *world_file;     /* the live world's file, never a slot; NULL: unknown */
 } lm_server_config;
 
 /* Defaults: 127.0.0.1:8080, no key, 1 MiB bodies, 256 messages, 1024

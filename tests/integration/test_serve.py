@@ -305,6 +305,100 @@ def test_events_memories_forget_and_save(srv):
     assert_error(*srv.post("/v1/world/save", {"path": "../escape.db"}), 400, "path")
 
 
+def memories(srv, npc, user=None):
+    status, body = srv.get(f"/v1/npcs/{npc}/memories" + (f"?user={user}" if user else ""))
+    assert status == 200, body
+    return body["data"]
+
+
+def world_memories(srv):
+    return {n: memories(srv, n) for n in ("orlando", "elena")}
+
+
+def test_world_load(srv):
+    """A slot saved, the world changed, the slot loaded: every memory is back
+    as saved (ids too), what came after is gone, the kept conversations are
+    closed (a continued history is rebuilt on the persona alone), and the
+    slot is only read. A missing, corrupt or truncated slot, the live world
+    file and bad names get 4xx JSON errors, the world left as it was."""
+    srv.post("/v1/npcs/orlando/events", {"text": "The granary of Aurelion was robbed at night",
+                                         "importance": 7, "witnesses": ["elena"]})
+    msgs = [user_msg("I sell lanterns in the lower market.")]
+    status, r1 = srv.chat("orlando", msgs, user="Lux", max_tokens=6)
+    assert status == 200, r1
+    persona = r1["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert any("lanterns" in m["text"] for m in memories(srv, "orlando", "Lux"))
+    saved = world_memories(srv)
+    status, r = srv.post("/v1/world/save", {"path": "before-comet.db"})
+    assert status == 200, r
+    slot = pathlib.Path(r["path"])
+    slot_bytes = slot.read_bytes()
+
+    # the world moves on; Lux's conversation goes on from its cache
+    srv.post("/v1/npcs/elena/events", {"text": "A comet crossed the sky", "witnesses": ["orlando"]})
+    msgs += [{"role": "assistant", "content": r1["choices"][0]["message"]["content"]},
+             user_msg("Do you need a lantern?")]
+    status, r2 = srv.chat("orlando", msgs, user="Lux", max_tokens=6)
+    assert status == 200, r2
+    assert r2["usage"]["prompt_tokens_details"]["cached_tokens"] > persona
+    assert world_memories(srv) != saved
+
+    status, r = srv.post("/v1/world/load", {"path": "before-comet.db"})
+    assert status == 200, r
+    assert r["object"] == "world.load" and r["path"] == str(slot)
+    assert r["conversations_closed"] >= 1
+    assert world_memories(srv) == saved
+    assert slot.read_bytes() == slot_bytes
+    # the kept conversation is gone: the same history is rebuilt on the
+    # persona alone, over the loaded memory
+    status, r3 = srv.chat("orlando", msgs, user="Lux", max_tokens=6)
+    assert status == 200, r3
+    assert r3["usage"]["prompt_tokens_details"]["cached_tokens"] == persona
+    said = [m["text"] for m in memories(srv, "orlando", "Lux") if m["kind"] == "said"]
+    assert said == [msgs[0]["content"], msgs[2]["content"]], said
+
+    # refused, and the world is left as it was
+    now = world_memories(srv)
+    folder = srv.world.parent
+    (folder / "junk.db").write_bytes(b"not a world at all\n" * 200)
+    (folder / "half.db").write_bytes(slot_bytes[:len(slot_bytes) // 2])
+    (folder / "empty.db").write_bytes(b"")
+    for name in ("junk.db", "half.db", "empty.db"):
+        status, body = srv.post("/v1/world/load", {"path": name})
+        assert_error(status, body, 400, "path")
+        assert body["error"]["code"] == "invalid_save", body
+    status, body = srv.post("/v1/world/load", {"path": "no-such-slot.db"})
+    assert_error(status, body, 404, "path")
+    for name in ("../before-comet.db", "/etc/passwd", "", 5, srv.world.name,
+                 srv.world.name + "-wal"):
+        assert_error(*srv.post("/v1/world/load", {"path": name}), 400, "path")
+    for name in (srv.world.name, srv.world.name + "-wal", srv.world.name + "-shm"):
+        assert_error(*srv.post("/v1/world/save", {"path": name}), 400, "path")
+    assert_error(*srv.post("/v1/world/load", b"{not json"), 400)
+    assert_error(*srv.get("/v1/world/load"), 405)
+    assert world_memories(srv) == now
+    assert srv.chat("elena", [user_msg("Good evening.")], max_tokens=4)[0] == 200
+
+
+def test_world_load_waits_for_replies(srv):
+    """While a reply is being generated the load is refused with 409 (the
+    exchange would be recorded into the loaded world); once the reply is
+    over (here: cancelled), the load goes through."""
+    assert srv.post("/v1/world/save", {"path": "quiet.db"})[0] == 200
+    s = start_stream(srv, "orlando", "Tell me a very long story.", "Storyteller")
+    status, body = srv.post("/v1/world/load", {"path": "quiet.db"})
+    assert_error(status, body, 409)
+    assert body["error"]["code"] == "world_busy", body
+    s.close()   # cancels the reply
+    t0 = time.monotonic()
+    while True:
+        status, body = srv.post("/v1/world/load", {"path": "quiet.db"})
+        if status == 200:
+            break
+        assert status == 409 and time.monotonic() - t0 < 60, body
+        time.sleep(0.1)
+
+
 # ---- bad input ------------------------------------------------------------------
 
 def test_bad_requests_get_openai_errors(srv):
@@ -371,9 +465,91 @@ def test_cut_off_slow_and_idle_clients(srv):
     assert srv.get("/health")[0] == 200
 
 
-def test_client_leaving_cancels_its_reply(srv):
-    body = json.dumps({"model": "orlando", "messages": [user_msg("Tell me a very long story.")],
-                       "max_tokens": 400, "temperature": 0, "stream": True, "user": "Leaver"})
+def test_slow_reader_gets_the_whole_stream(srv):
+    """A client that reads its stream a little at a time, through a small
+    receive buffer, still gets every event, the same text as a plain reply,
+    while others are served."""
+    msgs = [user_msg("Describe the Great Cathedral.")]
+    status, plain = srv.chat("elena", msgs, max_tokens=48)
+    assert status == 200, plain
+    body = json.dumps({"model": "elena", "messages": msgs, "max_tokens": 48, "temperature": 0,
+                       "stream": True})
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)   # before connect: the window
+    s.settimeout(60)
+    s.connect(("127.0.0.1", srv.port))
+    s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
+    got, checked = b"", False
+    while True:
+        chunk = s.recv(128)   # about 6 kB/s: slower than the events come
+        if not chunk:
+            break
+        got += chunk
+        time.sleep(0.02)
+        if not checked and len(got) > 1024:
+            # the others do not wait for the slow reader
+            assert srv.get("/health")[0] == 200
+            checked = True
+    s.close()
+    assert checked
+    head, _, payload = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    # chunked transfer: the chunk sizes are dropped, the events put back together
+    events, rest = [], payload
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            break
+        events.append(rest[:n])
+        rest = rest[n + 2:]
+    ev = sse_events(b"".join(events).decode())
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in ev if e["choices"])
+    assert text == plain["choices"][0]["message"]["content"]
+
+
+def test_dribbling_client_dropped_at_request_timeout(model_path, tmp_path):
+    """A client that sends its body a byte at a time is never idle, so the
+    idle timeout does not drop it; the request timeout does (logged as 408:
+    libmicrohttpd closes, it cannot answer before the whole body), and
+    others are served meanwhile."""
+    timeout = 4
+    s = Server(tmp_path, model_path, "--request-timeout", timeout)
+    try:
+        c = raw_socket(s)
+        c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                  b"\r\n{")
+        t0 = time.monotonic()
+        c.settimeout(0.5)
+        closed = None
+        while closed is None:
+            assert time.monotonic() - t0 < timeout + 30, "the dribbling client was never dropped"
+            try:
+                c.sendall(b" ")
+                if not c.recv(4096):
+                    closed = time.monotonic() - t0
+            except socket.timeout:
+                pass
+            except (ConnectionResetError, BrokenPipeError):
+                closed = time.monotonic() - t0
+            if closed is None:
+                assert s.get("/health")[0] == 200
+        c.close()
+        # the server started its clock after t0: never dropped before the
+        # request timeout, though it outlived the idle timeout
+        assert closed >= timeout > IDLE
+        assert "POST /v1/chat/completions 408" in s.log_text(), s.log_text()
+        assert s.chat("elena", [user_msg("Hello.")], max_tokens=4)[0] == 200
+    finally:
+        assert s.stop() == 0
+
+
+def start_stream(srv, npc, line, user, max_tokens=400):
+    """A streamed reply on a raw socket, returned once its first piece of
+    text has arrived (the reply is being generated)."""
+    body = json.dumps({"model": npc, "messages": [user_msg(line)], "max_tokens": max_tokens,
+                       "temperature": 0, "stream": True, "user": user})
     s = raw_socket(srv)
     s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
@@ -382,6 +558,11 @@ def test_client_leaving_cancels_its_reply(srv):
         chunk = s.recv(4096)
         assert chunk, got
         got += chunk
+    return s
+
+
+def test_client_leaving_cancels_its_reply(srv):
+    s = start_stream(srv, "orlando", "Tell me a very long story.", "Leaver")
     # while it streams, the same conversation is busy: 409
     assert_error(*srv.chat("orlando", [user_msg("Hello?")], user="Leaver"), 409, "user")
     s.close()

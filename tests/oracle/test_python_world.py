@@ -150,6 +150,27 @@ def test_save_as_is_a_world(L, tmp_path):
         assert len(w.memories(ORLANDO)) == 2
 
 
+def test_load_a_slot(L, tmp_path):
+    slot = tmp_path / "slot.world"
+    with L.World(tmp_path / "w.world") as w:
+        w.time = 12
+        w.event(FIRE, witnesses=[ORLANDO])
+        want = w.memories(ORLANDO)
+        w.save_as(slot)
+        w.time = 30
+        w.event("Later, not in the slot", witnesses=[ORLANDO])
+        assert len(w.memories(ORLANDO)) == 2
+        w.load(slot)
+        assert w.time == 12 and w.memories(ORLANDO) == want
+        with pytest.raises(L.NotFoundError):
+            w.load(tmp_path / "no such slot.world")
+        junk = tmp_path / "junk.world"
+        junk.write_bytes(b"not a world\n" * 100)
+        with pytest.raises(L.FormatError):
+            w.load(junk)
+        assert w.time == 12 and w.memories(ORLANDO) == want   # left as it was
+
+
 def test_bad_world_files(L, tmp_path):
     junk = tmp_path / "junk.world"
     junk.write_bytes(b"not a world, not SQLite\n" * 100)
