@@ -1,8 +1,9 @@
 # LeMoNPC build. `make` builds build/lemonpc, and the runtime a game links
 # (build/liblemonpc.so and build/liblemonpc.a: include/lemonpc.h only);
 # `make install PREFIX=...` installs those with lemonpc.pc;
-# `make test` runs the C unit tests (plain and under ASan+UBSan) and the
-# oracle tests (llama.cpp / PyTorch through Python); `make fuzz` fuzzes
+# `make test` runs the C unit tests (plain and under ASan+UBSan), a smoke run
+# of every fuzz target and the oracle tests (llama.cpp / PyTorch through
+# Python); `make fuzz` fuzzes
 # every parser for a bounded time; `make bench` runs the benchmarks.
 
 CC       ?= cc
@@ -157,7 +158,7 @@ test:
 	@scripts/install_test_deps.sh
 	@$(MAKE) --no-print-directory -j$(JOBS) build-tests
 	@$(MAKE) --no-print-directory -j$(JOBS) SAN=1 build-tests
-	@$(MAKE) --no-print-directory unit unit-san oracle oracle-torch oracle-peft integration test-slow
+	@$(MAKE) --no-print-directory unit unit-san fuzz-smoke oracle oracle-torch oracle-peft integration test-slow
 
 # Slow end-to-end checks (minutes on 2 cores): fine-tunes the real model.
 # Part of `make test`; runnable alone.
@@ -181,6 +182,13 @@ orlando:
 FUZZ_SECONDS ?= 60
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# Part of `make test`: every fuzz target replays its seeds and fuzzes a few
+# seconds more (about a minute once the instrumented library is built).
+.PHONY: fuzz-smoke
+FUZZ_SMOKE_SECONDS ?= 2
+fuzz-smoke:
+	@scripts/fuzz.sh --smoke $(FUZZ_SMOKE_SECONDS)
 
 # Speed and memory against the reference a user would pick (BENCHMARKS.md).
 bench: all $(BENCH_BIN)

@@ -6,10 +6,18 @@
 # SECONDS / number-of-targets (at least 10 s). Fails on any crash, leak or
 # sanitizer report; the reproducer lands in build-fuzz/artifacts/.
 #   usage: scripts/fuzz.sh [SECONDS]      (make fuzz FUZZ_SECONDS=N)
+#          scripts/fuzz.sh --smoke [S]    (part of `make test`)
+# --smoke: each target replays its seeds, then fuzzes S seconds (default 2)
+# from those seeds alone (not the corpus earlier runs grew), so the check
+# is the same on every machine and takes about a minute once built.
+# FUZZ_ONLY="name ..." limits either mode to those targets.
 # Optional per target: fuzz/<name>.dict (libFuzzer dictionary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+smoke=0
+if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
 seconds=${1:-60}
+[ "$smoke" = 1 ] && seconds=${1:-2}
 CC=${FUZZ_CC:-clang}
 out=build-fuzz
 libs=$(make -s --no-print-directory -f Makefile --eval 'print-libs: ; @echo $(LIBS)' print-libs)
@@ -17,38 +25,57 @@ cflags="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Isrc -Iinclu
  -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
 command -v "$CC" >/dev/null || { echo "fuzz: $CC not found (install clang)" >&2; exit 1; }
-targets=(fuzz/fuzz_*.c)
-[ -e "${targets[0]}" ] || { echo "fuzz: no fuzz/fuzz_*.c targets" >&2; exit 1; }
+targets=()
+for t in fuzz/fuzz_*.c; do
+    name=$(basename "$t" .c); name=${name#fuzz_}
+    if [ -n "${FUZZ_ONLY:-}" ] && [[ " $FUZZ_ONLY " != *" $name "* ]]; then continue; fi
+    targets+=("$t")
+done
+[ ${#targets[@]} -gt 0 ] || { echo "fuzz: no fuzz/fuzz_*.c targets${FUZZ_ONLY:+ named $FUZZ_ONLY}" >&2; exit 1; }
 
-# Library objects, instrumented for coverage; rebuilt when the source changes.
+# Library objects, instrumented for coverage; rebuilt when the source
+# changes, as many at once as there are CPUs. A file clang cannot compile is
+# left out with a warning: targets that do not need it still run; those
+# that do fail at link time.
 mkdir -p "$out/obj" "$out/artifacts"
-objs=()
+compile_one() {
+    local src=$1 obj="$out/obj/${1//\//_}.o"
+    if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find src include -name '*.h' -newer "$obj" -print -quit)" ]; then
+        if ! $CC $cflags -fsanitize=fuzzer-no-link -c "$src" -o "$obj.tmp" 2>"$obj.log"; then
+            echo "fuzz: WARNING: $src does not compile with $CC, left out:" >&2
+            head -5 "$obj.log" >&2
+            rm -f "$obj" "$obj.tmp"
+            return 0
+        fi
+        mv "$obj.tmp" "$obj"
+    fi
+}
+export -f compile_one
+export CC cflags out
+srcs=()
 for src in src/*/*.c; do
     case "$src" in src/cli/*) continue ;; esac
+    srcs+=("$src")
+done
+printf '%s\n' "${srcs[@]}" | xargs -P "$(nproc 2>/dev/null || echo 2)" -I{} bash -c 'compile_one "$1"' _ {}
+objs=()
+for src in "${srcs[@]}"; do
     obj="$out/obj/${src//\//_}.o"
-    if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find src include -name '*.h' -newer "$obj" -print -quit)" ]; then
-        # A file clang cannot compile is left out with a warning: targets
-        # that do not need it still run; those that do fail at link time.
-        if ! $CC $cflags -fsanitize=fuzzer-no-link -c "$src" -o "$obj" 2>"$out/obj/cc.log"; then
-            echo "fuzz: WARNING: $src does not compile with $CC, left out:" >&2
-            head -5 "$out/obj/cc.log" >&2
-            rm -f "$obj"
-            continue
-        fi
-    fi
-    objs+=("$obj")
+    [ -f "$obj" ] && objs+=("$obj")
 done
 rm -f "$out/liblemonpc-fuzz.a"
 ar rcs "$out/liblemonpc-fuzz.a" "${objs[@]}"
 
 per=$(( seconds / ${#targets[@]} ))
 [ "$per" -ge 10 ] || per=10
+[ "$smoke" = 1 ] && per=$seconds
 failed=()
 for t in "${targets[@]}"; do
     name=$(basename "$t" .c); name=${name#fuzz_}
     exe="$out/fuzz_$name"
     $CC $cflags -fsanitize=fuzzer "$t" "$out/liblemonpc-fuzz.a" $libs -o "$exe"
     corpus="$out/corpus/$name"
+    [ "$smoke" = 1 ] && corpus="$out/smoke/$name" && rm -rf "$corpus"
     mkdir -p "$corpus"
     if [ -d "fuzz/corpus/$name" ]; then cp -n fuzz/corpus/"$name"/* "$corpus"/ 2>/dev/null || true; fi
     if [ -f "fuzz/seed_$name.c" ]; then

@@ -312,6 +312,38 @@ static void test_config_and_phrases(void **state) {
     assert_non_null(strstr(err.msg, "/nonexistent/phrases.txt"));
 }
 
+/* Found writing the fuzz target (fuzz/fuzz_filter_config.c): a line longer
+ * than the reader's 4 KiB buffer was read as two lines (the rest of a long
+ * comment became an unknown key), and a NUL byte ended a line silently. */
+static void test_config_long_lines_and_nul(void **state) {
+    (void)state;
+    lm_filter_config cfg;
+    lm_filter_config_default(&cfg);
+    lm_err err = {{0}};
+    size_t n = 6000;
+    char *text = malloc(n + 64);
+    assert_non_null(text);
+    memset(text, 'x', n);
+    memcpy(text, "# ", 2);
+    strcpy(text + n, " = 3\nmin_answer_words = 7\n");
+    assert_int_equal(lm_filter_config_parse(&cfg, "long.conf", text, strlen(text), &err), 0);
+    assert_int_equal(cfg.min_answer_words, 7);
+    free(text);
+
+    const char nul[] = "min_answer_words = 4\nmax_answer_words = 9\0 # hidden\n";
+    assert_int_equal(lm_filter_config_parse(&cfg, "nul.conf", nul, sizeof nul - 1, &err), -1);
+    assert_non_null(strstr(err.msg, "nul.conf:2: holds a NUL byte"));
+
+    /* phrases: the same rules, and the file's name in every message */
+    cfg.phrases_path = NULL;
+    char *ph = write_tmp("good phrase\nbad\xff phrase\n");
+    cfg.phrases_path = ph;
+    assert_null(lm_filter_set_new(&cfg, NULL, &err));
+    assert_non_null(strstr(err.msg, ":2: phrase is not valid UTF-8"));
+    assert_non_null(strstr(err.msg, ph));
+    unlink(ph), free(ph);
+}
+
 /* The new thresholds are read and obeyed: each knob turns its check off or
  * moves it, and "disable" names the new filters. */
 static void test_config_repetition(void **state) {
@@ -474,6 +506,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_question_only, setup, teardown),
         cmocka_unit_test(test_names_and_lookup),
         cmocka_unit_test_setup_teardown(test_config_and_phrases, setup, teardown),
+        cmocka_unit_test(test_config_long_lines_and_nul),
         cmocka_unit_test_setup_teardown(test_config_repetition, setup, teardown),
         cmocka_unit_test_setup_teardown(test_question_side_new, setup, teardown),
         cmocka_unit_test(test_no_character),

@@ -370,6 +370,34 @@ static void test_style_examples_load(void **state) {
     assert_non_null(strstr(err.msg, "promoted.jsonl:1:"));
 }
 
+/* The round's reading of a runner result file on resume: replies land at
+ * their "q<index>" ids; strtoull alone took "q 5", "q+5" and "q-1" (found
+ * writing fuzz/fuzz_datagen_journal.c), which the runner never writes. */
+static void test_results_parse(void **state) {
+    (void)state;
+    char *r[4] = {0};
+    lm_err err = {{0}};
+    const char *ok = "{\"id\":\"q2\",\"reply\":\"two\"}\n{\"id\":\"q9\",\"reply\":\"past n\"}\n"
+                     "{\"id\":\"q2\",\"reply\":\"again\"}";
+    assert_int_equal(lm_datagen_results_parse("a.jsonl", ok, strlen(ok), "q", r, 4, &err), 0);
+    assert_string_equal(r[2], "two");
+    assert_null(r[0]);
+    free(r[2]);
+    r[2] = NULL;
+    const char *bad[] = {"{\"id\":\"q 5\",\"reply\":\"x\"}", "{\"id\":\"q+1\",\"reply\":\"x\"}",
+                         "{\"id\":\"q-1\",\"reply\":\"x\"}", "{\"id\":\"q\",\"reply\":\"x\"}",
+                         "{\"id\":\"a1\",\"reply\":\"x\"}", "{\"id\":\"q1x\",\"reply\":\"x\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(lm_datagen_results_parse("a.jsonl", bad[i], strlen(bad[i]), "q", r, 4, &err), -1);
+        if (!strstr(err.msg, "a.jsonl:1: id ")) fail_msg("%zu: %s", i, err.msg);
+        for (int k = 0; k < 4; k++) assert_null(r[k]);
+    }
+    const char *notjson = "{\"id\":\"q1\",\"reply\":\"x\"}\nnot json\n";
+    assert_int_equal(lm_datagen_results_parse("a.jsonl", notjson, strlen(notjson), "q", r, 4, &err), -1);
+    assert_non_null(strstr(err.msg, "a.jsonl:2: not a runner result line"));
+    free(r[1]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round),
@@ -378,6 +406,7 @@ int main(void) {
         cmocka_unit_test(test_system_persona),
         cmocka_unit_test(test_distinct_n),
         cmocka_unit_test(test_style_examples_load),
+        cmocka_unit_test(test_results_parse),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

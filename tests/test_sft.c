@@ -529,6 +529,77 @@ static void test_config(void **state) {
 
 /* ---- masking proof: the model learns to stop -------------------------- */
 
+/* A config at the bottom of a float setting's range loads again from its
+ * own JSON (what --resume does with state.json): the range was checked on
+ * the double, and (float)1e-12 is below 1e-12 (found by
+ * fuzz/fuzz_train_state.c's round trip). */
+static void test_config_roundtrip_bounds(void **state) {
+    (void)state;
+    const char *settings[][2] = {{"lr", "1e-12"}, {"lora-alpha", "1e-6"}, {"dpo-beta", "1e-6"},
+                                 {"lr", "10"}, {"lora-alpha", "1e6"}, {"warmup", "1e9"}};
+    for (size_t i = 0; i < sizeof settings / sizeof *settings; i++) {
+        lm_train_cfg c, back;
+        lm_train_cfg_defaults(&c);
+        lm_err err = {{0}};
+        if (lm_train_cfg_set(&c, settings[i][0], settings[i][1], &err)) fail_msg("%s", err.msg);
+        char *j = lm_train_cfg_to_json(&c);
+        assert_non_null(j);
+        lm_train_cfg_defaults(&back);
+        if (lm_train_cfg_parse_json(&back, "state.json", j, &err)) fail_msg("%s=%s: %s", settings[i][0], settings[i][1], err.msg);
+        char *k = lm_train_cfg_to_json(&back);
+        assert_string_equal(j, k);
+        free(j);
+        free(k);
+    }
+    /* still refused: below the range, and beyond a float */
+    lm_train_cfg c;
+    lm_train_cfg_defaults(&c);
+    lm_err err = {{0}};
+    assert_int_equal(lm_train_cfg_set(&c, "lr", "1e-13", &err), -1);
+    assert_non_null(strstr(err.msg, "lr: 1e-13 is out of range"));
+    assert_int_equal(lm_train_cfg_set(&c, "clip", "1e40", &err), -1);
+    assert_non_null(strstr(err.msg, "clip: 1e+40 is out of range"));
+}
+
+/* A checkpoint's state.json with positions a long cannot hold: (long)1e300
+ * is undefined behaviour (UBSan's float-cast-overflow), so it is refused,
+ * as are negative and fractional counts (found writing
+ * fuzz/fuzz_train_state.c). */
+static void test_state_numbers(void **state) {
+    (void)state;
+    lm_train_cfg saved, cfg;
+    lm_train_cfg_defaults(&saved);
+    strcpy(saved.model, "m.gguf");
+    char *cj = lm_train_cfg_to_json(&saved);
+    assert_non_null(cj);
+    const char *fields[] = {"\"step\": 1e300", "\"tokens\": -1", "\"micro\": 2.5", "\"best_step\": -1e300",
+                            "\"metrics_bytes\": 9007199254740994"};
+    const char *names[] = {"step", "tokens", "micro", "best_step", "metrics_bytes"};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        char text[8192];
+        snprintf(text, sizeof text, "{\"step\": 3, \"micro\": 3, \"tokens\": 10, \"seconds\": 1, \"smooth\": 2, "
+                 "\"best_val\": -1, \"best_step\": 0, \"metrics_bytes\": 0, %s, \"config\": %s}", fields[i], cj);
+        lm_ckpt_state st;
+        lm_err err = {{0}};
+        assert_int_equal(lm_ckpt_parse_state("run/last/state.json", text, strlen(text), &cfg, &st, &err), -1);
+        char want[64];
+        snprintf(want, sizeof want, "run/last/state.json: %s: ", names[i]);
+        if (!strstr(err.msg, want)) fail_msg("%s: %s", fields[i], err.msg);
+    }
+    char text[8192];
+    snprintf(text, sizeof text, "{\"step\": 3, \"micro\": 4, \"tokens\": 9007199254740992, \"seconds\": 1.5, "
+             "\"smooth\": 2, \"best_val\": -1, \"best_step\": 0, \"metrics_bytes\": 77, \"config\": %s}", cj);
+    lm_ckpt_state st;
+    lm_err err = {{0}};
+    if (lm_ckpt_parse_state("s.json", text, strlen(text), &cfg, &st, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(st.step, 3);
+    assert_int_equal(st.micro, 4);
+    assert_true(st.tokens == 9007199254740992L);
+    assert_int_equal(st.metrics_bytes, 77);
+    assert_string_equal(cfg.model, "m.gguf");
+    free(cj);
+}
+
 /* Greedy decoding with the training forward; returns how many tokens were
  * generated up to and including TK_END (0 if none within max). */
 static int greedy_until_end(lm_tmodel *m, lm_lora *lora, const int32_t *prompt, int max,
@@ -607,6 +678,8 @@ static void test_learns_to_stop(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_state_numbers),
+        cmocka_unit_test(test_config_roundtrip_bounds),
         cmocka_unit_test(test_loss_decreases),
         cmocka_unit_test(test_resume_lora_accum),
         cmocka_unit_test(test_resume_full),

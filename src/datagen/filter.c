@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/fileio.h"
 #include "base/strbuf.h"
 #include "datagen/filter_internal.h"
 #include "sheet/sheet.h"
@@ -122,26 +123,50 @@ static int config_set(lm_filter_config *c, const char *k, char *v, const char *p
     return lm_errf(err, "%s:%d: unknown key '%s'", path, line, k);
 }
 
-int lm_filter_config_load(lm_filter_config *c, const char *path, lm_err *err) {
-    FILE *f = fopen(path, "r");
-    if (!f) return lm_errno(err, "%s", path);
-    char buf[4096];
+int lm_filter_config_parse(lm_filter_config *c, const char *name, const char *text, size_t len,
+                           lm_err *err) {
     int line = 0, rc = 0;
-    while (rc == 0 && fgets(buf, sizeof buf, f)) {
+    char *buf = NULL;
+    for (size_t at = 0; rc == 0 && at < len;) {
+        const char *nl = memchr(text + at, '\n', len - at);
+        size_t n = (nl ? (size_t)(nl - text) : len) - at;
         line++;
+        /* A NUL would silently end the line for the string functions below. */
+        if (memchr(text + at, 0, n)) {
+            rc = lm_errf(err, "%s:%d: holds a NUL byte", name, line);
+            break;
+        }
+        char *nb = realloc(buf, n + 1);
+        if (!nb) {
+            rc = lm_errf(err, "%s:%d: out of memory", name, line);
+            break;
+        }
+        buf = nb;
+        memcpy(buf, text + at, n);
+        buf[n] = 0;
+        at += n + 1;
         char *h = strchr(buf, '#');
         if (h) *h = 0;
         char *s = trim(buf);
         if (!*s) continue;
         char *eq = strchr(s, '=');
         if (!eq) {
-            rc = lm_errf(err, "%s:%d: expected 'key = value'", path, line);
+            rc = lm_errf(err, "%s:%d: expected 'key = value'", name, line);
             break;
         }
         *eq = 0;
-        rc = config_set(c, trim(s), trim(eq + 1), path, line, err);
+        rc = config_set(c, trim(s), trim(eq + 1), name, line, err);
     }
-    fclose(f);
+    free(buf);
+    return rc;
+}
+
+int lm_filter_config_load(lm_filter_config *c, const char *path, lm_err *err) {
+    char *text;
+    size_t len;
+    if (lm_read_file(path, &text, &len, false, err)) return -1;
+    int rc = lm_filter_config_parse(c, path, text, len, err);
+    free(text);
     return rc;
 }
 
@@ -203,6 +228,29 @@ static void sb_alternatives(lm_sb *b, const char *const *pats) {
     }
 }
 
+#define PHRASE_MAX 1022   /* bytes of one phrase, as a line */
+
+int lm_filter_phrases_add(lm_sb *b, const char *name, const char *text, size_t len, lm_err *err) {
+    int ln = 0;
+    char line[PHRASE_MAX + 1];
+    for (size_t at = 0; at < len;) {
+        const char *nl = memchr(text + at, '\n', len - at);
+        size_t n = (nl ? (size_t)(nl - text) : len) - at;
+        ln++;
+        if (n > PHRASE_MAX)
+            return lm_errf(err, "%s:%d: phrase longer than %d bytes", name, ln, PHRASE_MAX);
+        if (memchr(text + at, 0, n)) return lm_errf(err, "%s:%d: phrase holds a NUL byte", name, ln);
+        memcpy(line, text + at, n);
+        line[n] = 0;
+        at += n + 1;
+        char *s = trim(line);
+        if (!*s || *s == '#') continue;
+        if (!lm_ftext_utf8_valid(s, strlen(s))) return lm_errf(err, "%s:%d: phrase is not valid UTF-8", name, ln);
+        lm_sb_str(b, "|"), sb_literal(b, s);
+    }
+    return 0;
+}
+
 /* Assistant phrases: the built-in list and patterns plus the writer's file. */
 static int build_assist(lm_sb *b, const char *path, lm_err *err) {
     lm_sb_str(b, "(?:");
@@ -212,25 +260,12 @@ static int build_assist(lm_sb *b, const char *path, lm_err *err) {
     }
     sb_alternatives(b, lm_filter_assistant_patterns);
     if (path) {
-        FILE *f = fopen(path, "r");
-        if (!f) return lm_errno(err, "%s", path);
-        char line[1024];
-        int ln = 0;
-        while (fgets(line, sizeof line, f)) {
-            ln++;
-            if (!strchr(line, '\n') && !feof(f)) {
-                fclose(f);
-                return lm_errf(err, "%s:%d: phrase longer than %zu bytes", path, ln, sizeof line - 2);
-            }
-            char *s = trim(line);
-            if (!*s || *s == '#') continue;
-            if (!lm_ftext_utf8_valid(s, strlen(s))) {
-                fclose(f);
-                return lm_errf(err, "%s:%d: phrase is not valid UTF-8", path, ln);
-            }
-            lm_sb_str(b, "|"), sb_literal(b, s);
-        }
-        fclose(f);
+        char *text;
+        size_t len;
+        if (lm_read_file(path, &text, &len, false, err)) return -1;
+        int rc = lm_filter_phrases_add(b, path, text, len, err);
+        free(text);
+        if (rc) return -1;
     }
     lm_sb_str(b, ")");
     return 0;

@@ -133,6 +133,10 @@ void lm_filter_config_default(lm_filter_config *c);
  * not read from the file (it would have to outlive it). Errors name
  * path:line. */
 int lm_filter_config_load(lm_filter_config *c, const char *path, lm_err *err);
+/* The same from a config file's text (len bytes, need not be
+ * NUL-terminated; name stands for the path in messages). */
+int lm_filter_config_parse(lm_filter_config *c, const char *name, const char *text, size_t len,
+                           lm_err *err);
 
 /* One sample as the filters see it; all borrowed. */
 typedef struct lm_filter_sample {

@@ -27,6 +27,15 @@ int lm_ftext_utf8_valid(const char *s, size_t len);
 /* Whitespace-separated tokens. */
 size_t lm_ftext_count_words(const char *s);
 
+struct lm_sb;
+struct lm_err;
+/* Appends "|<pattern>" to b for each phrase of a phrases file's text (one
+ * phrase a line, '#' comments, at most 1022 bytes, UTF-8, no NUL): what
+ * cfg.phrases_path adds to the assistant-speech pattern. Errors name
+ * name:line. */
+int lm_filter_phrases_add(struct lm_sb *b, const char *name, const char *text, size_t len,
+                          struct lm_err *err);
+
 /* Built-in pattern tables (filter_text.c): NULL-terminated. */
 extern const char *const lm_filter_assistant_phrases[];
 extern const char *const lm_filter_assistant_patterns[];

@@ -47,50 +47,53 @@ static int write_sb(const char *dir, const char *name, lm_sb *b, lm_err *err) {
     return lm_write_file_atomic(path, b->p ? b->p : "", b->len, err);
 }
 
-/* Reads a runner result file into replies[index] by the "<prefix><index>"
- * ids; other ids are an error (the file belongs to another run). */
-static int read_results(const char *path, const char *prefix, char **replies, size_t n,
-                        lm_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno == ENOENT) return 0;
-        return lm_errno(err, "%s", path);
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int ln = 0, rc = 0;
+int lm_datagen_results_parse(const char *name, const char *data, size_t len, const char *prefix,
+                             char **replies, size_t n, lm_err *err) {
+    int ln = 0;
     size_t pl = strlen(prefix);
-    while ((len = getline(&line, &cap, f)) > 0) {
+    for (size_t at = 0; at < len;) {
+        const char *nl = memchr(data + at, '\n', len - at);
+        size_t end = nl ? (size_t)(nl - data) + 1 : len;   /* the line with its '\n' */
+        const char *line = data + at;
+        size_t n_line = end - at;
+        at = end;
         ln++;
         json_error_t je;
-        json_t *o = json_loadb(line, (size_t)len, 0, &je);
+        json_t *o = json_loadb(line, n_line, 0, &je);
         const char *id = o ? json_string_value(json_object_get(o, "id")) : NULL;
         const char *reply = o ? json_string_value(json_object_get(o, "reply")) : NULL;
         if (!id || !reply) {
             json_decref(o);
-            rc = lm_errf(err, "%s:%d: not a runner result line (id and reply expected)", path, ln);
-            break;
+            return lm_errf(err, "%s:%d: not a runner result line (id and reply expected)", name, ln);
         }
-        char *end;
-        unsigned long long idx = strncmp(id, prefix, pl) ? (unsigned long long)-1
-                                                          : strtoull(id + pl, &end, 10);
-        if (idx != (unsigned long long)-1 && (*end || end == id + pl)) idx = (unsigned long long)-1;
+        char *endp;
+        /* strtoull alone would take "q 5", "q+5" and "q-1" (as 2^64 - 1) */
+        unsigned long long idx = strncmp(id, prefix, pl) || !isdigit((unsigned char)id[pl])
+                                     ? (unsigned long long)-1
+                                     : strtoull(id + pl, &endp, 10);
+        if (idx != (unsigned long long)-1 && (*endp || endp == id + pl)) idx = (unsigned long long)-1;
         if (idx == (unsigned long long)-1) {
+            lm_errf(err, "%s:%d: id '%s' is not one of this round's ('%sN')", name, ln, id, prefix);
             json_decref(o);
-            rc = lm_errf(err, "%s:%d: id '%s' is not one of this round's ('%sN')", path, ln, id,
-                         prefix);
-            break;
+            return -1;
         }
         if (idx < n && !replies[idx] && !(replies[idx] = strdup(reply))) {
             json_decref(o);
-            rc = lm_errf(err, "out of memory");
-            break;
+            return lm_errf(err, "out of memory");
         }
         json_decref(o);
     }
-    free(line);
-    fclose(f);
+    return 0;
+}
+
+/* Reads a runner result file (none yet: nothing) into replies[]. */
+static int read_results(const char *path, const char *prefix, char **replies, size_t n,
+                        lm_err *err) {
+    char *data;
+    size_t len;
+    if (lm_read_file(path, &data, &len, true, err)) return -1;
+    int rc = lm_datagen_results_parse(path, data, len, prefix, replies, n, err);
+    free(data);
     return rc;
 }
 

@@ -94,4 +94,12 @@ double lm_distinct_n(const char *const *texts, size_t n_texts, int n);
 int lm_style_examples_load(const char *path, lm_style_example **out, size_t *n, lm_err *err);
 void lm_style_examples_free(lm_style_example *v, size_t n);
 
+/* The resume step of a round (exposed for tests and the fuzzer): reads a
+ * runner result file's text into replies[index] by its "<prefix><index>"
+ * ids (an index >= n, or one already set, is passed over); an id of
+ * another shape fails (the file belongs to another round). Errors name
+ * name:line. */
+int lm_datagen_results_parse(const char *name, const char *data, size_t len, const char *prefix,
+                             char **replies, size_t n, lm_err *err);
+
 #endif

@@ -240,13 +240,11 @@ static int load_line(lm_request_list *l, json_t *o, lm_err *err) {
     return rc;
 }
 
-int lm_requests_load_jsonl(lm_request_list *l, const char *path, lm_err *err) {
-    char *data;
-    size_t len;
-    if (lm_read_file(path, &data, &len, false, err)) return -1;
+int lm_requests_parse_jsonl(lm_request_list *l, const char *name, const char *data, size_t len,
+                            lm_err *err) {
     size_t line = 0;
     for (size_t pos = 0; pos < len;) {
-        char *nl = memchr(data + pos, '\n', len - pos);
+        const char *nl = memchr(data + pos, '\n', len - pos);
         size_t end = nl ? (size_t)(nl - data) : len;
         line++;
         if (!blank(data + pos, end - pos)) {
@@ -256,15 +254,20 @@ int lm_requests_load_jsonl(lm_request_list *l, const char *path, lm_err *err) {
             if (!o) rc = lm_errf(err, "JSON error at column %d: %s", je.column, je.text);
             else rc = load_line(l, o, err);
             json_decref(o);
-            if (rc) {
-                free(data);
-                return lm_err_prefix(err, "%s:%zu", path, line);
-            }
+            if (rc) return lm_err_prefix(err, "%s:%zu", name, line);
         }
         pos = end + 1;
     }
-    free(data);
     return 0;
+}
+
+int lm_requests_load_jsonl(lm_request_list *l, const char *path, lm_err *err) {
+    char *data;
+    size_t len;
+    if (lm_read_file(path, &data, &len, false, err)) return -1;
+    int rc = lm_requests_parse_jsonl(l, path, data, len, err);
+    free(data);
+    return rc;
 }
 
 /* ---- resume scan ------------------------------------------------------ */
@@ -274,19 +277,16 @@ static void free_ids(char **ids, size_t n) {
     free(ids);
 }
 
-int lm_runner_scan(const char *path, bool fix_tail, char ***ids_out, size_t *n_out,
-                   size_t *torn_bytes, lm_err *err) {
+int lm_runner_scan_mem(const char *name, const char *data, size_t len, char ***ids_out,
+                       size_t *n_out, size_t *torn_bytes, lm_err *err) {
     *ids_out = NULL;
     *n_out = 0;
     *torn_bytes = 0;
-    char *data;
-    size_t len;
-    if (lm_read_file(path, &data, &len, true, err)) return -1;
     char **ids = NULL;
     size_t n = 0, cap = 0, line = 0, pos = 0;
     int rc = 0;
     while (pos < len) {
-        char *nl = memchr(data + pos, '\n', len - pos);
+        const char *nl = memchr(data + pos, '\n', len - pos);
         if (!nl) {
             /* Our writer ends every record with '\n' in the same write():
              * no newline means the write was cut short. */
@@ -301,7 +301,7 @@ int lm_runner_scan(const char *path, bool fix_tail, char ***ids_out, size_t *n_o
             json_t *id = json_object_get(o, "id");
             if (!o || !json_is_string(id)) {
                 rc = lm_errf(err, "%s:%zu: not a result line (%s); remove the line or use "
-                             "another output file", path, line,
+                             "another output file", name, line,
                              o ? "no string \"id\"" : je.text);
                 json_decref(o);
                 break;
@@ -319,9 +319,6 @@ int lm_runner_scan(const char *path, bool fix_tail, char ***ids_out, size_t *n_o
         }
         pos = end + 1;
     }
-    free(data);
-    if (rc == 0 && *torn_bytes && fix_tail && truncate(path, (off_t)(len - *torn_bytes)))
-        rc = lm_errno(err, "%s: cannot cut the unfinished last line", path);
     if (rc) {
         free_ids(ids, n);
         return -1;
@@ -329,6 +326,25 @@ int lm_runner_scan(const char *path, bool fix_tail, char ***ids_out, size_t *n_o
     *ids_out = ids;
     *n_out = n;
     return 0;
+}
+
+int lm_runner_scan(const char *path, bool fix_tail, char ***ids_out, size_t *n_out,
+                   size_t *torn_bytes, lm_err *err) {
+    *ids_out = NULL;
+    *n_out = 0;
+    *torn_bytes = 0;
+    char *data;
+    size_t len;
+    if (lm_read_file(path, &data, &len, true, err)) return -1;
+    int rc = lm_runner_scan_mem(path, data, len, ids_out, n_out, torn_bytes, err);
+    free(data);
+    if (rc == 0 && *torn_bytes && fix_tail && truncate(path, (off_t)(len - *torn_bytes))) {
+        free_ids(*ids_out, *n_out);
+        *ids_out = NULL;
+        *n_out = 0;
+        return lm_errno(err, "%s: cannot cut the unfinished last line", path);
+    }
+    return rc;
 }
 
 /* ---- the run ---------------------------------------------------------- */

@@ -55,6 +55,9 @@ int lm_request_list_add(lm_request_list *l, const char *id, const lm_chat_msg *m
                         const lm_teacher_params *params, const char *metadata_json, lm_err *err);
 /* Reads the JSONL format above; errors name path:line and the field. */
 int lm_requests_load_jsonl(lm_request_list *l, const char *path, lm_err *err);
+/* The same from the file's text (name stands for the path in messages). */
+int lm_requests_parse_jsonl(lm_request_list *l, const char *name, const char *data, size_t len,
+                            lm_err *err);
 void lm_request_list_free(lm_request_list *l);
 
 typedef struct lm_runner_opts {
@@ -89,5 +92,8 @@ int lm_runner_run(lm_teacher *t, const lm_request_list *l, const lm_runner_opts 
  * *ids is a malloc'd array of malloc'd strings. */
 int lm_runner_scan(const char *path, bool fix_tail, char ***ids, size_t *n_ids,
                    size_t *torn_bytes, lm_err *err);
+/* The scan of a result file's text (name in messages); never changes a file. */
+int lm_runner_scan_mem(const char *name, const char *data, size_t len, char ***ids,
+                       size_t *n_ids, size_t *torn_bytes, lm_err *err);
 
 #endif

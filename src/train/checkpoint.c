@@ -10,6 +10,9 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <math.h>
+
+#include "base/fileio.h"
 
 static int fsync_path(const char *path, lm_err *err) {
     int fd = open(path, O_RDONLY);
@@ -58,33 +61,32 @@ static int write_optim(const char *path, const lm_adamw *o, lm_err *err) {
     return write_file(path, hdr, sizeof hdr, o->m, o->n * sizeof(float), o->v, o->n * sizeof(float), err);
 }
 
-static int read_optim(const char *path, lm_adamw *o, lm_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return lm_errno(err, "%s", path);
-    unsigned char hdr[24];
+int lm_ckpt_parse_optim(const char *path, const void *bytes, size_t len, lm_adamw *o, lm_err *err) {
+    const unsigned char *d = bytes;
     uint64_t n;
     int64_t step;
-    int rc = -1;
-    if (fread(hdr, 1, sizeof hdr, f) != sizeof hdr || memcmp(hdr, "LMADAMW1", 8)) {
-        lm_errf(err, "%s: not an optimizer state file (bad header)", path);
-        goto done;
-    }
-    memcpy(&n, hdr + 8, 8);
-    memcpy(&step, hdr + 16, 8);
-    if (n != o->n) {
-        lm_errf(err, "%s: holds %llu parameters, the run has %zu", path, (unsigned long long)n, o->n);
-        goto done;
-    }
-    if (step < 0) { lm_errf(err, "%s: offset 16: negative step %lld", path, (long long)step); goto done; }
-    if (fread(o->m, sizeof(float), o->n, f) != o->n || fread(o->v, sizeof(float), o->n, f) != o->n) {
-        lm_errf(err, "%s: truncated (expected %zu bytes)", path, 24 + 2 * o->n * sizeof(float));
-        goto done;
-    }
-    if (fgetc(f) != EOF) { lm_errf(err, "%s: trailing bytes after the moments", path); goto done; }
+    if (len < 24 || memcmp(d, "LMADAMW1", 8))
+        return lm_errf(err, "%s: not an optimizer state file (bad header)", path);
+    memcpy(&n, d + 8, 8);
+    memcpy(&step, d + 16, 8);
+    if (n != o->n)
+        return lm_errf(err, "%s: holds %llu parameters, the run has %zu", path, (unsigned long long)n, o->n);
+    if (step < 0) return lm_errf(err, "%s: offset 16: negative step %lld", path, (long long)step);
+    size_t want = 24 + 2 * o->n * sizeof(float);
+    if (len < want) return lm_errf(err, "%s: truncated (expected %zu bytes)", path, want);
+    if (len > want) return lm_errf(err, "%s: trailing bytes after the moments", path);
+    memcpy(o->m, d + 24, o->n * sizeof(float));
+    memcpy(o->v, d + 24 + o->n * sizeof(float), o->n * sizeof(float));
     o->step = (long)step;
-    rc = 0;
-done:
-    fclose(f);
+    return 0;
+}
+
+static int read_optim(const char *path, lm_adamw *o, lm_err *err) {
+    char *data;
+    size_t len;
+    if (lm_read_file(path, &data, &len, false, err)) return -1;
+    int rc = lm_ckpt_parse_optim(path, data, len, o, err);
+    free(data);
     return rc;
 }
 
@@ -177,26 +179,31 @@ static int get_num(json_t *o, const char *key, double *out, const char *path, lm
     return 0;
 }
 
-int lm_ckpt_load_state(const char *dir, lm_train_cfg *cfg, lm_ckpt_state *st, lm_err *err) {
-    char path[LM_TCFG_PATH + 96];
-    snprintf(path, sizeof path, "%s/state.json", dir);
+/* A count or position: a whole number a long holds exactly (a double
+ * beyond LONG_MAX would not convert, one past 2^53 not round-trip). */
+static int get_count(json_t *o, const char *key, long *out, const char *path, lm_err *err) {
+    double x = 0;
+    if (get_num(o, key, &x, path, err)) return -1;
+    if (!(x >= 0 && x <= 9007199254740992.0) || x != floor(x))
+        return lm_errf(err, "%s: %s: %g is not a whole number in [0, 2^53]", path, key, x);
+    *out = (long)x;
+    return 0;
+}
+
+int lm_ckpt_parse_state(const char *path, const char *text, size_t len, lm_train_cfg *cfg,
+                        lm_ckpt_state *st, lm_err *err) {
     json_error_t je;
-    json_t *o = json_load_file(path, 0, &je);
+    json_t *o = json_loadb(text, len, 0, &je);
     if (!o) return lm_errf(err, "%s:%d:%d: %s", path, je.line, je.column, je.text);
     int rc = -1;
-    double step = 0, micro = 0, tokens = 0, bstep = 0, mbytes = 0;
     memset(st, 0, sizeof *st);
-    if (get_num(o, "step", &step, path, err) || get_num(o, "micro", &micro, path, err) ||
-        get_num(o, "tokens", &tokens, path, err) || get_num(o, "seconds", &st->seconds, path, err) ||
-        get_num(o, "smooth", &st->smooth, path, err) || get_num(o, "best_val", &st->best_val, path, err) ||
-        get_num(o, "best_step", &bstep, path, err) || get_num(o, "metrics_bytes", &mbytes, path, err))
+    if (get_count(o, "step", &st->step, path, err) || get_count(o, "micro", &st->micro, path, err) ||
+        get_count(o, "tokens", &st->tokens, path, err) ||
+        get_num(o, "seconds", &st->seconds, path, err) || get_num(o, "smooth", &st->smooth, path, err) ||
+        get_num(o, "best_val", &st->best_val, path, err) ||
+        get_count(o, "best_step", &st->best_step, path, err) ||
+        get_count(o, "metrics_bytes", &st->metrics_bytes, path, err))
         goto done;
-    if (step < 0 || micro < 0 || mbytes < 0) { lm_errf(err, "%s: negative position", path); goto done; }
-    st->step = (long)step;
-    st->micro = (long)micro;
-    st->tokens = (long)tokens;
-    st->best_step = (long)bstep;
-    st->metrics_bytes = (long)mbytes;
     json_t *c = json_object_get(o, "config");
     if (!json_is_object(c)) { lm_errf(err, "%s: config: missing", path); goto done; }
     char *cs = json_dumps(c, JSON_REAL_PRECISION(17));
@@ -208,6 +215,17 @@ int lm_ckpt_load_state(const char *dir, lm_train_cfg *cfg, lm_ckpt_state *st, lm
     free(cs);
 done:
     json_decref(o);
+    return rc;
+}
+
+int lm_ckpt_load_state(const char *dir, lm_train_cfg *cfg, lm_ckpt_state *st, lm_err *err) {
+    char path[LM_TCFG_PATH + 96];
+    snprintf(path, sizeof path, "%s/state.json", dir);
+    char *text;
+    size_t len;
+    if (lm_read_file(path, &text, &len, false, err)) return -1;
+    int rc = lm_ckpt_parse_state(path, text, len, cfg, st, err);
+    free(text);
     return rc;
 }
 

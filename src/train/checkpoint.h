@@ -40,10 +40,15 @@ int lm_ckpt_save(const char *run_dir, const char *name, const lm_train_cfg *cfg,
 int lm_ckpt_find(const char *run_dir, const char *name, char *dir, size_t cap, lm_err *err);
 /* Reads state.json of a checkpoint directory. */
 int lm_ckpt_load_state(const char *dir, lm_train_cfg *cfg, lm_ckpt_state *st, lm_err *err);
+/* The same from state.json's text (len bytes; path names it in messages). */
+int lm_ckpt_parse_state(const char *path, const char *text, size_t len, lm_train_cfg *cfg,
+                        lm_ckpt_state *st, lm_err *err);
 /* Loads weights into m (full: model.gguf replaces m's params; LoRA: *lora
  * gets the adapter, freed by the caller). */
 int lm_ckpt_load_weights(const char *dir, int full, lm_tmodel *m, lm_lora **lora, lm_err *err);
 /* Loads the optimizer moments and step into opt (sized for the run). */
 int lm_ckpt_load_optim(const char *dir, lm_adamw *opt, lm_err *err);
+/* The same from optim.bin's bytes (path names it in messages). */
+int lm_ckpt_parse_optim(const char *path, const void *bytes, size_t len, lm_adamw *opt, lm_err *err);
 
 #endif

@@ -160,26 +160,8 @@ done:
 
 #include <jansson.h>
 
+#include "base/fileio.h"
 #include "model/gguf.h"
-
-static char *slurp(const char *path, size_t *n, lm_err *err) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) { lm_errno(err, "%s: cannot open", path); return NULL; }
-    char *buf = NULL;
-    long len = -1;
-    if (fseek(fp, 0, SEEK_END) == 0) len = ftell(fp);
-    if (len >= 0 && fseek(fp, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)) &&
-        fread(buf, 1, (size_t)len, fp) == (size_t)len) {
-        buf[len] = 0;
-        *n = (size_t)len;
-    } else {
-        free(buf);
-        buf = NULL;
-        lm_errf(err, "%s: cannot read", path);
-    }
-    fclose(fp);
-    return buf;
-}
 
 /* Tensor `name` of a safetensors file as f32 [rows, cols]; malloc'd. */
 static float *st_tensor(const char *path, json_t *hdr, const uint8_t *data, size_t data_len,
@@ -221,20 +203,17 @@ static float *st_tensor(const char *path, json_t *hdr, const uint8_t *data, size
     return out;
 }
 
-int lm_peft_import(const lm_model *base, const char *dir, const char *out_path, lm_err *err) {
+int lm_peft_import_mem(const lm_model *base, const char *cpath, const char *config,
+                       size_t config_len, const char *spath, const char *st, size_t n,
+                       const char *out_path, lm_err *err) {
     const lm_llama_config *cfg = &base->cfg;
-    char cpath[4096], spath[4096];
-    snprintf(cpath, sizeof cpath, "%s/adapter_config.json", dir);
-    snprintf(spath, sizeof spath, "%s/adapter_model.safetensors", dir);
     int rc = -1;
     json_t *conf = NULL, *hdr = NULL;
-    char *st = NULL;
     gguf_writer *w = NULL;
     float *a = NULL, *b = NULL, *bp = NULL;
     json_error_t je;
-    if (!(conf = json_load_file(cpath, 0, &je))) {
-        if (je.line > 0) lm_errf(err, "%s: line %d: %s", cpath, je.line, je.text);
-        else lm_errf(err, "%s", je.text);
+    if (!(conf = json_loadb(config, config_len, 0, &je))) {
+        lm_errf(err, "%s: line %d: %s", cpath, je.line, je.text);
         goto done;
     }
     json_t *jr = json_object_get(conf, "r"), *ja = json_object_get(conf, "lora_alpha");
@@ -266,8 +245,6 @@ int lm_peft_import(const lm_model *base, const char *dir, const char *out_path, 
         goto done;
     }
 
-    size_t n;
-    if (!(st = slurp(spath, &n, err))) goto done;
     uint64_t hl = 0;
     for (int i = 0; i < 8 && n >= 8; i++) hl |= (uint64_t)(uint8_t)st[i] << (8 * i);
     if (n < 8 || hl > n - 8) { lm_errf(err, "%s: bad header length", spath); goto done; }
@@ -343,12 +320,26 @@ int lm_peft_import(const lm_model *base, const char *dir, const char *out_path, 
         }
     }
     if (!found) { lm_errf(err, "%s: no LoRA tensors", spath); goto done; }
-    if (gguf_write(w, out_path, err)) goto done;
+    if (out_path && gguf_write(w, out_path, err)) goto done;
     rc = 0;
 done:
-    free(a); free(b); free(bp); free(st);
+    free(a); free(b); free(bp);
     gguf_writer_free(w);
     json_decref(hdr);
     json_decref(conf);
+    return rc;
+}
+
+int lm_peft_import(const lm_model *base, const char *dir, const char *out_path, lm_err *err) {
+    char cpath[4096], spath[4096];
+    snprintf(cpath, sizeof cpath, "%s/adapter_config.json", dir);
+    snprintf(spath, sizeof spath, "%s/adapter_model.safetensors", dir);
+    char *conf = NULL, *st = NULL;
+    size_t nc = 0, ns = 0;
+    int rc = -1;
+    if (!lm_read_file(cpath, &conf, &nc, false, err) && !lm_read_file(spath, &st, &ns, false, err))
+        rc = lm_peft_import_mem(base, cpath, conf, nc, spath, st, ns, out_path, err);
+    free(conf);
+    free(st);
     return rc;
 }

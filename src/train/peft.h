@@ -23,6 +23,12 @@ int lm_peft_write(const lm_model *base, const lm_adapter *a, const char *dir,
  * for base, with q/k lora_B rows put in GGUF order. Errors name the file
  * and tensor. */
 int lm_peft_import(const lm_model *base, const char *dir, const char *out_path, lm_err *err);
+/* The same on the two files' contents, named cpath and spath in messages
+ * (neither need be NUL-terminated); out_path NULL checks and converts
+ * without writing (the fuzzer's entry point). */
+int lm_peft_import_mem(const lm_model *base, const char *cpath, const char *config,
+                       size_t config_len, const char *spath, const char *st, size_t st_len,
+                       const char *out_path, lm_err *err);
 
 /* GGUF row index of HF row `hf` of a Q/K projection with heads of head_dim. */
 int lm_peft_gguf_row(int hf, int head_dim);

@@ -61,6 +61,20 @@ static int get_double(const char *key, const char *v, double lo, double hi, doub
     return 0;
 }
 
+/* A float setting. The range is checked on the value as stored (a float):
+ * a run's config is saved as that float (train_config's JSON) and must
+ * load again on --resume, and (float)1e-12, the bottom of lr's range, is
+ * just below 1e-12 as a double. */
+static int get_float(const char *key, const char *v, double lo, double hi, float *out, lm_err *err) {
+    double x;
+    if (get_double(key, v, -HUGE_VAL, HUGE_VAL, &x, err)) return -1;
+    float f = (float)x;
+    if (!isfinite(f) || f < (float)lo || f > (float)hi)
+        return lm_errf(err, "%s: %g is out of range [%g, %g]", key, x, lo, hi);
+    *out = f;
+    return 0;
+}
+
 static int get_bool(const char *key, const char *v, int *out, lm_err *err) {
     if (!strcmp(v, "true") || !strcmp(v, "1")) *out = 1;
     else if (!strcmp(v, "false") || !strcmp(v, "0")) *out = 0;
@@ -97,11 +111,7 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
     if (!strcmp(key, "out")) return get_path(key_in, v, c->out, err);
     if (!strcmp(key, "dpo")) return get_path(key_in, v, c->dpo, err);
     if (!strcmp(key, "adapter")) return get_path(key_in, v, c->adapter, err);
-    if (!strcmp(key, "dpo-beta")) {
-        if (get_double(key_in, v, 1e-6, 1e6, &d, err)) return -1;
-        c->dpo_beta = (float)d;
-        return 0;
-    }
+    if (!strcmp(key, "dpo-beta")) return get_float(key_in, v, 1e-6, 1e6, &c->dpo_beta, err);
     if (!strcmp(key, "dpo-loss")) {
         if (!strcmp(v, "sigmoid")) c->dpo_loss = LM_DPO_SIGMOID;
         else if (!strcmp(v, "ipo")) c->dpo_loss = LM_DPO_IPO;
@@ -125,11 +135,7 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
         c->lora_rank = (int)l;
         return 0;
     }
-    if (!strcmp(key, "lora-alpha")) {
-        if (get_double(key_in, v, 1e-6, 1e6, &d, err)) return -1;
-        c->lora_alpha = (float)d;
-        return 0;
-    }
+    if (!strcmp(key, "lora-alpha")) return get_float(key_in, v, 1e-6, 1e6, &c->lora_alpha, err);
     if (!strcmp(key, "lora-dropout")) {
         /* 1 would drop every input of the adapters (and scale by 1/0) */
         char *end;
@@ -148,11 +154,7 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
         c->lora_targets = t;
         return 0;
     }
-    if (!strcmp(key, "lr")) {
-        if (get_double(key_in, v, 1e-12, 10.0, &d, err)) return -1;
-        c->lr = (float)d;
-        return 0;
-    }
+    if (!strcmp(key, "lr")) return get_float(key_in, v, 1e-12, 10.0, &c->lr, err);
     if (!strcmp(key, "epochs")) {
         if (get_long(key_in, v, 1, 100000, &l, err)) return -1;
         c->epochs = (int)l;
@@ -173,11 +175,7 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
         c->grad_accum = (int)l;
         return 0;
     }
-    if (!strcmp(key, "warmup")) {
-        if (get_double(key_in, v, 0.0, 1e9, &d, err)) return -1;
-        c->warmup = (float)d;
-        return 0;
-    }
+    if (!strcmp(key, "warmup")) return get_float(key_in, v, 0.0, 1e9, &c->warmup, err);
     if (!strcmp(key, "schedule")) {
         if (!strcmp(v, "cosine")) c->schedule = LM_LR_COSINE;
         else if (!strcmp(v, "linear")) c->schedule = LM_LR_LINEAR;
@@ -185,16 +183,8 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
         else return lm_errf(err, "%s: expected cosine, linear or constant, got '%s'", key_in, v);
         return 0;
     }
-    if (!strcmp(key, "weight-decay")) {
-        if (get_double(key_in, v, 0.0, 10.0, &d, err)) return -1;
-        c->weight_decay = (float)d;
-        return 0;
-    }
-    if (!strcmp(key, "clip")) {
-        if (get_double(key_in, v, 0.0, 1e9, &d, err)) return -1;
-        c->clip = (float)d;
-        return 0;
-    }
+    if (!strcmp(key, "weight-decay")) return get_float(key_in, v, 0.0, 10.0, &c->weight_decay, err);
+    if (!strcmp(key, "clip")) return get_float(key_in, v, 0.0, 1e9, &c->clip, err);
     if (!strcmp(key, "eval-every")) {
         if (get_long(key_in, v, 0, 1L << 40, &l, err)) return -1;
         c->eval_every = (int)(l > 1 << 30 ? 1 << 30 : l);
