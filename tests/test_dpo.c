@@ -29,81 +29,10 @@
 #include "train/train_config.h"
 #include "train/train_model.h"
 
-/* ---- a byte-level ChatML tokenizer (as tests/test_train_data.c) -------- */
+#include "helpers.h"
 
-enum { T_EOT = 0, T_IMS = 1, T_IME = 2, T_BYTE0 = 3, N_VOCAB = 259 };
-
-static uint32_t byte_cp(int b) {
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return (uint32_t)b;
-    int k = 0;
-    for (int c = 0; c < b; c++)
-        if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255))) k++;
-    return 256u + (uint32_t)k;
-}
-
-static const char *TEMPLATE_WITH_SYSTEM =
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nBe Brann.<|im_end|>\\n' }}"
-    "{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
-
-typedef struct tokdata { char bytes[256][4]; } tokdata;
-
-static lm_tokenizer *tiny(const char *chat_template) {
-    tokdata *d = calloc(1, sizeof *d);   /* the tokenizer copies its strings */
-    assert_non_null(d);
-    const char *tok[N_VOCAB];
-    int32_t type[N_VOCAB];
-    tok[0] = "<|endoftext|>"; tok[1] = "<|im_start|>"; tok[2] = "<|im_end|>";
-    type[0] = type[1] = type[2] = 3;
-    for (int b = 0; b < 256; b++) {
-        uint32_t cp = byte_cp(b);
-        char *o = d->bytes[b];
-        if (cp < 0x80) { o[0] = (char)cp; o[1] = 0; }
-        else { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); o[2] = 0; }
-        tok[T_BYTE0 + b] = o;
-        type[T_BYTE0 + b] = 1;
-    }
-    lm_tokenizer_spec s = {
-        .model = "gpt2", .pre = "smollm", .tokens = tok, .n_tokens = N_VOCAB, .token_types = type,
-        .bos = T_IMS, .eos = T_IME, .unk = -1, .pad = T_IME, .chat_template = chat_template,
-    };
-    lm_err err = {{0}};
-    lm_tokenizer *t = lm_tokenizer_new(&s, &err);
-    free(d);
-    if (!t) fprintf(stderr, "tiny tokenizer: %s\n", err.msg);
-    assert_non_null(t);
-    return t;
-}
-
-typedef struct seq { int32_t tok[512]; uint8_t mask[512]; int n; } seq;
-
-static void spell(seq *s, const char *text, uint8_t m) {
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-        s->tok[s->n] = T_BYTE0 + *p;
-        s->mask[s->n++] = m;
-    }
-}
-static void special(seq *s, int32_t id, uint8_t m) { s->tok[s->n] = id; s->mask[s->n++] = m; }
-
-/* One ChatML turn; trained (content and <|im_end|>) when m. */
-static void turn(seq *s, const char *role, const char *content, uint8_t m) {
-    special(s, T_IMS, 0);
-    spell(s, role, 0);
-    spell(s, "\n", 0);
-    spell(s, content, m);
-    special(s, T_IME, m);
-    spell(s, "\n", 0);
-}
-
-static void assert_seq(const lm_sft_example *e, const seq *want) {
-    assert_int_equal(e->n, want->n);
-    assert_memory_equal(e->tokens, want->tok, (size_t)want->n * sizeof(int32_t));
-    assert_memory_equal(e->mask, want->mask, (size_t)want->n);
-    int k = 0;
-    for (int i = 1; i < want->n; i++) k += want->mask[i];
-    assert_int_equal(e->n_trained, k);
-}
+/* The byte-level ChatML tokenizer of helpers.h, without the "\n\n" token. */
+static lm_tokenizer *tiny(const char *chat_template) { return th_tiny_tokenizer(chat_template, 0); }
 
 static lm_dpo_set *load(const lm_tokenizer *t, const char *text, const lm_sft_opts *o, lm_err *err) {
     lm_dpo_set *s = NULL;
@@ -133,17 +62,17 @@ static void test_pair_shapes(void **state) {
     if (!s) fail_msg("%s", err.msg);
     assert_int_equal(s->n, 4);
     int lines[4] = {1, 2, 4, 5};
-    seq c = {.n = 0}, r = {.n = 0};
-    turn(&c, "user", "hi", 0);
-    turn(&r, "user", "hi", 0);
+    th_seq c = {.n = 0}, r = {.n = 0};
+    th_turn(&c, "user", "hi", 0);
+    th_turn(&r, "user", "hi", 0);
     int n_prompt = c.n;
-    turn(&c, "assistant", "yo!", 1);
-    turn(&r, "assistant", "no.", 1);
+    th_turn(&c, "assistant", "yo!", 1);
+    th_turn(&r, "assistant", "no.", 1);
     for (int i = 0; i < 4; i++) {
         assert_int_equal(s->p[i].line, lines[i]);
         assert_int_equal(s->p[i].n_prompt, n_prompt);
-        assert_seq(&s->p[i].seq[LM_DPO_CHOSEN], &c);
-        assert_seq(&s->p[i].seq[LM_DPO_REJECTED], &r);
+        th_assert_seq(&s->p[i].seq[LM_DPO_CHOSEN], &c);
+        th_assert_seq(&s->p[i].seq[LM_DPO_REJECTED], &r);
         assert_true(s->p[i].hash == s->p[0].hash);   /* the split key ignores the shape */
     }
     assert_int_equal(s->p[0].seq[0].n_trained, 4);  /* y o ! <|im_end|> */
@@ -155,41 +84,33 @@ static void test_pair_shapes(void **state) {
 
     /* The default system turn, a prompt holding an assistant turn (never
      * scored: only the completion is) and a two-message completion. */
-    t = tiny(TEMPLATE_WITH_SYSTEM);
+    t = tiny(TH_TEMPLATE_WITH_SYSTEM);
     const char *multi = "{\"prompt\":[" U("a?") "," A("b.") "," U("c?") "],\"chosen\":[" A("d.") "," A("e") "],"
                         "\"rejected\":\"f\"}";
     assert_non_null(s = load(t, multi, &o, &err));
-    seq want = {.n = 0}, wr = {.n = 0};
-    turn(&want, "system", "Be Brann.", 0);
-    turn(&want, "user", "a?", 0);
-    turn(&want, "assistant", "b.", 0);
-    turn(&want, "user", "c?", 0);
+    th_seq want = {.n = 0}, wr = {.n = 0};
+    th_turn(&want, "system", "Be Brann.", 0);
+    th_turn(&want, "user", "a?", 0);
+    th_turn(&want, "assistant", "b.", 0);
+    th_turn(&want, "user", "c?", 0);
     memcpy(&wr, &want, sizeof want);
     assert_int_equal(s->p[0].n_prompt, want.n);
-    turn(&want, "assistant", "d.", 1);
-    turn(&want, "assistant", "e", 1);
-    turn(&wr, "assistant", "f", 1);
-    assert_seq(&s->p[0].seq[0], &want);
-    assert_seq(&s->p[0].seq[1], &wr);
+    th_turn(&want, "assistant", "d.", 1);
+    th_turn(&want, "assistant", "e", 1);
+    th_turn(&wr, "assistant", "f", 1);
+    th_assert_seq(&s->p[0].seq[0], &want);
+    th_assert_seq(&s->p[0].seq[1], &wr);
     /* the implicit prompt splits after the last shared message */
     const char *imp = "{\"chosen\":[" U("a?") "," A("b.") "," U("c?") "," A("d.") "," A("e") "],"
                       "\"rejected\":[" U("a?") "," A("b.") "," U("c?") "," A("f") "]}";
     lm_dpo_set *s2 = load(t, imp, &o, &err);
     assert_non_null(s2);
     assert_int_equal(s2->p[0].n_prompt, s->p[0].n_prompt);
-    assert_seq(&s2->p[0].seq[0], &want);
-    assert_seq(&s2->p[0].seq[1], &wr);
+    th_assert_seq(&s2->p[0].seq[0], &want);
+    th_assert_seq(&s2->p[0].seq[1], &wr);
     lm_dpo_set_free(s2);
     lm_dpo_set_free(s);
     lm_tokenizer_free(t);
-}
-
-typedef struct warnings { char msg[4][LM_ERR_MAX]; int n; } warnings;
-
-static void collect(void *ctx, const char *msg) {
-    warnings *w = ctx;
-    if (w->n < 4) snprintf(w->msg[w->n], LM_ERR_MAX, "%s", msg);
-    w->n++;
 }
 
 static void test_pair_errors(void **state) {
@@ -233,9 +154,9 @@ static void test_pair_errors(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char text[1024];
         snprintf(text, sizeof text, GOOD "\n%s\n" GOOD "\n", cases[i].line);
-        warnings w = {.n = 0};
+        th_warnings w = {.n = 0};
         lm_sft_opts o = lm_sft_opts_default();
-        o.warn = collect;
+        o.warn = th_collect;
         o.warn_ctx = &w;
         lm_err err = {{0}};
         lm_dpo_set *s = load(t, text, &o, &err);
@@ -385,15 +306,10 @@ static void test_loss_terms(void **state) {
 
 /* ---- the trainer additions: weights and per-row log-likelihoods -------------------- */
 
-static const lm_tconfig toy = {
-    .n_vocab = 16, .dim = 16, .n_layers = 2, .n_heads = 2, .n_kv_heads = 1, .head_dim = 8,
-    .ffn_dim = 32, .rope_base = 10000.0f, .rms_eps = 1e-5f, .tied = 1,
-};
-
 static void test_weights_and_logprobs(void **state) {
     (void)state;
     lm_err err = {{0}};
-    lm_tmodel *m = lm_tmodel_new_random(&toy, 3, 0.3f, &err);
+    lm_tmodel *m = lm_tmodel_new_random(TH_TOY, 3, 0.3f, &err);
     assert_non_null(m);
     lm_lora *l = lm_lora_new(m, 4, 8, LM_LORA_ALL, 9, &err);
     assert_non_null(l);
@@ -461,16 +377,6 @@ static void test_weights_and_logprobs(void **state) {
 
 /* ---- the loop on a toy task ------------------------------------------------------- */
 
-enum { TK_START = 0, TK_END = 1, TK_ASSIST = 2, TK_AYE = 3, TK_W0 = 4, V = 16 };
-enum { PROMPT_LEN = 6, CONV_LEN = 9 };
-
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* Pair i: prompt START u0 u1 u2 END ASSIST; chosen AYE w END with the
  * word the prompt calls for (4 + u0 % 4), rejected AYE w' END with another. */
 static lm_dpo_set *toy_pairs(int n, uint64_t key0) {
@@ -481,9 +387,9 @@ static lm_dpo_set *toy_pairs(int n, uint64_t key0) {
     s->pad_id = TK_END;
     for (int i = 0; i < n; i++) {
         uint64_t r = key0 + (uint64_t)i;
-        int32_t p[PROMPT_LEN] = {TK_START, 0, 0, 0, TK_END, TK_ASSIST};
-        for (int k = 1; k <= 3; k++) p[k] = TK_W0 + (int32_t)(rng_next(&r) % (V - TK_W0));
-        int32_t good = TK_W0 + p[1] % 4, bad = TK_W0 + (p[1] + 1 + (int32_t)(rng_next(&r) % 3)) % 4;
+        int32_t p[PROMPT_LEN];
+        th_toy_prompt(&r, p);
+        int32_t good = th_toy_answer_word(p), bad = TK_W0 + (p[1] + 1 + (int32_t)(th_rng_next(&r) % 3)) % 4;
         for (int side = 0; side < 2; side++) {
             lm_sft_example *e = &s->p[i].seq[side];
             assert_non_null(e->tokens = malloc(CONV_LEN * sizeof(int32_t)));
@@ -504,33 +410,9 @@ static lm_dpo_set *toy_pairs(int n, uint64_t key0) {
     return s;
 }
 
-static char *mk_tmpdir(void) {
-    char *d = strdup("/tmp/test_dpo_XXXXXX");
-    assert_non_null(d);
-    assert_non_null(mkdtemp(d));
-    return d;
-}
-
-static void rm_rf(const char *d) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    assert_int_equal(system(cmd), 0);
-}
-
 static void base_cfg(lm_train_cfg *c, const char *out, int full) {
-    lm_train_cfg_defaults(c);
-    strcpy(c->model, "(test)");
+    th_train_cfg(c, out, full);
     strcpy(c->dpo, "(test)");
-    snprintf(c->out, sizeof c->out, "%s", out);
-    c->full = full;
-    c->lora_rank = 4;
-    c->lora_alpha = 8;
-    c->lr = full ? 3e-3f : 1e-2f;
-    c->epochs = 3;
-    c->batch = 4;
-    c->seq = 12;
-    c->threads = 2;
-    c->seed = 5;
     c->warmup = 0;
     c->schedule = LM_LR_CONSTANT;
     lm_err err = {{0}};
@@ -539,7 +421,7 @@ static void base_cfg(lm_train_cfg *c, const char *out, int full) {
 
 static int run(const lm_train_cfg *c, const lm_lora *init_b, const lm_dpo_set *tr, const lm_dpo_set *va,
                int resume, long stop_after, lm_sft_report *rep, lm_err *err) {
-    lm_tmodel *m = lm_tmodel_new_random(&toy, 11, 0.3f, err);
+    lm_tmodel *m = lm_tmodel_new_random(TH_TOY, 11, 0.3f, err);
     assert_non_null(m);
     lm_lora *init = NULL;
     if (init_b) {   /* the same adapter on this fresh model */
@@ -554,68 +436,9 @@ static int run(const lm_train_cfg *c, const lm_lora *init_b, const lm_dpo_set *t
     return rc;
 }
 
-/* The text of a field over every metrics line that has it, joined. */
-static char *field(const char *dir, const char *name, int *count) {
-    char p[600];
-    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
-    FILE *f = fopen(p, "r");
-    assert_non_null(f);
-    size_t cap = 1 << 16, len = 0;
-    char *out = calloc(cap, 1), line[4096], pat[64];
-    assert_non_null(out);
-    snprintf(pat, sizeof pat, "\"%s\": ", name);
-    *count = 0;
-    while (fgets(line, sizeof line, f)) {
-        char *s = strstr(line, pat);
-        if (!s) continue;
-        s += strlen(pat);
-        size_t n = strcspn(s, ",}");
-        assert_true(len + n + 2 < cap);
-        memcpy(out + len, s, n);
-        len += n;
-        out[len++] = ' ';
-        (*count)++;
-    }
-    fclose(f);
-    return out;
-}
-
-static double *values(const char *dir, const char *name, int *count) {
-    char *s = field(dir, name, count);
-    double *v = calloc((size_t)*count + 1, sizeof *v);
-    assert_non_null(v);
-    char *p = s;
-    for (int i = 0; i < *count; i++) v[i] = strtod(p, &p);
-    free(s);
-    return v;
-}
-
-static void *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("%s missing", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *b = malloc((size_t)len + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
-static void assert_same_file(const char *a, const char *b) {
-    size_t na, nb;
-    void *x = slurp(a, &na), *y = slurp(b, &nb);
-    assert_int_equal(na, nb);
-    assert_memory_equal(x, y, na);
-    free(x);
-    free(y);
-}
-
 static void test_dpo_learns(void **state) {
     (void)state;
-    char *dir = mk_tmpdir();
+    char *dir = th_tmpdir("test_dpo");
     lm_dpo_set *tr = toy_pairs(64, 100), *va = toy_pairs(16, 900);
     lm_train_cfg c;
     base_cfg(&c, dir, 0);
@@ -629,9 +452,9 @@ static void test_dpo_learns(void **state) {
     assert_int_equal(rep.steps, 24);
     assert_true(rep.dpo && !rep.ref_cached);
     int n, nv;
-    double *loss = values(dir, "loss", &n), *acc = values(dir, "rewards/accuracies", &n);
-    double *margin = values(dir, "rewards/margins", &n), *vacc = values(dir, "val_rewards/accuracies", &nv);
-    double *vmargin = values(dir, "val_rewards/margins", &nv), *vloss = values(dir, "val_loss", &nv);
+    double *loss = th_metrics_values(dir, "loss", &n), *acc = th_metrics_values(dir, "rewards/accuracies", &n);
+    double *margin = th_metrics_values(dir, "rewards/margins", &n), *vacc = th_metrics_values(dir, "val_rewards/accuracies", &nv);
+    double *vmargin = th_metrics_values(dir, "val_rewards/margins", &nv), *vloss = th_metrics_values(dir, "val_loss", &nv);
     assert_int_equal(n, 24);
     assert_int_equal(nv, 6);
     /* the policy starts as the reference: margin 0, loss log 2 */
@@ -650,15 +473,15 @@ static void test_dpo_learns(void **state) {
     assert_true(rep.reward_acc == vacc[nv - 1]);
     /* TRL's other metric names are there */
     int k;
-    free(field(dir, "rewards/chosen", &k));
+    free(th_metrics_field(dir, "rewards/chosen", &k));
     assert_int_equal(k, 24);
-    free(field(dir, "logps/rejected", &k));
+    free(th_metrics_field(dir, "logps/rejected", &k));
     assert_int_equal(k, 24);
     char p[600];
     struct stat sb;
     snprintf(p, sizeof p, "%s/loss.svg", dir);
     size_t len;
-    char *svg = slurp(p, &len);
+    char *svg = th_slurp(p, &len);
     svg[len] = 0;
     assert_true(!strncmp(svg, "<svg", 4) && strstr(svg, "</svg>"));
     assert_non_null(strstr(svg, ">DPO loss<"));
@@ -673,12 +496,12 @@ static void test_dpo_learns(void **state) {
     free(loss); free(acc); free(margin); free(vacc); free(vmargin); free(vloss);
     lm_dpo_set_free(tr);
     lm_dpo_set_free(va);
-    rm_rf(dir);
+    th_rm_rf(dir);
     free(dir);
 }
 
 static void resume_case(int full, int grad_accum, float dropout, lm_dpo_kind kind) {
-    char *a = mk_tmpdir(), *b = mk_tmpdir();
+    char *a = th_tmpdir("test_dpo"), *b = th_tmpdir("test_dpo");
     lm_dpo_set *tr = toy_pairs(22, 1000), *va = toy_pairs(5, 5000);
     lm_train_cfg ca, cb;
     base_cfg(&ca, a, full);
@@ -704,7 +527,7 @@ static void resume_case(int full, int grad_accum, float dropout, lm_dpo_kind kin
     static const char *const fields[] = {"loss", "val_loss", "rewards/margins", "val_rewards/margins"};
     for (int i = 0; i < 4; i++) {
         int na, nb;
-        char *la = field(a, fields[i], &na), *lb = field(b, fields[i], &nb);
+        char *la = th_metrics_field(a, fields[i], &na), *lb = th_metrics_field(b, fields[i], &nb);
         assert_true(na >= 3);
         assert_int_equal(na, nb);
         assert_string_equal(la, lb);
@@ -716,16 +539,16 @@ static void resume_case(int full, int grad_accum, float dropout, lm_dpo_kind kin
     for (int i = 0; i < 3; i++) {
         snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
         snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
-        assert_same_file(pa, pb);
+        th_assert_same_file(pa, pb);
     }
     /* a run resumed with other pairs than it started with is refused */
     if (!full) {
         lm_dpo_set *other = toy_pairs(22, 1001);
         snprintf(pa, sizeof pa, "%s/last", b);
         lm_train_cfg cc = cb;
-        rm_rf(pa);
+        th_rm_rf(pa);
         snprintf(pa, sizeof pa, "%s/best", b);
-        rm_rf(pa);
+        th_rm_rf(pa);
         assert_int_equal(run(&cc, NULL, other, va, 0, 1, &rb, &err), 0);   /* fresh: recomputed */
         assert_false(rb.ref_cached);
         assert_int_equal(run(&cc, NULL, tr, va, 1, 1, &rb, &err), -1);
@@ -734,8 +557,8 @@ static void resume_case(int full, int grad_accum, float dropout, lm_dpo_kind kin
     }
     lm_dpo_set_free(tr);
     lm_dpo_set_free(va);
-    rm_rf(a);
-    rm_rf(b);
+    th_rm_rf(a);
+    th_rm_rf(b);
     free(a);
     free(b);
 }
@@ -749,9 +572,9 @@ static void test_resume_lora_norm(void **state) { (void)state; resume_case(0, 3,
  * log 2 (their own reference is their start). */
 static void test_adapter_reference(void **state) {
     (void)state;
-    char *a = mk_tmpdir(), *b = mk_tmpdir();
+    char *a = th_tmpdir("test_dpo"), *b = th_tmpdir("test_dpo");
     lm_err err = {{0}};
-    lm_tmodel *m = lm_tmodel_new_random(&toy, 11, 0.3f, &err);
+    lm_tmodel *m = lm_tmodel_new_random(TH_TOY, 11, 0.3f, &err);
     assert_non_null(m);
     lm_lora *sft = lm_lora_new(m, 4, 8, LM_LORA_ALL, 3, &err);
     assert_non_null(sft);
@@ -768,7 +591,7 @@ static void test_adapter_reference(void **state) {
     snprintf(pa, sizeof pa, "%s/ref_logps.bin", a);
     snprintf(pb, sizeof pb, "%s/ref_logps.bin", b);
     size_t na, nb;
-    char *x = slurp(pa, &na), *y = slurp(pb, &nb);
+    char *x = th_slurp(pa, &na), *y = th_slurp(pb, &nb);
     assert_int_equal(na, 32 + 8 * 16);
     assert_int_equal(na, nb);
     double dx[16], dy[16], base[16];
@@ -778,13 +601,13 @@ static void test_adapter_reference(void **state) {
     free(x);
     free(y);
     /* and the adapter mattered: the base alone scores them otherwise */
-    char *c = mk_tmpdir();
+    char *c = th_tmpdir("test_dpo");
     lm_train_cfg cc;
     base_cfg(&cc, c, 0);
     cc.epochs = 1;
     assert_int_equal(run(&cc, NULL, tr, NULL, 0, 0, &rb, &err), 0);
     snprintf(pa, sizeof pa, "%s/ref_logps.bin", c);
-    x = slurp(pa, &na);
+    x = th_slurp(pa, &na);
     memcpy(base, x + 32, sizeof base);
     free(x);
     double diff = 0;
@@ -793,10 +616,10 @@ static void test_adapter_reference(void **state) {
     int n;
     const char *dirs[3] = {a, b, c};
     for (int i = 0; i < 3; i++) {
-        double *l = values(dirs[i], "loss", &n);
+        double *l = th_metrics_values(dirs[i], "loss", &n);
         assert_true(n == 2 && fabs(l[0] - log(2.0)) < 1e-15);
         free(l);
-        rm_rf(dirs[i]);
+        th_rm_rf(dirs[i]);
     }
     lm_dpo_set_free(tr);
     lm_lora_free(sft);

@@ -25,35 +25,10 @@
 #include "train/train_config.h"
 #include "train/train_model.h"
 
-/* Token roles of the toy chat "language" (ChatML in miniature). */
-enum { TK_START = 0, TK_END = 1, TK_ASSIST = 2, TK_AYE = 3, TK_W0 = 4, V = 16 };
+#include "helpers.h"
 
-static const lm_tconfig toy = {
-    .n_vocab = V, .dim = 16, .n_layers = 2, .n_heads = 2, .n_kv_heads = 1, .head_dim = 8,
-    .ffn_dim = 32, .rope_base = 10000.0f, .rms_eps = 1e-5f, .tied = 1,
-};
-
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* Conversation i: START u0 u1 u2 END ASSIST | AYE w END, where the user
- * words u are pseudo-random and the answer word w = 4 + (u0 % 4): the
- * answer is learnable from the prompt. mask = 1 only on AYE, w and the
- * final END (the assistant's content and its end-of-turn). */
-enum { PROMPT_LEN = 6, CONV_LEN = 9 };
-static void toy_prompt(uint64_t key, int32_t *p) {
-    uint64_t s = key;
-    p[0] = TK_START;
-    for (int i = 1; i <= 3; i++) p[i] = TK_W0 + (int32_t)(rng_next(&s) % (V - TK_W0));
-    p[4] = TK_END;
-    p[5] = TK_ASSIST;
-}
-static int32_t toy_answer_word(const int32_t *p) { return TK_W0 + p[1] % 4; }
-
+/* The toy task (helpers.h): mask = 1 only on AYE, w and the final END
+ * (the assistant's content and its end-of-turn). */
 static lm_sft_dataset *toy_ds(int n, uint64_t key0) {
     lm_sft_dataset *ds = calloc(1, sizeof *ds);
     assert_non_null(ds);
@@ -67,9 +42,10 @@ static lm_sft_dataset *toy_ds(int n, uint64_t key0) {
         e->mask = calloc(CONV_LEN, 1);
         assert_non_null(e->tokens);
         assert_non_null(e->mask);
-        toy_prompt(key0 + (uint64_t)i, e->tokens);
+        uint64_t key = key0 + (uint64_t)i;
+        th_toy_prompt(&key, e->tokens);
         e->tokens[6] = TK_AYE;
-        e->tokens[7] = toy_answer_word(e->tokens);
+        e->tokens[7] = th_toy_answer_word(e->tokens);
         e->tokens[8] = TK_END;
         e->mask[6] = e->mask[7] = e->mask[8] = 1;
         e->n = CONV_LEN;
@@ -80,33 +56,9 @@ static lm_sft_dataset *toy_ds(int n, uint64_t key0) {
     return ds;
 }
 
-static char *mk_tmpdir(void) {
-    char *d = strdup("/tmp/test_sft_XXXXXX");
-    assert_non_null(d);
-    assert_non_null(mkdtemp(d));
-    return d;
-}
-
-static void rm_rf(const char *d) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    assert_int_equal(system(cmd), 0);
-}
-
 static void base_cfg(lm_train_cfg *c, const char *out, int full) {
-    lm_train_cfg_defaults(c);
-    strcpy(c->model, "(test)");
+    th_train_cfg(c, out, full);
     strcpy(c->data, "(test)");
-    snprintf(c->out, sizeof c->out, "%s", out);
-    c->full = full;
-    c->lora_rank = 4;
-    c->lora_alpha = 8;
-    c->lr = full ? 3e-3f : 1e-2f;
-    c->epochs = 3;
-    c->batch = 4;
-    c->seq = 12;
-    c->threads = 2;
-    c->seed = 5;
     lm_err err = {{0}};
     assert_int_equal(lm_train_cfg_finish(c, &err), 0);
 }
@@ -114,7 +66,7 @@ static void base_cfg(lm_train_cfg *c, const char *out, int full) {
 /* Runs one call of the loop on a fresh model from the same seed. */
 static int run(const lm_train_cfg *c, const lm_sft_dataset *tr, const lm_sft_dataset *va,
                int resume, long stop_after, lm_sft_report *rep, lm_err *err) {
-    lm_tmodel *m = lm_tmodel_new_random(&toy, 11, 0.3f, err);
+    lm_tmodel *m = lm_tmodel_new_random(TH_TOY, 11, 0.3f, err);
     assert_non_null(m);
     lm_sft_ctl ctl = {.resume = resume, .stop_after = stop_after, .progress = 0};
     int rc = lm_sft_train(c, m, tr, va, &ctl, rep, err);
@@ -122,70 +74,11 @@ static int run(const lm_train_cfg *c, const lm_sft_dataset *tr, const lm_sft_dat
     return rc;
 }
 
-/* The text of every line's "loss" (and "val_loss") fields, joined. */
-static char *losses(const char *dir, const char *field, int *count) {
-    char p[600];
-    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
-    FILE *f = fopen(p, "r");
-    assert_non_null(f);
-    size_t cap = 1 << 16, len = 0;
-    char *out = calloc(cap, 1), line[1024], pat[64];
-    assert_non_null(out);
-    snprintf(pat, sizeof pat, "\"%s\": ", field);
-    *count = 0;
-    while (fgets(line, sizeof line, f)) {
-        char *s = strstr(line, pat);
-        if (!s) continue;
-        s += strlen(pat);
-        size_t n = strcspn(s, ",}");
-        assert_true(len + n + 2 < cap);
-        memcpy(out + len, s, n);
-        len += n;
-        out[len++] = ' ';
-        (*count)++;
-    }
-    fclose(f);
-    return out;
-}
-
-static double *loss_values(const char *dir, const char *field, int *count) {
-    char *s = losses(dir, field, count);
-    double *v = calloc((size_t)*count + 1, sizeof *v);
-    assert_non_null(v);
-    char *p = s;
-    for (int i = 0; i < *count; i++) v[i] = strtod(p, &p);
-    free(s);
-    return v;
-}
-
-static void *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *b = malloc((size_t)len + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
-static void assert_same_file(const char *a, const char *b) {
-    size_t na, nb;
-    void *x = slurp(a, &na), *y = slurp(b, &nb);
-    assert_int_equal(na, nb);
-    assert_memory_equal(x, y, na);
-    free(x);
-    free(y);
-}
-
 /* ---- loss falls on a repeated batch ---------------------------------- */
 
 static void test_loss_decreases(void **state) {
     (void)state;
-    char *dir = mk_tmpdir();
+    char *dir = th_tmpdir("test_sft");
     lm_sft_dataset *tr = toy_ds(4, 100);
     lm_train_cfg c;
     base_cfg(&c, dir, 1);
@@ -198,7 +91,7 @@ static void test_loss_decreases(void **state) {
     assert_int_equal(rep.steps, 40);
     assert_int_equal(rep.total_steps, 40);
     int n;
-    double *l = loss_values(dir, "loss", &n);
+    double *l = th_metrics_values(dir, "loss", &n);
     assert_int_equal(n, 40);
     assert_true(l[39] < 0.25 * l[0]);
     free(l);
@@ -206,14 +99,14 @@ static void test_loss_decreases(void **state) {
     assert_int_equal(run(&c, tr, NULL, 0, 0, &rep, &err), -1);
     assert_non_null(strstr(err.msg, "--resume"));
     lm_sft_dataset_free(tr);
-    rm_rf(dir);
+    th_rm_rf(dir);
     free(dir);
 }
 
 /* ---- resume == uninterrupted ----------------------------------------- */
 
 static void resume_case(int full, int grad_accum, int pack, float dropout) {
-    char *a = mk_tmpdir(), *b = mk_tmpdir();
+    char *a = th_tmpdir("test_sft"), *b = th_tmpdir("test_sft");
     lm_sft_dataset *tr = toy_ds(22, 1000), *va = toy_ds(5, 5000);
     lm_train_cfg ca, cb;
     base_cfg(&ca, a, full);
@@ -237,14 +130,14 @@ static void resume_case(int full, int grad_accum, int pack, float dropout) {
     assert_false(rb.stopped);
     assert_int_equal(rb.steps, ra.steps);
     int na, nb;
-    char *la = losses(a, "loss", &na), *lb = losses(b, "loss", &nb);
+    char *la = th_metrics_field(a, "loss", &na), *lb = th_metrics_field(b, "loss", &nb);
     assert_int_equal(na, ra.total_steps);
     assert_int_equal(nb, na);
     assert_string_equal(la, lb);
     free(la);
     free(lb);
-    la = losses(a, "val_loss", &na);
-    lb = losses(b, "val_loss", &nb);
+    la = th_metrics_field(a, "val_loss", &na);
+    lb = th_metrics_field(b, "val_loss", &nb);
     assert_true(na >= 3);
     assert_string_equal(la, lb);
     free(la);
@@ -254,27 +147,27 @@ static void resume_case(int full, int grad_accum, int pack, float dropout) {
     const char *w = full ? "model.gguf" : "adapter.gguf";
     snprintf(pa, sizeof pa, "%s/last/%s", a, w);
     snprintf(pb, sizeof pb, "%s/last/%s", b, w);
-    assert_same_file(pa, pb);
+    th_assert_same_file(pa, pb);
     snprintf(pa, sizeof pa, "%s/last/optim.bin", a);
     snprintf(pb, sizeof pb, "%s/last/optim.bin", b);
-    assert_same_file(pa, pb);
+    th_assert_same_file(pa, pb);
     if (dropout > 0) {
         /* the dropout really acted (else the case would prove nothing):
          * the same run without it trains differently */
-        char *c = mk_tmpdir();
+        char *c = th_tmpdir("test_sft");
         lm_train_cfg cc = ca;
         snprintf(cc.out, sizeof cc.out, "%s", c);
         cc.lora_dropout = 0.0f;
         lm_sft_report rc;
         assert_int_equal(run(&cc, tr, va, 0, 0, &rc, &err), 0);
-        la = losses(a, "loss", &na);
-        lb = losses(c, "loss", &nb);
+        la = th_metrics_field(a, "loss", &na);
+        lb = th_metrics_field(c, "loss", &nb);
         assert_int_equal(na, nb);
         assert_string_not_equal(la, lb);
         free(la);
         free(lb);
         /* and the adapter records it, for the PEFT export */
-        lm_tmodel *m = lm_tmodel_new_random(&toy, 11, 0.3f, &err);
+        lm_tmodel *m = lm_tmodel_new_random(TH_TOY, 11, 0.3f, &err);
         assert_non_null(m);
         snprintf(pa, sizeof pa, "%s/last/adapter.gguf", a);
         lm_lora *l = lm_lora_load(m, pa, &err);
@@ -286,13 +179,13 @@ static void resume_case(int full, int grad_accum, int pack, float dropout) {
         assert_true(l->dropout == 0.0f);
         lm_lora_free(l);
         lm_tmodel_free(m);
-        rm_rf(c);
+        th_rm_rf(c);
         free(c);
     }
     lm_sft_dataset_free(tr);
     lm_sft_dataset_free(va);
-    rm_rf(a);
-    rm_rf(b);
+    th_rm_rf(a);
+    th_rm_rf(b);
     free(a);
     free(b);
 }
@@ -336,7 +229,7 @@ static double eval_loss(lm_tmodel *m, lm_lora *lora, const lm_sft_dataset *va) {
 
 static void test_best_checkpoint(void **state) {
     (void)state;
-    char *dir = mk_tmpdir();
+    char *dir = th_tmpdir("test_sft");
     lm_sft_dataset *tr = toy_ds(16, 2000), *va = toy_ds(6, 7000);
     lm_train_cfg c;
     base_cfg(&c, dir, 0);
@@ -348,7 +241,7 @@ static void test_best_checkpoint(void **state) {
     lm_err err = {{0}};
     assert_int_equal(run(&c, tr, va, 0, 0, &rep, &err), 0);
     int n;
-    double *v = loss_values(dir, "val_loss", &n);
+    double *v = th_metrics_values(dir, "val_loss", &n);
     assert_int_equal(n, rep.total_steps);      /* every step evaluated */
     int best = 0;
     for (int i = 1; i < n; i++) if (v[i] < v[best]) best = i;
@@ -361,7 +254,7 @@ static void test_best_checkpoint(void **state) {
     assert_int_equal(lm_ckpt_load_state(bdir, &saved, &st, &err), 0);
     assert_int_equal(st.step, best + 1);
     /* the best adapter really is the one with that loss (recomputed here) */
-    lm_tmodel *m = lm_tmodel_new_random(&toy, 11, 0.3f, &err);
+    lm_tmodel *m = lm_tmodel_new_random(TH_TOY, 11, 0.3f, &err);
     lm_lora *lora = NULL;
     assert_int_equal(lm_ckpt_load_weights(bdir, 0, m, &lora, &err), 0);
     double again = eval_loss(m, lora, va);
@@ -377,7 +270,7 @@ static void test_best_checkpoint(void **state) {
     char p[600];
     snprintf(p, sizeof p, "%s/loss.svg", dir);
     size_t len;
-    char *svg = slurp(p, &len);
+    char *svg = th_slurp(p, &len);
     svg[len] = 0;
     assert_true(!strncmp(svg, "<svg", 4));
     assert_non_null(strstr(svg, "<polyline"));
@@ -387,7 +280,7 @@ static void test_best_checkpoint(void **state) {
     free(v);
     lm_sft_dataset_free(tr);
     lm_sft_dataset_free(va);
-    rm_rf(dir);
+    th_rm_rf(dir);
     free(dir);
 }
 
@@ -395,7 +288,7 @@ static void test_best_checkpoint(void **state) {
 
 static void test_torn_checkpoint(void **state) {
     (void)state;
-    char *a = mk_tmpdir(), *b = mk_tmpdir();
+    char *a = th_tmpdir("test_sft"), *b = th_tmpdir("test_sft");
     lm_sft_dataset *tr = toy_ds(12, 3000);
     lm_train_cfg ca, cb;
     base_cfg(&ca, a, 0);
@@ -422,7 +315,7 @@ static void test_torn_checkpoint(void **state) {
     assert_int_equal(rename(from, to), 0);
     assert_int_equal(run(&cb, tr, NULL, 1, 0, &rb, &err), 0);
     int na, nb;
-    char *la = losses(a, "loss", &na), *lb = losses(b, "loss", &nb);
+    char *la = th_metrics_field(a, "loss", &na), *lb = th_metrics_field(b, "loss", &nb);
     assert_int_equal(na, nb);
     assert_string_equal(la, lb);
     free(la);
@@ -431,7 +324,7 @@ static void test_torn_checkpoint(void **state) {
     snprintf(p, sizeof p, "%s/.last.tmp-dead01", b);
     assert_int_not_equal(stat(p, &sb), 0);      /* cleaned by the next save */
     /* a run dir without a checkpoint cannot be resumed */
-    char *c = mk_tmpdir();
+    char *c = th_tmpdir("test_sft");
     lm_train_cfg cc = ca;
     snprintf(cc.out, sizeof cc.out, "%s", c);
     assert_int_equal(run(&cc, tr, NULL, 1, 0, &rb, &err), -1);
@@ -442,9 +335,9 @@ static void test_torn_checkpoint(void **state) {
     assert_int_equal(run(&cb, tr, NULL, 1, 0, &rb, &err), -1);
     assert_non_null(strstr(err.msg, "optim.bin"));
     lm_sft_dataset_free(tr);
-    rm_rf(a);
-    rm_rf(b);
-    rm_rf(c);
+    th_rm_rf(a);
+    th_rm_rf(b);
+    th_rm_rf(c);
     free(a);
     free(b);
     free(c);
@@ -610,7 +503,7 @@ static int greedy_until_end(lm_tmodel *m, lm_lora *lora, const int32_t *prompt, 
     assert_non_null(acts);
     int32_t tok[TT], tg[TT] = {0};
     uint8_t mk[TT] = {0};
-    static float logits[TT * V];
+    static float logits[TT * TOY_V];
     memcpy(tok, prompt, PROMPT_LEN * sizeof(int32_t));
     int n = PROMPT_LEN, out = 0;
     for (int g = 0; g < max && n < TT; g++) {
@@ -619,9 +512,9 @@ static int greedy_until_end(lm_tmodel *m, lm_lora *lora, const int32_t *prompt, 
         double l;
         assert_int_equal(lm_train_forward(m, lora, acts, &b, NULL, &err), 0);
         assert_int_equal(lm_train_loss(m, acts, &b, NULL, 0, logits, &l, &err), 0);
-        const float *z = logits + (size_t)(n - 1) * V;
+        const float *z = logits + (size_t)(n - 1) * TOY_V;
         int best = 0;
-        for (int v = 1; v < V; v++) if (z[v] > z[best]) best = v;
+        for (int v = 1; v < TOY_V; v++) if (z[v] > z[best]) best = v;
         gen[g] = best;
         tok[n++] = best;
         if (best == TK_END) { out = g + 1; break; }
@@ -632,7 +525,7 @@ static int greedy_until_end(lm_tmodel *m, lm_lora *lora, const int32_t *prompt, 
 
 static void test_learns_to_stop(void **state) {
     (void)state;
-    char *dir = mk_tmpdir();
+    char *dir = th_tmpdir("test_sft");
     lm_sft_dataset *tr = toy_ds(48, 9000);
     lm_train_cfg c;
     base_cfg(&c, dir, 0);
@@ -644,7 +537,7 @@ static void test_learns_to_stop(void **state) {
     lm_err err = {{0}};
     assert_int_equal(run(&c, tr, NULL, 0, 0, &rep, &err), 0);
 
-    lm_tmodel *m = lm_tmodel_new_random(&toy, 11, 0.3f, &err);
+    lm_tmodel *m = lm_tmodel_new_random(TH_TOY, 11, 0.3f, &err);
     lm_lora *lora = NULL;
     char ld[600];
     snprintf(ld, sizeof ld, "%s/last", dir);
@@ -652,7 +545,8 @@ static void test_learns_to_stop(void **state) {
     int stopped = 0, base_stopped = 0, held = 0;
     for (uint64_t key = 50000; held < 10; key++) {
         int32_t p[PROMPT_LEN], gen[32];
-        toy_prompt(key, p);
+        uint64_t ks = key;
+        th_toy_prompt(&ks, p);
         int seen = 0;   /* held out: no training conversation has this prompt */
         for (int i = 0; i < tr->n; i++) seen |= !memcmp(tr->ex[i].tokens, p, sizeof p);
         if (seen) continue;
@@ -671,7 +565,7 @@ static void test_learns_to_stop(void **state) {
     lm_lora_free(lora);
     lm_tmodel_free(m);
     lm_sft_dataset_free(tr);
-    rm_rf(dir);
+    th_rm_rf(dir);
     free(dir);
 }
 

@@ -24,89 +24,14 @@
 #include "tokenizer/tokenizer.h"
 #include "train/data.h"
 
-enum { T_EOT = 0, T_IMS = 1, T_IME = 2, T_BYTE0 = 3, T_NLNL = 259, N_VOCAB = 260 };
+#include "helpers.h"
 
-/* GPT-2's byte -> code point map, from its definition: printable Latin-1
- * bytes map to themselves, the rest to 256, 257, ... in byte order. */
-static uint32_t byte_cp(int b) {
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return (uint32_t)b;
-    int k = 0;
-    for (int c = 0; c < b; c++)
-        if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255))) k++;
-    return 256u + (uint32_t)k;
-}
+/* The byte-level ChatML tokenizer of helpers.h, with the "\n\n" token. */
+static lm_tokenizer *tiny(const char *chat_template) { return th_tiny_tokenizer(chat_template, 1); }
 
-static void put_utf8(char *o, uint32_t cp) {
-    if (cp < 0x80) { o[0] = (char)cp; o[1] = 0; }
-    else { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); o[2] = 0; }
-}
-
-static const char *TEMPLATE_WITH_SYSTEM =
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nBe Brann.<|im_end|>\\n' }}"
-    "{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
-
-static lm_tokenizer *tiny(const char *chat_template) {
-    static char bytes[256][4];
-    const char *tok[N_VOCAB];
-    int32_t type[N_VOCAB];
-    tok[0] = "<|endoftext|>"; tok[1] = "<|im_start|>"; tok[2] = "<|im_end|>";
-    type[0] = type[1] = type[2] = 3;
-    for (int b = 0; b < 256; b++) {
-        put_utf8(bytes[b], byte_cp(b));
-        tok[T_BYTE0 + b] = bytes[b];
-        type[T_BYTE0 + b] = 1;
-    }
-    char nl[4], nlnl[8], merge[12];
-    put_utf8(nl, byte_cp('\n'));
-    snprintf(nlnl, sizeof nlnl, "%s%s", nl, nl);
-    snprintf(merge, sizeof merge, "%s %s", nl, nl);
-    tok[T_NLNL] = nlnl;
-    type[T_NLNL] = 1;
-    const char *merges[1] = {merge};
-    lm_tokenizer_spec s = {
-        .model = "gpt2", .pre = "smollm", .tokens = tok, .n_tokens = N_VOCAB, .token_types = type,
-        .merges = merges, .n_merges = 1, .bos = T_IMS, .eos = T_IME, .unk = -1, .pad = T_IME,
-        .chat_template = chat_template,
-    };
-    lm_err err = {{0}};
-    lm_tokenizer *t = lm_tokenizer_new(&s, &err);
-    if (!t) fprintf(stderr, "tiny tokenizer: %s\n", err.msg);
-    return t;
-}
-
-/* ---- expected sequences, spelled by hand -------------------------------- */
-
-typedef struct seq { int32_t tok[512]; uint8_t mask[512]; int n; } seq;
-
-static void spell(seq *s, const char *text, uint8_t m) {
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-        s->tok[s->n] = T_BYTE0 + *p;
-        s->mask[s->n++] = m;
-    }
-}
-static void special(seq *s, int32_t id, uint8_t m) { s->tok[s->n] = id; s->mask[s->n++] = m; }
-
-/* One ChatML turn: header and the "\n" after <|im_end|> untrained; the
- * content and <|im_end|> trained for the assistant. */
-static void turn(seq *s, const char *role, const char *content) {
-    uint8_t m = strcmp(role, "assistant") == 0;
-    special(s, T_IMS, 0);
-    spell(s, role, 0);
-    spell(s, "\n", 0);
-    spell(s, content, m);
-    special(s, T_IME, m);
-    spell(s, "\n", 0);
-}
-
-static void assert_example(const lm_sft_example *e, const seq *want) {
-    assert_int_equal(e->n, want->n);
-    assert_memory_equal(e->tokens, want->tok, (size_t)want->n * sizeof(int32_t));
-    assert_memory_equal(e->mask, want->mask, (size_t)want->n);
-    int k = 0;
-    for (int i = 1; i < want->n; i++) k += want->mask[i];
-    assert_int_equal(e->n_trained, k);
+/* One ChatML turn, trained (content and <|im_end|>) for the assistant. */
+static void turn(th_seq *s, const char *role, const char *content) {
+    th_turn(s, role, content, strcmp(role, "assistant") == 0);
 }
 
 /* Our pieces must equal tokenizing the whole rendering with specials on. */
@@ -135,10 +60,10 @@ static void test_render_single_turn(void **state) {
     lm_err err = {{0}};
     int merges = -1;
     assert_int_equal(lm_sft_render(t, m, 2, &e, &merges, &err), 0);
-    seq want = {.n = 0};
+    th_seq want = {.n = 0};
     turn(&want, "user", "hi");
     turn(&want, "assistant", "yo!");
-    assert_example(&e, &want);
+    th_assert_seq(&e, &want);
     assert_int_equal(e.n_trained, 4);   /* y o ! <|im_end|> */
     assert_int_equal(merges, 0);
     assert_matches_full_render(t, m, 2, &e);
@@ -148,19 +73,19 @@ static void test_render_single_turn(void **state) {
 
 static void test_render_default_system_and_multi_turn(void **state) {
     (void)state;
-    lm_tokenizer *t = tiny(TEMPLATE_WITH_SYSTEM);
+    lm_tokenizer *t = tiny(TH_TEMPLATE_WITH_SYSTEM);
     assert_non_null(t);
     lm_chat_msg m[] = {{"user", "a?"}, {"assistant", "b."}, {"user", "c?"}, {"assistant", "d."}};
     lm_sft_example e;
     lm_err err = {{0}};
     assert_int_equal(lm_sft_render(t, m, 4, &e, NULL, &err), 0);
-    seq want = {.n = 0};
+    th_seq want = {.n = 0};
     turn(&want, "system", "Be Brann.");    /* injected, as at inference, never trained */
     turn(&want, "user", "a?");
     turn(&want, "assistant", "b.");
     turn(&want, "user", "c?");
     turn(&want, "assistant", "d.");
-    assert_example(&e, &want);
+    th_assert_seq(&e, &want);
     assert_int_equal(e.n_trained, 6);      /* both assistant turns: 2 + <|im_end|> each */
     assert_matches_full_render(t, m, 4, &e);
     lm_sft_example_free(&e);
@@ -172,7 +97,7 @@ static void test_render_default_system_and_multi_turn(void **state) {
     turn(&want, "system", "Own.");
     turn(&want, "user", "x");
     turn(&want, "assistant", "y");
-    assert_example(&e, &want);
+    th_assert_seq(&e, &want);
     assert_matches_full_render(t, s, 3, &e);
     lm_sft_example_free(&e);
     lm_tokenizer_free(t);
@@ -185,10 +110,10 @@ static void test_render_special_text_stays_text(void **state) {
     lm_sft_example e;
     lm_err err = {{0}};
     assert_int_equal(lm_sft_render(t, m, 2, &e, NULL, &err), 0);
-    seq want = {.n = 0};
+    th_seq want = {.n = 0};
     turn(&want, "user", "<|im_start|>");   /* spelled byte by byte: plain text */
     turn(&want, "assistant", "<|im_end|>x");
-    assert_example(&e, &want);
+    th_assert_seq(&e, &want);
     int ends = 0;
     for (int i = 0; i < e.n; i++) ends += e.tokens[i] == T_IME;
     assert_int_equal(ends, 2);             /* only the real turn ends */
@@ -208,15 +133,15 @@ static void test_render_header_merge(void **state) {
     int merges = 0;
     assert_int_equal(lm_sft_render(t, m, 2, &e, &merges, &err), 0);
     assert_int_equal(merges, 1);
-    seq want = {.n = 0};
+    th_seq want = {.n = 0};
     turn(&want, "user", "q");
-    special(&want, T_IMS, 0);
-    spell(&want, "assistant", 0);
-    special(&want, T_NLNL, 1);
-    spell(&want, "\nok", 1);
-    special(&want, T_IME, 1);
-    spell(&want, "\n", 0);
-    assert_example(&e, &want);
+    th_special(&want, T_IMS, 0);
+    th_spell(&want, "assistant", 0);
+    th_special(&want, T_NLNL, 1);
+    th_spell(&want, "\nok", 1);
+    th_special(&want, T_IME, 1);
+    th_spell(&want, "\n", 0);
+    th_assert_seq(&e, &want);
     assert_matches_full_render(t, m, 2, &e);
     lm_sft_example_free(&e);
 
@@ -231,14 +156,6 @@ static void test_render_header_merge(void **state) {
 }
 
 /* ---- JSONL --------------------------------------------------------------- */
-
-typedef struct warnings { char msg[8][LM_ERR_MAX]; int n; } warnings;
-
-static void collect(void *ctx, const char *msg) {
-    warnings *w = ctx;
-    if (w->n < 8) snprintf(w->msg[w->n], LM_ERR_MAX, "%s", msg);
-    w->n++;
-}
 
 static lm_sft_dataset *load(lm_tokenizer *t, const char *text, lm_sft_opts *o, lm_err *err) {
     lm_sft_dataset *ds = NULL;
@@ -310,9 +227,9 @@ static void test_jsonl_errors(void **state) {
         char text[1024];
         snprintf(text, sizeof text, GOOD "\n%s\n" GOOD "\n", cases[i].line);
         /* default: the bad line is skipped, reported and counted */
-        warnings w = {.n = 0};
+        th_warnings w = {.n = 0};
         lm_sft_opts o = lm_sft_opts_default();
-        o.warn = collect;
+        o.warn = th_collect;
         o.warn_ctx = &w;
         lm_err err = {{0}};
         lm_sft_dataset *ds = load(t, text, &o, &err);

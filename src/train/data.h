@@ -170,4 +170,46 @@ int lm_batcher_next(lm_batcher *b, lm_batch *out, lm_err *err);
 /* Batches per epoch (with packing: of the current epoch's order). */
 int lm_batcher_batches_per_epoch(const lm_batcher *b);
 
+/* ---- shared by the SFT and DPO data (dpo_data.c) ----------------------- */
+
+/* A JSONL loader's line handler: takes line lineno (1-based; len bytes,
+ * not NUL-terminated, a file's lines with their '\n'); non-zero stops the
+ * load. */
+typedef int (*lm_jsonl_line_fn)(void *ctx, const char *line, size_t len, int lineno, lm_err *err);
+/* Every line of the file path (read as it streams), or with path NULL of
+ * buf[0..len). */
+int lm_jsonl_each(const char *path, const char *buf, size_t len, lm_jsonl_line_fn fn, void *ctx,
+                  lm_err *err);
+
+struct json_t;
+/* A line's JSON: 1 for a blank line (nothing to take), 0 with *root set,
+ * -1 with e set to "invalid JSON at column C: ...". */
+int lm_jsonl_parse_line(const char *line, size_t len, struct json_t **root, lm_err *e);
+
+/* A bad line under opts' policy. e holds its message, already prefixed
+ * with name:line. Returns -1 (err set) when the load must fail (strict,
+ * or more than max_skipped bad lines); else counts it in *skipped, passes
+ * it to opts->warn and returns 0. */
+int lm_jsonl_bad_line(const lm_sft_opts *opts, const char *name, long *skipped, const lm_err *e,
+                      lm_err *err);
+
+/* The filler token of a tokenizer's batches: eos, else <|im_end|>, else 0. */
+int32_t lm_sft_pad_id(const lm_tokenizer *t);
+
+/* A deep copy of src's tokens and mask into dst (other fields copied as
+ * they are). -1 on out of memory, with dst left holding no arrays. */
+int lm_sft_example_copy(lm_sft_example *dst, const lm_sft_example *src);
+
+/* The split rule of lm_sft_split for n items with content hashes hash(set,
+ * i): side[i] = 1 (validation) when the seeded score of the hash is below
+ * val_frac, and with val_frac > 0 and n >= 2 at least one item on each
+ * side. malloc'd [n] (at least 1 byte); NULL with err set for a val_frac
+ * outside [0, 1) or out of memory. */
+uint8_t *lm_sft_split_sides(const void *set, int n, uint64_t (*hash)(const void *set, int i),
+                            double val_frac, uint64_t seed, lm_err *err);
+
+/* order[0..n) for epoch `epoch`: 0..n-1 shuffled by a Fisher-Yates shuffle
+ * seeded from (seed, epoch) -- the batcher's order, and DPO's. */
+void lm_sft_epoch_order(int *order, int n, uint64_t seed, int epoch);
+
 #endif

@@ -71,6 +71,44 @@ static double score(uint64_t hash, uint64_t seed) {
     return (double)(mix2(seed, hash) >> 11) * 0x1.0p-53;   /* uniform in [0, 1) */
 }
 
+uint8_t *lm_sft_split_sides(const void *set, int n, uint64_t (*hash)(const void *set, int i),
+                            double val_frac, uint64_t seed, lm_err *err) {
+    if (!(val_frac >= 0 && val_frac < 1))
+        return lm_errf(err, "validation fraction %g: expected 0 <= f < 1", val_frac), NULL;
+    uint8_t *side = calloc(n ? (size_t)n : 1, 1);
+    if (!side) return lm_errf(err, "out of memory"), NULL;
+    int n_val = 0, lo = -1, hi = -1;
+    double slo = 2, shi = -1;
+    for (int i = 0; i < n; i++) {
+        double s = score(hash(set, i), seed);
+        side[i] = s < val_frac;
+        n_val += side[i];
+        if (s < slo) { slo = s; lo = i; }
+        if (s > shi) { shi = s; hi = i; }
+    }
+    if (val_frac > 0 && n >= 2) {
+        if (n_val == 0) side[lo] = 1;
+        else if (n_val == n) side[hi] = 0;
+    }
+    return side;
+}
+
+int lm_sft_example_copy(lm_sft_example *dst, const lm_sft_example *src) {
+    *dst = *src;
+    dst->tokens = malloc((size_t)src->n * sizeof *dst->tokens);
+    dst->mask = malloc((size_t)src->n);
+    if (!dst->tokens || !dst->mask) {
+        free(dst->tokens);
+        free(dst->mask);
+        dst->tokens = NULL;
+        dst->mask = NULL;
+        return -1;
+    }
+    memcpy(dst->tokens, src->tokens, (size_t)src->n * sizeof *dst->tokens);
+    memcpy(dst->mask, src->mask, (size_t)src->n);
+    return 0;
+}
+
 static lm_sft_dataset *copy_some(const lm_sft_dataset *ds, const uint8_t *side, uint8_t want,
                                  lm_err *err) {
     lm_sft_dataset *o = calloc(1, sizeof *o);
@@ -83,18 +121,7 @@ static lm_sft_dataset *copy_some(const lm_sft_dataset *ds, const uint8_t *side, 
     if (!o->ex) goto oom;
     for (int i = 0; i < ds->n; i++) {
         if (side[i] != want) continue;
-        const lm_sft_example *e = &ds->ex[i];
-        lm_sft_example *c = &o->ex[o->n];
-        *c = *e;
-        c->tokens = malloc((size_t)e->n * sizeof *c->tokens);
-        c->mask = malloc((size_t)e->n);
-        if (!c->tokens || !c->mask) {
-            free(c->tokens);
-            free(c->mask);
-            goto oom;
-        }
-        memcpy(c->tokens, e->tokens, (size_t)e->n * sizeof *c->tokens);
-        memcpy(c->mask, e->mask, (size_t)e->n);
+        if (lm_sft_example_copy(&o->ex[o->n], &ds->ex[i])) goto oom;
         o->n++;
     }
     lm_sft_dataset_recount(o);
@@ -105,26 +132,15 @@ oom:
     return NULL;
 }
 
+static uint64_t example_hash(const void *set, int i) {
+    return ((const lm_sft_dataset *)set)->ex[i].hash;
+}
+
 int lm_sft_split(const lm_sft_dataset *ds, double val_frac, uint64_t seed,
                  lm_sft_dataset **train, lm_sft_dataset **val, lm_err *err) {
     *train = *val = NULL;
-    if (!(val_frac >= 0 && val_frac < 1))
-        return lm_errf(err, "validation fraction %g: expected 0 <= f < 1", val_frac);
-    uint8_t *side = calloc(ds->n ? (size_t)ds->n : 1, 1);
-    if (!side) return lm_errf(err, "out of memory");
-    int n_val = 0, lo = -1, hi = -1;
-    double slo = 2, shi = -1;
-    for (int i = 0; i < ds->n; i++) {
-        double s = score(ds->ex[i].hash, seed);
-        side[i] = s < val_frac;
-        n_val += side[i];
-        if (s < slo) { slo = s; lo = i; }
-        if (s > shi) { shi = s; hi = i; }
-    }
-    if (val_frac > 0 && ds->n >= 2) {
-        if (n_val == 0) side[lo] = 1;
-        else if (n_val == ds->n) side[hi] = 0;
-    }
+    uint8_t *side = lm_sft_split_sides(ds, ds->n, example_hash, val_frac, seed, err);
+    if (!side) return -1;
     *train = copy_some(ds, side, 0, err);
     *val = *train ? copy_some(ds, side, 1, err) : NULL;
     free(side);
@@ -148,17 +164,23 @@ struct lm_batcher {
     lm_batch buf;           /* arrays owned here */
 };
 
+void lm_sft_epoch_order(int *order, int n, uint64_t seed, int epoch) {
+    for (int i = 0; i < n; i++) order[i] = i;
+    uint64_t s = mix2(seed, (uint64_t)epoch);
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(splitmix64(&s) % (uint64_t)(i + 1));
+        int t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
+
 static void start_epoch(lm_batcher *b, int epoch) {
     int n = b->ds->n;
-    for (int i = 0; i < n; i++) b->order[i] = i;
     if (b->o.shuffle) {
-        uint64_t s = mix2(b->o.seed, (uint64_t)epoch);
-        for (int i = n - 1; i > 0; i--) {
-            int j = (int)(splitmix64(&s) % (uint64_t)(i + 1));
-            int t = b->order[i];
-            b->order[i] = b->order[j];
-            b->order[j] = t;
-        }
+        lm_sft_epoch_order(b->order, n, b->o.seed, epoch);
+    } else {
+        for (int i = 0; i < n; i++) b->order[i] = i;
     }
     b->epoch = epoch;
     b->cursor = 0;

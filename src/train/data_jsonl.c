@@ -92,6 +92,69 @@ static int parse_conv(json_t *root, lm_chat_msg **msgs, lm_err *err) {
     return (int)n;
 }
 
+/* ---- JSONL lines (shared with dpo_data.c) ---------------------------------- */
+
+static int each_mem(const char *buf, size_t len, lm_jsonl_line_fn fn, void *ctx, lm_err *err) {
+    int lineno = 0;
+    for (size_t at = 0; at < len;) {
+        const char *nl = memchr(buf + at, '\n', len - at);
+        size_t end = nl ? (size_t)(nl - buf) : len;
+        if (fn(ctx, buf + at, end - at, ++lineno, err)) return -1;
+        at = end + 1;
+    }
+    return 0;
+}
+
+static int each_file(const char *path, lm_jsonl_line_fn fn, void *ctx, lm_err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return lm_errno(err, "%s", path);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t k;
+    int lineno = 0, rc = 0;
+    errno = 0;
+    while (rc == 0 && (k = getline(&line, &cap, f)) >= 0) rc = fn(ctx, line, (size_t)k, ++lineno, err);
+    if (rc == 0 && ferror(f)) rc = lm_errno(err, "%s: read error after line %d", path, lineno);
+    free(line);
+    fclose(f);
+    return rc ? -1 : 0;
+}
+
+int lm_jsonl_each(const char *path, const char *buf, size_t len, lm_jsonl_line_fn fn, void *ctx,
+                  lm_err *err) {
+    return path ? each_file(path, fn, ctx, err) : each_mem(buf, len, fn, ctx, err);
+}
+
+int lm_jsonl_parse_line(const char *line, size_t len, json_t **root, lm_err *e) {
+    *root = NULL;
+    size_t i = 0;
+    while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\n')) i++;
+    if (i == len) return 1;
+    json_error_t je;
+    if (!(*root = json_loadb(line, len, 0, &je)))
+        return lm_errf(e, "invalid JSON at column %d: %s", je.column, je.text);
+    return 0;
+}
+
+int lm_jsonl_bad_line(const lm_sft_opts *opts, const char *name, long *skipped, const lm_err *e,
+                      lm_err *err) {
+    if (opts->strict) return lm_errf(err, "%s", e->msg);
+    (*skipped)++;
+    if (opts->max_skipped >= 0 && *skipped > opts->max_skipped)
+        return lm_errf(err, "%s: more than %ld bad lines, giving up; the last: %s", name,
+                       opts->max_skipped, e->msg);
+    if (opts->warn) opts->warn(opts->warn_ctx, e->msg);
+    return 0;
+}
+
+int32_t lm_sft_pad_id(const lm_tokenizer *t) {
+    int32_t pad = lm_tokenizer_eos(t);
+    if (pad < 0) pad = lm_tokenizer_find(t, "<|im_end|>");
+    return pad < 0 ? 0 : pad;
+}
+
+/* ---- the SFT loader -------------------------------------------------------- */
+
 typedef struct loader {
     const char *name;
     const lm_tokenizer *tok;
@@ -101,18 +164,16 @@ typedef struct loader {
 } loader;
 
 /* 0: line kept or skipped; -1: the load fails (err set). */
-static int take_line(loader *L, const char *line, size_t len, int lineno, lm_err *err) {
-    size_t i = 0;
-    while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\n')) i++;
-    if (i == len) return 0;
+static int take_line(void *ctx, const char *line, size_t len, int lineno, lm_err *err) {
+    loader *L = ctx;
     lm_err e = {{0}};
-    json_error_t je;
-    json_t *root = json_loadb(line, len, 0, &je);
+    json_t *root;
+    int blank = lm_jsonl_parse_line(line, len, &root, &e);
+    if (blank > 0) return 0;
     lm_chat_msg *msgs = NULL;
     int n = -1, merges = 0;
     lm_sft_example ex = {0};
-    if (!root) lm_errf(&e, "invalid JSON at column %d: %s", je.column, je.text);
-    else n = parse_conv(root, &msgs, &e);
+    if (root) n = parse_conv(root, &msgs, &e);
     int rc = n < 0 ? -1 : lm_sft_render(L->tok, msgs, (size_t)n, &ex, &merges, &e);
     if (rc == 0 && L->ds->n == L->cap) {
         int cap = L->cap ? L->cap * 2 : 64;
@@ -137,23 +198,27 @@ static int take_line(loader *L, const char *line, size_t len, int lineno, lm_err
     json_decref(root);
     if (rc == 0) return 0;
     lm_err_prefix(&e, "%s:%d", L->name, lineno);
-    if (L->opts.strict) return lm_errf(err, "%s", e.msg);
-    L->ds->stats.skipped++;
-    if (L->opts.max_skipped >= 0 && L->ds->stats.skipped > L->opts.max_skipped)
-        return lm_errf(err, "%s: more than %ld bad lines, giving up; the last: %s", L->name,
-                       L->opts.max_skipped, e.msg);
-    if (L->opts.warn) L->opts.warn(L->opts.warn_ctx, e.msg);
-    return 0;
+    return lm_jsonl_bad_line(&L->opts, L->name, &L->ds->stats.skipped, &e, err);
 }
 
-static int finish(loader *L, lm_sft_dataset **out, lm_err *err) {
-    lm_sft_dataset *ds = L->ds;
+/* Reads path, or buf[0..len) when path is NULL (name in messages). */
+static int load(const char *name, const char *path, const char *buf, size_t len,
+                const lm_tokenizer *t, const lm_sft_opts *opts, lm_sft_dataset **out, lm_err *err) {
+    *out = NULL;
+    loader L = {.name = name, .tok = t, .opts = opts ? *opts : lm_sft_opts_default()};
+    if (!(L.ds = calloc(1, sizeof *L.ds))) return lm_errf(err, "out of memory");
+    L.ds->pad_id = lm_sft_pad_id(t);
+    if (lm_jsonl_each(path, buf, len, take_line, &L, err)) {
+        lm_sft_dataset_free(L.ds);
+        return -1;
+    }
+    lm_sft_dataset *ds = L.ds;
     for (int i = 0; i < ds->n; i++)
         if (ds->ex[i].n > ds->stats.longest) ds->stats.longest = ds->ex[i].n;
-    if (L->opts.max_len > 0) lm_sft_dataset_fit(ds, L->opts.max_len, L->opts.overlong);
+    if (L.opts.max_len > 0) lm_sft_dataset_fit(ds, L.opts.max_len, L.opts.overlong);
     lm_sft_dataset_recount(ds);
     if (ds->n == 0) {
-        lm_errf(err, "%s: no usable conversation (%ld bad lines skipped, %ld dropped)", L->name,
+        lm_errf(err, "%s: no usable conversation (%ld bad lines skipped, %ld dropped)", name,
                 ds->stats.skipped, ds->stats.dropped);
         lm_sft_dataset_free(ds);
         return -1;
@@ -162,63 +227,14 @@ static int finish(loader *L, lm_sft_dataset **out, lm_err *err) {
     return 0;
 }
 
-static int start(loader *L, const char *name, const lm_tokenizer *t, const lm_sft_opts *opts,
-                 lm_err *err) {
-    memset(L, 0, sizeof *L);
-    L->name = name;
-    L->tok = t;
-    L->opts = opts ? *opts : lm_sft_opts_default();
-    L->ds = calloc(1, sizeof *L->ds);
-    if (!L->ds) return lm_errf(err, "out of memory");
-    L->ds->pad_id = lm_tokenizer_eos(t);
-    if (L->ds->pad_id < 0) L->ds->pad_id = lm_tokenizer_find(t, "<|im_end|>");
-    if (L->ds->pad_id < 0) L->ds->pad_id = 0;
-    return 0;
-}
-
 int lm_sft_dataset_load_mem(const char *name, const char *buf, size_t len, const lm_tokenizer *t,
                             const lm_sft_opts *opts, lm_sft_dataset **out, lm_err *err) {
-    *out = NULL;
-    loader L;
-    if (start(&L, name, t, opts, err)) return -1;
-    int lineno = 0;
-    for (size_t at = 0; at < len;) {
-        const char *nl = memchr(buf + at, '\n', len - at);
-        size_t end = nl ? (size_t)(nl - buf) : len;
-        if (take_line(&L, buf + at, end - at, ++lineno, err)) {
-            lm_sft_dataset_free(L.ds);
-            return -1;
-        }
-        at = end + 1;
-    }
-    return finish(&L, out, err);
+    return load(name, NULL, buf, len, t, opts, out, err);
 }
 
 int lm_sft_dataset_load(const char *path, const lm_tokenizer *t, const lm_sft_opts *opts,
                         lm_sft_dataset **out, lm_err *err) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return lm_errno(err, "%s", path);
-    loader L;
-    if (start(&L, path, t, opts, err)) {
-        fclose(f);
-        return -1;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t k;
-    int lineno = 0, rc = 0;
-    errno = 0;
-    while (rc == 0 && (k = getline(&line, &cap, f)) >= 0)
-        rc = take_line(&L, line, (size_t)k, ++lineno, err);
-    if (rc == 0 && ferror(f)) rc = lm_errno(err, "%s: read error after line %d", path, lineno);
-    free(line);
-    fclose(f);
-    if (rc) {
-        lm_sft_dataset_free(L.ds);
-        return -1;
-    }
-    return finish(&L, out, err);
+    return load(path, path, NULL, 0, t, opts, out, err);
 }
 
 void lm_sft_dataset_free(lm_sft_dataset *ds) {

@@ -2,22 +2,18 @@
  * reference log-likelihood cache and the training loop (see dpo.h). */
 #include "train/dpo.h"
 
-#include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/fileio.h"
 #include "base/progress.h"
+#include "base/strbuf.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
-
-#define EMA_BETA 0.9
+#include "train/loop.h"
 
 /* ---- loss -------------------------------------------------------------------- */
 
@@ -324,46 +320,6 @@ static int ref_compute(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a, lm_
 
 /* ---- the loop ------------------------------------------------------------------------ */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void note(void (*info)(void *, const char *), void *ctx, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void note(void (*info)(void *, const char *), void *ctx, const char *fmt, ...) {
-    if (!info) return;
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    info(ctx, buf);
-}
-
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* The order of pairs in epoch e: the SFT batcher's shuffle rule (a
- * Fisher-Yates shuffle driven by splitmix64 from a hash of seed and epoch). */
-static void epoch_order(int *order, int n, uint64_t seed, int epoch) {
-    for (int i = 0; i < n; i++) order[i] = i;
-    uint64_t s = seed, h = splitmix64(&s);
-    s = h ^ (uint64_t)epoch;
-    s = splitmix64(&s);
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)(splitmix64(&s) % (uint64_t)(i + 1));
-        int t = order[i];
-        order[i] = order[j];
-        order[j] = t;
-    }
-}
-
 /* W += scale * B A for every adapted projection (a full run from an adapter). */
 static int merge_into(lm_tmodel *m, const lm_lora *l, lm_err *err) {
     for (int layer = 0; layer < l->n_layers; layer++)
@@ -429,14 +385,10 @@ static int validate(const vloop *V, lm_dpo_sums *s, lm_err *err) {
     return rc;
 }
 
-static int mkdir_p1(const char *dir, lm_err *err) {
-    if (mkdir(dir, 0777) && errno != EEXIST) return lm_errno(err, "%s", dir);
-    return 0;
-}
-
-static void put_sums(FILE *f, const char *prefix, const lm_dpo_sums *s) {
+/* The sums' metrics fields (TRL's names), as ", \"key\": value" pairs. */
+static void put_sums(lm_sb *b, const char *prefix, const lm_dpo_sums *s) {
     double n = s->pairs ? (double)s->pairs : 1;
-    fprintf(f, ", \"%srewards/chosen\": %.9g, \"%srewards/rejected\": %.9g, "
+    lm_sb_printf(b, ", \"%srewards/chosen\": %.9g, \"%srewards/rejected\": %.9g, "
                "\"%srewards/accuracies\": %.9g, \"%srewards/margins\": %.9g, "
                "\"%slogps/chosen\": %.9g, \"%slogps/rejected\": %.9g",
             prefix, s->reward_c / n, prefix, s->reward_r / n, prefix, s->correct / n, prefix,
@@ -448,17 +400,16 @@ int lm_dpo_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_lora *init,
                  lm_sft_report *rep, void (*info)(void *ctx, const char *line), void *info_ctx,
                  lm_err *err) {
     const int B = cfg->batch, T = cfg->seq, GA = cfg->grad_accum;
-    char path[LM_TCFG_PATH + 96], metrics_path[LM_TCFG_PATH + 32], ckdir[LM_TCFG_PATH + 64];
+    lm_loop R;
     lm_pool *pool = NULL;
     lm_lora *lora = NULL;
     lm_tacts *acts = NULL;
-    lm_adamw *opt = NULL;
     lm_dpo_batch batch = {0};
-    FILE *mf = NULL;
     double *ref_tr = NULL, *ref_va = NULL;
-    int *order = NULL, order_epoch = -1, rc = -1, prog_on = 0;
+    int *order = NULL, order_epoch = -1, rc = -1, ref_prog = 0;
     lm_progress prog;
-    lm_ckpt_state st = {.best_val = -1.0, .best_step = 0};
+    lm_sb fields = {0}, vfields = {0};
+    lm_dpo_sums last = {0}, vlast = {0};
     memset(rep, 0, sizeof *rep);
     rep->best_val = -1.0;
     rep->dpo = 1;
@@ -474,13 +425,7 @@ int lm_dpo_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_lora *init,
             if (val->p[i].seq[k].n > T)
                 return lm_errf(err, "DPO: validation pair from line %d has %d tokens, more than seq %d",
                                val->p[i].line, val->p[i].seq[k].n, T);
-    if (mkdir_p1(cfg->out, err)) return -1;
-    snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", cfg->out);
-    lm_err e2 = {{0}};
-    int have_last = lm_ckpt_find(cfg->out, "last", ckdir, sizeof ckdir, &e2) == 0;
-    if (!ctl->resume && have_last)
-        return lm_errf(err, "%s already holds a run (last/): use --resume or another --out", cfg->out);
-    if (ctl->resume && !have_last) return lm_errf(err, "--resume: %s", e2.msg);
+    if (lm_loop_open(&R, cfg, ctl, err)) return -1;
 
     const int mpe = (train->n + B - 1) / B;            /* micro-batches per epoch */
     const long total = (long)cfg->epochs * ((mpe + GA - 1) / GA);
@@ -517,170 +462,87 @@ int lm_dpo_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_lora *init,
     }
     rep->ref_cached = got;
     if (got) {
-        note(info, info_ctx, "reference log-likelihoods: read from %s", ref_path);
+        lm_loop_note(info, info_ctx, "reference log-likelihoods: read from %s", ref_path);
     } else {
         if (ctl->progress) lm_progress_begin(&prog, "reference", train->n + nva, "pairs");
         else lm_progress_begin_file(&prog, NULL, "reference", train->n + nva, "pairs");
-        prog_on = 1;
+        ref_prog = 1;
         long n_done = 0;
         if (ref_compute(m, lora, acts, &batch, pool, train, ref_tr, &prog, &n_done, err) ||
             (val && ref_compute(m, lora, acts, &batch, pool, val, ref_va, &prog, &n_done, err)))
             goto done;
         lm_progress_end(&prog);
-        prog_on = 0;
+        ref_prog = 0;
         if (ref_write(ref_path, key, ref_tr, train->n, ref_va, nva, err)) goto done;
-        note(info, info_ctx, "reference log-likelihoods: %d pairs, saved in %s", train->n + nva, ref_path);
+        lm_loop_note(info, info_ctx, "reference log-likelihoods: %d pairs, saved in %s", train->n + nva, ref_path);
     }
 
-    size_t n_params;
-    int rank0 = lora ? lora->rank : 0;
-    if (ctl->resume) {
-        lm_train_cfg saved;
-        if (lm_ckpt_load_state(ckdir, &saved, &st, err)) goto done;
-        if (!cfg->full) {
-            lm_lora_free(lora);
-            lora = NULL;
-        }
-        if (lm_ckpt_load_weights(ckdir, cfg->full, m, &lora, err)) goto done;
-        if (lora && lora->rank != rank0) {
-            lm_errf(err, "%s: adapter rank %d, the run's is %d", ckdir, lora->rank, rank0);
-            goto done;
-        }
-        opt = lm_adamw_new(cfg->full ? m->n_params : lora->n_params, err);
-        if (!opt || lm_ckpt_load_optim(ckdir, opt, err)) goto done;
-        if (opt->step != st.step) {
-            lm_errf(err, "%s: optim.bin is at step %ld, state.json at %ld", ckdir, opt->step, st.step);
-            goto done;
-        }
-    } else if (!(opt = lm_adamw_new(cfg->full ? m->n_params : lora->n_params, err))) {
-        goto done;
-    }
-    if (lora) lora->dropout = cfg->lora_dropout;
-    float *params = cfg->full ? m->params : lora->params;
-    float *grads = cfg->full ? m->grads : lora->grads;
-    const lm_ttensor *tens = cfg->full ? m->tensors : lora->tensors;
-    int n_tens = cfg->full ? m->n_tensors : lora->n_tensors;
-    n_params = cfg->full ? m->n_params : lora->n_params;
-
-    if (ctl->resume) {
-        if (truncate(metrics_path, (off_t)st.metrics_bytes) && errno != ENOENT) {
-            lm_errno(err, "%s", metrics_path);
-            goto done;
-        }
-        mf = fopen(metrics_path, "a");
-    } else {
-        mf = fopen(metrics_path, "w");
-    }
-    if (!mf) { lm_errno(err, "%s", metrics_path); goto done; }
-
-    lm_adamw_cfg ac = lm_adamw_defaults();
-    ac.weight_decay = cfg->weight_decay;
-    ac.grad_clip = cfg->clip;
+    if (lm_loop_start(&R, m, &lora, err)) goto done;
     vloop V = {.m = m, .lora = lora, .a = acts, .b = &batch, .pool = pool, .val = val,
                .ref = ref_va, .kind = cfg->dpo_loss, .beta = cfg->dpo_beta};
-    long first = st.step, done_here = 0;
-    if (ctl->progress) lm_progress_begin(&prog, "dpo", total - first, "steps");
-    else lm_progress_begin_file(&prog, NULL, "dpo", total - first, "steps");
-    prog_on = 1;
-    double t_call = now_s(), t_base = st.seconds;
-    lm_dpo_sums last = {0}, vlast = {0};
+    lm_loop_begin(&R, "dpo", total);
 
-    while (st.step < total) {
-        double t0 = now_s();
-        int epoch = (int)(st.micro / mpe), j0 = (int)(st.micro % mpe);
+    while (R.st.step < total) {
+        lm_loop_step_start(&R);
+        int epoch = (int)(R.st.micro / mpe), j0 = (int)(R.st.micro % mpe);
         int k = mpe - j0 < GA ? mpe - j0 : GA;
         long P = (long)((j0 + k) * B < train->n ? (j0 + k) * B : train->n) - (long)j0 * B;
         if (epoch != order_epoch) {
-            epoch_order(order, train->n, cfg->seed, epoch);
+            lm_sft_epoch_order(order, train->n, cfg->seed, epoch);
             order_epoch = epoch;
         }
-        memset(grads, 0, n_params * sizeof(float));
+        memset(R.grads, 0, R.n_params * sizeof(float));
         lm_dpo_sums s = {0};
         for (int i = 0; i < k; i++) {
             int at = (j0 + i) * B, n = train->n - at < B ? train->n - at : B;
             lm_dpo_batch_fill(&batch, train, order + at, n, ref_tr);
-            uint64_t dkey = lm_lora_dropout_key(cfg->seed, (uint64_t)st.step, (uint64_t)i);
+            uint64_t dkey = lm_lora_dropout_key(cfg->seed, (uint64_t)R.st.step, (uint64_t)i);
             if (lm_dpo_grad(m, lora, acts, &batch, pool, cfg->dpo_loss, cfg->dpo_beta, P,
                             cfg->full ? 0.0f : cfg->lora_dropout, dkey, &s, NULL, err)) {
-                lm_err_prefix(err, "step %ld", st.step + 1);
+                lm_err_prefix(err, "step %ld", R.st.step + 1);
                 goto done;
             }
         }
-        st.micro += k;
+        R.st.micro += k;
         int epoch_end = j0 + k == mpe;
         double loss = s.loss / (double)P;
-        float lr = lm_lr_at(cfg->schedule, cfg->lr, st.step, warm, total);
-        double gnorm = 0;
-        if (lm_adamw_step(pool, opt, &ac, lr, params, grads, tens, n_tens, &gnorm, err)) {
-            lm_err_prefix(err, "step %ld", st.step + 1);
-            goto done;
-        }
-        st.step++;
-        done_here++;
-        st.tokens += s.tokens;
-        st.smooth = EMA_BETA * st.smooth + (1 - EMA_BETA) * loss;
-        double smooth = st.smooth / (1 - pow(EMA_BETA, (double)st.step));
-        double dt = now_s() - t0;
-        double tps = dt > 0 ? (double)s.tokens / dt : 0;
+        float lr = lm_lr_at(cfg->schedule, cfg->lr, R.st.step, warm, total);
+        double gnorm;
+        if (lm_loop_optimize(&R, pool, lr, &gnorm, err)) goto done;
         last = s;
-
-        int final = st.step == total;
-        int evaluate = epoch_end || final || (cfg->eval_every > 0 && st.step % cfg->eval_every == 0);
         double vl = -1;
-        if (evaluate && nva) {
+        if (lm_loop_count(&R, s.tokens, loss, epoch_end) && nva) {
             if (validate(&V, &vlast, err)) goto done;
             vl = vlast.loss / (double)vlast.pairs;
         }
-        if (!isfinite(loss)) {
-            lm_errf(err, "step %ld: loss is %g (diverged; lower --lr?)", st.step, loss);
-            goto done;
-        }
-        fprintf(mf, "{\"step\": %ld, \"epoch\": %d, \"loss\": %.17g, \"loss_smooth\": %.9g, "
-                    "\"lr\": %.9g, \"grad_norm\": %.9g, \"tokens\": %ld, \"tokens_per_s\": %.1f, "
-                    "\"pairs\": %ld",
-                st.step, epoch + 1, loss, smooth, (double)lr, gnorm, s.tokens, tps, P);
-        put_sums(mf, "", &s);
-        if (vl >= 0) {
-            fprintf(mf, ", \"val_loss\": %.17g", vl);
-            put_sums(mf, "val_", &vlast);
-        }
-        fprintf(mf, "}\n");
-        if (fflush(mf)) { lm_errno(err, "%s", metrics_path); goto done; }
-        st.metrics_bytes = ftell(mf);
-        st.seconds = t_base + (now_s() - t_call);
-
-        int stop = !final && ((ctl->stop_after > 0 && done_here >= ctl->stop_after) ||
-                              (ctl->interrupt && *ctl->interrupt));
-        if (vl >= 0 && (st.best_val < 0 || vl < st.best_val)) {
-            st.best_val = vl;
-            st.best_step = st.step;
-            if (lm_ckpt_save(cfg->out, "best", cfg, &st, m, lora, opt, err)) goto done;
-        }
-        if (evaluate || stop || (cfg->save_every > 0 && st.step % cfg->save_every == 0))
-            if (lm_ckpt_save(cfg->out, "last", cfg, &st, m, lora, opt, err)) goto done;
+        lm_sb_free(&fields);
+        lm_sb_free(&vfields);
+        lm_sb_printf(&fields, ", \"pairs\": %ld", P);
+        put_sums(&fields, "", &s);
+        put_sums(&vfields, "val_", &vlast);
+        if (fields.oom || vfields.oom) { lm_errf(err, "out of memory"); goto done; }
+        lm_loop_line line = {.epoch = epoch, .loss = loss, .gnorm = gnorm, .lr = lr, .tokens = s.tokens,
+                             .extra = fields.p, .val_loss = vl, .val_extra = vfields.p};
+        bool stop;
+        if (lm_loop_record(&R, m, lora, &line, &stop, err)) goto done;
 
         char extra[200];
         snprintf(extra, sizeof extra, "step %ld/%ld  epoch %d/%d  loss %.4f  acc %.2f  margin %.3f  lr %.2e  %.0f tok/s",
-                 st.step, total, epoch + 1, cfg->epochs, smooth, s.correct / (double)P,
-                 s.margin / (double)P, (double)lr, tps);
+                 R.st.step, total, epoch + 1, cfg->epochs, R.smooth, s.correct / (double)P,
+                 s.margin / (double)P, (double)lr, R.tps);
         if (vl >= 0) {
             size_t n = strlen(extra);
             snprintf(extra + n, sizeof extra - n, "  val %.4f acc %.2f", vl,
                      vlast.correct / (double)vlast.pairs);
         }
-        lm_progress_update(&prog, st.step - first, extra);
+        lm_loop_progress(&R, extra);
         rep->last_loss = loss;
         if (stop) { rep->stopped = 1; break; }
     }
     rc = 0;
 done:
-    if (prog_on) lm_progress_end(&prog);
-    rep->steps = st.step;
-    rep->total_steps = total;
-    rep->tokens = st.tokens;
-    rep->seconds = st.seconds;
-    rep->best_val = st.best_val;
-    rep->best_step = st.best_step;
+    if (ref_prog) lm_progress_end(&prog);
+    rc = lm_loop_finish(&R, rc, rep, err);
     {
         const lm_dpo_sums *r = vlast.pairs ? &vlast : &last;
         if (r->pairs) {
@@ -688,18 +550,13 @@ done:
             rep->reward_margin = r->margin / (double)r->pairs;
         }
     }
-    if (mf) {
-        if (fclose(mf) && !rc) rc = lm_errno(err, "%s", metrics_path);
-        snprintf(path, sizeof path, "%s/loss.svg", cfg->out);
-        lm_err pe = {{0}};
-        if (!rc && lm_sft_plot_svg(metrics_path, path, &pe)) rc = lm_errf(err, "%s", pe.msg);
-    }
+    lm_sb_free(&fields);
+    lm_sb_free(&vfields);
     free(order);
     free(ref_tr);
     free(ref_va);
     lm_dpo_batch_free(&batch);
     lm_tacts_free(acts);
-    lm_adamw_free(opt);
     lm_lora_free(lora);
     lm_pool_free(pool);
     return rc;
@@ -728,11 +585,11 @@ int lm_dpo_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_tmodel *m, const lm_
     lm_dpo_fit(tr, cfg->seq, LM_SFT_TRUNCATE);
     if (va) lm_dpo_fit(va, cfg->seq, LM_SFT_TRUNCATE);
     if (tr->n == 0) { lm_errf(err, "%s: no pair left to train on", cfg->dpo); goto done; }
-    note(info, info_ctx, "pairs: %d, %ld tokens (%ld scored; %ld pairs truncated to %d, %ld dropped)%s",
+    lm_loop_note(info, info_ctx, "pairs: %d, %ld tokens (%ld scored; %ld pairs truncated to %d, %ld dropped)%s",
          tr->n, tr->stats.tokens, tr->stats.trained_tokens, tr->stats.truncated, cfg->seq,
          tr->stats.dropped, tr->stats.skipped ? "; bad lines skipped" : "");
-    if (va) note(info, info_ctx, "validation: %d pairs", va->n);
-    else note(info, info_ctx, "validation: none (give --val or --val-frac for a best checkpoint)");
+    if (va) lm_loop_note(info, info_ctx, "validation: %d pairs", va->n);
+    else lm_loop_note(info, info_ctx, "validation: none (give --val or --val-frac for a best checkpoint)");
     if (cfg->adapter[0]) {
         if (!(init = lm_lora_load(m, cfg->adapter, err))) goto done;
         if (!cfg->full) {   /* the adapter's shape is the run's */
@@ -740,13 +597,13 @@ int lm_dpo_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_tmodel *m, const lm_
             cfg->lora_alpha = init->alpha;
             cfg->lora_targets = init->targets;
         }
-        note(info, info_ctx, "reference and start: %s + %s (rank %d)%s", cfg->model, cfg->adapter,
+        lm_loop_note(info, info_ctx, "reference and start: %s + %s (rank %d)%s", cfg->model, cfg->adapter,
              init->rank, cfg->full ? ", merged for the full run" : "; the policy continues it");
     } else {
-        note(info, info_ctx, "reference and start: %s%s", cfg->model,
+        lm_loop_note(info, info_ctx, "reference and start: %s%s", cfg->model,
              cfg->full ? "" : "; the policy is a new LoRA");
     }
-    note(info, info_ctx, "DPO: loss %s, beta %g", cfg->dpo_loss == LM_DPO_IPO ? "ipo" :
+    lm_loop_note(info, info_ctx, "DPO: loss %s, beta %g", cfg->dpo_loss == LM_DPO_IPO ? "ipo" :
          cfg->dpo_loss == LM_DPO_SIGMOID_NORM ? "sigmoid-norm" : "sigmoid", (double)cfg->dpo_beta);
     rc = lm_dpo_train(cfg, m, init, tr, va, ctl, rep, info, info_ctx, err);
 done:

@@ -1,7 +1,5 @@
 /* Preference pairs: TRL's DPO JSONL -> token sequences with completion
  * masks (format in dpo.h), fitting to max_len and the seeded split. */
-#include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,6 +192,17 @@ static int render_pair(const lm_tokenizer *t, const parsed *p, lm_dpo_pair *out,
     return rc;
 }
 
+static void recount(lm_dpo_set *s) {
+    lm_dpo_stats *st = &s->stats;
+    st->pairs = s->n;
+    st->tokens = st->trained_tokens = 0;
+    for (int i = 0; i < s->n; i++)
+        for (int k = 0; k < 2; k++) {
+            st->tokens += s->p[i].seq[k].n;
+            st->trained_tokens += s->p[i].seq[k].n_trained;
+        }
+}
+
 typedef struct loader {
     const char *name;
     const lm_tokenizer *tok;
@@ -202,18 +211,16 @@ typedef struct loader {
     int cap;
 } loader;
 
-static int take_line(loader *L, const char *line, size_t len, int lineno, lm_err *err) {
-    size_t i = 0;
-    while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\n')) i++;
-    if (i == len) return 0;
+/* 0: line kept or skipped; -1: the load fails (err set). */
+static int take_line(void *ctx, const char *line, size_t len, int lineno, lm_err *err) {
+    loader *L = ctx;
     lm_err e = {{0}};
-    json_error_t je;
-    json_t *root = json_loadb(line, len, 0, &je);
+    json_t *root;
+    if (lm_jsonl_parse_line(line, len, &root, &e) > 0) return 0;
     parsed p = {0};
     lm_dpo_pair pair;
     int rc = -1;
-    if (!root) lm_errf(&e, "invalid JSON at column %d: %s", je.column, je.text);
-    else if (parse_pair(root, &p, &e) == 0) {
+    if (root && parse_pair(root, &p, &e) == 0) {
         rc = render_pair(L->tok, &p, &pair, &e);
         parsed_free(&p);
     }
@@ -235,48 +242,28 @@ static int take_line(loader *L, const char *line, size_t len, int lineno, lm_err
         return 0;
     }
     lm_err_prefix(&e, "%s:%d", L->name, lineno);
-    if (L->opts.strict) return lm_errf(err, "%s", e.msg);
-    L->s->stats.skipped++;
-    if (L->opts.max_skipped >= 0 && L->s->stats.skipped > L->opts.max_skipped)
-        return lm_errf(err, "%s: more than %ld bad lines, giving up; the last: %s", L->name,
-                       L->opts.max_skipped, e.msg);
-    if (L->opts.warn) L->opts.warn(L->opts.warn_ctx, e.msg);
-    return 0;
+    return lm_jsonl_bad_line(&L->opts, L->name, &L->s->stats.skipped, &e, err);
 }
 
-static void recount(lm_dpo_set *s) {
-    lm_dpo_stats *st = &s->stats;
-    st->pairs = s->n;
-    st->tokens = st->trained_tokens = 0;
-    for (int i = 0; i < s->n; i++)
-        for (int k = 0; k < 2; k++) {
-            st->tokens += s->p[i].seq[k].n;
-            st->trained_tokens += s->p[i].seq[k].n_trained;
-        }
-}
-
-static int start(loader *L, const char *name, const lm_tokenizer *t, const lm_sft_opts *opts,
-                 lm_err *err) {
-    memset(L, 0, sizeof *L);
-    L->name = name;
-    L->tok = t;
-    L->opts = opts ? *opts : lm_sft_opts_default();
-    if (!(L->s = calloc(1, sizeof *L->s))) return lm_errf(err, "out of memory");
-    L->s->pad_id = lm_tokenizer_eos(t);
-    if (L->s->pad_id < 0) L->s->pad_id = lm_tokenizer_find(t, "<|im_end|>");
-    if (L->s->pad_id < 0) L->s->pad_id = 0;
-    return 0;
-}
-
-static int finish(loader *L, lm_dpo_set **out, lm_err *err) {
-    lm_dpo_set *s = L->s;
+/* Reads path, or buf[0..len) when path is NULL (name in messages). */
+static int load(const char *name, const char *path, const char *buf, size_t len,
+                const lm_tokenizer *t, const lm_sft_opts *opts, lm_dpo_set **out, lm_err *err) {
+    *out = NULL;
+    loader L = {.name = name, .tok = t, .opts = opts ? *opts : lm_sft_opts_default()};
+    if (!(L.s = calloc(1, sizeof *L.s))) return lm_errf(err, "out of memory");
+    L.s->pad_id = lm_sft_pad_id(t);
+    if (lm_jsonl_each(path, buf, len, take_line, &L, err)) {
+        lm_dpo_set_free(L.s);
+        return -1;
+    }
+    lm_dpo_set *s = L.s;
     for (int i = 0; i < s->n; i++)
         for (int k = 0; k < 2; k++)
             if (s->p[i].seq[k].n > s->stats.longest) s->stats.longest = s->p[i].seq[k].n;
-    if (L->opts.max_len > 0) lm_dpo_fit(s, L->opts.max_len, L->opts.overlong);
+    if (L.opts.max_len > 0) lm_dpo_fit(s, L.opts.max_len, L.opts.overlong);
     recount(s);
     if (s->n == 0) {
-        lm_errf(err, "%s: no usable pair (%ld bad lines skipped, %ld dropped)", L->name,
+        lm_errf(err, "%s: no usable pair (%ld bad lines skipped, %ld dropped)", name,
                 s->stats.skipped, s->stats.dropped);
         lm_dpo_set_free(s);
         return -1;
@@ -287,47 +274,12 @@ static int finish(loader *L, lm_dpo_set **out, lm_err *err) {
 
 int lm_dpo_load_mem(const char *name, const char *buf, size_t len, const lm_tokenizer *t,
                     const lm_sft_opts *opts, lm_dpo_set **out, lm_err *err) {
-    *out = NULL;
-    loader L;
-    if (start(&L, name, t, opts, err)) return -1;
-    int lineno = 0;
-    for (size_t at = 0; at < len;) {
-        const char *nl = memchr(buf + at, '\n', len - at);
-        size_t end = nl ? (size_t)(nl - buf) : len;
-        if (take_line(&L, buf + at, end - at, ++lineno, err)) {
-            lm_dpo_set_free(L.s);
-            return -1;
-        }
-        at = end + 1;
-    }
-    return finish(&L, out, err);
+    return load(name, NULL, buf, len, t, opts, out, err);
 }
 
 int lm_dpo_load(const char *path, const lm_tokenizer *t, const lm_sft_opts *opts, lm_dpo_set **out,
                 lm_err *err) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return lm_errno(err, "%s", path);
-    loader L;
-    if (start(&L, path, t, opts, err)) {
-        fclose(f);
-        return -1;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t k;
-    int lineno = 0, rc = 0;
-    errno = 0;
-    while (rc == 0 && (k = getline(&line, &cap, f)) >= 0)
-        rc = take_line(&L, line, (size_t)k, ++lineno, err);
-    if (rc == 0 && ferror(f)) rc = lm_errno(err, "%s: read error after line %d", path, lineno);
-    free(line);
-    fclose(f);
-    if (rc) {
-        lm_dpo_set_free(L.s);
-        return -1;
-    }
-    return finish(&L, out, err);
+    return load(path, path, NULL, 0, t, opts, out, err);
 }
 
 static void pair_free(lm_dpo_pair *p) {
@@ -373,19 +325,6 @@ void lm_dpo_fit(lm_dpo_set *s, int max_len, int policy) {
 
 /* ---- split (the rule of lm_sft_split) -------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double score(uint64_t hash, uint64_t seed) {
-    uint64_t s = seed, h = splitmix64(&s);
-    s = h ^ hash;
-    return (double)(splitmix64(&s) >> 11) * 0x1.0p-53;
-}
-
 static lm_dpo_set *copy_some(const lm_dpo_set *s, const uint8_t *side, uint8_t want, lm_err *err) {
     lm_dpo_set *o = calloc(1, sizeof *o);
     if (!o) goto oom;
@@ -400,15 +339,8 @@ static lm_dpo_set *copy_some(const lm_dpo_set *s, const uint8_t *side, uint8_t w
         *c = s->p[i];
         memset(c->seq, 0, sizeof c->seq);
         o->n++;
-        for (int k = 0; k < 2; k++) {
-            const lm_sft_example *e = &s->p[i].seq[k];
-            c->seq[k] = *e;
-            c->seq[k].tokens = malloc((size_t)e->n * sizeof *e->tokens);
-            c->seq[k].mask = malloc((size_t)e->n);
-            if (!c->seq[k].tokens || !c->seq[k].mask) goto oom;
-            memcpy(c->seq[k].tokens, e->tokens, (size_t)e->n * sizeof *e->tokens);
-            memcpy(c->seq[k].mask, e->mask, (size_t)e->n);
-        }
+        for (int k = 0; k < 2; k++)
+            if (lm_sft_example_copy(&c->seq[k], &s->p[i].seq[k])) goto oom;
     }
     recount(o);
     return o;
@@ -418,26 +350,13 @@ oom:
     return NULL;
 }
 
+static uint64_t pair_hash(const void *set, int i) { return ((const lm_dpo_set *)set)->p[i].hash; }
+
 int lm_dpo_split(const lm_dpo_set *s, double val_frac, uint64_t seed, lm_dpo_set **train,
                  lm_dpo_set **val, lm_err *err) {
     *train = *val = NULL;
-    if (!(val_frac >= 0 && val_frac < 1))
-        return lm_errf(err, "validation fraction %g: expected 0 <= f < 1", val_frac);
-    uint8_t *side = calloc(s->n ? (size_t)s->n : 1, 1);
-    if (!side) return lm_errf(err, "out of memory");
-    int n_val = 0, lo = -1, hi = -1;
-    double slo = 2, shi = -1;
-    for (int i = 0; i < s->n; i++) {
-        double x = score(s->p[i].hash, seed);
-        side[i] = x < val_frac;
-        n_val += side[i];
-        if (x < slo) { slo = x; lo = i; }
-        if (x > shi) { shi = x; hi = i; }
-    }
-    if (val_frac > 0 && s->n >= 2) {
-        if (n_val == 0) side[lo] = 1;
-        else if (n_val == s->n) side[hi] = 0;
-    }
+    uint8_t *side = lm_sft_split_sides(s, s->n, pair_hash, val_frac, seed, err);
+    if (!side) return -1;
     *train = copy_some(s, side, 0, err);
     *val = *train ? copy_some(s, side, 1, err) : NULL;
     free(side);

@@ -1,30 +1,15 @@
 #include "train/sft.h"
 
-#include <errno.h>
-#include <stdarg.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "base/pool.h"
-#include "base/progress.h"
 #include "model/gguf.h"
 #include "tokenizer/tokenizer.h"
-#include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/dpo.h"
 #include "train/lora.h"
-
-#define EMA_BETA 0.9
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "train/loop.h"
 
 /* One optimizer step's micro-batches, copied out of the batcher (whose
  * arrays are reused by the next call) because loss_norm needs the trained
@@ -87,34 +72,18 @@ static long count_steps(const lm_sft_dataset *ds, const lm_batcher_opts *bo, int
     return steps;
 }
 
-static int mkdir_p1(const char *dir, lm_err *err) {
-    if (mkdir(dir, 0777) && errno != EEXIST) return lm_errno(err, "%s", dir);
-    return 0;
-}
-
 int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *train,
                  const lm_sft_dataset *val, const lm_sft_ctl *ctl, lm_sft_report *rep, lm_err *err) {
     const int B = cfg->batch, T = cfg->seq, GA = cfg->grad_accum;
-    char path[LM_TCFG_PATH + 96], metrics_path[LM_TCFG_PATH + 32];
     loop L = {.cfg = cfg, .m = m};
+    lm_loop R;
     lm_batcher *tb = NULL;
-    lm_adamw *opt = NULL;
-    FILE *mf = NULL;
     slot *slots = NULL;
     int rc = -1;
-    lm_ckpt_state st = {.best_val = -1.0, .best_step = 0};
     memset(rep, 0, sizeof *rep);
     rep->best_val = -1.0;
 
-    if (mkdir_p1(cfg->out, err)) return -1;
-    snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", cfg->out);
-    char ckdir[LM_TCFG_PATH + 64];
-    lm_err e2 = {{0}};
-    int have_last = lm_ckpt_find(cfg->out, "last", ckdir, sizeof ckdir, &e2) == 0;
-    if (!ctl->resume && have_last)
-        return lm_errf(err, "%s already holds a run (last/): use --resume or another --out", cfg->out);
-    if (ctl->resume && !have_last) return lm_errf(err, "--resume: %s", e2.msg);
-
+    if (lm_loop_open(&R, cfg, ctl, err)) return -1;
     lm_batcher_opts bo = {.B = B, .T = T, .seed = cfg->seed, .shuffle = true, .pack = cfg->pack != 0};
     long micro_total;
     long total = count_steps(train, &bo, cfg->epochs, GA, &micro_total, err);
@@ -125,32 +94,11 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
     if (!L.pool) return -1;
     if (cfg->full) {
         if (!m->grads && lm_tmodel_alloc_grads(m, err)) goto done;
+    } else if (!ctl->resume) {
+        L.lora = lm_lora_new(m, cfg->lora_rank, cfg->lora_alpha, cfg->lora_targets, cfg->seed, err);
+        if (!L.lora) goto done;
     }
-    size_t n_params;
-    if (ctl->resume) {
-        lm_train_cfg saved;
-        if (lm_ckpt_load_state(ckdir, &saved, &st, err)) goto done;
-        if (lm_ckpt_load_weights(ckdir, cfg->full, m, &L.lora, err)) goto done;
-        opt = lm_adamw_new(cfg->full ? m->n_params : L.lora->n_params, err);
-        if (!opt || lm_ckpt_load_optim(ckdir, opt, err)) goto done;
-        if (opt->step != st.step) {
-            lm_errf(err, "%s: optim.bin is at step %ld, state.json at %ld", ckdir, opt->step, st.step);
-            goto done;
-        }
-    } else {
-        if (!cfg->full) {
-            L.lora = lm_lora_new(m, cfg->lora_rank, cfg->lora_alpha, cfg->lora_targets, cfg->seed, err);
-            if (!L.lora) goto done;
-        }
-        opt = lm_adamw_new(cfg->full ? m->n_params : L.lora->n_params, err);
-        if (!opt) goto done;
-    }
-    if (L.lora) L.lora->dropout = cfg->lora_dropout;   /* saved for the PEFT export */
-    float *params = cfg->full ? m->params : L.lora->params;
-    float *grads = cfg->full ? m->grads : L.lora->grads;
-    const lm_ttensor *tens = cfg->full ? m->tensors : L.lora->tensors;
-    int n_tens = cfg->full ? m->n_tensors : L.lora->n_tensors;
-    n_params = cfg->full ? m->n_params : L.lora->n_params;
+    if (lm_loop_start(&R, m, &L.lora, err)) goto done;
 
     L.acts = lm_tacts_new(m, L.lora, B, T, 0, err);
     if (!L.acts) goto done;
@@ -165,21 +113,10 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
         L.val_batches = lm_batcher_batches_per_epoch(L.val);
     }
     /* Replay the batcher to where the checkpoint left it. */
-    for (long i = 0; i < st.micro; i++) {
+    for (long i = 0; i < R.st.micro; i++) {
         lm_batch x;
         if (lm_batcher_next(tb, &x, err)) goto done;
     }
-
-    if (ctl->resume) {
-        if (truncate(metrics_path, (off_t)st.metrics_bytes) && errno != ENOENT) {
-            lm_errno(err, "%s", metrics_path);
-            goto done;
-        }
-        mf = fopen(metrics_path, "a");
-    } else {
-        mf = fopen(metrics_path, "w");
-    }
-    if (!mf) { lm_errno(err, "%s", metrics_path); goto done; }
 
     slots = calloc((size_t)GA, sizeof *slots);
     if (!slots) { lm_errf(err, "out of memory"); goto done; }
@@ -196,25 +133,14 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
         }
     }
 
-    lm_adamw_cfg ac = lm_adamw_defaults();
-    ac.weight_decay = cfg->weight_decay;
-    ac.grad_clip = cfg->clip;
-    lm_progress prog;
-    /* The bar counts this call's steps (so rate and ETA are right after a
-     * resume); the run's step/total goes into the text. */
-    long first = st.step;
-    if (ctl->progress) lm_progress_begin(&prog, "train", total - first, "steps");
-    else lm_progress_begin_file(&prog, NULL, "train", total - first, "steps");
-    long done_here = 0;
-    double t_call = now_s(), t_base = st.seconds;
-
-    while (st.step < total) {
-        double t0 = now_s();
+    lm_loop_begin(&R, "train", total);
+    while (R.st.step < total) {
+        lm_loop_step_start(&R);
         int k = 0, epoch = 0, epoch_end = 0;
         long trained = 0, ntok = 0;
         while (k < GA && !epoch_end) {
             lm_batch x;
-            if (lm_batcher_next(tb, &x, err)) goto done_prog;
+            if (lm_batcher_next(tb, &x, err)) goto done;
             memcpy(slots[k].tokens, x.tokens, bt * sizeof(int32_t));
             memcpy(slots[k].targets, x.targets, bt * sizeof(int32_t));
             memcpy(slots[k].segments, x.segments, bt * sizeof(int32_t));
@@ -225,9 +151,9 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
             epoch = x.epoch;
             epoch_end = x.epoch_end;
             k++;
-            st.micro++;
+            R.st.micro++;
         }
-        memset(grads, 0, n_params * sizeof(float));
+        memset(R.grads, 0, R.n_params * sizeof(float));
         double loss = 0;
         for (int i = 0; i < k && trained; i++) {
             lm_tbatch b = {.B = B, .T = T, .tokens = slots[i].tokens, .targets = slots[i].targets,
@@ -235,85 +161,39 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
                            .loss_norm = trained};
             if (!cfg->full) {   /* masks keyed by (seed, step, micro): same on --resume */
                 b.lora_dropout = cfg->lora_dropout;
-                b.dropout_key = lm_lora_dropout_key(cfg->seed, (uint64_t)st.step, (uint64_t)i);
+                b.dropout_key = lm_lora_dropout_key(cfg->seed, (uint64_t)R.st.step, (uint64_t)i);
             }
             double li;
             if (lm_train_grad(m, L.lora, L.acts, &b, L.pool, &li, err)) {
-                lm_err_prefix(err, "step %ld", st.step + 1);
-                goto done_prog;
+                lm_err_prefix(err, "step %ld", R.st.step + 1);
+                goto done;
             }
             loss += li;
         }
-        float lr = lm_lr_at(cfg->schedule, cfg->lr, st.step, warm, total);
-        double gnorm = 0;
-        if (lm_adamw_step(L.pool, opt, &ac, lr, params, grads, tens, n_tens, &gnorm, err)) {
-            lm_err_prefix(err, "step %ld", st.step + 1);
-            goto done_prog;
-        }
-        st.step++;
-        done_here++;
-        st.tokens += ntok;
-        st.smooth = EMA_BETA * st.smooth + (1 - EMA_BETA) * loss;
-        double smooth = st.smooth / (1 - pow(EMA_BETA, (double)st.step));
-        double dt = now_s() - t0;
-        double tps = dt > 0 ? (double)ntok / dt : 0;
-
-        int final = st.step == total;
-        int evaluate = epoch_end || final || (cfg->eval_every > 0 && st.step % cfg->eval_every == 0);
+        float lr = lm_lr_at(cfg->schedule, cfg->lr, R.st.step, warm, total);
+        double gnorm;
+        if (lm_loop_optimize(&R, L.pool, lr, &gnorm, err)) goto done;
         double vl = -1;
-        if (evaluate && L.val && val_loss(&L, &vl, err)) goto done_prog;
-        if (!isfinite(loss)) {
-            lm_errf(err, "step %ld: loss is %g (diverged; lower --lr?)", st.step, loss);
-            goto done_prog;
-        }
-        fprintf(mf, "{\"step\": %ld, \"epoch\": %d, \"loss\": %.17g, \"loss_smooth\": %.9g, "
-                    "\"lr\": %.9g, \"grad_norm\": %.9g, \"tokens\": %ld, \"tokens_per_s\": %.1f",
-                st.step, epoch + 1, loss, smooth, (double)lr, gnorm, ntok, tps);
-        if (vl >= 0) fprintf(mf, ", \"val_loss\": %.17g", vl);
-        fprintf(mf, "}\n");
-        if (fflush(mf)) { lm_errno(err, "%s", metrics_path); goto done_prog; }
-        st.metrics_bytes = ftell(mf);
-        st.seconds = t_base + (now_s() - t_call);
-
-        int stop = !final && ((ctl->stop_after > 0 && done_here >= ctl->stop_after) ||
-                              (ctl->interrupt && *ctl->interrupt));
-        if (vl >= 0 && (st.best_val < 0 || vl < st.best_val)) {
-            st.best_val = vl;
-            st.best_step = st.step;
-            if (lm_ckpt_save(cfg->out, "best", cfg, &st, m, L.lora, opt, err)) goto done_prog;
-        }
-        if (evaluate || stop || (cfg->save_every > 0 && st.step % cfg->save_every == 0))
-            if (lm_ckpt_save(cfg->out, "last", cfg, &st, m, L.lora, opt, err)) goto done_prog;
+        if (lm_loop_count(&R, ntok, loss, epoch_end) && L.val && val_loss(&L, &vl, err)) goto done;
+        lm_loop_line line = {.epoch = epoch, .loss = loss, .gnorm = gnorm, .lr = lr, .tokens = ntok,
+                             .extra = "", .val_loss = vl, .val_extra = ""};
+        bool stop;
+        if (lm_loop_record(&R, m, L.lora, &line, &stop, err)) goto done;
 
         char extra[160];
         snprintf(extra, sizeof extra, "step %ld/%ld  epoch %d/%d  loss %.4f  lr %.2e  %.0f tok/s",
-                 st.step, total, epoch + 1, cfg->epochs, smooth, (double)lr, tps);
+                 R.st.step, total, epoch + 1, cfg->epochs, R.smooth, (double)lr, R.tps);
         if (vl >= 0) {
             size_t n = strlen(extra);
             snprintf(extra + n, sizeof extra - n, "  val %.4f", vl);
         }
-        lm_progress_update(&prog, st.step - first, extra);
+        lm_loop_progress(&R, extra);
         rep->last_loss = loss;
         if (stop) { rep->stopped = 1; break; }
     }
     rc = 0;
-done_prog:
-    lm_progress_end(&prog);
-    rep->steps = st.step;
-    rep->total_steps = total;
-    rep->tokens = st.tokens;
-    rep->seconds = st.seconds;
-    rep->best_val = st.best_val;
-    rep->best_step = st.best_step;
-    if (mf) {
-        if (fclose(mf) && !rc) rc = lm_errno(err, "%s", metrics_path);
-        mf = NULL;
-        snprintf(path, sizeof path, "%s/loss.svg", cfg->out);
-        lm_err pe = {{0}};
-        if (!rc && lm_sft_plot_svg(metrics_path, path, &pe)) rc = lm_errf(err, "%s", pe.msg);
-    }
 done:
-    if (mf) fclose(mf);
+    rc = lm_loop_finish(&R, rc, rep, err);
     if (slots)
         for (int i = 0; i < GA; i++) {
             free(slots[i].tokens);
@@ -326,25 +206,12 @@ done:
     lm_batcher_free(tb);
     lm_batcher_free(L.val);
     lm_tacts_free(L.acts);
-    lm_adamw_free(opt);
     lm_lora_free(L.lora);
     lm_pool_free(L.pool);
     return rc;
 }
 
 /* ---- from files ----------------------------------------------------------- */
-
-static void note(void (*info)(void *, const char *), void *ctx, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void note(void (*info)(void *, const char *), void *ctx, const char *fmt, ...) {
-    if (!info) return;
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    info(ctx, buf);
-}
 
 int lm_sft_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_sft_report *rep,
                void (*info)(void *ctx, const char *line), void *info_ctx, lm_err *err) {
@@ -361,7 +228,7 @@ int lm_sft_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_sft_report *rep,
         *cfg = saved;
         memcpy(cfg->out, out, sizeof out);   /* the run may have been moved */
         if (threads) cfg->threads = threads;
-        note(info, info_ctx, "resuming %s at step %ld", cfg->out, st.step);
+        lm_loop_note(info, info_ctx, "resuming %s at step %ld", cfg->out, st.step);
     }
     if (lm_train_cfg_finish(cfg, err)) return -1;
     gguf_file *f = gguf_open(cfg->model, err);
@@ -391,11 +258,11 @@ int lm_sft_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_sft_report *rep,
     lm_sft_dataset_fit(tr, cfg->seq, LM_SFT_TRUNCATE);
     if (va) lm_sft_dataset_fit(va, cfg->seq, LM_SFT_TRUNCATE);
     if (tr->n == 0) { lm_errf(err, "%s: no conversation left to train on", cfg->data); goto done; }
-    note(info, info_ctx, "train: %d conversations, %ld tokens (%ld trained, %ld truncated)%s",
+    lm_loop_note(info, info_ctx, "train: %d conversations, %ld tokens (%ld trained, %ld truncated)%s",
          tr->n, tr->stats.tokens, tr->stats.trained_tokens, tr->stats.truncated,
          tr->stats.skipped ? "; bad lines skipped" : "");
-    if (va) note(info, info_ctx, "validation: %d conversations, %ld tokens", va->n, va->stats.tokens);
-    else note(info, info_ctx, "validation: none (give --val or --val-frac for a best checkpoint)");
+    if (va) lm_loop_note(info, info_ctx, "validation: %d conversations, %ld tokens", va->n, va->stats.tokens);
+    else lm_loop_note(info, info_ctx, "validation: none (give --val or --val-frac for a best checkpoint)");
     rc = lm_sft_train(cfg, m, tr, va, ctl, rep, err);
 done:
     lm_sft_dataset_free(all);
