@@ -44,6 +44,8 @@ static void usage(FILE *out) {
             "  --self-play          SPIN: against the writer's reply, the NPC's own answers are\n"
             "                       rejected even when the checks pass them (failing ones first):\n"
             "                       a pair for every prompt with a reference\n"
+            "  --restart            discard a journal made under other settings (without it,\n"
+            "                       that is an error: the journal may hold hours of samples)\n"
             "  --temp X             sampling temperature (default 0.7, as the runtime)\n"
             "  --seed S             seeds every sample (default 1)\n"
             "  -n, --max-tokens N   per sample (default 160)\n"
@@ -90,6 +92,7 @@ int cmd_pairs(int argc, char **argv) {
         if (!strcmp(a, "--chosen-from-samples")) { o.chosen_from_samples = true; continue; }
         if (!strcmp(a, "--all-turns")) { o.all_turns = true; continue; }
         if (!strcmp(a, "--self-play")) { o.self_play = true; continue; }
+        if (!strcmp(a, "--restart")) { o.restart = true; continue; }
         if (a[0] == '-' && a[1]) {
             if (i + 1 >= argc) { fprintf(stderr, "lemonpc pairs: %s needs a value (see --help)\n", a); goto done; }
             const char *v = argv[++i];

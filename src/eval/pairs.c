@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 
@@ -465,16 +467,6 @@ static json_t *sample(const lm_pairs_opts *o, const scorer *s, lm_generator *g, 
 
 /* ---- the run ------------------------------------------------------------ */
 
-static json_t *settings_json(const lm_pairs_opts *o) {
-    return json_pack("{s:s, s:s?, s:s?, s:s, s:i, s:i, s:f, s:i, s:f, s:f, s:f, s:i, s:I, s:b}", "model",
-                     o->model, "adapter", o->adapter, "character", o->character, "persona",
-                     lm_persona_mode_name((lm_persona_mode)o->persona), "samples", o->samples,
-                     "max_tokens", o->max_tokens, "temp", (double)o->sp.temp, "top_k", o->sp.top_k,
-                     "top_p", (double)o->sp.top_p, "min_p", (double)o->sp.min_p, "repeat_penalty",
-                     (double)o->sp.repeat_penalty, "repeat_last_n", o->sp.repeat_last_n, "seed",
-                     (json_int_t)o->sp.seed, "all_turns", o->all_turns);
-}
-
 /* A journal record as this code wrote it: an id, and samples each with an
  * index, a text, a stop and reasons that are strings. Anything else (a
  * damaged or hand-edited file) is dropped, and its prompt sampled again. */
@@ -492,9 +484,33 @@ static bool record_ok(json_t *r) {
     return true;
 }
 
-/* The journal's records by id, when its first line holds these settings;
- * an empty object otherwise (a torn last line is dropped). */
-static json_t *read_journal(const char *path, json_t *settings) {
+/* A file as the journal names it: its real path and "size:mtime", so the
+ * same file named another way matches and a rebuilt adapter does not. */
+static json_t *file_id(const char *path) {
+    if (!path) return json_null();
+    char real[PATH_MAX];
+    struct stat st;
+    if (!realpath(path, real) || stat(real, &st)) return json_string(path);
+    return json_sprintf("%s@%lld:%lld.%09ld", real, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+                        st.st_mtim.tv_nsec);
+}
+
+static json_t *settings_json(const lm_pairs_opts *o) {
+    return json_pack("{s:o, s:o, s:o, s:s, s:i, s:i, s:f, s:i, s:f, s:f, s:f, s:i, s:I, s:b}", "model",
+                     file_id(o->model), "adapter", file_id(o->adapter), "character",
+                     file_id(o->character), "persona",
+                     lm_persona_mode_name((lm_persona_mode)o->persona), "samples", o->samples,
+                     "max_tokens", o->max_tokens, "temp", (double)o->sp.temp, "top_k", o->sp.top_k,
+                     "top_p", (double)o->sp.top_p, "min_p", (double)o->sp.min_p, "repeat_penalty",
+                     (double)o->sp.repeat_penalty, "repeat_last_n", o->sp.repeat_last_n, "seed",
+                     (json_int_t)o->sp.seed, "all_turns", o->all_turns);
+}
+
+/* The journal's records by id. A journal made under other settings is
+ * never thrown away silently (it may hold hours of samples): unless
+ * restart, that is an error naming what differs. A torn last line is
+ * dropped. NULL on error. */
+static json_t *read_journal(const char *path, json_t *settings, bool restart, lm_err *err) {
     json_t *done = json_object();
     FILE *f = fopen(path, "r");
     if (!f) return done;
@@ -505,8 +521,26 @@ static json_t *read_journal(const char *path, json_t *settings) {
         json_t *j = json_loads(line, 0, NULL);
         if (first) {
             first = false;
-            if (!j || !json_equal(json_object_get(j, "settings"), settings)) { json_decref(j); break; }
+            json_t *old = json_object_get(j, "settings");
+            if (!json_equal(old, settings) && !restart) {
+                char diff[512] = "";
+                const char *k;
+                json_t *v;
+                json_object_foreach(settings, k, v)
+                    if (!json_equal(v, json_object_get(old, k))) {
+                        size_t l = strlen(diff);
+                        snprintf(diff + l, sizeof diff - l, "%s%s", l ? ", " : "", k);
+                    }
+                lm_errf(err, "%s holds samples made with other settings (%s differ%s): run with the "
+                             "same settings to resume it, or give --restart to discard it",
+                        path, diff[0] ? diff : "not a journal", diff[0] && strchr(diff, ',') ? "" : "s");
+                json_decref(j);
+                json_decref(done);
+                done = NULL;
+                break;
+            }
             json_decref(j);
+            if (restart) break;
             continue;
         }
         if (record_ok(j)) json_object_set(done, str_field(j, "id"), j);
@@ -582,7 +616,7 @@ int lm_pairs_run(const lm_pairs_opts *o, lm_pairs_stats *st, lm_err *err) {
     st->prompts = n;
 
     snprintf(jpath, sizeof jpath, "%s.samples.jsonl", o->out);
-    done = read_journal(jpath, settings);
+    if (!(done = read_journal(jpath, settings, o->restart, err))) goto out;
     /* Rewrite the journal with the kept records only (a torn tail goes). */
     snprintf(tmp, sizeof tmp, "%s.tmp", jpath);
     if (!(jf = fopen(tmp, "w"))) { lm_errno(err, "%s", tmp); goto out; }

@@ -51,7 +51,9 @@
  * out + ".samples.jsonl", a journal of every prompt's samples and reasons,
  * appended and flushed per prompt, so a killed run resumes where it stopped
  * (prompts already in the journal under the same settings are not sampled
- * again) and a person can read what the NPC said. */
+ * again) and a person can read what the NPC said. A journal made under other
+ * settings (model, adapter or sheet rebuilt, other sampling) is an error
+ * naming what differs, unless restart discards it. */
 #ifndef LM_EVAL_PAIRS_H
 #define LM_EVAL_PAIRS_H
 
@@ -79,6 +81,7 @@ typedef struct lm_pairs_opts {
     int max_tokens;                    /* per sample (default 160, as eval) */
     bool all_turns;                    /* data: a prompt per replied user turn, not the last only */
     bool chosen_from_samples;          /* the best passing sample even when a reference exists */
+    bool restart;                      /* discard a journal made under other settings */
     bool self_play;                    /* SPIN: with a reference, any own answer is rejected */
     lm_sampler_params sp;              /* the runtime's sampling; sp.seed seeds every draw */
     int threads;

@@ -131,8 +131,18 @@ def test_pairs_resume(lemonpc, tiny, tmp_path):
     assert "(5 from the journal)" in r.stderr, r.stderr
     assert out.read_bytes() == whole
     assert sorted(jpath.read_text().splitlines()) == sorted(l.rstrip("\n") for l in lines)
-    # other sampling settings start the journal over
-    r = pairs(lemonpc, tiny, out, "--data", str(data), "--seed", "7")
+    # the same files named another way (a relative path) resume too
+    rel = subprocess.run([str(lemonpc), "pairs", str(tiny), "--out", str(out), "--character",
+                          str(SHEET.relative_to(ROOT)), "--samples", "2", "-n", "24", "-t", "2",
+                          "--data", str(data)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert rel.returncode == 0 and "(6 from the journal)" in rel.stderr, rel.stderr
+    # other settings never discard the journal silently: an error naming what
+    # differs, the journal kept; --restart discards it
+    r = pairs(lemonpc, tiny, out, "--data", str(data), "--seed", "7", "--samples", "3", check=False)
+    assert r.returncode == 1 and "other settings (samples, seed differ)" in r.stderr, r.stderr
+    assert "--restart" in r.stderr
+    assert sorted(jpath.read_text().splitlines()) == sorted(l.rstrip("\n") for l in lines)
+    r = pairs(lemonpc, tiny, out, "--data", str(data), "--seed", "7", "--restart")
     assert "(0 from the journal)" in r.stderr, r.stderr
 
 
