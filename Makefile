@@ -215,6 +215,14 @@ bench-runtime: $(BUILD)/lemonpc $(BUILD)/tools/lm_make_adapter $(BUILD)/bench/ru
                $(BUILD)/bench/prompt_tokens
 	python3 bench/bench_runtime.py $(BENCH_ARGS)
 
+# `lemonpc serve` under load from another process against llama-cpp-python's
+# server (llama-server): same model, requests and threads; latency
+# percentiles, throughput, RSS over the run (a few minutes;
+# BENCH_ARGS="--quick": a smoke run).
+.PHONY: bench-serve
+bench-serve: $(BUILD)/lemonpc $(BUILD)/bench/prompt_tokens
+	python3 bench/bench_serve.py $(BENCH_ARGS)
+
 clean:
 	rm -rf build build-san build-fuzz
 

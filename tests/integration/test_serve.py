@@ -59,7 +59,9 @@ class Server:
                         break
                 except OSError:
                     pass
-                assert time.monotonic() - t0 < 180, "lemonpc serve did not come up in 180 s"
+                # a limit, not an expectation: ASan on a loaded 2-core machine
+                # takes minutes
+                assert time.monotonic() - t0 < 600, "lemonpc serve did not come up in 600 s"
                 time.sleep(0.2)
         except BaseException:
             self.proc.kill()   # never left running behind a failed start
@@ -69,7 +71,7 @@ class Server:
     def log_text(self):
         return self.log_path.read_text()
 
-    def conn(self, timeout=60):
+    def conn(self, timeout=300):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def request(self, method, path, body=None, headers=None):
@@ -252,7 +254,7 @@ def test_completions(srv):
 def test_openai_package(srv):
     import openai   # tests/requirements.txt: a missing package fails, it does not skip
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{srv.port}/v1", api_key="unused",
-                           max_retries=0, timeout=60)
+                           max_retries=0, timeout=300)
     assert sorted(m.id for m in client.models.list()) == ["elena", "orlando"]
     r = client.chat.completions.create(model="elena", messages=[user_msg("Who are you?")],
                                        max_tokens=10, temperature=0)
@@ -395,7 +397,7 @@ def test_world_load_waits_for_replies(srv):
         status, body = srv.post("/v1/world/load", {"path": "quiet.db"})
         if status == 200:
             break
-        assert status == 409 and time.monotonic() - t0 < 60, body
+        assert status == 409 and time.monotonic() - t0 < 300, body
         time.sleep(0.1)
 
 
@@ -524,7 +526,7 @@ def test_dribbling_client_dropped_at_request_timeout(model_path, tmp_path):
         c.settimeout(0.5)
         closed = None
         while closed is None:
-            assert time.monotonic() - t0 < timeout + 30, "the dribbling client was never dropped"
+            assert time.monotonic() - t0 < timeout + 120, "the dribbling client was never dropped"
             try:
                 c.sendall(b" ")
                 if not c.recv(4096):
@@ -551,6 +553,7 @@ def start_stream(srv, npc, line, user, max_tokens=400):
     body = json.dumps({"model": npc, "messages": [user_msg(line)], "max_tokens": max_tokens,
                        "temperature": 0, "stream": True, "user": user})
     s = raw_socket(srv)
+    s.settimeout(300)   # the first piece: seconds under ASan on a loaded machine
     s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
     got = b""
@@ -569,7 +572,9 @@ def test_client_leaving_cancels_its_reply(srv):
     t0 = time.monotonic()
     while not any("user=Leaver stream" in ln and "cancelled" in ln
                   for ln in srv.log_text().splitlines()):
-        assert time.monotonic() - t0 < 10, srv.log_text()[-2000:]
+        # the cancel is seen between tokens: one token can take seconds
+        # under ASan on a loaded machine
+        assert time.monotonic() - t0 < 120, srv.log_text()[-2000:]
         time.sleep(0.1)
     status, r = srv.chat("orlando", [user_msg("Hello?")], user="Leaver", max_tokens=4)
     assert status == 200, r
@@ -585,7 +590,7 @@ def test_concurrent_requests_on_different_npcs(srv):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(600)
     assert out["orlando"][0] == 200 and out["elena"][0] == 200, out
     alone = srv.chat("elena", [user_msg("What do you fear most?")], max_tokens=16)[1]
     assert alone["choices"][0]["message"]["content"] == \
