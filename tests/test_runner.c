@@ -163,6 +163,9 @@ static void test_load_requests(void **state) {
                       "field 'params.temprature': unknown");
     expect_load_error("{\"id\":\"a\"," MSG ",\"params\":{\"stop\":[\"\"]}}\n",
                       "field 'params.stop[0]'");
+    /* a stop list before a bad key is freed with the line (a leak under unit-san before) */
+    expect_load_error("{\"id\":\"a\"," MSG ",\"params\":{\"stop\":[\"X\"],\"seed\":-1}}\n",
+                      "field 'params.seed'");
     expect_load_error("{\"id\":\"a\"," MSG ",\"params\":{\"max_tokens\":0}}\n",
                       "field 'params.max_tokens'");
     expect_load_error("{\"id\":\"a\"," MSG ",\"metadata\":[]}\n", "field 'metadata'");

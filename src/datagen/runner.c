@@ -138,6 +138,47 @@ static bool blank(const char *s, size_t n) {
     return true;
 }
 
+/* One key of "params" into out; a stop list goes to *stop_tmp (borrowed strings). */
+static int parse_param(const char *key, json_t *v, lm_teacher_params *out, const char **stop_tmp[],
+                       lm_err *err) {
+    if (!strcmp(key, "temperature") || !strcmp(key, "top_p")) {
+        if (!json_is_number(v) || json_number_value(v) < 0)
+            return lm_errf(err, "field 'params.%s': expected a number >= 0", key);
+        if (key[0] == 't' && key[1] == 'e') out->temperature = (float)json_number_value(v);
+        else out->top_p = (float)json_number_value(v);
+    } else if (!strcmp(key, "max_tokens")) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1 << 24)
+            return lm_errf(err, "field 'params.max_tokens': expected an integer >= 1");
+        out->max_tokens = (int)json_integer_value(v);
+    } else if (!strcmp(key, "seed")) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            return lm_errf(err, "field 'params.seed': expected an integer >= 0");
+        out->has_seed = true;
+        out->seed = (uint64_t)json_integer_value(v);
+    } else if (!strcmp(key, "stop")) {
+        if (!json_is_array(v)) return lm_errf(err, "field 'params.stop': expected an array of strings");
+        size_t n = json_array_size(v);
+        if (n == 0) return 0;
+        const char **st = calloc(n, sizeof *st);
+        if (!st) return lm_errf(err, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            json_t *s = json_array_get(v, i);
+            if (!json_is_string(s) || json_string_length(s) == 0) {
+                free(st);
+                return lm_errf(err, "field 'params.stop[%zu]': expected a non-empty string", i);
+            }
+            st[i] = json_string_value(s);
+        }
+        *stop_tmp = st;
+        out->stop = st;
+        out->n_stop = n;
+    } else {
+        return lm_errf(err, "field 'params.%s': unknown (known: temperature, top_p, "
+                       "max_tokens, seed, stop)", key);
+    }
+    return 0;
+}
+
 static int parse_params(json_t *p, lm_teacher_params *out, const char **stop_tmp[], lm_err *err) {
     *out = lm_teacher_params_default();
     *stop_tmp = NULL;
@@ -146,40 +187,14 @@ static int parse_params(json_t *p, lm_teacher_params *out, const char **stop_tmp
     const char *key;
     json_t *v;
     json_object_foreach(p, key, v) {
-        if (!strcmp(key, "temperature") || !strcmp(key, "top_p")) {
-            if (!json_is_number(v) || json_number_value(v) < 0)
-                return lm_errf(err, "field 'params.%s': expected a number >= 0", key);
-            if (key[0] == 't' && key[1] == 'e') out->temperature = (float)json_number_value(v);
-            else out->top_p = (float)json_number_value(v);
-        } else if (!strcmp(key, "max_tokens")) {
-            if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1 << 24)
-                return lm_errf(err, "field 'params.max_tokens': expected an integer >= 1");
-            out->max_tokens = (int)json_integer_value(v);
-        } else if (!strcmp(key, "seed")) {
-            if (!json_is_integer(v) || json_integer_value(v) < 0)
-                return lm_errf(err, "field 'params.seed': expected an integer >= 0");
-            out->has_seed = true;
-            out->seed = (uint64_t)json_integer_value(v);
-        } else if (!strcmp(key, "stop")) {
-            if (!json_is_array(v)) return lm_errf(err, "field 'params.stop': expected an array of strings");
-            size_t n = json_array_size(v);
-            if (n == 0) continue;
-            const char **st = calloc(n, sizeof *st);
-            if (!st) return lm_errf(err, "out of memory");
-            for (size_t i = 0; i < n; i++) {
-                json_t *s = json_array_get(v, i);
-                if (!json_is_string(s) || json_string_length(s) == 0) {
-                    free(st);
-                    return lm_errf(err, "field 'params.stop[%zu]': expected a non-empty string", i);
-                }
-                st[i] = json_string_value(s);
-            }
-            *stop_tmp = st;
-            out->stop = st;
-            out->n_stop = n;
-        } else {
-            return lm_errf(err, "field 'params.%s': unknown (known: temperature, top_p, "
-                           "max_tokens, seed, stop)", key);
+        if (parse_param(key, v, out, stop_tmp, err)) {
+            /* a stop list read before the bad key was leaked here (found by
+             * fuzz/fuzz_datagen_journal.c): the caller frees it only on success */
+            free(*stop_tmp);
+            *stop_tmp = NULL;
+            out->stop = NULL;
+            out->n_stop = 0;
+            return -1;
         }
     }
     return 0;
