@@ -206,6 +206,12 @@ bench-kernels: $(BUILD)/bench/bench_kernels
 bench-train: $(BUILD)/bench/train_step
 	python3 bench/bench_train.py $(BENCH_ARGS)
 
+# DPO: lemonpc train --dpo against TRL's DPOTrainer (the same pairs, token
+# ids, batch, sequence cap and threads; LoRA r16); BENCH_ARGS e.g. "--threads 2".
+.PHONY: bench-dpo
+bench-dpo: $(BUILD)/lemonpc $(BUILD)/tools/lm_sft_dump
+	python3 bench/bench_dpo.py $(BENCH_ARGS)
+
 # The runtime a game links (include/lemonpc.h) against llama.cpp: time to
 # first token with the persona cached, decode with conversations at once,
 # peak RSS of 1/10/50 NPCs with adapters (minutes; BENCH_ARGS="--quick": a

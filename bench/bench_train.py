@@ -180,6 +180,38 @@ def gguf_tokenizer(kvs, max_len):
                                    model_max_length=max_len, padding_side="right")
 
 
+def trl_lora_config(rank):
+    """peft's LoRA as ours: r, alpha 2r, no dropout, the seven projections."""
+    import peft
+    return peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, bias="none",
+                           target_modules=[n.split(".")[1] for n in HF_PROJ.values()],
+                           task_type="CAUSAL_LM")
+
+
+def trl_step_clock():
+    """A TrainerCallback that marks (wall, CPU, torch threads) after each
+    optimizer step, and its list of marks (for trl_step_times)."""
+    import torch
+    from transformers import TrainerCallback
+    marks = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            marks.append((time.perf_counter(), time.process_time(), torch.get_num_threads()))
+    return Clock(), marks
+
+
+def trl_step_times(marks, threads):
+    """Wall and CPU seconds of each step after the first, each timed from
+    the end of the step before it (so the warm-up step, and what precedes
+    it, is not timed, and trainer overhead counts); stops unless torch ran
+    with `threads` throughout."""
+    if any(m[2] != threads for m in marks):
+        raise SystemExit(f"trl worker: torch ran with {[m[2] for m in marks]} threads, not {threads}")
+    return ([m[0] - p[0] for p, m in zip(marks, marks[1:])],
+            [m[1] - p[1] for p, m in zip(marks, marks[1:])])
+
+
 def trl_worker(a):
     """SFTTrainer as a user would run it on CPU: pre-tokenized fixed-length
     rows (what packing produces; nothing to pad), labels = input_ids shifted
@@ -190,7 +222,7 @@ def trl_worker(a):
     import datasets
     import transformers
     import trl
-    from transformers import TrainerCallback, TrainingArguments
+    from transformers import TrainingArguments
 
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
@@ -210,19 +242,8 @@ def trl_worker(a):
     # B x T next-token targets as the other two sides.
     ds = datasets.Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * (T + 1)] * B})
 
-    peft_cfg = None
-    if a.mode == "lora":
-        import peft
-        peft_cfg = peft.LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=0.0, bias="none",
-                                   target_modules=[n.split(".")[1] for n in HF_PROJ.values()],
-                                   task_type="CAUSAL_LM")
-    marks = []
-
-    class Clock(TrainerCallback):
-        # One mark per optimizer step, after it; step s is timed from the
-        # end of step s - 1, so the warm-up step (s = 0) is not timed.
-        def on_step_end(self, args, state, control, **kw):
-            marks.append((time.perf_counter(), time.process_time(), torch.get_num_threads()))
+    peft_cfg = trl_lora_config(a.rank) if a.mode == "lora" else None
+    clock, marks = trl_step_clock()
 
     with tf.TemporaryDirectory() as out:
         args = TrainingArguments(
@@ -235,14 +256,10 @@ def trl_worker(a):
             dataloader_num_workers=0)
         trainer = trl.SFTTrainer(model=model, args=args, train_dataset=ds, tokenizer=tok,
                                  peft_config=peft_cfg, dataset_text_field="input_ids",
-                                 max_seq_length=T + 1, packing=False, callbacks=[Clock()])
+                                 max_seq_length=T + 1, packing=False, callbacks=[clock])
         trainer.train()
-    if any(m[2] != a.threads for m in marks):
-        raise SystemExit(f"trl worker: torch ran with {[m[2] for m in marks]} threads, "
-                         f"not {a.threads}")
+    times, cpu = trl_step_times(marks, a.threads)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    times = [m[0] - p[0] for p, m in zip(marks, marks[1:])]
-    cpu = [m[1] - p[1] for p, m in zip(marks, marks[1:])]
     for s, loss in enumerate(losses):
         print(f"trl step {s} loss {loss:.4f}" + (f" {times[s - 1]:.2f}s" if s else ""), file=sys.stderr)
     print(json.dumps({"impl": f"trl {trl.__version__}", "mode": a.mode, "threads": marks[-1][2],
