@@ -130,8 +130,13 @@ unit-san:
 	@$(MAKE) --no-print-directory SAN=1 unit
 
 # Oracle tests: our numbers against llama.cpp (llama-cpp-python) and PyTorch.
+# Each kernel set against llama.cpp built for its instruction set: avx2
+# against tests/requirements.txt's AVX2 build (everything), then, where the
+# CPU has AVX-512, the avx512 set's parity tests against an AVX-512 build
+# (scripts/oracle_avx512.sh; compiled once, minutes).
 oracle: all
-	python3 -m pytest -q tests/oracle
+	LEMONPC_KERNELS=avx2 python3 -m pytest -q tests/oracle
+	scripts/oracle_avx512.sh
 
 # Gradient oracle: the C trainer against PyTorch (Debian's python3-torch,
 # hence /usr/bin/python3 rather than whatever python3 is first on PATH).

@@ -4,9 +4,12 @@
 # the python3 on PATH, and the model. Quiet when everything is already there.
 #
 # llama-cpp-python compiles llama.cpp on install. It is built for the
-# instruction set our kernels mirror (AVX2 + FMA + F16C; no AVX-512, no AMX,
-# never -march=native), so the parity tests are bit-exact on every x86 host
-# and nothing dies with SIGILL on a VM that lists AMX without granting it.
+# instruction set of our avx2 kernel set (AVX2 + FMA + F16C; no AVX-512, no
+# AMX, never -march=native), so the parity tests (LEMONPC_KERNELS=avx2) are
+# bit-exact on every x86 host and nothing dies with SIGILL on a VM that
+# lists AMX without granting it. The avx512 set has its own oracle, built in
+# its own venv on hosts with AVX-512 (scripts/setup_llama_avx512_venv.sh,
+# run by scripts/oracle_avx512.sh).
 # A llama_cpp built otherwise (pip's default is native) is rebuilt; pip's
 # wheel cache is not used for it, since it does not key wheels by flags.
 set -euo pipefail

@@ -6,11 +6,13 @@
  * zero rows of quantized x) and drops the extra results. Every tile kernel of a set computes each dot product
  * with the same sequence of operations whatever MR/NR it was built for, so
  * y does not depend on the thread count or on how rows were split over
- * tasks. The avx2 set follows llama.cpp's CPU orders bit for bit (ggml's
- * vec_dot and llamafile's tinyBLAS), including their one asymmetry: float
- * weights (F32, F16, BF16) are reduced one way for a single token (dec)
- * and another for a batch (gemm); quantized weights give a token the same
- * result alone as in a batch. Different sets (scalar vs avx2) differ in the last bits. */
+ * tasks. The avx2 and avx512 sets follow llama.cpp's CPU orders bit for bit
+ * (ggml's vec_dot and llamafile's tinyBLAS) for its AVX2 and its AVX-512
+ * build, including their one asymmetry: float weights (F32, F16, BF16) are
+ * reduced one way for a single token (dec) and another for a batch (gemm);
+ * quantized weights give a token the same result alone as in a batch.
+ * Different sets differ in the last bits, except avx2 and avx512 on
+ * quantized weights, whose orders llama.cpp's two builds share. */
 #ifndef LM_TENSOR_KERNELS_H
 #define LM_TENSOR_KERNELS_H
 
@@ -89,24 +91,10 @@ extern const lm_kernels lm_kernels_scalar;
 #define LM_HAVE_X86_KERNELS 1
 extern const lm_kernels lm_kernels_avx2;
 extern const lm_kernels lm_kernels_avx512;
-/* The avx2 set's functions the avx512 set reuses as they are (same
- * numbers by construction), defined in matmul_avx2.c. */
+/* The avx2 set's activation quantizer, which the avx512 set shares (every
+ * set writes the same bytes; a wider one would gain nothing measurable). */
 void lm_avx2_quant_x(const float *x, int k, int8_t *q, float *d, float *s, int32_t *qsum,
                      int stride);
-void lm_avx2_softmax(float *x, int n);
-void lm_avx2_swiglu(float *out, const float *gate, const float *up, int n);
-void lm_avx2_attn_heads(float *out, const float *q, int n_q, const void *Kt, const void *Vt,
-                        lm_dtype kv_type, size_t stride, int n_keys, int head_dim, float scale,
-                        int single, float *scores);
-void lm_avx2_dec_f32(int k, const void *const *w, const lm_xtile *x, float *out);
-void lm_avx2_dec_f16(int k, const void *const *w, const lm_xtile *x, float *out);
-void lm_avx2_dec_bf16(int k, const void *const *w, const lm_xtile *x, float *out);
-void lm_avx2_gemm_f32(int k, const void *const *w, const lm_xtile *x, float *out);
-void lm_avx2_gemm_f16(int k, const void *const *w, const lm_xtile *x, float *out);
-void lm_avx2_gemm_bf16(int k, const void *const *w, const lm_xtile *x, float *out);
-#define LM_AVX2_DEC_NR 4 /* tile sizes of those float kernels */
-#define LM_AVX2_F_MR 4
-#define LM_AVX2_F_NR 3
 #endif
 
 /* Kernel set by name ("scalar", "avx2", "avx512"), or NULL if unknown or

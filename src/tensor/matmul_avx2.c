@@ -34,7 +34,7 @@ INLINE float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
 /* ---- activation quantizer ------------------------------------------- */
 
 AVX2 void lm_avx2_quant_x(const float *x, int k, int8_t *q, float *d, float *s, int32_t *qsum,
-                         int stride) {
+                     int stride) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int b = 0; b < k / LM_QK; b++, x += LM_QK, q += LM_QK) {
         __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
@@ -322,7 +322,7 @@ INLINE __m256 exp_ps(__m256 x) {
 /* Sum of 8 lanes into a double, in ggml's order (vec_soft_max_f32). */
 INLINE double hsum_pd(__m256 v) { return (double)hsum_ps(v); }
 
-AVX2 void lm_avx2_softmax(float *x, int n) {
+static AVX2 void softmax(float *x, int n) {
     if (n <= 0) return;
     float max = -INFINITY;
     for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
@@ -345,7 +345,7 @@ AVX2 void lm_avx2_softmax(float *x, int n) {
 }
 
 /* silu(g)*u = g / (1 + e^-g) * u, as ggml_vec_swiglu_f32 */
-AVX2 void lm_avx2_swiglu(float *out, const float *gate, const float *up, int n) {
+static AVX2 void swiglu(float *out, const float *gate, const float *up, int n) {
     int i = 0;
     const __m256 one = _mm256_set1_ps(1.0f);
     for (; i + 8 <= n; i += 8) {
@@ -637,7 +637,7 @@ INLINE void attn_group(float *out, const float *q, const void *Kt, const void *V
 /* hd a multiple of 8 (4 for the value loop) and at most LM_ATTN_MAX_HD;
  * the query heads go through in threes (the register budget), which
  * changes no result. */
-AVX2 void lm_avx2_attn_heads(float *out, const float *q, int n_q, const void *Kt,
+static AVX2 void attn_heads(float *out, const float *q, int n_q, const void *Kt,
                             const void *Vt, lm_dtype kv_type, size_t stride, int n_keys, int hd,
                             float scale, int single, float *s) {
     if (hd % 8 || hd > LM_ATTN_MAX_HD) {
@@ -674,19 +674,19 @@ AVX2 void lm_avx2_attn_heads(float *out, const float *q, int n_q, const void *Kt
 #define Q_NR_S 4
 #define Q_NR_U 2
 
-#define DEC_NR LM_AVX2_DEC_NR
-#define F_MR LM_AVX2_F_MR
-#define F_NR LM_AVX2_F_NR
+#define DEC_NR 4
+#define F_MR 4
+#define F_NR 3
 
 /* Float weights as llama.cpp multiplies them (F16/BF16 on x rounded to
  * their type by the driver, f16_x/bf16_x): ggml's vec_dot for a single
  * token, tinyBLAS (one 8-lane fma accumulator per output, the float tile)
  * for a batch when k is a multiple of 8, the vec_dot otherwise. */
 #define DEFINE_FLOAT_GGML(T)                                                                     \
-    AVX2 void lm_avx2_dec_##T(int k, const void *const *w, const lm_xtile *x, float *out) {      \
+    static AVX2 void dec_##T(int k, const void *const *w, const lm_xtile *x, float *out) {      \
         for (int j = 0; j < DEC_NR; j++) out[j] = dot_##T##_ggml(w[j], x->f[0], k);             \
     }                                                                                            \
-    AVX2 void lm_avx2_gemm_##T(int k, const void *const *w, const lm_xtile *x, float *out) {     \
+    static AVX2 void gemm_##T(int k, const void *const *w, const lm_xtile *x, float *out) {     \
         if (k % 8 == 0) {                                                                        \
             tile_##T(k, w, x, out, F_MR, F_NR);                                                  \
             return;                                                                              \
@@ -709,17 +709,17 @@ const lm_kernels lm_kernels_avx2 = {
     .quant_x = lm_avx2_quant_x,
     .f16_x = 1,
     .bf16_x = 1,
-    .softmax = lm_avx2_softmax,
-    .swiglu = lm_avx2_swiglu,
-    .attn_heads = lm_avx2_attn_heads,
+    .softmax = softmax,
+    .swiglu = swiglu,
+    .attn_heads = attn_heads,
     .dec = {
-        [LM_WT_F32] = {lm_avx2_dec_f32, 1, DEC_NR},   [LM_WT_F16] = {lm_avx2_dec_f16, 1, DEC_NR},
-        [LM_WT_BF16] = {lm_avx2_dec_bf16, 1, DEC_NR}, [LM_WT_Q8_0] = {dec_q8_0, 1, 8},
+        [LM_WT_F32] = {dec_f32, 1, DEC_NR},   [LM_WT_F16] = {dec_f16, 1, DEC_NR},
+        [LM_WT_BF16] = {dec_bf16, 1, DEC_NR}, [LM_WT_Q8_0] = {dec_q8_0, 1, 8},
         [LM_WT_Q4_0] = {dec_q4_0, 1, 8},      [LM_WT_Q4_1] = {dec_q4_1, 1, 8},
     },
     .gemm = {
-        [LM_WT_F32] = {lm_avx2_gemm_f32, F_MR, F_NR},   [LM_WT_F16] = {lm_avx2_gemm_f16, F_MR, F_NR},
-        [LM_WT_BF16] = {lm_avx2_gemm_bf16, F_MR, F_NR}, [LM_WT_Q8_0] = {gemm_q8_0, LM_XQ_GROUP, Q_NR_S},
+        [LM_WT_F32] = {gemm_f32, F_MR, F_NR},   [LM_WT_F16] = {gemm_f16, F_MR, F_NR},
+        [LM_WT_BF16] = {gemm_bf16, F_MR, F_NR}, [LM_WT_Q8_0] = {gemm_q8_0, LM_XQ_GROUP, Q_NR_S},
         [LM_WT_Q4_0] = {gemm_q4_0, LM_XQ_GROUP, Q_NR_S}, [LM_WT_Q4_1] = {gemm_q4_1, LM_XQ_GROUP, Q_NR_U},
     },
 };

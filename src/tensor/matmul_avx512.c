@@ -5,23 +5,25 @@
  * matmul.c hands it out only when CPUID and XCR0 say the CPU and the OS
  * run it.
  *
- * Numbers: every kernel here gives the avx2 set's results bit for bit. The
- * quantized dot products are where the time goes, and there llama.cpp's
- * AVX-512 build reduces exactly as its AVX2 build does: ggml's
- * vec_dot_q8_0_q8_0 / q4_0_q8_0 / q4_1_q8_1 and tinyBLAS's Q0 tiles have no
- * AVX-512 reduction of their own (they only swap maddubs+madd for vpdpbusd,
- * the same exact integers), and its repacked Q4_0 GEMM/GEMV keep one fma
- * chain per output lane over the blocks. So these kernels use VNNI and
- * 512-bit registers for the integer work while each output keeps the avx2
- * set's float operations in their order: two W rows (or, for repacked
- * Q4_0, two halves of one block's integer sum) share a zmm, each in its own
- * lanes, and every lane runs the fma chain its avx2 counterpart runs.
+ * Numbers: those of llama.cpp built for the same instructions (GGML_AVX512,
+ * _VNNI, _BF16; scripts/setup_llama_avx512_venv.sh), bit for bit, as the
+ * avx2 set's are those of its AVX2 build.
  *
- * Float weights (F32/F16/BF16), softmax, SiLU and attention are the avx2
- * set's functions. llama.cpp's AVX-512 build does reduce those differently
- * (16-lane ggml vec_dot and tinyBLAS, a scalef-based expf, BF16 through
- * vdpbf16ps), so against such a build the logits are held to parity.py's
- * tolerance policy, and bit-exact against its AVX2 build, like the avx2 set. */
+ * Quantized weights: llama.cpp's AVX-512 build reduces them exactly as its
+ * AVX2 build does (ggml's vec_dot_q8_0_q8_0 / q4_0_q8_0 / q4_1_q8_1 and
+ * tinyBLAS's Q0 tiles only swap maddubs+madd for vpdpbusd, the same exact
+ * integers; its repacked Q4_0 GEMM/GEMV keep one fma chain per output lane
+ * over the blocks). So these kernels use VNNI and 512-bit registers for the
+ * integer work while every output keeps the avx2 set's float operations in
+ * their order: two W rows (or, for repacked Q4_0, two halves of one
+ * block's integer sum) share a zmm, each in its own lanes, and every lane
+ * runs the fma chain its avx2 counterpart runs. Same y as the avx2 set,
+ * bit for bit (tests/test_ops.c).
+ *
+ * Float weights, softmax, SiLU and attention: llama.cpp's AVX-512 build has
+ * its own orders there (16-lane vec_dot and tinyBLAS, a scalef-based expf,
+ * BF16 through vdpbf16ps), and the functions in "float arithmetic" below
+ * follow them; they differ from the avx2 set's in the last bits. */
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
 #include "tensor/q4_0x8.h"
@@ -29,6 +31,7 @@
 #ifdef LM_HAVE_X86_KERNELS
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define AVX512 \
@@ -72,7 +75,8 @@ enum { QK_Q8_0, QK_Q4_0, QK_Q4_1 };
  * 128, |x| <= 127). vpdpbusd wants one unsigned operand:
  *  Q8_0: x + 128 (x ^ 0x80) against w, minus 128 * (w's 4-byte sums);
  *  Q4_0: the raw nibbles 0..15 against x, minus 8 * (x's 4-byte sums);
- *  Q4_1: the raw nibbles against x. */
+ *  Q4_1: the raw nibbles against x.
+ * (Cheaper than the sign trick: AVX-512 has no vpsignb.) */
 
 /* x block for the HALVES layout (Q8_0): [x | x], made unsigned */
 INLINE __m512i xq_halves(const int8_t *xq) {
@@ -108,24 +112,27 @@ INLINE __m512i w_pair(const void *ra, const void *rb, int b, const int kind) {
     return _mm512_and_si512(z, _mm512_set1_epi8(0x0f));
 }
 
-/* The part of a pair's lanes that depends on W alone: Q8_0's 128*sum(w)
- * (zero for Q4). */
+/* The part of a pair's lanes that depends on W alone, negated: Q8_0's
+ * -128*sum(w) (zero for Q4). It is vpdpbusd's starting value, so the
+ * correction costs nothing per x row. */
 INLINE __m512i w_corr(__m512i wz, const int kind) {
     if (kind != QK_Q8_0) return _mm512_setzero_si512();
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), wz);
+    return _mm512_sub_epi32(_mm512_setzero_si512(),
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), wz));
 }
 
-/* ... and on x alone: Q4_0's 8*sum(x) (zero otherwise). */
+/* ... and on x alone, negated: Q4_0's -8*sum(x) (zero otherwise). */
 INLINE __m512i x_corr(__m512i xz, const int kind) {
     if (kind != QK_Q4_0) return _mm512_setzero_si512();
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xz);
+    return _mm512_sub_epi32(_mm512_setzero_si512(),
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xz));
 }
 
-/* The exact lanes of a (W pair, x) block. */
+/* The exact lanes of a (W pair, x) block: one vpdpbusd from the
+ * correction (integer sums: any order gives the same lanes). */
 INLINE __m512i bdot(__m512i wz, __m512i wc, __m512i xz, __m512i xc, const int kind) {
-    if (kind == QK_Q8_0) return _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), xz, wz), wc);
-    const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wz, xz);
-    return kind == QK_Q4_0 ? _mm512_sub_epi32(p, xc) : p;
+    if (kind == QK_Q8_0) return _mm512_dpbusd_epi32(wc, xz, wz);
+    return _mm512_dpbusd_epi32(xc, wz, xz); /* xc is zero for Q4_1 */
 }
 
 INLINE size_t block_bytes(const int kind) {
@@ -333,6 +340,384 @@ static AVX512 void q4x8_rowsN(int nb, const lm_block_q4_0x8 *w, const lm_q4x8_x 
 
 const lm_q4x8_tiles lm_q4x8_tiles_avx512 = {q4x8_row1, q4x8_rowsN};
 
+/* ---- float arithmetic: llama.cpp's AVX-512 orders --------------------
+ *
+ * ggml's AVX-512 build reduces float dot products over 16 lanes: vec_dot
+ * f32/f16 with 4 accumulators over steps of 64 ((a0+a2)+(a1+a3), then
+ * _mm512_reduce_add_ps), tinyBLAS with one 16-lane accumulator per output
+ * (steps of 16, then _mm512_reduce_add_ps), BF16 through vdpbf16ps (vec_dot:
+ * 2 accumulators over steps of 64; tinyBLAS: one per output over steps of
+ * 32); expf as ggml_v_expf's AVX-512 variant (scalef), softmax and SiLU 16
+ * at a time. The functions below follow those orders, so this set's logits
+ * are those of llama.cpp built for AVX-512 (tests/oracle, LEMONPC_KERNELS=
+ * avx512 against scripts/setup_llama_avx512_venv.sh's build). */
+
+/* _mm512_reduce_add_ps as GCC's header defines it (the compiler llama.cpp
+ * is built with here): upper 8 + lower 8, upper 4 + lower 4, lanes 0+2 and
+ * 1+3, then those two; written out so another compiler's reduction order
+ * does not leak in. */
+INLINE float reduce16(__m512 v) {
+    const __m256 t = _mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v));
+    return hsum4x2(_mm256_extractf128_ps(t, 1), _mm256_castps256_ps128(t));
+}
+
+INLINE __m512 load16_f32(const void *w, size_t i) { return _mm512_loadu_ps((const float *)w + i); }
+INLINE __m512 load16_f16(const void *w, size_t i) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+}
+/* 32 floats that are bf16 values already (x rounded by the driver) as bf16 */
+INLINE __m512bh x_bf16(const float *x) {
+    return _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
+}
+INLINE __m512bh w_bf16(const void *w, size_t i) {
+    return (__m512bh)_mm512_loadu_si512((const void *)((const uint16_t *)w + i));
+}
+
+/* ggml_vec_dot_f32 (AVX-512): 4 accumulators over steps of 64, then the
+ * leftovers as GCC compiled its scalar loop for AVX-512 (objdump of
+ * libggml-cpu.so): rounded products added one by one in runs of 16 while
+ * 16 remain, then one run of 8, the last 7 or fewer fused. F16 (x rounded
+ * to f16): ggml_vec_dot_f16, the same vector part into a double and the
+ * leftovers summed in double. */
+INLINE float vd_f32(const void *wv, const float *y, int n, const int f16) {
+    __m512 a[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) a[j] = _mm512_setzero_ps();
+    const int np = n & ~63;
+    for (int i = 0; i < np; i += 64)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const size_t e = (size_t)i + 16 * j;
+            a[j] = _mm512_fmadd_ps(f16 ? load16_f16(wv, e) : load16_f32(wv, e), _mm512_loadu_ps(y + e), a[j]);
+        }
+    const float v = reduce16(_mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3])));
+    if (f16) {
+        double sum = v;
+        for (int i = np; i < n; i++) sum += (double)(f16_to_f32(((const uint16_t *)wv)[i]) * y[i]);
+        return (float)sum;
+    }
+    const float *x = wv;
+    float sum = v;
+    int i = np;
+    for (; n - i >= 16; i += 16)
+        for (int e = 0; e < 16; e++) sum += x[i + e] * y[i + e];
+    if (n - i >= 8)
+        for (int e = 0; e < 8; e++, i++) sum += x[i] * y[i];
+    for (; i < n; i++) sum = fmaf(x[i], y[i], sum);
+    return sum;
+}
+
+/* ggml_vec_dot_bf16 (AVX512_BF16): vdpbf16ps into c1 (elements i..i+31)
+ * and c2 (i+32..i+63) over steps of 64, each reduced and added to a
+ * double, the leftovers in double. */
+INLINE float vd_bf16(const void *w, const float *y, int n) {
+    __m512 c1 = _mm512_setzero_ps(), c2 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        c1 = _mm512_dpbf16_ps(c1, w_bf16(w, (size_t)i), x_bf16(y + i));
+        c2 = _mm512_dpbf16_ps(c2, w_bf16(w, (size_t)i + 32), x_bf16(y + i + 32));
+    }
+    double sum = 0;
+    sum += (double)reduce16(c1);
+    sum += (double)reduce16(c2);
+    for (; i < n; i++) sum += (double)(lm_bf16_to_f32(((const uint16_t *)w)[i]) * y[i]);
+    return (float)sum;
+}
+
+/* tinyBLAS (AVX-512): per output one 16-lane fma accumulator over steps of
+ * 16 (BF16: vdpbf16ps over steps of 32), reduced at the end. MR x rows
+ * against NR W rows. */
+#define DEFINE_TB_TILE(NAME, STEP, ACC)                                                         \
+    INLINE void NAME(int k, const void *const *w, const lm_xtile *x, float *out, const int MR, \
+                     const int NR) {                                                          \
+        __m512 acc[LM_TILE_MAX_MR][LM_TILE_MAX_NR];                                           \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                  \
+            _Pragma("GCC unroll 8") for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps(); \
+        for (int e = 0; e < k; e += STEP) { ACC }                                             \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                  \
+            _Pragma("GCC unroll 8") for (int j = 0; j < NR; j++) out[i * NR + j] = reduce16(acc[i][j]); \
+    }
+#define TB_ACC(LOAD)                                                                  \
+    __m512 wv[LM_TILE_MAX_NR];                                                        \
+    _Pragma("GCC unroll 8") for (int j = 0; j < NR; j++) wv[j] = LOAD(w[j], (size_t)e); \
+    _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) {                            \
+        const __m512 xv = _mm512_loadu_ps(x->f[i] + e);                               \
+        _Pragma("GCC unroll 8") for (int j = 0; j < NR; j++)                          \
+            acc[i][j] = _mm512_fmadd_ps(wv[j], xv, acc[i][j]);                        \
+    }
+#define TB_ACC_BF16                                                                   \
+    __m512bh wv[LM_TILE_MAX_NR];                                                      \
+    _Pragma("GCC unroll 8") for (int j = 0; j < NR; j++) wv[j] = w_bf16(w[j], (size_t)e); \
+    _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) {                            \
+        const __m512bh xv = x_bf16(x->f[i] + e);                                      \
+        _Pragma("GCC unroll 8") for (int j = 0; j < NR; j++)                          \
+            acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[j], xv);                       \
+    }
+DEFINE_TB_TILE(tb_f32, 16, TB_ACC(load16_f32))
+DEFINE_TB_TILE(tb_f16, 16, TB_ACC(load16_f16))
+DEFINE_TB_TILE(tb_bf16, 32, TB_ACC_BF16)
+
+INLINE float vd_f32_w(const void *w, const float *x, int k) { return vd_f32(w, x, k, 0); }
+INLINE float vd_f16_w(const void *w, const float *x, int k) { return vd_f32(w, x, k, 1); }
+
+#define F_DEC_NR 4
+#define F_MR 4
+#define F_NR 4
+/* A single token: ggml's vec_dot. A batch: tinyBLAS when k is a multiple of
+ * its step (llama.cpp's condition), the vec_dot otherwise. */
+#define DEFINE_FLOAT(T, VD, TB, STEP)                                                            \
+    static AVX512 void dec_##T(int k, const void *const *w, const lm_xtile *x, float *out) {    \
+        for (int j = 0; j < F_DEC_NR; j++) out[j] = VD(w[j], x->f[0], k);                        \
+    }                                                                                            \
+    static AVX512 void gemm_##T(int k, const void *const *w, const lm_xtile *x, float *out) {   \
+        if (k % STEP == 0) {                                                                     \
+            TB(k, w, x, out, F_MR, F_NR);                                                        \
+            return;                                                                              \
+        }                                                                                        \
+        for (int i = 0; i < F_MR; i++)                                                           \
+            for (int j = 0; j < F_NR; j++) out[i * F_NR + j] = VD(w[j], x->f[i], k);             \
+    }
+DEFINE_FLOAT(f32, vd_f32_w, tb_f32, 16)
+DEFINE_FLOAT(f16, vd_f16_w, tb_f16, 16)
+DEFINE_FLOAT(bf16, vd_bf16, tb_bf16, 32)
+
+/* ---- exp, softmax, swiglu ------------------------------------------- */
+
+/* ggml_v_expf's AVX-512 variant: the polynomial of the AVX2 one with the
+ * +1 folded in and 2^n applied by vscalefps; |n| > 192 saturates to 0 or
+ * inf. Not the avx2 set's numbers: each follows its llama.cpp build. */
+INLINE __m512 exp16(__m512 x) {
+    const __m512 r = _mm512_set1_ps(0x1.8p23f);
+    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
+    const __m512 n = _mm512_sub_ps(z, r);
+    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+    const __mmask16 d = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 j = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
+    const __m512 res = _mm512_scalef_ps(j, n);
+    if (!d) return res;
+    const __m512 alt = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ),
+                                            _mm512_set1_ps(__builtin_inff()), _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(d, res, alt);
+}
+
+/* ggml_vec_soft_max_f32 (AVX-512): groups of 16, each group's reduced sum
+ * added to a double, the tail through expf */
+static AVX512 void softmax16(float *x, int n) {
+    if (n <= 0) return;
+    float max = -__builtin_inff();
+    for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    double sum = 0.0;
+    int i = 0;
+    const __m512 mb = _mm512_set1_ps(max);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), mb));
+        _mm512_storeu_ps(x + i, e);
+        sum += (double)reduce16(e);
+    }
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += (double)x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* ggml_vec_swiglu_f32 (AVX-512): silu(g) = g / (1 + e^-g), 16 at a time */
+static AVX512 void swiglu16(float *out, const float *gate, const float *up, int n) {
+    int i = 0;
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 g = _mm512_loadu_ps(gate + i);
+        const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(silu, _mm512_loadu_ps(up + i)));
+    }
+    if (i < n) lm_swiglu_scalar(out + i, gate + i, up + i, n - i);
+}
+
+/* ---- attention (llama.cpp's non-flash path, AVX-512) -----------------
+ *
+ * Same structure as the avx2 set's (ops.h), 16 keys per vector: scores by
+ * ggml_vec_dot_f32/_f16 (a single token, or any batch over an f32 cache)
+ * or tinyBLAS (a batch over an f16 cache), the softmax in groups of 16,
+ * values by tinyBLAS (a batch) or vec_dot over the keys (single). Rows are
+ * read up to n_keys rounded to LM_ATTN_PAD (32); the vec_dot over keys
+ * steps by 64, and keys past that padding load as zeros (their weight is 0
+ * there, as in llama.cpp's 256-padded window). */
+
+/* 16 cache values at element offset off (keys off..off+15 of one dim),
+ * f16 widened; lanes at or past lim (an element offset) load as 0. */
+INLINE __m512 load_kv16(const void *base, size_t off, const int f16) {
+    if (f16) return load16_f16(base, off);
+    return _mm512_loadu_ps((const float *)base + off);
+}
+INLINE __m512 load_kv16_lim(const void *base, size_t off, size_t lim, const int f16) {
+    if (off + 16 <= lim) return load_kv16(base, off, f16);
+    const __mmask16 m = off >= lim ? 0 : (__mmask16)((1u << (lim - off)) - 1);
+    if (f16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + off));
+    return _mm512_maskz_loadu_ps(m, (const float *)base + off);
+}
+
+INLINE __m512 round_f16_16(__m512 x) {
+    return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/* Reduction over the 16 vector lanes l of 16 keys' accumulators t[l]
+ * (lanes of t are keys): _mm512_reduce_add_ps's pairing (reduce16). */
+INLINE __m512 lanes_reduce16(__m512 *t) {
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; l++) t[l] = _mm512_add_ps(t[l + 8], t[l]);
+#pragma GCC unroll 4
+    for (int l = 0; l < 4; l++) t[l] = _mm512_add_ps(t[l + 4], t[l]);
+    return _mm512_add_ps(_mm512_add_ps(t[0], t[2]), _mm512_add_ps(t[1], t[3]));
+}
+
+/* Scores of keys p..p+15 for one head, ggml_vec_dot's order per key (hd a
+ * multiple of 64): vector lane l of accumulator j holds dims 16j+l (+64r). */
+INLINE __m512 scores16_vd(const float *q, int hd, const void *Kt, size_t p, size_t stride,
+                          const int f16) {
+    __m512 t[16];
+#pragma GCC unroll 16
+    for (int l = 0; l < 16; l++) {
+        __m512 a[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const int i = 16 * j + l;
+            a[j] = _mm512_mul_ps(load_kv16(Kt, (size_t)i * stride + p, f16), _mm512_set1_ps(q[i]));
+            for (int r = 64; r < hd; r += 64)
+                a[j] = _mm512_fmadd_ps(load_kv16(Kt, (size_t)(i + r) * stride + p, f16),
+                                       _mm512_set1_ps(q[i + r]), a[j]);
+        }
+        t[l] = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+    }
+    return lanes_reduce16(t);
+}
+
+/* Scores of keys p..p+15 for one head in tinyBLAS's order (hd a multiple
+ * of 16; f16 cache): lane l of a key's accumulator over dims l, l+16, ... */
+INLINE __m512 scores16_tb(const float *q, int hd, const void *Kt, size_t p, size_t stride) {
+    __m512 t[16];
+#pragma GCC unroll 16
+    for (int l = 0; l < 16; l++) t[l] = _mm512_setzero_ps();
+    for (int g = 0; g < hd; g += 16)
+#pragma GCC unroll 16
+        for (int l = 0; l < 16; l++)
+            t[l] = _mm512_fmadd_ps(load_kv16(Kt, (size_t)(g + l) * stride + p, 1),
+                                   _mm512_set1_ps(q[g + l]), t[l]);
+    return lanes_reduce16(t);
+}
+
+/* One head's softmax over its scaled scores s[n_keys]: groups of 16 from
+ * key 0 (masked tail at -inf), group sums added to a double, zeros up to
+ * LM_ATTN_PAD; with an f16 cache the weights rounded to f16. */
+INLINE void attn_softmax16(float *s, int n_keys, const int f16) {
+    const int n16 = (n_keys + 15) & ~15, n32 = (n_keys + 31) & ~31;
+    float max = -__builtin_inff();
+    for (int p = 0; p < n_keys; p++) max = s[p] > max ? s[p] : max;
+    for (int p = n_keys; p < n16; p++) s[p] = -__builtin_inff();
+    double sum = 0.0;
+    const __m512 mb = _mm512_set1_ps(max);
+    for (int p = 0; p < n16; p += 16) {
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + p), mb));
+        _mm512_storeu_ps(s + p, e);
+        sum += (double)reduce16(e);
+    }
+    for (int p = n16; p < n32; p++) s[p] = 0.0f;
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
+    for (int p = 0; p < n16; p += 16) {
+        const __m512 w = _mm512_mul_ps(_mm512_loadu_ps(s + p), inv);
+        _mm512_storeu_ps(s + p, f16 ? round_f16_16(w) : w);
+    }
+}
+
+/* ggml_vec_dot_f32 / _f16 of a V row (keys) with one head's weights over
+ * the keys rounded up to 64 (llama.cpp's window is a multiple of 256 with
+ * zero weights past n_keys); past n32 both load as zeros. */
+INLINE float vd_keys(const void *Vrow, const float *w, int n32, const int f16) {
+    const int n64 = (n32 + 63) & ~63;
+    __m512 a[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) a[j] = _mm512_setzero_ps();
+    for (int i = 0; i < n64; i += 64)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const size_t e = (size_t)i + 16 * j;
+            const __m512 v = load_kv16_lim(Vrow, e, (size_t)n32, f16);
+            const __m512 ww = e + 16 <= (size_t)n32 ? _mm512_loadu_ps(w + e)
+                            : load_kv16_lim(w, e, (size_t)n32, 0);
+            a[j] = _mm512_fmadd_ps(v, ww, a[j]);
+        }
+    return reduce16(_mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3])));
+}
+
+static AVX512 void attn_heads16(float *out, const float *q, int n_q, const void *Kt, const void *Vt,
+                                lm_dtype kv_type, size_t stride, int n_keys, int hd, float scale,
+                                int single, float *s) {
+    const int f16 = kv_type == LM_F16;
+    if (hd % 4 || hd > LM_ATTN_MAX_HD) { /* no such model in practice */
+        lm_kernels_scalar.attn_heads(out, q, n_q, Kt, Vt, kv_type, stride, n_keys, hd, scale,
+                                     single, s);
+        return;
+    }
+    const size_t sstride = (size_t)((n_keys + 31) & ~31);
+    const int n16 = (n_keys + 15) & ~15;
+    const __m512 sc = _mm512_set1_ps(scale);
+    float qr[LM_ATTN_MAX_HD];
+    for (int h = 0; h < n_q; h++) {
+        const float *qh = q + (size_t)h * hd;
+        float *sh = s + (size_t)h * sstride, *oh = out + (size_t)h * hd;
+        if (f16) {
+            /* llama.cpp converts q to f16 for the matmul with the f16 K cache */
+            for (int e = 0; e < hd; e++) qr[e] = lm_round_f16(qh[e]);
+            qh = qr;
+        }
+        if ((f16 && !single && hd % 16 == 0) || hd % 64 == 0) {
+            for (int p = 0; p < n16; p += 16) {
+                const __m512 r = f16 && !single ? scores16_tb(qh, hd, Kt, (size_t)p, stride)
+                                                : scores16_vd(qh, hd, Kt, (size_t)p, stride, f16);
+                _mm512_storeu_ps(sh + p, _mm512_mul_ps(r, sc));
+            }
+        } else {
+            /* the vec_dot's leftovers are scalar code: a key at a time,
+             * gathered from the transposed cache */
+            union { float f[LM_ATTN_MAX_HD]; uint16_t h[LM_ATTN_MAX_HD]; } k;
+            for (int p = 0; p < n_keys; p++) {
+                for (int i = 0; i < hd; i++) {
+                    if (f16) k.h[i] = ((const uint16_t *)Kt)[(size_t)i * stride + p];
+                    else k.f[i] = ((const float *)Kt)[(size_t)i * stride + p];
+                }
+                sh[p] = vd_f32(f16 ? (const void *)k.h : (const void *)k.f, qh, hd, f16) * scale;
+            }
+        }
+        attn_softmax16(sh, n_keys, f16);
+        if (single) {
+            for (int i = 0; i < hd; i++)
+                oh[i] = vd_keys(f16 ? (const void *)((const uint16_t *)Vt + (size_t)i * stride)
+                                    : (const void *)((const float *)Vt + (size_t)i * stride),
+                                sh, (int)sstride, f16);
+            continue;
+        }
+        /* tinyBLAS over the keys: one 16-lane accumulator per output */
+        for (int i = 0; i < hd; i += 4) {
+            __m512 a[4];
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) a[r] = _mm512_setzero_ps();
+            for (int p = 0; p < n16; p += 16) {
+                const __m512 w = _mm512_loadu_ps(sh + p);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++)
+                    a[r] = _mm512_fmadd_ps(load_kv16(Vt, (size_t)(i + r) * stride + (size_t)p, f16), w, a[r]);
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) oh[i + r] = reduce16(a[r]);
+        }
+    }
+}
+
 /* ---- the set ---------------------------------------------------------- */
 
 const lm_kernels lm_kernels_avx512 = {
@@ -340,21 +725,21 @@ const lm_kernels lm_kernels_avx512 = {
     .quant_x = lm_avx2_quant_x, /* bit-identical output in every set (kernels.h) */
     .f16_x = 1,
     .bf16_x = 1,
-    .softmax = lm_avx2_softmax,
-    .swiglu = lm_avx2_swiglu,
-    .attn_heads = lm_avx2_attn_heads,
+    .softmax = softmax16,
+    .swiglu = swiglu16,
+    .attn_heads = attn_heads16,
     .dec = {
-        [LM_WT_F32] = {lm_avx2_dec_f32, 1, LM_AVX2_DEC_NR},
-        [LM_WT_F16] = {lm_avx2_dec_f16, 1, LM_AVX2_DEC_NR},
-        [LM_WT_BF16] = {lm_avx2_dec_bf16, 1, LM_AVX2_DEC_NR},
+        [LM_WT_F32] = {dec_f32, 1, F_DEC_NR},
+        [LM_WT_F16] = {dec_f16, 1, F_DEC_NR},
+        [LM_WT_BF16] = {dec_bf16, 1, F_DEC_NR},
         [LM_WT_Q8_0] = {dec_q8_0, 1, 8},
         [LM_WT_Q4_0] = {dec_q4_0, 1, 8},
         [LM_WT_Q4_1] = {dec_q4_1, 1, 8},
     },
     .gemm = {
-        [LM_WT_F32] = {lm_avx2_gemm_f32, LM_AVX2_F_MR, LM_AVX2_F_NR},
-        [LM_WT_F16] = {lm_avx2_gemm_f16, LM_AVX2_F_MR, LM_AVX2_F_NR},
-        [LM_WT_BF16] = {lm_avx2_gemm_bf16, LM_AVX2_F_MR, LM_AVX2_F_NR},
+        [LM_WT_F32] = {gemm_f32, F_MR, F_NR},
+        [LM_WT_F16] = {gemm_f16, F_MR, F_NR},
+        [LM_WT_BF16] = {gemm_bf16, F_MR, F_NR},
         [LM_WT_Q8_0] = {gemm_q8_0, LM_XQ_GROUP, Q_NR},
         [LM_WT_Q4_0] = {gemm_q4_0, LM_XQ_GROUP, Q_NR},
         [LM_WT_Q4_1] = {gemm_q4_1, LM_XQ_GROUP, Q_NR},

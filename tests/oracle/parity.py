@@ -1,19 +1,24 @@
 """Logit parity with llama.cpp (llama-cpp-python): the runs and the policy.
 
-Our AVX2 kernels perform llama.cpp's CPU floating-point operations in
-llama.cpp's order: its activation quantizers, ggml's vec_dot and llamafile's
-tinyBLAS reductions, ggml_v_expf in softmax and SiLU, RMSNorm's double sum,
-RoPE's cos/sin recurrence and fused rotation, the attention reductions of
-its non-flash path with an f32 or f16 KV cache. Where llama-cpp-python's
-native build uses the same instruction set (AVX2 + FMA + F16C, no AVX-512) the
-logits are therefore bit-identical, and the tests assert exactly that:
-every prompt row, and the logits behind every greedy decode step.
+Our kernel sets perform llama.cpp's CPU floating-point operations in
+llama.cpp's order for the instruction set they are named after: its
+activation quantizers, ggml's vec_dot and llamafile's tinyBLAS reductions,
+ggml_v_expf in softmax and SiLU, RMSNorm's double sum, RoPE's cos/sin
+recurrence and fused rotation, the attention reductions of its non-flash
+path with an f32 or f16 KV cache. The avx2 set follows llama.cpp built for
+AVX2 + FMA + F16C (no AVX-512: tests/requirements.txt's build); the avx512
+set follows llama.cpp built for AVX-512 F/BW/DQ/VL + VNNI + BF16
+(scripts/setup_llama_avx512_venv.sh), whose float reductions are 16 lanes
+wide. Where the llama-cpp-python under test matches the set we run
+(LEMONPC_KERNELS, else the widest this CPU runs), the logits are
+bit-identical, and the tests assert exactly that: every prompt row, and the
+logits behind every greedy decode step.
 
-A llama.cpp built with AVX-512 (or our scalar kernels) reduces in other
-orders, and with 8-bit activations a last-bit difference flips a rounding
-now and then that grows through the layers: llama.cpp differs from itself
-by mean KL ~5e-3 between its f16 and f32 KV caches. There the tests fall
-back to a measured policy: quantized models within max(1e-3, twice that
+Across instruction sets (or with our scalar kernels) the reductions differ,
+and with 8-bit activations a last-bit difference flips a rounding now and
+then that grows through the layers: llama.cpp differs from itself by mean KL
+~5e-3 between its f16 and f32 KV caches. There the tests fall back to a
+measured policy: quantized models within max(1e-3, twice that
 self-difference) in mean KL, top-1 >= 0.96, a greedy divergence only at a
 near-tie; F32 models within mean KL 1e-6 and top-1 >= 0.99.
 """
@@ -49,16 +54,54 @@ def kl(p_logits, q_logits):
     return (np.exp(lp) * (lp - lq)).sum(axis=-1)
 
 
-def exact_build():
-    """(True, why) when llama.cpp's build and our kernels share an ISA."""
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+AVX512_FLAGS = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl",
+                "avx512_vnni", "avx512_bf16"}
+
+
+def our_kernels():
+    """The kernel set our runtime picks: LEMONPC_KERNELS, else the widest
+    this CPU runs (matmul.c's order)."""
+    forced = os.environ.get("LEMONPC_KERNELS")
+    if forced:
+        return forced
+    flags = cpu_flags()
+    if AVX512_FLAGS <= flags:
+        return "avx512"
+    return "avx2" if {"avx2", "fma", "f16c"} <= flags else "scalar"
+
+
+def llama_isa():
+    """The kernel set whose orders llama.cpp's build has: "avx512" for
+    AVX-512 with BF16 (scripts/setup_llama_avx512_venv.sh), "avx2" for AVX2 +
+    FMA + F16C without any AVX-512 (tests/requirements.txt's build), else
+    None."""
     info = llama_cpp.llama_print_system_info().decode()
     flags = {k.strip(): v.strip() for k, _, v in
              (f.partition("=") for f in info.replace("\n", "|").split("|")) if v}
-    ours = os.environ.get("LEMONPC_KERNELS", "avx2")
-    same = (flags.get("AVX2") == "1" and flags.get("FMA") == "1" and flags.get("F16C") == "1"
-            and not any(k.startswith("AVX512") and v == "1" for k, v in flags.items())
-            and ours in ("avx2", "avx512"))
-    return same, f"llama.cpp build: {info.strip()}; our kernels: {ours}"
+    base = flags.get("AVX2") == "1" and flags.get("FMA") == "1" and flags.get("F16C") == "1"
+    if base and flags.get("AVX512") == "1" and flags.get("AVX512_BF16") == "1":
+        return "avx512", info
+    if base and not any(k.startswith("AVX512") and v == "1" for k, v in flags.items()):
+        return "avx2", info
+    return None, info
+
+
+def exact_build():
+    """(True, why) when llama.cpp's build and our kernel set reduce alike."""
+    theirs_isa, info = llama_isa()
+    ours_isa = our_kernels()
+    return theirs_isa == ours_isa, f"llama.cpp build: {info.strip()}; our kernels: {ours_isa}"
 
 
 EXACT, EXACT_WHY = exact_build()
