@@ -72,16 +72,18 @@ enum { QK_Q8_0, QK_Q4_0, QK_Q4_1 };
  *
  * Each 32-bit lane gets the exact sum of 4 adjacent byte products, the
  * lanes the avx2 set's maddubs+madd give (no i16 saturation there: |w| <=
- * 128, |x| <= 127). vpdpbusd wants one unsigned operand:
- *  Q8_0: x + 128 (x ^ 0x80) against w, minus 128 * (w's 4-byte sums);
+ * 128, |x| <= 127). vpdpbusd wants one unsigned operand, and AVX-512 has no
+ * vpsignb for the avx2 set's sign trick, so W is made unsigned and x's
+ * part is subtracted:
+ *  Q8_0: w + 128 (w ^ 0x80) against x, minus 128 * (x's 4-byte sums);
  *  Q4_0: the raw nibbles 0..15 against x, minus 8 * (x's 4-byte sums);
  *  Q4_1: the raw nibbles against x.
- * (Cheaper than the sign trick: AVX-512 has no vpsignb.) */
+ * The x part is computed once per x block, negated, and is vpdpbusd's
+ * starting value: one instruction per (W pair, x row). */
 
-/* x block for the HALVES layout (Q8_0): [x | x], made unsigned */
+/* x block for the HALVES layout (Q8_0): [x | x] */
 INLINE __m512i xq_halves(const int8_t *xq) {
-    return _mm512_xor_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xq)),
-                            _mm512_set1_epi8((char)0x80));
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xq));
 }
 
 /* x block for the SPLIT layout (Q4): [x 0-15, x 0-15, x 16-31, x 16-31] */
@@ -90,13 +92,14 @@ INLINE __m512i xq_split(const int8_t *xq) {
     return _mm512_shuffle_i64x2(b, b, _MM_SHUFFLE(1, 1, 0, 0));
 }
 
-/* Block b of W rows a and b as bytes in the kind's layout: Q8_0 signed
- * [a | b]; Q4 raw nibbles, SPLIT. */
+/* Block b of W rows a and b as unsigned bytes in the kind's layout: Q8_0
+ * w + 128, [a | b]; Q4 raw nibbles, SPLIT. */
 INLINE __m512i w_pair(const void *ra, const void *rb, int b, const int kind) {
     if (kind == QK_Q8_0) {
         const lm_block_q8_0 *A = (const lm_block_q8_0 *)ra + b, *B = (const lm_block_q8_0 *)rb + b;
-        return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)A->q)),
-                                  _mm256_loadu_si256((const __m256i *)B->q), 1);
+        const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)A->q)),
+                                             _mm256_loadu_si256((const __m256i *)B->q), 1);
+        return _mm512_xor_si512(w, _mm512_set1_epi8((char)0x80));
     }
     const uint8_t *qa, *qb;
     if (kind == QK_Q4_0) {
@@ -112,28 +115,17 @@ INLINE __m512i w_pair(const void *ra, const void *rb, int b, const int kind) {
     return _mm512_and_si512(z, _mm512_set1_epi8(0x0f));
 }
 
-/* The part of a pair's lanes that depends on W alone, negated: Q8_0's
- * -128*sum(w) (zero for Q4). It is vpdpbusd's starting value, so the
- * correction costs nothing per x row. */
-INLINE __m512i w_corr(__m512i wz, const int kind) {
-    if (kind != QK_Q8_0) return _mm512_setzero_si512();
-    return _mm512_sub_epi32(_mm512_setzero_si512(),
-                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), wz));
-}
-
-/* ... and on x alone, negated: Q4_0's -8*sum(x) (zero otherwise). */
+/* The x part of a block's lanes, negated: -128 (Q8_0) or -8 (Q4_0) times
+ * x's 4-byte sums; zero for Q4_1. */
 INLINE __m512i x_corr(__m512i xz, const int kind) {
-    if (kind != QK_Q4_0) return _mm512_setzero_si512();
-    return _mm512_sub_epi32(_mm512_setzero_si512(),
-                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xz));
+    if (kind == QK_Q4_1) return _mm512_setzero_si512();
+    const __m512i c = _mm512_set1_epi8(kind == QK_Q8_0 ? (char)0x80 : 8);
+    return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, xz));
 }
 
-/* The exact lanes of a (W pair, x) block: one vpdpbusd from the
- * correction (integer sums: any order gives the same lanes). */
-INLINE __m512i bdot(__m512i wz, __m512i wc, __m512i xz, __m512i xc, const int kind) {
-    if (kind == QK_Q8_0) return _mm512_dpbusd_epi32(wc, xz, wz);
-    return _mm512_dpbusd_epi32(xc, wz, xz); /* xc is zero for Q4_1 */
-}
+/* The exact lanes of a (W pair, x) block (integer sums: any order gives
+ * the same lanes). */
+INLINE __m512i bdot(__m512i wz, __m512i xz, __m512i xc) { return _mm512_dpbusd_epi32(xc, wz, xz); }
 
 INLINE size_t block_bytes(const int kind) {
     return kind == QK_Q8_0 ? sizeof(lm_block_q8_0)
@@ -184,7 +176,7 @@ INLINE void qdec(int k, const void *const *w, const lm_xtile *x, float *out, con
             _mm_prefetch((const char *)w[2 * p] + (size_t)b * bb + PF_DIST, _MM_HINT_T0);
             _mm_prefetch((const char *)w[2 * p + 1] + (size_t)b * bb + PF_DIST, _MM_HINT_T0);
             const __m512i wz = w_pair(w[2 * p], w[2 * p + 1], b, kind);
-            const __m512i lanes = bdot(wz, w_corr(wz, kind), xz, xc, kind);
+            const __m512i lanes = bdot(wz, xz, xc);
             acc[p] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx[p], sc), _mm512_cvtepi32_ps(lanes), acc[p]);
         }
     }
@@ -214,13 +206,12 @@ INLINE void qtile(int k, const void *const *w, const lm_xtile *x, float *out, co
     }
     const size_t bb = block_bytes(kind);
     for (int b = 0; b < k / LM_QK; b++) {
-        __m512i wz[LM_TILE_MAX_NR / 2], wc[LM_TILE_MAX_NR / 2];
+        __m512i wz[LM_TILE_MAX_NR / 2];
         __m512 dw[LM_TILE_MAX_NR / 2];
         float mw[8] = {0};
 #pragma GCC unroll 4
         for (int p = 0; p < NR / 2; p++) {
             wz[p] = w_pair(w[2 * p], w[2 * p + 1], b, kind);
-            wc[p] = w_corr(wz[p], kind);
             uint16_t da, db;
             memcpy(&da, (const char *)w[2 * p] + (size_t)b * bb, 2);
             memcpy(&db, (const char *)w[2 * p + 1] + (size_t)b * bb, 2);
@@ -242,7 +233,7 @@ INLINE void qtile(int k, const void *const *w, const lm_xtile *x, float *out, co
             const __m512 dx = _mm512_set1_ps(x->d[b * LM_XQ_GROUP + i]);
 #pragma GCC unroll 4
             for (int p = 0; p < NR / 2; p++) {
-                const __m512i lanes = bdot(wz[p], wc[p], xz, xc, kind);
+                const __m512i lanes = bdot(wz[p], xz, xc);
                 acc[i][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw[p], dx), _mm512_cvtepi32_ps(lanes), acc[i][p]);
             }
             if (kind == QK_Q4_1)
