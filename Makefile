@@ -136,6 +136,14 @@ unit-san:
 # (scripts/oracle_avx512.sh; compiled once, minutes).
 oracle: all
 	LEMONPC_KERNELS=avx2 python3 -m pytest -q tests/oracle
+
+# The parity tests again for the avx512 kernel set, against llama.cpp built
+# for AVX-512 (a second llama.cpp build: minutes on an idle machine, far
+# more on a busy one), where the CPU has AVX-512. Not in `make test`, to keep
+# it well under 30 minutes; the unit tests check the avx512 set against the
+# avx2 set and a double-precision reference on every AVX-512 host.
+.PHONY: oracle-avx512
+oracle-avx512: all
 	scripts/oracle_avx512.sh
 
 # Gradient oracle: the C trainer against PyTorch (Debian's python3-torch,
