@@ -7,6 +7,7 @@
 #   lora                  `lemonpc build` defaults: LoRA r16, short persona (the shipped adapter)
 #   full                  the same data, all weights fine-tuned
 #   lora, no persona      the seed's second mode: no persona in training or use
+#   lora + DPO            the lora build, then self-play DPO (report/dpo: SFT against SFT + DPO)
 #
 # Each build is resumable (run the script again after a kill). On 2 cores
 # the whole run takes about two hours; ONLY=lora builds just the shipped one.
@@ -28,6 +29,18 @@ if [ "${ONLY:-}" = lora ]; then
     echo "rebuilt examples/luminara/npc/orlando.adapter.gguf in $(( $(date +%s) - t0 )) s"
     exit 0
 fi
+# SFT + DPO (self-play pairs): a copy of the LoRA build, so its finished
+# stages are not redone; compared with the SFT adapter alone in report/dpo.
+if [ ! -f "$out/lora-dpo/build.json" ]; then
+    rm -rf "$out/lora-dpo" && mkdir -p "$out/lora-dpo"
+    cp -r "$out/lora/data" "$out/lora/run" "$out/lora/build.json" "$out/lora-dpo/"
+fi
+$lp build examples/luminara --character orlando --model "$model" --out "$out/lora-dpo" --dpo \
+    --dpo-max-prompts 160 --no-eval
+$lp eval "$model" "$q" --out "$out/lora-dpo/eval-heldout" --character "$sheet" --persona short \
+    --adapter "$out/lora-dpo/dpo/run/best/adapter.gguf" --refs "$out/lora/data/test.jsonl" \
+    --label "Orlando Marlo, LoRA r16 + DPO (self-play), short persona"
+$lp eval --compare "$out/lora/eval/heldout" "$out/lora-dpo/eval-heldout" --out examples/luminara/report/dpo
 $lp build examples/luminara --character orlando --model "$model" --out "$out/full" --full --epochs 2
 $lp build examples/luminara --character orlando --model "$model" --out "$out/lora-nopersona" --persona none
 $lp eval "$model" "$q" --out "$out/base-full" --character "$sheet" --persona full \

@@ -71,14 +71,14 @@ static void usage(FILE *out) {
             "  --dpo              after fine-tuning, preference training: the NPC samples answers\n"
             "                     to the train split, the filters pick chosen and rejected ones\n"
             "                     (lemonpc pairs), and DPO trains the weights further\n"
-            "  --dpo-samples N    answers sampled per prompt (default 4)\n"
+            "  --dpo-samples N    answers sampled per prompt (default 2)\n"
             "  --dpo-pairs MODE   self-play (default): the writer's reply against the NPC's own\n"
             "                     answer, failing ones first (SPIN); checks: only answers the\n"
             "                     filters reject (few, once an NPC is fine-tuned)\n"
             "  --dpo-max-prompts N  a seeded choice of N train prompts (default: all)\n"
             "  --dpo-beta X       DPO beta (default 0.1)\n"
             "  --dpo-epochs N     default 1\n"
-            "  --dpo-lr X         default 2e-5 (LoRA), 1e-6 (full)\n"
+            "  --dpo-lr X         default 5e-5 (LoRA), 1e-6 (full)\n"
             "  --dpo-seq N        tokens per side (default 384: a pair's rows are padded to it,\n"
             "                     longer sides are cut)\n"
             "  --no-eval          skip the eval stage\n"
@@ -526,7 +526,7 @@ static int do_dpo(ctx *x, lm_err *err) {
     char a[6][64];
     snprintf(a[0], 64, "%g", o->dpo_beta);
     snprintf(a[1], 64, "%d", o->dpo_epochs);
-    snprintf(a[2], 64, "%g", o->dpo_lr > 0 ? o->dpo_lr : o->full ? 1e-6 : 2e-5);
+    snprintf(a[2], 64, "%g", o->dpo_lr > 0 ? o->dpo_lr : o->full ? 1e-6 : 5e-5);
     snprintf(a[3], 64, "%llu", o->seed);
     snprintf(a[4], 64, "%d", o->threads);
     snprintf(a[5], 64, "%d", o->dpo_seq);
@@ -761,7 +761,7 @@ static json_t *settings_json(const build_opts *o, const char *model) {
                                                 o->dpo_checks_only ? "checks" : "self-play", "samples", o->dpo_samples,
                                                 "max_prompts", o->dpo_max_prompts, "beta", o->dpo_beta,
                                                 "epochs", o->dpo_epochs, "seq", o->dpo_seq, "lr",
-                                                o->dpo_lr > 0 ? o->dpo_lr : o->full ? 1e-6 : 2e-5));
+                                                o->dpo_lr > 0 ? o->dpo_lr : o->full ? 1e-6 : 5e-5));
     return s;
 }
 
@@ -770,7 +770,7 @@ int cmd_build(int argc, char **argv) {
      * near 1 GB and a full fine-tune under 3 GB (a 4-row micro-batch is ~15%
      * faster and needs twice the memory: --batch 4 --grad-accum 1). */
     build_opts o = {.persona = LM_PERSONA_SHORT, .rank = 16, .epochs = 3, .batch = 1, .seq = 512,
-                    .accum = 4, .seed = 42, .dpo_samples = 4, .dpo_beta = 0.1, .dpo_epochs = 1,
+                    .accum = 4, .seed = 42, .dpo_samples = 2, .dpo_beta = 0.1, .dpo_epochs = 1,
                     .dpo_seq = 384};
     o.extra = calloc((size_t)argc, sizeof *o.extra);
     if (!o.extra) return 1;
