@@ -397,6 +397,21 @@ static int do_dataset(ctx *x, lm_err *err) {
     return stage_end(&x->b, "dataset", x->k_data, now_s() - t0, peak_rss_kb(), extra, err);
 }
 
+/* Starts a training stage's run folder: a killed run of the same key
+ * resumes (*resume set), anything else starts over in an empty folder.
+ * Records the started key so a rerun can tell. */
+static int begin_run(ctx *x, const char *stage, const char *key, const char *run, bool *resume,
+                     lm_err *err) {
+    char state[PATH_MAX];
+    pathf(state, sizeof state, "%s/last/state.json", run);
+    json_t *st = json_object_get(json_object_get(x->b.doc, "stages"), stage);
+    *resume = exists(state) && !strcmp(json_string_value(json_object_get(st, "started_key")) ?: "", key);
+    if (!*resume && rm_rf(run)) return lm_errf(err, "%s: cannot remove the old run", run);
+    json_object_set_new(json_object_get(x->b.doc, "stages"), stage,
+                        json_pack("{s:b, s:s}", "done", 0, "started_key", key));
+    return save(&x->b, err);
+}
+
 static int do_train(ctx *x, lm_err *err) {
     const build_opts *o = x->b.o;
     char a[16][64];
@@ -417,18 +432,12 @@ static int do_train(ctx *x, lm_err *err) {
     hex(h, x->k_train);
     if (stage_done(&x->b, "train", x->k_train)) { stage_skip(&x->b, "train"); return 0; }
     stage_begin(&x->b, "train");
-    char run[PATH_MAX], state[PATH_MAX], data[PATH_MAX], val[PATH_MAX];
+    char run[PATH_MAX], data[PATH_MAX], val[PATH_MAX];
     pathf(run, sizeof run, "%s/run", o->out);
-    pathf(state, sizeof state, "%s/last/state.json", run);
     pathf(data, sizeof data, "%s/data/train.jsonl", o->out);
     pathf(val, sizeof val, "%s/data/val.jsonl", o->out);
-    /* A killed run of the same key resumes; anything else starts over. */
-    json_t *st = json_object_get(json_object_get(x->b.doc, "stages"), "train");
-    bool resume = exists(state) && !strcmp(json_string_value(json_object_get(st, "started_key")) ?: "", x->k_train);
-    if (!resume && rm_rf(run)) return lm_errf(err, "%s: cannot remove the old run", run);
-    json_object_set_new(json_object_get(x->b.doc, "stages"), "train",
-                        json_pack("{s:b, s:s}", "done", 0, "started_key", x->k_train));
-    if (save(&x->b, err)) return -1;
+    bool resume;
+    if (begin_run(x, "train", x->k_train, run, &resume, err)) return -1;
     double t0 = now_s();
     long rss = 0;
     int rc;
@@ -536,17 +545,12 @@ static int do_dpo(ctx *x, lm_err *err) {
     hex(h, x->k_dpo);
     if (stage_done(&x->b, "dpo", x->k_dpo)) { stage_skip(&x->b, "dpo"); return 0; }
     stage_begin(&x->b, "dpo");
-    char run[PATH_MAX], state[PATH_MAX], pairs[PATH_MAX], sft[PATH_MAX];
+    char run[PATH_MAX], pairs[PATH_MAX], sft[PATH_MAX];
     pathf(run, sizeof run, "%s/dpo/run", o->out);
-    pathf(state, sizeof state, "%s/last/state.json", run);
     pathf(pairs, sizeof pairs, "%s/dpo/pairs.jsonl", o->out);
     sft_file(x, sft, sizeof sft);
-    json_t *st = json_object_get(json_object_get(x->b.doc, "stages"), "dpo");
-    bool resume = exists(state) && !strcmp(json_string_value(json_object_get(st, "started_key")) ?: "", x->k_dpo);
-    if (!resume && rm_rf(run)) return lm_errf(err, "%s: cannot remove the old run", run);
-    json_object_set_new(json_object_get(x->b.doc, "stages"), "dpo",
-                        json_pack("{s:b, s:s}", "done", 0, "started_key", x->k_dpo));
-    if (save(&x->b, err)) return -1;
+    bool resume;
+    if (begin_run(x, "dpo", x->k_dpo, run, &resume, err)) return -1;
     double t0 = now_s();
     long rss = 0;
     int rc;
