@@ -237,6 +237,14 @@ static void test_crosscheck(void **state) {
     lm_sheet_dir *s = lm_sheet_dir_load("tests/data/no-such-folder", &d);
     assert_int_equal(s->n_chars, 0);
     assert_int_equal(lm_diags_count(&d, LM_DIAG_ERROR), 1);
+    /* the folder itself is named, not the characters/ it would hold */
+    assert_string_equal(d.v[0].file, "tests/data/no-such-folder");
+    assert_string_equal(d.v[0].msg, "no such folder");
+    lm_sheet_dir_free(s);
+    lm_diags_free(&d);
+    /* a folder without characters/ */
+    s = lm_sheet_dir_load("tests/data", &d);
+    assert_int_equal(s->n_chars, 0);
     assert_non_null(strstr(d.v[0].msg, "no character sheets"));
     lm_sheet_dir_free(s);
     lm_diags_free(&d);

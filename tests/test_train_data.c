@@ -298,6 +298,15 @@ static void test_jsonl_file(void **state) {
     char want[300];
     snprintf(want, sizeof want, "%s:2: messages[0].role", path);
     assert_non_null(strstr(err.msg, want));
+    /* a line cut after a whole value: jansson, given the line's '\n' too,
+     * put the error on "line 2, column 0"; the column is where it was cut */
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(GOOD "\n{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}\n" GOOD "\n", f);
+    fclose(f);
+    assert_int_equal(lm_sft_dataset_load(path, t, &o, &ds, &err), -1);
+    snprintf(want, sizeof want, "%s:2: invalid JSON at column 42:", path);
+    if (!strstr(err.msg, want)) fail_msg("'%s' lacks '%s'", err.msg, want);
     unlink(path);
     lm_tokenizer_free(t);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int lm_read_file(const char *path, char **data, size_t *len, bool missing_ok, lm_err *err) {
@@ -15,6 +16,12 @@ int lm_read_file(const char *path, char **data, size_t *len, bool missing_ok, lm
     if (!f) {
         if (missing_ok && errno == ENOENT) return 0;
         return lm_errno(err, "%s: cannot open", path);
+    }
+    /* fopen opens a folder, and reading it fails with a bare EISDIR */
+    struct stat st;
+    if (!is_stdin && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return lm_errf(err, "%s: is a folder, not a file", path);
     }
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
@@ -29,10 +36,10 @@ int lm_read_file(const char *path, char **data, size_t *len, bool missing_ok, lm
         n += k;
         if (k == 0) break;
     }
-    int bad = ferror(f);
+    int bad = ferror(f), why = errno;
     if (!is_stdin) fclose(f);
     if (!buf) return lm_errf(err, "%s: out of memory", path);
-    if (bad) { free(buf); return lm_errf(err, "%s: read error", path); }
+    if (bad) { free(buf); return lm_errf(err, "%s: read error: %s", path, strerror(why)); }
     buf[n] = '\0';
     *data = buf;
     *len = n;
@@ -81,4 +88,9 @@ const char *lm_next_line(const char **cur, size_t *line, size_t *n) {
         p = *cur;
     }
     return NULL;
+}
+
+size_t lm_line_len(const char *s, size_t len) {
+    while (len && (s[len - 1] == '\n' || s[len - 1] == '\r')) len--;
+    return len;
 }

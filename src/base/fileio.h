@@ -23,4 +23,8 @@ int lm_write_file_atomic(const char *path, const void *data, size_t len, lm_err 
  * JSONL readers. */
 const char *lm_next_line(const char **cur, size_t *line, size_t *n);
 
+/* len less the line end ("\n", "\r\n") at the end of s: a JSON line parsed
+ * with its newline has an error at its end reported on line 2, column 0. */
+size_t lm_line_len(const char *s, size_t len);
+
 #endif

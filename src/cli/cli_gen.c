@@ -1,5 +1,6 @@
 #include "cli/cli_gen.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -180,8 +181,37 @@ int cli_persona_mode(const char *model, const char *adapter, int asked, int fall
     return mode;
 }
 
+/* A sheet file under dir (dir/characters/X.md, else dir/X.md but world.md)
+ * into out, for the hint when --character names a folder; "" if none. */
+static void sheet_in_folder(const char *dir, char *out, size_t cap) {
+    out[0] = '\0';
+    char sub[1024];
+    snprintf(sub, sizeof sub, "%s/characters", dir);
+    const char *tries[2] = {sub, dir};
+    for (int t = 0; t < 2 && !out[0]; t++) {
+        DIR *d = opendir(tries[t]);
+        if (!d) continue;
+        for (struct dirent *e; !out[0] && (e = readdir(d));) {
+            size_t k = strlen(e->d_name);
+            if (k > 3 && !strcmp(e->d_name + k - 3, ".md") && strcmp(e->d_name, "world.md"))
+                snprintf(out, cap, "%s/%s", tries[t], e->d_name);
+        }
+        closedir(d);
+    }
+}
+
 int cli_npc_open(cli_npc *n, const cli_gen_opts *o, lemonpc_error *err) {
     memset(n, 0, sizeof *n);
+    struct stat st;
+    if (o->character && stat(o->character, &st) == 0 && S_ISDIR(st.st_mode)) {
+        char ex[1100];
+        sheet_in_folder(o->character, ex, sizeof ex);
+        snprintf(err->message, sizeof err->message,
+                 "--character %s: is a folder; give one character's sheet file (%s%s)",
+                 o->character, ex[0] ? "such as " : "FOLDER/characters/NAME.md",
+                 ex[0] ? ex : "");
+        return err->code = LEMONPC_ERR_INVALID;
+    }
     if (o->character && o->system) {
         snprintf(err->message, sizeof err->message,
                  "--character and --system both set the system message: give one");

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/fileio.h"
 #include "cli/commands.h"
 #include "datagen/filter.h"
 #include "sheet/sheet.h"
@@ -130,11 +131,14 @@ int cmd_filter(int argc, char **argv) {
         ln++;
         if (strspn(line, " \t\r\n") == (size_t)len) continue;
         json_error_t je;
-        json_t *o = json_loadb(line, (size_t)len, 0, &je);
+        json_t *o = json_loadb(line, lm_line_len(line, (size_t)len), 0, &je);
         json_t *qm = o ? last_msg(o, "user") : NULL, *am = o ? last_msg(o, "assistant") : NULL;
         if (!json_is_object(o) || !qm || !am) {
-            fprintf(stderr, "lemonpc filter: %s:%d: %s: skipped\n", in, ln,
-                    o ? "not a chat sample (needs messages with a user and an assistant turn)" : je.text);
+            if (o)
+                fprintf(stderr, "lemonpc filter: %s:%d: not a chat sample (needs messages with a user "
+                        "and an assistant turn): skipped\n", in, ln);
+            else
+                fprintf(stderr, "lemonpc filter: %s:%d:%d: %s: skipped\n", in, ln, je.column, je.text);
             json_decref(o);
             n_unread++;
             continue;

@@ -9,6 +9,9 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: lemonpc import CARD.json|CARD.png|CARD.charx OUTDIR [--force]\n\n"
+            "Reads a Character Card V1, V2 or V3: as JSON, as a PNG (its 'ccv3' text\n"
+            "chunk, V3, else its 'chara' chunk, V1/V2) or as a CHARX (a ZIP with card.json\n"
+            "and the card's assets).\n"
             "Writes OUTDIR/characters/NAME.md (the sheet), NAME.card-extra.json (what the\n"
             "sheet has no place for, so `lemonpc export` gives the same card back),\n"
             "NAME.png (the picture of a PNG card), NAME.assets/ (the files of a CHARX\n"

@@ -20,8 +20,8 @@ static const command COMMANDS[] = {
     {"talk", cmd_talk, "talk to an NPC of a world, with its memory of events and players"},
     {"serve", cmd_serve, "serve a world's NPCs over an OpenAI-compatible HTTP API"},
     {"check", cmd_check, "validate a world/character sheet folder"},
-    {"import", cmd_import, "import a Character Card (V2/V3, JSON or PNG) as a sheet"},
-    {"export", cmd_export, "export a character sheet as a Character Card V2/V3"},
+    {"import", cmd_import, "import a Character Card (V1/V2/V3; JSON, PNG or CHARX) as a sheet"},
+    {"export", cmd_export, "export a character sheet as a Character Card V2/V3 (JSON, PNG or CHARX)"},
     {"dataset", cmd_dataset, "show what training will see of a JSONL chat dataset"},
     {"filter", cmd_filter, "run the dataset filters over a JSONL chat dataset"},
     {"review", cmd_review, "review generated samples: accept, reject, edit, promote"},
@@ -39,12 +39,23 @@ static void usage(FILE *out) {
                  "usage: lemonpc <command> [options]\n\ncommands:\n", LEMONPC_VERSION);
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
-    fprintf(out, "\n`lemonpc <command> --help` describes a command.\n");
+    fprintf(out, "\n`lemonpc <command> --help` or `lemonpc help <command>` describes a command.\n");
 }
 
 int main(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 2; }
     const char *name = argv[1];
+    if (!strcmp(name, "help") && argc > 2) {
+        /* `lemonpc help train` is `lemonpc train --help` */
+        for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+            if (!strcmp(argv[2], COMMANDS[i].name)) {
+                char *sub[] = {argv[2], (char *)"--help", NULL};
+                return COMMANDS[i].fn(2, sub);
+            }
+        fprintf(stderr, "lemonpc: unknown command '%s'\n\n", argv[2]);
+        usage(stderr);
+        return 2;
+    }
     if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
         usage(stdout);
         return 0;

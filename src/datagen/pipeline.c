@@ -271,7 +271,7 @@ int lm_style_examples_load(const char *path, lm_style_example **out, size_t *n_o
         while (k < (size_t)len && isspace((unsigned char)line[k])) k++;
         if (k == (size_t)len) continue;
         json_error_t je;
-        json_t *o = json_loadb(line, (size_t)len, 0, &je);
+        json_t *o = json_loadb(line, lm_line_len(line, (size_t)len), 0, &je);
         if (!o) { rc = lm_errf(err, "%s:%d:%d: %s", path, ln, je.column, je.text); break; }
         json_t *msgs = json_object_get(o, "messages");
         const char *q = NULL, *a = NULL;

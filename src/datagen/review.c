@@ -146,7 +146,7 @@ static int load_dataset(lm_review *r, lm_err *err) {
     while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
         ln++;
         json_error_t je;
-        json_t *o = json_loadb(line, (size_t)len, 0, &je);
+        json_t *o = json_loadb(line, lm_line_len(line, (size_t)len), 0, &je);
         if (!o) {
             int blank = 1;
             for (ssize_t k = 0; k < len; k++) blank &= line[k] == ' ' || line[k] == '\n' || line[k] == '\r' || line[k] == '\t';

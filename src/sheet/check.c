@@ -1,6 +1,7 @@
 /* Sheet folders and the checks that span files: a character's world
  * reference and the people its relationships name. */
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,10 +62,18 @@ static int cmp_str(const void *a, const void *b) {
 lm_sheet_dir *lm_sheet_dir_load(const char *dir, lm_diags *d) {
     lm_sheet_dir *s = lm_sh_alloc(sizeof *s);
     s->dir = lm_sh_strdup(dir);
+    struct stat st;
+    /* name the folder itself, not the characters/ it would hold */
+    int missing = stat(dir, &st) != 0;
+    if (missing || !S_ISDIR(st.st_mode)) {
+        lm_diags_add(d, LM_DIAG_ERROR, dir, 0,
+                     "give the sheet folder: the one that holds world.md and characters/", "%s",
+                     !missing ? "not a folder" : errno == ENOENT ? "no such folder" : strerror(errno));
+        return s;
+    }
     size_t dl = strlen(dir);
     char *wpath = lm_sh_alloc(dl + 16);
     snprintf(wpath, dl + 16, "%s/world.md", dir);
-    struct stat st;
     if (stat(wpath, &st) == 0) s->world = lm_world_load(wpath, d);
     free(wpath);
     char *cdir = lm_sh_alloc(dl + 16);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void *lm_sh_alloc(size_t n) {
@@ -145,6 +146,13 @@ int lm_sh_read_file(const char *path, size_t max, char **out, size_t *len, char 
     *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) { snprintf(errbuf, errlen, "%s: cannot open: %s", path, strerror(errno)); return -1; }
+    /* fopen opens a folder, and reading it fails with a bare EISDIR */
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(errbuf, errlen, "%s: is a folder, not a file", path);
+        fclose(f);
+        return -1;
+    }
     lm_shb b = {0};
     char buf[65536];
     size_t got;
@@ -157,10 +165,10 @@ int lm_sh_read_file(const char *path, size_t max, char **out, size_t *len, char 
         }
         lm_shb_putn(&b, buf, got);
     }
-    int bad = ferror(f);
+    int bad = ferror(f), why = errno;
     fclose(f);
     if (bad) {
-        snprintf(errbuf, errlen, "%s: read error", path);
+        snprintf(errbuf, errlen, "%s: read error: %s", path, strerror(why));
         free(b.s);
         return -1;
     }

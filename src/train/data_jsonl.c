@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "base/fileio.h"
 #include "train/data.h"
 
 lm_sft_opts lm_sft_opts_default(void) {
@@ -131,7 +132,7 @@ int lm_jsonl_parse_line(const char *line, size_t len, json_t **root, lm_err *e) 
     while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\n')) i++;
     if (i == len) return 1;
     json_error_t je;
-    if (!(*root = json_loadb(line, len, 0, &je)))
+    if (!(*root = json_loadb(line, lm_line_len(line, len), 0, &je)))
         return lm_errf(e, "invalid JSON at column %d: %s", je.column, je.text);
     return 0;
 }

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "base/fileio.h"
 #include "train/lora.h"
 
 void lm_train_cfg_defaults(lm_train_cfg *c) {
@@ -259,26 +260,9 @@ done:
 }
 
 int lm_train_cfg_load_json(lm_train_cfg *c, const char *path, lm_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return lm_errno(err, "%s", path);
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > (1u << 24)) { free(buf); fclose(f); return lm_errf(err, "%s: too large for a config", path); }
-            char *nb = realloc(buf, cap);
-            if (!nb) { free(buf); fclose(f); return lm_errf(err, "%s: out of memory", path); }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, 4096, f);
-        len += got;
-        if (got < 4096) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) { free(buf); return lm_errf(err, "%s: read error", path); }
-    buf[len] = 0;
+    char *buf;
+    size_t len;
+    if (lm_read_file(path, &buf, &len, false, err)) return -1;
     int rc = lm_train_cfg_parse_json(c, path, buf, err);
     free(buf);
     return rc;
