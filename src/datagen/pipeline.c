@@ -97,6 +97,20 @@ static int read_results(const char *path, const char *prefix, char **replies, si
     return rc;
 }
 
+/* When the teacher answered none of a stage's requests, the run stops with
+ * an error naming the first failure instead of writing empty datasets. */
+static int nothing_came_back(const char *dir, const char *stage, size_t n, lm_err *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%ss.failures.jsonl", dir, stage);
+    json_t *first = json_load_file(path, JSON_DISABLE_EOF_CHECK, NULL);
+    const char *why = json_string_value(json_object_get(first, "error"));
+    lm_errf(err, "the teacher answered none of the %zu %s requests (%s%s); no dataset written; "
+            "the failures are in %s, and a rerun retries them", n, stage,
+            why ? "the first: " : "see the failures file", why ? why : "", path);
+    json_decref(first);
+    return -1;
+}
+
 /* run.json: the parameters a journal was made with. */
 static int check_run_file(const char *dir, const lm_character *c, const lm_datagen_opts *o,
                           lm_err *err) {
@@ -477,6 +491,8 @@ int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
         if (r) goto done;
     }
 
+    if (o->n && !s->q_ok) { nothing_came_back(o->out_dir, "question", o->n, err); goto done; }
+
     /* Pass 2: answers. */
     ro.out_path = apath;
     if (lm_runner_run(t, &al, &ro, &rs, err)) { lm_err_prefix(err, "answers"); goto done; }
@@ -544,6 +560,7 @@ int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
         count(&by_emotion, sp.emotion);
     }
     s->kept = n_kept;
+    if (al.n && !s->a_ok) { nothing_came_back(o->out_dir, "answer", al.n, err); goto done; }
 
     /* Statistics. */
     double dq1 = lm_distinct_n(kept_q, n_kept, 1), dq2 = lm_distinct_n(kept_q, n_kept, 2);

@@ -241,6 +241,47 @@ def test_sigint_then_rerun_equals_uninterrupted(tmp_path):
     assert len(ids) == len(set(ids)) == 20
 
 
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_teacher_fails(tmp_path):
+    """Nothing came back: an error naming the first failure, exit 1, and no
+    (empty) dataset files; the journals stay for the rerun."""
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    r = subprocess.run(args(tmp_path / "o", url, 4, "--max-retries", "0"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "the teacher answered none of the 4 question requests" in r.stderr, r.stderr
+    assert "Couldn't connect" in r.stderr and "questions.failures.jsonl" in r.stderr
+    for f in ("dataset.jsonl", "train.jsonl", "validation.jsonl", "test.jsonl", "stats.json"):
+        assert not (tmp_path / "o" / f).exists(), f
+    assert len(lines(tmp_path / "o" / "questions.failures.jsonl")) == 4
+
+
+def test_teacher_failing_every_answer_fails(tmp_path):
+    t = Teacher(faults=False)
+    ask = t.reply
+
+    def reply(req):
+        if "Answer their next message" in req["messages"][0]["content"]:
+            return 500, {"error": {"message": "answers are down"}}
+        return ask(req)
+    t.reply = reply
+    try:
+        r = subprocess.run(args(tmp_path / "o", t.url, 4, "--max-retries", "0"),
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        t.close()
+    assert r.returncode == 1, r.stderr
+    assert "the teacher answered none of the" in r.stderr and "answer requests" in r.stderr, r.stderr
+    assert "answers are down" in r.stderr
+    assert not (tmp_path / "o" / "dataset.jsonl").exists()
+
+
 def test_bad_invocations(tmp_path):
     base = [str(LEMONPC), "datagen", str(SHEETS), "--out", str(tmp_path / "x")]
     r = subprocess.run(base + ["--character", "orlando"], capture_output=True, text=True)
