@@ -222,7 +222,7 @@ static void test_runtime_equals_merged(void **state) {
     /* lm_merge_write's F32 output is the same model */
     char out[64];
     tmp_path(out, sizeof out, "mw");
-    if (lm_merge_write(f->base, f->adapter, out, LM_F32, 0.5f, &err)) fail_msg("%s", err.msg);
+    if (lm_merge_write(f->base, f->adapter, out, LM_F32, 0.5f, 0.0, NULL, &err)) fail_msg("%s", err.msg);
     lm_model *mw = lm_model_load(out, &err);
     assert_non_null(mw);
     lm_ctx *cw = lm_ctx_new(mw, 32, NULL, &err);
@@ -230,7 +230,7 @@ static void test_runtime_equals_merged(void **state) {
     assert_true(max_diff(x, y, NTOK * V) < 1e-5f);
     lm_ctx_free(cw); lm_model_free(mw);
     /* quantized merge loads and stays close (Q8_0 of the merged weights) */
-    if (lm_merge_write(f->base, f->adapter, out, LM_Q8_0, 0.5f, &err)) fail_msg("%s", err.msg);
+    if (lm_merge_write(f->base, f->adapter, out, LM_Q8_0, 0.5f, 0.0, NULL, &err)) fail_msg("%s", err.msg);
     mw = lm_model_load(out, &err);
     assert_non_null(mw);
     assert_int_equal(mw->layers[0].wq.type, LM_Q8_0);
@@ -253,6 +253,39 @@ static void test_runtime_equals_merged(void **state) {
     lm_ctx_free(c); lm_ctx_free(cm);
     lm_adapter_free(a);
     lm_model_free(base); lm_model_free(merged);
+}
+
+/* lm_merge_report: the share of the adapter's change a merge wrote. A base
+ * already on the Q4_1 grid with a change below Q4_1's step rounds back to
+ * itself (the change erased; refused under min_kept, nothing written);
+ * F32 keeps it exactly; Q8_0 (a finer step) nearly. */
+static void test_merge_report(void **state) {
+    fixture *f = *state;
+    lm_err err = {0};
+    char q41[64], out[64];
+    tmp_path(q41, sizeof q41, "q41base");
+    tmp_path(out, sizeof out, "q41merged");
+    lm_merge_report rep;
+    if (lm_merge_write(f->base, NULL, q41, LM_Q4_1, 1.0f, 0.0, &rep, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(rep.n_adapted, 0);
+    const float small = 0.02f;   /* a fine-tune's size of change, not a random adapter's */
+    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_F32, small, 0.9, &rep, &err), 0);
+    assert_int_equal(rep.n_adapted, NL * 7);
+    if (fabs(rep.kept - 1.0) > 1e-6) fail_msg("f32 kept %g", rep.kept);
+    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_Q8_0, small, 0.9, &rep, &err), 0);
+    if (!(rep.kept > 0.95)) fail_msg("q8_0 kept %g", rep.kept);
+    unlink(out);
+    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_Q4_1, small, 0.9, &rep, &err), -1);
+    if (!(rep.kept < 0.5)) fail_msg("q4_1 kept %g", rep.kept);
+    assert_non_null(strstr(err.msg, "of the adapter's change"));
+    assert_int_equal(access(out, F_OK), -1);    /* refused: nothing written */
+    /* min_kept 0 (--force) writes it, with the same report */
+    double refused = rep.kept;
+    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_Q4_1, small, 0.0, &rep, &err), 0);
+    assert_true(rep.kept == refused);
+    assert_int_equal(access(out, F_OK), 0);
+    unlink(out);
+    unlink(q41);
 }
 
 static void test_two_contexts_own_adapters(void **state) {
@@ -487,7 +520,7 @@ static void test_f16_adapter(void **state) {
     assert_memory_equal(x32, xw, sizeof(float) * n);
     lm_adapter_free(b32);
     /* merged: the widened values */
-    if (lm_merge_write(f->base, p16, merged, LM_F32, 1.0f, &err)) fail_msg("%s", err.msg);
+    if (lm_merge_write(f->base, p16, merged, LM_F32, 1.0f, 0.0, NULL, &err)) fail_msg("%s", err.msg);
     lm_model *mm = lm_model_load(merged, &err);
     assert_non_null(mm);
     lm_ctx *cm = lm_ctx_new(mm, 32, NULL, &err);
@@ -536,6 +569,7 @@ static void test_f16_adapter(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_runtime_equals_merged),
+        cmocka_unit_test(test_merge_report),
         cmocka_unit_test(test_two_contexts_own_adapters),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_peft_round_trip),
