@@ -436,6 +436,30 @@ static void test_nulls_are_unset(void **state) {
     round_trip_json("v2_book_null.json");
     round_trip_json("v3_nulls.json");
 
+    /* a number beyond long long goes back as the real it is. Converting it
+     * to an integer first was undefined (clang's UBSan in fuzz_card; GCC's
+     * -fsanitize=undefined leaves out float-cast-overflow, so the check that
+     * fails on the old code is the fuzz smoke replaying
+     * fuzz/corpus/card/ubsan-number-range.json) */
+    const char *huge = "{\"spec\":\"chara_card_v2\",\"spec_version\":\"2.0\",\"data\":{\"name\":\"Odo\","
+                       "\"character_book\":{\"entries\":[{\"keys\":[\"marsh\"],\"content\":\"wet\","
+                       "\"insertion_order\":7.7e69}]}}}";
+    assert_int_equal(lm_card_parse(huge, strlen(huge), "mem", &card, &err), 0);
+    assert_int_equal(lm_card_to_sheet(&card, &c, &w, &extra, &err), 0);
+    assert_non_null(w);
+    json_t *back = lm_sheet_to_card(c, w, NULL, 3, &err);   /* not from the verbatim extra */
+    assert_non_null(back);
+    json_t *e0 = json_array_get(json_object_get(json_object_get(json_object_get(back, "data"),
+                                                                "character_book"), "entries"), 0);
+    json_t *io = json_object_get(e0, "insertion_order");
+    assert_true(json_is_real(io));
+    assert_true(json_real_value(io) == 7.7e69);
+    json_decref(back);
+    json_decref(extra);
+    lm_character_free(c);
+    lm_world_free(w);
+    lm_card_clear(&card);
+
     const char *noname = "{\"spec\":\"chara_card_v2\",\"data\":{\"name\":null}}";
     assert_int_equal(lm_card_parse(noname, strlen(noname), "mem", &card, &err), -1);
     assert_non_null(strstr(err.msg, "mem: data.name: expected a string, got null"));

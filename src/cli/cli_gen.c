@@ -207,7 +207,7 @@ int cli_npc_open(cli_npc *n, const cli_gen_opts *o, lemonpc_error *err) {
         char ex[1100];
         sheet_in_folder(o->character, ex, sizeof ex);
         snprintf(err->message, sizeof err->message,
-                 "--character %s: is a folder; give one character's sheet file (%s%s)",
+                 "--character %.300s: is a folder; give one character's sheet file (%s%.400s)",
                  o->character, ex[0] ? "such as " : "FOLDER/characters/NAME.md",
                  ex[0] ? ex : "");
         return err->code = LEMONPC_ERR_INVALID;

@@ -531,6 +531,23 @@ static int finished(const char *s) {
     return 0;
 }
 
+/* Ends in an ellipsis ("..." or U+2026), closing quotes and brackets
+ * aside: the speaker trailed off. Inside a turn that is speech ("The
+ * wine... well."); at its end the turn never ended, and a model trained on
+ * it learns to stop without finishing. */
+static int trails_off(const char *s) {
+    size_t n = strlen(s);
+    for (;;) {
+        while (n && isspace((unsigned char)s[n - 1])) n--;
+        if (n && strchr("\"')]", s[n - 1])) { n--; continue; }
+        if (n >= 3 && (unsigned char)s[n - 3] == 0xE2 && (unsigned char)s[n - 2] == 0x80 &&
+            ((unsigned char)s[n - 1] == 0x9D || (unsigned char)s[n - 1] == 0x99)) { n -= 3; continue; }
+        if (n >= 2 && (unsigned char)s[n - 2] == 0xC2 && (unsigned char)s[n - 1] == 0xBB) { n -= 2; continue; }
+        break;
+    }
+    return n >= 3 && (!memcmp(s + n - 3, "...", 3) || !memcmp(s + n - 3, "\xE2\x80\xA6", 3));
+}
+
 static size_t count_bytes(const char *s, const char *what) {
     size_t k = 0, wn = strlen(what);
     for (const char *p = s; (p = strstr(p, what)); p += wn) k++;
@@ -585,6 +602,13 @@ static void check_broken(const lm_filter_set *s, pcre2_match_data *md, const cha
         size_t from = n > 24 ? n - 24 : 0;
         while (from > 0 && ((unsigned char)t[from] & 0xC0) == 0x80) from--;
         note(r, LM_FILTER_BROKEN, "%s ends mid-sentence: '...%s'", role, excerpt(t + from, n - from, ex, 40));
+    } else if (!strcmp(role, "answer") && trails_off(t)) {
+        /* a question may trail off ("I was wondering..."): the player's turn is not trained */
+        size_t n = strlen(t);
+        while (n && isspace((unsigned char)t[n - 1])) n--;
+        size_t from = n > 24 ? n - 24 : 0;
+        while (from > 0 && ((unsigned char)t[from] & 0xC0) == 0x80) from--;
+        note(r, LM_FILTER_BROKEN, "%s trails off: '...%s'", role, excerpt(t + from, n - from, ex, 40));
     }
 }
 

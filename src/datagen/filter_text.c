@@ -48,6 +48,20 @@ const char *const lm_filter_assistant_patterns[] = {
     "(?:AI|artificial\\s+intelligence|chat\\s*bot|computer\\s+program|virtual\\s+assistant|AI\\s+assistant)\\b",
     "\\b(?:do|would)\\s+you\\s+(?:like|want)\\s+me\\s+to\\s+(?:continue|elaborate|expand|rephrase|provide|"
     "generate|write)\\b",
+    /* The teacher offering to produce text ("I'd be happy to create a
+     * dialogue"): a person offers a deed, the assistant a text. "Write" only
+     * with a text for its object ("glad to write to your mother" passes). */
+    "\\bI(?:" APOS "d|\\s+would|" APOS "m|\\s+am)\\s+(?:be\\s+)?(?:more\\s+than\\s+)?(?:happy|glad|delighted|"
+    "pleased)\\s+to\\s+(?:help\\s+(?:you\\s+)?)?(?:create|generate|craft|compose|come\\s+up\\s+with|write\\s+"
+    "(?:you\\s+)?(?:a|an|another|one\\s+more|some|more|the)\\s+(?:\\w+\\s+){0,2}?(?:dialogue|conversation|story|"
+    "scene|response|reply|answer|example|question|script|scenario|version|passage|paragraph|poem)s?)\\b",
+    /* ... or presenting it as a sample of the character ("Here's another
+     * example of how you talk"); "here's another example of the Council's
+     * greed" is an argument, and passes. */
+    "\\bhere(?:" APOS "s|\\s+is|\\s+are)\\s+(?:another|one\\s+more|a\\s+new|an?|some|more)\\s+(?:\\w+\\s+)?"
+    "examples?\\s+of\\s+(?:how\\s+(?:\\w+\\s+){1,3}?(?:talk|speak|respond|answer|reply|sound|say)s?|(?:(?:a|an|"
+    "the|your|his|her|their)\\s+)?(?:\\w+\\s+)?(?:dialogue|conversation|response|reply|answer|question|exchange|"
+    "interaction)s?)\\b",
     NULL,
 };
 

@@ -267,7 +267,8 @@ static json_t *str_array(char *const *v, size_t n) {
 }
 
 static json_t *number(double d) {
-    if (d == (double)(long long)d && d > -9e15 && d < 9e15) return json_integer((json_int_t)d);
+    /* range first: converting an out-of-range double is undefined */
+    if (d > -9e15 && d < 9e15 && d == (double)(long long)d) return json_integer((json_int_t)d);
     return json_real(d);
 }
 
