@@ -1,8 +1,8 @@
 # LeMoNPC build. `make` builds build/lemonpc, and the runtime a game links
 # (build/liblemonpc.so and build/liblemonpc.a: include/lemonpc.h only);
 # `make install PREFIX=...` installs those with lemonpc.pc;
-# `make test` runs the C unit tests (plain and under ASan+UBSan), a smoke run
-# of every fuzz target and the oracle tests (llama.cpp / PyTorch through
+# `make test` runs the C unit tests (plain and under ASan+UBSan), the
+# threaded ones under ThreadSanitizer, a smoke run of every fuzz target and the oracle tests (llama.cpp / PyTorch through
 # Python); `make fuzz` fuzzes
 # every parser for a bounded time; `make bench` runs the benchmarks.
 
@@ -15,11 +15,16 @@ OPT      ?= -O2 -g
 LIBS      = -lpcre2-8 -lutf8proc -ljansson -lpng -lzip -lz -lcurl -lsqlite3 -lmicrohttpd -lm -lpthread
 TEST_LIBS = -lcmocka
 
-# Sanitizer variant of everything lives in its own tree.
+# Sanitizer variants of everything live in their own trees: SAN=1 is
+# ASan+UBSan, SAN=thread ThreadSanitizer.
 ifeq ($(SAN),1)
 BUILD    ?= build-san
 OPT       = -O1 -g -fno-omit-frame-pointer
 SANFLAGS  = -fsanitize=address,undefined -fno-sanitize-recover=undefined
+else ifeq ($(SAN),thread)
+BUILD    ?= build-tsan
+OPT       = -O1 -g -fno-omit-frame-pointer
+SANFLAGS  = -fsanitize=thread
 else
 BUILD    ?= build
 SANFLAGS  =
@@ -129,6 +134,29 @@ unit: build-tests
 unit-san:
 	@$(MAKE) --no-print-directory SAN=1 unit
 
+# ThreadSanitizer (SAN=thread, its own tree build-tsan/). `make tsan`, part
+# of `make test`: the thread pool and the datagen runner (seconds).
+# `make tsan-runtime`: the runtime's conversations on one model from several
+# threads at once (two NPCs round after round, four conversations, a cancel
+# from another thread) against the same replies alone; the real model under
+# TSan takes minutes. `make tsan-serve`: the server's concurrency tests.
+.PHONY: tsan tsan-runtime build-tsan-tests tsan-serve
+build-tsan-tests:
+	@$(MAKE) --no-print-directory SAN=thread build-tsan/tests/test_pool build-tsan/tests/test_runner
+
+tsan: build-tsan-tests
+	@scripts/run_tsan.sh
+
+tsan-runtime:
+	@$(MAKE) --no-print-directory SAN=thread build-tsan/tests/test_api
+	@scripts/run_tsan.sh runtime
+
+# The server's concurrency tests against a ThreadSanitizer build of lemonpc.
+tsan-serve:
+	@$(MAKE) --no-print-directory SAN=thread build-tsan/lemonpc
+	LEMONPC_BUILD=build-tsan TSAN_OPTIONS="halt_on_error=1" \
+	    python3 -m pytest -q tests/integration/test_serve.py -k "concurrent or cancels"
+
 # Oracle tests: our numbers against llama.cpp (llama-cpp-python) and PyTorch.
 # Each kernel set against llama.cpp built for its instruction set: avx2
 # against tests/requirements.txt's AVX2 build (everything), then, where the
@@ -156,6 +184,14 @@ oracle-torch: all
 integration: all
 	python3 -m pytest -q tests/integration
 
+# The same against the ASan+UBSan build (build-san/: lemonpc, the tools).
+# Not in `make test`: the servers on the real model under ASan take many
+# minutes on 2 cores.
+.PHONY: integration-san
+integration-san:
+	@$(MAKE) --no-print-directory SAN=1 build-tests
+	LEMONPC_BUILD=build-san python3 -m pytest -q tests/integration
+
 # PEFT interop: our PEFT folder under peft/transformers (a venv on Debian's
 # torch, built once into the cache by scripts/setup_peft_venv.sh).
 .PHONY: oracle-peft
@@ -171,7 +207,8 @@ test:
 	@scripts/install_test_deps.sh
 	@$(MAKE) --no-print-directory -j$(JOBS) build-tests
 	@$(MAKE) --no-print-directory -j$(JOBS) SAN=1 build-tests
-	@$(MAKE) --no-print-directory unit unit-san fuzz-smoke oracle oracle-torch oracle-peft integration test-slow
+	@$(MAKE) --no-print-directory -j$(JOBS) build-tsan-tests
+	@$(MAKE) --no-print-directory unit unit-san tsan fuzz-smoke oracle oracle-torch oracle-peft integration test-slow
 
 # Slow end-to-end checks (minutes on 2 cores): fine-tunes the real model.
 # Part of `make test`; runnable alone.
@@ -243,7 +280,7 @@ bench-serve: $(BUILD)/lemonpc $(BUILD)/bench/prompt_tokens
 	python3 bench/bench_serve.py $(BENCH_ARGS)
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-tsan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%.d) \
          $(BENCH_BIN:=.d)

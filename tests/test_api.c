@@ -23,10 +23,10 @@
 #include "lemonpc.h"
 #include "runtime/api_internal.h"
 
-/* Under ASan the forward pass is ~10x slower: the same checks on shorter
- * prompts and replies (what the sanitizers look at does not depend on the
- * length). */
-#if defined(__SANITIZE_ADDRESS__)
+/* Under ASan or TSan the forward pass is ~10x slower: the same checks on
+ * shorter prompts and replies (what the sanitizers look at does not depend
+ * on the length). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define SAN 1
 #else
 #define SAN 0
@@ -233,6 +233,126 @@ static void test_four_threads_match_alone(void **state) {
         for (int j = i + 1; j < 4; j++)
             assert_string_not_equal(alone[i].streamed[0], alone[j].streamed[0]);
     for (int i = 0; i < 4; i++) lemonpc_npc_free(n[i]);
+    lemonpc_model_free(m);
+}
+
+/* Orlando (his adapter) and Elena (the base model, her sheet) on one model
+ * and one pool, asked from two threads at once, round after round: each
+ * reply, and every bit of the cache it leaves, is what the same
+ * conversation gives alone. Both ways to a reply are checked: a fresh
+ * conversation (the persona copied from the NPC's prefix, the rest
+ * evaluated as a batch) and the same line asked again (the whole prompt
+ * cached, its last token evaluated alone). Those two ways may differ from
+ * each other (docs/RUNTIME.md, "Determinism"); what runs beside a
+ * conversation must change nothing. The pair that runs together is loaded
+ * anew, so their persona prefixes are evaluated at the same time too. */
+typedef struct duo_run {
+    lemonpc_npc *npc;
+    const char *line;
+    pthread_barrier_t *go;   /* NULL: alone */
+    char *reply[2];          /* fresh, asked again */
+    uint64_t cache[2];       /* the KV cache after each */
+    lemonpc_status st[2];
+} duo_run;
+
+static uint64_t cache_hash(const lemonpc_conversation *c) {
+    size_t n = lm_ctx_state_bytes(c->ctx);
+    void *k = malloc(n + 1), *v = malloc(n + 1);
+    assert_true(k && v);
+    lm_ctx_state_get(c->ctx, k, v);
+    uint64_t h = lm_api_fnv(lm_api_fnv(0xcbf29ce484222325ULL, k, n), v, n);
+    free(k);
+    free(v);
+    return h;
+}
+
+static void *duo_work(void *arg) {
+    duo_run *r = arg;
+    lemonpc_error err;
+    if (r->go) pthread_barrier_wait(r->go);
+    lemonpc_conversation *c = lemonpc_conversation_open(r->npc, NULL, NULL, &err);
+    for (int t = 0; t < 2; t++) {
+        r->st[t] = c && (t == 0 || lemonpc_conversation_set_turns(c, NULL, 0, &err) == LEMONPC_OK)
+                       ? lemonpc_say(c, r->line, NULL, NULL, &r->reply[t], NULL, &err)
+                       : LEMONPC_ERR_INTERNAL;
+        if (r->st[t] == LEMONPC_OK) r->cache[t] = cache_hash(c);
+    }
+    lemonpc_conversation_close(c);
+    return NULL;
+}
+
+static lemonpc_npc *duo_npc(lemonpc_model *m, int i) {
+    char sheet[512], adapter[512];
+    size_t root = (size_t)(strstr(orlando, "characters/") - orlando);
+    snprintf(sheet, sizeof sheet, "%.*scharacters/%s.md", (int)root, orlando, i ? "elena" : "orlando");
+    snprintf(adapter, sizeof adapter, "%.*snpc/orlando.adapter.gguf", (int)root, orlando);
+    lemonpc_npc_params np = lemonpc_npc_default_params();
+    np.sheet = sheet;
+    np.adapter = i ? NULL : adapter;
+    np.persona = SAN ? LEMONPC_PERSONA_SHORT : LEMONPC_PERSONA_AUTO;
+    np.sampling.temperature = 0;
+    np.sampling.max_tokens = SAN ? 4 : 12;
+    lemonpc_error err;
+    lemonpc_npc *n = lemonpc_npc_load(m, &np, &err);
+    if (!n) fail_msg("%s", err.message);
+    return n;
+}
+
+static void test_two_npcs_at_once_match_alone(void **state) {
+    (void)state;
+    static const char *const lines[] = {"What do you fear most?", "Who are you?",
+                                        "Describe the Great Cathedral.", "Where do you live?"};
+    enum { N_LINES = sizeof lines / sizeof lines[0], ROUNDS = SAN ? 2 : 8 };
+    lemonpc_model *m = load_model(1024);
+    lemonpc_npc *solo[2] = {duo_npc(m, 0), duo_npc(m, 1)};
+    duo_run alone[2][N_LINES];
+    memset(alone, 0, sizeof alone);
+    for (int l = 0; l < (ROUNDS < N_LINES ? ROUNDS : N_LINES); l++)
+        for (int i = 0; i < 2; i++) {
+            alone[i][l] = (duo_run){.npc = solo[i], .line = lines[l]};
+            duo_work(&alone[i][l]);
+            for (int t = 0; t < 2; t++) assert_int_equal(alone[i][l].st[t], LEMONPC_OK);
+        }
+    lemonpc_npc *pair[2] = {duo_npc(m, 0), duo_npc(m, 1)};
+    pthread_barrier_t go;
+    assert_int_equal(pthread_barrier_init(&go, NULL, 2), 0);
+    int differ_ways = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        duo_run both[2];
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) {
+            both[i] = (duo_run){.npc = pair[i], .line = lines[r % N_LINES], .go = &go};
+            assert_int_equal(pthread_create(&th[i], NULL, duo_work, &both[i]), 0);
+        }
+        for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+        for (int i = 0; i < 2; i++) {
+            const duo_run *a = &alone[i][r % N_LINES];
+            for (int t = 0; t < 2; t++) {
+                assert_int_equal(both[i].st[t], LEMONPC_OK);
+                if (strcmp(both[i].reply[t], a->reply[t]) || both[i].cache[t] != a->cache[t])
+                    fail_msg("round %d, %s, %s: beside the other NPC \"%s\", alone \"%s\"%s", r,
+                             lemonpc_npc_name(pair[i]), t ? "asked again" : "fresh",
+                             both[i].reply[t], a->reply[t],
+                             both[i].cache[t] != a->cache[t] ? " (the caches differ)" : "");
+                free(both[i].reply[t]);
+            }
+        }
+    }
+    for (int l = 0; l < N_LINES; l++)
+        for (int i = 0; i < 2; i++) {
+            if (alone[i][l].reply[0] && strcmp(alone[i][l].reply[0], alone[i][l].reply[1])) differ_ways++;
+            free(alone[i][l].reply[0]);
+            free(alone[i][l].reply[1]);
+        }
+    /* the two NPCs are two characters: their first replies differ */
+    assert_true(alone[0][0].cache[0] != alone[1][0].cache[0]);
+    printf("two NPCs at once: %d rounds as alone; fresh and asked-again replies differ for %d "
+           "of %d lines\n", ROUNDS, differ_ways, 2 * (ROUNDS < N_LINES ? ROUNDS : N_LINES));
+    pthread_barrier_destroy(&go);
+    for (int i = 0; i < 2; i++) {
+        lemonpc_npc_free(solo[i]);
+        lemonpc_npc_free(pair[i]);
+    }
     lemonpc_model_free(m);
 }
 
@@ -754,6 +874,7 @@ int main(void) {
         cmocka_unit_test(test_many_conversations),
         cmocka_unit_test(test_persona_prefix_shared),
         cmocka_unit_test(test_four_threads_match_alone),
+        cmocka_unit_test(test_two_npcs_at_once_match_alone),
         cmocka_unit_test(test_cancel_from_another_thread),
         cmocka_unit_test(test_stream_callback_cancels),
         cmocka_unit_test(test_save_restore_bit_identical),

@@ -2,6 +2,7 @@
  * pools of 1..4 threads, task counts below/above the thread count and many
  * back-to-back runs (the decode pattern); and the tasks of one run really
  * run on several threads at once (a rendezvous that only that passes). */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -242,6 +243,56 @@ static void test_results_visible(void **state) {
     free(in);
 }
 
+/* Callers on several threads share one pool (as the runtime's
+ * conversations share their model's): their runs queue, and each caller
+ * gets its own tasks' results, every time. */
+typedef struct caller {
+    lm_pool *p;
+    const int *in;
+    int n, runs, tasks;
+    long long want, bad;
+} caller;
+
+static void *caller_main(void *arg) {
+    caller *c = arg;
+    long long partial[41];
+    for (int r = 0; r < c->runs; r++) {
+        for (int t = 0; t < c->tasks; t++) partial[t] = -1;
+        sum_ctx s = {c->in, partial, c->n};
+        lm_pool_run(c->p, sum_fn, &s, c->tasks);
+        long long got = 0;
+        for (int t = 0; t < c->tasks; t++) got += partial[t];
+        if (got != c->want) c->bad++;
+    }
+    return NULL;
+}
+
+static void test_callers_share_a_pool(void **state) {
+    (void)state;
+    enum { N = 20000, CALLERS = 3 };
+    int *in = malloc(N * sizeof *in);
+    assert_non_null(in);
+    for (int i = 0; i < N; i++) in[i] = i % 977;
+    lm_err err = {{0}};
+    lm_pool *p = lm_pool_new(2, &err);
+    assert_non_null(p);
+    caller c[CALLERS];
+    pthread_t th[CALLERS];
+    for (int i = 0; i < CALLERS; i++) {
+        /* each caller its own slice of the input and task count */
+        c[i] = (caller){.p = p, .in = in + i * 1000, .n = N - i * 1000, .runs = 300,
+                        .tasks = 7 + 17 * i};
+        for (int k = 0; k < c[i].n; k++) c[i].want += c[i].in[k];
+        assert_int_equal(pthread_create(&th[i], NULL, caller_main, &c[i]), 0);
+    }
+    for (int i = 0; i < CALLERS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(c[i].bad, 0);
+    }
+    lm_pool_free(p);
+    free(in);
+}
+
 static void test_defaults_and_null(void **state) {
     (void)state;
     lm_err err = {{0}};
@@ -268,6 +319,7 @@ int main(void) {
         cmocka_unit_test(test_results_visible),
         cmocka_unit_test(test_threads_run_together),
         cmocka_unit_test(test_fewer_tasks_than_threads_still_parallel),
+        cmocka_unit_test(test_callers_share_a_pool),
         cmocka_unit_test(test_defaults_and_null),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
