@@ -76,12 +76,19 @@ static void check_batch(const lm_dpo_set *s, int T) {
     if (lm_dpo_batch_init(&b, B, T, &err)) abort();
     for (int k = 0; k < B; k++) idx[k] = k;
     lm_dpo_batch_fill(&b, s, idx, B, NULL);
+    /* rows cut to the longest side (a multiple of 4 at most T) */
+    int longest = 0;
+    for (int k = 0; k < B; k++)
+        for (int side = 0; side < 2; side++)
+            if (s->p[k].seq[side].n > longest) longest = s->p[k].seq[side].n;
+    if (b.span < longest || b.span > T || (b.span % 4 && b.span != T) || b.span - longest > 3) abort();
+    if (b.rows != 2 * B) abort();
     for (int k = 0; k < B; k++)
         for (int side = 0; side < 2; side++) {
             const lm_sft_example *e = &s->p[k].seq[side];
             int row = side * B + k, scored = 0;
-            for (int t = 0; t < T; t++) {
-                size_t o = (size_t)row * T + t;
+            for (int t = 0; t < b.span; t++) {
+                size_t o = (size_t)row * b.span + t;
                 if (!b.mask[o]) continue;
                 scored++;
                 if (t + 1 >= e->n || b.targets[o] != e->tokens[t + 1]) abort();

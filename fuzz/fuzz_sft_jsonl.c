@@ -59,17 +59,22 @@ static void check_ds(const lm_sft_dataset *ds, int max_len) {
     }
 }
 
-static void check_batches(const lm_sft_dataset *ds, int B, int T, int pack) {
+static void check_batches(const lm_sft_dataset *ds, int B, int T, int pack, int trim) {
     lm_err err = {{0}};
-    lm_batcher *b = lm_batcher_new(ds, &(lm_batcher_opts){.B = B, .T = T, .seed = 1, .shuffle = true, .pack = pack}, &err);
+    lm_batcher *b = lm_batcher_new(ds, &(lm_batcher_opts){.B = B, .T = T, .seed = 1, .shuffle = true,
+                                                          .pack = pack, .trim = trim}, &err);
     if (!b) return;   /* an example longer than T */
     long trained = 0;
     for (;;) {
         lm_batch x;
         if (lm_batcher_next(b, &x, &err)) abort();
-        for (int p = 0; p < B * T; p++) {
+        if (trim && (x.B != x.n_rows || x.T > T)) abort();
+        if (!trim && (x.B != B || x.T != T)) abort();
+        for (int r = 0; r < x.n_rows; r++)
+            if (x.lengths[r] > x.T) abort();
+        for (int p = 0; p < x.B * x.T; p++) {
             if (x.loss_mask[p] && !x.valid[p]) abort();
-            if (x.loss_mask[p] && (p + 1) % T && x.segments[p + 1] == x.segments[p] &&
+            if (x.loss_mask[p] && (p + 1) % x.T && x.segments[p + 1] == x.segments[p] &&
                 x.targets[p] != x.tokens[p + 1]) abort();
         }
         trained += x.n_trained;
@@ -103,7 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     int T = ds->stats.longest + 1;
     if (T > 4096) T = 4096;
-    check_batches(ds, 1 + (o & 3), T, (o >> 3) & 1);
+    check_batches(ds, 1 + (o & 3), T, (o >> 3) & 1, (o >> 4) & 1);
     lm_sft_dataset_free(ds);
     return 0;
 }

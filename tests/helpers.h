@@ -91,6 +91,28 @@ static inline void th_toy_prompt(uint64_t *s, int32_t *p) {
     p[5] = TK_ASSIST;
 }
 static inline int32_t th_toy_answer_word(const int32_t *p) { return TK_W0 + p[1] % 4; }
+/* A prompt of 1..max_words user words (the count drawn from *s too), for
+ * conversations of different lengths; returns its length (words + 3). */
+static inline int th_toy_prompt_var(uint64_t *s, int32_t *p, int max_words) {
+    int words = 1 + (int)(th_rng_next(s) % (uint64_t)max_words);
+    p[0] = TK_START;
+    for (int i = 1; i <= words; i++) p[i] = TK_W0 + (int32_t)(th_rng_next(s) % (TOY_V - TK_W0));
+    p[words + 1] = TK_END;
+    p[words + 2] = TK_ASSIST;
+    return words + 3;
+}
+
+/* Runs fn(arg) once per training kernel set (train_matmul.c: the default,
+ * the portable loops, AVX2), setting LEMONPC_TRAIN_KERNELS for each. */
+static inline void th_each_train_kernels(void (*fn)(void *), void *arg) {
+    static const char *const kinds[] = {NULL, "generic", "avx2"};
+    for (int i = 0; i < 3; i++) {
+        if (kinds[i]) setenv("LEMONPC_TRAIN_KERNELS", kinds[i], 1);
+        else unsetenv("LEMONPC_TRAIN_KERNELS");
+        fn(arg);
+    }
+    unsetenv("LEMONPC_TRAIN_KERNELS");
+}
 
 /* The settings the trainer tests start from, for a run into out: LoRA rank
  * 4 (or full), 3 epochs of batches of 4 at seq 12, 2 threads, seed 5; the

@@ -567,6 +567,108 @@ static void test_resume_lora_accum_dropout(void **state) { (void)state; resume_c
 static void test_resume_full_ipo(void **state) { (void)state; resume_case(1, 1, 0.0f, LM_DPO_IPO); }
 static void test_resume_lora_norm(void **state) { (void)state; resume_case(0, 3, 0.0f, LM_DPO_SIGMOID_NORM); }
 
+/* ---- rows cut to the longest side == rows of seq ------------------------ */
+
+/* toy_pairs with prompts of 1..14 words: sides of 7 to 20 tokens. */
+static lm_dpo_set *toy_pairs_var(int n, uint64_t key0) {
+    lm_dpo_set *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    assert_non_null(s->p = calloc((size_t)n, sizeof *s->p));
+    s->n = n;
+    s->pad_id = TK_END;
+    for (int i = 0; i < n; i++) {
+        uint64_t r = key0 + (uint64_t)i;
+        int32_t p[32];
+        int k = th_toy_prompt_var(&r, p, 14);
+        int32_t good = th_toy_answer_word(p), bad = TK_W0 + (p[1] + 1 + (int32_t)(th_rng_next(&r) % 3)) % 4;
+        for (int side = 0; side < 2; side++) {
+            lm_sft_example *e = &s->p[i].seq[side];
+            int n_side = k + 3 + side * (int)(th_rng_next(&r) % 2);   /* rejected: maybe one more */
+            assert_non_null(e->tokens = malloc((size_t)n_side * sizeof(int32_t)));
+            assert_non_null(e->mask = calloc((size_t)n_side, 1));
+            memcpy(e->tokens, p, (size_t)k * sizeof(int32_t));
+            for (int t = k; t < n_side; t++) {
+                e->tokens[t] = t == k ? TK_AYE : t == n_side - 1 ? TK_END : side ? bad : good;
+                e->mask[t] = 1;
+            }
+            e->n = n_side;
+            e->n_trained = n_side - k;
+            e->line = i + 1;
+        }
+        s->p[i].n_prompt = k;
+        s->p[i].line = i + 1;
+        s->p[i].hash = key0 + (uint64_t)i;
+    }
+    return s;
+}
+
+typedef struct { int full, grad_accum; float dropout; lm_dpo_kind kind; } trim_args;
+
+/* The same DPO run with rows of seq (ctl.full_rows) and with rows cut to
+ * each micro-batch's longest side, the latter stopped and resumed: the
+ * same reference log-likelihoods, losses, rewards, weights and optimizer
+ * state, bit for bit (see test_sft.c's trim_case for why bits and not a
+ * tolerance). */
+static void trim_case(void *arg) {
+    const trim_args *t = arg;
+    char *a = th_tmpdir("test_dpo"), *b = th_tmpdir("test_dpo");
+    lm_dpo_set *tr = toy_pairs_var(19, 400), *va = toy_pairs_var(5, 8000);
+    lm_train_cfg ca, cb;
+    base_cfg(&ca, a, t->full);
+    ca.seq = 32;
+    ca.grad_accum = t->grad_accum;
+    ca.lora_dropout = t->dropout;
+    ca.dpo_loss = t->kind;
+    ca.eval_every = 2;
+    ca.epochs = 2;
+    cb = ca;
+    snprintf(cb.out, sizeof cb.out, "%s", b);
+    lm_sft_report ra, rb;
+    lm_err err = {{0}};
+    lm_tmodel *m = lm_tmodel_new_random(TH_TOY, 11, 0.3f, &err);
+    assert_non_null(m);
+    lm_sft_ctl full_rows = {.full_rows = 1};
+    if (lm_dpo_train(&ca, m, NULL, tr, va, &full_rows, &ra, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    lm_tmodel_free(m);
+    if (run(&cb, NULL, tr, va, 0, 3, &rb, &err) || run(&cb, NULL, tr, va, 1, 0, &rb, &err))
+        fail_msg("%s", err.msg);
+    assert_true(rb.ref_cached);
+    assert_int_equal(rb.steps, ra.steps);
+    static const char *const fields[] = {"loss", "val_loss", "grad_norm", "rewards/margins",
+                                         "val_rewards/margins", "logps/rejected", "tokens"};
+    for (int i = 0; i < 7; i++) {
+        int na, nb;
+        char *la = th_metrics_field(a, fields[i], &na), *lb = th_metrics_field(b, fields[i], &nb);
+        assert_true(na >= 3);
+        assert_int_equal(na, nb);
+        assert_string_equal(la, lb);
+        free(la);
+        free(lb);
+    }
+    char pa[600], pb[600];
+    const char *files[] = {t->full ? "last/model.gguf" : "last/adapter.gguf", "last/optim.bin", "ref_logps.bin"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
+        th_assert_same_file(pa, pb);
+    }
+    lm_dpo_set_free(tr);
+    lm_dpo_set_free(va);
+    th_rm_rf(a);
+    th_rm_rf(b);
+    free(a);
+    free(b);
+}
+
+static void test_trim_lora_dropout(void **state) {
+    (void)state;
+    th_each_train_kernels(trim_case, &(trim_args){.grad_accum = 2, .dropout = 0.2f, .kind = LM_DPO_SIGMOID});
+}
+static void test_trim_full_norm(void **state) {
+    (void)state;
+    th_each_train_kernels(trim_case, &(trim_args){.full = 1, .grad_accum = 1, .kind = LM_DPO_SIGMOID_NORM});
+}
+
 /* The reference with an SFT adapter: a LoRA run continuing it and a full
  * run from the merged weights score the pairs alike, and both start at
  * log 2 (their own reference is their start). */
@@ -682,6 +784,8 @@ int main(void) {
         cmocka_unit_test(test_resume_lora_accum_dropout),
         cmocka_unit_test(test_resume_full_ipo),
         cmocka_unit_test(test_resume_lora_norm),
+        cmocka_unit_test(test_trim_lora_dropout),
+        cmocka_unit_test(test_trim_full_norm),
         cmocka_unit_test(test_adapter_reference),
         cmocka_unit_test(test_config),
     };

@@ -75,8 +75,8 @@ static void test_spec_simd_scalar(void **state) {
             for (size_t i = 0; i < n; i++) x[i] = (float)((i * 37) % 101) / 7.0f - 5.0f;
             for (int acc = 0; acc < 2; acc++) {
                 for (size_t i = 0; i < n; i++) a[i] = b[i] = acc ? 0.5f : NAN;
-                lm_lora_dropout_apply_isa(NULL, a, x, N, in, p, pk, acc, 1);
-                lm_lora_dropout_apply_isa(NULL, b, x, N, in, p, pk, acc, 0);
+                lm_lora_dropout_apply_isa(NULL, a, x, N, in, p, pk, acc, 0, 0, 1);
+                lm_lora_dropout_apply_isa(NULL, b, x, N, in, p, pk, acc, 0, 0, 0);
                 assert_memory_equal(a, b, n * sizeof(float));
                 for (size_t i = 0; i < n; i++) {
                     float want = (spec_kept(pk, i, p) ? x[i] * scale : 0.0f) + (acc ? 0.5f : 0.0f);

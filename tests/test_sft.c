@@ -196,6 +196,106 @@ static void test_resume_lora_packed(void **state) { (void)state; resume_case(0, 
 /* masks keyed by (seed, step, micro-batch): a resumed run draws the same */
 static void test_resume_lora_dropout(void **state) { (void)state; resume_case(0, 2, 0, 0.3f); }
 
+/* ---- batches cut to their longest row == rows of seq --------------------- */
+
+/* Conversations of 8 to 19 tokens (mask on AYE w END), for rows of 32. */
+static lm_sft_dataset *toy_ds_var(int n, uint64_t key0) {
+    lm_sft_dataset *ds = calloc(1, sizeof *ds);
+    assert_non_null(ds);
+    assert_non_null(ds->ex = calloc((size_t)n, sizeof *ds->ex));
+    ds->n = n;
+    ds->pad_id = TK_END;
+    for (int i = 0; i < n; i++) {
+        lm_sft_example *e = &ds->ex[i];
+        assert_non_null(e->tokens = malloc(32 * sizeof(int32_t)));
+        assert_non_null(e->mask = calloc(32, 1));
+        uint64_t key = key0 + (uint64_t)i;
+        int k = th_toy_prompt_var(&key, e->tokens, 14);
+        e->tokens[k] = TK_AYE;
+        e->tokens[k + 1] = th_toy_answer_word(e->tokens);
+        e->tokens[k + 2] = TK_END;
+        e->mask[k] = e->mask[k + 1] = e->mask[k + 2] = 1;
+        e->n = k + 3;
+        e->line = i + 1;
+        e->hash = key0 + (uint64_t)i;
+    }
+    lm_sft_dataset_recount(ds);
+    return ds;
+}
+
+typedef struct { int full, grad_accum, pack; float dropout; } trim_args;
+
+/* The same run with rows of seq (ctl.full_rows) and with batches cut to
+ * their longest row, the latter stopped and resumed: the same losses,
+ * validation losses, weights and optimizer state, bit for bit. Padding
+ * positions contribute exact zeros, and every reduction over positions
+ * adds them in an order the cut does not change (the GEMMs chain FMAs
+ * over k; the portable loops group 4 rows, which the multiple-of-4 span
+ * keeps aligned). */
+static void trim_case(void *arg) {
+    const trim_args *t = arg;
+    char *a = th_tmpdir("test_sft"), *b = th_tmpdir("test_sft");
+    lm_sft_dataset *tr = toy_ds_var(23, 300), *va = toy_ds_var(6, 7000);
+    lm_train_cfg ca, cb;
+    base_cfg(&ca, a, t->full);
+    ca.seq = 32;
+    ca.grad_accum = t->grad_accum;
+    ca.pack = t->pack;
+    ca.lora_dropout = t->dropout;
+    ca.eval_every = 2;
+    ca.epochs = 2;
+    cb = ca;
+    snprintf(cb.out, sizeof cb.out, "%s", b);
+    lm_err err = {{0}};
+    lm_sft_report ra, rb;
+    lm_tmodel *m = lm_tmodel_new_random(TH_TOY, 11, 0.3f, &err);
+    assert_non_null(m);
+    lm_sft_ctl full_rows = {.full_rows = 1};
+    if (lm_sft_train(&ca, m, tr, va, &full_rows, &ra, &err)) fail_msg("%s", err.msg);
+    lm_tmodel_free(m);
+    assert_int_equal(run(&cb, tr, va, 0, 3, &rb, &err), 0);
+    assert_int_equal(run(&cb, tr, va, 1, 0, &rb, &err), 0);
+    assert_int_equal(rb.steps, ra.steps);
+    assert_int_equal(rb.tokens, ra.tokens);
+    static const char *const fields[] = {"loss", "val_loss", "grad_norm"};
+    for (int i = 0; i < 3; i++) {
+        int na, nb;
+        char *la = th_metrics_field(a, fields[i], &na), *lb = th_metrics_field(b, fields[i], &nb);
+        assert_true(na >= 3);
+        assert_int_equal(na, nb);
+        assert_string_equal(la, lb);
+        free(la);
+        free(lb);
+    }
+    char pa[600], pb[600];
+    const char *files[] = {t->full ? "last/model.gguf" : "last/adapter.gguf", "last/optim.bin",
+                           t->full ? "best/model.gguf" : "best/adapter.gguf"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
+        th_assert_same_file(pa, pb);
+    }
+    lm_sft_dataset_free(tr);
+    lm_sft_dataset_free(va);
+    th_rm_rf(a);
+    th_rm_rf(b);
+    free(a);
+    free(b);
+}
+
+static void test_trim_lora_dropout_accum(void **state) {
+    (void)state;
+    th_each_train_kernels(trim_case, &(trim_args){.full = 0, .grad_accum = 2, .dropout = 0.3f});
+}
+static void test_trim_full(void **state) {
+    (void)state;
+    th_each_train_kernels(trim_case, &(trim_args){.full = 1, .grad_accum = 1});
+}
+static void test_trim_lora_packed(void **state) {
+    (void)state;
+    th_each_train_kernels(trim_case, &(trim_args){.full = 0, .grad_accum = 1, .pack = 1, .dropout = 0.2f});
+}
+
 /* ---- best checkpoint ------------------------------------------------- */
 
 /* Mean validation loss of model m (+ lora) computed here, batch by batch,
@@ -579,6 +679,9 @@ int main(void) {
         cmocka_unit_test(test_resume_full),
         cmocka_unit_test(test_resume_lora_packed),
         cmocka_unit_test(test_resume_lora_dropout),
+        cmocka_unit_test(test_trim_lora_dropout_accum),
+        cmocka_unit_test(test_trim_full),
+        cmocka_unit_test(test_trim_lora_packed),
         cmocka_unit_test(test_best_checkpoint),
         cmocka_unit_test(test_torn_checkpoint),
         cmocka_unit_test(test_learns_to_stop),

@@ -576,6 +576,69 @@ static void test_batch_packing(void **state) {
     lm_tokenizer_free(t);
 }
 
+/* A batcher with trim gives each batch as the untrimmed one's first n_rows
+ * rows and first lm_batch_span(longest) positions; everything cut away is
+ * padding. */
+static void test_batch_trim(void **state) {
+    (void)state;
+    assert_int_equal(lm_batch_span(25, 64), 28);
+    assert_int_equal(lm_batch_span(28, 64), 28);
+    assert_int_equal(lm_batch_span(62, 64), 64);
+    assert_int_equal(lm_batch_span(29, 30), 30);   /* never past T */
+    lm_tokenizer *t = tiny(NULL);
+    char *text = numbered(0, 13);   /* 25 tokens ("q0"), 27 ("q10") */
+    lm_err err = {{0}};
+    lm_sft_dataset *ds = load(t, text, NULL, &err);
+    assert_non_null(ds);
+    for (int pack = 0; pack < 2; pack++) {
+        lm_batcher_opts o = {.B = 4, .T = 64, .seed = 5, .shuffle = true, .pack = pack};
+        lm_batcher *full = lm_batcher_new(ds, &o, &err);
+        o.trim = true;
+        lm_batcher *cut = lm_batcher_new(ds, &o, &err);
+        assert_non_null(full);
+        assert_non_null(cut);
+        int shorter = 0;
+        for (int i = 0; i < 3 * lm_batcher_batches_per_epoch(full); i++) {
+            lm_batch y, x;
+            assert_int_equal(lm_batcher_next(full, &y, &err), 0);
+            assert_int_equal(lm_batcher_next(cut, &x, &err), 0);
+            assert_int_equal(y.B, 4);
+            assert_int_equal(y.T, 64);
+            int longest = 0;
+            for (int r = 0; r < y.n_rows; r++) longest = y.lengths[r] > longest ? y.lengths[r] : longest;
+            assert_int_equal(x.B, y.n_rows);
+            assert_int_equal(x.T, lm_batch_span(longest, 64));
+            assert_true(x.T >= longest && x.T % 4 == 0);
+            shorter += x.T < 64 || x.B < 4;
+            assert_int_equal(x.n_rows, y.n_rows);
+            assert_int_equal(x.n_trained, y.n_trained);
+            assert_int_equal(x.epoch, y.epoch);
+            assert_int_equal(x.epoch_end, y.epoch_end);
+            assert_memory_equal(x.lengths, y.lengths, 4 * sizeof *x.lengths);
+            for (int r = 0; r < 4; r++)
+                for (int p = 0; p < 64; p++) {
+                    size_t fy = (size_t)r * 64 + p, fx = (size_t)r * x.T + p;
+                    if (r >= x.B || p >= x.T) {
+                        assert_int_equal(y.valid[fy] | y.loss_mask[fy], 0);
+                        continue;
+                    }
+                    assert_int_equal(x.tokens[fx], y.tokens[fy]);
+                    assert_int_equal(x.targets[fx], y.targets[fy]);
+                    assert_int_equal(x.loss_mask[fx], y.loss_mask[fy]);
+                    assert_int_equal(x.valid[fx], y.valid[fy]);
+                    assert_int_equal(x.segments[fx], y.segments[fy]);
+                    assert_int_equal(x.pos[fx], y.pos[fy]);
+                }
+        }
+        assert_true(shorter > 0);
+        lm_batcher_free(full);
+        lm_batcher_free(cut);
+    }
+    lm_sft_dataset_free(ds);
+    free(text);
+    lm_tokenizer_free(t);
+}
+
 /* ---- the real model ------------------------------------------------------ */
 
 static void test_real_model_matches_full_render(void **state) {
@@ -661,6 +724,7 @@ int main(void) {
         cmocka_unit_test(test_batch_targets_off_by_one),
         cmocka_unit_test(test_batch_shuffle_epochs),
         cmocka_unit_test(test_batch_packing),
+        cmocka_unit_test(test_batch_trim),
         cmocka_unit_test(test_real_model_matches_full_render),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

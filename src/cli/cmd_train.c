@@ -132,6 +132,10 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     ctl.interrupt = &g_interrupt;
+    /* Rows computed at --seq as before batches were cut to their longest
+     * row: the same results, slower (bench/bench_train.py compares the two). */
+    const char *fr = getenv("LEMONPC_TRAIN_FULL_ROWS");
+    ctl.full_rows = fr && strcmp(fr, "1") == 0;
     lm_sft_report rep;
     int failed = lm_sft_run(&cfg, &ctl, &rep, print_note, NULL, &err);
     sigaction(SIGINT, &old_int, NULL);

@@ -128,10 +128,23 @@ typedef struct lm_batcher_opts {
      * positions restarting at 0; the consumer must keep attention inside a
      * segment (segments[]) and use pos[] for RoPE. Off: one per row. */
     bool pack;
+    /* Each batch cut to its longest row (lm_batch_span) and to its rows
+     * holding data: out->B = n_rows, out->T <= T. The positions cut away
+     * are padding, which no real position attends to and the loss never
+     * counts, so a trimmed batch trains exactly as the full one. */
+    bool trim;
 } lm_batcher_opts;
 
-/* One batch. Every array is row-major [B, T] unless noted; owned by the
- * batcher, valid until the next lm_batcher_next/lm_batcher_free.
+/* The row length a batch whose longest row holds `longest` tokens is cut
+ * to: longest rounded up to a multiple of 4, at most T. The multiple of 4
+ * keeps the portable kernels' 4-row groups (train_matmul.c) where the full
+ * batch has them when T is a multiple of 4, so gradients keep their bits
+ * on every kernel set. */
+int lm_batch_span(int longest, int T);
+
+/* One batch. Every array is row-major [B, T] unless noted (with trim, B and
+ * T are this batch's); owned by the batcher, valid until the next
+ * lm_batcher_next/lm_batcher_free.
  * For a row holding tokens x[0..n) of one conversation:
  *   tokens[t]    = x[t]                  t < n, else pad_id
  *   targets[t]   = x[t+1]                t < n-1, else pad_id

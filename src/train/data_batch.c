@@ -160,6 +160,7 @@ struct lm_batcher {
     int *order;             /* [ds->n] this epoch's example order */
     int cursor;             /* next index into order */
     int epoch, batch_in_epoch, batches;
+    int *row_first;         /* [B + 1] the order index each row of a batch starts at */
     long step;
     lm_batch buf;           /* arrays owned here */
 };
@@ -228,7 +229,8 @@ lm_batcher *lm_batcher_new(const lm_sft_dataset *ds, const lm_batcher_opts *opts
     b->buf.loss_mask = malloc(bt);
     b->buf.valid = malloc(bt);
     b->buf.lengths = malloc((size_t)opts->B * sizeof(int32_t));
-    if (!b->order || !b->buf.tokens || !b->buf.targets || !b->buf.segments || !b->buf.pos ||
+    b->row_first = malloc(((size_t)opts->B + 1) * sizeof *b->row_first);
+    if (!b->order || !b->row_first || !b->buf.tokens || !b->buf.targets || !b->buf.segments || !b->buf.pos ||
         !b->buf.loss_mask || !b->buf.valid || !b->buf.lengths)
         goto oom;
     b->buf.B = opts->B;
@@ -244,6 +246,7 @@ oom:
 void lm_batcher_free(lm_batcher *b) {
     if (!b) return;
     free(b->order);
+    free(b->row_first);
     free(b->buf.tokens);
     free(b->buf.targets);
     free(b->buf.segments);
@@ -274,10 +277,29 @@ static long place(lm_batch *o, size_t row_off, int off, const lm_sft_example *e,
     return trained;
 }
 
+int lm_batch_span(int longest, int T) {
+    int t = (longest + 3) / 4 * 4;
+    return t < T ? t : T;
+}
+
 int lm_batcher_next(lm_batcher *b, lm_batch *out, lm_err *err) {
     const lm_sft_dataset *ds = b->ds;
     if (b->cursor >= ds->n) start_epoch(b, b->epoch + 1);
     lm_batch *o = &b->buf;
+    /* Which examples go in which row, then the shape. */
+    int rows = 0, longest = 0, c = b->cursor;
+    memset(o->lengths, 0, (size_t)b->o.B * sizeof *o->lengths);
+    for (; rows < b->o.B && c < ds->n; rows++) {
+        b->row_first[rows] = c;
+        int used = ds->ex[b->order[c++]].n;
+        while (b->o.pack && c < ds->n && used + ds->ex[b->order[c]].n <= b->o.T)
+            used += ds->ex[b->order[c++]].n;
+        o->lengths[rows] = used;
+        if (used > longest) longest = used;
+    }
+    b->row_first[rows] = c;
+    o->B = b->o.trim ? rows : b->o.B;
+    o->T = b->o.trim ? lm_batch_span(longest, b->o.T) : b->o.T;
     size_t bt = (size_t)o->B * (size_t)o->T;
     for (size_t i = 0; i < bt; i++) {
         o->tokens[i] = o->targets[i] = ds->pad_id;
@@ -285,23 +307,18 @@ int lm_batcher_next(lm_batcher *b, lm_batch *out, lm_err *err) {
     }
     memset(o->loss_mask, 0, bt);
     memset(o->valid, 0, bt);
-    memset(o->lengths, 0, (size_t)o->B * sizeof *o->lengths);
-    o->n_rows = 0;
+    o->n_rows = rows;
     o->n_trained = 0;
-    for (int r = 0; r < o->B && b->cursor < ds->n; r++) {
+    for (int r = 0; r < rows; r++) {
         size_t row_off = (size_t)r * (size_t)o->T;
-        const lm_sft_example *e = &ds->ex[b->order[b->cursor++]];
         int used = 0, seg = 1;
-        o->n_trained += place(o, row_off, used, e, seg);
-        used += e->n;
-        while (b->o.pack && b->cursor < ds->n && used + ds->ex[b->order[b->cursor]].n <= o->T) {
-            e = &ds->ex[b->order[b->cursor++]];
-            o->n_trained += place(o, row_off, used, e, ++seg);
+        for (int k = b->row_first[r]; k < b->row_first[r + 1]; k++) {
+            const lm_sft_example *e = &ds->ex[b->order[k]];
+            o->n_trained += place(o, row_off, used, e, seg++);
             used += e->n;
         }
-        o->lengths[r] = used;
-        o->n_rows++;
     }
+    b->cursor = c;
     o->epoch = b->epoch;
     o->step = b->step++;
     o->batch_in_epoch = b->batch_in_epoch++;

@@ -58,7 +58,8 @@ int lm_dpo_batch_init(lm_dpo_batch *b, int B, int T, lm_err *err) {
         return lm_errf(err, "DPO batch shape %d pairs x %d tokens is invalid", B, T);
     size_t n = (size_t)2 * B * T;
     b->B = B;
-    b->T = T;
+    b->T = b->span = T;
+    b->rows = 2 * B;
     b->tokens = malloc(n * sizeof *b->tokens);
     b->targets = malloc(n * sizeof *b->targets);
     b->mask = malloc(n);
@@ -84,7 +85,13 @@ void lm_dpo_batch_free(lm_dpo_batch *b) {
 
 void lm_dpo_batch_fill(lm_dpo_batch *b, const lm_dpo_set *s, const int *idx, int n,
                        const double *ref) {
-    size_t N = (size_t)2 * b->B * b->T;
+    int longest = 0;
+    for (int k = 0; k < n; k++)
+        for (int side = 0; side < 2; side++)
+            if (s->p[idx[k]].seq[side].n > longest) longest = s->p[idx[k]].seq[side].n;
+    b->span = b->full_rows ? b->T : lm_batch_span(longest > 0 ? longest : 1, b->T);
+    b->rows = b->full_rows ? 2 * b->B : b->B + n;
+    size_t N = (size_t)2 * b->B * b->span;
     for (size_t i = 0; i < N; i++) b->tokens[i] = b->targets[i] = s->pad_id;
     memset(b->mask, 0, N);
     memset(b->weight, 0, N * sizeof *b->weight);
@@ -98,8 +105,8 @@ void lm_dpo_batch_fill(lm_dpo_batch *b, const lm_dpo_set *s, const int *idx, int
         for (int side = 0; side < 2; side++) {
             const lm_sft_example *e = &s->p[idx[k]].seq[side];
             int row = side * b->B + k;
-            size_t o = (size_t)row * b->T;
-            for (int t = 0; t < e->n && t < b->T; t++) {
+            size_t o = (size_t)row * b->span;
+            for (int t = 0; t < e->n && t < b->span; t++) {
                 b->tokens[o + t] = e->tokens[t];
                 if (t + 1 < e->n) {
                     b->targets[o + t] = e->tokens[t + 1];
@@ -113,8 +120,8 @@ void lm_dpo_batch_fill(lm_dpo_batch *b, const lm_dpo_set *s, const int *idx, int
 }
 
 lm_tbatch lm_dpo_tbatch(const lm_dpo_batch *b) {
-    return (lm_tbatch){.B = 2 * b->B, .T = b->T, .tokens = b->tokens, .targets = b->targets,
-                       .mask = b->mask};
+    return (lm_tbatch){.B = b->rows, .T = b->span, .tokens = b->tokens, .targets = b->targets,
+                       .mask = b->mask, .dropout_T = b->T};
 }
 
 int lm_dpo_logps(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a, const lm_dpo_batch *b,
@@ -148,7 +155,7 @@ int lm_dpo_grad(lm_tmodel *m, lm_lora *lora, lm_tacts *a, lm_dpo_batch *b, lm_po
     if (b->n_pairs == 0) return 0;
     if (step_pairs < b->n_pairs)
         return lm_errf(err, "DPO step of %ld pairs, but the batch holds %d", step_pairs, b->n_pairs);
-    int B = b->B, T = b->T;
+    int B = b->B, T = b->span;
     double *lp = logp ? logp : malloc((size_t)2 * B * sizeof *lp);
     if (!lp) return lm_errf(err, "out of memory");
     lm_tbatch tb = lm_dpo_tbatch(b);
@@ -444,6 +451,7 @@ int lm_dpo_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_lora *init,
         goto done;
     }
     if (!(acts = lm_tacts_new(m, lora, 2 * B, T, 0, err)) || lm_dpo_batch_init(&batch, B, T, err)) goto done;
+    batch.full_rows = ctl->full_rows != 0;
     ref_tr = malloc((size_t)2 * train->n * sizeof *ref_tr);
     ref_va = malloc((size_t)(2 * nva + 1) * sizeof *ref_va);
     order = malloc((size_t)train->n * sizeof *order);

@@ -62,6 +62,9 @@
  * A micro-batch holds up to `batch` pairs as 2 * batch rows of `seq`
  * tokens: chosen sequences in rows [0, B), the rejected ones of the same
  * pairs in rows [B, 2B), right-padded, one sequence per row (no packing).
+ * Rows are cut to the micro-batch's longest side (and the empty rejected
+ * rows of a last, partial micro-batch dropped), so a step costs the
+ * positions its pairs have, not 2 * batch * seq.
  * Pairs are shuffled per epoch from (seed, epoch); an optimizer step takes
  * grad_accum micro-batches, fewer at an epoch's end, as in SFT. Sequences
  * longer than seq are cut to their first seq tokens; a pair left with no
@@ -144,11 +147,16 @@ typedef struct lm_dpo_sums {
 /* ---- batches ---------------------------------------------------------------- */
 
 typedef struct lm_dpo_batch {
-    int B, T;                   /* pairs per batch; 2B rows of T */
+    int B, T;                   /* capacity: pairs per batch; 2B rows of at most T */
+    bool full_rows;             /* lay out rows of T, not of the longest side (tests, benches) */
     int n_pairs;                /* pairs present: rows k and B + k for k < n_pairs */
-    int32_t *tokens, *targets;  /* [2B * T] */
-    uint8_t *mask;              /* [2B * T] completion positions (as targets) */
-    float *weight;              /* [2B * T] filled by lm_dpo_grad */
+    int span;                   /* positions per row of this batch: lm_batch_span of its
+                                 * longest side (T with full_rows) */
+    int rows;                   /* rows computed: B + n_pairs (the rest are empty; 2B
+                                 * with full_rows) */
+    int32_t *tokens, *targets;  /* [2B * span] */
+    uint8_t *mask;              /* [2B * span] completion positions (as targets) */
+    float *weight;              /* [2B * span] filled by lm_dpo_grad */
     double *ref;                /* [2B] reference log-likelihood sums per row */
     int *len;                   /* [2B] completion tokens per row */
     long ntok;                  /* real tokens */
@@ -157,14 +165,19 @@ typedef struct lm_dpo_batch {
 int lm_dpo_batch_init(lm_dpo_batch *b, int B, int T, lm_err *err);
 void lm_dpo_batch_free(lm_dpo_batch *b);
 /* Lays out pairs s->p[idx[0..n)) (n <= B; every side at most T tokens)
- * with their reference log-likelihoods ref[2 * pair + side] (NULL: 0). */
+ * with their reference log-likelihoods ref[2 * pair + side] (NULL: 0), in
+ * rows cut to the longest side: padding is inert (no real position attends
+ * to it, the loss never counts it), so the cut changes no result, only the
+ * cost. */
 void lm_dpo_batch_fill(lm_dpo_batch *b, const lm_dpo_set *s, const int *idx, int n,
                        const double *ref);
-/* The batch as the trainer's lm_tbatch (rows 2B, weight attached). */
+/* The batch as the trainer's lm_tbatch: b->rows rows of b->span, LoRA
+ * dropout keyed by rows of T (the masks of the full layout). */
 lm_tbatch lm_dpo_tbatch(const lm_dpo_batch *b);
 
 /* Forward only: out[2B] the summed completion log-likelihood of each row
- * (a acts for 2B x T; lora may be NULL; no dropout). */
+ * (rows past b->rows are not written; a acts for 2B x T; lora may be NULL;
+ * no dropout). */
 int lm_dpo_logps(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a, const lm_dpo_batch *b,
                  lm_pool *pool, double *out, lm_err *err);
 

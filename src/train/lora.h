@@ -69,12 +69,18 @@ lm_lora *lm_lora_load(const lm_tmodel *m, const char *path, lm_err *err);
  *   w    = at(pkey, e / 2)                    one 64-bit word per two elements
  *   u    = e even ? w >> 32 : w & 0xffffffff
  *   kept = u >= floor(p * 2^32)               p as the f32 value
- * n is the row of the B*T batch (b * T + t, padding included). */
+ * n is the row of the B*T batch (b * T + t, padding included), T being the
+ * configured row length (--seq) even where a batch is computed only to its
+ * longest row (lm_tbatch.dropout_T): trimming changes no mask. */
 uint64_t lm_lora_dropout_key(uint64_t seed, uint64_t step, uint64_t micro);
 uint64_t lm_lora_dropout_pkey(uint64_t key, int layer, int target);
 /* out[N, in] = x * m / (1 - p), or with acc: out += x * m / (1 - p).
  * p in (0, 1); rows split over pool (may be NULL). */
 void lm_lora_dropout_apply(lm_pool *pool, float *out, const float *x, int N, int in, float p,
                            uint64_t pkey, int acc);
+/* The same for x [N, in] holding rows of T positions cut from rows of key_T
+ * (T <= key_T): row n gets the mask of row (n / T) * key_T + n % T. */
+void lm_lora_dropout_apply_rows(lm_pool *pool, float *out, const float *x, int N, int in, float p,
+                                uint64_t pkey, int acc, int T, int key_T);
 
 #endif

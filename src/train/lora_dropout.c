@@ -25,6 +25,7 @@ typedef struct {
     float *out;
     const float *x;
     int N, in, acc, simd;
+    int T, key_T;           /* row n's mask is that of row (n / T) * key_T + n % T */
     uint64_t pkey;
     uint32_t thresh;
     float scale;
@@ -114,22 +115,25 @@ static void drop_rows(void *ctx, int task, int n_tasks, int thread) {
     const drop_job *j = ctx;
     int n0 = (int)((int64_t)j->N * task / n_tasks), n1 = (int)((int64_t)j->N * (task + 1) / n_tasks);
     for (int n = n0; n < n1; n++) {
-        uint64_t e = (uint64_t)n * (uint64_t)j->in;
+        size_t o = (size_t)n * (size_t)j->in;
+        uint64_t kn = (uint64_t)(n / j->T) * (uint64_t)j->key_T + (uint64_t)(n % j->T);
+        uint64_t e = kn * (uint64_t)j->in;
 #if defined(__x86_64__)
         if (j->simd) {
-            drop_row_avx2(j->out + e, j->x + e, j->in, e, j->pkey, j->thresh, j->scale, j->acc);
+            drop_row_avx2(j->out + o, j->x + o, j->in, e, j->pkey, j->thresh, j->scale, j->acc);
             continue;
         }
 #endif
-        if (j->acc) drop_row(j->out + e, j->x + e, j->in, e, j->pkey, j->thresh, j->scale, 1);
-        else drop_row(j->out + e, j->x + e, j->in, e, j->pkey, j->thresh, j->scale, 0);
+        if (j->acc) drop_row(j->out + o, j->x + o, j->in, e, j->pkey, j->thresh, j->scale, 1);
+        else drop_row(j->out + o, j->x + o, j->in, e, j->pkey, j->thresh, j->scale, 0);
     }
 }
 
 void lm_lora_dropout_apply_isa(lm_pool *pool, float *out, const float *x, int N, int in, float p,
-                               uint64_t pkey, int acc, int allow_simd) {
+                               uint64_t pkey, int acc, int T, int key_T, int allow_simd) {
     /* p < 1 as f32, so p * 2^32 (exact in double) floors below 2^32 */
     drop_job j = {.out = out, .x = x, .N = N, .in = in, .acc = acc, .pkey = pkey,
+                  .T = T > 0 ? T : (N > 0 ? N : 1), .key_T = T > 0 ? key_T : (N > 0 ? N : 1),
                   .thresh = (uint32_t)((double)p * 4294967296.0),
                   .scale = (float)(1.0 / (1.0 - (double)p))};
 #if defined(__x86_64__)
@@ -144,5 +148,10 @@ void lm_lora_dropout_apply_isa(lm_pool *pool, float *out, const float *x, int N,
 
 void lm_lora_dropout_apply(lm_pool *pool, float *out, const float *x, int N, int in, float p,
                            uint64_t pkey, int acc) {
-    lm_lora_dropout_apply_isa(pool, out, x, N, in, p, pkey, acc, 1);
+    lm_lora_dropout_apply_isa(pool, out, x, N, in, p, pkey, acc, 0, 0, 1);
+}
+
+void lm_lora_dropout_apply_rows(lm_pool *pool, float *out, const float *x, int N, int in, float p,
+                                uint64_t pkey, int acc, int T, int key_T) {
+    lm_lora_dropout_apply_isa(pool, out, x, N, in, p, pkey, acc, T, key_T, 1);
 }

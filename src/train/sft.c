@@ -15,6 +15,7 @@
  * arrays are reused by the next call) because loss_norm needs the trained
  * count of all of them before the first backward. */
 typedef struct {
+    int B, T;               /* this micro-batch's shape (cut to its longest row) */
     int32_t *tokens, *targets, *segments, *pos;
     uint8_t *mask;
 } slot;
@@ -84,7 +85,10 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
     rep->best_val = -1.0;
 
     if (lm_loop_open(&R, cfg, ctl, err)) return -1;
-    lm_batcher_opts bo = {.B = B, .T = T, .seed = cfg->seed, .shuffle = true, .pack = cfg->pack != 0};
+    /* Batches cut to their longest row: short conversations cost their
+     * length, not --seq (dropout_T below keeps the masks of full rows). */
+    lm_batcher_opts bo = {.B = B, .T = T, .seed = cfg->seed, .shuffle = true, .pack = cfg->pack != 0,
+                          .trim = !ctl->full_rows};
     long micro_total;
     long total = count_steps(train, &bo, cfg->epochs, GA, &micro_total, err);
     if (total < 0) return lm_err_prefix(err, "train data");
@@ -141,13 +145,16 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
         while (k < GA && !epoch_end) {
             lm_batch x;
             if (lm_batcher_next(tb, &x, err)) goto done;
-            memcpy(slots[k].tokens, x.tokens, bt * sizeof(int32_t));
-            memcpy(slots[k].targets, x.targets, bt * sizeof(int32_t));
-            memcpy(slots[k].segments, x.segments, bt * sizeof(int32_t));
-            memcpy(slots[k].pos, x.pos, bt * sizeof(int32_t));
-            memcpy(slots[k].mask, x.loss_mask, bt);
+            size_t xt = (size_t)x.B * (size_t)x.T;
+            slots[k].B = x.B;
+            slots[k].T = x.T;
+            memcpy(slots[k].tokens, x.tokens, xt * sizeof(int32_t));
+            memcpy(slots[k].targets, x.targets, xt * sizeof(int32_t));
+            memcpy(slots[k].segments, x.segments, xt * sizeof(int32_t));
+            memcpy(slots[k].pos, x.pos, xt * sizeof(int32_t));
+            memcpy(slots[k].mask, x.loss_mask, xt);
             trained += x.n_trained;
-            for (int r = 0; r < x.B; r++) ntok += x.lengths[r];
+            for (int r = 0; r < x.n_rows; r++) ntok += x.lengths[r];
             epoch = x.epoch;
             epoch_end = x.epoch_end;
             k++;
@@ -156,9 +163,10 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
         memset(R.grads, 0, R.n_params * sizeof(float));
         double loss = 0;
         for (int i = 0; i < k && trained; i++) {
-            lm_tbatch b = {.B = B, .T = T, .tokens = slots[i].tokens, .targets = slots[i].targets,
-                           .mask = slots[i].mask, .segments = slots[i].segments, .pos = slots[i].pos,
-                           .loss_norm = trained};
+            lm_tbatch b = {.B = slots[i].B, .T = slots[i].T, .tokens = slots[i].tokens,
+                           .targets = slots[i].targets, .mask = slots[i].mask,
+                           .segments = slots[i].segments, .pos = slots[i].pos, .loss_norm = trained,
+                           .dropout_T = T};
             if (!cfg->full) {   /* masks keyed by (seed, step, micro): same on --resume */
                 b.lora_dropout = cfg->lora_dropout;
                 b.dropout_key = lm_lora_dropout_key(cfg->seed, (uint64_t)R.st.step, (uint64_t)i);

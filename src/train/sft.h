@@ -46,6 +46,10 @@ typedef struct lm_sft_ctl {
     /* Polled after each step (may be NULL): nonzero stops the run after
      * saving last/, e.g. set by the CLI's SIGINT/SIGTERM handler. */
     const volatile sig_atomic_t *interrupt;
+    /* 1: compute every row of a batch at cfg->seq positions, as the trainer
+     * did before it cut batches to their longest row (the same results,
+     * slower; tests and benchmarks compare the two). */
+    int full_rows;
 } lm_sft_ctl;
 
 /* cfg finished (lm_train_cfg_finish); m the base model (a full run trains

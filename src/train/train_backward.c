@@ -36,11 +36,12 @@ static void linear_bwd(lm_pool *pool, lm_tmodel *m, lm_lora *lora, lm_tacts *a,
     for (size_t i = 0; i < (size_t)N * r; i++) a->dxa[i] *= s;
     if (b->lora_dropout > 0) {
         uint64_t pk = lm_lora_dropout_pkey(b->dropout_key, l, target);
-        lm_lora_dropout_apply(pool, a->tmp, x, N, in, b->lora_dropout, pk, 0);
+        int kT = b->dropout_T > 0 ? b->dropout_T : a->T;
+        lm_lora_dropout_apply_rows(pool, a->tmp, x, N, in, b->lora_dropout, pk, 0, a->T, kT);
         lm_mm_bwd_w(pool, dA, a->dxa, a->tmp, N, in, r);
         memset(a->tmp, 0, (size_t)N * in * sizeof(float));
         lm_mm_bwd_x(pool, a->tmp, a->dxa, A, N, in, r);
-        lm_lora_dropout_apply(pool, dx, a->tmp, N, in, b->lora_dropout, pk, 1);
+        lm_lora_dropout_apply_rows(pool, dx, a->tmp, N, in, b->lora_dropout, pk, 1, a->T, kT);
     } else {
         lm_mm_bwd_w(pool, dA, a->dxa, x, N, in, r);
         lm_mm_bwd_x(pool, dx, a->dxa, A, N, in, r);
@@ -51,7 +52,7 @@ int lm_train_backward(lm_tmodel *m, lm_lora *lora, lm_tacts *a, const lm_tbatch 
                       lm_pool *pool, lm_err *err) {
     const lm_tconfig *c = &m->cfg;
     if (b->B != a->B || b->T != a->T)
-        return lm_errf(err, "backward: batch is %dx%d but activations were sized for %dx%d",
+        return lm_errf(err, "backward: batch is %dx%d but the forward pass took %dx%d",
                        b->B, b->T, a->B, a->T);
     if (lora && a->rank != lora->rank)
         return lm_errf(err, "backward: activations sized for LoRA rank %d, adapter has %d", a->rank, lora->rank);

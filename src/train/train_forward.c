@@ -20,8 +20,9 @@ static void linear_fwd(lm_pool *pool, lm_tacts *a, const lm_lora *lora, const lm
     int r = lora->rank;
     const float *xl = x;
     if (b->lora_dropout > 0) {
-        lm_lora_dropout_apply(pool, a->tmp, x, N, in, b->lora_dropout,
-                              lm_lora_dropout_pkey(b->dropout_key, l, target), 0);
+        lm_lora_dropout_apply_rows(pool, a->tmp, x, N, in, b->lora_dropout,
+                                   lm_lora_dropout_pkey(b->dropout_key, l, target), 0, a->T,
+                                   b->dropout_T > 0 ? b->dropout_T : a->T);
         xl = a->tmp;
     }
     lm_mm_fwd(pool, xa, xl, lora->a[l][target], N, in, r, 0);
@@ -30,12 +31,21 @@ static void linear_fwd(lm_pool *pool, lm_tacts *a, const lm_lora *lora, const lm
     for (size_t i = 0; i < (size_t)N * outd; i++) out[i] += s * a->tmp[i];
 }
 
-static int check_batch(const lm_tmodel *m, const lm_tacts *a, const lm_tbatch *b, lm_err *err) {
-    if (b->B != a->B || b->T != a->T)
-        return lm_errf(err, "batch is %dx%d but activations were sized for %dx%d", b->B, b->T, a->B, a->T);
+/* forward: b's shape must fit the buffers; loss: it must be the shape
+ * forward took. */
+static int check_batch(const lm_tmodel *m, const lm_tacts *a, const lm_tbatch *b, int forward,
+                       lm_err *err) {
+    if (forward && (b->B <= 0 || b->T <= 0 || b->B > a->cap_B || b->T > a->cap_T))
+        return lm_errf(err, "batch is %dx%d but activations were sized for at most %dx%d", b->B,
+                       b->T, a->cap_B, a->cap_T);
+    if (!forward && (b->B != a->B || b->T != a->T))
+        return lm_errf(err, "batch is %dx%d but the forward pass took %dx%d", b->B, b->T, a->B, a->T);
     if (!(b->lora_dropout >= 0.0f && b->lora_dropout < 1.0f))
         return lm_errf(err, "batch: LoRA dropout %g outside [0, 1)", (double)b->lora_dropout);
-    for (int i = 0; i < a->N; i++) {
+    if (b->dropout_T != 0 && b->dropout_T < b->T)
+        return lm_errf(err, "batch: dropout row length %d is shorter than its rows (%d)", b->dropout_T, b->T);
+    int N = b->B * b->T;
+    for (int i = 0; i < N; i++) {
         if (b->tokens[i] < 0 || b->tokens[i] >= m->cfg.n_vocab)
             return lm_errf(err, "batch row %d position %d: token id %d outside vocab 0..%d",
                            i / b->T, i % b->T, b->tokens[i], m->cfg.n_vocab - 1);
@@ -66,9 +76,12 @@ static void layout(lm_tacts *a, const lm_tbatch *b) {
 int lm_train_forward(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a,
                      const lm_tbatch *b, lm_pool *pool, lm_err *err) {
     const lm_tconfig *c = &m->cfg;
-    if (check_batch(m, a, b, err)) return -1;
+    if (check_batch(m, a, b, 1, err)) return -1;
     if (lora && a->rank != lora->rank)
         return lm_errf(err, "activations sized for LoRA rank %d, adapter has %d", a->rank, lora->rank);
+    a->B = b->B;
+    a->T = b->T;
+    a->N = b->B * b->T;
     int N = a->N, D = c->dim, H = c->n_heads, Hkv = c->n_kv_heads, hd = c->head_dim;
     int Q = H * hd, K = Hkv * hd, F = c->ffn_dim;
     layout(a, b);
@@ -107,7 +120,7 @@ static int head_pass(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_poo
                      lm_err *err) {
     const lm_tconfig *c = &m->cfg;
     if (!b->targets || !b->mask) return lm_errf(err, "loss: batch has no targets or mask");
-    if (check_batch(m, a, b, err)) return -1;
+    if (check_batch(m, a, b, 0, err)) return -1;
     int N = a->N, D = c->dim, V = c->n_vocab;
     if (b->loss_norm < 0) return lm_errf(err, "loss: loss_norm %ld is negative", b->loss_norm);
     size_t n_mask = 0;

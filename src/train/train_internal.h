@@ -22,7 +22,9 @@
 #endif
 
 struct lm_tacts {
-    int B, T, N, loss_chunk, rank; /* rank: LoRA rank or 0 */
+    int B, T, N;                /* the shape of the batch forward last took */
+    int cap_B, cap_T;           /* the shape the buffers are sized for */
+    int loss_chunk, rank;       /* rank: LoRA rank or 0 */
     float *buf;                 /* one owned allocation */
     size_t n_floats;
     /* per layer, all [N, width]; res has L+1 entries (res[0] = embeddings) */
@@ -60,10 +62,10 @@ uint64_t lm_trng_next(lm_trng *r);
 double lm_trng_uniform(lm_trng *r);   /* [0, 1) with 53 bits */
 double lm_trng_normal(lm_trng *r);
 
-/* lm_lora_dropout_apply with the AVX2 kernel allowed or not (tests check
- * that both give the same bits). */
+/* lm_lora_dropout_apply_rows (T <= 0: lm_lora_dropout_apply) with the
+ * AVX2 kernel allowed or not (tests check that both give the same bits). */
 void lm_lora_dropout_apply_isa(lm_pool *pool, float *out, const float *x, int N, int in, float p,
-                               uint64_t pkey, int acc, int allow_simd);
+                               uint64_t pkey, int acc, int T, int key_T, int allow_simd);
 
 /* Gradient buffer matching a parameter pointer of the model (NULL when the
  * model has no gradients). */

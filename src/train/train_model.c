@@ -311,7 +311,7 @@ lm_tacts *lm_tacts_new(const lm_tmodel *m, const lm_lora *lora, int B, int T,
     lm_tacts *a = calloc(1, sizeof *a);
     if (!a) { lm_errf(err, "out of memory"); return NULL; }
     int L = c->n_layers, N = B * T;
-    a->B = B; a->T = T; a->N = N;
+    a->B = a->cap_B = B; a->T = a->cap_T = T; a->N = N;
     /* Default 256 rows: [256, 49152] logits are 50 MB for SmolLM2, and
      * fewer chunks mean fewer read-modify-write passes over the LM head's
      * gradient (113 MB each) and fewer packings of its weight. */

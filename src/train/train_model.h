@@ -103,11 +103,18 @@ typedef struct lm_tbatch {
      * (lm_lora_dropout_key of run seed, step, micro-batch). */
     float lora_dropout;
     uint64_t dropout_key;
+    /* The row length the dropout masks are keyed by (lora.h), 0: T. A
+     * batch cut to its longest row (T < --seq) passes --seq here, so its
+     * masks are those of the full-length batch. */
+    int dropout_T;
 } lm_tbatch;
 
 struct lm_lora;
 
-/* Saved activations for one (B, T); all [N = B*T, ...] row-major. */
+/* Saved activations for batches of up to B rows of up to T positions; all
+ * [N = B*T, ...] row-major. lm_train_forward takes the shape of its batch
+ * (any B' <= B, T' <= T: a batch cut to its longest row costs B' T'
+ * positions, not B T); loss and backward must get that same batch. */
 typedef struct lm_tacts lm_tacts;
 
 /* loss_chunk: tokens per chunk of the fused LM-head + cross-entropy
