@@ -253,7 +253,7 @@ bench-kernels: $(BUILD)/bench/bench_kernels
 # Training: our trainer against a plain PyTorch loop (SmolLM2-135M, seq 256,
 # batch 8, full and LoRA); BENCH_ARGS e.g. "--threads 2 --steps 3".
 .PHONY: bench-train
-bench-train: $(BUILD)/bench/train_step
+bench-train: $(BUILD)/bench/train_step $(BUILD)/lemonpc
 	python3 bench/bench_train.py $(BENCH_ARGS)
 
 # DPO: lemonpc train --dpo against TRL's DPOTrainer (the same pairs, token

@@ -24,7 +24,10 @@ Token ids are ours on both sides: build/tools/lm_sft_dump renders each side
 SmolLM2's default system turn, only the completion's tokens scored), and
 the TRL side gets those ids through DPOTrainer.tokenize_row (the way
 bench_train.py feeds SFTTrainer pre-tokenized rows). Its collator pads each
-batch to its longest side; ours lays out 2 x batch rows of --seq tokens.
+batch to its longest side; ours lays out 2 x batch rows cut to the
+micro-batch's longest side (rounded up to a multiple of 4), or with --rows
+seq (LEMONPC_TRAIN_FULL_ROWS=1) rows of --seq tokens, as the trainer did
+before it cut them (--rows longest,seq runs both, back to back).
 tokens/s counts the pairs' real tokens (both sides, prompt included), the
 same number on both sides.
 
@@ -47,6 +50,7 @@ the table names the BLAS it loaded. It runs with OMP_WAIT_POLICY=passive
 
     python3 bench/bench_dpo.py [--threads 1,2] [--steps 2] [--batch 4] [--seq 256]
                                [--impls lemonpc,trl] [--trl-ref precompute[,default]]
+                               [--rows longest[,seq]]
 """
 import argparse
 import glob
@@ -128,9 +132,10 @@ def proc_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime + stime
 
 
-def run_lemonpc(a, pairs_path, threads, out_dir):
-    """One `lemonpc train --dpo` run; step times from metrics.jsonl, CPU per
-    step sampled from /proc as each metrics line appears, peak RSS by wait4."""
+def run_lemonpc(a, pairs_path, threads, out_dir, rows, positions):
+    """One `lemonpc train --dpo` run (rows: "longest" or "seq"); step times
+    from metrics.jsonl, CPU per step sampled from /proc as each metrics line
+    appears, peak RSS by wait4."""
     exe = BUILD / "lemonpc"
     if not exe.exists():
         raise SystemExit(f"{exe} missing: run `make {exe.relative_to(ROOT)}`")
@@ -144,7 +149,11 @@ def run_lemonpc(a, pairs_path, threads, out_dir):
     metrics = os.path.join(out_dir, "metrics.jsonl")
     log = open(out_dir + ".log", "w")
     t0 = time.time()
-    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    env = dict(os.environ)
+    env.pop("LEMONPC_TRAIN_FULL_ROWS", None)
+    if rows == "seq":
+        env["LEMONPC_TRAIN_FULL_ROWS"] = "1"
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     cpu_marks, seen = [], 0
     while True:
         pid, status, ru = os.wait4(p.pid, os.WNOHANG)
@@ -171,8 +180,8 @@ def run_lemonpc(a, pairs_path, threads, out_dir):
     for s in steps:
         print(f"lemonpc step {s['step']} loss {s['loss']:.4f} "
               f"{s['tokens'] / s['tokens_per_s']:.2f}s", file=sys.stderr)
-    return {"impl": "lemonpc", "threads": threads, "tokens": steps[-1]["tokens"],
-            "positions": 2 * a.batch * a.seq, "s_per_step": sum(times) / len(times),
+    return {"impl": "lemonpc" + (" (rows of --seq)" if rows == "seq" else ""), "threads": threads,
+            "tokens": steps[-1]["tokens"], "positions": positions, "s_per_step": sum(times) / len(times),
             "cpu_s_per_step": sum(cpu) / len(cpu), "loss_first": steps[0]["loss"],
             "loss_last": steps[-1]["loss"], "margin_last": steps[-1]["rewards/margins"],
             "peak_rss_mb": ru.ru_maxrss / 1024.0, "wall_s": time.time() - t0}
@@ -271,6 +280,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1234, help="which conversations make the pairs")
     ap.add_argument("--pairs", help="a TRL-format pairs file instead (its first --batch pairs)")
     ap.add_argument("--impls", default="lemonpc,trl")
+    ap.add_argument("--rows", default="longest",
+                    help="ours: longest (rows cut to the longest side), seq (rows of --seq, "
+                         "as before the cut), or both comma-separated")
     ap.add_argument("--trl-ref", default="precompute",
                     help="TRL variants: precompute (precompute_ref_log_probs=True, as ours), "
                          "default (False: a reference forward in every step)")
@@ -316,7 +328,11 @@ def main():
         for threads in (int(t) for t in a.threads.split(",")):
             load0, r = os.getloadavg()[0], []
             if "lemonpc" in impls:
-                r.append(run_lemonpc(a, pairs_path, threads, os.path.join(tmp, f"run{threads}")))
+                longest = max(len(x[k]["tokens"]) for x in sides for k in ("chosen", "rejected"))
+                span = min(a.seq, (longest + 3) // 4 * 4)   # src/train/data.h: lm_batch_span
+                for rows in a.rows.split(","):
+                    r.append(run_lemonpc(a, pairs_path, threads, os.path.join(tmp, f"run{threads}"),
+                                         rows, 2 * a.batch * (a.seq if rows == "seq" else span)))
             if "trl" in impls:
                 for ref in a.trl_ref.split(","):
                     r.append(bt.run_json([a.trl_python, __file__, "--trl-worker", "--model", a.model,
@@ -353,17 +369,28 @@ def main():
                   f"{v['tokens'] / v['s_per_step']:.1f} | {v['cpu_s_per_step']:.2f} | {v['positions']} | "
                   f"{v['peak_rss_mb']:.0f} | {v['loss_first']:.4f} -> {v['loss_last']:.4f} | "
                   f"{v['margin_last']:.4f} | {l0:.1f} -> {l1:.1f} |")
-    others = [v for v in results[0][1] if v["impl"] != "lemonpc"] if results else []
+    others = [v for v in results[0][1] if not v["impl"].startswith("lemonpc")] if results else []
     if "lemonpc" in impls and others:
-        print("\n| threads | vs | speed ours / TRL (s/step TRL / ours) | CPU s/step TRL / ours | "
+        print("\n| threads | ours | vs | speed ours / TRL (s/step TRL / ours) | CPU s/step TRL / ours | "
               "peak RSS ours / TRL |")
-        print("|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|")
         for threads, r, _, _ in results:
-            ours = r[0]
-            for v in r[1:]:
-                print(f"| {threads} | {name(v)} | {v['s_per_step'] / ours['s_per_step']:.2f}x | "
-                      f"{v['cpu_s_per_step'] / ours['cpu_s_per_step']:.2f}x | "
-                      f"{ours['peak_rss_mb'] / v['peak_rss_mb']:.2f}x |")
+            mine = [v for v in r if v["impl"].startswith("lemonpc")]
+            theirs = [v for v in r if not v["impl"].startswith("lemonpc")]
+            for o, v in ((o, v) for o in mine for v in theirs):
+                print(f"| {threads} | {o['impl']} | {name(v)} | {v['s_per_step'] / o['s_per_step']:.2f}x | "
+                      f"{v['cpu_s_per_step'] / o['cpu_s_per_step']:.2f}x | "
+                      f"{o['peak_rss_mb'] / v['peak_rss_mb']:.2f}x |")
+    ours = [v for _, r, _, _ in results for v in r if v["impl"].startswith("lemonpc")]
+    if len(ours) > 1 and len(a.rows.split(",")) > 1:
+        print("\n| threads | speed rows cut to the longest / rows of --seq | CPU s/step seq / longest |")
+        print("|---|---|---|")
+        for threads, r, _, _ in results:
+            cut = [v for v in r if v["impl"] == "lemonpc"]
+            full = [v for v in r if v["impl"] == "lemonpc (rows of --seq)"]
+            if cut and full:
+                print(f"| {threads} | {full[0]['s_per_step'] / cut[0]['s_per_step']:.2f}x | "
+                      f"{full[0]['cpu_s_per_step'] / cut[0]['cpu_s_per_step']:.2f}x |")
 
 
 if __name__ == "__main__":

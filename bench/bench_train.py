@@ -21,8 +21,19 @@ pre-tokenized (peft LoraConfig r, alpha = 2r, the same seven projections,
 for LoRA). It runs in the venv of scripts/setup_trl_venv.sh (TRL 0.8.6 on
 the same Debian torch) and is skipped, with a note, when that is missing.
 
+The variable-length table (--tables varlen) is what a user's NPC data
+costs: --varlen conversations drawn with a fixed seed from Orlando's
+(examples/luminara/data/orlando/*.jsonl; 54 to 277 tokens rendered, median
+102), trained by `lemonpc train` itself (LoRA r --rank, --batch, --seq,
+--varlen-epochs epochs, constant LR), unpacked and with --pack, each with
+every row computed at --seq (LEMONPC_TRAIN_FULL_ROWS=1, the trainer before
+it cut batches to their longest row) and cut to the batch's longest row,
+back to back in one run. tokens/s counts real tokens over the step times
+of metrics.jsonl (forward, backward, AdamW), the first step excluded as
+warm-up; the losses show both layouts did the same work.
+
     python3 bench/bench_train.py [--threads N] [--steps S] [--model PATH]
-                                 [--impls lemonpc,torch,trl]
+                                 [--impls lemonpc,torch,trl] [--tables fixed,varlen]
 """
 import argparse
 import json
@@ -284,6 +295,80 @@ def trl_available(python):
     return p.returncode == 0
 
 
+# ---------------------------------------------------------------- variable-length rows
+
+def varlen_data(n, seed, path):
+    """n of Orlando's conversations (seeded draw), as a training JSONL."""
+    import glob
+    convs = []
+    for f in sorted(glob.glob(str(ROOT / "examples/luminara/data/orlando/*.jsonl"))):
+        convs += [json.loads(line)["messages"] for line in open(f) if line.strip()]
+    if len(convs) < n:
+        raise SystemExit(f"only {len(convs)} conversations in examples/luminara/data/orlando")
+    with open(path, "w") as f:
+        for m in random.Random(seed).sample(convs, n):
+            f.write(json.dumps({"messages": m}) + "\n")
+
+
+def varlen_run(a, data, pack, full_rows, out):
+    """One `lemonpc train` run; tokens/s over the step times after the first."""
+    import shutil
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [str(BUILD / "lemonpc"), "train", "--model", a.model, "--data", data, "--out", out,
+           "--threads", str(a.threads), "--batch", str(a.batch), "--seq", str(a.seq),
+           "--epochs", str(a.varlen_epochs), "--lora-rank", str(a.rank),
+           "--lora-alpha", str(2 * a.rank), "--lr", "1e-4", "--warmup", "0",
+           "--schedule", "constant", "--save-every", "0"] + (["--pack"] if pack else [])
+    env = dict(os.environ)
+    env.pop("LEMONPC_TRAIN_FULL_ROWS", None)
+    if full_rows:
+        env["LEMONPC_TRAIN_FULL_ROWS"] = "1"
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise SystemExit(f"lemonpc train failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    steps = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    if len(steps) < 2:
+        raise SystemExit(f"lemonpc train: {len(steps)} steps, need 2 (raise --varlen-epochs)")
+    timed = steps[1:]
+    secs = sum(s["tokens"] / s["tokens_per_s"] for s in timed)
+    return {"pack": pack, "rows": "--seq" if full_rows else "longest", "steps": len(steps),
+            "tokens_per_step": sum(s["tokens"] for s in timed) / len(timed),
+            "tok_s": sum(s["tokens"] for s in timed) / secs, "s_per_step": secs / len(timed),
+            "loss_first": steps[0]["loss"], "loss_last": steps[-1]["loss"],
+            "wall_s": time.time() - t0}
+
+
+def varlen_table(a):
+    if not (BUILD / "lemonpc").exists():
+        raise SystemExit(f"{BUILD / 'lemonpc'} missing: run `make {BUILD.name}/lemonpc`")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "conv.jsonl")
+        varlen_data(a.varlen, 1234, data)
+        load = os.getloadavg()
+        rows = []
+        for pack in (False, True):
+            for full_rows in (True, False):
+                r = varlen_run(a, data, pack, full_rows, os.path.join(tmp, "run"))
+                print(f"varlen pack={pack} rows={r['rows']}: {r['tok_s']:.1f} tok/s", file=sys.stderr)
+                rows.append(r)
+        load_end = os.getloadavg()
+    print(f"\nVariable-length conversations: {a.varlen} of Orlando's, LoRA r{a.rank}, batch "
+          f"{a.batch}, seq {a.seq}, {a.varlen_epochs} epochs, {a.threads} threads, `lemonpc train`; "
+          f"load average {load[0]:.1f} -> {load_end[0]:.1f}\n")
+    print("| pack | rows computed to | steps | real tokens/step | tokens/s | s/step | loss first -> last |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {'yes' if r['pack'] else 'no'} | {r['rows']} | {r['steps']} | "
+              f"{r['tokens_per_step']:.0f} | {r['tok_s']:.1f} | {r['s_per_step']:.2f} | "
+              f"{r['loss_first']:.4f} -> {r['loss_last']:.4f} |")
+    for pack in (False, True):
+        full, cut = [r for r in rows if r["pack"] == pack]
+        print(f"\n{'packed' if pack else 'unpacked'}: rows cut to the longest / rows of --seq: "
+              f"{cut['tok_s'] / full['tok_s']:.2f}x tokens/s", end="")
+    print()
+
+
 def run_json(cmd, env=None):
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -311,6 +396,12 @@ def main():
     ap.add_argument("--trl-python", default=default_trl_python(),
                     help="python of scripts/setup_trl_venv.sh; TRL is skipped when it is missing")
     ap.add_argument("--impls", default="lemonpc,torch,trl", help="which columns to run")
+    ap.add_argument("--tables", default="fixed,varlen",
+                    help="fixed: rows of --seq random tokens against PyTorch/TRL; varlen: "
+                         "Orlando's conversations through lemonpc train, rows of --seq against "
+                         "rows cut to the longest")
+    ap.add_argument("--varlen", type=int, default=40, help="conversations in the varlen table")
+    ap.add_argument("--varlen-epochs", type=int, default=2)
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--trl-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tokens", help=argparse.SUPPRESS)
@@ -322,6 +413,14 @@ def main():
     if a.trl_worker:
         return trl_worker(a)
 
+    tables = a.tables.split(",")
+    if "fixed" in tables:
+        fixed_table(a)
+    if "varlen" in tables:
+        varlen_table(a)
+
+
+def fixed_table(a):
     impls = a.impls.split(",")
     exe = BUILD / "bench" / "train_step"
     if not exe.exists():
