@@ -23,8 +23,8 @@ the same Debian torch) and is skipped, with a note, when that is missing.
 
 The variable-length table (--tables varlen) is what a user's NPC data
 costs: --varlen conversations drawn with a fixed seed from Orlando's
-(examples/luminara/data/orlando/*.jsonl; 54 to 277 tokens rendered, median
-102), trained by `lemonpc train` itself (LoRA r --rank, --batch, --seq,
+(examples/luminara/data/orlando/*.jsonl; its first 715 were 54 to 277 tokens
+rendered, median 102), trained by `lemonpc train` itself (LoRA r --rank, --batch, --seq,
 --varlen-epochs epochs, constant LR), unpacked and with --pack, each with
 every row computed at --seq (LEMONPC_TRAIN_FULL_ROWS=1, the trainer before
 it cut batches to their longest row) and cut to the batch's longest row,
@@ -324,9 +324,12 @@ def varlen_run(a, data, pack, full_rows, out):
     if full_rows:
         env["LEMONPC_TRAIN_FULL_ROWS"] = "1"
     t0 = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        raise SystemExit(f"lemonpc train failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    with tempfile.TemporaryFile("w+") as log:
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, ru = os.wait4(p.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.seek(0)
+            raise SystemExit(f"lemonpc train failed ({status}):\n{log.read()[-2000:]}")
     steps = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     if len(steps) < 2:
         raise SystemExit(f"lemonpc train: {len(steps)} steps, need 2 (raise --varlen-epochs)")
@@ -336,7 +339,7 @@ def varlen_run(a, data, pack, full_rows, out):
             "tokens_per_step": sum(s["tokens"] for s in timed) / len(timed),
             "tok_s": sum(s["tokens"] for s in timed) / secs, "s_per_step": secs / len(timed),
             "loss_first": steps[0]["loss"], "loss_last": steps[-1]["loss"],
-            "wall_s": time.time() - t0}
+            "cpu_s": ru.ru_utime + ru.ru_stime, "wall_s": time.time() - t0}
 
 
 def varlen_table(a):
@@ -356,16 +359,18 @@ def varlen_table(a):
     print(f"\nVariable-length conversations: {a.varlen} of Orlando's, LoRA r{a.rank}, batch "
           f"{a.batch}, seq {a.seq}, {a.varlen_epochs} epochs, {a.threads} threads, `lemonpc train`; "
           f"load average {load[0]:.1f} -> {load_end[0]:.1f}\n")
-    print("| pack | rows computed to | steps | real tokens/step | tokens/s | s/step | loss first -> last |")
-    print("|---|---|---|---|---|---|---|")
+    print("| pack | rows computed to | steps | real tokens/step | tokens/s | s/step | CPU s (whole run) | "
+          "loss first -> last |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {'yes' if r['pack'] else 'no'} | {r['rows']} | {r['steps']} | "
               f"{r['tokens_per_step']:.0f} | {r['tok_s']:.1f} | {r['s_per_step']:.2f} | "
-              f"{r['loss_first']:.4f} -> {r['loss_last']:.4f} |")
+              f"{r['cpu_s']:.1f} | {r['loss_first']:.4f} -> {r['loss_last']:.4f} |")
     for pack in (False, True):
         full, cut = [r for r in rows if r["pack"] == pack]
         print(f"\n{'packed' if pack else 'unpacked'}: rows cut to the longest / rows of --seq: "
-              f"{cut['tok_s'] / full['tok_s']:.2f}x tokens/s", end="")
+              f"{cut['tok_s'] / full['tok_s']:.2f}x tokens/s, {full['cpu_s'] / cut['cpu_s']:.2f}x "
+              f"less CPU time", end="")
     print()
 
 
