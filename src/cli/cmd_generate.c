@@ -25,6 +25,7 @@ static void usage(FILE *out) {
 int cmd_generate(int argc, char **argv) {
     cli_gen_opts o;
     cli_gen_opts_init(&o, 256);
+    o.sp.repeat_penalty = 1.0f;   /* llama.cpp's default: one answer, as llama-cli gives it */
     const char *prompt = NULL;
     bool raw = false;
     for (int i = 1; i < argc; i++) {

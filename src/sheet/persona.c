@@ -181,3 +181,13 @@ done:
     for (int i = 0; i < P_N; i++) free(part[i].s);
     return out;
 }
+
+char *lm_character_greeting(const lm_character *c, const char *user) {
+    if (!c || !c->n_greetings || !c->greetings[0].text) return NULL;
+    const char *t = c->greetings[0].text;
+    while (*t == ' ' || *t == '\n' || *t == '\t') t++;
+    if (!*t) return NULL;
+    lm_shb b = {0};
+    put_subst(&b, t, c->name ? c->name : "", user ? user : "the traveller");
+    return lm_shb_take(&b);
+}

@@ -197,6 +197,11 @@ typedef struct {
 char *lm_persona_prompt(const lm_character *c, const lm_world *w, const lm_persona_opts *o,
                         lm_err *err);
 
+/* The character's opening line (its first greeting, a card's first_mes)
+ * with {{char}} and {{user}} replaced (user NULL: "the traveller", as in
+ * the persona); NULL when the sheet has none. Free with free(). */
+char *lm_character_greeting(const lm_character *c, const char *user);
+
 /* Loads the character sheet at path and, when its folder's parent holds a
  * world.md (characters/NAME.md -> world.md), that world (*w stays NULL
  * otherwise). Errors name the sheet's file:line. Caller frees both. */

@@ -211,7 +211,8 @@ def test_chat_continues_from_cache(kv, lemonpc, model_path, tool, tmp_path):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     from parity import EXACT  # noqa: E402
     u1, u2 = "Hi! My name is Anna and I keep bees.", "What do I keep?"
-    common = ["--temp", "0", "-n", "200"] + (["--kv", "f32"] if kv == "f32" else [])
+    # llama.cpp's greedy has no repetition penalty; chat's default is 1.1
+    common = ["--temp", "0", "-n", "200", "--repeat-penalty", "1"] + (["--kv", "f32"] if kv == "f32" else [])
     chat = run([lemonpc, "chat", model_path] + common, stdin=f"{u1}\n{u2}\n")
     assert chat.returncode == 0, chat.stderr
     cache = {"type_k": 0, "type_v": 0} if kv == "f32" else {}   # GGML_TYPE_F32 = 0
@@ -255,7 +256,7 @@ def test_chat_system_prompt(lemonpc, model_path, tool, tmp_path):
     from parity import EXACT  # noqa: E402
     sys_msg = "You are Brom, a gruff dwarven blacksmith. Answer in one sentence."
     user = "Who are you?"
-    common = ["--temp", "0", "-n", "150"]
+    common = ["--temp", "0", "-n", "150", "--repeat-penalty", "1"]
     chat = run([lemonpc, "chat", model_path, "--system", sys_msg] + common, stdin=f"{user}\n")
     gen = run([lemonpc, "generate", model_path, "--system", sys_msg, "-p", user] + common)
     assert chat.returncode == 0, chat.stderr
