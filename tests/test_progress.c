@@ -104,6 +104,38 @@ static void test_unknown_total_and_silent(void **state) {
     assert_int_equal(p.done, 4);
 }
 
+/* No bar (not a terminal): updates print nothing, each milestone one plain
+ * line to the log; on a bar a milestone redraws at once, rate limit or not. */
+static void test_marks(void **state) {
+    (void)state;
+    FILE *log = tmpfile();
+    assert_non_null(log);
+    lm_progress p;
+    fake_t = 1.0;
+    lm_progress_begin_clock(&p, NULL, "train", 15, "steps", fake_now);
+    p.log = log;
+    lm_progress_update(&p, 3, "loss 2.0");
+    lm_progress_mark(&p, 5, "epoch 1/3  loss 1.5");
+    lm_progress_update(&p, 7, "loss 1.4");
+    lm_progress_mark(&p, 10, NULL);
+    lm_progress_end(&p);
+    char buf[1024];
+    read_all(log, buf, sizeof buf);
+    assert_string_equal(buf, "train  5/15 steps  epoch 1/3  loss 1.5\ntrain  10/15 steps\n");
+    fclose(log);
+
+    FILE *f = tmpfile();
+    lm_progress_begin_clock(&p, f, "train", 15, "steps", fake_now);
+    lm_progress_update(&p, 1, NULL);          /* drawn: the first */
+    lm_progress_update(&p, 2, NULL);          /* same instant: skipped */
+    lm_progress_mark(&p, 3, "val 1.2");       /* same instant: drawn anyway */
+    read_all(f, buf, sizeof buf);
+    assert_non_null(strstr(buf, "3/15 steps"));
+    assert_null(strstr(buf, "2/15 steps"));
+    assert_non_null(strstr(buf, "val 1.2"));
+    fclose(f);
+}
+
 /* The real clock: what is drawn must not depend on the time taken. */
 static void test_real_clock(void **state) {
     (void)state;
@@ -132,6 +164,7 @@ int main(void) {
         cmocka_unit_test(test_draws_and_limits),
         cmocka_unit_test(test_time_formats),
         cmocka_unit_test(test_unknown_total_and_silent),
+        cmocka_unit_test(test_marks),
         cmocka_unit_test(test_real_clock),
     };
     return cmocka_run_group_tests_name("progress", tests, NULL, NULL);

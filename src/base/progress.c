@@ -44,7 +44,9 @@ void lm_progress_begin_file(lm_progress *p, FILE *out, const char *label, int64_
 }
 
 void lm_progress_begin(lm_progress *p, const char *label, int64_t total, const char *unit) {
-    lm_progress_begin_file(p, isatty(STDERR_FILENO) ? stderr : NULL, label, total, unit);
+    int tty = isatty(STDERR_FILENO);
+    lm_progress_begin_file(p, tty ? stderr : NULL, label, total, unit);
+    if (!tty) p->log = stderr;
 }
 
 static void draw(lm_progress *p, const char *extra, double t, int final) {
@@ -86,6 +88,20 @@ void lm_progress_update(lm_progress *p, int64_t done, const char *extra) {
     double t = p->now();
     if (p->t_drawn >= 0 && t - p->t_drawn < REDRAW_SECONDS) return;
     draw(p, extra, t, 0);
+}
+
+void lm_progress_mark(lm_progress *p, int64_t done, const char *extra) {
+    p->done = done;
+    if (p->out) {
+        draw(p, extra, p->now(), 0);
+    } else if (p->log) {
+        if (p->total > 0)
+            fprintf(p->log, "%s  %lld/%lld %s", p->label, (long long)done, (long long)p->total, p->unit);
+        else
+            fprintf(p->log, "%s  %lld %s", p->label, (long long)done, p->unit);
+        fprintf(p->log, "%s%s\n", extra && *extra ? "  " : "", extra ? extra : "");
+        fflush(p->log);
+    }
 }
 
 void lm_progress_end(lm_progress *p) {

@@ -8,7 +8,8 @@
  * draws   quantize  120/272 tensors  44%  31.2 tensors/s  ETA 0:05  blk.12.ffn_up.weight
  * on stderr, redrawn in place (\r) at most ~10 times a second, and a final
  * line with the elapsed time on lm_progress_end. When stderr is not a
- * terminal nothing is printed at all, so logs and pipes stay clean.
+ * terminal the bar is not drawn (logs and pipes stay clean); only the
+ * milestones (lm_progress_mark) print there, one plain line each.
  * All state lives in the struct; one struct is driven from one thread. */
 #ifndef LM_BASE_PROGRESS_H
 #define LM_BASE_PROGRESS_H
@@ -18,6 +19,7 @@
 
 typedef struct lm_progress {
     FILE *out;          /* NULL: silent */
+    FILE *log;          /* no bar drawn: where lm_progress_mark's lines go (NULL: none) */
     char label[32];
     char unit[24];
     int64_t total;      /* <= 0: unknown (no percentage or ETA) */
@@ -41,6 +43,10 @@ void lm_progress_begin_clock(lm_progress *p, FILE *out, const char *label, int64
 /* done: units finished so far; extra: short text shown after the numbers
  * (current tensor name, loss, ...), may be NULL. Cheap when not redrawing. */
 void lm_progress_update(lm_progress *p, int64_t done, const char *extra);
+/* A milestone (an evaluation, an epoch's end): redrawn now on a bar; with
+ * no bar, one plain line to p->log (stderr when lm_progress_begin found it
+ * is not a terminal), so a long run piped to a file says how it goes. */
+void lm_progress_mark(lm_progress *p, int64_t done, const char *extra);
 /* Draws the final state with the elapsed time and ends the line. */
 void lm_progress_end(lm_progress *p);
 

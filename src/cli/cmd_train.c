@@ -144,9 +144,13 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "lemonpc train: %s\n", err.msg);
         return 1;
     }
-    printf("%s: %ld/%ld steps, %ld tokens in %.0f s (%.1f tok/s), last loss %.4f\n",
-           rep.stopped ? "stopped" : "done", rep.steps, rep.total_steps, rep.tokens, rep.seconds,
-           rep.seconds > 0 ? (double)rep.tokens / rep.seconds : 0.0, rep.last_loss);
+    if (rep.steps_here == 0)   /* --resume of a finished run: no step, no loss of its own */
+        printf("nothing to train: %s had done its %ld/%ld steps (%ld tokens in %.0f s)\n", cfg.out,
+               rep.steps, rep.total_steps, rep.tokens, rep.seconds);
+    else
+        printf("%s: %ld/%ld steps, %ld tokens in %.0f s (%.1f tok/s), last loss %.4f\n",
+               rep.stopped ? "stopped" : "done", rep.steps, rep.total_steps, rep.tokens, rep.seconds,
+               rep.seconds > 0 ? (double)rep.tokens / rep.seconds : 0.0, rep.last_loss);
     if (rep.dpo)
         printf("%s reward accuracy %.3f, margin %.4f\n", rep.best_val >= 0 ? "validation" : "last step",
                rep.reward_acc, rep.reward_margin);

@@ -579,6 +579,9 @@ int lm_dpo_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_tmodel *m, const lm_
     lm_lora *init = NULL;
     int rc = -1;
     lm_sft_opts so = lm_sft_opts_default();
+    lm_loop_bad_lines bad = {info, info_ctx, 0};
+    so.warn = lm_loop_bad_line;
+    so.warn_ctx = &bad;
     if (lm_dpo_load(cfg->dpo, tok, &so, &all, err)) goto done;
     if (cfg->val[0]) {
         tr = all;
@@ -593,9 +596,11 @@ int lm_dpo_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_tmodel *m, const lm_
     lm_dpo_fit(tr, cfg->seq, LM_SFT_TRUNCATE);
     if (va) lm_dpo_fit(va, cfg->seq, LM_SFT_TRUNCATE);
     if (tr->n == 0) { lm_errf(err, "%s: no pair left to train on", cfg->dpo); goto done; }
+    char bad_note[96];
+    lm_loop_bad_lines_note(&bad, bad_note, sizeof bad_note);
     lm_loop_note(info, info_ctx, "pairs: %d, %ld tokens (%ld scored; %ld pairs truncated to %d, %ld dropped)%s",
          tr->n, tr->stats.tokens, tr->stats.trained_tokens, tr->stats.truncated, cfg->seq,
-         tr->stats.dropped, tr->stats.skipped ? "; bad lines skipped" : "");
+         tr->stats.dropped, bad_note);
     if (va) lm_loop_note(info, info_ctx, "validation: %d pairs", va->n);
     else lm_loop_note(info, info_ctx, "validation: none (give --val or --val-frac for a best checkpoint)");
     if (cfg->adapter[0]) {

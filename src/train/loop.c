@@ -161,13 +161,30 @@ int lm_loop_record(lm_loop *L, const lm_tmodel *m, const lm_lora *lora, const lm
 }
 
 void lm_loop_progress(lm_loop *L, const char *text) {
-    lm_progress_update(&L->prog, L->st.step - L->first, text);
+    /* evaluation points (epoch ends, eval_every, the last step) are
+     * milestones: a plain line each when stderr is not a terminal */
+    if (L->evaluate) lm_progress_mark(&L->prog, L->st.step - L->first, text);
+    else lm_progress_update(&L->prog, L->st.step - L->first, text);
+}
+
+void lm_loop_bad_line(void *ctx, const char *msg) {
+    lm_loop_bad_lines *b = ctx;
+    if (b->n++ < LM_LOOP_BAD_LINES_SHOWN) lm_loop_note(b->info, b->info_ctx, "skipped: %s", msg);
+}
+
+void lm_loop_bad_lines_note(const lm_loop_bad_lines *b, char *buf, size_t cap) {
+    if (!b->n) { buf[0] = '\0'; return; }
+    if (b->n <= LM_LOOP_BAD_LINES_SHOWN)
+        snprintf(buf, cap, "; %ld bad line%s skipped (above)", b->n, b->n == 1 ? "" : "s");
+    else
+        snprintf(buf, cap, "; %ld bad lines skipped (the first %d above)", b->n, LM_LOOP_BAD_LINES_SHOWN);
 }
 
 int lm_loop_finish(lm_loop *L, int rc, lm_sft_report *rep, lm_err *err) {
     if (L->prog_on) lm_progress_end(&L->prog);
     L->prog_on = false;
     rep->steps = L->st.step;
+    rep->steps_here = L->done_here;
     rep->total_steps = L->total;
     rep->tokens = L->st.tokens;
     rep->seconds = L->st.seconds;

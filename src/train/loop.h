@@ -104,4 +104,18 @@ int lm_loop_finish(lm_loop *L, int rc, lm_sft_report *rep, lm_err *err);
 void lm_loop_note(void (*info)(void *, const char *), void *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Bad dataset lines of a run: each reported through the run's info
+ * callback as it is skipped (the first LM_LOOP_BAD_LINES_SHOWN, with file
+ * and line), and counted. Set lm_sft_opts.warn = lm_loop_bad_line and
+ * warn_ctx = &b; lm_loop_bad_lines_note writes "; N bad lines skipped
+ * (...)" for the dataset summary ("" for none). */
+enum { LM_LOOP_BAD_LINES_SHOWN = 10 };
+typedef struct lm_loop_bad_lines {
+    void (*info)(void *ctx, const char *line);
+    void *info_ctx;
+    long n;
+} lm_loop_bad_lines;
+void lm_loop_bad_line(void *ctx, const char *msg);
+void lm_loop_bad_lines_note(const lm_loop_bad_lines *b, char *buf, size_t cap);
+
 #endif

@@ -252,6 +252,9 @@ int lm_sft_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_sft_report *rep,
         goto done;
     }
     lm_sft_opts so = lm_sft_opts_default();
+    lm_loop_bad_lines bad = {info, info_ctx, 0};
+    so.warn = lm_loop_bad_line;
+    so.warn_ctx = &bad;
     if (lm_sft_dataset_load(cfg->data, tok, &so, &all, err)) goto done;
     if (cfg->val[0]) {
         tr = all;
@@ -266,9 +269,10 @@ int lm_sft_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_sft_report *rep,
     lm_sft_dataset_fit(tr, cfg->seq, LM_SFT_TRUNCATE);
     if (va) lm_sft_dataset_fit(va, cfg->seq, LM_SFT_TRUNCATE);
     if (tr->n == 0) { lm_errf(err, "%s: no conversation left to train on", cfg->data); goto done; }
+    char bad_note[96];
+    lm_loop_bad_lines_note(&bad, bad_note, sizeof bad_note);
     lm_loop_note(info, info_ctx, "train: %d conversations, %ld tokens (%ld trained, %ld truncated)%s",
-         tr->n, tr->stats.tokens, tr->stats.trained_tokens, tr->stats.truncated,
-         tr->stats.skipped ? "; bad lines skipped" : "");
+         tr->n, tr->stats.tokens, tr->stats.trained_tokens, tr->stats.truncated, bad_note);
     if (va) lm_loop_note(info, info_ctx, "validation: %d conversations, %ld tokens", va->n, va->stats.tokens);
     else lm_loop_note(info, info_ctx, "validation: none (give --val or --val-frac for a best checkpoint)");
     rc = lm_sft_train(cfg, m, tr, va, ctl, rep, err);

@@ -26,6 +26,7 @@
 
 typedef struct lm_sft_report {
     long steps, total_steps;    /* optimizer steps done (whole run) / planned */
+    long steps_here;            /* of them, done by this call (0: a finished run resumed) */
     long tokens;                /* real tokens trained on (whole run) */
     double seconds;             /* training time (whole run) */
     double last_loss;           /* loss of the last step */
