@@ -465,6 +465,21 @@ static void test_nulls_are_unset(void **state) {
     assert_non_null(strstr(err.msg, "mem: data.name: expected a string, got null"));
 }
 
+/* A 121-byte PNG whose header claims a 4096x4096 16-bit interlaced image:
+ * an error naming the size, before any pixel buffer is allocated (it was
+ * 64 MB per such file under the fuzzer). The same file under
+ * fuzz/corpus/card/. */
+static void test_png_too_short_for_its_image(void **state) {
+    (void)state;
+    lm_err err = {{0}};
+    lm_card card;
+    lm_image img = {0};
+    assert_int_equal(lm_card_load(CARDS "bad_4096_tiny.png", &card, &img, &err), -1);
+    if (!strstr(err.msg, "bad_4096_tiny.png: the 4096x4096 image cannot fit in a 121-byte file"))
+        fail_msg("%s", err.msg);
+    assert_null(img.rgba);
+}
+
 static void test_bad_cards(void **state) {
     (void)state;
     tmp t;
@@ -590,6 +605,7 @@ int main(void) {
         cmocka_unit_test(test_convert_versions),
         cmocka_unit_test(test_export_native_sheet),
         cmocka_unit_test(test_nulls_are_unset),
+        cmocka_unit_test(test_png_too_short_for_its_image),
         cmocka_unit_test(test_bad_cards),
         cmocka_unit_test(test_bad_json_in_memory),
         cmocka_unit_test(test_import_refuses_overwrite),

@@ -143,6 +143,17 @@ static int read_png(rd_state *s, const char *src, unsigned *w_out, unsigned *h_o
     png_set_crc_action(png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+    /* Deflate expands at most 1032:1, so a file shorter than its rows over
+     * that cannot hold the image: without this a 121-byte PNG claiming
+     * 4096x4096 got its 64 MB pixel buffer before libpng found the data
+     * missing, once per input under the fuzzer (the likely source of the
+     * 2 GB out-of-memory fuzz_card once reported; not reproduced). */
+    double rows = (double)h * ((double)png_get_rowbytes(png, info) + 1);
+    if (rows / 1032.0 > (double)s->len) {
+        snprintf(s->msg, sizeof s->msg, "the %ux%u image cannot fit in a %zu-byte file "
+                 "(damaged PNG)", (unsigned)w, (unsigned)h, s->len);
+        png_longjmp(png, 1);
+    }
     int ct = png_get_color_type(png, info);
     png_set_expand(png);
     png_set_strip_16(png);
