@@ -7,7 +7,7 @@
 # his 715 hand-written conversations; `ONLY=lora make orlando` rebuilds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install_deps.sh
+scripts/install_deps.sh --demo
 model=$(scripts/fetch_model.sh)
 make -s -j2 build/lemonpc
 sheet=examples/luminara/characters/orlando.md
