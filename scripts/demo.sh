@@ -4,7 +4,7 @@
 # answer three questions twice: the base model with his sheet as its system
 # turn, then the model with his fine-tuned adapter
 # (examples/luminara/npc/orlando.adapter.gguf, made by `lemonpc build` from
-# his 715 hand-written conversations; `ONLY=lora make orlando` rebuilds it).
+# his 959 hand-written conversations; `ONLY=lora make orlando` rebuilds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh --demo

@@ -4,7 +4,8 @@
 # (examples/luminara/eval/orlando.jsonl) and are compared side by side.
 #
 #   base + full persona   SmolLM2 as shipped, the sheet as its system turn
-#   lora                  `lemonpc build` defaults: LoRA r16, short persona (the shipped adapter)
+#   lora                  `lemonpc build` defaults but 2 epochs (validation loss is flat or
+#                         worse in a third): LoRA r16, short persona (the shipped adapter)
 #   full                  the same data, all weights fine-tuned
 #   lora, no persona      the seed's second mode: no persona in training or use
 #   lora + DPO            the lora build, then self-play DPO (report/dpo: SFT against SFT + DPO)
@@ -23,7 +24,7 @@ sheet=examples/luminara/characters/orlando.md
 q=examples/luminara/eval/orlando.jsonl
 t0=$(date +%s)
 
-$lp build examples/luminara --character orlando --model "$model" --out "$out/lora"
+$lp build examples/luminara --character orlando --model "$model" --out "$out/lora" --epochs 2
 cp "$out/lora/export/orlando.adapter.gguf" examples/luminara/npc/orlando.adapter.gguf
 if [ "${ONLY:-}" = lora ]; then
     echo "rebuilt examples/luminara/npc/orlando.adapter.gguf in $(( $(date +%s) - t0 )) s"
@@ -42,7 +43,8 @@ $lp eval "$model" "$q" --out "$out/lora-dpo/eval-heldout" --character "$sheet" -
     --label "Orlando Marlo, LoRA r16 + DPO (self-play), short persona"
 $lp eval --compare "$out/lora/eval/heldout" "$out/lora-dpo/eval-heldout" --out examples/luminara/report/dpo
 $lp build examples/luminara --character orlando --model "$model" --out "$out/full" --full --epochs 2
-$lp build examples/luminara --character orlando --model "$model" --out "$out/lora-nopersona" --persona none
+$lp build examples/luminara --character orlando --model "$model" --out "$out/lora-nopersona" --persona none \
+    --epochs 2
 $lp eval "$model" "$q" --out "$out/base-full" --character "$sheet" --persona full \
     --label "base + full persona"
 
