@@ -175,7 +175,9 @@ oracle-avx512: all
 	scripts/oracle_avx512.sh
 
 # Gradient oracle: the C trainer against PyTorch (Debian's python3-torch,
-# hence /usr/bin/python3 rather than whatever python3 is first on PATH).
+# hence /usr/bin/python3 rather than whatever python3 is first on PATH). Each
+# reference is checked under every kernel set this CPU runs (avx512, avx2,
+# scalar; LEMONPC_KERNELS=<set> checks one), --precision bf16 too.
 oracle-torch: all
 	/usr/bin/python3 -m pytest -q tests/torch
 
@@ -214,7 +216,7 @@ test:
 # Part of `make test`; runnable alone.
 .PHONY: test-slow
 test-slow: all
-	LEMONPC_SLOW=1 python3 -m pytest -q tests/oracle/test_train_stop.py
+	LEMONPC_SLOW=1 python3 -m pytest -q tests/oracle/test_train_stop.py tests/oracle/test_train_bf16.py
 
 model:
 	scripts/fetch_model.sh

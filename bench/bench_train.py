@@ -34,6 +34,20 @@ warm-up; the losses show both layouts did the same work.
 
     python3 bench/bench_train.py [--threads N] [--steps S] [--model PATH]
                                  [--impls lemonpc,torch,trl] [--tables fixed,varlen]
+                                 [--ours avx512,avx2,avx512:bf16] [--repeat R]
+
+--ours runs our trainer once per variant, KERNELS[:bf16] (LEMONPC_KERNELS,
+and --precision bf16 with ":bf16"), back to back, the whole round --repeat
+times (a shared machine's load drifts: interleaving spreads it over all
+variants alike); tokens/s is the median over the repeats, and a second
+table compares every variant with the first. The ratio tables against
+PyTorch/TRL use the first variant.
+
+PyTorch runs with LD_LIBRARY_PATH=--blas-dir (default: Debian's
+libopenblas0-openmp folder, when installed), since Debian's torch calls
+whatever libblas.so.3 the alternatives pick and the reference BLAS is
+about 9x slower (issue 14): the worker reports the BLAS it loaded, and no
+ratio is printed against a reference BLAS.
 """
 import argparse
 import json
@@ -47,6 +61,7 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-openmp"   # Debian's libopenblas0-openmp
 BUILD = ROOT / os.environ.get("LEMONPC_BUILD", "build")
 sys.path.insert(0, str(ROOT / "tests" / "torch"))   # gguf_mini, llama_ref (workers)
 
@@ -137,7 +152,11 @@ def torch_worker(a):
             cpu.append(time.process_time() - c0)
         print(f"torch step {s} loss {total:.4f} {dt:.2f}s", file=sys.stderr)
     tps = B * T * len(times) / sum(times)
+    # the BLAS torch really loaded, as folder/file ("blas/libblas.so.3" is the reference one)
+    blas = sorted({"/".join(os.path.realpath(line.split()[-1]).split("/")[-2:])
+                   for line in open("/proc/self/maps") if "blas" in line.split()[-1]})
     print(json.dumps({"impl": f"torch {torch.__version__}", "mode": a.mode, "threads": a.threads,
+                      "blas": ", ".join(blas),
                       "tok_s": tps, "s_per_step": sum(times) / len(times),
                       "cpu_s_per_step": sum(cpu) / len(cpu),
                       "loss_first": losses[0], "loss_last": losses[-1],
@@ -407,6 +426,11 @@ def main():
                          "rows cut to the longest")
     ap.add_argument("--varlen", type=int, default=40, help="conversations in the varlen table")
     ap.add_argument("--varlen-epochs", type=int, default=2)
+    ap.add_argument("--ours", default="",
+                    help="our variants KERNELS[:bf16], comma separated (default: the widest set, f32)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of --ours, back to back")
+    ap.add_argument("--blas-dir", default=OPENBLAS if os.path.isdir(OPENBLAS) else "",
+                    help="LD_LIBRARY_PATH for the PyTorch and TRL workers: a folder holding libblas.so.3")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--trl-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tokens", help=argparse.SUPPRESS)
@@ -427,6 +451,7 @@ def main():
 
 def fixed_table(a):
     impls = a.impls.split(",")
+    variants = a.ours.split(",") if a.ours else [""]
     exe = BUILD / "bench" / "train_step"
     if not exe.exists():
         raise SystemExit(f"{exe} missing: run `make build/bench/train_step`")
@@ -450,13 +475,32 @@ def fixed_table(a):
                       "--rank", str(a.rank)]
             r = {}
             if "lemonpc" in impls:
-                r["lemonpc"] = run_json([str(exe), a.model, tok.name, str(a.threads), mode,
-                                         str(a.batch), str(a.seq), str(micro), str(a.steps),
-                                         str(a.rank)])
+                runs = {v: [] for v in variants}
+                for _ in range(a.repeat):
+                    for v in variants:
+                        kernels, _, prec = v.partition(":")
+                        env = dict(os.environ)
+                        env.pop("LEMONPC_KERNELS", None)
+                        if kernels:
+                            env["LEMONPC_KERNELS"] = kernels
+                        runs[v].append(run_json([str(exe), a.model, tok.name, str(a.threads), mode,
+                                                 str(a.batch), str(a.seq), str(micro), str(a.steps),
+                                                 str(a.rank), prec or "f32"], env))
+                        print(f"  {mode} {v or 'default'}: {runs[v][-1]['tok_s']:.1f} tok/s "
+                              f"(load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+                for i, v in enumerate(variants):
+                    res = sorted(runs[v], key=lambda x: x["tok_s"])[len(runs[v]) // 2]   # median
+                    res["all_tok_s"] = [x["tok_s"] for x in runs[v]]
+                    res["impl"] = f"lemonpc {res['kernels']}" + (" bf16" if res["precision"] == "bf16" else "")
+                    r["lemonpc" if i == 0 else f"lemonpc#{i}"] = res
+            blas_env = dict(os.environ)
+            if a.blas_dir:
+                blas_env["LD_LIBRARY_PATH"] = a.blas_dir + (":" + blas_env["LD_LIBRARY_PATH"]
+                                                            if blas_env.get("LD_LIBRARY_PATH") else "")
             if "torch" in impls:
-                r["torch"] = run_json([a.torch_python, __file__, "--torch-worker"] + worker)
+                r["torch"] = run_json([a.torch_python, __file__, "--torch-worker"] + worker, blas_env)
             if "trl" in impls:
-                r["trl"] = run_json([a.trl_python, __file__, "--trl-worker"] + worker)
+                r["trl"] = run_json([a.trl_python, __file__, "--trl-worker"] + worker, blas_env)
             results.append((mode, micro, r))
             print(f"{mode}: " + ", ".join(f"{k} {v['tok_s']:.1f} tok/s" for k, v in r.items()),
                   file=sys.stderr)
@@ -473,10 +517,30 @@ def fixed_table(a):
         fpt = r["lemonpc"]["flop_per_token"] if "lemonpc" in r else None   # counted in C
         for v in r.values():
             mfu = f"{100 * v['tok_s'] * fpt / peak:.1f}%" if fpt else "-"
-            print(f"| {mode} | {micro} | {v['impl']} | {v['tok_s']:.1f} | {v['s_per_step']:.1f} | "
+            impl = v["impl"] + (f" ({v['blas']})" if v.get("blas") else "")
+            tps = f"{v['tok_s']:.1f}"
+            if len(v.get("all_tok_s", [])) > 1:
+                tps += " (" + ", ".join(f"{x:.1f}" for x in v["all_tok_s"]) + ")"
+            print(f"| {mode} | {micro} | {impl} | {tps} | {v['s_per_step']:.1f} | "
                   f"{v['cpu_s_per_step']:.1f} | {v['peak_rss_mb']:.0f} | {mfu} | "
                   f"{v['loss_first']:.4f} -> {v['loss_last']:.4f} |")
+    if len(variants) > 1 and "lemonpc" in impls:
+        r0 = results[0][2]
+        print("\n| mode | " + " | ".join(f"{r0[f'lemonpc#{i}']['impl']} / {r0['lemonpc']['impl']} "
+                                        f"(tokens/s; CPU s/step)" for i in range(1, len(variants))) + " |")
+        print("|---|" + "---|" * (len(variants) - 1))
+        for mode, micro, r in results:
+            print(f"| {mode} | " + " | ".join(
+                f"{r[f'lemonpc#{i}']['tok_s'] / r['lemonpc']['tok_s']:.2f}x; "
+                f"{r['lemonpc']['cpu_s_per_step'] / r[f'lemonpc#{i}']['cpu_s_per_step']:.2f}x"
+                for i in range(1, len(variants))) + " |")
     others = [k for k in ("torch", "trl") if k in impls]
+    for mode, micro, r in results:
+        for k in others:
+            if k in r and "blas/libblas.so.3" in r[k].get("blas", "").split(", ") and k in others:
+                print(f"\n{k} ran on the reference BLAS ({r[k]['blas']}): no ratio against it "
+                      f"(install libopenblas0 or give --blas-dir)")
+                others.remove(k)
     if "lemonpc" in impls and others:
         head = " | ".join(f"tokens/s ours / {k} | CPU s/step {k} / ours | peak RSS ours / {k}"
                           for k in others)

@@ -2,15 +2,20 @@
  * micro-batch of 2 x 256 tokens; the LM head on a 256-row loss chunk), in
  * GFLOP/s: the part of a training step that the blocked GEMM owns.
  *
- *   build/bench/bench_train_mm [THREADS] [REPS]
+ *   build/bench/bench_train_mm [THREADS] [REPS] [f32|bf16]
+ *
+ * LEMONPC_KERNELS picks the kernel set (f32); bf16 is --precision bf16's
+ * GEMM (AVX-512 BF16).
  *
  * Use it to compare kernel changes; bench_train.py is the end-to-end
  * comparison with PyTorch. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "base/pool.h"
+#include "tensor/ops.h"
 #include "train/train_internal.h"
 
 static double now_s(void) {
@@ -33,6 +38,7 @@ typedef struct shape { const char *name; int n, in, out; } shape;
 
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2, reps = argc > 2 ? atoi(argv[2]) : 3;
+    int bf16 = argc > 3 && !strcmp(argv[3], "bf16");
     const shape shapes[] = {
         { "q/o 576x576", 512, 576, 576 },   { "k/v 576->192", 512, 576, 192 },
         { "gate/up 576->1536", 512, 576, 1536 }, { "down 1536->576", 512, 1536, 576 },
@@ -52,11 +58,11 @@ int main(int argc, char **argv) {
         double flop = 2.0 * sh->n * sh->in * sh->out, best[3] = { 1e30, 1e30, 1e30 };
         for (int r = 0; r < reps; r++) {
             double t0 = now_s();
-            lm_mm_fwd(pool, y, x, w, sh->n, sh->in, sh->out, 0);
+            lm_mm_fwd(pool, bf16, y, x, w, sh->n, sh->in, sh->out, 0);
             double t1 = now_s();
-            lm_mm_bwd_x(pool, dx, dy, w, sh->n, sh->in, sh->out);
+            lm_mm_bwd_x(pool, bf16, dx, dy, w, sh->n, sh->in, sh->out);
             double t2 = now_s();
-            lm_mm_bwd_w(pool, dw, dy, x, sh->n, sh->in, sh->out);
+            lm_mm_bwd_w(pool, bf16, dw, dy, x, sh->n, sh->in, sh->out);
             double t3 = now_s();
             double t[3] = { t1 - t0, t2 - t1, t3 - t2 };
             for (int k = 0; k < 3; k++) best[k] = t[k] < best[k] ? t[k] : best[k];
@@ -67,7 +73,8 @@ int main(int argc, char **argv) {
         total_f += 3 * flop;
         free(x); free(w); free(dy); free(y); free(dx); free(dw);
     }
-    printf("\nall shapes: %.1f GFLOP/s (%d threads)\n", total_f / total_t * 1e-9, threads);
+    printf("\nall shapes: %.1f GFLOP/s (%d threads, %s)\n", total_f / total_t * 1e-9, threads,
+           bf16 ? "bf16" : lm_kernels_name());
     lm_pool_free(pool);
     return 0;
 }

@@ -1,7 +1,10 @@
 /* Our side of the training benchmark (bench/bench_train.py runs it next to a
  * PyTorch loop on the same weights, tokens and thread count).
  *
- *   train_step MODEL TOKENS_FILE THREADS full|lora BATCH SEQ MICRO STEPS [RANK]
+ *   train_step MODEL TOKENS_FILE THREADS full|lora BATCH SEQ MICRO STEPS [RANK [f32|bf16]]
+ *
+ * The kernel set is LEMONPC_KERNELS's (else the widest this CPU runs); bf16
+ * is --precision bf16 (matmul inputs in bf16, f32 sums; AVX-512 BF16).
  *
  * TOKENS_FILE holds BATCH rows of SEQ+1 token ids (whitespace separated):
  * inputs are the first SEQ, targets the last SEQ, every position counts in
@@ -17,6 +20,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "tensor/ops.h"
 #include "train/adamw.h"
 #include "train/lora.h"
 #include "train/train_model.h"
@@ -47,13 +51,15 @@ static int read_tokens(const char *path, int32_t *t, int n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 9 && argc != 10) {
-        fprintf(stderr, "usage: train_step MODEL TOKENS_FILE THREADS full|lora BATCH SEQ MICRO STEPS [RANK]\n");
+    if (argc < 9 || argc > 11) {
+        fprintf(stderr, "usage: train_step MODEL TOKENS_FILE THREADS full|lora BATCH SEQ MICRO STEPS "
+                        "[RANK [f32|bf16]]\n");
         return 2;
     }
     int threads = atoi(argv[3]), lora_mode = strcmp(argv[4], "lora") == 0;
     int B = atoi(argv[5]), T = atoi(argv[6]), micro = atoi(argv[7]), steps = atoi(argv[8]);
-    int rank = argc == 10 ? atoi(argv[9]) : 8;
+    int rank = argc >= 10 ? atoi(argv[9]) : 8;
+    int bf16 = argc == 11 && !strcmp(argv[10], "bf16");
     if (B <= 0 || T <= 0 || micro <= 0 || B % micro || steps <= 0) {
         fprintf(stderr, "train_step: BATCH must be a positive multiple of MICRO\n");
         return 2;
@@ -73,6 +79,8 @@ int main(int argc, char **argv) {
     if (m && lora_mode) lora = lm_lora_new(m, rank, 2.0f * rank, LM_LORA_ALL, 1, &err);
     else if (m && lm_tmodel_alloc_grads(m, &err)) m = (lm_tmodel_free(m), NULL);
     lm_tacts *a = m && pool && (lora || !lora_mode) ? lm_tacts_new(m, lora, micro, T, 0, &err) : NULL;
+    if (a && lm_tacts_set_precision(a, bf16 ? LM_TPREC_BF16 : LM_TPREC_F32, &err))
+        a = (lm_tacts_free(a), NULL);
     size_t n_train = lora ? lora->n_params : (m ? m->n_params : 0);
     lm_adamw *opt = a ? lm_adamw_new(n_train, &err) : NULL;
     if (!opt) { fprintf(stderr, "train_step: %s\n", err.msg); return 1; }
@@ -116,11 +124,13 @@ int main(int argc, char **argv) {
     double n = (double)m->n_params, attn = 4.0 * c->n_layers * (T / 2.0) * c->n_heads * c->head_dim;
     double flop_tok = (lora_mode ? 4.0 : 6.0) * n + 3.0 * attn;
     double tps = (double)B * T * steps / t_total;
-    printf("{\"impl\": \"lemonpc\", \"mode\": \"%s\", \"threads\": %d, \"batch\": %d, \"seq\": %d, "
+    printf("{\"impl\": \"lemonpc\", \"kernels\": \"%s\", \"precision\": \"%s\", \"mode\": \"%s\", "
+           "\"threads\": %d, \"batch\": %d, \"seq\": %d, "
            "\"micro\": %d, \"steps\": %d, \"tok_s\": %.2f, \"s_per_step\": %.3f, \"cpu_s_per_step\": %.3f, "
            "\"loss_first\": %.5f, \"loss_last\": %.5f, \"peak_rss_mb\": %.1f, "
            "\"flop_per_token\": %.4g, \"mfu\": %.4f, \"act_mb\": %.1f}\n",
-           argv[4], threads, B, T, micro, steps, tps, t_total / steps, c_total / steps, first_loss, last_loss,
+           lm_kernels_name(), bf16 ? "bf16" : "f32", argv[4], threads, B, T, micro, steps, tps,
+           t_total / steps, c_total / steps, first_loss, last_loss,
            ru.ru_maxrss / 1024.0, flop_tok, tps * flop_tok / (threads * PEAK_FLOPS_PER_CORE),
            lm_tacts_bytes(a) / 1048576.0);
     lm_adamw_free(opt);

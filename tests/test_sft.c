@@ -461,6 +461,7 @@ static void test_config(void **state) {
     expect_json_error("{\"epochs\": 0}", "epochs: 0 is out of range");
     expect_json_error("{\"batch\": 2.5}", "batch: expected an integer");
     expect_json_error("{\"schedule\": \"sine\"}", "schedule: expected cosine, linear or constant");
+    expect_json_error("{\"precision\": \"fp8\"}", "precision: expected f32 or bf16, got 'fp8'");
     expect_json_error("{\"lora-dropout\": 1}", "lora-dropout: 1 is out of range [0, 1)");
     expect_json_error("{\"lora_dropout\": -0.1}", "lora_dropout: -0.1 is out of range [0, 1)");
     expect_json_error("{\"lora-dropout\": 0.99999999999}", "lora-dropout");   /* 1 as f32 */
@@ -476,7 +477,9 @@ static void test_config(void **state) {
     assert_int_equal(lm_train_cfg_parse_json(&c, "run.json",
         "{\"model\": \"m.gguf\", \"data\": \"d.jsonl\", \"out\": \"r\", \"full\": true,"
         " \"lora_rank\": 16, \"lr\": 3e-5, \"warmup\": 0.05, \"schedule\": \"linear\","
-        " \"seed\": 7, \"lora-targets\": \"q,v\", \"pack\": true, \"lora_dropout\": 0.05}", &err), 0);
+        " \"seed\": 7, \"lora-targets\": \"q,v\", \"pack\": true, \"lora_dropout\": 0.05,"
+        " \"precision\": \"bf16\"}", &err), 0);
+    assert_int_equal(c.bf16, 1);
     assert_true(c.lora_dropout == 0.05f);
     assert_int_equal(c.full, 1);
     assert_int_equal(c.lora_rank, 16);
@@ -497,7 +500,7 @@ static void test_config(void **state) {
     char *js2 = lm_train_cfg_to_json(&d);
     assert_string_equal(js, js2);
     assert_true(d.lr == c.lr && d.warmup == c.warmup && d.seed == 7 && d.pack == 1 &&
-                d.lora_dropout == 0.05f);
+                d.lora_dropout == 0.05f && d.bf16 == 1);
     assert_int_equal(lm_train_cfg_set(&c, "lora-dropout", "0", &err), 0);
     assert_true(c.lora_dropout == 0.0f);
     assert_int_equal(lm_train_cfg_set(&c, "lora-dropout", "0.999", &err), 0);

@@ -223,13 +223,13 @@ static void test_matmul_helpers(void **state) {
     for (int p = 0; p < 2; p++) {
         lm_pool *use = p ? pool : NULL;
         memset(dx, 0, sizeof dx); memset(dw, 0, sizeof dw);
-        lm_mm_fwd(use, y, x, w, N, IN, OUT, 0);
-        lm_mm_bwd_x(use, dx, dy, w, N, IN, OUT);
-        lm_mm_bwd_w(use, dw, dy, x, N, IN, OUT);
+        lm_mm_fwd(use, 0, y, x, w, N, IN, OUT, 0);
+        lm_mm_bwd_x(use, 0, dx, dy, w, N, IN, OUT);
+        lm_mm_bwd_w(use, 0, dw, dy, x, N, IN, OUT);
         assert_true(rel(y, ry, N * OUT) < 1e-5);
         assert_true(rel(dx, rdx, N * IN) < 1e-5);
         assert_true(rel(dw, rdw, OUT * IN) < 1e-5);
-        lm_mm_fwd(use, y, x, w, N, IN, OUT, 1); /* accumulate: now twice */
+        lm_mm_fwd(use, 0, y, x, w, N, IN, OUT, 1); /* accumulate: now twice */
         for (int i = 0; i < N * OUT; i++) assert_float_equal(y[i], 2 * ry[i], 1e-4);
     }
     lm_pool_free(pool);
@@ -255,8 +255,8 @@ static void test_matmul_big_w(void **state) {
     for (int i = 0; i < N * IN; i++) dx[i] = dx2[i] = 1.0f;   /* accumulates */
     lm_err err = {{0}};
     lm_pool *pool = lm_pool_new(2, &err);
-    lm_mm_bwd_x(NULL, dx, dy, w, N, IN, OUT);
-    lm_mm_bwd_x(pool, dx2, dy, w, N, IN, OUT);
+    lm_mm_bwd_x(NULL, 0, dx, dy, w, N, IN, OUT);
+    lm_mm_bwd_x(pool, 0, dx2, dy, w, N, IN, OUT);
     assert_true(rel(dx, ref, N * IN) < 1e-5);
     assert_memory_equal(dx, dx2, sizeof dx);
     for (int i = 0; i < IN; i++) assert_true(dx[2 * IN + i] == 1.0f);

@@ -40,6 +40,7 @@
 #include "model/adapter.h"
 #include "runtime/npc_stamp.h"
 #include "sheet/sheet.h"
+#include "train/train_model.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -68,6 +69,8 @@ static void usage(FILE *out) {
             "  --grad-accum N     micro-batches per step (default 4)\n"
             "  --seed S           split, shuffle and init (default 42)\n"
             "  -t, --threads N    default: all CPUs\n"
+            "  --precision P      f32 (default) or bf16: the train and dpo stages' matmul inputs\n"
+            "                     in bf16, sums and weights f32 (lemonpc train; AVX-512 BF16)\n"
             "  --dpo              after fine-tuning, preference training: the NPC samples answers\n"
             "                     to the train split, the filters pick chosen and rejected ones\n"
             "                     (lemonpc pairs), and DPO trains the weights further\n"
@@ -90,7 +93,7 @@ typedef struct build_opts {
     const char *world, *character, *out, *model, *data, *questions;
     const char **extra;
     int n_extra;
-    int persona, full, rank, epochs, batch, seq, accum, threads, no_eval, adapter_f16;
+    int persona, full, rank, epochs, batch, seq, accum, threads, no_eval, adapter_f16, bf16;
     int dpo, dpo_samples, dpo_max_prompts, dpo_epochs, dpo_seq, dpo_checks_only;
     double lr, dpo_beta, dpo_lr;
     unsigned long long seed;
@@ -429,6 +432,7 @@ static int do_train(ctx *x, lm_err *err) {
     h = fnv_bytes(h, &mh, sizeof mh);
     h = fnv_str(h, o->full ? "full" : "lora");
     for (int i = 0; i < 8; i++) h = fnv_str(h, a[i]);   /* threads change nothing that matters */
+    if (o->bf16) h = fnv_str(h, "bf16");   /* f32 keys stay what they were */
     hex(h, x->k_train);
     if (stage_done(&x->b, "train", x->k_train)) { stage_skip(&x->b, "train"); return 0; }
     stage_begin(&x->b, "train");
@@ -449,13 +453,14 @@ static int do_train(ctx *x, lm_err *err) {
         char *av[] = {"train", "--model", x->model, "--data", data, "--val", val, "--out", run, "--full",
                       "--lr", a[2], "--epochs", a[3], "--batch", a[4], "--seq", a[5], "--grad-accum",
                       a[6], "--seed", a[7], "--pack", "--eval-every", "20",
-                      o->threads ? "--threads" : NULL, a[8], NULL};
+                      "--precision", o->bf16 ? "bf16" : "f32", o->threads ? "--threads" : NULL, a[8], NULL};
         rc = run_self(&x->b, av, &rss, err);
     } else {
         char *av[] = {"train", "--model", x->model, "--data", data, "--val", val, "--out", run,
                       "--lora-rank", a[0], "--lora-alpha", a[1], "--lr", a[2], "--epochs", a[3],
                       "--batch", a[4], "--seq", a[5], "--grad-accum", a[6], "--seed", a[7], "--pack",
-                      "--eval-every", "20", o->threads ? "--threads" : NULL, a[8], NULL};
+                      "--eval-every", "20", "--precision", o->bf16 ? "bf16" : "f32",
+                      o->threads ? "--threads" : NULL, a[8], NULL};
         rc = run_self(&x->b, av, &rss, err);
     }
     if (rc) return -1;
@@ -542,6 +547,7 @@ static int do_dpo(ctx *x, lm_err *err) {
     uint64_t h = fnv_str(1469598103934665603ull, x->k_pairs);
     for (int i = 0; i < 4; i++) h = fnv_str(h, a[i]);
     h = fnv_str(h, a[5]);
+    if (o->bf16) h = fnv_str(h, "bf16");
     hex(h, x->k_dpo);
     if (stage_done(&x->b, "dpo", x->k_dpo)) { stage_skip(&x->b, "dpo"); return 0; }
     stage_begin(&x->b, "dpo");
@@ -563,8 +569,8 @@ static int do_dpo(ctx *x, lm_err *err) {
          * full: the fine-tuned model is both. */
         char *av[32] = {"train", "--model", o->full ? sft : x->model, "--dpo", pairs, "--val-frac", "0.1",
                         "--out", run, "--dpo-beta", a[0], "--epochs", a[1], "--lr", a[2], "--seed", a[3],
-                        "--seq", a[5], "--eval-every", "10"};
-        int n = 21;
+                        "--seq", a[5], "--eval-every", "10", "--precision", o->bf16 ? "bf16" : "f32"};
+        int n = 23;
         if (o->full) av[n++] = "--full";
         else av[n++] = "--adapter", av[n++] = sft;
         if (o->threads) av[n++] = "--threads", av[n++] = a[4];
@@ -711,6 +717,12 @@ static int parse(int argc, char **argv, build_opts *o) {
                     return -1;
                 }
                 o->adapter_f16 = !strcmp(v, "f16");
+            } else if (!strcmp(a, "--precision")) {
+                if (strcmp(v, "f32") && strcmp(v, "bf16")) {
+                    fprintf(stderr, "lemonpc build: --precision wants f32 or bf16, got '%s'\n", v);
+                    return -1;
+                }
+                o->bf16 = !strcmp(v, "bf16");
             } else if (!strcmp(a, "--lr")) { if (num(a, v, 1e-8, 1, &o->lr)) return -1; }
             else if (!strcmp(a, "--dpo-lr")) { if (num(a, v, 1e-9, 1, &o->dpo_lr)) return -1; }
             else if (!strcmp(a, "--dpo-beta")) { if (num(a, v, 1e-4, 100, &o->dpo_beta)) return -1; }
@@ -760,6 +772,7 @@ static json_t *settings_json(const build_opts *o, const char *model) {
                           o->lr > 0 ? o->lr : o->full ? 1e-4 : 4e-4, "epochs", o->epochs, "batch",
                           o->batch, "seq", o->seq, "grad_accum", o->accum, "seed", (json_int_t)o->seed);
     if (s && o->adapter_f16 && !o->full) json_object_set_new(s, "adapter_type", json_string("f16"));
+    if (s && o->bf16) json_object_set_new(s, "precision", json_string("bf16"));
     if (s && o->dpo)
         json_object_set_new(s, "dpo", json_pack("{s:s, s:i, s:i, s:f, s:i, s:i, s:f}", "pairs",
                                                 o->dpo_checks_only ? "checks" : "self-play", "samples", o->dpo_samples,
@@ -785,6 +798,11 @@ int cmd_build(int argc, char **argv) {
     x.b.n_stages = (o.no_eval ? 4 : 5) + (o.dpo ? 2 : 0);
     lm_err err = {0};
     int rc = 1;
+    if (o.bf16 && lm_tprec_check(LM_TPREC_BF16, &err)) {   /* before hours of other stages */
+        fprintf(stderr, "lemonpc build: --precision bf16: %s\n", err.msg);
+        free(o.extra);
+        return 2;
+    }
     if (o.model) pathf(x.model, sizeof x.model, "%s", o.model);
     else if (getenv("LEMONPC_MODEL")) pathf(x.model, sizeof x.model, "%s", getenv("LEMONPC_MODEL"));
     else if (getenv("LEMONPC_CACHE"))

@@ -37,6 +37,8 @@ static void usage(FILE *out) {
         "  --eval-every N       validation loss every N steps too (always at epoch ends)\n"
         "  --save-every 20      last/ checkpoint every N steps too (0: only at evaluations)\n"
         "  --seed 42  --threads N (default all CPUs)  --pack (several conversations per row)\n"
+        "  --precision f32|bf16 matmul inputs in bf16, sums and weights f32 (needs AVX-512 BF16;\n"
+        "                       default f32). LEMONPC_KERNELS=avx512|avx2|scalar forces a kernel set\n"
         "  --stop-after N       stop after N steps of this call (checkpointed; --resume continues)\n"
         "Ctrl-C (or SIGTERM) finishes the current step, saves last/ and stops.\n\n"
         "A config file holds the same keys as JSON ({\"lr\": 1e-4, \"lora-rank\": 16, ...});\n"

@@ -236,10 +236,11 @@ static uint64_t hash_set(uint64_t h, const lm_dpo_set *s) {
 
 /* The reference's key: the starting weights and every scored sequence. */
 static uint64_t ref_key(const lm_tmodel *m, const lm_lora *lora0, const lm_dpo_set *tr,
-                        const lm_dpo_set *va, int T) {
+                        const lm_dpo_set *va, int T, int bf16) {
     uint64_t h = 0xcbf29ce484222325ull;
     h = fnv_bytes(h, "LMDPOREF", 8);
     h = fnv_bytes(h, &T, sizeof T);
+    if (bf16) h = fnv_bytes(h, "bf16", 4);   /* f32 keys stay what they were */
     h = hash_floats(h, m->params, m->n_params);
     if (lora0) {
         h = fnv_bytes(h, &lora0->scale, sizeof lora0->scale);
@@ -450,14 +451,17 @@ int lm_dpo_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_lora *init,
     } else if (!(lora = lm_lora_new(m, cfg->lora_rank, cfg->lora_alpha, cfg->lora_targets, cfg->seed, err))) {
         goto done;
     }
-    if (!(acts = lm_tacts_new(m, lora, 2 * B, T, 0, err)) || lm_dpo_batch_init(&batch, B, T, err)) goto done;
+    if (!(acts = lm_tacts_new(m, lora, 2 * B, T, 0, err)) ||
+        lm_tacts_set_precision(acts, cfg->bf16 ? LM_TPREC_BF16 : LM_TPREC_F32, err) ||
+        lm_dpo_batch_init(&batch, B, T, err))
+        goto done;
     batch.full_rows = ctl->full_rows != 0;
     ref_tr = malloc((size_t)2 * train->n * sizeof *ref_tr);
     ref_va = malloc((size_t)(2 * nva + 1) * sizeof *ref_va);
     order = malloc((size_t)train->n * sizeof *order);
     if (!ref_tr || !ref_va || !order) { lm_errf(err, "out of memory"); goto done; }
 
-    uint64_t key = ref_key(m, lora, train, val, T);
+    uint64_t key = ref_key(m, lora, train, val, T, cfg->bf16);
     char ref_path[LM_TCFG_PATH + 32];
     snprintf(ref_path, sizeof ref_path, "%s/ref_logps.bin", cfg->out);
     int got = ref_read(ref_path, key, ref_tr, train->n, ref_va, nva, err);

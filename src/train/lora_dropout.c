@@ -1,6 +1,10 @@
 /* LoRA dropout masks (see lora.h): counter-based, so that a mask is a pure
  * function of its key and element index. */
 #include "train/lora.h"
+
+#include <string.h>
+
+#include "tensor/ops.h"
 #include "train/train_internal.h"
 
 #define GOLDEN 0x9E3779B97F4A7C15ull
@@ -137,7 +141,8 @@ void lm_lora_dropout_apply_isa(lm_pool *pool, float *out, const float *x, int N,
                   .thresh = (uint32_t)((double)p * 4294967296.0),
                   .scale = (float)(1.0 / (1.0 - (double)p))};
 #if defined(__x86_64__)
-    j.simd = allow_simd && __builtin_cpu_supports("avx2");
+    /* the AVX2 rows unless the scalar kernel set was asked for (same bits) */
+    j.simd = allow_simd && __builtin_cpu_supports("avx2") && strcmp(lm_kernels_name(), "scalar");
 #else
     (void)allow_simd;
 #endif

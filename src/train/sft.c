@@ -5,6 +5,7 @@
 
 #include "base/pool.h"
 #include "model/gguf.h"
+#include "tensor/ops.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/dpo.h"
@@ -105,7 +106,7 @@ int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *tr
     if (lm_loop_start(&R, m, &L.lora, err)) goto done;
 
     L.acts = lm_tacts_new(m, L.lora, B, T, 0, err);
-    if (!L.acts) goto done;
+    if (!L.acts || lm_tacts_set_precision(L.acts, cfg->bf16 ? LM_TPREC_BF16 : LM_TPREC_F32, err)) goto done;
     tb = lm_batcher_new(train, &bo, err);
     if (!tb) goto done;
     if (val && val->n) {
@@ -239,6 +240,9 @@ int lm_sft_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_sft_report *rep,
         lm_loop_note(info, info_ctx, "resuming %s at step %ld", cfg->out, st.step);
     }
     if (lm_train_cfg_finish(cfg, err)) return -1;
+    if (lm_tprec_check(cfg->bf16 ? LM_TPREC_BF16 : LM_TPREC_F32, err)) return -1;
+    lm_loop_note(info, info_ctx, "kernels: %s, matmuls in %s (LEMONPC_KERNELS=avx512|avx2|scalar "
+                 "forces a set)", lm_kernels_name(), cfg->bf16 ? "bf16 (f32 sums)" : "f32");
     gguf_file *f = gguf_open(cfg->model, err);
     if (!f) return -1;
     lm_tokenizer *tok = lm_tokenizer_load(f, err);

@@ -10,7 +10,7 @@
  * the number of threads, so results are bitwise thread-count independent.
  *
  * Compiled for every x86-64 target through __attribute__((target)); the
- * caller picks the kernel with lm_tmm_best(). */
+ * caller picks the kind from the kernel set in use (train_matmul.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,12 +26,6 @@
 #include <immintrin.h>
 #define TGT512 __attribute__((target("avx512f,fma")))
 #define TGT2 __attribute__((target("avx2,fma")))
-
-int lm_tmm_best(void) {
-    if (__builtin_cpu_supports("avx512f")) return LM_TMM_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return LM_TMM_AVX2;
-    return LM_TMM_NONE;
-}
 
 typedef struct tmm_ctx {
     float *c;
@@ -285,8 +279,6 @@ int lm_tmm(lm_pool *pool, int kind, float *C, long ldc, const float *A, long rsa
 }
 
 #else
-
-int lm_tmm_avx512_ok(void) { return 0; }
 
 int lm_tmm(lm_pool *pool, int kind, float *C, long ldc, const float *A, long rsa, long csa,
                   const float *B, long rsb, long csb, int M, int N, int K, int accumulate) {

@@ -21,8 +21,8 @@ static void linear_bwd(lm_pool *pool, lm_tmodel *m, lm_lora *lora, lm_tacts *a,
     int N = a->N;
     const float *w = m->layer[l][lm_lora_base_index(target)];
     float *dw = lm_tgrad(m, w);
-    if (dw) lm_mm_bwd_w(pool, dw, dy, x, N, in, outd);
-    lm_mm_bwd_x(pool, dx, dy, w, N, in, outd);
+    if (dw) lm_mm_bwd_w(pool, a->bf16, dw, dy, x, N, in, outd);
+    lm_mm_bwd_x(pool, a->bf16, dx, dy, w, N, in, outd);
     if (!lora || !lora->a[l][target]) return;
     int r = lora->rank;
     float s = lora->scale;
@@ -30,21 +30,21 @@ static void linear_bwd(lm_pool *pool, lm_tmodel *m, lm_lora *lora, lm_tacts *a,
     float *A = lora->a[l][target], *Bm = lora->b[l][target];
     float *dA = lora->grads + (A - lora->params), *dB = lora->grads + (Bm - lora->params);
     for (size_t i = 0; i < (size_t)N * r; i++) a->tmp[i] = s * xa[i];
-    lm_mm_bwd_w(pool, dB, dy, a->tmp, N, r, outd);
+    lm_mm_bwd_w(pool, a->bf16, dB, dy, a->tmp, N, r, outd);
     memset(a->dxa, 0, (size_t)N * r * sizeof(float));
-    lm_mm_bwd_x(pool, a->dxa, dy, Bm, N, r, outd);
+    lm_mm_bwd_x(pool, a->bf16, a->dxa, dy, Bm, N, r, outd);
     for (size_t i = 0; i < (size_t)N * r; i++) a->dxa[i] *= s;
     if (b->lora_dropout > 0) {
         uint64_t pk = lm_lora_dropout_pkey(b->dropout_key, l, target);
         int kT = b->dropout_T > 0 ? b->dropout_T : a->T;
         lm_lora_dropout_apply_rows(pool, a->tmp, x, N, in, b->lora_dropout, pk, 0, a->T, kT);
-        lm_mm_bwd_w(pool, dA, a->dxa, a->tmp, N, in, r);
+        lm_mm_bwd_w(pool, a->bf16, dA, a->dxa, a->tmp, N, in, r);
         memset(a->tmp, 0, (size_t)N * in * sizeof(float));
-        lm_mm_bwd_x(pool, a->tmp, a->dxa, A, N, in, r);
+        lm_mm_bwd_x(pool, a->bf16, a->tmp, a->dxa, A, N, in, r);
         lm_lora_dropout_apply_rows(pool, dx, a->tmp, N, in, b->lora_dropout, pk, 1, a->T, kT);
     } else {
-        lm_mm_bwd_w(pool, dA, a->dxa, x, N, in, r);
-        lm_mm_bwd_x(pool, dx, a->dxa, A, N, in, r);
+        lm_mm_bwd_w(pool, a->bf16, dA, a->dxa, x, N, in, r);
+        lm_mm_bwd_x(pool, a->bf16, dx, a->dxa, A, N, in, r);
     }
 }
 

@@ -33,6 +33,7 @@ void lm_train_cfg_defaults(lm_train_cfg *c) {
     c->seed = 42;
     c->threads = 0;
     c->pack = 0;
+    c->bf16 = 0;
     c->dpo_beta = 0.1f;
     c->dpo_loss = LM_DPO_SIGMOID;
 }
@@ -184,6 +185,12 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
         else return lm_errf(err, "%s: expected cosine, linear or constant, got '%s'", key_in, v);
         return 0;
     }
+    if (!strcmp(key, "precision")) {
+        if (!strcmp(v, "f32")) c->bf16 = 0;
+        else if (!strcmp(v, "bf16")) c->bf16 = 1;
+        else return lm_errf(err, "%s: expected f32 or bf16, got '%s'", key_in, v);
+        return 0;
+    }
     if (!strcmp(key, "weight-decay")) return get_float(key_in, v, 0.0, 10.0, &c->weight_decay, err);
     if (!strcmp(key, "clip")) return get_float(key_in, v, 0.0, 1e9, &c->clip, err);
     if (!strcmp(key, "eval-every")) {
@@ -281,7 +288,7 @@ char *lm_train_cfg_to_json(const lm_train_cfg *c) {
     /* Floats go through (double) of the stored float: parsing "%.17g" of
      * that gives the same float back, so a resumed run is the same run. */
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:f, s:b, s:i, s:f, s:f, s:s, s:f, s:i, s:i, s:i,"
-                          " s:i, s:f, s:s, s:f, s:f, s:i, s:i, s:s, s:i, s:b, s:s, s:s, s:f, s:s}",
+                          " s:i, s:f, s:s, s:f, s:f, s:i, s:i, s:s, s:i, s:b, s:s, s:s, s:f, s:s, s:s}",
                           "model", c->model, "data", c->data, "val", c->val, "out", c->out,
                           "val-frac", c->val_frac, "full", c->full, "lora-rank", c->lora_rank,
                           "lora-alpha", (double)c->lora_alpha, "lora-dropout", (double)c->lora_dropout,
@@ -291,7 +298,8 @@ char *lm_train_cfg_to_json(const lm_train_cfg *c) {
                           "weight-decay", (double)c->weight_decay, "clip", (double)c->clip,
                           "eval-every", c->eval_every, "save-every", c->save_every, "seed", seed, "threads", c->threads,
                           "pack", c->pack, "dpo", c->dpo, "adapter", c->adapter,
-                          "dpo-beta", (double)c->dpo_beta, "dpo-loss", dpo_loss_name(c->dpo_loss));
+                          "dpo-beta", (double)c->dpo_beta, "dpo-loss", dpo_loss_name(c->dpo_loss),
+                          "precision", c->bf16 ? "bf16" : "f32");
     if (!o) return NULL;
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     json_decref(o);

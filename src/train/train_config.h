@@ -43,6 +43,7 @@ typedef struct lm_train_cfg {
     uint64_t seed;
     int threads;                /* 0: all online CPUs */
     int pack;
+    int bf16;                   /* precision bf16: matmul inputs in bf16, sums f32 */
 } lm_train_cfg;
 
 void lm_train_cfg_defaults(lm_train_cfg *c);

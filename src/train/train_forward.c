@@ -14,7 +14,7 @@ static void linear_fwd(lm_pool *pool, lm_tacts *a, const lm_lora *lora, const lm
                        int l, int target, float *out, const float *x, const float *w, int in,
                        int outd, int acc) {
     int N = a->N;
-    lm_mm_fwd(pool, out, x, w, N, in, outd, acc);
+    lm_mm_fwd(pool, a->bf16, out, x, w, N, in, outd, acc);
     if (!lora || !lora->a[l][target]) return;
     float *xa = a->lxa[l * LM_LORA_N + target];
     int r = lora->rank;
@@ -25,8 +25,8 @@ static void linear_fwd(lm_pool *pool, lm_tacts *a, const lm_lora *lora, const lm
                                    b->dropout_T > 0 ? b->dropout_T : a->T);
         xl = a->tmp;
     }
-    lm_mm_fwd(pool, xa, xl, lora->a[l][target], N, in, r, 0);
-    lm_mm_fwd(pool, a->tmp, xa, lora->b[l][target], N, r, outd, 0);
+    lm_mm_fwd(pool, a->bf16, xa, xl, lora->a[l][target], N, in, r, 0);
+    lm_mm_fwd(pool, a->bf16, a->tmp, xa, lora->b[l][target], N, r, outd, 0);
     float s = lora->scale;
     for (size_t i = 0; i < (size_t)N * outd; i++) out[i] += s * a->tmp[i];
 }
@@ -144,7 +144,7 @@ static int head_pass(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_poo
         if (cn == 0) break;
         for (int r = 0; r < cn; r++)
             memcpy(a->lx + (size_t)r * D, a->lnf + (size_t)a->lrows[r] * D, (size_t)D * sizeof(float));
-        lm_mm_fwd(pool, a->logits, a->lx, m->lm_head, cn, D, V, 0);   /* [cn, V] */
+        lm_mm_fwd(pool, a->bf16, a->logits, a->lx, m->lm_head, cn, D, V, 0);   /* [cn, V] */
         if (logits_out)
             for (int r = 0; r < cn; r++)
                 memcpy(logits_out + (size_t)a->lrows[r] * V, a->logits + (size_t)r * V, (size_t)V * sizeof(float));
@@ -158,10 +158,10 @@ static int head_pass(const lm_tmodel *m, lm_tacts *a, const lm_tbatch *b, lm_poo
                 if (b->mask[a->lrows[r]]) row_logp[a->lrows[r] / b->T] -= nll[r];
         if (want_grad) {
             memset(a->ldx, 0, (size_t)cn * D * sizeof(float));
-            lm_mm_bwd_x(pool, a->ldx, a->logits, m->lm_head, cn, D, V);
+            lm_mm_bwd_x(pool, a->bf16, a->ldx, a->logits, m->lm_head, cn, D, V);
             for (int r = 0; r < cn; r++)
                 memcpy(a->dlnf + (size_t)a->lrows[r] * D, a->ldx + (size_t)r * D, (size_t)D * sizeof(float));
-            if (dhead) lm_mm_bwd_w(pool, dhead, a->logits, a->lx, cn, D, V);
+            if (dhead) lm_mm_bwd_w(pool, a->bf16, dhead, a->logits, a->lx, cn, D, V);
         }
     }
     free(nll);

@@ -25,6 +25,7 @@ struct lm_tacts {
     int B, T, N;                /* the shape of the batch forward last took */
     int cap_B, cap_T;           /* the shape the buffers are sized for */
     int loss_chunk, rank;       /* rank: LoRA rank or 0 */
+    int bf16;                   /* matmul precision (lm_tacts_set_precision) */
     float *buf;                 /* one owned allocation */
     size_t n_floats;
     /* per layer, all [N, width]; res has L+1 entries (res[0] = embeddings) */
@@ -44,14 +45,16 @@ struct lm_tacts {
     int32_t *tpos, *tstart;     /* [N]: RoPE position; first attended position in the row */
 };
 
+/* bf16: the inputs rounded to bf16, products summed in f32 (lm_tmm_bf16;
+ * f32 if that cannot run: out of memory). */
 /* out[n, o] (+)= sum_i x[n, i] * w[o, i]   -- y = x W^T */
-void lm_mm_fwd(lm_pool *pool, float *out, const float *x, const float *w,
+void lm_mm_fwd(lm_pool *pool, int bf16, float *out, const float *x, const float *w,
                int n, int in, int out_dim, int accumulate);
 /* dx[n, i] += sum_o dy[n, o] * w[o, i]     -- dx += dy W */
-void lm_mm_bwd_x(lm_pool *pool, float *dx, const float *dy, const float *w,
+void lm_mm_bwd_x(lm_pool *pool, int bf16, float *dx, const float *dy, const float *w,
                  int n, int in, int out_dim);
 /* dw[o, i] += sum_n dy[n, o] * x[n, i]     -- dW += dy^T x */
-void lm_mm_bwd_w(lm_pool *pool, float *dw, const float *dy, const float *x,
+void lm_mm_bwd_w(lm_pool *pool, int bf16, float *dw, const float *dy, const float *x,
                  int n, int in, int out_dim);
 float lm_dot(const float *a, const float *b, int n);
 

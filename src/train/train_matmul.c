@@ -11,18 +11,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/ops.h"
 #include "train/tmm.h"
 #include "train/train_internal.h"
 
-/* The blocked AVX-512 GEMM where the CPU has it, unless
- * LEMONPC_TRAIN_KERNELS=generic asks for the loops below, or =avx2 for the
- * AVX2 kernel on an AVX-512 CPU (tests, comparisons). */
+/* The blocked GEMM of the kernel set the tensor module runs (LEMONPC_KERNELS,
+ * else the widest this CPU has): one decision for inference and training.
+ * The scalar set takes the portable loops below. lm_tacts_new checked the
+ * set (lm_kernels_check), so lm_kernels_name cannot fail here. */
 static int tmm_kind(void) {
-    const char *e = getenv("LEMONPC_TRAIN_KERNELS");
-    int best = lm_tmm_best();
-    if (e && strcmp(e, "generic") == 0) return LM_TMM_NONE;
-    if (e && strcmp(e, "avx2") == 0 && best >= LM_TMM_AVX2) return LM_TMM_AVX2;
-    return best;
+    const char *name = lm_kernels_name();
+    if (!strcmp(name, "avx512")) return LM_TMM_AVX512;
+    if (!strcmp(name, "avx2")) return LM_TMM_AVX2;
+    return LM_TMM_NONE;
 }
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -133,9 +134,11 @@ SIMD_CLONES static void fwd_task(void *vctx, int task, int n_tasks, int thread) 
     }
 }
 
-void lm_mm_fwd(lm_pool *pool, float *out, const float *x, const float *w,
+void lm_mm_fwd(lm_pool *pool, int bf16, float *out, const float *x, const float *w,
                int n, int in, int out_dim, int accumulate) {
     int k;
+    if (bf16 && lm_tmm_bf16(pool, out, out_dim, x, in, 1, w, 1, in, n, out_dim, in, accumulate) == 0)
+        return;
     if ((k = tmm_kind()) &&
         lm_tmm(pool, k, out, out_dim, x, in, 1, w, 1, in, n, out_dim, in, accumulate) == 0)
         return;
@@ -215,9 +218,11 @@ SIMD_CLONES static void bwd_x_reduce_task(void *vctx, int task, int n_tasks, int
 #define BIG_W (4u << 20)
 #define PARTS 8   /* fixed, so results do not depend on the thread count */
 
-void lm_mm_bwd_x(lm_pool *pool, float *dx, const float *dy, const float *w,
+void lm_mm_bwd_x(lm_pool *pool, int bf16, float *dx, const float *dy, const float *w,
                  int n, int in, int out_dim) {
     int k;
+    if (bf16 && lm_tmm_bf16(pool, dx, in, dy, out_dim, 1, w, in, 1, n, in, out_dim, 1) == 0)
+        return;
     if ((k = tmm_kind()) && lm_tmm(pool, k, dx, in, dy, out_dim, 1, w, in, 1, n, in, out_dim, 1) == 0)
         return;
     if ((size_t)out_dim * in > BIG_W && n <= 512) {
@@ -255,9 +260,11 @@ SIMD_CLONES static void bwd_w_task(void *vctx, int task, int n_tasks, int thread
     }
 }
 
-void lm_mm_bwd_w(lm_pool *pool, float *dw, const float *dy, const float *x,
+void lm_mm_bwd_w(lm_pool *pool, int bf16, float *dw, const float *dy, const float *x,
                  int n, int in, int out_dim) {
     int k;
+    if (bf16 && lm_tmm_bf16(pool, dw, in, dy, 1, out_dim, x, in, 1, out_dim, in, n, 1) == 0)
+        return;
     if ((k = tmm_kind()) && lm_tmm(pool, k, dw, in, dy, 1, out_dim, x, in, 1, out_dim, in, n, 1) == 0)
         return;
     mm_ctx c = { dw, dy, x, n, in, out_dim, 1 };

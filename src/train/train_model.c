@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/kernels.h"
+#include "tensor/ops.h"
 #include "train/lora.h"
 #include "train/train_internal.h"
 
@@ -300,6 +302,9 @@ int lm_tmodel_save(const lm_tmodel *m, const char *path, const char *base, lm_er
 lm_tacts *lm_tacts_new(const lm_tmodel *m, const lm_lora *lora, int B, int T,
                        int loss_chunk, lm_err *err) {
     const lm_tconfig *c = &m->cfg;
+    /* Every training matmul runs the kernel set LEMONPC_KERNELS picks: a
+     * value this machine cannot honour fails here, before any compute. */
+    if (lm_kernels_check(err)) return NULL;
     if (B <= 0 || T <= 0 || (int64_t)B * T > (1 << 24)) {
         lm_errf(err, "activations: bad batch shape B=%d T=%d", B, T);
         return NULL;
@@ -375,6 +380,21 @@ lm_tacts *lm_tacts_new(const lm_tmodel *m, const lm_lora *lora, int B, int T,
 #undef TAKE
     lm_op_rope_table(a->rope_cos, a->rope_sin, T, c->head_dim, c->rope_base);
     return a;
+}
+
+int lm_tprec_check(lm_tprec p, lm_err *err) {
+    if (lm_kernels_check(err)) return -1;
+    if (p == LM_TPREC_BF16 && strcmp(lm_kernels_name(), "avx512"))
+        return lm_errf(err, "precision bf16 needs the avx512 kernel set (AVX-512 BF16's vdpbf16ps), "
+                            "but this run has the %s set%s; f32 precision runs on every set", lm_kernels_name(),
+                       lm_kernels_by_name("avx512") ? " (LEMONPC_KERNELS)" : ": this CPU lacks AVX-512 BF16");
+    return 0;
+}
+
+int lm_tacts_set_precision(lm_tacts *a, lm_tprec p, lm_err *err) {
+    if (lm_tprec_check(p, err)) return -1;
+    a->bf16 = p == LM_TPREC_BF16;
+    return 0;
 }
 
 void lm_tacts_free(lm_tacts *a) {

@@ -124,6 +124,16 @@ typedef struct lm_tacts lm_tacts;
 lm_tacts *lm_tacts_new(const lm_tmodel *m, const struct lm_lora *lora, int B, int T,
                        int loss_chunk, lm_err *err);
 void lm_tacts_free(lm_tacts *a);
+/* Precision of the matmuls run with these activations (f32 by default).
+ * bf16: every linear layer's three products (and the LM head's) take their
+ * inputs rounded to bf16 and sum in f32 (vdpbf16ps); master weights,
+ * gradients, optimizer state and all other ops stay f32. bf16 needs the
+ * avx512 kernel set (AVX-512 BF16): elsewhere an error that says so, not a
+ * slower emulation. */
+typedef enum { LM_TPREC_F32, LM_TPREC_BF16 } lm_tprec;
+int lm_tacts_set_precision(lm_tacts *a, lm_tprec p, lm_err *err);
+/* The same check alone: 0 if this run can compute in p. */
+int lm_tprec_check(lm_tprec p, lm_err *err);
 size_t lm_tacts_bytes(const lm_tacts *a);
 
 /* Forward through the final norm, saving what backward needs. */

@@ -25,6 +25,8 @@
 
 #include "base/pool.h"
 #include "model/gguf.h"
+#include "tensor/kernels.h"
+#include "tensor/ops.h"
 #include "train/adamw.h"
 #include "train/dpo.h"
 #include "train/lora.h"
@@ -374,6 +376,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     lm_err err = {{0}};
+    if (lm_kernels_check(&err)) {
+        fprintf(stderr, "%s: %s\n", argv[0], err.msg);
+        return 2;
+    }
+    printf("kernels: %s\n", lm_kernels_name());
     ref_data r = {0};
     lm_pool *pool = NULL;
     int rc = 2;

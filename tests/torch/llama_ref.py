@@ -99,19 +99,51 @@ def rope_cos_sin(T, hd, base, dtype):
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-def linear(x, P, lora, key, scale, drop=None):
+def bf16(t):
+    """t rounded as the C side rounds a matmul input: to f32 (its storage),
+    then to bf16, nearest even; back in t's dtype."""
+    return t.to(torch.float32).to(torch.bfloat16).to(t.dtype)
+
+
+class MatmulBF16(torch.autograd.Function):
+    """x @ w.T with both inputs rounded to bf16 and the sum in x's dtype;
+    backward likewise rounds the inputs of its own two products,
+    dx = bf16(dy) bf16(w) and dw = bf16(dy)^T bf16(x). That is what the
+    trainer's three GEMMs compute under --precision bf16 (written from that
+    definition, not from src/train)."""
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return bf16(x) @ bf16(w).T
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        d = bf16(dy)
+        dx = d @ bf16(w)
+        dw = d.reshape(-1, d.shape[-1]).T @ bf16(x).reshape(-1, x.shape[-1])
+        return dx, dw
+
+
+def matmul_t(x, w, precision="f64"):
+    """x @ w.T, in the reference's float64 or with bf16 inputs."""
+    return MatmulBF16.apply(x, w) if precision == "bf16" else x @ w.T
+
+
+def linear(x, P, lora, key, scale, drop=None, precision="f64"):
     """x W^T (+ scale B(A(dropout(x))), dropout as PEFT applies it: on the
     adapter's input only; drop[key] is the mask times 1/(1-p), [B, T, in])."""
-    y = x @ P[key].T
+    y = matmul_t(x, P[key], precision)
     if lora is not None:
         xl = x * drop[key] if drop is not None else x
-        y = y + scale * ((xl @ lora[key + ".A"].T) @ lora[key + ".B"].T)
+        y = y + scale * matmul_t(matmul_t(xl, lora[key + ".A"], precision), lora[key + ".B"], precision)
     return y
 
 
-def forward(cfg, P, tokens, lora=None, lora_scale=0.0, drop=None):
+def forward(cfg, P, tokens, lora=None, lora_scale=0.0, drop=None, precision="f64"):
     """tokens [B, T] -> logits [B, T, vocab]. drop: optional LoRA dropout
-    masks, {"l.proj": [B, T, in]}."""
+    masks, {"l.proj": [B, T, in]}. precision "bf16": every projection and
+    the LM head as MatmulBF16 (attention, norms, the loss stay float64)."""
     B, T = tokens.shape
     hd, H, Hkv = cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
     x = P["embed"][tokens]
@@ -119,9 +151,9 @@ def forward(cfg, P, tokens, lora=None, lora_scale=0.0, drop=None):
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     for l in range(cfg.n_layers):
         h = rms_norm(x, P[f"{l}.attn_norm"], cfg.eps)
-        q = linear(h, P, lora, f"{l}.q", lora_scale, drop).view(B, T, H, hd).transpose(1, 2)
-        k = linear(h, P, lora, f"{l}.k", lora_scale, drop).view(B, T, Hkv, hd).transpose(1, 2)
-        v = linear(h, P, lora, f"{l}.v", lora_scale, drop).view(B, T, Hkv, hd).transpose(1, 2)
+        q = linear(h, P, lora, f"{l}.q", lora_scale, drop, precision).view(B, T, H, hd).transpose(1, 2)
+        k = linear(h, P, lora, f"{l}.k", lora_scale, drop, precision).view(B, T, Hkv, hd).transpose(1, 2)
+        v = linear(h, P, lora, f"{l}.v", lora_scale, drop, precision).view(B, T, Hkv, hd).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         k = k.repeat_interleave(H // Hkv, dim=1)
@@ -130,14 +162,14 @@ def forward(cfg, P, tokens, lora=None, lora_scale=0.0, drop=None):
         s = s.masked_fill(~causal, float("-inf"))
         att = torch.softmax(s, dim=-1) @ v                      # [B, H, T, hd]
         att = att.transpose(1, 2).reshape(B, T, H * hd)
-        x = x + linear(att, P, lora, f"{l}.o", lora_scale, drop)
+        x = x + linear(att, P, lora, f"{l}.o", lora_scale, drop, precision)
         h = rms_norm(x, P[f"{l}.ffn_norm"], cfg.eps)
-        g = linear(h, P, lora, f"{l}.gate", lora_scale, drop)
-        u = linear(h, P, lora, f"{l}.up", lora_scale, drop)
-        x = x + linear(F.silu(g) * u, P, lora, f"{l}.down", lora_scale, drop)
+        g = linear(h, P, lora, f"{l}.gate", lora_scale, drop, precision)
+        u = linear(h, P, lora, f"{l}.up", lora_scale, drop, precision)
+        x = x + linear(F.silu(g) * u, P, lora, f"{l}.down", lora_scale, drop, precision)
     x = rms_norm(x, P["final_norm"], cfg.eps)
     head = P["embed"] if cfg.tied else P["lm_head"]
-    return x @ head.T
+    return matmul_t(x, head, precision)
 
 
 def masked_ce(logits, targets, mask):

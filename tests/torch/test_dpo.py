@@ -12,7 +12,8 @@ The reference model is the base plus an adapter L0 (the "SFT adapter"),
 the policy the base plus another adapter L1 (so rewards are not zero).
 build/tools/lm_dpo_check recomputes, in f32, through the functions the
 training loop calls (lm_dpo_logps, lm_dpo_grad, micro-batches normalised
-by the whole step's pairs):
+by the whole step's pairs), under each kernel set this machine runs
+(conftest.kernel_sets):
   - every sequence's summed completion log-likelihood, reference and policy
   - the mean DPO loss and each pair's chosen/rejected rewards
   - every LoRA gradient, and every parameter gradient of a full run
@@ -26,7 +27,6 @@ pairs out as padded rows (chosen rows, then rejected rows), so agreement
 also shows padding and the layout are inert."""
 import math
 import re
-import subprocess
 import time
 
 import numpy as np
@@ -131,7 +131,7 @@ def write_model(path, cfg, P0):
                                              ("ipo", True, 2), ("sigmoid-norm", False, 3)],
                          ids=["sigmoid-tied", "sigmoid-untied-accum", "ipo-tied-accum",
                               "sigmoid-norm-untied"])
-def test_dpo_against_torch(tool, tmp_path, kind, tied, micro):
+def test_dpo_against_torch(run_per_set, tmp_path, kind, tied, micro):
     """micro < 3: the pairs go through two micro-batches (2 + 1 pairs, the
     second with an empty pair slot), each normalised by all three pairs."""
     torch.manual_seed(0)
@@ -205,22 +205,21 @@ def test_dpo_against_torch(tool, tmp_path, kind, tied, micro):
     ], tensors)
     print(f"reference done in {time.time() - t0:.1f}s")
 
-    t0 = time.time()
-    r = subprocess.run([str(tool("lm_dpo_check")), str(model_path), str(ref_path)],
-                       capture_output=True, text=True, timeout=600)
-    print(r.stdout, r.stderr, f"lm_dpo_check took {time.time() - t0:.1f}s")
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = r.stdout
-    # every check really ran (one row per tensor, step, quantity)
-    assert len(re.findall(r"^lora_grad ", out, re.M)) == len(L0)
-    assert len(re.findall(r"^grad ", out, re.M)) == len(P0)
-    assert len(re.findall(r"^dpo_adamw ", out, re.M)) == STEPS
-    for k in ("ref_logp", "logp", "loss", "reward_c", "reward_r", "full_logp", "full_loss"):
-        assert len(re.findall(rf"^{k} .* ok$", out, re.M)) == 1, k
-    assert re.search(r"^ALL OK", out, re.M)
-    # the C run's own accuracy and margin rose too (its steps are printed)
-    steps = re.findall(r"^dpo_adamw\s+step \d+ \(ours (\S+) acc (\S+) margin (\S+)\)", out, re.M)
-    assert len(steps) == STEPS
-    assert float(steps[-1][1]) == 1.0 and float(steps[-1][2]) > float(steps[0][2])
+    for ks, r in run_per_set("lm_dpo_check", model_path, ref_path):
+        out = r.stdout
+        what = f"LEMONPC_KERNELS={ks}:\n{out}{r.stderr}"
+        assert r.returncode == 0, what
+        assert re.search(rf"^kernels: {ks}$", out, re.M), what
+        # every check really ran (one row per tensor, step, quantity)
+        assert len(re.findall(r"^lora_grad ", out, re.M)) == len(L0), what
+        assert len(re.findall(r"^grad ", out, re.M)) == len(P0), what
+        assert len(re.findall(r"^dpo_adamw ", out, re.M)) == STEPS, what
+        for k in ("ref_logp", "logp", "loss", "reward_c", "reward_r", "full_logp", "full_loss"):
+            assert len(re.findall(rf"^{k} .* ok$", out, re.M)) == 1, (k, what)
+        assert re.search(r"^ALL OK", out, re.M), what
+        # the C run's own accuracy and margin rose too (its steps are printed)
+        steps = re.findall(r"^dpo_adamw\s+step \d+ \(ours (\S+) acc (\S+) margin (\S+)\)", out, re.M)
+        assert len(steps) == STEPS, what
+        assert float(steps[-1][1]) == 1.0 and float(steps[-1][2]) > float(steps[0][2]), what
     # rewards are not trivially zero: the policy differs from the reference
     assert max(abs(x) for x in rw_c + rw_r) > 1e-3

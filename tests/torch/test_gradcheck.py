@@ -4,14 +4,14 @@ LoRA gradient and 10 AdamW steps of a small random Llama (and, with LoRA
 dropout, the LoRA numbers again on masks that tests/torch/dropout_ref.py
 rebuilds from the hash the C side uses); build/tools/
 lm_gradcheck loads the same model from GGUF, recomputes everything in f32
-and compares. Tolerances (checked in the tool): logits and loss 1e-4
+and compares, once under each kernel set this machine runs (avx512, avx2,
+scalar: conftest.kernel_sets; LEMONPC_KERNELS picks one). Tolerances (checked in the tool): logits and loss 1e-4
 relative, gradients 1e-3 (max |ours - ref| / max |ref| per tensor), AdamW
 losses 1e-4.
 
 The reference runs each sequence alone at its true length, while the C side
 gets one right-padded batch: agreement shows padding is inert."""
 import re
-import subprocess
 import time
 
 import numpy as np
@@ -52,7 +52,8 @@ def make_batch(cfg, gen, packed=False):
     return tokens, targets, mask, spans, packed
 
 
-def ref_loss(cfg, P, tokens, targets, mask, spans, packed, lora=None, scale=0.0, drop=None):
+def ref_loss(cfg, P, tokens, targets, mask, spans, packed, lora=None, scale=0.0, drop=None,
+             precision="f64"):
     """Each sequence alone at its true length; returns (loss, logits [B,T,V]).
     drop: LoRA dropout masks over the C side's batch rows, {"l.proj": [B*T, in]};
     each sequence gets the rows it occupies there."""
@@ -64,7 +65,7 @@ def ref_loss(cfg, P, tokens, targets, mask, spans, packed, lora=None, scale=0.0,
         if drop is not None:
             r0 = b * T + s
             d = {k: torch.from_numpy(v[r0:r0 + n][None]) for k, v in drop.items()}
-        z = ref.forward(cfg, P, tokens[b:b + 1, s:s + n], lora, scale, d)[0]
+        z = ref.forward(cfg, P, tokens[b:b + 1, s:s + n], lora, scale, d, precision)[0]
         m = mask[b, s:s + n].bool()
         nll = nll + torch.nn.functional.cross_entropy(z[m], targets[b, s:s + n][m], reduction="sum")
         logits[b, s:s + n] = z.detach()
@@ -72,7 +73,7 @@ def ref_loss(cfg, P, tokens, targets, mask, spans, packed, lora=None, scale=0.0,
 
 
 def adamw_losses(cfg, params, trainable, batch, lora=None, scale=0.0, steps=STEPS, lr=LR,
-                 drops=None):
+                 drops=None, precision="f64"):
     """drops: optional LoRA dropout masks per step (step s uses drops(s))."""
     decay = [p for p in trainable if p.dim() == 2]
     no_decay = [p for p in trainable if p.dim() != 2]
@@ -83,7 +84,7 @@ def adamw_losses(cfg, params, trainable, batch, lora=None, scale=0.0, steps=STEP
     for _ in range(steps):
         opt.zero_grad()
         loss, _ = ref_loss(cfg, params, *batch, lora=lora, scale=scale,
-                           drop=drops(len(losses)) if drops else None)
+                           drop=drops(len(losses)) if drops else None, precision=precision)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, CLIP)
         opt.step()
@@ -95,10 +96,30 @@ def leaf(d):
     return {k: v.clone().requires_grad_(True) for k, v in d.items()}
 
 
-def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=LR, dropout=0.0):
+def check_output(ks, r, n_params, n_lora, steps, dropout):
+    """lm_gradcheck's verdict under kernel set ks: passed, and every tensor
+    really was compared (the tool prints one row per tensor)."""
+    what = f"LEMONPC_KERNELS={ks}:\n{r.stdout}{r.stderr}"
+    assert r.returncode == 0, what
+    assert re.search(rf"^kernels: {ks}$", r.stdout, re.M), what
+    assert len(re.findall(r"^grad ", r.stdout, re.M)) == n_params, what
+    assert len(re.findall(r"^lora_grad ", r.stdout, re.M)) == n_lora, what
+    assert len(re.findall(r"^adamw ", r.stdout, re.M)) == steps, what
+    n_drop = len(re.findall(r"^drop_grad ", r.stdout, re.M))
+    assert n_drop == (n_lora if dropout > 0 else 0), what
+    assert len(re.findall(r"^drop_adamw ", r.stdout, re.M)) == (steps if dropout > 0 else 0), what
+    assert re.search(r"^ALL OK", r.stdout, re.M), what
+
+
+def check(run_per_set, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=LR, dropout=0.0,
+          precision="f64", skip=()):
     """Reference numbers from PyTorch -> ref.gguf; lm_gradcheck compares.
     dropout > 0 adds LoRA with dropout: gradients at (DROP_SEED, step
-    DROP_STEP, micro-batch DROP_MICRO), then AdamW steps 0.. with micro 0."""
+    DROP_STEP, micro-batch DROP_MICRO), then AdamW steps 0.. with micro 0.
+    precision "bf16": the reference's matmuls take bf16-rounded inputs
+    (llama_ref.MatmulBF16) and the C side runs --precision bf16, which only
+    the avx512 set has: the other sets must refuse it."""
+    pr = dict(precision=precision)
     tokens, targets, mask, spans, packed = batch
     B, T = tokens.shape
     valid = np.zeros((B, T), dtype=np.uint8)
@@ -112,13 +133,13 @@ def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=L
     t0 = time.time()
     # full-parameter gradients
     P = leaf(P0)
-    loss, logits = ref_loss(cfg, P, *batch)
+    loss, logits = ref_loss(cfg, P, *batch, **pr)
     loss.backward()
     grads = {k: ref.to_gguf_layout(cfg, k, v.grad) for k, v in P.items()}
     del P
     # LoRA gradients on all seven projections (base frozen)
     Lp = leaf(L0)
-    lora_loss, lora_logits = ref_loss(cfg, P0, *batch, lora=Lp, scale=ALPHA / RANK)
+    lora_loss, lora_logits = ref_loss(cfg, P0, *batch, lora=Lp, scale=ALPHA / RANK, **pr)
     lora_loss.backward()
 
     drop_kvs, drop_tensors = [], []
@@ -127,11 +148,11 @@ def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=L
         drops = lambda step, micro=0: dropout_ref.masks(cfg, dropout, DROP_SEED, step, micro, N)
         Ld = leaf(L0)
         drop_loss, drop_logits = ref_loss(cfg, P0, *batch, lora=Ld, scale=ALPHA / RANK,
-                                          drop=drops(DROP_STEP, DROP_MICRO))
+                                          drop=drops(DROP_STEP, DROP_MICRO), **pr)
         drop_loss.backward()
         Ld2 = leaf(L0)
         drop_losses = adamw_losses(cfg, P0, list(Ld2.values()), batch, lora=Ld2, scale=ALPHA / RANK,
-                                   steps=steps, lr=lr, drops=drops)
+                                   steps=steps, lr=lr, drops=drops, **pr)
         # the masks really changed the numbers
         assert abs(drop_loss.item() - lora_loss.item()) > 1e-6 * abs(lora_loss.item())
         drop_kvs = [("gc.drop_p", ("f32", dropout)), ("gc.drop_seed", ("u64", DROP_SEED)),
@@ -143,11 +164,11 @@ def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=L
                          for k, v in Ld.items()]
 
     P2 = leaf(P0)
-    full_losses = adamw_losses(cfg, P2, list(P2.values()), batch, steps=steps, lr=lr)
+    full_losses = adamw_losses(cfg, P2, list(P2.values()), batch, steps=steps, lr=lr, **pr)
     del P2
     L2 = leaf(L0)
     lora_losses = adamw_losses(cfg, P0, list(L2.values()), batch, lora=L2, scale=ALPHA / RANK,
-                               steps=steps, lr=lr)
+                               steps=steps, lr=lr, **pr)
 
     if model_path is None:
         model_path = tmp_path / "model.gguf"
@@ -179,25 +200,21 @@ def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=L
         ("gc.adamw_losses", ("arr_f64", full_losses)),
         ("gc.lora_adamw_losses", ("arr_f64", lora_losses)),
         ("gc.valid", ("arr_u8", valid)),
-    ] + drop_kvs + ([("gc.segments", ("arr_i32", segments)), ("gc.pos", ("arr_i32", pos))] if packed else []),
+    ] + ([("gc.bf16", ("u32", 1))] if precision == "bf16" else []) + drop_kvs + ([("gc.segments", ("arr_i32", segments)), ("gc.pos", ("arr_i32", pos))] if packed else []),
         tensors)
     del tensors, grads
 
     print(f"reference done in {time.time() - t0:.1f}s")
-    t0 = time.time()
-    r = subprocess.run([str(tool("lm_gradcheck")), str(model_path), str(ref_path)],
-                       capture_output=True, text=True, timeout=600)
-    print(r.stdout, r.stderr, f"lm_gradcheck took {time.time() - t0:.1f}s")
-    assert r.returncode == 0, r.stdout + r.stderr
-    # every tensor really was compared (the tool prints one row per tensor)
-    n_grad = len(re.findall(r"^grad ", r.stdout, re.M))
-    n_lora = len(re.findall(r"^lora_grad ", r.stdout, re.M))
-    assert n_grad == len(P0) and n_lora == len(L0), r.stdout
-    assert len(re.findall(r"^adamw ", r.stdout, re.M)) == steps
-    n_drop = len(re.findall(r"^drop_grad ", r.stdout, re.M))
-    assert n_drop == (len(L0) if dropout > 0 else 0), r.stdout
-    assert len(re.findall(r"^drop_adamw ", r.stdout, re.M)) == (steps if dropout > 0 else 0)
-    assert re.search(r"^ALL OK", r.stdout, re.M)
+    ran = []
+    for ks, r in run_per_set("lm_gradcheck", model_path, ref_path, skip=skip):
+        if precision == "bf16" and ks != "avx512":
+            assert r.returncode == 2, f"LEMONPC_KERNELS={ks}:\n{r.stdout}{r.stderr}"
+            assert "precision bf16 needs the avx512 kernel set" in r.stderr, r.stderr
+            continue
+        check_output(ks, r, len(P0), len(L0), steps, dropout)
+        ran.append(ks)
+    if precision == "bf16" and "avx512" in run_per_set.sets and "avx512" not in skip:
+        assert ran == ["avx512"], ran
     # the optimizer really moved the loss (otherwise matching would be vacuous)
     assert full_losses[-1] < full_losses[0] - 1e-3 and lora_losses[-1] < lora_losses[0] - 1e-3
     assert np.isfinite(full_losses).all()
@@ -207,7 +224,7 @@ def check(tool, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEPS, lr=L
                                                  (True, True, 0.0), (False, False, 0.1),
                                                  (True, True, 0.3)],
                          ids=["tied", "untied", "tied-packed", "untied-dropout", "tied-packed-dropout"])
-def test_gradcheck(tool, tmp_path, tied, packed, dropout):
+def test_gradcheck(run_per_set, tmp_path, tied, packed, dropout):
     """Small random model (vocab 256, dim 64, 3 layers, 4 heads / 2 KV), float64.
     Packed: two sequences share a row; the reference still runs each alone
     (with dropout, on the mask rows its tokens occupy in the C batch)."""
@@ -216,7 +233,40 @@ def test_gradcheck(tool, tmp_path, tied, packed, dropout):
     cfg = ref.Config(tied=tied)
     P0 = ref.init_params(cfg, gen)
     L0 = ref.init_lora(cfg, RANK, gen)
-    check(tool, tmp_path, cfg, P0, L0, make_batch(cfg, gen, packed), dropout=dropout)
+    check(run_per_set, tmp_path, cfg, P0, L0, make_batch(cfg, gen, packed), dropout=dropout)
+
+
+TOL_BF16_LOGITS = 2.5e-3   # lm_gradcheck's bf16 logits tolerance (||ours - ref|| / ||ref||)
+
+
+@pytest.mark.parametrize("tied,packed,dropout", [(True, False, 0.0), (False, False, 0.1),
+                                                 (True, True, 0.3)],
+                         ids=["tied", "untied-dropout", "tied-packed-dropout"])
+def test_gradcheck_bf16(run_per_set, tmp_path, tied, packed, dropout):
+    """--precision bf16 against a reference that rounds the same matmul
+    inputs to bf16 and sums in float64 (llama_ref.MatmulBF16). Not to the
+    last bits: an input a hair apart in f32 and float64 can round to
+    neighbouring bf16 values, and that step (2^-8) feeds every later
+    matmul, so tensors compare by ||ours - ref|| / ||ref|| at tolerances
+    set by how far such steps carry (lm_gradcheck.c: logits 2.5e-3,
+    gradients 2e-2, losses 2e-3). The logits tell bf16 from f32: checked
+    first, bf16 logits are more than twice their tolerance away from
+    float64 ones, so a C side that skipped the rounding would fail. The
+    GEMM itself is checked bit for bit in tests/test_tmm.c."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1234 + tied)
+    cfg = ref.Config(tied=tied)
+    P0 = ref.init_params(cfg, gen)
+    L0 = ref.init_lora(cfg, RANK, gen)
+    batch = make_batch(cfg, gen, packed)
+    logits = {}
+    for precision in ("f64", "bf16"):
+        _, logits[precision] = ref_loss(cfg, P0, *batch, precision=precision)
+    valid = logits["f64"].abs().sum(-1) > 0   # positions the reference computed
+    gap = float((logits["bf16"] - logits["f64"])[valid].norm() / logits["f64"][valid].norm())
+    print(f"bf16 against float64 logits: ||bf16 - f64|| / ||f64|| = {gap:.2e}")
+    assert gap > 2 * TOL_BF16_LOGITS, gap
+    check(run_per_set, tmp_path, cfg, P0, L0, batch, dropout=dropout, precision="bf16")
 
 
 # "The capital of France is Paris. The capital of Germany is Berlin. ..." as
@@ -225,7 +275,7 @@ REAL_TOKENS = [504, 3575, 282, 4649, 314, 7042, 30, 378, 3575, 282, 4521, 314, 1
                3575, 282, 7158, 314, 7268, 30, 378, 3575, 282, 7476, 314, 28030, 30]
 
 
-def test_gradcheck_real_model(tool, tmp_path, real_model):
+def test_gradcheck_real_model(run_per_set, tmp_path, real_model):
     """SmolLM2-135M itself (Q4_1 dequantized by an independent numpy reader,
     Q/K un-permuted to HF layout for the reference): 30 layers, 9/3 heads,
     head dim 64, rope base 1e5. 3 optimizer steps at the full fine-tuning
@@ -256,5 +306,5 @@ def test_gradcheck_real_model(tool, tmp_path, real_model):
     mask[0, 4:T - 1] = 1
     mask[1, 0:lens[1]] = 1
     spans = [(0, 0, T), (1, 0, lens[1])]
-    check(tool, tmp_path, cfg, P0, L0, (tokens, targets, mask, spans, False), model_path=real_model,
-          steps=3, lr=5e-5)
+    check(run_per_set, tmp_path, cfg, P0, L0, (tokens, targets, mask, spans, False), model_path=real_model,
+          steps=3, lr=5e-5, skip=("scalar",))
