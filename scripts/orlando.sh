@@ -5,7 +5,8 @@
 #
 #   base + full persona   SmolLM2 as shipped, the sheet as its system turn
 #   lora                  `lemonpc build` defaults but 2 epochs (validation loss is flat or
-#                         worse in a third): LoRA r16, short persona (the shipped adapter)
+#                         worse in a third) and rows of 384 (what the shipped adapter trained
+#                         with: the build then passed --dpo-seq as --seq): LoRA r16, short persona
 #   full                  the same data, all weights fine-tuned
 #   lora, no persona      the seed's second mode: no persona in training or use
 #   lora + DPO            the lora build, then self-play DPO (report/dpo: SFT against SFT + DPO)
@@ -24,7 +25,8 @@ sheet=examples/luminara/characters/orlando.md
 q=examples/luminara/eval/orlando.jsonl
 t0=$(date +%s)
 
-$lp build examples/luminara --character orlando --model "$model" --out "$out/lora" --epochs 2
+$lp build examples/luminara --character orlando --model "$model" --out "$out/lora" --epochs 2 \
+    --seq 384
 cp "$out/lora/export/orlando.adapter.gguf" examples/luminara/npc/orlando.adapter.gguf
 if [ "${ONLY:-}" = lora ]; then
     echo "rebuilt examples/luminara/npc/orlando.adapter.gguf in $(( $(date +%s) - t0 )) s"

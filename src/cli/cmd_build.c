@@ -423,7 +423,7 @@ static int do_train(ctx *x, lm_err *err) {
     snprintf(a[2], 64, "%g", o->lr > 0 ? o->lr : o->full ? 1e-4 : 4e-4);
     snprintf(a[3], 64, "%d", o->epochs);
     snprintf(a[4], 64, "%d", o->batch);
-    snprintf(a[5], 64, "%d", o->dpo_seq);
+    snprintf(a[5], 64, "%d", o->seq);
     snprintf(a[6], 64, "%d", o->accum);
     snprintf(a[7], 64, "%llu", o->seed);
     snprintf(a[8], 64, "%d", o->threads);

@@ -74,6 +74,9 @@ def test_build_all_stages(lemonpc, world, tiny, tmp_path):
     assert doc["settings"]["mode"] == "lora" and doc["settings"]["persona"] == "short"
     assert any(k.endswith("orlando.md") for k in doc["inputs"])
     assert sum(k.endswith(".jsonl") for k in doc["inputs"]) == 5   # 4 data files + the questions
+    # the train stage ran with the build's own settings (it once got --dpo-seq as --seq)
+    cfg = json.loads((out / "run" / "last" / "state.json").read_text())["config"]
+    assert (cfg["seq"], cfg["batch"], cfg["epochs"], cfg["lora-rank"]) == (256, 2, 2, 16), cfg
     stats = json.loads((out / "data" / "stats.json").read_text())
     assert stats["read"] == 48 and stats["train"] + stats["val"] + stats["test"] + stats["rejected"] == 48
     # the persona policy's system turn, with the scene, opens every training line
