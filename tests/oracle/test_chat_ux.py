@@ -92,18 +92,25 @@ def longest_repeat(text, n=6):
     return max(c.values()) if c else 0
 
 
+LOOP_PROMPTS = ["Tell me about dragons.", "What is the best way to learn to cook?",
+                "Describe your home town.", "Why do people keep cats?"]
+
+
 def test_default_repeat_penalty_does_not_loop(lemonpc, model_path):
-    """Greedy, the same prompt: with no penalty (llama.cpp's default, and
-    chat's before) SmolLM2-135M says a 6-word run 3 times or more; with
-    chat's default it does not."""
-    def reply(*extra):
+    """Greedy, the same prompts: with no penalty (llama.cpp's default, and
+    chat's before) SmolLM2-135M says a 6-word run 3 times or more in most
+    replies; with chat's default it loops in fewer of them and repeats less.
+    One prompt alone is not enough: which replies cross 3 depends on the
+    kernel set's last bits (avx2 and avx512 differ on "dragons")."""
+    def reply(prompt, *extra):
         r = subprocess.run([str(lemonpc), "chat", str(model_path), "--temp", "0", "-n", "256", "-t", "2",
-                            *extra], input="Tell me about dragons.\n", capture_output=True, text=True,
+                            *extra], input=prompt + "\n", capture_output=True, text=True,
                            timeout=300)
         assert r.returncode == 0, r.stderr
         return r.stdout
-    looping = longest_repeat(reply("--repeat-penalty", "1"))
-    default = longest_repeat(reply())
-    print(f"most repeated 6-word run: {looping} times without a penalty, {default} by default")
-    assert looping >= 3, "the prompt no longer loops without a penalty: pick another"
-    assert default < 3
+    looping = [longest_repeat(reply(p, "--repeat-penalty", "1")) for p in LOOP_PROMPTS]
+    default = [longest_repeat(reply(p)) for p in LOOP_PROMPTS]
+    print(f"most repeated 6-word run per prompt: {looping} without a penalty, {default} by default")
+    assert sum(x >= 3 for x in looping) >= 3, "the prompts no longer loop without a penalty: pick others"
+    assert sum(x >= 3 for x in default) < sum(x >= 3 for x in looping)
+    assert sum(default) < sum(looping)
