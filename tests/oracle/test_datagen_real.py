@@ -34,7 +34,12 @@ import pytest
 N = 10
 SEED = 7
 SERVER_KEPT_MIN = 1
-LOCAL_KEPT_MIN = 1
+# SmolLM2-135M as its own teacher: its answers are what the filters exist to
+# reject. Since the filters learned "I'd be happy to create ..." and a final
+# "...", all 3 answers seed 7 draws are rejected (with reasons check_round
+# verifies), so the local run is held to answering, not to keeping.
+LOCAL_KEPT_MIN = 0
+LOCAL_ANSWERS_MIN = 1
 RUN_TIMEOUT = 1500  # seconds; a busy machine is ~5x slower than an idle one
 
 
@@ -196,5 +201,7 @@ def test_datagen_local_engine(model_path, lemonpc, root, tmp_path):
     datagen(lemonpc, root, out, teacher)
     data = check_round(out, lemonpc, root)
     assert len(data) >= LOCAL_KEPT_MIN
+    c = json.load(open(out / "stats.json"))["counts"]
+    assert c["answers"] >= LOCAL_ANSWERS_MIN and c["answer_failures"] == 0, c
     assert all(d["meta"]["teacher"] == f"local:{model_path.name}" for d in data)
     check_rerun(lemonpc, root, out, teacher)
