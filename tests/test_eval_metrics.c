@@ -130,6 +130,15 @@ static void test_breaks_and_modern(void **state) {
     lm_eval_tally_add(&t, &f, "protective");
     assert_int_equal(t.all.passed, 0);
     assert_false(check(state, "What is Wi-Fi?", "I have never heard that word.", "in-world").ignorant);
+    /* in-world, the same disclaimers are dodges: he should know his world */
+    assert_true(check(state, "Who taught you the blade?", "I have never been asked; I have never seen a master.",
+                      "in-world").dodges);
+    assert_true(check(state, "Whose debts first?", "I would rather not say, my lord.", "in-world").dodges);
+    assert_true(check(state, "What does the tithe cost?", "I do not know what it costs.", "in-world").dodges);
+    f = check(state, "Who taught you the blade?", "Ser Aldous, in my father's yard, with a stick before a sword. "
+              "A strange teacher: he never praised anyone.", "in-world");
+    assert_false(f.dodges);   /* "strange" and "never praised" are not disclaimers */
+    assert_false(check(state, "What is Wi-Fi?", "I have never heard that word.", "protective").dodges);
     /* the same explanation to an in-world question is not judged as modern */
     f = check(state, "What is a smartphone?",
               "A smartphone is a mobile device that lets you make calls and browse the internet.", "in-world");

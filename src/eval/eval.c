@@ -108,6 +108,7 @@ static json_t *flags_json(const lm_eval_flags *f) {
 #define FLAG(x) if (f->x) json_array_append_new(a, json_string(#x));
     FLAG(assistant) FLAG(refusal) FLAG(stage) FLAG(self_intro) FLAG(speaks_for_user) FLAG(breaks)
     FLAG(modern) FLAG(repetition) FLAG(recital) FLAG(catchphrase) FLAG(ignorant)
+    FLAG(dodges)
 #undef FLAG
     return a;
 }

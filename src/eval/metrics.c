@@ -23,6 +23,7 @@ struct lm_eval_checker {
     size_t n_catch;
     pcre2_code *speaker;           /* "User:" ... at a line start */
     pcre2_code *ignorance;         /* "never heard", "I do not know", ... */
+    pcre2_code *dodge;             /* the same claims, narrowed for in-world answers */
 };
 
 /* Words a person of a pre-modern world could only use by explaining modern
@@ -101,6 +102,7 @@ void lm_eval_checker_free(lm_eval_checker *k) {
     free(k->first_name);
     pcre2_code_free(k->speaker);
     pcre2_code_free(k->ignorance);
+    pcre2_code_free(k->dodge);
     free(k);
 }
 
@@ -164,6 +166,15 @@ lm_eval_checker *lm_eval_checker_new(const lm_character *c, lm_err *err) {
                      "\\A\\W*(?:\\w+\\W+){0,3}\\w+\\?",
         PCRE2_ZERO_TERMINATED, PCRE2_CASELESS, &ec, &eo, NULL);
     if (!k->ignorance) { lm_errf(err, "eval: ignorance pattern does not compile"); goto fail; }
+    /* Narrower than the protective pattern: an in-world answer may well call
+     * something strange or ask a question back; what it should not do is
+     * disclaim knowledge of its own world or decline to answer. */
+    k->dodge = pcre2_compile(
+        (PCRE2_SPTR) "\\b(?:do\\s+not|don'?t|cannot|can'?t|could\\s+not|couldn'?t)\\s+(?:know|say|tell|"
+                     "imagine|remember)\\b|\\bnever\\s+(?:heard|seen|known)\\b|\\bno\\s+idea\\b|"
+                     "\\bknow\\s+nothing\\b|\\brather\\s+not\\s+(?:say|tell|know|answer|speak)\\b",
+        PCRE2_ZERO_TERMINATED, PCRE2_CASELESS, &ec, &eo, NULL);
+    if (!k->dodge) { lm_errf(err, "eval: dodge pattern does not compile"); goto fail; }
     return k;
 oom:
     lm_errf(err, "out of memory");
@@ -268,6 +279,7 @@ void lm_eval_check(const lm_eval_checker *k, const char *question, const char *a
     f->modern = cat == LM_EVAL_CAT_PROTECTIVE &&
                 ((bad & (1u << LM_FILTER_MODERN)) || introduces_modern(answer, question));
     f->ignorant = cat == LM_EVAL_CAT_PROTECTIVE && pattern_hit(k->ignorance, answer);
+    f->dodges = cat == LM_EVAL_CAT_IN_WORLD && pattern_hit(k->dodge, answer);
     f->repetition = bad & (1u << LM_FILTER_REPEAT);
     f->speaks_for_user = pattern_hit(k->speaker, answer) || asker_line(answer, asker);
     if (cat == LM_EVAL_CAT_OFF_TOPIC)
@@ -305,6 +317,7 @@ static void count(lm_eval_counts *c, const lm_eval_flags *f, bool pass) {
     c->recital += f->recital;
     c->catchphrase += f->catchphrase;
     c->ignorant += f->ignorant;
+    c->dodges += f->dodges;
     c->in_character += f->in_character;
     c->passed += pass;
     c->words += f->words;

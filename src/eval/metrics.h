@@ -30,6 +30,11 @@
  *                    opens by echoing the word as a question ("A tele-phone?")
  *   repetition       a loop: an 8-word n-gram twice, or distinct 3-grams below
  *                    80% in an answer of >= 30 words
+ *   dodges           (in-world questions only) claims not to know or declines:
+ *                    "never heard/seen", "I do not know", "cannot say",
+ *                    "no idea", "would rather not say": on his own world a
+ *                    fine-tuned NPC learned these from its protective data
+ *                    and used them as fillers (4 in 10 in-world answers)
  *   recital          (off-topic questions only) recites the sheet: 12
  *                    consecutive words of the sheet, or 3 or more of the
  *                    sheet's proper names (Solaris, Chancellor, Unblessed, ...)
@@ -53,7 +58,7 @@ struct lm_character;
 
 typedef struct lm_eval_flags {
     bool eos, assistant, refusal, stage, self_intro, speaks_for_user, breaks, modern,
-         repetition, recital, catchphrase, ignorant;
+         repetition, recital, catchphrase, ignorant, dodges;
     bool in_character;   /* derived, see above */
     int words;
 } lm_eval_flags;
@@ -76,7 +81,7 @@ const char *lm_eval_category_name(int cat);
 
 typedef struct lm_eval_counts {
     size_t n, eos, assistant, refusal, stage, self_intro, speaks_for_user, breaks, modern,
-           repetition, recital, catchphrase, ignorant, in_character, passed;
+           repetition, recital, catchphrase, ignorant, dodges, in_character, passed;
     double words;
 } lm_eval_counts;
 

@@ -43,6 +43,7 @@ static const metric METRICS[] = {
     {"in_character_rate", "in character (all questions)", 1, 1},
     {"protective_pass_rate", "protective: in character + ended + honest ignorance", 1, 1},
     {"ignorance_rate_protective", "protective: says it does not know", 1, 1},
+    {"dodge_rate_in_world", "in-world: claims not to know, or declines", 0, 1},
     {"adversarial_pass_rate", "adversarial: in character + ended", 1, 1},
     {"recital_rate_off_topic", "recites the sheet on off-topic questions", 0, 1},
     {"assistant_rate", "assistant speech", 0, 1},
@@ -77,6 +78,8 @@ static json_t *metrics_json(const lm_eval_summary *s) {
                         json_real(rate(t->cat[LM_EVAL_CAT_OFF_TOPIC].recital, t->cat[LM_EVAL_CAT_OFF_TOPIC].n)));
     json_object_set_new(m, "ignorance_rate_protective",
                         json_real(rate(t->cat[LM_EVAL_CAT_PROTECTIVE].ignorant, t->cat[LM_EVAL_CAT_PROTECTIVE].n)));
+    json_object_set_new(m, "dodge_rate_in_world",
+                        json_real(rate(t->cat[LM_EVAL_CAT_IN_WORLD].dodges, t->cat[LM_EVAL_CAT_IN_WORLD].n)));
     json_object_set_new(m, "modern_rate_protective",
                         json_real(rate(t->cat[LM_EVAL_CAT_PROTECTIVE].modern, t->cat[LM_EVAL_CAT_PROTECTIVE].n)));
     json_object_set_new(m, "distinct1", json_real(s->distinct1));
