@@ -643,33 +643,47 @@ static void test_rmsnorm(void **state) {
     assert_memory_equal(y, out, sizeof y);
 }
 
+/* Without and with per-pair divisors (Llama 3.x rope_freqs): the angle of
+ * pair i is pos * base^(-2i/hd) / freqs[i]. */
 static void test_rope(void **state) {
     (void)state;
     enum { T = 6, H = 3, HD = 64 };
     const int32_t pos[T] = {0, 1, 7, 100, 1000, 8191};
     const float base = 100000.0f;
-    rng r = {9};
-    float q[T * H * HD], q0[T * H * HD];
-    fill(&r, q, T * H * HD, 0);
-    memcpy(q0, q, sizeof q);
-    lm_rope(q, T, H, HD, pos, base);
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < H; h++)
-            for (int i = 0; i < HD / 2; i++) {
-                const float *a = q0 + ((size_t)t * H + h) * HD, *b = q + ((size_t)t * H + h) * HD;
-                double th = pos[t] * pow(base, -2.0 * i / HD);
-                double x0 = a[2 * i], x1 = a[2 * i + 1];
-                double w0 = x0 * cos(th) - x1 * sin(th), w1 = x0 * sin(th) + x1 * cos(th);
-                /* theta is built by i float multiplications (ggml's way):
-                 * relative error <= (i + 2) ulp, plus ~1 ulp for cos/sin */
-                double dth = th * (i + 2) * 0x1p-23 + 0x1p-22;
-                double tol = (fabs(x0) + fabs(x1)) * (dth + 0x1p-22);
-                if (fabs(b[2 * i] - w0) > tol || fabs(b[2 * i + 1] - w1) > tol)
-                    fail_msg("rope pos %d i %d: (%g,%g) want (%g,%g) tol %g", pos[t], i, b[2 * i],
-                             b[2 * i + 1], w0, w1, tol);
-            }
-    /* position 0 is the identity, exactly */
-    assert_memory_equal(q, q0, H * HD * sizeof(float));
+    float freqs[HD / 2];
+    for (int i = 0; i < HD / 2; i++) freqs[i] = i < 8 ? 1.0f : i < 16 ? 1.0f + (float)(i - 8) : 32.0f;
+    for (int with = 0; with < 2; with++) {
+        const float *fr = with ? freqs : NULL;
+        rng r = {9};
+        float q[T * H * HD], q0[T * H * HD];
+        fill(&r, q, T * H * HD, 0);
+        memcpy(q0, q, sizeof q);
+        lm_rope(q, T, H, HD, pos, base, fr);
+        int moved = 0;   /* the divisors changed the result where they are not 1 */
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < H; h++)
+                for (int i = 0; i < HD / 2; i++) {
+                    const float *a = q0 + ((size_t)t * H + h) * HD, *b = q + ((size_t)t * H + h) * HD;
+                    double th = pos[t] * pow(base, -2.0 * i / HD) / (fr ? fr[i] : 1.0);
+                    double x0 = a[2 * i], x1 = a[2 * i + 1];
+                    double w0 = x0 * cos(th) - x1 * sin(th), w1 = x0 * sin(th) + x1 * cos(th);
+                    /* theta is built by i float multiplications (ggml's way)
+                     * and one division: relative error <= (i + 3) ulp, plus
+                     * ~1 ulp for cos/sin */
+                    double dth = th * (i + 3) * 0x1p-23 + 0x1p-22;
+                    double tol = (fabs(x0) + fabs(x1)) * (dth + 0x1p-22);
+                    if (fabs(b[2 * i] - w0) > tol || fabs(b[2 * i + 1] - w1) > tol)
+                        fail_msg("rope (freqs %d) pos %d i %d: (%g,%g) want (%g,%g) tol %g", with,
+                                 pos[t], i, b[2 * i], b[2 * i + 1], w0, w1, tol);
+                    double th1 = pos[t] * pow(base, -2.0 * i / HD);
+                    if (fr && fr[i] != 1.0f && fabs(th1 - th) > 1e-3 &&
+                        fabs(b[2 * i] - (x0 * cos(th1) - x1 * sin(th1))) > 10 * tol)
+                        moved++;
+                }
+        if (with) assert_true(moved > 0);
+        /* position 0 is the identity, exactly */
+        assert_memory_equal(q, q0, H * HD * sizeof(float));
+    }
 }
 
 static void test_softmax(void **state) {

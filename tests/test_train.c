@@ -107,7 +107,7 @@ static void test_rope_inverse_and_bwd(void **state) {
     float cs[T * HD / 2], sn[T * HD / 2], x[B * T * H * HD], y[B * T * H * HD];
     int32_t pos[B * T];
     for (int n = 0; n < B * T; n++) pos[n] = n % T;
-    lm_op_rope_table(cs, sn, T, HD, 10000.0f);
+    lm_op_rope_table(cs, sn, T, HD, 10000.0f, NULL);
     fill(x, sizeof x / sizeof *x, 1.0f);
     memcpy(y, x, sizeof x);
     lm_op_rope(y, cs, sn, pos, B, T, H, HD, 0);

@@ -17,6 +17,10 @@
 #include "model/gguf.h"
 #include "tensor/dtype.h"
 
+/* A Llama-family model's settings, read from GGUF by lm_llama_config_read:
+ * the one reader the engine (lm_model_from_gguf) and the trainer
+ * (lm_tmodel_from_gguf) share, so a file is served and trained as the same
+ * function or refused by both with the same message. */
 typedef struct lm_llama_config {
     char arch[32];        /* general.architecture ("llama") */
     int n_layer;          /* block_count */
@@ -24,12 +28,18 @@ typedef struct lm_llama_config {
     int n_ff;             /* feed_forward_length */
     int n_head;           /* attention.head_count */
     int n_head_kv;        /* attention.head_count_kv (default n_head) */
-    int head_dim;         /* n_embd / n_head */
+    int head_dim;         /* n_embd / n_head (attention.key_length/value_length, if
+                           * present, must equal it) */
     int n_rot;            /* rope.dimension_count (default head_dim; must equal it) */
     int n_vocab;          /* from token_embd.weight's shape */
     int n_ctx_train;      /* context_length */
     float rope_base;      /* rope.freq_base (default 10000) */
     float rms_eps;        /* attention.layer_norm_rms_epsilon */
+    bool tied;            /* no output.weight: the LM head is token_embd */
+    /* rope_freqs.weight (Llama 3.x): [head_dim/2] f32 divisors of the rope
+     * angles, theta_i = pos * base^(-2i/head_dim) / rope_freqs[i]; NULL
+     * without. Points into the file's mapping: valid while it is open. */
+    const float *rope_freqs;
 } lm_llama_config;
 
 typedef struct lm_weight {   /* a matrix W[n, k] in the mapping (ne[0] = k) */
@@ -53,10 +63,8 @@ typedef struct lm_model {
     gguf_file *file;          /* owned when loaded by path; NULL when borrowed */
     const gguf_file *gguf;    /* the file the weights point into */
     lm_weight tok_embd;       /* [n_vocab, n_embd] */
-    lm_weight output;         /* [n_vocab, n_embd]; == tok_embd when tied */
-    bool tied;
+    lm_weight output;         /* [n_vocab, n_embd]; == tok_embd when cfg.tied */
     const float *output_norm; /* [n_embd] */
-    const float *rope_freqs;  /* [head_dim/2] divisors (Llama 3.x) or NULL */
     lm_llama_layer *layers;   /* [n_layer] */
     float *norm_buf;          /* owned f32 copies of non-f32 norm vectors */
     void *repacked;           /* owned: the Q4_0 weights repacked at load (tensor/q4_0x8.h) */
@@ -68,7 +76,12 @@ lm_model *lm_model_load(const char *path, lm_err *err);
 lm_model *lm_model_from_gguf(const gguf_file *f, lm_err *err);
 void lm_model_free(lm_model *m);
 
-/* Reads and checks the config alone (used by lm_model_from_gguf). */
+/* Reads and checks the config: every key above, that every tensor is one
+ * the llama graph uses (a bias or an extra norm would otherwise be ignored),
+ * rope_freqs.weight's shape, type and values, and that nothing the graph
+ * does not implement is asked for (rope scaling other than none or factor
+ * 1, mixture of experts, attention heads of another width than
+ * n_embd/n_head), each refused with a message naming the key or tensor. */
 int lm_llama_config_read(const gguf_file *f, lm_llama_config *cfg, lm_err *err);
 
 /* ---- contexts ------------------------------------------------------- */

@@ -377,24 +377,6 @@ static void lora_add(lm_ctx *c, float *y, const float *x, int l, int p, int B) {
     for (size_t i = 0; i < n; i++) y[i] += c->ad_mul * c->ad_y[i];
 }
 
-/* Rope with per-pair frequency divisors (Llama 3.x "rope_freqs"), which
- * lm_rope does not take: theta_i = pos * base^(-2i/d) / freqs[i]. */
-static void rope_freqs(float *x, int n_tokens, int n_heads, int hd, const int32_t *pos,
-                       float base, const float *freqs) {
-    for (int t = 0; t < n_tokens; t++) {
-        for (int i = 0; i < hd / 2; i++) {
-            double theta = pos[t] * pow(base, -2.0 * i / hd) / freqs[i];
-            float cs = (float)cos(theta), sn = (float)sin(theta);
-            for (int h = 0; h < n_heads; h++) {
-                float *p = x + ((size_t)t * n_heads + h) * hd + 2 * i;
-                float a = p[0], b = p[1];
-                p[0] = a * cs - b * sn;
-                p[1] = a * sn + b * cs;
-            }
-        }
-    }
-}
-
 typedef struct {
     lm_ctx *c;
     int layer, n_tokens, p0;
@@ -495,13 +477,8 @@ static void rope_task(void *arg, int task, int n_tasks, int thread) {
     float *q = c->q + (size_t)r0 * (size_t)(cfg->n_head * hd);
     float *k = c->kb + (size_t)r0 * (size_t)kv_dim;
     const int32_t *pos = c->pos + r0;
-    if (m->rope_freqs) {
-        rope_freqs(q, r1 - r0, cfg->n_head, hd, pos, cfg->rope_base, m->rope_freqs);
-        rope_freqs(k, r1 - r0, cfg->n_head_kv, hd, pos, cfg->rope_base, m->rope_freqs);
-    } else {
-        lm_rope(q, r1 - r0, cfg->n_head, hd, pos, cfg->rope_base);
-        lm_rope(k, r1 - r0, cfg->n_head_kv, hd, pos, cfg->rope_base);
-    }
+    lm_rope(q, r1 - r0, cfg->n_head, hd, pos, cfg->rope_base, cfg->rope_freqs);
+    lm_rope(k, r1 - r0, cfg->n_head_kv, hd, pos, cfg->rope_base, cfg->rope_freqs);
 }
 
 /* One row at a time, as ggml_vec_swiglu_f32 runs over each row: a SIMD

@@ -1,6 +1,7 @@
 /* Llama config from GGUF metadata and weight binding: every tensor is
  * checked for presence, type and shape, then used in place. */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,85 +23,6 @@ static int get_f32(const gguf_file *f, const char *arch, const char *name, bool 
     char key[128];
     snprintf(key, sizeof key, "%s.%s", arch, name);
     return opt ? gguf_get_f32_opt(f, key, out, err) : gguf_get_f32(f, key, out, err);
-}
-
-int lm_llama_config_read(const gguf_file *f, lm_llama_config *cfg, lm_err *err) {
-    memset(cfg, 0, sizeof *cfg);
-    char *arch = gguf_get_str(f, "general.architecture", err);
-    if (!arch) return -1;
-    /* Only "llama" is accepted: other architectures differ in ways a shape
-     * check cannot see (biases, norms, rope variants). */
-    if (strcmp(arch, "llama") != 0) {
-        lm_errf(err, "%s: general.architecture is '%s'; only 'llama' is supported",
-                f->path, arch);
-        free(arch);
-        return -1;
-    }
-    snprintf(cfg->arch, sizeof cfg->arch, "%s", arch);
-    free(arch);
-
-    uint32_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, n_rot = 0;
-    float eps, base = 10000.0f;
-    if (get_u32(f, cfg->arch, "block_count", false, &n_layer, err) ||
-        get_u32(f, cfg->arch, "embedding_length", false, &n_embd, err) ||
-        get_u32(f, cfg->arch, "feed_forward_length", false, &n_ff, err) ||
-        get_u32(f, cfg->arch, "attention.head_count", false, &n_head, err) ||
-        get_u32(f, cfg->arch, "context_length", false, &n_ctx, err) ||
-        get_f32(f, cfg->arch, "attention.layer_norm_rms_epsilon", false, &eps, err) ||
-        get_f32(f, cfg->arch, "rope.freq_base", true, &base, err))
-        return -1;
-    n_head_kv = n_head;
-    if (get_u32(f, cfg->arch, "attention.head_count_kv", true, &n_head_kv, err)) return -1;
-
-    /* Bounds keep every later size computation far from int overflow. */
-    const uint32_t big = 1u << 20;
-    if (n_layer == 0 || n_layer > 4096 || n_embd == 0 || n_embd > big || n_ff == 0 ||
-        n_ff > big || n_head == 0 || n_head > n_embd || n_ctx == 0 || n_ctx > (1u << 24))
-        return lm_errf(err, "%s: implausible llama config (block_count %" PRIu32
-                       ", embedding_length %" PRIu32 ", feed_forward_length %" PRIu32
-                       ", head_count %" PRIu32 ", context_length %" PRIu32 ")",
-                       f->path, n_layer, n_embd, n_ff, n_head, n_ctx);
-    if (n_embd % n_head)
-        return lm_errf(err, "%s: embedding_length %" PRIu32 " is not a multiple of "
-                       "head_count %" PRIu32, f->path, n_embd, n_head);
-    if (n_head_kv == 0 || n_head % n_head_kv)
-        return lm_errf(err, "%s: head_count %" PRIu32 " is not a multiple of "
-                       "head_count_kv %" PRIu32, f->path, n_head, n_head_kv);
-    uint32_t head_dim = n_embd / n_head;
-    if (head_dim % 2)
-        return lm_errf(err, "%s: head dimension %" PRIu32 " is odd; rope needs pairs",
-                       f->path, head_dim);
-    n_rot = head_dim;
-    if (get_u32(f, cfg->arch, "rope.dimension_count", true, &n_rot, err)) return -1;
-    if (n_rot != head_dim)
-        return lm_errf(err, "%s: %s.rope.dimension_count %" PRIu32 " differs from the "
-                       "head dimension %" PRIu32 " (partial rope is not supported)",
-                       f->path, cfg->arch, n_rot, head_dim);
-    if (!(eps > 0.0f && eps < 1.0f))
-        return lm_errf(err, "%s: %s.attention.layer_norm_rms_epsilon %g out of range",
-                       f->path, cfg->arch, (double)eps);
-    if (!(base > 0.0f))
-        return lm_errf(err, "%s: %s.rope.freq_base %g must be positive", f->path, cfg->arch,
-                       (double)base);
-
-    cfg->n_layer = (int)n_layer;
-    cfg->n_embd = (int)n_embd;
-    cfg->n_ff = (int)n_ff;
-    cfg->n_head = (int)n_head;
-    cfg->n_head_kv = (int)n_head_kv;
-    cfg->head_dim = (int)head_dim;
-    cfg->n_rot = (int)n_rot;
-    cfg->n_ctx_train = (int)n_ctx;
-    cfg->rope_base = base;
-    cfg->rms_eps = eps;
-
-    const gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
-    if (!emb) return lm_errf(err, "%s: missing tensor 'token_embd.weight'", f->path);
-    if (emb->ne[1] <= 0 || emb->ne[1] > (1 << 24))
-        return lm_errf(err, "%s: tensor 'token_embd.weight' has implausible vocab size %" PRId64,
-                       f->path, emb->ne[1]);
-    cfg->n_vocab = (int)emb->ne[1];
-    return 0;
 }
 
 /* Finds name and checks it is [ne0] (ne1 == 0) or [ne0, ne1]. */
@@ -190,6 +112,144 @@ static bool known_tensor(const char *name, int n_layer) {
     return false;
 }
 
+/* Refuses what the graph would silently compute otherwise: rope scaling
+ * (llama.cpp's rope.scaling.type defaults to linear; a factor of 0 or 1 is
+ * no scaling), mixture of experts, heads of another width. */
+static int check_unsupported(const gguf_file *f, const lm_llama_config *c, lm_err *err) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch);
+    char *type = NULL;
+    if (gguf_find_kv(f, key) && !(type = gguf_get_str(f, key, err))) return -1;
+    float factor = 0.0f;
+    if (get_f32(f, c->arch, "rope.scaling.factor", true, &factor, err) ||
+        (factor == 0.0f && get_f32(f, c->arch, "rope.scale_linear", true, &factor, err))) {
+        free(type);
+        return -1;
+    }
+    bool plain = !type || !strcmp(type, "none") || !strcmp(type, "linear");
+    if (!plain || !(factor == 0.0f || factor == 1.0f)) {
+        lm_errf(err, "%s: rope scaling '%s' with factor %g is not supported (only none, or "
+                "a factor of 1; Llama 3.x's scaling in rope_freqs.weight is)", f->path,
+                type ? type : "linear", (double)factor);
+        free(type);
+        return -1;
+    }
+    free(type);
+    uint32_t experts = 0, key_len = (uint32_t)c->head_dim, val_len = (uint32_t)c->head_dim;
+    if (get_u32(f, c->arch, "expert_count", true, &experts, err) ||
+        get_u32(f, c->arch, "attention.key_length", true, &key_len, err) ||
+        get_u32(f, c->arch, "attention.value_length", true, &val_len, err))
+        return -1;
+    if (experts > 0)
+        return lm_errf(err, "%s: %s.expert_count is %" PRIu32 ": mixture-of-experts models "
+                       "are not supported", f->path, c->arch, experts);
+    if (key_len != (uint32_t)c->head_dim || val_len != (uint32_t)c->head_dim)
+        return lm_errf(err, "%s: %s.attention.key_length %" PRIu32 " / value_length %" PRIu32
+                       " differ from embedding_length / head_count = %d (not supported)",
+                       f->path, c->arch, key_len, val_len, c->head_dim);
+    return 0;
+}
+
+int lm_llama_config_read(const gguf_file *f, lm_llama_config *cfg, lm_err *err) {
+    memset(cfg, 0, sizeof *cfg);
+    char *arch = gguf_get_str(f, "general.architecture", err);
+    if (!arch) return -1;
+    /* Only "llama" is accepted: other architectures differ in ways a shape
+     * check cannot see (biases, norms, rope variants). */
+    if (strcmp(arch, "llama") != 0) {
+        lm_errf(err, "%s: general.architecture is '%s'; only 'llama' is supported",
+                f->path, arch);
+        free(arch);
+        return -1;
+    }
+    snprintf(cfg->arch, sizeof cfg->arch, "%s", arch);
+    free(arch);
+
+    uint32_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, n_rot = 0;
+    float eps, base = 10000.0f;
+    if (get_u32(f, cfg->arch, "block_count", false, &n_layer, err) ||
+        get_u32(f, cfg->arch, "embedding_length", false, &n_embd, err) ||
+        get_u32(f, cfg->arch, "feed_forward_length", false, &n_ff, err) ||
+        get_u32(f, cfg->arch, "attention.head_count", false, &n_head, err) ||
+        get_u32(f, cfg->arch, "context_length", false, &n_ctx, err) ||
+        get_f32(f, cfg->arch, "attention.layer_norm_rms_epsilon", false, &eps, err) ||
+        get_f32(f, cfg->arch, "rope.freq_base", true, &base, err))
+        return -1;
+    n_head_kv = n_head;
+    if (get_u32(f, cfg->arch, "attention.head_count_kv", true, &n_head_kv, err)) return -1;
+
+    /* Bounds keep every later size computation far from int overflow. */
+    const uint32_t big = 1u << 20;
+    if (n_layer == 0 || n_layer > 4096 || n_embd == 0 || n_embd > big || n_ff == 0 ||
+        n_ff > big || n_head == 0 || n_head > n_embd || n_ctx == 0 || n_ctx > (1u << 24))
+        return lm_errf(err, "%s: implausible llama config (block_count %" PRIu32
+                       ", embedding_length %" PRIu32 ", feed_forward_length %" PRIu32
+                       ", head_count %" PRIu32 ", context_length %" PRIu32 ")",
+                       f->path, n_layer, n_embd, n_ff, n_head, n_ctx);
+    if (n_embd % n_head)
+        return lm_errf(err, "%s: embedding_length %" PRIu32 " is not a multiple of "
+                       "head_count %" PRIu32, f->path, n_embd, n_head);
+    if (n_head_kv == 0 || n_head % n_head_kv)
+        return lm_errf(err, "%s: head_count %" PRIu32 " is not a multiple of "
+                       "head_count_kv %" PRIu32, f->path, n_head, n_head_kv);
+    uint32_t head_dim = n_embd / n_head;
+    if (head_dim % 2)
+        return lm_errf(err, "%s: head dimension %" PRIu32 " is odd; rope needs pairs",
+                       f->path, head_dim);
+    n_rot = head_dim;
+    if (get_u32(f, cfg->arch, "rope.dimension_count", true, &n_rot, err)) return -1;
+    if (n_rot != head_dim)
+        return lm_errf(err, "%s: %s.rope.dimension_count %" PRIu32 " differs from the "
+                       "head dimension %" PRIu32 " (partial rope is not supported)",
+                       f->path, cfg->arch, n_rot, head_dim);
+    if (!(eps > 0.0f && eps < 1.0f))
+        return lm_errf(err, "%s: %s.attention.layer_norm_rms_epsilon %g out of range",
+                       f->path, cfg->arch, (double)eps);
+    if (!(base > 0.0f))
+        return lm_errf(err, "%s: %s.rope.freq_base %g must be positive", f->path, cfg->arch,
+                       (double)base);
+
+    cfg->n_layer = (int)n_layer;
+    cfg->n_embd = (int)n_embd;
+    cfg->n_ff = (int)n_ff;
+    cfg->n_head = (int)n_head;
+    cfg->n_head_kv = (int)n_head_kv;
+    cfg->head_dim = (int)head_dim;
+    cfg->n_rot = (int)n_rot;
+    cfg->n_ctx_train = (int)n_ctx;
+    cfg->rope_base = base;
+    cfg->rms_eps = eps;
+
+    const gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
+    if (!emb) return lm_errf(err, "%s: missing tensor 'token_embd.weight'", f->path);
+    if (emb->ne[1] <= 0 || emb->ne[1] > (1 << 24))
+        return lm_errf(err, "%s: tensor 'token_embd.weight' has implausible vocab size %" PRId64,
+                       f->path, emb->ne[1]);
+    cfg->n_vocab = (int)emb->ne[1];
+    cfg->tied = gguf_find_tensor(f, "output.weight") == NULL;
+    if (check_unsupported(f, cfg, err)) return -1;
+    for (uint64_t i = 0; i < f->n_tensors; i++)
+        if (!known_tensor(f->tensors[i].name, cfg->n_layer))
+            return lm_errf(err, "%s: unexpected tensor '%s' for a %d-layer llama model "
+                           "(not supported: it would be ignored)", f->path,
+                           f->tensors[i].name, cfg->n_layer);
+    if (gguf_find_tensor(f, "rope_freqs.weight")) {
+        const gguf_tensor *t = want(f, "rope_freqs.weight", cfg->head_dim / 2, 0, err);
+        if (!t) return -1;
+        if (t->type != LM_F32)
+            return lm_errf(err, "%s: tensor 'rope_freqs.weight' has type %s, expected F32",
+                           f->path, lm_dtype_name((int)t->type));
+        const float *fr = t->data;
+        for (int i = 0; i < cfg->head_dim / 2; i++)
+            if (!(fr[i] > 0.0f && fr[i] < INFINITY))
+                return lm_errf(err, "%s: tensor 'rope_freqs.weight' element %d is %g; the "
+                               "divisors must be positive and finite", f->path, i,
+                               (double)fr[i]);
+        cfg->rope_freqs = fr;
+    }
+    return 0;
+}
+
 /* Q4_0 matrices with a multiple of 8 rows (all of SmolLM2's, the output
  * layer included) are repacked into one owned buffer
  * for the faster kernels (tensor/q4_0x8.h; same numbers). The mapped
@@ -243,7 +303,7 @@ static int repack_q4_0(lm_model *m, lm_err *err) {
     /* Tied: the lookup reads the repacked copy too. Reading token_embd in
      * place would fault in 64 KiB around each looked-up row (the kernel's
      * fault-around), ~16 MB for a 512-token prompt, beside the copy. */
-    if (m->tied && m->output.type == LM_Q4_0_X8) m->tok_embd = m->output;
+    if (m->cfg.tied && m->output.type == LM_Q4_0_X8) m->tok_embd = m->output;
     return 0;
 }
 
@@ -257,34 +317,12 @@ lm_model *lm_model_from_gguf(const gguf_file *f, lm_err *err) {
     if (lm_llama_config_read(f, &m->cfg, err)) goto fail;
     const lm_llama_config *c = &m->cfg;
 
-    for (uint64_t i = 0; i < f->n_tensors; i++) {
-        if (!known_tensor(f->tensors[i].name, c->n_layer)) {
-            lm_errf(err, "%s: unexpected tensor '%s' for a %d-layer llama model", f->path,
-                    f->tensors[i].name, c->n_layer);
-            goto fail;
-        }
-    }
-
     int q_dim = c->n_head * c->head_dim, kv_dim = c->n_head_kv * c->head_dim;
     if (bind_weight(f, "token_embd.weight", c->n_vocab, c->n_embd, &m->tok_embd, err) ||
         bind_norm(m, "output_norm.weight", 2 * c->n_layer, &m->output_norm, err))
         goto fail;
-    if (gguf_find_tensor(f, "output.weight")) {
-        if (bind_weight(f, "output.weight", c->n_vocab, c->n_embd, &m->output, err)) goto fail;
-    } else {
-        m->output = m->tok_embd;
-        m->tied = true;
-    }
-    if (gguf_find_tensor(f, "rope_freqs.weight")) {
-        const gguf_tensor *t = want(f, "rope_freqs.weight", c->head_dim / 2, 0, err);
-        if (!t) goto fail;
-        if (t->type != LM_F32) {
-            lm_errf(err, "%s: tensor 'rope_freqs.weight' has type %s, expected F32", f->path,
-                    lm_dtype_name((int)t->type));
-            goto fail;
-        }
-        m->rope_freqs = t->data;
-    }
+    if (c->tied) m->output = m->tok_embd;
+    else if (bind_weight(f, "output.weight", c->n_vocab, c->n_embd, &m->output, err)) goto fail;
 
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) { lm_errf(err, "%s: out of memory", f->path); goto fail; }

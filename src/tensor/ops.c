@@ -34,18 +34,22 @@ void lm_rmsnorm(float *out, const float *x, const float *w, int m, int d, float 
 /* Largest head_dim we keep the cos/sin table on the stack for. */
 #define ROPE_MAX_DIM 1024
 
-void lm_rope(float *q, int n_tokens, int n_heads, int head_dim, const int32_t *pos, float base) {
+void lm_rope(float *q, int n_tokens, int n_heads, int head_dim, const int32_t *pos, float base,
+             const float *freqs) {
     const int half = head_dim / 2;
     /* ggml: theta_scale = base^(-2/n_dims), theta_0 = pos, theta_{i+1} =
-     * theta_i * theta_scale, all float; cos/sin of each through cosf/sinf. */
+     * theta_i * theta_scale, all float; cos/sin of each through cosf/sinf,
+     * of theta_i / freqs[i] where there are divisors (ggml_rope_cache_init;
+     * its rope_yarn multiplies by freq_scale and mscale, both 1 here). */
     const float theta_scale = powf(base, -2.0f / (float)head_dim);
     float cs[ROPE_MAX_DIM / 2][2];
     for (int t = 0; t < n_tokens; t++) {
         float theta = (float)pos[t];
         for (int i = 0; i < half; i++) {
             if (i < ROPE_MAX_DIM / 2) {
-                cs[i][0] = cosf(theta);
-                cs[i][1] = sinf(theta);
+                const float a = freqs ? theta / freqs[i] : theta;
+                cs[i][0] = cosf(a);
+                cs[i][1] = sinf(a);
             }
             theta *= theta_scale;
         }
@@ -58,8 +62,9 @@ void lm_rope(float *q, int n_tokens, int n_heads, int head_dim, const int32_t *p
                     c = cs[i][0];
                     s = cs[i][1];
                 } else { /* absurdly wide heads: recompute, same values */
-                    c = cosf(th);
-                    s = sinf(th);
+                    const float a = freqs ? th / freqs[i] : th;
+                    c = cosf(a);
+                    s = sinf(a);
                 }
                 th *= theta_scale;
                 const float x0 = v[2 * i], x1 = v[2 * i + 1];

@@ -30,9 +30,11 @@ void lm_rmsnorm(float *out, const float *x, const float *w, int m, int d, float 
 
 /* Rotates q[n_tokens, n_heads, head_dim] in place at positions pos[t],
  * "normal" (adjacent pairs 2i, 2i+1) rope as llama.cpp applies to GGUF
- * llama weights: theta_i = pos * base^(-2i/head_dim). */
+ * llama weights: theta_i = pos * base^(-2i/head_dim) / freqs[i], freqs
+ * [head_dim/2] the per-pair divisors of Llama 3.x (rope_freqs.weight) or
+ * NULL for none. */
 void lm_rope(float *q, int n_tokens, int n_heads, int head_dim,
-             const int32_t *pos, float base);
+             const int32_t *pos, float base, const float *freqs);
 
 /* Causal attention of n_q query heads that share one KV head (GQA) over
  * n_keys cached positions: out[h][hd] = softmax(scale * K q[h]) V for

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/llama.h"
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
 #include "train/lora.h"
@@ -125,6 +126,7 @@ void lm_tmodel_free(lm_tmodel *m) {
     free(m->layer);
     free(m->params);
     free(m->grads);
+    free(m->rope_freqs);
     free(m);
 }
 
@@ -164,61 +166,25 @@ lm_tmodel *lm_tmodel_new_random(const lm_tconfig *cfg, uint64_t seed, float std,
 
 /* ---- GGUF ------------------------------------------------------------ */
 
-static int get_u32_key(const gguf_file *f, const char *arch, const char *k, uint32_t *out,
-                       int optional, lm_err *err) {
-    char key[160];
-    snprintf(key, sizeof key, "%s.%s", arch, k);
-    return optional ? gguf_get_u32_opt(f, key, out, err) : gguf_get_u32(f, key, out, err);
-}
-
 lm_tmodel *lm_tmodel_from_gguf(const gguf_file *f, lm_err *err) {
-    char *arch = gguf_get_str(f, "general.architecture", err);
-    if (!arch) return NULL;
-    if (strcmp(arch, "llama")) {
-        lm_errf(err, "%s: general.architecture is '%s'; the trainer supports 'llama'", f->path, arch);
-        free(arch);
-        return NULL;
-    }
-    uint32_t dim = 0, layers = 0, ffn = 0, heads = 0, kv = 0, key_len = 0;
-    float base = 10000.0f, eps = 1e-5f;
-    char key[160];
-    int rc = get_u32_key(f, arch, "embedding_length", &dim, 0, err) ||
-             get_u32_key(f, arch, "block_count", &layers, 0, err) ||
-             get_u32_key(f, arch, "feed_forward_length", &ffn, 0, err) ||
-             get_u32_key(f, arch, "attention.head_count", &heads, 0, err);
-    if (!rc) { kv = heads; rc = get_u32_key(f, arch, "attention.head_count_kv", &kv, 1, err); }
-    if (!rc && heads) { key_len = dim / heads; rc = get_u32_key(f, arch, "attention.key_length", &key_len, 1, err); }
-    /* the graph assumes V heads as wide as K heads and RoPE over the whole head */
-    uint32_t val_len = key_len, rope_dim = key_len;
-    if (!rc) rc = get_u32_key(f, arch, "attention.value_length", &val_len, 1, err);
-    if (!rc) rc = get_u32_key(f, arch, "rope.dimension_count", &rope_dim, 1, err);
-    if (!rc && (val_len != key_len || rope_dim != key_len)) {
-        lm_errf(err, "%s: key_length %u, value_length %u, rope.dimension_count %u: the trainer needs all equal",
-                f->path, key_len, val_len, rope_dim);
-        rc = -1;
-    }
-    if (!rc) { snprintf(key, sizeof key, "%s.rope.freq_base", arch); rc = gguf_get_f32_opt(f, key, &base, err); }
-    if (!rc) { snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch); rc = gguf_get_f32_opt(f, key, &eps, err); }
-    free(arch);
-    if (rc) return NULL;
-    if (dim > (1u << 20) || layers > 4096 || ffn > (1u << 22) || heads > 4096 || kv > 4096 || key_len > 4096) {
-        lm_errf(err, "%s: implausible model sizes (dim %u layers %u ffn %u heads %u kv %u)", f->path, dim, layers, ffn, heads, kv);
-        return NULL;
-    }
-    const gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
-    if (!emb) { lm_errf(err, "%s: tensor 'token_embd.weight' missing", f->path); return NULL; }
-    if (emb->ne[1] <= 0 || emb->ne[1] > (1 << 24)) {
-        lm_errf(err, "%s: tensor 'token_embd.weight' has implausible vocab %lld", f->path, (long long)emb->ne[1]);
-        return NULL;
-    }
+    lm_llama_config lc;
+    if (lm_llama_config_read(f, &lc, err)) return NULL;
     lm_tconfig cfg = {
-        .n_vocab = (int)emb->ne[1], .dim = (int)dim, .n_layers = (int)layers,
-        .n_heads = (int)heads, .n_kv_heads = (int)kv, .head_dim = (int)key_len,
-        .ffn_dim = (int)ffn, .rope_base = base, .rms_eps = eps,
-        .tied = gguf_find_tensor(f, "output.weight") == NULL,
+        .n_vocab = lc.n_vocab, .dim = lc.n_embd, .n_layers = lc.n_layer,
+        .n_heads = lc.n_head, .n_kv_heads = lc.n_head_kv, .head_dim = lc.head_dim,
+        .ffn_dim = lc.n_ff, .rope_base = lc.rope_base, .rms_eps = lc.rms_eps,
+        .tied = lc.tied, .n_ctx = lc.n_ctx_train,
     };
     lm_tmodel *m = alloc_model(&cfg, err);
     if (!m) { lm_err_prefix(err, "%s", f->path); return NULL; }
+    if (lc.rope_freqs) {
+        size_t n = (size_t)lc.head_dim / 2;
+        if (!(m->rope_freqs = malloc(n * sizeof(float)))) {
+            lm_errf(err, "out of memory");
+            goto fail;
+        }
+        memcpy(m->rope_freqs, lc.rope_freqs, n * sizeof(float));
+    }
     for (int i = 0; i < m->n_tensors; i++) {
         const lm_ttensor *t = &m->tensors[i];
         const gguf_tensor *g = gguf_find_tensor(f, t->name);
@@ -285,12 +251,19 @@ int lm_tmodel_save(const lm_tmodel *m, const char *path, const char *base, lm_er
              gguf_set_u32(w, "llama.attention.value_length", (uint32_t)c->head_dim, err) ||
              gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)c->head_dim, err) ||
              gguf_set_u32(w, "llama.vocab_size", (uint32_t)c->n_vocab, err) ||
+             gguf_set_u32(w, "llama.context_length", (uint32_t)(c->n_ctx > 0 ? c->n_ctx : 2048),
+                          err) ||
              gguf_set_f32(w, "llama.rope.freq_base", c->rope_base, err) ||
              gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", c->rms_eps, err);
     for (int i = 0; !rc && i < m->n_tensors; i++) {
         const lm_ttensor *t = &m->tensors[i];
         rc = gguf_add_tensor(w, t->name, LM_F32, t->n_dims, t->ne, m->params + t->offset,
                              t->numel * sizeof(float), err);
+    }
+    if (!rc && m->rope_freqs) {
+        const int64_t ne[2] = {c->head_dim / 2, 1};
+        rc = gguf_add_tensor(w, "rope_freqs.weight", LM_F32, 1, ne, m->rope_freqs,
+                             (size_t)ne[0] * sizeof(float), err);
     }
     if (!rc) rc = gguf_write(w, path, err);
     gguf_writer_free(w);
@@ -378,7 +351,7 @@ lm_tacts *lm_tacts_new(const lm_tmodel *m, const lm_lora *lora, int B, int T,
     a->rope_cos = TAKE((size_t)T * (size_t)(c->head_dim / 2));
     a->rope_sin = TAKE((size_t)T * (size_t)(c->head_dim / 2));
 #undef TAKE
-    lm_op_rope_table(a->rope_cos, a->rope_sin, T, c->head_dim, c->rope_base);
+    lm_op_rope_table(a->rope_cos, a->rope_sin, T, c->head_dim, c->rope_base, m->rope_freqs);
     return a;
 }
 

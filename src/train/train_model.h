@@ -28,6 +28,7 @@ typedef struct lm_tconfig {
     int n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim;
     float rope_base, rms_eps;
     int tied;               /* 1: token_embd is also the LM head */
+    int n_ctx;              /* context_length (0: 2048 when saved without a base) */
 } lm_tconfig;
 
 /* Per-layer tensors, in this order inside the flat buffer. */
@@ -55,12 +56,15 @@ typedef struct lm_tmodel {
     float *out_norm;        /* [dim] */
     float *lm_head;         /* [n_vocab, dim]: tok_embd when tied */
     float *(*layer)[LM_TW_N]; /* layer[l][LM_TW_*] */
+    /* [head_dim/2] rope angle divisors (Llama 3.x rope_freqs.weight), owned,
+     * or NULL: constants of the model, applied in forward and backward,
+     * saved with it, never trained */
+    float *rope_freqs;
 } lm_tmodel;
 
-/* Loads any supported weight type, dequantized to f32. Reads
- * <arch>.embedding_length, block_count, feed_forward_length,
- * attention.head_count(_kv), rope.freq_base (default 10000),
- * attention.layer_norm_rms_epsilon (default 1e-5). */
+/* Loads any supported weight type, dequantized to f32. The settings are
+ * the engine's (lm_llama_config_read, model/llama.h): what the engine
+ * serves is trained as it is served, what it refuses is refused here. */
 lm_tmodel *lm_tmodel_from_gguf(const gguf_file *f, lm_err *err);
 lm_tmodel *lm_tmodel_load(const char *path, lm_err *err);
 /* Random model for tests: N(0, std) matrices, norms 1 + N(0, 0.1). */

@@ -60,10 +60,11 @@ void lm_op_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
     }
 }
 
-void lm_op_rope_table(float *cos_t, float *sin_t, int T, int hd, float base) {
+void lm_op_rope_table(float *cos_t, float *sin_t, int T, int hd, float base,
+                      const float *freqs) {
     int half = hd / 2;
     for (int i = 0; i < half; i++) {
-        double freq = pow((double)base, -2.0 * i / hd);
+        double freq = pow((double)base, -2.0 * i / hd) / (freqs ? (double)freqs[i] : 1.0);
         for (int t = 0; t < T; t++) {
             double a = t * freq;
             cos_t[(size_t)t * half + i] = (float)cos(a);

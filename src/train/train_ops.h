@@ -19,11 +19,15 @@ void lm_op_rmsnorm_apply(float *y, const float *x, const float *rstd, const floa
 void lm_op_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
                        const float *w, const float *rstd, int n, int d);
 
-/* cos/sin tables [T, hd/2]: angle(t, i) = t * base^(-2i/hd), in double. */
-void lm_op_rope_table(float *cos_t, float *sin_t, int T, int hd, float base);
+/* cos/sin tables [T, hd/2]: angle(t, i) = t * base^(-2i/hd) / freqs[i], in
+ * double; freqs [hd/2] are Llama 3.x's per-pair divisors (rope_freqs.weight),
+ * NULL for none. */
+void lm_op_rope_table(float *cos_t, float *sin_t, int T, int hd, float base,
+                      const float *freqs);
 /* In place on x [B*T, n_heads*hd], rotating adjacent pairs (2i, 2i+1) of each
  * head by angle(pos[n], i); pos [B*T] holds positions in [0, T). inverse
- * rotates back, which is also the backward of the forward rotation. */
+ * rotates back, which is also the backward of the forward rotation (the
+ * transpose of a rotation, by the same angles, divisors or not). */
 void lm_op_rope(float *x, const float *cos_t, const float *sin_t, const int32_t *pos,
                 int B, int T, int n_heads, int hd, int inverse);
 

@@ -37,9 +37,33 @@ def _copy_tokenizer(reader, writer):
             writer.add_key_value(key, value, vtype)
 
 
+def llama3_rope_freqs(head_dim, theta, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                      original_context=8192):
+    """rope_freqs.weight of a Llama 3.x model, as convert_hf_to_gguf.py
+    computes it from HF's rope_scaling (rope_type "llama3"): the divisor of
+    each pair's angle, 1 for short wavelengths, `factor` for long ones, a
+    blend between."""
+    freqs = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+    low_wavelen = original_context / low_freq_factor
+    high_wavelen = original_context / high_freq_factor
+    out = []
+    for freq in freqs:
+        wavelen = 2 * np.pi / freq
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(factor)
+        else:
+            smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
 def write_random_llama(path, vocab_source, *, n_layer=2, n_embd=128, n_head=4, n_head_kv=4,
                        n_ff=256, theta=10000.0, untied=False, qtype="F32", seed=0,
-                       n_ctx=2048):
+                       n_ctx=2048, rope_freqs=None):
+    """rope_freqs: Llama 3.x's per-pair angle divisors ([head_dim/2] f32,
+    e.g. llama3_rope_freqs(...)) written as rope_freqs.weight, or None."""
     reader = gguf.GGUFReader(vocab_source)
     n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
     rng = np.random.default_rng(seed)
@@ -76,6 +100,9 @@ def write_random_llama(path, vocab_source, *, n_layer=2, n_embd=128, n_head=4, n
 
     # Scales keep activations O(1) and the next-token distribution peaked
     # enough that the argmax is not a coin toss between near-ties.
+    if rope_freqs is not None:
+        assert len(rope_freqs) == hd // 2
+        w.add_tensor("rope_freqs.weight", np.asarray(rope_freqs, dtype=np.float32))
     mat("token_embd.weight", n_vocab, n_embd, 1.0)
     vec("output_norm.weight", n_embd)
     if untied:

@@ -11,12 +11,13 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("llama_cpp")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from make_random_gguf import write_random_llama  # noqa: E402
-from parity import compare, llama_open, ours, render  # noqa: E402
+from make_random_gguf import llama3_rope_freqs, write_random_llama  # noqa: E402
+from parity import compare, llama_open, ours, render, theirs  # noqa: E402
 
 N_GREEDY = 64
 PROMPTS = [
@@ -124,3 +125,27 @@ def test_random_shapes(shape, qtype, model_path, toks_list, tool, tmp_models, tm
                        n_ff=ff, theta=theta, untied=untied, qtype=qtype,
                        seed=sum(map(ord, shape)))
     check(p, toks_list, tool, tmp_path, quantized=qtype != "F32")
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+def test_llama3_shape(qtype, model_path, toks_list, tool, tmp_models, tmp_path):
+    """Llama-3.2-1B's settings scaled down: GQA 4:1, rope base 500000, untied
+    output, and rope_freqs.weight (Llama 3's rope scaling, factor 32, with the
+    original context 8192 scaled to 64 so that every band of pairs -- kept,
+    blended, slowed down -- turns within these prompts). Our rope divides
+    the angles as ggml's rope cache does: the same policy as every shape."""
+    hd, theta = 32, 500000.0
+    freqs = llama3_rope_freqs(hd, theta, original_context=64)
+    assert freqs[0] == 1.0 and freqs[-1] == 32.0 and any(1.0 < f < 32.0 for f in freqs)
+    p = tmp_models / f"random-llama3-{qtype}.gguf"
+    write_random_llama(p, model_path, n_layer=3, n_embd=256, n_head=8, n_head_kv=2, n_ff=512,
+                       theta=theta, untied=True, qtype=qtype, seed=321, rope_freqs=freqs)
+    check(p, toks_list, tool, tmp_path, quantized=qtype != "F32")
+    # the divisors are applied by both sides: without them llama.cpp's
+    # logits move far beyond the tolerance
+    q = tmp_models / f"random-llama3-{qtype}-nofreqs.gguf"
+    write_random_llama(q, model_path, n_layer=3, n_embd=256, n_head=8, n_head_kv=2, n_ff=512,
+                       theta=theta, untied=True, qtype=qtype, seed=321)
+    la, _, _ = theirs(llama_open(p), toks_list[0], 0)
+    lb, _, _ = theirs(llama_open(q), toks_list[0], 0)
+    assert np.abs(la - lb).max() > 1e-2 * np.abs(la).max()

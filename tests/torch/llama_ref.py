@@ -31,6 +31,9 @@ class Config:
     rope_base: float = 10000.0
     eps: float = 1e-5
     tied: bool = True
+    # HF's Llama 3 rope_scaling ({"factor", "low_freq_factor",
+    # "high_freq_factor", "original_max_position_embeddings"}) or None
+    rope_scaling: dict = None
 
     @property
     def head_dim(self):
@@ -92,8 +95,24 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def rope_cos_sin(T, hd, base, dtype):
+def llama3_inv_freq(inv_freq, rs):
+    """HF transformers' _compute_llama3_parameters: long wavelengths slowed
+    down by `factor`, short ones kept, a smooth blend between."""
+    factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old = rs["original_max_position_embeddings"]
+    low_freq_wavelen, high_freq_wavelen = old / low, old / high
+    wavelen = 2 * math.pi / inv_freq
+    inv_freq_llama = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * inv_freq_llama / factor + smooth * inv_freq_llama
+    medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+    return torch.where(medium, smoothed, inv_freq_llama)
+
+
+def rope_cos_sin(T, hd, base, dtype, rope_scaling=None):
     inv_freq = base ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    if rope_scaling:
+        inv_freq = llama3_inv_freq(inv_freq, rope_scaling)
     ang = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]  # [T, hd/2]
     emb = torch.cat((ang, ang), dim=-1)                                      # [T, hd]
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -147,7 +166,7 @@ def forward(cfg, P, tokens, lora=None, lora_scale=0.0, drop=None, precision="f64
     B, T = tokens.shape
     hd, H, Hkv = cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
     x = P["embed"][tokens]
-    cos, sin = rope_cos_sin(T, hd, cfg.rope_base, x.dtype)
+    cos, sin = rope_cos_sin(T, hd, cfg.rope_base, x.dtype, cfg.rope_scaling)
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     for l in range(cfg.n_layers):
         h = rms_norm(x, P[f"{l}.attn_norm"], cfg.eps)
@@ -234,3 +253,48 @@ def init_keys(cfg):
     for l in range(cfg.n_layers):
         keys += [f"{l}.attn_norm", f"{l}.ffn_norm"] + [f"{l}.{p}" for p in PROJ]
     return keys
+
+
+def gguf_rope_freqs(cfg):
+    """rope_freqs.weight as llama.cpp's convert_hf_to_gguf.py writes it for
+    Llama 3 (LlamaModel.generate_extra_tensors): per-pair divisors of the
+    angles, computed in float32 from the same rope_scaling -- another
+    formulation than llama3_inv_freq, which the reference uses."""
+    rs = cfg.rope_scaling
+    hd = cfg.head_dim
+    freqs = 1.0 / (cfg.rope_base ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+    factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old = rs["original_max_position_embeddings"]
+    low_freq_wavelen, high_freq_wavelen = old / low, old / high
+    out = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_freq_wavelen:
+            out.append(1.0)
+        elif wavelen > low_freq_wavelen:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return torch.tensor(out, dtype=torch.float32).numpy()
+
+
+def gguf_model(cfg, P, n_ctx=2048):
+    """(kvs, tensors) of a GGUF holding cfg and the HF-layout parameters P,
+    for gguf_mini.write: the keys llama.cpp requires, rope_freqs.weight when
+    cfg has Llama 3 rope scaling."""
+    kvs = [
+        ("general.architecture", "llama"),
+        ("llama.context_length", ("u32", n_ctx)),
+        ("llama.embedding_length", ("u32", cfg.dim)),
+        ("llama.block_count", ("u32", cfg.n_layers)),
+        ("llama.feed_forward_length", ("u32", cfg.ffn)),
+        ("llama.attention.head_count", ("u32", cfg.n_heads)),
+        ("llama.attention.head_count_kv", ("u32", cfg.n_kv_heads)),
+        ("llama.rope.freq_base", ("f32", cfg.rope_base)),
+        ("llama.attention.layer_norm_rms_epsilon", ("f32", cfg.eps)),
+    ]
+    tensors = [(gguf_name(k), to_gguf_layout(cfg, k, v)) for k, v in P.items()]
+    if cfg.rope_scaling:
+        tensors.append(("rope_freqs.weight", gguf_rope_freqs(cfg)))
+    return kvs, tensors

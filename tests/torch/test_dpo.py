@@ -115,16 +115,7 @@ def leaf(d):
 
 
 def write_model(path, cfg, P0):
-    gguf_mini.write(path, [
-        ("general.architecture", "llama"),
-        ("llama.embedding_length", ("u32", cfg.dim)),
-        ("llama.block_count", ("u32", cfg.n_layers)),
-        ("llama.feed_forward_length", ("u32", cfg.ffn)),
-        ("llama.attention.head_count", ("u32", cfg.n_heads)),
-        ("llama.attention.head_count_kv", ("u32", cfg.n_kv_heads)),
-        ("llama.rope.freq_base", ("f32", cfg.rope_base)),
-        ("llama.attention.layer_norm_rms_epsilon", ("f32", cfg.eps)),
-    ], [(ref.gguf_name(k), ref.to_gguf_layout(cfg, k, v)) for k, v in P0.items()])
+    gguf_mini.write(path, *ref.gguf_model(cfg, P0))
 
 
 @pytest.mark.parametrize("kind,tied,micro", [("sigmoid", True, 3), ("sigmoid", False, 2),

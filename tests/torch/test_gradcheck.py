@@ -11,6 +11,7 @@ losses 1e-4.
 
 The reference runs each sequence alone at its true length, while the C side
 gets one right-padded batch: agreement shows padding is inert."""
+import dataclasses
 import re
 import time
 
@@ -172,16 +173,7 @@ def check(run_per_set, tmp_path, cfg, P0, L0, batch, model_path=None, steps=STEP
 
     if model_path is None:
         model_path = tmp_path / "model.gguf"
-        gguf_mini.write(model_path, [
-            ("general.architecture", "llama"),
-            ("llama.embedding_length", ("u32", cfg.dim)),
-            ("llama.block_count", ("u32", cfg.n_layers)),
-            ("llama.feed_forward_length", ("u32", cfg.ffn)),
-            ("llama.attention.head_count", ("u32", cfg.n_heads)),
-            ("llama.attention.head_count_kv", ("u32", cfg.n_kv_heads)),
-            ("llama.rope.freq_base", ("f32", cfg.rope_base)),
-            ("llama.attention.layer_norm_rms_epsilon", ("f32", cfg.eps)),
-        ], [(ref.gguf_name(k), ref.to_gguf_layout(cfg, k, v)) for k, v in P0.items()])
+        gguf_mini.write(model_path, *ref.gguf_model(cfg, P0))
 
     ref_path = tmp_path / "ref.gguf"
     tensors = [("logits", logits.reshape(-1, cfg.vocab).float().numpy()),
@@ -267,6 +259,50 @@ def test_gradcheck_bf16(run_per_set, tmp_path, tied, packed, dropout):
     print(f"bf16 against float64 logits: ||bf16 - f64|| / ||f64|| = {gap:.2e}")
     assert gap > 2 * TOL_BF16_LOGITS, gap
     check(run_per_set, tmp_path, cfg, P0, L0, batch, dropout=dropout, precision="bf16")
+
+
+# Llama-3.2-1B's settings scaled down: GQA 4:1 (32/8 heads there, 8/2 here),
+# rope base 500000, Llama 3 rope scaling (factor 32, low/high frequency
+# factors 1 and 4; the original context 8192 scaled to 64 so that the three
+# bands of pairs -- kept, blended, slowed down -- all fall within these
+# head dims and sequence lengths), untied output (1B ties it; the untied
+# head is the path SmolLM2 does not take).
+LLAMA3_SCALING = {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 64}
+
+
+def llama3_config():
+    return ref.Config(vocab=320, dim=128, n_layers=2, n_heads=8, n_kv_heads=2, ffn=352,
+                      rope_base=500000.0, eps=1e-5, tied=False, rope_scaling=LLAMA3_SCALING)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_gradcheck_llama3_shape(run_per_set, tmp_path, packed):
+    """A second shape, Llama 3 style: the GGUF carries rope_freqs.weight (as
+    convert_hf_to_gguf.py computes it), the reference applies HF's Llama 3
+    rope scaling to its inverse frequencies. Logits, loss, every full and
+    LoRA gradient and AdamW steps must agree as for SmolLM2's shape; and the
+    scaling must matter here (else this would not test it): without it the
+    reference's logits move by far more than the tolerance."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(4321)
+    cfg = llama3_config()
+    half = cfg.head_dim // 2
+    freqs = ref.gguf_rope_freqs(cfg)
+    # all three bands present: 1 (kept), factor (slowed), strictly between
+    assert freqs[0] == 1.0 and freqs[-1] == 32.0
+    assert any(1.0 < f < 32.0 for f in freqs) and len(freqs) == half
+    P0 = ref.init_params(cfg, gen)
+    L0 = ref.init_lora(cfg, RANK, gen)
+    batch = make_batch(cfg, gen, packed)
+    tokens = batch[0][:1, :12]
+    with torch.no_grad():
+        z = ref.forward(cfg, P0, tokens)
+        plain = dataclasses.replace(cfg, rope_scaling=None)
+        z0 = ref.forward(plain, P0, tokens)
+    rel = ((z - z0).abs().max() / z.abs().max()).item()
+    assert rel > 1e-2, f"rope scaling changes the logits by only {rel:.2e}"
+    check(run_per_set, tmp_path, cfg, P0, L0, batch)
 
 
 # "The capital of France is Paris. The capital of Germany is Berlin. ..." as
