@@ -1,12 +1,15 @@
 /* libFuzzer target: any byte string through gguf_open_mem. A file that
  * opens must be fully usable: every kv readable, every tensor byte inside
  * the buffer (ASan checks), every row dequantizable, and the whole file
- * accepted by the writer (copy_kvs + add_tensor) without complaint. */
+ * accepted by the writer (copy_kvs + add_tensor) without complaint. Then
+ * the llama config reader the engine and the trainer share: a config or an
+ * error that says why. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/gguf.h"
+#include "model/llama.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -62,6 +65,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             abort();
     }
     gguf_writer_free(w);
+    lm_llama_config cfg;
+    err.msg[0] = '\0';
+    if (lm_llama_config_read(f, &cfg, &err)) {
+        if (!err.msg[0]) abort();
+    } else if (cfg.rope_freqs) {
+        for (int i = 0; i < cfg.head_dim / 2; i++)
+            if (!(cfg.rope_freqs[i] > 0.0f)) abort();
+    }
     gguf_close(f);
     return 0;
 }
