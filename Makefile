@@ -163,7 +163,7 @@ tsan-serve:
 # CPU has AVX-512, the avx512 set's parity tests against an AVX-512 build
 # (scripts/oracle_avx512.sh; compiled once, minutes).
 oracle: all
-	LEMONPC_KERNELS=avx2 python3 -m pytest -q tests/oracle
+	LEMONPC_KERNELS=avx2 python3 -m pytest -q -rs tests/oracle
 
 # The parity tests again for the avx512 kernel set, against llama.cpp built
 # for AVX-512 (a second llama.cpp build: minutes on an idle machine, far
@@ -179,12 +179,12 @@ oracle-avx512: all
 # reference is checked under every kernel set this CPU runs (avx512, avx2,
 # scalar; LEMONPC_KERNELS=<set> checks one), --precision bf16 too.
 oracle-torch: all
-	/usr/bin/python3 -m pytest -q tests/torch
+	/usr/bin/python3 -m pytest -q -rs tests/torch
 
 # Integration tests: the teacher runner against a fake OpenAI-compatible server.
 .PHONY: integration
 integration: all
-	python3 -m pytest -q tests/integration
+	python3 -m pytest -q -rs tests/integration
 
 # The same against the ASan+UBSan build (build-san/: lemonpc, the tools).
 # Not in `make test`: the servers on the real model under ASan take many
@@ -192,13 +192,13 @@ integration: all
 .PHONY: integration-san
 integration-san:
 	@$(MAKE) --no-print-directory SAN=1 build-tests
-	LEMONPC_BUILD=build-san python3 -m pytest -q tests/integration
+	LEMONPC_BUILD=build-san python3 -m pytest -q -rs tests/integration
 
 # PEFT interop: our PEFT folder under peft/transformers (a venv on Debian's
 # torch, built once into the cache by scripts/setup_peft_venv.sh).
 .PHONY: oracle-peft
 oracle-peft: all
-	"$$(scripts/setup_peft_venv.sh)" -m pytest -q tests/peft
+	"$$(scripts/setup_peft_venv.sh)" -m pytest -q -rs tests/peft
 
 # The README's test command: installs what the tests need (Debian packages,
 # the Python oracles, the model; nothing when all are there), builds both

@@ -65,11 +65,12 @@ def free_port():
 @pytest.fixture(scope="module")
 def llama_server(model_path, tmp_path_factory):
     """llama-cpp-python's OpenAI-compatible server on the real model (a
-    teacher nobody here wrote), on a free port; skipped without its extras."""
+    teacher nobody here wrote), on a free port; a failure without its extras
+    (tests/requirements.txt installs llama-cpp-python[server])."""
     try:
         import llama_cpp.server.app  # noqa: F401
     except ImportError as e:
-        pytest.skip(f"llama_cpp.server cannot be imported ({e}); "
+        pytest.fail(f"llama_cpp.server cannot be imported ({e}); "
                     "pip install fastapi uvicorn sse-starlette starlette-context pydantic-settings")
     port = free_port()
     log = open(tmp_path_factory.mktemp("llama_server") / "server.log", "w")

@@ -24,7 +24,7 @@ import sys
 
 import pytest
 
-tavern_card = pytest.importorskip("tavern_card")
+import tavern_card
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TP = ROOT / "tests/data/cards/thirdparty"
@@ -384,7 +384,7 @@ def test_compressed_and_international_text_chunks(lemonpc, tmp_path, kind):
 def test_card_forge_reads_our_export(lemonpc, tmp_path, made):
     """card-forge (when installed) validates our V3 export with its pydantic
     model and finds the card it wrote."""
-    models = pytest.importorskip("forge.models")
+    import forge.models as models
     src = TP / "brann.card-forge.json"
     md = import_card(lemonpc, src, tmp_path / "sheets")
     back = export(lemonpc, md, tmp_path / "back.json")

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("llama_cpp")
+import llama_cpp  # noqa: F401
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from make_random_gguf import write_random_llama  # noqa: E402
 from parity import compare, kl, llama_open, ours, render  # noqa: E402

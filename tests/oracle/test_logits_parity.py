@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("llama_cpp")
+import llama_cpp  # noqa: F401
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from make_random_gguf import llama3_rope_freqs, write_random_llama  # noqa: E402
 from parity import compare, llama_open, ours, render, theirs  # noqa: E402

@@ -18,7 +18,7 @@ import subprocess
 import numpy as np
 import pytest
 
-llama_cpp = pytest.importorskip("llama_cpp")
+import llama_cpp
 
 QK = 32
 BLOCK_Q4_0 = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
@@ -33,9 +33,10 @@ def load_ggml():
                      "ggml_gemm_q4_0_8x8_q8_0", "ggml_gemv_q4_0_8x8_q8_0", "ggml_cpu_has_avx2"):
             getattr(cpu, name)
     except (OSError, AttributeError) as e:
-        pytest.skip(f"llama.cpp's repacked Q4_0 kernels are not reachable: {e}")
+        pytest.fail(f"llama.cpp's repacked Q4_0 kernels are not reachable: {e}")
     if not cpu.ggml_cpu_has_avx2():
-        pytest.skip("llama.cpp was built without AVX2: it does not repack Q4_0 8x8 here")
+        pytest.fail("llama.cpp was built without AVX2 (scripts/install_test_deps.sh builds it with): "
+                    "it does not repack Q4_0 8x8 here")
     cpu.ggml_cpu_init()  # fills the f16 table its gemv reads scales through
     return cpu
 

@@ -16,8 +16,8 @@ import subprocess
 
 import pytest
 
-llama_cpp = pytest.importorskip("llama_cpp")
-jinja2 = pytest.importorskip("jinja2")
+import llama_cpp
+import jinja2
 
 ROLE = {"human": "user", "gpt": "assistant", "system": "system", "user": "user",
         "assistant": "assistant"}

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-llama_cpp = pytest.importorskip("llama_cpp")
+import llama_cpp
 
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
@@ -121,7 +121,7 @@ def test_cli_ids_match_llama_cpp(lemonpc, model_path, llama):
 
 def test_chat_template_matches_jinja(tool, model_path, llama):
     """Our ChatML rendering against the GGUF's own Jinja template."""
-    jinja2 = pytest.importorskip("jinja2")
+    import jinja2
     tmpl = llama.metadata["tokenizer.chat_template"]
     env = jinja2.Environment()
     convs = [

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-llama_cpp = pytest.importorskip("llama_cpp")
+import llama_cpp
 from llama_cpp import llama_cpp as L  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))

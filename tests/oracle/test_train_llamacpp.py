@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-llama_cpp = pytest.importorskip("llama_cpp")
+import llama_cpp
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from parity import kl  # noqa: E402
 

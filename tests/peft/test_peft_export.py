@@ -20,11 +20,13 @@ import subprocess
 import numpy as np
 import pytest
 
-REASON = "needs torch+transformers+peft+gguf: run with the python of scripts/setup_peft_venv.sh"
-torch = pytest.importorskip("torch", reason=REASON)
-transformers = pytest.importorskip("transformers", reason=REASON)
-peft = pytest.importorskip("peft", reason=REASON)
-gguf = pytest.importorskip("gguf", reason=REASON)
+# torch, transformers, peft, gguf: the python of scripts/setup_peft_venv.sh
+# (`make oracle-peft`); without them the suite fails at import, naming the
+# package, rather than skipping.
+import gguf
+import peft
+import torch
+import transformers
 
 TEXT = ("<|im_start|>user\nWho guards the northern gate of the city?<|im_end|>\n"
         "<|im_start|>assistant\nThe old captain Maren does, with two of her sons.<|im_end|>\n")
