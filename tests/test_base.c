@@ -71,6 +71,33 @@ static void test_file_roundtrip(void **state) {
     rmdir(dir);
 }
 
+/* Output folders are made with their parents; a file in the way is named. */
+static void test_mkdir_p(void **state) {
+    (void)state;
+    char dir[] = "/tmp/lm_base_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char p[300], q[300];
+    lm_err err = {{0}};
+    snprintf(p, sizeof p, "%s/a/b//c/", dir);
+    assert_int_equal(lm_mkdir_p(p, &err), 0);
+    snprintf(q, sizeof q, "%s/a/b/c", dir);
+    struct stat st;
+    assert_int_equal(stat(q, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(lm_mkdir_p(q, &err), 0);   /* there already: fine */
+    snprintf(q, sizeof q, "%s/a/file", dir);
+    assert_int_equal(lm_write_file_atomic(q, "x", 1, &err), 0);
+    snprintf(p, sizeof p, "%s/a/file/sub", dir);
+    assert_int_equal(lm_mkdir_p(p, &err), -1);
+    assert_non_null(strstr(err.msg, "a/file"));
+    assert_int_equal(lm_mkdir_p("", &err), -1);
+    unlink(q);
+    snprintf(q, sizeof q, "%s/a/b/c", dir); rmdir(q);
+    snprintf(q, sizeof q, "%s/a/b", dir); rmdir(q);
+    snprintf(q, sizeof q, "%s/a", dir); rmdir(q);
+    assert_int_equal(rmdir(dir), 0);   /* nothing else was left behind */
+}
+
 static void test_next_line(void **state) {
     (void)state;
     const char *text = "a\n\n  \t\r\nbc\r\n \nlast";
@@ -97,6 +124,7 @@ int main(void) {
         cmocka_unit_test(test_strbuf),
         cmocka_unit_test(test_file_roundtrip),
         cmocka_unit_test(test_next_line),
+        cmocka_unit_test(test_mkdir_p),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

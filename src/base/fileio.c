@@ -46,6 +46,24 @@ int lm_read_file(const char *path, char **data, size_t *len, bool missing_ok, lm
     return 0;
 }
 
+int lm_mkdir_p(const char *path, lm_err *err) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (!n || n >= sizeof buf) return lm_errf(err, "%s: not a usable folder name", n ? path : "\"\"");
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1; ; p++) {
+        if (*p && *p != '/') continue;
+        char c = *p;
+        *p = '\0';
+        struct stat st;
+        if (mkdir(buf, 0777) && errno != EEXIST) return lm_errno(err, "%s: cannot create the folder", buf);
+        if (stat(buf, &st) || !S_ISDIR(st.st_mode))
+            return lm_errf(err, "%s: exists and is not a folder", buf);
+        if (!c) return 0;
+        *p = c;
+    }
+}
+
 int lm_write_file_atomic(const char *path, const void *data, size_t len, lm_err *err) {
     size_t n = strlen(path);
     char *tmp = malloc(n + 5);

@@ -17,6 +17,11 @@ int lm_read_file(const char *path, char **data, size_t *len, bool missing_ok, lm
  * holds either the old or the new contents, never half of them. */
 int lm_write_file_atomic(const char *path, const void *data, size_t len, lm_err *err);
 
+/* Creates the folder path and any missing parents, as `mkdir -p` does: an
+ * output folder a user names (build/elena/lora) need not have a parent yet.
+ * An existing folder is success; an existing file of that name is an error. */
+int lm_mkdir_p(const char *path, lm_err *err);
+
 /* The next line of text at *cur that is not blank (spaces, tabs and \r
  * only): returns its start with *n its length (no '\n'), counts every line
  * passed in *line (1-based), and moves *cur past it; NULL at the end. For

@@ -1,4 +1,5 @@
 #include "cli/cli_gen.h"
+#include "base/fileio.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -282,11 +283,8 @@ int cli_default_world_file(const char *dir, char *out, size_t cap) {
     char base[512];
     if (home && *home) snprintf(base, sizeof base, "%s/lemonpc", home);
     else snprintf(base, sizeof base, "%s/.local/share/lemonpc", getenv("HOME") ? getenv("HOME") : ".");
-    char parent[520];
-    snprintf(parent, sizeof parent, "%s", base);
-    for (char *p = parent + 1; *p; p++)
-        if (*p == '/') { *p = '\0'; mkdir(parent, 0755); *p = '/'; }
-    if (mkdir(parent, 0755) && errno != EEXIST) return -1;
+    lm_err e = {{0}};
+    if (lm_mkdir_p(base, &e)) return -1;
     char name[256];
     snprintf(name, sizeof name, "%s", dir);
     size_t k = strlen(name);

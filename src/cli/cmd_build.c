@@ -816,8 +816,9 @@ int cmd_build(int argc, char **argv) {
     ssize_t n = readlink("/proc/self/exe", x.b.self, sizeof x.b.self - 1);
     if (n <= 0) { fprintf(stderr, "lemonpc build: cannot find its own binary\n"); goto done; }
     x.b.self[n] = '\0';
-    if (mkdir(o.out, 0777) && errno != EEXIST) {
-        fprintf(stderr, "lemonpc build: %s: %s\n", o.out, strerror(errno));
+    lm_err merr = {{0}};
+    if (lm_mkdir_p(o.out, &merr)) {
+        fprintf(stderr, "lemonpc build: %s\n", merr.msg);
         goto done;
     }
     pathf(x.b.path, sizeof x.b.path, "%s/build.json", o.out);

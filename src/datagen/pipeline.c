@@ -386,7 +386,7 @@ int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
     if (!(o->val_frac >= 0 && o->test_frac >= 0 && o->val_frac + o->test_frac < 1))
         return lm_errf(err, "validation (%g) and test (%g) fractions must be >= 0 and sum below 1",
                        o->val_frac, o->test_frac);
-    if (mkdir(o->out_dir, 0755) && errno != EEXIST) return lm_errno(err, "%s", o->out_dir);
+    if (lm_mkdir_p(o->out_dir, err)) return -1;
     if (check_run_file(o->out_dir, c, o, err)) return -1;
 
     int rc = -1;

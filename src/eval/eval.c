@@ -324,10 +324,7 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
     char path[4096], tmp[4096];
     json_t *answers = json_array();
 
-    if (mkdir(o->out, 0777) && errno != EEXIST) {
-        lm_errno(err, "%s: cannot create the folder", o->out);
-        goto done;
-    }
+    if (lm_mkdir_p(o->out, err)) goto done;
     if (!(qs = lm_eval_load_questions(o->questions, err))) goto done;
     size_t i;
     json_t *q;

@@ -301,7 +301,7 @@ int lm_eval_compare(const char *const *dirs, int n, const char *out, lm_err *err
         json_t *a;
         json_array_foreach(order[k], i, a) json_object_set(ans[k], json_string_value(json_object_get(a, "id")), a);
     }
-    if (mkdir(out, 0777) && errno != EEXIST) { lm_errno(err, "%s: cannot create the folder", out); goto done; }
+    if (lm_mkdir_p(out, err)) goto done;
     lm_sb_str(&b, "# NPCs side by side\n\n| metric |");
     for (int k = 0; k < n; k++) lm_sb_printf(&b, " %s |", label_of(reps[k]));
     lm_sb_str(&b, "\n|---|");

@@ -1,5 +1,6 @@
 /* The run directory and step bookkeeping shared by SFT and DPO (loop.h). */
 #include "train/loop.h"
+#include "base/fileio.h"
 
 #include <errno.h>
 #include <math.h>
@@ -34,7 +35,7 @@ int lm_loop_open(lm_loop *L, const lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_
     L->cfg = cfg;
     L->ctl = ctl;
     L->st.best_val = -1.0;
-    if (mkdir(cfg->out, 0777) && errno != EEXIST) return lm_errno(err, "%s", cfg->out);
+    if (lm_mkdir_p(cfg->out, err)) return -1;
     snprintf(L->metrics_path, sizeof L->metrics_path, "%s/metrics.jsonl", cfg->out);
     lm_err e2 = {{0}};
     int have_last = lm_ckpt_find(cfg->out, "last", L->ckdir, sizeof L->ckdir, &e2) == 0;
