@@ -11,8 +11,12 @@
 #include "train/train_model.h"
 
 /* Marks a loop-heavy function for an AVX2/FMA copy next to the baseline
- * one (target_clones: the loader picks per CPU), on x86-64 Linux. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
+ * one (target_clones: the loader picks per CPU), on x86-64 Linux. Not
+ * under ThreadSanitizer: the clones' ifunc resolvers run while the program
+ * is being loaded, before the TSan runtime is up, and `lemonpc` built with
+ * -fsanitize=thread died there at start-up (make tsan-serve). */
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute) && \
+    !defined(__SANITIZE_THREAD__)
 #if __has_attribute(target_clones)
 #define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
