@@ -11,18 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "base/clock.h"
 #include "base/pool.h"
 #include "tensor/dtype.h"
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void noop(void *ctx, int task, int n_tasks, int thread) {
     (void)task, (void)n_tasks, (void)thread;
@@ -39,9 +33,9 @@ static void bench_pool(int threads) {
     _Atomic int counter = 0;
     for (int i = 0; i < 1000; i++) lm_pool_run(p, noop, &counter, threads * 4);
     const int reps = 100000;
-    double t0 = now_s();
+    double t0 = lm_now_s();
     for (int i = 0; i < reps; i++) lm_pool_run(p, noop, &counter, threads * 4);
-    double dt = now_s() - t0;
+    double dt = lm_now_s() - t0;
     printf("pool  %d thread%s  lm_pool_run(%2d empty tasks): %6.2f us/call\n", threads,
            threads > 1 ? "s" : " ", threads * 4, dt / reps * 1e6);
     lm_pool_free(p);
@@ -76,9 +70,9 @@ static void bench_bandwidth(int threads) {
     lm_pool_run(p, bw_task, &c, threads);
     double best = 1e9;
     for (int r = 0; r < 3; r++) {
-        double t0 = now_s();
+        double t0 = lm_now_s();
         lm_pool_run(p, bw_task, &c, threads);
-        double dt = now_s() - t0;
+        double dt = lm_now_s() - t0;
         if (dt < best) best = dt;
     }
     printf("memory read, %d thread%s: %6.1f GB/s (roofline for decode)\n", threads,
@@ -102,12 +96,12 @@ static double time_matmul(const lm_kernels *ks, lm_pool *p, float *y, const floa
                           int k, double min_time) {
     int c = 0;
     lm_matmul_with(ks, p, y, x, W, t, m, n, k);
-    double best = 1e9, start = now_s();
+    double best = 1e9, start = lm_now_s();
     int reps = 0;
-    while (reps < 5 || now_s() - start < min_time) {
-        double t0 = now_s();
+    while (reps < 5 || lm_now_s() - start < min_time) {
+        double t0 = lm_now_s();
         lm_matmul_with(ks, p, y, x, W + (size_t)c * wbytes, t, m, n, k);
-        double dt = now_s() - t0;
+        double dt = lm_now_s() - t0;
         if (dt < best) best = dt;
         c = (c + 1) % copies;
         reps++;

@@ -12,17 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "base/clock.h"
 #include "base/pool.h"
 #include "tensor/ops.h"
 #include "train/train_internal.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static float *randv(size_t n, unsigned seed) {
     float *v = malloc(n * sizeof *v);
@@ -57,13 +51,13 @@ int main(int argc, char **argv) {
         if (!x || !w || !dy || !y || !dx || !dw) { fprintf(stderr, "out of memory\n"); return 1; }
         double flop = 2.0 * sh->n * sh->in * sh->out, best[3] = { 1e30, 1e30, 1e30 };
         for (int r = 0; r < reps; r++) {
-            double t0 = now_s();
+            double t0 = lm_now_s();
             lm_mm_fwd(pool, bf16, y, x, w, sh->n, sh->in, sh->out, 0);
-            double t1 = now_s();
+            double t1 = lm_now_s();
             lm_mm_bwd_x(pool, bf16, dx, dy, w, sh->n, sh->in, sh->out);
-            double t2 = now_s();
+            double t2 = lm_now_s();
             lm_mm_bwd_w(pool, bf16, dw, dy, x, sh->n, sh->in, sh->out);
-            double t3 = now_s();
+            double t3 = lm_now_s();
             double t[3] = { t1 - t0, t2 - t1, t3 - t2 };
             for (int k = 0; k < 3; k++) best[k] = t[k] < best[k] ? t[k] : best[k];
         }

@@ -12,15 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
+#include "base/clock.h"
 #include "model/llama.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int argmax(const float *x, int n) {
     int best = 0;
@@ -62,10 +56,10 @@ int main(int argc, char **argv) {
     if (!prompt || n_prompt == 0) { fprintf(stderr, "infer: no tokens in %s\n", argv[2]); return 1; }
 
     lm_err err = {{0}};
-    double t0 = now_s();
+    double t0 = lm_now_s();
     lm_model *m = lm_model_load(argv[1], &err);
     if (!m) { fprintf(stderr, "infer: %s\n", err.msg); return 1; }
-    double load_s = now_s() - t0;
+    double load_s = lm_now_s() - t0;
     lm_pool *pool = lm_pool_new(threads, &err);
     lm_ctx *c = pool ? lm_ctx_new_kv(m, n_prompt + n_gen + 8, pool, kv_type, &err) : NULL;
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.n_vocab);
@@ -74,13 +68,13 @@ int main(int argc, char **argv) {
     double best_pp = 0, best_tg = 0, best_ttft = 1e30;
     for (int r = 0; r < reps; r++) {
         lm_ctx_truncate(c, 0);
-        double a = now_s();
+        double a = lm_now_s();
         if (lm_eval(c, prompt, n_prompt, LM_LOGITS_LAST, logits, &err)) {
             fprintf(stderr, "infer: %s\n", err.msg);
             return 1;
         }
         int32_t tok = argmax(logits, m->cfg.n_vocab);
-        double b = now_s();
+        double b = lm_now_s();
         for (int i = 0; i < n_gen; i++) {
             if (lm_eval(c, &tok, 1, LM_LOGITS_LAST, logits, &err)) {
                 fprintf(stderr, "infer: %s\n", err.msg);
@@ -88,7 +82,7 @@ int main(int argc, char **argv) {
             }
             tok = argmax(logits, m->cfg.n_vocab);
         }
-        double e = now_s();
+        double e = lm_now_s();
         double pp = n_prompt / (b - a), tg = n_gen / (e - b);
         if (pp > best_pp) best_pp = pp;
         if (tg > best_tg) best_tg = tg;

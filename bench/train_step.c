@@ -20,18 +20,13 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "tensor/ops.h"
 #include "train/adamw.h"
 #include "train/lora.h"
 #include "train/train_model.h"
 
 #define PEAK_FLOPS_PER_CORE 100e9
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static double cpu_s(void) {
     struct timespec ts;
@@ -88,7 +83,7 @@ int main(int argc, char **argv) {
 
     double t_total = 0, c_total = 0, first_loss = 0, last_loss = 0;
     for (int s = 0; s <= steps; s++) {
-        double t0 = now_s(), c0 = cpu_s(), step_loss = 0;
+        double t0 = lm_now_s(), c0 = cpu_s(), step_loss = 0;
         if (lora) lm_lora_zero_grads(lora); else lm_tmodel_zero_grads(m);
         for (int mb = 0; mb < B / micro; mb++) {
             for (int r = 0; r < micro; r++) {
@@ -109,7 +104,7 @@ int main(int argc, char **argv) {
             lm_adamw_step(pool, opt, &ocfg, 1e-4f, lora->params, lora->grads, lora->tensors, lora->n_tensors, NULL, &err);
         else
             lm_adamw_step(pool, opt, &ocfg, 1e-5f, m->params, m->grads, m->tensors, m->n_tensors, NULL, &err);
-        double dt = now_s() - t0;
+        double dt = lm_now_s() - t0;
         if (s == 0) first_loss = step_loss;
         else { t_total += dt; c_total += cpu_s() - c0; }
         last_loss = step_loss;

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "base/clock.h"
 #include "base/pool.h"
 
 #define MAX_TASKS 4096
@@ -122,12 +123,6 @@ typedef struct meet_ctx {
     _Atomic int thread_tasks[8]; /* tasks each thread index ran */
 } meet_ctx;
 
-static double mono_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void meet_fn(void *ctx, int task, int n_tasks, int thread) {
     meet_ctx *m = ctx;
     if (task < 0 || task >= 8 || n_tasks != m->n || thread < 0 || thread >= 8) {
@@ -137,9 +132,9 @@ static void meet_fn(void *ctx, int task, int n_tasks, int thread) {
     atomic_store(&m->task_thread[task], thread);
     atomic_fetch_add(&m->thread_tasks[thread], 1);
     atomic_fetch_add(&m->arrived, 1);
-    double t0 = mono_s();
+    double t0 = lm_now_s();
     while (atomic_load(&m->arrived) < m->n) {
-        if (atomic_load(&m->timed_out) || mono_s() - t0 > RENDEZVOUS_S) {
+        if (atomic_load(&m->timed_out) || lm_now_s() - t0 > RENDEZVOUS_S) {
             atomic_store(&m->timed_out, 1);
             return;
         }

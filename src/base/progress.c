@@ -3,16 +3,11 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#define REDRAW_SECONDS 0.1
+#include "base/clock.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#define REDRAW_SECONDS 0.1
 
 static void copy_str(char *dst, size_t cap, const char *src) {
     snprintf(dst, cap, "%s", src ? src : "");
@@ -33,7 +28,7 @@ void lm_progress_begin_clock(lm_progress *p, FILE *out, const char *label, int64
     copy_str(p->label, sizeof p->label, label);
     copy_str(p->unit, sizeof p->unit, unit ? unit : "steps");
     p->total = total;
-    p->now = now ? now : now_s;
+    p->now = now ? now : lm_now_s;
     p->t_start = p->now();
     p->t_drawn = -1;
 }

@@ -29,11 +29,11 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
+#include "base/clock.h"
 #include "base/fileio.h"
 #include "cli/commands.h"
 #include "datagen/assemble.h"
@@ -106,12 +106,6 @@ static void pathf(char *out, size_t cap, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(out, cap, fmt, ap);
     va_end(ap);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* ---- hashing inputs ---------------------------------------------------- */
@@ -382,7 +376,7 @@ static int do_dataset(ctx *x, lm_err *err) {
     }
     stage_begin(&x->b, "dataset");
     if (stage_reset(&x->b, "dataset", err)) { free_list(files, n); return -1; }
-    double t0 = now_s();
+    double t0 = lm_now_s();
     char out[PATH_MAX];
     pathf(out, sizeof out, "%s/data", o->out);
     lm_assemble_opts ao = {(const char *const *)files, n, o->extra, (size_t)o->n_extra, o->persona,
@@ -397,7 +391,7 @@ static int do_dataset(ctx *x, lm_err *err) {
     json_t *extra = json_pack("{s:I, s:I, s:I, s:I, s:I}", "read", (json_int_t)st.read, "rejected",
                               (json_int_t)st.rejected, "train", (json_int_t)st.train, "val",
                               (json_int_t)st.val, "test", (json_int_t)st.test);
-    return stage_end(&x->b, "dataset", x->k_data, now_s() - t0, peak_rss_kb(), extra, err);
+    return stage_end(&x->b, "dataset", x->k_data, lm_now_s() - t0, peak_rss_kb(), extra, err);
 }
 
 /* Starts a training stage's run folder: a killed run of the same key
@@ -442,7 +436,7 @@ static int do_train(ctx *x, lm_err *err) {
     pathf(val, sizeof val, "%s/data/val.jsonl", o->out);
     bool resume;
     if (begin_run(x, "train", x->k_train, run, &resume, err)) return -1;
-    double t0 = now_s();
+    double t0 = lm_now_s();
     long rss = 0;
     int rc;
     if (resume) {
@@ -465,7 +459,7 @@ static int do_train(ctx *x, lm_err *err) {
     }
     if (rc) return -1;
     json_t *extra = json_pack("{s:s, s:s}", "started_key", x->k_train, "mode", o->full ? "full" : "lora");
-    return stage_end(&x->b, "train", x->k_train, now_s() - t0, rss, extra, err);
+    return stage_end(&x->b, "train", x->k_train, lm_now_s() - t0, rss, extra, err);
 }
 
 /* The supervised weights: run/best/adapter.gguf or run/best/model.gguf. */
@@ -528,10 +522,10 @@ static int do_pairs(ctx *x, lm_err *err) {
     if (o->dpo_max_prompts) av[n++] = "--max-prompts", av[n++] = a[1];
     if (!o->dpo_checks_only) av[n++] = "--self-play";
     if (o->threads) av[n++] = "-t", av[n++] = a[3];
-    double t0 = now_s();
+    double t0 = lm_now_s();
     long rss = 0;
     if (run_self(&x->b, av, &rss, err)) return -1;
-    return stage_end(&x->b, "pairs", x->k_pairs, now_s() - t0, rss,
+    return stage_end(&x->b, "pairs", x->k_pairs, lm_now_s() - t0, rss,
                      json_pack("{s:s}", "samples_key", k_samples), err);
 }
 
@@ -557,7 +551,7 @@ static int do_dpo(ctx *x, lm_err *err) {
     sft_file(x, sft, sizeof sft);
     bool resume;
     if (begin_run(x, "dpo", x->k_dpo, run, &resume, err)) return -1;
-    double t0 = now_s();
+    double t0 = lm_now_s();
     long rss = 0;
     int rc;
     if (resume) {
@@ -577,7 +571,7 @@ static int do_dpo(ctx *x, lm_err *err) {
         rc = run_self(&x->b, av, &rss, err);
     }
     if (rc) return -1;
-    return stage_end(&x->b, "dpo", x->k_dpo, now_s() - t0, rss,
+    return stage_end(&x->b, "dpo", x->k_dpo, lm_now_s() - t0, rss,
                      json_pack("{s:s}", "started_key", x->k_dpo), err);
 }
 
@@ -612,7 +606,7 @@ static int do_eval(ctx *x, lm_err *err) {
     const char *persona = lm_persona_mode_name((lm_persona_mode)o->persona);
     char thr[16];
     pathf(thr, sizeof thr, "%d", o->threads);
-    double t0 = now_s();
+    double t0 = lm_now_s();
     long rss1 = 0, rss2 = 0;
     char label[512];
     if (o->full) pathf(label, sizeof label, "%s, full fine-tune%s, %s persona", x->c->name,
@@ -633,7 +627,7 @@ static int do_eval(ctx *x, lm_err *err) {
                    x->questions[0] ? x->questions : "none given");
     av[2] = tq, av[4] = out2;
     if (run_self(&x->b, av, &rss2, err)) return -1;
-    return stage_end(&x->b, "eval", x->k_eval, now_s() - t0, rss1 > rss2 ? rss1 : rss2,
+    return stage_end(&x->b, "eval", x->k_eval, lm_now_s() - t0, rss1 > rss2 ? rss1 : rss2,
                      json_pack("{s:s}", "started_key", x->k_eval), err);
 }
 
@@ -653,7 +647,7 @@ static int do_export(ctx *x, lm_err *err) {
     if (mkdir(dir, 0777) && errno != EEXIST) return lm_errno(err, "%s", dir);
     best_file(x, best, sizeof best);
     pathf(q8, sizeof q8, "%s/%s.Q8_0.gguf", dir, x->stem);
-    double t0 = now_s();
+    double t0 = lm_now_s();
     long rss = 0, r2 = 0;
     if (o->full) {
         char *av[] = {"quantize", best, q8, "Q8_0", NULL};
@@ -672,7 +666,7 @@ static int do_export(ctx *x, lm_err *err) {
     }
     if (lm_npc_stamp_write(q8, q8, x->c, x->sheets->world, (lm_persona_mode)o->persona, err)) return -1;
     fprintf(stderr, "  %s\n", q8);
-    return stage_end(&x->b, "export", key, now_s() - t0, rss > r2 ? rss : r2, NULL, err);
+    return stage_end(&x->b, "export", key, lm_now_s() - t0, rss > r2 ? rss : r2, NULL, err);
 }
 
 /* ---- the command ------------------------------------------------------- */
@@ -831,7 +825,7 @@ int cmd_build(int argc, char **argv) {
                                            json_object_get(old, "stages") : json_object());
     if (!json_object_get(x.b.doc, "stages")) json_object_set_new(x.b.doc, "stages", json_object());
     json_decref(old);
-    double t0 = now_s();
+    double t0 = lm_now_s();
 
     stage_begin(&x.b, "check");
     if (do_check(&x, &err)) goto fail;
@@ -851,14 +845,14 @@ int cmd_build(int argc, char **argv) {
     /* The check always runs (later stages need the sheets); its record
      * changes only with the sheets. */
     if (!stage_done(&x.b, "check", x.k_check) &&
-        stage_end(&x.b, "check", x.k_check, now_s() - t0, peak_rss_kb(),
+        stage_end(&x.b, "check", x.k_check, lm_now_s() - t0, peak_rss_kb(),
                   json_pack("{s:s}", "character", x.c->name), &err))
         goto fail;
     if (do_dataset(&x, &err) || do_train(&x, &err)) goto fail;
     if (o.dpo && (do_pairs(&x, &err) || do_dpo(&x, &err))) goto fail;
     if (!o.no_eval && do_eval(&x, &err)) goto fail;
     if (do_export(&x, &err)) goto fail;
-    fprintf(stderr, "[build] %s ready in %s (%.0f s this run)\n", x.c->name, o.out, now_s() - t0);
+    fprintf(stderr, "[build] %s ready in %s (%.0f s this run)\n", x.c->name, o.out, lm_now_s() - t0);
     rc = 0;
     goto done;
 fail:

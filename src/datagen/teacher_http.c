@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/strbuf.h"
 
 #define MAX_RESPONSE (16u << 20)   /* no chat reply is this big: a broken server */
@@ -177,12 +178,6 @@ void lm_teacher_http_error_text(const char *body, size_t len, char *buf, size_t 
 
 /* ---- the teacher ------------------------------------------------------ */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
@@ -344,7 +339,7 @@ static int http_run_batch(lm_teacher *base, const lm_teacher_job *jobs, size_t n
 
     while (reported < n && rc == 0) {
         if (cancel && *cancel) { rc = 1; break; }
-        double now = now_s();
+        double now = lm_now_s();
         /* Start work: retries that are due first, then new jobs. */
         while (active < t->max_in_flight && now >= pause_until && rc == 0) {
             slot *s = NULL;
@@ -386,7 +381,7 @@ static int http_run_batch(lm_teacher *base, const lm_teacher_job *jobs, size_t n
             for (size_t i = 0; i < n_wait; i++)
                 if (i == 0 || waiting[i]->not_before < wake) wake = waiting[i]->not_before;
             if (wake < pause_until) wake = pause_until;
-            double dt = wake - now_s();
+            double dt = wake - lm_now_s();
             if (dt > 0.1) dt = 0.1;
             if (dt > 0) {
                 struct timespec ts = {0, (long)(dt * 1e9)};
@@ -417,7 +412,7 @@ static int http_run_batch(lm_teacher *base, const lm_teacher_job *jobs, size_t n
                 lm_sb_printf(&s->history, "attempt %d: %s\n", s->attempts, what);
                 long ms = lm_teacher_backoff_ms(t->backoff_base_ms, t->backoff_max_ms,
                                                 s->attempts, ra, &t->rng);
-                s->not_before = now_s() + ms / 1000.0;
+                s->not_before = lm_now_s() + ms / 1000.0;
                 if (ra > 0 && s->not_before > pause_until) pause_until = s->not_before;
                 waiting[n_wait++] = s;
                 continue;
@@ -442,7 +437,7 @@ static int http_run_batch(lm_teacher *base, const lm_teacher_job *jobs, size_t n
         if (rc || reported >= n) break;
         /* Wake for socket activity, a due retry, or the cancel poll. */
         int wait_ms = 100;
-        double now2 = now_s();
+        double now2 = lm_now_s();
         for (size_t i = 0; i < n_wait; i++) {
             double dt = (waiting[i]->not_before - now2) * 1000.0;
             if (dt < wait_ms) wait_ms = dt < 0 ? 0 : (int)dt;

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include <jansson.h>
 
+#include "base/clock.h"
 #include "base/fileio.h"
 #include "base/progress.h"
 #include "base/strbuf.h"
@@ -32,12 +32,6 @@ void lm_eval_opts_init(lm_eval_opts *o) {
     o->sp.temp = 0.7f;
     o->sp.repeat_penalty = 1.1f;
     o->sp.seed = 1;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static const char *str_field(json_t *o, const char *k) {
@@ -313,7 +307,7 @@ out:
 }
 
 int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
-    double t0 = now_s();
+    double t0 = lm_now_s();
     int rc = -1;
     json_t *qs = NULL, *settings = settings_json(o), *done = json_object();
     lm_character *c = NULL;
@@ -452,7 +446,7 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
     };
     free(texts);
     if (o->judge && judge_answers(o, c, w, qs, answers, &sum, err)) goto done;
-    sum.seconds = now_s() - t0;
+    sum.seconds = lm_now_s() - t0;
     /* answers.jsonl with the flags of the current metrics (and the judge's scores) */
     fclose(af);
     af = NULL;

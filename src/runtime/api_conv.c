@@ -6,18 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "base/clock.h"
 #include "base/pages.h"
 #include "runtime/api_internal.h"
 #include "runtime/generate.h"
 #include "runtime/stream.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 int lm_api_turns_push(lm_turns *t, const char *role, const char *content, const int32_t *tk,
                       size_t ntk) {
@@ -313,9 +307,9 @@ static lemonpc_status reply_to(lemonpc_conversation *c, const int32_t *p, size_t
     say_job j = {.c = c, .on_text = on_text, .user = user};
     lm_stream_init(&j.st, (const char *const *)c->stop, c->n_stop, emit_text, &j);
     lemonpc_status code = LEMONPC_ERR_INTERNAL;
-    double tp = now_s();
+    double tp = lm_now_s();
     if (reply_begin(c, e) || load_prompt(c, p, n, &j.cancelled, info, e)) goto fail;
-    info->prompt_seconds = now_s() - tp;
+    info->prompt_seconds = lm_now_s() - tp;
     /* the repetition penalty looks back over the conversation's last tokens */
     lm_sampler_reset(c->smp);
     size_t back = c->sp.repeat_last_n > 0 ? (size_t)c->sp.repeat_last_n : 0;
@@ -386,7 +380,7 @@ lemonpc_status lemonpc_say(lemonpc_conversation *c, const char *line, lemonpc_st
     if (atomic_flag_test_and_set(&c->busy))
         return lm_api_failf(err, LEMONPC_ERR_BUSY, "the conversation is in use by another thread");
     atomic_store(&c->cancel, false);
-    double t0 = now_s();
+    double t0 = lm_now_s();
     lm_err e = {{0}};
     lemonpc_status code = LEMONPC_ERR_INTERNAL;
     lemonpc_npc *npc = c->npc;
@@ -434,7 +428,7 @@ lemonpc_status lemonpc_say(lemonpc_conversation *c, const char *line, lemonpc_st
     if (reply) *reply = text;
     else free(text);
     free(p);
-    info.total_seconds = now_s() - t0;
+    info.total_seconds = lm_now_s() - t0;
     if (info_out) *info_out = info;
     done_ok(err);
     atomic_flag_clear(&c->busy);
@@ -447,7 +441,7 @@ fail:
     free(block);
     free(text);
     free(p);
-    info.total_seconds = now_s() - t0;
+    info.total_seconds = lm_now_s() - t0;
     if (info_out) *info_out = info;
     atomic_flag_clear(&c->busy);
     return lm_api_fail(err, code, &e);
@@ -499,14 +493,14 @@ lemonpc_status lemonpc_complete(lemonpc_npc *npc, const char *prompt, lemonpc_st
     if (info_out) *info_out = info;
     if (!npc || !prompt) return lm_api_failf(err, LEMONPC_ERR_INVALID, "lemonpc_complete: %s is "
                                              "NULL", !npc ? "the NPC" : "the prompt");
-    double t0 = now_s();
+    double t0 = lm_now_s();
     lm_err e = {{0}};
     lemonpc_status code = LEMONPC_ERR_INTERNAL;
     lemonpc_conversation *c = lm_api_conv_new(npc, NULL, NULL, &e);
     if (c) code = complete_in(c, prompt, on_text, user, reply, &info, t0, &e);
     else code = lm_api_code_of(&e, code);
     lemonpc_conversation_close(c);
-    info.total_seconds = now_s() - t0;
+    info.total_seconds = lm_now_s() - t0;
     if (info_out) *info_out = info;
     if (code != LEMONPC_OK) return lm_api_fail(err, code, &e);
     done_ok(err);
@@ -525,10 +519,10 @@ lemonpc_status lemonpc_conversation_complete(lemonpc_conversation *c, const char
     if (atomic_flag_test_and_set(&c->busy))
         return lm_api_failf(err, LEMONPC_ERR_BUSY, "the conversation is in use by another thread");
     atomic_store(&c->cancel, false);
-    double t0 = now_s();
+    double t0 = lm_now_s();
     lm_err e = {{0}};
     lemonpc_status code = complete_in(c, prompt, on_text, user, reply, &info, t0, &e);
-    info.total_seconds = now_s() - t0;
+    info.total_seconds = lm_now_s() - t0;
     if (info_out) *info_out = info;
     atomic_flag_clear(&c->busy);
     if (code != LEMONPC_OK) return lm_api_fail(err, code, &e);

@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "base/clock.h"
 #include "base/strbuf.h"
 #include "model/adapter.h"
 #include "runtime/stream.h"
@@ -180,12 +180,6 @@ static long find_stop(const lm_sb *b, size_t from, const lm_gen_params *p) {
     return best;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 int lm_decode(const lm_decoder *d, const lm_gen_params *p, lm_sb *text, lm_gen_info *info,
               lm_err *err) {
     /* stop strings are looked for in the text, so keep one if the caller does not */
@@ -200,7 +194,7 @@ int lm_decode(const lm_decoder *d, const lm_gen_params *p, lm_sb *text, lm_gen_i
         if (p->max_tokens > 0 && i >= p->max_tokens) { info->hit_max = true; break; }
         int32_t tk = lm_sampler_sample(d->smp, d->logits);
         if (tk < 0) { rc = lm_errf(err, "out of memory for the sampler's candidates"); break; }
-        if (i == 0) info->first_token_at = now_s();
+        if (i == 0) info->first_token_at = lm_now_s();
         if (tk == d->eos || tk == d->im_end || lm_tokenizer_is_control(d->tok, tk)) break;
         lm_sampler_accept(d->smp, tk);
         info->n_gen++;

@@ -25,6 +25,7 @@
 
 #include <jansson.h>
 
+#include "base/clock.h"
 #include "base/strbuf.h"
 #include "server/oai_response.h"
 
@@ -93,12 +94,6 @@ typedef struct req {
     bool has_usage, stream;
     job *job;
 } req;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void put_logf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void put_logf(const char *fmt, ...) {
@@ -936,7 +931,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!r) {
         if (!(r = calloc(1, sizeof *r))) return MHD_NO;
         r->s = s;
-        r->t0 = now_s();
+        r->t0 = lm_now_s();
         snprintf(r->method, sizeof r->method, "%s", method);
         snprintf(r->path, sizeof r->path, "%s", url);
         *con_cls = r;
@@ -966,7 +961,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (r->got > DRAIN_CAP)
             return drop(r, 413, "the request body is larger than %zu bytes (more than %zu "
                         "sent: connection closed)", s->cfg.max_body, DRAIN_CAP);
-        if (now_s() - r->t0 > s->cfg.request_timeout_s)
+        if (lm_now_s() - r->t0 > s->cfg.request_timeout_s)
             return drop(r, 408, "the request body took longer than %d s: connection closed",
                         s->cfg.request_timeout_s);
         return MHD_YES;
@@ -993,7 +988,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                                       "client gone"};
     lm_sb line = {0};
     lm_sb_printf(&line, "%s %s %d %.3fs", r->method, r->path, r->answered ? r->status : 0,
-                 now_s() - r->t0);
+                 lm_now_s() - r->t0);
     if (r->model[0]) lm_sb_printf(&line, " model=%s", r->model);
     if (r->user[0]) lm_sb_printf(&line, " user=%s", r->user);
     if (r->stream) lm_sb_str(&line, " stream");

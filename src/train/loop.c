@@ -9,16 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#define EMA_BETA 0.9   /* smoothing of the displayed loss */
+#include "base/clock.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#define EMA_BETA 0.9   /* smoothing of the displayed loss */
 
 void lm_loop_note(void (*info)(void *, const char *), void *ctx, const char *fmt, ...) {
     if (!info) return;
@@ -103,11 +98,11 @@ void lm_loop_begin(lm_loop *L, const char *what, long total) {
     if (L->ctl->progress) lm_progress_begin(&L->prog, what, total - L->first, "steps");
     else lm_progress_begin_file(&L->prog, NULL, what, total - L->first, "steps");
     L->prog_on = true;
-    L->t_call = now_s();
+    L->t_call = lm_now_s();
     L->t_base = L->st.seconds;
 }
 
-void lm_loop_step_start(lm_loop *L) { L->t0 = now_s(); }
+void lm_loop_step_start(lm_loop *L) { L->t0 = lm_now_s(); }
 
 int lm_loop_optimize(lm_loop *L, lm_pool *pool, float lr, double *gnorm, lm_err *err) {
     *gnorm = 0;
@@ -123,7 +118,7 @@ bool lm_loop_count(lm_loop *L, long tokens, double loss, bool epoch_end) {
     st->tokens += tokens;
     st->smooth = EMA_BETA * st->smooth + (1 - EMA_BETA) * loss;
     L->smooth = st->smooth / (1 - pow(EMA_BETA, (double)st->step));   /* bias-corrected */
-    double dt = now_s() - L->t0;
+    double dt = lm_now_s() - L->t0;
     L->tps = dt > 0 ? (double)tokens / dt : 0;
     L->final = st->step == L->total;
     int every = L->cfg->eval_every;
@@ -146,7 +141,7 @@ int lm_loop_record(lm_loop *L, const lm_tmodel *m, const lm_lora *lora, const lm
     fprintf(L->mf, "}\n");
     if (fflush(L->mf)) return lm_errno(err, "%s", L->metrics_path);
     st->metrics_bytes = ftell(L->mf);
-    st->seconds = L->t_base + (now_s() - L->t_call);
+    st->seconds = L->t_base + (lm_now_s() - L->t_call);
 
     const lm_sft_ctl *ctl = L->ctl;
     *stop = !L->final && ((ctl->stop_after > 0 && L->done_here >= ctl->stop_after) ||
