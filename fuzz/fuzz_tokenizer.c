@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "model/gguf.h"
 #include "tokenizer/internal.h"
 #include "tokenizer/tokenizer.h"
@@ -75,15 +76,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-static bool valid_utf8(const uint8_t *p, size_t n) {
-    for (size_t i = 0; i < n;) {
-        int k = lm_utf8_seq_len(p + i, n - i);
-        if (!k) return false;
-        i += (size_t)k;
-    }
-    return true;
-}
-
 static void check_encode(const lm_tokenizer *t, const uint8_t *data, size_t size, bool lossless);
 
 /* Vocabulary from the input; the rest of the checks as usual. */
@@ -128,7 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     bool all_bytes = true;
     for (size_t i = 0; i < size && all_bytes; i++)
         all_bytes = lm_strmap_get(&t->by_bytes, data + i, 1) >= 0;
-    check_encode(t, data, size, all_bytes && valid_utf8(data, size));
+    check_encode(t, data, size, all_bytes && lm_utf8_check((const char *)data, size) == size);
     return 0;
 }
 

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "base/utf8.h"
 #include "runtime/stream.h"
 
 typedef struct sink {
@@ -32,10 +33,7 @@ static int collect(void *ud, const char *t, size_t n) {
 
 /* Valid UTF-8 with no NUL (what every emitted piece must be). */
 static int valid_utf8(const char *s, size_t n) {
-    char *c = lm_utf8_clean(s, n, false);
-    int ok = c && strlen(c) == n && memcmp(c, s, n) == 0;
-    free(c);
-    return ok;
+    return lm_utf8_check(s, n) == n && !memchr(s, 0, n);
 }
 
 static char *run(const char *const *pieces, size_t np, const char *const *stop, size_t ns,
@@ -72,6 +70,19 @@ static void test_invalid_bytes_become_replacement(void **state) {
     sink k = {0};
     char *r = run(pieces, 4, NULL, 0, &k);
     assert_string_equal(r, "a\xEF\xBF\xBD" "b\xEF\xBF\xBD(");
+    assert_string_equal(k.buf, r);
+    free(r);
+}
+
+/* Well-formed means no overlong forms, surrogates or code points above
+ * U+10FFFF either: a game (or jansson) would reject them. */
+static void test_ill_formed_sequences_become_replacement(void **state) {
+    (void)state;
+    const char *pieces[] = {"a\xED\xA0", "\x80", "b\xC0\xAF", "\xF4\x90\x80\x80" "c", "\xF0\x9F"};
+    sink k = {0};
+    char *r = run(pieces, 5, NULL, 0, &k);
+    assert_string_equal(r, "a\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" "b\xEF\xBF\xBD\xEF\xBF\xBD"
+                           "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" "c");
     assert_string_equal(k.buf, r);
     free(r);
 }
@@ -128,6 +139,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_characters_wait_for_their_end),
         cmocka_unit_test(test_invalid_bytes_become_replacement),
+        cmocka_unit_test(test_ill_formed_sequences_become_replacement),
         cmocka_unit_test(test_stop_string_across_pieces_never_shown),
         cmocka_unit_test(test_stop_inside_one_piece),
         cmocka_unit_test(test_near_miss_is_released),

@@ -52,35 +52,6 @@ static void test_bytemap(void **state) {
     assert_int_equal(lm_bytemap_decode("\xc4", 1, out), -1);
 }
 
-static void sanitize_n(const char *in, size_t n, const char *want, size_t n_want) {
-    char *out;
-    size_t n_out;
-    assert_int_equal(lm_utf8_sanitize(in, n, &out, &n_out), 0);
-    assert_int_equal(n_out, n_want);
-    assert_memory_equal(out, want, n_out);
-    free(out);
-}
-
-static void sanitize_is(const char *in, size_t n, const char *want) { sanitize_n(in, n, want, strlen(want)); }
-
-#define FFFD "\xEF\xBF\xBD"
-
-static void test_utf8(void **state) {
-    (void)state;
-    sanitize_is("caf\xc3\xa9 \xf0\x9f\x91\x8d", 10, "caf\xc3\xa9 \xf0\x9f\x91\x8d");
-    sanitize_is("\xff", 1, FFFD);
-    sanitize_is("a\x80" "b", 3, "a" FFFD "b");
-    sanitize_is("\xe2\x82", 2, FFFD FFFD);                 /* truncated: one per byte */
-    sanitize_is("\xe2\x82x", 3, FFFD FFFD "x");
-    sanitize_is("\xc0\x80", 2, FFFD FFFD);                 /* overlong NUL */
-    sanitize_is("\xed\xa0\x80", 3, FFFD FFFD FFFD);        /* surrogate */
-    sanitize_is("\xf4\x90\x80\x80", 4, FFFD FFFD FFFD FFFD); /* > U+10FFFF */
-    sanitize_n("a\0b", 3, "a\0b", 3);
-    assert_int_equal(lm_utf8_seq_len((const uint8_t *)"\xf4\x8f\xbf\xbf", 4), 4);
-    assert_int_equal(lm_utf8_seq_len((const uint8_t *)"\xe0\xa0\x80", 3), 3);
-    assert_int_equal(lm_utf8_seq_len((const uint8_t *)"\xe0\x9f\xbf", 3), 0);
-}
-
 /* ---- pre-tokenizer ------------------------------------------------------- */
 
 /* Pieces of text joined with '|'. */
@@ -548,7 +519,6 @@ static void test_gguf_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bytemap),
-        cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_pretok_smollm),
         cmocka_unit_test(test_pretok_gpt2),
         cmocka_unit_test(test_pretok_unknown),

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/utf8.h"
 #include "cli/commands.h"
 #include "sheet/sheet.h"
 #include "sheet/util.h"
@@ -45,19 +46,8 @@ static void check_file(const char *path, lm_diags *d) {
 
 /* A JSON string of s, invalid UTF-8 (quoted from a bad sheet) as U+FFFD. */
 static json_t *json_text(const char *s) {
-    lm_shb b = {0};
-    size_t n = strlen(s), i = 0;
-    while (i < n) {
-        size_t ok = lm_sh_utf8_check((const unsigned char *)s + i, n - i);
-        lm_shb_putn(&b, s + i, ok);
-        i += ok;
-        if (i < n) {
-            lm_shb_puts(&b, "\xef\xbf\xbd");
-            i++;
-        }
-    }
-    char *t = lm_shb_take(&b);
-    json_t *j = json_string(t);
+    char *t = lm_utf8_clean(s, strlen(s), LM_UTF8_NO_NUL, NULL);
+    json_t *j = t ? json_string(t) : NULL;
     free(t);
     return j;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "cli/commands.h"
 #include "model/gguf.h"
 
@@ -37,22 +38,10 @@ static void put_json_bytes(FILE *out, const char *s, uint64_t n) {
         if (c == '\r') { fputs("\\r", out); i++; continue; }
         if (c < 0x20 || c == 0x7f) { fprintf(out, "\\u%04x", c); i++; continue; }
         if (c < 0x80) { fputc((int)c, out); i++; continue; }
-        /* multi-byte sequence: length from the lead byte, continuation bytes checked */
-        unsigned len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
-        if (c > 0xf4) len = 0;
-        int ok = len && i + len <= n;
-        for (unsigned k = 1; ok && k < len; k++) ok = (p[i + k] & 0xc0) == 0x80;
-        if (ok && len == 3) { /* no overlongs, no surrogates */
-            if (c == 0xe0 && p[i + 1] < 0xa0) ok = 0;
-            if (c == 0xed && p[i + 1] >= 0xa0) ok = 0;
-        }
-        if (ok && len == 4) {
-            if (c == 0xf0 && p[i + 1] < 0x90) ok = 0;
-            if (c == 0xf4 && p[i + 1] >= 0x90) ok = 0;
-        }
-        if (!ok) { fputs("\\ufffd", out); i++; continue; }
-        fwrite(p + i, 1, len, out);
-        i += len;
+        int len = lm_utf8_seq_len(p + i, n - i);
+        if (!len) { fputs("\\ufffd", out); i++; continue; }
+        fwrite(p + i, 1, (size_t)len, out);
+        i += (uint64_t)len;
     }
 }
 

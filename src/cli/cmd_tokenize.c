@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "base/fileio.h"
+#include "base/utf8.h"
 #include "cli/commands.h"
 #include "model/gguf.h"
 #include "tokenizer/tokenizer.h"
@@ -21,15 +22,6 @@ static void usage(FILE *out) {
             "  --file FILE    read the text from FILE instead of the command line\n");
 }
 
-static int utf8_len(const unsigned char *s, size_t n) {
-    unsigned char b = s[0];
-    int k = b < 0x80 ? 1 : b >= 0xC2 && b < 0xE0 ? 2 : b >= 0xE0 && b < 0xF0 ? 3 : b >= 0xF0 && b < 0xF5 ? 4 : 0;
-    if (k == 0 || (size_t)k > n) return 0;
-    for (int i = 1; i < k; i++)
-        if ((s[i] & 0xC0) != 0x80) return 0;
-    return k;
-}
-
 static void print_piece(const unsigned char *s, size_t n) {
     for (size_t i = 0; i < n;) {
         unsigned char c = s[i];
@@ -37,7 +29,7 @@ static void print_piece(const unsigned char *s, size_t n) {
         if (c == '\t') { fputs("\\t", stdout); i++; continue; }
         if (c == '\r') { fputs("\\r", stdout); i++; continue; }
         if (c == '\\') { fputs("\\\\", stdout); i++; continue; }
-        int k = utf8_len(s + i, n - i);
+        int k = lm_utf8_seq_len(s + i, n - i);
         if (k == 0 || (k == 1 && (c < 0x20 || c == 0x7F))) {
             printf("\\x%02x", c);
             i++;

@@ -14,6 +14,7 @@
 
 #include "base/fileio.h"
 #include "base/strbuf.h"
+#include "base/utf8.h"
 #include "datagen/filter_internal.h"
 #include "sheet/sheet.h"
 
@@ -45,6 +46,11 @@ void lm_filter_config_default(lm_filter_config *c) {
      * the ..."); 8 words twice is a loop. The sheets' example answers have
      * distinct-3 >= 0.92, SmolLM2's looping answers 0.64. */
     c->repeat_ngram = 8, c->repeat_min_distinct = 0.8, c->echo_ngram = 10;
+}
+
+static int utf8_ok(const char *s) {
+    size_t n = strlen(s);
+    return lm_utf8_check(s, n) == n;
 }
 
 static char *trim(char *s) {
@@ -245,7 +251,7 @@ int lm_filter_phrases_add(lm_sb *b, const char *name, const char *text, size_t l
         at += n + 1;
         char *s = trim(line);
         if (!*s || *s == '#') continue;
-        if (!lm_ftext_utf8_valid(s, strlen(s))) return lm_errf(err, "%s:%d: phrase is not valid UTF-8", name, ln);
+        if (!utf8_ok(s)) return lm_errf(err, "%s:%d: phrase is not valid UTF-8", name, ln);
         lm_sb_str(b, "|"), sb_literal(b, s);
     }
     return 0;
@@ -796,7 +802,7 @@ int lm_filter_run(const lm_filter_set *s, const lm_filter_sample *x, lm_filter_r
 #define ON(f) (!(c->disabled & (1u << (f))) && (r->checked |= 1u << (f)))
 
     /* Non-UTF-8 text is broken and cannot be reasoned about further. */
-    int bad_q = !lm_ftext_utf8_valid(q, strlen(q)), bad_a = a && !lm_ftext_utf8_valid(a, strlen(a));
+    int bad_q = !utf8_ok(q), bad_a = a && !utf8_ok(a);
     if (bad_q || bad_a) {
         r->checked |= 1u << LM_FILTER_BROKEN;
         note(r, LM_FILTER_BROKEN, "%s is not valid UTF-8", bad_q ? "question" : "answer");

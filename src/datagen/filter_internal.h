@@ -22,8 +22,6 @@ uint64_t lm_ftext_ngram_hash(const uint64_t *wh, size_t i, size_t n);
  * frees; NULL with *count = 0 for a text without words. */
 uint64_t *lm_ftext_shingles(const char *s, size_t len, int n, size_t *count);
 int lm_ftext_has_hash(const uint64_t *sorted, size_t n, uint64_t h);
-/* 1 if s[0..len) is valid UTF-8 (no overlongs, surrogates or > U+10FFFF). */
-int lm_ftext_utf8_valid(const char *s, size_t len);
 /* Whitespace-separated tokens. */
 size_t lm_ftext_count_words(const char *s);
 

@@ -14,6 +14,7 @@
 
 #include "base/fileio.h"
 #include "base/progress.h"
+#include "base/utf8.h"
 
 /* ---- a set of strings (ids) ------------------------------------------- */
 
@@ -374,35 +375,12 @@ typedef struct run_state {
     size_t todo;
 } run_state;
 
-/* Replaces bytes that are not UTF-8 by U+FFFD, so a reply cut inside a
- * character still makes a valid JSON string. */
-static char *utf8_fix(const char *s) {
-    size_t n = strlen(s);
-    char *o = malloc(n * 3 + 1), *w = o;
-    if (!o) return NULL;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        bool ok = k > 0 && i + k <= n;
-        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + j] & 0xC0) == 0x80;
-        if (ok) {
-            memcpy(w, s + i, k);
-            w += k;
-            i += k;
-        } else {
-            memcpy(w, "\xEF\xBF\xBD", 3);
-            w += 3;
-            i++;
-        }
-    }
-    *w = '\0';
-    return o;
-}
-
+/* A reply cut inside a character still makes a valid JSON string: bytes
+ * that are not UTF-8 become U+FFFD. */
 static json_t *text_json(const char *s) {
     json_t *j = json_string(s);
     if (j) return j;
-    char *f = utf8_fix(s);
+    char *f = lm_utf8_clean(s, strlen(s), LM_UTF8_NO_NUL, NULL);
     j = f ? json_string(f) : NULL;
     free(f);
     return j;

@@ -7,6 +7,7 @@
 
 #include "base/clock.h"
 #include "base/strbuf.h"
+#include "base/utf8.h"
 #include "model/adapter.h"
 #include "runtime/stream.h"
 
@@ -253,7 +254,7 @@ int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
     }
     lm_sampler_free(smp);
     if (rc == 0) {
-        *reply = lm_utf8_clean(text.p ? text.p : "", text.len, true);
+        *reply = lm_utf8_clean(text.p ? text.p : "", text.len, LM_UTF8_NO_NUL | LM_UTF8_DROP_TAIL, NULL);
         if (!*reply) rc = lm_errf(err, "out of memory");
     }
     lm_sb_free(&text);

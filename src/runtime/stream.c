@@ -3,39 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Length of the UTF-8 sequence a lead byte opens; 0 for a continuation or
- * an invalid lead. */
-static size_t seq_len(unsigned char c) {
-    return c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-}
-
-/* Appends s[0, n) to o as valid UTF-8 (see lm_utf8_clean). */
-static void clean_into(lm_sb *o, const char *s, size_t n, bool drop_tail) {
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t k = seq_len(c);
-        if (k > 1 && i + k > n && drop_tail) {
-            bool prefix = true;
-            for (size_t j = i + 1; j < n; j++) prefix &= ((unsigned char)s[j] & 0xC0) == 0x80;
-            if (prefix) break;
-        }
-        bool ok = k > 0 && i + k <= n && c != 0;
-        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + j] & 0xC0) == 0x80;
-        if (ok) {
-            lm_sb_add(o, s + i, k);
-            i += k;
-        } else {
-            lm_sb_add(o, "\xEF\xBF\xBD", 3);
-            i++;
-        }
-    }
-}
-
-char *lm_utf8_clean(const char *s, size_t n, bool drop_tail) {
-    lm_sb o = {0};
-    clean_into(&o, s, n, drop_tail);
-    return lm_sb_take(&o);
-}
+#include "base/utf8.h"
 
 void lm_stream_init(lm_stream *s, const char *const *stop, size_t n_stop, lm_stream_emit_fn emit,
                     void *ud) {
@@ -52,7 +20,8 @@ void lm_stream_init(lm_stream *s, const char *const *stop, size_t n_stop, lm_str
 static int pass_on(lm_stream *s, size_t end, bool last, lm_err *err) {
     if (end <= s->done) return 0;
     size_t before = s->out.len;
-    clean_into(&s->out, s->raw.p + s->done, end - s->done, last);
+    lm_utf8_clean_into(&s->out, s->raw.p + s->done, end - s->done,
+                       LM_UTF8_NO_NUL | (last ? LM_UTF8_DROP_TAIL : 0));
     s->done = end;
     if (s->out.oom) return lm_errf(err, "out of memory");
     if (s->out.len > before && s->emit && s->emit(s->ud, s->out.p + before, s->out.len - before)) {
@@ -95,7 +64,7 @@ int lm_stream_push(lm_stream *s, const char *bytes, size_t n, lm_err *err) {
     for (size_t i = end; i > s->done && i + 4 > end; i--) {
         unsigned char c = (unsigned char)s->raw.p[i - 1];
         if ((c & 0xC0) == 0x80) continue;
-        size_t k = seq_len(c);
+        size_t k = (size_t)lm_utf8_lead_len(c);
         if (k > 1 && i - 1 + k > end) end = i - 1;
         break;
     }

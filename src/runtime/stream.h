@@ -38,8 +38,4 @@ int lm_stream_finish(lm_stream *s, lm_err *err);
 char *lm_stream_take(lm_stream *s);
 void lm_stream_free(lm_stream *s);
 
-/* s[0, n) as valid UTF-8 (invalid bytes and NULs: U+FFFD; an incomplete
- * last character: dropped when drop_tail, else U+FFFD). malloc'd. */
-char *lm_utf8_clean(const char *s, size_t n, bool drop_tail);
-
 #endif

@@ -6,25 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "lemonpc.h"
 
 const char *oai_finish_reason(int stop) {
     return stop == LEMONPC_STOP_MAX_TOKENS || stop == LEMONPC_STOP_CONTEXT_FULL ? "length" : "stop";
-}
-
-/* Length of the valid UTF-8 sequence at s[0, n), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (!k || k > n) return 0;
-    for (size_t i = 1; i < k; i++)
-        if ((s[i] & 0xC0) != 0x80) return 0;
-    unsigned cp = k == 1 ? c : k == 2 ? c & 0x1F : k == 3 ? c & 0x0F : c & 0x07;
-    for (size_t i = 1; i < k; i++) cp = (cp << 6) | (s[i] & 0x3F);
-    if ((k == 2 && cp < 0x80) || (k == 3 && cp < 0x800) || (k == 4 && cp < 0x10000) ||
-        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return k;
 }
 
 /* A JSON string of text[0, len): invalid UTF-8 bytes become U+FFFD. */
@@ -32,21 +18,9 @@ static json_t *jstr(const char *text, size_t len) {
     if (!text) return json_null();
     json_t *j = json_stringn(text, len);
     if (j) return j;
-    char *fixed = malloc(len * 3 + 1);
+    size_t o;
+    char *fixed = lm_utf8_clean(text, len, LM_UTF8_NO_NUL, &o);
     if (!fixed) return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < len;) {
-        size_t k = utf8_len((const unsigned char *)text + i, len - i);
-        if (k && !(k == 1 && text[i] == '\0')) {
-            memcpy(fixed + o, text + i, k);
-            o += k;
-            i += k;
-        } else {
-            memcpy(fixed + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i++;
-        }
-    }
     j = json_stringn(fixed, o);
     free(fixed);
     return j;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <zip.h>
 
+#include "base/utf8.h"
 #include "sheet/card_charx.h"
 #include "sheet/util.h"
 
@@ -40,7 +41,7 @@ const char *lm_charx_name_problem(const char *name) {
     if (n > LM_CHARX_NAME_MAX) return "name too long";
     if (name[0] == '/') return "absolute path";
     if (n >= 2 && name[1] == ':') return "absolute path (drive letter)";
-    if (lm_sh_utf8_check((const unsigned char *)name, n) != n) return "name is not UTF-8";
+    if (lm_utf8_check(name, n) != n) return "name is not UTF-8";
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)name[i];
         if (ch < 0x20 || ch == 0x7f) return "control character in the name";

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/utf8.h"
+
 typedef struct {
     const char *s;
     size_t n;
@@ -104,7 +106,7 @@ lm_md_doc *lm_md_parse(const char *file, const char *text, size_t len, lm_diags 
     lm_md_doc *doc = lm_sh_alloc(sizeof *doc);
     int i = 0, n = (int)nl;
     for (int k = 0; k < n; k++) {
-        size_t bad = lm_sh_utf8_check((const unsigned char *)lines[k].s, lines[k].n);
+        size_t bad = lm_utf8_check(lines[k].s, lines[k].n);
         if (bad < lines[k].n)
             lm_diags_add(d, LM_DIAG_ERROR, file, k + 1, "save the file as UTF-8",
                          "invalid UTF-8 byte 0x%02X at column %zu",

@@ -118,28 +118,6 @@ size_t lm_sh_edit_distance(const char *a, const char *b) {
     return row[lb];
 }
 
-size_t lm_sh_utf8_check(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t len;
-        unsigned min;
-        if (c < 0x80) { i++; continue; }
-        else if ((c & 0xE0) == 0xC0) { len = 2; min = 0x80; c &= 0x1F; }
-        else if ((c & 0xF0) == 0xE0) { len = 3; min = 0x800; c &= 0x0F; }
-        else if ((c & 0xF8) == 0xF0) { len = 4; min = 0x10000; c &= 0x07; }
-        else return i;
-        if (i + len > n) return i;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return i;
-            c = (c << 6) | (s[i + k] & 0x3F);
-        }
-        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return i;
-        i += len;
-    }
-    return n;
-}
-
 int lm_sh_read_file(const char *path, size_t max, char **out, size_t *len, char *errbuf,
                     size_t errlen) {
     *out = NULL;

@@ -31,8 +31,6 @@ int lm_sh_blank(const char *s, size_t n);
 char *lm_sh_trim(const char *s, size_t n);
 int lm_sh_casecmp(const char *a, const char *b);
 size_t lm_sh_edit_distance(const char *a, const char *b);
-/* Byte offset of the first invalid UTF-8 sequence in s[0..n), or n. */
-size_t lm_sh_utf8_check(const unsigned char *s, size_t n);
 int lm_sh_read_file(const char *path, size_t max, char **out, size_t *len, char *errbuf,
                     size_t errlen);
 /* Writes data to a temporary name beside path, then renames it over path. */

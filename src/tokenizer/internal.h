@@ -23,17 +23,6 @@ int lm_cp_to_byte(uint32_t cp);
  * character outside the map (or invalid UTF-8). */
 long lm_bytemap_decode(const char *s, size_t len, uint8_t *out);
 
-/* ---- UTF-8 (utf8.c) ---------------------------------------------------- */
-
-/* Length of the well-formed UTF-8 sequence at s[0..n) (1..4), or 0 when the
- * byte at s[0] does not start one (stray continuation, truncated sequence,
- * overlong form, surrogate, > U+10FFFF, bytes F5..FF). */
-int lm_utf8_seq_len(const uint8_t *s, size_t n);
-/* Copies s into a fresh buffer where every byte not part of a well-formed
- * sequence is replaced by U+FFFD (EF BF BD), one per byte, as llama.cpp
- * does. *out is malloc'd; NULL on allocation failure. */
-int lm_utf8_sanitize(const char *s, size_t n, char **out, size_t *n_out);
-
 /* ---- byte-string -> int32 hash table (strmap.c) ------------------------ */
 
 typedef struct lm_strmap {

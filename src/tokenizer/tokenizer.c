@@ -1,12 +1,13 @@
 /* Byte-level BPE tokenizer: vocabulary tables, special-token partition,
  * encode and decode. The pipeline for lm_tokenize follows llama.cpp:
  *   1. split the input on special-token texts (longest token first);
- *   2. replace invalid UTF-8 in each text fragment (utf8.c);
+ *   2. replace invalid UTF-8 in each text fragment (base/utf8.c);
  *   3. pre-tokenize into words (pretok.c);
  *   4. BPE each word on raw bytes (bpe.c). */
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "tokenizer/internal.h"
 
 static size_t slen(const char *const *s, const size_t *lens, int32_t i) {
@@ -407,7 +408,8 @@ int lm_tokenize(const lm_tokenizer *t, const char *text, size_t len, bool parse_
         size_t n_clean;
         free(clean);
         clean = NULL;
-        if (lm_utf8_sanitize(text + f.off, f.len, &clean, &n_clean)) { lm_errf(err, "out of memory"); goto done; }
+        clean = lm_utf8_clean(text + f.off, f.len, 0, &n_clean);
+        if (!clean) { lm_errf(err, "out of memory"); goto done; }
         n_spans = 0;
         if (lm_pretok_split(t->pre, clean, n_clean, &spans, &n_spans, &cap_spans, err)) goto done;
         for (size_t s = 0; s < n_spans; s++)
