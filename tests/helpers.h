@@ -1,4 +1,5 @@
-/* Fixtures the C tests share: temporary directories and files, the toy
+/* Fixtures the C tests share: temporary directories and files, two
+ * training runs compared bit for bit, the toy
  * model and toy chat "language" of the trainer tests, a training config
  * for them, metrics.jsonl fields, and a byte-level ChatML tokenizer with
  * the token sequences it gives, spelled by hand. Header only, every
@@ -50,6 +51,14 @@ static inline void *th_slurp(const char *path, size_t *n) {
     b[len] = 0;
     *n = (size_t)len;
     return b;
+}
+
+/* Writes text to path (created or truncated); fails the test when it cannot. */
+static inline void th_write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (!f) fail_msg("%s: cannot write", path);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
 }
 
 static inline void th_assert_same_file(const char *a, const char *b) {
@@ -169,6 +178,29 @@ static inline double *th_metrics_values(const char *dir, const char *name, int *
     for (int i = 0; i < *count; i++) v[i] = strtod(p, &p);
     free(s);
     return v;
+}
+
+/* Two training runs that must agree bit for bit: each metrics.jsonl field
+ * in fields (logged at least 3 times, as often in both, the same text) and
+ * each file in files (relative to the run folders), byte for byte. Both
+ * lists end with NULL. */
+static inline void th_assert_runs_equal(const char *a, const char *b, const char *const *fields,
+                                        const char *const *files) {
+    for (; *fields; fields++) {
+        int na, nb;
+        char *la = th_metrics_field(a, *fields, &na), *lb = th_metrics_field(b, *fields, &nb);
+        if (na < 3) fail_msg("%s/metrics.jsonl: %s logged %d times, want 3 or more", a, *fields, na);
+        assert_int_equal(na, nb);
+        assert_string_equal(la, lb);
+        free(la);
+        free(lb);
+    }
+    for (; *files; files++) {
+        char pa[1024], pb[1024];
+        snprintf(pa, sizeof pa, "%s/%s", a, *files);
+        snprintf(pb, sizeof pb, "%s/%s", b, *files);
+        th_assert_same_file(pa, pb);
+    }
 }
 
 /* ---- loaders' warnings ---------------------------------------------------- */

@@ -18,22 +18,9 @@
 
 #include "sheet/card.h"
 
+#include "helpers.h"
+
 #define CARDS "tests/data/cards/"
-
-typedef struct {
-    char dir[64];
-} tmp;
-
-static void tmp_make(tmp *t) {
-    strcpy(t->dir, "/tmp/lm_card_XXXXXX");
-    assert_non_null(mkdtemp(t->dir));
-}
-
-static void tmp_rm(tmp *t) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-    assert_int_equal(system(cmd), 0);
-}
 
 static json_t *load_json(const char *path) {
     json_error_t je;
@@ -43,24 +30,10 @@ static json_t *load_json(const char *path) {
     return j;
 }
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
-    b[len] = '\0';
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 /* The card JSON in a PNG's chunk. */
 static json_t *png_chunk_json(const char *path, const char *keyword) {
     size_t n;
-    char *buf = slurp(path, &n);
+    char *buf = th_slurp(path, &n);
     char *text = NULL;
     lm_err err = {{0}};
     assert_int_equal(lm_png_text_get((unsigned char *)buf, n, path, keyword, &text, &err), 0);
@@ -196,31 +169,30 @@ static void export_ok(const char *md, const char *out, int version) {
 }
 
 static void round_trip_json(const char *name) {
-    tmp t;
-    tmp_make(&t);
+    char *dir = th_tmpdir("lm_card");
     char card[256], out[256];
     snprintf(card, sizeof card, CARDS "%s", name);
-    snprintf(out, sizeof out, "%s/out.json", t.dir);
-    char *md = import_ok(card, t.dir);
+    snprintf(out, sizeof out, "%s/out.json", dir);
+    char *md = import_ok(card, dir);
     export_ok(md, out, 0);
     json_t *want = load_json(card), *got = load_json(out);
     expect_equal(want, got);
     json_decref(want);
     json_decref(got);
     free(md);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 static void test_round_trip_v2_json(void **state) { (void)state; round_trip_json("v2_aria.json"); }
 static void test_round_trip_v3_json(void **state) { (void)state; round_trip_json("v3_brann.json"); }
 
 static void round_trip_png(const char *name, const char *chunk) {
-    tmp t;
-    tmp_make(&t);
+    char *dir = th_tmpdir("lm_card");
     char card[256], out[256];
     snprintf(card, sizeof card, CARDS "%s", name);
-    snprintf(out, sizeof out, "%s/out.png", t.dir);
-    char *md = import_ok(card, t.dir);
+    snprintf(out, sizeof out, "%s/out.png", dir);
+    char *md = import_ok(card, dir);
     export_ok(md, out, 0);
     json_t *want = png_chunk_json(card, chunk), *got = png_chunk_json(out, chunk);
     assert_non_null(got);
@@ -246,7 +218,8 @@ static void round_trip_png(const char *name, const char *chunk) {
     json_decref(want);
     json_decref(got);
     free(md);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 static void test_round_trip_v2_png(void **state) { (void)state; round_trip_png("v2_aria.png", "chara"); }
@@ -254,7 +227,7 @@ static void test_round_trip_v3_png(void **state) { (void)state; round_trip_png("
 
 static void replace_in_file(const char *path, const char *from, const char *to) {
     size_t n;
-    char *s = slurp(path, &n);
+    char *s = th_slurp(path, &n);
     char *at = strstr(s, from);
     assert_non_null(at);
     FILE *f = fopen(path, "wb");
@@ -268,12 +241,11 @@ static void replace_in_file(const char *path, const char *from, const char *to) 
 /* A writer's edit reaches the card; the fields left alone stay exact. */
 static void test_edit_wins(void **state) {
     (void)state;
-    tmp t;
-    tmp_make(&t);
+    char *dir = th_tmpdir("lm_card");
     char out[256], world[256];
-    snprintf(out, sizeof out, "%s/out.json", t.dir);
-    snprintf(world, sizeof world, "%s/world.md", t.dir);
-    char *md = import_ok(CARDS "v2_aria.json", t.dir);
+    snprintf(out, sizeof out, "%s/out.json", dir);
+    snprintf(world, sizeof world, "%s/world.md", dir);
+    char *md = import_ok(CARDS "v2_aria.json", dir);
     replace_in_file(md, "wary, loyal, dry humour", "wary, loyal, and very dry");
     replace_in_file(md, "**Aria:** Because the wolves learn.", "**Aria:** Because wolves remember.");
     replace_in_file(world, "She taught Aria to read the stars.", "She taught Aria the herbs.");
@@ -298,16 +270,16 @@ static void test_edit_wins(void **state) {
     json_decref(want);
     json_decref(got);
     free(md);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 static void test_convert_versions(void **state) {
     (void)state;
-    tmp t;
-    tmp_make(&t);
+    char *dir = th_tmpdir("lm_card");
     char out[256];
-    snprintf(out, sizeof out, "%s/v3.json", t.dir);
-    char *md = import_ok(CARDS "v2_aria.json", t.dir);
+    snprintf(out, sizeof out, "%s/v3.json", dir);
+    char *md = import_ok(CARDS "v2_aria.json", dir);
     export_ok(md, out, 3);
     json_t *v3 = load_json(out);
     assert_string_equal(json_string_value(json_object_get(v3, "spec")), "chara_card_v3");
@@ -319,8 +291,8 @@ static void test_convert_versions(void **state) {
     json_decref(v3);
     free(md);
     /* V3 -> V2 drops the V3-only fields. */
-    md = import_ok(CARDS "v3_brann.json", t.dir);
-    snprintf(out, sizeof out, "%s/v2.json", t.dir);
+    md = import_ok(CARDS "v3_brann.json", dir);
+    snprintf(out, sizeof out, "%s/v2.json", dir);
     export_ok(md, out, 2);
     json_t *v2 = load_json(out);
     d = json_object_get(v2, "data");
@@ -331,8 +303,8 @@ static void test_convert_versions(void **state) {
     json_decref(v2);
     free(md);
     /* V1 becomes a complete V2 card. */
-    md = import_ok(CARDS "v1_tobin.json", t.dir);
-    snprintf(out, sizeof out, "%s/v1.json", t.dir);
+    md = import_ok(CARDS "v1_tobin.json", dir);
+    snprintf(out, sizeof out, "%s/v1.json", dir);
     export_ok(md, out, 0);
     json_t *v1 = load_json(out);
     d = json_object_get(v1, "data");
@@ -342,17 +314,17 @@ static void test_convert_versions(void **state) {
     assert_true(json_is_object(json_object_get(d, "extensions")));
     json_decref(v1);
     free(md);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 /* The bundled example exports, and its PNG imports back to the same sheet. */
 static void test_export_native_sheet(void **state) {
     (void)state;
-    tmp t;
-    tmp_make(&t);
+    char *dir = th_tmpdir("lm_card");
     char out[256], png[256];
-    snprintf(out, sizeof out, "%s/orlando.json", t.dir);
-    snprintf(png, sizeof png, "%s/orlando.png", t.dir);
+    snprintf(out, sizeof out, "%s/orlando.json", dir);
+    snprintf(png, sizeof png, "%s/orlando.png", dir);
     export_ok("examples/luminara/characters/orlando.md", out, 0);
     export_ok("examples/luminara/characters/orlando.md", png, 0);
     json_t *j = load_json(out);
@@ -365,7 +337,7 @@ static void test_export_native_sheet(void **state) {
     expect_equal(j, chara);
     json_decref(chara);
     json_decref(j);
-    char *md = import_ok(png, t.dir);
+    char *md = import_ok(png, dir);
     lm_diags dd = {0};
     lm_character *c = lm_character_load(md, &dd);
     assert_int_equal(c->n_examples, 10);
@@ -373,7 +345,8 @@ static void test_export_native_sheet(void **state) {
     lm_character_free(c);
     lm_diags_free(&dd);
     free(md);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 typedef struct {
@@ -482,10 +455,9 @@ static void test_png_too_short_for_its_image(void **state) {
 
 static void test_bad_cards(void **state) {
     (void)state;
-    tmp t;
-    tmp_make(&t);
+    char *dir = th_tmpdir("lm_card");
     char outdir[256];
-    snprintf(outdir, sizeof outdir, "%s/out", t.dir);
+    snprintf(outdir, sizeof outdir, "%s/out", dir);
     for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
         char path[256];
         snprintf(path, sizeof path, CARDS "%s", BAD[i].file);
@@ -500,7 +472,8 @@ static void test_bad_cards(void **state) {
         struct stat st;
         assert_int_not_equal(stat(outdir, &st), 0); /* nothing written */
     }
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 static void test_bad_json_in_memory(void **state) {
@@ -536,20 +509,19 @@ static void test_bad_json_in_memory(void **state) {
 
 static void test_import_refuses_overwrite(void **state) {
     (void)state;
-    tmp t;
-    tmp_make(&t);
-    char *md = import_ok(CARDS "v3_brann.json", t.dir);
+    char *dir = th_tmpdir("lm_card");
+    char *md = import_ok(CARDS "v3_brann.json", dir);
     lm_err err = {{0}};
     lm_diags d = {0};
-    assert_int_equal(lm_card_import(CARDS "v3_brann.json", t.dir, 0, NULL, &d, &err), -1);
+    assert_int_equal(lm_card_import(CARDS "v3_brann.json", dir, 0, NULL, &d, &err), -1);
     assert_non_null(strstr(err.msg, "already exists"));
-    assert_int_equal(lm_card_import(CARDS "v3_brann.json", t.dir, 1, NULL, &d, &err), 0);
+    assert_int_equal(lm_card_import(CARDS "v3_brann.json", dir, 1, NULL, &d, &err), 0);
     lm_diags_free(&d);
     /* A second card into the same folder keeps the existing world.md and
      * takes its lorebook into its own sheet; it still round-trips. */
-    char *md2 = import_ok(CARDS "v2_aria.json", t.dir);
+    char *md2 = import_ok(CARDS "v2_aria.json", dir);
     char out[256];
-    snprintf(out, sizeof out, "%s/aria.json", t.dir);
+    snprintf(out, sizeof out, "%s/aria.json", dir);
     export_ok(md2, out, 0);
     json_t *want = load_json(CARDS "v2_aria.json"), *got = load_json(out);
     expect_equal(want, got);
@@ -557,7 +529,8 @@ static void test_import_refuses_overwrite(void **state) {
     json_decref(got);
     free(md);
     free(md2);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 /* The commands' exit statuses and outputs (needs the CLI: LEMONPC_BUILD). */
@@ -567,30 +540,30 @@ static void test_cli_import_export(void **state) {
     char lemonpc[512], cmd[1024], path[512];
     snprintf(lemonpc, sizeof lemonpc, "%s/lemonpc", build ? build : "build");
     if (access(lemonpc, X_OK) != 0) skip();
-    tmp t;
-    tmp_make(&t);
-    snprintf(cmd, sizeof cmd, "%s import " CARDS "bad_type.json %s/bad 2>%s/err.txt", lemonpc, t.dir, t.dir);
+    char *dir = th_tmpdir("lm_card");
+    snprintf(cmd, sizeof cmd, "%s import " CARDS "bad_type.json %s/bad 2>%s/err.txt", lemonpc, dir, dir);
     assert_int_equal(WEXITSTATUS(system(cmd)), 1);
-    snprintf(path, sizeof path, "%s/err.txt", t.dir);
+    snprintf(path, sizeof path, "%s/err.txt", dir);
     size_t n;
-    char *err = slurp(path, &n);
+    char *err = th_slurp(path, &n);
     assert_non_null(strstr(err, "data.alternate_greetings[2]: expected a string, got an integer"));
     free(err);
-    snprintf(path, sizeof path, "%s/bad", t.dir);
+    snprintf(path, sizeof path, "%s/bad", dir);
     struct stat st;
     assert_int_not_equal(stat(path, &st), 0);
-    snprintf(cmd, sizeof cmd, "%s import " CARDS "v2_aria.png %s/ok >/dev/null 2>&1", lemonpc, t.dir);
+    snprintf(cmd, sizeof cmd, "%s import " CARDS "v2_aria.png %s/ok >/dev/null 2>&1", lemonpc, dir);
     assert_int_equal(WEXITSTATUS(system(cmd)), 0);
-    snprintf(cmd, sizeof cmd, "%s export %s/ok/characters/aria-thornwood.md %s/aria.json --v2 2>&1", lemonpc, t.dir, t.dir);
+    snprintf(cmd, sizeof cmd, "%s export %s/ok/characters/aria-thornwood.md %s/aria.json --v2 2>&1", lemonpc, dir, dir);
     assert_int_equal(WEXITSTATUS(system(cmd)), 0);
-    snprintf(path, sizeof path, "%s/aria.json", t.dir);
+    snprintf(path, sizeof path, "%s/aria.json", dir);
     json_t *got = load_json(path), *want = png_chunk_json(CARDS "v2_aria.png", "chara");
     expect_equal(want, got);
     json_decref(got);
     json_decref(want);
     snprintf(cmd, sizeof cmd, "%s export 2>/dev/null", lemonpc);
     assert_int_equal(WEXITSTATUS(system(cmd)), 2);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 int main(void) {

@@ -20,22 +20,9 @@
 #include "sheet/card.h"
 #include "sheet/card_charx.h"
 
+#include "helpers.h"
+
 #define CARDS "tests/data/cards/"
-
-typedef struct {
-    char dir[64];
-} tmp;
-
-static void tmp_make(tmp *t) {
-    strcpy(t->dir, "/tmp/lm_charx_XXXXXX");
-    assert_non_null(mkdtemp(t->dir));
-}
-
-static void tmp_rm(tmp *t) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-    assert_int_equal(system(cmd), 0);
-}
 
 static unsigned char *slurp(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
@@ -171,8 +158,7 @@ static void fill_pattern(void) {
 static void test_round_trip(void **state) {
     (void)state;
     fill_pattern();
-    tmp t;
-    tmp_make(&t);
+    char *dir = th_tmpdir("lm_charx");
     char *cj = card_text();
     const char *meta = "{\"app\": \"someone else's\", \"n\": 1}\n";
     const ent es[] = {
@@ -185,9 +171,9 @@ static void test_round_trip(void **state) {
     };
     const size_t ne = sizeof es / sizeof es[0];
     char in[256], out[256], out2[256], path[512];
-    snprintf(in, sizeof in, "%s/brann.charx", t.dir);
+    snprintf(in, sizeof in, "%s/brann.charx", dir);
     make_zip(in, es, ne);
-    char *md = import_ok(in, t.dir, 0);
+    char *md = import_ok(in, dir, 0);
     assert_non_null(strstr(md, "characters/brannoc-greyhollow.md"));
     lm_diags d = {0};
     lm_character *c = lm_character_load(md, &d);
@@ -197,7 +183,7 @@ static void test_round_trip(void **state) {
     lm_diags_free(&d);
     /* The assets sit beside the sheet under their archive names. */
     for (size_t i = 0; i < ne; i++) {
-        snprintf(path, sizeof path, "%s/characters/brannoc-greyhollow.assets/%s", t.dir, es[i].name);
+        snprintf(path, sizeof path, "%s/characters/brannoc-greyhollow.assets/%s", dir, es[i].name);
         if (!strcmp(es[i].name, "card.json")) continue;
         struct stat st;
         assert_int_equal(stat(path, &st), 0);
@@ -212,10 +198,10 @@ static void test_round_trip(void **state) {
         assert_memory_equal(b, es[i].data, n);
         free(b);
     }
-    snprintf(path, sizeof path, "%s/characters/brannoc-greyhollow.assets/card.json", t.dir);
+    snprintf(path, sizeof path, "%s/characters/brannoc-greyhollow.assets/card.json", dir);
     assert_int_not_equal(access(path, F_OK), 0);
 
-    snprintf(out, sizeof out, "%s/out.charx", t.dir);
+    snprintf(out, sizeof out, "%s/out.charx", dir);
     export_ok(md, out, 0);
     listing l;
     list_zip(out, &l);
@@ -236,10 +222,9 @@ static void test_round_trip(void **state) {
     }
     listing_free(&l);
     /* The export imports again and gives the same archive back, byte for byte. */
-    tmp t2;
-    tmp_make(&t2);
-    char *md2 = import_ok(out, t2.dir, 0);
-    snprintf(out2, sizeof out2, "%s/again.charx", t2.dir);
+    char *dir2 = th_tmpdir("lm_charx");
+    char *md2 = import_ok(out, dir2, 0);
+    snprintf(out2, sizeof out2, "%s/again.charx", dir2);
     export_ok(md2, out2, 0);
     size_t na, nb;
     unsigned char *a = slurp(out, &na), *b = slurp(out2, &nb);
@@ -248,56 +233,57 @@ static void test_round_trip(void **state) {
     free(a);
     free(b);
     free(md2);
-    tmp_rm(&t2);
+    th_rm_rf(dir2);
+    free(dir2);
     free(md);
     free(cj);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 /* --force replaces the asset folder whole; a card without assets takes
  * the old folder away; without --force an existing folder stops import. */
 static void test_reimport(void **state) {
     (void)state;
-    tmp t;
-    tmp_make(&t);
+    char *dir = th_tmpdir("lm_charx");
     char *cj = card_text();
     char in[256], path[512];
-    snprintf(in, sizeof in, "%s/brann.charx", t.dir);
+    snprintf(in, sizeof in, "%s/brann.charx", dir);
     const ent one[] = {{"card.json", cj, strlen(cj), 0}, {"assets/a.png", "AAAA", 4, 0}};
     make_zip(in, one, 2);
-    free(import_ok(in, t.dir, 0));
+    free(import_ok(in, dir, 0));
     const ent two[] = {{"card.json", cj, strlen(cj), 0}, {"assets/b.png", "BB", 2, 0}};
     make_zip(in, two, 2);
     lm_err err = {{0}};
     lm_diags d = {0};
-    assert_int_equal(lm_card_import(in, t.dir, 0, NULL, &d, &err), -1);
+    assert_int_equal(lm_card_import(in, dir, 0, NULL, &d, &err), -1);
     assert_non_null(strstr(err.msg, "already exists"));
-    free(import_ok(in, t.dir, 1));
-    snprintf(path, sizeof path, "%s/characters/brannoc-greyhollow.assets/assets/a.png", t.dir);
+    free(import_ok(in, dir, 1));
+    snprintf(path, sizeof path, "%s/characters/brannoc-greyhollow.assets/assets/a.png", dir);
     assert_int_not_equal(access(path, F_OK), 0);
-    snprintf(path, sizeof path, "%s/characters/brannoc-greyhollow.assets/assets/b.png", t.dir);
+    snprintf(path, sizeof path, "%s/characters/brannoc-greyhollow.assets/assets/b.png", dir);
     assert_int_equal(access(path, F_OK), 0);
     /* The sheet goes without its .md: the orphaned folder still stops a
      * plain import. */
-    snprintf(path, sizeof path, "%s/characters/brannoc-greyhollow.md", t.dir);
+    snprintf(path, sizeof path, "%s/characters/brannoc-greyhollow.md", dir);
     assert_int_equal(unlink(path), 0);
-    assert_int_equal(lm_card_import(CARDS "v3_brann.json", t.dir, 0, NULL, &d, &err), -1);
+    assert_int_equal(lm_card_import(CARDS "v3_brann.json", dir, 0, NULL, &d, &err), -1);
     assert_non_null(strstr(err.msg, "brannoc-greyhollow.assets already exists"));
-    free(import_ok(CARDS "v3_brann.json", t.dir, 1));
-    snprintf(path, sizeof path, "%s/characters/brannoc-greyhollow.assets", t.dir);
+    free(import_ok(CARDS "v3_brann.json", dir, 1));
+    snprintf(path, sizeof path, "%s/characters/brannoc-greyhollow.assets", dir);
     assert_int_not_equal(access(path, F_OK), 0);
     lm_diags_free(&d);
     free(cj);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 static void test_export_rules(void **state) {
     (void)state;
-    tmp t;
-    tmp_make(&t);
+    char *dir = th_tmpdir("lm_charx");
     char out[256], path[512];
     /* A hand-written sheet: card.json alone, as V3. */
-    snprintf(out, sizeof out, "%s/orlando.charx", t.dir);
+    snprintf(out, sizeof out, "%s/orlando.charx", dir);
     export_ok("examples/luminara/characters/orlando.md", out, 0);
     listing l;
     list_zip(out, &l);
@@ -310,25 +296,25 @@ static void test_export_rules(void **state) {
     json_decref(j);
     listing_free(&l);
     /* --v2 cannot go into a CHARX. */
-    char *md = import_ok(CARDS "v2_aria.json", t.dir, 0);
+    char *md = import_ok(CARDS "v2_aria.json", dir, 0);
     lm_err err = {{0}};
     lm_diags d = {0};
     assert_int_equal(lm_card_export(md, out, 2, &d, &err), -1);
     assert_non_null(strstr(err.msg, "holds a V3 card"));
     /* A card.json of the writer's own in the folder would be a second one. */
-    snprintf(path, sizeof path, "%s/characters/aria-thornwood.assets", t.dir);
+    snprintf(path, sizeof path, "%s/characters/aria-thornwood.assets", dir);
     assert_int_equal(mkdir(path, 0777), 0);
-    snprintf(path, sizeof path, "%s/characters/aria-thornwood.assets/card.json", t.dir);
+    snprintf(path, sizeof path, "%s/characters/aria-thornwood.assets/card.json", dir);
     spill(path, "{}", 2);
     assert_int_equal(lm_card_export(md, out, 0, &d, &err), -1);
     assert_non_null(strstr(err.msg, "aria-thornwood.assets/card.json"));
     assert_int_equal(unlink(path), 0);
     /* Files the writer adds to the folder go into the archive. */
-    snprintf(path, sizeof path, "%s/characters/aria-thornwood.assets/assets", t.dir);
+    snprintf(path, sizeof path, "%s/characters/aria-thornwood.assets/assets", dir);
     assert_int_equal(mkdir(path, 0777), 0);
-    snprintf(path, sizeof path, "%s/characters/aria-thornwood.assets/assets/bg.webp", t.dir);
+    snprintf(path, sizeof path, "%s/characters/aria-thornwood.assets/assets/bg.webp", dir);
     spill(path, "RIFF....WEBP", 12);
-    snprintf(out, sizeof out, "%s/aria.charx", t.dir);
+    snprintf(out, sizeof out, "%s/aria.charx", dir);
     export_ok(md, out, 0);
     list_zip(out, &l);
     assert_int_equal(l.n, 2);
@@ -338,7 +324,8 @@ static void test_export_rules(void **state) {
     listing_free(&l);
     lm_diags_free(&d);
     free(md);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 static void test_names(void **state) {
@@ -418,12 +405,11 @@ static void expect_refused(const char *card, const char *outdir, const char *w1,
 
 static void test_hostile(void **state) {
     (void)state;
-    tmp t;
-    tmp_make(&t);
+    char *dir = th_tmpdir("lm_charx");
     char *cj = card_text();
     char p[256], outdir[256];
-    snprintf(outdir, sizeof outdir, "%s/out", t.dir);
-#define PATH(name) (snprintf(p, sizeof p, "%s/%s", t.dir, name), p)
+    snprintf(outdir, sizeof outdir, "%s/out", dir);
+#define PATH(name) (snprintf(p, sizeof p, "%s/%s", dir, name), p)
 
     const ent good[] = {{"card.json", cj, strlen(cj), 0}, {"assets/a.png", "PNGDATA", 7, 0}};
     make_zip(PATH("good.charx"), good, 2);
@@ -470,7 +456,7 @@ static void test_hostile(void **state) {
         expect_refused(p, outdir, names[i].entry, names[i].why);
     }
     struct stat st;
-    snprintf(p, sizeof p, "%s/evil.png", t.dir);
+    snprintf(p, sizeof p, "%s/evil.png", dir);
     assert_int_not_equal(stat(p, &st), 0);
 
     /* Two entries with one name; a file that is also a folder. */
@@ -527,17 +513,17 @@ static void test_hostile(void **state) {
 
     free(zip);
     free(cj);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 #undef PATH
 }
 
 /* In memory: card.json only, and the other entries in archive order. */
 static void test_read_memory(void **state) {
     (void)state;
-    tmp t;
-    tmp_make(&t);
+    char *dir = th_tmpdir("lm_charx");
     char path[256];
-    snprintf(path, sizeof path, "%s/m.charx", t.dir);
+    snprintf(path, sizeof path, "%s/m.charx", dir);
     const char *cj = "{\"spec\":\"chara_card_v3\",\"data\":{\"name\":\"M\"}}";
     const ent es[] = {{"z.bin", "zz", 2, 0}, {"card.json", cj, strlen(cj), 1}, {"a.bin", "a", 1, 0}};
     make_zip(path, es, 3);
@@ -582,7 +568,8 @@ static void test_read_memory(void **state) {
     assert_int_equal(lm_charx_write(cj, strlen(cj), &two, &out, &ol, &err), -1);
     assert_non_null(strstr(err.msg, "../x.bin"));
     free(zip);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 /* The commands (needs the CLI: LEMONPC_BUILD). */
@@ -592,17 +579,16 @@ static void test_cli(void **state) {
     char lemonpc[512], cmd[1536], path[512];
     snprintf(lemonpc, sizeof lemonpc, "%s/lemonpc", build ? build : "build");
     if (access(lemonpc, X_OK) != 0) skip();
-    tmp t;
-    tmp_make(&t);
+    char *dir = th_tmpdir("lm_charx");
     char *cj = card_text();
-    snprintf(path, sizeof path, "%s/b.charx", t.dir);
+    snprintf(path, sizeof path, "%s/b.charx", dir);
     const ent es[] = {{"card.json", cj, strlen(cj), 0}, {"assets/emotion/images/angry.png", "ANGRY", 5, 0}};
     make_zip(path, es, 2);
-    snprintf(cmd, sizeof cmd, "%s import %s %s/ok >/dev/null 2>&1", lemonpc, path, t.dir);
+    snprintf(cmd, sizeof cmd, "%s import %s %s/ok >/dev/null 2>&1", lemonpc, path, dir);
     assert_int_equal(WEXITSTATUS(system(cmd)), 0);
-    snprintf(cmd, sizeof cmd, "%s export %s/ok/characters/brannoc-greyhollow.md %s/o.charx 2>&1", lemonpc, t.dir, t.dir);
+    snprintf(cmd, sizeof cmd, "%s export %s/ok/characters/brannoc-greyhollow.md %s/o.charx 2>&1", lemonpc, dir, dir);
     assert_int_equal(WEXITSTATUS(system(cmd)), 0);
-    snprintf(path, sizeof path, "%s/o.charx", t.dir);
+    snprintf(path, sizeof path, "%s/o.charx", dir);
     listing l;
     list_zip(path, &l);
     assert_int_equal(l.n, 2);
@@ -610,17 +596,18 @@ static void test_cli(void **state) {
     assert_memory_equal(l.data[1], "ANGRY", 5);
     listing_free(&l);
     const ent up[] = {{"card.json", cj, strlen(cj), 0}, {"../up.png", "UP", 2, 0}};
-    snprintf(path, sizeof path, "%s/up.charx", t.dir);
+    snprintf(path, sizeof path, "%s/up.charx", dir);
     make_zip(path, up, 2);
-    snprintf(cmd, sizeof cmd, "%s import %s %s/bad 2>%s/err.txt", lemonpc, path, t.dir, t.dir);
+    snprintf(cmd, sizeof cmd, "%s import %s %s/bad 2>%s/err.txt", lemonpc, path, dir, dir);
     assert_int_equal(WEXITSTATUS(system(cmd)), 1);
-    snprintf(path, sizeof path, "%s/err.txt", t.dir);
+    snprintf(path, sizeof path, "%s/err.txt", dir);
     size_t n;
     char *msg = (char *)slurp(path, &n);
     assert_non_null(strstr(msg, "up.charx: entry '../up.png': unsafe name ('..' in the path)"));
     free(msg);
     free(cj);
-    tmp_rm(&t);
+    th_rm_rf(dir);
+    free(dir);
 }
 
 int main(void) {

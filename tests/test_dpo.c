@@ -524,23 +524,12 @@ static void resume_case(int full, int grad_accum, float dropout, lm_dpo_kind kin
     assert_int_equal(run(&cb, NULL, tr, va, 1, 0, &rb, &err), 0);
     assert_false(rb.stopped);
     assert_int_equal(rb.steps, ra.steps);
-    static const char *const fields[] = {"loss", "val_loss", "rewards/margins", "val_rewards/margins"};
-    for (int i = 0; i < 4; i++) {
-        int na, nb;
-        char *la = th_metrics_field(a, fields[i], &na), *lb = th_metrics_field(b, fields[i], &nb);
-        assert_true(na >= 3);
-        assert_int_equal(na, nb);
-        assert_string_equal(la, lb);
-        free(la);
-        free(lb);
-    }
-    char pa[600], pb[600];
-    const char *files[] = {full ? "last/model.gguf" : "last/adapter.gguf", "last/optim.bin", "ref_logps.bin"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
-        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
-        th_assert_same_file(pa, pb);
-    }
+    th_assert_runs_equal(a, b,
+                         (const char *const[]){"loss", "val_loss", "rewards/margins",
+                                               "val_rewards/margins", NULL},
+                         (const char *const[]){full ? "last/model.gguf" : "last/adapter.gguf",
+                                               "last/optim.bin", "ref_logps.bin", NULL});
+    char pa[600];
     /* a run resumed with other pairs than it started with is refused */
     if (!full) {
         lm_dpo_set *other = toy_pairs(22, 1001);
@@ -634,24 +623,12 @@ static void trim_case(void *arg) {
         fail_msg("%s", err.msg);
     assert_true(rb.ref_cached);
     assert_int_equal(rb.steps, ra.steps);
-    static const char *const fields[] = {"loss", "val_loss", "grad_norm", "rewards/margins",
-                                         "val_rewards/margins", "logps/rejected", "tokens"};
-    for (int i = 0; i < 7; i++) {
-        int na, nb;
-        char *la = th_metrics_field(a, fields[i], &na), *lb = th_metrics_field(b, fields[i], &nb);
-        assert_true(na >= 3);
-        assert_int_equal(na, nb);
-        assert_string_equal(la, lb);
-        free(la);
-        free(lb);
-    }
-    char pa[600], pb[600];
-    const char *files[] = {t->full ? "last/model.gguf" : "last/adapter.gguf", "last/optim.bin", "ref_logps.bin"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
-        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
-        th_assert_same_file(pa, pb);
-    }
+    th_assert_runs_equal(a, b,
+                         (const char *const[]){"loss", "val_loss", "grad_norm", "rewards/margins",
+                                               "val_rewards/margins", "logps/rejected", "tokens",
+                                               NULL},
+                         (const char *const[]){t->full ? "last/model.gguf" : "last/adapter.gguf",
+                                               "last/optim.bin", "ref_logps.bin", NULL});
     lm_dpo_set_free(tr);
     lm_dpo_set_free(va);
     th_rm_rf(a);

@@ -27,6 +27,8 @@
 #include "train/train_internal.h"
 #include "train/train_model.h"
 
+#include "helpers.h"
+
 /* splitmix64 seeded with 0 starts 0xe220a8397b1dcdaf, 0x6e789e6aa1b965f4
  * (Vigna's reference splitmix64.c); pkey(0, 0, t) is its t-th output. */
 static void test_hash_is_splitmix64(void **state) {
@@ -380,8 +382,7 @@ static void test_export_records_dropout(void **state) {
     }
     lm_model_free(m);
     lm_tmodel_free(tm);
-    snprintf(path, sizeof path, "rm -rf '%s'", dir);
-    assert_int_equal(system(path), 0);
+    th_rm_rf(dir);
 }
 
 int main(void) {

@@ -14,6 +14,8 @@
 
 #include "datagen/review.h"
 
+#include "helpers.h"
+
 typedef struct {
     char dir[64];
     char ds[128], dec[128], prom[128], out[128];
@@ -21,13 +23,6 @@ typedef struct {
 
 static const char *QS[] = {"Where were you born?", "What do you fear?", "Do you like wine?", "Who is the king?"};
 static const char *AS[] = {"In the house of Marlo.", "Only the silence of Solaris.", "A cup, at feasts.", "Aldric, fourth of his name."};
-
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
 
 static char *read_file(const char *path) {
     FILE *f = fopen(path, "r");
@@ -65,9 +60,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     paths *p = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", p->dir);
-    assert_int_equal(system(cmd), 0);
+    th_rm_rf(p->dir);
     free(p);
     return 0;
 }
@@ -215,7 +208,7 @@ static void test_torn_and_bad_lines(void **state) {
     char text[512];
     /* a crash mid-write leaves a fragment: dropped, and cut off the file */
     snprintf(text, sizeof text, "{\"id\":\"%s\",\"action\":\"accept\"}\n{\"id\":\"%s\",\"act", id0, id0);
-    write_file(p->dec, text);
+    th_write_text(p->dec, text);
     r = open_ok(p);
     assert_int_equal(lm_review_get(r, 0)->state, LM_REVIEW_ACCEPTED);
     assert_int_equal(lm_review_decide(r, 1, LM_REVIEW_ACCEPT, NULL, &err), 0);
@@ -235,23 +228,23 @@ static void test_torn_and_bad_lines(void **state) {
     free(log);
     /* a bad complete line is an error naming path:line */
     snprintf(text, sizeof text, "{\"id\":\"%s\",\"action\":\"accept\"}\n{\"id\":\"x\",\"action\":\"maybe\"}\n", id0);
-    write_file(p->dec, text);
+    th_write_text(p->dec, text);
     assert_null(lm_review_open(p->ds, NULL, &err));
     char want[160];
     snprintf(want, sizeof want, "%s:2:", p->dec);
     if (!strstr(err.msg, want)) fail_msg("%s", err.msg);
     /* unknown ids are kept (another dataset version) and ignored */
-    write_file(p->dec, "{\"id\":\"0000000000000000\",\"action\":\"reject\"}\n");
+    th_write_text(p->dec, "{\"id\":\"0000000000000000\",\"action\":\"reject\"}\n");
     r = open_ok(p);
     assert_int_equal(lm_review_tally(r).undecided, 4);
     lm_review_close(r);
     /* a dataset line that is not a chat sample */
-    write_file(p->out, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n");
+    th_write_text(p->out, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n");
     assert_null(lm_review_open(p->out, p->dec, &err));
     snprintf(want, sizeof want, "%s:1: not a chat sample", p->out);
     if (!strstr(err.msg, want)) fail_msg("%s", err.msg);
     /* the pipeline's rejected samples carry reasons as {filter, reason} */
-    write_file(p->out, "{\"messages\":[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\","
+    th_write_text(p->out, "{\"messages\":[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\","
                        "\"content\":\"A\"}],\"meta\":{\"reasons\":[{\"filter\":\"length\",\"reason\":"
                        "\"answer has 1 words (min 3)\"},{\"filter\":\"x\",\"reason\":\"y\"}]}}\n");
     lm_review *r2 = lm_review_open(p->out, p->dec, &err);
@@ -265,7 +258,7 @@ static void test_torn_and_bad_lines(void **state) {
 static void test_ids(void **state) {
     paths *p = *state;
     lm_err err = {{0}};
-    write_file(p->out,
+    th_write_text(p->out,
                "{\"messages\":[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\",\"content\":\"A\"}]}\n"
                "{\"messages\":[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\",\"content\":\"A\"}]}\n"
                "{\"messages\":[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\",\"content\":\"A\"}],"

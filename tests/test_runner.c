@@ -17,28 +17,10 @@
 
 #include "datagen/runner.h"
 
-typedef struct tmpdir { char path[64]; } tmpdir;
+#include "helpers.h"
 
-static void tmp_make(tmpdir *d) {
-    snprintf(d->path, sizeof d->path, "/tmp/lm_runner_XXXXXX");
-    assert_non_null(mkdtemp(d->path));
-}
-
-static void tmp_file(const tmpdir *d, const char *name, char *out, size_t cap) {
-    snprintf(out, cap, "%s/%s", d->path, name);
-}
-
-static void tmp_clean(const tmpdir *d) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d->path);
-    assert_int_equal(system(cmd), 0);
-}
-
-static void write_text(const char *path, const char *s) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(s, f);
-    fclose(f);
+static void tmp_file(const char *dir, const char *name, char *out, size_t cap) {
+    snprintf(out, cap, "%s/%s", dir, name);
 }
 
 static char *read_text(const char *path) {
@@ -60,10 +42,9 @@ static void free_ids(char **ids, size_t n) {
 
 static void test_scan_torn_tail(void **state) {
     (void)state;
-    tmpdir d;
-    tmp_make(&d);
+    char *d = th_tmpdir("lm_runner");
     char p[128];
-    tmp_file(&d, "out.jsonl", p, sizeof p);
+    tmp_file(d, "out.jsonl", p, sizeof p);
     char **ids;
     size_t n, torn;
     lm_err err = {{0}};
@@ -73,7 +54,7 @@ static void test_scan_torn_tail(void **state) {
     const char *tail = "{\"id\":\"c\",\"rep";
     char full[256];
     snprintf(full, sizeof full, "%s%s", good, tail);
-    write_text(p, full);
+    th_write_text(p, full);
     /* Without fix_tail the file is left alone. */
     assert_int_equal(lm_runner_scan(p, false, &ids, &n, &torn, &err), 0);
     assert_int_equal(n, 2);
@@ -95,42 +76,42 @@ static void test_scan_torn_tail(void **state) {
     assert_int_equal(torn, 0);
     free_ids(ids, n);
     /* A complete line that is not ours is an error with file:line. */
-    write_text(p, "{\"id\":\"a\"}\n{\"no_id\":1}\n");
+    th_write_text(p, "{\"id\":\"a\"}\n{\"no_id\":1}\n");
     assert_int_equal(lm_runner_scan(p, true, &ids, &n, &torn, &err), -1);
     char want[256];
     snprintf(want, sizeof want, "%s:2: not a result line (no string \"id\")", p);
     assert_non_null(strstr(err.msg, want));
-    write_text(p, "garbage\n");
+    th_write_text(p, "garbage\n");
     assert_int_equal(lm_runner_scan(p, true, &ids, &n, &torn, &err), -1);
     assert_non_null(strstr(err.msg, ":1: not a result line"));
-    tmp_clean(&d);
+    th_rm_rf(d);
+    free(d);
 }
 
 /* ---- request loading -------------------------------------------------- */
 
 static void expect_load_error(const char *text, const char *want) {
-    tmpdir d;
-    tmp_make(&d);
+    char *d = th_tmpdir("lm_runner");
     char p[128];
-    tmp_file(&d, "req.jsonl", p, sizeof p);
-    write_text(p, text);
+    tmp_file(d, "req.jsonl", p, sizeof p);
+    th_write_text(p, text);
     lm_request_list l = {0};
     lm_err err = {{0}};
     assert_int_equal(lm_requests_load_jsonl(&l, p, &err), -1);
     if (!strstr(err.msg, want)) fail_msg("got '%s', want '%s'", err.msg, want);
     lm_request_list_free(&l);
-    tmp_clean(&d);
+    th_rm_rf(d);
+    free(d);
 }
 
 #define MSG "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"
 
 static void test_load_requests(void **state) {
     (void)state;
-    tmpdir d;
-    tmp_make(&d);
+    char *d = th_tmpdir("lm_runner");
     char p[128];
-    tmp_file(&d, "req.jsonl", p, sizeof p);
-    write_text(p, "{\"id\":\"a\"," MSG ",\"params\":{\"temperature\":0.2,\"seed\":9,"
+    tmp_file(d, "req.jsonl", p, sizeof p);
+    th_write_text(p, "{\"id\":\"a\"," MSG ",\"params\":{\"temperature\":0.2,\"seed\":9,"
                   "\"stop\":[\"X\"],\"max_tokens\":5},\"metadata\":{\"kind\":\"off-topic\"}}\n"
                   "\n{\"id\":\"b\"," MSG "}\n");
     lm_request_list l = {0};
@@ -151,7 +132,8 @@ static void test_load_requests(void **state) {
     assert_int_equal(lm_request_list_add(&l, "z", l.items[1].msgs, 1, NULL, "[1]", &err), -1);
     assert_non_null(strstr(err.msg, "metadata is not a JSON object"));
     lm_request_list_free(&l);
-    tmp_clean(&d);
+    th_rm_rf(d);
+    free(d);
 
     expect_load_error("{\"id\":\"a\"," MSG "}\n{\"id\":\"a\"," MSG "}\n", ":2: request 'a': duplicate id");
     expect_load_error("\n{\"id\":\"a\",\n", ":2: JSON error");
@@ -260,11 +242,10 @@ static void check_once(const char *out, const char *fail, int n, int *n_ok, int 
 
 static void test_run_resume_and_failures(void **state) {
     (void)state;
-    tmpdir d;
-    tmp_make(&d);
+    char *d = th_tmpdir("lm_runner");
     char out[128], fail[128];
-    tmp_file(&d, "out.jsonl", out, sizeof out);
-    tmp_file(&d, "out.failures.jsonl", fail, sizeof fail);
+    tmp_file(d, "out.jsonl", out, sizeof out);
+    tmp_file(d, "out.failures.jsonl", fail, sizeof fail);
     lm_request_list l = {0};
     make_list(&l, 10, "please FAIL");
     script s = {{&script_vt, "script"}, 0, 1, 0, NULL, {{0}}};
@@ -307,16 +288,16 @@ static void test_run_resume_and_failures(void **state) {
     check_once(out, fail, 12, &nok, &nfail);
     assert_int_equal(nok, 12);
     lm_request_list_free(&l);
-    tmp_clean(&d);
+    th_rm_rf(d);
+    free(d);
 }
 
 static void test_run_cancel_then_resume(void **state) {
     (void)state;
-    tmpdir d;
-    tmp_make(&d);
+    char *d = th_tmpdir("lm_runner");
     char out[128], fail[128];
-    tmp_file(&d, "o.jsonl", out, sizeof out);
-    tmp_file(&d, "fails.jsonl", fail, sizeof fail);
+    tmp_file(d, "o.jsonl", out, sizeof out);
+    tmp_file(d, "fails.jsonl", fail, sizeof fail);
     lm_request_list l = {0};
     make_list(&l, 20, "BADUTF");
     volatile sig_atomic_t stop = 0;
@@ -357,7 +338,8 @@ static void test_run_cancel_then_resume(void **state) {
     assert_int_equal(lm_runner_run(&s.base, &l, &o, &sum, &err), -1);
     assert_non_null(strstr(err.msg, "must differ"));
     lm_request_list_free(&l);
-    tmp_clean(&d);
+    th_rm_rf(d);
+    free(d);
 }
 
 int main(void) {

@@ -129,28 +129,15 @@ static void resume_case(int full, int grad_accum, int pack, float dropout) {
     assert_int_equal(run(&cb, tr, va, 1, 0, &rb, &err), 0);
     assert_false(rb.stopped);
     assert_int_equal(rb.steps, ra.steps);
+    th_assert_runs_equal(a, b, (const char *const[]){"loss", "val_loss", NULL},
+                         (const char *const[]){full ? "last/model.gguf" : "last/adapter.gguf",
+                                               "last/optim.bin", NULL});
     int na, nb;
-    char *la = th_metrics_field(a, "loss", &na), *lb = th_metrics_field(b, "loss", &nb);
+    free(th_metrics_field(a, "loss", &na));   /* every step logged */
     assert_int_equal(na, ra.total_steps);
-    assert_int_equal(nb, na);
-    assert_string_equal(la, lb);
-    free(la);
-    free(lb);
-    la = th_metrics_field(a, "val_loss", &na);
-    lb = th_metrics_field(b, "val_loss", &nb);
-    assert_true(na >= 3);
-    assert_string_equal(la, lb);
-    free(la);
-    free(lb);
     assert_true(ra.best_val == rb.best_val);
-    char pa[600], pb[600];
-    const char *w = full ? "model.gguf" : "adapter.gguf";
-    snprintf(pa, sizeof pa, "%s/last/%s", a, w);
-    snprintf(pb, sizeof pb, "%s/last/%s", b, w);
-    th_assert_same_file(pa, pb);
-    snprintf(pa, sizeof pa, "%s/last/optim.bin", a);
-    snprintf(pb, sizeof pb, "%s/last/optim.bin", b);
-    th_assert_same_file(pa, pb);
+    char pa[600];
+    char *la, *lb;
     if (dropout > 0) {
         /* the dropout really acted (else the case would prove nothing):
          * the same run without it trains differently */
@@ -257,24 +244,11 @@ static void trim_case(void *arg) {
     assert_int_equal(run(&cb, tr, va, 1, 0, &rb, &err), 0);
     assert_int_equal(rb.steps, ra.steps);
     assert_int_equal(rb.tokens, ra.tokens);
-    static const char *const fields[] = {"loss", "val_loss", "grad_norm"};
-    for (int i = 0; i < 3; i++) {
-        int na, nb;
-        char *la = th_metrics_field(a, fields[i], &na), *lb = th_metrics_field(b, fields[i], &nb);
-        assert_true(na >= 3);
-        assert_int_equal(na, nb);
-        assert_string_equal(la, lb);
-        free(la);
-        free(lb);
-    }
-    char pa[600], pb[600];
-    const char *files[] = {t->full ? "last/model.gguf" : "last/adapter.gguf", "last/optim.bin",
-                           t->full ? "best/model.gguf" : "best/adapter.gguf"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
-        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
-        th_assert_same_file(pa, pb);
-    }
+    th_assert_runs_equal(a, b, (const char *const[]){"loss", "val_loss", "grad_norm", NULL},
+                         (const char *const[]){t->full ? "last/model.gguf" : "last/adapter.gguf",
+                                               "last/optim.bin",
+                                               t->full ? "best/model.gguf" : "best/adapter.gguf",
+                                               NULL});
     lm_sft_dataset_free(tr);
     lm_sft_dataset_free(va);
     th_rm_rf(a);

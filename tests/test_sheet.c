@@ -15,6 +15,8 @@
 
 #include "sheet/sheet.h"
 
+#include "helpers.h"
+
 static const char *EX = "examples/luminara";
 
 static int has_diag(const lm_diags *d, int line, lm_diag_level lvl, const char *sub) {
@@ -379,14 +381,6 @@ static void test_persona_prompt(void **state) {
     lm_diags_free(&d);
 }
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-/* Runs a command, returns its exit status and (malloc'd) stdout. */
 static int run(const char *cmd, char **out) {
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
@@ -412,9 +406,9 @@ static void test_cli_check(void **state) {
     snprintf(path, sizeof path, "%s/characters", dir);
     assert_int_equal(mkdir(path, 0777), 0);
     snprintf(path, sizeof path, "%s/world.md", dir);
-    write_file(path, "# Luminara\n\n## Description\n\nA kingdom.\n");
+    th_write_text(path, "# Luminara\n\n## Description\n\nA kingdom.\n");
     snprintf(path, sizeof path, "%s/characters/ann.md", dir);
-    write_file(path, "---\nworld: Luminara\n---\n# Ann\n\n## Backstroy\n\nx\n\n## Backstory\n\ny\n\n"
+    th_write_text(path, "---\nworld: Luminara\n---\n# Ann\n\n## Backstroy\n\nx\n\n## Backstory\n\ny\n\n"
                      "## Example conversations\n\n### A\n\n**User:** hi\n**Ann:** hello\n");
     char *out;
     snprintf(cmd, sizeof cmd, "%s check %s 2>/dev/null", lemonpc, dir);
@@ -429,7 +423,7 @@ static void test_cli_check(void **state) {
     assert_non_null(strstr(out, want));
     free(out);
     /* Two errors in one file: both reported, exit status 1. */
-    write_file(path, "# Ann\n\n## Backstory\n\nx\n\n## Backstory\n\ny\n\n"
+    th_write_text(path, "# Ann\n\n## Backstory\n\nx\n\n## Backstory\n\ny\n\n"
                      "## Example conversations\n\n### A\n\n**User:** hi\n**Bob:** hello\n");
     snprintf(cmd, sizeof cmd, "%s check %s --json 2>/dev/null", lemonpc, dir);
     assert_int_equal(run(cmd, &out), 1);
@@ -448,8 +442,7 @@ static void test_cli_check(void **state) {
     assert_true(dup && speaker);
     json_decref(arr);
     free(out);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    th_rm_rf(dir);
 }
 
 int main(void) {
