@@ -222,7 +222,7 @@ static void test_runtime_equals_merged(void **state) {
     /* lm_merge_write's F32 output is the same model */
     char out[64];
     tmp_path(out, sizeof out, "mw");
-    if (lm_merge_write(f->base, f->adapter, out, LM_F32, 0.5f, 0.0, NULL, &err)) fail_msg("%s", err.msg);
+    if (lm_merge_write(f->base, f->adapter, out, LM_F32, 0.5f, 0.0, NULL, NULL, &err)) fail_msg("%s", err.msg);
     lm_model *mw = lm_model_load(out, &err);
     assert_non_null(mw);
     lm_ctx *cw = lm_ctx_new(mw, 32, NULL, &err);
@@ -230,7 +230,7 @@ static void test_runtime_equals_merged(void **state) {
     assert_true(max_diff(x, y, NTOK * V) < 1e-5f);
     lm_ctx_free(cw); lm_model_free(mw);
     /* quantized merge loads and stays close (Q8_0 of the merged weights) */
-    if (lm_merge_write(f->base, f->adapter, out, LM_Q8_0, 0.5f, 0.0, NULL, &err)) fail_msg("%s", err.msg);
+    if (lm_merge_write(f->base, f->adapter, out, LM_Q8_0, 0.5f, 0.0, NULL, NULL, &err)) fail_msg("%s", err.msg);
     mw = lm_model_load(out, &err);
     assert_non_null(mw);
     assert_int_equal(mw->layers[0].wq.type, LM_Q8_0);
@@ -266,22 +266,29 @@ static void test_merge_report(void **state) {
     tmp_path(q41, sizeof q41, "q41base");
     tmp_path(out, sizeof out, "q41merged");
     lm_merge_report rep;
-    if (lm_merge_write(f->base, NULL, q41, LM_Q4_1, 1.0f, 0.0, &rep, &err)) fail_msg("%s", err.msg);
+    if (lm_merge_write(f->base, NULL, q41, LM_Q4_1, 1.0f, 0.0, &rep, NULL, &err)) fail_msg("%s", err.msg);
     assert_int_equal(rep.n_adapted, 0);
     const float small = 0.02f;   /* a fine-tune's size of change, not a random adapter's */
-    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_F32, small, 0.9, &rep, &err), 0);
+    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_F32, small, 0.9, &rep, NULL, &err), 0);
     assert_int_equal(rep.n_adapted, NL * 7);
     if (fabs(rep.kept - 1.0) > 1e-6) fail_msg("f32 kept %g", rep.kept);
-    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_Q8_0, small, 0.9, &rep, &err), 0);
+    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_Q8_0, small, 0.9, &rep, NULL, &err), 0);
     if (!(rep.kept > 0.95)) fail_msg("q8_0 kept %g", rep.kept);
+    /* rows merged on 3 threads: the same report to the bit (summed in row order) */
+    lm_pool *pool = lm_pool_new(3, &err);
+    assert_non_null(pool);
+    lm_merge_report rep3;
+    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_Q8_0, small, 0.9, &rep3, pool, &err), 0);
+    assert_true(rep3.kept == rep.kept && rep3.n_adapted == rep.n_adapted);
+    lm_pool_free(pool);
     unlink(out);
-    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_Q4_1, small, 0.9, &rep, &err), -1);
+    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_Q4_1, small, 0.9, &rep, NULL, &err), -1);
     if (!(rep.kept < 0.5)) fail_msg("q4_1 kept %g", rep.kept);
     assert_non_null(strstr(err.msg, "of the adapter's change"));
     assert_int_equal(access(out, F_OK), -1);    /* refused: nothing written */
     /* min_kept 0 (--force) writes it, with the same report */
     double refused = rep.kept;
-    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_Q4_1, small, 0.0, &rep, &err), 0);
+    assert_int_equal(lm_merge_write(q41, f->adapter, out, LM_Q4_1, small, 0.0, &rep, NULL, &err), 0);
     assert_true(rep.kept == refused);
     assert_int_equal(access(out, F_OK), 0);
     unlink(out);
@@ -520,7 +527,7 @@ static void test_f16_adapter(void **state) {
     assert_memory_equal(x32, xw, sizeof(float) * n);
     lm_adapter_free(b32);
     /* merged: the widened values */
-    if (lm_merge_write(f->base, p16, merged, LM_F32, 1.0f, 0.0, NULL, &err)) fail_msg("%s", err.msg);
+    if (lm_merge_write(f->base, p16, merged, LM_F32, 1.0f, 0.0, NULL, NULL, &err)) fail_msg("%s", err.msg);
     lm_model *mm = lm_model_load(merged, &err);
     assert_non_null(mm);
     lm_ctx *cm = lm_ctx_new(mm, 32, NULL, &err);

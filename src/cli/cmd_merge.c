@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "base/pool.h"
 #include "train/merge.h"
 
 /* Below this fraction of the adapter's change kept (lm_merge_report), the
@@ -15,19 +16,22 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: lemonpc merge BASE.gguf ADAPTER.gguf OUT.gguf [--type T] [--scale S] [--force]\n\n"
+            "usage: lemonpc merge BASE.gguf ADAPTER.gguf OUT.gguf [--type T] [--scale S]\n"
+            "                     [--threads N] [--force]\n\n"
             "Merges a LoRA adapter GGUF (llama.cpp format, as `lemonpc train` writes it)\n"
             "into its base model: W += S * alpha/r * B A, then writes every weight matrix\n"
-            "as T (norms stay F32). The result loads in llama.cpp as a plain model.\n\n"
+            "as T (norms stay F32), through the converter `lemonpc quantize` uses. The\n"
+            "result loads in llama.cpp as a plain model.\n\n"
             "A fine-tune changes the weights by less than a 4-bit type's rounding step:\n"
             "a q4_0/q4_1 merge rounds most of the change back to the base. The merge\n"
             "says how much of the change it kept and refuses to write a model that keeps\n"
             "less than %d%% of it. Use q8_0 or f32, or run the base with the adapter\n"
             "(`--adapter`), which keeps it whole.\n\n"
-            "  --type T    f32, f16, bf16, q8_0, q4_0 or q4_1 (default f32)\n"
-            "  --scale S   adapter strength (default 1)\n"
-            "  --force     write the merge however little of the adapter it keeps\n"
-            "  -h, --help  this text\n", (int)(MIN_KEPT * 100));
+            "  --type T     f32, f16, bf16, q8_0, q4_0 or q4_1 (default f32)\n"
+            "  --scale S    adapter strength (default 1)\n"
+            "  --threads N  worker threads (default: all CPUs)\n"
+            "  --force      write the merge however little of the adapter it keeps\n"
+            "  -h, --help   this text\n", (int)(MIN_KEPT * 100));
 }
 
 int cmd_merge(int argc, char **argv) {
@@ -35,12 +39,22 @@ int cmd_merge(int argc, char **argv) {
     int n_pos = 0;
     lm_dtype type = LM_F32;
     float scale = 1.0f;
-    int force = 0;
+    int threads = 0, force = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (!strcmp(a, "--force")) { force = 1; continue; }
-        if (!strcmp(a, "--type") || !strcmp(a, "--scale")) {
+        if (!strcmp(a, "--threads")) {
+            char *end;
+            if (i + 1 >= argc) { fprintf(stderr, "lemonpc merge: --threads needs a number\n"); return 2; }
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || v < 1 || v > 1024) {
+                fprintf(stderr, "lemonpc merge: --threads '%s': expected a number from 1 to 1024\n",
+                        argv[i]);
+                return 2;
+            }
+            threads = (int)v;
+        } else if (!strcmp(a, "--type") || !strcmp(a, "--scale")) {
             if (i + 1 >= argc) { fprintf(stderr, "lemonpc merge: %s needs a value\n", a); return 2; }
             const char *v = argv[++i];
             if (!strcmp(a, "--type")) {
@@ -75,8 +89,12 @@ int cmd_merge(int argc, char **argv) {
     }
     if (n_pos != 3) { usage(stderr); return 2; }
     lm_err err;
-    lm_merge_report rep;
-    if (lm_merge_write(pos[0], pos[1], pos[2], type, scale, force ? 0.0 : MIN_KEPT, &rep, &err)) {
+    lm_merge_report rep = {1.0, 0};
+    lm_pool *pool = lm_pool_new(threads, &err);
+    int rc = !pool || lm_merge_write(pos[0], pos[1], pos[2], type, scale, force ? 0.0 : MIN_KEPT,
+                                     &rep, pool, &err);
+    lm_pool_free(pool);
+    if (rc) {
         fprintf(stderr, "lemonpc merge: %s\n", err.msg);
         if (rep.kept < MIN_KEPT)
             fprintf(stderr, "lemonpc merge: use --type q8_0 or f32, or run the base with --adapter "
