@@ -1,8 +1,7 @@
-/* `lemonpc quantize IN OUT TYPE [--threads N] [--embd TYPE]`: rewrites a
- * GGUF model with every 2-D (or higher) weight in TYPE -- dequantized from
- * whatever it was, requantized with lm_quant_row, so the result matches
- * llama.cpp's reference quantizers bit for bit -- and 1-D tensors (norms)
- * in F32. Metadata is copied; general.file_type is updated. */
+/* `lemonpc quantize IN OUT TYPE [--threads N] [--embd TYPE]`: the model
+ * converter (model/convert.h, which `lemonpc merge` uses too) without an
+ * adapter; this file parses the arguments and reports progress, the F16
+ * fallbacks and the tensor counts of the file written. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +20,8 @@ static void usage(FILE *out) {
             "Converts every weight matrix of a GGUF model to TYPE, one of\n"
             "  q8_0 q4_0 q4_1 f16 bf16 f32\n"
             "(dequantizing from whatever the input holds). 1-D tensors (norms) are\n"
-            "stored as F32. Metadata is copied and general.file_type updated.\n\n"
+            "stored as F32, a matrix already TYPE is copied unchanged. Metadata is\n"
+            "copied, general.file_type and general.quantization_version set.\n\n"
             "  --threads N  worker threads (default: all CPUs)\n"
             "  --embd TYPE  type for token_embd.weight (default: TYPE); on tied models it\n"
             "               is also the output layer, where q8_0 keeps more quality\n"
