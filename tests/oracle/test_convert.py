@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf")
-pytest.importorskip("llama_cpp")
+import gguf
+import llama_cpp  # noqa: F401
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from parity import llama_open, theirs  # noqa: E402
 
