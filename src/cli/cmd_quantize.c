@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "base/clock.h"
 #include "base/pool.h"
 #include "base/progress.h"
 #include "cli/commands.h"
@@ -38,12 +38,6 @@ static int parse_type(const char *s, lm_dtype *out) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 typedef struct report {
     lm_progress p;
     lm_dtype want, embd;
@@ -65,7 +59,7 @@ static void on_tensor(void *user, const gguf_tensor *t, lm_dtype out, int fallba
 static int quantize(const char *in, const char *out, lm_dtype want, lm_dtype embd, int threads) {
     lm_err err;
     int rc = 1;
-    double t0 = now_s();
+    double t0 = lm_now_s();
     gguf_file *f = gguf_open(in, &err);
     lm_pool *pool = NULL;
     if (!f) goto fail;
@@ -83,7 +77,7 @@ static int quantize(const char *in, const char *out, lm_dtype want, lm_dtype emb
     printf("%s: %" PRIu64 " tensors (", out, g->n_tensors);
     for (int ty = 0, first = 1; ty < 64; ty++)
         if (r.count[ty]) { printf("%s%d %s", first ? "" : ", ", r.count[ty], lm_dtype_name(ty)); first = 0; }
-    printf("), %.2f MB -> %.2f MB in %.1f s\n", (double)f->size / 1e6, (double)g->size / 1e6, now_s() - t0);
+    printf("), %.2f MB -> %.2f MB in %.1f s\n", (double)f->size / 1e6, (double)g->size / 1e6, lm_now_s() - t0);
     gguf_close(g);
     rc = 0;
 fail:
