@@ -27,6 +27,10 @@ t0=$(date +%s)
 
 $lp build examples/luminara --character orlando --model "$model" --out "$out/lora" --epochs 2 \
     --seq 384
+# The shipped adapter was built from the 959 conversations as they were at ae3d2e7; the
+# folder now holds 1109 (lore.jsonl, reworded ignorance), whose build dodges less in-world
+# but leaks more of our world (report/v3-1109, report/README.md): this copy replaces the
+# shipped adapter with that one.
 cp "$out/lora/export/orlando.adapter.gguf" examples/luminara/npc/orlando.adapter.gguf
 if [ "${ONLY:-}" = lora ]; then
     echo "rebuilt examples/luminara/npc/orlando.adapter.gguf in $(( $(date +%s) - t0 )) s"
