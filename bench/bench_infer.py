@@ -53,6 +53,12 @@ def main():
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
+    # A bare `python3 bench/bench_infer.py` runs whatever build/bench/infer is
+    # there; one left from before a kernel change measured the old kernels.
+    # `make bench` rebuilds it first.
+    infer, lib = BUILD / "bench" / "infer", BUILD / "liblemonpc_all.a"
+    if not infer.exists() or (lib.exists() and infer.stat().st_mtime < lib.stat().st_mtime):
+        sys.exit(f"{infer} is missing or older than {lib}: run `make bench` (it rebuilds it)")
 
     src = pathlib.Path(sh([str(ROOT / "scripts" / "fetch_model.sh")]).strip())
     OUT.mkdir(parents=True, exist_ok=True)
