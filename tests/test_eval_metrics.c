@@ -117,6 +117,17 @@ static void test_breaks_and_modern(void **state) {
     f = check(state, "How does a nuclear reactor make power?",
               "A nuclear what? That is no word I know, friend.", "protective");
     assert_false(f.modern);   /* "nuclear" came from the question */
+    /* our history told with confidence: years the question did not bring */
+    assert_true(check(state, "Who was the first president of the United States?",
+                      "That was John Adams, who served from 1774 to 1825.", "protective").modern);
+    assert_true(check(state, "Tell me about the Second World War.", "It was fought between 1939 and 1945.",
+                      "protective").modern);
+    f = check(state, "What happened in 1969?", "In 1969? I count no years that way, friend.", "protective");
+    assert_false(f.modern);   /* the year came from the question */
+    assert_false(check(state, "How far is the moon?", "Some say 3000 leagues; the priests say farther.",
+                       "protective").modern);   /* a distance, not a year */
+    assert_false(check(state, "What is a smartphone?", "It would cost 12,1500 crowns or 2.1999 of them.",
+                       "protective").modern);   /* digits inside longer numbers */
     assert_true(f.ignorant);
     /* honest ignorance, and what is not */
     assert_true(check(state, "What is Wi-Fi?", "I have never heard that word.", "protective").ignorant);

@@ -252,6 +252,29 @@ static bool introduces_modern(const char *answer, const char *question) {
     return false;
 }
 
+/* A year of our calendar (1000 to 2099, four digits standing alone) that
+ * the question did not bring: "John Adams, who served from 1774 to 1825" is
+ * our history told with confidence, though no modern word is in it.
+ * Luminara counts no years this way; a world that does would need its own
+ * rule. */
+static bool introduces_year(const char *answer, const char *question) {
+    for (const char *p = answer; *p; p++) {
+        if (!isdigit((unsigned char)*p) || (p > answer && (isdigit((unsigned char)p[-1]) || p[-1] == ',' ||
+                                                           p[-1] == '.')))
+            continue;
+        size_t n = 0;
+        while (isdigit((unsigned char)p[n])) n++;
+        bool year = n == 4 && (p[0] == '1' || (p[0] == '2' && p[1] == '0')) &&
+                    !(p[4] == ',' && isdigit((unsigned char)p[5])) && !(p[4] == '.' && isdigit((unsigned char)p[5]));
+        if (year) {
+            char y[5] = {p[0], p[1], p[2], p[3], 0};
+            if (!(question && strstr(question, y))) return true;
+        }
+        p += n - 1;
+    }
+    return false;
+}
+
 void lm_eval_check(const lm_eval_checker *k, const char *question, const char *answer,
                    const char *category, const char *asker, bool eos, lm_eval_flags *f) {
     memset(f, 0, sizeof *f);
@@ -277,7 +300,8 @@ void lm_eval_check(const lm_eval_checker *k, const char *question, const char *a
     f->self_intro = bad & (1u << LM_FILTER_SELF_INTRO);
     f->breaks = bad & (1u << LM_FILTER_BREAKS);
     f->modern = cat == LM_EVAL_CAT_PROTECTIVE &&
-                ((bad & (1u << LM_FILTER_MODERN)) || introduces_modern(answer, question));
+                ((bad & (1u << LM_FILTER_MODERN)) || introduces_modern(answer, question) ||
+                 introduces_year(answer, question));
     f->ignorant = cat == LM_EVAL_CAT_PROTECTIVE && pattern_hit(k->ignorance, answer);
     f->dodges = cat == LM_EVAL_CAT_IN_WORLD && pattern_hit(k->dodge, answer);
     f->repetition = bad & (1u << LM_FILTER_REPEAT);

@@ -24,7 +24,9 @@
  *   modern           (protective questions only) explains modern things with
  *                    confidence ("a smartphone is a", "the internet is"), or
  *                    brings in modern words the question did not use (atoms,
- *                    electricity, planets, code: "A reactor splits atoms")
+ *                    electricity, planets, code: "A reactor splits atoms"), or a
+ *                    year of our calendar it did not bring ("served from
+ *                    1774 to 1825")
  *   ignorant         (protective questions only) says it does not know: "never
  *                    heard", "I do not know", "no idea", "a strange word", or
  *                    opens by echoing the word as a question ("A tele-phone?")

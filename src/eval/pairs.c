@@ -345,10 +345,22 @@ static json_t *score(const scorer *s, const item *x, const char *answer, bool eo
     if (f.repetition) add_reason(why, "repetition");
     if (f.recital) add_reason(why, "recites-sheet");
     if (f.speaks_for_user) add_reason(why, "speaks-for-player");
+    if (f.dodges) add_reason(why, "dodges-in-world");
     if (!f.eos) add_reason(why, "no-end-of-turn");
     if (lm_eval_category(cat) == LM_EVAL_CAT_PROTECTIVE && !f.ignorant)
         add_reason(why, "no-honest-ignorance");
     return why;
+}
+
+/* Scores a journal's samples again from their text and stop: the reasons
+ * written with them are what the checks of that day said, and a resume
+ * under newer checks (a new filter, a narrower pattern) must judge them as a
+ * fresh run would. */
+static void rescore(const scorer *s, const item *x, json_t *samples) {
+    size_t i;
+    json_t *e;
+    json_array_foreach(samples, i, e)
+        json_object_set_new(e, "reasons", score(s, x, str_field(e, "text"), !strcmp(str_field(e, "stop"), "eos")));
 }
 
 /* ---- one prompt --------------------------------------------------------- */
@@ -638,6 +650,7 @@ int lm_pairs_run(const lm_pairs_opts *o, lm_pairs_stats *st, lm_err *err) {
         if (r) {
             st->resumed++;
             samples = json_incref(json_object_get(r, "samples"));
+            rescore(&s, x, samples);
         } else {
             bool need = !(x->rejected && x->reference);
             if (need && !g) {

@@ -25,7 +25,8 @@
  * directions, reciting the sheet, modern knowledge, breaking the fiction,
  * loops, a turn cut at max tokens, ...) or the eval's checks do (speaking
  * for the player, not ending the turn, no honest ignorance on a protective
- * question); its reasons are kept.
+ * question, claiming not to know or declining on an in-world one); its
+ * reasons are kept, and scored again from the text when a run resumes.
  *   chosen   = the reference (unless chosen_from_samples), else the
  *              first passing sample. The writer's reference sets the bar:
  *              a check it fails itself (a follow-up turn of a protective

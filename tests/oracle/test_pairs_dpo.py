@@ -154,10 +154,13 @@ def test_pairs_self_play(lemonpc, tiny, tmp_path):
     pairs(lemonpc, tiny, out, "--data", str(data))
     jpath = pathlib.Path(str(out) + ".samples.jsonl")
     lines = jpath.read_text().splitlines()
-    # as if the NPC had answered the first prompt well: its samples pass every check
+    # as if the NPC had answered the first prompt well: its samples pass every
+    # check (the journal's samples are scored again on resume, so the text must
+    # pass a protective prompt's as well as an adversarial one's)
     rec = json.loads(lines[1])
+    fine = "I have never heard of such a thing, friend; that is answer number {}."
     for k, smp in enumerate(rec["samples"]):
-        smp["reasons"], smp["text"] = [], f"A fine answer, number {k}."
+        smp["reasons"], smp["text"], smp["stop"] = [], fine.format(k), "eos"
     lines[1] = json.dumps(rec)
     jpath.write_text("\n".join(lines) + "\n")
     r = pairs(lemonpc, tiny, out, "--data", str(data))
@@ -170,11 +173,46 @@ def test_pairs_self_play(lemonpc, tiny, tmp_path):
     assert "(4 from the journal)" in r.stderr, r.stderr
     ps = read_jsonl(out)
     mine = [p for p in ps if p["meta"]["id"] == rec["id"]]
-    assert [p["rejected"][0]["content"] for p in mine] == ["A fine answer, number 0.", "A fine answer, number 1."]
+    assert [p["rejected"][0]["content"] for p in mine] == [fine.format(0), fine.format(1)]
     assert all(p["meta"]["rejected_reasons"] == [] for p in mine)
     for c in cs:   # two distinct answers each, or one when both came out the same
         n = sum(p["meta"]["id"] == c["meta"]["id"] for p in ps)
         assert 1 <= n <= 2, c["meta"]["id"]
+
+
+def test_pairs_rescore_and_dodges(lemonpc, tiny, tmp_path):
+    """A resumed journal is judged by today's checks, not by the reasons written
+    with it; on an in-world question, claiming not to know is a failure."""
+    data = tmp_path / "train.jsonl"
+    # written here so that the writer's own replies claim nothing: a reference
+    # that says "never heard" itself would excuse the same in the samples
+    cs = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+           "meta": {"id": i, "kind": "in-world", "asker": "a squire"}}
+          for i, q, a in [("t-blade", "Who taught you the blade?",
+                           "Ser Aldous, in my father's yard, with a stick long before a sword."),
+                          ("t-tithe", "What does the tithe take from a family?",
+                           "Two coppers in ten, and more when the harvest is thin.")]]
+    data.write_text("".join(json.dumps(c) + "\n" for c in cs))
+    out = tmp_path / "pairs.jsonl"
+    pairs(lemonpc, tiny, out, "--data", str(data), "--samples", "1")
+    jpath = pathlib.Path(str(out) + ".samples.jsonl")
+    lines = jpath.read_text().splitlines()
+    recs = [json.loads(l) for l in lines[1:]]
+    dodge = "I do not know, my lord, and I would rather not say."
+    # the first as if it had dodged (its written reasons say it passed); the
+    # second as if it had answered well (its written reasons say it failed)
+    recs[0]["samples"][0].update(text=dodge, stop="eos", reasons=[])
+    recs[1]["samples"][0].update(text="Ser Aldous taught me, in my father's yard.", stop="eos",
+                                 reasons=["no-end-of-turn"])
+    jpath.write_text("\n".join([lines[0]] + [json.dumps(r) for r in recs]) + "\n")
+    r = pairs(lemonpc, tiny, out, "--data", str(data), "--samples", "1")
+    assert "(2 from the journal)" in r.stderr, r.stderr
+    ps = {p["meta"]["id"]: p for p in read_jsonl(out)}
+    assert list(ps) == [recs[0]["id"]], ps.keys()
+    p = ps[recs[0]["id"]]
+    assert p["rejected"][0]["content"] == dodge
+    assert "dodges-in-world" in p["meta"]["rejected_reasons"]
+    assert p["chosen"][0]["content"] == cs[[c["meta"]["id"] for c in cs].index(recs[0]["id"])]["messages"][-1]["content"]
 
 
 def test_pairs_from_datagen(lemonpc, tiny, tmp_path):
