@@ -1,4 +1,5 @@
-/* Fixtures the C tests share: temporary directories and files, two
+/* Fixtures the C tests share: temporary directories and files, the lemonpc
+ * binary the CLI tests run, two
  * training runs compared bit for bit, the toy
  * model and toy chat "language" of the trainer tests, a training config
  * for them, metrics.jsonl fields, and a byte-level ChatML tokenizer with
@@ -59,6 +60,17 @@ static inline void th_write_text(const char *path, const char *text) {
     if (!f) fail_msg("%s: cannot write", path);
     assert_int_equal(fputs(text, f) >= 0, 1);
     assert_int_equal(fclose(f), 0);
+}
+
+/* The lemonpc binary the CLI tests run, in LEMONPC_BUILD (make unit sets it)
+ * or build/. make unit builds it before any test, so a missing one is a
+ * broken build: the test fails naming the path, it does not skip. */
+static inline void th_lemonpc(char *path, size_t n) {
+    const char *build = getenv("LEMONPC_BUILD");
+    snprintf(path, n, "%s/lemonpc", build ? build : "build");
+    if (access(path, X_OK) != 0)
+        fail_msg("%s: no lemonpc binary there (make builds it; LEMONPC_BUILD names its folder)",
+                 path);
 }
 
 static inline void th_assert_same_file(const char *a, const char *b) {

@@ -536,10 +536,8 @@ static void test_import_refuses_overwrite(void **state) {
 /* The commands' exit statuses and outputs (needs the CLI: LEMONPC_BUILD). */
 static void test_cli_import_export(void **state) {
     (void)state;
-    const char *build = getenv("LEMONPC_BUILD");
     char lemonpc[512], cmd[1024], path[512];
-    snprintf(lemonpc, sizeof lemonpc, "%s/lemonpc", build ? build : "build");
-    if (access(lemonpc, X_OK) != 0) skip();
+    th_lemonpc(lemonpc, sizeof lemonpc);
     char *dir = th_tmpdir("lm_card");
     snprintf(cmd, sizeof cmd, "%s import " CARDS "bad_type.json %s/bad 2>%s/err.txt", lemonpc, dir, dir);
     assert_int_equal(WEXITSTATUS(system(cmd)), 1);

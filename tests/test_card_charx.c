@@ -575,10 +575,8 @@ static void test_read_memory(void **state) {
 /* The commands (needs the CLI: LEMONPC_BUILD). */
 static void test_cli(void **state) {
     (void)state;
-    const char *build = getenv("LEMONPC_BUILD");
     char lemonpc[512], cmd[1536], path[512];
-    snprintf(lemonpc, sizeof lemonpc, "%s/lemonpc", build ? build : "build");
-    if (access(lemonpc, X_OK) != 0) skip();
+    th_lemonpc(lemonpc, sizeof lemonpc);
     char *dir = th_tmpdir("lm_charx");
     char *cj = card_text();
     snprintf(path, sizeof path, "%s/b.charx", dir);

@@ -397,10 +397,8 @@ static int run(const char *cmd, char **out) {
  * --strict and --json. Needs the CLI (make unit sets LEMONPC_BUILD). */
 static void test_cli_check(void **state) {
     (void)state;
-    const char *build = getenv("LEMONPC_BUILD");
     char lemonpc[512];
-    snprintf(lemonpc, sizeof lemonpc, "%s/lemonpc", build ? build : "build");
-    if (access(lemonpc, X_OK) != 0) skip();
+    th_lemonpc(lemonpc, sizeof lemonpc);
     char dir[] = "/tmp/lm_check_XXXXXX", path[256], cmd[1024];
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/characters", dir);
