@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "runtime/generate.h"
 #include "sheet/sheet.h"
 #include "tokenizer/tokenizer.h"

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "model/llama.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "base/utf8.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "tokenizer/internal.h"
 #include "tokenizer/tokenizer.h"
 

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 
 static int one(const char *dir, const char *name, lm_dtype type, uint32_t align, int kvs) {
     lm_err err;

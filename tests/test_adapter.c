@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 #include "model/adapter.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "model/llama.h"
 #include "tensor/kernels.h"
 #include "train/merge.h"

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 
 /* ---- a byte builder for hand-made files (independent of our writer) ---- */
 

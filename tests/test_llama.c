@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "model/llama.h"
 #include "tensor/ops.h"
 #include "tensor/q4_0x8.h"

@@ -20,7 +20,7 @@
 
 #include "base/pool.h"
 #include "model/adapter.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "model/llama.h"
 #include "train/peft.h"
 #include "train/lora.h"

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "runtime/npc_stamp.h"
 
 static const char SHEET[] = "# Brann Oakes\n\n## Backstory\n\nBrann keeps the ferry at Harrow Ford.\n";

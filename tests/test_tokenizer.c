@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "tokenizer/internal.h"
 #include "tokenizer/tokenizer.h"
 

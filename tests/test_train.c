@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "tensor/dtype.h"
 #include "train/adamw.h"
 #include "train/lora.h"

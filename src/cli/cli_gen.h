@@ -10,7 +10,7 @@
 #include "base/err.h"
 #include "lemonpc.h"
 #include "model/adapter.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "model/llama.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"

@@ -9,7 +9,7 @@
 
 #include "base/utf8.h"
 #include "cli/commands.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 
 #define SUMMARY_ITEMS 3 /* array elements shown before "..." in text mode */
 

@@ -12,7 +12,7 @@
 #include "base/progress.h"
 #include "cli/commands.h"
 #include "model/convert.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 
 static void usage(FILE *out) {
     fprintf(out,

@@ -6,7 +6,7 @@
 #include "base/fileio.h"
 #include "base/utf8.h"
 #include "cli/commands.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "tokenizer/tokenizer.h"
 
 static void usage(FILE *out) {

@@ -17,7 +17,7 @@
 #define LM_MODEL_ADAPTER_H
 
 #include "base/err.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "model/llama.h"
 
 enum { LM_ADAPT_Q, LM_ADAPT_K, LM_ADAPT_V, LM_ADAPT_O,

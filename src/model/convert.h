@@ -25,7 +25,7 @@
 
 #include "base/err.h"
 #include "base/pool.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "tensor/dtype.h"
 
 struct lm_adapter;

@@ -14,7 +14,7 @@
 
 #include "base/err.h"
 #include "base/pool.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "tensor/dtype.h"
 
 /* A Llama-family model's settings, read from GGUF by lm_llama_config_read:

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 
 int lm_npc_stamp_read(const char *path, lm_npc_stamp *s, lm_err *err) {
     memset(s, 0, sizeof *s);

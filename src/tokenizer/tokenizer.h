@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 
 typedef struct lm_tokenizer lm_tokenizer;
 

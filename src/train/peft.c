@@ -161,7 +161,7 @@ done:
 #include <jansson.h>
 
 #include "base/fileio.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 
 /* Tensor `name` of a safetensors file as f32 [rows, cols]; malloc'd. */
 static float *st_tensor(const char *path, json_t *hdr, const uint8_t *data, size_t data_len,

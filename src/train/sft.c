@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "base/pool.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "tensor/ops.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"

@@ -22,7 +22,7 @@
 
 #include "base/err.h"
 #include "base/pool.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 
 typedef struct lm_tconfig {
     int n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim;

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: gguf_sample OUT.gguf\n"); return 2; }

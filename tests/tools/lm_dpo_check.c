@@ -24,7 +24,7 @@
 #include <string.h>
 
 #include "base/pool.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
 #include "train/adamw.h"

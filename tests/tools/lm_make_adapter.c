@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "model/adapter.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "model/llama.h"
 
 static uint64_t next(uint64_t *s) {

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "base/pool.h"
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 #include "model/llama.h"
 #include "runtime/generate.h"
 #include "tokenizer/tokenizer.h"

@@ -2,7 +2,7 @@
  * shape and offset read from it is checked against what is actually there
  * before it is used, so a truncated or hostile file gives an error naming
  * the file, the byte offset (or key / tensor) and what was expected. */
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 
 #include <fcntl.h>
 #include <inttypes.h>

@@ -1,7 +1,7 @@
 /* GGUF v3 writer. Metadata and tensors are collected in memory (copies),
  * then written in one pass to "<path>.tmp", fsync'd and renamed over the
  * target, so a crash or a full disk never leaves a half-written model. */
-#include "model/gguf.h"
+#include "gguf/gguf.h"
 
 #include <errno.h>
 #include <inttypes.h>
