@@ -59,6 +59,26 @@ static void test_file_roundtrip(void **state) {
     assert_memory_equal(data, bytes, sizeof bytes);
     assert_int_equal(data[len], 0);
     free(data);
+    /* a bound: exactly max bytes read, one more refused with the path */
+    assert_int_equal(lm_read_file_max(path, sizeof bytes, &data, &len, &err), 0);
+    assert_int_equal(len, sizeof bytes);
+    assert_memory_equal(data, bytes, sizeof bytes);
+    free(data);
+    assert_int_equal(lm_read_file_max(path, sizeof bytes - 1, &data, &len, &err), -1);
+    assert_null(data);
+    char want[320];
+    snprintf(want, sizeof want, "%s: larger than %zu bytes", path, sizeof bytes - 1);
+    assert_string_equal(err.msg, want);
+    /* a file past the first 64 KiB read, still refused at its bound */
+    char *big = calloc(1, 200000);
+    assert_non_null(big);
+    assert_int_equal(lm_write_file_atomic(path, big, 200000, &err), 0);
+    free(big);
+    assert_int_equal(lm_read_file_max(path, 150000, &data, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "larger than 150000 bytes"));
+    assert_int_equal(lm_read_file_max(path, 200000, &data, &len, &err), 0);
+    assert_int_equal(len, 200000);
+    free(data);
     char tmp[300];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     struct stat st;

@@ -8,7 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int lm_read_file(const char *path, char **data, size_t *len, bool missing_ok, lm_err *err) {
+static int read_file(const char *path, size_t max, char **data, size_t *len, bool missing_ok,
+                     lm_err *err) {
     *data = NULL;
     *len = 0;
     bool is_stdin = !strcmp(path, "-");
@@ -32,18 +33,29 @@ int lm_read_file(const char *path, char **data, size_t *len, bool missing_ok, lm
             buf = nb;
             cap *= 2;
         }
-        size_t k = fread(buf + n, 1, cap - n - 1, f);
+        size_t want = cap - n - 1;
+        if (max - n < want) want = max - n + 1; /* one past max tells a file too big */
+        size_t k = fread(buf + n, 1, want, f);
         n += k;
-        if (k == 0) break;
+        if (k == 0 || n > max) break;
     }
     int bad = ferror(f), why = errno;
     if (!is_stdin) fclose(f);
     if (!buf) return lm_errf(err, "%s: out of memory", path);
     if (bad) { free(buf); return lm_errf(err, "%s: read error: %s", path, strerror(why)); }
+    if (n > max) { free(buf); return lm_errf(err, "%s: larger than %zu bytes", path, max); }
     buf[n] = '\0';
     *data = buf;
     *len = n;
     return 0;
+}
+
+int lm_read_file(const char *path, char **data, size_t *len, bool missing_ok, lm_err *err) {
+    return read_file(path, (size_t)-1, data, len, missing_ok, err);
+}
+
+int lm_read_file_max(const char *path, size_t max, char **data, size_t *len, lm_err *err) {
+    return read_file(path, max, data, len, false, err);
 }
 
 int lm_mkdir_p(const char *path, lm_err *err) {

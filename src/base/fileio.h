@@ -12,6 +12,10 @@
  * (the length excludes it). With missing_ok, a file that does not exist
  * gives *data = NULL, *len = 0 and success. stdin when path is "-". */
 int lm_read_file(const char *path, char **data, size_t *len, bool missing_ok, lm_err *err);
+/* The same for a file that must exist and hold at most max bytes: a bigger
+ * one is refused ("PATH: larger than MAX bytes") before more than max+1
+ * bytes are read, so a parser of untrusted files bounds its memory. */
+int lm_read_file_max(const char *path, size_t max, char **data, size_t *len, lm_err *err);
 
 /* Writes path.tmp, flushes it to disk and renames it over path, so path
  * holds either the old or the new contents, never half of them. */
