@@ -15,8 +15,8 @@ static void through_sheet(const lm_card *card) {
     lm_err err;
     if (lm_card_to_sheet(card, &c, &w, &extra, &err)) return;
     lm_diags d = {0};
-    char *md = lm_character_to_md(c), *wmd = w ? lm_world_to_md(w) : NULL;
-    lm_character *c2 = lm_character_parse("c.md", md, strlen(md), &d);
+    char *md = lm_character_to_md(c, &err), *wmd = w ? lm_world_to_md(w, &err) : NULL;
+    lm_character *c2 = md ? lm_character_parse("c.md", md, strlen(md), &d) : NULL;
     lm_world *w2 = wmd ? lm_world_parse("world.md", wmd, strlen(wmd), &d) : NULL;
     if (c2 && !lm_card_record_verbatim(card, c2, w2, extra, &err)) {
         json_t *back = lm_sheet_to_card(c2, w2, extra, card->version == 3 ? 3 : 2, &err);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <jansson.h>
@@ -258,7 +259,9 @@ static void test_markdown_round_trip(void **state) {
     lm_diags d = {0};
     lm_sheet_dir *s = lm_sheet_dir_load(EX, &d);
     const lm_character *o = find_char(s, "Orlando Marlo");
-    char *md = lm_character_to_md(o);
+    lm_err err = {{0}};
+    char *md = lm_character_to_md(o, &err);
+    assert_non_null(md);
     lm_character *b = lm_character_parse("again.md", md, strlen(md), &d);
     assert_int_equal(lm_diags_count(&d, LM_DIAG_ERROR), 0);
     assert_string_equal(b->name, o->name);
@@ -283,7 +286,8 @@ static void test_markdown_round_trip(void **state) {
     lm_character *h = lm_character_parse("h.md", "# H\n\n## Backstory\n\nx\n", 22, &d);
     free(h->backstory);
     h->backstory = strdup("# not a title\n\\# backslash kept\n## nor a section");
-    md = lm_character_to_md(h);
+    md = lm_character_to_md(h, &err);
+    assert_non_null(md);
     lm_character *h2 = lm_character_parse("h2.md", md, strlen(md), &d);
     assert_string_equal(h2->backstory, h->backstory);
     assert_int_equal(h2->n_extra, 0);
@@ -443,6 +447,107 @@ static void test_cli_check(void **state) {
     th_rm_rf(dir);
 }
 
+#ifndef __SANITIZE_ADDRESS__
+/* A big sheet: many sections, list items, conversations and lore entries,
+ * so its reading allocates in every place that can fail. */
+static char *big_sheet(size_t *len) {
+    size_t cap = 4u << 20, n = 0;
+    char *t = malloc(cap);
+    assert_non_null(t);
+#define PUT(...) (n += (size_t)snprintf(t + n, cap - n, __VA_ARGS__), assert_true(n < cap))
+    PUT("---\nid: big\nworld: Nowhere\n---\n# Big Sheet\n\n## Backstory\n\n");
+    for (int i = 0; i < 2000; i++) PUT("Line %d of a long story about {{char}}.\n", i);
+    PUT("\n## Values\n\n");
+    for (int i = 0; i < 2000; i++) PUT("- value %d\n  wrapped on a second line\n", i);
+    PUT("\n## Opinions\n\n");
+    for (int i = 0; i < 200; i++) PUT("### Topic %d\n\nAn opinion. More of it.\n\n", i);
+    PUT("## Relationships\n\n");
+    for (int i = 0; i < 500; i++) PUT("- **Friend %d:** an old friend\n", i);
+    PUT("\n## Lore\n\n");
+    for (int i = 0; i < 300; i++) PUT("### key %d, other\\, key\n\nComment: c\nEnabled: yes\n\nText %d.\n\n", i, i);
+    PUT("## Example conversations\n\n");
+    for (int i = 0; i < 500; i++)
+        PUT("### Talk %d\n\n**User:** Hello?\n**Big:** Hello, traveller.\nA second line.\n\n", i);
+    PUT("## Unknown heading\n\nkept as is\n");
+#undef PUT
+    *len = n;
+    return t;
+}
+
+static size_t vm_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    assert_non_null(f);
+    unsigned long pages = 0;
+    assert_int_equal(fscanf(f, "%lu", &pages), 1);
+    fclose(f);
+    return pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Grows the stack mapping now, so the child's later calls need no new
+ * address space for it (a stack that cannot grow is a SIGSEGV, not a NULL). */
+static void touch_stack(void) {
+    volatile char buf[512 << 10];
+    for (size_t i = 0; i < sizeof buf; i += 4096) buf[i] = 0;
+}
+
+/* In a child limited to limit bytes of address space: parse, write back,
+ * persona. Exit 0: all done; 1: out of memory reported as an error; 2: a
+ * failure without "out of memory"; a signal: a crash or an abort(). */
+static int run_limited(const char *text, size_t len, size_t limit) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl = {limit, limit};
+        if (setrlimit(RLIMIT_AS, &rl)) _exit(3);
+        lm_diags d = {0};
+        lm_err err = {{0}};
+        lm_character *c = lm_character_parse("big.md", text, len, &d);
+        if (!c) {
+            int said = d.oom;
+            for (size_t i = 0; i < d.n; i++)
+                said |= d.v[i].level == LM_DIAG_ERROR && !strcmp(d.v[i].file, "big.md") &&
+                        strstr(d.v[i].msg, "out of memory") != NULL;
+            _exit(said && lm_diags_count(&d, LM_DIAG_ERROR) ? 1 : 2);
+        }
+        char *md = lm_character_to_md(c, &err);
+        if (!md) _exit(strstr(err.msg, "big.md: out of memory") ? 1 : 2);
+        lm_persona_opts o = {0, 1, 1, NULL};
+        char *p = lm_persona_prompt(c, NULL, &o, &err);
+        if (!p) _exit(strstr(err.msg, "out of memory") ? 1 : 2);
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (WIFSIGNALED(st)) fail_msg("under a %zu-byte limit: killed by signal %d", limit, WTERMSIG(st));
+    return WEXITSTATUS(st);
+}
+
+/* Allocation failure is an error the caller gets, never an abort: the
+ * sheet is read under an address-space limit raised step by step, so
+ * allocations fail at different places. Left out of the ASan build: its
+ * allocator reserves terabytes of shadow memory up front, which RLIMIT_AS
+ * cannot bound; the plain `make unit` runs it. */
+static void test_out_of_memory_is_an_error(void **state) {
+    (void)state;
+    size_t len;
+    char *text = big_sheet(&len);
+    touch_stack();
+    size_t base = vm_bytes();
+    int seen[3] = {0};
+    for (size_t extra = 0; extra <= (4u << 20); extra += 24u << 10) {
+        int rc = run_limited(text, len, base + extra);
+        if (rc > 2) fail_msg("setrlimit failed in the child");
+        if (rc == 2) fail_msg("under a %zu-byte limit: a failure that does not say out of memory", base + extra);
+        seen[rc]++;
+    }
+    free(text);
+    print_message("out of memory, reported: %d limits; enough memory: %d\n", seen[1], seen[0]);
+    /* both ends reached: failures at small limits, success at large ones */
+    assert_true(seen[1] > 0);
+    assert_true(seen[0] > 0);
+}
+#endif
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_example_loads_clean),
@@ -454,6 +559,9 @@ int main(void) {
         cmocka_unit_test(test_bom_and_crlf),
         cmocka_unit_test(test_persona_prompt),
         cmocka_unit_test(test_cli_check),
+#ifndef __SANITIZE_ADDRESS__
+        cmocka_unit_test(test_out_of_memory_is_an_error),
+#endif
     };
     return cmocka_run_group_tests_name("sheet", tests, NULL, NULL);
 }

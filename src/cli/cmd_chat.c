@@ -99,7 +99,10 @@ int cmd_chat(int argc, char **argv) {
     if (o.character) {   /* the NPC loaded it: it reads */
         lm_diags d = {0};
         lm_character *c = lm_character_load(o.character, &d);
-        greeting = lm_character_greeting(c, NULL);
+        lm_err gerr = {{0}};
+        greeting = lm_character_greeting(c, NULL, &gerr);
+        if (!greeting && gerr.msg[0])
+            fprintf(stderr, "lemonpc chat: %s (the conversation starts without it)\n", gerr.msg);
         lm_character_free(c);
         lm_diags_free(&d);
     }

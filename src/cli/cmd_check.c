@@ -8,7 +8,6 @@
 #include "base/utf8.h"
 #include "cli/commands.h"
 #include "sheet/sheet.h"
-#include "sheet/util.h"
 
 static void usage(FILE *out) {
     fprintf(out,

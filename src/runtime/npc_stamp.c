@@ -38,7 +38,9 @@ int lm_npc_stamp_read(const char *path, lm_npc_stamp *s, lm_err *err) {
 int lm_npc_stamp_write(const char *src, const char *dst, const lm_character *c, const lm_world *w,
                        lm_persona_mode mode, lm_err *err) {
     char hash[17];
-    snprintf(hash, sizeof hash, "%016" PRIx64, lm_persona_hash(c, w, mode));
+    uint64_t h;
+    if (lm_persona_hash(c, w, mode, &h, err)) return -1;
+    snprintf(hash, sizeof hash, "%016" PRIx64, h);
     const char *const kv[3][2] = {{"lemonpc.character", c->name},
                                   {"lemonpc.persona.mode", lm_persona_mode_name(mode)},
                                   {"lemonpc.persona.hash", hash}};
@@ -56,7 +58,12 @@ int lm_npc_persona_mode(const lm_npc_stamp *trained, int asked, const lm_charact
                  lm_persona_mode_name((lm_persona_mode)asked));
         return asked;
     }
-    if (lm_persona_hash(c, w, (lm_persona_mode)trained->mode) != trained->hash)
+    uint64_t h;
+    lm_err err = {{0}};
+    if (lm_persona_hash(c, w, (lm_persona_mode)trained->mode, &h, &err))
+        snprintf(warn, cap, "cannot tell whether %s's sheet changed since the NPC was trained: %s",
+                 c->name, err.msg);
+    else if (h != trained->hash)
         snprintf(warn, cap, "%s's sheet has changed since the NPC was trained: the system turn "
                             "differs from the one it learned (rebuild it with `lemonpc build`)",
                  c->name);

@@ -57,6 +57,7 @@ int lm_png_text_get(const unsigned char *buf, size_t len, const char *src, const
 int lm_png_card_write(const lm_image *img, const char *chara_json, const char *ccv3_json,
                       unsigned char **out, size_t *out_len, lm_err *err);
 
+/* NULL when out of memory. */
 char *lm_base64_encode(const unsigned char *data, size_t n);
 /* NULL on a bad character (err names its offset). */
 unsigned char *lm_base64_decode(const char *s, size_t n, size_t *out_len, lm_err *err);

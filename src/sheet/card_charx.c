@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <zip.h>
 
+#include "base/fileio.h"
 #include "base/utf8.h"
 #include "sheet/card_charx.h"
 #include "sheet/util.h"
@@ -103,11 +104,20 @@ static int read_entry(zip_t *za, const entry *e, const char *src, unsigned char 
     zip_file_t *zf = zip_fopen_index(za, e->index, 0);
     if (!zf) return lm_errf(err, "%s: entry '%s': cannot open: %s", src, nm, zip_strerror(za));
     size_t cap = e->size + 1 < 65536 ? e->size + 1 : 65536, got = 0;
-    unsigned char *d = lm_sh_alloc(cap);
+    unsigned char *d = malloc(cap);
+    if (!d) {
+        lm_errf(err, "%s: entry '%s': out of memory", src, nm);
+        goto fail;
+    }
     for (;;) {
         if (got == cap) {
             cap = cap > (e->size + 1) / 2 ? e->size + 1 : cap * 2;
-            d = lm_sh_realloc(d, cap);
+            unsigned char *q = realloc(d, cap);
+            if (!q) {
+                lm_errf(err, "%s: entry '%s': out of memory", src, nm);
+                goto fail;
+            }
+            d = q;
         }
         zip_int64_t r = zip_fread(zf, d + got, cap - got);
         if (r < 0) {
@@ -142,7 +152,8 @@ static int check_entries(zip_t *za, const char *src, entry **out, size_t *n_out,
     if ((zip_uint64_t)n > LM_CHARX_ENTRIES_MAX)
         return lm_errf(err, "%s: %lld entries, over the limit of %d", src, (long long)n,
                        LM_CHARX_ENTRIES_MAX);
-    entry *es = lm_sh_alloc(((size_t)n + 1) * sizeof *es);
+    entry *es = calloc((size_t)n + 1, sizeof *es);
+    if (!es) return lm_errf(err, "%s: out of memory listing %lld entries", src, (long long)n);
     size_t assets = 0;
     char nm[256];
     for (zip_uint64_t i = 0; i < (zip_uint64_t)n; i++) {
@@ -190,7 +201,11 @@ static int check_entries(zip_t *za, const char *src, entry **out, size_t *n_out,
     }
     /* Names must map to distinct files: no duplicates, and no file that is
      * also the folder of another entry ("a" and "a/b"). */
-    entry *sorted = lm_sh_alloc(((size_t)n + 1) * sizeof *sorted);
+    entry *sorted = malloc(((size_t)n + 1) * sizeof *sorted);
+    if (!sorted) {
+        lm_errf(err, "%s: out of memory listing %lld entries", src, (long long)n);
+        goto fail;
+    }
     memcpy(sorted, es, (size_t)n * sizeof *es);
     qsort(sorted, (size_t)n, sizeof *sorted, cmp_entry);
     for (size_t i = 0; i < (size_t)n; i++) {
@@ -263,9 +278,16 @@ int lm_charx_read(const unsigned char *buf, size_t len, const char *src, char **
             unsigned char *d;
             if (read_entry(za, &es[i], src, &d, err)) goto done;
             lm_charx_file *f = lm_sh_push(&files->v, &files->n, sizeof *f);
-            f->name = lm_sh_strdup(es[i].name);
-            f->data = d;
-            f->len = es[i].size;
+            if (f) {
+                f->data = d;
+                f->len = es[i].size;
+                f->name = strdup(es[i].name);
+            }
+            if (!f || !f->name) {
+                if (!f) free(d);
+                lm_errf(err, "%s: out of memory", src);
+                goto done;
+            }
         }
     }
     *json = (char *)card;
@@ -284,9 +306,7 @@ int lm_charx_load(const char *path, lm_card *out, lm_charx_files *files, lm_err 
     memset(out, 0, sizeof *out);
     char *buf, *json;
     size_t len, jl;
-    char eb[512];
-    if (lm_sh_read_file(path, LM_CHARX_FILE_MAX, &buf, &len, eb, sizeof eb))
-        return lm_errf(err, "%s", eb);
+    if (lm_read_file_max(path, LM_CHARX_FILE_MAX, &buf, &len, err)) return -1;
     int rc = lm_charx_read((const unsigned char *)buf, len, path, &json, &jl, files, err);
     free(buf);
     if (rc) return -1;
@@ -348,7 +368,12 @@ int lm_charx_write(const char *json, size_t json_len, const lm_charx_files *file
         zip_source_free(zs);
         return -1;
     }
-    unsigned char *buf = lm_sh_alloc((size_t)st.size + 1);
+    unsigned char *buf = malloc((size_t)st.size + 1);
+    if (!buf) {
+        zip_source_close(zs);
+        zip_source_free(zs);
+        return lm_errf(err, "out of memory for a %llu-byte ZIP archive", (unsigned long long)st.size);
+    }
     zip_int64_t r = zip_source_read(zs, buf, st.size);
     zip_source_close(zs);
     zip_source_free(zs);
@@ -356,6 +381,7 @@ int lm_charx_write(const char *json, size_t json_len, const lm_charx_files *file
         free(buf);
         return lm_errf(err, "cannot read the ZIP archive back");
     }
+    buf[st.size] = 0;
     *out = buf;
     *out_len = (size_t)st.size;
     return 0;
@@ -373,9 +399,10 @@ static int cmp_file(const void *a, const void *b) {
 
 static int walk(const char *root, const char *rel, int depth, lm_charx_files *files,
                 size_t *total, lm_err *err) {
-    size_t pl = strlen(root) + strlen(rel) + 2;
-    char *dpath = lm_sh_alloc(pl);
-    snprintf(dpath, pl, "%s%s%s", root, *rel ? "/" : "", rel);
+    lm_sb b = {0};
+    lm_sb_printf(&b, "%s%s%s", root, *rel ? "/" : "", rel);
+    char *dpath = lm_sb_take(&b);
+    if (!dpath) return lm_errf(err, "%s: out of memory", root);
     DIR *dp = opendir(dpath);
     if (!dp) {
         lm_errno(err, "%s: cannot open the folder", dpath);
@@ -386,15 +413,15 @@ static int walk(const char *root, const char *rel, int depth, lm_charx_files *fi
     struct dirent *de;
     while (!rc && (de = readdir(dp)) != NULL) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        size_t nl = strlen(rel) + strlen(de->d_name) + 2;
-        char *name = lm_sh_alloc(nl);
-        snprintf(name, nl, "%s%s%s", rel, *rel ? "/" : "", de->d_name);
-        size_t fl = strlen(root) + nl + 1;
-        char *fpath = lm_sh_alloc(fl);
-        snprintf(fpath, fl, "%s/%s", root, name);
+        lm_sb_printf(&b, "%s%s%s", rel, *rel ? "/" : "", de->d_name);
+        char *name = lm_sb_take(&b);
+        if (name) lm_sb_printf(&b, "%s/%s", root, name);
+        char *fpath = name ? lm_sb_take(&b) : NULL;
         struct stat st;
-        const char *why = lm_charx_name_problem(name);
-        if (stat(fpath, &st) != 0) {
+        const char *why = fpath ? lm_charx_name_problem(name) : NULL;
+        if (!fpath) {
+            rc = lm_errf(err, "%s: out of memory", dpath);
+        } else if (stat(fpath, &st) != 0) {
             rc = lm_errno(err, "%s: cannot read", fpath);
         } else if (why) {
             rc = lm_errf(err, "%s: cannot go into a CHARX archive (%s)", fpath, why);
@@ -402,18 +429,22 @@ static int walk(const char *root, const char *rel, int depth, lm_charx_files *fi
             if (depth >= DIR_DEPTH_MAX) rc = lm_errf(err, "%s: folders nested too deep", fpath);
             else rc = walk(root, name, depth + 1, files, total, err);
         } else if (S_ISREG(st.st_mode)) {
-            char eb[512], *data;
+            char *data;
             size_t len;
+            lm_err rerr = {{0}};
+            lm_charx_file *f;
             if (!*rel && !strcmp(name, "card.json")) {
                 rc = lm_errf(err, "%s: card.json is written from the sheet; remove this file", fpath);
             } else if (files->n >= LM_CHARX_ENTRIES_MAX) {
                 rc = lm_errf(err, "%s: more than %d files", root, LM_CHARX_ENTRIES_MAX);
-            } else if (lm_sh_read_file(fpath, LM_CHARX_ASSETS_MAX - *total, &data, &len, eb, sizeof eb)) {
-                rc = lm_errf(err, "%s (the assets of a CHARX card are limited to %u bytes together)", eb,
-                             LM_CHARX_ASSETS_MAX);
+            } else if (lm_read_file_max(fpath, LM_CHARX_ASSETS_MAX - *total, &data, &len, &rerr)) {
+                rc = lm_errf(err, "%s (the assets of a CHARX card are limited to %u bytes together)",
+                             rerr.msg, LM_CHARX_ASSETS_MAX);
+            } else if (!(f = lm_sh_push(&files->v, &files->n, sizeof *f))) {
+                free(data);
+                rc = lm_errf(err, "%s: out of memory", fpath);
             } else {
                 *total += len;
-                lm_charx_file *f = lm_sh_push(&files->v, &files->n, sizeof *f);
                 f->name = name;
                 f->data = (unsigned char *)data;
                 f->len = len;
@@ -451,9 +482,13 @@ int lm_charx_dir_write(const char *dir, const lm_charx_files *files, lm_err *err
             lm_errf(err, "%s: cannot write '%s' (%s)", dir, f->name, why ? why : "a folder name");
             goto fail;
         }
-        size_t pl = strlen(dir) + strlen(f->name) + 2;
-        char *path = lm_sh_alloc(pl);
-        snprintf(path, pl, "%s/%s", dir, f->name);
+        lm_sb b = {0};
+        lm_sb_printf(&b, "%s/%s", dir, f->name);
+        char *path = lm_sb_take(&b);
+        if (!path) {
+            lm_errf(err, "%s: out of memory", dir);
+            goto fail;
+        }
         for (char *q = path + strlen(dir) + 1; *q; q++) {
             if (*q != '/') continue;
             *q = '\0';

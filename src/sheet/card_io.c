@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/fileio.h"
+#include "base/strbuf.h"
 #include "sheet/card.h"
 #include "sheet/card_charx.h"
 #include "sheet/util.h"
@@ -30,22 +32,34 @@ typedef struct {
     size_t n;
 } out_set;
 
-static void out_add(out_set *o, const char *path, char *data, size_t len) {
+/* Takes data over, even when it fails (out of memory). */
+static int out_add(out_set *o, const char *path, char *data, size_t len, lm_err *err) {
     out_file *f = lm_sh_push(&o->v, &o->n, sizeof *f);
-    f->path = lm_sh_strdup(path);
+    if (!f) {
+        free(data);
+        return lm_errf(err, "%s: out of memory", path);
+    }
     f->data = data;
     f->len = len;
+    f->path = strdup(path);
+    return f->path ? 0 : lm_errf(err, "%s: out of memory", path);
 }
 
-/* Takes files over (*files is left empty). */
-static void out_add_dir(out_set *o, const char *path, int kind, lm_charx_files *files) {
+/* Takes files over (*files is left empty), even when it fails. */
+static int out_add_dir(out_set *o, const char *path, int kind, lm_charx_files *files,
+                       lm_err *err) {
     out_file *f = lm_sh_push(&o->v, &o->n, sizeof *f);
-    f->path = lm_sh_strdup(path);
+    if (!f) {
+        if (files) lm_charx_files_clear(files);
+        return lm_errf(err, "%s: out of memory", path);
+    }
     f->kind = kind;
     if (files) {
         f->files = *files;
         memset(files, 0, sizeof *files);
     }
+    f->path = strdup(path);
+    return f->path ? 0 : lm_errf(err, "%s: out of memory", path);
 }
 
 static void out_free(out_set *o) {
@@ -71,9 +85,12 @@ static int out_commit(out_set *o, lm_err *err) {
     for (size_t i = 0; i < o->n; i++) {
         out_file *f = &o->v[i];
         if (f->kind == OUT_RMDIR) continue;
-        size_t n = strlen(f->path) + 32;
-        f->tmp = lm_sh_alloc(n);
-        snprintf(f->tmp, n, "%s.tmp%ld", f->path, (long)getpid());
+        lm_sb b = {0};
+        lm_sb_printf(&b, "%s.tmp%ld", f->path, (long)getpid());
+        if (!(f->tmp = lm_sb_take(&b))) {
+            out_unstage(o, 0, i);
+            return lm_errf(err, "%s: out of memory", f->path);
+        }
         if (f->kind == OUT_DIR) {
             lm_charx_dir_remove(f->tmp); /* left over by a crashed run of this pid */
             if (lm_charx_dir_write(f->tmp, &f->files, err)) {
@@ -95,9 +112,12 @@ static int out_commit(out_set *o, lm_err *err) {
         out_file *f = &o->v[i];
         struct stat st;
         if (f->kind != OUT_FILE && lstat(f->path, &st) == 0) {
-            size_t n = strlen(f->path) + 32;
-            f->old = lm_sh_alloc(n);
-            snprintf(f->old, n, "%s.old%ld", f->path, (long)getpid());
+            lm_sb b = {0};
+            lm_sb_printf(&b, "%s.old%ld", f->path, (long)getpid());
+            if (!(f->old = lm_sb_take(&b))) {
+                out_unstage(o, i, o->n);
+                return lm_errf(err, "%s: out of memory", f->path);
+            }
             lm_charx_dir_remove(f->old);
             if (rename(f->path, f->old) != 0) {
                 lm_errno(err, "%s: cannot move the old folder aside", f->path);
@@ -127,62 +147,50 @@ static int exists(const char *p) {
     return stat(p, &st) == 0;
 }
 
-/* mkdir -p */
-static int make_dirs(const char *path) {
-    char *p = lm_sh_strdup(path);
-    int rc = 0;
-    for (char *q = p + 1;; q++) {
-        if (*q == '/' || !*q) {
-            char keep = *q;
-            *q = '\0';
-            if (!exists(p) && mkdir(p, 0777) != 0 && errno != EEXIST) rc = -1;
-            *q = keep;
-            if (!keep || rc) break;
-        }
-    }
-    free(p);
-    return rc;
-}
-
+/* The helpers below return NULL only when out of memory. */
 static char *slug(const char *name) {
-    lm_shb b = {0};
+    char s[64];
+    size_t n = 0;
     int dash = 0;
-    for (const unsigned char *p = (const unsigned char *)name; *p && b.n < 60; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')) { lm_shb_putc(&b, (char)*p); dash = 0; }
-        else if (*p >= 'A' && *p <= 'Z') { lm_shb_putc(&b, (char)(*p + 32)); dash = 0; }
-        else if (b.n && !dash) { lm_shb_putc(&b, '-'); dash = 1; }
+    for (const unsigned char *p = (const unsigned char *)name; *p && n < 60; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')) { s[n++] = (char)*p; dash = 0; }
+        else if (*p >= 'A' && *p <= 'Z') { s[n++] = (char)(*p + 32); dash = 0; }
+        else if (n && !dash) { s[n++] = '-'; dash = 1; }
     }
-    while (b.n && b.s[b.n - 1] == '-') b.s[--b.n] = '\0';
-    if (!b.n) lm_shb_puts(&b, "character");
-    return lm_shb_take(&b);
+    while (n && s[n - 1] == '-') n--;
+    return n ? strndup(s, n) : strdup("character");
 }
 
 static char *path_join(const char *a, const char *b) {
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = lm_sh_alloc(n);
-    snprintf(p, n, "%s/%s", a, b);
-    return p;
+    lm_sb sb = {0};
+    lm_sb_printf(&sb, "%s/%s", a, b);
+    return lm_sb_take(&sb);
 }
 
 /* "dir/characters/x.md" -> "dir/characters/x<suffix>" */
 static char *sibling(const char *md, const char *suffix) {
     size_t n = strlen(md);
     if (n > 3 && !strcmp(md + n - 3, ".md")) n -= 3;
-    size_t m = n + strlen(suffix) + 1;
-    char *p = lm_sh_alloc(m);
-    snprintf(p, m, "%.*s%s", (int)n, md, suffix);
-    return p;
+    lm_sb sb = {0};
+    lm_sb_add(&sb, md, n);
+    lm_sb_str(&sb, suffix);
+    return lm_sb_take(&sb);
 }
 
 /* world.md of the folder holding characters/x.md. */
 static char *world_path_for(const char *md) {
-    char *p = lm_sh_strdup(md);
+    char *p = strdup(md);
+    if (!p) return NULL;
     char *s = strrchr(p, '/');
-    if (s) *s = '\0'; else strcpy(p, ".");
+    if (!s) { /* x.md, in characters/ itself */
+        free(p);
+        return strdup("../world.md");
+    }
+    *s = '\0';
     s = strrchr(p, '/');
     char *w;
     if (s) { *s = '\0'; w = path_join(p, "world.md"); }
-    else w = lm_sh_strdup(!strcmp(p, ".") ? "../world.md" : "world.md");
+    else w = strdup(!strcmp(p, ".") ? "../world.md" : "world.md");
     free(p);
     return w;
 }
@@ -225,17 +233,17 @@ int lm_card_import(const char *card_path, const char *outdir, int force, char **
     if (md_path) *md_path = NULL;
     if (load_card(card_path, &card, &img, &assets, err)) return -1;
     if (lm_card_to_sheet(&card, &c1, &w1, &extra, err)) goto done;
-    s = slug(c1->name);
-    cdir = path_join(outdir, "characters");
     char fname[128];
-    snprintf(fname, sizeof fname, "%s.md", s);
-    mdp = path_join(cdir, fname);
-    wpath = path_join(outdir, "world.md");
+    if (!(s = slug(c1->name)) || !(cdir = path_join(outdir, "characters")) ||
+        snprintf(fname, sizeof fname, "%s.md", s) < 0 || !(mdp = path_join(cdir, fname)) ||
+        !(wpath = path_join(outdir, "world.md")) || !(apath = sibling(mdp, ".assets"))) {
+        lm_errf(err, "%s: out of memory", card_path);
+        goto done;
+    }
     if (exists(mdp) && !force) {
         lm_errf(err, "%s already exists (use --force to replace it)", mdp);
         goto done;
     }
-    apath = sibling(mdp, ".assets");
     if (exists(apath) && !force) {
         lm_errf(err, "%s already exists (use --force to replace it)", apath);
         goto done;
@@ -253,7 +261,13 @@ int lm_card_import(const char *card_path, const char *outdir, int force, char **
             if (strcmp(c1->meta[i].key, "world")) continue;
             free(c1->meta[i].value);
             if (old && old->name) {
-                c1->meta[i].value = lm_sh_strdup(old->name);
+                c1->meta[i].value = strdup(old->name);
+                if (!c1->meta[i].value) {
+                    lm_world_free(old);
+                    lm_diags_free(&scratch);
+                    lm_errf(err, "%s: out of memory", card_path);
+                    goto done;
+                }
             } else { /* a world without a name cannot be referred to */
                 free(c1->meta[i].key);
                 memmove(&c1->meta[i], &c1->meta[i + 1], (c1->n_meta - i - 1) * sizeof *c1->meta);
@@ -263,13 +277,21 @@ int lm_card_import(const char *card_path, const char *outdir, int force, char **
         }
         lm_world_free(old);
     }
-    char *md = lm_character_to_md(c1), *wmd = w1 ? lm_world_to_md(w1) : NULL;
+    char *md = lm_character_to_md(c1, err), *wmd = md && w1 ? lm_world_to_md(w1, err) : NULL;
+    if (!md || (w1 && !wmd)) {
+        free(md);
+        lm_diags_free(&scratch);
+        goto done;
+    }
     c2 = lm_character_parse(mdp, md, strlen(md), diags);
     if (wmd) w2 = lm_world_parse(wpath, wmd, strlen(wmd), diags);
     else if (lm_meta_get(c1->meta, c1->n_meta, "world") && exists(wpath)) w2 = lm_world_load(wpath, &scratch);
     lm_diags_free(&scratch);
-    out_add(&out, mdp, md, strlen(md));
-    if (wmd) out_add(&out, wpath, wmd, strlen(wmd));
+    if (out_add(&out, mdp, md, strlen(md), err)) {
+        free(wmd);
+        goto done;
+    }
+    if (wmd && out_add(&out, wpath, wmd, strlen(wmd), err)) goto done;
     if (!c2) {
         lm_errf(err, "%s: the generated sheet could not be read back", mdp);
         goto done;
@@ -287,30 +309,36 @@ int lm_card_import(const char *card_path, const char *outdir, int force, char **
         lm_errf(err, "cannot encode the sidecar JSON");
         goto done;
     }
-    size_t xl = strlen(xs);
-    char *xcopy = lm_sh_strndup(xs, xl);
-    free(xs);
     char *xpath = sibling(mdp, ".card-extra.json");
-    out_add(&out, xpath, xcopy, xl);
+    int bad = !xpath ? lm_errf(err, "%s: out of memory", mdp)
+                     : out_add(&out, xpath, xs, strlen(xs), err);
+    if (!xpath) free(xs);
     free(xpath);
+    if (bad) goto done;
     if (img.rgba) {
         unsigned char *png;
         size_t pl;
         if (lm_png_card_write(&img, NULL, NULL, &png, &pl, err)) goto done;
         char *ppath = sibling(mdp, ".png");
-        out_add(&out, ppath, (char *)png, pl);
+        bad = !ppath ? lm_errf(err, "%s: out of memory", mdp)
+                     : out_add(&out, ppath, (char *)png, pl, err);
+        if (!ppath) free(png);
         free(ppath);
+        if (bad) goto done;
     }
     /* A CHARX card's assets, under their archive names; the folder of a
      * sheet being replaced goes with it. */
-    if (assets.n) out_add_dir(&out, apath, OUT_DIR, &assets);
-    else if (exists(apath)) out_add_dir(&out, apath, OUT_RMDIR, NULL);
-    if (make_dirs(cdir)) {
-        lm_errno(err, "%s: cannot create the folder", cdir);
+    if (assets.n) {
+        if (out_add_dir(&out, apath, OUT_DIR, &assets, err)) goto done;
+    } else if (exists(apath)) {
+        if (out_add_dir(&out, apath, OUT_RMDIR, NULL, err)) goto done;
+    }
+    if (lm_mkdir_p(cdir, err)) goto done;
+    if (out_commit(&out, err)) goto done;
+    if (md_path && !(*md_path = strdup(mdp))) {
+        lm_errf(err, "%s: written, but out of memory", mdp);
         goto done;
     }
-    if (out_commit(&out, err)) goto done;
-    if (md_path) *md_path = lm_sh_strdup(mdp);
     rc = 0;
 done:
     out_free(&out);
@@ -335,9 +363,14 @@ static char *dump(const json_t *root) {
     char *s = json_dumps(root, JSON_INDENT(2));
     if (!s) return NULL;
     size_t n = strlen(s);
-    char *t = lm_sh_alloc(n + 2);
+    char *t = malloc(n + 2);
+    if (!t) {
+        free(s);
+        return NULL;
+    }
     memcpy(t, s, n);
     t[n] = '\n';
+    t[n + 1] = '\0';
     free(s);
     return t;
 }
@@ -354,6 +387,10 @@ int lm_card_export(const char *sheet_path, const char *out_path, int version, lm
     int rc = -1;
     if (!c) {
         lm_errf(err, "%s: cannot read the sheet", sheet_path);
+        goto done;
+    }
+    if (!wpath || !xpath || !ipath) {
+        lm_errf(err, "%s: out of memory", sheet_path);
         goto done;
     }
     if (lm_meta_get(c->meta, c->n_meta, "world") && exists(wpath)) w = lm_world_load(wpath, diags);
@@ -388,11 +425,7 @@ int lm_card_export(const char *sheet_path, const char *out_path, int version, lm
         if (exists(ipath)) {
             char *buf;
             size_t len;
-            char eb[512];
-            if (lm_sh_read_file(ipath, LM_CARD_FILE_MAX, &buf, &len, eb, sizeof eb)) {
-                lm_errf(err, "%s", eb);
-                goto done;
-            }
+            if (lm_read_file_max(ipath, LM_CARD_FILE_MAX, &buf, &len, err)) goto done;
             int bad = lm_png_image_read((unsigned char *)buf, len, ipath, &img, err);
             free(buf);
             if (bad) goto done;
@@ -403,8 +436,7 @@ int lm_card_export(const char *sheet_path, const char *out_path, int version, lm
         int bad = !j2 || !j3 || lm_png_card_write(img.rgba ? &img : NULL, j2, j3, &png, &pl, err);
         free(j2);
         free(j3);
-        if (bad) goto done;
-        out_add(&out, out_path, (char *)png, pl);
+        if (bad || out_add(&out, out_path, (char *)png, pl, err)) goto done;
     } else if (ends_with(out_path, ".charx")) {
         if (asked == 2) {
             lm_errf(err, "%s: a CHARX file holds a V3 card (chara_card_v3); leave out --v2, or write .json or .png",
@@ -422,13 +454,13 @@ int lm_card_export(const char *sheet_path, const char *out_path, int version, lm
         lm_charx_files files = {0};
         unsigned char *zip = NULL;
         size_t zl = 0;
-        int bad = lm_charx_dir_read(apath, &files, err) ||
-                  lm_charx_write(s, strlen(s), &files, &zip, &zl, err);
+        int bad = !apath ? lm_errf(err, "%s: out of memory", sheet_path)
+                         : lm_charx_dir_read(apath, &files, err) ||
+                               lm_charx_write(s, strlen(s), &files, &zip, &zl, err);
         lm_charx_files_clear(&files);
         free(apath);
         free(s);
-        if (bad) goto done;
-        out_add(&out, out_path, (char *)zip, zl);
+        if (bad || out_add(&out, out_path, (char *)zip, zl, err)) goto done;
     } else {
         r2 = lm_sheet_to_card(c, w, extra, version, err);
         if (!r2) goto done;
@@ -437,7 +469,7 @@ int lm_card_export(const char *sheet_path, const char *out_path, int version, lm
             lm_errf(err, "cannot encode the card JSON");
             goto done;
         }
-        out_add(&out, out_path, s, strlen(s));
+        if (out_add(&out, out_path, s, strlen(s), err)) goto done;
     }
     rc = out_commit(&out, err);
 done:

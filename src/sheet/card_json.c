@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fileio.h"
 #include "sheet/card.h"
 #include "sheet/util.h"
 
@@ -199,10 +200,8 @@ void lm_card_clear(lm_card *c) {
 int lm_card_load(const char *path, lm_card *out, lm_image *img, lm_err *err) {
     char *buf;
     size_t len;
-    char eb[512];
     memset(out, 0, sizeof *out);
-    if (lm_sh_read_file(path, LM_CARD_FILE_MAX, &buf, &len, eb, sizeof eb))
-        return lm_errf(err, "%s", eb);
+    if (lm_read_file_max(path, LM_CARD_FILE_MAX, &buf, &len, err)) return -1;
     int rc;
     if (len >= 8 && !memcmp(buf, "\x89PNG\r\n\x1a\n", 8)) {
         char *json;

@@ -32,16 +32,27 @@ static int in_list(const char *const *l, const char *k) {
     return 0;
 }
 
-static char *str_or_null(const json_t *o, const char *k) {
+/* A copy of the string o[k], NULL when it is not a string. The sheet is
+ * built with a sticky *oom: one check at the end, as lm_sb does. */
+static char *str_or_null(const json_t *o, const char *k, int *oom) {
     const json_t *v = json_object_get(o, k);
-    return json_is_string(v) ? lm_sh_strndup(json_string_value(v), json_string_length(v)) : NULL;
+    if (!json_is_string(v)) return NULL;
+    char *s = strndup(json_string_value(v), json_string_length(v));
+    if (!s) *oom = 1;
+    return s;
 }
 
 /* Empty strings map to "no section". */
-static char *nonempty(const json_t *o, const char *k) {
-    char *s = str_or_null(o, k);
+static char *nonempty(const json_t *o, const char *k, int *oom) {
+    char *s = str_or_null(o, k, oom);
     if (s && !s[0]) { free(s); s = NULL; }
     return s;
+}
+
+static char *dup(const char *s, int *oom) {
+    char *d = strdup(s);
+    if (!d) *oom = 1;
+    return d;
 }
 
 /* A mes_example label at the start of a line: returns the role or -1 and
@@ -59,7 +70,8 @@ static int mes_label(const char *s, size_t n, const char *name, size_t *len) {
     return -1;
 }
 
-static void parse_mes_example(const char *mes, lm_character *c) {
+/* -1 when out of memory. */
+static int parse_mes_example(const char *mes, lm_character *c) {
     const char *p = mes;
     lm_example *ex = NULL;
     int blank = 0;
@@ -69,6 +81,7 @@ static void parse_mes_example(const char *mes, lm_character *c) {
         size_t ln = n;
         if (ln && p[ln - 1] == '\r') ln--;
         char *t = lm_sh_trim(p, ln);
+        if (!t) return -1;
         size_t lab;
         int role;
         if (!lm_sh_casecmp(t, "<START>")) {
@@ -76,20 +89,25 @@ static void parse_mes_example(const char *mes, lm_character *c) {
         } else if ((role = mes_label(p, ln, c->name, &lab)) >= 0) {
             if (!ex) {
                 ex = lm_sh_push(&c->examples, &c->n_examples, sizeof *ex);
+                if (!ex) { free(t); return -1; }
                 char title[64];
                 snprintf(title, sizeof title, "Example %zu", c->n_examples);
-                ex->title = lm_sh_strdup(title);
+                if (!(ex->title = strdup(title))) { free(t); return -1; }
             }
             lm_turn *turn = lm_sh_push(&ex->turns, &ex->n_turns, sizeof *turn);
+            if (!turn) { free(t); return -1; }
             turn->role = (lm_role)role;
             turn->text = lm_sh_trim(p + lab, ln - lab);
+            if (!turn->text) { free(t); return -1; }
             blank = 0;
         } else if (!t[0]) {
             blank = 1;
         } else if (ex && ex->n_turns) {
             lm_turn *turn = &ex->turns[ex->n_turns - 1];
             size_t tl = strlen(turn->text);
-            turn->text = lm_sh_realloc(turn->text, tl + ln + 3);
+            char *q = realloc(turn->text, tl + ln + 3);
+            if (!q) { free(t); return -1; }
+            turn->text = q;
             memcpy(turn->text + tl, blank ? "\n\n" : "\n", blank ? 2 : 1);
             tl += blank ? 2 : 1;
             memcpy(turn->text + tl, p, ln);
@@ -102,40 +120,56 @@ static void parse_mes_example(const char *mes, lm_character *c) {
         p += n;
         if (*p) p++;
     }
+    return 0;
 }
 
+/* NULL when out of memory. */
 static char *render_mes_example(const lm_character *c) {
-    lm_shb b = {0};
+    lm_sb b = {0};
     for (size_t i = 0; i < c->n_examples; i++) {
-        if (i) lm_shb_putc(&b, '\n');
-        lm_shb_puts(&b, "<START>");
+        if (i) lm_sb_str(&b, "\n");
+        lm_sb_str(&b, "<START>");
         for (size_t k = 0; k < c->examples[i].n_turns; k++) {
             const lm_turn *t = &c->examples[i].turns[k];
-            lm_shb_printf(&b, "\n%s: %s", t->role == LM_ROLE_USER ? "{{user}}" : "{{char}}", t->text);
+            lm_sb_printf(&b, "\n%s: %s", t->role == LM_ROLE_USER ? "{{user}}" : "{{char}}", t->text);
         }
     }
-    return lm_shb_take(&b);
+    return lm_sb_take(&b);
 }
 
-static void strs_from(const json_t *arr, char ***v, size_t *n) {
+/* The strings of a (type-checked) array; sets *oom when out of memory. */
+static void strs_from(const json_t *arr, char ***v, size_t *n, int *oom) {
     size_t i;
     json_t *x;
     json_array_foreach(arr, i, x) {
         char **slot = lm_sh_push(v, n, sizeof *slot);
-        *slot = lm_sh_strdup(json_string_value(x));
+        if (!slot || !(*slot = strdup(json_string_value(x)))) {
+            *oom = 1;
+            return;
+        }
     }
 }
 
-static void meta_add(lm_character *c, const char *k, const char *v) {
+static void meta_add(lm_character *c, const char *k, const char *v, int *oom) {
     lm_kv *kv = lm_sh_push(&c->meta, &c->n_meta, sizeof *kv);
-    kv->key = lm_sh_strdup(k);
-    kv->value = lm_sh_strdup(v);
+    if (!kv) {
+        *oom = 1;
+        return;
+    }
+    kv->key = dup(k, oom);
+    kv->value = dup(v, oom);
 }
 
 int lm_card_to_sheet(const lm_card *card, lm_character **cout, lm_world **wout, json_t **xout,
                      lm_err *err) {
     const json_t *d = card->data;
-    lm_character *c = lm_sh_alloc(sizeof *c);
+    *cout = NULL;
+    *wout = NULL;
+    *xout = NULL;
+    lm_character *c = calloc(1, sizeof *c);
+    if (!c) return lm_errf(err, "out of memory converting the card to a sheet");
+    int oom = 0;
+    lm_world *w = NULL;
     json_t *x = json_object();
     json_object_set_new(x, "lemonpc_card_extra", json_integer(1));
     const char *spec = card->version == 3 ? "chara_card_v3" : card->version == 2 ? "chara_card_v2" : "v1";
@@ -157,84 +191,91 @@ int lm_card_to_sheet(const lm_card *card, lm_character **cout, lm_world **wout, 
     json_object_set_new(x, "top", top);
     json_object_set_new(x, "data", dx);
 
-    c->name = str_or_null(d, "name");
-    c->backstory = str_or_null(d, "description");
-    if (!c->backstory) c->backstory = lm_sh_strdup("");
-    c->speaking_style = nonempty(d, "personality");
-    c->scenario = nonempty(d, "scenario");
-    c->creator_notes = nonempty(d, "creator_notes");
-    c->system_prompt = nonempty(d, "system_prompt");
-    c->post_history = nonempty(d, "post_history_instructions");
+    c->name = str_or_null(d, "name", &oom);
+    c->backstory = str_or_null(d, "description", &oom);
+    if (!c->backstory) c->backstory = dup("", &oom);
+    c->speaking_style = nonempty(d, "personality", &oom);
+    c->scenario = nonempty(d, "scenario", &oom);
+    c->creator_notes = nonempty(d, "creator_notes", &oom);
+    c->system_prompt = nonempty(d, "system_prompt", &oom);
+    c->post_history = nonempty(d, "post_history_instructions", &oom);
     json_t *first = json_object_get(d, "first_mes"), *alts = json_object_get(d, "alternate_greetings");
     if ((first && json_string_length(first)) || json_array_size(alts)) {
         lm_titled *g = lm_sh_push(&c->greetings, &c->n_greetings, sizeof *g);
-        g->title = lm_sh_strdup("First message");
-        g->text = lm_sh_strdup(json_is_string(first) ? json_string_value(first) : "");
+        if (!g) goto oom;
+        g->title = dup("First message", &oom);
+        g->text = dup(json_is_string(first) ? json_string_value(first) : "", &oom);
         size_t i;
         json_array_foreach(alts, i, v) {
             g = lm_sh_push(&c->greetings, &c->n_greetings, sizeof *g);
+            if (!g) goto oom;
             char t[64];
             snprintf(t, sizeof t, "Alternate greeting %zu", i + 1);
-            g->title = lm_sh_strdup(t);
-            g->text = lm_sh_strdup(json_string_value(v));
+            g->title = dup(t, &oom);
+            g->text = dup(json_string_value(v), &oom);
         }
     }
-    char *mes = str_or_null(d, "mes_example");
-    if (mes) parse_mes_example(mes, c);
+    char *mes = str_or_null(d, "mes_example", &oom);
+    if (mes && parse_mes_example(mes, c)) oom = 1;
     free(mes);
     json_t *tags = json_object_get(d, "tags");
     if (json_array_size(tags)) {
-        lm_shb b = {0};
+        lm_sb b = {0};
         char **tv = NULL;
         size_t tn = 0;
-        strs_from(tags, &tv, &tn);
+        strs_from(tags, &tv, &tn, &oom);
         lm_put_keys(&b, tv, tn);
         for (size_t i = 0; i < tn; i++) free(tv[i]);
         free(tv);
-        char *s = lm_shb_take(&b);
-        meta_add(c, "tags", s);
+        char *s = lm_sb_take(&b);
+        if (s) meta_add(c, "tags", s, &oom);
+        else oom = 1;
         free(s);
     }
-    char *cr = nonempty(d, "creator"), *ver = nonempty(d, "character_version");
-    if (cr) meta_add(c, "creator", cr);
-    if (ver) meta_add(c, "version", ver);
+    char *cr = nonempty(d, "creator", &oom), *ver = nonempty(d, "character_version", &oom);
+    if (cr) meta_add(c, "creator", cr, &oom);
+    if (ver) meta_add(c, "version", ver, &oom);
     free(cr);
     free(ver);
 
-    lm_world *w = NULL;
     json_t *book = json_object_get(d, "character_book");
     if (json_is_object(book)) { /* null: no lorebook; the verbatim record keeps the null */
         json_t *bx = json_object(), *ex = json_array();
         json_object_foreach(book, k, v)
             if (strcmp(k, "entries")) json_object_set(bx, k, v);
-        w = lm_sh_alloc(sizeof *w);
+        json_object_set_new(x, "book", bx);
+        json_object_set_new(x, "entries", ex);
+        w = calloc(1, sizeof *w);
+        if (!w) goto oom;
         const char *bn = json_string_value(json_object_get(book, "name"));
         char wn[512];
         if (bn && bn[0] && !strchr(bn, '\n')) snprintf(wn, sizeof wn, "%s", bn);
         else snprintf(wn, sizeof wn, "World of %s", c->name);
-        w->name = lm_sh_strdup(wn);
+        w->name = dup(wn, &oom);
         lm_world_section *ds = lm_sh_push(&w->sections, &w->n_sections, sizeof *ds);
-        ds->title = lm_sh_strdup("Description");
+        if (!ds) goto oom;
+        ds->title = dup("Description", &oom);
         char desc[1024];
         snprintf(desc, sizeof desc,
                  "The world of %s, imported from a Character Card. Its lorebook is under Lore.", c->name);
-        ds->text = lm_sh_strdup(desc);
-        meta_add(c, "world", wn);
+        ds->text = dup(desc, &oom);
+        meta_add(c, "world", wn, &oom);
         size_t i;
         json_t *e;
         json_array_foreach(json_object_get(book, "entries"), i, e) {
             lm_lore_entry *le = lm_sh_push(&w->lore.v, &w->lore.n, sizeof *le);
+            if (!le) goto oom;
             json_t *ee = json_object();
             /* A null field is "not set": the sheet leaves it out and the
              * sidecar keeps the null. */
             json_object_foreach(e, k, v)
                 if (!in_list(ENTRY_MAPPED, k) || json_is_null(v)) json_object_set(ee, k, v);
-            strs_from(json_object_get(e, "keys"), &le->keys, &le->n_keys);
+            strs_from(json_object_get(e, "keys"), &le->keys, &le->n_keys, &oom);
             json_t *sk = json_object_get(e, "secondary_keys");
-            if (json_array_size(sk)) strs_from(sk, &le->secondary_keys, &le->n_secondary_keys);
+            if (json_array_size(sk)) strs_from(sk, &le->secondary_keys, &le->n_secondary_keys, &oom);
             else if (sk) json_object_set(ee, "secondary_keys", sk);
-            le->content = str_or_null(e, "content");
-            if (!le->content) le->content = lm_sh_strdup("");
+            le->content = str_or_null(e, "content", &oom);
+            if (!le->content) le->content = dup("", &oom);
             json_t *f;
             le->enabled = json_is_boolean(f = json_object_get(e, "enabled")) ? json_is_true(f) : -1;
             le->constant = json_is_boolean(f = json_object_get(e, "constant")) ? json_is_true(f) : -1;
@@ -243,17 +284,20 @@ int lm_card_to_sheet(const lm_card *card, lm_character **cout, lm_world **wout, 
                 le->has_insertion_order = 1;
                 le->insertion_order = json_number_value(f);
             }
-            le->comment = str_or_null(e, "comment");
+            le->comment = str_or_null(e, "comment", &oom);
             json_array_append_new(ex, ee);
         }
-        json_object_set_new(x, "book", bx);
-        json_object_set_new(x, "entries", ex);
     }
-    (void)err;
+    if (oom) goto oom;
     *cout = c;
     *wout = w;
     *xout = x;
     return 0;
+oom:
+    lm_character_free(c);
+    lm_world_free(w);
+    json_decref(x);
+    return lm_errf(err, "out of memory converting the card to a sheet");
 }
 
 static void set_str(json_t *o, const char *k, const char *v) {
@@ -272,41 +316,42 @@ static json_t *number(double d) {
     return json_real(d);
 }
 
-static void put_list(lm_shb *b, const char *title, const lm_strlist *l) {
+static void put_list(lm_sb *b, const char *title, const lm_strlist *l) {
     if (!l->n) return;
-    lm_shb_printf(b, "\n\n%s:", title);
-    for (size_t i = 0; i < l->n; i++) lm_shb_printf(b, "\n- %s", l->v[i]);
+    lm_sb_printf(b, "\n\n%s:", title);
+    for (size_t i = 0; i < l->n; i++) lm_sb_printf(b, "\n- %s", l->v[i]);
 }
 
 /* The sheet sections a card has no field for, folded into description so
- * an exported card still carries the whole character. */
+ * an exported card still carries the whole character. NULL when out of
+ * memory, as compose_personality. */
 static char *compose_description(const lm_character *c) {
-    lm_shb b = {0};
-    lm_shb_puts(&b, c->backstory ? c->backstory : "");
-    if (c->alignment) lm_shb_printf(&b, "\n\nAlignment: %s", c->alignment);
+    lm_sb b = {0};
+    lm_sb_str(&b, c->backstory ? c->backstory : "");
+    if (c->alignment) lm_sb_printf(&b, "\n\nAlignment: %s", c->alignment);
     put_list(&b, "Values", &c->values);
     put_list(&b, "Objectives", &c->objectives);
-    if (c->n_opinions) lm_shb_puts(&b, "\n\nOpinions:");
+    if (c->n_opinions) lm_sb_str(&b, "\n\nOpinions:");
     for (size_t i = 0; i < c->n_opinions; i++)
-        lm_shb_printf(&b, "\n\n%s: %s", c->opinions[i].title, c->opinions[i].text);
-    if (c->n_relationships) lm_shb_puts(&b, "\n\nRelationships:");
+        lm_sb_printf(&b, "\n\n%s: %s", c->opinions[i].title, c->opinions[i].text);
+    if (c->n_relationships) lm_sb_str(&b, "\n\nRelationships:");
     for (size_t i = 0; i < c->n_relationships; i++)
-        lm_shb_printf(&b, "\n- %s: %s", c->relationships[i].name, c->relationships[i].text);
-    if (c->knowledge_limits) lm_shb_printf(&b, "\n\nKnowledge limits: %s", c->knowledge_limits);
+        lm_sb_printf(&b, "\n- %s: %s", c->relationships[i].name, c->relationships[i].text);
+    if (c->knowledge_limits) lm_sb_printf(&b, "\n\nKnowledge limits: %s", c->knowledge_limits);
     for (size_t i = 0; i < c->n_extra; i++)
-        lm_shb_printf(&b, "\n\n%s:\n%s", c->extra[i].title, c->extra[i].text);
-    return lm_shb_take(&b);
+        lm_sb_printf(&b, "\n\n%s:\n%s", c->extra[i].title, c->extra[i].text);
+    return lm_sb_take(&b);
 }
 
 static char *compose_personality(const lm_character *c) {
-    lm_shb b = {0};
-    lm_shb_puts(&b, c->speaking_style ? c->speaking_style : "");
+    lm_sb b = {0};
+    lm_sb_str(&b, c->speaking_style ? c->speaking_style : "");
     if (c->catchphrases.n) {
-        if (b.n) lm_shb_puts(&b, "\n\n");
-        lm_shb_puts(&b, "Catchphrases:");
-        for (size_t i = 0; i < c->catchphrases.n; i++) lm_shb_printf(&b, "\n- %s", c->catchphrases.v[i]);
+        if (b.len) lm_sb_str(&b, "\n\n");
+        lm_sb_str(&b, "Catchphrases:");
+        for (size_t i = 0; i < c->catchphrases.n; i++) lm_sb_printf(&b, "\n- %s", c->catchphrases.v[i]);
     }
-    return lm_shb_take(&b);
+    return lm_sb_take(&b);
 }
 
 /* json_equal that treats two absent values as equal. */
@@ -358,12 +403,14 @@ static json_t *build_book(const lm_lore *lore, const lm_world *w, const json_t *
 }
 
 /* The card's data object as the sheet says it, before the sidecar's
- * verbatim copies are applied. */
+ * verbatim copies are applied; NULL when out of memory. */
 static json_t *sheet_data(const lm_character *c, const lm_world *w, const json_t *extra, int version) {
     const json_t *dx = json_object_get(extra, "data");
     json_t *d = json_is_object(dx) ? json_deep_copy(dx) : json_object();
+    int oom = !d;
     set_str(d, "name", c->name);
     char *desc = compose_description(c), *pers = compose_personality(c);
+    if (!desc || !pers) oom = 1;
     set_str(d, "description", desc);
     set_str(d, "personality", pers);
     free(desc);
@@ -372,9 +419,10 @@ static json_t *sheet_data(const lm_character *c, const lm_world *w, const json_t
     if (c->scenario || !wd || !wd->text[0]) {
         set_str(d, "scenario", c->scenario);
     } else {
-        lm_shb b = {0};
-        lm_shb_printf(&b, "{{char}} lives in %s. %s", w->name ? w->name : "", wd->text);
-        char *s = lm_shb_take(&b);
+        lm_sb b = {0};
+        lm_sb_printf(&b, "{{char}} lives in %s. %s", w->name ? w->name : "", wd->text);
+        char *s = lm_sb_take(&b);
+        if (!s) oom = 1;
         set_str(d, "scenario", s);
         free(s);
     }
@@ -383,6 +431,7 @@ static json_t *sheet_data(const lm_character *c, const lm_world *w, const json_t
     for (size_t i = 1; i < c->n_greetings; i++) json_array_append_new(alts, json_string(c->greetings[i].text));
     json_object_set_new(d, "alternate_greetings", alts);
     char *mes = render_mes_example(c);
+    if (!mes) oom = 1;
     set_str(d, "mes_example", mes);
     free(mes);
     set_str(d, "creator_notes", c->creator_notes);
@@ -391,7 +440,7 @@ static json_t *sheet_data(const lm_character *c, const lm_world *w, const json_t
     const char *tags = lm_meta_get(c->meta, c->n_meta, "tags");
     char **tv = NULL;
     size_t tn = 0;
-    if (tags) lm_split_keys(tags, &tv, &tn);
+    if (tags && lm_split_keys(tags, &tv, &tn)) oom = 1;
     json_object_set_new(d, "tags", str_array(tv, tn));
     for (size_t i = 0; i < tn; i++) free(tv[i]);
     free(tv);
@@ -402,6 +451,10 @@ static json_t *sheet_data(const lm_character *c, const lm_world *w, const json_t
     const lm_lore *lore = c->lore.n || !w || !wref ? &c->lore : &w->lore;
     json_t *book = build_book(lore, w, extra, version);
     if (book) json_object_set_new(d, "character_book", book);
+    if (oom) {
+        json_decref(d);
+        return NULL;
+    }
     return d;
 }
 
@@ -417,6 +470,10 @@ json_t *lm_sheet_to_card(const lm_character *c, const lm_world *w, const json_t 
     }
     if (extra && !json_is_object(extra)) extra = NULL;
     json_t *d = sheet_data(c, w, extra, version);
+    if (!d) {
+        lm_errf(err, "%s: out of memory converting the sheet to a card", c->path ? c->path : c->name);
+        return NULL;
+    }
     const json_t *verb = json_object_get(extra, "verbatim");
     const char *k;
     json_t *v;
@@ -463,6 +520,7 @@ int lm_card_record_verbatim(const lm_card *card, const lm_character *c2, const l
                             json_t *extra, lm_err *err) {
     int version = card->version == 3 ? 3 : 2;
     json_t *d2 = sheet_data(c2, w2, extra, version);
+    if (!d2) goto oom;
     /* Lorebook entries get their own verbatim copies, so editing one entry
      * leaves the others exact. */
     json_t *e2 = json_object_get(json_object_get(d2, "character_book"), "entries");
@@ -482,6 +540,7 @@ int lm_card_record_verbatim(const lm_card *card, const lm_character *c2, const l
         if (changed) {
             json_decref(d2);
             d2 = sheet_data(c2, w2, extra, version);
+            if (!d2) goto oom;
         }
     }
     json_t *verb = json_object();
@@ -507,6 +566,8 @@ int lm_card_record_verbatim(const lm_card *card, const lm_character *c2, const l
             }
     json_decref(d2);
     json_object_set_new(extra, "verbatim", verb);
-    (void)err;
     return 0;
+oom:
+    return lm_errf(err, "%s: out of memory converting the sheet to a card",
+                   c2->path ? c2->path : c2->name);
 }

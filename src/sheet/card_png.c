@@ -7,13 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/strbuf.h"
 #include "sheet/card.h"
 #include "sheet/util.h"
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 char *lm_base64_encode(const unsigned char *d, size_t n) {
-    char *out = lm_sh_alloc((n + 2) / 3 * 4 + 1);
+    char *out = malloc((n + 2) / 3 * 4 + 1);
+    if (!out) return NULL;
     size_t o = 0;
     for (size_t i = 0; i < n; i += 3) {
         unsigned v = (unsigned)d[i] << 16;
@@ -29,7 +31,11 @@ char *lm_base64_encode(const unsigned char *d, size_t n) {
 }
 
 unsigned char *lm_base64_decode(const char *s, size_t n, size_t *out_len, lm_err *err) {
-    unsigned char *out = lm_sh_alloc(n / 4 * 3 + 3);
+    unsigned char *out = malloc(n / 4 * 3 + 3);
+    if (!out) {
+        lm_errf(err, "out of memory decoding %zu bytes of base64", n);
+        return NULL;
+    }
     size_t o = 0, k = 0, pad = 0;
     unsigned acc = 0;
     for (size_t i = 0; i < n; i++) {
@@ -102,11 +108,15 @@ static void take_text(rd_state *s, png_structp png, png_infop info) {
     int n = 0;
     png_get_text(png, info, &t, &n);
     for (int i = 0; i < n; i++) {
+        /* keys and texts grow together: both by one, n_text counting both */
         char **k = lm_sh_push(&s->keys, &s->n_text, sizeof *k);
+        if (!k) png_error(png, "out of memory");
         s->n_text--;
         char **v = lm_sh_push(&s->texts, &s->n_text, sizeof *v);
-        *k = lm_sh_strdup(t[i].key);
-        *v = lm_sh_strdup(t[i].text ? t[i].text : "");
+        if (!v) png_error(png, "out of memory");
+        *k = strdup(t[i].key);
+        *v = strdup(t[i].text ? t[i].text : "");
+        if (!*k || !*v) png_error(png, "out of memory"); /* rd_free frees the one that was made */
     }
 }
 
@@ -163,8 +173,9 @@ static int read_png(rd_state *s, const char *src, unsigned *w_out, unsigned *h_o
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
     if (png_get_rowbytes(png, info) != (size_t)w * 4) png_error(png, "unsupported pixel format");
-    s->pixels = lm_sh_alloc((size_t)w * h * 4);
-    s->rows = lm_sh_alloc(h * sizeof *s->rows);
+    s->pixels = malloc((size_t)w * h * 4);
+    s->rows = malloc(h * sizeof *s->rows);
+    if (!s->pixels || !s->rows) png_error(png, "out of memory for the image");
     for (png_uint_32 y = 0; y < h; y++) s->rows[y] = s->pixels + (size_t)y * w * 4;
     png_read_image(png, s->rows);
     png_read_end(png, end);
@@ -183,7 +194,8 @@ int lm_png_text_get(const unsigned char *buf, size_t len, const char *src, const
     *text = NULL;
     int rc = read_png(&s, src, &w, &h, err);
     for (size_t i = 0; rc == 0 && i < s.n_text; i++)
-        if (!strcmp(s.keys[i], keyword) && !*text) *text = lm_sh_strdup(s.texts[i]);
+        if (!strcmp(s.keys[i], keyword) && !*text && !(*text = strdup(s.texts[i])))
+            rc = lm_errf(err, "%s: out of memory", src);
     rd_free(&s);
     return rc;
 }
@@ -226,13 +238,14 @@ int lm_png_card_read(const unsigned char *buf, size_t len, const char *src, char
 }
 
 typedef struct {
-    lm_shb out;
+    lm_sb out;
     char msg[256];
 } wr_state;
 
 static void on_write(png_structp png, png_bytep data, size_t n) {
     wr_state *s = png_get_io_ptr(png);
-    lm_shb_putn(&s->out, (const char *)data, n);
+    lm_sb_add(&s->out, (const char *)data, n);
+    if (s->out.oom) png_error(png, "out of memory");
 }
 
 static void on_flush(png_structp png) { (void)png; }
@@ -243,11 +256,13 @@ static void on_werror(png_structp png, png_const_charp msg) {
     png_longjmp(png, 1);
 }
 
-/* A lemon on a transparent background, for sheets without a picture. */
-static void placeholder(lm_image *img) {
+/* A lemon on a transparent background, for sheets without a picture;
+ * -1 when out of memory. */
+static int placeholder(lm_image *img) {
     enum { N = 64 };
     img->w = img->h = N;
-    img->rgba = lm_sh_alloc(N * N * 4);
+    img->rgba = calloc(N * N, 4);
+    if (!img->rgba) return -1;
     for (int y = 0; y < N; y++)
         for (int x = 0; x < N; x++) {
             double dx = (x - 31.5) / 26.0, dy = (y - 31.5) / 20.0, r = dx * dx + dy * dy;
@@ -259,6 +274,7 @@ static void placeholder(lm_image *img) {
                 p[3] = 255;
             }
         }
+    return 0;
 }
 
 /* The libpng part, alone so nothing of the caller lives across setjmp. */
@@ -289,14 +305,19 @@ int lm_png_card_write(const lm_image *img, const char *chara_json, const char *c
                       unsigned char **out, size_t *out_len, lm_err *err) {
     lm_image ph = {0};
     if (!img || !img->rgba) {
-        placeholder(&ph);
+        if (placeholder(&ph)) return lm_errf(err, "out of memory for the PNG's placeholder image");
         img = &ph;
     }
-    wr_state *s = lm_sh_alloc(sizeof *s);
-    png_bytep *rows = lm_sh_alloc(img->h * sizeof *rows);
-    for (unsigned y = 0; y < img->h; y++) rows[y] = img->rgba + (size_t)y * img->w * 4;
+    wr_state *s = calloc(1, sizeof *s);
+    png_bytep *rows = malloc((img->h ? img->h : 1) * sizeof *rows);
     char *b64[2] = {chara_json ? lm_base64_encode((const unsigned char *)chara_json, strlen(chara_json)) : NULL,
                     ccv3_json ? lm_base64_encode((const unsigned char *)ccv3_json, strlen(ccv3_json)) : NULL};
+    int rc = -1;
+    if (!s || !rows || (chara_json && !b64[0]) || (ccv3_json && !b64[1])) {
+        lm_errf(err, "out of memory encoding the PNG card");
+        goto done;
+    }
+    for (unsigned y = 0; y < img->h; y++) rows[y] = img->rgba + (size_t)y * img->w * 4;
     png_text text[2];
     int nt = 0;
     memset(text, 0, sizeof text);
@@ -312,12 +333,14 @@ int lm_png_card_write(const lm_image *img, const char *chara_json, const char *c
         text[nt].text = b64[1];
         text[nt++].text_length = strlen(b64[1]);
     }
-    int rc = encode(s, img, rows, text, nt, err);
+    rc = encode(s, img, rows, text, nt, err);
     if (rc == 0) {
-        *out_len = s->out.n;
-        *out = (unsigned char *)lm_shb_take(&s->out);
+        *out_len = s->out.len;
+        *out = (unsigned char *)lm_sb_take(&s->out);
+        if (!*out) rc = lm_errf(err, "out of memory encoding the PNG card");
     }
-    free(s->out.s);
+done:
+    if (s) lm_sb_free(&s->out);
     free(s);
     free(rows);
     free(b64[0]);

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/fileio.h"
 #include "sheet/parse.h"
 
 enum {
@@ -39,7 +40,8 @@ static int is_char_speaker(const lm_character *c, const char *who) {
     return nick && !lm_sh_casecmp(who, nick);
 }
 
-/* `**Who:** text` or `**Who**: text`: returns 1 and the parts. */
+/* `**Who:** text` or `**Who**: text`: returns 1 and the parts (0: not a
+ * label, -1: out of memory). */
 static int label(const char *s, size_t n, char **who, const char **rest) {
     if (n < 5 || s[0] != '*' || s[1] != '*') return 0;
     const char *end = s + n, *close = NULL;
@@ -53,13 +55,16 @@ static int label(const char *s, size_t n, char **who, const char **rest) {
     if (r < end && *r == ' ') r++;
     *who = lm_sh_trim(a, (size_t)(b - a));
     *rest = r;
-    return 1;
+    return *who ? 1 : -1;
 }
 
-static void parse_example(const char *file, lm_character *c, const lm_md_sub *sub, lm_diags *d) {
+/* -1 when out of memory. */
+static int parse_example(const char *file, lm_character *c, const lm_md_sub *sub, lm_diags *d) {
     lm_example *ex = lm_sh_push(&c->examples, &c->n_examples, sizeof *ex);
-    ex->title = lm_sh_strdup(sub->title);
+    if (!ex) return -1;
+    ex->title = strdup(sub->title);
     ex->line = sub->line;
+    if (!ex->title) return -1;
     const char *p = sub->body;
     int line = sub->body_line, blank = 0, chars = 0;
     while (*p) {
@@ -67,9 +72,11 @@ static void parse_example(const char *file, lm_character *c, const lm_md_sub *su
         size_t n = nl ? (size_t)(nl - p) : strlen(p);
         char *who = NULL;
         const char *rest = NULL;
+        int is_label = lm_sh_blank(p, n) ? 0 : label(p, n, &who, &rest);
+        if (is_label < 0) return -1;
         if (lm_sh_blank(p, n)) {
             blank = 1;
-        } else if (label(p, n, &who, &rest)) {
+        } else if (is_label) {
             lm_role role;
             int ok = 1;
             if (!lm_sh_casecmp(who, "User") || !lm_sh_casecmp(who, "{{user}}")) role = LM_ROLE_USER;
@@ -81,19 +88,23 @@ static void parse_example(const char *file, lm_character *c, const lm_md_sub *su
                 ok = 0;
                 role = LM_ROLE_USER;
             }
+            free(who);
             if (ok) {
                 lm_turn *t = lm_sh_push(&ex->turns, &ex->n_turns, sizeof *t);
+                if (!t) return -1;
                 t->role = role;
                 t->text = lm_sh_trim(rest, n - (size_t)(rest - p));
                 t->line = line;
+                if (!t->text) return -1;
             }
-            free(who);
             blank = 0;
         } else if (ex->n_turns) {
             /* A turn that spans lines; a blank line inside is a paragraph break. */
             lm_turn *t = &ex->turns[ex->n_turns - 1];
             size_t tl = strlen(t->text);
-            t->text = lm_sh_realloc(t->text, tl + n + 3);
+            char *q = realloc(t->text, tl + n + 3);
+            if (!q) return -1;
+            t->text = q;
             memcpy(t->text + tl, blank ? "\n\n" : "\n", blank ? 2 : 1);
             tl += blank ? 2 : 1;
             memcpy(t->text + tl, p, n);
@@ -113,32 +124,48 @@ static void parse_example(const char *file, lm_character *c, const lm_md_sub *su
         lm_diags_add(d, LM_DIAG_ERROR, file, sub->line, "add a `**Name:**` line",
                      "conversation '%s' never gives %s a turn", sub->title,
                      c->name ? c->name : "the character");
+    return 0;
 }
 
-static void parse_titled(const char *file, const lm_md_section *s, lm_titled **out, size_t *n,
-                         lm_diags *d) {
+static int parse_titled(const char *file, const lm_md_section *s, lm_titled **out, size_t *n,
+                        lm_diags *d) {
     if (!lm_sh_blank(s->intro, strlen(s->intro)))
         lm_diags_add(d, LM_DIAG_WARNING, file, s->intro_line, "put it under a `### Title`",
                      "text before the first `###` in '%s' is ignored", s->title);
     for (size_t i = 0; i < s->n_subs; i++) {
         lm_titled *t = lm_sh_push(out, n, sizeof *t);
-        t->title = lm_sh_strdup(s->subs[i].title);
-        t->text = lm_sh_strdup(s->subs[i].body);
+        if (!t) return -1;
+        t->title = strdup(s->subs[i].title);
+        t->text = strdup(s->subs[i].body);
         t->line = s->subs[i].line;
+        if (!t->title || !t->text) return -1;
         if (!t->text[0])
             lm_diags_add(d, LM_DIAG_WARNING, file, t->line, NULL, "'%s' is empty", t->title);
     }
+    return 0;
+}
+
+/* A titled item {title, text} at the end of *v; -1 when out of memory. */
+static int push_titled(lm_titled **v, size_t *n, const char *title, const char *text, int line) {
+    lm_titled *t = lm_sh_push(v, n, sizeof *t);
+    if (!t) return -1;
+    t->title = strdup(title);
+    t->text = strdup(text);
+    t->line = line;
+    return t->title && t->text ? 0 : -1;
 }
 
 lm_character *lm_character_parse(const char *path, const char *text, size_t len, lm_diags *d) {
     lm_md_doc *doc = lm_md_parse(path, text, len, d);
     if (!doc) return NULL;
-    lm_character *c = lm_sh_alloc(sizeof *c);
-    c->path = lm_sh_strdup(path);
+    lm_character *c = calloc(1, sizeof *c);
+    if (!c) goto oom;
     c->meta = doc->meta;
     c->n_meta = doc->n_meta;
     doc->meta = NULL;
     doc->n_meta = 0;
+    c->path = strdup(path);
+    if (!c->path) goto oom;
     for (size_t i = 0; i < c->n_meta; i++) {
         char hint[512];
         if (lm_heading_index(c->meta[i].key, meta_keys, hint, sizeof hint) < 0) {
@@ -174,10 +201,7 @@ lm_character *lm_character_parse(const char *path, const char *text, size_t len,
             if ((h == H_EXAMPLES) != (pass == 1)) continue;
             if (h < 0) {
                 lm_diags_add(d, LM_DIAG_WARNING, path, s->line, hint, "unknown section '%s'", s->title);
-                lm_titled *t = lm_sh_push(&c->extra, &c->n_extra, sizeof *t);
-                t->title = lm_sh_strdup(s->title);
-                t->text = lm_sh_strdup(s->body);
-                t->line = s->line;
+                if (push_titled(&c->extra, &c->n_extra, s->title, s->body, s->line)) goto oom;
                 continue;
             }
             if (seen[h]) {
@@ -192,37 +216,37 @@ lm_character *lm_character_parse(const char *path, const char *text, size_t len,
                              "section '%s' is empty", s->title);
             }
             if (texts[h]) {
-                *texts[h] = lm_sh_strdup(s->body);
+                *texts[h] = strdup(s->body);
+                if (!*texts[h]) goto oom;
                 continue;
             }
+            int rc = 0;
             switch (h) {
-            case H_VALUES: lm_parse_list(path, s, &c->values, d); break;
-            case H_OBJECTIVES: lm_parse_list(path, s, &c->objectives, d); break;
-            case H_CATCHPHRASES: lm_parse_list(path, s, &c->catchphrases, d); break;
-            case H_OPINIONS: parse_titled(path, s, &c->opinions, &c->n_opinions, d); break;
+            case H_VALUES: rc = lm_parse_list(path, s, &c->values, d); break;
+            case H_OBJECTIVES: rc = lm_parse_list(path, s, &c->objectives, d); break;
+            case H_CATCHPHRASES: rc = lm_parse_list(path, s, &c->catchphrases, d); break;
+            case H_OPINIONS: rc = parse_titled(path, s, &c->opinions, &c->n_opinions, d); break;
             case H_GREETINGS:
-                if (!s->n_subs && s->body[0]) {
-                    lm_titled *t = lm_sh_push(&c->greetings, &c->n_greetings, sizeof *t);
-                    t->title = lm_sh_strdup("First message");
-                    t->text = lm_sh_strdup(s->body);
-                    t->line = s->body_line;
-                } else {
-                    parse_titled(path, s, &c->greetings, &c->n_greetings, d);
-                }
+                if (!s->n_subs && s->body[0])
+                    rc = push_titled(&c->greetings, &c->n_greetings, "First message", s->body,
+                                     s->body_line);
+                else
+                    rc = parse_titled(path, s, &c->greetings, &c->n_greetings, d);
                 break;
-            case H_RELATIONSHIPS: {
-                lm_parse_named(path, s, &c->relationships, &c->n_relationships, 1, d);
+            case H_RELATIONSHIPS:
+                rc = lm_parse_named(path, s, &c->relationships, &c->n_relationships, 1, d);
                 break;
-            }
-            case H_LORE: lm_parse_lore(path, s, &c->lore, d); break;
+            case H_LORE: rc = lm_parse_lore(path, s, &c->lore, d); break;
             case H_EXAMPLES:
                 if (!lm_sh_blank(s->intro, strlen(s->intro)))
                     lm_diags_add(d, LM_DIAG_ERROR, path, s->intro_line,
                                  "put each conversation under a `### Title`",
                                  "conversation lines outside a `###` conversation");
-                for (size_t k = 0; k < s->n_subs; k++) parse_example(path, c, &s->subs[k], d);
+                for (size_t k = 0; k < s->n_subs && !rc; k++)
+                    rc = parse_example(path, c, &s->subs[k], d);
                 break;
             }
+            if (rc) goto oom;
         }
     }
     int at = c->name_line ? c->name_line : 1;
@@ -234,14 +258,19 @@ lm_character *lm_character_parse(const char *path, const char *text, size_t len,
                      "no example conversations: the model learns the voice from them");
     lm_md_free(doc);
     return c;
+oom:
+    lm_md_free(doc);
+    lm_character_free(c);
+    lm_diags_oom(d, path);
+    return NULL;
 }
 
 lm_character *lm_character_load(const char *path, lm_diags *d) {
     char *text;
     size_t len;
-    char eb[512];
-    if (lm_sh_read_file(path, LM_SHEET_FILE_MAX, &text, &len, eb, sizeof eb)) {
-        lm_diags_add(d, LM_DIAG_ERROR, path, 0, NULL, "%s", eb);
+    lm_err err = {{0}};
+    if (lm_read_file_max(path, LM_SHEET_FILE_MAX, &text, &len, &err)) {
+        lm_diags_add(d, LM_DIAG_ERROR, path, 0, NULL, "%s", err.msg);
         return NULL;
     }
     lm_character *c = lm_character_parse(path, text, len, d);

@@ -60,8 +60,10 @@ static int cmp_str(const void *a, const void *b) {
 }
 
 lm_sheet_dir *lm_sheet_dir_load(const char *dir, lm_diags *d) {
-    lm_sheet_dir *s = lm_sh_alloc(sizeof *s);
-    s->dir = lm_sh_strdup(dir);
+    lm_sheet_dir *s = calloc(1, sizeof *s);
+    char *cdir = NULL, **names = NULL;
+    size_t n = 0;
+    if (!s || !(s->dir = strdup(dir))) goto oom;
     struct stat st;
     /* name the folder itself, not the characters/ it would hold */
     int missing = stat(dir, &st) != 0;
@@ -71,15 +73,17 @@ lm_sheet_dir *lm_sheet_dir_load(const char *dir, lm_diags *d) {
                      !missing ? "not a folder" : errno == ENOENT ? "no such folder" : strerror(errno));
         return s;
     }
-    size_t dl = strlen(dir);
-    char *wpath = lm_sh_alloc(dl + 16);
-    snprintf(wpath, dl + 16, "%s/world.md", dir);
-    if (stat(wpath, &st) == 0) s->world = lm_world_load(wpath, d);
+    lm_sb b = {0};
+    lm_sb_printf(&b, "%s/world.md", dir);
+    char *wpath = lm_sb_take(&b);
+    if (!wpath) goto oom;
+    if (stat(wpath, &st) == 0) {
+        s->world = lm_world_load(wpath, d);
+        /* a world.md that cannot be read is an error in d already */
+    }
     free(wpath);
-    char *cdir = lm_sh_alloc(dl + 16);
-    snprintf(cdir, dl + 16, "%s/characters", dir);
-    char **names = NULL;
-    size_t n = 0;
+    lm_sb_printf(&b, "%s/characters", dir);
+    if (!(cdir = lm_sb_take(&b))) goto oom;
     DIR *dp = opendir(cdir);
     if (dp) {
         struct dirent *e;
@@ -87,28 +91,35 @@ lm_sheet_dir *lm_sheet_dir_load(const char *dir, lm_diags *d) {
             size_t l = strlen(e->d_name);
             if (l > 3 && !strcmp(e->d_name + l - 3, ".md") && e->d_name[0] != '.') {
                 char **slot = lm_sh_push(&names, &n, sizeof *slot);
-                *slot = lm_sh_strdup(e->d_name);
+                if (!slot || !(*slot = strdup(e->d_name))) {
+                    closedir(dp);
+                    goto oom;
+                }
             }
         }
         closedir(dp);
     }
     if (n) qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
-        size_t pl = strlen(cdir) + strlen(names[i]) + 2;
-        char *p = lm_sh_alloc(pl);
-        snprintf(p, pl, "%s/%s", cdir, names[i]);
+        lm_sb_printf(&b, "%s/%s", cdir, names[i]);
+        char *p = lm_sb_take(&b);
+        if (!p) goto oom;
         lm_character *c = lm_character_load(p, d);
+        free(p);
         if (c) {
             lm_character **slot = lm_sh_push(&s->chars, &s->n_chars, sizeof *slot);
+            if (!slot) {
+                lm_character_free(c);
+                goto oom;
+            }
             *slot = c;
         }
-        free(p);
-        free(names[i]);
     }
-    free(names);
     if (!n)
         lm_diags_add(d, LM_DIAG_ERROR, cdir, 0, "write characters/NAME.md (see docs/SHEETS.md)",
                      "no character sheets found");
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
     free(cdir);
     for (size_t i = 0; i < s->n_chars; i++) {
         lm_character *others[64];
@@ -118,6 +129,13 @@ lm_sheet_dir *lm_sheet_dir_load(const char *dir, lm_diags *d) {
         lm_character_crosscheck(s->chars[i], s->world, others, no, d);
     }
     return s;
+oom:
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    free(cdir);
+    lm_sheet_dir_free(s);
+    lm_diags_oom(d, dir);
+    return NULL;
 }
 
 void lm_sheet_dir_free(lm_sheet_dir *s) {

@@ -3,30 +3,43 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sheet/sheet.h"
-#include "sheet/util.h"
+#include "sheet/parse.h"
 
 void lm_diags_add(lm_diags *d, lm_diag_level level, const char *file, int line,
                   const char *hint, const char *fmt, ...) {
     if (!d) return;
-    lm_diag *g = lm_sh_push(&d->v, &d->n, sizeof *g);
-    d->cap = d->n;
-    g->level = level;
-    g->file = lm_sh_strdup(file ? file : "");
-    g->line = line;
-    g->hint = lm_sh_strdup(hint);
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    g->msg = lm_sh_alloc((size_t)(n > 0 ? n : 0) + 1);
+    size_t len = (size_t)(n > 0 ? n : 0);
+    char *msg = malloc(len + 1), *f = strdup(file ? file : ""), *h = lm_sh_strdup(hint);
+    lm_diag *g = msg && f && (h || !hint) ? lm_sh_push(&d->v, &d->n, sizeof *g) : NULL;
+    if (!g) {
+        free(msg);
+        free(f);
+        free(h);
+        d->oom = 1;
+        return;
+    }
+    d->cap = d->n;
     va_start(ap, fmt);
-    vsnprintf(g->msg, (size_t)(n > 0 ? n : 0) + 1, fmt, ap);
+    vsnprintf(msg, len + 1, fmt, ap);
     va_end(ap);
+    g->level = level;
+    g->file = f;
+    g->line = line;
+    g->hint = h;
+    g->msg = msg;
+}
+
+int lm_diags_oom(lm_diags *d, const char *file) {
+    lm_diags_add(d, LM_DIAG_ERROR, file, 0, NULL, "out of memory while reading the sheet");
+    return -1;
 }
 
 size_t lm_diags_count(const lm_diags *d, lm_diag_level level) {
-    size_t k = 0;
+    size_t k = level == LM_DIAG_ERROR && d->oom;
     for (size_t i = 0; i < d->n; i++) k += d->v[i].level == level;
     return k;
 }
@@ -56,4 +69,5 @@ void lm_diags_free(lm_diags *d) {
     free(d->v);
     d->v = NULL;
     d->n = d->cap = 0;
+    d->oom = 0;
 }

@@ -32,53 +32,57 @@ static int heading(span l, span *text) {
 }
 
 /* Joins lines [a, b) trimming blank lines at both ends and unescaping
- * `\#`; *first gets the 1-based line of the first kept line. */
+ * `\#`; *first gets the 1-based line of the first kept line. NULL when
+ * out of memory. */
 static char *join(const span *lines, int a, int b, int *first) {
     while (a < b && lm_sh_blank(lines[a].s, lines[a].n)) a++;
     while (b > a && lm_sh_blank(lines[b - 1].s, lines[b - 1].n)) b--;
     *first = a + 1;
-    lm_shb sb = {0};
+    lm_sb sb = {0};
     for (int i = a; i < b; i++) {
         span l = lines[i];
         size_t k = 0;
         while (k < l.n && l.s[k] == '\\') k++;
         if (k > 0 && k < l.n && l.s[k] == '#') { l.s++; l.n--; }
-        lm_shb_putn(&sb, l.s, l.n);
-        if (i + 1 < b) lm_shb_putc(&sb, '\n');
+        lm_sb_add(&sb, l.s, l.n);
+        if (i + 1 < b) lm_sb_add(&sb, "\n", 1);
     }
-    return lm_shb_take(&sb);
+    return lm_sb_take(&sb);
 }
 
-void lm_md_put_body(lm_shb *b, const char *text) {
+void lm_md_put_body(lm_sb *b, const char *text) {
     const char *p = text;
     while (*p) {
         const char *e = strchr(p, '\n');
         size_t n = e ? (size_t)(e - p) : strlen(p);
         size_t k = 0;
         while (k < n && p[k] == '\\') k++;
-        if (k < n && p[k] == '#') lm_shb_putc(b, '\\');
-        lm_shb_putn(b, p, n);
-        lm_shb_putc(b, '\n');
+        if (k < n && p[k] == '#') lm_sb_add(b, "\\", 1);
+        lm_sb_add(b, p, n);
+        lm_sb_add(b, "\n", 1);
         p += n;
         if (*p) p++;
     }
 }
 
-static void close_sub(lm_md_section *sec, const span *lines, int end) {
-    if (!sec || !sec->n_subs) return;
+/* Both return -1 when out of memory. */
+static int close_sub(lm_md_section *sec, const span *lines, int end) {
+    if (!sec || !sec->n_subs) return 0;
     lm_md_sub *s = &sec->subs[sec->n_subs - 1];
-    if (s->body) return;
+    if (s->body) return 0;
     s->body = join(lines, s->line, end, &s->body_line);
+    return s->body ? 0 : -1;
 }
 
-static void close_sec(lm_md_doc *doc, const span *lines, int end) {
-    if (!doc->n_secs) return;
+static int close_sec(lm_md_doc *doc, const span *lines, int end) {
+    if (!doc->n_secs) return 0;
     lm_md_section *sec = &doc->secs[doc->n_secs - 1];
-    if (sec->body) return;
-    close_sub(sec, lines, end);
+    if (sec->body) return 0;
+    if (close_sub(sec, lines, end)) return -1;
     sec->body = join(lines, sec->line, end, &sec->body_line);
     int intro_end = sec->n_subs ? sec->subs[0].line - 1 : end;
     sec->intro = join(lines, sec->line, intro_end, &sec->intro_line);
+    return sec->body && sec->intro ? 0 : -1;
 }
 
 lm_md_doc *lm_md_parse(const char *file, const char *text, size_t len, lm_diags *d) {
@@ -98,12 +102,22 @@ lm_md_doc *lm_md_parse(const char *file, const char *text, size_t len, lm_diags 
         size_t j = i;
         while (j < len && text[j] != '\n') j++;
         span *l = lm_sh_push(&lines, &nl, sizeof *l);
+        if (!l) {
+            free(lines);
+            lm_diags_oom(d, file);
+            return NULL;
+        }
         l->s = text + i;
         l->n = j - i;
         if (l->n && l->s[l->n - 1] == '\r') l->n--;
         i = j + 1;
     }
-    lm_md_doc *doc = lm_sh_alloc(sizeof *doc);
+    lm_md_doc *doc = calloc(1, sizeof *doc);
+    if (!doc) {
+        free(lines);
+        lm_diags_oom(d, file);
+        return NULL;
+    }
     int i = 0, n = (int)nl;
     for (int k = 0; k < n; k++) {
         size_t bad = lm_utf8_check(lines[k].s, lines[k].n);
@@ -125,9 +139,11 @@ lm_md_doc *lm_md_parse(const char *file, const char *text, size_t len, lm_diags 
                 continue;
             }
             lm_kv *kv = lm_sh_push(&doc->meta, &doc->n_meta, sizeof *kv);
+            if (!kv) goto oom;
             kv->key = lm_sh_trim(l.s, (size_t)(colon - l.s));
             kv->value = lm_sh_trim(colon + 1, l.n - (size_t)(colon + 1 - l.s));
             kv->line = k + 1;
+            if (!kv->key || !kv->value) goto oom;
         }
         if (k == n)
             lm_diags_add(d, LM_DIAG_ERROR, file, 1, "close it with a `---` line",
@@ -159,14 +175,17 @@ lm_md_doc *lm_md_parse(const char *file, const char *text, size_t len, lm_diags 
                              "second `#` title (first at line %d)", doc->title_line);
                 continue;
             }
-            close_sec(doc, lines, i);
-            doc->title = lm_sh_strndup(t.s, t.n);
+            if (close_sec(doc, lines, i)) goto oom;
+            doc->title = strndup(t.s, t.n);
             doc->title_line = i + 1;
+            if (!doc->title) goto oom;
         } else if (lvl == 2) {
-            close_sec(doc, lines, i);
+            if (close_sec(doc, lines, i)) goto oom;
             lm_md_section *s = lm_sh_push(&doc->secs, &doc->n_secs, sizeof *s);
-            s->title = lm_sh_strndup(t.s, t.n);
+            if (!s) goto oom;
+            s->title = strndup(t.s, t.n);
             s->line = i + 1;
+            if (!s->title) goto oom;
         } else {
             if (!doc->n_secs) {
                 lm_diags_add(d, LM_DIAG_WARNING, file, i + 1, "put it under a `## Section`",
@@ -174,15 +193,22 @@ lm_md_doc *lm_md_parse(const char *file, const char *text, size_t len, lm_diags 
                 continue;
             }
             lm_md_section *s = &doc->secs[doc->n_secs - 1];
-            close_sub(s, lines, i);
+            if (close_sub(s, lines, i)) goto oom;
             lm_md_sub *sub = lm_sh_push(&s->subs, &s->n_subs, sizeof *sub);
-            sub->title = lm_sh_strndup(t.s, t.n);
+            if (!sub) goto oom;
+            sub->title = strndup(t.s, t.n);
             sub->line = i + 1;
+            if (!sub->title) goto oom;
         }
     }
-    close_sec(doc, lines, n);
+    if (close_sec(doc, lines, n)) goto oom;
     free(lines);
     return doc;
+oom:
+    free(lines);
+    lm_md_free(doc);
+    lm_diags_oom(d, file);
+    return NULL;
 }
 
 void lm_md_free(lm_md_doc *doc) {

@@ -38,11 +38,17 @@ typedef struct {
     size_t n_secs;
 } lm_md_doc;
 
+/* An "out of memory" error for file in d (the sheet readers give up with
+ * it); returns -1. */
+int lm_diags_oom(lm_diags *d, const char *file);
+
+/* NULL when the text is unusable as a whole (too big, out of memory), with
+ * an error in d. */
 lm_md_doc *lm_md_parse(const char *file, const char *text, size_t len, lm_diags *d);
 void lm_md_free(lm_md_doc *doc);
 
 /* Escapes body text so no line reads as a heading, a front-matter fence or
  * conversation label on the way back in. */
-void lm_md_put_body(lm_shb *b, const char *text);
+void lm_md_put_body(lm_sb *b, const char *text);
 
 #endif

@@ -35,23 +35,26 @@ static char *persona_part(const lm_character *c, const lm_world *w, lm_persona_m
         return lm_persona_prompt(c, w, &po, err);
     }
     if (mode != LM_PERSONA_SHORT) return NULL;
-    lm_shb b = {0};
-    lm_shb_printf(&b, "You are %s", c->name);
+    lm_sb b = {0};
+    lm_sb_printf(&b, "You are %s", c->name);
     if (w && w->name) {
         int article = strchr(w->name, ' ') && strncasecmp(w->name, "the ", 4);
-        lm_shb_printf(&b, ", of %s%s", article ? "the " : "", w->name);
+        lm_sb_printf(&b, ", of %s%s", article ? "the " : "", w->name);
     }
-    lm_shb_printf(&b, ". Speak only as %s, in your own words.", c->name);
-    return lm_shb_take(&b);
+    lm_sb_printf(&b, ". Speak only as %s, in your own words.", c->name);
+    char *s = lm_sb_take(&b);
+    if (!s) lm_errf(err, "persona for '%s': out of memory", c->name);
+    return s;
 }
 
 /* One line of scene text: newlines folded to spaces, cut at 200 bytes so a
  * game cannot push the persona out of the context through a name. */
-static void put_line(lm_shb *b, const char *label, const char *text) {
-    lm_shb_puts(b, label);
+static void put_line(lm_sb *b, const char *label, const char *text) {
+    lm_sb_str(b, label);
     size_t n = 0;
-    for (const char *p = text; *p && n < 200; p++, n++) lm_shb_putc(b, *p == '\n' || *p == '\r' ? ' ' : *p);
-    lm_shb_puts(b, "\n");
+    for (const char *p = text; *p && n < 200; p++, n++)
+        lm_sb_add(b, *p == '\n' || *p == '\r' ? " " : p, 1);
+    lm_sb_str(b, "\n");
 }
 
 char *lm_persona_system(const lm_character *c, const lm_world *w, lm_persona_mode mode,
@@ -65,22 +68,25 @@ char *lm_persona_system(const lm_character *c, const lm_world *w, lm_persona_mod
     bool has_asker = scene && scene->asker && scene->asker[0];
     bool has_place = scene && scene->location && scene->location[0];
     if (!head && !has_asker && !has_place) return NULL;
-    lm_shb b = {0};
+    lm_sb b = {0};
     if (head) {
         size_t n = strlen(head);
         while (n && head[n - 1] == '\n') n--;
-        lm_shb_putn(&b, head, n);
-        lm_shb_puts(&b, "\n");
+        lm_sb_add(&b, head, n);
+        lm_sb_str(&b, "\n");
         free(head);
     }
     if (has_asker) put_line(&b, "You are talking with: ", scene->asker);
     if (has_place) put_line(&b, "Place: ", scene->location);
     /* No trailing newline: the template closes the turn. */
-    if (b.n && b.s[b.n - 1] == '\n') b.s[--b.n] = '\0';
-    return lm_shb_take(&b);
+    if (!b.oom && b.len && b.p[b.len - 1] == '\n') b.p[--b.len] = '\0';
+    char *s = lm_sb_take(&b);
+    if (!s) lm_errf(err, "persona: out of memory");
+    return s;
 }
 
-uint64_t lm_persona_hash(const lm_character *c, const lm_world *w, lm_persona_mode mode) {
+int lm_persona_hash(const lm_character *c, const lm_world *w, lm_persona_mode mode,
+                    uint64_t *hash, lm_err *err) {
     /* The whole sheet (as its markdown writer gives it back) and the mode:
      * a short system turn stays the same when the backstory changes, but
      * the NPC trained on the old one is out of date all the same. Lorebook
@@ -90,7 +96,12 @@ uint64_t lm_persona_hash(const lm_character *c, const lm_world *w, lm_persona_mo
     lm_world wc;
     if (c) { cc = *c; cc.lore.n = 0; }
     if (w) { wc = *w; wc.lore.n = 0; }
-    char *cs = c ? lm_character_to_md(&cc) : NULL, *ws = w ? lm_world_to_md(&wc) : NULL;
+    char *cs = c ? lm_character_to_md(&cc, err) : NULL;
+    char *ws = w && (cs || !c) ? lm_world_to_md(&wc, err) : NULL;
+    if ((c && !cs) || (w && !ws)) {
+        free(cs);
+        return -1;
+    }
     const char *parts[3] = {lm_persona_mode_name(mode), cs, ws};
     uint64_t h = 1469598103934665603ull;
     for (int i = 0; i < 3; i++) {
@@ -99,5 +110,6 @@ uint64_t lm_persona_hash(const lm_character *c, const lm_world *w, lm_persona_mo
     }
     free(cs);
     free(ws);
-    return h;
+    *hash = h;
+    return 0;
 }

@@ -29,9 +29,13 @@ typedef struct {
     char *hint; /* NULL or a suggestion ("did you mean ...") */
 } lm_diag;
 
+/* oom: an allocation failed while adding a problem (so one is missing);
+ * lm_diags_count counts it as an error, so a load that ran out of memory
+ * is never taken for a clean one. */
 typedef struct {
     lm_diag *v;
     size_t n, cap;
+    int oom;
 } lm_diags;
 
 void lm_diags_add(lm_diags *d, lm_diag_level level, const char *file, int line,
@@ -142,7 +146,7 @@ typedef struct lm_world {
 
 /* Parses a sheet from memory; problems go to d (file = path). Returns NULL
  * only when the text is unusable as a whole (over LM_SHEET_FILE_MAX, or
- * out of memory), with an error in d. */
+ * out of memory), with an error in d ("out of memory" with the path). */
 lm_character *lm_character_parse(const char *path, const char *text, size_t len, lm_diags *d);
 lm_world *lm_world_parse(const char *path, const char *text, size_t len, lm_diags *d);
 /* Reads and parses a file; an unreadable file is an error in d. */
@@ -175,9 +179,9 @@ void lm_character_crosscheck(const lm_character *c, const lm_world *w,
                              lm_character *const *others, size_t n_others, lm_diags *d);
 
 /* Markdown writers (used by card import); the reader gives back the same
- * fields. Caller frees. */
-char *lm_character_to_md(const lm_character *c);
-char *lm_world_to_md(const lm_world *w);
+ * fields. Caller frees; NULL with err set when out of memory. */
+char *lm_character_to_md(const lm_character *c, lm_err *err);
+char *lm_world_to_md(const lm_world *w, lm_err *err);
 
 /* Known headings, for hints and docs. */
 extern const char *const lm_character_headings[];
@@ -199,8 +203,9 @@ char *lm_persona_prompt(const lm_character *c, const lm_world *w, const lm_perso
 
 /* The character's opening line (its first greeting, a card's first_mes)
  * with {{char}} and {{user}} replaced (user NULL: "the traveller", as in
- * the persona); NULL when the sheet has none. Free with free(). */
-char *lm_character_greeting(const lm_character *c, const char *user);
+ * the persona); NULL with err clear when the sheet has none, NULL with err
+ * set when out of memory. Free with free(). */
+char *lm_character_greeting(const lm_character *c, const char *user, lm_err *err);
 
 /* Loads the character sheet at path and, when its folder's parent holds a
  * world.md (characters/NAME.md -> world.md), that world (*w stays NULL
@@ -236,6 +241,7 @@ char *lm_persona_system(const lm_character *c, const lm_world *w, lm_persona_mod
 /* FNV-1a 64 of the mode and the whole sheet (character and world, as their
  * markdown writers give them back): recorded with a trained NPC, so the
  * runtime can tell a sheet that changed since training. */
-uint64_t lm_persona_hash(const lm_character *c, const lm_world *w, lm_persona_mode mode);
+int lm_persona_hash(const lm_character *c, const lm_world *w, lm_persona_mode mode,
+                    uint64_t *hash, lm_err *err);
 
 #endif

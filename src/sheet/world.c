@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fileio.h"
 #include "sheet/parse.h"
 
 const char *const lm_world_headings[] = {
@@ -23,12 +24,14 @@ const lm_world_section *lm_world_section_get(const lm_world *w, const char *titl
 lm_world *lm_world_parse(const char *path, const char *text, size_t len, lm_diags *d) {
     lm_md_doc *doc = lm_md_parse(path, text, len, d);
     if (!doc) return NULL;
-    lm_world *w = lm_sh_alloc(sizeof *w);
-    w->path = lm_sh_strdup(path);
+    lm_world *w = calloc(1, sizeof *w);
+    if (!w) goto oom;
     w->meta = doc->meta;
     w->n_meta = doc->n_meta;
     doc->meta = NULL;
     doc->n_meta = 0;
+    w->path = strdup(path);
+    if (!w->path) goto oom;
     for (size_t i = 0; i < w->n_meta; i++) {
         char hint[512];
         if (lm_heading_index(w->meta[i].key, meta_keys, hint, sizeof hint) < 0)
@@ -62,29 +65,37 @@ lm_world *lm_world_parse(const char *path, const char *text, size_t len, lm_diag
             lm_diags_add(d, LM_DIAG_WARNING, path, s->line, "write something or remove it",
                          "section '%s' is empty", s->title);
         if (h == W_LORE) {
-            lm_parse_lore(path, s, &w->lore, d);
+            if (lm_parse_lore(path, s, &w->lore, d)) goto oom;
             continue;
         }
         lm_world_section *ws = lm_sh_push(&w->sections, &w->n_sections, sizeof *ws);
-        ws->title = lm_sh_strdup(s->title);
+        if (!ws) goto oom;
+        ws->title = strdup(s->title);
         ws->line = s->line;
-        ws->text = lm_sh_strdup(s->body);
+        ws->text = strdup(s->body);
+        if (!ws->title || !ws->text) goto oom;
         /* Entries name the people, groups and places characters may mention. */
-        if (h > W_DESCRIPTION) lm_parse_named(path, s, &ws->entries, &ws->n_entries, 0, d);
+        if (h > W_DESCRIPTION && lm_parse_named(path, s, &ws->entries, &ws->n_entries, 0, d))
+            goto oom;
     }
     if (!seen[W_DESCRIPTION])
         lm_diags_add(d, LM_DIAG_WARNING, path, w->name_line ? w->name_line : 1,
                      "add `## Description`", "missing section 'Description'");
     lm_md_free(doc);
     return w;
+oom:
+    lm_md_free(doc);
+    lm_world_free(w);
+    lm_diags_oom(d, path);
+    return NULL;
 }
 
 lm_world *lm_world_load(const char *path, lm_diags *d) {
     char *text;
     size_t len;
-    char eb[512];
-    if (lm_sh_read_file(path, LM_SHEET_FILE_MAX, &text, &len, eb, sizeof eb)) {
-        lm_diags_add(d, LM_DIAG_ERROR, path, 0, NULL, "%s", eb);
+    lm_err err = {{0}};
+    if (lm_read_file_max(path, LM_SHEET_FILE_MAX, &text, &len, &err)) {
+        lm_diags_add(d, LM_DIAG_ERROR, path, 0, NULL, "%s", err.msg);
         return NULL;
     }
     lm_world *w = lm_world_parse(path, text, len, d);
