@@ -13,7 +13,7 @@ void lm_diags_add(lm_diags *d, lm_diag_level level, const char *file, int line,
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
     size_t len = (size_t)(n > 0 ? n : 0);
-    char *msg = malloc(len + 1), *f = strdup(file ? file : ""), *h = lm_sh_strdup(hint);
+    char *msg = malloc(len + 1), *f = strdup(file ? file : ""), *h = hint ? strdup(hint) : NULL;
     lm_diag *g = msg && f && (h || !hint) ? lm_sh_push(&d->v, &d->n, sizeof *g) : NULL;
     if (!g) {
         free(msg);

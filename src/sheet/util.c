@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-char *lm_sh_strdup(const char *s) { return s ? strdup(s) : NULL; }
-
 void *lm_sh_push(void *v, size_t *n, size_t elem) {
     void **pv = v;
     /* Capacity is implied by n: the array is reallocated whenever n reaches

@@ -12,8 +12,6 @@
 /* Grows *v (elements of size elem) so index *n fits and returns &(*v)[*n],
  * zeroed, with *n one more; NULL when out of memory (*v and *n unchanged). */
 void *lm_sh_push(void *v, size_t *n, size_t elem);
-/* strdup that passes NULL through. */
-char *lm_sh_strdup(const char *s);
 
 int lm_sh_blank(const char *s, size_t n);
 /* Copy of s[0..n) without leading/trailing spaces and tabs; NULL when out
