@@ -376,281 +376,373 @@ static int split_of(uint64_t seed, size_t index, double val, double test) {
     return u < test ? 2 : u < test + val ? 1 : 0;
 }
 
-int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
-                   const lm_prompt_set *tpl, const lm_datagen_opts *o, lm_datagen_summary *s,
-                   lm_err *err) {
-    memset(s, 0, sizeof *s);
-    s->requested = o->n;
-    if (!o->out_dir || !*o->out_dir) return lm_errf(err, "no output folder");
-    if (o->round < 1) return lm_errf(err, "round must be >= 1, got %d", o->round);
-    if (!(o->val_frac >= 0 && o->test_frac >= 0 && o->val_frac + o->test_frac < 1))
-        return lm_errf(err, "validation (%g) and test (%g) fractions must be >= 0 and sum below 1",
-                       o->val_frac, o->test_frac);
-    if (lm_mkdir_p(o->out_dir, err)) return -1;
-    if (check_run_file(o->out_dir, c, o, err)) return -1;
 
-    int rc = -1;
-    lm_qgen *qg = NULL;
-    lm_agen *ag = NULL;
-    lm_filter_set *fs = NULL;
-    lm_dedup *dq = NULL, *da = NULL;
-    lm_request_list ql = {0}, al = {0};
-    char **qreply = NULL, **areply = NULL, **question = NULL, *persona = NULL;
-    lm_sb all = {0}, split[3] = {{0}}, rej = {0}, md = {0};
-    counter by_kind = {0}, by_asker = {0}, by_loc = {0}, by_emotion = {0}, why = {0}, asked = {0};
-    const char **kept_q = NULL, **kept_a = NULL;
-    json_t *stats = NULL;
+/* What a round holds from its set-up to its files; the steps below fill
+ * it in order and round_free releases it whatever step stopped. */
+typedef struct {
+    lm_teacher *t;
+    const lm_character *c;
+    const lm_datagen_opts *o;
+    lm_datagen_summary *s;
+    lm_qgen *qg;
+    lm_agen *ag;
+    lm_filter_set *fs;
+    lm_dedup *dq, *da;          /* near-duplicates among kept questions / answers */
+    char *persona;              /* the samples' system message, or NULL */
+    /* spec[i]: request i's spec, drawn once (a pure function of the seed
+     * and i) and read by every step after. */
+    lm_qspec *spec;
+    lm_request_list ql, al;
+    char **qreply, **areply;    /* [n] the teacher's replies, NULL where none came back */
+    char **question;            /* [n] the cleaned question, NULL where it was rejected */
+    const char **kept_q, **kept_a;   /* [n_kept] borrowed from question[] / areply[] */
+    size_t n_kept;
+    lm_sb all, split[3], rej, stats_json, stats_md;
+    counter by_kind, by_asker, by_loc, by_emotion, why, asked;
     char qpath[4096], apath[4096];
-    snprintf(qpath, sizeof qpath, "%s/questions.jsonl", o->out_dir);
-    snprintf(apath, sizeof apath, "%s/answers.jsonl", o->out_dir);
+} round_st;
 
+static void round_free(round_st *R) {
+    size_t n = R->o->n;
+    for (size_t i = 0; i < sizeof R->split / sizeof R->split[0]; i++) lm_sb_free(&R->split[i]);
+    lm_sb_free(&R->all);
+    lm_sb_free(&R->rej);
+    lm_sb_free(&R->stats_json);
+    lm_sb_free(&R->stats_md);
+    counter_free(&R->by_kind);
+    counter_free(&R->by_asker);
+    counter_free(&R->by_loc);
+    counter_free(&R->by_emotion);
+    counter_free(&R->why);
+    counter_free(&R->asked);
+    free(R->kept_q);
+    free(R->kept_a);
+    free_strs(R->qreply, n);
+    free_strs(R->areply, n);
+    free_strs(R->question, n);
+    free(R->spec);
+    free(R->persona);
+    lm_request_list_free(&R->ql);
+    lm_request_list_free(&R->al);
+    lm_dedup_free(R->dq);
+    lm_dedup_free(R->da);
+    lm_filter_set_free(R->fs);
+    lm_agen_free(R->ag);
+    lm_qgen_free(R->qg);
+}
+
+/* The generators, filters and persona of the round, and every request's
+ * spec. */
+static int round_setup(round_st *R, const lm_world *w, const lm_prompt_set *tpl, lm_err *err) {
+    const lm_datagen_opts *o = R->o;
+    snprintf(R->qpath, sizeof R->qpath, "%s/questions.jsonl", o->out_dir);
+    snprintf(R->apath, sizeof R->apath, "%s/answers.jsonl", o->out_dir);
     lm_filter_config fcfg;
     if (o->filters) fcfg = *o->filters;
     else lm_filter_config_default(&fcfg);
-    if (!(qg = lm_qgen_new(c, w, tpl, &o->mix, o->seed, err))) goto done;
+    if (!(R->qg = lm_qgen_new(R->c, w, tpl, &o->mix, o->seed, err))) return -1;
     size_t budget = o->max_prompt_bytes ? o->max_prompt_bytes : 5000;
     if (budget == SIZE_MAX) budget = 0;
-    if (!(ag = lm_agen_new(c, w, tpl, o->promoted, o->n_promoted, o->max_style_examples, budget,
-                           err)))
-        goto done;
-    if (!(fs = lm_filter_set_new(&fcfg, c, err))) goto done;
-    if (!(dq = lm_dedup_new(&fcfg, err)) || !(da = lm_dedup_new(&fcfg, err))) goto done;
+    if (!(R->ag = lm_agen_new(R->c, w, tpl, o->promoted, o->n_promoted, o->max_style_examples,
+                              budget, err)))
+        return -1;
+    if (!(R->fs = lm_filter_set_new(&fcfg, R->c, err))) return -1;
+    if (!(R->dq = lm_dedup_new(&fcfg, err)) || !(R->da = lm_dedup_new(&fcfg, err))) return -1;
     if (o->system == LM_DG_SYSTEM_PERSONA) {
         lm_persona_opts po = {o->persona_max_bytes ? o->persona_max_bytes : 4000, 1, 0, NULL};
-        if (!(persona = lm_persona_prompt(c, w, &po, err))) goto done;
+        if (!(R->persona = lm_persona_prompt(R->c, w, &po, err))) return -1;
     }
-    qreply = calloc(o->n + 1, sizeof *qreply);
-    areply = calloc(o->n + 1, sizeof *areply);
-    question = calloc(o->n + 1, sizeof *question);
-    kept_q = calloc(o->n + 1, sizeof *kept_q);
-    kept_a = calloc(o->n + 1, sizeof *kept_a);
-    if (!qreply || !areply || !question || !kept_q || !kept_a) { lm_errf(err, "out of memory"); goto done; }
+    /* n + 1: calloc(0) may return NULL */
+    R->spec = calloc(o->n + 1, sizeof *R->spec);
+    R->qreply = calloc(o->n + 1, sizeof *R->qreply);
+    R->areply = calloc(o->n + 1, sizeof *R->areply);
+    R->question = calloc(o->n + 1, sizeof *R->question);
+    R->kept_q = calloc(o->n + 1, sizeof *R->kept_q);
+    R->kept_a = calloc(o->n + 1, sizeof *R->kept_a);
+    if (!R->spec || !R->qreply || !R->areply || !R->question || !R->kept_q || !R->kept_a)
+        return lm_errf(err, "out of memory");
+    for (size_t i = 0; i < o->n; i++) lm_qgen_draw(R->qg, i, &R->spec[i]);
+    return 0;
+}
 
-    /* Pass 1: questions. */
-    for (size_t i = 0; i < o->n; i++) {
-        lm_qspec sp;
-        lm_qgen_draw(qg, i, &sp);
-        count(&asked, lm_qkind_name(sp.kind));
-        char *sys = NULL, *user = NULL, *meta = lm_qspec_meta_json(&sp), id[32];
-        if (!meta || lm_qgen_messages(qg, &sp, &sys, &user, err)) {
-            free(meta);
-            if (!meta) lm_errf(err, "out of memory");
-            goto done;
-        }
-        snprintf(id, sizeof id, "q%zu", i);
-        lm_chat_msg m[2] = {{"system", sys}, {"user", user}};
-        lm_teacher_params p = with_defaults(o->question_params, 0.9f, 160, sp.seed, Q_STOP, 1);
-        int r = lm_request_list_add(&ql, id, m, 2, &p, meta, err);
-        free(sys);
-        free(user);
-        free(meta);
-        if (r) goto done;
-    }
+/* Sends one stage's requests through the runner, whose journal at path
+ * holds what earlier runs got (those are not asked again), then reads
+ * every reply of the journal into replies[]. Stopped by o->cancel:
+ * s->cancelled, nothing read. */
+static int ask(round_st *R, const lm_request_list *l, const char *path, const char *prefix,
+               const char *stage, char **replies, lm_err *err) {
     lm_runner_opts ro = lm_runner_opts_default();
-    ro.out_path = qpath;
-    ro.progress = o->progress;
-    ro.cancel = o->cancel;
+    ro.out_path = path;
+    ro.progress = R->o->progress;
+    ro.cancel = R->o->cancel;
     lm_runner_summary rs;
-    if (lm_runner_run(t, &ql, &ro, &rs, err)) { lm_err_prefix(err, "questions"); goto done; }
-    if (rs.cancelled) { s->cancelled = true; rc = 0; goto done; }
-    if (read_results(qpath, "q", qreply, o->n, err)) goto done;
-
-    /* Clean and screen the questions, then build the answer requests. */
-    for (size_t i = 0; i < o->n; i++) {
-        lm_qspec sp;
-        lm_qgen_draw(qg, i, &sp);
-        if (!qreply[i]) { s->q_failed++; continue; }
-        s->q_ok++;
-        char why_buf[128];
-        question[i] = lm_question_clean(qreply[i], sp.asker->name, why_buf, sizeof why_buf);
-        if (!question[i]) {
-            s->q_rejected++;
-            reject(&rej, &why, &sp, "question", qreply[i], NULL, "broken-turn", why_buf, NULL);
-            continue;
-        }
-        lm_filter_sample x = {question[i], NULL, lm_qkind_name(sp.kind), c->name, sp.asker->name, 0};
-        lm_filter_result fr;
-        lm_filter_run(fs, &x, &fr);
-        if (fr.pass) lm_dedup_check(dq, &x, &fr);
-        if (!fr.pass) {
-            s->q_rejected++;
-            reject(&rej, &why, &sp, "question", question[i], NULL, NULL, NULL, &fr);
-            free(question[i]);
-            question[i] = NULL;
-            continue;
-        }
-        if (lm_dedup_add(dq, &x, err) < 0) goto done;
-        char *sys = lm_agen_system(ag, &sp, err), id[32], meta[64];
-        if (!sys) goto done;
-        snprintf(id, sizeof id, "a%zu", i);
-        snprintf(meta, sizeof meta, "{\"question_id\":\"q%zu\"}", i);
-        lm_chat_msg m[2] = {{"system", sys}, {"user", question[i]}};
-        lm_teacher_params p = with_defaults(o->answer_params, 0.7f, 320, lm_dg_mix(sp.seed, 1), A_STOP, 2);
-        int r = lm_request_list_add(&al, id, m, 2, &p, meta, err);
-        free(sys);
-        if (r) goto done;
+    if (lm_runner_run(R->t, l, &ro, &rs, err)) return lm_err_prefix(err, "%s", stage);
+    if (rs.cancelled) {
+        R->s->cancelled = true;
+        return 0;
     }
+    return read_results(path, prefix, replies, R->o->n, err);
+}
 
-    if (o->n && !s->q_ok) { nothing_came_back(o->out_dir, "question", o->n, err); goto done; }
+/* Request i's question request: the spec rendered by the templates. */
+static int add_question_request(round_st *R, size_t i, lm_err *err) {
+    const lm_qspec *sp = &R->spec[i];
+    char *sys = NULL, *user = NULL, *meta = lm_qspec_meta_json(sp), id[32];
+    if (!meta || lm_qgen_messages(R->qg, sp, &sys, &user, err)) {
+        free(meta);
+        return meta ? -1 : lm_errf(err, "out of memory");
+    }
+    snprintf(id, sizeof id, "q%zu", i);
+    lm_chat_msg m[2] = {{"system", sys}, {"user", user}};
+    lm_teacher_params p = with_defaults(R->o->question_params, 0.9f, 160, sp->seed, Q_STOP, 1);
+    int r = lm_request_list_add(&R->ql, id, m, 2, &p, meta, err);
+    free(sys);
+    free(user);
+    free(meta);
+    return r;
+}
 
-    /* Pass 2: answers. */
-    ro.out_path = apath;
-    if (lm_runner_run(t, &al, &ro, &rs, err)) { lm_err_prefix(err, "answers"); goto done; }
-    if (rs.cancelled) { s->cancelled = true; rc = 0; goto done; }
-    if (read_results(apath, "a", areply, o->n, err)) goto done;
+/* The answer request for kept question i: the character's system message
+ * for this asker and situation, the question as the user's turn. */
+static int add_answer_request(round_st *R, size_t i, lm_err *err) {
+    const lm_qspec *sp = &R->spec[i];
+    char *sys = lm_agen_system(R->ag, sp, err), id[32], meta[64];
+    if (!sys) return -1;
+    snprintf(id, sizeof id, "a%zu", i);
+    snprintf(meta, sizeof meta, "{\"question_id\":\"q%zu\"}", i);
+    lm_chat_msg m[2] = {{"system", sys}, {"user", R->question[i]}};
+    lm_teacher_params p =
+        with_defaults(R->o->answer_params, 0.7f, 320, lm_dg_mix(sp->seed, 1), A_STOP, 2);
+    int r = lm_request_list_add(&R->al, id, m, 2, &p, meta, err);
+    free(sys);
+    return r;
+}
 
-    size_t n_kept = 0;
-    for (size_t i = 0; i < o->n; i++) {
-        if (!question[i]) continue;
-        lm_qspec sp;
-        lm_qgen_draw(qg, i, &sp);
-        if (!areply[i]) { s->a_failed++; continue; }
+/* Screens one teacher reply, a question (q NULL) or the answer to
+ * question q, the same way for both: cleaned (a reply with no usable turn
+ * is a broken turn), then the filters, then near-duplicates of the
+ * stage's kept texts. Kept: 1, *out the cleaned text (malloc'd), *fr what
+ * passed. Rejected: 0, recorded in rejected.jsonl and counted, *out NULL.
+ * -1 on error. */
+static int screen(round_st *R, const lm_qspec *sp, const char *q, const char *raw, char **out,
+                  lm_filter_result *fr, lm_err *err) {
+    bool answer = q != NULL;
+    const char *stage = answer ? "answer" : "question";
+    size_t *rejected = answer ? &R->s->a_rejected : &R->s->q_rejected;
+    lm_dedup *dd = answer ? R->da : R->dq;
+    char why_buf[128];
+    char *text = answer ? lm_answer_clean(raw, R->c->name, sp->asker->name, why_buf, sizeof why_buf)
+                        : lm_question_clean(raw, sp->asker->name, why_buf, sizeof why_buf);
+    *out = NULL;
+    if (!text) {
+        (*rejected)++;
+        reject(&R->rej, &R->why, sp, stage, answer ? q : raw, answer ? raw : NULL, "broken-turn",
+               why_buf, NULL);
+        return 0;
+    }
+    lm_filter_sample x = {answer ? q : text, answer ? text : NULL, lm_qkind_name(sp->kind),
+                          R->c->name, sp->asker->name, 0};
+    lm_filter_run(R->fs, &x, fr);
+    if (fr->pass) lm_dedup_check(dd, &x, fr);
+    if (!fr->pass) {
+        (*rejected)++;
+        reject(&R->rej, &R->why, sp, stage, x.question, x.answer, NULL, NULL, fr);
+        free(text);
+        return 0;
+    }
+    if (lm_dedup_add(dd, &x, err) < 0) { free(text); return -1; }
+    *out = text;
+    return 1;
+}
+
+/* Pass 1: every question asked, screened, and the kept ones turned into
+ * answer requests. */
+static int questions(round_st *R, lm_err *err) {
+    size_t n = R->o->n;
+    for (size_t i = 0; i < n; i++) {
+        count(&R->asked, lm_qkind_name(R->spec[i].kind));
+        if (add_question_request(R, i, err)) return -1;
+    }
+    if (ask(R, &R->ql, R->qpath, "q", "questions", R->qreply, err)) return -1;
+    if (R->s->cancelled) return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!R->qreply[i]) { R->s->q_failed++; continue; }
+        R->s->q_ok++;
+        lm_filter_result fr;
+        int r = screen(R, &R->spec[i], NULL, R->qreply[i], &R->question[i], &fr, err);
+        if (r < 0) return -1;
+        if (r && add_answer_request(R, i, err)) return -1;
+    }
+    if (n && !R->s->q_ok) return nothing_came_back(R->o->out_dir, "question", n, err);
+    return 0;
+}
+
+/* A kept sample's line in dataset.jsonl and its split's file, and the
+ * statistics of what was kept. */
+static int emit(round_st *R, size_t i, const char *ans, const lm_filter_result *fr, lm_err *err) {
+    const lm_datagen_opts *o = R->o;
+    const lm_qspec *sp = &R->spec[i];
+    lm_datagen_summary *s = R->s;
+    json_t *passed = json_array();
+    unsigned ok = fr->checked & ~fr->failed;
+    for (int f = 0; f < LM_FILTER_COUNT; f++)
+        if (ok & (1u << f)) json_array_append_new(passed, json_string(lm_filter_name(f)));
+    char seed[32], idbuf[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)sp->seed);
+    snprintf(idbuf, sizeof idbuf, "r%d-%zu", o->round, i);
+    json_t *msgs = json_array();
+    if (R->persona)
+        json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system", "content", R->persona));
+    json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", R->question[i]));
+    json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "assistant", "content", ans));
+    json_t *meta = json_pack(
+        "{s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s?, s:s, s:s, s:i, s:o}", "id",
+        idbuf, "index", (json_int_t)i, "asker", sp->asker->name, "asker_role", sp->asker->role,
+        "emotion", sp->emotion, "location", sp->location, "reason", sp->reason, "familiarity",
+        sp->familiarity, "kind", lm_qkind_name(sp->kind), "topic_type", sp->topic_type, "topic",
+        sp->topic, "teacher", lm_teacher_name(R->t), "seed", seed, "round", o->round,
+        "filters_passed", passed);
+    json_t *line = json_pack("{s:o, s:o}", "messages", msgs, "meta", meta);
+    if (!line) return lm_errf(err, "sample %zu: cannot build JSON (bad UTF-8?)", i);
+    json_incref(line);
+    sb_json_line(&R->all, line);
+    int sp_i = split_of(o->seed, i, o->val_frac, o->test_frac);
+    sb_json_line(&R->split[sp_i], line);
+    (*(sp_i == 0 ? &s->train : sp_i == 1 ? &s->validation : &s->test))++;
+    count(&R->by_kind, lm_qkind_name(sp->kind));
+    count(&R->by_asker, sp->asker->name);
+    count(&R->by_loc, sp->location);
+    count(&R->by_emotion, sp->emotion);
+    return 0;
+}
+
+/* Pass 2: every kept question's answer asked, screened and emitted. */
+static int answers(round_st *R, lm_err *err) {
+    lm_datagen_summary *s = R->s;
+    if (ask(R, &R->al, R->apath, "a", "answers", R->areply, err)) return -1;
+    if (s->cancelled) return 0;
+    for (size_t i = 0; i < R->o->n; i++) {
+        if (!R->question[i]) continue;
+        if (!R->areply[i]) { s->a_failed++; continue; }
         s->a_ok++;
-        char why_buf[128];
-        char *ans = lm_answer_clean(areply[i], c->name, sp.asker->name, why_buf, sizeof why_buf);
-        if (!ans) {
-            s->a_rejected++;
-            reject(&rej, &why, &sp, "answer", question[i], areply[i], "broken-turn", why_buf, NULL);
-            continue;
-        }
-        lm_filter_sample x = {question[i], ans, lm_qkind_name(sp.kind), c->name, sp.asker->name, 0};
         lm_filter_result fr;
-        lm_filter_run(fs, &x, &fr);
-        if (fr.pass) lm_dedup_check(da, &x, &fr);
-        if (!fr.pass) {
-            s->a_rejected++;
-            reject(&rej, &why, &sp, "answer", question[i], ans, NULL, NULL, &fr);
-            free(ans);
-            continue;
-        }
-        if (lm_dedup_add(da, &x, err) < 0) { free(ans); goto done; }
-        free(areply[i]);
-        areply[i] = ans;      /* areply now holds the kept answer */
-        kept_q[n_kept] = question[i];
-        kept_a[n_kept++] = ans;
-
-        json_t *passed = json_array();
-        unsigned ok = fr.checked & ~fr.failed;
-        for (int f = 0; f < LM_FILTER_COUNT; f++)
-            if (ok & (1u << f)) json_array_append_new(passed, json_string(lm_filter_name(f)));
-        char seed[32], idbuf[32];
-        snprintf(seed, sizeof seed, "%llu", (unsigned long long)sp.seed);
-        snprintf(idbuf, sizeof idbuf, "r%d-%zu", o->round, i);
-        json_t *msgs = json_array();
-        if (persona) json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system", "content", persona));
-        json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", question[i]));
-        json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "assistant", "content", ans));
-        json_t *meta = json_pack(
-            "{s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s?, s:s, s:s, s:i, s:o}", "id",
-            idbuf, "index", (json_int_t)i, "asker", sp.asker->name, "asker_role", sp.asker->role,
-            "emotion", sp.emotion, "location", sp.location, "reason", sp.reason, "familiarity",
-            sp.familiarity, "kind", lm_qkind_name(sp.kind), "topic_type", sp.topic_type, "topic",
-            sp.topic, "teacher", lm_teacher_name(t), "seed", seed, "round", o->round,
-            "filters_passed", passed);
-        json_t *line = json_pack("{s:o, s:o}", "messages", msgs, "meta", meta);
-        if (!line) { lm_errf(err, "sample %zu: cannot build JSON (bad UTF-8?)", i); goto done; }
-        json_incref(line);
-        sb_json_line(&all, line);
-        int sp_i = split_of(o->seed, i, o->val_frac, o->test_frac);
-        sb_json_line(&split[sp_i], line);
-        (*(sp_i == 0 ? &s->train : sp_i == 1 ? &s->validation : &s->test))++;
-        count(&by_kind, lm_qkind_name(sp.kind));
-        count(&by_asker, sp.asker->name);
-        count(&by_loc, sp.location);
-        count(&by_emotion, sp.emotion);
+        char *ans;
+        int r = screen(R, &R->spec[i], R->question[i], R->areply[i], &ans, &fr, err);
+        if (r < 0) return -1;
+        if (!r) continue;
+        free(R->areply[i]);
+        R->areply[i] = ans;      /* areply now holds the kept answer */
+        R->kept_q[R->n_kept] = R->question[i];
+        R->kept_a[R->n_kept++] = ans;
+        if (emit(R, i, ans, &fr, err)) return -1;
     }
-    s->kept = n_kept;
-    if (al.n && !s->a_ok) { nothing_came_back(o->out_dir, "answer", al.n, err); goto done; }
+    s->kept = R->n_kept;
+    if (R->al.n && !s->a_ok) return nothing_came_back(R->o->out_dir, "answer", R->al.n, err);
+    return 0;
+}
 
-    /* Statistics. */
-    double dq1 = lm_distinct_n(kept_q, n_kept, 1), dq2 = lm_distinct_n(kept_q, n_kept, 2);
-    double da1 = lm_distinct_n(kept_a, n_kept, 1), da2 = lm_distinct_n(kept_a, n_kept, 2);
-    counter *cs[] = {&asked, &by_kind, &by_asker, &by_loc, &by_emotion, &why};
+/* stats.json and stats.md: counts, diversity, and what was asked, kept
+ * and rejected by kind, asker, location, emotion and reason. */
+static int report(round_st *R, lm_err *err) {
+    const lm_datagen_opts *o = R->o;
+    const lm_datagen_summary *s = R->s;
+    const lm_character *c = R->c;
+    size_t n_kept = R->n_kept;
+    double dq1 = lm_distinct_n(R->kept_q, n_kept, 1), dq2 = lm_distinct_n(R->kept_q, n_kept, 2);
+    double da1 = lm_distinct_n(R->kept_a, n_kept, 1), da2 = lm_distinct_n(R->kept_a, n_kept, 2);
+    counter *cs[] = {&R->asked, &R->by_kind, &R->by_asker, &R->by_loc, &R->by_emotion, &R->why};
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) counter_sort(cs[i]);
     char mix[256], seedtxt[32];
     lm_qmix_format(&o->mix, mix, sizeof mix);
     snprintf(seedtxt, sizeof seedtxt, "%llu", (unsigned long long)o->seed);
-    stats = json_pack(
+    json_t *stats = json_pack(
         "{s:s, s:s, s:s, s:i, s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
         " s:o, s:o, s:o, s:o, s:o, s:o, s:{s:f, s:f, s:f, s:f}}",
-        "character", c->name ? c->name : "", "teacher", lm_teacher_name(t), "seed", seedtxt,
+        "character", c->name ? c->name : "", "teacher", lm_teacher_name(R->t), "seed", seedtxt,
         "round", o->round, "kinds", mix, "counts", "requested", (json_int_t)s->requested,
         "questions", (json_int_t)s->q_ok, "question_failures", (json_int_t)s->q_failed,
         "questions_rejected", (json_int_t)s->q_rejected, "answers", (json_int_t)s->a_ok,
         "answer_failures", (json_int_t)s->a_failed, "answers_rejected", (json_int_t)s->a_rejected,
         "kept", (json_int_t)s->kept, "train", (json_int_t)s->train, "validation",
         (json_int_t)s->validation, "test", (json_int_t)s->test, "requested_by_kind",
-        counter_json(&asked), "kind", counter_json(&by_kind), "asker", counter_json(&by_asker),
-        "location", counter_json(&by_loc), "emotion", counter_json(&by_emotion),
-        "rejections", counter_json(&why), "diversity", "question_distinct_1", dq1,
-        "question_distinct_2", dq2, "answer_distinct_1", da1, "answer_distinct_2", da2);
-    if (!stats) { lm_errf(err, "out of memory"); goto done; }
+        counter_json(&R->asked), "kind", counter_json(&R->by_kind), "asker",
+        counter_json(&R->by_asker), "location", counter_json(&R->by_loc), "emotion",
+        counter_json(&R->by_emotion), "rejections", counter_json(&R->why), "diversity",
+        "question_distinct_1", dq1, "question_distinct_2", dq2, "answer_distinct_1", da1,
+        "answer_distinct_2", da2);
+    if (!stats) return lm_errf(err, "out of memory");
     char *sj = json_dumps(stats, JSON_INDENT(2));
-    if (!sj) { lm_errf(err, "out of memory"); goto done; }
-    lm_sb js = {0};
-    lm_sb_str(&js, sj);
-    lm_sb_str(&js, "\n");
+    json_decref(stats);
+    if (!sj) return lm_errf(err, "out of memory");
+    lm_sb_str(&R->stats_json, sj);
+    lm_sb_str(&R->stats_json, "\n");
     free(sj);
 
-    lm_sb_printf(&md, "# Dataset round %d: %s\n\nTeacher `%s`, seed %s, kinds %s.\n\n", o->round,
-              c->name ? c->name : "", lm_teacher_name(t), seedtxt, mix);
-    lm_sb_printf(&md, "| | count |\n| --- | ---: |\n| requested | %zu |\n| questions received | %zu |\n"
-                   "| question failures (teacher) | %zu |\n| questions rejected | %zu |\n"
-                   "| answers received | %zu |\n| answer failures (teacher) | %zu |\n"
-                   "| answers rejected | %zu |\n| **kept** | **%zu** |\n"
-                   "| train / validation / test | %zu / %zu / %zu |\n",
-              s->requested, s->q_ok, s->q_failed, s->q_rejected, s->a_ok, s->a_failed,
-              s->a_rejected, s->kept, s->train, s->validation, s->test);
-    lm_sb_printf(&md, "\n## Diversity (distinct-n: distinct word n-grams / all n-grams)\n\n"
-                   "| | distinct-1 | distinct-2 |\n| --- | ---: | ---: |\n"
-                   "| questions | %.3f | %.3f |\n| answers | %.3f | %.3f |\n",
-              dq1, dq2, da1, da2);
-    counter_md(&md, "requested kind", &asked, s->requested);
-    counter_md(&md, "kind", &by_kind, s->kept);
-    counter_md(&md, "asker", &by_asker, s->kept);
-    counter_md(&md, "location", &by_loc, s->kept);
-    counter_md(&md, "emotion", &by_emotion, s->kept);
+    lm_sb *md = &R->stats_md;
+    lm_sb_printf(md, "# Dataset round %d: %s\n\nTeacher `%s`, seed %s, kinds %s.\n\n", o->round,
+                 c->name ? c->name : "", lm_teacher_name(R->t), seedtxt, mix);
+    lm_sb_printf(md, "| | count |\n| --- | ---: |\n| requested | %zu |\n| questions received | %zu |\n"
+                     "| question failures (teacher) | %zu |\n| questions rejected | %zu |\n"
+                     "| answers received | %zu |\n| answer failures (teacher) | %zu |\n"
+                     "| answers rejected | %zu |\n| **kept** | **%zu** |\n"
+                     "| train / validation / test | %zu / %zu / %zu |\n",
+                 s->requested, s->q_ok, s->q_failed, s->q_rejected, s->a_ok, s->a_failed,
+                 s->a_rejected, s->kept, s->train, s->validation, s->test);
+    lm_sb_printf(md, "\n## Diversity (distinct-n: distinct word n-grams / all n-grams)\n\n"
+                     "| | distinct-1 | distinct-2 |\n| --- | ---: | ---: |\n"
+                     "| questions | %.3f | %.3f |\n| answers | %.3f | %.3f |\n",
+                 dq1, dq2, da1, da2);
+    counter_md(md, "requested kind", &R->asked, s->requested);
+    counter_md(md, "kind", &R->by_kind, s->kept);
+    counter_md(md, "asker", &R->by_asker, s->kept);
+    counter_md(md, "location", &R->by_loc, s->kept);
+    counter_md(md, "emotion", &R->by_emotion, s->kept);
     size_t n_rej = 0;
-    for (size_t i = 0; i < why.n; i++) n_rej += why.v[i];
-    counter_md(&md, "rejection reason", &why, n_rej);
-    lm_sb_str(&md, "\nEach rejected sample, with its reasons, is in rejected.jsonl; teacher failures "
-                "are in questions.failures.jsonl and answers.failures.jsonl (a rerun retries them).\n");
+    for (size_t i = 0; i < R->why.n; i++) n_rej += R->why.v[i];
+    counter_md(md, "rejection reason", &R->why, n_rej);
+    lm_sb_str(md, "\nEach rejected sample, with its reasons, is in rejected.jsonl; teacher failures "
+                  "are in questions.failures.jsonl and answers.failures.jsonl (a rerun retries them).\n");
+    return 0;
+}
 
-    if (write_sb(o->out_dir, "dataset.jsonl", &all, err) ||
-        write_sb(o->out_dir, "train.jsonl", &split[0], err) ||
-        write_sb(o->out_dir, "validation.jsonl", &split[1], err) ||
-        write_sb(o->out_dir, "test.jsonl", &split[2], err) ||
-        write_sb(o->out_dir, "rejected.jsonl", &rej, err) ||
-        write_sb(o->out_dir, "stats.json", &js, err) || write_sb(o->out_dir, "stats.md", &md, err)) {
-        lm_sb_free(&js);
-        goto done;
-    }
-    lm_sb_free(&js);
-    rc = 0;
-done:
-    json_decref(stats);
-    for (size_t i = 0; i < sizeof split / sizeof split[0]; i++) lm_sb_free(&split[i]);
-    lm_sb_free(&all);
-    lm_sb_free(&rej);
-    lm_sb_free(&md);
-    counter_free(&by_kind);
-    counter_free(&by_asker);
-    counter_free(&by_loc);
-    counter_free(&by_emotion);
-    counter_free(&why);
-    counter_free(&asked);
-    free(kept_q);
-    free(kept_a);
-    free_strs(qreply, o->n);
-    free_strs(areply, o->n);
-    free_strs(question, o->n);
-    free(persona);
-    lm_request_list_free(&ql);
-    lm_request_list_free(&al);
-    lm_dedup_free(dq);
-    lm_dedup_free(da);
-    lm_filter_set_free(fs);
-    lm_agen_free(ag);
-    lm_qgen_free(qg);
+/* The round's seven files, each whole (temp file + rename). */
+static int write_files(round_st *R, lm_err *err) {
+    const struct {
+        const char *name;
+        lm_sb *b;
+    } f[] = {{"dataset.jsonl", &R->all},       {"train.jsonl", &R->split[0]},
+             {"validation.jsonl", &R->split[1]}, {"test.jsonl", &R->split[2]},
+             {"rejected.jsonl", &R->rej},      {"stats.json", &R->stats_json},
+             {"stats.md", &R->stats_md}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (write_sb(R->o->out_dir, f[i].name, f[i].b, err)) return -1;
+    return 0;
+}
+
+/* The options, and run.json against the folder's earlier runs. */
+static int check_opts(const lm_character *c, const lm_datagen_opts *o, lm_err *err) {
+    if (!o->out_dir || !*o->out_dir) return lm_errf(err, "no output folder");
+    if (o->round < 1) return lm_errf(err, "round must be >= 1, got %d", o->round);
+    if (!(o->val_frac >= 0 && o->test_frac >= 0 && o->val_frac + o->test_frac < 1))
+        return lm_errf(err, "validation (%g) and test (%g) fractions must be >= 0 and sum below 1",
+                       o->val_frac, o->test_frac);
+    if (lm_mkdir_p(o->out_dir, err)) return -1;
+    return check_run_file(o->out_dir, c, o, err);
+}
+
+int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
+                   const lm_prompt_set *tpl, const lm_datagen_opts *o, lm_datagen_summary *s,
+                   lm_err *err) {
+    memset(s, 0, sizeof *s);
+    s->requested = o->n;
+    if (check_opts(c, o, err)) return -1;
+    round_st R = {.t = t, .c = c, .o = o, .s = s};
+    int rc = round_setup(&R, w, tpl, err);
+    if (!rc) rc = questions(&R, err);
+    /* a cancelled round stops here, its journals kept for the rerun */
+    if (!rc && !s->cancelled) rc = answers(&R, err);
+    if (!rc && !s->cancelled) rc = report(&R, err);
+    if (!rc && !s->cancelled) rc = write_files(&R, err);
+    round_free(&R);
     return rc;
 }
