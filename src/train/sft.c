@@ -1,5 +1,6 @@
 #include "train/sft.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,29 +22,62 @@ typedef struct {
     uint8_t *mask;
 } slot;
 
+/* What a run holds from its set-up to its end; run_free releases it
+ * whatever step stopped. */
 typedef struct {
     const lm_train_cfg *cfg;
+    const lm_sft_ctl *ctl;
     lm_tmodel *m;
-    lm_lora *lora;
+    lm_lora *lora;          /* NULL in a full fine-tune */
     lm_tacts *acts;
     lm_pool *pool;
-    lm_batcher *val;
+    lm_batcher_opts bo;
+    lm_batcher *train, *val;
     int val_batches;
-} loop;
+    slot *slots;            /* [grad_accum] */
+    long total, warm;       /* optimizer steps of the whole run, of them warm-up */
+    lm_loop R;              /* run directory, optimizer, metrics, checkpoints */
+} sft_run;
+
+/* One optimizer step's outcome, for its log line and checkpoints. */
+typedef struct {
+    int epoch;              /* of its micro-batches (0-based) */
+    bool epoch_end;         /* its last micro-batch ended an epoch */
+    long trained, tokens;   /* trained positions, real tokens */
+    double loss, gnorm;
+    float lr;
+} step_out;
+
+static void run_free(sft_run *S) {
+    if (S->slots)
+        for (int i = 0; i < S->cfg->grad_accum; i++) {
+            free(S->slots[i].tokens);
+            free(S->slots[i].targets);
+            free(S->slots[i].segments);
+            free(S->slots[i].pos);
+            free(S->slots[i].mask);
+        }
+    free(S->slots);
+    lm_batcher_free(S->train);
+    lm_batcher_free(S->val);
+    lm_tacts_free(S->acts);
+    lm_lora_free(S->lora);
+    lm_pool_free(S->pool);
+}
 
 /* Mean loss over every trained position of the validation set. */
-static int val_loss(loop *L, double *out, lm_err *err) {
+static int val_loss(sft_run *S, double *out, lm_err *err) {
     double sum = 0;
     long n = 0;
-    for (int i = 0; i < L->val_batches; i++) {
+    for (int i = 0; i < S->val_batches; i++) {
         lm_batch b;
-        if (lm_batcher_next(L->val, &b, err)) return -1;
+        if (lm_batcher_next(S->val, &b, err)) return -1;
         if (!b.n_trained) continue;
         lm_tbatch tb = {.B = b.B, .T = b.T, .tokens = b.tokens, .targets = b.targets,
                         .mask = b.loss_mask, .segments = b.segments, .pos = b.pos};
         double l;
-        if (lm_train_forward(L->m, L->lora, L->acts, &tb, L->pool, err) ||
-            lm_train_loss(L->m, L->acts, &tb, L->pool, 0, NULL, &l, err))
+        if (lm_train_forward(S->m, S->lora, S->acts, &tb, S->pool, err) ||
+            lm_train_loss(S->m, S->acts, &tb, S->pool, 0, NULL, &l, err))
             return lm_err_prefix(err, "validation");
         sum += l * (double)b.n_trained;
         n += b.n_trained;
@@ -74,149 +108,167 @@ static long count_steps(const lm_sft_dataset *ds, const lm_batcher_opts *bo, int
     return steps;
 }
 
-int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *train,
-                 const lm_sft_dataset *val, const lm_sft_ctl *ctl, lm_sft_report *rep, lm_err *err) {
-    const int B = cfg->batch, T = cfg->seq, GA = cfg->grad_accum;
-    loop L = {.cfg = cfg, .m = m};
-    lm_loop R;
-    lm_batcher *tb = NULL;
-    slot *slots = NULL;
-    int rc = -1;
-    memset(rep, 0, sizeof *rep);
-    rep->best_val = -1.0;
-
-    if (lm_loop_open(&R, cfg, ctl, err)) return -1;
-    /* Batches cut to their longest row: short conversations cost their
-     * length, not --seq (dropout_T below keeps the masks of full rows). */
-    lm_batcher_opts bo = {.B = B, .T = T, .seed = cfg->seed, .shuffle = true, .pack = cfg->pack != 0,
-                          .trim = !ctl->full_rows};
-    long micro_total;
-    long total = count_steps(train, &bo, cfg->epochs, GA, &micro_total, err);
-    if (total < 0) return lm_err_prefix(err, "train data");
-    long warm = lm_train_cfg_warmup_steps(cfg, total);
-
-    L.pool = lm_pool_new(cfg->threads, err);
-    if (!L.pool) return -1;
-    if (cfg->full) {
-        if (!m->grads && lm_tmodel_alloc_grads(m, err)) goto done;
-    } else if (!ctl->resume) {
-        L.lora = lm_lora_new(m, cfg->lora_rank, cfg->lora_alpha, cfg->lora_targets, cfg->seed, err);
-        if (!L.lora) goto done;
-    }
-    if (lm_loop_start(&R, m, &L.lora, err)) goto done;
-
-    L.acts = lm_tacts_new(m, L.lora, B, T, 0, err);
-    if (!L.acts || lm_tacts_set_precision(L.acts, cfg->bf16 ? LM_TPREC_BF16 : LM_TPREC_F32, err)) goto done;
-    tb = lm_batcher_new(train, &bo, err);
-    if (!tb) goto done;
+/* The batchers, the training one replayed to where the checkpoint left
+ * it (a fresh run: the start), and the micro-batch slots. */
+static int open_batchers(sft_run *S, const lm_sft_dataset *train, const lm_sft_dataset *val,
+                         lm_err *err) {
+    if (!(S->train = lm_batcher_new(train, &S->bo, err))) return -1;
     if (val && val->n) {
-        lm_batcher_opts vo = bo;
+        lm_batcher_opts vo = S->bo;
         vo.shuffle = false;
         vo.pack = false;
-        L.val = lm_batcher_new(val, &vo, err);
-        if (!L.val) { lm_err_prefix(err, "validation data"); goto done; }
-        L.val_batches = lm_batcher_batches_per_epoch(L.val);
+        if (!(S->val = lm_batcher_new(val, &vo, err))) return lm_err_prefix(err, "validation data");
+        S->val_batches = lm_batcher_batches_per_epoch(S->val);
     }
-    /* Replay the batcher to where the checkpoint left it. */
-    for (long i = 0; i < R.st.micro; i++) {
+    for (long i = 0; i < S->R.st.micro; i++) {
         lm_batch x;
-        if (lm_batcher_next(tb, &x, err)) goto done;
+        if (lm_batcher_next(S->train, &x, err)) return -1;
     }
-
-    slots = calloc((size_t)GA, sizeof *slots);
-    if (!slots) { lm_errf(err, "out of memory"); goto done; }
-    size_t bt = (size_t)B * (size_t)T;
+    const int GA = S->cfg->grad_accum;
+    if (!(S->slots = calloc((size_t)GA, sizeof *S->slots))) return lm_errf(err, "out of memory");
+    size_t bt = (size_t)S->cfg->batch * (size_t)S->cfg->seq;
     for (int i = 0; i < GA; i++) {
-        slots[i].tokens = malloc(bt * sizeof(int32_t));
-        slots[i].targets = malloc(bt * sizeof(int32_t));
-        slots[i].segments = malloc(bt * sizeof(int32_t));
-        slots[i].pos = malloc(bt * sizeof(int32_t));
-        slots[i].mask = malloc(bt);
-        if (!slots[i].tokens || !slots[i].targets || !slots[i].segments || !slots[i].pos || !slots[i].mask) {
-            lm_errf(err, "out of memory");
-            goto done;
+        slot *x = &S->slots[i];
+        x->tokens = malloc(bt * sizeof(int32_t));
+        x->targets = malloc(bt * sizeof(int32_t));
+        x->segments = malloc(bt * sizeof(int32_t));
+        x->pos = malloc(bt * sizeof(int32_t));
+        x->mask = malloc(bt);
+        if (!x->tokens || !x->targets || !x->segments || !x->pos || !x->mask)
+            return lm_errf(err, "out of memory");
+    }
+    return 0;
+}
+
+/* Set-up or resume: the run directory, the plan (steps, warm-up), the
+ * weights and optimizer (fresh, or last/'s on --resume), activations and
+ * batchers at the run's position. */
+static int setup(sft_run *S, const lm_sft_dataset *train, const lm_sft_dataset *val,
+                 lm_err *err) {
+    const lm_train_cfg *cfg = S->cfg;
+    if (lm_loop_open(&S->R, cfg, S->ctl, err)) return -1;
+    /* Batches cut to their longest row: short conversations cost their
+     * length, not --seq (dropout_T in step() keeps the masks of full rows). */
+    S->bo = (lm_batcher_opts){.B = cfg->batch, .T = cfg->seq, .seed = cfg->seed, .shuffle = true,
+                              .pack = cfg->pack != 0, .trim = !S->ctl->full_rows};
+    long micro_total;
+    S->total = count_steps(train, &S->bo, cfg->epochs, cfg->grad_accum, &micro_total, err);
+    if (S->total < 0) return lm_err_prefix(err, "train data");
+    S->warm = lm_train_cfg_warmup_steps(cfg, S->total);
+
+    if (!(S->pool = lm_pool_new(cfg->threads, err))) return -1;
+    if (cfg->full) {
+        if (!S->m->grads && lm_tmodel_alloc_grads(S->m, err)) return -1;
+    } else if (!S->ctl->resume) {
+        S->lora = lm_lora_new(S->m, cfg->lora_rank, cfg->lora_alpha, cfg->lora_targets, cfg->seed,
+                              err);
+        if (!S->lora) return -1;
+    }
+    if (lm_loop_start(&S->R, S->m, &S->lora, err)) return -1;
+    S->acts = lm_tacts_new(S->m, S->lora, cfg->batch, cfg->seq, 0, err);
+    if (!S->acts ||
+        lm_tacts_set_precision(S->acts, cfg->bf16 ? LM_TPREC_BF16 : LM_TPREC_F32, err))
+        return -1;
+    return open_batchers(S, train, val, err);
+}
+
+/* The next step's micro-batches into the slots: grad_accum of them, fewer
+ * where the epoch ends. *k: how many. */
+static int gather(sft_run *S, step_out *o, int *k, lm_err *err) {
+    *k = 0;
+    while (*k < S->cfg->grad_accum && !o->epoch_end) {
+        lm_batch x;
+        if (lm_batcher_next(S->train, &x, err)) return -1;
+        slot *sl = &S->slots[*k];
+        size_t xt = (size_t)x.B * (size_t)x.T;
+        sl->B = x.B;
+        sl->T = x.T;
+        memcpy(sl->tokens, x.tokens, xt * sizeof(int32_t));
+        memcpy(sl->targets, x.targets, xt * sizeof(int32_t));
+        memcpy(sl->segments, x.segments, xt * sizeof(int32_t));
+        memcpy(sl->pos, x.pos, xt * sizeof(int32_t));
+        memcpy(sl->mask, x.loss_mask, xt);
+        o->trained += x.n_trained;
+        for (int r = 0; r < x.n_rows; r++) o->tokens += x.lengths[r];
+        o->epoch = x.epoch;
+        o->epoch_end = x.epoch_end;
+        (*k)++;
+        S->R.st.micro++;
+    }
+    return 0;
+}
+
+/* One optimizer step: its micro-batches' gradients accumulated, then one
+ * AdamW update at the schedule's learning rate. */
+static int step(sft_run *S, step_out *o, lm_err *err) {
+    const lm_train_cfg *cfg = S->cfg;
+    lm_loop *R = &S->R;
+    memset(o, 0, sizeof *o);
+    lm_loop_step_start(R);
+    int k;
+    if (gather(S, o, &k, err)) return -1;
+    memset(R->grads, 0, R->n_params * sizeof(float));
+    for (int i = 0; i < k && o->trained; i++) {
+        slot *sl = &S->slots[i];
+        lm_tbatch b = {.B = sl->B, .T = sl->T, .tokens = sl->tokens, .targets = sl->targets,
+                       .mask = sl->mask, .segments = sl->segments, .pos = sl->pos,
+                       .loss_norm = o->trained, .dropout_T = cfg->seq};
+        if (!cfg->full) {   /* masks keyed by (seed, step, micro): same on --resume */
+            b.lora_dropout = cfg->lora_dropout;
+            b.dropout_key = lm_lora_dropout_key(cfg->seed, (uint64_t)R->st.step, (uint64_t)i);
+        }
+        double li;
+        if (lm_train_grad(S->m, S->lora, S->acts, &b, S->pool, &li, err))
+            return lm_err_prefix(err, "step %ld", R->st.step + 1);
+        o->loss += li;
+    }
+    o->lr = lm_lr_at(cfg->schedule, cfg->lr, R->st.step, S->warm, S->total);
+    return lm_loop_optimize(R, S->pool, o->lr, &o->gnorm, err);
+}
+
+/* Log and checkpoint the step just taken: the validation loss at
+ * evaluation points, the metrics line, best/ and last/, the progress
+ * line. *stop: ctl asked to stop here. */
+static int record(sft_run *S, const step_out *o, lm_sft_report *rep, bool *stop, lm_err *err) {
+    lm_loop *R = &S->R;
+    double vl = -1;
+    if (lm_loop_count(R, o->tokens, o->loss, o->epoch_end) && S->val && val_loss(S, &vl, err))
+        return -1;
+    lm_loop_line line = {.epoch = o->epoch, .loss = o->loss, .gnorm = o->gnorm, .lr = o->lr,
+                         .tokens = o->tokens, .extra = "", .val_loss = vl, .val_extra = ""};
+    if (lm_loop_record(R, S->m, S->lora, &line, stop, err)) return -1;
+
+    char extra[160];
+    snprintf(extra, sizeof extra, "step %ld/%ld  epoch %d/%d  loss %.4f  lr %.2e  %.0f tok/s",
+             R->st.step, S->total, o->epoch + 1, S->cfg->epochs, R->smooth, (double)o->lr, R->tps);
+    if (vl >= 0) {
+        size_t n = strlen(extra);
+        snprintf(extra + n, sizeof extra - n, "  val %.4f", vl);
+    }
+    lm_loop_progress(R, extra);
+    rep->last_loss = o->loss;
+    return 0;
+}
+
+int lm_sft_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_sft_dataset *train,
+                 const lm_sft_dataset *val, const lm_sft_ctl *ctl, lm_sft_report *rep, lm_err *err) {
+    memset(rep, 0, sizeof *rep);
+    rep->best_val = -1.0;
+    sft_run S = {.cfg = cfg, .ctl = ctl, .m = m};
+    int rc = setup(&S, train, val, err);
+    if (!rc) {
+        lm_loop_begin(&S.R, "train", S.total);
+        while (S.R.st.step < S.total) {
+            step_out o;
+            bool stop;
+            if (step(&S, &o, err) || record(&S, &o, rep, &stop, err)) { rc = -1; break; }
+            if (stop) { rep->stopped = 1; break; }
         }
     }
-
-    lm_loop_begin(&R, "train", total);
-    while (R.st.step < total) {
-        lm_loop_step_start(&R);
-        int k = 0, epoch = 0, epoch_end = 0;
-        long trained = 0, ntok = 0;
-        while (k < GA && !epoch_end) {
-            lm_batch x;
-            if (lm_batcher_next(tb, &x, err)) goto done;
-            size_t xt = (size_t)x.B * (size_t)x.T;
-            slots[k].B = x.B;
-            slots[k].T = x.T;
-            memcpy(slots[k].tokens, x.tokens, xt * sizeof(int32_t));
-            memcpy(slots[k].targets, x.targets, xt * sizeof(int32_t));
-            memcpy(slots[k].segments, x.segments, xt * sizeof(int32_t));
-            memcpy(slots[k].pos, x.pos, xt * sizeof(int32_t));
-            memcpy(slots[k].mask, x.loss_mask, xt);
-            trained += x.n_trained;
-            for (int r = 0; r < x.n_rows; r++) ntok += x.lengths[r];
-            epoch = x.epoch;
-            epoch_end = x.epoch_end;
-            k++;
-            R.st.micro++;
-        }
-        memset(R.grads, 0, R.n_params * sizeof(float));
-        double loss = 0;
-        for (int i = 0; i < k && trained; i++) {
-            lm_tbatch b = {.B = slots[i].B, .T = slots[i].T, .tokens = slots[i].tokens,
-                           .targets = slots[i].targets, .mask = slots[i].mask,
-                           .segments = slots[i].segments, .pos = slots[i].pos, .loss_norm = trained,
-                           .dropout_T = T};
-            if (!cfg->full) {   /* masks keyed by (seed, step, micro): same on --resume */
-                b.lora_dropout = cfg->lora_dropout;
-                b.dropout_key = lm_lora_dropout_key(cfg->seed, (uint64_t)R.st.step, (uint64_t)i);
-            }
-            double li;
-            if (lm_train_grad(m, L.lora, L.acts, &b, L.pool, &li, err)) {
-                lm_err_prefix(err, "step %ld", R.st.step + 1);
-                goto done;
-            }
-            loss += li;
-        }
-        float lr = lm_lr_at(cfg->schedule, cfg->lr, R.st.step, warm, total);
-        double gnorm;
-        if (lm_loop_optimize(&R, L.pool, lr, &gnorm, err)) goto done;
-        double vl = -1;
-        if (lm_loop_count(&R, ntok, loss, epoch_end) && L.val && val_loss(&L, &vl, err)) goto done;
-        lm_loop_line line = {.epoch = epoch, .loss = loss, .gnorm = gnorm, .lr = lr, .tokens = ntok,
-                             .extra = "", .val_loss = vl, .val_extra = ""};
-        bool stop;
-        if (lm_loop_record(&R, m, L.lora, &line, &stop, err)) goto done;
-
-        char extra[160];
-        snprintf(extra, sizeof extra, "step %ld/%ld  epoch %d/%d  loss %.4f  lr %.2e  %.0f tok/s",
-                 R.st.step, total, epoch + 1, cfg->epochs, R.smooth, (double)lr, R.tps);
-        if (vl >= 0) {
-            size_t n = strlen(extra);
-            snprintf(extra + n, sizeof extra - n, "  val %.4f", vl);
-        }
-        lm_loop_progress(&R, extra);
-        rep->last_loss = loss;
-        if (stop) { rep->stopped = 1; break; }
-    }
-    rc = 0;
-done:
-    rc = lm_loop_finish(&R, rc, rep, err);
-    if (slots)
-        for (int i = 0; i < GA; i++) {
-            free(slots[i].tokens);
-            free(slots[i].targets);
-            free(slots[i].segments);
-            free(slots[i].pos);
-            free(slots[i].mask);
-        }
-    free(slots);
-    lm_batcher_free(tb);
-    lm_batcher_free(L.val);
-    lm_tacts_free(L.acts);
-    lm_lora_free(L.lora);
-    lm_pool_free(L.pool);
+    /* one exit for every outcome: after a set-up that failed before
+     * lm_loop_start it finds nothing to close and reports the empty state */
+    rc = lm_loop_finish(&S.R, rc, rep, err);
+    run_free(&S);
     return rc;
 }
 
