@@ -25,6 +25,13 @@ typedef struct lm_style_example {
     const char *question, *answer;
 } lm_style_example;
 
+/* Style examples from a JSONL file of {"messages": [..user.., ..assistant..]}
+ * lines (the last user/assistant pair of each), e.g. review's promoted
+ * answers (style_examples.c). Strings owned by *out (free with
+ * lm_style_examples_free). */
+int lm_style_examples_load(const char *path, lm_style_example **out, size_t *n, lm_err *err);
+void lm_style_examples_free(lm_style_example *v, size_t n);
+
 typedef struct lm_agen lm_agen;
 
 /* c, w (may be NULL) and tpl are borrowed; promoted examples are copied.

@@ -13,6 +13,7 @@
 #include "base/fileio.h"
 #include "base/strbuf.h"
 #include "datagen/runner.h"
+#include "datagen/stats.h"
 
 lm_datagen_opts lm_datagen_opts_default(void) {
     lm_datagen_opts o;
@@ -157,169 +158,6 @@ static int check_run_file(const char *dir, const lm_character *c, const lm_datag
     return rc;
 }
 
-/* ---- statistics ------------------------------------------------------- */
-
-typedef struct {
-    char **k;
-    size_t *v;
-    size_t n;
-} counter;
-
-static void count(counter *c, const char *key) {
-    if (!key) key = "(none)";
-    for (size_t i = 0; i < c->n; i++)
-        if (!strcmp(c->k[i], key)) { c->v[i]++; return; }
-    char **nk = realloc(c->k, (c->n + 1) * sizeof *nk);
-    if (nk) c->k = nk;
-    size_t *nv = realloc(c->v, (c->n + 1) * sizeof *nv);
-    if (nv) c->v = nv;
-    char *d = strdup(key);
-    if (!nk || !nv || !d) { free(d); return; }  /* statistics only: drop the key */
-    c->k[c->n] = d;
-    c->v[c->n++] = 1;
-}
-
-static void counter_free(counter *c) {
-    for (size_t i = 0; i < c->n; i++) free(c->k[i]);
-    free(c->k);
-    free(c->v);
-}
-
-/* Most frequent first, then by name. */
-static void counter_sort(counter *c) {
-    for (size_t i = 1; i < c->n; i++)
-        for (size_t j = i; j > 0 && (c->v[j] > c->v[j - 1] ||
-                                     (c->v[j] == c->v[j - 1] && strcmp(c->k[j], c->k[j - 1]) < 0));
-             j--) {
-            char *tk = c->k[j]; c->k[j] = c->k[j - 1]; c->k[j - 1] = tk;
-            size_t tv = c->v[j]; c->v[j] = c->v[j - 1]; c->v[j - 1] = tv;
-        }
-}
-
-static json_t *counter_json(const counter *c) {
-    json_t *o = json_object();
-    for (size_t i = 0; i < c->n; i++) json_object_set_new(o, c->k[i], json_integer((json_int_t)c->v[i]));
-    return o;
-}
-
-static void counter_md(lm_sb *b, const char *title, const counter *c, size_t total) {
-    lm_sb_printf(b, "\n## %s\n\n| %s | count | share |\n| --- | ---: | ---: |\n", title, title);
-    for (size_t i = 0; i < c->n; i++)
-        lm_sb_printf(b, "| %s | %zu | %.1f%% |\n", c->k[i], c->v[i],
-                  total ? 100.0 * (double)c->v[i] / (double)total : 0.0);
-    if (!c->n) lm_sb_str(b, "| (none) | 0 | |\n");
-}
-
-static uint64_t hash_ngram(const uint64_t *w, int n) {
-    uint64_t h = 0x84222325CBF29CE4ull;
-    for (int i = 0; i < n; i++) h = (h ^ w[i]) * 0x100000001B3ull + (uint64_t)i;
-    return h;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-double lm_distinct_n(const char *const *texts, size_t n_texts, int n) {
-    if (n < 1 || n > 8) return 0;
-    uint64_t *grams = NULL;
-    size_t ng = 0, cap = 0;
-    for (size_t t = 0; t < n_texts; t++) {
-        const char *s = texts[t];
-        uint64_t win[8];
-        int have = 0;
-        while (s && *s) {
-            /* A word: letters, digits, apostrophes and any non-ASCII byte. */
-            while (*s && !(isalnum((unsigned char)*s) || (unsigned char)*s >= 0x80)) s++;
-            if (!*s) break;
-            uint64_t h = 0xCBF29CE484222325ull;
-            while (*s && (isalnum((unsigned char)*s) || *s == '\'' || (unsigned char)*s >= 0x80)) {
-                h = (h ^ (uint64_t)tolower((unsigned char)*s)) * 0x100000001B3ull;
-                s++;
-            }
-            if (have == n) { memmove(win, win + 1, (size_t)(n - 1) * sizeof *win); have--; }
-            win[have++] = h;
-            if (have == n) {
-                if (ng == cap) {
-                    cap = cap ? cap * 2 : 1024;
-                    uint64_t *nv = realloc(grams, cap * sizeof *nv);
-                    if (!nv) { free(grams); return 0; }
-                    grams = nv;
-                }
-                grams[ng++] = hash_ngram(win, n);
-            }
-        }
-    }
-    if (!ng) { free(grams); return 0; }
-    qsort(grams, ng, sizeof *grams, cmp_u64);
-    size_t distinct = 1;
-    for (size_t i = 1; i < ng; i++) distinct += grams[i] != grams[i - 1];
-    free(grams);
-    return (double)distinct / (double)ng;
-}
-
-/* ---- style examples --------------------------------------------------- */
-
-void lm_style_examples_free(lm_style_example *v, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        free((char *)v[i].question);
-        free((char *)v[i].answer);
-    }
-    free(v);
-}
-
-int lm_style_examples_load(const char *path, lm_style_example **out, size_t *n_out, lm_err *err) {
-    *out = NULL;
-    *n_out = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return lm_errno(err, "%s", path);
-    char *line = NULL;
-    size_t cap = 0, n = 0;
-    ssize_t len;
-    int ln = 0, rc = 0;
-    lm_style_example *v = NULL;
-    while ((len = getline(&line, &cap, f)) > 0) {
-        ln++;
-        size_t k = 0;
-        while (k < (size_t)len && isspace((unsigned char)line[k])) k++;
-        if (k == (size_t)len) continue;
-        json_error_t je;
-        json_t *o = json_loadb(line, lm_line_len(line, (size_t)len), 0, &je);
-        if (!o) { rc = lm_errf(err, "%s:%d:%d: %s", path, ln, je.column, je.text); break; }
-        json_t *msgs = json_object_get(o, "messages");
-        const char *q = NULL, *a = NULL;
-        for (size_t i = 0; json_is_array(msgs) && i < json_array_size(msgs); i++) {
-            json_t *m = json_array_get(msgs, i);
-            const char *role = json_string_value(json_object_get(m, "role"));
-            const char *content = json_string_value(json_object_get(m, "content"));
-            if (!role || !content) continue;
-            if (!strcmp(role, "user")) { q = content; a = NULL; }
-            else if (!strcmp(role, "assistant") && q) a = content;
-        }
-        if (!q || !a) {
-            json_decref(o);
-            rc = lm_errf(err, "%s:%d: messages: a user message followed by an assistant message expected",
-                         path, ln);
-            break;
-        }
-        lm_style_example *nv = realloc(v, (n + 1) * sizeof *nv);
-        if (!nv) { json_decref(o); rc = lm_errf(err, "out of memory"); break; }
-        v = nv;
-        v[n].question = strdup(q);
-        v[n].answer = strdup(a);
-        n++;
-        json_decref(o);
-        if (!v[n - 1].question || !v[n - 1].answer) { rc = lm_errf(err, "out of memory"); break; }
-    }
-    free(line);
-    fclose(f);
-    if (rc) { lm_style_examples_free(v, n); return -1; }
-    *out = v;
-    *n_out = n;
-    return 0;
-}
-
 /* ---- the round -------------------------------------------------------- */
 
 /* Default stops: a question is one paragraph (a small teacher rambles on
@@ -355,14 +193,15 @@ static json_t *reasons_json(const lm_filter_result *r) {
     return a;
 }
 
-static void reject(lm_sb *rej, counter *why, const lm_qspec *sp, const char *stage,
+static void reject(lm_sb *rej, lm_dg_counter *why, const lm_qspec *sp, const char *stage,
                    const char *q, const char *a, const char *filter, const char *reason,
                    const lm_filter_result *r) {
     json_t *reasons = r ? reasons_json(r) : json_pack("[{s:s, s:s}]", "filter", filter, "reason", reason);
     if (r)
-        for (size_t i = 0; i < r->n_notes; i++) count(why, lm_filter_name(r->notes[i].filter));
+        for (size_t i = 0; i < r->n_notes; i++)
+            lm_dg_count(why, lm_filter_name(r->notes[i].filter));
     else
-        count(why, filter);
+        lm_dg_count(why, filter);
     sb_json_line(rej, json_pack("{s:I, s:s, s:s, s:s?, s:s?, s:s, s:o}", "index", (json_int_t)sp->index,
                                 "stage", stage, "kind", lm_qkind_name(sp->kind), "question", q,
                                 "answer", a, "asker", sp->asker->name, "reasons", reasons));
@@ -398,7 +237,7 @@ typedef struct {
     const char **kept_q, **kept_a;   /* [n_kept] borrowed from question[] / areply[] */
     size_t n_kept;
     lm_sb all, split[3], rej, stats_json, stats_md;
-    counter by_kind, by_asker, by_loc, by_emotion, why, asked;
+    lm_dg_counter by_kind, by_asker, by_loc, by_emotion, why, asked;
     char qpath[4096], apath[4096];
 } round_st;
 
@@ -409,12 +248,12 @@ static void round_free(round_st *R) {
     lm_sb_free(&R->rej);
     lm_sb_free(&R->stats_json);
     lm_sb_free(&R->stats_md);
-    counter_free(&R->by_kind);
-    counter_free(&R->by_asker);
-    counter_free(&R->by_loc);
-    counter_free(&R->by_emotion);
-    counter_free(&R->why);
-    counter_free(&R->asked);
+    lm_dg_counter_free(&R->by_kind);
+    lm_dg_counter_free(&R->by_asker);
+    lm_dg_counter_free(&R->by_loc);
+    lm_dg_counter_free(&R->by_emotion);
+    lm_dg_counter_free(&R->why);
+    lm_dg_counter_free(&R->asked);
     free(R->kept_q);
     free(R->kept_a);
     free_strs(R->qreply, n);
@@ -560,7 +399,7 @@ static int screen(round_st *R, const lm_qspec *sp, const char *q, const char *ra
 static int questions(round_st *R, lm_err *err) {
     size_t n = R->o->n;
     for (size_t i = 0; i < n; i++) {
-        count(&R->asked, lm_qkind_name(R->spec[i].kind));
+        lm_dg_count(&R->asked, lm_qkind_name(R->spec[i].kind));
         if (add_question_request(R, i, err)) return -1;
     }
     if (ask(R, &R->ql, R->qpath, "q", "questions", R->qreply, err)) return -1;
@@ -609,10 +448,10 @@ static int emit(round_st *R, size_t i, const char *ans, const lm_filter_result *
     int sp_i = split_of(o->seed, i, o->val_frac, o->test_frac);
     sb_json_line(&R->split[sp_i], line);
     (*(sp_i == 0 ? &s->train : sp_i == 1 ? &s->validation : &s->test))++;
-    count(&R->by_kind, lm_qkind_name(sp->kind));
-    count(&R->by_asker, sp->asker->name);
-    count(&R->by_loc, sp->location);
-    count(&R->by_emotion, sp->emotion);
+    lm_dg_count(&R->by_kind, lm_qkind_name(sp->kind));
+    lm_dg_count(&R->by_asker, sp->asker->name);
+    lm_dg_count(&R->by_loc, sp->location);
+    lm_dg_count(&R->by_emotion, sp->emotion);
     return 0;
 }
 
@@ -650,8 +489,9 @@ static int report(round_st *R, lm_err *err) {
     size_t n_kept = R->n_kept;
     double dq1 = lm_distinct_n(R->kept_q, n_kept, 1), dq2 = lm_distinct_n(R->kept_q, n_kept, 2);
     double da1 = lm_distinct_n(R->kept_a, n_kept, 1), da2 = lm_distinct_n(R->kept_a, n_kept, 2);
-    counter *cs[] = {&R->asked, &R->by_kind, &R->by_asker, &R->by_loc, &R->by_emotion, &R->why};
-    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) counter_sort(cs[i]);
+    lm_dg_counter *cs[] = {&R->asked,  &R->by_kind,    &R->by_asker,
+                           &R->by_loc, &R->by_emotion, &R->why};
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) lm_dg_counter_sort(cs[i]);
     char mix[256], seedtxt[32];
     lm_qmix_format(&o->mix, mix, sizeof mix);
     snprintf(seedtxt, sizeof seedtxt, "%llu", (unsigned long long)o->seed);
@@ -664,10 +504,13 @@ static int report(round_st *R, lm_err *err) {
         "questions_rejected", (json_int_t)s->q_rejected, "answers", (json_int_t)s->a_ok,
         "answer_failures", (json_int_t)s->a_failed, "answers_rejected", (json_int_t)s->a_rejected,
         "kept", (json_int_t)s->kept, "train", (json_int_t)s->train, "validation",
-        (json_int_t)s->validation, "test", (json_int_t)s->test, "requested_by_kind",
-        counter_json(&R->asked), "kind", counter_json(&R->by_kind), "asker",
-        counter_json(&R->by_asker), "location", counter_json(&R->by_loc), "emotion",
-        counter_json(&R->by_emotion), "rejections", counter_json(&R->why), "diversity",
+        (json_int_t)s->validation, "test", (json_int_t)s->test,
+        "requested_by_kind", lm_dg_counter_json(&R->asked),
+        "kind", lm_dg_counter_json(&R->by_kind),
+        "asker", lm_dg_counter_json(&R->by_asker),
+        "location", lm_dg_counter_json(&R->by_loc),
+        "emotion", lm_dg_counter_json(&R->by_emotion),
+        "rejections", lm_dg_counter_json(&R->why), "diversity",
         "question_distinct_1", dq1, "question_distinct_2", dq2, "answer_distinct_1", da1,
         "answer_distinct_2", da2);
     if (!stats) return lm_errf(err, "out of memory");
@@ -692,14 +535,14 @@ static int report(round_st *R, lm_err *err) {
                      "| | distinct-1 | distinct-2 |\n| --- | ---: | ---: |\n"
                      "| questions | %.3f | %.3f |\n| answers | %.3f | %.3f |\n",
                  dq1, dq2, da1, da2);
-    counter_md(md, "requested kind", &R->asked, s->requested);
-    counter_md(md, "kind", &R->by_kind, s->kept);
-    counter_md(md, "asker", &R->by_asker, s->kept);
-    counter_md(md, "location", &R->by_loc, s->kept);
-    counter_md(md, "emotion", &R->by_emotion, s->kept);
+    lm_dg_counter_md(md, "requested kind", &R->asked, s->requested);
+    lm_dg_counter_md(md, "kind", &R->by_kind, s->kept);
+    lm_dg_counter_md(md, "asker", &R->by_asker, s->kept);
+    lm_dg_counter_md(md, "location", &R->by_loc, s->kept);
+    lm_dg_counter_md(md, "emotion", &R->by_emotion, s->kept);
     size_t n_rej = 0;
     for (size_t i = 0; i < R->why.n; i++) n_rej += R->why.v[i];
-    counter_md(md, "rejection reason", &R->why, n_rej);
+    lm_dg_counter_md(md, "rejection reason", &R->why, n_rej);
     lm_sb_str(md, "\nEach rejected sample, with its reasons, is in rejected.jsonl; teacher failures "
                   "are in questions.failures.jsonl and answers.failures.jsonl (a rerun retries them).\n");
     return 0;

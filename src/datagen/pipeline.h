@@ -38,6 +38,7 @@
 #include "datagen/filter.h"
 #include "datagen/prompt.h"
 #include "datagen/question.h"
+#include "datagen/stats.h"
 #include "datagen/teacher.h"
 #include "sheet/sheet.h"
 
@@ -83,16 +84,6 @@ typedef struct lm_datagen_summary {
 int lm_datagen_run(lm_teacher *t, const lm_character *c, const lm_world *w,
                    const lm_prompt_set *tpl, const lm_datagen_opts *o, lm_datagen_summary *s,
                    lm_err *err);
-
-/* distinct-n of a set of texts: distinct word n-grams / all n-grams
- * (lowercased words; 0 when there are none). */
-double lm_distinct_n(const char *const *texts, size_t n_texts, int n);
-
-/* Style examples from a JSONL file of {"messages": [..user.., ..assistant..]}
- * lines (the last user/assistant pair of each), e.g. review's promoted
- * answers. Strings owned by *out (free with lm_style_examples_free). */
-int lm_style_examples_load(const char *path, lm_style_example **out, size_t *n, lm_err *err);
-void lm_style_examples_free(lm_style_example *v, size_t n);
 
 /* The resume step of a round (exposed for tests and the fuzzer): reads a
  * runner result file's text into replies[index] by its "<prefix><index>"
