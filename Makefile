@@ -12,7 +12,7 @@ WARN      = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 INCLUDES  = -Isrc -Iinclude
 OPT      ?= -O2 -g
 # libmicrohttpd: `lemonpc serve` only (src/server, kept out of RT_SRC).
-LIBS      = -lpcre2-8 -lutf8proc -ljansson -lpng -lzip -lz -lcurl -lsqlite3 -lmicrohttpd -lm -lpthread
+LIBS      = -lpcre2-8 -ljansson -lpng -lzip -lcurl -lsqlite3 -lmicrohttpd -lm -lpthread
 TEST_LIBS = -lcmocka
 
 # Sanitizer variants of everything live in their own trees: SAN=1 is

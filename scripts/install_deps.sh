@@ -9,8 +9,8 @@
 # apt's own output (hundreds of lines) goes to a log that is shown only when
 # apt fails.
 set -euo pipefail
-demo=(build-essential libpcre2-dev libsqlite3-dev libutf8proc-dev libjansson-dev libpng-dev
-      zlib1g-dev libzip-dev libcurl4-openssl-dev libmicrohttpd-dev python3 python3-pip)
+demo=(build-essential libpcre2-dev libsqlite3-dev libjansson-dev libpng-dev libzip-dev
+      libcurl4-openssl-dev libmicrohttpd-dev python3 python3-pip)
 # Debian's python: the PyTorch oracle (tests/torch)
 test=(clang libclang-rt-14-dev pkg-config cmake libcmocka-dev python3-venv python3-torch
       python3-pytest python3-numpy)
