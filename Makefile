@@ -2,9 +2,10 @@
 # (build/liblemonpc.so and build/liblemonpc.a: include/lemonpc.h only);
 # `make install PREFIX=...` installs those with lemonpc.pc;
 # `make test` runs the C unit tests (plain and under ASan+UBSan), the
-# threaded ones under ThreadSanitizer, a smoke run of every fuzz target and the oracle tests (llama.cpp / PyTorch through
-# Python); `make fuzz` fuzzes
-# every parser for a bounded time; `make bench` runs the benchmarks.
+# threaded ones under ThreadSanitizer, a smoke run of every fuzz target, the
+# oracle tests (llama.cpp / PyTorch through Python), the integration tests and
+# the slow ones; `make fuzz` fuzzes every parser for a bounded time; `make
+# bench` and the bench-* targets run the benchmarks (BENCHMARKS.md).
 
 CC       ?= cc
 CSTD      = -std=c11 -D_GNU_SOURCE
@@ -157,11 +158,10 @@ tsan-serve:
 	LEMONPC_BUILD=build-tsan TSAN_OPTIONS="halt_on_error=1" \
 	    python3 -m pytest -q tests/integration/test_serve.py -k "concurrent or cancels"
 
-# Oracle tests: our numbers against llama.cpp (llama-cpp-python) and PyTorch.
-# Each kernel set against llama.cpp built for its instruction set: avx2
-# against tests/requirements.txt's AVX2 build (everything), then, where the
-# CPU has AVX-512, the avx512 set's parity tests against an AVX-512 build
-# (scripts/oracle_avx512.sh; compiled once, minutes).
+# Oracle tests: our numbers against llama.cpp (llama-cpp-python) and PyTorch,
+# with the avx2 kernel set against tests/requirements.txt's AVX2 build of
+# llama.cpp (scripts/install_test_deps.sh). The avx512 set has its own
+# target below (oracle-avx512).
 oracle: all
 	LEMONPC_KERNELS=avx2 python3 -m pytest -q -rs tests/oracle
 
@@ -181,7 +181,9 @@ oracle-avx512: all
 oracle-torch: all
 	/usr/bin/python3 -m pytest -q -rs tests/torch
 
-# Integration tests: the teacher runner against a fake OpenAI-compatible server.
+# Integration tests (tests/integration): the CLI's messages and commands, the
+# teacher runner against a fake OpenAI-compatible server, the server on the
+# real model, the install script, the module layout HACKING.md states.
 .PHONY: integration
 integration: all
 	python3 -m pytest -q -rs tests/integration

@@ -8,11 +8,10 @@
 #   usage: scripts/fuzz.sh [SECONDS]      (make fuzz FUZZ_SECONDS=N)
 #          scripts/fuzz.sh --smoke [S]    (part of `make test`)
 # --smoke: each target replays its seeds, then makes S x 1000 inputs from
-# a fixed seed (default S 2): the same inputs on every machine and run, so
-# `make test` passes or fails the same way everywhere (exploring is `make
-# fuzz`'s job)
-# from those seeds alone (not the corpus earlier runs grew), so the check
-# is the same on every machine and takes about a minute once built.
+# a fixed seed (default S 2) and those seeds alone (not the corpus earlier
+# runs grew): the same inputs on every machine and run, so `make test`
+# passes or fails the same way everywhere (exploring is `make fuzz`'s job);
+# about a minute once built.
 # FUZZ_ONLY="name ..." limits either mode to those targets.
 # Optional per target: fuzz/<name>.dict (libFuzzer dictionary).
 set -euo pipefail

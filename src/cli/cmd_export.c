@@ -13,9 +13,9 @@ static void usage(FILE *out) {
             "placeholder). A .charx (ZIP) gets the V3 card as card.json and every file\n"
             "under NAME.assets/ beside the sheet, by its path there (e.g.\n"
             "assets/icon/images/main.png). Without --v2/--v3 a JSON card keeps the\n"
-            "version it was imported as (V2 for sheets written by hand). A sheet\n"
-            "imported with `lemonpc import` and left unchanged gives back the\n"
-            "original card.\n");
+            "version it was imported as (V2 for sheets written by hand and for V1\n"
+            "cards: V1 is read, not written). A V2 or V3 card imported with `lemonpc\n"
+            "import` and left unchanged comes back as it was.\n");
 }
 
 int cmd_export(int argc, char **argv) {
