@@ -46,7 +46,7 @@ PyTorch/TRL use the first variant.
 PyTorch runs with LD_LIBRARY_PATH=--blas-dir (default: Debian's
 libopenblas0-openmp folder, when installed), since Debian's torch calls
 whatever libblas.so.3 the alternatives pick and the reference BLAS is
-about 9x slower (issue 14): the worker reports the BLAS it loaded, and no
+about 9x slower: the worker reports the BLAS it loaded, and no
 ratio is printed against a reference BLAS.
 """
 import argparse

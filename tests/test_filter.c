@@ -154,7 +154,7 @@ static const tcase cases[] = {
     {OKQ, "I'll give you an example: last winter the Sanctuary turned away a dying child.", NULL, NULL, 0, -1, NULL},
     {OKQ, "How can I help it if the rains come late? Pray with me instead.", NULL, NULL, 0, -1, NULL},
     {OKQ, "Here's another way through the marsh, if the bridge is out.", NULL, NULL, 0, -1, NULL},
-    /* the teacher offering to write, or presenting its output (issue 14) */
+    /* the teacher offering to write, or presenting its output */
     {OKQ, "I'd be happy to create a dialogue between Orlando and the traveller.", NULL, NULL, 0,
      LM_FILTER_ASSISTANT, "'I'd be happy to create'"},
     {OKQ, "Certainly! I would be glad to come up with another scene for you.", NULL, NULL, 0,

@@ -1,5 +1,5 @@
 """What the CLI says when a user gets something wrong: each message names
-what was wrong and where (issue 14, item 11). No model is loaded: every case
+what was wrong and where. No model is loaded: every case
 fails before that."""
 import json
 import os
