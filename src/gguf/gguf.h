@@ -20,6 +20,10 @@ typedef enum gguf_type {
     GGUF_ARRAY = 9, GGUF_U64 = 10, GGUF_I64 = 11, GGUF_F64 = 12,
 } gguf_type;
 
+/* Bytes of one scalar of type t (a uint32_t as read from the file); 0 for
+ * string, array or an unknown type. The reader and the writer share it. */
+size_t gguf_scalar_size(uint32_t t);
+
 #define GGUF_MAX_DIMS 4
 
 typedef struct gguf_str {   /* points into the mapping; NOT NUL-terminated */

@@ -54,8 +54,7 @@ const char *gguf_type_name(gguf_type t) {
     return "invalid";
 }
 
-/* Bytes of one scalar of type t; 0 for string/array/invalid. */
-static size_t scalar_size(uint32_t t) {
+size_t gguf_scalar_size(uint32_t t) {
     switch (t) {
     case GGUF_U8: case GGUF_I8: case GGUF_BOOL: return 1;
     case GGUF_U16: case GGUF_I16: return 2;
@@ -137,7 +136,7 @@ static char *rd_name(cursor *c, const char *what) {
 
 /* Reads a scalar of type t into kv->v (widened). */
 static int rd_scalar(cursor *c, uint32_t t, gguf_kv *kv) {
-    size_t n = scalar_size(t);
+    size_t n = gguf_scalar_size(t);
     size_t at = c->off;
     if (need(c, n, field(c, "value of key '%s'", kv->key))) return -1;
     uint64_t raw = rd_le(c->p + c->off, n);
@@ -199,7 +198,7 @@ static int rd_value(cursor *c, gguf_kv *kv) {
         }
         return 0;
     }
-    size_t es = scalar_size(et);
+    size_t es = gguf_scalar_size(et);
     if (n > left(c) / es)
         return lm_errf(c->err, "%s: offset %zu: key '%s': array of %" PRIu64 " %s needs more than the %zu bytes left",
                        c->name, at, kv->key, n, gguf_type_name(kv->arr_type), left(c));
@@ -546,7 +545,7 @@ char *gguf_get_str(const gguf_file *f, const char *key, lm_err *err) {
 
 int64_t gguf_arr_get_i64(const gguf_kv *kv, uint64_t i) {
     if (!kv || kv->type != GGUF_ARRAY || !kv->arr_data || i >= kv->arr_n) return 0;
-    size_t es = scalar_size(kv->arr_type);
+    size_t es = gguf_scalar_size(kv->arr_type);
     uint64_t raw = rd_le((const uint8_t *)kv->arr_data + i * es, es);
     switch (kv->arr_type) {
     case GGUF_I8: return (int8_t)raw;
@@ -562,7 +561,7 @@ int64_t gguf_arr_get_i64(const gguf_kv *kv, uint64_t i) {
 
 double gguf_arr_get_f64(const gguf_kv *kv, uint64_t i) {
     if (!kv || kv->type != GGUF_ARRAY || !kv->arr_data || i >= kv->arr_n) return 0;
-    size_t es = scalar_size(kv->arr_type);
+    size_t es = gguf_scalar_size(kv->arr_type);
     uint64_t raw = rd_le((const uint8_t *)kv->arr_data + i * es, es);
     switch (kv->arr_type) {
     case GGUF_F32: { uint32_t u = (uint32_t)raw; float f; memcpy(&f, &u, 4); return f; }

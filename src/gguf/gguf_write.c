@@ -41,15 +41,6 @@ struct gguf_writer {
     size_t n_t, cap_t;
 };
 
-static size_t scalar_size(gguf_type t) {
-    switch (t) {
-    case GGUF_U8: case GGUF_I8: case GGUF_BOOL: return 1;
-    case GGUF_U16: case GGUF_I16: return 2;
-    case GGUF_U32: case GGUF_I32: case GGUF_F32: return 4;
-    case GGUF_U64: case GGUF_I64: case GGUF_F64: return 8;
-    default: return 0;
-    }
-}
 
 gguf_writer *gguf_writer_new(void) { return calloc(1, sizeof(gguf_writer)); }
 
@@ -151,7 +142,7 @@ int gguf_set_str(gguf_writer *w, const char *key, const char *v, lm_err *err) {
 
 int gguf_set_arr(gguf_writer *w, const char *key, gguf_type elem_type,
                  const void *data, uint64_t n, lm_err *err) {
-    size_t es = scalar_size(elem_type);
+    size_t es = gguf_scalar_size(elem_type);
     if (!es)
         return lm_errf(err, "gguf writer: key '%s': array elements of type %s are not numbers (use gguf_set_arr_str)",
                        key ? key : "", gguf_type_name(elem_type));
@@ -348,9 +339,9 @@ static void put_kv(out *o, const wkv *kv) {
         if (kv->arr_type == GGUF_STRING)
             for (uint64_t i = 0; i < kv->arr_n; i++) put_str(o, kv->arr_strs[i].ptr, kv->arr_strs[i].len);
         else /* stored already packed little-endian (host order on x86/arm LE) */
-            put(o, kv->arr_data, (size_t)kv->arr_n * scalar_size(kv->arr_type));
+            put(o, kv->arr_data, (size_t)kv->arr_n * gguf_scalar_size(kv->arr_type));
     } else {
-        put_le(o, kv->raw, scalar_size(kv->type));
+        put_le(o, kv->raw, gguf_scalar_size(kv->type));
     }
 }
 
