@@ -260,9 +260,10 @@ static void test_fit_and_split(void **state) {
 
 /* ---- the loss ------------------------------------------------------------------ */
 
-static double loss_at(lm_dpo_kind k, double beta, double pc, double pr, double rc, double rr, int nc, int nr) {
+static double loss_at(lm_dpo_kind k, double beta, double nll, double pc, double pr, double rc,
+                      double rr, int nc, int nr) {
     lm_dpo_terms t;
-    lm_dpo_pair_terms(k, beta, pc, pr, rc, rr, nc, nr, &t);
+    lm_dpo_pair_terms(k, beta, nll, pc, pr, rc, rr, nc, nr, &t);
     return t.loss;
 }
 
@@ -270,37 +271,48 @@ static void test_loss_terms(void **state) {
     (void)state;
     lm_dpo_terms t;
     /* policy == reference: log 2, gradient -+beta/2, no reward */
-    lm_dpo_pair_terms(LM_DPO_SIGMOID, 0.1, -12, -30, -12, -30, 4, 9, &t);
+    lm_dpo_pair_terms(LM_DPO_SIGMOID, 0.1, 0, -12, -30, -12, -30, 4, 9, &t);
     assert_true(t.loss == log(2.0));
     assert_true(fabs(t.dc + 0.05) < 1e-15 && fabs(t.dr - 0.05) < 1e-15);
     assert_true(t.reward_c == 0 && t.reward_r == 0);
-    lm_dpo_pair_terms(LM_DPO_IPO, 0.1, -12, -30, -12, -30, 4, 9, &t);
+    lm_dpo_pair_terms(LM_DPO_IPO, 0.1, 0, -12, -30, -12, -30, 4, 9, &t);
     assert_true(fabs(t.loss - 25.0) < 1e-12);            /* (0 - 1 / 0.2)^2 */
     assert_true(fabs(t.dc - (-10.0 / 4)) < 1e-12 && fabs(t.dr - 10.0 / 9) < 1e-12);
     /* the paper's formula by hand: beta 0.5, chosen up 1, rejected down 2 */
-    lm_dpo_pair_terms(LM_DPO_SIGMOID, 0.5, -9, -32, -10, -30, 4, 9, &t);
+    lm_dpo_pair_terms(LM_DPO_SIGMOID, 0.5, 0, -9, -32, -10, -30, 4, 9, &t);
     assert_true(fabs(t.loss - log1p(exp(-1.5))) < 1e-15);
     assert_true(fabs(t.reward_c - 0.5) < 1e-15 && fabs(t.reward_r + 1.0) < 1e-15);
     /* length-normalised: the same on per-token means */
-    lm_dpo_pair_terms(LM_DPO_SIGMOID_NORM, 0.5, -9, -32, -10, -30, 4, 8, &t);
+    lm_dpo_pair_terms(LM_DPO_SIGMOID_NORM, 0.5, 0, -9, -32, -10, -30, 4, 8, &t);
     assert_true(fabs(t.loss - log1p(exp(-0.5 * (0.25 + 0.25)))) < 1e-15);
     assert_true(fabs(t.reward_c - 0.125) < 1e-15 && fabs(t.reward_r + 0.125) < 1e-15);
-    /* derivatives against central differences, every kind */
+    /* the NLL term (RPO): + nll * (-pc / nc) on top of the same DPO loss,
+     * rewards unchanged, chosen's gradient down by nll / nc */
+    lm_dpo_terms u;
+    lm_dpo_pair_terms(LM_DPO_SIGMOID, 0.5, 0, -9, -32, -10, -30, 4, 9, &t);
+    lm_dpo_pair_terms(LM_DPO_SIGMOID, 0.5, 2.0, -9, -32, -10, -30, 4, 9, &u);
+    assert_true(fabs(u.loss - (t.loss + 2.0 * 9 / 4)) < 1e-12);
+    assert_true(u.reward_c == t.reward_c && u.reward_r == t.reward_r && u.dr == t.dr);
+    assert_true(fabs(u.dc - (t.dc - 0.5)) < 1e-15);
+    /* derivatives against central differences, every kind, with and without NLL */
     for (int k = 0; k < 3; k++)
         for (int i = 0; i < 20; i++) {
             double pc = -5 - i, pr = -7 + 0.3 * i, rc = -6 + 0.1 * i, rr = -8, beta = 0.05 + 0.1 * (i % 4);
+            double nll = (i % 3) * 0.5;
             int nc = 1 + i % 5, nr = 2 + i % 3;
-            lm_dpo_pair_terms((lm_dpo_kind)k, beta, pc, pr, rc, rr, nc, nr, &t);
+            lm_dpo_pair_terms((lm_dpo_kind)k, beta, nll, pc, pr, rc, rr, nc, nr, &t);
             double e = 1e-5;
-            double fc = (loss_at(k, beta, pc + e, pr, rc, rr, nc, nr) - loss_at(k, beta, pc - e, pr, rc, rr, nc, nr)) / (2 * e);
-            double fr = (loss_at(k, beta, pc, pr + e, rc, rr, nc, nr) - loss_at(k, beta, pc, pr - e, rc, rr, nc, nr)) / (2 * e);
+            double fc = (loss_at(k, beta, nll, pc + e, pr, rc, rr, nc, nr) -
+                         loss_at(k, beta, nll, pc - e, pr, rc, rr, nc, nr)) / (2 * e);
+            double fr = (loss_at(k, beta, nll, pc, pr + e, rc, rr, nc, nr) -
+                         loss_at(k, beta, nll, pc, pr - e, rc, rr, nc, nr)) / (2 * e);
             if (fabs(fc - t.dc) > 1e-6 * (1 + fabs(fc)) || fabs(fr - t.dr) > 1e-6 * (1 + fabs(fr)))
                 fail_msg("kind %d case %d: dc %g vs %g, dr %g vs %g", k, i, t.dc, fc, t.dr, fr);
         }
     /* far from 0 nothing overflows */
-    lm_dpo_pair_terms(LM_DPO_SIGMOID, 1.0, 0, -1e4, 0, 0, 1, 1, &t);
+    lm_dpo_pair_terms(LM_DPO_SIGMOID, 1.0, 0, 0, -1e4, 0, 0, 1, 1, &t);
     assert_true(t.loss == 0 && t.dc == 0 && isfinite(t.dr));
-    lm_dpo_pair_terms(LM_DPO_SIGMOID, 1.0, -1e4, 0, 0, 0, 1, 1, &t);
+    lm_dpo_pair_terms(LM_DPO_SIGMOID, 1.0, 0, -1e4, 0, 0, 0, 1, 1, &t);
     assert_true(fabs(t.loss - 1e4) < 1e-9 && fabs(t.dc + 1.0) < 1e-15);
 }
 
@@ -713,10 +725,10 @@ static void test_config(void **state) {
     lm_train_cfg c, d;
     lm_err err = {{0}};
     lm_train_cfg_defaults(&c);
-    assert_true(c.dpo_beta == 0.1f && c.dpo_loss == LM_DPO_SIGMOID);
+    assert_true(c.dpo_beta == 0.1f && c.dpo_loss == LM_DPO_SIGMOID && c.dpo_nll == 0);
     assert_int_equal(lm_train_cfg_parse_json(&c, "run.json",
         "{\"model\": \"m.gguf\", \"dpo\": \"p.jsonl\", \"adapter\": \"sft.gguf\", \"out\": \"r\", "
-        "\"dpo_beta\": 0.25, \"dpo-loss\": \"ipo\"}", &err), 0);
+        "\"dpo_beta\": 0.25, \"dpo-loss\": \"ipo\", \"dpo-nll\": 0.5}", &err), 0);
     assert_int_equal(lm_train_cfg_finish(&c, &err), 0);
     assert_true(c.lr == 2e-5f);   /* the DPO LoRA default */
     char *js = lm_train_cfg_to_json(&c);
@@ -725,7 +737,7 @@ static void test_config(void **state) {
     assert_int_equal(lm_train_cfg_parse_json(&d, "ckpt", js, &err), 0);
     assert_string_equal(d.dpo, "p.jsonl");
     assert_string_equal(d.adapter, "sft.gguf");
-    assert_true(d.dpo_beta == 0.25f && d.dpo_loss == LM_DPO_IPO);
+    assert_true(d.dpo_beta == 0.25f && d.dpo_loss == LM_DPO_IPO && d.dpo_nll == 0.5f);
     free(js);
     assert_int_equal(lm_train_cfg_set(&c, "dpo-loss", "hinge", &err), -1);
     assert_non_null(strstr(err.msg, "dpo-loss: expected sigmoid, ipo or sigmoid-norm, got 'hinge'"));

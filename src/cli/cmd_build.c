@@ -80,6 +80,8 @@ static void usage(FILE *out) {
             "                     filters reject (few, once an NPC is fine-tuned)\n"
             "  --dpo-max-prompts N  a seeded choice of N train prompts (default: all)\n"
             "  --dpo-beta X       DPO beta (default 0.1)\n"
+            "  --dpo-nll A        add A times the chosen reply's per-token NLL to the DPO loss\n"
+            "                     (RPO; default 0): holds the replies DPO prefers likely\n"
             "  --dpo-epochs N     default 1\n"
             "  --dpo-lr X         default 5e-5 (LoRA), 1e-6 (full)\n"
             "  --dpo-seq N        tokens per side (default 384: a pair's rows are padded to it,\n"
@@ -95,7 +97,7 @@ typedef struct build_opts {
     int n_extra;
     int persona, full, rank, epochs, batch, seq, accum, threads, no_eval, adapter_f16, bf16;
     int dpo, dpo_samples, dpo_max_prompts, dpo_epochs, dpo_seq, dpo_checks_only;
-    double lr, dpo_beta, dpo_lr;
+    double lr, dpo_beta, dpo_lr, dpo_nll;
     unsigned long long seed;
 } build_opts;
 
@@ -531,17 +533,19 @@ static int do_pairs(ctx *x, lm_err *err) {
 
 static int do_dpo(ctx *x, lm_err *err) {
     const build_opts *o = x->b.o;
-    char a[6][64];
+    char a[7][64];
     snprintf(a[0], 64, "%g", o->dpo_beta);
     snprintf(a[1], 64, "%d", o->dpo_epochs);
     snprintf(a[2], 64, "%g", o->dpo_lr > 0 ? o->dpo_lr : o->full ? 1e-6 : 5e-5);
     snprintf(a[3], 64, "%llu", o->seed);
     snprintf(a[4], 64, "%d", o->threads);
     snprintf(a[5], 64, "%d", o->dpo_seq);
+    snprintf(a[6], 64, "%g", o->dpo_nll);
     uint64_t h = fnv_str(1469598103934665603ull, x->k_pairs);
     for (int i = 0; i < 4; i++) h = fnv_str(h, a[i]);
     h = fnv_str(h, a[5]);
     if (o->bf16) h = fnv_str(h, "bf16");
+    if (o->dpo_nll > 0) h = fnv_str(fnv_str(h, "nll"), a[6]);   /* keys without it stay */
     hex(h, x->k_dpo);
     if (stage_done(&x->b, "dpo", x->k_dpo)) { stage_skip(&x->b, "dpo"); return 0; }
     stage_begin(&x->b, "dpo");
@@ -563,8 +567,9 @@ static int do_dpo(ctx *x, lm_err *err) {
          * full: the fine-tuned model is both. */
         char *av[32] = {"train", "--model", o->full ? sft : x->model, "--dpo", pairs, "--val-frac", "0.1",
                         "--out", run, "--dpo-beta", a[0], "--epochs", a[1], "--lr", a[2], "--seed", a[3],
-                        "--seq", a[5], "--eval-every", "10", "--precision", o->bf16 ? "bf16" : "f32"};
-        int n = 23;
+                        "--seq", a[5], "--eval-every", "10", "--precision", o->bf16 ? "bf16" : "f32",
+                        "--dpo-nll", a[6]};
+        int n = 25;
         if (o->full) av[n++] = "--full";
         else av[n++] = "--adapter", av[n++] = sft;
         if (o->threads) av[n++] = "--threads", av[n++] = a[4];
@@ -720,6 +725,7 @@ static int parse(int argc, char **argv, build_opts *o) {
             } else if (!strcmp(a, "--lr")) { if (num(a, v, 1e-8, 1, &o->lr)) return -1; }
             else if (!strcmp(a, "--dpo-lr")) { if (num(a, v, 1e-9, 1, &o->dpo_lr)) return -1; }
             else if (!strcmp(a, "--dpo-beta")) { if (num(a, v, 1e-4, 100, &o->dpo_beta)) return -1; }
+            else if (!strcmp(a, "--dpo-nll")) { if (num(a, v, 0, 100, &o->dpo_nll)) return -1; }
             else if (!strcmp(a, "--dpo-pairs")) {
                 if (strcmp(v, "self-play") && strcmp(v, "checks")) {
                     fprintf(stderr, "lemonpc build: --dpo-pairs wants self-play or checks, got '%s'\n", v);
@@ -767,12 +773,15 @@ static json_t *settings_json(const build_opts *o, const char *model) {
                           o->batch, "seq", o->seq, "grad_accum", o->accum, "seed", (json_int_t)o->seed);
     if (s && o->adapter_f16 && !o->full) json_object_set_new(s, "adapter_type", json_string("f16"));
     if (s && o->bf16) json_object_set_new(s, "precision", json_string("bf16"));
-    if (s && o->dpo)
+    if (s && o->dpo) {
         json_object_set_new(s, "dpo", json_pack("{s:s, s:i, s:i, s:f, s:i, s:i, s:f}", "pairs",
                                                 o->dpo_checks_only ? "checks" : "self-play", "samples", o->dpo_samples,
                                                 "max_prompts", o->dpo_max_prompts, "beta", o->dpo_beta,
                                                 "epochs", o->dpo_epochs, "seq", o->dpo_seq, "lr",
                                                 o->dpo_lr > 0 ? o->dpo_lr : o->full ? 1e-6 : 5e-5));
+        json_t *d = json_object_get(s, "dpo");
+        if (d && o->dpo_nll > 0) json_object_set_new(d, "nll", json_real(o->dpo_nll));
+    }
     return s;
 }
 

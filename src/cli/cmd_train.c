@@ -23,6 +23,8 @@ static void usage(FILE *out) {
         "BASE (+ the SFT adapter given with --adapter, which the LoRA policy continues);\n"
         "its log-likelihoods are computed once (RUN_DIR/ref_logps.bin).\n"
         "  --dpo-beta 0.1       --dpo-loss sigmoid|ipo|sigmoid-norm (mean log-probs per token)\n"
+        "  --dpo-nll 0          + this weight times the chosen reply's per-token NLL (RPO;\n"
+        "                       TRL's rpo_alpha): keeps the chosen replies likely\n"
         "  --val FILE / --val-frac F: held-out pairs (reward accuracy and margins)\n"
         "  default --lr 2e-5 (LoRA), 1e-6 (full)\n\n"
         "  --val FILE           validation JSONL            --val-frac F   split F of --data off instead\n"

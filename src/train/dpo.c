@@ -27,8 +27,8 @@ static double sigmoid_neg(double z) {
     return 1 / (1 + exp(z));
 }
 
-void lm_dpo_pair_terms(lm_dpo_kind kind, double beta, double pc, double pr, double rc, double rr,
-                       int nc, int nr, lm_dpo_terms *t) {
+void lm_dpo_pair_terms(lm_dpo_kind kind, double beta, double nll, double pc, double pr, double rc,
+                       double rr, int nc, int nr, lm_dpo_terms *t) {
     double kc = 1, kr = 1;   /* d(normalised)/d(sum) */
     if (kind == LM_DPO_IPO || kind == LM_DPO_SIGMOID_NORM) {
         kc = 1.0 / (nc > 0 ? nc : 1);
@@ -48,6 +48,11 @@ void lm_dpo_pair_terms(lm_dpo_kind kind, double beta, double pc, double pr, doub
     t->reward_r = beta * lr;
     t->dc = dh * kc;
     t->dr = -dh * kr;
+    if (nll > 0) {   /* RPO: + nll * the chosen reply's mean negative log-likelihood */
+        double n = nc > 0 ? nc : 1;
+        t->loss += nll * (-pc / n);
+        t->dc -= nll / n;
+    }
 }
 
 /* ---- batches ------------------------------------------------------------------ */
@@ -150,7 +155,7 @@ static double shown_logp(lm_dpo_kind kind, double sum, int n) {
 }
 
 int lm_dpo_grad(lm_tmodel *m, lm_lora *lora, lm_tacts *a, lm_dpo_batch *b, lm_pool *pool,
-                lm_dpo_kind kind, double beta, long step_pairs, float lora_dropout,
+                lm_dpo_kind kind, double beta, double nll, long step_pairs, float lora_dropout,
                 uint64_t dropout_key, lm_dpo_sums *sums, double *logp, lm_err *err) {
     if (b->n_pairs == 0) return 0;
     if (step_pairs < b->n_pairs)
@@ -167,7 +172,7 @@ int lm_dpo_grad(lm_tmodel *m, lm_lora *lora, lm_tacts *a, lm_dpo_batch *b, lm_po
     memset(b->weight, 0, (size_t)2 * B * T * sizeof *b->weight);
     for (int k = 0; k < b->n_pairs; k++) {
         lm_dpo_terms t;
-        lm_dpo_pair_terms(kind, beta, lp[k], lp[B + k], b->ref[k], b->ref[B + k], b->len[k],
+        lm_dpo_pair_terms(kind, beta, nll, lp[k], lp[B + k], b->ref[k], b->ref[B + k], b->len[k],
                           b->len[B + k], &t);
         if (!isfinite(t.loss)) {
             lm_errf(err, "DPO loss of pair %d is %g (log-likelihoods %g, %g)", k, t.loss, lp[k], lp[B + k]);
@@ -361,7 +366,7 @@ typedef struct vloop {
     const lm_dpo_set *val;
     const double *ref;
     lm_dpo_kind kind;
-    double beta;
+    double beta, nll;
 } vloop;
 
 static int validate(const vloop *V, lm_dpo_sums *s, lm_err *err) {
@@ -381,7 +386,7 @@ static int validate(const vloop *V, lm_dpo_sums *s, lm_err *err) {
         }
         for (int k = 0; k < n; k++) {
             lm_dpo_terms t;
-            lm_dpo_pair_terms(V->kind, V->beta, lp[k], lp[B + k], V->b->ref[k], V->b->ref[B + k],
+            lm_dpo_pair_terms(V->kind, V->beta, V->nll, lp[k], lp[B + k], V->b->ref[k], V->b->ref[B + k],
                               V->b->len[k], V->b->len[B + k], &t);
             add_pair(s, &t, shown_logp(V->kind, lp[k], V->b->len[k]),
                      shown_logp(V->kind, lp[B + k], V->b->len[B + k]));
@@ -491,7 +496,8 @@ int lm_dpo_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_lora *init,
 
     if (lm_loop_start(&R, m, &lora, err)) goto done;
     vloop V = {.m = m, .lora = lora, .a = acts, .b = &batch, .pool = pool, .val = val,
-               .ref = ref_va, .kind = cfg->dpo_loss, .beta = cfg->dpo_beta};
+               .ref = ref_va, .kind = cfg->dpo_loss, .beta = cfg->dpo_beta,
+               .nll = cfg->dpo_nll};
     lm_loop_begin(&R, "dpo", total);
 
     while (R.st.step < total) {
@@ -509,7 +515,7 @@ int lm_dpo_train(const lm_train_cfg *cfg, lm_tmodel *m, const lm_lora *init,
             int at = (j0 + i) * B, n = train->n - at < B ? train->n - at : B;
             lm_dpo_batch_fill(&batch, train, order + at, n, ref_tr);
             uint64_t dkey = lm_lora_dropout_key(cfg->seed, (uint64_t)R.st.step, (uint64_t)i);
-            if (lm_dpo_grad(m, lora, acts, &batch, pool, cfg->dpo_loss, cfg->dpo_beta, P,
+            if (lm_dpo_grad(m, lora, acts, &batch, pool, cfg->dpo_loss, cfg->dpo_beta, cfg->dpo_nll, P,
                             cfg->full ? 0.0f : cfg->lora_dropout, dkey, &s, NULL, err)) {
                 lm_err_prefix(err, "step %ld", R.st.step + 1);
                 goto done;
@@ -620,8 +626,9 @@ int lm_dpo_run(lm_train_cfg *cfg, const lm_sft_ctl *ctl, lm_tmodel *m, const lm_
         lm_loop_note(info, info_ctx, "reference and start: %s%s", cfg->model,
              cfg->full ? "" : "; the policy is a new LoRA");
     }
-    lm_loop_note(info, info_ctx, "DPO: loss %s, beta %g", cfg->dpo_loss == LM_DPO_IPO ? "ipo" :
-         cfg->dpo_loss == LM_DPO_SIGMOID_NORM ? "sigmoid-norm" : "sigmoid", (double)cfg->dpo_beta);
+    lm_loop_note(info, info_ctx, "DPO: loss %s, beta %g%s", cfg->dpo_loss == LM_DPO_IPO ? "ipo" :
+         cfg->dpo_loss == LM_DPO_SIGMOID_NORM ? "sigmoid-norm" : "sigmoid", (double)cfg->dpo_beta,
+         cfg->dpo_nll > 0 ? ", + the chosen replies' NLL (dpo-nll)" : "");
     rc = lm_dpo_train(cfg, m, init, tr, va, ctl, rep, info, info_ctx, err);
 done:
     lm_lora_free(init);

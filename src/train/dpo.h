@@ -33,13 +33,20 @@
  *   rewards  : beta (log pi(c) - ref(c)), beta (log pi(r) - ref(r)),
  *              accuracy = [reward_c > reward_r], margin = reward_c - reward_r
  * (TRL's rewards/chosen, rewards/rejected, rewards/accuracies,
- * rewards/margins). A step's loss is the mean over its pairs.
+ * rewards/margins). With nll = a > 0 (dpo-nll; RPO, Pang et al. 2024,
+ * TRL's rpo_alpha) each pair's loss also gets a * (-log pi(c) / |c|), the
+ * chosen reply's mean negative log-likelihood per token: pure DPO can lower
+ * the chosen reply's likelihood as long as the rejected one falls faster,
+ * and a small model then drifts into lists and loops; the NLL term holds
+ * the chosen replies where they are. A step's loss is the mean over its
+ * pairs.
  *
  * Gradient: d log p(target) / d logits = onehot - softmax, so the loss's
  * gradient on a completion position's logits is the SFT cross-entropy's,
  * (softmax - onehot), times w = -dloss/dlog pi(side) / pairs-in-step (/ the
  * side's completion length for the mean variants): for sigmoid
- * w = +-beta sigmoid(-beta h) / P, + on chosen, - on rejected. The trainer
+ * w = +-beta sigmoid(-beta h) / P, + on chosen, - on rejected (the NLL
+ * term adds a / (|c| P) on chosen). The trainer
  * passes w as lm_tbatch.weight to the SFT loss and backward (train_model.h),
  * after a forward-only pass for the log-likelihoods.
  *
@@ -134,9 +141,10 @@ typedef struct lm_dpo_terms {
 } lm_dpo_terms;
 
 /* One pair from the summed completion log-likelihoods of the policy (pc,
- * pr) and the reference (rc, rr) over nc, nr completion tokens. */
-void lm_dpo_pair_terms(lm_dpo_kind kind, double beta, double pc, double pr, double rc, double rr,
-                       int nc, int nr, lm_dpo_terms *t);
+ * pr) and the reference (rc, rr) over nc, nr completion tokens; nll the
+ * weight of the chosen reply's NLL term (0: plain DPO). */
+void lm_dpo_pair_terms(lm_dpo_kind kind, double beta, double nll, double pc, double pr, double rc,
+                       double rr, int nc, int nr, lm_dpo_terms *t);
 
 /* Sums over pairs, for metrics (divide by pairs). */
 typedef struct lm_dpo_sums {
@@ -189,7 +197,7 @@ int lm_dpo_logps(const lm_tmodel *m, const lm_lora *lora, lm_tacts *a, const lm_
  * this batch's pairs to *sums (may be NULL); logp (may be NULL) gets the
  * rows' log-likelihoods [2B]. */
 int lm_dpo_grad(lm_tmodel *m, lm_lora *lora, lm_tacts *a, lm_dpo_batch *b, lm_pool *pool,
-                lm_dpo_kind kind, double beta, long step_pairs, float lora_dropout,
+                lm_dpo_kind kind, double beta, double nll, long step_pairs, float lora_dropout,
                 uint64_t dropout_key, lm_dpo_sums *sums, double *logp, lm_err *err);
 
 /* ---- the loop ----------------------------------------------------------------- */

@@ -114,6 +114,7 @@ int lm_train_cfg_set(lm_train_cfg *c, const char *key_in, const char *v, lm_err 
     if (!strcmp(key, "dpo")) return get_path(key_in, v, c->dpo, err);
     if (!strcmp(key, "adapter")) return get_path(key_in, v, c->adapter, err);
     if (!strcmp(key, "dpo-beta")) return get_float(key_in, v, 1e-6, 1e6, &c->dpo_beta, err);
+    if (!strcmp(key, "dpo-nll")) return get_float(key_in, v, 0, 100, &c->dpo_nll, err);
     if (!strcmp(key, "dpo-loss")) {
         if (!strcmp(v, "sigmoid")) c->dpo_loss = LM_DPO_SIGMOID;
         else if (!strcmp(v, "ipo")) c->dpo_loss = LM_DPO_IPO;
@@ -288,7 +289,7 @@ char *lm_train_cfg_to_json(const lm_train_cfg *c) {
     /* Floats go through (double) of the stored float: parsing "%.17g" of
      * that gives the same float back, so a resumed run is the same run. */
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:f, s:b, s:i, s:f, s:f, s:s, s:f, s:i, s:i, s:i,"
-                          " s:i, s:f, s:s, s:f, s:f, s:i, s:i, s:s, s:i, s:b, s:s, s:s, s:f, s:s, s:s}",
+                          " s:i, s:f, s:s, s:f, s:f, s:i, s:i, s:s, s:i, s:b, s:s, s:s, s:f, s:f, s:s, s:s}",
                           "model", c->model, "data", c->data, "val", c->val, "out", c->out,
                           "val-frac", c->val_frac, "full", c->full, "lora-rank", c->lora_rank,
                           "lora-alpha", (double)c->lora_alpha, "lora-dropout", (double)c->lora_dropout,
@@ -298,7 +299,8 @@ char *lm_train_cfg_to_json(const lm_train_cfg *c) {
                           "weight-decay", (double)c->weight_decay, "clip", (double)c->clip,
                           "eval-every", c->eval_every, "save-every", c->save_every, "seed", seed, "threads", c->threads,
                           "pack", c->pack, "dpo", c->dpo, "adapter", c->adapter,
-                          "dpo-beta", (double)c->dpo_beta, "dpo-loss", dpo_loss_name(c->dpo_loss),
+                          "dpo-beta", (double)c->dpo_beta, "dpo-nll", (double)c->dpo_nll,
+                          "dpo-loss", dpo_loss_name(c->dpo_loss),
                           "precision", c->bf16 ? "bf16" : "f32");
     if (!o) return NULL;
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));

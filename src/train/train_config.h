@@ -27,6 +27,7 @@ typedef struct lm_train_cfg {
     char dpo[LM_TCFG_PATH];     /* preference pairs JSONL: a DPO run instead of SFT ("" if none) */
     char adapter[LM_TCFG_PATH]; /* DPO: the (SFT) adapter the policy starts from, "" if none */
     float dpo_beta;
+    float dpo_nll;              /* weight of the chosen replies' NLL in the DPO loss (0: none) */
     lm_dpo_kind dpo_loss;
     double val_frac;            /* split of data when val is "" (0: no validation) */
     int full;                   /* 1: full fine-tune, 0: LoRA */

@@ -39,7 +39,7 @@ typedef struct ref_data {
     gguf_file *f;
     int B, T, micro, rank, steps;
     lm_dpo_kind kind;
-    float beta, alpha, lr, wd, clip;
+    float beta, nll, alpha, lr, wd, clip;
     int32_t *tokens, *targets;  /* [2B * T] */
     uint8_t *mask;
     double *ref_logps, *logps, *rewards_c, *rewards_r, *full_logps, *adamw;
@@ -113,6 +113,7 @@ static int load_ref(ref_data *r, const char *path, lm_err *err) {
     if (gguf_get_u32(r->f, "gc.B", &B, err) || gguf_get_u32(r->f, "gc.T", &T, err) ||
         gguf_get_u32(r->f, "gc.micro", &micro, err) || gguf_get_u32(r->f, "gc.kind", &kind, err) ||
         gguf_get_u32(r->f, "gc.lora_rank", &rank, err) || gguf_get_f32(r->f, "gc.beta", &r->beta, err) ||
+        gguf_get_f32(r->f, "gc.nll", &r->nll, err) ||
         gguf_get_f32(r->f, "gc.lora_alpha", &r->alpha, err) || gguf_get_f32(r->f, "gc.lr", &r->lr, err) ||
         gguf_get_f32(r->f, "gc.weight_decay", &r->wd, err) ||
         gguf_get_f32(r->f, "gc.grad_clip", &r->clip, err) ||
@@ -211,7 +212,7 @@ static int dpo_step(ctx *c, lm_tmodel *m, lm_lora *lora, const double *ref, doub
         int n = r->B - at < r->micro ? r->B - at : r->micro;
         for (int k = 0; k < n; k++) idx[k] = at + k;
         lm_dpo_batch_fill(&c->b, c->set, idx, n, ref);
-        if (lm_dpo_grad(m, lora, c->a, &c->b, c->pool, r->kind, r->beta, r->B, 0.0f, 0, sums, lp, err))
+        if (lm_dpo_grad(m, lora, c->a, &c->b, c->pool, r->kind, r->beta, r->nll, r->B, 0.0f, 0, sums, lp, err))
             return -1;
         for (int k = 0; k < n; k++) {
             logp[at + k] = lp[k];
@@ -297,7 +298,7 @@ static int run(const char *model_path, const ref_data *r, lm_pool *pool, lm_err 
     scalar("loss", s.loss / B, r->loss);
     for (int k = 0; k < B && k < 64; k++) {
         lm_dpo_terms t;
-        lm_dpo_pair_terms(r->kind, r->beta, lp[k], lp[B + k], r->ref_logps[k], r->ref_logps[B + k],
+        lm_dpo_pair_terms(r->kind, r->beta, r->nll, lp[k], lp[B + k], r->ref_logps[k], r->ref_logps[B + k],
                           c.set->p[k].seq[0].n_trained, c.set->p[k].seq[1].n_trained, &t);
         rc_[k] = t.reward_c;
         rr_[k] = t.reward_r;

@@ -67,9 +67,12 @@ def seq_logp(cfg, P, prompt, comp, lora=None, scale=0.0):
     return logp[n - 1:-1].gather(1, comp[:, None]).sum()
 
 
-def dpo(kind, beta, pc, pr, rc, rr, nc, nr):
+def dpo(kind, beta, pc, pr, rc, rr, nc, nr, nll=0.0):
     """One pair: (loss, reward_chosen, reward_rejected) from policy (pc, pr)
-    and reference (rc, rr) log-likelihoods of completions of nc, nr tokens."""
+    and reference (rc, rr) log-likelihoods of completions of nc, nr tokens.
+    nll > 0 adds RPO's term (Pang et al. 2024, eq. 2): nll times the chosen
+    completion's negative log-likelihood over its length."""
+    rpo = -nll * pc / nc
     if kind != "sigmoid":
         pc, rc, pr, rr = pc / nc, rc / nc, pr / nr, rr / nr
     h = (pc - rc) - (pr - rr)
@@ -77,16 +80,16 @@ def dpo(kind, beta, pc, pr, rc, rr, nc, nr):
         loss = (h - 1 / (2 * beta)) ** 2
     else:
         loss = -F.logsigmoid(beta * h)
-    return loss, beta * (pc - rc), beta * (pr - rr)
+    return loss + rpo, beta * (pc - rc), beta * (pr - rr)
 
 
 def all_logps(cfg, P, pairs, lora=None, scale=0.0):
     return [(seq_logp(cfg, P, p, c, lora, scale), seq_logp(cfg, P, p, r, lora, scale)) for p, c, r in pairs]
 
 
-def batch_loss(kind, pairs, lps, ref_lps):
+def batch_loss(kind, pairs, lps, ref_lps, nll=0.0):
     """Mean loss over the pairs, per-pair rewards."""
-    out = [dpo(kind, BETA, lc, lr, rc, rr, len(c), len(r))
+    out = [dpo(kind, BETA, lc, lr, rc, rr, len(c), len(r), nll)
            for (p, c, r), (lc, lr), (rc, rr) in zip(pairs, lps, ref_lps)]
     loss = torch.stack([o[0] for o in out]).mean()
     return loss, [o[1].item() for o in out], [o[2].item() for o in out]
@@ -118,13 +121,15 @@ def write_model(path, cfg, P0):
     gguf_mini.write(path, *ref.gguf_model(cfg, P0))
 
 
-@pytest.mark.parametrize("kind,tied,micro", [("sigmoid", True, 3), ("sigmoid", False, 2),
-                                             ("ipo", True, 2), ("sigmoid-norm", False, 3)],
+@pytest.mark.parametrize("kind,tied,micro,nll", [("sigmoid", True, 3, 0.0), ("sigmoid", False, 2, 0.0),
+                                                 ("ipo", True, 2, 0.0), ("sigmoid-norm", False, 3, 0.0),
+                                                 ("sigmoid", False, 2, 1.0)],
                          ids=["sigmoid-tied", "sigmoid-untied-accum", "ipo-tied-accum",
-                              "sigmoid-norm-untied"])
-def test_dpo_against_torch(run_per_set, tmp_path, kind, tied, micro):
+                              "sigmoid-norm-untied", "sigmoid-nll-untied-accum"])
+def test_dpo_against_torch(run_per_set, tmp_path, kind, tied, micro, nll):
     """micro < 3: the pairs go through two micro-batches (2 + 1 pairs, the
-    second with an empty pair slot), each normalised by all three pairs."""
+    second with an empty pair slot), each normalised by all three pairs.
+    nll > 0: DPO + the chosen replies' NLL (RPO)."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(4321 + tied)
     cfg = ref.Config(tied=tied)
@@ -140,12 +145,12 @@ def test_dpo_against_torch(run_per_set, tmp_path, kind, tied, micro):
     # LoRA policy L1
     L1 = leaf(L1_0)
     lps = all_logps(cfg, P0, pairs, L1, scale)
-    loss, rw_c, rw_r = batch_loss(kind, pairs, lps, ref_lps)
+    loss, rw_c, rw_r = batch_loss(kind, pairs, lps, ref_lps, nll)
     loss.backward()
     # full run: the base alone is the policy (reference numbers as above)
     P = leaf(P0)
     full_lps = all_logps(cfg, P, pairs)
-    full_loss, _, _ = batch_loss(kind, pairs, full_lps, ref_lps)
+    full_loss, _, _ = batch_loss(kind, pairs, full_lps, ref_lps, nll)
     full_loss.backward()
     grads = {k: ref.to_gguf_layout(cfg, k, v.grad) for k, v in P.items()}
     del P
@@ -155,7 +160,7 @@ def test_dpo_against_torch(run_per_set, tmp_path, kind, tied, micro):
     losses, accs, margins = [], [], []
     for _ in range(STEPS):
         opt.zero_grad()
-        l, rc_, rr_ = batch_loss(kind, pairs, all_logps(cfg, P0, pairs, L, scale), ref_lps)
+        l, rc_, rr_ = batch_loss(kind, pairs, all_logps(cfg, P0, pairs, L, scale), ref_lps, nll)
         l.backward()
         torch.nn.utils.clip_grad_norm_(list(L.values()), CLIP)
         opt.step()
@@ -165,7 +170,7 @@ def test_dpo_against_torch(run_per_set, tmp_path, kind, tied, micro):
     print(f"torch: losses {np.round(losses, 5).tolist()}\n  accuracy {accs}\n"
           f"  margins {np.round(margins, 5).tolist()}")
     # the formula's fixed points and the training signal the C side must match
-    if kind == "sigmoid" or kind == "sigmoid-norm":
+    if (kind == "sigmoid" or kind == "sigmoid-norm") and nll == 0:
         assert abs(losses[0] - math.log(2)) < 1e-12
     assert losses[-1] < losses[0] - 1e-3
     assert margins[-1] > margins[0] and accs[-1] > accs[0] and accs[-1] == 1.0
@@ -182,7 +187,7 @@ def test_dpo_against_torch(run_per_set, tmp_path, kind, tied, micro):
     tensors += [("grad." + ref.gguf_name(k), g) for k, g in grads.items()]
     gguf_mini.write(ref_path, [
         ("gc.B", ("u32", B)), ("gc.T", ("u32", T)), ("gc.micro", ("u32", micro)),
-        ("gc.kind", ("u32", KINDS[kind])), ("gc.beta", ("f32", BETA)),
+        ("gc.kind", ("u32", KINDS[kind])), ("gc.beta", ("f32", BETA)), ("gc.nll", ("f32", nll)),
         ("gc.lora_rank", ("u32", RANK)), ("gc.lora_alpha", ("f32", ALPHA)),
         ("gc.lr", ("f32", LR)), ("gc.weight_decay", ("f32", WD)), ("gc.grad_clip", ("f32", CLIP)),
         ("gc.tokens", ("arr_i32", tokens)), ("gc.targets", ("arr_i32", targets)),
