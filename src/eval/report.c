@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/fileio.h"
 #include "base/strbuf.h"
@@ -125,6 +126,33 @@ json_t *lm_eval_read_answers(const char *dir) {
     free(line);
     if (f) fclose(f);
     return arr;
+}
+
+/* A path as a reader of a committed report can follow it: relative to the
+ * working directory (the repository, for `make orlando`) when under it,
+ * "~/..." under $HOME, else the file's name alone: a machine's own folders
+ * (/work/exp/...) mean nothing to anyone else. */
+static char *shown_path(const char *p) {
+    char cwd[4096];
+    const char *home = getenv("HOME");
+    lm_sb b = {0};
+    size_t n;
+    if (p[0] != '/') lm_sb_str(&b, p);
+    else if (getcwd(cwd, sizeof cwd) && (n = strlen(cwd)) > 1 && !strncmp(p, cwd, n) && p[n] == '/')
+        lm_sb_str(&b, p + n + 1);
+    else if (home && (n = strlen(home)) > 1 && !strncmp(p, home, n) && p[n] == '/')
+        lm_sb_printf(&b, "~/%s", p + n + 1);
+    else
+        lm_sb_str(&b, strrchr(p, '/') + 1);
+    if (b.oom) lm_sb_free(&b);
+    return b.p;
+}
+
+static void show_path_of(json_t *set, const char *key) {
+    const char *p = json_string_value(json_object_get(set, key));
+    char *s = p ? shown_path(p) : NULL;
+    if (s) json_object_set_new(set, key, json_string(s));
+    free(s);
 }
 
 static const char *label_of(json_t *report) {
@@ -321,10 +349,14 @@ int lm_eval_compare(const char *const *dirs, int n, const char *out, lm_err *err
     for (int k = 0; k < n; k++) {
         json_t *set = json_deep_copy(json_object_get(reps[k], "settings"));
         json_object_del(set, "files");   /* stamps for resuming, noise to a reader */
+        const char *paths[] = {"model", "adapter", "character"};
+        for (size_t i = 0; i < 3; i++) show_path_of(set, paths[i]);
         char *s = json_dumps(set, JSON_COMPACT | JSON_SORT_KEYS);
         json_decref(set);
-        lm_sb_printf(&b, "| %s | `%s` | `%s` |\n", label_of(reps[k]),
-                     json_string_value(json_object_get(reps[k], "questions")), s ? s : "");
+        const char *qp = json_string_value(json_object_get(reps[k], "questions"));
+        char *q = qp ? shown_path(qp) : NULL;
+        lm_sb_printf(&b, "| %s | `%s` | `%s` |\n", label_of(reps[k]), q ? q : "", s ? s : "");
+        free(q);
         free(s);
     }
     /* Every question with each NPC's answer, in the first report's order. */

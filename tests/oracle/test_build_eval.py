@@ -233,9 +233,13 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path):
     # side by side
     cmp_dir = tmp_path / "cmp"
     r = subprocess.run([str(lemonpc), "eval", "--compare", str(out), str(out2), "--out", str(cmp_dir)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     md = (cmp_dir / "compare.md").read_text()
+    # the settings name files as a reader of the report can follow them: the sheet
+    # relative to the repository (the working directory), the model outside it by name
+    assert '"character":"examples/luminara/characters/orlando.md"' in md, md
+    assert f'"model":"{tiny.name}"' in md and str(tmp_path) not in md, md
     assert "| tiny | tiny again |" in md.replace(" metric |", "").splitlines()[2] or "tiny again" in md
     svg = (cmp_dir / "compare.svg").read_text()
     assert svg.startswith("<svg") and svg.count("<rect") > 5
