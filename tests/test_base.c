@@ -1,4 +1,4 @@
-/* src/base/strbuf and fileio. */
+/* src/base/strbuf, fileio and pages. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,11 +7,47 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/fileio.h"
+#include "base/pages.h"
 #include "base/strbuf.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+/* lm_pages_release gives back whole pages below `to`, from `from`, and
+ * nothing else (under ASan the buffer is calloc'd: same offsets, no release). */
+static void test_pages_release(void **state) {
+    (void)state;
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE), n = 32 * ps;
+    unsigned char *p = lm_pages_alloc(n);
+    assert_non_null(p);
+    memset(p, 0xab, n);
+    size_t at = lm_pages_release(p, 0, 10 * ps + ps / 2);
+    assert_int_equal(at, 10 * ps);
+    assert_int_equal(lm_pages_release(p, at, at + ps / 2), at);   /* less than a page: nothing */
+    at = lm_pages_release(p, at, 20 * ps);
+    assert_int_equal(at, 20 * ps);
+#ifndef UNDER_ASAN
+    unsigned char res[32];
+    assert_int_equal(mincore(p, n, res), 0);
+    for (size_t i = 0; i < 32; i++) {
+        assert_int_equal(res[i] & 1, i < 20 ? 0 : 1);   /* given back, or still held */
+        assert_int_equal(p[i * ps + 7], i < 20 ? 0 : 0xab);
+    }
+#else
+    for (size_t i = 0; i < 32; i++) assert_int_equal(p[i * ps + 7], 0xab);
+#endif
+    lm_pages_free(p, n);
+}
 
 static void test_strbuf(void **state) {
     (void)state;
@@ -142,6 +178,7 @@ static void test_next_line(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strbuf),
+        cmocka_unit_test(test_pages_release),
         cmocka_unit_test(test_file_roundtrip),
         cmocka_unit_test(test_next_line),
         cmocka_unit_test(test_mkdir_p),

@@ -17,5 +17,11 @@
 void *lm_pages_alloc(size_t n);
 /* Frees a buffer of lm_pages_alloc(n) (the same n); NULL is a no-op. */
 void lm_pages_free(void *p, size_t n);
+/* Gives back the pages of p (a buffer of lm_pages_alloc) from byte offset
+ * `from` (page-aligned: 0 or what the last call returned) up to `to`
+ * rounded down to a page; they read as zeros afterwards. Returns that
+ * rounded `to`, the next call's `from`. For moving a buffer into a bigger
+ * one piece by piece without holding both at once. No-op under ASan. */
+size_t lm_pages_release(void *p, size_t from, size_t to);
 
 #endif

@@ -218,6 +218,29 @@ static char *kv_row(const lm_ctx *c, void *cache, size_t r, int n_pad) {
     return (char *)cache + r * (size_t)n_pad * c->kv_esize;
 }
 
+/* Moves the first n_keep positions of every row of both caches into k, v
+ * (rows of n_pad positions), giving the old pages back as it goes: growing
+ * a cache then holds about one copy of it, not two (the old and the new
+ * cache side by side were the peak of a long reply's resident memory). */
+static void kv_move(lm_ctx *c, void *k, void *v, int n_pad, int n_keep) {
+    size_t rows = kv_rows(c), es = c->kv_esize, old_row = (size_t)c->n_ctx_pad * es;
+    size_t rel = 0;
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(kv_row(c, k, r, n_pad), kv_row(c, c->k_cache, r, c->n_ctx_pad), es * (size_t)n_keep);
+        memcpy(kv_row(c, v, r, n_pad), kv_row(c, c->v_cache, r, c->n_ctx_pad), es * (size_t)n_keep);
+        size_t done = (r + 1) * old_row;
+        if (done - rel >= ((size_t)1 << 18) || r + 1 == rows) {   /* every 256 KB */
+            lm_pages_release(c->k_cache, rel, done);
+            rel = lm_pages_release(c->v_cache, rel, done);
+        }
+    }
+    lm_pages_free(c->k_cache, kv_elems(c) * es);
+    lm_pages_free(c->v_cache, kv_elems(c) * es);
+    c->k_cache = k;
+    c->v_cache = v;
+    c->n_ctx_pad = n_pad;
+}
+
 /* Makes room for positions [0, need): reallocates both caches with a wider
  * row stride and moves the cached positions over. Fails changing nothing. */
 static int ensure_kv(lm_ctx *c, int need, lm_err *err) {
@@ -234,15 +257,7 @@ static int ensure_kv(lm_ctx *c, int need, lm_err *err) {
         return lm_errf(err, "out of memory growing the KV cache to %d positions (%zu MB)", cap,
                        2 * bytes >> 20);
     }
-    for (size_t r = 0; r < rows; r++) {
-        memcpy(kv_row(c, k, r, cap), kv_row(c, c->k_cache, r, c->n_ctx_pad), es * (size_t)c->n_past);
-        memcpy(kv_row(c, v, r, cap), kv_row(c, c->v_cache, r, c->n_ctx_pad), es * (size_t)c->n_past);
-    }
-    lm_pages_free(c->k_cache, kv_elems(c) * es);
-    lm_pages_free(c->v_cache, kv_elems(c) * es);
-    c->k_cache = k;
-    c->v_cache = v;
-    c->n_ctx_pad = cap;   /* the attention scratch follows at the next lm_eval */
+    kv_move(c, k, v, cap, c->n_past);   /* the attention scratch follows at the next lm_eval */
     return 0;
 }
 
@@ -256,15 +271,7 @@ int lm_ctx_compact(lm_ctx *c, lm_err *err) {
         lm_pages_free(k, bytes); lm_pages_free(v, bytes);
         return lm_errf(err, "out of memory compacting the KV cache to %d positions", n);
     }
-    for (size_t r = 0; r < rows; r++) {
-        memcpy(kv_row(c, k, r, n), kv_row(c, c->k_cache, r, c->n_ctx_pad), es * (size_t)n);
-        memcpy(kv_row(c, v, r, n), kv_row(c, c->v_cache, r, c->n_ctx_pad), es * (size_t)n);
-    }
-    lm_pages_free(c->k_cache, kv_elems(c) * es);
-    lm_pages_free(c->v_cache, kv_elems(c) * es);
-    c->k_cache = k;
-    c->v_cache = v;
-    c->n_ctx_pad = n;   /* not a multiple of LM_ATTN_PAD: lm_eval grows it back first */
+    kv_move(c, k, v, n, n);   /* n: not a multiple of LM_ATTN_PAD; lm_eval grows it back first */
     return 0;
 }
 
