@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "model/adapter.h"
+#include "model/convert.h"
 
 static const char *const proj_names[LM_ADAPT_N] = {
     "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
@@ -244,6 +245,8 @@ int lm_adapter_to_f32(lm_adapter *a, lm_err *err) {
 }
 
 int lm_adapter_convert(const char *src, const char *dst, lm_dtype type, lm_err *err) {
+    /* the converter would write any type it writes; an adapter is kept to
+     * the two our runtime applies as llama.cpp does (adapter.h) */
     if (type != LM_F32 && type != LM_F16) {
         const char *name = lm_dtype_name(type);
         return lm_errf(err, "%s: an adapter is written in F32 or F16, not %s", dst,
@@ -251,37 +254,9 @@ int lm_adapter_convert(const char *src, const char *dst, lm_dtype type, lm_err *
     }
     gguf_file *f = gguf_open(src, err);
     if (!f) return -1;
-    int rc = check_str(f, "general.type", "adapter", err);
-    gguf_writer *w = NULL;
-    uint8_t *out = NULL;
-    float *row = NULL;
-    if (!rc && !(w = gguf_writer_new())) rc = lm_errf(err, "out of memory");
-    if (!rc) rc = gguf_copy_kvs(w, f, err);
-    for (uint64_t i = 0; !rc && i < f->n_tensors; i++) {
-        const gguf_tensor *t = &f->tensors[i];
-        int64_t k = t->ne[0], n_rows = t->ne[1] * t->ne[2] * t->ne[3];
-        size_t in_row = lm_dtype_row_bytes(t->type, k), out_row = lm_dtype_row_bytes(type, k);
-        if (!lm_dtype_supported(t->type) || !in_row) {
-            rc = lm_errf(err, "%s: tensor '%s' has type %s that cannot be read", src, t->name,
-                         lm_dtype_name(t->type) ? lm_dtype_name(t->type) : "?");
-            break;
-        }
-        free(out);
-        free(row);
-        out = malloc(out_row * (size_t)n_rows + 1);
-        row = malloc(sizeof(float) * (size_t)k + 1);
-        if (!out || !row) { rc = lm_errf(err, "%s: out of memory for '%s'", src, t->name); break; }
-        for (int64_t r = 0; r < n_rows; r++) {
-            lm_dequant_row(t->type, (const uint8_t *)t->data + (size_t)r * in_row, row, k);
-            lm_quant_row(type, row, out + (size_t)r * out_row, k);
-        }
-        rc = gguf_add_tensor(w, t->name, type, t->n_dims, t->ne, out, out_row * (size_t)n_rows,
-                             err);
-    }
-    if (!rc) rc = gguf_write(w, dst, err);
-    free(out);
-    free(row);
-    gguf_writer_free(w);
+    lm_convert_opts o = {.kind = LM_CONVERT_ADAPTER, .type = type, .embd_type = type};
+    int rc = check_str(f, "general.type", "adapter", err) ||
+             lm_convert_write(f, dst, &o, NULL, err);
     gguf_close(f);
     return rc ? -1 : 0;
 }

@@ -68,7 +68,8 @@ static inline size_t lm_adapter_bytes(const lm_adapter *a) { return a->data_byte
 /* Copies the adapter GGUF at src to dst (every kv and tensor; dst may be
  * src) with its LoRA tensors in type, LM_F32 or LM_F16 (rounded to nearest
  * even, as llama.cpp's converters do): an F16 adapter takes half the disk
- * and half the memory, and llama.cpp loads it too. */
+ * and half the memory, and llama.cpp loads it too. Written by the model
+ * converter (convert.h, LM_CONVERT_ADAPTER). */
 int lm_adapter_convert(const char *src, const char *dst, lm_dtype type, lm_err *err);
 
 #endif

@@ -94,8 +94,11 @@ static void convert_rows(void *ctx, int task, int n_tasks, int thread) {
 /* The type tensor t is stored in; *fallback when rows are not whole blocks. */
 static lm_dtype target_type(const gguf_tensor *t, const lm_convert_opts *o, int *fallback) {
     *fallback = 0;
-    if (t->n_dims <= 1) return LM_F32;
-    lm_dtype ty = strcmp(t->name, "token_embd.weight") ? o->type : o->embd_type;
+    lm_dtype ty = o->type;
+    if (o->kind == LM_CONVERT_MODEL) {
+        if (t->n_dims <= 1) return LM_F32;
+        if (!strcmp(t->name, "token_embd.weight")) ty = o->embd_type;
+    }
     if (lm_dtype_row_bytes(ty, t->ne[0]) == 0) {
         *fallback = 1;
         return LM_F16;
@@ -125,8 +128,9 @@ int lm_convert_write(const gguf_file *in, const char *out_path, const lm_convert
     int n_adapted = 0;
     if (!w) { lm_errf(err, "out of memory"); goto done; }
     if (gguf_copy_kvs(w, in, err) ||
-        gguf_set_u32(w, "general.file_type", lm_convert_file_type(o->type), err) ||
-        gguf_set_u32(w, "general.quantization_version", 2, err))
+        (o->kind == LM_CONVERT_MODEL &&
+         (gguf_set_u32(w, "general.file_type", lm_convert_file_type(o->type), err) ||
+          gguf_set_u32(w, "general.quantization_version", 2, err))))
         goto done;
     const int nt = lm_pool_threads(o->pool);
     int64_t max_k = 1, max_rows = 1;

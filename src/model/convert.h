@@ -1,6 +1,7 @@
 /* Rewriting a GGUF model with its weights in another type: the one
- * converter behind `lemonpc quantize` and `lemonpc merge` (train/merge.h),
- * so the two write the same file for the same model.
+ * converter behind `lemonpc quantize`, `lemonpc merge` (train/merge.h) and
+ * an adapter's F16/F32 conversion (lm_adapter_convert), so they write the
+ * same file for the same input.
  *
  * Every tensor of two or more dimensions becomes the requested type
  * (token_embd.weight its own): dequantized from whatever the file holds,
@@ -13,6 +14,11 @@
  * general.quantization_version to 2 (the block formats lm_quant_row writes),
  * as llama.cpp's quantizer sets both. Rows are converted in parallel on the
  * given pool; each row's bytes do not depend on the thread count.
+ *
+ * A LoRA adapter (LM_CONVERT_ADAPTER, lm_adapter_convert) goes through the
+ * same loop with another rule: every tensor in the requested type and the
+ * metadata copied unchanged (general.file_type describes a model's weights,
+ * not an adapter's factors).
  *
  * A merge also measures how much of the adapter's change it wrote (see
  * lm_merge_report) and, below a threshold, refuses before anything is
@@ -42,7 +48,15 @@ typedef struct lm_merge_report {
     int n_adapted;     /* matrices the adapter changed */
 } lm_merge_report;
 
+/* What the input file is, which decides each tensor's type and the kvs. */
+typedef enum lm_convert_kind {
+    LM_CONVERT_MODEL,     /* 1-D tensors F32, token_embd.weight in embd_type,
+                           * general.file_type and quantization_version set */
+    LM_CONVERT_ADAPTER,   /* every tensor in type; every kv as it is */
+} lm_convert_kind;
+
 typedef struct lm_convert_opts {
+    lm_convert_kind kind;
     lm_dtype type;        /* F32, F16, BF16, Q8_0, Q4_0 or Q4_1 */
     lm_dtype embd_type;   /* token_embd.weight's (set it to type for the same) */
     /* Merged into the weights it adapts, W += scale * alpha/r * B A; NULL
