@@ -7,7 +7,9 @@
  *                   [--type f32|f16]
  *
  * A ~ U(-1/sqrt(in), 1/sqrt(in)) as PEFT initialises it, B ~ N(0, X^2),
- * drawn in f32; --type f16 stores them rounded to f16 (the same draws). */
+ * drawn in f32; --type f16 stores them rounded to f16 (the same draws),
+ * converted by lm_adapter_convert as `lemonpc build --adapter-type f16`
+ * converts its adapter, so the oracle tests hold that F16 file to llama.cpp. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,15 +82,12 @@ int main(int argc, char **argv) {
             snprintf(na_, sizeof na_, "blk.%d.%s.weight.lora_a", l, lm_adapter_proj_name(p));
             snprintf(nb_, sizeof nb_, "blk.%d.%s.weight.lora_b", l, lm_adapter_proj_name(p));
             int64_t nea[2] = {bw->k, rank}, neb[2] = {rank, bw->n};
-            size_t es = type == LM_F16 ? 2 : 4;
-            void *qa = malloc(es * na), *qb = malloc(es * nb);
-            lm_quant_row(type, a, qa, (int64_t)na);
-            lm_quant_row(type, b, qb, (int64_t)nb);
-            rc = gguf_add_tensor(w, na_, type, 2, nea, qa, na * es, &err) ||
-                 gguf_add_tensor(w, nb_, type, 2, neb, qb, nb * es, &err);
-            free(a); free(b); free(qa); free(qb);
+            rc = gguf_add_tensor(w, na_, LM_F32, 2, nea, a, sizeof(float) * na, &err) ||
+                 gguf_add_tensor(w, nb_, LM_F32, 2, neb, b, sizeof(float) * nb, &err);
+            free(a); free(b);
         }
     if (!rc) rc = gguf_write(w, argv[2], &err);
+    if (!rc && type == LM_F16) rc = lm_adapter_convert(argv[2], argv[2], LM_F16, &err);
     if (rc) fprintf(stderr, "lm_make_adapter: %s\n", err.msg);
     gguf_writer_free(w);
     lm_model_free(m);
