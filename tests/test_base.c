@@ -154,33 +154,11 @@ static void test_mkdir_p(void **state) {
     assert_int_equal(rmdir(dir), 0);   /* nothing else was left behind */
 }
 
-static void test_next_line(void **state) {
-    (void)state;
-    const char *text = "a\n\n  \t\r\nbc\r\n \nlast";
-    const char *cur = text, *p;
-    size_t line = 0, n;
-    assert_non_null(p = lm_next_line(&cur, &line, &n));
-    assert_int_equal(line, 1);
-    assert_int_equal(n, 1);
-    assert_memory_equal(p, "a", 1);
-    assert_non_null(p = lm_next_line(&cur, &line, &n));
-    assert_int_equal(line, 4);   /* blank lines counted, not returned */
-    assert_int_equal(n, 3);      /* the \r stays with the line */
-    assert_memory_equal(p, "bc\r", 3);
-    assert_non_null(p = lm_next_line(&cur, &line, &n));
-    assert_int_equal(line, 6);
-    assert_string_equal(p, "last");
-    assert_null(lm_next_line(&cur, &line, &n));
-    cur = "";
-    assert_null(lm_next_line(&cur, &line, &n));
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strbuf),
         cmocka_unit_test(test_pages_release),
         cmocka_unit_test(test_file_roundtrip),
-        cmocka_unit_test(test_next_line),
         cmocka_unit_test(test_mkdir_p),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

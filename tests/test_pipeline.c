@@ -394,7 +394,12 @@ static void test_results_parse(void **state) {
     }
     const char *notjson = "{\"id\":\"q1\",\"reply\":\"x\"}\nnot json\n";
     assert_int_equal(lm_datagen_results_parse("a.jsonl", notjson, strlen(notjson), "q", r, 4, &err), -1);
-    assert_non_null(strstr(err.msg, "a.jsonl:2: not a runner result line"));
+    assert_non_null(strstr(err.msg, "a.jsonl:2: invalid JSON at column"));
+    const char *noid = "{\"id\":\"q1\",\"reply\":\"x\"}\n\n{\"reply\":\"x\"}\n";
+    assert_int_equal(lm_datagen_results_parse("a.jsonl", noid, strlen(noid), "q", r, 4, &err), -1);
+    assert_non_null(strstr(err.msg, "a.jsonl:3: not a runner result line"));
+    free(r[1]);
+    r[1] = NULL;
     free(r[1]);
 }
 

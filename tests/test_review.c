@@ -230,7 +230,7 @@ static void test_torn_and_bad_lines(void **state) {
     snprintf(text, sizeof text, "{\"id\":\"%s\",\"action\":\"accept\"}\n{\"id\":\"x\",\"action\":\"maybe\"}\n", id0);
     th_write_text(p->dec, text);
     assert_null(lm_review_open(p->ds, NULL, &err));
-    char want[160];
+    char want[200];
     snprintf(want, sizeof want, "%s:2:", p->dec);
     if (!strstr(err.msg, want)) fail_msg("%s", err.msg);
     /* unknown ids are kept (another dataset version) and ignored */
@@ -238,10 +238,10 @@ static void test_torn_and_bad_lines(void **state) {
     r = open_ok(p);
     assert_int_equal(lm_review_tally(r).undecided, 4);
     lm_review_close(r);
-    /* a dataset line that is not a chat sample */
+    /* a dataset line that is not a chat sample (no answer to review) */
     th_write_text(p->out, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n");
     assert_null(lm_review_open(p->out, p->dec, &err));
-    snprintf(want, sizeof want, "%s:1: not a chat sample", p->out);
+    snprintf(want, sizeof want, "%s:1: messages: no assistant message", p->out);
     if (!strstr(err.msg, want)) fail_msg("%s", err.msg);
     /* the pipeline's rejected samples carry reasons as {filter, reason} */
     th_write_text(p->out, "{\"messages\":[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\","

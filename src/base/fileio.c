@@ -102,25 +102,3 @@ done:
     free(tmp);
     return rc;
 }
-
-const char *lm_next_line(const char **cur, size_t *line, size_t *n) {
-    for (const char *p = *cur; p && *p;) {
-        const char *nl = strchr(p, '\n');
-        size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        (*line)++;
-        *cur = nl ? nl + 1 : p + len;
-        size_t k = 0;
-        while (k < len && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
-        if (k < len) {
-            *n = len;
-            return p;
-        }
-        p = *cur;
-    }
-    return NULL;
-}
-
-size_t lm_line_len(const char *s, size_t len) {
-    while (len && (s[len - 1] == '\n' || s[len - 1] == '\r')) len--;
-    return len;
-}

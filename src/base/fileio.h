@@ -26,14 +26,4 @@ int lm_write_file_atomic(const char *path, const void *data, size_t len, lm_err 
  * An existing folder is success; an existing file of that name is an error. */
 int lm_mkdir_p(const char *path, lm_err *err);
 
-/* The next line of text at *cur that is not blank (spaces, tabs and \r
- * only): returns its start with *n its length (no '\n'), counts every line
- * passed in *line (1-based), and moves *cur past it; NULL at the end. For
- * JSONL readers. */
-const char *lm_next_line(const char **cur, size_t *line, size_t *n);
-
-/* len less the line end ("\n", "\r\n") at the end of s: a JSON line parsed
- * with its newline has an error at its end reported on line 2, column 0. */
-size_t lm_line_len(const char *s, size_t len);
-
 #endif

@@ -6,10 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "base/fileio.h"
 #include "cli/commands.h"
 #include "datagen/filter.h"
 #include "sheet/sheet.h"
+#include "train/chat_jsonl.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -23,16 +23,6 @@ static void usage(FILE *out) {
             "  --phrases FILE     more assistant-speech phrases, one per line\n"
             "  --report           print counts per filter\n"
             "Exit status: 0 ok, 1 error, 2 usage.\n");
-}
-
-static json_t *last_msg(json_t *o, const char *role) {
-    json_t *hit = NULL, *m;
-    size_t i;
-    json_array_foreach(json_object_get(o, "messages"), i, m) {
-        const char *r = json_string_value(json_object_get(m, "role"));
-        if (r && !strcmp(r, role) && json_is_string(json_object_get(m, "content"))) hit = m;
-    }
-    return hit;
 }
 
 typedef struct {
@@ -111,38 +101,26 @@ int cmd_filter(int argc, char **argv) {
     cfg.phrases_path = phrases;
     lm_filter_set *fs = NULL;
     lm_dedup *dd = NULL;
-    FILE *inf = NULL;
-    outfile ok = {0}, bad = {0};
+    lm_chat_jsonl *inf = NULL;
+    outfile ok = {0}, rej_out = {0};
     int rc = 1;
     if (config && lm_filter_config_load(&cfg, config, &err)) goto done;
     if (!(fs = lm_filter_set_new(&cfg, c, &err)) || !(dd = lm_dedup_new(&cfg, &err))) goto done;
     err.msg[0] = 0;
-    if (!(inf = fopen(in, "r"))) {
-        snprintf(err.msg, sizeof err.msg, "%s: cannot open", in);
-        goto done;
-    }
-    if (out_open(&ok, outp) || (rej && out_open(&bad, rej))) goto done;
-    size_t n_total = 0, n_pass = 0, n_unread = 0, per[LM_FILTER_COUNT] = {0};
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int ln = 0, werr = 0;
-    while (!werr && (len = getline(&line, &cap, inf)) >= 0) {
-        ln++;
-        if (strspn(line, " \t\r\n") == (size_t)len) continue;
-        json_error_t je;
-        json_t *o = json_loadb(line, lm_line_len(line, (size_t)len), 0, &je);
-        json_t *qm = o ? last_msg(o, "user") : NULL, *am = o ? last_msg(o, "assistant") : NULL;
-        if (!json_is_object(o) || !qm || !am) {
-            if (o)
-                fprintf(stderr, "lemonpc filter: %s:%d: not a chat sample (needs messages with a user "
-                        "and an assistant turn): skipped\n", in, ln);
-            else
-                fprintf(stderr, "lemonpc filter: %s:%d:%d: %s: skipped\n", in, ln, je.column, je.text);
-            json_decref(o);
-            n_unread++;
+    /* lenient: a bad line is reported and skipped, the rest filtered */
+    lm_chat_jsonl_opts ro = {.need = LM_CHAT_NEED_USER | LM_CHAT_NEED_ASSISTANT};
+    if (!(inf = lm_chat_jsonl_open(in, &ro, &err))) goto done;
+    if (out_open(&ok, outp) || (rej && out_open(&rej_out, rej))) goto done;
+    size_t n_total = 0, n_pass = 0, per[LM_FILTER_COUNT] = {0};
+    lm_chat_line l;
+    lm_err bad;
+    int got, werr = 0;
+    while (!werr && (got = lm_chat_jsonl_next(inf, &l, &bad)) != LM_JSONL_END) {
+        if (got != LM_JSONL_OK) {
+            fprintf(stderr, "lemonpc filter: %s: skipped\n", bad.msg);
             continue;
         }
+        json_t *o = l.root;
         n_total++;
         json_t *meta = json_object_get(o, "meta");
         if (!json_is_object(meta)) {
@@ -152,7 +130,7 @@ int cmd_filter(int argc, char **argv) {
         json_t *asker = json_object_get(meta, "asker");
         const char *finish = json_string_value(json_object_get(meta, "finish_reason"));
         lm_filter_sample x = {
-            json_string_value(json_object_get(qm, "content")), json_string_value(json_object_get(am, "content")),
+            l.msgs[lm_chat_last(&l, "user")].content, l.msgs[lm_chat_last(&l, "assistant")].content,
             json_string_value(json_object_get(meta, "kind")), NULL,
             json_is_string(asker) ? json_string_value(asker) : json_string_value(json_object_get(asker, "name")),
             (finish && !strcmp(finish, "length")) || json_is_true(json_object_get(meta, "truncated")),
@@ -178,11 +156,9 @@ int cmd_filter(int argc, char **argv) {
             }
             json_object_set_new(meta, "filters_failed", failed);
             json_object_set_new(meta, "filter_notes", notes);
-            if (bad.f) werr |= put(bad.f, o) != 0;
+            if (rej_out.f) werr |= put(rej_out.f, o) != 0;
         }
-        json_decref(o);
     }
-    free(line);
     if (werr) {
         snprintf(err.msg, sizeof err.msg, "%s: write failed", outp);
         goto done;
@@ -190,15 +166,15 @@ int cmd_filter(int argc, char **argv) {
     rc = 0;
     FILE *rep = report ? stdout : stderr;
     fprintf(rep, "%zu of %zu samples passed", n_pass, n_total);
-    if (n_unread) fprintf(rep, " (%zu unreadable lines skipped)", n_unread);
+    if (lm_chat_jsonl_bad(inf)) fprintf(rep, " (%ld unreadable lines skipped)", lm_chat_jsonl_bad(inf));
     fprintf(rep, "\n");
     if (report)
         for (int f = 0; f < LM_FILTER_COUNT; f++)
             printf("  %-18s %zu rejected\n", lm_filter_name(f), per[f]);
 done:
-    if (out_close(&ok, rc == 0) || out_close(&bad, rc == 0)) rc = 1;
+    if (out_close(&ok, rc == 0) || out_close(&rej_out, rc == 0)) rc = 1;
     if (rc && err.msg[0]) fprintf(stderr, "lemonpc filter: %s\n", err.msg);
-    if (inf) fclose(inf);
+    lm_chat_jsonl_close(inf);
     lm_dedup_free(dd);
     lm_filter_set_free(fs);
     lm_character_free(c);

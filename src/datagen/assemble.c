@@ -14,6 +14,7 @@
 #include "base/fileio.h"
 #include "datagen/filter.h"
 #include "sheet/sheet.h"
+#include "train/chat_jsonl.h"
 
 static const char *KINDS[4] = {"in-world", "off-topic", "protective", "adversarial"};
 
@@ -24,30 +25,23 @@ static uint64_t fnv1a(const char *s, uint64_t h) {
     return h;
 }
 
-/* Checks the shape a curated line must have: messages of user/assistant
- * (an optional system first), alternating, ending with the assistant. */
-static int check_conv(json_t *o, lm_err *err) {
-    json_t *msgs = json_object_get(o, "messages");
-    if (!json_is_array(msgs) || json_array_size(msgs) == 0)
-        return lm_errf(err, "\"messages\": missing or empty");
-    size_t i;
-    json_t *m;
+/* Checks the shape a curated line must have beyond the reader's message
+ * check: an optional system turn first, then user and assistant
+ * alternating, ending with the assistant. */
+static int check_conv(const lm_chat_line *l, lm_err *err) {
     const char *prev = NULL;
-    json_array_foreach(msgs, i, m) {
-        const char *r = sfield(m, "role"), *c = sfield(m, "content");
-        if (!r || !c) return lm_errf(err, "messages[%zu]: wants \"role\" and \"content\" strings", i);
+    for (size_t i = 0; i < l->n; i++) {
+        const char *r = l->msgs[i].role;
         if (!strcmp(r, "system")) {
             if (i) return lm_errf(err, "messages[%zu]: a system turn only comes first", i);
             continue;
         }
-        if (strcmp(r, "user") && strcmp(r, "assistant"))
-            return lm_errf(err, "messages[%zu].role: expected system, user or assistant, got '%.40s'", i, r);
         if (prev && !strcmp(prev, r)) return lm_errf(err, "messages[%zu]: two %s turns in a row", i, r);
         if (!prev && strcmp(r, "user")) return lm_errf(err, "messages[%zu]: the first turn is the user's", i);
         prev = r;
     }
     if (!prev || strcmp(prev, "assistant")) return lm_errf(err, "the last turn must be the assistant's");
-    json_t *meta = json_object_get(o, "meta");
+    json_t *meta = json_object_get(l->root, "meta");
     if (meta && !json_is_object(meta)) return lm_errf(err, "\"meta\": expected an object");
     const char *kind = sfield(meta, "kind");
     if (kind) {
@@ -138,24 +132,18 @@ static json_t *as_question(json_t *conv, const char *id) {
 static int take_file(const char *path, bool curated, const lm_assemble_opts *o,
                      const lm_character *c, const lm_world *w, const lm_filter_set *fs,
                      lm_dedup *dd, outs *out, lm_assemble_stats *st, lm_err *err) {
-    char *data;
-    size_t len;
-    if (lm_read_file(path, &data, &len, false, err)) return -1;
-    size_t line = 0, n;
-    int rc = 0;
-    const char *cur = data;
-    for (const char *p; rc == 0 && (p = lm_next_line(&cur, &line, &n));) {
-        json_error_t je;
-        json_t *conv = json_loadb(p, n, 0, &je);
-        if (!json_is_object(conv)) {
-            rc = lm_errf(err, "%s:%zu:%d: %s", path, line, conv ? 1 : je.column,
-                         conv ? "expected a JSON object" : je.text);
-            json_decref(conv);
-            break;
-        }
-        if (check_conv(conv, err)) {
-            lm_err_prefix(err, "%s:%zu", path, line);
-            json_decref(conv);
+    /* strict: a curated file is the writer's, and a line of it silently
+     * lost would be a hole in the character */
+    lm_chat_jsonl_opts ro = {.strict = true};
+    lm_chat_jsonl *in = lm_chat_jsonl_open(path, &ro, err);
+    if (!in) return -1;
+    int rc = 0, got;
+    lm_chat_line l;
+    while (rc == 0 && (got = lm_chat_jsonl_next(in, &l, err)) != LM_JSONL_END) {
+        json_t *conv = l.root;
+        size_t line = (size_t)l.line;
+        if (got < 0 || check_conv(&l, err)) {
+            if (got >= 0) lm_err_prefix(err, "%s:%zu", path, line);
             rc = -1;
             break;
         }
@@ -178,10 +166,9 @@ static int take_file(const char *path, bool curated, const lm_assemble_opts *o,
             st->rejected++;
             json_object_set_new(meta, "rejected", json_string(why));
             rc = put_line(out->f[O_REJ], conv, err);
-            json_decref(conv);
             continue;
         }
-        if (lm_dedup_add(dd, &x, err) < 0) { json_decref(conv); rc = -1; break; }
+        if (lm_dedup_add(dd, &x, err) < 0) { rc = -1; break; }
         /* The split: a hash of the seed and the id, stable as data grows. */
         char key[64];
         snprintf(key, sizeof key, "%llu:", (unsigned long long)o->seed);
@@ -200,7 +187,7 @@ static int take_file(const char *path, bool curated, const lm_assemble_opts *o,
         if (strcmp(sfield(json_array_get(msgs, 0), "role"), "system")) {
             lm_scene sc = {sfield(meta, "asker"), sfield(meta, "location")};
             char *sys = lm_persona_system(c, w, (lm_persona_mode)o->persona, &sc, err);
-            if (!sys && err->msg[0]) { json_decref(conv); rc = -1; break; }
+            if (!sys && err->msg[0]) { rc = -1; break; }
             if (sys) json_array_insert_new(msgs, 0, json_pack("{s:s, s:s}", "role", "system", "content", sys));
             free(sys);
         }
@@ -222,9 +209,8 @@ static int take_file(const char *path, bool curated, const lm_assemble_opts *o,
             if (rc == 0) rc = put_line(out->f[O_TQ], q, err);
             json_decref(q);
         }
-        json_decref(conv);
     }
-    free(data);
+    lm_chat_jsonl_close(in);
     return rc;
 }
 

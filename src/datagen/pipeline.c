@@ -14,6 +14,7 @@
 #include "base/strbuf.h"
 #include "datagen/runner.h"
 #include "datagen/stats.h"
+#include "train/jsonl.h"
 
 lm_datagen_opts lm_datagen_opts_default(void) {
     lm_datagen_opts o;
@@ -50,22 +51,22 @@ static int write_sb(const char *dir, const char *name, lm_sb *b, lm_err *err) {
 
 int lm_datagen_results_parse(const char *name, const char *data, size_t len, const char *prefix,
                              char **replies, size_t n, lm_err *err) {
-    int ln = 0;
+    lm_jsonl *in = lm_jsonl_open_mem(name, data, len, err);
+    if (!in) return -1;
     size_t pl = strlen(prefix);
-    for (size_t at = 0; at < len;) {
-        const char *nl = memchr(data + at, '\n', len - at);
-        size_t end = nl ? (size_t)(nl - data) + 1 : len;   /* the line with its '\n' */
-        const char *line = data + at;
-        size_t n_line = end - at;
-        at = end;
-        ln++;
-        json_error_t je;
-        json_t *o = json_loadb(line, n_line, 0, &je);
-        const char *id = o ? json_string_value(json_object_get(o, "id")) : NULL;
-        const char *reply = o ? json_string_value(json_object_get(o, "reply")) : NULL;
+    json_t *o;
+    int got, rc = 0;
+    while (rc == 0 && (got = lm_jsonl_next(in, &o, err)) != LM_JSONL_END) {
+        if (got != LM_JSONL_OK) {
+            rc = -1;
+            break;
+        }
+        int ln = lm_jsonl_line(in);
+        const char *id = json_string_value(json_object_get(o, "id"));
+        const char *reply = json_string_value(json_object_get(o, "reply"));
         if (!id || !reply) {
-            json_decref(o);
-            return lm_errf(err, "%s:%d: not a runner result line (id and reply expected)", name, ln);
+            rc = lm_errf(err, "%s:%d: not a runner result line (id and reply expected)", name, ln);
+            break;
         }
         char *endp;
         /* strtoull alone would take "q 5", "q+5" and "q-1" (as 2^64 - 1) */
@@ -73,18 +74,13 @@ int lm_datagen_results_parse(const char *name, const char *data, size_t len, con
                                      ? (unsigned long long)-1
                                      : strtoull(id + pl, &endp, 10);
         if (idx != (unsigned long long)-1 && (*endp || endp == id + pl)) idx = (unsigned long long)-1;
-        if (idx == (unsigned long long)-1) {
-            lm_errf(err, "%s:%d: id '%s' is not one of this round's ('%sN')", name, ln, id, prefix);
-            json_decref(o);
-            return -1;
-        }
-        if (idx < n && !replies[idx] && !(replies[idx] = strdup(reply))) {
-            json_decref(o);
-            return lm_errf(err, "out of memory");
-        }
-        json_decref(o);
+        if (idx == (unsigned long long)-1)
+            rc = lm_errf(err, "%s:%d: id '%s' is not one of this round's ('%sN')", name, ln, id, prefix);
+        else if (idx < n && !replies[idx] && !(replies[idx] = strdup(reply)))
+            rc = lm_errf(err, "out of memory");
     }
-    return 0;
+    lm_jsonl_close(in);
+    return rc;
 }
 
 /* Reads a runner result file (none yet: nothing) into replies[]. */

@@ -12,6 +12,7 @@
 
 #include "base/fileio.h"
 #include "base/strbuf.h"
+#include "train/chat_jsonl.h"
 
 typedef struct {
     lm_review_item pub;
@@ -136,35 +137,19 @@ static long find_id(const lm_review *r, const char *id) {
     return -1;
 }
 
+/* The dataset's samples, each kept whole to be written back; a bad line
+ * is an error (its place named): a sample skipped here would vanish from
+ * the reviewed export. */
 static int load_dataset(lm_review *r, lm_err *err) {
-    FILE *f = fopen(r->dataset, "r");
-    if (!f) return lm_errno(err, "%s", r->dataset);
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int ln = 0, rc = 0;
-    while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
-        ln++;
-        json_error_t je;
-        json_t *o = json_loadb(line, lm_line_len(line, (size_t)len), 0, &je);
-        if (!o) {
-            int blank = 1;
-            for (ssize_t k = 0; k < len; k++) blank &= line[k] == ' ' || line[k] == '\n' || line[k] == '\r' || line[k] == '\t';
-            if (blank) continue;
-            rc = lm_errf(err, "%s:%d:%d: %s", r->dataset, ln, je.column, je.text);
-            break;
-        }
-        json_t *qm = last_msg(o, "user"), *am = last_msg(o, "assistant");
-        if (!json_is_object(o) || !qm || !am) {
-            json_decref(o);
-            rc = lm_errf(err, "%s:%d: not a chat sample (needs \"messages\" with a user and an assistant turn)",
-                         r->dataset, ln);
-            break;
-        }
+    lm_chat_jsonl_opts ro = {.strict = true, .need = LM_CHAT_NEED_USER | LM_CHAT_NEED_ASSISTANT};
+    lm_chat_jsonl *in = lm_chat_jsonl_open(r->dataset, &ro, err);
+    if (!in) return -1;
+    lm_chat_line l;
+    int rc;
+    while ((rc = lm_chat_jsonl_next(in, &l, err)) == LM_JSONL_OK) {
         if (r->n % 256 == 0) {
             item *ni = realloc(r->items, (r->n + 256) * sizeof *ni);
             if (!ni) {
-                json_decref(o);
                 rc = lm_errf(err, "%s: out of memory", r->dataset);
                 break;
             }
@@ -172,11 +157,11 @@ static int load_dataset(lm_review *r, lm_err *err) {
         }
         item *it = &r->items[r->n];
         memset(it, 0, sizeof *it);
-        it->obj = o;
-        it->pub.line = ln;
-        it->pub.question = json_string_value(json_object_get(qm, "content"));
-        it->pub.original = it->pub.answer = json_string_value(json_object_get(am, "content"));
-        json_t *meta = json_object_get(o, "meta");
+        it->obj = json_incref(l.root);
+        it->pub.line = l.line;
+        it->pub.question = l.msgs[lm_chat_last(&l, "user")].content;
+        it->pub.original = it->pub.answer = l.msgs[lm_chat_last(&l, "assistant")].content;
+        json_t *meta = json_object_get(l.root, "meta");
         const char *mid = json_string_value(json_object_get(meta, "id"));
         if (mid && strlen(mid) < sizeof it->pub.id) snprintf(it->pub.id, sizeof it->pub.id, "%s", mid);
         else fnv_id(it->pub.question, it->pub.original, it->pub.id);
@@ -192,9 +177,8 @@ static int load_dataset(lm_review *r, lm_err *err) {
         it->pub.notes = it->notes_s ? it->notes_s : "";
         r->n++;
     }
-    free(line);
-    fclose(f);
-    return rc;
+    lm_chat_jsonl_close(in);
+    return rc < 0 ? -1 : 0;
 }
 
 static int replay(lm_review *r, lm_err *err) {

@@ -1,15 +1,12 @@
 /* Style examples from a chat JSONL file (answer.h). */
 #include "datagen/answer.h"
 
-#include <ctype.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
 
 #include "base/err.h"
-#include "base/fileio.h"
+#include "train/chat_jsonl.h"
 
 void lm_style_examples_free(lm_style_example *v, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -22,48 +19,34 @@ void lm_style_examples_free(lm_style_example *v, size_t n) {
 int lm_style_examples_load(const char *path, lm_style_example **out, size_t *n_out, lm_err *err) {
     *out = NULL;
     *n_out = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return lm_errno(err, "%s", path);
-    char *line = NULL;
-    size_t cap = 0, n = 0;
-    ssize_t len;
-    int ln = 0, rc = 0;
+    lm_chat_jsonl_opts ro = {.strict = true};
+    lm_chat_jsonl *in = lm_chat_jsonl_open(path, &ro, err);
+    if (!in) return -1;
+    size_t n = 0;
+    int rc;
     lm_style_example *v = NULL;
-    while ((len = getline(&line, &cap, f)) > 0) {
-        ln++;
-        size_t k = 0;
-        while (k < (size_t)len && isspace((unsigned char)line[k])) k++;
-        if (k == (size_t)len) continue;
-        json_error_t je;
-        json_t *o = json_loadb(line, lm_line_len(line, (size_t)len), 0, &je);
-        if (!o) { rc = lm_errf(err, "%s:%d:%d: %s", path, ln, je.column, je.text); break; }
-        json_t *msgs = json_object_get(o, "messages");
+    lm_chat_line l;
+    while ((rc = lm_chat_jsonl_next(in, &l, err)) == LM_JSONL_OK) {
+        /* the last user message and the assistant answer after it */
         const char *q = NULL, *a = NULL;
-        for (size_t i = 0; json_is_array(msgs) && i < json_array_size(msgs); i++) {
-            json_t *m = json_array_get(msgs, i);
-            const char *role = json_string_value(json_object_get(m, "role"));
-            const char *content = json_string_value(json_object_get(m, "content"));
-            if (!role || !content) continue;
-            if (!strcmp(role, "user")) { q = content; a = NULL; }
-            else if (!strcmp(role, "assistant") && q) a = content;
+        for (size_t i = 0; i < l.n; i++) {
+            if (!strcmp(l.msgs[i].role, "user")) { q = l.msgs[i].content; a = NULL; }
+            else if (!strcmp(l.msgs[i].role, "assistant") && q) a = l.msgs[i].content;
         }
         if (!q || !a) {
-            json_decref(o);
             rc = lm_errf(err, "%s:%d: messages: a user message followed by an assistant message expected",
-                         path, ln);
+                         path, l.line);
             break;
         }
         lm_style_example *nv = realloc(v, (n + 1) * sizeof *nv);
-        if (!nv) { json_decref(o); rc = lm_errf(err, "out of memory"); break; }
+        if (!nv) { rc = lm_errf(err, "out of memory"); break; }
         v = nv;
         v[n].question = strdup(q);
         v[n].answer = strdup(a);
         n++;
-        json_decref(o);
         if (!v[n - 1].question || !v[n - 1].answer) { rc = lm_errf(err, "out of memory"); break; }
     }
-    free(line);
-    fclose(f);
+    lm_chat_jsonl_close(in);
     if (rc) { lm_style_examples_free(v, n); return -1; }
     *out = v;
     *n_out = n;

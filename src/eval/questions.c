@@ -6,34 +6,25 @@
 
 #include <jansson.h>
 
-#include "base/fileio.h"
 #include "eval/eval.h"
 #include "eval/metrics.h"
+#include "train/jsonl.h"
 
 /* Reads a JSONL file into an array of objects; blank lines skipped, any
  * other bad line is an error naming path:line. */
 json_t *lm_eval_read_jsonl(const char *path, lm_err *err) {
-    char *data;
-    size_t len;
-    if (lm_read_file(path, &data, &len, false, err)) return NULL;
-    json_t *arr = json_array();
-    size_t line = 0, n;
-    const char *cur = data;
-    for (const char *p; (p = lm_next_line(&cur, &line, &n));) {
-        json_error_t je;
-        json_t *o = json_loadb(p, n, 0, &je);
-        if (!json_is_object(o)) {
-            lm_errf(err, "%s:%zu: %s", path, line, o ? "expected a JSON object" : je.text);
-            json_decref(o);
-            json_decref(arr);
-            free(data);
-            return NULL;
-        }
-        json_object_set_new(o, "_line", json_integer((json_int_t)line));
-        json_array_append_new(arr, o);
+    lm_jsonl *in = lm_jsonl_open(path, err);
+    if (!in) return NULL;
+    json_t *arr = json_array(), *o;
+    int got;
+    while ((got = lm_jsonl_next(in, &o, err)) == LM_JSONL_OK) {
+        json_object_set_new(o, "_line", json_integer(lm_jsonl_line(in)));
+        json_array_append(arr, o);
     }
-    free(data);
-    return arr;
+    lm_jsonl_close(in);
+    if (got == LM_JSONL_END) return arr;
+    json_decref(arr);
+    return NULL;
 }
 
 static const char *str_field(json_t *o, const char *k) {

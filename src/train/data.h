@@ -185,24 +185,11 @@ int lm_batcher_batches_per_epoch(const lm_batcher *b);
 
 /* ---- shared by the SFT and DPO data (dpo_data.c) ----------------------- */
 
-/* A JSONL loader's line handler: takes line lineno (1-based; len bytes,
- * not NUL-terminated, a file's lines with their '\n'); non-zero stops the
- * load. */
-typedef int (*lm_jsonl_line_fn)(void *ctx, const char *line, size_t len, int lineno, lm_err *err);
-/* Every line of the file path (read as it streams), or with path NULL of
- * buf[0..len). */
-int lm_jsonl_each(const char *path, const char *buf, size_t len, lm_jsonl_line_fn fn, void *ctx,
-                  lm_err *err);
-
-struct json_t;
-/* A line's JSON: 1 for a blank line (nothing to take), 0 with *root set,
- * -1 with e set to "invalid JSON at column C: ...". */
-int lm_jsonl_parse_line(const char *line, size_t len, struct json_t **root, lm_err *e);
-
-/* A bad line under opts' policy. e holds its message, already prefixed
- * with name:line. Returns -1 (err set) when the load must fail (strict,
- * or more than max_skipped bad lines); else counts it in *skipped, passes
- * it to opts->warn and returns 0. */
+/* A bad line under opts' policy (lines are read by train/chat_jsonl.h).
+ * e holds its message, already prefixed with name:line. Returns -1 (err
+ * set) when the load must fail (strict, or more than max_skipped bad
+ * lines); else counts it in *skipped, passes it to opts->warn and returns
+ * 0. */
 int lm_jsonl_bad_line(const lm_sft_opts *opts, const char *name, long *skipped, const lm_err *e,
                       lm_err *err);
 

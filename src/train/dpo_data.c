@@ -5,9 +5,8 @@
 
 #include <jansson.h>
 
+#include "train/chat_jsonl.h"
 #include "train/dpo.h"
-
-static const char *const ROLES[3] = {"system", "user", "assistant"};
 
 /* A message list, pointing into the JSON tree. */
 typedef struct msgs {
@@ -30,43 +29,9 @@ static int parse_msgs(json_t *v, const char *field, const char *role, msgs *out,
     }
     if (!json_is_array(v))
         return lm_errf(err, "%s: expected a string or an array of messages", field);
-    size_t n = json_array_size(v);
-    if (n == 0) return lm_errf(err, "%s: empty", field);
-    if (n > 1u << 20) return lm_errf(err, "%s: %zu messages is too many", field, n);
-    lm_chat_msg *m = calloc(n, sizeof *m);
-    if (!m) return lm_errf(err, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        json_t *o = json_array_get(v, i);
-        if (!json_is_object(o)) {
-            free(m);
-            return lm_errf(err, "%s[%zu]: expected an object", field, i);
-        }
-        json_t *r = json_object_get(o, "role"), *c = json_object_get(o, "content");
-        if (!json_is_string(r)) {
-            free(m);
-            return lm_errf(err, "%s[%zu].role: %s", field, i, r ? "expected a string" : "missing");
-        }
-        const char *rs = json_string_value(r);
-        int k = -1;
-        for (int j = 0; j < 3; j++)
-            if (!strcmp(rs, ROLES[j])) k = j;
-        if (k < 0) {
-            lm_errf(err, "%s[%zu].role: expected one of system/user/assistant, got '%.64s'", field, i, rs);
-            free(m);
-            return -1;
-        }
-        if (!json_is_string(c)) {
-            free(m);
-            return lm_errf(err, "%s[%zu].content: %s", field, i, c ? "expected a string" : "missing");
-        }
-        if (strlen(json_string_value(c)) != json_string_length(c)) {
-            free(m);
-            return lm_errf(err, "%s[%zu].content: contains a NUL character", field, i);
-        }
-        m[i] = (lm_chat_msg){ROLES[k], json_string_value(c)};
-    }
-    out->m = m;
-    out->n = n;
+    int n = lm_chat_parse_messages(v, field, &out->m, err);
+    if (n < 0) return -1;
+    out->n = (size_t)n;
     return 0;
 }
 
@@ -211,21 +176,21 @@ typedef struct loader {
     int cap;
 } loader;
 
-/* 0: line kept or skipped; -1: the load fails (err set). */
-static int take_line(void *ctx, const char *line, size_t len, int lineno, lm_err *err) {
-    loader *L = ctx;
-    lm_err e = {{0}};
-    json_t *root;
-    if (lm_jsonl_parse_line(line, len, &root, &e) > 0) return 0;
+/* A line's object into the set: 0 kept, 1 a bad line (e set), -1 the load
+ * fails (err set). */
+static int take_line(loader *L, json_t *root, int lineno, lm_err *e, lm_err *err) {
     parsed p = {0};
     lm_dpo_pair pair;
     int rc = -1;
-    if (root && parse_pair(root, &p, &e) == 0) {
-        rc = render_pair(L->tok, &p, &pair, &e);
+    if (parse_pair(root, &p, e) == 0) {
+        rc = render_pair(L->tok, &p, &pair, e);
         parsed_free(&p);
     }
-    json_decref(root);
-    if (rc == 0 && L->s->n == L->cap) {
+    if (rc) {
+        lm_err_prefix(e, "%s:%d", L->name, lineno);
+        return 1;
+    }
+    if (L->s->n == L->cap) {
         int cap = L->cap ? L->cap * 2 : 64;
         lm_dpo_pair *np = realloc(L->s->p, (size_t)cap * sizeof *np);
         if (!np) {
@@ -236,13 +201,24 @@ static int take_line(void *ctx, const char *line, size_t len, int lineno, lm_err
         L->s->p = np;
         L->cap = cap;
     }
-    if (rc == 0) {
-        pair.line = pair.seq[0].line = pair.seq[1].line = lineno;
-        L->s->p[L->s->n++] = pair;
-        return 0;
+    pair.line = pair.seq[0].line = pair.seq[1].line = lineno;
+    L->s->p[L->s->n++] = pair;
+    return 0;
+}
+
+/* Every line of r (closed here) into L's set, under L's bad-line policy. */
+static int take_all(loader *L, lm_jsonl *r, lm_err *err) {
+    if (!r) return -1;
+    json_t *root;
+    lm_err e = {{0}};
+    int rc, fail = 0;
+    while (!fail && (rc = lm_jsonl_next(r, &root, &e)) != LM_JSONL_END) {
+        int bad = rc == LM_JSONL_OK ? take_line(L, root, lm_jsonl_line(r), &e, err) : 1;
+        if (bad < 0 || (bad && lm_jsonl_bad_line(&L->opts, L->name, &L->s->stats.skipped, &e, err)))
+            fail = 1;
     }
-    lm_err_prefix(&e, "%s:%d", L->name, lineno);
-    return lm_jsonl_bad_line(&L->opts, L->name, &L->s->stats.skipped, &e, err);
+    lm_jsonl_close(r);
+    return fail ? -1 : 0;
 }
 
 /* Reads path, or buf[0..len) when path is NULL (name in messages). */
@@ -252,7 +228,8 @@ static int load(const char *name, const char *path, const char *buf, size_t len,
     loader L = {.name = name, .tok = t, .opts = opts ? *opts : lm_sft_opts_default()};
     if (!(L.s = calloc(1, sizeof *L.s))) return lm_errf(err, "out of memory");
     L.s->pad_id = lm_sft_pad_id(t);
-    if (lm_jsonl_each(path, buf, len, take_line, &L, err)) {
+    lm_jsonl *r = path ? lm_jsonl_open(path, err) : lm_jsonl_open_mem(name, buf, len, err);
+    if (take_all(&L, r, err)) {
         lm_dpo_set_free(L.s);
         return -1;
     }
