@@ -79,4 +79,4 @@ def test_json_line_cut_at_its_end_gives_its_column(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text(good + "\n" + cut + "\n" + good + "\n")
     r = run("filter", data, tmp_path / "out.jsonl", "--character", SHEETS / "characters" / "orlando.md")
-    assert f"{data}:2:{len(cut)}:" in r.stderr, r.stderr
+    assert f"{data}:2: invalid JSON at column {len(cut)}:" in r.stderr, r.stderr
