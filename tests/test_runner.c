@@ -136,7 +136,7 @@ static void test_load_requests(void **state) {
     free(d);
 
     expect_load_error("{\"id\":\"a\"," MSG "}\n{\"id\":\"a\"," MSG "}\n", ":2: request 'a': duplicate id");
-    expect_load_error("\n{\"id\":\"a\",\n", ":2: JSON error");
+    expect_load_error("\n{\"id\":\"a\",\n", ":2: invalid JSON at column");
     expect_load_error("{\"id\":\"\"," MSG "}\n", ":1: field 'id'");
     expect_load_error("{\"id\":\"a\",\"messages\":[]}\n", "field 'messages': expected a non-empty array");
     expect_load_error("{\"id\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":3}]}\n",
@@ -153,7 +153,7 @@ static void test_load_requests(void **state) {
     expect_load_error("{\"id\":\"a\"," MSG ",\"metadata\":[]}\n", "field 'metadata'");
     expect_load_error("{\"id\":\"a\"," MSG ",\"extra\":1}\n", "field 'extra': unknown");
     expect_load_error("{\"id\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}\n",
-                      ":1: JSON error");
+                      ":1: invalid JSON at column");
 }
 
 /* ---- whole runs with a scripted teacher ------------------------------- */

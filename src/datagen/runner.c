@@ -15,6 +15,7 @@
 #include "base/fileio.h"
 #include "base/progress.h"
 #include "base/utf8.h"
+#include "train/jsonl.h"
 
 /* ---- a set of strings (ids) ------------------------------------------- */
 
@@ -258,23 +259,15 @@ static int load_line(lm_request_list *l, json_t *o, lm_err *err) {
 
 int lm_requests_parse_jsonl(lm_request_list *l, const char *name, const char *data, size_t len,
                             lm_err *err) {
-    size_t line = 0;
-    for (size_t pos = 0; pos < len;) {
-        const char *nl = memchr(data + pos, '\n', len - pos);
-        size_t end = nl ? (size_t)(nl - data) : len;
-        line++;
-        if (!blank(data + pos, end - pos)) {
-            json_error_t je;
-            json_t *o = json_loadb(data + pos, end - pos, 0, &je);
-            int rc;
-            if (!o) rc = lm_errf(err, "JSON error at column %d: %s", je.column, je.text);
-            else rc = load_line(l, o, err);
-            json_decref(o);
-            if (rc) return lm_err_prefix(err, "%s:%zu", name, line);
-        }
-        pos = end + 1;
-    }
-    return 0;
+    lm_jsonl *in = lm_jsonl_open_mem(name, data, len, err);
+    if (!in) return -1;
+    json_t *o;
+    int got, rc = 0;
+    while (rc == 0 && (got = lm_jsonl_next(in, &o, err)) != LM_JSONL_END)
+        if (got != LM_JSONL_OK) rc = -1;
+        else if ((rc = load_line(l, o, err))) lm_err_prefix(err, "%s:%d", name, lm_jsonl_line(in));
+    lm_jsonl_close(in);
+    return rc;
 }
 
 int lm_requests_load_jsonl(lm_request_list *l, const char *path, lm_err *err) {
