@@ -45,10 +45,9 @@ static void check_line(const lm_chat_line *l, unsigned need) {
         have |= !strcmp(r, "user") ? LM_CHAT_NEED_USER : !strcmp(r, "assistant") ? LM_CHAT_NEED_ASSISTANT : 0;
         /* the view points into the kept object */
         json_t *list = json_object_get(l->root, "messages");
+        const char *key = list ? "content" : "value";   /* ShareGPT otherwise */
         if (!list) list = json_object_get(l->root, "conversations");
-        json_t *m = json_array_get(list, i);
-        json_t *cv = json_object_get(m, "content");
-        if (!cv) cv = json_object_get(m, "value");
+        json_t *cv = json_object_get(json_array_get(list, i), key);
         if (json_string_value(cv) != c || strlen(c) != json_string_length(cv)) abort();
     }
     if (need & ~have) abort();
