@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <jansson.h>
 
+#include "base/strbuf.h"
 #include "sheet/sheet.h"
 
 #include "helpers.h"
@@ -212,6 +213,26 @@ static void test_long_fields(void **state) {
     strcpy(text + at + n, "\n");
     lm_character_free(lm_character_parse("long.md", text, strlen(text), &d));
     assert_true(has_diag(&d, 3, LM_DIAG_ERROR, "over the"));
+    lm_diags_free(&d);
+    free(text);
+}
+
+/* A long `## Lore` is many small entries, called up a few at a time: no
+ * length warning, in a world or a character sheet. */
+static void test_long_lore(void **state) {
+    (void)state;
+    lm_sb b = {0};
+    lm_sb_str(&b, "# Land\n\n## Description\n\nx\n\n## Lore\n\n");
+    for (int i = 0; i < 200; i++)
+        lm_sb_printf(&b, "### key%d\nInsertion order: %d\n\nFact number %d of the land, "
+                     "written out at some length to fill the section.\n\n", i, i, i);
+    char *text = lm_sb_take(&b);
+    assert_true(strlen(text) > LM_SHEET_FIELD_WARN);
+    lm_diags d = {0};
+    lm_world *w = lm_world_parse("world.md", text, strlen(text), &d);
+    assert_int_equal(w->lore.n, 200);
+    assert_int_equal(lm_diags_count(&d, LM_DIAG_WARNING) + lm_diags_count(&d, LM_DIAG_ERROR), 0);
+    lm_world_free(w);
     lm_diags_free(&d);
     free(text);
 }
@@ -554,6 +575,7 @@ int main(void) {
         cmocka_unit_test(test_bad_sheets),
         cmocka_unit_test(test_every_problem_reported),
         cmocka_unit_test(test_long_fields),
+        cmocka_unit_test(test_long_lore),
         cmocka_unit_test(test_crosscheck),
         cmocka_unit_test(test_markdown_round_trip),
         cmocka_unit_test(test_bom_and_crlf),

@@ -210,7 +210,7 @@ lm_character *lm_character_parse(const char *path, const char *text, size_t len,
                 continue;
             }
             seen[h] = s->line;
-            lm_check_length(path, s, d);
+            lm_check_length(path, s, h != H_LORE, d);
             if (!s->body[0]) {
                 lm_diags_add(d, LM_DIAG_WARNING, path, s->line, "write something or remove it",
                              "section '%s' is empty", s->title);

@@ -304,13 +304,13 @@ void lm_lore_free(lm_lore *l) {
     l->n = 0;
 }
 
-void lm_check_length(const char *file, const lm_md_section *s, lm_diags *d) {
+void lm_check_length(const char *file, const lm_md_section *s, bool warn, lm_diags *d) {
     size_t n = strlen(s->body);
     if (n > LM_SHEET_FIELD_MAX)
         lm_diags_add(d, LM_DIAG_ERROR, file, s->line, "split it or move detail to the world",
                      "section '%s' is %zu bytes, over the %u-byte limit", s->title, n,
                      LM_SHEET_FIELD_MAX);
-    else if (n > LM_SHEET_FIELD_WARN)
+    else if (warn && n > LM_SHEET_FIELD_WARN)
         lm_diags_add(d, LM_DIAG_WARNING, file, s->line,
                      "a 135M model's context is 2048 tokens; keep sections short",
                      "section '%s' is long (%zu bytes)", s->title, n);

@@ -28,8 +28,10 @@ void lm_strlist_free(lm_strlist *l);
 void lm_put_keys(lm_sb *b, char *const *keys, size_t n);
 int lm_split_keys(const char *s, char ***keys, size_t *n);
 
-/* Warns past LM_SHEET_FIELD_WARN, errors past LM_SHEET_FIELD_MAX. */
-void lm_check_length(const char *file, const lm_md_section *s, lm_diags *d);
+/* Warns past LM_SHEET_FIELD_WARN (when warn), errors past LM_SHEET_FIELD_MAX.
+ * A `## Lore` section passes warn = false: the runtime never puts it in the
+ * context whole, only the entries a turn calls up, within the lore budget. */
+void lm_check_length(const char *file, const lm_md_section *s, bool warn, lm_diags *d);
 /* Index of title in known (case-insensitive) or -1; on -1 writes the
  * closest heading (edit distance) or the known list into hint. */
 int lm_heading_index(const char *title, const char *const *known, char *hint, size_t hintlen);

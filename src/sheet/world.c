@@ -60,7 +60,7 @@ lm_world *lm_world_parse(const char *path, const char *text, size_t len, lm_diag
         } else {
             seen[h] = s->line;
         }
-        lm_check_length(path, s, d);
+        lm_check_length(path, s, h != W_LORE, d);
         if (!s->body[0])
             lm_diags_add(d, LM_DIAG_WARNING, path, s->line, "write something or remove it",
                          "section '%s' is empty", s->title);
