@@ -157,6 +157,17 @@ static void test_cut_at_eof(void **state) {
         fail_msg("%s", err.msg);
     assert_int_equal(lm_chat_jsonl_next(r, &l, &err), LM_JSONL_END);
     lm_chat_jsonl_close(r);
+    /* journals (review, pairs, judge) drop such a fragment and cut the file
+     * back to the end of the last whole line */
+    lm_jsonl *j = lm_jsonl_open_mem("j.jsonl", "{\"a\":1}\n{\"a\":", 14, &err);
+    json_t *o;
+    assert_int_equal(lm_jsonl_next(j, &o, &err), LM_JSONL_OK);
+    assert_false(lm_jsonl_torn(j));
+    assert_int_equal(lm_jsonl_offset(j), 8);
+    assert_int_equal(lm_jsonl_next(j, &o, &err), LM_JSONL_BAD);
+    assert_true(lm_jsonl_torn(j));
+    assert_int_equal(lm_jsonl_offset(j), 14);
+    lm_jsonl_close(j);
     /* the same error on a line with its "\n" is not called cut */
     r = open_text("{\"messages\":[\r\n", false, 0);
     assert_int_equal(lm_chat_jsonl_next(r, &l, &err), LM_JSONL_BAD);
@@ -180,10 +191,14 @@ static void test_objects_from_file(void **state) {
     json_t *o;
     assert_int_equal(lm_jsonl_next(r, &o, &err), LM_JSONL_OK);
     assert_int_equal(json_integer_value(json_object_get(o, "id")), 1);
+    assert_int_equal(lm_jsonl_offset(r), 9);   /* past "{"id":1}\n" */
     assert_int_equal(lm_jsonl_next(r, &o, &err), LM_JSONL_OK);
     assert_int_equal(lm_jsonl_line(r), 3);
+    assert_int_equal(lm_jsonl_offset(r), 19);  /* the blank line and the second */
+    assert_false(lm_jsonl_torn(r));
     assert_int_equal(lm_jsonl_next(r, &o, &err), LM_JSONL_BAD);
     assert_null(o);
+    assert_false(lm_jsonl_torn(r));            /* bad, but whole: "nope\n" */
     char want[600];
     snprintf(want, sizeof want, "%s:4: invalid JSON at column", path);
     if (strncmp(err.msg, want, strlen(want))) fail_msg("%s", err.msg);

@@ -624,6 +624,29 @@ static void test_targets_parse(void **state) {
     assert_non_null(strstr(err.msg, "'qq'"));
 }
 
+/* l's tensors written as an adapter GGUF at path, less those whose name
+ * starts with skip, plus an F32 tensor [8, 1] named extra (each NULL: none). */
+static void write_adapter(const lm_lora *l, const char *path, const char *skip, const char *extra) {
+    lm_err err = {{0}};
+    gguf_writer *w = gguf_writer_new();
+    assert_non_null(w);
+    assert_int_equal(gguf_set_str(w, "general.architecture", "llama", &err), 0);
+    assert_int_equal(gguf_set_str(w, "general.type", "adapter", &err), 0);
+    assert_int_equal(gguf_set_str(w, "adapter.type", "lora", &err), 0);
+    assert_int_equal(gguf_set_f32(w, "adapter.lora.alpha", l->alpha, &err), 0);
+    for (int i = 0; i < l->n_tensors; i++) {
+        const lm_ttensor *x = &l->tensors[i];
+        if (skip && !strncmp(x->name, skip, strlen(skip))) continue;
+        assert_int_equal(gguf_add_tensor(w, x->name, LM_F32, 2, x->ne, l->params + x->offset,
+                                         x->numel * sizeof(float), &err), 0);
+    }
+    float v[8] = {0};
+    int64_t ne[2] = {8, 1};
+    if (extra) assert_int_equal(gguf_add_tensor(w, extra, LM_F32, 2, ne, v, sizeof v, &err), 0);
+    assert_int_equal(gguf_write(w, path, &err), 0);
+    gguf_writer_free(w);
+}
+
 static void test_lora_save_load(void **state) {
     (void)state;
     lm_err err = {{0}};
@@ -681,6 +704,19 @@ static void test_lora_save_load(void **state) {
     assert_null(lm_lora_load(m2, path, &err));
     assert_non_null(strstr(err.msg, "ffn_down.weight.lora_a"));
     lm_tmodel_free(m2);
+    /* the runtime's reader checks it (lm_adapter_read): a tensor that is no
+     * adapter half is refused as a game would refuse it, and the trainer
+     * also needs the same targets on every layer */
+    write_adapter(l, path, NULL, "blk.0.attn_norm.weight");
+    assert_null(lm_lora_load(m, path, &err));
+    assert_non_null(strstr(err.msg, "'blk.0.attn_norm.weight' is not a lora_a/lora_b"));
+    write_adapter(l, path, "blk.1.attn_k.", NULL);
+    assert_null(lm_lora_load(m, path, &err));
+    assert_non_null(strstr(err.msg, "'blk.1.attn_k.weight.lora_a' missing (every layer needs the same targets)"));
+    write_adapter(l, path, NULL, NULL);
+    assert_non_null(r = lm_lora_load(m, path, &err));
+    assert_memory_equal(r->params, l->params, l->n_params * sizeof(float));
+    lm_lora_free(r);
     unlink(path);
     lm_lora_free(l);
     lm_tmodel_free(m);

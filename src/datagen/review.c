@@ -13,6 +13,7 @@
 #include "base/fileio.h"
 #include "base/strbuf.h"
 #include "train/chat_jsonl.h"
+#include "train/jsonl.h"
 
 typedef struct {
     lm_review_item pub;
@@ -182,18 +183,13 @@ static int load_dataset(lm_review *r, lm_err *err) {
 }
 
 static int replay(lm_review *r, lm_err *err) {
-    FILE *f = fopen(r->decisions, "r");
-    if (!f) return errno == ENOENT ? 0 : lm_errno(err, "%s", r->decisions);
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    long good = 0;
-    int ln = 0, rc = 0;
-    while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
-        ln++;
-        int torn = line[len - 1] != '\n';
-        json_error_t je;
-        json_t *o = json_loadb(line, (size_t)len, 0, &je);
+    if (access(r->decisions, F_OK) != 0) return errno == ENOENT ? 0 : lm_errno(err, "%s", r->decisions);
+    lm_jsonl *in = lm_jsonl_open(r->decisions, err);
+    if (!in) return -1;
+    size_t good = 0;   /* bytes up to the end of the last good decision */
+    int rc = 0, got;
+    json_t *o;
+    while (rc == 0 && (got = lm_jsonl_next(in, &o, err)) != LM_JSONL_END) {
         const char *act = json_string_value(json_object_get(o, "action"));
         const char *id = json_string_value(json_object_get(o, "id"));
         const char *ans = json_string_value(json_object_get(o, "answer"));
@@ -201,11 +197,12 @@ static int replay(lm_review *r, lm_err *err) {
         for (int k = 0; act && k < 4; k++)
             if (strcmp(act, action_names[k]) == 0) a = k;
         int undo = act && strcmp(act, "undo") == 0;
-        if (!o || (!undo && (a < 0 || !id || (a == LM_REVIEW_EDIT && !ans)))) {
-            json_decref(o);
-            if (torn) break; /* a crash mid-write: drop the fragment */
-            rc = lm_errf(err, "%s:%d: %s", r->decisions, ln,
-                         o ? "expected {\"id\":..., \"action\":\"accept|reject|edit|promote\"} or {\"action\":\"undo\"}" : je.text);
+        if (got != LM_JSONL_OK || (!undo && (a < 0 || !id || (a == LM_REVIEW_EDIT && !ans)))) {
+            if (lm_jsonl_torn(in)) break; /* a crash mid-write: drop the fragment */
+            if (got == LM_JSONL_OK)
+                lm_errf(err, "%s:%d: expected {\"id\":..., \"action\":\"accept|reject|edit|promote\"} or "
+                        "{\"action\":\"undo\"}", r->decisions, lm_jsonl_line(in));
+            rc = -1;
             break;
         }
         if (undo) {
@@ -218,13 +215,11 @@ static int replay(lm_review *r, lm_err *err) {
             if (log_push(r, i < 0 ? SIZE_MAX : (size_t)i, (lm_review_action)a, ans))
                 rc = lm_errf(err, "%s: out of memory", r->decisions);
         }
-        json_decref(o);
-        good += len;
+        good = lm_jsonl_offset(in);
     }
-    free(line);
-    fclose(f);
+    lm_jsonl_close(in);
     if (rc) return rc;
-    if (truncate(r->decisions, good)) return lm_errno(err, "%s: truncating a cut-short last line", r->decisions);
+    if (truncate(r->decisions, (off_t)good)) return lm_errno(err, "%s: truncating a cut-short last line", r->decisions);
     for (size_t i = 0; i < r->n; i++) refold(r, i);
     return 0;
 }

@@ -134,12 +134,6 @@ int lm_request_list_add(lm_request_list *l, const char *id, const lm_chat_msg *m
     return 0;
 }
 
-static bool blank(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r') return false;
-    return true;
-}
-
 /* One key of "params" into out; a stop list goes to *stop_tmp (borrowed strings). */
 static int parse_param(const char *key, json_t *v, lm_teacher_params *out, const char **stop_tmp[],
                        lm_err *err) {
@@ -291,47 +285,46 @@ int lm_runner_scan_mem(const char *name, const char *data, size_t len, char ***i
     *ids_out = NULL;
     *n_out = 0;
     *torn_bytes = 0;
+    lm_jsonl *in = lm_jsonl_open_mem(name, data, len, err);
+    if (!in) return -1;
     char **ids = NULL;
-    size_t n = 0, cap = 0, line = 0, pos = 0;
-    int rc = 0;
-    while (pos < len) {
-        const char *nl = memchr(data + pos, '\n', len - pos);
-        if (!nl) {
-            /* Our writer ends every record with '\n' in the same write():
-             * no newline means the write was cut short. */
-            *torn_bytes = len - pos;
+    size_t n = 0, cap = 0, at = 0;   /* at: the end of the last whole line */
+    int rc = 0, got;
+    json_t *o;
+    while ((got = lm_jsonl_next(in, &o, err)) != LM_JSONL_END) {
+        /* Our writer ends every record with '\n' in the same write(): no
+         * newline means the write was cut short, even when what came
+         * before the cut parses. */
+        if (lm_jsonl_torn(in)) break;
+        json_t *id = json_object_get(o, "id");
+        if (got != LM_JSONL_OK || !json_is_string(id)) {
+            /* the reader's "NAME:LINE: invalid JSON ..." told as ours */
+            char where[600], why[LM_ERR_MAX];
+            snprintf(where, sizeof where, "%s:%d: ", name, lm_jsonl_line(in));
+            size_t wl = strlen(where);
+            snprintf(why, sizeof why, "%s", got == LM_JSONL_OK ? "no string \"id\""
+                     : err->msg + (strncmp(err->msg, where, wl) ? 0 : wl));
+            rc = lm_errf(err, "%snot a result line (%s); remove the line or use another output file",
+                         where, why);
             break;
         }
-        size_t end = (size_t)(nl - data);
-        line++;
-        if (!blank(data + pos, end - pos)) {
-            json_error_t je;
-            json_t *o = json_loadb(data + pos, end - pos, 0, &je);
-            json_t *id = json_object_get(o, "id");
-            if (!o || !json_is_string(id)) {
-                rc = lm_errf(err, "%s:%zu: not a result line (%s); remove the line or use "
-                             "another output file", name, line,
-                             o ? "no string \"id\"" : je.text);
-                json_decref(o);
-                break;
-            }
-            if (n == cap) {
-                cap = cap ? cap * 2 : 64;
-                char **nw = realloc(ids, cap * sizeof *nw);
-                if (!nw) { json_decref(o); rc = lm_errf(err, "out of memory"); break; }
-                ids = nw;
-            }
-            ids[n] = strdup(json_string_value(id));
-            json_decref(o);
-            if (!ids[n]) { rc = lm_errf(err, "out of memory"); break; }
-            n++;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            char **nw = realloc(ids, cap * sizeof *nw);
+            if (!nw) { rc = lm_errf(err, "out of memory"); break; }
+            ids = nw;
         }
-        pos = end + 1;
+        if (!(ids[n] = strdup(json_string_value(id)))) { rc = lm_errf(err, "out of memory"); break; }
+        n++;
+        at = lm_jsonl_offset(in);
     }
+    lm_jsonl_close(in);
     if (rc) {
         free_ids(ids, n);
         return -1;
     }
+    /* what follows the last whole line, unless it is whole blank lines */
+    if (len && data[len - 1] != '\n') *torn_bytes = len - at;
     *ids_out = ids;
     *n_out = n;
     return 0;

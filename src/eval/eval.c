@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -21,6 +22,7 @@
 #include "eval/report.h"
 #include "runtime/generate.h"
 #include "sheet/sheet.h"
+#include "train/jsonl.h"
 
 void lm_eval_opts_init(lm_eval_opts *o) {
     memset(o, 0, sizeof *o);
@@ -221,21 +223,18 @@ static int judge_answers(const lm_eval_opts *o, const lm_character *c, const lm_
     snprintf(path, sizeof path, "%s/judge.jsonl", o->out);
     const char *name = lm_teacher_name(o->judge);
     judge_ctx j = {.path = path, .by_id = json_object(), .answers = answers, .quiet = o->quiet};
-    /* earlier scores by the same judge, of the same answers */
-    FILE *of = fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    bool same = false;
-    for (size_t k = 0; of && getline(&line, &cap, of) > 0; k++) {
-        json_t *r = json_loads(line, 0, NULL);   /* a torn last line is skipped */
-        if (k == 0) same = !strcmp(str_field(r, "judge") ?: "", name);
-        else if (same && str_field(r, "id") && json_object_get(r, "scores"))
-            json_object_set(j.by_id, str_field(r, "id"), r);
-        json_decref(r);
-        if (!same) break;
+    /* earlier scores by the same judge, of the same answers; a torn or
+     * foreign line is skipped (that answer is scored again) */
+    lm_err skip = {{0}};
+    lm_jsonl *in = access(path, F_OK) == 0 ? lm_jsonl_open(path, &skip) : NULL;
+    json_t *rec;
+    int got;
+    for (bool first = true; in && (got = lm_jsonl_next(in, &rec, &skip)) != LM_JSONL_END; first = false) {
+        if (first && (got != LM_JSONL_OK || strcmp(str_field(rec, "judge") ?: "", name))) break;
+        if (!first && got == LM_JSONL_OK && str_field(rec, "id") && json_object_get(rec, "scores"))
+            json_object_set(j.by_id, str_field(rec, "id"), rec);
     }
-    free(line);
-    if (of) fclose(of);
+    lm_jsonl_close(in);
     size_t i;
     json_t *e;
     int rc = -1;

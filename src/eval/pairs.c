@@ -8,6 +8,7 @@
 #include <string.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -19,6 +20,7 @@
 #include "eval/metrics.h"
 #include "runtime/generate.h"
 #include "sheet/sheet.h"
+#include "train/jsonl.h"
 
 void lm_pairs_opts_init(lm_pairs_opts *o) {
     memset(o, 0, sizeof *o);
@@ -524,16 +526,15 @@ static json_t *settings_json(const lm_pairs_opts *o) {
  * dropped. NULL on error. */
 static json_t *read_journal(const char *path, json_t *settings, bool restart, lm_err *err) {
     json_t *done = json_object();
-    FILE *f = fopen(path, "r");
-    if (!f) return done;
-    char *line = NULL;
-    size_t cap = 0;
-    bool first = true;
-    while (getline(&line, &cap, f) > 0) {
-        json_t *j = json_loads(line, 0, NULL);
+    if (!done || access(path, F_OK) != 0) return done;
+    lm_jsonl *in = lm_jsonl_open(path, err);
+    if (!in) { json_decref(done); return NULL; }
+    lm_err skip = {{0}};   /* a torn or foreign line is dropped: its sample is made again */
+    json_t *j;
+    int got;
+    for (bool first = true; (got = lm_jsonl_next(in, &j, &skip)) != LM_JSONL_END; first = false) {
         if (first) {
-            first = false;
-            json_t *old = json_object_get(j, "settings");
+            json_t *old = got == LM_JSONL_OK ? json_object_get(j, "settings") : NULL;
             if (!json_equal(old, settings) && !restart) {
                 char diff[512] = "";
                 const char *k;
@@ -546,20 +547,16 @@ static json_t *read_journal(const char *path, json_t *settings, bool restart, lm
                 lm_errf(err, "%s holds samples made with other settings (%s differ%s): run with the "
                              "same settings to resume it, or give --restart to discard it",
                         path, diff[0] ? diff : "not a journal", diff[0] && strchr(diff, ',') ? "" : "s");
-                json_decref(j);
                 json_decref(done);
                 done = NULL;
                 break;
             }
-            json_decref(j);
             if (restart) break;
             continue;
         }
-        if (record_ok(j)) json_object_set(done, str_field(j, "id"), j);
-        json_decref(j);
+        if (got == LM_JSONL_OK && record_ok(j)) json_object_set(done, str_field(j, "id"), j);
     }
-    free(line);
-    fclose(f);
+    lm_jsonl_close(in);
     return done;
 }
 

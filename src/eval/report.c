@@ -13,6 +13,7 @@
 #include "base/strbuf.h"
 #include "eval/eval.h"
 #include "eval/judge.h"
+#include "train/jsonl.h"
 
 static double rate(size_t k, size_t n) { return n ? (double)k / (double)n : 0; }
 
@@ -115,16 +116,19 @@ json_t *lm_eval_read_answers(const char *dir) {
     char path[4096];
     snprintf(path, sizeof path, "%s/answers.jsonl", dir);
     json_t *arr = json_array();
-    FILE *f = fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    while (arr && f && getline(&line, &cap, f) > 0) {
-        json_t *a = json_loads(line, 0, NULL);
-        if (json_is_object(a) && json_is_string(json_object_get(a, "id"))) json_array_append(arr, a);
-        json_decref(a);
-    }
-    free(line);
-    if (f) fclose(f);
+    lm_err err = {{0}};
+    /* no file yet is no answers; a line that is not an answer (a torn
+     * last line) is skipped: the run that resumes rewrites it */
+    lm_jsonl *in = arr && access(path, F_OK) == 0 ? lm_jsonl_open(path, &err) : NULL;
+    json_t *a;
+    int got;
+    while (in && (got = lm_jsonl_next(in, &a, &err)) != LM_JSONL_END)
+        if (got == LM_JSONL_OK && json_is_string(json_object_get(a, "id")) && json_array_append(arr, a)) {
+            json_decref(arr);
+            arr = NULL;
+            break;
+        }
+    lm_jsonl_close(in);
     return arr;
 }
 

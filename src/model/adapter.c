@@ -70,16 +70,30 @@ static int check_str(const gguf_file *f, const char *key, const char *want, lm_e
     return ok ? 0 : -1;
 }
 
-lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_err *err) {
-    const lm_llama_config *cfg = &base->cfg;
+lm_adapter_dims lm_adapter_dims_of(const lm_llama_config *cfg) {
+    int q = cfg->n_head * cfg->head_dim, kv = cfg->n_head_kv * cfg->head_dim;
+    lm_adapter_dims d = {
+        .arch = cfg->arch,
+        .n_layer = cfg->n_layer,
+        .in = {[LM_ADAPT_Q] = cfg->n_embd, [LM_ADAPT_K] = cfg->n_embd, [LM_ADAPT_V] = cfg->n_embd,
+               [LM_ADAPT_O] = q, [LM_ADAPT_GATE] = cfg->n_embd, [LM_ADAPT_UP] = cfg->n_embd,
+               [LM_ADAPT_DOWN] = cfg->n_ff},
+        .out = {[LM_ADAPT_Q] = q, [LM_ADAPT_K] = kv, [LM_ADAPT_V] = kv,
+                [LM_ADAPT_O] = cfg->n_embd, [LM_ADAPT_GATE] = cfg->n_ff, [LM_ADAPT_UP] = cfg->n_ff,
+                [LM_ADAPT_DOWN] = cfg->n_embd},
+    };
+    return d;
+}
+
+lm_adapter *lm_adapter_read(const gguf_file *f, const lm_adapter_dims *d, lm_err *err) {
     if (check_str(f, "general.type", "adapter", err) ||
         check_str(f, "adapter.type", "lora", err))
         return NULL;
     char *arch = gguf_get_str(f, "general.architecture", err);
     if (!arch) return NULL;
-    if (strcmp(arch, cfg->arch) != 0) {
+    if (strcmp(arch, d->arch) != 0) {
         lm_errf(err, "%s: general.architecture is '%s' but the base model is '%s'", f->path,
-                arch, cfg->arch);
+                arch, d->arch);
         free(arch);
         return NULL;
     }
@@ -99,11 +113,11 @@ lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_er
 
     lm_adapter *a = calloc(1, sizeof *a);
     if (!a) { lm_errf(err, "out of memory"); return NULL; }
-    snprintf(a->arch, sizeof a->arch, "%s", cfg->arch);
-    a->n_layer = cfg->n_layer;
-    a->pairs = calloc((size_t)cfg->n_layer * LM_ADAPT_N, sizeof *a->pairs);
+    snprintf(a->arch, sizeof a->arch, "%s", d->arch);
+    a->n_layer = d->n_layer;
+    a->pairs = calloc((size_t)d->n_layer * LM_ADAPT_N, sizeof *a->pairs);
     /* which tensor fills each slot, [n_layer * N][2], to find duplicates and gaps */
-    const gguf_tensor **slot = calloc((size_t)cfg->n_layer * LM_ADAPT_N * 2, sizeof *slot);
+    const gguf_tensor **slot = calloc((size_t)d->n_layer * LM_ADAPT_N * 2, sizeof *slot);
     if (!a->pairs || !slot) { lm_errf(err, "out of memory"); goto fail; }
 
     /* Pass 1: every tensor must be one half of a pair on a base projection,
@@ -111,20 +125,19 @@ lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_er
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const gguf_tensor *t = &f->tensors[i];
         int l, p, is_b;
-        if (parse_name(t->name, cfg->n_layer, &l, &p, &is_b)) {
+        if (parse_name(t->name, d->n_layer, &l, &p, &is_b)) {
             lm_errf(err, "%s: tensor '%s' is not a lora_a/lora_b of a projection of this "
                     "base model (blk.0..%d.{attn_q,attn_k,attn_v,attn_output,ffn_gate,"
-                    "ffn_up,ffn_down}.weight.lora_a|b)", f->path, t->name, cfg->n_layer - 1);
+                    "ffn_up,ffn_down}.weight.lora_a|b)", f->path, t->name, d->n_layer - 1);
             goto fail;
         }
-        const lm_weight *w = lm_adapter_base_weight(base, l, p);
         int64_t r = is_b ? t->ne[0] : t->ne[1];
-        int64_t want0 = is_b ? r : w->k, want1 = is_b ? w->n : r;
+        int64_t want0 = is_b ? r : d->in[p], want1 = is_b ? d->out[p] : r;
         if (t->n_dims != 2 || t->ne[0] != want0 || t->ne[1] != want1 || r <= 0 || r > 4096) {
             lm_errf(err, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld] "
                     "for a base weight of [%d, %d] (ne order)", f->path, t->name,
                     (long long)t->ne[0], (long long)t->ne[1], (long long)want0,
-                    (long long)want1, w->k, w->n);
+                    (long long)want1, d->in[p], d->out[p]);
             goto fail;
         }
         if (!a->rank) a->rank = (int)r;
@@ -150,7 +163,7 @@ lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_er
     /* Pass 2: pairs complete; the bytes they take (a pair whose halves are
      * both F16 stays F16, any other is widened to F32). */
     size_t total = 0;
-    for (int l = 0; l < cfg->n_layer; l++) {
+    for (int l = 0; l < d->n_layer; l++) {
         for (int p = 0; p < LM_ADAPT_N; p++) {
             const gguf_tensor *ta = slot[((size_t)l * LM_ADAPT_N + p) * 2];
             const gguf_tensor *tb = slot[((size_t)l * LM_ADAPT_N + p) * 2 + 1];
@@ -170,7 +183,7 @@ lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_er
     if (!a->data) { lm_errf(err, "out of memory for the adapter (%zu bytes)", total); goto fail; }
     a->data_bytes = total;
     size_t off = 0;
-    for (int l = 0; l < cfg->n_layer; l++) {
+    for (int l = 0; l < d->n_layer; l++) {
         for (int p = 0; p < LM_ADAPT_N; p++) {
             const gguf_tensor *ta = slot[((size_t)l * LM_ADAPT_N + p) * 2];
             const gguf_tensor *tb = slot[((size_t)l * LM_ADAPT_N + p) * 2 + 1];
@@ -205,6 +218,11 @@ fail:
     free(slot);
     lm_adapter_free(a);
     return NULL;
+}
+
+lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_err *err) {
+    lm_adapter_dims d = lm_adapter_dims_of(&base->cfg);
+    return lm_adapter_read(f, &d, err);
 }
 
 int lm_adapter_to_f32(lm_adapter *a, lm_err *err) {

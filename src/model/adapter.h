@@ -52,9 +52,24 @@ static inline const lm_adapter_pair *lm_adapter_get(const lm_adapter *a, int lay
     return &a->pairs[layer * LM_ADAPT_N + p];
 }
 
-/* Loads and checks an adapter against base: types, architecture, that every
+/* What an adapter is checked against: the base's architecture, layer
+ * count and the W[out, in] shape of each projection. The runtime takes
+ * them from a loaded lm_model, the trainer from its own model's settings,
+ * so both read adapters with the one reader below. */
+typedef struct lm_adapter_dims {
+    const char *arch;
+    int n_layer;
+    int in[LM_ADAPT_N], out[LM_ADAPT_N];
+} lm_adapter_dims;
+
+/* The dims of a Llama model with these settings. */
+lm_adapter_dims lm_adapter_dims_of(const lm_llama_config *cfg);
+
+/* Reads and checks an adapter against dims: types, architecture, that every
  * tensor is a lora_a/lora_b of a base projection, pairs complete, shapes
  * matching the base weight, one rank. Errors name the file and tensor. */
+lm_adapter *lm_adapter_read(const gguf_file *f, const lm_adapter_dims *dims, lm_err *err);
+/* The same against a loaded base model. */
 lm_adapter *lm_adapter_load(const lm_model *base, const char *path, lm_err *err);
 lm_adapter *lm_adapter_from_gguf(const lm_model *base, const gguf_file *f, lm_err *err);
 void lm_adapter_free(lm_adapter *a);

@@ -13,6 +13,7 @@ struct lm_jsonl {
     char *data;     /* the whole file: datasets are small next to a model */
     size_t len, at;
     int line;
+    bool torn;      /* the last line returned has no line end */
     json_t *obj;    /* the last line's object, released on the next call */
 };
 
@@ -59,6 +60,8 @@ void lm_jsonl_close(lm_jsonl *r) {
 }
 
 int lm_jsonl_line(const lm_jsonl *r) { return r->line; }
+size_t lm_jsonl_offset(const lm_jsonl *r) { return r->at; }
+bool lm_jsonl_torn(const lm_jsonl *r) { return r->torn; }
 const char *lm_jsonl_name(const lm_jsonl *r) { return r->name; }
 
 static bool blank(const char *s, size_t n) {
@@ -77,6 +80,7 @@ int lm_jsonl_next(lm_jsonl *r, json_t **obj, lm_err *err) {
         size_t n = nl ? (size_t)(nl - p) : r->len - r->at;
         r->at += n + (nl != NULL);
         r->line++;
+        r->torn = nl == NULL;
         if (blank(p, n)) continue;
         /* Without the "\r" of a CRLF line jansson's column of an error at
          * the end of the line is right (with a line end, it reported

@@ -12,6 +12,7 @@
 #ifndef LM_TRAIN_JSONL_H
 #define LM_TRAIN_JSONL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "base/err.h"
@@ -37,6 +38,12 @@ void lm_jsonl_close(lm_jsonl *r);
 int lm_jsonl_next(lm_jsonl *r, struct json_t **obj, lm_err *err);
 /* The 1-based line of what lm_jsonl_next returned last. */
 int lm_jsonl_line(const lm_jsonl *r);
+/* The byte offset just past that line, its line end included: where an
+ * append-only journal is cut back to its last good record. */
+size_t lm_jsonl_offset(const lm_jsonl *r);
+/* True when that line is the file's last and has no line end: a record
+ * whose write a crash cut short, which a journal drops. */
+bool lm_jsonl_torn(const lm_jsonl *r);
 const char *lm_jsonl_name(const lm_jsonl *r);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gguf/gguf.h"
+#include "model/adapter.h"
 #include "tensor/dtype.h"
 #include "train/train_internal.h"
 
@@ -14,9 +15,11 @@ static const int base_index[LM_LORA_N] = {
     LM_TW_Q, LM_TW_K, LM_TW_V, LM_TW_O, LM_TW_GATE, LM_TW_UP, LM_TW_DOWN,
 };
 static const char *const target_names[LM_LORA_N] = { "q", "k", "v", "o", "gate", "up", "down" };
-static const char *const gguf_names[LM_LORA_N] = {
-    "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
-};
+
+/* targets are named and read as the runtime's adapter projections */
+_Static_assert((int)LM_LORA_N == (int)LM_ADAPT_N && (int)LM_LORA_Q == (int)LM_ADAPT_Q &&
+               (int)LM_LORA_O == (int)LM_ADAPT_O && (int)LM_LORA_DOWN == (int)LM_ADAPT_DOWN,
+               "lm_lora targets are the adapter's projections, in the same order");
 
 int lm_lora_base_index(int target) { return base_index[target]; }
 
@@ -73,7 +76,7 @@ lm_lora *lm_lora_new(const lm_tmodel *m, int rank, float alpha, unsigned targets
             int64_t in = bt->ne[0], out = bt->ne[1];
             for (int ab = 0; ab < 2; ab++) {
                 lm_ttensor *x = &l->tensors[k++];
-                snprintf(x->name, sizeof x->name, "blk.%d.%s.weight.lora_%c", i, gguf_names[t], ab ? 'b' : 'a');
+                snprintf(x->name, sizeof x->name, "blk.%d.%s.weight.lora_%c", i, lm_adapter_proj_name(t), ab ? 'b' : 'a');
                 x->n_dims = 2;
                 x->ne[0] = ab ? rank : in;
                 x->ne[1] = ab ? out : rank;
@@ -145,58 +148,45 @@ int lm_lora_save(const lm_lora *l, const char *path, lm_err *err) {
     return rc ? -1 : 0;
 }
 
+/* Reads with the runtime's adapter reader (model/adapter.h), so a file the
+ * trainer continues from (DPO after SFT, a resumed run) is checked exactly
+ * as a game loading it is, then widened to f32 (F16 factors, lemonpc build
+ * --adapter-type f16, widen exactly) and laid out as lm_lora. The trainer
+ * also needs the same targets on every layer. */
 static lm_lora *load_from(const lm_tmodel *m, const gguf_file *f, lm_err *err) {
-    char *type = gguf_get_str(f, "adapter.type", err);
-    if (!type) return NULL;
-    int is_lora = !strcmp(type, "lora");
-    free(type);
-    if (!is_lora) { lm_errf(err, "%s: adapter.type is not 'lora'", f->path); return NULL; }
-    float alpha;
-    if (gguf_get_f32(f, "adapter.lora.alpha", &alpha, err)) return NULL;
-    float dropout = 0.0f;
-    if (gguf_get_f32_opt(f, "adapter.lora.dropout", &dropout, err)) return NULL;
-    if (!(dropout >= 0.0f && dropout < 1.0f)) {
-        lm_errf(err, "%s: adapter.lora.dropout %g outside [0, 1)", f->path, (double)dropout);
-        return NULL;
+    const lm_tconfig *c = &m->cfg;
+    lm_adapter_dims d = {.arch = "llama", .n_layer = c->n_layers};
+    int q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
+    const int in[LM_LORA_N] = {c->dim, c->dim, c->dim, q, c->dim, c->dim, c->ffn_dim};
+    const int out[LM_LORA_N] = {q, kv, kv, c->dim, c->ffn_dim, c->ffn_dim, c->dim};
+    memcpy(d.in, in, sizeof in);
+    memcpy(d.out, out, sizeof out);
+    lm_adapter *a = lm_adapter_read(f, &d, err);
+    if (!a) return NULL;
+    lm_lora *lo = NULL;
+    if (lm_adapter_to_f32(a, err)) goto done;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int t = 0; t < LM_LORA_N; t++)
+            if (!lm_adapter_get(a, l, t)->a != !(a->targets & (1u << t))) {
+                lm_errf(err, "%s: tensor 'blk.%d.%s.weight.lora_a' missing (every layer needs the "
+                        "same targets)", f->path, l, lm_adapter_proj_name(t));
+                goto done;
+            }
+    if (!(lo = lm_lora_new(m, a->rank, a->alpha, a->targets, 0, err))) {
+        lm_err_prefix(err, "%s", f->path);
+        goto done;
     }
-    unsigned targets = 0;
-    int rank = 0;
-    char nm[96];
-    for (int l = 0; l < m->cfg.n_layers; l++)
+    lo->dropout = a->dropout;
+    for (int l = 0; l < c->n_layers; l++)
         for (int t = 0; t < LM_LORA_N; t++) {
-            snprintf(nm, sizeof nm, "blk.%d.%s.weight.lora_a", l, gguf_names[t]);
-            const gguf_tensor *g = gguf_find_tensor(f, nm);
-            if (!g) continue;
-            targets |= 1u << t;
-            if (!rank) rank = (int)g->ne[1];
+            const lm_adapter_pair *p = lm_adapter_get(a, l, t);
+            if (!p->a) continue;
+            memcpy(lo->a[l][t], p->a, sizeof(float) * (size_t)a->rank * (size_t)p->in);
+            memcpy(lo->b[l][t], p->b, sizeof(float) * (size_t)a->rank * (size_t)p->out);
         }
-    if (!targets) { lm_errf(err, "%s: no LoRA tensors for this model", f->path); return NULL; }
-    lm_lora *lo = lm_lora_new(m, rank, alpha, targets, 0, err);
-    if (!lo) { lm_err_prefix(err, "%s", f->path); return NULL; }
-    lo->dropout = dropout;
-    for (int i = 0; i < lo->n_tensors; i++) {
-        const lm_ttensor *t = &lo->tensors[i];
-        const gguf_tensor *g = gguf_find_tensor(f, t->name);
-        if (!g) {
-            lm_errf(err, "%s: tensor '%s' missing (every layer needs the same targets)", f->path, t->name);
-            goto fail;
-        }
-        /* F16 factors (lemonpc build --adapter-type f16) are widened:
-         * training and DPO continue from the exact values */
-        if ((g->type != LM_F32 && g->type != LM_F16) || g->ne[0] != t->ne[0] || g->ne[1] != t->ne[1] ||
-            g->ne[2] != 1 || g->ne[3] != 1) {
-            lm_errf(err, "%s: tensor '%s' is %s [%lld, %lld], expected F32 or F16 [%lld, %lld]", f->path,
-                    t->name, lm_dtype_name((int)g->type), (long long)g->ne[0], (long long)g->ne[1],
-                    (long long)t->ne[0], (long long)t->ne[1]);
-            goto fail;
-        }
-        if (g->type == LM_F16) lm_dequant_row(LM_F16, g->data, lo->params + t->offset, (int64_t)t->numel);
-        else memcpy(lo->params + t->offset, g->data, t->numel * sizeof(float));
-    }
+done:
+    lm_adapter_free(a);
     return lo;
-fail:
-    lm_lora_free(lo);
-    return NULL;
 }
 
 lm_lora *lm_lora_load(const lm_tmodel *m, const char *path, lm_err *err) {

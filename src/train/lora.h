@@ -44,10 +44,11 @@ void lm_lora_zero_grads(lm_lora *l);
 const lm_ttensor *lm_lora_find(const lm_lora *l, const char *name);
 
 /* llama.cpp's LoRA adapter GGUF: general.type "adapter", general.architecture
- * "llama", adapter.type "lora", adapter.lora.alpha; F32 tensors as named
- * above. Loading checks every tensor against the base model's shapes; the
- * targets are the projections that have tensors, the rank is that of the
- * first one and must be the same for all. */
+ * "llama", adapter.type "lora", adapter.lora.alpha; saved as F32 tensors
+ * named as above. Loading is the runtime's reader (lm_adapter_read, so the
+ * trainer accepts and refuses what a game does), any type it reads widened
+ * to f32; the targets are the projections that have tensors, the same on
+ * every layer, the rank one for all. */
 int lm_lora_save(const lm_lora *l, const char *path, lm_err *err);
 lm_lora *lm_lora_load(const lm_tmodel *m, const char *path, lm_err *err);
 

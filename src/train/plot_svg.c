@@ -12,6 +12,7 @@
 
 #include "base/fileio.h"
 #include "base/strbuf.h"
+#include "train/jsonl.h"
 #include "train/sft.h"
 
 typedef struct { double *x, *y; size_t n, cap; } series;
@@ -119,23 +120,19 @@ static int take(series *s, json_t *o, const char *key, double step, int smooth, 
 }
 
 int lm_sft_plot_svg(const char *metrics_path, const char *svg_path, lm_err *err) {
-    FILE *in = fopen(metrics_path, "r");
-    if (!in) return lm_errno(err, "%s", metrics_path);
+    lm_jsonl *in = lm_jsonl_open(metrics_path, err);
+    if (!in) return -1;
     /* loss, val_loss; DPO: reward margins and accuracies, train and val */
     series tr = {0}, va = {0}, mt = {0}, mv = {0}, at = {0}, av = {0};
     double ema_m = 0, ema_a = 0;
     long km = 0, ka = 0;
-    char *line = NULL;
-    size_t cap = 0;
-    int rc = -1, ln = 0;
-    while (getline(&line, &cap, in) > 0) {
-        ln++;
-        json_error_t je;
-        json_t *o = json_loads(line, 0, &je);
-        json_t *st = o ? json_object_get(o, "step") : NULL, *l = o ? json_object_get(o, "loss_smooth") : NULL;
+    int rc = -1, got;
+    json_t *o;
+    while ((got = lm_jsonl_next(in, &o, err)) != LM_JSONL_END) {
+        if (got != LM_JSONL_OK) goto done;
+        json_t *st = json_object_get(o, "step"), *l = json_object_get(o, "loss_smooth");
         if (!json_is_number(st) || !json_is_number(l)) {
-            json_decref(o);
-            lm_errf(err, "%s:%d: not a metrics line (step, loss_smooth)", metrics_path, ln);
+            lm_errf(err, "%s:%d: not a metrics line (step, loss_smooth)", metrics_path, lm_jsonl_line(in));
             goto done;
         }
         double x = json_number_value(st);
@@ -144,7 +141,6 @@ int lm_sft_plot_svg(const char *metrics_path, const char *svg_path, lm_err *err)
                   take(&mv, o, "val_rewards/margins", x, 0, NULL, NULL) ||
                   take(&at, o, "rewards/accuracies", x, 1, &ema_a, &ka) ||
                   take(&av, o, "val_rewards/accuracies", x, 0, NULL, NULL);
-        json_decref(o);
         if (bad) { lm_errf(err, "out of memory"); goto done; }
     }
     double x1 = 1;
@@ -170,8 +166,7 @@ int lm_sft_plot_svg(const char *metrics_path, const char *svg_path, lm_err *err)
     if (wrc) goto done;
     rc = 0;
 done:
-    free(line);
-    fclose(in);
+    lm_jsonl_close(in);
     series *all[6] = {&tr, &va, &mt, &mv, &at, &av};
     for (int i = 0; i < 6; i++) {
         free(all[i]->x);
