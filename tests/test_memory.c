@@ -184,6 +184,19 @@ static void test_lore_follows_keys_and_budget_holds(void **state) {
     assert_int_equal(lm_recall_block(&r, t, scan3, 1, scan3[0], &block, &n, &err), 0);
     assert_null(strstr(block, "oaths"));             /* selective: no secondary key */
     free(block);
+    /* the lorebook block alone, as training and eval build it: the keys of
+     * the line and of the LM_RECALL_SCAN_TURNS turns before it, nothing older */
+    lm_lore some = {v, 2};   /* no constant entry */
+    const char *turns[LM_RECALL_SCAN_TURNS + 1] = {"The Hollow Quarter, then.", "Fine.", "Yes.", "No.", "Well."};
+    assert_int_equal(lm_recall_lore(NULL, &some, t, turns, LM_RECALL_SCAN_TURNS + 1, "And now?", &block, &err), 0);
+    assert_null(block);                              /* five turns back: out of reach */
+    assert_int_equal(lm_recall_lore(NULL, &some, t, turns, LM_RECALL_SCAN_TURNS, "And now?", &block, &err), 0);
+    assert_non_null(block);
+    assert_string_equal(block, "Things you know:\n- The Hollow Quarter floods every spring.");
+    free(block);
+    assert_int_equal(lm_recall_lore(&some, NULL, t, NULL, 0, "A knight's oath?", &block, &err), 0);
+    assert_string_equal(block, "Things you know:\n- A knight swears two oaths at dawn.");
+    free(block);
     /* memories and lore together never exceed the budget */
     char path[512];
     tmp_path(path, sizeof path, "budget.db");

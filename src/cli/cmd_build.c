@@ -40,6 +40,7 @@
 #include "model/adapter.h"
 #include "runtime/npc_stamp.h"
 #include "sheet/sheet.h"
+#include "tokenizer/tokenizer.h"
 #include "train/train_model.h"
 
 static void usage(FILE *out) {
@@ -58,6 +59,9 @@ static void usage(FILE *out) {
             "                     deduplicated against the curated ones; repeatable\n"
             "  --questions FILE   held-out eval questions (default WORLD_DIR/eval/<sheet file name>.jsonl)\n"
             "  --persona MODE     system turn in training and use: short (default), full, none\n"
+            "  --no-lore          train and evaluate without the lorebook block (the sheet's and\n"
+            "                     world.md's ## Lore entries whose keys a line brings up) that a\n"
+            "                     game's lemonpc_say puts before the player's line\n"
             "  --full             fine-tune all weights instead of a LoRA adapter\n"
             "  --lora-rank R      default 16 (alpha 2R)\n"
             "  --adapter-type T   f32 (default) or f16: the exported adapter's factors; f16 halves\n"
@@ -95,7 +99,7 @@ typedef struct build_opts {
     const char *world, *character, *out, *model, *data, *questions;
     const char **extra;
     int n_extra;
-    int persona, full, rank, epochs, batch, seq, accum, threads, no_eval, adapter_f16, bf16;
+    int persona, full, rank, epochs, batch, seq, accum, threads, no_eval, adapter_f16, bf16, no_lore;
     int dpo, dpo_samples, dpo_max_prompts, dpo_epochs, dpo_seq, dpo_checks_only;
     double lr, dpo_beta, dpo_lr, dpo_nll;
     unsigned long long seed;
@@ -369,6 +373,8 @@ static int do_dataset(ctx *x, lm_err *err) {
     }
     h = fnv_bytes(h, &o->seed, sizeof o->seed);
     h = fnv_bytes(h, &o->persona, sizeof o->persona);
+    /* the lorebook block is counted in the model's tokens */
+    h = o->no_lore ? fnv_str(h, "no-lore") : fnv_str(fnv_str(h, "lore"), x->model);
     hex(h, x->k_data);
     if (rc) { free_list(files, n); return -1; }
     if (stage_done(&x->b, "dataset", x->k_data)) {
@@ -381,18 +387,27 @@ static int do_dataset(ctx *x, lm_err *err) {
     double t0 = lm_now_s();
     char out[PATH_MAX];
     pathf(out, sizeof out, "%s/data", o->out);
+    lm_tokenizer *tok = NULL;
+    if (!o->no_lore) {
+        gguf_file *mf = gguf_open(x->model, err);
+        tok = mf ? lm_tokenizer_load(mf, err) : NULL;
+        gguf_close(mf);
+        if (!tok) { free_list(files, n); return -1; }
+    }
     lm_assemble_opts ao = {(const char *const *)files, n, o->extra, (size_t)o->n_extra, o->persona,
-                           o->seed, 10, 10, out};
+                           o->seed, 10, 10, out, tok};
     lm_assemble_stats st;
     rc = lm_assemble(&ao, x->c, x->sheets->world, &st, err);
+    lm_tokenizer_free(tok);
     free_list(files, n);
     if (rc) return -1;
     fprintf(stderr, "  %zu conversations read, %zu rejected (%zu near-duplicates): train %zu, "
-                    "validation %zu, test %zu; %zu multi-turn\n",
-            st.read, st.rejected, st.duplicates, st.train, st.val, st.test, st.multi_turn);
-    json_t *extra = json_pack("{s:I, s:I, s:I, s:I, s:I}", "read", (json_int_t)st.read, "rejected",
+                    "validation %zu, test %zu; %zu multi-turn, %zu with lorebook entries\n",
+            st.read, st.rejected, st.duplicates, st.train, st.val, st.test, st.multi_turn, st.with_lore);
+    json_t *extra = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "read", (json_int_t)st.read, "rejected",
                               (json_int_t)st.rejected, "train", (json_int_t)st.train, "val",
-                              (json_int_t)st.val, "test", (json_int_t)st.test);
+                              (json_int_t)st.val, "test", (json_int_t)st.test, "with_lore",
+                              (json_int_t)st.with_lore);
     return stage_end(&x->b, "dataset", x->k_data, lm_now_s() - t0, peak_rss_kb(), extra, err);
 }
 
@@ -522,6 +537,7 @@ static int do_pairs(ctx *x, lm_err *err) {
     int n = 15;
     if (!o->full) av[n++] = "--adapter", av[n++] = sft;
     if (o->dpo_max_prompts) av[n++] = "--max-prompts", av[n++] = a[1];
+    if (o->no_lore) av[n++] = "--no-lore";
     if (!o->dpo_checks_only) av[n++] = "--self-play";
     if (o->threads) av[n++] = "-t", av[n++] = a[3];
     double t0 = lm_now_s();
@@ -625,6 +641,7 @@ static int do_eval(ctx *x, lm_err *err) {
     if (!o->full) av[n++] = "--adapter", av[n++] = best;   /* a full fine-tune is the model */
     if (o->threads) av[n++] = "-t", av[n++] = thr;
     av[n++] = "--refs", av[n++] = refs;   /* perplexity of the test split's answers */
+    if (o->no_lore) av[n++] = "--no-lore";
     if (have_q) {
         av[2] = x->questions, av[4] = out1;
         if (run_self(&x->b, av, &rss1, err)) return -1;
@@ -694,6 +711,7 @@ static int parse(int argc, char **argv, build_opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 1; }
         if (!strcmp(a, "--full")) { o->full = 1; continue; }
         if (!strcmp(a, "--no-eval")) { o->no_eval = 1; continue; }
+        if (!strcmp(a, "--no-lore")) { o->no_lore = 1; continue; }
         if (!strcmp(a, "--dpo")) { o->dpo = 1; continue; }
         if (a[0] == '-' && a[1]) {
             if (i + 1 >= argc) { fprintf(stderr, "lemonpc build: %s needs a value (see --help)\n", a); return -1; }
@@ -773,6 +791,7 @@ static json_t *settings_json(const build_opts *o, const char *model) {
                           o->batch, "seq", o->seq, "grad_accum", o->accum, "seed", (json_int_t)o->seed);
     if (s && o->adapter_f16 && !o->full) json_object_set_new(s, "adapter_type", json_string("f16"));
     if (s && o->bf16) json_object_set_new(s, "precision", json_string("bf16"));
+    if (s) json_object_set_new(s, "lore", json_boolean(!o->no_lore));
     if (s && o->dpo) {
         json_object_set_new(s, "dpo", json_pack("{s:s, s:i, s:i, s:f, s:i, s:i, s:f}", "pairs",
                                                 o->dpo_checks_only ? "checks" : "self-play", "samples", o->dpo_samples,

@@ -32,6 +32,9 @@ static void usage(FILE *out) {
             "  --persona MODE       full, short or none: the system turn (docs/BUILD.md);\n"
             "                       default: the mode stamped in the adapter or model by\n"
             "                       `lemonpc build`, else short\n"
+            "  --no-lore            without the lorebook entries (the sheet's and world.md's\n"
+            "                       ## Lore) that a game's lemonpc_say puts before the\n"
+            "                       player's line when its keys come up; with them by default\n"
             "  --adapter FILE       a LoRA adapter GGUF applied at run time\n"
             "  --refs FILE          JSONL conversations whose last assistant turn is scored\n"
             "                       (under this NPC's system turn when --character is given)\n"
@@ -78,6 +81,7 @@ int cmd_eval(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); rc = 0; goto done; }
         if (!strcmp(a, "--compare")) { compare = true; continue; }
         if (!strcmp(a, "--sample")) { o.sample = true; continue; }
+        if (!strcmp(a, "--no-lore")) { o.no_lore = true; continue; }
         static const char *const with_value[] = {"--out", "--character", "--persona", "--adapter",
                                                  "--refs", "--label", "-n", "--max-tokens", "-t",
                                                  "--threads", "--judge-url", "--judge-model",

@@ -27,6 +27,9 @@ static void usage(FILE *out) {
             "  --data FILE          chat conversations (e.g. a build's data/train.jsonl): the prompt\n"
             "                       up to the last user turn, the reply after it the reference;\n"
             "                       repeatable\n"
+            "  --no-lore            no lorebook block (the sheet's and world.md's ## Lore entries\n"
+            "                       a line brings up, as a game's lemonpc_say adds) before a\n"
+            "                       prompt's last user turn that has none; added by default\n"
             "  --all-turns          --data: a prompt for every user turn a reply follows, not only\n"
             "                       the last\n"
             "  --questions FILE     questions in `lemonpc eval`'s format (no reference); repeatable\n"
@@ -91,6 +94,7 @@ int cmd_pairs(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); rc = 0; goto done; }
         if (!strcmp(a, "--chosen-from-samples")) { o.chosen_from_samples = true; continue; }
         if (!strcmp(a, "--all-turns")) { o.all_turns = true; continue; }
+        if (!strcmp(a, "--no-lore")) { o.no_lore = true; continue; }
         if (!strcmp(a, "--self-play")) { o.self_play = true; continue; }
         if (!strcmp(a, "--restart")) { o.restart = true; continue; }
         if (a[0] == '-' && a[1]) {

@@ -13,6 +13,7 @@
 
 #include "base/fileio.h"
 #include "datagen/filter.h"
+#include "memory/recall.h"
 #include "sheet/sheet.h"
 #include "train/chat_jsonl.h"
 
@@ -99,6 +100,33 @@ typedef struct outs {
 enum { O_TRAIN, O_VAL, O_TEST, O_REJ, O_TQ };
 static const char *const OUT_NAMES[5] = {"train.jsonl", "val.jsonl", "test.jsonl", "rejected.jsonl",
                                          "test_questions.jsonl"};
+
+/* The lorebook block before the last user turn of msgs, as lemonpc_say
+ * renders it: 1 when one was added, 0 when no entry applies, -1 on error. */
+static int add_lore(json_t *msgs, const lm_character *c, const lm_world *w, const lm_tokenizer *t,
+                    lm_err *err) {
+    size_t n = json_array_size(msgs), last = n;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(sfield(json_array_get(msgs, i), "role"), "user")) last = i;
+    if (last == n) return 0;
+    const char **turns = malloc((n + 1) * sizeof *turns);
+    if (!turns) { lm_errf(err, "out of memory"); return -1; }
+    size_t nt = 0;
+    for (size_t i = 0; i < last; i++) {
+        json_t *m = json_array_get(msgs, i);
+        if (strcmp(sfield(m, "role"), "system")) turns[nt++] = sfield(m, "content");
+    }
+    char *block = NULL;
+    int rc = lm_recall_lore(c ? &c->lore : NULL, w ? &w->lore : NULL, t, turns, nt,
+                            sfield(json_array_get(msgs, last), "content"), &block, err);
+    free(turns);
+    if (rc) return -1;
+    if (!block) return 0;
+    rc = json_array_insert_new(msgs, last, json_pack("{s:s, s:s}", "role", "system", "content", block));
+    free(block);
+    if (rc) { lm_errf(err, "out of memory"); return -1; }
+    return 1;
+}
 
 static int put_line(FILE *f, json_t *o, lm_err *err) {
     char *s = json_dumps(o, JSON_COMPACT);
@@ -191,6 +219,11 @@ static int take_file(const char *path, bool curated, const lm_assemble_opts *o,
             if (sys) json_array_insert_new(msgs, 0, json_pack("{s:s, s:s}", "role", "system", "content", sys));
             free(sys);
         }
+        if (o->tok) {
+            int added = add_lore(msgs, c, w, o->tok, err);
+            if (added < 0) { rc = -1; break; }
+            st->with_lore += (size_t)added;
+        }
         size_t users = 0, i;
         json_t *m;
         json_array_foreach(msgs, i, m) users += !strcmp(sfield(m, "role"), "user");
@@ -260,6 +293,8 @@ int lm_assemble(const lm_assemble_opts *o, const lm_character *c, const lm_world
                                (json_int_t)st->per_kind[2], KINDS[3], (json_int_t)st->per_kind[3],
                                "persona", lm_persona_mode_name((lm_persona_mode)o->persona), "seed",
                                (json_int_t)o->seed);
+        /* null without a tokenizer: no block was looked for */
+        if (js) json_object_set_new(js, "with_lore", o->tok ? json_integer((json_int_t)st->with_lore) : json_null());
         char *s = json_dumps(js, JSON_INDENT(2));
         char p[4096];
         snprintf(p, sizeof p, "%s/stats.json", o->out);

@@ -13,7 +13,13 @@
  *     conversation stays in its split when others are added;
  *   - the system turn is the persona policy's (sheet.h) with the scene from
  *     meta.asker and meta.location; a conversation that brings its own
- *     system turn keeps it.
+ *     system turn keeps it;
+ *   - with a tokenizer, the lorebook block lemonpc_say would put before the
+ *     last user line (memory/recall.h: the character's and the world's
+ *     entries whose keys that line or the four turns before it bring up)
+ *     goes there as a system turn, so the model learns from the context a
+ *     game gives it. Earlier user lines get none: the runtime does not keep
+ *     a block once its reply is made.
  *
  * Writes OUT/train.jsonl, OUT/val.jsonl, OUT/test.jsonl, OUT/rejected.jsonl,
  * OUT/test_questions.jsonl (the test split as eval questions: the last user
@@ -27,6 +33,7 @@
 
 struct lm_character;
 struct lm_world;
+struct lm_tokenizer;
 
 typedef struct lm_assemble_opts {
     const char *const *files;   /* curated JSONL files, in order */
@@ -37,10 +44,12 @@ typedef struct lm_assemble_opts {
     uint64_t seed;
     int test_pct, val_pct;      /* 10, 10 */
     const char *out;            /* folder (created) */
+    const struct lm_tokenizer *tok; /* the model's, for the lorebook block; NULL: no block */
 } lm_assemble_opts;
 
 typedef struct lm_assemble_stats {
     size_t read, rejected, duplicates, train, val, test, multi_turn;
+    size_t with_lore;           /* kept conversations given a lorebook block */
     size_t per_kind[4];         /* in-world, off-topic, protective, adversarial (kept) */
 } lm_assemble_stats;
 

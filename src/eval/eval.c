@@ -20,6 +20,7 @@
 #include "eval/judge.h"
 #include "eval/metrics.h"
 #include "eval/report.h"
+#include "memory/recall.h"
 #include "runtime/generate.h"
 #include "sheet/sheet.h"
 #include "train/jsonl.h"
@@ -63,6 +64,8 @@ static json_t *settings_json(const lm_eval_opts *o) {
                           o->adapter, "character", o->character, "persona",
                           lm_persona_mode_name((lm_persona_mode)o->persona), "max_tokens",
                           o->max_tokens, "sample", o->sample);
+    /* only when off: journals written before the block existed resume */
+    if (o->no_lore) json_object_set_new(s, "lore", json_false());
     json_object_set_new(s, "files", json_pack("{s:o, s:o, s:o}", "model", file_stamp(o->model),
                                               "adapter", file_stamp(o->adapter), "character",
                                               file_stamp(o->character)));
@@ -78,11 +81,12 @@ static json_t *settings_json(const lm_eval_opts *o) {
 }
 
 /* The messages of one question: system (persona policy + scene), history,
- * the question. Strings borrowed from q and sys. */
-static lm_chat_msg *question_msgs(json_t *q, const char *sys, size_t *n) {
+ * the lorebook block (or NULL) as a system turn, the question, as
+ * lemonpc_say renders them. Strings borrowed from q, sys and lore. */
+static lm_chat_msg *question_msgs(json_t *q, const char *sys, const char *lore, size_t *n) {
     json_t *h = json_object_get(q, "history");
     size_t nh = json_array_size(h);
-    lm_chat_msg *m = calloc(nh + 2, sizeof *m);
+    lm_chat_msg *m = calloc(nh + 3, sizeof *m);
     if (!m) return NULL;
     size_t k = 0;
     if (sys) m[k++] = (lm_chat_msg){"system", sys};
@@ -90,9 +94,26 @@ static lm_chat_msg *question_msgs(json_t *q, const char *sys, size_t *n) {
         json_t *e = json_array_get(h, i);
         m[k++] = (lm_chat_msg){str_field(e, "role"), str_field(e, "content")};
     }
+    if (lore) m[k++] = (lm_chat_msg){"system", lore};
     m[k++] = (lm_chat_msg){"user", str_field(q, "question")};
     *n = k;
     return m;
+}
+
+/* The lorebook block for a question (*out NULL: none applies). */
+static int question_lore(json_t *q, const lm_character *c, const lm_world *w, const lm_tokenizer *t,
+                         char **out, lm_err *err) {
+    *out = NULL;
+    if (!c && !w) return 0;
+    json_t *h = json_object_get(q, "history");
+    size_t nh = json_array_size(h);
+    const char **turns = malloc((nh + 1) * sizeof *turns);
+    if (!turns) return lm_errf(err, "out of memory");
+    for (size_t i = 0; i < nh; i++) turns[i] = str_field(json_array_get(h, i), "content") ?: "";
+    int rc = lm_recall_lore(c ? &c->lore : NULL, w ? &w->lore : NULL, t, turns, nh,
+                            str_field(q, "question") ?: "", out, err);
+    free(turns);
+    return rc;
 }
 
 static const char *stop_name(const lm_gen_info *in) {
@@ -381,8 +402,14 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
         lm_scene sc = {str_field(q, "asker"), str_field(q, "location")};
         char *sys = c ? lm_persona_system(c, w, (lm_persona_mode)o->persona, &sc, err) : NULL;
         if (!sys && err->msg[0]) { free(id); goto done; }
+        char *lore = NULL;
+        if (!o->no_lore && question_lore(q, c, w, lm_generator_tokenizer(g), &lore, err)) {
+            free(sys);
+            free(id);
+            goto done;
+        }
         size_t nm;
-        lm_chat_msg *msgs = question_msgs(q, sys, &nm);
+        lm_chat_msg *msgs = question_msgs(q, sys, lore, &nm);
         char *reply = NULL;
         lm_gen_info info;
         int gr = msgs ? lm_generate_chat(g, msgs, nm, &gp, &reply, &info, err)
@@ -391,6 +418,7 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
         free(sys);
         if (gr) {
             lm_err_prefix(err, "%s: question %s", o->questions, id);
+            free(lore);
             free(id);
             goto done;
         }
@@ -402,6 +430,9 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
         a = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:o}", "id", id, "category", cat,
                       "question", str_field(q, "question"), "answer", reply, "stop",
                       stop_name(&info), "tokens", info.n_gen, "flags", flags_json(&f));
+        /* what the lorebook put before the question, for a reader of the answers */
+        if (a && lore) json_object_set_new(a, "lore", json_string(lore));
+        free(lore);
         free(reply);
         free(id);
         char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;

@@ -31,6 +31,9 @@ typedef struct lm_eval_opts {
     const char *adapter;     /* LoRA GGUF or NULL */
     const char *character;   /* sheet .md or NULL (no persona) */
     int persona;             /* lm_persona_mode */
+    bool no_lore;            /* without the lorebook block lemonpc_say puts before the
+                              * player's line (memory/recall.h): on by default, so the
+                              * answers are those a game gets */
     const char *questions;   /* JSONL */
     const char *refs;        /* JSONL conversations or NULL */
     const char *out;         /* folder */

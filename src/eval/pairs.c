@@ -18,6 +18,7 @@
 #include "datagen/filter.h"
 #include "eval/eval.h"
 #include "eval/metrics.h"
+#include "memory/recall.h"
 #include "runtime/generate.h"
 #include "sheet/sheet.h"
 #include "train/jsonl.h"
@@ -510,7 +511,7 @@ static json_t *file_id(const char *path) {
 }
 
 static json_t *settings_json(const lm_pairs_opts *o) {
-    return json_pack("{s:o, s:o, s:o, s:s, s:i, s:i, s:f, s:i, s:f, s:f, s:f, s:i, s:I, s:b}", "model",
+    json_t *s = json_pack("{s:o, s:o, s:o, s:s, s:i, s:i, s:f, s:i, s:f, s:f, s:f, s:i, s:I, s:b}", "model",
                      file_id(o->model), "adapter", file_id(o->adapter), "character",
                      file_id(o->character), "persona",
                      lm_persona_mode_name((lm_persona_mode)o->persona), "samples", o->samples,
@@ -518,6 +519,34 @@ static json_t *settings_json(const lm_pairs_opts *o) {
                      "top_p", (double)o->sp.top_p, "min_p", (double)o->sp.min_p, "repeat_penalty",
                      (double)o->sp.repeat_penalty, "repeat_last_n", o->sp.repeat_last_n, "seed",
                      (json_int_t)o->sp.seed, "all_turns", o->all_turns);
+    /* only when off: journals written before the block existed resume */
+    if (s && o->no_lore) json_object_set_new(s, "lore", json_false());
+    return s;
+}
+
+/* The lorebook block lemonpc_say would put before the prompt's last user
+ * turn, unless a system turn is already there (an assembled training set
+ * has it). */
+static int add_lore(const src_ctx *s, const lm_tokenizer *t, json_t *prompt, lm_err *err) {
+    size_t n = json_array_size(prompt), last = n, nt = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(str_field(json_array_get(prompt, i), "role") ?: "", "user")) last = i;
+    if (last == n || (last > 0 && !strcmp(str_field(json_array_get(prompt, last - 1), "role") ?: "", "system")))
+        return 0;
+    const char **turns = malloc((n + 1) * sizeof *turns);
+    if (!turns) return lm_errf(err, "out of memory");
+    for (size_t i = 0; i < last; i++) {
+        json_t *m = json_array_get(prompt, i);
+        if (strcmp(str_field(m, "role") ?: "", "system")) turns[nt++] = str_field(m, "content") ?: "";
+    }
+    char *block = NULL;
+    int rc = lm_recall_lore(s->c ? &s->c->lore : NULL, s->w ? &s->w->lore : NULL, t, turns, nt,
+                            str_field(json_array_get(prompt, last), "content") ?: "", &block, err);
+    free(turns);
+    if (rc == 0 && block && json_array_insert_new(prompt, last, msg("system", block)))
+        rc = lm_errf(err, "out of memory");
+    free(block);
+    return rc;
 }
 
 /* The journal's records by id. A journal made under other settings is
@@ -597,6 +626,16 @@ int lm_pairs_run(const lm_pairs_opts *o, lm_pairs_stats *st, lm_err *err) {
     for (size_t i = 0; i < o->n_questions; i++)
         if (load_questions(&sx, o->questions[i], &it, err)) goto out;
     if (o->datagen && load_datagen(&sx, o->datagen, &it, err)) goto out;
+    if (!o->no_lore && c) {
+        gguf_file *mf = gguf_open(o->model, err);
+        lm_tokenizer *tok = mf ? lm_tokenizer_load(mf, err) : NULL;
+        gguf_close(mf);
+        if (!tok) goto out;
+        int lr = 0;
+        for (size_t i = 0; lr == 0 && i < it.n; i++) lr = add_lore(&sx, tok, it.v[i].prompt, err);
+        lm_tokenizer_free(tok);
+        if (lr) goto out;
+    }
 
     /* kinds, then a seeded choice of max_prompts, processed in file order */
     todo = calloc(it.n ? it.n : 1, sizeof *todo);

@@ -69,6 +69,8 @@ typedef struct lm_pairs_opts {
     const char *adapter;               /* LoRA GGUF or NULL */
     const char *character;             /* sheet .md or NULL (no persona, name-less filters) */
     int persona;                       /* lm_persona_mode for prompts without a system turn */
+    bool no_lore;                      /* no lorebook block before a prompt's last user
+                                        * turn that has none (eval.h's no_lore) */
     const char *const *data;           /* conversation JSONL files */
     size_t n_data;
     const char *const *questions;      /* question JSONL files */

@@ -170,3 +170,16 @@ int lm_recall_block(const lm_recall *r, const lm_tokenizer *t, const char *const
     lm_sb_free(&p.b);
     return rc;
 }
+
+int lm_recall_lore(const lm_lore *ch, const lm_lore *w, const lm_tokenizer *t,
+                   const char *const *turns, size_t n_turns, const char *line, char **out,
+                   lm_err *err) {
+    const char *scan[LM_RECALL_SCAN_TURNS + 1];
+    size_t ns = 0;
+    for (size_t i = n_turns > LM_RECALL_SCAN_TURNS ? n_turns - LM_RECALL_SCAN_TURNS : 0; i < n_turns; i++)
+        scan[ns++] = turns[i];
+    scan[ns++] = line;
+    lm_recall r = {{ch, w}, NULL, NULL, LM_RECALL_LORE_BUDGET, 0, NULL, 0};
+    int n_tokens;
+    return lm_recall_block(&r, t, scan, ns, line, out, &n_tokens, err);
+}

@@ -30,6 +30,22 @@ typedef struct lm_recall {
 int lm_recall_block(const lm_recall *r, const lm_tokenizer *t, const char *const *scan,
                     size_t n_scan, const char *query, char **out, int *n_tokens, lm_err *err);
 
+/* What lemonpc_say scans for lorebook keys besides the player's line, and
+ * the block's budget when the NPC has no world memory: the lorebook block
+ * below is built with them, so that training and evaluation show the model
+ * the context a game gives it. */
+#define LM_RECALL_SCAN_TURNS 4
+#define LM_RECALL_LORE_BUDGET 256
+
+/* The lorebooks' block alone (no world memory) for the player's line after
+ * turns[0, n_turns) (the conversation's earlier texts, oldest first): what
+ * lemonpc_say puts just before that line as a system turn. ch, w: the
+ * character's and the world's lorebooks (either NULL). *out NULL when no
+ * entry applies. */
+int lm_recall_lore(const lm_lore *ch, const lm_lore *w, const lm_tokenizer *t,
+                   const char *const *turns, size_t n_turns, const char *line, char **out,
+                   lm_err *err);
+
 /* "yesterday", "3 days ago", ...: how long ago, in game hours, in words. */
 void lm_recall_when(double hours_ago, char *buf, size_t cap);
 

@@ -170,17 +170,15 @@ const char *lemonpc_conversation_memory(const lemonpc_conversation *c) {
 
 /* ---- used by lemonpc_say ------------------------------------------------ */
 
-#define SCAN_TURNS 4   /* turns (besides the new line) looked at for lorebook keys */
-
 int lm_api_recall(lemonpc_conversation *c, const char *line, char **block, lm_err *e) {
     *block = NULL;
     lemonpc_npc *n = c->npc;
     const lm_lore *lore[2] = {n->ch ? &n->ch->lore : NULL, n->w ? &n->w->lore : NULL};
     bool any_lore = (lore[0] && lore[0]->n) || (lore[1] && lore[1]->n);
     if (!any_lore && !n->world) return 0;
-    const char *scan[SCAN_TURNS + 1];
+    const char *scan[LM_RECALL_SCAN_TURNS + 1];
     size_t ns = 0;
-    for (size_t i = c->turns.n > SCAN_TURNS ? c->turns.n - SCAN_TURNS : 0; i < c->turns.n; i++)
+    for (size_t i = c->turns.n > LM_RECALL_SCAN_TURNS ? c->turns.n - LM_RECALL_SCAN_TURNS : 0; i < c->turns.n; i++)
         scan[ns++] = c->turns.m[i].content;
     scan[ns++] = line;
     /* the player's lines already in this conversation need no recalling */
@@ -190,7 +188,7 @@ int lm_api_recall(lemonpc_conversation *c, const char *line, char **block, lm_er
     for (size_t i = 0; i < c->turns.n; i++)
         if (!strcmp(c->turns.m[i].role, "user")) skip[n_skip++] = c->turns.m[i].content;
     lm_recall r = {{lore[0], lore[1]}, n->world ? n->world->db : NULL, n->wid,
-                   n->world ? n->memory_tokens : 256, 12, skip, n_skip};
+                   n->world ? n->memory_tokens : LM_RECALL_LORE_BUDGET, 12, skip, n_skip};
     int n_tokens;
     int rc = lm_recall_block(&r, n->model->tok, scan, ns, line, block, &n_tokens, e);
     free(skip);

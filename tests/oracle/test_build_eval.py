@@ -19,6 +19,64 @@ LUMINARA = ROOT / "examples" / "luminara"
 STAGES = ["check", "dataset", "train", "eval", "export"]
 
 
+def lore_entries(*sheets):
+    """(keys, secondary keys, constant, text) of each enabled `## Lore` entry of
+    the sheets, read here from the markdown (docs/SHEETS.md), not by our
+    parser. Secondary keys count only with `Selective: yes`."""
+    out = []
+    for path in sheets:
+        text = pathlib.Path(path).read_text()
+        if "\n## Lore" not in text:
+            continue
+        body = text.split("\n## Lore", 1)[1].split("\n## ", 1)[0]
+        for chunk in body.split("\n### ")[1:]:
+            head, _, rest = chunk.partition("\n")
+            keys = [k.strip() for k in head.split(",") if k.strip()]
+            first, _, after = rest.strip().partition("\n\n")
+            lines = first.splitlines()
+            flags = dict(l.split(":", 1) for l in lines if ":" in l) if after and all(
+                l.split(":")[0] in ("Secondary keys", "Enabled", "Constant", "Selective", "Insertion order",
+                                    "Comment") for l in lines) else {}
+            txt = after.strip() if flags else rest.strip()
+            flag = {k.strip(): v.strip() for k, v in flags.items()}
+            if flag.get("Enabled") == "no":
+                continue
+            sec = [k.strip() for k in flag.get("Secondary keys", "").split(",") if k.strip()]
+            out.append((keys, sec if flag.get("Selective") == "yes" else [], flag.get("Constant") == "yes", txt))
+    return out
+
+
+def mentions(key, texts):
+    import re
+    pat = re.compile(r"(?<![\w\x80-\uffff])" + re.escape(key) + r"(?![\w\x80-\uffff])", re.I)
+    return any(pat.search(t) for t in texts)
+
+
+def check_lore_blocks(conversations, entries):
+    """Each conversation has a lorebook block just before its last user turn
+    exactly when an entry's keys are in that turn or the 4 before it (and,
+    for an entry with secondary keys, one of those too); the block holds those
+    entries' texts. Returns how many have one."""
+    n = 0
+    for c in conversations:
+        ms = c["messages"]
+        last = max(i for i, m in enumerate(ms) if m["role"] == "user")
+        turns = [m["content"] for m in ms[:last] if m["role"] != "system"]
+        scan = turns[-4:] + [ms[last]["content"]]
+        want = [t for keys, sec, const, t in entries
+                if const or (any(mentions(k, scan) for k in keys) and (not sec or any(mentions(k, scan) for k in sec)))]
+        blocks = [m["content"] for m in ms if m["content"].startswith("Things you know:")]
+        if not want:
+            assert not blocks, (c["meta"], blocks)
+            continue
+        n += 1
+        assert len(blocks) == 1 and ms[last - 1]["role"] == "system", c
+        assert ms[last - 1]["content"].startswith("Things you know:\n- ")
+        for t in want:
+            assert t in ms[last - 1]["content"], (t, ms[last - 1]["content"])
+    return n
+
+
 @pytest.fixture(scope="module")
 def tiny(model_path, tmp_models):
     p = tmp_models / "tiny-build.gguf"
@@ -85,6 +143,12 @@ def test_build_all_stages(lemonpc, world, tiny, tmp_path):
     assert sys_turn["role"] == "system"
     assert sys_turn["content"].startswith("You are Orlando Marlo, of the Holy Kingdom of Luminara.")
     assert "You are talking with: " + first["meta"]["asker"] in sys_turn["content"]
+    # the lorebook block lemonpc_say gives a game's NPC, before the last user turn
+    entries = lore_entries(world / "world.md", world / "characters" / "orlando.md")
+    assert entries and doc["settings"]["lore"] is True
+    convs = [json.loads(l) for f in ["train", "val", "test"]
+             for l in (out / "data" / f"{f}.jsonl").read_text().splitlines()]
+    assert check_lore_blocks(convs, entries) == stats["with_lore"] > 0
     # export: the adapter, a merged Q8_0 model that loads, a PEFT folder
     exp = out / "export"
     assert (exp / "orlando.adapter.gguf").stat().st_size > 0
@@ -196,6 +260,11 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path):
     qs = tmp_path / "q.jsonl"
     rows = [json.loads(l) for l in (LUMINARA / "eval" / "orlando.jsonl").read_text().splitlines()]
     pick = [q for q in rows if "history" in q][:2] + [q for q in rows if "history" not in q][:3]
+    # the lorebook's keys in the question and, for the second, only in its history
+    pick += [{"id": "lore-1", "question": "Is it true the Hollow Quarter floods?", "category": "in-world"},
+             {"id": "lore-2", "question": "Why?", "history": [
+                 {"role": "user", "content": "They say a knight swears an oath at dawn."},
+                 {"role": "assistant", "content": "Two of them."}]}]
     qs.write_text("".join(json.dumps(q) + "\n" for q in pick))
     sheet = LUMINARA / "characters" / "orlando.md"
     out = tmp_path / "ev"
@@ -208,10 +277,20 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path):
     for a in ans:
         assert a["stop"] in ("eos", "max_tokens", "context", "stop_string")
         assert a["tokens"] <= 12 and isinstance(a["answer"], str) and isinstance(a["flags"], list)
+    # the lorebook block a game's lemonpc_say would give, recorded with the answer
+    entries = lore_entries(LUMINARA / "world.md", sheet)
+    for q, a in zip(pick, ans):
+        scan = [h["content"] for h in q.get("history", [])][-4:] + [q["question"]]
+        want = [t for keys, sec, const, t in entries if const or (
+            any(mentions(k, scan) for k in keys) and (not sec or any(mentions(k, scan) for k in sec)))]
+        assert ("lore" in a) == bool(want), (q, a.get("lore"))
+        for t in want:
+            assert t in a["lore"]
+    assert "Hollow Quarter" in ans[5]["lore"] and "oath" in ans[6]["lore"]
     rep = json.loads((out / "report.json").read_text())
     m = rep["metrics"]
-    assert rep["label"] == "tiny" and m["n"] == 5
-    assert m["eos_rate"] == sum(a["stop"] == "eos" for a in ans) / 5
+    assert rep["label"] == "tiny" and m["n"] == 7
+    assert m["eos_rate"] == sum(a["stop"] == "eos" for a in ans) / 7
     for k, v in m.items():
         if k.endswith("_rate"):
             assert 0 <= v <= 1, k
@@ -224,6 +303,12 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path):
     assert subprocess.run(cmd2, capture_output=True).returncode == 0
     assert [json.loads(l)["answer"] for l in (out2 / "answers.jsonl").read_text().splitlines()] == \
         [a["answer"] for a in ans]
+    # --no-lore: no block
+    out3 = tmp_path / "ev3"
+    cmd3 = cmd[:]
+    cmd3[cmd3.index(str(out))] = str(out3)
+    assert subprocess.run(cmd3 + ["--no-lore"], capture_output=True).returncode == 0
+    assert not any("lore" in json.loads(l) for l in (out3 / "answers.jsonl").read_text().splitlines())
     # resume: a torn answers file keeps its whole lines and answers the rest
     lines = (out / "answers.jsonl").read_text().splitlines()
     (out / "answers.jsonl").write_text(lines[0] + "\n" + lines[1][:20])
