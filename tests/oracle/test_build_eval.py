@@ -2,8 +2,10 @@
 real tokenizer, 2 layers): every stage's output, a rerun that redoes
 nothing, a SIGKILL in each stage followed by a rerun that keeps the stages
 finished before the kill, and eval's answers, report and comparison."""
+import functools
 import json
 import os
+import re
 import pathlib
 import shutil
 import signal
@@ -46,17 +48,36 @@ def lore_entries(*sheets):
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def key_pattern(key):
+    """A key as a whole word, any case (ASCII), as the runtime looks for it."""
+    return re.compile(r"(?<![0-9A-Za-z\x80-\U0010ffff])" + re.escape(key.strip()) +
+                      r"(?![0-9A-Za-z\x80-\U0010ffff])", re.I | re.A)
+
+
 def mentions(key, texts):
-    import re
-    pat = re.compile(r"(?<![\w\x80-\uffff])" + re.escape(key) + r"(?![\w\x80-\uffff])", re.I)
-    return any(pat.search(t) for t in texts)
+    return any(key_pattern(key).search(t) for t in texts)
 
 
-def check_lore_blocks(conversations, entries):
+def check_block(block, want, ntok):
+    """A lorebook block holds the texts of the entries that apply, except ones
+    that did not fit the 256-token budget (counted here by llama.cpp's
+    tokenizer, ntok): an entry left out must not fit beside what the block
+    holds."""
+    assert block.startswith("Things you know:\n- "), block
+    lines = block.split("\n")[1:]
+    assert all(l.startswith("- ") and l[2:] in want for l in lines), (lines, want)
+    assert ntok(block) <= 256 + 2
+    for t in want:
+        if "- " + t not in lines:
+            assert ntok(block) + ntok("- " + t + "\n") > 256 - 2, (t, block)
+
+
+def check_lore_blocks(conversations, entries, ntok):
     """Each conversation has a lorebook block just before its last user turn
     exactly when an entry's keys are in that turn or the 4 before it (and,
-    for an entry with secondary keys, one of those too); the block holds those
-    entries' texts. Returns how many have one."""
+    for an entry with secondary keys, one of those too). Returns how many
+    have one."""
     n = 0
     for c in conversations:
         ms = c["messages"]
@@ -71,10 +92,14 @@ def check_lore_blocks(conversations, entries):
             continue
         n += 1
         assert len(blocks) == 1 and ms[last - 1]["role"] == "system", c
-        assert ms[last - 1]["content"].startswith("Things you know:\n- ")
-        for t in want:
-            assert t in ms[last - 1]["content"], (t, ms[last - 1]["content"])
+        check_block(ms[last - 1]["content"], want, ntok)
     return n
+
+
+def tokens_counter(model_path):
+    import llama_cpp
+    vocab = llama_cpp.Llama(str(model_path), vocab_only=True, verbose=False)
+    return lambda text: len(vocab.tokenize(text.encode(), add_bos=False, special=False))
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +146,7 @@ def stages(out):
     return json.loads((out / "build.json").read_text())["stages"]
 
 
-def test_build_all_stages(lemonpc, world, tiny, tmp_path):
+def test_build_all_stages(lemonpc, world, tiny, tmp_path, model_path):
     out = tmp_path / "npc"
     r = run_build(lemonpc, world, out, tiny)
     st = stages(out)
@@ -148,7 +173,7 @@ def test_build_all_stages(lemonpc, world, tiny, tmp_path):
     assert entries and doc["settings"]["lore"] is True
     convs = [json.loads(l) for f in ["train", "val", "test"]
              for l in (out / "data" / f"{f}.jsonl").read_text().splitlines()]
-    assert check_lore_blocks(convs, entries) == stats["with_lore"] > 0
+    assert check_lore_blocks(convs, entries, tokens_counter(model_path)) == stats["with_lore"] > 0
     # export: the adapter, a merged Q8_0 model that loads, a PEFT folder
     exp = out / "export"
     assert (exp / "orlando.adapter.gguf").stat().st_size > 0
@@ -256,7 +281,7 @@ def test_build_resumes_after_sigkill(lemonpc, world, tiny, tmp_path, victim):
         assert "resuming the killed run" in r.stderr, r.stderr
 
 
-def test_eval_end_to_end(lemonpc, tiny, tmp_path):
+def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
     qs = tmp_path / "q.jsonl"
     rows = [json.loads(l) for l in (LUMINARA / "eval" / "orlando.jsonl").read_text().splitlines()]
     pick = [q for q in rows if "history" in q][:2] + [q for q in rows if "history" not in q][:3]
@@ -279,13 +304,14 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path):
         assert a["tokens"] <= 12 and isinstance(a["answer"], str) and isinstance(a["flags"], list)
     # the lorebook block a game's lemonpc_say would give, recorded with the answer
     entries = lore_entries(LUMINARA / "world.md", sheet)
+    ntok = tokens_counter(model_path)
     for q, a in zip(pick, ans):
         scan = [h["content"] for h in q.get("history", [])][-4:] + [q["question"]]
         want = [t for keys, sec, const, t in entries if const or (
             any(mentions(k, scan) for k in keys) and (not sec or any(mentions(k, scan) for k in sec)))]
         assert ("lore" in a) == bool(want), (q, a.get("lore"))
-        for t in want:
-            assert t in a["lore"]
+        if want:
+            check_block(a["lore"], want, ntok)
     assert "Hollow Quarter" in ans[5]["lore"] and "oath" in ans[6]["lore"]
     rep = json.loads((out / "report.json").read_text())
     m = rep["metrics"]
