@@ -88,7 +88,8 @@ static void usage(FILE *out) {
             "                     (RPO; default 0): holds the replies DPO prefers likely\n"
             "  --dpo-epochs N     default 1\n"
             "  --dpo-lr X         default 5e-5 (LoRA), 1e-6 (full)\n"
-            "  --dpo-seq N        tokens per side (default 384: a pair's rows are padded to it,\n"
+            "  --dpo-seq N        tokens per side (default 512, room for the lorebook block's 256;\n"
+            "                     a pair's rows are padded to it,\n"
             "                     longer sides are cut)\n"
             "  --no-eval          skip the eval stage\n"
             "  -h, --help         this help\n"
@@ -810,7 +811,7 @@ int cmd_build(int argc, char **argv) {
      * faster and needs twice the memory: --batch 4 --grad-accum 1). */
     build_opts o = {.persona = LM_PERSONA_SHORT, .rank = 16, .epochs = 3, .batch = 1, .seq = 512,
                     .accum = 4, .seed = 42, .dpo_samples = 2, .dpo_beta = 0.1, .dpo_epochs = 1,
-                    .dpo_seq = 384};
+                    .dpo_seq = 512};
     o.extra = calloc((size_t)argc, sizeof *o.extra);
     if (!o.extra) return 1;
     int p = parse(argc, argv, &o);

@@ -72,7 +72,12 @@ def test_pairs_from_own_samples(lemonpc, tiny, tmp_path):
         assert p["prompt"][0]["role"] == "system"
         assert p["prompt"][0]["content"].startswith("You are Orlando Marlo")
         assert "You are talking with: " + c["meta"]["asker"] in p["prompt"][0]["content"]
-        assert p["prompt"][1:] == msgs[:last_user + 1]
+        # with the lorebook block a game would give before the last user turn, when one applies
+        body = p["prompt"][1:]
+        if len(body) > 1 and body[-2]["role"] == "system":
+            assert body[-2]["content"].startswith("Things you know:\n- ")
+            body = body[:-2] + body[-1:]
+        assert body == msgs[:last_user + 1]
         samples = recs[p["meta"]["id"]]["samples"]
         assert len(samples) == 2
         rej = p["rejected"][0]["content"]
@@ -286,7 +291,7 @@ def test_build_dpo(lemonpc, world, tiny, tmp_path):
     out = tmp_path / "npc"
     cmd = [str(lemonpc), "build", str(world), "--character", "orlando", "--out", str(out), "--model",
            str(tiny), "--epochs", "1", "--batch", "2", "--seq", "256", "--threads", "2", "--dpo",
-           "--dpo-samples", "2", "--dpo-max-prompts", "10", "--dpo-seq", "256"]
+           "--dpo-samples", "2", "--dpo-max-prompts", "10", "--dpo-seq", "512"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     doc = json.loads((out / "build.json").read_text())
@@ -294,7 +299,7 @@ def test_build_dpo(lemonpc, world, tiny, tmp_path):
     for s in ["check", "dataset", "train", "pairs", "dpo", "eval", "export"]:
         assert st[s]["done"], s
     assert "[build 4/7] pairs" in r.stderr and "[build 5/7] dpo" in r.stderr, r.stderr
-    assert doc["settings"]["dpo"]["samples"] == 2 and doc["settings"]["dpo"]["seq"] == 256
+    assert doc["settings"]["dpo"]["samples"] == 2 and doc["settings"]["dpo"]["seq"] == 512
     assert doc["settings"]["dpo"]["pairs"] == "self-play"
     ps = read_jsonl(out / "dpo" / "pairs.jsonl")
     assert 0 < len(ps) <= 10
