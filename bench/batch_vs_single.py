@@ -34,14 +34,19 @@ def main():
     ap.add_argument("--kv", default="f16", choices=["f16", "f32"])
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
+    # logits_all: without it llama-cpp-python (0.3.x) keeps no logits at all in
+    # llm.scores (Llama.eval skips the copy), and the rows read below were zeros:
+    # the first version of this script compared zeros with zeros and found
+    # llama.cpp "identical" at every prefix.
     llm = Llama(model_path=a.model, n_ctx=2048, n_batch=512, n_threads=a.threads, verbose=False,
-                type_k=1 if a.kv == "f16" else 0, type_v=1 if a.kv == "f16" else 0)
+                logits_all=True, type_k=1 if a.kv == "f16" else 0, type_v=1 if a.kv == "f16" else 0)
     toks = llm.tokenize(pathlib.Path(a.text).read_text().encode(), add_bos=False)[:600]
     cuts = list(range(60, len(toks), 13))
     theirs = []
     for n in cuts:
         llm.reset(); llm.eval(toks[:n]); x = np.array(llm.scores[llm.n_tokens - 1], np.float64)
         llm.reset(); llm.eval(toks[:n - 1]); llm.eval(toks[n - 1:n]); y = np.array(llm.scores[llm.n_tokens - 1], np.float64)
+        assert x.any() and y.any(), "llama.cpp returned no logits (all zeros)"
         theirs.append((n, float(np.abs(x - y).max()), int(x.argmax() != y.argmax())))
     summary(f"llama.cpp {a.kv} cache", theirs)
     tool = ROOT / "build/tools/lm_logits"
