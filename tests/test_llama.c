@@ -387,6 +387,76 @@ static void test_batch_equals_decode(void **state) {
     check_batch_vs_decode(LM_Q4_0, 2);
 }
 
+static lm_ctx *ctx_kv(lm_model *mod, int n_ctx, lm_pool *pool, lm_dtype kv) {
+    lm_err err = {0};
+    lm_ctx *c = lm_ctx_new_kv(mod, n_ctx, pool, kv, &err);
+    if (!c) fail_msg("lm_ctx_new_kv(%s): %s", lm_dtype_name(kv), err.msg);
+    return c;
+}
+
+/* How a prompt is cut into batches does not change its last logits, as
+ * long as no batch is a lone token: n tokens as one batch (crossing the
+ * internal 128-token chunk), as 7 + 5 + the rest, as 2 + 3 + the rest,
+ * give the same bits, with either cache type and any weight type. A lone
+ * last token ((n-1) + 1) takes llama.cpp's other orders in the SIMD sets'
+ * attention (lm_attn_heads' single: vec_dot where a batch has tinyBLAS;
+ * llama.cpp's last-token logits differ the same way, docs/RUNTIME.md
+ * "Determinism"); the scalar set has one order and gives the same bits
+ * then too, the others agree closely. */
+static void check_chunks_same_logits(lm_dtype wtype, lm_dtype kv, int threads) {
+    spec s = base_spec();
+    s.wtype = wtype;
+    tiny *m = tiny_write(s);
+    lm_model *mod = load_ok(m);
+    lm_err err = {0};
+    lm_pool *pool = lm_pool_new(threads, &err);
+    assert_non_null(pool);
+    enum { N = 150 };
+    const int V = s.n_vocab;
+    int32_t tok[N];
+    make_tokens(tok, N, V);
+    static const int cuts[][4] = {{N}, {7, 12, N}, {2, 5, N}, {N - 1, N}};
+    float *want = malloc(sizeof(float) * V), *got = malloc(sizeof(float) * V);
+    for (size_t w = 0; w < sizeof cuts / sizeof cuts[0]; w++) {
+        lm_ctx *c = ctx_kv(mod, 200, pool, kv);
+        float *out = w ? got : want;
+        for (int i = 0, at = 0; at < N; at = cuts[w][i++])
+            if (cuts[w][i] > at)
+                assert_int_equal(lm_eval(c, tok + at, cuts[w][i] - at, LM_LOGITS_LAST, out, &err),
+                                 0);
+        lm_ctx_free(c);
+        if (!w) continue;
+        int lone = cuts[w][0] == N - 1;
+        if (!lone || !strcmp(lm_kernels_name(), "scalar")) {
+            for (int i = 0; i < V; i++)
+                if (memcmp(&want[i], &got[i], sizeof(float)))
+                    fail_msg("%s weights, %s cache, %s kernels, cut %d+%d+...: logit %d is %.9g, "
+                             "%.9g as one batch", lm_dtype_name(wtype), lm_dtype_name(kv),
+                             lm_kernels_name(), cuts[w][0], cuts[w][1] - cuts[w][0], i,
+                             (double)got[i], (double)want[i]);
+            continue;
+        }
+        for (int i = 0; i < V; i++)
+            if (!(fabsf(got[i] - want[i]) <= 2e-3f * (1.0f + fabsf(want[i]))))
+                fail_msg("%s weights, %s cache: a lone last token's logit %d is %g, %g in the batch",
+                         lm_dtype_name(wtype), lm_dtype_name(kv), i, (double)got[i],
+                         (double)want[i]);
+    }
+    free(want); free(got);
+    lm_pool_free(pool);
+    lm_model_free(mod);
+    tiny_free(m);
+}
+
+static void test_chunks_same_logits(void **state) {
+    (void)state;
+    const lm_dtype wt[] = {LM_Q4_1, LM_Q8_0, LM_Q4_0, LM_F32, LM_F16};
+    for (size_t i = 0; i < sizeof wt / sizeof wt[0]; i++) {
+        check_chunks_same_logits(wt[i], LM_F16, 1 + (int)(i % 2));
+        check_chunks_same_logits(wt[i], LM_F32, 2 - (int)(i % 2));
+    }
+}
+
 /* Q4_0 matrices with a multiple of 8 rows are repacked at load (a tied
  * output too, the embedding lookup then reading the copy): the logits are
  * those of the weights used in place (LEMONPC_REPACK=0), bit for bit with
@@ -714,12 +784,6 @@ static void test_trim_keeps_logits(void **state) {
 
 /* ---- the f16 KV cache -------------------------------------------------- */
 
-static lm_ctx *ctx_kv(lm_model *mod, int n_ctx, lm_pool *pool, lm_dtype kv) {
-    lm_err err = {0};
-    lm_ctx *c = lm_ctx_new_kv(mod, n_ctx, pool, kv, &err);
-    if (!c) fail_msg("lm_ctx_new_kv(%s): %s", lm_dtype_name(kv), err.msg);
-    return c;
-}
 
 static double worst_rel(const float *got, const double *want, size_t n) {
     double worst = 0;
@@ -979,6 +1043,8 @@ int main(void) {
          * test_batch_equals_decode's F16 bound holds for the weights it
          * gets now, not for every draw */
         cmocka_unit_test(test_config_unsupported),
+        /* after it, for the same reason: draws no weights before the others */
+        cmocka_unit_test(test_chunks_same_logits),
     };
     return cmocka_run_group_tests_name("llama", tests, NULL, NULL);
 }
