@@ -25,12 +25,24 @@ sheet=examples/luminara/characters/orlando.md
 q=examples/luminara/eval/orlando.jsonl
 t0=$(date +%s)
 
-$lp build examples/luminara --character orlando --model "$model" --out "$out/lora" --epochs 2 \
-    --seq 384
-# The shipped adapter was built from the 959 conversations as they were at ae3d2e7; the
-# folder now holds 1109 (lore.jsonl, reworded ignorance), whose build dodges less in-world
-# but leaks more of our world (report/v3-1109, report/README.md): this copy replaces the
-# shipped adapter with that one.
+# The shipped adapter (examples/luminara/npc/, report/README.md) was built from the 959
+# conversations as they were at ae3d2e7, before lore.jsonl and the reworded ignorance (whose
+# builds dodge less in-world but leak more of our world: report/v3-1109, v4-full, v5-lore), without
+# the lorebook block, on rows of 384: that data is taken from git and built the same way, so
+# this rebuilds the shipped adapter rather than replacing it with another one.
+snap="$out/data-959"
+if [ ! -f "$snap/values.jsonl" ]; then
+    git rev-parse -q --verify ae3d2e7^{commit} > /dev/null || {
+        echo "orlando.sh: needs the repository's history (commit ae3d2e7) for the shipped adapter's data" >&2
+        exit 1
+    }
+    rm -rf "$snap" && mkdir -p "$snap"
+    for f in adversarial commons court knowledge protective smalltalk values; do
+        git show "ae3d2e7:examples/luminara/data/orlando/$f.jsonl" > "$snap/$f.jsonl"
+    done
+fi
+$lp build examples/luminara --character orlando --model "$model" --out "$out/lora" --data "$snap" \
+    --epochs 2 --seq 384 --no-lore
 cp "$out/lora/export/orlando.adapter.gguf" examples/luminara/npc/orlando.adapter.gguf
 if [ "${ONLY:-}" = lora ]; then
     echo "rebuilt examples/luminara/npc/orlando.adapter.gguf in $(( $(date +%s) - t0 )) s"
