@@ -288,7 +288,7 @@ int lm_runner_scan_mem(const char *name, const char *data, size_t len, char ***i
     lm_jsonl *in = lm_jsonl_open_mem(name, data, len, err);
     if (!in) return -1;
     char **ids = NULL;
-    size_t n = 0, cap = 0, at = 0;   /* at: the end of the last whole line */
+    size_t n = 0, cap = 0;
     int rc = 0, got;
     json_t *o;
     while ((got = lm_jsonl_next(in, &o, err)) != LM_JSONL_END) {
@@ -316,15 +316,17 @@ int lm_runner_scan_mem(const char *name, const char *data, size_t len, char ***i
         }
         if (!(ids[n] = strdup(json_string_value(id)))) { rc = lm_errf(err, "out of memory"); break; }
         n++;
-        at = lm_jsonl_offset(in);
     }
     lm_jsonl_close(in);
     if (rc) {
         free_ids(ids, n);
         return -1;
     }
-    /* what follows the last whole line, unless it is whole blank lines */
-    if (len && data[len - 1] != '\n') *torn_bytes = len - at;
+    /* what follows the last line end (blank lines before it are whole) */
+    if (len && data[len - 1] != '\n') {
+        const char *nl = memrchr(data, '\n', len);
+        *torn_bytes = nl ? len - (size_t)(nl - data) - 1 : len;
+    }
     *ids_out = ids;
     *n_out = n;
     return 0;
