@@ -89,8 +89,7 @@ static void usage(FILE *out) {
             "  --dpo-epochs N     default 1\n"
             "  --dpo-lr X         default 5e-5 (LoRA), 1e-6 (full)\n"
             "  --dpo-seq N        tokens per side (default 512, room for the lorebook block's 256;\n"
-            "                     a pair's rows are padded to it,\n"
-            "                     longer sides are cut)\n"
+            "                     a pair's rows are padded to it, longer sides are cut)\n"
             "  --no-eval          skip the eval stage\n"
             "  -h, --help         this help\n"
             "Exit status: 0 ok, 1 error, 2 usage.\n");
