@@ -101,30 +101,32 @@ enum { O_TRAIN, O_VAL, O_TEST, O_REJ, O_TQ };
 static const char *const OUT_NAMES[5] = {"train.jsonl", "val.jsonl", "test.jsonl", "rejected.jsonl",
                                          "test_questions.jsonl"};
 
-/* The lorebook block before the last user turn of msgs, as lemonpc_say
- * renders it: 1 when one was added, 0 when no entry applies, -1 on error. */
-static int add_lore(json_t *msgs, const lm_character *c, const lm_world *w, const lm_tokenizer *t,
-                    lm_err *err) {
+int lm_assemble_add_lore(json_t *msgs, const lm_character *c, const lm_world *w,
+                         const lm_tokenizer *t, lm_err *err) {
     size_t n = json_array_size(msgs), last = n;
     for (size_t i = 0; i < n; i++)
-        if (!strcmp(sfield(json_array_get(msgs, i), "role"), "user")) last = i;
+        if (!strcmp(sfield(json_array_get(msgs, i), "role") ?: "", "user")) last = i;
     if (last == n) return 0;
+    json_t *prev = last ? json_array_get(msgs, last - 1) : NULL;
+    if (prev && !strcmp(sfield(prev, "role") ?: "", "system") &&
+        !strncmp(sfield(prev, "content") ?: "", LM_RECALL_HEADING, strlen(LM_RECALL_HEADING)))
+        return 0;
     const char **turns = malloc((n + 1) * sizeof *turns);
-    if (!turns) { lm_errf(err, "out of memory"); return -1; }
+    if (!turns) return lm_errf(err, "out of memory");
     size_t nt = 0;
     for (size_t i = 0; i < last; i++) {
         json_t *m = json_array_get(msgs, i);
-        if (strcmp(sfield(m, "role"), "system")) turns[nt++] = sfield(m, "content");
+        if (strcmp(sfield(m, "role") ?: "", "system")) turns[nt++] = sfield(m, "content") ?: "";
     }
     char *block = NULL;
     int rc = lm_recall_lore(c ? &c->lore : NULL, w ? &w->lore : NULL, t, turns, nt,
-                            sfield(json_array_get(msgs, last), "content"), &block, err);
+                            sfield(json_array_get(msgs, last), "content") ?: "", &block, err);
     free(turns);
     if (rc) return -1;
     if (!block) return 0;
     rc = json_array_insert_new(msgs, last, json_pack("{s:s, s:s}", "role", "system", "content", block));
     free(block);
-    if (rc) { lm_errf(err, "out of memory"); return -1; }
+    if (rc) return lm_errf(err, "out of memory");
     return 1;
 }
 
@@ -220,7 +222,7 @@ static int take_file(const char *path, bool curated, const lm_assemble_opts *o,
             free(sys);
         }
         if (o->tok) {
-            int added = add_lore(msgs, c, w, o->tok, err);
+            int added = lm_assemble_add_lore(msgs, c, w, o->tok, err);
             if (added < 0) { rc = -1; break; }
             st->with_lore += (size_t)added;
         }

@@ -29,6 +29,8 @@
 
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "base/err.h"
 
 struct lm_character;
@@ -52,6 +54,14 @@ typedef struct lm_assemble_stats {
     size_t with_lore;           /* kept conversations given a lorebook block */
     size_t per_kind[4];         /* in-world, off-topic, protective, adversarial (kept) */
 } lm_assemble_stats;
+
+/* The lorebook block lemonpc_say would put before the last user turn of
+ * msgs (a JSON array of {"role", "content"}), inserted there as a system
+ * turn, unless a block is already right before that turn. 1 when one was
+ * added, 0 when none applies or one is there, -1 on error (err set).
+ * Earlier system turns (the persona) are not scanned for keys. */
+int lm_assemble_add_lore(json_t *msgs, const struct lm_character *c, const struct lm_world *w,
+                         const struct lm_tokenizer *t, lm_err *err);
 
 int lm_assemble(const lm_assemble_opts *o, const struct lm_character *c, const struct lm_world *w,
                 lm_assemble_stats *st, lm_err *err);

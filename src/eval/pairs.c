@@ -15,10 +15,10 @@
 #include "base/fileio.h"
 #include "base/progress.h"
 #include "base/strbuf.h"
+#include "datagen/assemble.h"
 #include "datagen/filter.h"
 #include "eval/eval.h"
 #include "eval/metrics.h"
-#include "memory/recall.h"
 #include "runtime/generate.h"
 #include "sheet/sheet.h"
 #include "train/jsonl.h"
@@ -524,31 +524,6 @@ static json_t *settings_json(const lm_pairs_opts *o) {
     return s;
 }
 
-/* The lorebook block lemonpc_say would put before the prompt's last user
- * turn, unless a system turn is already there (an assembled training set
- * has it). */
-static int add_lore(const src_ctx *s, const lm_tokenizer *t, json_t *prompt, lm_err *err) {
-    size_t n = json_array_size(prompt), last = n, nt = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(str_field(json_array_get(prompt, i), "role") ?: "", "user")) last = i;
-    if (last == n || (last > 0 && !strcmp(str_field(json_array_get(prompt, last - 1), "role") ?: "", "system")))
-        return 0;
-    const char **turns = malloc((n + 1) * sizeof *turns);
-    if (!turns) return lm_errf(err, "out of memory");
-    for (size_t i = 0; i < last; i++) {
-        json_t *m = json_array_get(prompt, i);
-        if (strcmp(str_field(m, "role") ?: "", "system")) turns[nt++] = str_field(m, "content") ?: "";
-    }
-    char *block = NULL;
-    int rc = lm_recall_lore(s->c ? &s->c->lore : NULL, s->w ? &s->w->lore : NULL, t, turns, nt,
-                            str_field(json_array_get(prompt, last), "content") ?: "", &block, err);
-    free(turns);
-    if (rc == 0 && block && json_array_insert_new(prompt, last, msg("system", block)))
-        rc = lm_errf(err, "out of memory");
-    free(block);
-    return rc;
-}
-
 /* The journal's records by id. A journal made under other settings is
  * never thrown away silently (it may hold hours of samples): unless
  * restart, that is an error naming what differs. A torn last line is
@@ -632,7 +607,7 @@ int lm_pairs_run(const lm_pairs_opts *o, lm_pairs_stats *st, lm_err *err) {
         gguf_close(mf);
         if (!tok) goto out;
         int lr = 0;
-        for (size_t i = 0; lr == 0 && i < it.n; i++) lr = add_lore(&sx, tok, it.v[i].prompt, err);
+        for (size_t i = 0; lr == 0 && i < it.n; i++) lr = lm_assemble_add_lore(it.v[i].prompt, c, w, tok, err) < 0 ? -1 : 0;
         lm_tokenizer_free(tok);
         if (lr) goto out;
     }

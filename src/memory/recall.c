@@ -125,7 +125,7 @@ int lm_recall_block(const lm_recall *r, const lm_tokenizer *t, const char *const
                     size_t n_scan, const char *query, char **out, int *n_tokens, lm_err *err) {
     *out = NULL;
     *n_tokens = 0;
-    packer p = {.t = t, .budget = r->budget, .heading = "Things you know:"};
+    packer p = {.t = t, .budget = r->budget, .heading = LM_RECALL_HEADING};
     if (r->budget <= 0) return 0;
     /* the writer's lore the conversation calls up, in insertion order */
     size_t n_all = 0;

@@ -36,6 +36,8 @@ int lm_recall_block(const lm_recall *r, const lm_tokenizer *t, const char *const
  * the context a game gives it. */
 #define LM_RECALL_SCAN_TURNS 4
 #define LM_RECALL_LORE_BUDGET 256
+/* The block's first line. */
+#define LM_RECALL_HEADING "Things you know:"
 
 /* The lorebooks' block alone (no world memory) for the player's line after
  * turns[0, n_turns) (the conversation's earlier texts, oldest first): what

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from lore_oracle import check_lore_blocks, lore_entries, tokens_counter
 from make_random_gguf import write_random_llama
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -91,6 +92,37 @@ def test_pairs_from_own_samples(lemonpc, tiny, tmp_path):
     assert d.returncode == 0, d.stderr[-3000:]
     m = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert m and m[0]["pairs"] == len(ps)
+
+
+def test_pairs_lore_blocks(lemonpc, tiny, tmp_path):
+    """Each prompt gets the lorebook block a game would give before its last
+    user turn exactly when an entry applies, worked out here from the
+    markdown: single-turn conversations (the persona is the only system turn
+    before the line), multi-turn ones, and a prompt that already has its
+    block (an assembled training set), which gets no second one."""
+    cs = convs(6, ("court", "knowledge"))
+    assembled = json.loads(json.dumps(cs[0]))
+    assembled["meta"]["id"] = "already"
+    last = max(i for i, m in enumerate(assembled["messages"]) if m["role"] == "user")
+    assembled["messages"].insert(last, {"role": "system", "content": "Things you know:\n- A line the writer put."})
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in cs + [assembled]))
+    out = tmp_path / "pairs.jsonl"
+    pairs(lemonpc, tiny, out, "--data", str(data), "--samples", "1", "--all-turns")
+    ps = read_jsonl(out)
+    mine = [p for p in ps if p["meta"]["id"].startswith("already#")]
+    ps = [p for p in ps if not p["meta"]["id"].startswith("already#")]
+    assert len(ps) == sum(m["role"] == "user" for c in cs for m in c["messages"])
+    entries = lore_entries(SHEET.parent.parent / "world.md", SHEET)
+    n = check_lore_blocks([{"messages": p["prompt"], "meta": p["meta"]} for p in ps], entries,
+                          tokens_counter(tiny))
+    assert 0 < n < len(ps), n
+    singles = [p for p in ps if sum(m["role"] == "user" for m in p["prompt"]) == 1]
+    assert any(p["prompt"][-2]["content"].startswith("Things you know:") for p in singles)
+    # the block the prompt brought is kept, alone
+    p = next(p for p in mine if p["prompt"][-1]["content"] == assembled["messages"][last + 1]["content"])
+    assert [m["content"] for m in p["prompt"] if m["content"].startswith("Things you know:")] == \
+        ["Things you know:\n- A line the writer put."]
 
 
 def test_pairs_all_turns_kinds_and_choice(lemonpc, tiny, tmp_path):
