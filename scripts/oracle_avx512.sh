@@ -15,4 +15,5 @@ if [ "$rc" = 2 ]; then
 fi
 [ "$rc" = 0 ] || exit "$rc"
 LEMONPC_KERNELS=avx512 exec "$py" -m pytest -q tests/oracle/test_logits_parity.py \
-    tests/oracle/test_trace_llamacpp.py tests/oracle/test_q4_0x8_llamacpp.py tests/oracle/test_kv_f16.py "$@"
+    tests/oracle/test_trace_llamacpp.py tests/oracle/test_q4_0x8_llamacpp.py tests/oracle/test_kv_f16.py \
+    tests/oracle/test_batch_vs_single.py "$@"
