@@ -258,12 +258,14 @@ bench-kernels: $(BUILD)/bench/bench_kernels
 # batch 8, full and LoRA); BENCH_ARGS e.g. "--threads 2 --steps 3".
 .PHONY: bench-train
 bench-train: $(BUILD)/bench/train_step $(BUILD)/lemonpc
+	@scripts/install_deps.sh --bench
 	python3 bench/bench_train.py $(BENCH_ARGS)
 
 # DPO: lemonpc train --dpo against TRL's DPOTrainer (the same pairs, token
 # ids, batch, sequence cap and threads; LoRA r16); BENCH_ARGS e.g. "--threads 2".
 .PHONY: bench-dpo
 bench-dpo: $(BUILD)/lemonpc $(BUILD)/tools/lm_sft_dump
+	@scripts/install_deps.sh --bench
 	python3 bench/bench_dpo.py $(BENCH_ARGS)
 
 # The runtime a game links (include/lemonpc.h) against llama.cpp: time to

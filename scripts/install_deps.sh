@@ -6,6 +6,9 @@
 #   scripts/install_deps.sh --demo   what `make demo` runs: a C compiler, the
 #                                    libraries lemonpc links, python3 and pip
 #                                    (scripts/fetch_model.sh)
+#   scripts/install_deps.sh --bench  the test set plus the training benchmarks'
+#                                    baseline BLAS (OpenBLAS: PyTorch on Debian's
+#                                    reference BLAS is ~9x slower, no fair baseline)
 # apt's own output (hundreds of lines) goes to a log that is shown only when
 # apt fails.
 set -euo pipefail
@@ -14,10 +17,12 @@ demo=(build-essential libpcre2-dev libsqlite3-dev libjansson-dev libpng-dev libz
 # Debian's python: the PyTorch oracle (tests/torch)
 test=(clang libclang-rt-14-dev pkg-config cmake libcmocka-dev python3-venv python3-torch
       python3-pytest python3-numpy)
+bench=(libopenblas0-openmp)
 case "${1:-}" in
     --demo) pkgs=("${demo[@]}") ;;
+    --bench) pkgs=("${demo[@]}" "${test[@]}" "${bench[@]}") ;;
     "") pkgs=("${demo[@]}" "${test[@]}") ;;
-    *) echo "usage: scripts/install_deps.sh [--demo]" >&2; exit 2 ;;
+    *) echo "usage: scripts/install_deps.sh [--demo|--bench]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do

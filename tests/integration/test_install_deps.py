@@ -57,7 +57,22 @@ def test_test_set_has_the_oracles(tmp_path):
     env, calls = stubs(tmp_path)
     r = subprocess.run([str(SCRIPT)], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert (DEMO | TEST_ONLY) <= installed(calls)
+    pkgs = installed(calls)
+    assert (DEMO | TEST_ONLY) <= pkgs
+    assert "libopenblas0-openmp" not in pkgs   # it would change the BLAS PyTorch's oracle loads
+
+
+def test_bench_set_has_the_baseline_blas(tmp_path):
+    """The training benchmarks compare with PyTorch on OpenBLAS, never on the
+    reference BLAS: `make bench-train` and `make bench-dpo` install it."""
+    env, calls = stubs(tmp_path)
+    r = subprocess.run([str(SCRIPT), "--bench"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (DEMO | TEST_ONLY | {"libopenblas0-openmp"}) <= installed(calls)
+    mk = (ROOT / "Makefile").read_text()
+    for target in ("bench-train:", "bench-dpo:"):
+        recipe = mk.split("\n" + target, 1)[1].split("\n\n", 1)[0]
+        assert "scripts/install_deps.sh --bench" in recipe, target
 
 
 def test_failing_apt_shows_its_error(tmp_path):
