@@ -133,7 +133,8 @@ typedef struct { float q[AQ], k[AK], v[AK], r[AQ]; int32_t start[AB * AT]; } att
 
 static double attn_loss(void *vc) {
     attn_case *c = vc;
-    float out[AQ], lse[AB * AT * AH], scratch[AB * AH * 2 * AT];
+    float out[AQ], lse[AB * AT * AH], scratch[AB * AHK * 3 * AHD * 16];
+    assert_true(lm_op_attn_scratch(AB, AT, AH, AHK, AHD) <= sizeof scratch / sizeof *scratch);
     lm_op_attn_fwd(NULL, out, lse, c->q, c->k, c->v, c->start, AB, AT, AH, AHK, AHD, scratch);
     return dotd(out, c->r, AQ);
 }
@@ -144,7 +145,8 @@ static void test_attention_bwd(void **state) {
     fill(c.q, AQ, 1.0f); fill(c.k, AK, 1.0f); fill(c.v, AK, 1.0f); fill(c.r, AQ, 1.0f);
     /* row 0: one sequence; row 1: segments [0, 2) and [2, 5) packed */
     for (int t = 0; t < AT; t++) { c.start[t] = 0; c.start[AT + t] = t < 2 ? 0 : 2; }
-    float out[AQ], lse[AB * AT * AH], scratch[AB * AH * 2 * AT];
+    float out[AQ], lse[AB * AT * AH], scratch[AB * AHK * 3 * AHD * 16];
+    assert_true(lm_op_attn_scratch(AB, AT, AH, AHK, AHD) <= sizeof scratch / sizeof *scratch);
     float dq[AQ], dk[AK], dv[AK], fq[AQ], fk[AK], fv[AK];
     lm_op_attn_fwd(NULL, out, lse, c.q, c.k, c.v, c.start, AB, AT, AH, AHK, AHD, scratch);
     /* position 0 attends only to itself: its output is its own v */
@@ -163,6 +165,58 @@ static void test_attention_bwd(void **state) {
     assert_true(rel(dq, fq, AQ) < FD_TOL);
     assert_true(rel(dk, fk, AK) < FD_TOL);
     assert_true(rel(dv, fv, AK) < FD_TOL);
+}
+
+/* The backward's query blocks (16 rows), a partial last block, packed
+ * segments that start inside a block and head_dim's 16-column path, against
+ * the formulas in double precision. */
+enum { GB = 2, GT = 37, GH = 6, GHK = 2, GHD = 32, GQ = GB * GT * GH * GHD, GK = GB * GT * GHK * GHD };
+
+static void test_attention_bwd_blocks(void **state) {
+    (void)state;
+    static float q[GQ], k[GK], v[GK], r[GQ], out[GQ], dq[GQ], dk[GK], dv[GK], lse[GB * GT * GH];
+    static double rq[GQ], rk[GK], rv[GK];
+    static float scratch[GB * GH * 2 * GT + GB * GHK * 3 * GHD * 16];
+    int32_t start[GB * GT];
+    assert_true(lm_op_attn_scratch(GB, GT, GH, GHK, GHD) <= sizeof scratch / sizeof *scratch);
+    fill(q, GQ, 1.0f); fill(k, GK, 1.0f); fill(v, GK, 1.0f); fill(r, GQ, 1.0f);
+    for (int t = 0; t < GT; t++) { start[t] = 0; start[GT + t] = t < 13 ? 0 : t < 30 ? 13 : 30; }
+    lm_op_attn_fwd(NULL, out, lse, q, k, v, start, GB, GT, GH, GHK, GHD, scratch);
+    lm_op_attn_bwd(NULL, dq, dk, dv, r, out, lse, q, k, v, start, GB, GT, GH, GHK, GHD, scratch);
+    memset(rq, 0, sizeof rq); memset(rk, 0, sizeof rk); memset(rv, 0, sizeof rv);
+    double scale = 1.0 / sqrt((double)GHD), p[GT];
+    for (int b = 0; b < GB; b++)
+        for (int h = 0; h < GH; h++)
+            for (int t = 0; t < GT; t++) {
+                int g = h / (GH / GHK), s0 = start[b * GT + t];
+                const float *qt = q + ((size_t)(b * GT + t) * GH + h) * GHD, *rt = r + ((size_t)(b * GT + t) * GH + h) * GHD;
+                double mx = -INFINITY, sum = 0, o[GHD] = {0}, D = 0;
+                for (int s = s0; s <= t; s++) {
+                    p[s] = scale * dotd(qt, k + ((size_t)(b * GT + s) * GHK + g) * GHD, GHD);
+                    if (p[s] > mx) mx = p[s];
+                }
+                for (int s = s0; s <= t; s++) { p[s] = exp(p[s] - mx); sum += p[s]; }
+                for (int s = s0; s <= t; s++) {
+                    p[s] /= sum;
+                    for (int i = 0; i < GHD; i++) o[i] += p[s] * v[((size_t)(b * GT + s) * GHK + g) * GHD + i];
+                }
+                for (int i = 0; i < GHD; i++) D += o[i] * rt[i];
+                for (int s = s0; s <= t; s++) {
+                    size_t ko = ((size_t)(b * GT + s) * GHK + g) * GHD;
+                    double dp = dotd(rt, v + ko, GHD), ds = p[s] * (dp - D) * scale;
+                    for (int i = 0; i < GHD; i++) {
+                        rq[((size_t)(b * GT + t) * GH + h) * GHD + i] += ds * k[ko + i];
+                        rk[ko + i] += ds * qt[i];
+                        rv[ko + i] += p[s] * rt[i];
+                    }
+                }
+            }
+    float fq[GQ], fk[GK], fv[GK];
+    for (size_t i = 0; i < GQ; i++) fq[i] = (float)rq[i];
+    for (size_t i = 0; i < GK; i++) { fk[i] = (float)rk[i]; fv[i] = (float)rv[i]; }
+    assert_true(rel(dq, fq, GQ) < 1e-5);
+    assert_true(rel(dk, fk, GK) < 1e-5);
+    assert_true(rel(dv, fv, GK) < 1e-5);
 }
 
 /* ---- swiglu ---------------------------------------------------------- */
@@ -894,6 +948,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm_bwd),
         cmocka_unit_test(test_rope_inverse_and_bwd),
         cmocka_unit_test(test_attention_bwd),
+        cmocka_unit_test(test_attention_bwd_blocks),
         cmocka_unit_test(test_swiglu_bwd),
         cmocka_unit_test(test_matmul_helpers),
         cmocka_unit_test(test_matmul_big_w),

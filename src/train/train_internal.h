@@ -44,7 +44,7 @@ struct lm_tacts {
     float *logits;              /* [loss_chunk, n_vocab] */
     float *lx, *ldx;            /* [loss_chunk, dim]: gathered rows of lnf and their grads */
     int *lrows;                 /* [loss_chunk]: which rows were gathered */
-    float *att_scratch;         /* [B * n_heads, 2 * T] */
+    float *att_scratch;         /* lm_op_attn_scratch floats */
     float *rope_cos, *rope_sin; /* [T, head_dim / 2] */
     int32_t *tpos, *tstart;     /* [N]: RoPE position; first attended position in the row */
 };

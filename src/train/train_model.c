@@ -308,7 +308,8 @@ lm_tacts *lm_tacts_new(const lm_tmodel *m, const lm_lora *lora, int B, int T,
     wmax = wmax > D ? wmax : D;
     size_t total = (size_t)(L + 1) * n * D + (size_t)L * per_layer + n * (2 * D + F) + n * D + n +
                    n * (2 * D + D + Q + 2 * K + Q + 3 * F + r + wmax) +
-                   (size_t)a->loss_chunk * ((size_t)c->n_vocab + 2 * D) + (size_t)B * H * 2 * (size_t)T +
+                   (size_t)a->loss_chunk * ((size_t)c->n_vocab + 2 * D) +
+                   lm_op_attn_scratch(B, T, (int)H, c->n_kv_heads, c->head_dim) +
                    (size_t)T * (size_t)c->head_dim;
     a->n_floats = total;
     a->buf = calloc(total, sizeof(float));
@@ -347,7 +348,7 @@ lm_tacts *lm_tacts_new(const lm_tmodel *m, const lm_lora *lora, int B, int T,
     a->logits = TAKE((size_t)a->loss_chunk * (size_t)c->n_vocab);
     a->lx = TAKE((size_t)a->loss_chunk * D);
     a->ldx = TAKE((size_t)a->loss_chunk * D);
-    a->att_scratch = TAKE((size_t)B * H * 2 * (size_t)T);
+    a->att_scratch = TAKE(lm_op_attn_scratch(B, T, (int)H, c->n_kv_heads, c->head_dim));
     a->rope_cos = TAKE((size_t)T * (size_t)(c->head_dim / 2));
     a->rope_sin = TAKE((size_t)T * (size_t)(c->head_dim / 2));
 #undef TAKE

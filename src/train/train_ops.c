@@ -103,26 +103,6 @@ static inline __attribute__((always_inline)) void haxpy(float *restrict o, float
     for (; i < n; i++) o[i] += w * v[i];
 }
 
-/* dq += ds k; dk += ds q; dv += p dout, for one (query, key) pair */
-static inline __attribute__((always_inline)) void hupd(float *restrict dq, float *restrict dk,
-                                                       float *restrict dv, const float *restrict k,
-                                                       const float *restrict q,
-                                                       const float *restrict dout, float ds,
-                                                       float p, int n) {
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) {
-            dq[i + j] += ds * k[i + j];
-            dk[i + j] += ds * q[i + j];
-            dv[i + j] += p * dout[i + j];
-        }
-    for (; i < n; i++) {
-        dq[i] += ds * k[i];
-        dk[i] += ds * q[i];
-        dv[i] += p * dout[i];
-    }
-}
-
 typedef struct attn_ctx {
     float *out, *lse, *dq, *dk, *dv;
     const float *dout, *cout, *q, *k, *v, *clse;
@@ -168,38 +148,131 @@ void lm_op_attn_fwd(lm_pool *pool, float *out, float *lse, const float *q, const
     lm_pool_run(pool, attn_fwd_task, &c, B * H);
 }
 
+/* Query rows per block of the backward. A key's dk and dv rows are read
+ * and written once per block rather than once per query, and the scores of
+ * a key against the block's queries are one vector of ATT_TB lanes (the
+ * block's q and dout held transposed), so no (query, key) pair needs a
+ * horizontal sum: the per-pair dot products of the first version made the
+ * backward a quarter of a LoRA step. */
+#define ATT_TB 16
+
+size_t lm_op_attn_scratch(int B, int T, int H, int Hkv, int hd) {
+    size_t fwd = (size_t)B * H * 2 * (size_t)T, bwd = (size_t)B * Hkv * 3 * (size_t)hd * ATT_TB;
+    return fwd > bwd ? fwd : bwd;
+}
+
+/* The backward's clones add AVX-512: each lane runs its own fma chain, so
+ * every clone with FMA gives the same bits. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute) && \
+    !defined(__SANITIZE_THREAD__)
+#if __has_attribute(target_clones)
+#define ATT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef ATT_CLONES
+#define ATT_CLONES
+#endif
+
+/* dk_s += sum_tt ds[tt] q_tt, dv_s += sum_tt p[tt] o_tt over the block's
+ * nb queries (rows of stride rs), 16 columns at a time so both stay in
+ * registers across the block. */
+static inline __attribute__((always_inline)) void kv_update(float *restrict dks, float *restrict dvs,
+                                                            const float *restrict q,
+                                                            const float *restrict o, size_t rs,
+                                                            const float *ds, const float *p, int nb,
+                                                            int hd) {
+    int i = 0;
+    for (; i + 16 <= hd; i += 16) {
+        float ak[16], av[16];
+        for (int j = 0; j < 16; j++) { ak[j] = dks[i + j]; av[j] = dvs[i + j]; }
+        for (int tt = 0; tt < nb; tt++) {
+            const float *qr = q + tt * rs + i, *orow = o + tt * rs + i;
+            for (int j = 0; j < 16; j++) {
+                ak[j] = fmaf(ds[tt], qr[j], ak[j]);
+                av[j] = fmaf(p[tt], orow[j], av[j]);
+            }
+        }
+        for (int j = 0; j < 16; j++) { dks[i + j] = ak[j]; dvs[i + j] = av[j]; }
+    }
+    for (; i < hd; i++)
+        for (int tt = 0; tt < nb; tt++) {
+            dks[i] += ds[tt] * q[tt * rs + i];
+            dvs[i] += p[tt] * o[tt * rs + i];
+        }
+}
+
 /* task = (b, kv head g): owns dk, dv of that group and dq of its q heads.
  * With P = softmax(S), dS = P * (dP - rowsum(P * dP)) and
- * rowsum(P * dP) = dout_t . out_t. */
-SIMD_CLONES static void attn_bwd_task(void *vctx, int task, int n_tasks, int thread) {
+ * rowsum(P * dP) = dout_t . out_t. Queries go in blocks of ATT_TB; each
+ * key s the block sees gives the block's scores, P, dP and dS as vectors
+ * over its queries. */
+ATT_CLONES static void attn_bwd_task(void *vctx, int task, int n_tasks, int thread) {
     const attn_ctx *c = vctx;
     int b = task / c->Hkv, g = task % c->Hkv, rep = c->H / c->Hkv;
     int T = c->T, hd = c->hd, qs = c->H * hd, ks = c->Hkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
+    /* qt, ot: the block's q and dout transposed [hd][ATT_TB]; dqt its dq */
+    float *qt = c->scratch + (size_t)task * 3 * hd * ATT_TB, *ot = qt + (size_t)hd * ATT_TB;
+    float *dqt = ot + (size_t)hd * ATT_TB;
     for (int s = 0; s < T; s++) {
         size_t ns = (size_t)b * T + s;
         memset(c->dk + ns * ks + (size_t)g * hd, 0, (size_t)hd * sizeof(float));
         memset(c->dv + ns * ks + (size_t)g * hd, 0, (size_t)hd * sizeof(float));
     }
     for (int h = g * rep; h < (g + 1) * rep; h++)
-        for (int t = 0; t < T; t++) {
-            size_t nt = (size_t)b * T + t;
-            const float *restrict qt = c->q + nt * qs + (size_t)h * hd;
-            const float *restrict dot = c->dout + nt * qs + (size_t)h * hd;
-            float lse = c->clse[nt * c->H + h];
-            float D = hdot(dot, c->cout + nt * qs + (size_t)h * hd, hd);
-            float *restrict dqt = c->dq + nt * qs + (size_t)h * hd;
-            memset(dqt, 0, (size_t)hd * sizeof(float));
-            for (int s = c->start[nt]; s <= t; s++) {
+        for (int t0 = 0; t0 < T; t0 += ATT_TB) {
+            int nb = T - t0 < ATT_TB ? T - t0 : ATT_TB, smin = t0;
+            float lse[ATT_TB], D[ATT_TB];
+            int lo[ATT_TB], hi[ATT_TB];
+            for (int tt = 0; tt < ATT_TB; tt++) {
+                size_t nt = (size_t)b * T + t0 + tt;
+                if (tt >= nb) {   /* past the row: no key is valid */
+                    for (int i = 0; i < hd; i++) qt[i * ATT_TB + tt] = ot[i * ATT_TB + tt] = 0.0f;
+                    lse[tt] = D[tt] = 0.0f, lo[tt] = 1, hi[tt] = 0;
+                    continue;
+                }
+                const float *qr = c->q + nt * qs + (size_t)h * hd, *dr = c->dout + nt * qs + (size_t)h * hd;
+                for (int i = 0; i < hd; i++) qt[i * ATT_TB + tt] = qr[i], ot[i * ATT_TB + tt] = dr[i];
+                lse[tt] = c->clse[nt * c->H + h];
+                D[tt] = hdot(dr, c->cout + nt * qs + (size_t)h * hd, hd);
+                lo[tt] = c->start[nt], hi[tt] = t0 + tt;
+                if (lo[tt] < smin) smin = lo[tt];
+            }
+            memset(dqt, 0, (size_t)hd * ATT_TB * sizeof(float));
+            const float *qb = c->q + ((size_t)b * T + t0) * qs + (size_t)h * hd;
+            const float *ob = c->dout + ((size_t)b * T + t0) * qs + (size_t)h * hd;
+            for (int s = smin; s < t0 + nb; s++) {
                 size_t ns = (size_t)b * T + s;
                 const float *restrict ksv = c->k + ns * ks + (size_t)g * hd;
                 const float *restrict vs = c->v + ns * ks + (size_t)g * hd;
-                float ps = expf(hdot(qt, ksv, hd) * scale - lse);
-                float dps = hdot(dot, vs, hd);
-                float ds = ps * (dps - D) * scale;
-                float *restrict dks = c->dk + ns * ks + (size_t)g * hd;
-                float *restrict dvs = c->dv + ns * ks + (size_t)g * hd;
-                hupd(dqt, dks, dvs, ksv, qt, dot, ds, ps, hd);
+                float sc[ATT_TB] = {0}, dp[ATT_TB] = {0}, p[ATT_TB], ds[ATT_TB];
+                for (int i = 0; i < hd; i++) {
+                    const float kv = ksv[i], vv = vs[i];
+                    const float *restrict qi = qt + i * ATT_TB, *restrict oi = ot + i * ATT_TB;
+                    for (int tt = 0; tt < ATT_TB; tt++) {
+                        sc[tt] = fmaf(qi[tt], kv, sc[tt]);
+                        dp[tt] = fmaf(oi[tt], vv, dp[tt]);
+                    }
+                }
+                int any = 0;
+                for (int tt = 0; tt < ATT_TB; tt++) {
+                    int ok = s >= lo[tt] && s <= hi[tt];
+                    p[tt] = ok ? expf(sc[tt] * scale - lse[tt]) : 0.0f;
+                    ds[tt] = p[tt] * (dp[tt] - D[tt]) * scale;
+                    any |= ok;
+                }
+                if (!any) continue;
+                for (int i = 0; i < hd; i++) {
+                    float *restrict di = dqt + i * ATT_TB;
+                    const float kv = ksv[i];
+                    for (int tt = 0; tt < ATT_TB; tt++) di[tt] = fmaf(ds[tt], kv, di[tt]);
+                }
+                kv_update(c->dk + ns * ks + (size_t)g * hd, c->dv + ns * ks + (size_t)g * hd, qb, ob,
+                          (size_t)qs, ds, p, nb, hd);
+            }
+            for (int tt = 0; tt < nb; tt++) {
+                float *dq = c->dq + ((size_t)b * T + t0 + tt) * qs + (size_t)h * hd;
+                for (int i = 0; i < hd; i++) dq[i] = dqt[i * ATT_TB + tt];
             }
         }
 }

@@ -36,8 +36,9 @@ void lm_op_rope(float *x, const float *cos_t, const float *sin_t, const int32_t 
  * score row, so backward recomputes probabilities instead of storing
  * [B, H, T, T]). Position t of a row attends to positions start[t]..t of
  * the same row (start [B*T], row-relative: 0 for one sequence per row, the
- * first position of t's segment when rows are packed). scratch: B*H*2*T
- * floats. */
+ * first position of t's segment when rows are packed). scratch:
+ * lm_op_attn_scratch floats. */
+size_t lm_op_attn_scratch(int B, int T, int H, int Hkv, int hd);
 void lm_op_attn_fwd(lm_pool *pool, float *out, float *lse, const float *q, const float *k,
                     const float *v, const int32_t *start, int B, int T, int H, int Hkv, int hd,
                     float *scratch);
