@@ -133,7 +133,7 @@ typedef struct { float q[AQ], k[AK], v[AK], r[AQ]; int32_t start[AB * AT]; } att
 
 static double attn_loss(void *vc) {
     attn_case *c = vc;
-    float out[AQ], lse[AB * AT * AH], scratch[AB * AHK * 3 * AHD * 16];
+    float out[AQ], lse[AB * AT * AH], scratch[AB * AH * 16 * (AT + AHD) + AB * AHK * 3 * AHD * 16];
     assert_true(lm_op_attn_scratch(AB, AT, AH, AHK, AHD) <= sizeof scratch / sizeof *scratch);
     lm_op_attn_fwd(NULL, out, lse, c->q, c->k, c->v, c->start, AB, AT, AH, AHK, AHD, scratch);
     return dotd(out, c->r, AQ);
@@ -145,7 +145,7 @@ static void test_attention_bwd(void **state) {
     fill(c.q, AQ, 1.0f); fill(c.k, AK, 1.0f); fill(c.v, AK, 1.0f); fill(c.r, AQ, 1.0f);
     /* row 0: one sequence; row 1: segments [0, 2) and [2, 5) packed */
     for (int t = 0; t < AT; t++) { c.start[t] = 0; c.start[AT + t] = t < 2 ? 0 : 2; }
-    float out[AQ], lse[AB * AT * AH], scratch[AB * AHK * 3 * AHD * 16];
+    float out[AQ], lse[AB * AT * AH], scratch[AB * AH * 16 * (AT + AHD) + AB * AHK * 3 * AHD * 16];
     assert_true(lm_op_attn_scratch(AB, AT, AH, AHK, AHD) <= sizeof scratch / sizeof *scratch);
     float dq[AQ], dk[AK], dv[AK], fq[AQ], fk[AK], fv[AK];
     lm_op_attn_fwd(NULL, out, lse, c.q, c.k, c.v, c.start, AB, AT, AH, AHK, AHD, scratch);
@@ -167,16 +167,17 @@ static void test_attention_bwd(void **state) {
     assert_true(rel(dv, fv, AK) < FD_TOL);
 }
 
-/* The backward's query blocks (16 rows), a partial last block, packed
- * segments that start inside a block and head_dim's 16-column path, against
- * the formulas in double precision. */
+/* The query blocks (16 rows) of the forward and the backward, a partial
+ * last block, packed segments that start inside a block and head_dim's
+ * 16-column path, against the formulas in double precision. */
 enum { GB = 2, GT = 37, GH = 6, GHK = 2, GHD = 32, GQ = GB * GT * GH * GHD, GK = GB * GT * GHK * GHD };
 
 static void test_attention_bwd_blocks(void **state) {
     (void)state;
     static float q[GQ], k[GK], v[GK], r[GQ], out[GQ], dq[GQ], dk[GK], dv[GK], lse[GB * GT * GH];
     static double rq[GQ], rk[GK], rv[GK];
-    static float scratch[GB * GH * 2 * GT + GB * GHK * 3 * GHD * 16];
+    static float ro[GQ], rlse[GB * GT * GH];
+    static float scratch[GB * GH * 16 * (GT + GHD) + GB * GHK * 3 * GHD * 16];
     int32_t start[GB * GT];
     assert_true(lm_op_attn_scratch(GB, GT, GH, GHK, GHD) <= sizeof scratch / sizeof *scratch);
     fill(q, GQ, 1.0f); fill(k, GK, 1.0f); fill(v, GK, 1.0f); fill(r, GQ, 1.0f);
@@ -200,7 +201,11 @@ static void test_attention_bwd_blocks(void **state) {
                     p[s] /= sum;
                     for (int i = 0; i < GHD; i++) o[i] += p[s] * v[((size_t)(b * GT + s) * GHK + g) * GHD + i];
                 }
-                for (int i = 0; i < GHD; i++) D += o[i] * rt[i];
+                for (int i = 0; i < GHD; i++) {
+                    D += o[i] * rt[i];
+                    ro[((size_t)(b * GT + t) * GH + h) * GHD + i] = (float)o[i];
+                }
+                rlse[(b * GT + t) * GH + h] = (float)(mx + log(sum));
                 for (int s = s0; s <= t; s++) {
                     size_t ko = ((size_t)(b * GT + s) * GHK + g) * GHD;
                     double dp = dotd(rt, v + ko, GHD), ds = p[s] * (dp - D) * scale;
@@ -214,6 +219,8 @@ static void test_attention_bwd_blocks(void **state) {
     float fq[GQ], fk[GK], fv[GK];
     for (size_t i = 0; i < GQ; i++) fq[i] = (float)rq[i];
     for (size_t i = 0; i < GK; i++) { fk[i] = (float)rk[i]; fv[i] = (float)rv[i]; }
+    assert_true(rel(out, ro, GQ) < 1e-5);
+    assert_true(rel(lse, rlse, GB * GT * GH) < 1e-5);
     assert_true(rel(dq, fq, GQ) < 1e-5);
     assert_true(rel(dk, fk, GK) < 1e-5);
     assert_true(rel(dv, fv, GK) < 1e-5);

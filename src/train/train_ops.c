@@ -93,16 +93,6 @@ void lm_op_rope(float *x, const float *cos_t, const float *sin_t, const int32_t 
         }
 }
 
-/* o += w v. Blocks of 8 with a fixed inner count: -O2's cheap cost model
- * vectorises those (no epilogue, no alias check needed under restrict). */
-static inline __attribute__((always_inline)) void haxpy(float *restrict o, float w,
-                                                        const float *restrict v, int n) {
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) o[i + j] += w * v[i + j];
-    for (; i < n; i++) o[i] += w * v[i];
-}
-
 typedef struct attn_ctx {
     float *out, *lse, *dq, *dk, *dv;
     const float *dout, *cout, *q, *k, *v, *clse;
@@ -111,57 +101,20 @@ typedef struct attn_ctx {
     float *scratch;
 } attn_ctx;
 
-/* task = (b, h): rows t of one head of one sequence */
-SIMD_CLONES static void attn_fwd_task(void *vctx, int task, int n_tasks, int thread) {
-    const attn_ctx *c = vctx;
-    int b = task / c->H, h = task % c->H, g = h / (c->H / c->Hkv);
-    int T = c->T, hd = c->hd, qs = c->H * hd, ks = c->Hkv * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    float *p = c->scratch + (size_t)task * 2 * T;
-    for (int t = 0; t < T; t++) {
-        size_t nt = (size_t)b * T + t;
-        const float *qt = c->q + nt * qs + (size_t)h * hd;
-        int s0 = c->start[nt];
-        float mx = -INFINITY;
-        for (int s = s0; s <= t; s++) {
-            p[s] = hdot(qt, c->k + ((size_t)b * T + s) * ks + (size_t)g * hd, hd) * scale;
-            if (p[s] > mx) mx = p[s];
-        }
-        double sum = 0;
-        for (int s = s0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
-        float inv = (float)(1.0 / sum);
-        float *restrict o = c->out + nt * qs + (size_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int s = s0; s <= t; s++) {
-            const float *restrict vs = c->v + ((size_t)b * T + s) * ks + (size_t)g * hd;
-            haxpy(o, p[s] * inv, vs, hd);
-        }
-        c->lse[nt * c->H + h] = mx + (float)log(sum);
-    }
-}
-
-void lm_op_attn_fwd(lm_pool *pool, float *out, float *lse, const float *q, const float *k,
-                    const float *v, const int32_t *start, int B, int T, int H, int Hkv, int hd,
-                    float *scratch) {
-    attn_ctx c = { .out = out, .lse = lse, .q = q, .k = k, .v = v, .start = start, .B = B, .T = T,
-                   .H = H, .Hkv = Hkv, .hd = hd, .scratch = scratch };
-    lm_pool_run(pool, attn_fwd_task, &c, B * H);
-}
-
-/* Query rows per block of the backward. A key's dk and dv rows are read
- * and written once per block rather than once per query, and the scores of
- * a key against the block's queries are one vector of ATT_TB lanes (the
- * block's q and dout held transposed), so no (query, key) pair needs a
- * horizontal sum: the per-pair dot products of the first version made the
- * backward a quarter of a LoRA step. */
+/* Query rows per block of the forward and the backward. The scores of a
+ * key against the block's queries are one vector of ATT_TB lanes (the
+ * block's q, and dout, held transposed), so no (query, key) pair needs a
+ * horizontal sum, and the backward reads and writes a key's dk and dv rows
+ * once per block rather than once per query: per-pair dot products made
+ * the backward a quarter of a LoRA step and the forward a twentieth. */
 #define ATT_TB 16
 
 size_t lm_op_attn_scratch(int B, int T, int H, int Hkv, int hd) {
-    size_t fwd = (size_t)B * H * 2 * (size_t)T, bwd = (size_t)B * Hkv * 3 * (size_t)hd * ATT_TB;
+    size_t fwd = (size_t)B * H * ATT_TB * ((size_t)T + (size_t)hd), bwd = (size_t)B * Hkv * 3 * (size_t)hd * ATT_TB;
     return fwd > bwd ? fwd : bwd;
 }
 
-/* The backward's clones add AVX-512: each lane runs its own fma chain, so
+/* These clones add AVX-512: each lane runs its own fma chain, so
  * every clone with FMA gives the same bits. */
 #if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute) && \
     !defined(__SANITIZE_THREAD__)
@@ -172,6 +125,90 @@ size_t lm_op_attn_scratch(int B, int T, int H, int Hkv, int hd) {
 #ifndef ATT_CLONES
 #define ATT_CLONES
 #endif
+
+/* task = (b, h): the rows of one head of one sequence, ATT_TB queries at
+ * a time: the block's scores against every key it sees ([key][ATT_TB]),
+ * softmax per query, then each query's output 16 columns at a time. */
+ATT_CLONES static void attn_fwd_task(void *vctx, int task, int n_tasks, int thread) {
+    const attn_ctx *c = vctx;
+    int b = task / c->H, h = task % c->H, g = h / (c->H / c->Hkv);
+    int T = c->T, hd = c->hd, qs = c->H * hd, ks = c->Hkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    /* sc [T][ATT_TB]: scores, then probabilities; qt [hd][ATT_TB]: q transposed */
+    float *sc = c->scratch + (size_t)task * ATT_TB * ((size_t)T + (size_t)hd);
+    float *qt = sc + (size_t)ATT_TB * T;
+    for (int t0 = 0; t0 < T; t0 += ATT_TB) {
+        int nb = T - t0 < ATT_TB ? T - t0 : ATT_TB, smin = t0;
+        int lo[ATT_TB], hi[ATT_TB];
+        for (int tt = 0; tt < ATT_TB; tt++) {
+            size_t nt = (size_t)b * T + t0 + tt;
+            if (tt >= nb) {   /* past the row: no key is valid */
+                for (int i = 0; i < hd; i++) qt[i * ATT_TB + tt] = 0.0f;
+                lo[tt] = 1, hi[tt] = 0;
+                continue;
+            }
+            const float *qr = c->q + nt * qs + (size_t)h * hd;
+            for (int i = 0; i < hd; i++) qt[i * ATT_TB + tt] = qr[i];
+            lo[tt] = c->start[nt], hi[tt] = t0 + tt;
+            if (lo[tt] < smin) smin = lo[tt];
+        }
+        float mx[ATT_TB];
+        for (int tt = 0; tt < ATT_TB; tt++) mx[tt] = -INFINITY;
+        for (int s = smin; s < t0 + nb; s++) {
+            const float *restrict ksv = c->k + ((size_t)b * T + s) * ks + (size_t)g * hd;
+            float acc[ATT_TB] = {0};
+            for (int i = 0; i < hd; i++) {
+                const float kv = ksv[i];
+                const float *restrict qi = qt + i * ATT_TB;
+                for (int tt = 0; tt < ATT_TB; tt++) acc[tt] = fmaf(qi[tt], kv, acc[tt]);
+            }
+            float *restrict ss = sc + (size_t)s * ATT_TB;
+            for (int tt = 0; tt < ATT_TB; tt++) {
+                ss[tt] = acc[tt] * scale;
+                if (s >= lo[tt] && s <= hi[tt] && ss[tt] > mx[tt]) mx[tt] = ss[tt];
+            }
+        }
+        double sum[ATT_TB] = {0};
+        for (int s = smin; s < t0 + nb; s++) {
+            float *restrict ss = sc + (size_t)s * ATT_TB;
+            for (int tt = 0; tt < ATT_TB; tt++) {
+                ss[tt] = s >= lo[tt] && s <= hi[tt] ? expf(ss[tt] - mx[tt]) : 0.0f;
+                sum[tt] += ss[tt];
+            }
+        }
+        for (int tt = 0; tt < nb; tt++) {
+            size_t nt = (size_t)b * T + t0 + tt;
+            float inv = (float)(1.0 / sum[tt]);
+            float *restrict o = c->out + nt * qs + (size_t)h * hd;
+            const float *vb = c->v + (size_t)g * hd;
+            int i = 0;
+            for (; i + 16 <= hd; i += 16) {
+                float acc[16] = {0};
+                for (int s = lo[tt]; s <= hi[tt]; s++) {
+                    const float w = sc[(size_t)s * ATT_TB + tt];
+                    const float *restrict vr = vb + ((size_t)b * T + s) * ks + i;
+                    for (int j = 0; j < 16; j++) acc[j] = fmaf(w, vr[j], acc[j]);
+                }
+                for (int j = 0; j < 16; j++) o[i + j] = acc[j] * inv;
+            }
+            for (; i < hd; i++) {
+                float acc = 0.0f;
+                for (int s = lo[tt]; s <= hi[tt]; s++)
+                    acc = fmaf(sc[(size_t)s * ATT_TB + tt], vb[((size_t)b * T + s) * ks + i], acc);
+                o[i] = acc * inv;
+            }
+            c->lse[nt * c->H + h] = mx[tt] + (float)log(sum[tt]);
+        }
+    }
+}
+
+void lm_op_attn_fwd(lm_pool *pool, float *out, float *lse, const float *q, const float *k,
+                    const float *v, const int32_t *start, int B, int T, int H, int Hkv, int hd,
+                    float *scratch) {
+    attn_ctx c = { .out = out, .lse = lse, .q = q, .k = k, .v = v, .start = start, .B = B, .T = T,
+                   .H = H, .Hkv = Hkv, .hd = hd, .scratch = scratch };
+    lm_pool_run(pool, attn_fwd_task, &c, B * H);
+}
 
 /* dk_s += sum_tt ds[tt] q_tt, dv_s += sum_tt p[tt] o_tt over the block's
  * nb queries (rows of stride rs), 16 columns at a time so both stay in
