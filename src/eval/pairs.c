@@ -607,7 +607,8 @@ int lm_pairs_run(const lm_pairs_opts *o, lm_pairs_stats *st, lm_err *err) {
         gguf_close(mf);
         if (!tok) goto out;
         int lr = 0;
-        for (size_t i = 0; lr == 0 && i < it.n; i++) lr = lm_assemble_add_lore(it.v[i].prompt, c, w, tok, err) < 0 ? -1 : 0;
+        for (size_t i = 0; lr == 0 && i < it.n; i++)
+            lr = lm_assemble_add_lore(it.v[i].prompt, c, w, tok, err) < 0 ? -1 : 0;
         lm_tokenizer_free(tok);
         if (lr) goto out;
     }

@@ -19,10 +19,14 @@
     !defined(__SANITIZE_THREAD__)
 #if __has_attribute(target_clones)
 #define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+/* The same with an AVX-512 copy, for loops whose every lane runs its own
+ * fma chain (attention): any clone with FMA gives the same bits. */
+#define SIMD_CLONES_V4 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
 #endif
 #ifndef SIMD_CLONES
 #define SIMD_CLONES
+#define SIMD_CLONES_V4
 #endif
 
 struct lm_tacts {

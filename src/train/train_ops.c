@@ -7,9 +7,8 @@
 
 #include "train/train_internal.h"
 
-/* Attention runs over 64-wide head vectors: an AVX2 copy of its tasks
- * (target_clones, picked at load) and an inlined dot with lm_dot's exact
- * summation order (8 lane sums, fixed tree), so the bits do not change. */
+/* An inlined dot with lm_dot's exact summation order (8 lane sums, fixed
+ * tree): the backward's rowsum(P * dP) = dout_t . out_t, one per query. */
 static inline __attribute__((always_inline)) float hdot(const float *restrict a,
                                                         const float *restrict b, int n) {
     float acc[8] = {0};
@@ -110,26 +109,15 @@ typedef struct attn_ctx {
 #define ATT_TB 16
 
 size_t lm_op_attn_scratch(int B, int T, int H, int Hkv, int hd) {
-    size_t fwd = (size_t)B * H * ATT_TB * ((size_t)T + (size_t)hd), bwd = (size_t)B * Hkv * 3 * (size_t)hd * ATT_TB;
+    size_t fwd = (size_t)B * H * ATT_TB * ((size_t)T + (size_t)hd);
+    size_t bwd = (size_t)B * Hkv * 3 * (size_t)hd * ATT_TB;
     return fwd > bwd ? fwd : bwd;
 }
-
-/* These clones add AVX-512: each lane runs its own fma chain, so
- * every clone with FMA gives the same bits. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute) && \
-    !defined(__SANITIZE_THREAD__)
-#if __has_attribute(target_clones)
-#define ATT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef ATT_CLONES
-#define ATT_CLONES
-#endif
 
 /* task = (b, h): the rows of one head of one sequence, ATT_TB queries at
  * a time: the block's scores against every key it sees ([key][ATT_TB]),
  * softmax per query, then each query's output 16 columns at a time. */
-ATT_CLONES static void attn_fwd_task(void *vctx, int task, int n_tasks, int thread) {
+SIMD_CLONES_V4 static void attn_fwd_task(void *vctx, int task, int n_tasks, int thread) {
     const attn_ctx *c = vctx;
     int b = task / c->H, h = task % c->H, g = h / (c->H / c->Hkv);
     int T = c->T, hd = c->hd, qs = c->H * hd, ks = c->Hkv * hd;
@@ -243,7 +231,7 @@ static inline __attribute__((always_inline)) void kv_update(float *restrict dks,
  * rowsum(P * dP) = dout_t . out_t. Queries go in blocks of ATT_TB; each
  * key s the block sees gives the block's scores, P, dP and dS as vectors
  * over its queries. */
-ATT_CLONES static void attn_bwd_task(void *vctx, int task, int n_tasks, int thread) {
+SIMD_CLONES_V4 static void attn_bwd_task(void *vctx, int task, int n_tasks, int thread) {
     const attn_ctx *c = vctx;
     int b = task / c->Hkv, g = task % c->Hkv, rep = c->H / c->Hkv;
     int T = c->T, hd = c->hd, qs = c->H * hd, ks = c->Hkv * hd;
