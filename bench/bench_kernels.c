@@ -17,6 +17,7 @@
 #include "tensor/dtype.h"
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
+#include "tensor/q4_0x8.h"
 
 static void noop(void *ctx, int task, int n_tasks, int thread) {
     (void)task, (void)n_tasks, (void)thread;
@@ -209,6 +210,17 @@ int main(int argc, char **argv) {
                 printf("%-7s %-5s %-12s %-11s %9.2f %8.1f %9.2f %8.1f\n", ks->name,
                        lm_dtype_name(types[ti]), shape, shapes[si].what, t1 * 1e3, fl / t1 / 1e9,
                        t2 * 1e3, fl / t2 / 1e9);
+                if (types[ti] == LM_Q4_0) {
+                    /* what the model runs: Q4_0 repacked at load (tensor/q4_0x8.h) */
+                    unsigned char *R = malloc(lm_q4x8_bytes(n, k));
+                    if (!R) return 1;
+                    lm_q4x8_repack(W, n, k, R);
+                    t1 = time_matmul(ks, pools[0], y, x, R, wb, 1, LM_Q4_0_X8, m, n, k, mt);
+                    t2 = time_matmul(ks, pools[1], y, x, R, wb, 1, LM_Q4_0_X8, m, n, k, mt);
+                    printf("%-7s %-5s %-12s %-11s %9.2f %8.1f %9.2f %8.1f\n", ks->name, "Q4_0x8", shape,
+                           shapes[si].what, t1 * 1e3, fl / t1 / 1e9, t2 * 1e3, fl / t2 / 1e9);
+                    free(R);
+                }
                 free(W);
             }
         }

@@ -222,6 +222,43 @@ static void test_multi(void **state) {
     for (int i = 0; i < 3; i++) { free(w[i]); free(p[i]); }
 }
 
+/* llama.cpp's AVX-512 build runs the repacked Q4_0 GEMM with its AVX2
+ * build's float steps, so the avx512 set's tiles (16 rows at a time where
+ * two groups are left, 8 otherwise) give the avx2 set's y bit for bit:
+ * group counts odd and even, m around the tile height. */
+static void test_avx512_is_avx2(void **state) {
+    lm_pool **pools = *state;
+    const lm_kernels *a2 = lm_kernels_by_name("avx2"), *a5 = lm_kernels_by_name("avx512");
+    if (!a5) {
+        /* the CPU lacks it: nothing to compare (test_ops says so too) */
+        print_message("avx512 repacked vs avx2: skipped, this CPU lacks AVX-512\n");
+        skip();
+    }
+    assert_non_null(a2);
+    rng r = {777};
+    const int ns[] = {8, 16, 24, 40, 136};
+    const int ms[] = {2, 4, 5, 8, 67};
+    const int kk[] = {32, 576};
+    for (size_t ki = 0; ki < 2; ki++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+            const int n = ns[ni], k = kk[ki];
+            void *w = make_q4_0(&r, n, k), *p = repack(w, n, k);
+            for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
+                const int m = ms[mi];
+                float *x = malloc(sizeof(float) * (size_t)m * k);
+                float *y2 = malloc(sizeof(float) * (size_t)m * n), *y5 = malloc(sizeof(float) * (size_t)m * n);
+                assert_true(x && y2 && y5);
+                fill(&r, x, (size_t)m * k);
+                lm_matmul_with(a2, pools[0], y2, x, p, LM_Q4_0_X8, m, n, k);
+                lm_matmul_with(a5, pools[mi % 2], y5, x, p, LM_Q4_0_X8, m, n, k);
+                if (memcmp(y2, y5, sizeof(float) * (size_t)m * n))
+                    fail_msg("m %d n %d k %d: avx512 repacked differs from avx2", m, n, k);
+                free(x); free(y2); free(y5);
+            }
+            free(w); free(p);
+        }
+}
+
 static int setup(void **state) {
     lm_pool **pools = calloc(2, sizeof *pools);
     if (!pools) return -1;
@@ -245,6 +282,7 @@ int main(void) {
         cmocka_unit_test(test_matches_q4_0_and_reference),
         cmocka_unit_test(test_thread_and_batch_independence),
         cmocka_unit_test(test_multi),
+        cmocka_unit_test(test_avx512_is_avx2),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -42,7 +42,12 @@ typedef struct lm_xtile {
     const float *d;
     const float *s;
     const int32_t *qsum;
+    const int8_t *qx; /* the set's own form of q (lm_kernels.prep_x), or NULL */
 } lm_xtile;
+
+/* Bytes per row of the extra form of x that a set's prep_x writes (k a
+ * multiple of 32): 128 per block of 32. */
+#define LM_QX_BYTES(k) ((size_t)(k) * 4)
 
 /* out[i*nr + j] = dot(x row i, w[j]) for i < mr, j < nr (the tile's own
  * sizes). w[j] points at a row of k elements in the kernel's weight type. */
@@ -76,6 +81,11 @@ typedef struct lm_kernels {
     /* F16 / BF16 weights: x is rounded to f16 / bf16 before the tiles see
      * it (llama.cpp converts activations to those weights' vec_dot type) */
     int f16_x, bf16_x;
+    /* Optional, per weight type: a gemm tile that reads x in another form
+     * than q (a layout that saves it work on every W tile) gets it from
+     * prep_x, run once per row after quant_x: q[k] in, LM_QX_BYTES(k)
+     * bytes out, at xtile.qx + i*LM_QX_BYTES(k) for row i of the tile. */
+    void (*prep_x[LM_WT_COUNT])(const int8_t *q, int k, int8_t *qx);
     lm_tile dec[LM_WT_COUNT];  /* for m == 1: mr == 1 */
     lm_tile gemm[LM_WT_COUNT]; /* for m > 1; quantized types: mr == LM_XQ_GROUP */
     /* lm_softmax, lm_swiglu, lm_attn_heads (ops.h) */

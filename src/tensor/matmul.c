@@ -177,6 +177,9 @@ typedef struct mm_job {
     int8_t *xq;         /* [m_pad, k], m_pad = m rounded up to LM_XQ_GROUP */
     float *xd, *xs;     /* [m_pad/G, k/32, G] (see kernels.h); xs NULL unless Q4_1 */
     int32_t *xsum;      /* same layout; NULL unless Q4_0 */
+    /* the gemm tile's own form of x (ks->prep_x), [m_pad, LM_QX_BYTES(k)]; NULL if none */
+    void (*prep)(const int8_t *q, int k, int8_t *qx);
+    int8_t *xqx;
     int mc;             /* rows of x per task */
 } mm_job;
 
@@ -193,6 +196,9 @@ static void quant_task(void *ctx, int task, int n_tasks, int thread) {
         j->ks->quant_x(j->x + (size_t)r * j->k, j->k, j->xq + (size_t)r * j->k,
                        j->xd + scale_index(r, nb), j->xs ? j->xs + scale_index(r, nb) : NULL,
                        j->xsum ? j->xsum + scale_index(r, nb) : NULL, LM_XQ_GROUP);
+    if (j->prep)
+        for (int r = r0; r < r1; r++)
+            j->prep(j->xq + (size_t)r * j->k, j->k, j->xqx + (size_t)r * LM_QX_BYTES(j->k));
 }
 
 static void mm_task(void *ctx, int task, int n_tasks, int thread) {
@@ -207,7 +213,7 @@ static void mm_task(void *ctx, int task, int n_tasks, int thread) {
     const int tn = task % P->tasks_n, tm = task / P->tasks_n;
     const int n0 = tn * P->nc, n1 = n0 + P->nc < P->n ? n0 + P->nc : P->n;
     const int m0 = tm * j->mc, m1 = m0 + j->mc < j->m ? m0 + j->mc : j->m;
-    lm_xtile xt = {{NULL}, NULL, NULL, NULL, NULL};
+    lm_xtile xt = {{NULL}, NULL, NULL, NULL, NULL, NULL};
     const void *wr[LM_TILE_MAX_NR];
     float out[LM_TILE_MAX_MR * LM_TILE_MAX_NR];
     for (int i0 = m0; i0 < m1; i0 += mr) {
@@ -218,6 +224,7 @@ static void mm_task(void *ctx, int task, int n_tasks, int thread) {
             xt.d = j->xd + scale_index(i0, nb);
             xt.s = j->xs ? j->xs + scale_index(i0, nb) : NULL;
             xt.qsum = j->xsum ? j->xsum + scale_index(i0, nb) : NULL;
+            xt.qx = j->xqx ? j->xqx + (size_t)i0 * LM_QX_BYTES(k) : NULL;
         } else {
             /* rows past the end repeat the last one; their results are dropped */
             for (int i = 0; i < mr; i++) xt.f[i] = j->x + (size_t)(i0 + (i < mi ? i : mi - 1)) * k;
@@ -266,10 +273,11 @@ static void run_tiles(mm_job *j, lm_pool *pool) {
 }
 
 /* Bytes of 8-bit activations for m rows: q, d and s (or qsum) for m padded
- * to a group. */
-static size_t xq_bytes(int m, int k) {
+ * to a group, and the gemm tile's own form when it has one (prep). */
+static size_t xq_bytes(int m, int k, int prep) {
     size_t rows = (size_t)round_up(m, LM_XQ_GROUP);
-    return rows * (size_t)k + rows * (size_t)(k / LM_QK) * 2 * sizeof(float);
+    return rows * (size_t)k + rows * (size_t)(k / LM_QK) * 2 * sizeof(float) +
+           (prep ? rows * LM_QX_BYTES(k) : 0);
 }
 
 void lm_mm_fill_nan(int count, float *const *ys, const int *ns, int m) {
@@ -358,7 +366,9 @@ void lm_matmul_multi_with(const lm_kernels *ks, lm_pool *pool, int count, float 
      * numbers: decode and batch tiles compute each dot product alike). */
     _Alignas(64) unsigned char stack[16384];
     unsigned char *buf;
-    const int rows_per_pass = lm_mm_scratch(xq_bytes(m, k), xq_bytes(1, k), m, stack, sizeof stack, &buf);
+    /* a single row takes the dec tile, which reads q alone */
+    const int rows_per_pass = lm_mm_scratch(xq_bytes(m, k, m > 1 && ks->prep_x[wi]), xq_bytes(1, k, 0), m,
+                                            stack, sizeof stack, &buf);
     if (!rows_per_pass) {
         lm_mm_fill_nan(count, ys, ns, m);
         return;
@@ -377,10 +387,13 @@ void lm_matmul_multi_with(const lm_kernels *ks, lm_pool *pool, int count, float 
         j.xs = wi == LM_WT_Q4_1 ? j.xd + pad * nb : NULL;
         j.xsum = wi == LM_WT_Q4_0 ? (int32_t *)(j.xd + pad * nb) : NULL;
         j.xq = (int8_t *)(j.xd + pad * nb * 2);
+        j.prep = rows > 1 ? ks->prep_x[wi] : NULL;
+        j.xqx = j.prep ? j.xq + pad * (size_t)k : NULL;
         /* padding rows of a batch: zeros, so their (dropped) dot products
          * are finite; decode tiles read row 0 only */
         for (size_t r = (size_t)rows; rows > 1 && r < pad; r++) {
             memset(j.xq + r * k, 0, (size_t)k);
+            if (j.prep) j.prep(j.xq + r * k, k, j.xqx + r * LM_QX_BYTES(k));
             for (int b = 0; b < nb; b++) {
                 j.xd[scale_index((int)r, nb) + (size_t)b * LM_XQ_GROUP] = 0.0f;
                 if (j.xs) j.xs[scale_index((int)r, nb) + (size_t)b * LM_XQ_GROUP] = 0.0f;

@@ -15,10 +15,11 @@
  * integers; its repacked Q4_0 GEMM/GEMV keep one fma chain per output lane
  * over the blocks). So these kernels use VNNI and 512-bit registers for the
  * integer work while every output keeps the avx2 set's float operations in
- * their order: two W rows (or, for repacked Q4_0, two halves of one
- * block's integer sum) share a zmm, each in its own lanes, and every lane
- * runs the fma chain its avx2 counterpart runs. Same y as the avx2 set,
- * bit for bit (tests/test_ops.c).
+ * their order: two W rows share a zmm, each in its own lanes (Q8_0's batch
+ * tile interleaves them group by group), or, for repacked Q4_0, a zmm holds
+ * 16 rows' block sums; every lane runs the fma chain its avx2 counterpart
+ * runs. Same y as the avx2 set, bit for bit (tests/test_ops.c,
+ * tests/test_q4_0x8.c).
  *
  * Float weights, softmax, SiLU and attention: llama.cpp's AVX-512 build has
  * its own orders there (16-lane vec_dot and tinyBLAS, a scalef-based expf,
@@ -252,6 +253,82 @@ INLINE void qtile(int k, const void *const *w, const lm_xtile *x, float *out, co
     }
 }
 
+/* Q8_0 batch: the same dot products with W pairs interleaved group by
+ * group, lane 2g = row a's 4-byte group g and lane 2g+1 row b's, so that
+ * the scale pair (d_a*d_x, d_b*d_x) is one 64-bit broadcast from memory,
+ * where the halves layout needs a multiply per (x row, W pair). x comes
+ * once per matmul in the matching form (prep_x_q8_0): its groups
+ * duplicated, and the lanes' starting values -128 * (group sum) next to
+ * them, so the inner loop is vpdpbusd, vcvtdq2ps and one fma per
+ * accumulator. Each lane still runs its avx2 counterpart's fma chain.
+ * [block b of row i at qx + i*LM_QX_BYTES(k) + 128*b: 64 bytes of x, 16
+ * int32 starting values] */
+static AVX512 void prep_x_q8_0(const int8_t *q, int k, int8_t *qx) {
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i c = _mm512_set1_epi8((char)0x80);
+    for (int b = 0; b < k / LM_QK; b++) {
+        const __m512i xv = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(q + b * LM_QK)));
+        const __m512i xz = _mm512_permutexvar_epi32(dup, xv);
+        const __m512i xc = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, xz));
+        _mm512_storeu_si512((void *)(qx + (size_t)b * 128), xz);
+        _mm512_storeu_si512((void *)(qx + (size_t)b * 128 + 64), xc);
+    }
+}
+
+INLINE void qtile_q8_0_il(int k, const void *const *w, const lm_xtile *x, float *out, const int NR) {
+    enum { MR = LM_XQ_GROUP };
+    __m512 acc[MR][LM_TILE_MAX_NR / 2];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int p = 0; p < NR / 2; p++) acc[i][p] = _mm512_setzero_ps();
+    const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const size_t bb = sizeof(lm_block_q8_0), qxb = LM_QX_BYTES(k);
+    for (int b = 0; b < k / LM_QK; b++) {
+        /* sc[i][j] = d_w[j]*d_x[i], as the avx2 set rounds it */
+        _Alignas(32) float sc[MR][8];
+        const __m256 dw = load_half8(w, b, bb, 0);
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++)
+            _mm256_store_ps(sc[i], _mm256_mul_ps(dw, _mm256_set1_ps(x->d[b * LM_XQ_GROUP + i])));
+        /* read sc back from memory: a broadcast load costs no shuffle port,
+         * which the compiler's register shuffles would take */
+        __asm__ volatile("" ::: "memory");
+        __m512i wz[LM_TILE_MAX_NR / 2];
+#pragma GCC unroll 4
+        for (int p = 0; p < NR / 2; p++) {
+            const lm_block_q8_0 *A = (const lm_block_q8_0 *)w[2 * p] + b, *B = (const lm_block_q8_0 *)w[2 * p + 1] + b;
+            const __m512i wa = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)A->q));
+            const __m512i wb = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)B->q));
+            wz[p] = _mm512_xor_si512(_mm512_permutex2var_epi32(wa, il, wb), _mm512_set1_epi8((char)0x80));
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+            const int8_t *xb = x->qx + (size_t)i * qxb + (size_t)b * 128;
+            const __m512i xz = _mm512_loadu_si512((const void *)xb);
+            const __m512i xc = _mm512_loadu_si512((const void *)(xb + 64));
+#pragma GCC unroll 4
+            for (int p = 0; p < NR / 2; p++) {
+                double pair;
+                memcpy(&pair, &sc[i][2 * p], sizeof pair);
+                const __m512i lanes = bdot(wz[p], xz, xc);
+                acc[i][p] = _mm512_fmadd_ps(_mm512_castpd_ps(_mm512_set1_pd(pair)), _mm512_cvtepi32_ps(lanes),
+                                            acc[i][p]);
+            }
+        }
+    }
+    /* row a's lanes are the even ones, in the avx2 set's order */
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int p = 0; p < NR / 2; p++) {
+            const __m512 v = _mm512_permutexvar_ps(ev, acc[i][p]);
+            out[i * NR + 2 * p] = hsum_row(v, 0, 0);
+            out[i * NR + 2 * p + 1] = hsum_row(v, 1, 0);
+        }
+}
+
 #define QINSTANCE(NAME, BODY, ...)                                                         \
     static AVX512 void NAME(int k, const void *const *w, const lm_xtile *x, float *out) { \
         BODY(k, w, x, out, __VA_ARGS__);                                                   \
@@ -262,7 +339,7 @@ INLINE void qtile(int k, const void *const *w, const lm_xtile *x, float *out, co
 QINSTANCE(dec_q8_0, qdec, QK_Q8_0)
 QINSTANCE(dec_q4_0, qdec, QK_Q4_0)
 QINSTANCE(dec_q4_1, qdec, QK_Q4_1)
-QINSTANCE(gemm_q8_0, qtile, QK_Q8_0, Q_NR)
+QINSTANCE(gemm_q8_0, qtile_q8_0_il, Q_NR)
 QINSTANCE(gemm_q4_0, qtile, QK_Q4_0, Q_NR)
 QINSTANCE(gemm_q4_1, qtile, QK_Q4_1, Q_NR)
 
@@ -329,7 +406,57 @@ static AVX512 void q4x8_rowsN(int nb, const lm_block_q4_0x8 *w, const lm_q4x8_x 
     q4x8_tile(nb, w, x, y, ldy, LM_Q4X8_MR);
 }
 
-const lm_q4x8_tiles lm_q4x8_tiles_avx512 = {q4x8_row1, q4x8_rowsN};
+/* Two groups (16 rows) against LM_Q4X8_MR x rows: lane r < 8 is row r of
+ * group g, lane 8+r row r of group g+1. Every lane then needs the same 4
+ * bytes of x, which vpdpbusd takes as a broadcast memory operand: no
+ * shuffle per x row (q4x8_tile's four vpermd), and a block's 16 exact sums
+ * and their float steps in one vector each. The same integer and float
+ * steps per row as q4x8_tile. */
+static AVX512 void q4x8_rowsN_16(int nb, const lm_block_q4_0x8 *w, const lm_q4x8_x *x, float *y,
+                                 size_t ldy) {
+    enum { MR = LM_Q4X8_MR };
+    const lm_block_q4_0x8 *w2 = w + nb;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512 acc[MR];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) acc[i] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const lm_block_q4_0x8 *A = w + b, *B = w2 + b;
+        /* chunk c: elements 4c..4c+3 (lo nibbles) and 16+4c.. (hi) of every row */
+        __m512i lo[4], hi[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            const __m512i r = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(A->q + 32 * c))),
+                _mm256_loadu_si256((const __m256i *)(B->q + 32 * c)), 1);
+            lo[c] = _mm512_and_si512(r, m4);
+            hi[c] = _mm512_and_si512(_mm512_srli_epi16(r, 4), m4);
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)A->d)), _mm_loadu_si128((const __m128i *)B->d), 1));
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+            const int8_t *xb = x->q + (size_t)i * x->q_stride + (size_t)b * LM_QK;
+            const size_t si = (size_t)i * x->s_stride + (size_t)b;
+            int32_t g[8];
+            memcpy(g, xb, sizeof g);
+            /* two chains (lo, hi nibbles) for latency; integer sums, so the
+             * order does not matter */
+            __m512i s0 = _mm512_set1_epi32(-8 * x->qsum[si]), s1 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                s0 = _mm512_dpbusd_epi32(s0, lo[c], _mm512_set1_epi32(g[c]));
+                s1 = _mm512_dpbusd_epi32(s1, hi[c], _mm512_set1_epi32(g[4 + c]));
+            }
+            const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(x->d[si]));
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), scale, acc[i]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) _mm512_storeu_ps(y + (size_t)i * ldy, acc[i]);
+}
+
+const lm_q4x8_tiles lm_q4x8_tiles_avx512 = {q4x8_row1, q4x8_rowsN, q4x8_rowsN_16};
 
 /* ---- float arithmetic: llama.cpp's AVX-512 orders --------------------
  *
@@ -716,6 +843,7 @@ const lm_kernels lm_kernels_avx512 = {
     .quant_x = lm_avx2_quant_x, /* bit-identical output in every set (kernels.h) */
     .f16_x = 1,
     .bf16_x = 1,
+    .prep_x = {[LM_WT_Q8_0] = prep_x_q8_0},
     .softmax = softmax16,
     .swiglu = swiglu16,
     .attn_heads = attn_heads16,

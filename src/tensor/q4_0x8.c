@@ -89,7 +89,7 @@ static void scalar_rowsN(int nb, const lm_block_q4_0x8 *w, const lm_q4x8_x *x, f
     tile_scalar(nb, w, x, y, ldy, LM_Q4X8_MR);
 }
 
-static const lm_q4x8_tiles tiles_scalar = {scalar_row1, scalar_rowsN};
+static const lm_q4x8_tiles tiles_scalar = {scalar_row1, scalar_rowsN, NULL};
 
 /* ---- driver ---------------------------------------------------------- */
 
@@ -140,9 +140,13 @@ static void mm_task(void *ctx, int task, int n_tasks, int thread) {
             xt.d = j->xq.d + (size_t)(i0 + i) * j->xq.s_stride;
             xt.qsum = j->xq.qsum + (size_t)(i0 + i) * j->xq.s_stride;
             const lm_q4x8_tile_fn fn = rows == LM_Q4X8_MR ? j->tiles->rowsN : j->tiles->row1;
-            for (int g = g0; g < g1; g++)
-                fn(nb, P->W + (size_t)g * nb, &xt, P->y + (size_t)(i0 + i) * P->n + 8 * g,
-                   (size_t)P->n);
+            const lm_q4x8_tile_fn fn16 = rows == LM_Q4X8_MR ? j->tiles->rowsN_16 : NULL;
+            for (int g = g0; g < g1;) {
+                const int two = fn16 && g + 1 < g1;
+                (two ? fn16 : fn)(nb, P->W + (size_t)g * nb, &xt, P->y + (size_t)(i0 + i) * P->n + 8 * g,
+                                  (size_t)P->n);
+                g += two ? 2 : 1;
+            }
         }
     }
 }

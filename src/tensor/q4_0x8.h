@@ -80,6 +80,10 @@ typedef void (*lm_q4x8_tile_fn)(int nb, const lm_block_q4_0x8 *w, const lm_q4x8_
 typedef struct lm_q4x8_tiles {
     lm_q4x8_tile_fn row1;  /* rows == 1 */
     lm_q4x8_tile_fn rowsN; /* rows == LM_Q4X8_MR */
+    /* Optional: rowsN over two consecutive groups, g at w and g+1 at
+     * w + nb (y[i*ldy + r] for r < 16), for a set whose registers hold 16
+     * rows' sums at once; NULL where there is none. */
+    lm_q4x8_tile_fn rowsN_16;
 } lm_q4x8_tiles;
 
 #if defined(__x86_64__) || defined(__i386__)

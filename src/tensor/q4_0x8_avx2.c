@@ -85,6 +85,6 @@ static AVX2 void rowsN(int nb, const lm_block_q4_0x8 *w, const lm_q4x8_x *x, flo
     tile(nb, w, x, y, ldy, LM_Q4X8_MR);
 }
 
-const lm_q4x8_tiles lm_q4x8_tiles_avx2 = {row1, rowsN};
+const lm_q4x8_tiles lm_q4x8_tiles_avx2 = {row1, rowsN, NULL};
 
 #endif
