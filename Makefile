@@ -46,10 +46,12 @@ BENCH_SRC = $(sort $(wildcard bench/*.c))
 
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 # The runtime a game links: the engine, the tokenizer, sheets (not the card
-# importers: no libpng/libzip/jansson), world memory and the public API.
+# importers: no libpng/libzip/jansson), world memory, the text checks the
+# reply guard runs (src/check) and the public API.
 # Needs only PCRE2 and SQLite.
 RT_SRC   = $(filter-out src/sheet/card_%,$(sort $(wildcard src/base/*.c src/tensor/*.c \
-             src/gguf/*.c src/model/*.c src/tokenizer/*.c src/sheet/*.c src/memory/*.c src/runtime/*.c)))
+             src/gguf/*.c src/model/*.c src/tokenizer/*.c src/sheet/*.c src/memory/*.c src/runtime/*.c \
+             src/check/*.c)))
 RT_OBJ   = $(RT_SRC:%.c=$(BUILD)/%.o)
 RT_LIBS  = -lpcre2-8 -lsqlite3 -lm -lpthread
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)

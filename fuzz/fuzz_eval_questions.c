@@ -13,7 +13,7 @@
 #include <jansson.h>
 
 #include "eval/eval.h"
-#include "eval/metrics.h"
+#include "check/metrics.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[] = "/tmp/fuzz_evalq_XXXXXX";

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "datagen/filter.h"
+#include "check/filter.h"
 #include "sheet/sheet.h"
 
 static int popcount(unsigned x) {
@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lm_filter_set *s = lm_filter_set_new(NULL, f[0] ? &c : NULL, &err);
     lm_dedup *d = lm_dedup_new(NULL, &err);
     if (!s || !d) abort();
-    lm_filter_sample x = {f[2], f[3], kind, NULL, f[4], truncated};
+    lm_filter_sample x = {f[2], f[3], kind, NULL, f[4], truncated, 0};
     lm_filter_result r;
     int pass = lm_filter_run(s, &x, &r);
     char reasons[2048];

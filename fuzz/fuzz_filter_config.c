@@ -1,4 +1,4 @@
-/* libFuzzer target: the dataset filters' files (datagen/filter.c): the
+/* libFuzzer target: the dataset filters' files (check/filter.c): the
  * config (`key = value` lines, lm_filter_config_parse) and the writer's
  * assistant-speech phrases (one a line, lm_filter_phrases_add). The first
  * input byte picks which; the rest is the file. Checks: no crash or
@@ -14,8 +14,8 @@
 #include <string.h>
 
 #include "base/strbuf.h"
-#include "datagen/filter.h"
-#include "datagen/filter_internal.h"
+#include "check/filter.h"
+#include "check/filter_internal.h"
 
 #define NAME "fuzz/filters.conf"
 

@@ -139,6 +139,37 @@ typedef struct lemonpc_sampling {
  * repetition kept down. [threads: any thread] */
 LEMONPC_API lemonpc_sampling lemonpc_sampling_defaults(void);
 
+/* The reply guard: each reply is checked before the player sees it (the
+ * text checks `lemonpc eval` scores), and one that fails is drawn again, up
+ * to retries times; the player gets the first that passes, or, when none
+ * does, the one that failed the fewest checks (the first of those). A
+ * greedy NPC's retries sample (temperature, top_k 40, top_p 0.95, min_p
+ * 0.05), seeded from its seed, the turn and the attempt. With a guard the
+ * stream callback gets the reply whole once it is chosen, not token by
+ * token; a retry costs a reply's decoding, not the prompt again. */
+enum {
+    LEMONPC_CHECK_VOICE = 1u << 0,  /* assistant speech, refusals, stage directions, a
+                                       self-introduction, the player's line, talk of the
+                                       fiction as fiction, code */
+    LEMONPC_CHECK_MODERN = 1u << 1, /* our world's things the line did not bring: modern words
+                                       ("electricity", "planets"), years of our calendar,
+                                       explanations of technology */
+    LEMONPC_CHECK_ENDED = 1u << 2,  /* ended its turn itself: not cut by max_tokens, the
+                                       context or a stop string */
+    LEMONPC_CHECK_LOOP = 1u << 3,   /* repeats itself */
+    LEMONPC_CHECK_DODGE = 1u << 4,  /* claims not to know, or declines to say, though the
+                                       lorebook or its memory gave it something on the line */
+    LEMONPC_CHECK_DEFAULT = LEMONPC_CHECK_VOICE | LEMONPC_CHECK_MODERN | LEMONPC_CHECK_ENDED |
+                            LEMONPC_CHECK_LOOP,
+    LEMONPC_CHECK_ALL = LEMONPC_CHECK_DEFAULT | LEMONPC_CHECK_DODGE
+};
+
+typedef struct lemonpc_guard {
+    int retries;          /* 0: no guard (the default) */
+    unsigned checks;      /* LEMONPC_CHECK_x bits (LEMONPC_CHECK_DEFAULT) */
+    float temperature;    /* of a greedy NPC's retries (0.7) */
+} lemonpc_guard;
+
 typedef struct lemonpc_npc_params {
     const char *sheet;          /* character sheet (.md; world.md beside it is read too),
                                    or NULL with system */
@@ -150,6 +181,7 @@ typedef struct lemonpc_npc_params {
     lemonpc_sampling sampling;
     const char *const *stop;    /* extra strings that end a reply, or NULL */
     size_t n_stop;
+    lemonpc_guard guard;        /* off by default */
 } lemonpc_npc_params;
 
 /* [threads: any thread] */
@@ -210,6 +242,8 @@ typedef struct lemonpc_reply_info {
     double prompt_seconds;      /* evaluating the new tokens */
     double first_token_seconds; /* from the call to the first token */
     double total_seconds;
+    int attempts;               /* replies drawn: 1, or more when the guard drew again */
+    unsigned failed_checks;     /* LEMONPC_CHECK_x bits the reply given still fails (0) */
 } lemonpc_reply_info;
 
 /* The player says line; the NPC answers. The reply is streamed to on_text

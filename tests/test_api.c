@@ -464,6 +464,99 @@ static void test_stream_callback_cancels(void **state) {
     lemonpc_model_free(m);
 }
 
+/* ---- the reply guard ------------------------------------------------------ */
+
+typedef struct {
+    int calls;
+    char text[1024];
+} collected;
+
+static int collect(void *user, const char *text, size_t len) {
+    collected *k = user;
+    k->calls++;
+    size_t have = strlen(k->text);
+    if (have + len < sizeof k->text) memcpy(k->text + have, text, len), k->text[have + len] = 0;
+    return 0;
+}
+
+static lemonpc_npc *guarded_npc(lemonpc_model *m, int max_tokens, int retries, unsigned checks) {
+    lemonpc_error err;
+    lemonpc_npc_params p = lemonpc_npc_default_params();
+    p.system = "You are Brom, a gruff dwarven blacksmith.";
+    p.sampling.temperature = 0;
+    p.sampling.max_tokens = max_tokens;
+    p.guard.retries = retries;
+    p.guard.checks = checks;
+    lemonpc_npc *n = lemonpc_npc_load(m, &p, &err);
+    if (!n) fail_msg("%s", err.message);
+    return n;
+}
+
+/* A reply cut by max_tokens fails the "ended" check on every draw: all
+ * retries are spent, the first draw (the greedy reply, the fewest failures
+ * first) is given and streamed once, whole, and says what it still fails.
+ * The conversation goes on from it as from the same reply unguarded. */
+static void test_guard_retries_and_goes_on(void **state) {
+    (void)state;
+    lemonpc_model *m = load_model(512);
+    int nt = SAN ? 5 : 8;
+    lemonpc_npc *plain = guarded_npc(m, nt, 0, 0);
+    lemonpc_npc *guarded = guarded_npc(m, nt, 2, LEMONPC_CHECK_ENDED);
+    lemonpc_error err;
+    lemonpc_conversation *a = lemonpc_conversation_open(plain, "Tom", NULL, &err);
+    lemonpc_conversation *b = lemonpc_conversation_open(guarded, "Tom", NULL, &err);
+    lemonpc_reply_info ia, ib;
+    char *ra = say(a, "Tell me about your forge.", &ia);
+    assert_int_equal(ia.attempts, 1);
+    assert_int_equal(ia.stop, LEMONPC_STOP_MAX_TOKENS);
+    collected k = {0};
+    char *rb = NULL;
+    assert_int_equal(lemonpc_say(b, "Tell me about your forge.", collect, &k, &rb, &ib, &err),
+                     LEMONPC_OK);
+    assert_int_equal(ib.attempts, 3);
+    assert_int_equal(ib.failed_checks, LEMONPC_CHECK_ENDED);
+    assert_int_equal(ib.n_generated, 3 * nt);
+    assert_string_equal(ra, rb);
+    assert_int_equal(k.calls, 1);
+    assert_string_equal(k.text, rb);
+    /* the next reply: b's cache holds the last draw, not the reply given;
+     * the turn keeps the given reply's tokens, so the cache is reused up to
+     * where the two draws part and the rest evaluated again */
+    int first_prompt = ib.n_reused + ib.n_prompt;
+    char *ra2 = say(a, "And your prices?", &ia);
+    char *rb2 = say(b, "And your prices?", &ib);
+    assert_true(ib.n_reused >= first_prompt);
+    assert_int_equal(ib.n_reused + ib.n_prompt, ia.n_reused + ia.n_prompt);
+    const char *role;
+    assert_string_equal(lemonpc_conversation_turn(b, 1, &role), ra);
+    assert_true(strlen(rb2) > 0);
+    free(ra); free(rb); free(ra2); free(rb2);
+    /* a guard whose checks pass takes the first draw, the greedy reply */
+    lemonpc_npc *loose = guarded_npc(m, nt, 2, LEMONPC_CHECK_LOOP);
+    lemonpc_conversation *c = lemonpc_conversation_open(loose, "Tom", NULL, &err);
+    lemonpc_conversation *d = lemonpc_conversation_open(plain, "Tom", NULL, &err);
+    char *rc = say(c, "Hello there.", &ib);
+    char *rd = say(d, "Hello there.", NULL);
+    assert_int_equal(ib.attempts, 1);
+    assert_int_equal(ib.failed_checks, 0);
+    assert_string_equal(rc, rd);
+    free(rc); free(rd);
+    /* out-of-range guards are refused, saying what is wrong */
+    lemonpc_npc_params p = lemonpc_npc_default_params();
+    p.guard.retries = 99;
+    assert_null(lemonpc_npc_load(m, &p, &err));
+    assert_int_equal(err.code, LEMONPC_ERR_INVALID);
+    assert_non_null(strstr(err.message, "guard"));
+    lemonpc_conversation_close(a);
+    lemonpc_conversation_close(b);
+    lemonpc_conversation_close(c);
+    lemonpc_conversation_close(d);
+    lemonpc_npc_free(plain);
+    lemonpc_npc_free(guarded);
+    lemonpc_npc_free(loose);
+    lemonpc_model_free(m);
+}
+
 /* ---- save and restore ----------------------------------------------------- */
 
 static void tmp_path(char *buf, size_t n, const char *name) {
@@ -891,6 +984,7 @@ int main(void) {
         cmocka_unit_test(test_two_npcs_at_once_match_alone),
         cmocka_unit_test(test_cancel_from_another_thread),
         cmocka_unit_test(test_stream_callback_cancels),
+        cmocka_unit_test(test_guard_retries_and_goes_on),
         cmocka_unit_test(test_save_restore_bit_identical),
         cmocka_unit_test(test_kv_type_and_saves),
         cmocka_unit_test(test_killed_mid_save_keeps_previous),

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "eval/metrics.h"
+#include "check/metrics.h"
 #include "sheet/sheet.h"
 
 static const char SHEET[] =

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "datagen/filter.h"
+#include "check/filter.h"
 #include "sheet/sheet.h"
 
 static const char SHEET[] =
@@ -228,7 +228,7 @@ static void test_table(void **state) {
     fixture *f = *state;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const tcase *t = &cases[i];
-        lm_filter_sample x = {t->q, t->a, t->kind, NULL, t->asker, t->truncated};
+        lm_filter_sample x = {t->q, t->a, t->kind, NULL, t->asker, t->truncated, 0};
         lm_filter_result r;
         int pass = lm_filter_run(f->fs, &x, &r);
         char buf[1024];
@@ -249,7 +249,7 @@ static void test_table(void **state) {
 
 static void test_reasons_format(void **state) {
     fixture *f = *state;
-    lm_filter_sample x = {OKQ, "As an AI, I cannot help with that.", NULL, NULL, NULL, 0};
+    lm_filter_sample x = {OKQ, "As an AI, I cannot help with that.", NULL, NULL, NULL, 0, 0};
     lm_filter_result r;
     assert_int_equal(lm_filter_run(f->fs, &x, &r), 0);
     char buf[512];
@@ -262,7 +262,7 @@ static void test_reasons_format(void **state) {
 
 static void test_question_only(void **state) {
     fixture *f = *state;
-    lm_filter_sample x = {OKQ, NULL, NULL, NULL, NULL, 0};
+    lm_filter_sample x = {OKQ, NULL, NULL, NULL, NULL, 0, 0};
     lm_filter_result r;
     assert_int_equal(lm_filter_run(f->fs, &x, &r), 1);
     assert_false(r.checked & (1u << LM_FILTER_ASSISTANT));
@@ -305,7 +305,7 @@ static void test_config_and_phrases(void **state) {
     cfg.phrases_path = ph;
     lm_filter_set *s = lm_filter_set_new(&cfg, f->c, &err);
     if (!s) fail_msg("%s", err.msg);
-    lm_filter_sample x = {OKQ, "*bows* Thy Humble   servant reports a good harvest.", NULL, NULL, NULL, 0};
+    lm_filter_sample x = {OKQ, "*bows* Thy Humble   servant reports a good harvest.", NULL, NULL, NULL, 0, 0};
     lm_filter_result r;
     assert_int_equal(lm_filter_run(s, &x, &r), 0);
     assert_int_equal(r.n_notes, 1); /* stage direction disabled */
@@ -387,7 +387,7 @@ static void test_config_repetition(void **state) {
     /* 30+ words, no 8 words twice, but few distinct 3-grams */
     const char *loop = "The light, the dark, the light, the sun, the light, the dark, the light, the moon, the light, "
                        "the dark, the light, the sun, the light, the dark, the light, the moon.";
-    lm_filter_sample x = {"Is the harvest good?", loop, NULL, NULL, NULL, 0};
+    lm_filter_sample x = {"Is the harvest good?", loop, NULL, NULL, NULL, 0, 0};
     lm_filter_result r;
     char buf[1024];
     assert_int_equal(lm_filter_run(s, &x, &r), 0);
@@ -433,7 +433,7 @@ static void test_config_repetition(void **state) {
 static void test_question_side_new(void **state) {
     fixture *f = *state;
     lm_filter_sample x = {"The road was long and the road was cold, friend, and the road was long and the road was "
-                          "cold again. Will you help me?", NULL, "in-world", NULL, NULL, 0};
+                          "cold again. Will you help me?", NULL, "in-world", NULL, NULL, 0, 0};
     lm_filter_result r;
     assert_int_equal(lm_filter_run(f->fs, &x, &r), 0);
     assert_true(r.failed & (1u << LM_FILTER_REPEAT));
@@ -452,7 +452,7 @@ static void test_no_character(void **state) {
     lm_filter_set *s = lm_filter_set_new(NULL, NULL, &err);
     assert_non_null(s);
     /* the sample's character name drives self-intro without a sheet */
-    lm_filter_sample x = {OKQ, "I am Mira of the Docks, and fish is what I know.", NULL, "Mira", NULL, 0};
+    lm_filter_sample x = {OKQ, "I am Mira of the Docks, and fish is what I know.", NULL, "Mira", NULL, 0, 0};
     lm_filter_result r;
     assert_int_equal(lm_filter_run(s, &x, &r), 0);
     assert_true(r.failed & (1u << LM_FILTER_SELF_INTRO));
@@ -467,14 +467,14 @@ static void test_dedup(void **state) {
     lm_err err = {{0}};
     lm_dedup *d = lm_dedup_new(NULL, &err);
     lm_filter_sample a = {"What do you think of the new chancellor and his taxes on the river trade?",
-                          "He is a clever man, and clever men worry me more than cruel ones.", NULL, NULL, NULL, 0};
+                          "He is a clever man, and clever men worry me more than cruel ones.", NULL, NULL, NULL, 0, 0};
     lm_filter_result r;
     memset(&r, 0, sizeof r), r.pass = 1;
     assert_int_equal(lm_dedup_check(d, &a, &r), 1);
     assert_int_equal(lm_dedup_add(d, &a, &err), 0);
     /* the same question with different case, punctuation and spacing */
     lm_filter_sample b = {"what do you think of the NEW chancellor, and his taxes on the river-trade",
-                          "A different answer about something else entirely, my friend.", NULL, NULL, NULL, 0};
+                          "A different answer about something else entirely, my friend.", NULL, NULL, NULL, 0, 0};
     memset(&r, 0, sizeof r), r.pass = 1;
     assert_int_equal(lm_dedup_check(d, &b, &r), 0);
     assert_int_equal(r.notes[0].filter, LM_FILTER_DUP);
@@ -482,13 +482,13 @@ static void test_dedup(void **state) {
     /* 15 words, 13 word-3-grams. One word changed (index 13) breaks the 2
      * trigrams holding it: J = 11 / 15 = 0.73 >= 0.7 */
     lm_filter_sample c = {"What do you think of the new chancellor and his taxes on the wine trade?",
-                          "Yet another answer with words that appear nowhere else at all.", NULL, NULL, NULL, 0};
+                          "Yet another answer with words that appear nowhere else at all.", NULL, NULL, NULL, 0, 0};
     memset(&r, 0, sizeof r), r.pass = 1;
     assert_int_equal(lm_dedup_check(d, &c, &r), 0);
     assert_string_equal(r.notes[0].reason, "question is a near-duplicate of accepted sample 0 (Jaccard 0.73)");
     /* two changed (index 6 and 13): 5 trigrams differ, J = 8 / 18 = 0.44 */
     lm_filter_sample c2 = {"What do you think of the old chancellor and his taxes on the wine trade?",
-                           "Yet another answer with words that appear nowhere else at all.", NULL, NULL, NULL, 0};
+                           "Yet another answer with words that appear nowhere else at all.", NULL, NULL, NULL, 0, 0};
     memset(&r, 0, sizeof r), r.pass = 1;
     assert_int_equal(lm_dedup_check(d, &c2, &r), 1);
     lm_filter_config cfg;
@@ -501,7 +501,7 @@ static void test_dedup(void **state) {
     assert_string_equal(r.notes[0].reason, "question is a near-duplicate of accepted sample 0 (Jaccard 0.44)");
     /* answers are compared with answers */
     lm_filter_sample e = {"A wholly unrelated question about fishing boats and nets?",
-                          "He is a clever man, and clever men worry me more than cruel ones!", NULL, NULL, NULL, 0};
+                          "He is a clever man, and clever men worry me more than cruel ones!", NULL, NULL, NULL, 0, 0};
     memset(&r, 0, sizeof r), r.pass = 1;
     assert_int_equal(lm_dedup_check(d, &e, &r), 0);
     assert_non_null(strstr(r.notes[0].reason, "answer is an exact duplicate of accepted sample 0"));
@@ -510,7 +510,7 @@ static void test_dedup(void **state) {
         char q[128], an[128];
         snprintf(q, sizeof q, "Question number %d about topic %d and place %d?", i, i * 7 % 13, i * 31 % 17);
         snprintf(an, sizeof an, "Answer %d: word%d word%d word%d.", i, i * 3, i * 5, i * 11);
-        lm_filter_sample s = {q, an, NULL, NULL, NULL, 0};
+        lm_filter_sample s = {q, an, NULL, NULL, NULL, 0, 0};
         memset(&r, 0, sizeof r), r.pass = 1;
         if (!lm_dedup_check(d, &s, &r)) fail_msg("sample %d flagged: %s", i, r.notes[0].reason);
         long idx = lm_dedup_add(d, &s, &err);

@@ -96,6 +96,9 @@ int main(int argc, char **argv) {
             if (access(adapter, R_OK) == 0) p.adapter = adapter;
         }
         p.sampling.max_tokens = 80;
+        /* a reply that slips out of character (assistant talk, our world's
+         * things, a line cut short) is drawn again before the player sees it */
+        p.guard.retries = 2;
         if (getenv("TAVERN_GREEDY")) p.sampling.temperature = 0;   /* the same scene every run */
         if (!(slots[i].npc = lemonpc_npc_load(model, &p, &err))) return die(sheet, &err);
         if (lemonpc_npc_set_world(slots[i].npc, world, NULL, 200, &err))

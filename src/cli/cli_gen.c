@@ -1,4 +1,5 @@
 #include "cli/cli_gen.h"
+#include "runtime/guard.h"
 #include "base/fileio.h"
 
 #include <dirent.h>
@@ -37,6 +38,10 @@ const char CLI_GEN_FLAGS_HELP[] =
     "  --place TEXT          where: the scene lines of the system message\n"
     "  --adapter FILE        apply a LoRA adapter GGUF (llama.cpp format) without merging\n"
     "  --adapter-scale S     multiply the adapter's alpha/r by S (default 1)\n"
+    "  --guard N             check each reply before it is shown (not with --raw): one\n"
+    "                        that fails the checks is drawn again, up to N times (0 = off)\n"
+    "  --guard-checks LIST   voice, modern, ended, loop, dodge; default (the first four) or\n"
+    "                        all (default: default)\n"
     "  -v, --verbose         print the kernel set (LEMONPC_KERNELS=avx512|avx2|scalar forces one)\n"
     "                        and timings (prompt/decode tok/s, time to first token) on stderr\n";
 
@@ -45,6 +50,7 @@ void cli_gen_opts_init(cli_gen_opts *o, int n_predict) {
     o->n_predict = n_predict;
     o->adapter_scale = 1.0f;
     o->persona = -1;
+    o->guard = lemonpc_npc_default_params().guard;
     o->sp = lm_sampler_defaults();
     /* The runtime's default (lemonpc_sampling_defaults): without a penalty
      * SmolLM2-135M loops (at the chat's temperature and greedy, 4 of 10
@@ -87,7 +93,8 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     static const char *const with_value[] = {
         "-n", "--n-predict", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
         "--repeat-last-n", "--seed", "-t", "--threads", "-c", "--ctx", "--character",
-        "--adapter", "--adapter-scale", "--persona", "--asker", "--place", "--kv",
+        "--adapter", "--adapter-scale", "--persona", "--asker", "--place", "--kv", "--guard",
+        "--guard-checks",
     };
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
@@ -115,6 +122,16 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
         o->kv_type = !strcmp(v, "f16") ? LEMONPC_KV_F16 : LEMONPC_KV_F32;
         return 1;
     }
+    if (!strcmp(a, "--guard-checks")) {
+        lm_err ge = {{0}};
+        long bits = lm_guard_parse(v, &ge);
+        if (bits <= 0) {
+            fprintf(stderr, "lemonpc %s: --guard-checks: %s\n", cmd, bits < 0 ? ge.msg : "no check named");
+            return -1;
+        }
+        o->guard.checks = (unsigned)bits;
+        return 1;
+    }
     if (!strcmp(a, "--persona")) {
         int m = lm_persona_mode_parse(v);
         if (m < 0) {
@@ -127,6 +144,9 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
         if (parse_long(cmd, a, v, 1, 1 << 24, &n)) return -1;
         o->n_predict = (int)n;
+    } else if (!strcmp(a, "--guard")) {
+        if (parse_long(cmd, a, v, 0, 16, &n)) return -1;
+        o->guard.retries = (int)n;
     } else if (!strcmp(a, "--temp")) {
         if (parse_float(cmd, a, v, 0, 100, &o->sp.temp)) return -1;
     } else if (!strcmp(a, "--top-k")) {
@@ -239,6 +259,7 @@ int cli_npc_open(cli_npc *n, const cli_gen_opts *o, lemonpc_error *err) {
     np.persona = o->persona < 0 ? LEMONPC_PERSONA_AUTO : (lemonpc_persona)o->persona;
     np.adapter = o->adapter;
     np.adapter_scale = o->adapter_scale;
+    np.guard = o->guard;
     np.sampling = (lemonpc_sampling){.temperature = o->sp.temp, .top_k = o->sp.top_k,
                                      .top_p = o->sp.top_p, .min_p = o->sp.min_p,
                                      .repeat_penalty = o->sp.repeat_penalty,
@@ -276,6 +297,12 @@ void cli_print_reply_stats(const lemonpc_reply_info *i) {
             i->first_token_seconds);
     fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", i->n_generated, gen_s,
             gen_s > 0 ? i->n_generated / gen_s : 0.0);
+    if (i->attempts > 1) {
+        char names[128];
+        fprintf(stderr, "guard: %d draws%s%s\n", i->attempts,
+                i->failed_checks ? "; still fails: " : "",
+                i->failed_checks ? lm_guard_names(i->failed_checks, names, sizeof names) : "");
+    }
 }
 
 int cli_default_world_file(const char *dir, char *out, size_t cap) {

@@ -29,6 +29,7 @@ typedef struct cli_gen_opts {
     float adapter_scale;     /* multiplies alpha/r (default 1) */
     bool verbose;
     lm_sampler_params sp;
+    lemonpc_guard guard;     /* --guard, --guard-checks: off by default */
 } cli_gen_opts;
 
 struct lm_character;

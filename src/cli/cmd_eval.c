@@ -8,6 +8,7 @@
 #include "datagen/teacher.h"
 #include "cli/commands.h"
 #include "eval/eval.h"
+#include "runtime/guard.h"
 #include "sheet/sheet.h"
 
 static void usage(FILE *out) {
@@ -41,6 +42,11 @@ static void usage(FILE *out) {
             "  --label TEXT         the NPC's name in reports\n"
             "  --sample             the runtime's sampling (temp 0.7, repeat penalty 1.1,\n"
             "                       seed 1) instead of greedy decoding\n"
+            "  --guard N            the reply guard a game can turn on (lemonpc_guard): an\n"
+            "                       answer failing the runtime's checks is drawn again, up\n"
+            "                       to N times (sampled, seeded by the question's index)\n"
+            "  --guard-checks LIST  voice, modern, ended, loop, dodge, default (the first\n"
+            "                       four) or all (default: default)\n"
             "  -n, --max-tokens N   per answer (default 160)\n"
             "  --judge-url URL      an LLM judge: an OpenAI-compatible server (e.g.\n"
             "                       http://127.0.0.1:8080/v1) scores every answer 1-7 on\n"
@@ -85,7 +91,8 @@ int cmd_eval(int argc, char **argv) {
         static const char *const with_value[] = {"--out", "--character", "--persona", "--adapter",
                                                  "--refs", "--label", "-n", "--max-tokens", "-t",
                                                  "--threads", "--judge-url", "--judge-model",
-                                                 "--judge-key-env", "--judge-gguf"};
+                                                 "--judge-key-env", "--judge-gguf", "--guard",
+                                                 "--guard-checks"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
         if (known) {
@@ -100,6 +107,17 @@ int cmd_eval(int argc, char **argv) {
             else if (!strcmp(a, "--judge-model")) judge_model = v;
             else if (!strcmp(a, "--judge-key-env")) judge_key = v;
             else if (!strcmp(a, "--judge-gguf")) judge_gguf = v;
+            else if (!strcmp(a, "--guard")) { if (int_arg(a, v, 0, 16, &o.guard)) goto done; }
+            else if (!strcmp(a, "--guard-checks")) {
+                lm_err ge = {{0}};
+                long bits = lm_guard_parse(v, &ge);
+                if (bits <= 0) {
+                    fprintf(stderr, "lemonpc eval: --guard-checks: %s\n",
+                            bits < 0 ? ge.msg : "no check named");
+                    goto done;
+                }
+                o.guard_checks = (unsigned)bits;
+            }
             else if (!strcmp(a, "--persona")) {
                 o.persona = lm_persona_mode_parse(v);
                 if (o.persona < 0) {

@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
-#include "datagen/filter.h"
+#include "check/filter.h"
 #include "sheet/sheet.h"
 #include "train/chat_jsonl.h"
 
@@ -134,6 +134,7 @@ int cmd_filter(int argc, char **argv) {
             json_string_value(json_object_get(meta, "kind")), NULL,
             json_is_string(asker) ? json_string_value(asker) : json_string_value(json_object_get(asker, "name")),
             (finish && !strcmp(finish, "length")) || json_is_true(json_object_get(meta, "truncated")),
+            0,
         };
         lm_filter_result r;
         if (lm_filter_run(fs, &x, &r)) lm_dedup_check(dd, &x, &r);

@@ -61,6 +61,11 @@ int cmd_generate(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (raw && o.guard.retries) {
+        fprintf(stderr, "lemonpc generate: --guard checks a reply to a line; a --raw completion "
+                "has none\n");
+        return 2;
+    }
     if (raw && (o.system || o.character)) {
         fprintf(stderr, "lemonpc generate: --system/--character have no effect with --raw\n");
         return 2;

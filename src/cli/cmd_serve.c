@@ -247,6 +247,7 @@ int cmd_serve(int argc, char **argv) {
         lemonpc_npc_params np = lemonpc_npc_default_params();
         np.sheet = sheet;
         np.sampling = sp;
+        np.guard = o.guard;
         for (size_t k = 0; k < n_npc_args; k++)
             if (!strncmp(npc_args[k], ids[i], strlen(ids[i])) && npc_args[k][strlen(ids[i])] == '=')
                 np.adapter = npc_args[k] + strlen(ids[i]) + 1;

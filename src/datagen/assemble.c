@@ -12,7 +12,7 @@
 #include <jansson.h>
 
 #include "base/fileio.h"
-#include "datagen/filter.h"
+#include "check/filter.h"
 #include "memory/recall.h"
 #include "sheet/sheet.h"
 #include "train/chat_jsonl.h"
@@ -67,7 +67,7 @@ static int screen(const lm_filter_set *fs, json_t *o, char *why, size_t cap) {
         if (strcmp(r, "assistant") || !q) continue;
         lm_filter_sample x = {q, sfield(m, "content"), sfield(meta, "kind"), NULL,
                               json_is_string(asker) ? json_string_value(asker) : sfield(asker, "name"),
-                              0};
+                              0, 0};
         lm_filter_result fr;
         if (!lm_filter_run(fs, &x, &fr)) {
             char reasons[1024];

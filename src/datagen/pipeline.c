@@ -376,7 +376,7 @@ static int screen(round_st *R, const lm_qspec *sp, const char *q, const char *ra
         return 0;
     }
     lm_filter_sample x = {answer ? q : text, answer ? text : NULL, lm_qkind_name(sp->kind),
-                          R->c->name, sp->asker->name, 0};
+                          R->c->name, sp->asker->name, 0, 0};
     lm_filter_run(R->fs, &x, fr);
     if (fr->pass) lm_dedup_check(dd, &x, fr);
     if (!fr->pass) {

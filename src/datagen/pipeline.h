@@ -35,7 +35,7 @@
 
 #include "base/err.h"
 #include "datagen/answer.h"
-#include "datagen/filter.h"
+#include "check/filter.h"
 #include "datagen/prompt.h"
 #include "datagen/question.h"
 #include "datagen/stats.h"

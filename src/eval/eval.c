@@ -18,10 +18,12 @@
 #include "base/strbuf.h"
 #include "datagen/teacher.h"
 #include "eval/judge.h"
-#include "eval/metrics.h"
+#include "check/metrics.h"
 #include "eval/report.h"
 #include "memory/recall.h"
+#include "lemonpc.h"
 #include "runtime/generate.h"
+#include "runtime/guard.h"
 #include "sheet/sheet.h"
 #include "train/jsonl.h"
 
@@ -35,6 +37,7 @@ void lm_eval_opts_init(lm_eval_opts *o) {
     o->sp.temp = 0.7f;
     o->sp.repeat_penalty = 1.1f;
     o->sp.seed = 1;
+    o->guard_checks = LEMONPC_CHECK_DEFAULT;
 }
 
 static const char *str_field(json_t *o, const char *k) {
@@ -66,6 +69,12 @@ static json_t *settings_json(const lm_eval_opts *o) {
                           o->max_tokens, "sample", o->sample);
     /* only when off: journals written before the block existed resume */
     if (o->no_lore) json_object_set_new(s, "lore", json_false());
+    if (o->guard) {
+        char names[128];
+        json_object_set_new(s, "guard", json_pack("{s:i, s:s}", "retries", o->guard, "checks",
+                                                  lm_guard_names(o->guard_checks, names,
+                                                                 sizeof names)));
+    }
     json_object_set_new(s, "files", json_pack("{s:o, s:o, s:o}", "model", file_stamp(o->model),
                                               "adapter", file_stamp(o->adapter), "character",
                                               file_stamp(o->character)));
@@ -118,6 +127,44 @@ static int question_lore(json_t *q, const lm_character *c, const lm_world *w, co
 
 static const char *stop_name(const lm_gen_info *in) {
     return in->hit_max ? "max_tokens" : in->hit_ctx ? "context" : in->hit_stop ? "stop_string" : "eos";
+}
+
+/* One answer as lemonpc_say gives it under the NPC's guard (guard NULL:
+ * the first draw): retries sample with lm_guard_retry_params, seeded by the
+ * question's index; the first answer passing the checks, else the one
+ * failing the fewest. The guard sees what the runtime sees (the line, the
+ * answer, whether a lorebook block was given), never the category. */
+static int guarded_chat(lm_generator *g, const lm_guard *guard, const lm_eval_opts *o,
+                        const lm_gen_params *gp, const lm_chat_msg *msgs, size_t nm, json_t *q,
+                        bool knows, size_t qi, char **reply, lm_gen_info *info, int *attempts,
+                        unsigned *failed, lm_err *err) {
+    *reply = NULL;
+    int best_bad = 0;
+    for (int a = 0; a <= (guard ? o->guard : 0); a++) {
+        lm_gen_params p = *gp;
+        if (a > 0) p.sp = lm_guard_retry_params(&gp->sp, 0.7f, qi, a);
+        char *t = NULL;
+        lm_gen_info in = {0};
+        if (lm_generate_chat(g, msgs, nm, &p, &t, &in, err)) { free(*reply); *reply = NULL; return -1; }
+        lm_str_trim(t);
+        *attempts = a + 1;
+        unsigned bad = guard ? lm_guard_check(guard, str_field(q, "question"), t,
+                                              str_field(q, "asker"), !strcmp(stop_name(&in), "eos"),
+                                              knows)
+                             : 0;
+        int nb = __builtin_popcount(bad);
+        if (!*reply || nb < best_bad) {
+            free(*reply);
+            *reply = t;
+            *info = in;
+            *failed = bad;
+            best_bad = nb;
+        } else {
+            free(t);
+        }
+        if (!bad) break;
+    }
+    return 0;
 }
 
 static json_t *flags_json(const lm_eval_flags *f) {
@@ -334,6 +381,7 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
     lm_world *w = NULL;
     lm_generator *g = NULL;
     lm_eval_checker *k = NULL;
+    lm_guard *guard = NULL;
     FILE *af = NULL;
     char path[4096], tmp[4096];
     json_t *answers = json_array();
@@ -344,6 +392,7 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
     json_t *q;
     if (o->character && lm_sheet_load_character(o->character, &c, &w, err)) goto done;
     if (!(k = lm_eval_checker_new(c, err))) goto done;
+    if (o->guard > 0 && !(guard = lm_guard_new(c, o->guard_checks, err))) goto done;
 
     /* Resume: keep earlier answers made under the same settings. */
     snprintf(path, sizeof path, "%s/settings.json", o->out);
@@ -411,8 +460,11 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
         size_t nm;
         lm_chat_msg *msgs = question_msgs(q, sys, lore, &nm);
         char *reply = NULL;
-        lm_gen_info info;
-        int gr = msgs ? lm_generate_chat(g, msgs, nm, &gp, &reply, &info, err)
+        lm_gen_info info = {0};
+        int attempts = 0;
+        unsigned failed = 0;
+        int gr = msgs ? guarded_chat(g, guard, o, &gp, msgs, nm, q, lore != NULL, i, &reply, &info,
+                                     &attempts, &failed, err)
                       : lm_errf(err, "out of memory");
         free(msgs);
         free(sys);
@@ -432,6 +484,13 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
                       stop_name(&info), "tokens", info.n_gen, "flags", flags_json(&f));
         /* what the lorebook put before the question, for a reader of the answers */
         if (a && lore) json_object_set_new(a, "lore", json_string(lore));
+        if (a && guard) {
+            char names[128];
+            json_object_set_new(a, "attempts", json_integer(attempts));
+            if (failed)
+                json_object_set_new(a, "guard_failed",
+                                    json_string(lm_guard_names(failed, names, sizeof names)));
+        }
         free(lore);
         free(reply);
         free(id);
@@ -455,7 +514,8 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
     /* Tally: the flags are recomputed from the text, so a report always
      * matches the current metrics even for answers kept from a resume. */
     lm_eval_tally t = {0};
-    size_t na = json_array_size(answers);
+    size_t na = json_array_size(answers), guard_retried = 0, guard_failing = 0;
+    double guard_attempts = 0;
     const char **texts = calloc(na ? na : 1, sizeof *texts);
     if (!texts) { lm_errf(err, "out of memory"); goto done; }
     json_t *a;
@@ -468,11 +528,17 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
         json_object_set_new(a, "flags", flags_json(&f));
         json_object_del(a, "judge");   /* set again below by this run's judge, if any */
         texts[i] = str_field(a, "answer");
+        json_int_t at = json_integer_value(json_object_get(a, "attempts"));
+        guard_attempts += at > 0 ? (double)at : 1;
+        guard_retried += at > 1;
+        guard_failing += json_object_get(a, "guard_failed") != NULL;
     }
     lm_eval_summary sum = {
         .label = o->label, .settings = settings, .questions = o->questions, .refs = o->refs,
         .tally = &t, .distinct1 = lm_eval_distinct(texts, na, 1),
         .distinct2 = lm_eval_distinct(texts, na, 2), .ppl = ppl, .n_refs = n_ref,
+        .guard = o->guard, .guard_retried = guard_retried, .guard_failing = guard_failing,
+        .guard_mean_attempts = na ? guard_attempts / (double)na : 0,
     };
     free(texts);
     if (o->judge && judge_answers(o, c, w, qs, answers, &sum, err)) goto done;
@@ -499,6 +565,7 @@ done:
     json_decref(qs);
     lm_generator_free(g);
     lm_eval_checker_free(k);
+    lm_guard_free(guard);
     lm_world_free(w);
     lm_character_free(c);
     return rc;

@@ -41,6 +41,8 @@ typedef struct lm_eval_opts {
     bool sample;             /* the runtime's default sampling instead of greedy */
     lm_sampler_params sp;    /* used when sample */
     int threads;
+    int guard;               /* the reply guard's retries (runtime/guard.h), 0: off */
+    unsigned guard_checks;   /* LEMONPC_CHECK_x bits */
     bool quiet;              /* no progress line */
     struct lm_teacher *judge; /* an LLM judge (judge.h) or NULL; borrowed */
 } lm_eval_opts;

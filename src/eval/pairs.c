@@ -16,9 +16,9 @@
 #include "base/progress.h"
 #include "base/strbuf.h"
 #include "datagen/assemble.h"
-#include "datagen/filter.h"
+#include "check/filter.h"
 #include "eval/eval.h"
-#include "eval/metrics.h"
+#include "check/metrics.h"
 #include "runtime/generate.h"
 #include "sheet/sheet.h"
 #include "train/jsonl.h"
@@ -327,7 +327,7 @@ static void add_reason(json_t *a, const char *r) {
  * prompt's, not the answer's, and are left out. */
 static json_t *score(const scorer *s, const item *x, const char *answer, bool eos) {
     json_t *why = json_array();
-    lm_filter_sample fx = {x->question, NULL, x->kind, s->name, x->asker, 0};
+    lm_filter_sample fx = {x->question, NULL, x->kind, s->name, x->asker, 0, 0};
     lm_filter_result rq, ra;
     lm_filter_run(s->fs, &fx, &rq);
     fx.answer = answer;

@@ -7,7 +7,7 @@
 #include <jansson.h>
 
 #include "eval/eval.h"
-#include "eval/metrics.h"
+#include "check/metrics.h"
 #include "train/jsonl.h"
 
 /* Reads a JSONL file into an array of objects; blank lines skipped, any

@@ -7,7 +7,7 @@
 #include <jansson.h>
 
 #include "base/err.h"
-#include "eval/metrics.h"
+#include "check/metrics.h"
 
 typedef struct lm_eval_summary {
     const char *label;          /* NULL: from the settings */
@@ -21,6 +21,10 @@ typedef struct lm_eval_summary {
     const char *judge;          /* the judge's name, NULL: none */
     int judge_n, judge_failed;  /* answers scored, answers the judge failed on */
     double judge_mean[5];       /* per dimension (judge.h), over judge_n */
+    int guard;                  /* the reply guard's retries, 0: none */
+    size_t guard_retried;       /* answers drawn more than once */
+    size_t guard_failing;       /* answers given though no draw passed */
+    double guard_mean_attempts;
 } lm_eval_summary;
 
 /* DIR/answers.jsonl as an array of answer objects with an "id", in file

@@ -297,6 +297,7 @@ static int load_prompt(lemonpc_conversation *c, const int32_t *p, size_t n, bool
  * the reply (malloc'd), *same whether the sampled tokens [*r0, *r1) of
  * c->toks spell it. Returns a status; e says why on failure. */
 static lemonpc_status reply_to(lemonpc_conversation *c, const int32_t *p, size_t n,
+                               lm_sampler *smp, const lm_sampler_params *sp,
                                lemonpc_stream_fn on_text, void *user, char **text, bool *same,
                                size_t *r0, size_t *r1, lemonpc_reply_info *info, double t0,
                                lm_err *e) {
@@ -304,6 +305,7 @@ static lemonpc_status reply_to(lemonpc_conversation *c, const int32_t *p, size_t
     lemonpc_model *m = npc->model;
     *text = NULL;
     *same = false;
+    info->attempts = 1;
     say_job j = {.c = c, .on_text = on_text, .user = user};
     lm_stream_init(&j.st, (const char *const *)c->stop, c->n_stop, emit_text, &j);
     lemonpc_status code = LEMONPC_ERR_INTERNAL;
@@ -311,13 +313,13 @@ static lemonpc_status reply_to(lemonpc_conversation *c, const int32_t *p, size_t
     if (reply_begin(c, e) || load_prompt(c, p, n, &j.cancelled, info, e)) goto fail;
     info->prompt_seconds = lm_now_s() - tp;
     /* the repetition penalty looks back over the conversation's last tokens */
-    lm_sampler_reset(c->smp);
-    size_t back = c->sp.repeat_last_n > 0 ? (size_t)c->sp.repeat_last_n : 0;
+    lm_sampler_reset(smp);
+    size_t back = sp->repeat_last_n > 0 ? (size_t)sp->repeat_last_n : 0;
     for (size_t i = c->n_toks > back ? c->n_toks - back : 0; i < c->n_toks; i++)
-        lm_sampler_accept(c->smp, c->toks[i]);
-    lm_gen_params gp = {.sp = c->sp, .max_tokens = c->max_tokens,
+        lm_sampler_accept(smp, c->toks[i]);
+    lm_gen_params gp = {.sp = *sp, .max_tokens = c->max_tokens,
                         .stop = (const char *const *)c->stop, .n_stop = c->n_stop};
-    lm_decoder d = {c->ctx, m->tok, c->smp, c->logits, m->eos, m->im_end, true, on_piece, &j,
+    lm_decoder d = {c->ctx, m->tok, smp, c->logits, m->eos, m->im_end, true, on_piece, &j,
                     on_token};
     lm_gen_info gi = {0};
     *r0 = c->n_toks;
@@ -365,6 +367,94 @@ fail:
     return lm_api_code_of(e, code);
 }
 
+static int popcount(unsigned x) {
+    int k = 0;
+    for (; x; x &= x - 1) k++;
+    return k;
+}
+
+/* reply_to under the NPC's guard (guard.h): the first reply with the
+ * conversation's sampler, retries with their own; the first that passes
+ * the checks, else the one failing the fewest. Nothing is streamed until
+ * the reply is chosen. *tk (malloc'd, or NULL when they do not spell it)
+ * gets the chosen reply's sampled tokens, which the turn keeps: the cache
+ * holds the last draw, and the next prompt, carrying the chosen one's
+ * tokens, re-evaluates from where they part. */
+static lemonpc_status guarded_reply(lemonpc_conversation *c, const char *line, bool knows,
+                                    const int32_t *p, size_t n, lemonpc_stream_fn on_text,
+                                    void *user, char **text, int32_t **tk, size_t *ntk,
+                                    lemonpc_reply_info *info, double t0, lm_err *e) {
+    lemonpc_npc *npc = c->npc;
+    *tk = NULL;
+    *ntk = 0;
+    char *best = NULL;
+    int best_at = -1, best_bad = 0;
+    unsigned best_failed = 0;
+    lemonpc_reply_info first = {0};
+    lemonpc_status code = LEMONPC_OK;
+    for (int a = 0; a <= npc->guard_retries; a++) {
+        lemonpc_reply_info ai = {0};
+        lm_sampler *rs = NULL;
+        lm_sampler_params rp = c->sp;
+        if (a > 0) {
+            rp = lm_guard_retry_params(&c->sp, npc->guard_temperature, c->turns.n, a);
+            if (!(rs = lm_sampler_new(&rp, npc->model->m->cfg.n_vocab, e))) {
+                code = LEMONPC_ERR_NOMEM;
+                break;
+            }
+        }
+        char *t = NULL;
+        bool same = false;
+        size_t r0 = 0, r1 = 0;
+        code = reply_to(c, p, n, rs ? rs : c->smp, &rp, NULL, NULL, &t, &same, &r0, &r1, &ai, t0, e);
+        lm_sampler_free(rs);
+        if (code != LEMONPC_OK) break;
+        if (a == 0) first = ai;
+        info->n_generated += ai.n_generated;
+        unsigned failed = lm_guard_check(npc->guard, line, t, c->who,
+                                         ai.stop == LEMONPC_STOP_END, knows);
+        info->attempts = a + 1;
+        if (best_at < 0 || popcount(failed) < best_bad) {
+            free(best);
+            free(*tk);
+            *tk = NULL;
+            *ntk = 0;
+            if (same && !(*tk = malloc((r1 - r0 + 1) * sizeof **tk))) {
+                free(t);
+                code = LEMONPC_ERR_NOMEM;
+                lm_errf(e, "out of memory");
+                break;
+            }
+            if (same) memcpy(*tk, c->toks + r0, (r1 - r0) * sizeof **tk), *ntk = r1 - r0;
+            best = t;
+            best_at = a;
+            best_bad = popcount(failed);
+            best_failed = failed;
+            info->stop = ai.stop;
+        } else {
+            free(t);
+        }
+        if (!failed) break;
+    }
+    if (code != LEMONPC_OK) { free(best); free(*tk); *tk = NULL; return code; }
+    info->n_prompt = first.n_prompt;
+    info->n_reused = first.n_reused;
+    info->prompt_seconds = first.prompt_seconds;
+    info->failed_checks = best_failed;
+    /* the player sees the reply only now: its first token is here */
+    info->first_token_seconds = lm_now_s() - t0;
+    if (on_text && best[0] && on_text(user, best, strlen(best))) {
+        free(best);
+        free(*tk);
+        *tk = NULL;
+        info->stop = LEMONPC_STOP_CANCELLED;
+        lm_errf(e, "the reply was cancelled");
+        return LEMONPC_ERR_CANCELLED;
+    }
+    *text = best;
+    return LEMONPC_OK;
+}
+
 static void done_ok(lemonpc_error *err) {
     if (err) { err->code = LEMONPC_OK; err->message[0] = '\0'; }
 }
@@ -387,7 +477,8 @@ lemonpc_status lemonpc_say(lemonpc_conversation *c, const char *line, lemonpc_st
     lemonpc_model *m = npc->model;
     int32_t *p = NULL;
     char *text = NULL, *block = NULL;
-    size_t n = 0, first = 0, r0 = 0, r1 = 0;
+    int32_t *kept = NULL;    /* the reply's sampled tokens, when they spell it */
+    size_t n = 0, first = 0, r0 = 0, r1 = 0, n_kept = 0;
     bool pushed = false, same = false;
     if (lm_api_npc_prefix(npc, &e)) goto fail;
     if (lm_api_recall(c, line, &block, &e)) goto fail;
@@ -411,11 +502,17 @@ lemonpc_status lemonpc_say(lemonpc_conversation *c, const char *line, lemonpc_st
                 m->n_ctx);
         goto fail;
     }
-    code = reply_to(c, p, n, on_text, user, &text, &same, &r0, &r1, &info, t0, &e);
+    if (npc->guard) {
+        code = guarded_reply(c, line, block != NULL, p, n, on_text, user, &text, &kept, &n_kept,
+                             &info, t0, &e);
+    } else {
+        code = reply_to(c, p, n, c->smp, &c->sp, on_text, user, &text, &same, &r0, &r1, &info,
+                        t0, &e);
+        if (code == LEMONPC_OK && same && !(kept = malloc((r1 - r0 + 1) * sizeof *kept))) goto oom;
+        if (kept) memcpy(kept, c->toks + r0, (r1 - r0) * sizeof *kept), n_kept = r1 - r0;
+    }
     if (code != LEMONPC_OK) goto fail;
-    if (lm_api_turns_push(&c->turns, "assistant", text, same ? c->toks + r0 : NULL,
-                          same ? r1 - r0 : 0))
-        goto oom;
+    if (lm_api_turns_push(&c->turns, "assistant", text, kept, n_kept)) goto oom;
     /* the exchange is committed to the world before the call returns */
     if (lm_api_record(c, line, text, &e)) {
         turns_pop(&c->turns);
@@ -427,6 +524,7 @@ lemonpc_status lemonpc_say(lemonpc_conversation *c, const char *line, lemonpc_st
     block = NULL;
     if (reply) *reply = text;
     else free(text);
+    free(kept);
     free(p);
     info.total_seconds = lm_now_s() - t0;
     if (info_out) *info_out = info;
@@ -440,6 +538,7 @@ fail:
     if (pushed) turns_pop(&c->turns);
     free(block);
     free(text);
+    free(kept);
     free(p);
     info.total_seconds = lm_now_s() - t0;
     if (info_out) *info_out = info;
@@ -474,7 +573,7 @@ static lemonpc_status complete_in(lemonpc_conversation *c, const char *prompt,
                 npc->model->n_ctx);
         goto fail;
     }
-    code = reply_to(c, p, n, on_text, user, &text, &same, &r0, &r1, info, t0, e);
+    code = reply_to(c, p, n, c->smp, &c->sp, on_text, user, &text, &same, &r0, &r1, info, t0, e);
     if (code != LEMONPC_OK) goto fail;
     if (reply) *reply = text;
     else free(text);

@@ -17,6 +17,7 @@
 #include "memory/memdb.h"
 #include "model/sampler.h"
 #include "runtime/generate.h"
+#include "runtime/guard.h"
 #include "sheet/sheet.h"
 #include "tokenizer/tokenizer.h"
 
@@ -51,6 +52,9 @@ struct lemonpc_npc {
     float adapter_scale;
     lm_sampler_params sp;
     int max_tokens;
+    lm_guard *guard;         /* or NULL: replies are not checked */
+    int guard_retries;
+    float guard_temperature;
     char **stop;             /* the params' stop strings, owned */
     size_t n_stop;
     uint64_t fingerprint;    /* model + adapter + persona */

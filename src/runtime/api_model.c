@@ -156,7 +156,8 @@ lemonpc_sampling lemonpc_sampling_defaults(void) {
 
 lemonpc_npc_params lemonpc_npc_default_params(void) {
     return (lemonpc_npc_params){.persona = LEMONPC_PERSONA_AUTO, .adapter_scale = 1.0f,
-                                .sampling = lemonpc_sampling_defaults()};
+                                .sampling = lemonpc_sampling_defaults(),
+                                .guard = {0, LEMONPC_CHECK_DEFAULT, 0.7f}};
 }
 
 void lemonpc_npc_free(lemonpc_npc *n) {
@@ -170,6 +171,7 @@ void lemonpc_npc_free(lemonpc_npc *n) {
     for (size_t i = 0; i < n->n_stop; i++) free(n->stop[i]);
     free(n->stop);
     lm_adapter_free(n->adapter);
+    lm_guard_free(n->guard);
     free(n->system);
     lm_world_free(n->w);
     lm_character_free(n->ch);
@@ -270,6 +272,20 @@ lemonpc_npc *lemonpc_npc_load(lemonpc_model *model, const lemonpc_npc_params *pa
     if (p.adapter) {
         code = LEMONPC_ERR_FORMAT;
         if (!(n->adapter = lm_adapter_load(model->m, p.adapter, &e))) goto fail;
+    }
+    if (p.guard.retries < 0 || p.guard.retries > 16 || (p.guard.checks & ~(unsigned)LEMONPC_CHECK_ALL) ||
+        !(p.guard.temperature >= 0 && p.guard.temperature <= 4)) {
+        code = LEMONPC_ERR_INVALID;
+        lm_errf(&e, "lemonpc_npc_load: guard: retries %d (0 to 16), checks 0x%x (LEMONPC_CHECK_x "
+                "bits), temperature %g (0 to 4)", p.guard.retries, p.guard.checks,
+                (double)p.guard.temperature);
+        goto fail;
+    }
+    if (p.guard.retries > 0) {
+        unsigned checks = p.guard.checks ? p.guard.checks : LEMONPC_CHECK_DEFAULT;
+        if (!(n->guard = lm_guard_new(n->ch, checks, &e))) goto fail;
+        n->guard_retries = p.guard.retries;
+        n->guard_temperature = p.guard.temperature > 0 ? p.guard.temperature : 0.7f;
     }
     /* fingerprint: weights, adapter (its factors and scale), persona text */
     uint64_t h = lm_api_fnv(FNV0, &model->fingerprint, sizeof model->fingerprint);

@@ -10,7 +10,7 @@ SRC = ROOT / "src"
 
 # Top to bottom, as docs/HACKING.md draws it; modules on one level do not
 # include each other.
-LEVELS = [["cli"], ["server", "eval"], ["datagen"], ["runtime", "train"], ["memory"],
+LEVELS = [["cli"], ["server", "eval"], ["datagen"], ["runtime", "train"], ["memory", "check"],
           ["sheet", "model", "tokenizer"], ["gguf"], ["tensor"], ["base"]]
 LEVEL = {m: i for i, ms in enumerate(LEVELS) for m in ms}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)

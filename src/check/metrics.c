@@ -1,6 +1,6 @@
 /* In-character metrics (metrics.h): the dataset filters judge most flags,
  * the rest are small checks of their own. */
-#include "eval/metrics.h"
+#include "check/metrics.h"
 
 #include <ctype.h>
 #include <stdint.h>
@@ -11,7 +11,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
-#include "datagen/filter.h"
+#include "check/filter.h"
 #include "sheet/sheet.h"
 
 struct lm_eval_checker {
@@ -288,7 +288,9 @@ void lm_eval_check(const lm_eval_checker *k, const char *question, const char *a
         while (*p && !isspace((unsigned char)*p)) p++;
     }
     static const char *const KIND[] = {"in-world", "off-topic", "protective", "adversarial"};
-    lm_filter_sample x = {question ? question : "", answer, KIND[cat], NULL, asker, 0};
+    /* the answer is judged, not the question: "question talks about the
+     * fiction" says nothing of the NPC */
+    lm_filter_sample x = {question ? question : "", answer, KIND[cat], NULL, asker, 0, 1};
     lm_filter_result r;
     lm_filter_run(k->fs, &x, &r);
     unsigned bad = r.failed;

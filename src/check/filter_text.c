@@ -1,6 +1,6 @@
 /* Word splitting, n-gram hashing, UTF-8 validation and the built-in pattern
  * lists of the dataset filters. */
-#include "datagen/filter_internal.h"
+#include "check/filter_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 /* Text helpers shared by the filters and the near-duplicate store. A "word"
  * here is a maximal run of ASCII letters/digits or non-ASCII bytes, compared
  * lowercased: punctuation, case and spacing never make two texts differ. */
-#ifndef LM_DATAGEN_FILTER_INTERNAL_H
-#define LM_DATAGEN_FILTER_INTERNAL_H
+#ifndef LM_CHECK_FILTER_INTERNAL_H
+#define LM_CHECK_FILTER_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -2,13 +2,13 @@
  * similarity of word-3-gram shingle sets. MinHash signatures with LSH
  * banding find candidates in ~constant time per sample; the candidates'
  * exact Jaccard decides, so the estimate's noise never rejects a sample. */
-#include "datagen/filter.h"
+#include "check/filter.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "datagen/filter_internal.h"
+#include "check/filter_internal.h"
 
 #define SHINGLE_N 3
 #define BANDS 20

@@ -75,8 +75,8 @@
  * All patterns are compiled once per lm_filter_set (PCRE2); a set is
  * read-only after creation and may be shared by threads. lm_dedup is
  * stateful and not thread-safe. */
-#ifndef LM_DATAGEN_FILTER_H
-#define LM_DATAGEN_FILTER_H
+#ifndef LM_CHECK_FILTER_H
+#define LM_CHECK_FILTER_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -146,6 +146,8 @@ typedef struct lm_filter_sample {
     const char *character;  /* NULL: the set's character name, if any */
     const char *asker;      /* asker's name, for "<asker>:" in the answer; NULL = none */
     int truncated;          /* the teacher stopped at max_tokens (finish_reason "length") */
+    int answer_only;        /* judge the answer alone: no question-side filter fails the
+                               sample (an NPC's reply is checked, not the player's line) */
 } lm_filter_sample;
 
 #define LM_FILTER_REASON_MAX 200

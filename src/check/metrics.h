@@ -48,8 +48,8 @@
  * character and ended its turn, and for a protective question also shows
  * honest ignorance. None of this sees values: taking a bribe in a knightly
  * voice passes (read the answers; an LLM judge would be the next step). */
-#ifndef LM_EVAL_METRICS_H
-#define LM_EVAL_METRICS_H
+#ifndef LM_CHECK_METRICS_H
+#define LM_CHECK_METRICS_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,7 +1,7 @@
 /* Per-sample dataset filters: the filter set (patterns compiled once, sheet
  * n-grams hashed once) and lm_filter_run. */
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "datagen/filter.h"
+#include "check/filter.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -15,7 +15,7 @@
 #include "base/fileio.h"
 #include "base/strbuf.h"
 #include "base/utf8.h"
-#include "datagen/filter_internal.h"
+#include "check/filter_internal.h"
 #include "sheet/sheet.h"
 
 static const char *const filter_names[LM_FILTER_COUNT] = {
@@ -822,8 +822,9 @@ int lm_filter_run(const lm_filter_set *s, const lm_filter_sample *x, lm_filter_r
             note(r, LM_FILTER_LENGTH, "question has %zu sentences (max %d)", ns, c->max_question_sentences);
         if (a) check_length(s, "answer", a, c->min_answer_words, c->max_answer_words, c->max_answer_bytes, r);
     }
+    const int ask = !(x && x->answer_only && a);   /* question-side filters run */
     if (ON(LM_FILTER_BROKEN)) {
-        check_broken(s, md, "question", q, a ? 0 : x && x->truncated, NULL, NULL, r);
+        if (ask) check_broken(s, md, "question", q, a ? 0 : x && x->truncated, NULL, NULL, r);
         if (a) check_broken(s, md, "answer", a, x->truncated, asker, name, r);
     }
     if (ON(LM_FILTER_RESTATE)) {
@@ -840,9 +841,10 @@ int lm_filter_run(const lm_filter_set *s, const lm_filter_sample *x, lm_filter_r
     }
     /* An adversarial asker attacks the fiction on purpose ("you are just a
      * character in a game"); the answer must not follow. */
-    if (strcmp(kind, "adversarial") != 0 && ON(LM_FILTER_BREAKS) && breaks_at(s->re[P_BREAKS], md, q, NULL, &m))
+    if (ask && strcmp(kind, "adversarial") != 0 && ON(LM_FILTER_BREAKS) &&
+        breaks_at(s->re[P_BREAKS], md, q, NULL, &m))
         note(r, LM_FILTER_BREAKS, "question talks about the fiction: '%s'", excerpt(q + m.start, m.end - m.start, ex, 60));
-    if (ON(LM_FILTER_REPEAT)) check_repeat(s, "question", q, r);
+    if (ask && ON(LM_FILTER_REPEAT)) check_repeat(s, "question", q, r);
     if (!a) goto done;
     if (ON(LM_FILTER_ASSISTANT) && find(s->re[P_ASSIST], md, a, 0, &m))
         note(r, LM_FILTER_ASSISTANT, "answer contains '%s'", excerpt(a + m.start, m.end - m.start, ex, 60));

@@ -1,0 +1,114 @@
+/* The reply guard (guard.h): the eval checks, read without a question's
+ * category, as LEMONPC_CHECK_x bits. */
+#include "runtime/guard.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check/metrics.h"
+#include "lemonpc.h"
+
+struct lm_guard {
+    lm_eval_checker *k;
+    unsigned checks;
+};
+
+lm_guard *lm_guard_new(const struct lm_character *character, unsigned checks, lm_err *err) {
+    lm_guard *g = calloc(1, sizeof *g);
+    if (!g) return lm_errf(err, "out of memory"), NULL;
+    g->checks = checks & LEMONPC_CHECK_ALL;
+    if (!(g->k = lm_eval_checker_new(character, err))) { free(g); return NULL; }
+    return g;
+}
+
+void lm_guard_free(lm_guard *g) {
+    if (!g) return;
+    lm_eval_checker_free(g->k);
+    free(g);
+}
+
+unsigned lm_guard_check(const lm_guard *g, const char *line, const char *reply,
+                        const char *player, bool ended, bool knows) {
+    /* "protective" turns on the modern-knowledge check; the voice checks
+     * read every category alike */
+    lm_eval_flags f;
+    lm_eval_check(g->k, line, reply, "protective", player, ended, &f);
+    unsigned bad = 0;
+    if (f.assistant || f.refusal || f.stage || f.self_intro || f.speaks_for_user || f.breaks)
+        bad |= LEMONPC_CHECK_VOICE;
+    if (f.modern) bad |= LEMONPC_CHECK_MODERN;
+    if (!f.eos) bad |= LEMONPC_CHECK_ENDED;
+    if (f.repetition) bad |= LEMONPC_CHECK_LOOP;
+    if (knows && (g->checks & LEMONPC_CHECK_DODGE)) {
+        /* a line that itself brings our world's words is not about his,
+         * whatever lore its other words called up: not knowing is right */
+        lm_eval_flags lf;
+        lm_eval_check(g->k, "", line ? line : "", "protective", NULL, true, &lf);
+        lm_eval_check(g->k, line, reply, "in-world", player, ended, &f);
+        if (f.dodges && !lf.modern) bad |= LEMONPC_CHECK_DODGE;
+    }
+    return bad & g->checks;
+}
+
+static const struct { const char *name; unsigned bit; } NAMES[] = {
+    {"voice", LEMONPC_CHECK_VOICE}, {"modern", LEMONPC_CHECK_MODERN},
+    {"ended", LEMONPC_CHECK_ENDED}, {"loop", LEMONPC_CHECK_LOOP},
+    {"dodge", LEMONPC_CHECK_DODGE},
+};
+#define N_NAMES (sizeof NAMES / sizeof NAMES[0])
+
+char *lm_guard_names(unsigned checks, char *buf, size_t cap) {
+    size_t len = 0;
+    if (cap) buf[0] = '\0';
+    for (size_t i = 0; i < N_NAMES && cap; i++) {
+        if (!(checks & NAMES[i].bit)) continue;
+        int w = snprintf(buf + len, cap - len, "%s%s", len ? ", " : "", NAMES[i].name);
+        if (w < 0 || (size_t)w >= cap - len) break;
+        len += (size_t)w;
+    }
+    return buf;
+}
+
+long lm_guard_parse(const char *list, lm_err *err) {
+    unsigned bits = 0;
+    for (const char *p = list; p && *p;) {
+        while (*p == ',' || *p == ' ') p++;
+        size_t n = strcspn(p, ", ");
+        if (!n) break;
+        bool found = false;
+        if (n == 7 && !strncmp(p, "default", n)) { bits |= LEMONPC_CHECK_DEFAULT; found = true; }
+        if (n == 3 && !strncmp(p, "all", n)) { bits |= LEMONPC_CHECK_ALL; found = true; }
+        for (size_t i = 0; i < N_NAMES && !found; i++)
+            if (strlen(NAMES[i].name) == n && !strncmp(p, NAMES[i].name, n)) {
+                bits |= NAMES[i].bit;
+                found = true;
+            }
+        if (!found)
+            return lm_errf(err, "unknown check '%.*s' (voice, modern, ended, loop, dodge, "
+                           "default, all)", (int)n, p);
+        p += n;
+    }
+    return (long)bits;
+}
+
+static uint64_t mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+lm_sampler_params lm_guard_retry_params(const lm_sampler_params *sp, float temperature,
+                                        uint64_t turn, int attempt) {
+    lm_sampler_params r = *sp;
+    if (!(r.temp > 0)) {
+        /* a greedy NPC would give the same reply again: its retries sample
+         * as the runtime does by default */
+        r.temp = temperature > 0 ? temperature : 0.7f;
+        r.top_k = 40;
+        r.top_p = 0.95f;
+        r.min_p = 0.05f;
+    }
+    r.seed = mix(sp->seed ^ mix(turn + 0x9e3779b97f4a7c15ull * (uint64_t)attempt));
+    return r;
+}
