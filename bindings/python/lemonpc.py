@@ -41,7 +41,7 @@ import re
 import threading
 import weakref
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_double, c_float, c_int,
-                    c_int64, c_size_t, c_uint64, c_void_p)
+                    c_int64, c_size_t, c_uint, c_uint64, c_void_p)
 from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 __all__ = [
@@ -98,9 +98,21 @@ class Stop(enum.IntEnum):
     CANCELLED = 4
 
 
+class Check(enum.IntFlag):
+    """The reply guard's checks (C names: LEMONPC_CHECK_ + the member's
+    name; docs/RUNTIME.md, "The reply guard")."""
+    VOICE = 1
+    MODERN = 2
+    ENDED = 4
+    LOOP = 8
+    DODGE = 16
+    DEFAULT = 15
+    ALL = 31
+
+
 # C prefix of each enum's constants, for the tests.
 _ENUMS = {Status: "LEMONPC_", KvType: "LEMONPC_KV_", Persona: "LEMONPC_PERSONA_",
-          Stop: "LEMONPC_STOP_"}
+          Stop: "LEMONPC_STOP_", Check: "LEMONPC_CHECK_"}
 
 # ---- structs (the tests check size, alignment and every offset in C) ---------
 
@@ -122,18 +134,24 @@ class _Sampling(Structure):
                 ("seed", c_uint64), ("max_tokens", c_int)]
 
 
+class _Guard(Structure):
+    _c_name_ = "lemonpc_guard"
+    _fields_ = [("retries", c_int), ("checks", c_uint), ("temperature", c_float)]
+
+
 class _NpcParams(Structure):
     _c_name_ = "lemonpc_npc_params"
     _fields_ = [("sheet", c_char_p), ("system", c_char_p), ("persona", c_int),
                 ("adapter", c_char_p), ("adapter_scale", c_float), ("sampling", _Sampling),
-                ("stop", POINTER(c_char_p)), ("n_stop", c_size_t)]
+                ("stop", POINTER(c_char_p)), ("n_stop", c_size_t), ("guard", _Guard)]
 
 
 class _ReplyInfo(Structure):
     _c_name_ = "lemonpc_reply_info"
     _fields_ = [("n_prompt", c_int), ("n_reused", c_int), ("n_generated", c_int),
                 ("n_dropped_turns", c_int), ("stop", c_int), ("prompt_seconds", c_double),
-                ("first_token_seconds", c_double), ("total_seconds", c_double)]
+                ("first_token_seconds", c_double), ("total_seconds", c_double),
+                ("attempts", c_int), ("failed_checks", c_uint)]
 
 
 class _Event(Structure):
@@ -154,7 +172,8 @@ class _Turn(Structure):
     _fields_ = [("role", c_char_p), ("text", c_char_p)]
 
 
-_STRUCTS = [_Error, _ModelParams, _Sampling, _NpcParams, _ReplyInfo, _Event, _Memory, _Turn]
+_STRUCTS = [_Error, _ModelParams, _Sampling, _Guard, _NpcParams, _ReplyInfo, _Event, _Memory,
+            _Turn]
 
 
 class _Opaque(Structure):
@@ -532,6 +551,8 @@ class ReplyInfo:
     prompt_seconds: float
     first_token_seconds: float
     total_seconds: float
+    attempts: int           # replies drawn: 1, or more when the guard drew again
+    failed_checks: Check    # what the reply given still fails (Check(0): nothing)
 
     @classmethod
     def _of(cls, i: _ReplyInfo) -> "ReplyInfo":
@@ -540,7 +561,8 @@ class ReplyInfo:
         except ValueError:
             stop = i.stop
         return cls(i.n_prompt, i.n_reused, i.n_generated, i.n_dropped_turns, stop,
-                   i.prompt_seconds, i.first_token_seconds, i.total_seconds)
+                   i.prompt_seconds, i.first_token_seconds, i.total_seconds, i.attempts,
+                   Check(i.failed_checks))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -723,12 +745,15 @@ class Model(_Handle):
 class Npc(_Handle):
     """A character on a model: a sheet (or a literal system turn), an
     optional LoRA adapter and its sampling. stop: extra strings that end a
-    reply. Persona AUTO takes the mode the adapter was trained with."""
+    reply. Persona AUTO takes the mode the adapter was trained with.
+    guard: the reply guard's retries (0: off), guard_checks its checks: a
+    reply failing them is drawn again before it is given (and streamed)."""
 
     def __init__(self, model: Model, sheet: Optional[PathLike] = None, *,
                  system: Optional[str] = None, persona: Union[Persona, int] = Persona.AUTO,
                  adapter: Optional[PathLike] = None, adapter_scale: float = 1.0,
-                 sampling: Optional[Sampling] = None, stop: Sequence[str] = ()):
+                 sampling: Optional[Sampling] = None, stop: Sequence[str] = (),
+                 guard: int = 0, guard_checks: Check = Check.DEFAULT):
         lib = _lib()
         p = lib.lemonpc_npc_default_params()
         keep = []   # the bytes the params point to, alive through the call
@@ -743,6 +768,8 @@ class Npc(_Handle):
             keep.append(_path(adapter))
             p.adapter = keep[-1]
         p.adapter_scale = adapter_scale
+        p.guard.retries = guard
+        p.guard.checks = int(guard_checks)
         if sampling is not None:
             sampling._fill(p.sampling)
         if stop:

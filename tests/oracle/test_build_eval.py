@@ -247,6 +247,33 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
     assert subprocess.run(cmd2, capture_output=True).returncode == 0
     assert [json.loads(l)["answer"] for l in (out2 / "answers.jsonl").read_text().splitlines()] == \
         [a["answer"] for a in ans]
+    # --guard: the first draw is the greedy answer; an answer cut at 12 tokens
+    # fails "ended" and is drawn again; the random model's draws rarely end,
+    # and when none passes the one failing the fewest checks is given
+    outg = tmp_path / "evg"
+    cmdg = cmd[:]
+    cmdg[cmdg.index(str(out))] = str(outg)
+    r = subprocess.run(cmdg + ["--guard", "2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    gans = [json.loads(l) for l in (outg / "answers.jsonl").read_text().splitlines()]
+    assert [g["id"] for g in gans] == [a["id"] for a in ans]
+    for g, a in zip(gans, ans):
+        assert 1 <= g["attempts"] <= 3, g
+        if "guard_failed" in g:
+            assert g["attempts"] == 3, g
+        if g["attempts"] == 1:
+            assert g["answer"] == a["answer"], (g, a)
+        if a["stop"] != "eos":
+            assert g["attempts"] > 1, (g, a)
+    assert any("ended" in g.get("guard_failed", "") for g in gans), gans
+    grep = json.loads((outg / "report.json").read_text())
+    assert grep["guard"]["retries"] == 2
+    assert grep["guard"]["retried"] == sum(g["attempts"] > 1 for g in gans)
+    assert grep["settings"]["guard"] == {"retries": 2, "checks": "voice, modern, ended, loop"}
+    assert "Reply guard: up to 2 retries" in (outg / "report.md").read_text()
+    r = subprocess.run(cmdg + ["--guard", "2", "--guard-checks", "voice,manners"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "manners" in r.stderr, r.stderr
     # --no-lore: no block
     out3 = tmp_path / "ev3"
     cmd3 = cmd[:]

@@ -99,8 +99,8 @@ def layout_checks(L):
             out.append(f'_Static_assert(sizeof((({t} *)0)->{f}) == {ctypes.sizeof(ft)}, '
                        f'"sizeof {t}.{f}");')
     for enum, prefix in L._ENUMS.items():
-        for m in enum:
-            out.append(f'_Static_assert({prefix}{m.name} == {int(m)}, "{prefix}{m.name}");')
+        for name, m in enum.__members__.items():   # a flag enum's combinations too
+            out.append(f'_Static_assert({prefix}{name} == {int(m)}, "{prefix}{name}");')
     for t in ("lemonpc_status", "lemonpc_kv_type", "lemonpc_persona", "lemonpc_stop"):
         out.append(f'_Static_assert(sizeof({t}) == {ctypes.sizeof(ctypes.c_int)}, "{t}");')
     # each callback typedef is the function pointer type the binding declares
@@ -142,8 +142,8 @@ def test_layout_and_prototypes_match_header(L, tmp_path):
     # a function added to the header is bound (and wrapped) with it
     assert not declared - bound, \
         f"lemonpc.h functions the Python binding lacks: {sorted(declared - bound)}"
-    have = {p + m.name for e, p in L._ENUMS.items() for m in e}
-    consts = set(re.findall(r"\b(LEMONPC_(?:OK|ERR_\w+|KV_\w+|STOP_\w+|PERSONA_\w+))\s*=", header))
+    have = {p + name for e, p in L._ENUMS.items() for name in e.__members__}
+    consts = set(re.findall(r"\b(LEMONPC_(?:OK|ERR_\w+|KV_\w+|STOP_\w+|PERSONA_\w+|CHECK_\w+))\s*=", header))
     assert not consts - have, f"lemonpc.h constants the Python binding lacks: {sorted(consts - have)}"
     # and so is every struct and callback type
     structs = set(re.findall(r"typedef struct (lemonpc_\w+) \{", header))
@@ -232,6 +232,20 @@ def test_stop_strings(L, model):
         assert "forge" in full, full
         text, info = b.say("Who are you?")
     assert text == full[:full.index("forge")] and info.stop == L.Stop.STRING
+
+
+def test_guard_draws_again(L, model):
+    """A reply cut at 6 tokens fails the guard's "ended" check on every draw:
+    three draws, the first (the greedy reply) given, streamed once whole."""
+    with L.Npc(model, system="You are a grumpy blacksmith.", sampling=greedy(L, 6)) as plain, \
+            L.Npc(model, system="You are a grumpy blacksmith.", sampling=greedy(L, 6), guard=2,
+                  guard_checks=L.Check.ENDED) as guarded, plain.open() as a, guarded.open() as b:
+        first, info_a = a.say("Tell me about your forge.")
+        pieces = []
+        text, info = b.say("Tell me about your forge.", on_text=pieces.append)
+    assert info_a.attempts == 1 and info_a.failed_checks == L.Check(0)
+    assert text == first and pieces == [text]
+    assert info.attempts == 3 and info.failed_checks == L.Check.ENDED
 
 
 def test_set_turns_sampling_and_conversation_complete(L, model):
