@@ -131,6 +131,15 @@ static void test_names(void **state) {
     assert_non_null(strstr(err.msg, "manners"));
 }
 
+/* fewer failed checks win; a tie keeps the earlier draw */
+static void test_prefer(void **state) {
+    (void)state;
+    assert_true(lm_guard_prefer(LEMONPC_CHECK_ALL, 0, false));
+    assert_true(lm_guard_prefer(LEMONPC_CHECK_LOOP, LEMONPC_CHECK_VOICE | LEMONPC_CHECK_ENDED, true));
+    assert_false(lm_guard_prefer(LEMONPC_CHECK_LOOP, LEMONPC_CHECK_VOICE, true));
+    assert_false(lm_guard_prefer(LEMONPC_CHECK_VOICE | LEMONPC_CHECK_LOOP, LEMONPC_CHECK_ENDED, true));
+}
+
 /* a greedy NPC's retries sample; each attempt and turn draws differently,
  * and the same attempt of the same turn draws the same */
 static void test_retry_params(void **state) {
@@ -159,6 +168,7 @@ int main(void) {
         cmocka_unit_test(test_ended_and_loop),
         cmocka_unit_test(test_dodge_needs_lore),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_prefer),
         cmocka_unit_test(test_retry_params),
     };
     return cmocka_run_group_tests_name("guard", tests, setup, teardown);

@@ -139,7 +139,6 @@ static int guarded_chat(lm_generator *g, const lm_guard *guard, const lm_eval_op
                         bool knows, size_t qi, char **reply, lm_gen_info *info, int *attempts,
                         unsigned *failed, lm_err *err) {
     *reply = NULL;
-    int best_bad = 0;
     for (int a = 0; a <= (guard ? o->guard : 0); a++) {
         lm_gen_params p = *gp;
         if (a > 0) p.sp = lm_guard_retry_params(&gp->sp, 0.7f, qi, a);
@@ -152,13 +151,11 @@ static int guarded_chat(lm_generator *g, const lm_guard *guard, const lm_eval_op
                                               str_field(q, "asker"), !strcmp(stop_name(&in), "eos"),
                                               knows)
                              : 0;
-        int nb = __builtin_popcount(bad);
-        if (!*reply || nb < best_bad) {
+        if (lm_guard_prefer(bad, *failed, *reply != NULL)) {
             free(*reply);
             *reply = t;
             *info = in;
             *failed = bad;
-            best_bad = nb;
         } else {
             free(t);
         }

@@ -367,12 +367,6 @@ fail:
     return lm_api_code_of(e, code);
 }
 
-static int popcount(unsigned x) {
-    int k = 0;
-    for (; x; x &= x - 1) k++;
-    return k;
-}
-
 /* reply_to under the NPC's guard (guard.h): the first reply with the
  * conversation's sampler, retries with their own; the first that passes
  * the checks, else the one failing the fewest. Nothing is streamed until
@@ -388,7 +382,6 @@ static lemonpc_status guarded_reply(lemonpc_conversation *c, const char *line, b
     *tk = NULL;
     *ntk = 0;
     char *best = NULL;
-    int best_at = -1, best_bad = 0;
     unsigned best_failed = 0;
     lemonpc_reply_info first = {0};
     lemonpc_status code = LEMONPC_OK;
@@ -414,7 +407,7 @@ static lemonpc_status guarded_reply(lemonpc_conversation *c, const char *line, b
         unsigned failed = lm_guard_check(npc->guard, line, t, c->who,
                                          ai.stop == LEMONPC_STOP_END, knows);
         info->attempts = a + 1;
-        if (best_at < 0 || popcount(failed) < best_bad) {
+        if (lm_guard_prefer(failed, best_failed, best != NULL)) {
             free(best);
             free(*tk);
             *tk = NULL;
@@ -427,8 +420,6 @@ static lemonpc_status guarded_reply(lemonpc_conversation *c, const char *line, b
             }
             if (same) memcpy(*tk, c->toks + r0, (r1 - r0) * sizeof **tk), *ntk = r1 - r0;
             best = t;
-            best_at = a;
-            best_bad = popcount(failed);
             best_failed = failed;
             info->stop = ai.stop;
         } else {

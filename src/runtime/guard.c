@@ -51,6 +51,16 @@ unsigned lm_guard_check(const lm_guard *g, const char *line, const char *reply,
     return bad & g->checks;
 }
 
+static int n_bits(unsigned x) {
+    int k = 0;
+    for (; x; x &= x - 1) k++;
+    return k;
+}
+
+bool lm_guard_prefer(unsigned failed, unsigned best_failed, bool have) {
+    return !have || n_bits(failed) < n_bits(best_failed);
+}
+
 static const struct { const char *name; unsigned bit; } NAMES[] = {
     {"voice", LEMONPC_CHECK_VOICE}, {"modern", LEMONPC_CHECK_MODERN},
     {"ended", LEMONPC_CHECK_ENDED}, {"loop", LEMONPC_CHECK_LOOP},

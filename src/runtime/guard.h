@@ -40,6 +40,11 @@ void lm_guard_free(lm_guard *g);
 unsigned lm_guard_check(const lm_guard *g, const char *line, const char *reply,
                         const char *player, bool ended, bool knows);
 
+/* Whether a draw failing `failed` replaces the best so far (have: there
+ * is one; it fails best_failed): fewer failed checks win, the earlier
+ * draw on a tie. */
+bool lm_guard_prefer(unsigned failed, unsigned best_failed, bool have);
+
 /* "voice, modern" of the bits into buf (always NUL-terminated). */
 char *lm_guard_names(unsigned checks, char *buf, size_t cap);
 /* The bits of a comma-separated list of check names ("voice,modern",
