@@ -247,7 +247,8 @@ typedef struct lemonpc_reply_info {
 } lemonpc_reply_info;
 
 /* The player says line; the NPC answers. The reply is streamed to on_text
- * (may be NULL) and, when reply is not NULL, returned whole (free it with
+ * (may be NULL; under the NPC's guard it gets the chosen reply once, whole)
+ * and, when reply is not NULL, returned whole (free it with
  * lemonpc_string_free); info may be NULL. The exchange joins the
  * conversation only when the call succeeds: a cancelled or failed call
  * leaves it as it was. When the turns outgrow the context, the oldest are
