@@ -266,8 +266,11 @@ int lm_eval_write_report(const char *dir, const lm_eval_summary *s, json_t *answ
 
 /* ---- comparison ----------------------------------------------------------- */
 
+/* twelve colours: a comparison of up to twelve NPCs has no two alike */
 static const char *const PALETTE[] = {"#9e9e9e", "#e6a23c", "#409eff", "#67c23a", "#f56c6c",
-                                      "#8e44ad", "#16a085", "#34495e"};
+                                      "#8e44ad", "#16a085", "#34495e", "#d35400", "#c71585",
+                                      "#1abc9c", "#7f8c8d"};
+#define N_PALETTE (sizeof PALETTE / sizeof PALETTE[0])
 
 static void svg_text(lm_sb *b, const char *s) {
     for (const char *p = s; *p; p++) {
@@ -292,7 +295,7 @@ static char *compare_svg(json_t *const *reps, int n) {
                      "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", width, height);
     for (int k = 0; k < n; k++) {
         lm_sb_printf(&b, "<rect x=\"10\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"28\" y=\"%d\">",
-                     10 + 18 * k, PALETTE[k % 8], 21 + 18 * k);
+                     10 + 18 * k, PALETTE[k % N_PALETTE], 21 + 18 * k);
         svg_text(&b, label_of(reps[k]));
         lm_sb_str(&b, "</text>\n");
     }
@@ -311,7 +314,7 @@ static char *compare_svg(json_t *const *reps, int n) {
             int bw = (int)(x * full);
             lm_sb_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"12\" fill=\"%s\"/>"
                              "<text x=\"%d\" y=\"%d\" font-size=\"10\">%.0f%%</text>\n",
-                         left, y0 + 22 + 14 * k, bw > 0 ? bw : 1, PALETTE[k % 8], left + bw + 4,
+                         left, y0 + 22 + 14 * k, bw > 0 ? bw : 1, PALETTE[k % N_PALETTE], left + bw + 4,
                          y0 + 32 + 14 * k, 100 * x);
         }
         g++;
