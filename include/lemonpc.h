@@ -47,9 +47,9 @@ extern "C" {
 #endif
 
 #define LEMONPC_VERSION_MAJOR 0
-#define LEMONPC_VERSION_MINOR 2
+#define LEMONPC_VERSION_MINOR 3
 #define LEMONPC_VERSION_PATCH 0
-#define LEMONPC_VERSION "0.2.0"
+#define LEMONPC_VERSION "0.3.0"
 
 #if defined(__GNUC__)
 #define LEMONPC_API __attribute__((visibility("default")))
