@@ -427,7 +427,13 @@ static lemonpc_status guarded_reply(lemonpc_conversation *c, const char *line, b
         }
         if (!failed) break;
     }
-    if (code != LEMONPC_OK) { free(best); free(*tk); *tk = NULL; return code; }
+    if (code != LEMONPC_OK) {
+        if (code == LEMONPC_ERR_CANCELLED) info->stop = LEMONPC_STOP_CANCELLED;
+        free(best);
+        free(*tk);
+        *tk = NULL;
+        return code;
+    }
     info->n_prompt = first.n_prompt;
     info->n_reused = first.n_reused;
     info->prompt_seconds = first.prompt_seconds;
