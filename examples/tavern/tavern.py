@@ -190,7 +190,10 @@ def main(argv):
                         # the same scene every run
                         temperature=0 if os.environ.get("TAVERN_GREEDY") is not None else None)
                     what = sheet
-                    s.npc = lemonpc.Npc(model, sheet, adapter=adapter, sampling=sampling)
+                    # a reply that slips out of character (assistant talk, our
+                    # world's things, a line cut short) is drawn again before
+                    # the player sees it
+                    s.npc = lemonpc.Npc(model, sheet, adapter=adapter, sampling=sampling, guard=2)
                     what = "set_world"
                     s.npc.set_world(world, memory_tokens=200)
                     what = "prepare"
