@@ -248,6 +248,11 @@ int lm_eval_write_report(const char *dir, const lm_eval_summary *s, json_t *answ
         size_t j;
         json_t *f;
         json_array_foreach(fl, j, f) lm_sb_printf(&b, "`%s` ", json_string_value(f));
+        /* under a guard: how many draws it took, what the given one still fails */
+        json_int_t drawn = json_integer_value(json_object_get(a, "attempts"));
+        const char *gf = json_string_value(json_object_get(a, "guard_failed"));
+        if (drawn > 1) lm_sb_printf(&b, "(guard: drawn %lld times%s%s) ", (long long)drawn,
+                                    gf ? "; still fails " : "", gf ? gf : "");
         json_t *jd = json_object_get(a, "judge");
         if (json_is_object(jd)) {
             lm_sb_str(&b, "judge:");

@@ -270,7 +270,11 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
     assert grep["guard"]["retries"] == 2
     assert grep["guard"]["retried"] == sum(g["attempts"] > 1 for g in gans)
     assert grep["settings"]["guard"] == {"retries": 2, "checks": "voice, modern, ended, loop"}
-    assert "Reply guard: up to 2 retries" in (outg / "report.md").read_text()
+    gmd = (outg / "report.md").read_text()
+    assert "Reply guard: up to 2 retries" in gmd
+    # each answer drawn again says so where it is read
+    assert gmd.count("(guard: drawn ") == sum(g["attempts"] > 1 for g in gans) > 0
+    assert "(guard: drawn 3 times; still fails " in gmd
     r = subprocess.run(cmdg + ["--guard", "2", "--guard-checks", "voice,manners"], capture_output=True,
                        text=True)
     assert r.returncode == 2 and "manners" in r.stderr, r.stderr
