@@ -471,7 +471,6 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
             free(id);
             goto done;
         }
-        lm_str_trim(reply);
         const char *cat = str_field(q, "category") ?: "in-world";
         lm_eval_flags f;
         lm_eval_check(k, str_field(q, "question"), reply, cat, str_field(q, "asker"),
