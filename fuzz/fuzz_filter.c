@@ -1,12 +1,16 @@
 /* libFuzzer: the dataset filters over arbitrary text. Input: NUL-separated
  * fields name, backstory, question, answer, asker; the first byte picks
  * the kind and the truncated flag. Checks the result's invariants and that
- * an accepted sample is a duplicate of itself. */
+ * an accepted sample is a duplicate of itself; and the known words of the
+ * backstory (check/vocab.h): a foreign name found in the question lies in
+ * it, is capitalised and is not known. */
+#include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check/filter.h"
+#include "check/vocab.h"
 #include "sheet/sheet.h"
 
 static int popcount(unsigned x) {
@@ -55,6 +59,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!r2.pass || lm_dedup_add(d, &x, &err) != 0) abort();
     memset(&r2, 0, sizeof r2), r2.pass = 1;
     if (lm_dedup_check(d, &x, &r2) || !(r2.failed & (1u << LM_FILTER_DUP))) abort();
+    lm_vocab *v = lm_vocab_new(&err);
+    if (!v || lm_vocab_add_text(v, f[1], &err) || lm_vocab_add_text(v, f[0], &err)) abort();
+    size_t n = 0;
+    const char *q = f[2] ? f[2] : "";
+    const char *name = lm_vocab_foreign_name(v, q, &n);
+    if (name && (name < q || name + n > q + strlen(q) || n < 2 || !isupper((unsigned char)*name) ||
+                 lm_vocab_has(v, name, n)))
+        abort();
+    if (f[1] && *f[1] && !lm_vocab_has(v, f[1], strcspn(f[1], " ")) && isalpha((unsigned char)*f[1]) &&
+        strcspn(f[1], " ") == strspn(f[1], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") &&
+        strcspn(f[1], " ") < 64)
+        abort(); /* the backstory's first word, all letters, was added */
+    lm_vocab_free(v);
     lm_dedup_free(d);
     lm_filter_set_free(s);
     free(buf);

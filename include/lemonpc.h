@@ -158,10 +158,14 @@ enum {
                                        context or a stop string */
     LEMONPC_CHECK_LOOP = 1u << 3,   /* repeats itself */
     LEMONPC_CHECK_DODGE = 1u << 4,  /* claims not to know, or declines to say, though the
-                                       lorebook or its memory gave it something on the line */
+                                       lorebook or its memory gave it something on the line,
+                                       and the line is not about our world (below) */
+    LEMONPC_CHECK_IGNORANCE = 1u << 5, /* on a line about our world (modern words, years of our
+                                          calendar, or a name neither the sheet nor its world
+                                          holds: "Napoleon", "SQL"), says it does not know */
     LEMONPC_CHECK_DEFAULT = LEMONPC_CHECK_VOICE | LEMONPC_CHECK_MODERN | LEMONPC_CHECK_ENDED |
                             LEMONPC_CHECK_LOOP,
-    LEMONPC_CHECK_ALL = LEMONPC_CHECK_DEFAULT | LEMONPC_CHECK_DODGE
+    LEMONPC_CHECK_ALL = LEMONPC_CHECK_DEFAULT | LEMONPC_CHECK_DODGE | LEMONPC_CHECK_IGNORANCE
 };
 
 typedef struct lemonpc_guard {

@@ -1,7 +1,10 @@
 /* The reply guard (runtime/guard.h): each check with a reply it must fail
  * and a close one it must pass, read without the question's category; the
- * dodge check only when the NPC was given lore; check names; the retries'
- * sampling. The guard on real replies is in test_api.c. */
+ * dodge check only when the NPC was given lore and the line is not about
+ * our world; which lines are about our world (check/vocab.h's foreign
+ * names, modern words) and the ignorance asked of a reply to them; check
+ * names; the retries' sampling. The guard on real replies is in
+ * test_api.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +16,7 @@
 #include <cmocka.h>
 
 #include "lemonpc.h"
+#include "check/vocab.h"
 #include "runtime/guard.h"
 #include "sheet/sheet.h"
 
@@ -22,21 +26,34 @@ static const char SHEET[] =
     "Born into the noble house of Marlo, Orlando serves Solaris and the Crown Council.\n\n"
     "## Values\n\n- Justice tempered with mercy\n";
 
+static const char WORLD[] =
+    "# Luminara\n\n"
+    "## Description\n\n"
+    "A kingdom under the sun god Sol. The Solar Conclave keeps the faith's law; Mam and Da "
+    "pay the tithe in Aurelion.\n";
+
 typedef struct {
     lm_character *c;
-    lm_guard *all;
+    lm_world *w;
+    lm_guard *all;  /* every check but ignorance, which test_ignorance asks of `ours` */
     lm_guard *dflt;
+    lm_guard *ours; /* dodge and ignorance, with the world */
 } fixture;
 
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
     lm_diags d = {0};
     f->c = lm_character_parse("orlando.md", SHEET, sizeof SHEET - 1, &d);
+    f->w = lm_world_parse("world.md", WORLD, sizeof WORLD - 1, &d);
     lm_diags_free(&d);
     assert_non_null(f->c);
+    assert_non_null(f->w);
     lm_err err = {{0}};
-    if (!(f->all = lm_guard_new(f->c, LEMONPC_CHECK_ALL, &err))) fail_msg("%s", err.msg);
-    if (!(f->dflt = lm_guard_new(f->c, LEMONPC_CHECK_DEFAULT, &err))) fail_msg("%s", err.msg);
+    if (!(f->all = lm_guard_new(f->c, f->w, LEMONPC_CHECK_ALL & ~LEMONPC_CHECK_IGNORANCE, &err)))
+        fail_msg("%s", err.msg);
+    if (!(f->dflt = lm_guard_new(f->c, f->w, LEMONPC_CHECK_DEFAULT, &err))) fail_msg("%s", err.msg);
+    if (!(f->ours = lm_guard_new(f->c, f->w, LEMONPC_CHECK_DODGE | LEMONPC_CHECK_IGNORANCE, &err)))
+        fail_msg("%s", err.msg);
     *state = f;
     return 0;
 }
@@ -45,7 +62,9 @@ static int teardown(void **state) {
     fixture *f = *state;
     lm_guard_free(f->all);
     lm_guard_free(f->dflt);
+    lm_guard_free(f->ours);
     lm_character_free(f->c);
+    lm_world_free(f->w);
     free(f);
     return 0;
 }
@@ -115,6 +134,62 @@ static void test_dodge_needs_lore(void **state) {
     assert_int_equal(lm_guard_check(f->dflt, line, dodge, "Mira", true, true), 0);
     assert_int_equal(check(state, line, "The priests who keep the faith's law, and I kneel "
                            "among them.", true, true), 0);
+    /* lore came up ("Conclave"), but the line is about our world: not
+     * knowing Parliament is the right answer, not a dodge */
+    assert_int_equal(lm_guard_check(f->ours, "Is the Solar Conclave anything like Parliament?",
+                                    dodge, "Mira", true, true), 0);
+}
+
+/* the words a sheet and world know; names from elsewhere */
+static void test_vocab(void **state) {
+    (void)state;
+    lm_err err = {{0}};
+    lm_vocab *v = lm_vocab_new(&err);
+    assert_non_null(v);
+    assert_int_equal(lm_vocab_add_text(v, "Sol's dawn, the Conclave; SOL and sol.", &err), 0);
+    assert_int_equal(lm_vocab_add_text(v, "Zoë keeps the new ledger.", &err), 0);
+    assert_true(lm_vocab_has(v, "sol", 3) && lm_vocab_has(v, "CONCLAVE", 8));
+    assert_true(lm_vocab_has(v, "Zoë", strlen("Zoë")));
+    assert_false(lm_vocab_has(v, "solar", 5));
+    size_t n = 0;
+    const char *line = "Have you been to New York, or seen the Conclave?";
+    const char *name = lm_vocab_foreign_name(v, line, &n);
+    assert_non_null(name);
+    assert_int_equal(n, 4);
+    assert_memory_equal(name, "York", 4);   /* "New" is known: "the new ledger" */
+    /* known names, common words, sentence and quotation openings: none */
+    assert_null(lm_vocab_foreign_name(v, "Will the Conclave and Zoë meet at Sol's dawn?", &n));
+    assert_null(lm_vocab_foreign_name(v, "Napoleon won. Beatles! \"Yesterday\" is a song: Hum it.",
+                                      &n));
+    assert_null(lm_vocab_foreign_name(v, "Why does Mam pay twice? I'm asking, Okay?", &n));
+    assert_non_null(lm_vocab_foreign_name(v, "Write it in SQL for me.", &n));
+    /* a title names someone of his world the writer never wrote down */
+    assert_null(lm_vocab_foreign_name(v, "Will you receive Lord Dunmore and Brother Jerold?", &n));
+    assert_non_null(lm_vocab_foreign_name(v, "Will you receive Mr Dunmore?", &n));
+    assert_null(lm_vocab_foreign_name(v, "", &n));
+    lm_vocab_free(v);
+}
+
+/* which lines are about our world: a name neither sheet nor world holds,
+ * or modern words; and a reply to one must say it does not know */
+static void test_ignorance(void **state) {
+    fixture *f = *state;
+    assert_true(lm_guard_line_is_ours(f->ours, "What is your opinion of Napoleon?"));
+    assert_true(lm_guard_line_is_ours(f->ours, "Can you charge my phone?"));
+    assert_false(lm_guard_line_is_ours(f->ours, "Does the Solar Conclave sit in Aurelion?"));
+    assert_false(lm_guard_line_is_ours(f->ours, "Why does Mam pay the tithe twice?"));
+    assert_false(lm_guard_line_is_ours(f->ours, NULL));
+    const char *line = "Who won the last World Cup, sir?";
+    assert_int_equal(lm_guard_check(f->ours, line, "Spain, and fairly.", "Mira", true, false),
+                     LEMONPC_CHECK_IGNORANCE);
+    assert_int_equal(lm_guard_check(f->ours, line, "A world cup? I do not know that game.", "Mira",
+                                    true, false), 0);
+    /* a line about his world asks no ignorance of the reply */
+    assert_int_equal(lm_guard_check(f->ours, "Who keeps the faith's law in Aurelion?",
+                                    "The Solar Conclave, and it keeps it badly.", "Mira", true,
+                                    false), 0);
+    /* the default guard does not ask it */
+    assert_int_equal(lm_guard_check(f->dflt, line, "Spain, and fairly.", "Mira", true, false), 0);
 }
 
 static void test_names(void **state) {
@@ -127,6 +202,8 @@ static void test_names(void **state) {
     assert_int_equal(lm_guard_parse("voice,modern", &err), LEMONPC_CHECK_VOICE | LEMONPC_CHECK_MODERN);
     assert_int_equal(lm_guard_parse("default", &err), LEMONPC_CHECK_DEFAULT);
     assert_int_equal(lm_guard_parse("all", &err), LEMONPC_CHECK_ALL);
+    assert_int_equal(lm_guard_parse("dodge,ignorance", &err),
+                     LEMONPC_CHECK_DODGE | LEMONPC_CHECK_IGNORANCE);
     assert_int_equal(lm_guard_parse("voice,manners", &err), -1);
     assert_non_null(strstr(err.msg, "manners"));
 }
@@ -167,6 +244,8 @@ int main(void) {
         cmocka_unit_test(test_modern),
         cmocka_unit_test(test_ended_and_loop),
         cmocka_unit_test(test_dodge_needs_lore),
+        cmocka_unit_test(test_vocab),
+        cmocka_unit_test(test_ignorance),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_prefer),
         cmocka_unit_test(test_retry_params),

@@ -106,8 +106,9 @@ class Check(enum.IntFlag):
     ENDED = 4
     LOOP = 8
     DODGE = 16
+    IGNORANCE = 32
     DEFAULT = 15
-    ALL = 31
+    ALL = 63
 
 
 # C prefix of each enum's constants, for the tests.

@@ -40,8 +40,8 @@ const char CLI_GEN_FLAGS_HELP[] =
     "  --adapter-scale S     multiply the adapter's alpha/r by S (default 1)\n"
     "  --guard N             check each reply before it is shown (not with --raw): one\n"
     "                        that fails the checks is drawn again, up to N times (0 = off)\n"
-    "  --guard-checks LIST   voice, modern, ended, loop, dodge; default (the first four) or\n"
-    "                        all (default: default)\n"
+    "  --guard-checks LIST   voice, modern, ended, loop, dodge, ignorance; default (the\n"
+    "                        first four) or all (default: default)\n"
     "  -v, --verbose         print the kernel set (LEMONPC_KERNELS=avx512|avx2|scalar forces one)\n"
     "                        and timings (prompt/decode tok/s, time to first token) on stderr\n";
 

@@ -389,7 +389,7 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
     json_t *q;
     if (o->character && lm_sheet_load_character(o->character, &c, &w, err)) goto done;
     if (!(k = lm_eval_checker_new(c, err))) goto done;
-    if (o->guard > 0 && !(guard = lm_guard_new(c, o->guard_checks, err))) goto done;
+    if (o->guard > 0 && !(guard = lm_guard_new(c, w, o->guard_checks, err))) goto done;
 
     /* Resume: keep earlier answers made under the same settings. */
     snprintf(path, sizeof path, "%s/settings.json", o->out);

@@ -283,7 +283,7 @@ lemonpc_npc *lemonpc_npc_load(lemonpc_model *model, const lemonpc_npc_params *pa
     }
     if (p.guard.retries > 0) {
         unsigned checks = p.guard.checks ? p.guard.checks : LEMONPC_CHECK_DEFAULT;
-        if (!(n->guard = lm_guard_new(n->ch, checks, &e))) goto fail;
+        if (!(n->guard = lm_guard_new(n->ch, n->w, checks, &e))) goto fail;
         n->guard_retries = p.guard.retries;
         n->guard_temperature = p.guard.temperature > 0 ? p.guard.temperature : 0.7f;
     }

@@ -7,25 +7,57 @@
 #include <string.h>
 
 #include "check/metrics.h"
+#include "check/vocab.h"
 #include "lemonpc.h"
+#include "sheet/sheet.h"
 
 struct lm_guard {
     lm_eval_checker *k;
+    lm_vocab *known; /* every word of the sheet and its world */
     unsigned checks;
 };
 
-lm_guard *lm_guard_new(const struct lm_character *character, unsigned checks, lm_err *err) {
+lm_guard *lm_guard_new(const struct lm_character *character, const struct lm_world *world,
+                       unsigned checks, lm_err *err) {
     lm_guard *g = calloc(1, sizeof *g);
     if (!g) return lm_errf(err, "out of memory"), NULL;
     g->checks = checks & LEMONPC_CHECK_ALL;
-    if (!(g->k = lm_eval_checker_new(character, err))) { free(g); return NULL; }
+    if (!(g->k = lm_eval_checker_new(character, err))) goto fail;
+    if (!(g->known = lm_vocab_new(err))) goto fail;
+    /* the sheet and the world as a writer would read them: names, lore,
+     * example dialogue */
+    char *md = character ? lm_character_to_md(character, err) : NULL;
+    if (character && !md) goto fail;
+    int rc = lm_vocab_add_text(g->known, md, err);
+    free(md);
+    if (rc) goto fail;
+    md = world ? lm_world_to_md(world, err) : NULL;
+    if (world && !md) goto fail;
+    rc = lm_vocab_add_text(g->known, md, err);
+    free(md);
+    if (rc) goto fail;
     return g;
+fail:
+    lm_guard_free(g);
+    return NULL;
 }
 
 void lm_guard_free(lm_guard *g) {
     if (!g) return;
     lm_eval_checker_free(g->k);
+    lm_vocab_free(g->known);
     free(g);
+}
+
+bool lm_guard_line_is_ours(const lm_guard *g, const char *line) {
+    if (!line) return false;
+    size_t n;
+    if (lm_vocab_foreign_name(g->known, line, &n)) return true;
+    /* the line read as a reply that brings its own words: modern words,
+     * years of our calendar */
+    lm_eval_flags lf;
+    lm_eval_check(g->k, "", line, "protective", NULL, true, &lf);
+    return lf.modern;
 }
 
 unsigned lm_guard_check(const lm_guard *g, const char *line, const char *reply,
@@ -40,13 +72,16 @@ unsigned lm_guard_check(const lm_guard *g, const char *line, const char *reply,
     if (f.modern) bad |= LEMONPC_CHECK_MODERN;
     if (!f.eos) bad |= LEMONPC_CHECK_ENDED;
     if (f.repetition) bad |= LEMONPC_CHECK_LOOP;
-    if (knows && (g->checks & LEMONPC_CHECK_DODGE)) {
-        /* a line that itself brings our world's words is not about his,
+    bool ignorant = f.ignorant;
+    if (g->checks & (LEMONPC_CHECK_DODGE | LEMONPC_CHECK_IGNORANCE)) {
+        /* a line that brings our world's words or names is not about his,
          * whatever lore its other words called up: not knowing is right */
-        lm_eval_flags lf;
-        lm_eval_check(g->k, "", line ? line : "", "protective", NULL, true, &lf);
-        lm_eval_check(g->k, line, reply, "in-world", player, ended, &f);
-        if (f.dodges && !lf.modern) bad |= LEMONPC_CHECK_DODGE;
+        bool ours = lm_guard_line_is_ours(g, line);
+        if (ours && !ignorant) bad |= LEMONPC_CHECK_IGNORANCE;
+        if (knows && !ours) {
+            lm_eval_check(g->k, line, reply, "in-world", player, ended, &f);
+            if (f.dodges) bad |= LEMONPC_CHECK_DODGE;
+        }
     }
     return bad & g->checks;
 }
@@ -64,7 +99,7 @@ bool lm_guard_prefer(unsigned failed, unsigned best_failed, bool have) {
 static const struct { const char *name; unsigned bit; } NAMES[] = {
     {"voice", LEMONPC_CHECK_VOICE}, {"modern", LEMONPC_CHECK_MODERN},
     {"ended", LEMONPC_CHECK_ENDED}, {"loop", LEMONPC_CHECK_LOOP},
-    {"dodge", LEMONPC_CHECK_DODGE},
+    {"dodge", LEMONPC_CHECK_DODGE}, {"ignorance", LEMONPC_CHECK_IGNORANCE},
 };
 #define N_NAMES (sizeof NAMES / sizeof NAMES[0])
 
@@ -95,7 +130,7 @@ long lm_guard_parse(const char *list, lm_err *err) {
                 found = true;
             }
         if (!found)
-            return lm_errf(err, "unknown check '%.*s' (voice, modern, ended, loop, dodge, "
+            return lm_errf(err, "unknown check '%.*s' (voice, modern, ended, loop, dodge, ignorance, "
                            "default, all)", (int)n, p);
         p += n;
     }

@@ -7,9 +7,11 @@
  * on every reply (our world's words or years the line did not bring: 1 of
  * 1,470 of the writers' own Orlando answers trips it), and the dodge check
  * ("I do not know", "I would rather not say") only when the lorebook or the
- * NPC's memory put something about the line in front of it.
+ * NPC's memory put something about the line in front of it and the line is
+ * not about our world; the ignorance check asks a line about our world
+ * (lm_guard_line_is_ours) for a reply that says it does not know.
  *
- *     lm_guard *g = lm_guard_new(character, LEMONPC_CHECK_DEFAULT, &err);
+ *     lm_guard *g = lm_guard_new(character, world, LEMONPC_CHECK_DEFAULT, &err);
  *     unsigned failed = lm_guard_check(g, line, reply, "Mira", ended, knows);
  *     for (attempt = 1; failed && attempt <= retries; attempt++) {
  *         lm_sampler_params sp = lm_guard_retry_params(&npc_sp, temperature, turn, attempt);
@@ -27,12 +29,20 @@
 #include "model/sampler.h"
 
 struct lm_character;
+struct lm_world;
 typedef struct lm_guard lm_guard;
 
-/* checks: LEMONPC_CHECK_x bits (include/lemonpc.h); character may be NULL
- * (no name or sheet to check against). */
-lm_guard *lm_guard_new(const struct lm_character *character, unsigned checks, lm_err *err);
+/* checks: LEMONPC_CHECK_x bits (include/lemonpc.h); character and world
+ * may be NULL (no name, sheet or world to check against). Every word of
+ * the two is what the NPC knows of names (check/vocab.h). */
+lm_guard *lm_guard_new(const struct lm_character *character, const struct lm_world *world,
+                       unsigned checks, lm_err *err);
 void lm_guard_free(lm_guard *g);
+
+/* Whether the player's line is about our world: it names something neither
+ * the sheet nor its world holds ("Napoleon", "SQL"), or brings modern words
+ * or years of our calendar. */
+bool lm_guard_line_is_ours(const lm_guard *g, const char *line);
 
 /* The checks reply fails, as LEMONPC_CHECK_x bits (0: it passes). line: the
  * player's line; player: their name or NULL; ended: the model ended its
