@@ -146,6 +146,11 @@ static void test_vocab(void **state) {
     lm_err err = {{0}};
     lm_vocab *v = lm_vocab_new(&err);
     assert_non_null(v);
+    /* nothing known yet (the fuzzer found qsort of no array here) */
+    assert_int_equal(lm_vocab_add_text(v, "", &err), 0);
+    assert_int_equal(lm_vocab_add_text(v, NULL, &err), 0);
+    size_t n0 = 0;
+    assert_non_null(lm_vocab_foreign_name(v, "Ever seen the Conclave?", &n0));
     assert_int_equal(lm_vocab_add_text(v, "Sol's dawn, the Conclave; SOL and sol.", &err), 0);
     assert_int_equal(lm_vocab_add_text(v, "Zoë keeps the new ledger.", &err), 0);
     assert_true(lm_vocab_has(v, "sol", 3) && lm_vocab_has(v, "CONCLAVE", 8));

@@ -79,6 +79,7 @@ int lm_vocab_add_text(lm_vocab *v, const char *text, lm_err *err) {
         while (letter((unsigned char)*p)) p++;
         if (push(v, s, (size_t)(p - s), err)) return -1;
     }
+    if (!v->n) return 0; /* qsort of no array: w may still be NULL */
     qsort(v->w, v->n, sizeof *v->w, cmp_str);
     size_t u = 0;
     for (size_t i = 0; i < v->n; i++) {
