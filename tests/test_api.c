@@ -912,17 +912,20 @@ static void test_set_turns_sampling_complete(void **state) {
 }
 
 /* An NPC whose adapter is F16 (lm_adapter_convert of the shipped Orlando
- * adapter) holds it in F16, half the bytes of the F32 one, answers, and its
- * saves are its own: the F32 NPC refuses them (another adapter), the F16 NPC
- * restores them and goes on with the same reply. */
+ * adapter to F32, whatever it is stored in, and then to F16) holds it in
+ * F16, half the bytes of the F32 one, answers, and its saves are its own:
+ * the F32 NPC refuses them (another adapter), the F16 NPC restores them and
+ * goes on with the same reply. */
 static void test_f16_adapter_npc(void **state) {
     (void)state;
-    char ad32[512], ad16[512], path[512];
-    snprintf(ad32, sizeof ad32, "%.*snpc/orlando.adapter.gguf",
+    char shipped[512], ad32[512], ad16[512], path[512];
+    snprintf(shipped, sizeof shipped, "%.*snpc/orlando.adapter.gguf",
              (int)(strstr(orlando, "characters/") - orlando), orlando);
+    tmp_path(ad32, sizeof ad32, "orlando-f32.gguf");
     tmp_path(ad16, sizeof ad16, "orlando-f16.gguf");
     tmp_path(path, sizeof path, "f16.lmc");
     lm_err e = {{0}};
+    if (lm_adapter_convert(shipped, ad32, LM_F32, &e)) fail_msg("%s", e.msg);
     if (lm_adapter_convert(ad32, ad16, LM_F16, &e)) fail_msg("%s", e.msg);
     lemonpc_model *m = load_model(512);
     lemonpc_error err;
@@ -958,6 +961,7 @@ static void test_f16_adapter_npc(void **state) {
     lemonpc_model_free(m);
     unlink(path);
     unlink(ad16);
+    unlink(ad32);
 }
 
 static int setup(void **state) {
