@@ -1,5 +1,6 @@
 /* lemonpc eval: an NPC answers a question file; answers, metrics, report. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,9 @@ static void usage(FILE *out) {
             "  --label TEXT         the NPC's name in reports\n"
             "  --sample             the runtime's sampling (temp 0.7, repeat penalty 1.1,\n"
             "                       seed 1) instead of greedy decoding\n"
+            "  --seed S             the seed of --sample and of the guard's retries (default\n"
+            "                       1): runs with several seeds show how much of a difference\n"
+            "                       between two NPCs is the draw's\n"
             "  --guard N            the reply guard a game can turn on (lemonpc_guard): an\n"
             "                       answer failing the runtime's checks is drawn again, up\n"
             "                       to N times (sampled, seeded by the question's index)\n"
@@ -92,7 +96,7 @@ int cmd_eval(int argc, char **argv) {
                                                  "--refs", "--label", "-n", "--max-tokens", "-t",
                                                  "--threads", "--judge-url", "--judge-model",
                                                  "--judge-key-env", "--judge-gguf", "--guard",
-                                                 "--guard-checks"};
+                                                 "--guard-checks", "--seed"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
         if (known) {
@@ -108,6 +112,11 @@ int cmd_eval(int argc, char **argv) {
             else if (!strcmp(a, "--judge-key-env")) judge_key = v;
             else if (!strcmp(a, "--judge-gguf")) judge_gguf = v;
             else if (!strcmp(a, "--guard")) { if (int_arg(a, v, 0, 16, &o.guard)) goto done; }
+            else if (!strcmp(a, "--seed")) {
+                int seed;
+                if (int_arg(a, v, 0, 2147483647, &seed)) goto done;
+                o.sp.seed = (uint64_t)seed;
+            }
             else if (!strcmp(a, "--guard-checks")) {
                 lm_err ge = {{0}};
                 long bits = lm_guard_parse(v, &ge);

@@ -69,6 +69,10 @@ static json_t *settings_json(const lm_eval_opts *o) {
                           o->max_tokens, "sample", o->sample);
     /* only when off: journals written before the block existed resume */
     if (o->no_lore) json_object_set_new(s, "lore", json_false());
+    /* the guard's retries draw from the seed too; only when not the
+     * default, so journals written before --seed resume */
+    if (o->guard && !o->sample && o->sp.seed != 1)
+        json_object_set_new(s, "seed", json_integer((json_int_t)o->sp.seed));
     if (o->guard) {
         char names[128];
         json_object_set_new(s, "guard", json_pack("{s:i, s:s}", "retries", o->guard, "checks",

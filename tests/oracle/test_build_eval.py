@@ -278,6 +278,25 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
     r = subprocess.run(cmdg + ["--guard", "2", "--guard-checks", "voice,manners"], capture_output=True,
                        text=True)
     assert r.returncode == 2 and "manners" in r.stderr, r.stderr
+    # --seed: the guard's retries draw from it; the same seed gives the same
+    # answers, another seed other retries (recorded, so a resume never mixes them)
+    def guarded(seed, name):
+        o = tmp_path / name
+        c = cmd[:]
+        c[c.index(str(out))] = str(o)
+        r = subprocess.run(c + ["--guard", "2", "--seed", str(seed)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return o, [json.loads(l)["answer"] for l in (o / "answers.jsonl").read_text().splitlines()]
+    o1, s1 = guarded(1, "evg-seed1")
+    assert s1 == [g["answer"] for g in gans]   # seed 1 is the default
+    o7, s7 = guarded(7, "evg-seed7")
+    assert guarded(7, "evg-seed7b")[1] == s7
+    retried = [i for i, g in enumerate(gans) if g["attempts"] > 1]
+    assert any(s7[i] != s1[i] for i in retried), (s1, s7)
+    assert json.loads((o7 / "report.json").read_text())["settings"]["seed"] == 7
+    assert "seed" not in json.loads((o1 / "report.json").read_text())["settings"]
+    r = subprocess.run(cmdg + ["--seed", "-3"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--seed" in r.stderr, r.stderr
     # --no-lore: no block
     out3 = tmp_path / "ev3"
     cmd3 = cmd[:]
