@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
+#include <unistd.h>
 
 #include "lemonpc.h"
 #include "check/vocab.h"
@@ -242,6 +244,77 @@ static void test_retry_params(void **state) {
     assert_true(lm_guard_retry_params(&sp, 0.9f, 3, 1).temp == 0.5f);
 }
 
+/* The figures docs/RUNTIME.md gives for which lines are about our world, on
+ * Orlando's held-out questions with his sheet and world: none of the 68
+ * in-world and off-topic lines, most of the 48 about our world. Printed, so
+ * a change to the detector shows what it moved. */
+static void test_ours_on_orlandos_questions(void **state) {
+    (void)state;
+    const char *sheet = "examples/luminara/characters/orlando.md";
+    const char *qs = "examples/luminara/eval/orlando.jsonl";
+    if (access(sheet, R_OK) != 0) {
+        sheet = "../examples/luminara/characters/orlando.md";
+        qs = "../examples/luminara/eval/orlando.jsonl";
+    }
+    lm_err err = {{0}};
+    lm_character *c = NULL;
+    lm_world *w = NULL;
+    if (lm_sheet_load_character(sheet, &c, &w, &err)) fail_msg("%s", err.msg);
+    lm_guard *g = lm_guard_new(c, w, LEMONPC_CHECK_ALL, &err);
+    if (!g) fail_msg("%s", err.msg);
+    FILE *f = fopen(qs, "r");
+    assert_non_null(f);
+    static const char *const cats[] = {"in-world", "off-topic", "protective", "adversarial"};
+    int n[4] = {0}, ours[4] = {0};
+    char line[8192];
+    while (fgets(line, sizeof line, f)) {
+        json_t *q = json_loads(line, 0, NULL);
+        assert_non_null(q);
+        const char *cat = json_string_value(json_object_get(q, "category"));
+        const char *text = json_string_value(json_object_get(q, "question"));
+        assert_non_null(cat);
+        assert_non_null(text);
+        for (int i = 0; i < 4; i++)
+            if (!strcmp(cat, cats[i])) n[i]++, ours[i] += lm_guard_line_is_ours(g, text);
+        json_decref(q);
+    }
+    fclose(f);
+    for (int i = 0; i < 4; i++) printf("  about our world: %s %d of %d\n", cats[i], ours[i], n[i]);
+    assert_int_equal(n[0] + n[1] + n[2] + n[3], 160);
+    assert_int_equal(ours[0] + ours[1], 0);
+    assert_true(ours[2] * 3 >= n[2] * 2);   /* 33 of 48 when written */
+    /* the player lines of his training conversations about his own world:
+     * few named things the world file lacks (35 of 947 when written) */
+    static const char *const files[] = {"commons", "court", "lore", "smalltalk", "values"};
+    int lines = 0, taken = 0;
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%.*sdata/orlando/%s.jsonl",
+                 (int)(strstr(qs, "eval/") - qs), qs, files[i]);
+        FILE *d = fopen(path, "r");
+        assert_non_null(d);
+        static char row[65536];
+        while (fgets(row, sizeof row, d)) {
+            json_t *conv = json_loads(row, 0, NULL);
+            assert_non_null(conv);
+            size_t k;
+            json_t *m;
+            json_array_foreach(json_object_get(conv, "messages"), k, m) {
+                if (strcmp(json_string_value(json_object_get(m, "role")), "user")) continue;
+                lines++;
+                taken += lm_guard_line_is_ours(g, json_string_value(json_object_get(m, "content")));
+            }
+            json_decref(conv);
+        }
+        fclose(d);
+    }
+    printf("  about our world: in-world training lines %d of %d\n", taken, lines);
+    assert_true(lines > 900 && taken * 20 < lines);
+    lm_guard_free(g);
+    lm_character_free(c);
+    lm_world_free(w);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clean_reply_passes),
@@ -251,6 +324,7 @@ int main(void) {
         cmocka_unit_test(test_dodge_needs_lore),
         cmocka_unit_test(test_vocab),
         cmocka_unit_test(test_ignorance),
+        cmocka_unit_test(test_ours_on_orlandos_questions),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_prefer),
         cmocka_unit_test(test_retry_params),

@@ -12,6 +12,7 @@
 #include <pcre2.h>
 
 #include "check/filter.h"
+#include "check/vocab.h"
 #include "sheet/sheet.h"
 
 struct lm_eval_checker {
@@ -131,13 +132,7 @@ lm_eval_checker *lm_eval_checker_new(const lm_character *c, lm_err *err) {
             if (collect_terms(k, c->opinions[i].title, &cap) ||
                 collect_terms(k, c->opinions[i].text, &cap))
                 goto oom;
-        qsort(k->terms, k->n_terms, sizeof *k->terms, cmp_str);
-        size_t u = 0;
-        for (size_t i = 0; i < k->n_terms; i++) {
-            if (u && !strcmp(k->terms[u - 1], k->terms[i])) { free(k->terms[i]); continue; }
-            k->terms[u++] = k->terms[i];
-        }
-        k->n_terms = u;
+        k->n_terms = lm_words_sort_unique(k->terms, k->n_terms);
         if (c->catchphrases.n && !(k->catch = calloc(c->catchphrases.n, sizeof *k->catch))) goto oom;
         for (size_t i = 0; i < c->catchphrases.n; i++) {
             const char *s = c->catchphrases.v[i];

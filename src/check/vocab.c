@@ -79,15 +79,19 @@ int lm_vocab_add_text(lm_vocab *v, const char *text, lm_err *err) {
         while (letter((unsigned char)*p)) p++;
         if (push(v, s, (size_t)(p - s), err)) return -1;
     }
-    if (!v->n) return 0; /* qsort of no array: w may still be NULL */
-    qsort(v->w, v->n, sizeof *v->w, cmp_str);
-    size_t u = 0;
-    for (size_t i = 0; i < v->n; i++) {
-        if (u && !strcmp(v->w[u - 1], v->w[i])) { free(v->w[i]); continue; }
-        v->w[u++] = v->w[i];
-    }
-    v->n = u;
+    v->n = lm_words_sort_unique(v->w, v->n);
     return 0;
+}
+
+size_t lm_words_sort_unique(char **w, size_t n) {
+    if (!n) return 0; /* qsort of no array: w may still be NULL */
+    qsort(w, n, sizeof *w, cmp_str);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (u && !strcmp(w[u - 1], w[i])) { free(w[i]); continue; }
+        w[u++] = w[i];
+    }
+    return u;
 }
 
 static bool in_list(const char *const *list, const char *low) {
@@ -110,13 +114,17 @@ static bool after_title(const char *line, const char *s) {
     return in_list(TITLES, low);
 }
 
+/* Whether the lower-case word low is known. */
+static bool has_low(const lm_vocab *v, const char *low) {
+    return v && v->n && bsearch(&low, v->w, v->n, sizeof *v->w, cmp_str) != NULL;
+}
+
 int lm_vocab_has(const lm_vocab *v, const char *s, size_t n) {
     char buf[64];
     if (n >= sizeof buf) return 0; /* no sheet word is this long */
     for (size_t i = 0; i < n; i++) buf[i] = (char)tolower((unsigned char)s[i]);
     buf[n] = '\0';
-    const char *key = buf;
-    return v && v->n && bsearch(&key, v->w, v->n, sizeof *v->w, cmp_str) != NULL;
+    return has_low(v, buf);
 }
 
 /* Whether the word at p opens a sentence or a quotation: what comes before
@@ -143,7 +151,7 @@ const char *lm_vocab_foreign_name(const lm_vocab *v, const char *line, size_t *n
         if (len >= sizeof low) continue;
         for (size_t i = 0; i < len; i++) low[i] = (char)tolower((unsigned char)s[i]);
         low[len] = '\0';
-        if (in_list(COMMON, low) || in_list(TITLES, low) || lm_vocab_has(v, s, len) ||
+        if (in_list(COMMON, low) || in_list(TITLES, low) || has_low(v, low) ||
             after_title(line, s))
             continue;
         *n = len;

@@ -34,6 +34,10 @@ void lm_vocab_free(lm_vocab *v);
  * 0, or -1 with err set (out of memory). */
 int lm_vocab_add_text(lm_vocab *v, const char *text, lm_err *err);
 
+/* Sorts w[0..n) and frees the repeats; the number of words left. The
+ * metrics' sheet terms go through it too. */
+size_t lm_words_sort_unique(char **w, size_t n);
+
 /* Whether the word s[0..n) is known, in any case. */
 int lm_vocab_has(const lm_vocab *v, const char *s, size_t n);
 
