@@ -142,7 +142,9 @@ LEMONPC_API lemonpc_sampling lemonpc_sampling_defaults(void);
 /* The reply guard: each reply is checked before the player sees it (the
  * text checks `lemonpc eval` scores), and one that fails is drawn again, up
  * to retries times; the player gets the first that passes, or, when none
- * does, the one that failed the fewest checks (the first of those). A
+ * does, the one that failed the fewest checks (the first of those). With
+ * best_of N it draws N replies first and gives, of those failing the
+ * fewest checks, the one most about the player's line (below). A
  * greedy NPC's retries sample (temperature, top_k 40, top_p 0.95, min_p
  * 0.05), seeded from its seed, the turn and the attempt. With a guard the
  * stream callback gets the reply whole once it is chosen, not token by
@@ -172,6 +174,12 @@ typedef struct lemonpc_guard {
     int retries;          /* 0: no guard (the default) */
     unsigned checks;      /* LEMONPC_CHECK_x bits (LEMONPC_CHECK_DEFAULT) */
     float temperature;    /* of a greedy NPC's retries (0.7) */
+    int best_of;          /* draw this many replies (0 or 1: one, the default), then
+                             retries more while none passes; of those failing the
+                             fewest checks the player gets the one most about the
+                             line: the highest log p(reply | line) - log p(reply | an
+                             empty line), per token, under the NPC's model. Turns the
+                             guard on by itself; each draw costs a reply's decoding */
 } lemonpc_guard;
 
 typedef struct lemonpc_npc_params {
@@ -248,6 +256,9 @@ typedef struct lemonpc_reply_info {
     double total_seconds;
     int attempts;               /* replies drawn: 1, or more when the guard drew again */
     unsigned failed_checks;     /* LEMONPC_CHECK_x bits the reply given still fails (0) */
+    double relevance;           /* when the guard chose among draws (best_of): the reply's
+                                   log p(reply | line) - log p(reply | empty line), per
+                                   token; else 0 */
 } lemonpc_reply_info;
 
 /* The player says line; the NPC answers. The reply is streamed to on_text

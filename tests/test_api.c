@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -22,6 +23,7 @@
 
 #include "lemonpc.h"
 #include "runtime/api_internal.h"
+#include "runtime/generate.h"
 
 /* Under ASan or TSan the forward pass is ~10x slower: the same checks on
  * shorter prompts and replies (what the sanitizers look at does not depend
@@ -44,6 +46,8 @@ static lemonpc_model *load_model(int n_ctx) {
     if (!m) fail_msg("%s", err.message);
     return m;
 }
+
+static lemonpc_model *load_model_kv(int n_ctx, lemonpc_kv_type kv);
 
 static lemonpc_npc *load_npc(lemonpc_model *m, const char *system, const char *sheet,
                              float temp, int max_tokens) {
@@ -557,6 +561,66 @@ static void test_guard_retries_and_goes_on(void **state) {
     lemonpc_model_free(m);
 }
 
+/* best_of: the guard draws N replies though the first passes, and the
+ * reply given carries its relevance, log p(reply | line) - log p(reply |
+ * empty line) per token, which the generator, scoring the two prompts apart
+ * from the conversation's cache, finds too. The conversation goes on from
+ * it. */
+static void test_guard_best_of(void **state) {
+    (void)state;
+    lemonpc_model *m = load_model_kv(512, LEMONPC_KV_F32);
+    lemonpc_error err;
+    lemonpc_npc_params p = lemonpc_npc_default_params();
+    const char *sys = "You are Brom, a gruff dwarven blacksmith.";
+    p.system = sys;
+    p.sampling.temperature = 0;
+    p.sampling.max_tokens = 96;
+    p.guard.checks = LEMONPC_CHECK_ENDED;
+    p.guard.best_of = 3;
+    lemonpc_npc *n = lemonpc_npc_load(m, &p, &err);
+    if (!n) fail_msg("%s", err.message);
+    lemonpc_conversation *c = lemonpc_conversation_open(n, NULL, NULL, &err);
+    const char *line = "Answer in one word: is the forge hot?";
+    lemonpc_reply_info info;
+    char *r = say(c, line, &info);
+    assert_int_equal(info.attempts, 3);
+    assert_int_equal(info.failed_checks, 0);
+    assert_int_equal(info.stop, LEMONPC_STOP_END);
+    assert_true(info.relevance != 0);
+
+    lm_err e = {{0}};
+    lm_generator *g = lm_generator_open(model_path, 512, 2, &e);
+    if (!g) fail_msg("%s", e.msg);
+    lm_chat_msg with[3] = {{"system", sys}, {"user", line}, {"assistant", r}};
+    lm_chat_msg without[3] = {{"system", sys}, {"user", ""}, {"assistant", r}};
+    double nll_with, nll_without;
+    int nw, nwo;
+    assert_int_equal(lm_generator_score(g, with, 3, &nll_with, &nw, &e), 0);
+    assert_int_equal(lm_generator_score(g, without, 3, &nll_without, &nwo, &e), 0);
+    assert_int_equal(nw, nwo);
+    double want = (nll_without - nll_with) / nw;
+    if (fabs(info.relevance - want) > 0.02)
+        fail_msg("relevance %.4f, the generator's %.4f", info.relevance, want);
+    lm_generator_free(g);
+
+    /* the next turn reuses the cache at least up to the system turn */
+    char *r2 = say(c, "What do you sell?", &info);
+    assert_true(info.n_reused > 10);
+    assert_int_equal(info.attempts, 3);
+    const char *role;
+    assert_string_equal(lemonpc_conversation_turn(c, 1, &role), r);
+    free(r);
+    free(r2);
+    lemonpc_conversation_close(c);
+    lemonpc_npc_free(n);
+    /* out of range: refused, saying so */
+    p.guard.best_of = 17;
+    assert_null(lemonpc_npc_load(m, &p, &err));
+    assert_int_equal(err.code, LEMONPC_ERR_INVALID);
+    assert_non_null(strstr(err.message, "best_of"));
+    lemonpc_model_free(m);
+}
+
 /* ---- save and restore ----------------------------------------------------- */
 
 static void tmp_path(char *buf, size_t n, const char *name) {
@@ -989,6 +1053,7 @@ int main(void) {
         cmocka_unit_test(test_cancel_from_another_thread),
         cmocka_unit_test(test_stream_callback_cancels),
         cmocka_unit_test(test_guard_retries_and_goes_on),
+        cmocka_unit_test(test_guard_best_of),
         cmocka_unit_test(test_save_restore_bit_identical),
         cmocka_unit_test(test_kv_type_and_saves),
         cmocka_unit_test(test_killed_mid_save_keeps_previous),

@@ -215,13 +215,100 @@ static void test_names(void **state) {
     assert_non_null(strstr(err.msg, "manners"));
 }
 
-/* fewer failed checks win; a tie keeps the earlier draw */
-static void test_prefer(void **state) {
+/* A scripted NPC for lm_guard_draw_all: each draw's failed checks and
+ * log-probabilities with the line and with the line left out. */
+typedef struct {
+    const unsigned *failed;
+    const double *logp, *logp_empty;
+    int n, drawn, scored, fail_at;
+} script;
+
+static int script_draw(void *ud, int attempt, lm_guard_draw *d, lm_err *err) {
+    script *s = ud;
+    assert_int_equal(attempt, s->drawn);
+    if (attempt == s->fail_at) return lm_errf(err, "the model failed");
+    assert_true(attempt < s->n);
+    char buf[16];
+    snprintf(buf, sizeof buf, "reply %d", attempt);
+    d->text = strdup(buf);
+    d->failed = s->failed[attempt];
+    d->logp = s->logp ? s->logp[attempt] : 0;
+    d->n_logp = 10;
+    s->drawn++;
+    return 0;
+}
+
+static int script_empty(void *ud, const lm_guard_draw *d, double *logp, lm_err *err) {
+    script *s = ud;
+    int k = d->text[6] - '0';
+    s->scored |= 1 << k;
+    *logp = s->logp_empty[k];
+    return 0;
+}
+
+static size_t run_script(script *s, int best_of, int retries, lm_guard_draws *ds) {
+    size_t chosen = 99;
+    lm_err err = {{0}};
+    *ds = (lm_guard_draws){0};
+    s->fail_at = -1;
+    assert_int_equal(lm_guard_draw_all(best_of, retries, script_draw, script_empty, s, ds, &chosen,
+                                       &err), 0);
+    assert_int_equal((int)ds->n, s->drawn);
+    return chosen;
+}
+
+/* The guard's draws: until one passes (fewest failing, the earliest on a
+ * tie), and with best_of the passing draw most about the line. */
+static void test_draw_all(void **state) {
     (void)state;
-    assert_true(lm_guard_prefer(LEMONPC_CHECK_ALL, 0, false));
-    assert_true(lm_guard_prefer(LEMONPC_CHECK_LOOP, LEMONPC_CHECK_VOICE | LEMONPC_CHECK_ENDED, true));
-    assert_false(lm_guard_prefer(LEMONPC_CHECK_LOOP, LEMONPC_CHECK_VOICE, true));
-    assert_false(lm_guard_prefer(LEMONPC_CHECK_VOICE | LEMONPC_CHECK_LOOP, LEMONPC_CHECK_ENDED, true));
+    lm_guard_draws ds;
+    const unsigned V = LEMONPC_CHECK_VOICE, L = LEMONPC_CHECK_LOOP, E = LEMONPC_CHECK_ENDED;
+    /* no best_of: the first that passes, nothing scored */
+    script a = {(const unsigned[]){V, 0, 0, 0}, NULL, (const double[]){0, 0, 0, 0}, 4, 0, 0, -1};
+    assert_int_equal(run_script(&a, 1, 3, &ds), 1);
+    assert_int_equal(a.drawn, 2);
+    assert_int_equal(a.scored, 0);
+    lm_guard_draws_free(&ds);
+    /* none passes: the fewest failed checks, the earlier on a tie */
+    script b = {(const unsigned[]){V | L, L, V, V | E}, NULL, (const double[]){0, 0, 0, 0}, 4, 0,
+                0, -1};
+    assert_int_equal(run_script(&b, 1, 3, &ds), 1);
+    assert_int_equal(b.drawn, 4);
+    assert_int_equal(b.scored, 0);
+    lm_guard_draws_free(&ds);
+    /* best_of 3: all three drawn though the first passes; of the passing
+     * ones the higher (logp - logp_empty) / n wins; a failing draw is never
+     * scored, however relevant */
+    script c = {(const unsigned[]){0, 0, V}, (const double[]){-20, -30, -5},
+                (const double[]){-21, -40, -90}, 3, 0, 0, -1};
+    assert_int_equal(run_script(&c, 3, 2, &ds), 1);
+    assert_int_equal(c.drawn, 3);
+    assert_int_equal(c.scored, 1 | 2);
+    assert_true(ds.d[1].relevance > 0.99 && ds.d[1].relevance < 1.01);
+    assert_true(ds.d[0].relevance > 0.09 && ds.d[0].relevance < 0.11);
+    lm_guard_draws_free(&ds);
+    /* best_of 2, both fail: retries until one passes, which alone is
+     * chosen without a score */
+    script d = {(const unsigned[]){V, L, E, 0, 0}, (const double[]){0, 0, 0, 0, 0},
+                (const double[]){0, 0, 0, 0, 0}, 5, 0, 0, -1};
+    assert_int_equal(run_script(&d, 2, 3, &ds), 3);
+    assert_int_equal(d.drawn, 4);
+    assert_int_equal(d.scored, 0);
+    lm_guard_draws_free(&ds);
+    /* a tie of relevance keeps the earlier */
+    script e = {(const unsigned[]){0, 0}, (const double[]){-10, -10}, (const double[]){-20, -20}, 2,
+                0, 0, -1};
+    assert_int_equal(run_script(&e, 2, 0, &ds), 0);
+    lm_guard_draws_free(&ds);
+    /* a draw that fails stops it; the draws so far are the caller's */
+    script f = {(const unsigned[]){V, V, V}, NULL, (const double[]){0, 0, 0}, 3, 0, 0, 1};
+    size_t chosen;
+    lm_err err = {{0}};
+    ds = (lm_guard_draws){0};
+    assert_int_equal(lm_guard_draw_all(1, 2, script_draw, NULL, &f, &ds, &chosen, &err), -1);
+    assert_int_equal((int)ds.n, 1);
+    assert_non_null(strstr(err.msg, "the model failed"));
+    lm_guard_draws_free(&ds);
 }
 
 /* a greedy NPC's retries sample; each attempt and turn draws differently,
@@ -326,7 +413,7 @@ int main(void) {
         cmocka_unit_test(test_ignorance),
         cmocka_unit_test(test_ours_on_orlandos_questions),
         cmocka_unit_test(test_names),
-        cmocka_unit_test(test_prefer),
+        cmocka_unit_test(test_draw_all),
         cmocka_unit_test(test_retry_params),
     };
     return cmocka_run_group_tests_name("guard", tests, setup, teardown);

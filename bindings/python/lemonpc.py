@@ -137,7 +137,8 @@ class _Sampling(Structure):
 
 class _Guard(Structure):
     _c_name_ = "lemonpc_guard"
-    _fields_ = [("retries", c_int), ("checks", c_uint), ("temperature", c_float)]
+    _fields_ = [("retries", c_int), ("checks", c_uint), ("temperature", c_float),
+                ("best_of", c_int)]
 
 
 class _NpcParams(Structure):
@@ -152,7 +153,7 @@ class _ReplyInfo(Structure):
     _fields_ = [("n_prompt", c_int), ("n_reused", c_int), ("n_generated", c_int),
                 ("n_dropped_turns", c_int), ("stop", c_int), ("prompt_seconds", c_double),
                 ("first_token_seconds", c_double), ("total_seconds", c_double),
-                ("attempts", c_int), ("failed_checks", c_uint)]
+                ("attempts", c_int), ("failed_checks", c_uint), ("relevance", c_double)]
 
 
 class _Event(Structure):
@@ -554,6 +555,8 @@ class ReplyInfo:
     total_seconds: float
     attempts: int           # replies drawn: 1, or more when the guard drew again
     failed_checks: Check    # what the reply given still fails (Check(0): nothing)
+    relevance: float        # per token, log p(reply | line) - log p(reply | no line),
+                            # when the guard chose among draws (best_of); else 0
 
     @classmethod
     def _of(cls, i: _ReplyInfo) -> "ReplyInfo":
@@ -563,7 +566,7 @@ class ReplyInfo:
             stop = i.stop
         return cls(i.n_prompt, i.n_reused, i.n_generated, i.n_dropped_turns, stop,
                    i.prompt_seconds, i.first_token_seconds, i.total_seconds, i.attempts,
-                   Check(i.failed_checks))
+                   Check(i.failed_checks), i.relevance)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -748,13 +751,15 @@ class Npc(_Handle):
     optional LoRA adapter and its sampling. stop: extra strings that end a
     reply. Persona AUTO takes the mode the adapter was trained with.
     guard: the reply guard's retries (0: off), guard_checks its checks: a
-    reply failing them is drawn again before it is given (and streamed)."""
+    reply failing them is drawn again before it is given (and streamed).
+    best_of: the guard draws that many replies and gives, of those passing,
+    the one most about the line (1: off)."""
 
     def __init__(self, model: Model, sheet: Optional[PathLike] = None, *,
                  system: Optional[str] = None, persona: Union[Persona, int] = Persona.AUTO,
                  adapter: Optional[PathLike] = None, adapter_scale: float = 1.0,
                  sampling: Optional[Sampling] = None, stop: Sequence[str] = (),
-                 guard: int = 0, guard_checks: Check = Check.DEFAULT):
+                 guard: int = 0, guard_checks: Check = Check.DEFAULT, best_of: int = 1):
         lib = _lib()
         p = lib.lemonpc_npc_default_params()
         keep = []   # the bytes the params point to, alive through the call
@@ -771,6 +776,7 @@ class Npc(_Handle):
         p.adapter_scale = adapter_scale
         p.guard.retries = guard
         p.guard.checks = int(guard_checks)
+        p.guard.best_of = best_of
         if sampling is not None:
             sampling._fill(p.sampling)
         if stop:

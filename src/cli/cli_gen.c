@@ -42,6 +42,9 @@ const char CLI_GEN_FLAGS_HELP[] =
     "                        that fails the checks is drawn again, up to N times (0 = off)\n"
     "  --guard-checks LIST   voice, modern, ended, loop, dodge, ignorance; default (the\n"
     "                        first four) or all (default: default)\n"
+    "  --best-of N           the guard draws N replies (then --guard more while none\n"
+    "                        passes) and shows, of those passing, the one most about\n"
+    "                        the line (each draw costs a reply's decoding; 1 = off)\n"
     "  -v, --verbose         print the kernel set (LEMONPC_KERNELS=avx512|avx2|scalar forces one)\n"
     "                        and timings (prompt/decode tok/s, time to first token) on stderr\n";
 
@@ -94,7 +97,7 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
         "-n", "--n-predict", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
         "--repeat-last-n", "--seed", "-t", "--threads", "-c", "--ctx", "--character",
         "--adapter", "--adapter-scale", "--persona", "--asker", "--place", "--kv", "--guard",
-        "--guard-checks",
+        "--guard-checks", "--best-of",
     };
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
@@ -147,6 +150,9 @@ int cli_gen_parse_flag(const char *cmd, int argc, char **argv, int *i, cli_gen_o
     } else if (!strcmp(a, "--guard")) {
         if (parse_long(cmd, a, v, 0, 16, &n)) return -1;
         o->guard.retries = (int)n;
+    } else if (!strcmp(a, "--best-of")) {
+        if (parse_long(cmd, a, v, 1, 16, &n)) return -1;
+        o->guard.best_of = (int)n;
     } else if (!strcmp(a, "--temp")) {
         if (parse_float(cmd, a, v, 0, 100, &o->sp.temp)) return -1;
     } else if (!strcmp(a, "--top-k")) {
@@ -291,6 +297,9 @@ void cli_print_reply_stats(const lemonpc_reply_info *i) {
     /* decoding starts at the first token (the time before it includes a
      * persona evaluated for the first time, which prompt_seconds does not) */
     double gen_s = i->total_seconds - i->first_token_seconds;
+    /* under the guard the reply is shown once chosen: every draw (and its
+     * scores) came before its first token */
+    if (i->attempts > 1) gen_s = i->first_token_seconds - i->prompt_seconds;
     fprintf(stderr, "\nprompt: %d tokens in %.3f s (%.1f tok/s), %d reused from the cache; "
             "time to first token %.3f s\n", i->n_prompt, i->prompt_seconds,
             i->prompt_seconds > 0 ? i->n_prompt / i->prompt_seconds : 0.0, i->n_reused,
@@ -299,9 +308,11 @@ void cli_print_reply_stats(const lemonpc_reply_info *i) {
             gen_s > 0 ? i->n_generated / gen_s : 0.0);
     if (i->attempts > 1) {
         char names[128];
-        fprintf(stderr, "guard: %d draws%s%s\n", i->attempts,
+        fprintf(stderr, "guard: %d draws%s%s", i->attempts,
                 i->failed_checks ? "; still fails: " : "",
                 i->failed_checks ? lm_guard_names(i->failed_checks, names, sizeof names) : "");
+        if (i->relevance != 0) fprintf(stderr, "; relevance %.3f nats/token", i->relevance);
+        fputc('\n', stderr);
     }
 }
 

@@ -51,6 +51,10 @@ static void usage(FILE *out) {
             "                       to N times (sampled, seeded by the question's index)\n"
             "  --guard-checks LIST  voice, modern, ended, loop, dodge, ignorance, default\n"
             "                       (the first four) or all (default: default)\n"
+            "  --best-of N          the guard draws N answers (then --guard more while none\n"
+            "                       passes) and keeps, of those passing, the one most about\n"
+            "                       the line, as lemonpc_guard.best_of (1 = off); every\n"
+            "                       draw goes into answers.jsonl\n"
             "  -n, --max-tokens N   per answer (default 160)\n"
             "  --judge-url URL      an LLM judge: an OpenAI-compatible server (e.g.\n"
             "                       http://127.0.0.1:8080/v1) scores every answer 1-7 on\n"
@@ -96,7 +100,7 @@ int cmd_eval(int argc, char **argv) {
                                                  "--refs", "--label", "-n", "--max-tokens", "-t",
                                                  "--threads", "--judge-url", "--judge-model",
                                                  "--judge-key-env", "--judge-gguf", "--guard",
-                                                 "--guard-checks", "--seed"};
+                                                 "--guard-checks", "--seed", "--best-of"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
         if (known) {
@@ -112,6 +116,7 @@ int cmd_eval(int argc, char **argv) {
             else if (!strcmp(a, "--judge-key-env")) judge_key = v;
             else if (!strcmp(a, "--judge-gguf")) judge_gguf = v;
             else if (!strcmp(a, "--guard")) { if (int_arg(a, v, 0, 16, &o.guard)) goto done; }
+            else if (!strcmp(a, "--best-of")) { if (int_arg(a, v, 1, 16, &o.best_of)) goto done; }
             else if (!strcmp(a, "--seed")) {
                 int seed;
                 if (int_arg(a, v, 0, 2147483647, &seed)) goto done;

@@ -61,9 +61,9 @@ int cmd_generate(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (raw && o.guard.retries) {
-        fprintf(stderr, "lemonpc generate: --guard checks a reply to a line; a --raw completion "
-                "has none\n");
+    if (raw && (o.guard.retries || o.guard.best_of > 1)) {
+        fprintf(stderr, "lemonpc generate: --guard and --best-of check a reply to a line; a --raw "
+                "completion has none\n");
         return 2;
     }
     if (raw && (o.system || o.character)) {

@@ -71,13 +71,16 @@ static json_t *settings_json(const lm_eval_opts *o) {
     if (o->no_lore) json_object_set_new(s, "lore", json_false());
     /* the guard's retries draw from the seed too; only when not the
      * default, so journals written before --seed resume */
-    if (o->guard && !o->sample && o->sp.seed != 1)
+    bool guarded = o->guard || o->best_of > 1;
+    if (guarded && !o->sample && o->sp.seed != 1)
         json_object_set_new(s, "seed", json_integer((json_int_t)o->sp.seed));
-    if (o->guard) {
+    if (guarded) {
         char names[128];
-        json_object_set_new(s, "guard", json_pack("{s:i, s:s}", "retries", o->guard, "checks",
-                                                  lm_guard_names(o->guard_checks, names,
-                                                                 sizeof names)));
+        json_t *g = json_pack("{s:i, s:s}", "retries", o->guard, "checks",
+                              lm_guard_names(o->guard_checks, names, sizeof names));
+        /* only when on, so journals written before it resume */
+        if (g && o->best_of > 1) json_object_set_new(g, "best_of", json_integer(o->best_of));
+        json_object_set_new(s, "guard", g);
     }
     json_object_set_new(s, "files", json_pack("{s:o, s:o, s:o}", "model", file_stamp(o->model),
                                               "adapter", file_stamp(o->adapter), "character",
@@ -129,43 +132,61 @@ static int question_lore(json_t *q, const lm_character *c, const lm_world *w, co
     return rc;
 }
 
-static const char *stop_name(const lm_gen_info *in) {
-    return in->hit_max ? "max_tokens" : in->hit_ctx ? "context" : in->hit_stop ? "stop_string" : "eos";
+/* One question's draws (lm_guard_draw_fn): the first greedy or as --sample
+ * asks, the others with lm_guard_retry_params seeded by the question's
+ * index, as lemonpc_say draws them under the NPC's guard. The guard sees
+ * what the runtime sees (the line, the answer, whether a lorebook block was
+ * given), never the category. */
+typedef struct {
+    lm_generator *g;
+    const lm_guard *guard;
+    const lm_gen_params *gp;
+    const lm_chat_msg *msgs;
+    size_t nm;
+    json_t *q;
+    bool knows, rank;
+    size_t qi;
+} chat_job;
+
+enum { STOP_EOS, STOP_MAX, STOP_CTX, STOP_STRING };
+static const char *const STOP_NAMES[] = {"eos", "max_tokens", "context", "stop_string"};
+
+static int draw_answer(void *ud, int attempt, lm_guard_draw *d, lm_err *err) {
+    chat_job *j = ud;
+    lm_gen_params p = *j->gp;
+    if (attempt > 0) p.sp = lm_guard_retry_params(&j->gp->sp, 0.7f, j->qi, attempt);
+    p.logp = j->rank;
+    lm_gen_info in = {0};
+    if (lm_generate_chat(j->g, j->msgs, j->nm, &p, &d->text, &in, err)) return -1;
+    lm_str_trim(d->text);
+    d->stop = in.hit_max ? STOP_MAX : in.hit_ctx ? STOP_CTX : in.hit_stop ? STOP_STRING : STOP_EOS;
+    d->n_gen = in.n_gen;
+    d->logp = in.logp;
+    d->n_logp = in.n_logp;
+    if (j->guard)
+        d->failed = lm_guard_check(j->guard, str_field(j->q, "question"), d->text,
+                                   str_field(j->q, "asker"), d->stop == STOP_EOS, j->knows);
+    return 0;
 }
 
-/* One answer as lemonpc_say gives it under the NPC's guard (guard NULL:
- * the first draw): retries sample with lm_guard_retry_params, seeded by the
- * question's index; the first answer passing the checks, else the one
- * failing the fewest. The guard sees what the runtime sees (the line, the
- * answer, whether a lorebook block was given), never the category. */
-static int guarded_chat(lm_generator *g, const lm_guard *guard, const lm_eval_opts *o,
-                        const lm_gen_params *gp, const lm_chat_msg *msgs, size_t nm, json_t *q,
-                        bool knows, size_t qi, char **reply, lm_gen_info *info, int *attempts,
-                        unsigned *failed, lm_err *err) {
-    *reply = NULL;
-    for (int a = 0; a <= (guard ? o->guard : 0); a++) {
-        lm_gen_params p = *gp;
-        if (a > 0) p.sp = lm_guard_retry_params(&gp->sp, 0.7f, qi, a);
-        char *t = NULL;
-        lm_gen_info in = {0};
-        if (lm_generate_chat(g, msgs, nm, &p, &t, &in, err)) { free(*reply); *reply = NULL; return -1; }
-        lm_str_trim(t);
-        *attempts = a + 1;
-        unsigned bad = guard ? lm_guard_check(guard, str_field(q, "question"), t,
-                                              str_field(q, "asker"), !strcmp(stop_name(&in), "eos"),
-                                              knows)
-                             : 0;
-        if (lm_guard_prefer(bad, *failed, *reply != NULL)) {
-            free(*reply);
-            *reply = t;
-            *info = in;
-            *failed = bad;
-        } else {
-            free(t);
-        }
-        if (!bad) break;
-    }
-    return 0;
+/* The answer scored after the same messages with the lorebook block left
+ * out and the line empty (lm_guard_empty_fn), as lemonpc_say scores it. */
+static int empty_line_logp(void *ud, const lm_guard_draw *d, double *logp, lm_err *err) {
+    chat_job *j = ud;
+    lm_chat_msg *m = malloc((j->nm + 1) * sizeof *m);
+    if (!m) return lm_errf(err, "out of memory");
+    size_t k = 0;
+    /* the block is the system turn right before the line */
+    for (size_t i = 0; i + 1 < j->nm; i++)
+        if (!(j->knows && i + 2 == j->nm)) m[k++] = j->msgs[i];
+    m[k++] = (lm_chat_msg){"user", ""};
+    m[k++] = (lm_chat_msg){"assistant", d->text};
+    double nll = 0;
+    int nt = 0;
+    int rc = lm_generator_score(j->g, m, k, &nll, &nt, err);
+    free(m);
+    *logp = -nll;
+    return rc;
 }
 
 static json_t *flags_json(const lm_eval_flags *f) {
@@ -393,7 +414,8 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
     json_t *q;
     if (o->character && lm_sheet_load_character(o->character, &c, &w, err)) goto done;
     if (!(k = lm_eval_checker_new(c, err))) goto done;
-    if (o->guard > 0 && !(guard = lm_guard_new(c, w, o->guard_checks, err))) goto done;
+    if ((o->guard > 0 || o->best_of > 1) && !(guard = lm_guard_new(c, w, o->guard_checks, err)))
+        goto done;
 
     /* Resume: keep earlier answers made under the same settings. */
     snprintf(path, sizeof path, "%s/settings.json", o->out);
@@ -458,30 +480,34 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
             free(id);
             goto done;
         }
-        size_t nm;
+        size_t nm = 0;
         lm_chat_msg *msgs = question_msgs(q, sys, lore, &nm);
-        char *reply = NULL;
-        lm_gen_info info = {0};
-        int attempts = 0;
-        unsigned failed = 0;
-        int gr = msgs ? guarded_chat(g, guard, o, &gp, msgs, nm, q, lore != NULL, i, &reply, &info,
-                                     &attempts, &failed, err)
+        chat_job job = {g, guard, &gp, msgs, nm, q, lore != NULL, o->best_of > 1, i};
+        lm_guard_draws ds = {0};
+        size_t ci = 0;
+        int gr = msgs ? lm_guard_draw_all(o->best_of, guard ? o->guard : 0, draw_answer,
+                                          empty_line_logp, &job, &ds, &ci, err)
                       : lm_errf(err, "out of memory");
         free(msgs);
         free(sys);
         if (gr) {
+            lm_guard_draws_free(&ds);
             lm_err_prefix(err, "%s: question %s", o->questions, id);
             free(lore);
             free(id);
             goto done;
         }
+        const lm_guard_draw *ch = &ds.d[ci];
+        const char *reply = ch->text;
+        int attempts = (int)ds.n;
+        unsigned failed = ch->failed;
         const char *cat = str_field(q, "category") ?: "in-world";
         lm_eval_flags f;
         lm_eval_check(k, str_field(q, "question"), reply, cat, str_field(q, "asker"),
-                      !strcmp(stop_name(&info), "eos"), &f);
+                      ch->stop == STOP_EOS, &f);
         a = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:o}", "id", id, "category", cat,
                       "question", str_field(q, "question"), "answer", reply, "stop",
-                      stop_name(&info), "tokens", info.n_gen, "flags", flags_json(&f));
+                      STOP_NAMES[ch->stop], "tokens", ch->n_gen, "flags", flags_json(&f));
         /* what the lorebook put before the question, for a reader of the answers */
         if (a && lore) json_object_set_new(a, "lore", json_string(lore));
         if (a && guard) {
@@ -490,9 +516,19 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
             if (failed)
                 json_object_set_new(a, "guard_failed",
                                     json_string(lm_guard_names(failed, names, sizeof names)));
+            /* with best_of, every draw, for a reader of the choice */
+            json_t *dj = o->best_of > 1 ? json_array() : NULL;
+            for (size_t di = 0; dj && di < ds.n; di++) {
+                json_t *e = json_pack("{s:s, s:s, s:f}", "answer", ds.d[di].text, "failed",
+                                      lm_guard_names(ds.d[di].failed, names, sizeof names),
+                                      "relevance", ds.d[di].relevance);
+                if (e && di == ci) json_object_set_new(e, "chosen", json_true());
+                json_array_append_new(dj, e);
+            }
+            if (dj) json_object_set_new(a, "draws", dj);
         }
         free(lore);
-        free(reply);
+        lm_guard_draws_free(&ds);
         free(id);
         char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
         if (!s || fprintf(af, "%s\n", s) < 0 || fflush(af)) {
@@ -537,7 +573,7 @@ int lm_eval_run(const lm_eval_opts *o, lm_err *err) {
         .label = o->label, .settings = settings, .questions = o->questions, .refs = o->refs,
         .tally = &t, .distinct1 = lm_eval_distinct(texts, na, 1),
         .distinct2 = lm_eval_distinct(texts, na, 2), .ppl = ppl, .n_refs = n_ref,
-        .guard = o->guard, .guard_retried = guard_retried, .guard_failing = guard_failing,
+        .guard = o->guard, .best_of = o->best_of, .guard_retried = guard_retried, .guard_failing = guard_failing,
         .guard_mean_attempts = na ? guard_attempts / (double)na : 0,
     };
     free(texts);

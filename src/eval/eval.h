@@ -42,6 +42,7 @@ typedef struct lm_eval_opts {
     lm_sampler_params sp;    /* used when sample */
     int threads;
     int guard;               /* the reply guard's retries (runtime/guard.h), 0: off */
+    int best_of;             /* the guard's draws to choose from (lemonpc_guard.best_of) */
     unsigned guard_checks;   /* LEMONPC_CHECK_x bits */
     bool quiet;              /* no progress line */
     struct lm_teacher *judge; /* an LLM judge (judge.h) or NULL; borrowed */

@@ -183,11 +183,14 @@ int lm_eval_write_report(const char *dir, const lm_eval_summary *s, json_t *answ
     if (s->judge)
         json_object_set_new(r, "judge", json_pack("{s:s, s:i, s:i}", "name", s->judge, "scored", s->judge_n,
                                                   "failed", s->judge_failed));
-    if (s->guard)
-        json_object_set_new(r, "guard", json_pack("{s:i, s:I, s:I, s:f}", "retries", s->guard,
-                                                  "retried", (json_int_t)s->guard_retried,
-                                                  "still_failing", (json_int_t)s->guard_failing,
-                                                  "mean_attempts", s->guard_mean_attempts));
+    if (s->guard || s->best_of > 1) {
+        json_t *g = json_pack("{s:i, s:I, s:I, s:f}", "retries", s->guard, "retried",
+                              (json_int_t)s->guard_retried, "still_failing",
+                              (json_int_t)s->guard_failing, "mean_attempts",
+                              s->guard_mean_attempts);
+        if (g && s->best_of > 1) json_object_set_new(g, "best_of", json_integer(s->best_of));
+        json_object_set_new(r, "guard", g);
+    }
     json_t *metrics = metrics_json(s);
     json_object_set_new(r, "metrics", metrics);
     json_t *cats = json_object();
@@ -212,7 +215,13 @@ int lm_eval_write_report(const char *dir, const lm_eval_summary *s, json_t *answ
     if (s->judge)
         lm_sb_printf(&b, " Judge: `%s` (%d answers scored, %d failed).", s->judge, s->judge_n,
                      s->judge_failed);
-    if (s->guard)
+    if (s->best_of > 1)
+        lm_sb_printf(&b, " Reply guard: best of %d draws by relevance to the line, then up to %d "
+                     "retries (checks: %s); %.2f draws per answer, %zu given though no draw "
+                     "passed.", s->best_of, s->guard,
+                     json_string_value(json_object_get(json_object_get(set, "guard"), "checks")),
+                     s->guard_mean_attempts, s->guard_failing);
+    else if (s->guard)
         lm_sb_printf(&b, " Reply guard: up to %d retries (checks: %s); %zu of %zu answers drawn "
                      "again, %.2f draws per answer, %zu given though no draw passed.", s->guard,
                      json_string_value(json_object_get(json_object_get(set, "guard"), "checks")),

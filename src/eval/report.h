@@ -22,6 +22,7 @@ typedef struct lm_eval_summary {
     int judge_n, judge_failed;  /* answers scored, answers the judge failed on */
     double judge_mean[5];       /* per dimension (judge.h), over judge_n */
     int guard;                  /* the reply guard's retries, 0: none */
+    int best_of;                /* its draws to choose from (<= 1: none) */
     size_t guard_retried;       /* answers drawn more than once */
     size_t guard_failing;       /* answers given though no draw passed */
     double guard_mean_attempts;

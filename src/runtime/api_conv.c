@@ -295,12 +295,13 @@ static int load_prompt(lemonpc_conversation *c, const int32_t *p, size_t n, bool
 
 /* Evaluates prompt p[0, n) into the cache and generates the reply: *text
  * the reply (malloc'd), *same whether the sampled tokens [*r0, *r1) of
- * c->toks spell it. Returns a status; e says why on failure. */
+ * c->toks spell it; logp, when not NULL, gets the reply's log-probability
+ * (lm_gen_info.logp, n_logp). Returns a status; e says why on failure. */
 static lemonpc_status reply_to(lemonpc_conversation *c, const int32_t *p, size_t n,
                                lm_sampler *smp, const lm_sampler_params *sp,
                                lemonpc_stream_fn on_text, void *user, char **text, bool *same,
                                size_t *r0, size_t *r1, lemonpc_reply_info *info, double t0,
-                               lm_err *e) {
+                               lm_gen_info *logp, lm_err *e) {
     lemonpc_npc *npc = c->npc;
     lemonpc_model *m = npc->model;
     *text = NULL;
@@ -318,7 +319,8 @@ static lemonpc_status reply_to(lemonpc_conversation *c, const int32_t *p, size_t
     for (size_t i = c->n_toks > back ? c->n_toks - back : 0; i < c->n_toks; i++)
         lm_sampler_accept(smp, c->toks[i]);
     lm_gen_params gp = {.sp = *sp, .max_tokens = c->max_tokens,
-                        .stop = (const char *const *)c->stop, .n_stop = c->n_stop};
+                        .stop = (const char *const *)c->stop, .n_stop = c->n_stop,
+                        .logp = logp != NULL};
     lm_decoder d = {c->ctx, m->tok, smp, c->logits, m->eos, m->im_end, true, on_piece, &j,
                     on_token};
     lm_gen_info gi = {0};
@@ -328,6 +330,7 @@ static lemonpc_status reply_to(lemonpc_conversation *c, const int32_t *p, size_t
     c->n_toks = (size_t)lm_ctx_n_past(c->ctx);   /* the stop token is not in the cache */
     if (gi.first_token_at > 0) info->first_token_seconds = gi.first_token_at - t0;
     info->n_generated = gi.n_gen;
+    if (logp) *logp = gi;
     if (rc) goto fail;
     if (lm_stream_finish(&j.st, e)) { j.cancelled = j.st.cancelled; goto fail; }
     info->stop = j.st.stopped || gi.hit_stop ? LEMONPC_STOP_STRING
@@ -367,88 +370,173 @@ fail:
     return lm_api_code_of(e, code);
 }
 
-/* reply_to under the NPC's guard (guard.h): the first reply with the
- * conversation's sampler, retries with their own; the first that passes
- * the checks, else the one failing the fewest. Nothing is streamed until
- * the reply is chosen. *tk (malloc'd, or NULL when they do not spell it)
- * gets the chosen reply's sampled tokens, which the turn keeps: the cache
- * holds the last draw, and the next prompt, carrying the chosen one's
- * tokens, re-evaluates from where they part. */
+/* log p(r[0, nr), then the end token when end | prompt p[0, n)) in c's
+ * cache: the prompt as load_prompt fills it, then the reply's rows in
+ * slices, the cache and c->toks kept in step. */
+static int score_in_cache(lemonpc_conversation *c, const int32_t *p, size_t n, const int32_t *r,
+                          size_t nr, bool end, double *logp, lm_err *e) {
+    const lemonpc_model *m = c->npc->model;
+    const int V = m->m->cfg.n_vocab;
+    const int32_t stop = m->im_end >= 0 ? m->im_end : m->eos;
+    enum { SLICE = 16 };
+    *logp = 0;
+    if (n + nr > (size_t)m->n_ctx)
+        return lm_errf(e, "guard: a reply of %zu tokens after %zu does not fit the %d-token "
+                       "context", nr, n, m->n_ctx);
+    bool cancelled = false;
+    lemonpc_reply_info tmp = {0};
+    float *rows = NULL;
+    int rc = -1;
+    if (reply_begin(c, e) || load_prompt(c, p, n, &cancelled, &tmp, e)) goto done;
+    if (nr == 0) {
+        *logp = end ? lm_token_logp(c->logits, V, stop) : 0;
+        rc = 0;
+        goto done;
+    }
+    *logp = lm_token_logp(c->logits, V, r[0]);
+    if (!(rows = malloc((size_t)SLICE * (size_t)V * sizeof *rows)) ||
+        lm_api_toks_reserve(c, n + nr)) {
+        lm_errf(e, "out of memory");
+        goto done;
+    }
+    /* row i predicts r[i + 1], the last the end token */
+    for (size_t k = 0; k < nr; k += SLICE) {
+        size_t b = nr - k < SLICE ? nr - k : SLICE;
+        if (lm_eval(c->ctx, r + k, (int)b, LM_LOGITS_ALL, rows, e)) goto done;
+        memcpy(c->toks + c->n_toks, r + k, b * sizeof *r);
+        c->n_toks += b;
+        for (size_t i = 0; i < b; i++) {
+            if (k + i + 1 < nr) *logp += lm_token_logp(rows + i * (size_t)V, V, r[k + i + 1]);
+            else if (end) *logp += lm_token_logp(rows + i * (size_t)V, V, stop);
+        }
+    }
+    rc = 0;
+done:
+    free(rows);
+    reply_end(c);
+    return rc;
+}
+
+/* One lemonpc_say under the NPC's guard: the draws (lm_guard_draw_fn) and
+ * their scores with the line left out (lm_guard_empty_fn). */
+typedef struct {
+    lemonpc_conversation *c;
+    const char *line;
+    bool knows;
+    const int32_t *p, *pe;   /* the prompt; with the line empty and no block */
+    size_t n, ne;
+    double t0;
+    lemonpc_reply_info *info, first;
+    lemonpc_status code;
+} guard_job;
+
+static int draw_reply(void *ud, int attempt, lm_guard_draw *d, lm_err *e) {
+    guard_job *j = ud;
+    lemonpc_conversation *c = j->c;
+    lemonpc_npc *npc = c->npc;
+    lm_sampler *rs = NULL;
+    lm_sampler_params rp = c->sp;
+    if (attempt > 0) {
+        rp = lm_guard_retry_params(&c->sp, npc->guard_temperature, c->turns.n, attempt);
+        if (!(rs = lm_sampler_new(&rp, npc->model->m->cfg.n_vocab, e))) {
+            j->code = LEMONPC_ERR_NOMEM;
+            return -1;
+        }
+    }
+    lemonpc_reply_info ai = {0};
+    lm_gen_info gi = {0};
+    bool same = false;
+    size_t r0 = 0, r1 = 0;
+    j->code = reply_to(c, j->p, j->n, rs ? rs : c->smp, &rp, NULL, NULL, &d->text, &same, &r0,
+                       &r1, &ai, j->t0, j->pe ? &gi : NULL, e);
+    lm_sampler_free(rs);
+    if (j->code != LEMONPC_OK) return -1;
+    if (attempt == 0) j->first = ai;
+    j->info->n_generated += ai.n_generated;
+    d->stop = (int)ai.stop;
+    d->n_gen = ai.n_generated;
+    d->logp = gi.logp;
+    d->n_logp = gi.n_logp;
+    if (same) {
+        if (!(d->tokens = malloc((r1 - r0 + 1) * sizeof *d->tokens))) {
+            j->code = LEMONPC_ERR_NOMEM;
+            return lm_errf(e, "out of memory");
+        }
+        memcpy(d->tokens, c->toks + r0, (r1 - r0) * sizeof *d->tokens);
+        d->n_tokens = r1 - r0;
+    }
+    d->failed = lm_guard_check(npc->guard, j->line, d->text, c->who, ai.stop == LEMONPC_STOP_END,
+                               j->knows);
+    return 0;
+}
+
+static int empty_reply(void *ud, const lm_guard_draw *d, double *logp, lm_err *e) {
+    guard_job *j = ud;
+    int32_t *own = NULL;
+    size_t n_own = 0;
+    if (!d->tokens && lm_tokenize(j->c->npc->model->tok, d->text, strlen(d->text), false, &own,
+                                  &n_own, e)) {
+        j->code = LEMONPC_ERR_NOMEM;
+        return -1;
+    }
+    int rc = score_in_cache(j->c, j->pe, j->ne, d->tokens ? d->tokens : own,
+                            d->tokens ? d->n_tokens : n_own, d->stop == LEMONPC_STOP_END, logp, e);
+    free(own);
+    if (rc) j->code = atomic_load(&j->c->cancel) ? LEMONPC_ERR_CANCELLED : LEMONPC_ERR_INTERNAL;
+    return rc;
+}
+
+/* reply_to under the NPC's guard (guard.h, lm_guard_draw_all): the first
+ * draw with the conversation's sampler, the others with their own. pe, when
+ * not NULL, is the prompt with the line empty and no block, by which the
+ * best of several draws is chosen. Nothing is streamed until the reply is
+ * chosen. *tk (malloc'd, or NULL when they do not spell it) gets the chosen
+ * reply's sampled tokens, which the turn keeps: the cache holds the last
+ * draw or score, and the next prompt, carrying the chosen one's tokens,
+ * re-evaluates from where they part. */
 static lemonpc_status guarded_reply(lemonpc_conversation *c, const char *line, bool knows,
-                                    const int32_t *p, size_t n, lemonpc_stream_fn on_text,
-                                    void *user, char **text, int32_t **tk, size_t *ntk,
-                                    lemonpc_reply_info *info, double t0, lm_err *e) {
+                                    const int32_t *p, size_t n, const int32_t *pe, size_t ne,
+                                    lemonpc_stream_fn on_text, void *user, char **text,
+                                    int32_t **tk, size_t *ntk, lemonpc_reply_info *info, double t0,
+                                    lm_err *e) {
     lemonpc_npc *npc = c->npc;
     *tk = NULL;
     *ntk = 0;
-    char *best = NULL;
-    unsigned best_failed = 0;
-    lemonpc_reply_info first = {0};
-    lemonpc_status code = LEMONPC_OK;
-    for (int a = 0; a <= npc->guard_retries; a++) {
-        lemonpc_reply_info ai = {0};
-        lm_sampler *rs = NULL;
-        lm_sampler_params rp = c->sp;
-        if (a > 0) {
-            rp = lm_guard_retry_params(&c->sp, npc->guard_temperature, c->turns.n, a);
-            if (!(rs = lm_sampler_new(&rp, npc->model->m->cfg.n_vocab, e))) {
-                code = LEMONPC_ERR_NOMEM;
-                break;
-            }
-        }
-        char *t = NULL;
-        bool same = false;
-        size_t r0 = 0, r1 = 0;
-        code = reply_to(c, p, n, rs ? rs : c->smp, &rp, NULL, NULL, &t, &same, &r0, &r1, &ai, t0, e);
-        lm_sampler_free(rs);
-        if (code != LEMONPC_OK) break;
-        if (a == 0) first = ai;
-        info->n_generated += ai.n_generated;
-        unsigned failed = lm_guard_check(npc->guard, line, t, c->who,
-                                         ai.stop == LEMONPC_STOP_END, knows);
-        info->attempts = a + 1;
-        if (lm_guard_prefer(failed, best_failed, best != NULL)) {
-            free(best);
-            free(*tk);
-            *tk = NULL;
-            *ntk = 0;
-            if (same && !(*tk = malloc((r1 - r0 + 1) * sizeof **tk))) {
-                free(t);
-                code = LEMONPC_ERR_NOMEM;
-                lm_errf(e, "out of memory");
-                break;
-            }
-            if (same) memcpy(*tk, c->toks + r0, (r1 - r0) * sizeof **tk), *ntk = r1 - r0;
-            best = t;
-            best_failed = failed;
-            info->stop = ai.stop;
-        } else {
-            free(t);
-        }
-        if (!failed) break;
-    }
-    if (code != LEMONPC_OK) {
+    guard_job j = {c, line, knows, p, pe, n, ne, t0, info, {0}, LEMONPC_OK};
+    lm_guard_draws ds = {0};
+    size_t ci = 0;
+    if (lm_guard_draw_all(npc->guard_best_of, npc->guard_retries, draw_reply,
+                          pe ? empty_reply : NULL, &j, &ds, &ci, e)) {
+        lemonpc_status code = j.code != LEMONPC_OK ? j.code : LEMONPC_ERR_NOMEM;
         if (code == LEMONPC_ERR_CANCELLED) info->stop = LEMONPC_STOP_CANCELLED;
-        free(best);
-        free(*tk);
-        *tk = NULL;
+        lm_guard_draws_free(&ds);
         return code;
     }
-    info->n_prompt = first.n_prompt;
-    info->n_reused = first.n_reused;
-    info->prompt_seconds = first.prompt_seconds;
-    info->failed_checks = best_failed;
+    lm_guard_draw *best = &ds.d[ci];
+    info->attempts = (int)ds.n;
+    info->stop = (lemonpc_stop)best->stop;
+    info->n_prompt = j.first.n_prompt;
+    info->n_reused = j.first.n_reused;
+    info->prompt_seconds = j.first.prompt_seconds;
+    info->failed_checks = best->failed;
+    info->relevance = best->relevance;
+    *tk = best->tokens;
+    *ntk = best->n_tokens;
+    *text = best->text;
+    best->tokens = NULL;
+    best->text = NULL;
+    lm_guard_draws_free(&ds);
     /* the player sees the reply only now: its first token is here */
     info->first_token_seconds = lm_now_s() - t0;
-    if (on_text && best[0] && on_text(user, best, strlen(best))) {
-        free(best);
+    if (on_text && (*text)[0] && on_text(user, *text, strlen(*text))) {
+        free(*text);
+        *text = NULL;
         free(*tk);
         *tk = NULL;
         info->stop = LEMONPC_STOP_CANCELLED;
         lm_errf(e, "the reply was cancelled");
         return LEMONPC_ERR_CANCELLED;
     }
-    *text = best;
     return LEMONPC_OK;
 }
 
@@ -472,10 +560,10 @@ lemonpc_status lemonpc_say(lemonpc_conversation *c, const char *line, lemonpc_st
     lemonpc_status code = LEMONPC_ERR_INTERNAL;
     lemonpc_npc *npc = c->npc;
     lemonpc_model *m = npc->model;
-    int32_t *p = NULL;
+    int32_t *p = NULL, *pe = NULL;
     char *text = NULL, *block = NULL;
     int32_t *kept = NULL;    /* the reply's sampled tokens, when they spell it */
-    size_t n = 0, first = 0, r0 = 0, r1 = 0, n_kept = 0;
+    size_t n = 0, ne = 0, first = 0, r0 = 0, r1 = 0, n_kept = 0;
     bool pushed = false, same = false;
     if (lm_api_npc_prefix(npc, &e)) goto fail;
     if (lm_api_recall(c, line, &block, &e)) goto fail;
@@ -500,11 +588,21 @@ lemonpc_status lemonpc_say(lemonpc_conversation *c, const char *line, lemonpc_st
         goto fail;
     }
     if (npc->guard) {
-        code = guarded_reply(c, line, block != NULL, p, n, on_text, user, &text, &kept, &n_kept,
-                             &info, t0, &e);
+        /* the best of several draws is the one most about the line: each is
+         * scored again with the line left empty and no block */
+        if (npc->guard_best_of > 1) {
+            lm_chat_msg *said = &c->turns.m[c->turns.n - 1];
+            const char *keep = said->content;
+            said->content = "";
+            int rr = render(c, first, NULL, &pe, &ne, &e);
+            said->content = keep;
+            if (rr) { code = LEMONPC_ERR_INVALID; goto fail; }
+        }
+        code = guarded_reply(c, line, block != NULL, p, n, pe, ne, on_text, user, &text, &kept,
+                             &n_kept, &info, t0, &e);
     } else {
         code = reply_to(c, p, n, c->smp, &c->sp, on_text, user, &text, &same, &r0, &r1, &info,
-                        t0, &e);
+                        t0, NULL, &e);
         if (code == LEMONPC_OK && same && !(kept = malloc((r1 - r0 + 1) * sizeof *kept))) goto oom;
         if (kept) memcpy(kept, c->toks + r0, (r1 - r0) * sizeof *kept), n_kept = r1 - r0;
     }
@@ -523,6 +621,7 @@ lemonpc_status lemonpc_say(lemonpc_conversation *c, const char *line, lemonpc_st
     else free(text);
     free(kept);
     free(p);
+    free(pe);
     info.total_seconds = lm_now_s() - t0;
     if (info_out) *info_out = info;
     done_ok(err);
@@ -537,6 +636,7 @@ fail:
     free(text);
     free(kept);
     free(p);
+    free(pe);
     info.total_seconds = lm_now_s() - t0;
     if (info_out) *info_out = info;
     atomic_flag_clear(&c->busy);
@@ -570,7 +670,8 @@ static lemonpc_status complete_in(lemonpc_conversation *c, const char *prompt,
                 npc->model->n_ctx);
         goto fail;
     }
-    code = reply_to(c, p, n, c->smp, &c->sp, on_text, user, &text, &same, &r0, &r1, info, t0, e);
+    code = reply_to(c, p, n, c->smp, &c->sp, on_text, user, &text, &same, &r0, &r1, info, t0, NULL,
+                    e);
     if (code != LEMONPC_OK) goto fail;
     if (reply) *reply = text;
     else free(text);

@@ -54,6 +54,7 @@ struct lemonpc_npc {
     int max_tokens;
     lm_guard *guard;         /* or NULL: replies are not checked */
     int guard_retries;
+    int guard_best_of;       /* 1: no ranking */
     float guard_temperature;
     char **stop;             /* the params' stop strings, owned */
     size_t n_stop;

@@ -157,7 +157,7 @@ lemonpc_sampling lemonpc_sampling_defaults(void) {
 lemonpc_npc_params lemonpc_npc_default_params(void) {
     return (lemonpc_npc_params){.persona = LEMONPC_PERSONA_AUTO, .adapter_scale = 1.0f,
                                 .sampling = lemonpc_sampling_defaults(),
-                                .guard = {0, LEMONPC_CHECK_DEFAULT, 0.7f}};
+                                .guard = {0, LEMONPC_CHECK_DEFAULT, 0.7f, 1}};
 }
 
 void lemonpc_npc_free(lemonpc_npc *n) {
@@ -274,17 +274,19 @@ lemonpc_npc *lemonpc_npc_load(lemonpc_model *model, const lemonpc_npc_params *pa
         if (!(n->adapter = lm_adapter_load(model->m, p.adapter, &e))) goto fail;
     }
     if (p.guard.retries < 0 || p.guard.retries > 16 || (p.guard.checks & ~(unsigned)LEMONPC_CHECK_ALL) ||
-        !(p.guard.temperature >= 0 && p.guard.temperature <= 4)) {
+        !(p.guard.temperature >= 0 && p.guard.temperature <= 4) || p.guard.best_of < 0 ||
+        p.guard.best_of > 16) {
         code = LEMONPC_ERR_INVALID;
         lm_errf(&e, "lemonpc_npc_load: guard: retries %d (0 to 16), checks 0x%x (LEMONPC_CHECK_x "
-                "bits), temperature %g (0 to 4)", p.guard.retries, p.guard.checks,
-                (double)p.guard.temperature);
+                "bits), temperature %g (0 to 4), best_of %d (0 to 16)", p.guard.retries,
+                p.guard.checks, (double)p.guard.temperature, p.guard.best_of);
         goto fail;
     }
-    if (p.guard.retries > 0) {
+    if (p.guard.retries > 0 || p.guard.best_of > 1) {
         unsigned checks = p.guard.checks ? p.guard.checks : LEMONPC_CHECK_DEFAULT;
         if (!(n->guard = lm_guard_new(n->ch, n->w, checks, &e))) goto fail;
         n->guard_retries = p.guard.retries;
+        n->guard_best_of = p.guard.best_of > 1 ? p.guard.best_of : 1;
         n->guard_temperature = p.guard.temperature > 0 ? p.guard.temperature : 0.7f;
     }
     /* fingerprint: weights, adapter (its factors and scale), persona text */

@@ -20,10 +20,23 @@ struct lm_generator {
     float *logits;     /* [n_vocab] */
     int32_t eos, im_end;
     char path[256];
+    /* the prompt whose tokens but the last the cache holds, from the last
+     * score (n_scored 0: none; a generation clears it) */
+    int32_t *scored;
+    size_t n_scored;
 };
+
+double lm_token_logp(const float *l, int n_vocab, int32_t token) {
+    float mx = l[0];
+    for (int v = 1; v < n_vocab; v++) mx = l[v] > mx ? l[v] : mx;
+    double sum = 0;
+    for (int v = 0; v < n_vocab; v++) sum += exp((double)(l[v] - mx));
+    return (double)l[token] - (double)mx - log(sum);
+}
 
 void lm_generator_free(lm_generator *g) {
     if (!g) return;
+    free(g->scored);
     free(g->logits);
     lm_ctx_free(g->ctx);
     lm_adapter_free(g->adapter);
@@ -42,6 +55,7 @@ int lm_generator_set_adapter(lm_generator *g, const char *path, float scale, lm_
     }
     lm_adapter_free(g->adapter);
     g->adapter = a;
+    g->n_scored = 0;
     return 0;
 }
 
@@ -196,6 +210,10 @@ int lm_decode(const lm_decoder *d, const lm_gen_params *p, lm_sb *text, lm_gen_i
         int32_t tk = lm_sampler_sample(d->smp, d->logits);
         if (tk < 0) { rc = lm_errf(err, "out of memory for the sampler's candidates"); break; }
         if (i == 0) info->first_token_at = lm_now_s();
+        if (p->logp) {
+            info->logp += lm_token_logp(d->logits, lm_ctx_model(d->ctx)->cfg.n_vocab, tk);
+            info->n_logp++;
+        }
         if (tk == d->eos || tk == d->im_end || lm_tokenizer_is_control(d->tok, tk)) break;
         lm_sampler_accept(d->smp, tk);
         info->n_gen++;
@@ -243,6 +261,7 @@ int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
     lm_sampler *smp = lm_sampler_new(&p->sp, g->model->cfg.n_vocab, err);
     if (!smp) { free(prompt); return -1; }
     lm_ctx_truncate(g->ctx, 0);
+    g->n_scored = 0;
     info->n_prompt = (int)n_prompt;
     int rc = lm_eval(g->ctx, prompt, (int)n_prompt, LM_LOGITS_LAST, g->logits, err);
     for (size_t i = 0; rc == 0 && i < n_prompt; i++) lm_sampler_accept(smp, prompt[i]);
@@ -296,17 +315,27 @@ int lm_generator_score(lm_generator *g, const lm_chat_msg *msgs, size_t n, doubl
     size_t rows = n_ans + 1;
     logits = malloc(rows * (size_t)V * sizeof *logits);
     if (!logits) { rc = lm_errf(err, "out of memory"); goto done; }
-    lm_ctx_truncate(g->ctx, 0);
-    rc = lm_eval(g->ctx, all, (int)(n_prompt - 1), LM_LOGITS_NONE, NULL, err);
+    /* the cache holds this prompt's first n_prompt - 1 tokens from the last
+     * score: they were evaluated in the same one call as here */
+    bool held = g->n_scored == n_prompt && !memcmp(g->scored, prompt, n_prompt * sizeof *prompt) &&
+                lm_ctx_n_past(g->ctx) >= (int)n_prompt - 1;
+    g->n_scored = 0;
+    if (held) lm_ctx_truncate(g->ctx, (int)n_prompt - 1);
+    else {
+        lm_ctx_truncate(g->ctx, 0);
+        rc = lm_eval(g->ctx, all, (int)(n_prompt - 1), LM_LOGITS_NONE, NULL, err);
+    }
     if (rc == 0)
         rc = lm_eval(g->ctx, all + n_prompt - 1, (int)rows, LM_LOGITS_ALL, logits, err);
-    for (size_t r = 0; rc == 0 && r < rows; r++) {
-        const float *l = logits + r * (size_t)V;
-        float mx = l[0];
-        for (int v = 1; v < V; v++) mx = l[v] > mx ? l[v] : mx;
-        double sum = 0;
-        for (int v = 0; v < V; v++) sum += exp((double)(l[v] - mx));
-        *nll += log(sum) + mx - l[all[n_prompt + r]];
+    for (size_t r = 0; rc == 0 && r < rows; r++)
+        *nll -= lm_token_logp(logits + r * (size_t)V, V, all[n_prompt + r]);
+    if (rc == 0) {
+        int32_t *keep = realloc(g->scored, n_prompt * sizeof *keep);
+        if (keep) {
+            memcpy(keep, prompt, n_prompt * sizeof *keep);
+            g->scored = keep;
+            g->n_scored = n_prompt;
+        }
     }
     if (rc == 0) *n_tokens = (int)rows;
 done:

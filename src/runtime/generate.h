@@ -36,13 +36,16 @@ int lm_generator_set_adapter(lm_generator *g, const char *path, float scale, lm_
 
 /* Teacher-forced score of the last message (an assistant turn) given the
  * ones before it: *nll is the summed negative log-likelihood (nats) of its
- * tokens and the <|im_end|> that closes it, *n_tokens their count. */
+ * tokens and the <|im_end|> that closes it, *n_tokens their count. Scoring
+ * several replies to the same messages in a row evaluates them once (when
+ * no generation ran in between): the same computation, so the same sums. */
 int lm_generator_score(lm_generator *g, const lm_chat_msg *msgs, size_t n, double *nll,
                        int *n_tokens, lm_err *err);
 
 typedef struct lm_gen_params {
     lm_sampler_params sp;
     int max_tokens;              /* <= 0: until a stop or the context ends */
+    bool logp;                   /* sum the reply's log-probabilities into lm_gen_info.logp */
     const char *const *stop;     /* [n_stop] strings that end the reply (cut off) */
     size_t n_stop;
 } lm_gen_params;
@@ -52,7 +55,15 @@ typedef struct lm_gen_info {
     bool hit_max, hit_ctx;       /* why it stopped, if not at a stop token/string */
     bool hit_stop;               /* a stop string ended it */
     double first_token_at;       /* CLOCK_MONOTONIC seconds at the first sample; 0: none */
+    /* with lm_gen_params.logp: log p of each token returned and of the end
+     * token that closed the reply, under the model's own distribution (the
+     * logits before sampling), summed; n_logp of them */
+    double logp;
+    int n_logp;
 } lm_gen_info;
+
+/* log softmax(logits)[token], in double. */
+double lm_token_logp(const float *logits, int n_vocab, int32_t token);
 
 /* Tokens of the rendered prompt (template pieces with special tokens,
  * content as plain text), ending with the generation prompt. *out malloc'd. */

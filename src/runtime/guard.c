@@ -92,8 +92,62 @@ static int n_bits(unsigned x) {
     return k;
 }
 
-bool lm_guard_prefer(unsigned failed, unsigned best_failed, bool have) {
-    return !have || n_bits(failed) < n_bits(best_failed);
+void lm_guard_draws_free(lm_guard_draws *ds) {
+    for (size_t i = 0; i < ds->n; i++) {
+        free(ds->d[i].text);
+        free(ds->d[i].tokens);
+    }
+    free(ds->d);
+    *ds = (lm_guard_draws){0};
+}
+
+static int draw_one(lm_guard_draw_fn draw, void *ud, lm_guard_draws *ds, lm_err *err) {
+    if (ds->n == ds->cap) {
+        size_t cap = ds->cap ? ds->cap * 2 : 4;
+        lm_guard_draw *d = realloc(ds->d, cap * sizeof *d);
+        if (!d) return lm_errf(err, "out of memory");
+        ds->d = d;
+        ds->cap = cap;
+    }
+    lm_guard_draw *d = &ds->d[ds->n];
+    memset(d, 0, sizeof *d);
+    int rc = draw(ud, (int)ds->n, d, err);
+    if (rc) {
+        free(d->text);
+        free(d->tokens);
+        return rc;
+    }
+    ds->n++;
+    return 0;
+}
+
+int lm_guard_draw_all(int best_of, int retries, lm_guard_draw_fn draw, lm_guard_empty_fn empty,
+                      void *ud, lm_guard_draws *ds, size_t *chosen, lm_err *err) {
+    *chosen = 0;
+    if (best_of < 1) best_of = 1;
+    if (retries < 0) retries = 0;
+    int fewest = 0;
+    for (int a = 0; a < best_of + retries; a++) {
+        if (draw_one(draw, ud, ds, err)) return -1;
+        int f = n_bits(ds->d[ds->n - 1].failed);
+        if (a == 0 || f < fewest) fewest = f;
+        if (a + 1 >= best_of && fewest == 0) break;
+    }
+    bool have = false, rank = best_of > 1 && empty;
+    size_t tied = 0;
+    for (size_t i = 0; i < ds->n; i++) tied += n_bits(ds->d[i].failed) == fewest;
+    for (size_t i = 0; i < ds->n; i++) {
+        lm_guard_draw *d = &ds->d[i];
+        if (n_bits(d->failed) != fewest) continue;
+        if (rank && tied > 1) {
+            double lp0;
+            if (empty(ud, d, &lp0, err)) return -1;
+            d->relevance = (d->logp - lp0) / (d->n_logp > 0 ? d->n_logp : 1);
+        }
+        if (!have || d->relevance > ds->d[*chosen].relevance) *chosen = i;
+        have = true;
+    }
+    return 0;
 }
 
 static const struct { const char *name; unsigned bit; } NAMES[] = {

@@ -297,6 +297,34 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
     assert "seed" not in json.loads((o1 / "report.json").read_text())["settings"]
     r = subprocess.run(cmdg + ["--seed", "-3"], capture_output=True, text=True)
     assert r.returncode == 2 and "--seed" in r.stderr, r.stderr
+    # --best-of: every answer is chosen among 3 draws, the first the greedy
+    # one; of those failing the fewest checks, the most relevant (per token,
+    # log p(answer | line) - log p(answer | empty line)); every draw recorded
+    ob = tmp_path / "evb"
+    cb = cmd[:]
+    cb[cb.index(str(out))] = str(ob)
+    r = subprocess.run(cb + ["--best-of", "3"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    bans = [json.loads(l) for l in (ob / "answers.jsonl").read_text().splitlines()]
+    ranked = 0
+    for b, a in zip(bans, ans):
+        ds = b["draws"]
+        assert b["attempts"] == len(ds) == 3, b
+        assert ds[0]["answer"] == a["answer"], (b, a)
+        chosen = [d for d in ds if d.get("chosen")]
+        assert len(chosen) == 1 and chosen[0]["answer"] == b["answer"], b
+        nfail = lambda d: len([x for x in d["failed"].split(", ") if x])
+        best = [d for d in ds if nfail(d) == min(nfail(x) for x in ds)]
+        assert chosen[0] in best, b
+        if len(best) > 1:
+            ranked += 1
+            assert all(d["relevance"] != 0 for d in best), b
+            assert chosen[0]["relevance"] == max(d["relevance"] for d in best), b
+    assert ranked > 0, bans
+    assert json.loads((ob / "report.json").read_text())["settings"]["guard"] == {
+        "retries": 0, "checks": "voice, modern, ended, loop", "best_of": 3}
+    r = subprocess.run(cb + ["--best-of", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--best-of" in r.stderr, r.stderr
     # --no-lore: no block
     out3 = tmp_path / "ev3"
     cmd3 = cmd[:]
