@@ -8,6 +8,7 @@
 #include "cli/cli_gen.h"
 #include "datagen/teacher.h"
 #include "cli/commands.h"
+#include "eval/blind.h"
 #include "eval/eval.h"
 #include "runtime/guard.h"
 #include "sheet/sheet.h"
@@ -15,7 +16,9 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: lemonpc eval MODEL QUESTIONS.jsonl --out DIR [options]\n"
-            "       lemonpc eval --compare DIR [DIR...] --out DIR\n\n"
+            "       lemonpc eval --compare DIR [DIR...] --out DIR\n"
+            "       lemonpc eval --blind DIR_A DIR_B --out REVIEW [--seed S]\n"
+            "       lemonpc eval --unblind REVIEW\n\n"
             "The NPC (MODEL, an optional --adapter, the --character sheet under a --persona\n"
             "mode) answers every question; writes DIR/answers.jsonl, DIR/report.md and\n"
             "DIR/report.json: end-of-turn rate, staying in character (assistant speech,\n"
@@ -25,7 +28,14 @@ static void usage(FILE *out) {
             "catchphrases and, with --refs, the perplexity of held-out reference answers.\n"
             "A killed eval resumes where it stopped.\n"
             "With --compare: the reports of several evals side by side (compare.md) and in\n"
-            "one picture (compare.svg).\n\n"
+            "one picture (compare.svg).\n"
+            "With --blind: a blind review of two evals of the same questions: each pair of\n"
+            "replies that differ, shuffled, sides drawn by --seed, in REVIEW/items.md and\n"
+            "items.jsonl for a reader (a person, or a judge model) who must not know which\n"
+            "NPC wrote which; the key in REVIEW/key.json. The reader writes\n"
+            "REVIEW/verdicts.jsonl ({\"item\": N, \"better\": \"1\"|\"2\"|\"tie\"} per item);\n"
+            "--unblind then counts each NPC's wins by category, with a sign test, in\n"
+            "REVIEW/verdict.md and verdict.json.\n\n"
             "QUESTIONS.jsonl: one {\"id\", \"question\", \"category\" (in-world, off-topic,\n"
             "protective, adversarial), \"asker\", \"location\", \"history\": [{role, content}]}\n"
             "per line; all but id and question optional.\n\n"
@@ -84,7 +94,8 @@ int cmd_eval(int argc, char **argv) {
     lm_eval_opts o;
     lm_eval_opts_init(&o);
     o.persona = -1;   /* the trained mode, else short: resolved below */
-    bool compare = false;
+    bool compare = false, blind = false;
+    const char *unblind = NULL;
     const char *judge_url = NULL, *judge_model = NULL, *judge_key = NULL, *judge_gguf = NULL;
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     int npos = 0;
@@ -94,13 +105,15 @@ int cmd_eval(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); rc = 0; goto done; }
         if (!strcmp(a, "--compare")) { compare = true; continue; }
+        if (!strcmp(a, "--blind")) { blind = true; continue; }
         if (!strcmp(a, "--sample")) { o.sample = true; continue; }
         if (!strcmp(a, "--no-lore")) { o.no_lore = true; continue; }
         static const char *const with_value[] = {"--out", "--character", "--persona", "--adapter",
                                                  "--refs", "--label", "-n", "--max-tokens", "-t",
                                                  "--threads", "--judge-url", "--judge-model",
                                                  "--judge-key-env", "--judge-gguf", "--guard",
-                                                 "--guard-checks", "--seed", "--best-of"};
+                                                 "--guard-checks", "--seed", "--best-of",
+                                                 "--unblind"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
         if (known) {
@@ -117,6 +130,7 @@ int cmd_eval(int argc, char **argv) {
             else if (!strcmp(a, "--judge-gguf")) judge_gguf = v;
             else if (!strcmp(a, "--guard")) { if (int_arg(a, v, 0, 16, &o.guard)) goto done; }
             else if (!strcmp(a, "--best-of")) { if (int_arg(a, v, 1, 16, &o.best_of)) goto done; }
+            else if (!strcmp(a, "--unblind")) unblind = v;
             else if (!strcmp(a, "--seed")) {
                 int seed;
                 if (int_arg(a, v, 0, 2147483647, &seed)) goto done;
@@ -149,12 +163,25 @@ int cmd_eval(int argc, char **argv) {
         }
         pos[npos++] = a;
     }
+    lm_err err = {0};
+    if (unblind) {
+        rc = lm_blind_tally(unblind, &err) ? 1 : 0;
+        if (rc) fprintf(stderr, "lemonpc eval: %s\n", err.msg);
+        else printf("%s/verdict.md\n", unblind);
+        goto done;
+    }
     if (!o.out) {
         fprintf(stderr, "lemonpc eval: --out DIR is required\n\n");
         usage(stderr);
         goto done;
     }
-    lm_err err = {0};
+    if (blind) {
+        if (npos != 2) { fprintf(stderr, "lemonpc eval: --blind wants two eval folders\n"); goto done; }
+        rc = lm_blind_write(pos[0], pos[1], o.out, o.sp.seed, &err) ? 1 : 0;
+        if (rc) fprintf(stderr, "lemonpc eval: %s\n", err.msg);
+        else printf("%s/items.md\n", o.out);
+        goto done;
+    }
     if (compare) {
         if (npos < 1) { fprintf(stderr, "lemonpc eval: --compare wants report folders\n"); goto done; }
         rc = lm_eval_compare(pos, npos, o.out, &err) ? 1 : 0;
