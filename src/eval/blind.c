@@ -154,8 +154,8 @@ int lm_blind_write(const char *dir_a, const char *dir_b, const char *out, uint64
                       "each, say which is the better line for the character to say, or tie. "
                       "Write one line per item to verdicts.jsonl in this folder: "
                       "`{\"item\": 1, \"better\": \"1\"}` (\"1\", \"2\" or \"tie\"), then "
-                      "`lemonpc eval --unblind %s`. Do not open key.json before.\n\n",
-                 n, n_same, out);
+                      "`lemonpc eval --unblind` on this folder. Do not open key.json before.\n\n",
+                 n, n_same);
     for (size_t i = 0; i < n; i++) {
         json_t *x1 = json_object_get(a, ids[i]), *y1 = json_object_get(b, ids[i]);
         json_t *q = json_object_get(qs, ids[i]);
@@ -195,9 +195,13 @@ int lm_blind_write(const char *dir_a, const char *dir_b, const char *out, uint64
         quote(&md, str_of(r2, "answer"));
         json_decref(it);
     }
-    json_t *key = json_pack("{s:s, s:s, s:[s, s], s:I, s:I, s:O, s:O}", "a", la, "b", lb, "dirs",
-                            dir_a, dir_b, "seed", (json_int_t)seed, "same", (json_int_t)n_same,
-                            "same_by_category", same, "items", keys);
+    char *sa = lm_eval_shown_path(dir_a), *sb = lm_eval_shown_path(dir_b);
+    json_t *key = sa && sb ? json_pack("{s:s, s:s, s:[s, s], s:I, s:I, s:O, s:O}", "a", la, "b",
+                                       lb, "dirs", sa, sb, "seed", (json_int_t)seed, "same",
+                                       (json_int_t)n_same, "same_by_category", same, "items", keys)
+                           : NULL;
+    free(sa);
+    free(sb);
     if (!key) { lm_errf(err, "out of memory"); goto done; }
     if (lm_mkdir_p(out, err) || write_sb(out, "items.jsonl", &jl, err) ||
         write_sb(out, "items.md", &md, err) || write_json(out, "key.json", key, err)) {

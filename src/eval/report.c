@@ -136,7 +136,7 @@ json_t *lm_eval_read_answers(const char *dir) {
  * working directory (the repository, for `make orlando`) when under it,
  * "~/..." under $HOME, else the file's name alone: a machine's own folders
  * (/work/exp/...) mean nothing to anyone else. */
-static char *shown_path(const char *p) {
+char *lm_eval_shown_path(const char *p) {
     char cwd[4096];
     const char *home = getenv("HOME");
     lm_sb b = {0};
@@ -154,7 +154,7 @@ static char *shown_path(const char *p) {
 
 static void show_path_of(json_t *set, const char *key) {
     const char *p = json_string_value(json_object_get(set, key));
-    char *s = p ? shown_path(p) : NULL;
+    char *s = p ? lm_eval_shown_path(p) : NULL;
     if (s) json_object_set_new(set, key, json_string(s));
     free(s);
 }
@@ -385,7 +385,7 @@ int lm_eval_compare(const char *const *dirs, int n, const char *out, lm_err *err
         char *s = json_dumps(set, JSON_COMPACT | JSON_SORT_KEYS);
         json_decref(set);
         const char *qp = json_string_value(json_object_get(reps[k], "questions"));
-        char *q = qp ? shown_path(qp) : NULL;
+        char *q = qp ? lm_eval_shown_path(qp) : NULL;
         lm_sb_printf(&b, "| %s | `%s` | `%s` |\n", label_of(reps[k]), q ? q : "", s ? s : "");
         free(q);
         free(s);

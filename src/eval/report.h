@@ -32,6 +32,10 @@ typedef struct lm_eval_summary {
  * order; a torn or foreign line is skipped (an eval killed mid-write).
  * An empty array when the file is missing; NULL on out of memory. */
 json_t *lm_eval_read_answers(const char *dir);
+/* A path as a reader of a committed report can follow it (malloc'd, NULL
+ * when out of memory): relative to the working directory when under it,
+ * "~/..." under $HOME, else the file's name alone. */
+char *lm_eval_shown_path(const char *p);
 
 int lm_eval_write_report(const char *dir, const lm_eval_summary *s, json_t *answers, lm_err *err);
 

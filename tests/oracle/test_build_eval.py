@@ -280,11 +280,12 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
     assert r.returncode == 2 and "manners" in r.stderr, r.stderr
     # --seed: the guard's retries draw from it; the same seed gives the same
     # answers, another seed other retries (recorded, so a resume never mixes them)
-    def guarded(seed, name):
+    def guarded(seed, name, extra=(), retries="2"):
         o = tmp_path / name
         c = cmd[:]
         c[c.index(str(out))] = str(o)
-        r = subprocess.run(c + ["--guard", "2", "--seed", str(seed)], capture_output=True, text=True)
+        r = subprocess.run(c + ["--guard", retries, "--seed", str(seed), *extra], capture_output=True,
+                           text=True)
         assert r.returncode == 0, r.stderr
         return o, [json.loads(l)["answer"] for l in (o / "answers.jsonl").read_text().splitlines()]
     o1, s1 = guarded(1, "evg-seed1")
@@ -300,11 +301,7 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
     # --best-of: every answer is chosen among 3 draws, the first the greedy
     # one; of those failing the fewest checks, the most relevant (per token,
     # log p(answer | line) - log p(answer | empty line)); every draw recorded
-    ob = tmp_path / "evb"
-    cb = cmd[:]
-    cb[cb.index(str(out))] = str(ob)
-    r = subprocess.run(cb + ["--best-of", "3"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    ob, _ = guarded(1, "evb", ["--best-of", "3"], retries="0")
     bans = [json.loads(l) for l in (ob / "answers.jsonl").read_text().splitlines()]
     ranked = 0
     for b, a in zip(bans, ans):
@@ -323,7 +320,7 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
     assert ranked > 0, bans
     assert json.loads((ob / "report.json").read_text())["settings"]["guard"] == {
         "retries": 0, "checks": "voice, modern, ended, loop", "best_of": 3}
-    r = subprocess.run(cb + ["--best-of", "0"], capture_output=True, text=True)
+    r = subprocess.run(cmd + ["--best-of", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and "--best-of" in r.stderr, r.stderr
     # --no-lore: no block
     out3 = tmp_path / "ev3"
