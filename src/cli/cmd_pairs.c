@@ -13,7 +13,7 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: lemonpc pairs MODEL --out PAIRS.jsonl [--data CONVS.jsonl]... [--questions Q.jsonl]...\n"
-            "                     [--datagen DIR] [options]\n\n"
+            "                     [--datagen DIR] [--review DIR]... [options]\n\n"
             "Makes DPO preference pairs (TRL's format, for `lemonpc train --dpo`). The NPC (MODEL,\n"
             "an optional --adapter, the --character sheet) samples --samples answers to each\n"
             "prompt with the runtime's sampling; the dataset filters and the eval's checks score\n"
@@ -34,6 +34,10 @@ static void usage(FILE *out) {
             "                       the last\n"
             "  --questions FILE     questions in `lemonpc eval`'s format (no reference); repeatable\n"
             "  --datagen DIR        a `lemonpc datagen` folder (rejected.jsonl, dataset.jsonl)\n"
+            "  --review DIR         a blind review a reader judged (`lemonpc eval --blind`, then\n"
+            "                       verdicts.jsonl): the reply preferred is chosen, the other\n"
+            "                       rejected; repeatable: reviews of the same two NPCs are\n"
+            "                       several readers, and a pair needs more votes than against\n"
             "  --character SHEET    the character sheet (.md): filters by name and sheet, and the\n"
             "                       system turn of prompts that have none\n"
             "  --persona MODE       that system turn: short, full or none (default: the mode\n"
@@ -86,9 +90,10 @@ int cmd_pairs(int argc, char **argv) {
     o.persona = -1;
     const char **data = calloc((size_t)argc + 1, sizeof *data);
     const char **qs = calloc((size_t)argc + 1, sizeof *qs);
+    const char **revs = calloc((size_t)argc + 1, sizeof *revs);
     const char *model = NULL;
     int rc = 2;
-    if (!data || !qs) { fprintf(stderr, "lemonpc pairs: out of memory\n"); rc = 1; goto done; }
+    if (!data || !qs || !revs) { fprintf(stderr, "lemonpc pairs: out of memory\n"); rc = 1; goto done; }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); rc = 0; goto done; }
@@ -105,6 +110,7 @@ int cmd_pairs(int argc, char **argv) {
             else if (!strcmp(a, "--data")) data[o.n_data++] = v;
             else if (!strcmp(a, "--questions")) qs[o.n_questions++] = v;
             else if (!strcmp(a, "--datagen")) o.datagen = v;
+            else if (!strcmp(a, "--review")) revs[o.n_reviews++] = v;
             else if (!strcmp(a, "--character")) o.character = v;
             else if (!strcmp(a, "--adapter")) o.adapter = v;
             else if (!strcmp(a, "--kinds")) o.kinds = v;
@@ -134,6 +140,7 @@ int cmd_pairs(int argc, char **argv) {
     o.model = model;
     o.data = data;
     o.questions = qs;
+    o.reviews = revs;
     lm_err err = {0};
     rc = 1;
     if (!o.character) o.persona = LM_PERSONA_NONE;
@@ -161,5 +168,6 @@ int cmd_pairs(int argc, char **argv) {
 done:
     free(data);
     free(qs);
+    free(revs);
     return rc;
 }

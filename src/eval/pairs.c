@@ -224,6 +224,106 @@ static void add_reason(json_t *a, const char *r);
 
 /* A datagen folder: every rejected answer, and the accepted answer to the
  * same question as its chosen side when there is one. */
+/* Blind reviews with verdicts: for each line two NPCs answered apart, the
+ * reply readers preferred (and none preferred the other way) is the
+ * reference, the other the rejected side. Lines are known by the question
+ * id the review's key gives, so reviews of the same pair of NPCs meet. */
+static int load_reviews(src_ctx *s, items *it, lm_err *err) {
+    json_t *votes = json_object();   /* id \x1f text1 \x1f text2 (sorted) -> [item, +1 / -1 sum] */
+    char path[4200];
+    int rc = 0;
+    if (!votes) return lm_errf(err, "out of memory");
+    for (size_t r = 0; rc == 0 && r < s->o->n_reviews; r++) {
+        const char *dir = s->o->reviews[r];
+        snprintf(path, sizeof path, "%s/key.json", dir);
+        json_error_t je;
+        json_t *key = json_load_file(path, 0, &je);
+        if (!key) { rc = lm_errf(err, "%s: %s", path, je.text); break; }
+        json_array_append_new(s->keep, key);
+        snprintf(path, sizeof path, "%s/items.jsonl", dir);
+        json_t *its = lm_eval_read_jsonl(path, err);
+        if (!its) { rc = -1; break; }
+        json_array_append_new(s->keep, its);
+        snprintf(path, sizeof path, "%s/verdicts.jsonl", dir);
+        json_t *vs = lm_eval_read_jsonl(path, err);
+        if (!vs) { rc = -1; break; }
+        json_array_append_new(s->keep, vs);
+        size_t i;
+        json_t *v;
+        json_array_foreach(vs, i, v) {
+            json_int_t k = json_integer_value(json_object_get(v, "item"));
+            json_t *x = json_array_get(its, (size_t)k - 1), *kx = json_array_get(json_object_get(key, "items"), (size_t)k - 1);
+            const char *b = json_string_value(json_object_get(v, "better"));
+            char num[8];
+            if (json_is_integer(json_object_get(v, "better")))
+                snprintf(num, sizeof num, "%lld", (long long)json_integer_value(json_object_get(v, "better"))), b = num;
+            if (k < 1 || !x || !kx || json_integer_value(json_object_get(x, "item")) != k) {
+                rc = lm_errf(err, "%s:%lld: no item %lld in %s/items.jsonl and key.json", path,
+                             (long long)json_integer_value(json_object_get(v, "_line")), (long long)k, dir);
+                break;
+            }
+            if (!b || (strcmp(b, "1") && strcmp(b, "2"))) continue;   /* a tie: no vote */
+            const char *r1 = str_field(x, "reply_1"), *r2 = str_field(x, "reply_2");
+            const char *id = str_field(kx, "id");
+            if (!r1 || !r2 || !id) {
+                rc = lm_errf(err, "%s: item %lld lacks its replies or its question id", dir, (long long)k);
+                break;
+            }
+            bool swap = strcmp(r1, r2) > 0;
+            lm_sb kb = {0};
+            lm_sb_printf(&kb, "%s\x1f%s\x1f%s", id, swap ? r2 : r1, swap ? r1 : r2);
+            if (kb.oom) { lm_sb_free(&kb); rc = lm_errf(err, "out of memory"); break; }
+            json_t *e = json_object_get(votes, kb.p);
+            if (!e) {
+                e = json_pack("[O, O, i]", x, kx, 0);
+                json_object_set_new(votes, kb.p, e);
+            }
+            lm_sb_free(&kb);
+            /* + for the sorted first text */
+            int vote = (!strcmp(b, "1")) != swap ? 1 : -1;
+            json_array_set_new(e, 2, json_integer(json_integer_value(json_array_get(e, 2)) + vote));
+        }
+    }
+    const char *k;
+    json_t *e;
+    json_object_foreach(votes, k, e) {
+        if (rc) break;
+        json_int_t sum = json_integer_value(json_array_get(e, 2));
+        json_t *x = json_array_get(e, 0), *kx = json_array_get(e, 1);
+        /* kept when more readers preferred one reply than the other */
+        if (sum == 0) continue;
+        const char *r1 = str_field(x, "reply_1"), *r2 = str_field(x, "reply_2");
+        bool swap = strcmp(r1, r2) > 0;
+        const char *first = swap ? r2 : r1, *second = swap ? r1 : r2;
+        item *y = items_push(it, err);
+        if (!y) { rc = -1; break; }
+        json_array_append(s->keep, x);
+        json_array_append(s->keep, kx);
+        y->source = "review";
+        y->kind = str_field(kx, "category");
+        y->asker = str_field(x, "asker");
+        y->id = strdup(str_field(kx, "id"));
+        y->prompt = json_array();
+        if (!y->id || !y->prompt) { rc = lm_errf(err, "out of memory"); break; }
+        size_t j;
+        json_t *m;
+        json_array_foreach(json_object_get(x, "history"), j, m)
+            if (str_field(m, "role") && str_field(m, "content"))
+                json_array_append_new(y->prompt, msg(str_field(m, "role"), str_field(m, "content")));
+        y->question = str_field(x, "line");
+        if (!y->question) { rc = lm_errf(err, "review item for %s has no line", y->id); break; }
+        json_array_append_new(y->prompt, msg("user", y->question));
+        if ((rc = add_system(s, y->prompt, y->asker, str_field(x, "location"), err))) break;
+        y->reference = sum > 0 ? first : second;
+        y->rejected = sum > 0 ? second : first;
+        json_t *why = json_pack("[s]", "reader");
+        json_array_append_new(s->keep, why);
+        y->rejected_reasons = why;
+    }
+    json_decref(votes);
+    return rc;
+}
+
 static int load_datagen(src_ctx *s, const char *dir, items *it, lm_err *err) {
     char path[4200];
     snprintf(path, sizeof path, "%s/rejected.jsonl", dir);
@@ -586,8 +686,8 @@ int lm_pairs_run(const lm_pairs_opts *o, lm_pairs_stats *st, lm_err *err) {
     char jpath[4200], tmp[4300];
 
     if (o->samples < 1 || o->per_prompt < 1) { lm_errf(err, "samples and pairs per prompt must be >= 1"); goto out; }
-    if (!o->n_data && !o->n_questions && !o->datagen) {
-        lm_errf(err, "no prompts: give conversations, questions or a datagen folder");
+    if (!o->n_data && !o->n_questions && !o->datagen && !o->n_reviews) {
+        lm_errf(err, "no prompts: give conversations, questions, a datagen folder or a review");
         goto out;
     }
     if (o->character && lm_sheet_load_character(o->character, &c, &w, err)) goto out;
@@ -601,6 +701,7 @@ int lm_pairs_run(const lm_pairs_opts *o, lm_pairs_stats *st, lm_err *err) {
     for (size_t i = 0; i < o->n_questions; i++)
         if (load_questions(&sx, o->questions[i], &it, err)) goto out;
     if (o->datagen && load_datagen(&sx, o->datagen, &it, err)) goto out;
+    if (o->n_reviews && load_reviews(&sx, &it, err)) goto out;
     if (!o->no_lore && c) {
         gguf_file *mf = gguf_open(o->model, err);
         lm_tokenizer *tok = mf ? lm_tokenizer_load(mf, err) : NULL;

@@ -13,7 +13,13 @@
  *   datagen    a `lemonpc datagen` folder: each answer its filters rejected
  *              (rejected.jsonl) is a rejected side as it stands; the
  *              accepted answer to the same question (dataset.jsonl), if any,
- *              its chosen side.
+ *              its chosen side;
+ *   reviews    blind review folders (`lemonpc eval --blind`, eval/blind.h)
+ *              a reader has judged: the reply a reader preferred is chosen,
+ *              the other rejected. Reviews of the same two NPCs are several
+ *              readers: a pair is kept when more of them preferred one
+ *              reply than the other (a tie is no vote), so two readers who
+ *              disagree cancel out.
  * A prompt without a system turn gets the persona policy's (the character
  * sheet, the persona mode, the scene from asker and location), as
  * `lemonpc build` puts in its training data and the runtime serves.
@@ -76,6 +82,8 @@ typedef struct lm_pairs_opts {
     const char *const *questions;      /* question JSONL files */
     size_t n_questions;
     const char *datagen;               /* datagen output folder or NULL */
+    const char *const *reviews;        /* blind review folders (eval/blind.h) with verdicts */
+    size_t n_reviews;
     const char *out;                   /* pairs JSONL */
     const char *kinds;                 /* "protective,adversarial": only these; NULL all */
     int max_prompts;                   /* 0: all; else a seeded choice of this many */

@@ -322,6 +322,53 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
         "retries": 0, "checks": "voice, modern, ended, loop", "best_of": 3}
     r = subprocess.run(cmd + ["--best-of", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and "--best-of" in r.stderr, r.stderr
+    # --blind / --unblind: the greedy answers against the best-of ones, read
+    # by a "reader" that always takes reply 1; lemonpc pairs --review makes
+    # those choices DPO pairs, and a second reader who always takes reply 2
+    # cancels every pair the two read alike
+    differ = [a["id"] for a, b in zip(ans, bans) if a["answer"] != b["answer"]]
+    assert differ
+    reviews = []
+    for seed, pick in ((3, "1"), (4, "2")):
+        rv = tmp_path / f"review{seed}"
+        r = subprocess.run([str(lemonpc), "eval", "--blind", str(out), str(ob), "--out", str(rv),
+                            "--seed", str(seed)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        items = [json.loads(l) for l in (rv / "items.jsonl").read_text().splitlines()]
+        assert len(items) == len(differ)
+        (rv / "verdicts.jsonl").write_text("".join(
+            json.dumps({"item": it["item"], "better": pick}) + "\n" for it in items))
+        r = subprocess.run([str(lemonpc), "eval", "--unblind", str(rv)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        v = json.loads((rv / "verdict.json").read_text())
+        key = json.loads((rv / "key.json").read_text())
+        firsts = sum(k["reply_1"] == "a" for k in key["items"])
+        assert (v["wins_a"], v["wins_b"]) == ((firsts, len(items) - firsts) if pick == "1" else
+                                             (len(items) - firsts, firsts))
+        assert v["same"] == len(ans) - len(differ)
+        reviews.append((rv, items, key))
+    def review_pairs(*dirs):
+        pf = tmp_path / "rp.jsonl"
+        c = [str(lemonpc), "pairs", str(tiny), "--out", str(pf), "--character", str(sheet), "-t", "2"]
+        for d in dirs:
+            c += ["--review", str(d)]
+        r = subprocess.run(c, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(l) for l in pf.read_text().splitlines()]
+    rv, items, key = reviews[0]
+    pairs = review_pairs(rv)
+    assert len(pairs) == len(items)
+    chosen = {k["id"]: it["reply_1"] for it, k in zip(items, key["items"])}
+    for p in pairs:
+        assert p["meta"]["source"] == "review"
+        assert p["chosen"][0]["content"] == chosen[p["meta"]["id"]]
+        assert p["prompt"][-1]["role"] == "user" and p["prompt"][0]["role"] == "system"
+    # the second reader took, on every line, the reply the first did not
+    # whenever the two layouts put them on the same side: those cancel
+    rv2, items2, key2 = reviews[1]
+    side = {k["id"]: k["reply_1"] for k in key["items"]}
+    same_side = sum(side[k["id"]] == k["reply_1"] for k in key2["items"])
+    assert len(review_pairs(rv, rv2)) == len(items) - same_side
     # --no-lore: no block
     out3 = tmp_path / "ev3"
     cmd3 = cmd[:]
