@@ -246,6 +246,14 @@ def test_guard_draws_again(L, model):
     assert info_a.attempts == 1 and info_a.failed_checks == L.Check(0)
     assert text == first and pieces == [text]
     assert info.attempts == 3 and info.failed_checks == L.Check.ENDED
+    # best_of: three draws though they fail alike, the most relevant of them
+    # given, its relevance in the info (the draws are the same as above)
+    with L.Npc(model, system="You are a grumpy blacksmith.", sampling=greedy(L, 6), best_of=3,
+               guard_checks=L.Check.ENDED) as ranked, ranked.open() as c:
+        text_c, info_c = c.say("Tell me about your forge.")
+    assert info_c.attempts == 3 and info_c.relevance != 0 and isinstance(text_c, str)
+    with pytest.raises(L.InvalidArgumentError, match="best_of"):
+        L.Npc(model, system="x", best_of=17)
 
 
 def test_set_turns_sampling_and_conversation_complete(L, model):
