@@ -34,4 +34,4 @@ ask "Can you show me how to use a smartphone?"
 echo
 echo "Chat with him yourself:"
 echo "  ./build/lemonpc chat $model --character $sheet --adapter $adapter"
-echo "The evaluation behind him: examples/luminara/report/README.md (newest: report/v8-rank/)"
+echo "The evaluation behind him: examples/luminara/report/README.md (read blind: report/v9-best-of/, report/v10-readers-dpo/)"
