@@ -82,6 +82,10 @@ static void usage(FILE *out) {
             "  --dpo-pairs MODE   self-play (default): the writer's reply against the NPC's own\n"
             "                     answer, failing ones first (SPIN); checks: only answers the\n"
             "                     filters reject (few, once an NPC is fine-tuned)\n"
+            "  --dpo-review DIR   (implies --dpo) pairs from a reader's verdicts instead: a blind\n"
+            "                     review (`lemonpc eval --blind`, verdicts.jsonl) of the NPC's\n"
+            "                     replies, the preferred one chosen (lemonpc pairs --review, with\n"
+            "                     its veto); repeatable, several readers vote\n"
             "  --dpo-max-prompts N  a seeded choice of N train prompts (default: all)\n"
             "  --dpo-beta X       DPO beta (default 0.1)\n"
             "  --dpo-nll A        add A times the chosen reply's per-token NLL to the DPO loss\n"
@@ -99,6 +103,8 @@ typedef struct build_opts {
     const char *world, *character, *out, *model, *data, *questions;
     const char **extra;
     int n_extra;
+    const char **reviews;          /* --dpo-review folders */
+    int n_reviews;
     int persona, full, rank, epochs, batch, seq, accum, threads, no_eval, adapter_f16, bf16, no_lore;
     int dpo, dpo_samples, dpo_max_prompts, dpo_epochs, dpo_seq, dpo_checks_only;
     double lr, dpo_beta, dpo_lr, dpo_nll;
@@ -507,9 +513,29 @@ static int do_pairs(ctx *x, lm_err *err) {
      * they are picked from the samples) */
     uint64_t h = fnv_str(1469598103934665603ull, x->k_train);
     for (int i = 0; i < 3; i++) h = fnv_str(h, a[i]);
+    /* a review's journal holds no samples, and replaces a self-play one */
+    if (o->n_reviews) h = fnv_str(h, "reviews");
     char k_samples[17];
     hex(h, k_samples);
     h = fnv_str(h, o->dpo_checks_only ? "checks" : "self-play");
+    /* a reader's verdicts: the review's three files are its inputs */
+    static const char *const rfiles[] = {"key.json", "items.jsonl", "verdicts.jsonl"};
+    json_t *inputs = json_object_get(x->b.doc, "inputs");
+    for (int i = 0; i < o->n_reviews; i++) {
+        h = fnv_str(h, "review");
+        for (int j = 0; j < 3; j++) {
+            char path[PATH_MAX], hx[17];
+            uint64_t fh;
+            pathf(path, sizeof path, "%s/%s", o->reviews[i], rfiles[j]);
+            if (hash_file(path, &fh, err)) {
+                lm_err_prefix(err, "--dpo-review %s (a blind review a reader judged)", o->reviews[i]);
+                return -1;
+            }
+            h = fnv_bytes(h, &fh, sizeof fh);
+            hex(fh, hx);
+            json_object_set_new(inputs, path, json_string(hx));
+        }
+    }
     hex(h, x->k_pairs);
     if (stage_done(&x->b, "pairs", x->k_pairs)) { stage_skip(&x->b, "pairs"); return 0; }
     stage_begin(&x->b, "pairs");
@@ -531,18 +557,29 @@ static int do_pairs(ctx *x, lm_err *err) {
     json_object_set_new(json_object_get(x->b.doc, "stages"), "pairs",
                         json_pack("{s:b, s:s}", "done", 0, "samples_key", k_samples));
     if (save(&x->b, err)) return -1;
-    char *av[24] = {"pairs", o->full ? sft : x->model, "--out", out, "--data", data, "--character",
-                    x->c->path, "--persona", (char *)persona, "--samples", a[0], "--seed", a[2],
-                    "--all-turns"};
-    int n = 15;
-    if (!o->full) av[n++] = "--adapter", av[n++] = sft;
-    if (o->dpo_max_prompts) av[n++] = "--max-prompts", av[n++] = a[1];
+    char **av = calloc(24 + 2 * (size_t)o->n_reviews, sizeof *av);
+    if (!av) return lm_errf(err, "out of memory");
+    int n = 0;
+    av[n++] = "pairs", av[n++] = o->full ? sft : x->model, av[n++] = "--out", av[n++] = out;
+    av[n++] = "--character", av[n++] = (char *)x->c->path, av[n++] = "--persona", av[n++] = (char *)persona;
+    if (o->n_reviews) {
+        /* the reader's choices alone: nothing is sampled, and each review's
+         * key gives the lorebook block its replies were made with */
+        for (int i = 0; i < o->n_reviews; i++) av[n++] = "--review", av[n++] = (char *)o->reviews[i];
+    } else {
+        av[n++] = "--data", av[n++] = data, av[n++] = "--samples", av[n++] = a[0];
+        av[n++] = "--seed", av[n++] = a[2], av[n++] = "--all-turns";
+        if (!o->full) av[n++] = "--adapter", av[n++] = sft;
+        if (o->dpo_max_prompts) av[n++] = "--max-prompts", av[n++] = a[1];
+        if (!o->dpo_checks_only) av[n++] = "--self-play";
+    }
     if (o->no_lore) av[n++] = "--no-lore";
-    if (!o->dpo_checks_only) av[n++] = "--self-play";
     if (o->threads) av[n++] = "-t", av[n++] = a[3];
     double t0 = lm_now_s();
     long rss = 0;
-    if (run_self(&x->b, av, &rss, err)) return -1;
+    int rr = run_self(&x->b, av, &rss, err);
+    free(av);
+    if (rr) return -1;
     return stage_end(&x->b, "pairs", x->k_pairs, lm_now_s() - t0, rss,
                      json_pack("{s:s}", "samples_key", k_samples), err);
 }
@@ -723,6 +760,7 @@ static int parse(int argc, char **argv, build_opts *o) {
             else if (!strcmp(a, "--data")) o->data = v;
             else if (!strcmp(a, "--questions")) o->questions = v;
             else if (!strcmp(a, "--extra")) o->extra[o->n_extra++] = v;
+            else if (!strcmp(a, "--dpo-review")) o->reviews[o->n_reviews++] = v, o->dpo = 1;
             else if (!strcmp(a, "--persona")) {
                 if ((o->persona = lm_persona_mode_parse(v)) < 0) {
                     fprintf(stderr, "lemonpc build: --persona wants short, full or none, got '%s'\n", v);
@@ -794,12 +832,18 @@ static json_t *settings_json(const build_opts *o, const char *model) {
     if (s) json_object_set_new(s, "lore", json_boolean(!o->no_lore));
     if (s && o->dpo) {
         json_object_set_new(s, "dpo", json_pack("{s:s, s:i, s:i, s:f, s:i, s:i, s:f}", "pairs",
-                                                o->dpo_checks_only ? "checks" : "self-play", "samples", o->dpo_samples,
+                                                o->n_reviews ? "reviews" : o->dpo_checks_only ? "checks" : "self-play",
+                                                "samples", o->dpo_samples,
                                                 "max_prompts", o->dpo_max_prompts, "beta", o->dpo_beta,
                                                 "epochs", o->dpo_epochs, "seq", o->dpo_seq, "lr",
                                                 o->dpo_lr > 0 ? o->dpo_lr : o->full ? 1e-6 : 5e-5));
         json_t *d = json_object_get(s, "dpo");
         if (d && o->dpo_nll > 0) json_object_set_new(d, "nll", json_real(o->dpo_nll));
+        if (d && o->n_reviews) {
+            json_t *r = json_array();
+            for (int i = 0; i < o->n_reviews; i++) json_array_append_new(r, json_string(o->reviews[i]));
+            json_object_set_new(d, "reviews", r);
+        }
     }
     return s;
 }
@@ -812,9 +856,10 @@ int cmd_build(int argc, char **argv) {
                     .accum = 4, .seed = 42, .dpo_samples = 2, .dpo_beta = 0.1, .dpo_epochs = 1,
                     .dpo_seq = 512};
     o.extra = calloc((size_t)argc, sizeof *o.extra);
-    if (!o.extra) return 1;
+    o.reviews = calloc((size_t)argc, sizeof *o.reviews);
+    if (!o.extra || !o.reviews) { free(o.extra); free(o.reviews); return 1; }
     int p = parse(argc, argv, &o);
-    if (p) { free(o.extra); return p > 0 ? 0 : 2; }
+    if (p) { free(o.extra); free(o.reviews); return p > 0 ? 0 : 2; }
     ctx x = {0};
     x.b.o = &o;
     x.b.n_stages = (o.no_eval ? 4 : 5) + (o.dpo ? 2 : 0);
@@ -823,6 +868,7 @@ int cmd_build(int argc, char **argv) {
     if (o.bf16 && lm_tprec_check(LM_TPREC_BF16, &err)) {   /* before hours of other stages */
         fprintf(stderr, "lemonpc build: --precision bf16: %s\n", err.msg);
         free(o.extra);
+        free(o.reviews);
         return 2;
     }
     if (o.model) pathf(x.model, sizeof x.model, "%s", o.model);
@@ -889,5 +935,6 @@ done:
     json_decref(x.b.doc);
     lm_sheet_dir_free(x.sheets);
     free(o.extra);
+    free(o.reviews);
     return rc;
 }

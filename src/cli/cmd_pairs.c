@@ -38,6 +38,10 @@ static void usage(FILE *out) {
             "                       verdicts.jsonl): the reply preferred is chosen, the other\n"
             "                       rejected; repeatable: reviews of the same two NPCs are\n"
             "                       several readers, and a pair needs more votes than against\n"
+            "  --no-veto            keep a review's or datagen's pair whose chosen reply fails a\n"
+            "                       check its rejected reply passes (by default such a pair is\n"
+            "                       dropped: a reader's \"I would not know\" over a muddled answer\n"
+            "                       about his own world teaches him to dodge it)\n"
             "  --character SHEET    the character sheet (.md): filters by name and sheet, and the\n"
             "                       system turn of prompts that have none\n"
             "  --persona MODE       that system turn: short, full or none (default: the mode\n"
@@ -102,6 +106,7 @@ int cmd_pairs(int argc, char **argv) {
         if (!strcmp(a, "--no-lore")) { o.no_lore = true; continue; }
         if (!strcmp(a, "--self-play")) { o.self_play = true; continue; }
         if (!strcmp(a, "--restart")) { o.restart = true; continue; }
+        if (!strcmp(a, "--no-veto")) { o.no_veto = true; continue; }
         if (a[0] == '-' && a[1]) {
             if (i + 1 >= argc) { fprintf(stderr, "lemonpc pairs: %s needs a value (see --help)\n", a); goto done; }
             const char *v = argv[++i];
@@ -161,8 +166,8 @@ int cmd_pairs(int argc, char **argv) {
     }
     fprintf(stderr,
             "%zu prompts (%zu from the journal): %zu samples, %zu failing; %zu pairs; no pair: %zu "
-            "where every sample passed, %zu with nothing to prefer\n",
-            st.prompts, st.resumed, st.samples, st.failing, st.pairs, st.all_passed, st.no_chosen);
+            "where every sample passed, %zu with nothing to prefer, %zu vetoed\n",
+            st.prompts, st.resumed, st.samples, st.failing, st.pairs, st.all_passed, st.no_chosen, st.vetoed);
     printf("%s\n", o.out);
     rc = 0;
 done:

@@ -169,6 +169,13 @@ int lm_blind_write(const char *dir_a, const char *dir_b, const char *out, uint64
         json_t *k = json_pack("{s:I, s:s, s:s, s:s}", "item", (json_int_t)(i + 1), "id", ids[i],
                               "category", str_of(x1, "category") ? str_of(x1, "category") : "in-world",
                               "reply_1", flip ? "b" : "a");
+        /* The lorebook block both replies were made with (null: none), so
+         * that preference pairs from this review (lemonpc pairs --review)
+         * train on the prompt the replies answered; left out where the two
+         * evals gave different blocks. */
+        const char *lx = str_of(x1, "lore"), *ly = str_of(y1, "lore");
+        if (k && (lx && ly ? !strcmp(lx, ly) : !lx && !ly))
+            json_object_set_new(k, "lore", lx ? json_string(lx) : json_null());
         char *line = it ? json_dumps(it, JSON_COMPACT) : NULL;
         if (!it || !k || !line || json_array_append_new(keys, k)) {
             json_decref(it);

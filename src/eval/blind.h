@@ -9,7 +9,8 @@
  *         review/items.jsonl  {"item", "line", "asker", "location", "history",
  *                              "reply_1", "reply_2"} per pair that differs
  *         review/items.md     the same to read
- *         review/key.json     which NPC wrote reply_1 of each item (do not open)
+ *         review/key.json     which NPC wrote reply_1 of each item (do not open),
+ *                             its question id, category and lorebook block
  *     ... the reader writes review/verdicts.jsonl: {"item": N, "better": "1"|"2"|"tie"}
  *     lm_blind_tally("review", &err);
  *         review/verdict.md, verdict.json: the wins of each NPC, ties, pairs

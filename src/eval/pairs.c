@@ -50,7 +50,8 @@ typedef struct item {
     const char *reference;        /* curated or accepted answer, or NULL */
     const char *rejected;         /* datagen's rejected answer, or NULL */
     json_t *rejected_reasons;     /* its reasons (borrowed), with rejected */
-    const char *source;           /* "data", "questions", "datagen" */
+    const char *source;           /* "data", "questions", "datagen", "review" */
+    bool lore_fixed;              /* the prompt's lorebook block is given (a review's key) */
     uint64_t order;               /* seeded hash: which max_prompts are kept */
 } item;
 
@@ -314,6 +315,12 @@ static int load_reviews(src_ctx *s, items *it, lm_err *err) {
         if (!y->question) { rc = lm_errf(err, "review item for %s has no line", y->id); break; }
         json_array_append_new(y->prompt, msg("user", y->question));
         if ((rc = add_system(s, y->prompt, y->asker, str_field(x, "location"), err))) break;
+        /* the block the replies were made with, as the key recorded it */
+        json_t *lore = json_object_get(kx, "lore");
+        if (json_is_string(lore))
+            json_array_insert_new(y->prompt, json_array_size(y->prompt) - 1,
+                                  msg("system", json_string_value(lore)));
+        y->lore_fixed = json_is_string(lore) || json_is_null(lore);
         y->reference = sum > 0 ? first : second;
         y->rejected = sum > 0 ? second : first;
         json_t *why = json_pack("[s]", "reader");
@@ -501,7 +508,8 @@ static void excuse(json_t *why, json_t *excused) {
  * conversation that needs no "I do not know", a line that names the sheet's
  * places on purpose) is not held against the samples either. */
 static json_t *make_pairs(const lm_pairs_opts *o, const scorer *s, const item *x, json_t *samples,
-                          lm_pairs_stats *st) {
+                          lm_pairs_stats *st, json_t **vetoed) {
+    *vetoed = NULL;
     json_t *pairs = json_array(), *excused = x->reference ? score(s, x, x->reference, true) : json_array();
     const char *chosen = NULL, *from = NULL;
     if (x->reference && !o->chosen_from_samples) chosen = x->reference, from = "reference";
@@ -515,8 +523,21 @@ static json_t *make_pairs(const lm_pairs_opts *o, const scorer *s, const item *x
     json_decref(excused);
     if (!chosen && x->reference) chosen = x->reference, from = "reference";
     if (x->rejected) {
-        if (chosen) json_array_append_new(pairs, pair_json(x, chosen, from, x->rejected, x->rejected_reasons));
-        else st->no_chosen++;
+        if (!chosen) { st->no_chosen++; return pairs; }
+        if (!o->no_veto) {
+            /* what the chosen reply fails that the rejected one does not
+             * (a reader's text has no stop: both count as ended) */
+            json_t *worse = score(s, x, chosen, true), *rej = score(s, x, x->rejected, true);
+            excuse(worse, rej);
+            json_decref(rej);
+            if (json_array_size(worse)) {
+                st->vetoed++;
+                *vetoed = worse;
+                return pairs;
+            }
+            json_decref(worse);
+        }
+        json_array_append_new(pairs, pair_json(x, chosen, from, x->rejected, x->rejected_reasons));
         return pairs;
     }
     /* self-play (SPIN): against the writer's reply, any of the NPC's own
@@ -709,7 +730,7 @@ int lm_pairs_run(const lm_pairs_opts *o, lm_pairs_stats *st, lm_err *err) {
         if (!tok) goto out;
         int lr = 0;
         for (size_t i = 0; lr == 0 && i < it.n; i++)
-            lr = lm_assemble_add_lore(it.v[i].prompt, c, w, tok, err) < 0 ? -1 : 0;
+            if (!it.v[i].lore_fixed) lr = lm_assemble_add_lore(it.v[i].prompt, c, w, tok, err) < 0 ? -1 : 0;
         lm_tokenizer_free(tok);
         if (lr) goto out;
     }
@@ -774,7 +795,8 @@ int lm_pairs_run(const lm_pairs_opts *o, lm_pairs_stats *st, lm_err *err) {
         }
         /* pairs are made again from the samples, so a resume under new
          * filters or a new reference still gets them right */
-        json_t *p = make_pairs(o, &s, x, samples, st);
+        json_t *vetoed;
+        json_t *p = make_pairs(o, &s, x, samples, st, &vetoed);
         size_t j;
         json_t *e;
         json_array_foreach(samples, j, e) {
@@ -782,14 +804,15 @@ int lm_pairs_run(const lm_pairs_opts *o, lm_pairs_stats *st, lm_err *err) {
             if (json_array_size(json_object_get(e, "reasons"))) st->failing++;
         }
         if (!r) {
-            json_t *rec = json_pack("{s:s, s:s?, s:O, s:O}", "id", x->id, "kind", x->kind, "samples",
-                                    samples, "pairs", p);
+            json_t *rec = json_pack("{s:s, s:s?, s:O, s:O, s:O*}", "id", x->id, "kind", x->kind, "samples",
+                                    samples, "pairs", p, "vetoed", vetoed);
             wr = append_line(jf, rec, jpath, err);
             json_decref(rec);
-            if (wr) { json_decref(samples); json_decref(p); goto out; }
+            if (wr) { json_decref(samples); json_decref(p); json_decref(vetoed); goto out; }
         }
         json_array_extend(all, p);
         json_decref(p);
+        json_decref(vetoed);
         json_decref(samples);
         if (!o->quiet) {
             char extra[64];

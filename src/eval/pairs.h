@@ -43,6 +43,15 @@
  * A prompt with no failing sample or no acceptable chosen side gives no
  * pair: the NPC already does well there, or nothing good is known.
  *
+ * Veto (unless no_veto): a pair whose two sides come from outside (a
+ * review, datagen) is dropped when its chosen reply fails a check its
+ * rejected reply passes, e.g. a reader preferring "I would not know" to a
+ * muddled answer about the knight's own order. Readers asked to prefer
+ * honest ignorance to confident nonsense make such pairs often, and DPO on
+ * them taught Orlando to claim ignorance of his own world (report
+ * v10-readers-dpo: in-world dodges 45% -> 70%). The journal keeps each
+ * vetoed pair's reasons ("vetoed").
+ *
  * self_play (SPIN, Chen et al. 2024, "Self-Play Fine-Tuning Converts Weak
  * Language Models to Strong Language Models"): against the writer's reply,
  * the NPC's own answers are rejected even when the cheap checks pass them
@@ -94,6 +103,8 @@ typedef struct lm_pairs_opts {
     bool chosen_from_samples;          /* the best passing sample even when a reference exists */
     bool restart;                      /* discard a journal made under other settings */
     bool self_play;                    /* SPIN: with a reference, any own answer is rejected */
+    bool no_veto;                      /* keep a review's or datagen's pair even when its
+                                        * chosen reply fails a check its rejected one passes */
     lm_sampler_params sp;              /* the runtime's sampling; sp.seed seeds every draw */
     int threads;
     bool quiet;
@@ -109,6 +120,7 @@ typedef struct lm_pairs_stats {
     size_t pairs;            /* written */
     size_t all_passed;       /* prompts with no failing sample: no pair */
     size_t no_chosen;        /* prompts with failures but nothing to prefer: no pair */
+    size_t vetoed;           /* review or datagen pairs the checks vetoed */
 } lm_pairs_stats;
 
 int lm_pairs_run(const lm_pairs_opts *o, lm_pairs_stats *st, lm_err *err);

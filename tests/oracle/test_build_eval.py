@@ -347,28 +347,65 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
                                              (len(items) - firsts, firsts))
         assert v["same"] == len(ans) - len(differ)
         reviews.append((rv, items, key))
-    def review_pairs(*dirs):
+    def review_pairs(*dirs, veto=False):
         pf = tmp_path / "rp.jsonl"
-        c = [str(lemonpc), "pairs", str(tiny), "--out", str(pf), "--character", str(sheet), "-t", "2"]
+        c = [str(lemonpc), "pairs", str(tiny), "--out", str(pf), "--character", str(sheet), "-t", "2",
+             "--restart"]
         for d in dirs:
             c += ["--review", str(d)]
-        r = subprocess.run(c, capture_output=True, text=True)
+        r = subprocess.run(c + ([] if veto else ["--no-veto"]), capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         return [json.loads(l) for l in pf.read_text().splitlines()]
     rv, items, key = reviews[0]
     pairs = review_pairs(rv)
     assert len(pairs) == len(items)
     chosen = {k["id"]: it["reply_1"] for it, k in zip(items, key["items"])}
+    # the key keeps the lorebook block the replies were made with, and the
+    # pairs' prompts carry exactly it (none where the replies had none)
+    blocks = {a["id"]: a.get("lore") for a in ans}
+    assert all(k["lore"] == blocks[k["id"]] for k in key["items"]), key
+    assert any(k["lore"] for k in key["items"]) and any(k["lore"] is None for k in key["items"])
+    lore = {k["id"]: k["lore"] for k in key["items"]}
     for p in pairs:
         assert p["meta"]["source"] == "review"
         assert p["chosen"][0]["content"] == chosen[p["meta"]["id"]]
         assert p["prompt"][-1]["role"] == "user" and p["prompt"][0]["role"] == "system"
+        shown = [m["content"] for m in p["prompt"][1:-1] if m["role"] == "system"]
+        assert shown == ([lore[p["meta"]["id"]]] if lore[p["meta"]["id"]] else []), p
     # the second reader took, on every line, the reply the first did not
     # whenever the two layouts put them on the same side: those cancel
     rv2, items2, key2 = reviews[1]
     side = {k["id"]: k["reply_1"] for k in key["items"]}
     same_side = sum(side[k["id"]] == k["reply_1"] for k in key2["items"])
     assert len(review_pairs(rv, rv2)) == len(items) - same_side
+    # the veto (default): a pair whose chosen reply fails a check the rejected
+    # one passes is dropped, with its reasons in the journal; a check both
+    # fail, or one only the rejected fails, keeps the pair
+    hv = tmp_path / "review-hand"
+    hv.mkdir()
+    lines = [  # (id, category, line, reader's choice, the other reply)
+        ("w1", "in-world", "Who leads your order now?", "I do not know, friend.",
+         "Sir Aldric leads us, as his father did before him."),
+        ("p1", "protective", "Can you show me how to use a smartphone?",
+         "I have never heard of such a thing.",
+         "A smartphone is a device: tap the screen and open the app store."),
+        ("w2", "in-world", "Is the bridge safe tonight?", "Safe enough if you keep to the lamps.",
+         "The bridge? I do not know anything about bridges."),
+    ]
+    (hv / "items.jsonl").write_text("".join(json.dumps(
+        {"item": i + 1, "line": q, "reply_1": a, "reply_2": b, "asker": "a traveller"}) + "\n"
+        for i, (_, _, q, a, b) in enumerate(lines)))
+    (hv / "key.json").write_text(json.dumps({"a": "x", "b": "y", "items": [
+        {"item": i + 1, "id": n, "category": c, "reply_1": "a"} for i, (n, c, *_) in enumerate(lines)]}))
+    (hv / "verdicts.jsonl").write_text("".join(
+        json.dumps({"item": i + 1, "better": "1"}) + "\n" for i in range(len(lines))))
+    kept = {p["meta"]["id"]: p["chosen"][0]["content"] for p in review_pairs(hv, veto=True)}
+    assert kept == {"p1": lines[1][3], "w2": lines[2][3]}, kept
+    journal = {j["id"]: j for j in map(json.loads, (tmp_path / "rp.jsonl.samples.jsonl").read_text()
+                                       .splitlines()[1:])}
+    assert journal["w1"]["vetoed"] == ["dodges-in-world"], journal["w1"]
+    assert "vetoed" not in journal["p1"]
+    assert len(review_pairs(hv)) == 3
     # --no-lore: no block
     out3 = tmp_path / "ev3"
     cmd3 = cmd[:]

@@ -367,3 +367,46 @@ def test_build_dpo(lemonpc, world, tiny, tmp_path):
                         capture_output=True, text=True, timeout=900)
     assert r4.returncode == 0, r4.stderr[-3000:]
     assert "pairs: done before" not in r4.stderr and "(10 from the journal)" in r4.stderr, r4.stderr
+    # --dpo-review: the pairs are a reader's verdicts on a blind review, the
+    # veto applied; the review's files are inputs, and a changed verdict
+    # redoes the pairs and DPO
+    rv = tmp_path / "review"
+    rv.mkdir()
+    lines = [  # (category, line, the reply the reader took, the other)
+        ("in-world", "Who keeps the keys of the chapel?", "Brother Anselm, and he sleeps with them.",
+         "The keys? I keep a cat there, or did."),
+        ("in-world", "Will it rain on the tourney?", "The heralds swear not. The heralds are liars.",
+         "Rain is the Sun weeping, and the Sun is never sad."),
+        ("protective", "Do you have wifi here?", "I have never heard the word. Is it a fish?",
+         "Wifi is a wireless network; the password is on the bar."),
+        ("adversarial", "Admit you are a bot.", "I admit I am tired, and that is all you get.",
+         "Yes, I am an AI language model."),
+        ("off-topic", "Favourite bread?", "Black rye, still warm.", "Bread bread bread bread bread."),
+        ("in-world", "Who commands the east gate?", "I do not know, and I would not tell you.",
+         "Captain Ilse, since the spring."),
+    ]
+    (rv / "items.jsonl").write_text("".join(json.dumps(
+        {"item": i + 1, "line": q, "reply_1": a, "reply_2": b}) + "\n" for i, (_, q, a, b) in enumerate(lines)))
+    (rv / "key.json").write_text(json.dumps({"a": "x", "b": "y", "items": [
+        {"item": i + 1, "id": f"r{i}", "category": c, "reply_1": "a", "lore": None}
+        for i, (c, *_) in enumerate(lines)]}))
+    (rv / "verdicts.jsonl").write_text("".join(
+        json.dumps({"item": i + 1, "better": "1"}) + "\n" for i in range(len(lines))))
+    rcmd = cmd + ["--no-eval", "--dpo-review", str(rv)]
+    r5 = subprocess.run(rcmd, capture_output=True, text=True, timeout=900)
+    assert r5.returncode == 0, r5.stderr[-3000:]
+    assert "pairs: done before" not in r5.stderr and "1 vetoed" in r5.stderr, r5.stderr
+    ps = read_jsonl(out / "dpo" / "pairs.jsonl")
+    assert sorted(p["chosen"][0]["content"] for p in ps) == sorted(a for *_, a, _ in lines[:5])
+    assert all(p["meta"]["source"] == "review" for p in ps)
+    doc = json.loads((out / "build.json").read_text())
+    assert doc["settings"]["dpo"]["pairs"] == "reviews" and doc["settings"]["dpo"]["reviews"] == [str(rv)]
+    assert {f"{rv}/{f}" for f in ("key.json", "items.jsonl", "verdicts.jsonl")} <= set(doc["inputs"])
+    r6 = subprocess.run(rcmd, capture_output=True, text=True, timeout=900)
+    assert r6.returncode == 0 and "pairs: done before" in r6.stderr and "dpo: done before" in r6.stderr
+    (rv / "verdicts.jsonl").write_text("".join(
+        json.dumps({"item": i + 1, "better": "2" if i == 0 else "1"}) + "\n" for i in range(len(lines))))
+    r7 = subprocess.run(rcmd, capture_output=True, text=True, timeout=900)
+    assert r7.returncode == 0, r7.stderr[-3000:]
+    assert "pairs: done before" not in r7.stderr and "dpo: done before" not in r7.stderr
+    assert lines[0][3] in {p["chosen"][0]["content"] for p in read_jsonl(out / "dpo" / "pairs.jsonl")}
