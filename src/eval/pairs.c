@@ -286,7 +286,8 @@ static int load_reviews(src_ctx *s, items *it, lm_err *err) {
         }
     }
     const char *k;
-    json_t *e;
+    json_t *e, *per_id = json_object();   /* question id -> pairs made for it */
+    if (!per_id) rc = lm_errf(err, "out of memory");
     json_object_foreach(votes, k, e) {
         if (rc) break;
         json_int_t sum = json_integer_value(json_array_get(e, 2));
@@ -303,7 +304,18 @@ static int load_reviews(src_ctx *s, items *it, lm_err *err) {
         y->source = "review";
         y->kind = str_field(kx, "category");
         y->asker = str_field(x, "asker");
-        y->id = strdup(str_field(kx, "id"));
+        /* reviews of other pairs of NPCs on the same lines give a line
+         * several pairs: the second and later are "ID~2", "ID~3", ... */
+        const char *qid = str_field(kx, "id");
+        json_int_t seen_n = json_integer_value(json_object_get(per_id, qid)) + 1;
+        json_object_set_new(per_id, qid, json_integer(seen_n));
+        if (seen_n == 1) y->id = strdup(qid);
+        else {
+            lm_sb ib = {0};
+            lm_sb_printf(&ib, "%s~%lld", qid, (long long)seen_n);
+            y->id = ib.oom ? NULL : ib.p;
+            if (!y->id) lm_sb_free(&ib);
+        }
         y->prompt = json_array();
         if (!y->id || !y->prompt) { rc = lm_errf(err, "out of memory"); break; }
         size_t j;
@@ -327,6 +339,7 @@ static int load_reviews(src_ctx *s, items *it, lm_err *err) {
         json_array_append_new(s->keep, why);
         y->rejected_reasons = why;
     }
+    json_decref(per_id);
     json_decref(votes);
     return rc;
 }

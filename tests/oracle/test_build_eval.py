@@ -378,6 +378,19 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
     side = {k["id"]: k["reply_1"] for k in key["items"]}
     same_side = sum(side[k["id"]] == k["reply_1"] for k in key2["items"])
     assert len(review_pairs(rv, rv2)) == len(items) - same_side
+    # a review of another pair of NPCs on the same lines (other replies)
+    # adds its own pairs, a line's second pair named ID~2
+    rv3 = tmp_path / "review-other"
+    rv3.mkdir()
+    (rv3 / "items.jsonl").write_text("".join(json.dumps(
+        dict(it, reply_1=it["reply_1"] + " Truly.", reply_2=it["reply_2"] + " Truly.")) + "\n" for it in items))
+    shutil.copy(rv / "key.json", rv3 / "key.json")
+    shutil.copy(rv / "verdicts.jsonl", rv3 / "verdicts.jsonl")
+    both = review_pairs(rv, rv3)
+    assert sorted(p["meta"]["id"] for p in both) == sorted(list(chosen) + [i + "~2" for i in chosen])
+    for p in both:
+        qid, _, n = p["meta"]["id"].partition("~")
+        assert p["chosen"][0]["content"] == chosen[qid] + (" Truly." if n else "")
     # the veto (default): a pair whose chosen reply fails a check the rejected
     # one passes is dropped, with its reasons in the journal; a check both
     # fail, or one only the rejected fails, keeps the pair
