@@ -5,8 +5,11 @@
 #
 #   base + full persona   SmolLM2 as shipped, the sheet as its system turn
 #   lora                  `lemonpc build` defaults but 2 epochs (validation loss is flat or
-#                         worse in a third) and rows of 384 (what the shipped adapter trained
-#                         with: the build then passed --dpo-seq as --seq): LoRA r16, short persona
+#                         worse in a third) and rows of 384 (what the first shipped adapter
+#                         trained with: the build then passed --dpo-seq as --seq): LoRA r16,
+#                         short persona
+#   readers (shipped)     the lora build, then DPO on three blind readers' verdicts on its
+#                         replies to train lines (report/v10-readers-dpo, report/v11-veto)
 #   full                  the same data, all weights fine-tuned
 #   lora, no persona      the seed's second mode: no persona in training or use
 #   lora + DPO            the lora build, then self-play DPO (report/dpo: SFT against SFT + DPO)
@@ -43,7 +46,19 @@ if [ ! -f "$snap/values.jsonl" ]; then
 fi
 $lp build examples/luminara --character orlando --model "$model" --out "$out/lora" --data "$snap" \
     --epochs 2 --seq 384 --no-lore
-cp "$out/lora/export/orlando.adapter.gguf" examples/luminara/npc/orlando.adapter.gguf
+# The shipped adapter: the lora build trained further on what three blind readers preferred
+# of its greedy and sampled replies to 300 train lines (lemonpc pairs --review, with the veto),
+# DPO settings as report/v10-readers-dpo: beta 0.1, --dpo-nll 1, 2 epochs, rows of 384. A copy
+# of the lora build, so its finished stages are not redone.
+if [ ! -f "$out/readers/build.json" ]; then
+    rm -rf "$out/readers" && mkdir -p "$out/readers"
+    cp -r "$out/lora/data" "$out/lora/run" "$out/lora/build.json" "$out/readers/"
+fi
+rv=examples/luminara/report/v10-readers-dpo/train-reviews
+$lp build examples/luminara --character orlando --model "$model" --out "$out/readers" --data "$snap" \
+    --epochs 2 --seq 384 --no-lore --dpo-review "$rv/reader1" --dpo-review "$rv/reader2" \
+    --dpo-review "$rv/reader3" --dpo-epochs 2 --dpo-nll 1 --dpo-seq 384
+cp "$out/readers/export/orlando.adapter.gguf" examples/luminara/npc/orlando.adapter.gguf
 if [ "${ONLY:-}" = lora ]; then
     echo "rebuilt examples/luminara/npc/orlando.adapter.gguf in $(( $(date +%s) - t0 )) s"
     exit 0

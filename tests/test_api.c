@@ -595,12 +595,19 @@ static void test_guard_best_of(void **state) {
     lm_chat_msg without[3] = {{"system", sys}, {"user", ""}, {"assistant", r}};
     double nll_with, nll_without;
     int nw, nwo;
-    assert_int_equal(lm_generator_score(g, with, 3, &nll_with, &nw, &e), 0);
-    assert_int_equal(lm_generator_score(g, without, 3, &nll_without, &nwo, &e), 0);
+    assert_int_equal(lm_generator_score(g, with, 3, true, &nll_with, &nw, &e), 0);
+    assert_int_equal(lm_generator_score(g, without, 3, true, &nll_without, &nwo, &e), 0);
     assert_int_equal(nw, nwo);
     double want = (nll_without - nll_with) / nw;
     if (fabs(info.relevance - want) > 0.02)
         fail_msg("relevance %.4f, the generator's %.4f", info.relevance, want);
+    /* a reply cut at its limit is scored without the closing token: one
+     * token fewer, and a smaller NLL by exactly that token's */
+    double nll_open;
+    int no;
+    assert_int_equal(lm_generator_score(g, with, 3, false, &nll_open, &no, &e), 0);
+    assert_int_equal(no, nw - 1);
+    assert_true(nll_open < nll_with && nll_open > 0);
     lm_generator_free(g);
 
     /* the next turn reuses the cache at least up to the system turn */

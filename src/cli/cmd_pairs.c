@@ -38,10 +38,12 @@ static void usage(FILE *out) {
             "                       verdicts.jsonl): the reply preferred is chosen, the other\n"
             "                       rejected; repeatable: reviews of the same two NPCs are\n"
             "                       several readers, and a pair needs more votes than against\n"
-            "  --no-veto            keep a review's or datagen's pair whose chosen reply fails a\n"
-            "                       check its rejected reply passes (by default such a pair is\n"
-            "                       dropped: a reader's \"I would not know\" over a muddled answer\n"
-            "                       about his own world teaches him to dodge it)\n"
+            "  --veto MODE          which review and datagen pairs are dropped: ignorance\n"
+            "                       (default) those whose chosen reply fails a check the rejected\n"
+            "                       one passes, or claims not to know where the rejected one does\n"
+            "                       not, on any line (readers' \"I do not know\" over a muddled\n"
+            "                       answer teaches the NPC to dodge everything); checks: the\n"
+            "                       first only; none: keep every pair\n"
             "  --character SHEET    the character sheet (.md): filters by name and sheet, and the\n"
             "                       system turn of prompts that have none\n"
             "  --persona MODE       that system turn: short, full or none (default: the mode\n"
@@ -106,7 +108,6 @@ int cmd_pairs(int argc, char **argv) {
         if (!strcmp(a, "--no-lore")) { o.no_lore = true; continue; }
         if (!strcmp(a, "--self-play")) { o.self_play = true; continue; }
         if (!strcmp(a, "--restart")) { o.restart = true; continue; }
-        if (!strcmp(a, "--no-veto")) { o.no_veto = true; continue; }
         if (a[0] == '-' && a[1]) {
             if (i + 1 >= argc) { fprintf(stderr, "lemonpc pairs: %s needs a value (see --help)\n", a); goto done; }
             const char *v = argv[++i];
@@ -119,6 +120,12 @@ int cmd_pairs(int argc, char **argv) {
             else if (!strcmp(a, "--character")) o.character = v;
             else if (!strcmp(a, "--adapter")) o.adapter = v;
             else if (!strcmp(a, "--kinds")) o.kinds = v;
+            else if (!strcmp(a, "--veto")) {
+                if ((o.veto = lm_pairs_veto_parse(v)) < 0) {
+                    fprintf(stderr, "lemonpc pairs: --veto wants ignorance, checks or none, got '%s'\n", v);
+                    goto done;
+                }
+            }
             else if (!strcmp(a, "--persona")) {
                 if ((o.persona = lm_persona_mode_parse(v)) < 0) {
                     fprintf(stderr, "lemonpc pairs: --persona wants short, full or none, got '%s'\n", v);

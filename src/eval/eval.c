@@ -183,7 +183,7 @@ static int empty_line_logp(void *ud, const lm_guard_draw *d, double *logp, lm_er
     m[k++] = (lm_chat_msg){"assistant", d->text};
     double nll = 0;
     int nt = 0;
-    int rc = lm_generator_score(j->g, m, k, &nll, &nt, err);
+    int rc = lm_generator_score(j->g, m, k, d->stop == STOP_EOS, &nll, &nt, err);
     free(m);
     *logp = -nll;
     return rc;
@@ -243,7 +243,7 @@ static int score_refs(lm_generator *g, const lm_eval_opts *o, const lm_character
         while (k > 0 && strcmp(m[k - 1].role, "assistant")) k--;   /* end on the answer */
         double one = 0;
         int nt = 0;
-        if (k >= 2) rc = lm_generator_score(g, m, k, &one, &nt, err);
+        if (k >= 2) rc = lm_generator_score(g, m, k, true, &one, &nt, err);
         free(m);
         free(sys);
         if (rc) {

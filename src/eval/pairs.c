@@ -23,6 +23,11 @@
 #include "sheet/sheet.h"
 #include "train/jsonl.h"
 
+int lm_pairs_veto_parse(const char *s) {
+    return !strcmp(s, "ignorance") ? LM_VETO_IGNORANCE : !strcmp(s, "checks") ? LM_VETO_CHECKS :
+           !strcmp(s, "none") ? LM_VETO_NONE : -1;
+}
+
 void lm_pairs_opts_init(lm_pairs_opts *o) {
     memset(o, 0, sizeof *o);
     o->persona = LM_PERSONA_SHORT;
@@ -537,12 +542,19 @@ static json_t *make_pairs(const lm_pairs_opts *o, const scorer *s, const item *x
     if (!chosen && x->reference) chosen = x->reference, from = "reference";
     if (x->rejected) {
         if (!chosen) { st->no_chosen++; return pairs; }
-        if (!o->no_veto) {
+        if (o->veto != LM_VETO_NONE) {
             /* what the chosen reply fails that the rejected one does not
              * (a reader's text has no stop: both count as ended) */
             json_t *worse = score(s, x, chosen, true), *rej = score(s, x, x->rejected, true);
             excuse(worse, rej);
             json_decref(rej);
+            if (o->veto == LM_VETO_IGNORANCE) {
+                /* the in-world dodge pattern, whatever the line's kind */
+                lm_eval_flags fc, fr;
+                lm_eval_check(s->k, x->question, chosen, "in-world", x->asker, true, &fc);
+                lm_eval_check(s->k, x->question, x->rejected, "in-world", x->asker, true, &fr);
+                if (fc.dodges && !fr.dodges) add_reason(worse, "claims-ignorance");
+            }
             if (json_array_size(worse)) {
                 st->vetoed++;
                 *vetoed = worse;

@@ -43,14 +43,20 @@
  * A prompt with no failing sample or no acceptable chosen side gives no
  * pair: the NPC already does well there, or nothing good is known.
  *
- * Veto (unless no_veto): a pair whose two sides come from outside (a
- * review, datagen) is dropped when its chosen reply fails a check its
- * rejected reply passes, e.g. a reader preferring "I would not know" to a
- * muddled answer about the knight's own order. Readers asked to prefer
- * honest ignorance to confident nonsense make such pairs often, and DPO on
- * them taught Orlando to claim ignorance of his own world (report
- * v10-readers-dpo: in-world dodges 45% -> 70%). The journal keeps each
- * vetoed pair's reasons ("vetoed").
+ * Veto: a pair whose two sides come from outside (a review, datagen) is
+ * dropped when its chosen reply fails a check its rejected reply passes,
+ * e.g. a reader preferring "I do not know" to a muddled answer about the
+ * knight's own order; and by default (LM_VETO_IGNORANCE) whenever the
+ * chosen reply claims not to know and the rejected one does not, on a
+ * protective line too. Readers asked to prefer honest ignorance to
+ * confident nonsense make such pairs often. DPO on all of them taught
+ * Orlando to claim ignorance of his own world (report v10-readers-dpo:
+ * in-world dodges 45% -> 70%); with the checks' veto alone, which keeps
+ * the protective ones, the claim spread to his world and to small talk,
+ * and two blind readers preferred the adapter trained without any such
+ * pair (report v11-veto: 81-51, 85-58). The SFT data already teaches the
+ * protective answer. The journal keeps each vetoed pair's reasons
+ * ("vetoed").
  *
  * self_play (SPIN, Chen et al. 2024, "Self-Play Fine-Tuning Converts Weak
  * Language Models to Strong Language Models"): against the writer's reply,
@@ -103,12 +109,23 @@ typedef struct lm_pairs_opts {
     bool chosen_from_samples;          /* the best passing sample even when a reference exists */
     bool restart;                      /* discard a journal made under other settings */
     bool self_play;                    /* SPIN: with a reference, any own answer is rejected */
-    bool no_veto;                      /* keep a review's or datagen's pair even when its
-                                        * chosen reply fails a check its rejected one passes */
+    int veto;                          /* lm_pairs_veto: which review and datagen pairs go */
     lm_sampler_params sp;              /* the runtime's sampling; sp.seed seeds every draw */
     int threads;
     bool quiet;
 } lm_pairs_opts;
+
+/* Which pairs with both sides given (review, datagen) are dropped. */
+typedef enum lm_pairs_veto {
+    LM_VETO_IGNORANCE = 0,   /* default: as CHECKS, and a chosen reply that claims not to
+                              * know (or declines) against a rejected one that does not,
+                              * on any line */
+    LM_VETO_CHECKS,          /* the chosen reply fails a check the rejected one passes */
+    LM_VETO_NONE,
+} lm_pairs_veto;
+
+/* "ignorance", "checks" or "none"; -1 for anything else. */
+int lm_pairs_veto_parse(const char *s);
 
 void lm_pairs_opts_init(lm_pairs_opts *o);
 

@@ -280,7 +280,7 @@ int lm_generate_chat(lm_generator *g, const lm_chat_msg *msgs, size_t n,
     return rc;
 }
 
-int lm_generator_score(lm_generator *g, const lm_chat_msg *msgs, size_t n, double *nll,
+int lm_generator_score(lm_generator *g, const lm_chat_msg *msgs, size_t n, bool closed, double *nll,
                        int *n_tokens, lm_err *err) {
     *nll = 0;
     *n_tokens = 0;
@@ -327,7 +327,9 @@ int lm_generator_score(lm_generator *g, const lm_chat_msg *msgs, size_t n, doubl
     }
     if (rc == 0)
         rc = lm_eval(g->ctx, all + n_prompt - 1, (int)rows, LM_LOGITS_ALL, logits, err);
-    for (size_t r = 0; rc == 0 && r < rows; r++)
+    /* the last row predicts the closing token */
+    size_t scored = closed ? rows : rows - 1;
+    for (size_t r = 0; rc == 0 && r < scored; r++)
         *nll -= lm_token_logp(logits + r * (size_t)V, V, all[n_prompt + r]);
     if (rc == 0) {
         int32_t *keep = realloc(g->scored, n_prompt * sizeof *keep);
@@ -337,7 +339,7 @@ int lm_generator_score(lm_generator *g, const lm_chat_msg *msgs, size_t n, doubl
             g->n_scored = n_prompt;
         }
     }
-    if (rc == 0) *n_tokens = (int)rows;
+    if (rc == 0) *n_tokens = (int)scored;
 done:
     free(logits);
     free(all);

@@ -36,10 +36,11 @@ int lm_generator_set_adapter(lm_generator *g, const char *path, float scale, lm_
 
 /* Teacher-forced score of the last message (an assistant turn) given the
  * ones before it: *nll is the summed negative log-likelihood (nats) of its
- * tokens and the <|im_end|> that closes it, *n_tokens their count. Scoring
- * several replies to the same messages in a row evaluates them once (when
- * no generation ran in between): the same computation, so the same sums. */
-int lm_generator_score(lm_generator *g, const lm_chat_msg *msgs, size_t n, double *nll,
+ * tokens and, when closed, the <|im_end|> that closes it (a reply cut at
+ * its token limit never drew one), *n_tokens their count. Scoring several
+ * replies to the same messages in a row evaluates them once (when no
+ * generation ran in between): the same computation, so the same sums. */
+int lm_generator_score(lm_generator *g, const lm_chat_msg *msgs, size_t n, bool closed, double *nll,
                        int *n_tokens, lm_err *err);
 
 typedef struct lm_gen_params {

@@ -347,13 +347,13 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
                                              (len(items) - firsts, firsts))
         assert v["same"] == len(ans) - len(differ)
         reviews.append((rv, items, key))
-    def review_pairs(*dirs, veto=False):
+    def review_pairs(*dirs, veto="none"):
         pf = tmp_path / "rp.jsonl"
         c = [str(lemonpc), "pairs", str(tiny), "--out", str(pf), "--character", str(sheet), "-t", "2",
              "--restart"]
         for d in dirs:
             c += ["--review", str(d)]
-        r = subprocess.run(c + ([] if veto else ["--no-veto"]), capture_output=True, text=True)
+        r = subprocess.run(c + ([] if veto == "default" else ["--veto", veto]), capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         return [json.loads(l) for l in pf.read_text().splitlines()]
     rv, items, key = reviews[0]
@@ -391,9 +391,11 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
     for p in both:
         qid, _, n = p["meta"]["id"].partition("~")
         assert p["chosen"][0]["content"] == chosen[qid] + (" Truly." if n else "")
-    # the veto (default): a pair whose chosen reply fails a check the rejected
-    # one passes is dropped, with its reasons in the journal; a check both
-    # fail, or one only the rejected fails, keeps the pair
+    # the veto: a pair whose chosen reply fails a check the rejected one
+    # passes is dropped, with its reasons in the journal; a check both fail,
+    # or one only the rejected fails, keeps the pair (--veto checks); by
+    # default a chosen claim of not knowing against a rejected reply without
+    # one goes too, on any line
     hv = tmp_path / "review-hand"
     hv.mkdir()
     lines = [  # (id, category, line, reader's choice, the other reply)
@@ -412,13 +414,22 @@ def test_eval_end_to_end(lemonpc, tiny, tmp_path, model_path):
         {"item": i + 1, "id": n, "category": c, "reply_1": "a"} for i, (n, c, *_) in enumerate(lines)]}))
     (hv / "verdicts.jsonl").write_text("".join(
         json.dumps({"item": i + 1, "better": "1"}) + "\n" for i in range(len(lines))))
-    kept = {p["meta"]["id"]: p["chosen"][0]["content"] for p in review_pairs(hv, veto=True)}
+    def journal():
+        return {j["id"]: j for j in map(json.loads, (tmp_path / "rp.jsonl.samples.jsonl").read_text()
+                                        .splitlines()[1:])}
+    kept = {p["meta"]["id"]: p["chosen"][0]["content"] for p in review_pairs(hv, veto="checks")}
     assert kept == {"p1": lines[1][3], "w2": lines[2][3]}, kept
-    journal = {j["id"]: j for j in map(json.loads, (tmp_path / "rp.jsonl.samples.jsonl").read_text()
-                                       .splitlines()[1:])}
-    assert journal["w1"]["vetoed"] == ["dodges-in-world"], journal["w1"]
-    assert "vetoed" not in journal["p1"]
+    assert journal()["w1"]["vetoed"] == ["dodges-in-world"], journal()["w1"]
+    assert "vetoed" not in journal()["p1"]
+    kept = {p["meta"]["id"]: p["chosen"][0]["content"] for p in review_pairs(hv, veto="default")}
+    assert kept == {"w2": lines[2][3]}, kept
+    assert journal()["w1"]["vetoed"] == ["dodges-in-world", "claims-ignorance"], journal()["w1"]
+    assert journal()["p1"]["vetoed"] == ["claims-ignorance"], journal()["p1"]
+    assert "vetoed" not in journal()["w2"]
     assert len(review_pairs(hv)) == 3
+    c = [str(lemonpc), "pairs", str(tiny), "--out", str(tmp_path / "x.jsonl"), "--review", str(hv)]
+    r = subprocess.run(c + ["--veto", "some"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--veto wants ignorance, checks or none" in r.stderr, r.stderr
     # --no-lore: no block
     out3 = tmp_path / "ev3"
     cmd3 = cmd[:]

@@ -395,9 +395,12 @@ def test_build_dpo(lemonpc, world, tiny, tmp_path):
     rcmd = cmd + ["--no-eval", "--dpo-review", str(rv)]
     r5 = subprocess.run(rcmd, capture_output=True, text=True, timeout=900)
     assert r5.returncode == 0, r5.stderr[-3000:]
-    assert "pairs: done before" not in r5.stderr and "1 vetoed" in r5.stderr, r5.stderr
+    # vetoed: the in-world "I do not know", and the protective one too (the
+    # default veto: no pair trains toward claiming not to know)
+    assert "pairs: done before" not in r5.stderr and "2 vetoed" in r5.stderr, r5.stderr
     ps = read_jsonl(out / "dpo" / "pairs.jsonl")
-    assert sorted(p["chosen"][0]["content"] for p in ps) == sorted(a for *_, a, _ in lines[:5])
+    assert sorted(p["chosen"][0]["content"] for p in ps) == sorted(
+        a for i, (*_, a, _) in enumerate(lines) if i not in (2, 5))
     assert all(p["meta"]["source"] == "review" for p in ps)
     doc = json.loads((out / "build.json").read_text())
     assert doc["settings"]["dpo"]["pairs"] == "reviews" and doc["settings"]["dpo"]["reviews"] == [str(rv)]
