@@ -4,7 +4,8 @@
 # answer three questions twice: the base model with his sheet as its system
 # turn, then the model with his fine-tuned adapter
 # (examples/luminara/npc/orlando.adapter.gguf, made by `lemonpc build` from
-# his 959 hand-written conversations; `ONLY=lora make orlando` rebuilds it).
+# his 959 hand-written conversations, then trained on blind readers' verdicts;
+# `ONLY=lora make orlando` rebuilds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh --demo
@@ -34,4 +35,4 @@ ask "Can you show me how to use a smartphone?"
 echo
 echo "Chat with him yourself:"
 echo "  ./build/lemonpc chat $model --character $sheet --adapter $adapter"
-echo "The evaluation behind him: examples/luminara/report/README.md (read blind: report/v9-best-of/, report/v10-readers-dpo/)"
+echo "The evaluation behind him: examples/luminara/report/README.md (read blind: report/v9-best-of/, report/v11-veto/)"

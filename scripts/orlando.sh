@@ -82,8 +82,8 @@ $lp eval "$model" "$q" --out "$out/base-full" --character "$sheet" --persona ful
     --label "base + full persona"
 
 $lp eval --compare "$out/base-full" "$out/lora/eval/heldout" "$out/full/eval/heldout" \
-    "$out/lora-nopersona/eval/heldout" --out examples/luminara/report
+    "$out/lora-nopersona/eval/heldout" "$out/readers/eval/heldout" --out examples/luminara/report
 cp "$out/lora/eval/test/report.md" examples/luminara/report/lora-test-split.md
 cp "$out/full/eval/test/report.md" examples/luminara/report/full-test-split.md
-for b in lora full lora-nopersona; do cp "$out/$b/build.json" "examples/luminara/report/build-$b.json"; done
+for b in lora readers full lora-nopersona; do cp "$out/$b/build.json" "examples/luminara/report/build-$b.json"; done
 echo "examples/luminara/report/compare.md regenerated in $(( $(date +%s) - t0 )) s"

@@ -22,6 +22,7 @@ int cmd_train(int argc, char **argv);
 int cmd_pairs(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_peft(int argc, char **argv);
+int cmd_stamp(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_build(int argc, char **argv);
 

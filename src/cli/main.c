@@ -30,6 +30,7 @@ static const command COMMANDS[] = {
     {"pairs", cmd_pairs, "make DPO preference pairs from an NPC's own samples and rejected answers"},
     {"merge", cmd_merge, "merge a LoRA adapter into its base model (GGUF F32..Q4_1)"},
     {"peft", cmd_peft, "export a LoRA adapter GGUF as a PEFT folder"},
+    {"stamp", cmd_stamp, "stamp an adapter trained by hand with its persona policy"},
     {"eval", cmd_eval, "have an NPC answer a question file and report how it stays in character"},
     {"build", cmd_build, "build an NPC from a sheet folder: dataset, fine-tune, eval, export"},
 };

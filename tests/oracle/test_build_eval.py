@@ -107,6 +107,17 @@ def test_build_all_stages(lemonpc, world, tiny, tmp_path, model_path):
         return bytes(f.parts[f.data[0]]).decode()
     assert kv("lemonpc.persona.mode") == "short" and kv("lemonpc.character") == "Orlando Marlo"
     assert len(kv("lemonpc.persona.hash")) == 16
+    # `lemonpc stamp` gives weights trained by hand the same stamp: the best
+    # checkpoint stamped by it is the exported adapter, byte for byte
+    stamped = tmp_path / "stamped.gguf"
+    r = subprocess.run([str(lemonpc), "stamp", str(out / "run" / "best" / "adapter.gguf"), "--character",
+                        str(world / "characters" / "orlando.md"), "--out", str(stamped)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert stamped.read_bytes() == (exp / "orlando.adapter.gguf").read_bytes()
+    r = subprocess.run([str(lemonpc), "stamp", str(stamped), "--character", str(world / "characters" / "orlando.md"),
+                        "--persona", "odd"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--persona wants" in r.stderr, r.stderr
     sheet = world / "characters" / "orlando.md"
     gen = [str(lemonpc), "generate", str(tiny), "--adapter", str(exp / "orlando.adapter.gguf"),
            "--character", str(sheet), "-p", "Hello", "-n", "4", "--temp", "0"]
