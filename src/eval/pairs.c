@@ -548,7 +548,9 @@ static json_t *make_pairs(const lm_pairs_opts *o, const scorer *s, const item *x
             json_t *worse = score(s, x, chosen, true), *rej = score(s, x, x->rejected, true);
             excuse(worse, rej);
             json_decref(rej);
-            if (o->veto == LM_VETO_IGNORANCE) {
+            /* readers' choices only: datagen's chosen side passed the
+             * dataset filters, which ask protective lines for ignorance */
+            if (o->veto == LM_VETO_IGNORANCE && !strcmp(x->source, "review")) {
                 /* the in-world dodge pattern, whatever the line's kind */
                 lm_eval_flags fc, fr;
                 lm_eval_check(s->k, x->question, chosen, "in-world", x->asker, true, &fc);

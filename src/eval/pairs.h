@@ -46,9 +46,10 @@
  * Veto: a pair whose two sides come from outside (a review, datagen) is
  * dropped when its chosen reply fails a check its rejected reply passes,
  * e.g. a reader preferring "I do not know" to a muddled answer about the
- * knight's own order; and by default (LM_VETO_IGNORANCE) whenever the
- * chosen reply claims not to know and the rejected one does not, on a
- * protective line too. Readers asked to prefer honest ignorance to
+ * knight's own order; and by default (LM_VETO_IGNORANCE) a reader's pair
+ * whenever the chosen reply claims not to know and the rejected one does
+ * not, on a protective line too (datagen's chosen side passed the dataset
+ * filters, which ask a protective line for exactly that). Readers asked to prefer honest ignorance to
  * confident nonsense make such pairs often. DPO on all of them taught
  * Orlando to claim ignorance of his own world (report v10-readers-dpo:
  * in-world dodges 45% -> 70%); with the checks' veto alone, which keeps
@@ -117,9 +118,9 @@ typedef struct lm_pairs_opts {
 
 /* Which pairs with both sides given (review, datagen) are dropped. */
 typedef enum lm_pairs_veto {
-    LM_VETO_IGNORANCE = 0,   /* default: as CHECKS, and a chosen reply that claims not to
-                              * know (or declines) against a rejected one that does not,
-                              * on any line */
+    LM_VETO_IGNORANCE = 0,   /* default: as CHECKS, and, for a reader's pair, a chosen
+                              * reply that claims not to know (or declines) against a
+                              * rejected one that does not, on any line */
     LM_VETO_CHECKS,          /* the chosen reply fails a check the rejected one passes */
     LM_VETO_NONE,
 } lm_pairs_veto;
