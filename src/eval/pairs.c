@@ -538,14 +538,18 @@ static json_t *make_pairs(const lm_pairs_opts *o, const scorer *s, const item *x
         if (json_array_size(json_object_get(e, "reasons"))) n_fail++;
         else if (!chosen) chosen = str_field(e, "text"), from = "sample";
     }
-    json_decref(excused);
     if (!chosen && x->reference) chosen = x->reference, from = "reference";
+    /* the reference's reasons are the chosen side's when it is chosen */
+    json_t *chosen_why = chosen && chosen == x->reference ? excused : NULL;
+    if (!chosen_why) json_decref(excused);
     if (x->rejected) {
         if (!chosen) { st->no_chosen++; return pairs; }
         if (o->veto != LM_VETO_NONE) {
             /* what the chosen reply fails that the rejected one does not
              * (a reader's text has no stop: both count as ended) */
-            json_t *worse = score(s, x, chosen, true), *rej = score(s, x, x->rejected, true);
+            json_t *worse = chosen_why ? chosen_why : score(s, x, chosen, true);
+            json_t *rej = score(s, x, x->rejected, true);
+            chosen_why = NULL;
             excuse(worse, rej);
             json_decref(rej);
             /* readers' choices only: datagen's chosen side passed the
@@ -564,9 +568,11 @@ static json_t *make_pairs(const lm_pairs_opts *o, const scorer *s, const item *x
             }
             json_decref(worse);
         }
+        json_decref(chosen_why);
         json_array_append_new(pairs, pair_json(x, chosen, from, x->rejected, x->rejected_reasons));
         return pairs;
     }
+    json_decref(chosen_why);
     /* self-play (SPIN): against the writer's reply, any of the NPC's own
      * answers is the rejected side, failing ones first */
     bool spin = o->self_play && from && !strcmp(from, "reference");

@@ -413,3 +413,8 @@ def test_build_dpo(lemonpc, world, tiny, tmp_path):
     assert r7.returncode == 0, r7.stderr[-3000:]
     assert "pairs: done before" not in r7.stderr and "dpo: done before" not in r7.stderr
     assert lines[0][3] in {p["chosen"][0]["content"] for p in read_jsonl(out / "dpo" / "pairs.jsonl")}
+    # a folder that is no review is an error naming it, before any work
+    r8 = subprocess.run(cmd + ["--no-eval", "--dpo-review", str(tmp_path / "nowhere")], capture_output=True,
+                        text=True, timeout=900)
+    assert r8.returncode == 1 and f"--dpo-review {tmp_path / 'nowhere'}" in r8.stderr, r8.stderr
+    assert "key.json" in r8.stderr, r8.stderr
